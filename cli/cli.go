@@ -1,0 +1,130 @@
+// Package cli is the gatehouse command line: run, dev, token, sessions.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/services/config"
+)
+
+const usage = `gatehouse — identity-aware access gateway for PostgreSQL (and more to come)
+
+Usage:
+  gatehouse dev [flags]                 run everything locally with a demo (embedded NATS,
+                                        local ClickHouse and PostgreSQL, dev OIDC issuer)
+  gatehouse run --config FILE --target=T[,T...]
+                                        run components; --list-targets lists them
+  gatehouse token --dev --sub S [--groups a,b] [--ttl 1h]
+                                        mint a development token from a running 'gatehouse dev'
+  gatehouse sessions list [--json]      list recorded sessions (auditor token)
+  gatehouse sessions replay ID [--json] print a session's statements, decisions and results
+
+Run 'gatehouse COMMAND --help' for a command's flags.
+Environment: GATEHOUSE_URL (API base, default http://127.0.0.1:8080), GATEHOUSE_TOKEN.
+`
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = runCmd(args[1:], stdout, stderr)
+	case "dev":
+		err = devCmd(args[1:], stdout, stderr)
+	case "token":
+		err = tokenCmd(args[1:], stdout, stderr)
+	case "sessions":
+		err = sessionsCmd(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "gatehouse: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(stderr, "gatehouse:", err)
+		return 2
+	}
+	fmt.Fprintln(stderr, "gatehouse:", err)
+	return 1
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: gatehouse %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// NewLogger builds the process logger from the config.
+func NewLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func runCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", "run --config FILE --target=all|T[,T...]", stderr)
+	cfgPath := fs.String("config", "", "config file (YAML)")
+	targets := fs.String("target", "all", "comma-separated targets to run")
+	list := fs.Bool("list-targets", false, "list the targets and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *list {
+		for _, t := range app.Targets() {
+			fmt.Fprintln(stdout, t)
+		}
+		return nil
+	}
+	if *cfgPath == "" {
+		return usageError{"run needs --config FILE"}
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", *cfgPath, err)
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	return app.New(cfg, NewLogger(cfg.Log, stderr)).Run(ctx, strings.Split(*targets, ","))
+}

@@ -1,0 +1,193 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/localdb"
+)
+
+// DemoSchema is the demo database: customers with sensitive columns, and orders.
+const DemoSchema = `
+CREATE TABLE IF NOT EXISTS customers (
+  id          serial PRIMARY KEY,
+  name        text NOT NULL,
+  email       text NOT NULL,
+  card_number text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+  id          serial PRIMARY KEY,
+  customer_id int NOT NULL REFERENCES customers(id),
+  item        text NOT NULL,
+  amount      numeric(10,2) NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO customers (name, email, card_number)
+SELECT * FROM (VALUES
+  ('Ada Lovelace',   'ada@example.com',     '4111111111111111'),
+  ('Alan Turing',    'alan@example.com',    '5500005555555559'),
+  ('Grace Hopper',   'grace@example.com',   '340000000000009'),
+  ('Edsger Dijkstra','edsger@example.com',  '6011000000000004'),
+  ('Barbara Liskov', 'barbara@example.com', '4012888888881881')
+) v WHERE NOT EXISTS (SELECT 1 FROM customers);
+INSERT INTO orders (customer_id, item, amount)
+SELECT * FROM (VALUES
+  (1, 'analytical engine', 1843.00), (2, 'bombe rotor', 1940.50), (3, 'compiler manual', 59.99),
+  (4, 'semaphore kit', 19.68), (5, 'CLU textbook', 74.00), (1, 'punch cards (1000)', 12.34),
+  (2, 'enigma spare', 99.00), (3, 'COBOL reference', 45.00), (4, 'shortest path poster', 8.50),
+  (5, 'abstraction mug', 14.20)
+) v WHERE NOT EXISTS (SELECT 1 FROM orders);
+`
+
+func devCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dev", "dev [--config deploy/gatehouse.dev.yaml]", stderr)
+	cfgPath := fs.String("config", "deploy/gatehouse.dev.yaml", "demo config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := NewLogger(cfg.Log, stderr)
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+
+	if cfg.ClickHouse.Address == "" {
+		fmt.Fprintln(stderr, "starting local ClickHouse ...")
+		ch, err := localdb.StartClickHouse(ctx, filepath.Join(cfg.DataDir, "clickhouse"), 0)
+		if err != nil {
+			return fmt.Errorf("local ClickHouse: %w", err)
+		}
+		defer ch.Stop()
+		cfg.ClickHouse.Address = ch.Addr()
+	}
+	if res, ok := cfg.Resource("demo"); ok && res.Postgres != nil && res.Postgres.Address == "" {
+		fmt.Fprintln(stderr, "starting demo PostgreSQL ...")
+		pg, err := localdb.StartPostgres(ctx, filepath.Join(cfg.DataDir, "postgres"), 0)
+		if err != nil {
+			return fmt.Errorf("demo PostgreSQL: %w", err)
+		}
+		defer pg.Stop()
+		pwFile := filepath.Join(cfg.DataDir, "demo-pg-password")
+		if err := SeedDemo(ctx, pg, res.Postgres.User, res.Postgres.Database, pwFile); err != nil {
+			return fmt.Errorf("seed demo database: %w", err)
+		}
+		res.Postgres.Address, res.Postgres.PasswordFile, res.Postgres.Password = pg.Addr(), pwFile, ""
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", *cfgPath, err)
+	}
+	a := app.New(cfg, log)
+	go announce(ctx, a, cfg, stdout)
+	err = a.Run(ctx, []string{"all"})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// SeedDemo creates the demo role (SCRAM-SHA-256 password kept in pwFile), database and data.
+func SeedDemo(ctx context.Context, pg *localdb.Postgres, role, database, pwFile string) error {
+	pw, err := os.ReadFile(pwFile)
+	if errors.Is(err, os.ErrNotExist) {
+		var b [18]byte
+		_, _ = rand.Read(b[:])
+		pw = []byte(hex.EncodeToString(b[:]))
+		if err := os.WriteFile(pwFile, pw, 0o600); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	secret := strings.TrimSpace(string(pw))
+	su, err := pgconn.Connect(ctx, pg.SuperuserConnString("postgres"))
+	if err != nil {
+		return err
+	}
+	defer su.Close(ctx)
+	quoted := "'" + strings.ReplaceAll(secret, "'", "''") + "'"
+	if _, err := su.Exec(ctx, fmt.Sprintf(`SET password_encryption = 'scram-sha-256';
+		DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%[1]s') THEN CREATE ROLE %[1]s LOGIN; END IF; END $$;
+		ALTER ROLE %[1]s PASSWORD %[2]s`, role, quoted)).ReadAll(); err != nil {
+		return fmt.Errorf("demo role: %w", err)
+	}
+	res, err := su.Exec(ctx, fmt.Sprintf("SELECT 1 FROM pg_database WHERE datname = '%s'", database)).ReadAll()
+	if err != nil {
+		return err
+	}
+	if len(res[0].Rows) == 0 {
+		if _, err := su.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s", database, role)).ReadAll(); err != nil {
+			return fmt.Errorf("demo database: %w", err)
+		}
+	}
+	c, err := pgconn.Connect(ctx, pg.ConnString(role, secret, database))
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, DemoSchema).ReadAll()
+	return err
+}
+
+// announce prints how to connect once the app is ready.
+func announce(ctx context.Context, a *app.App, cfg *config.Config, w io.Writer) {
+	for !a.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	base := "http://" + a.HTTPAddr()
+	if resp, err := http.Get(base + "/readyz"); err == nil {
+		resp.Body.Close()
+	}
+	host, port := splitHostPort(a.PostgresAddr())
+	fmt.Fprintf(w, `
+Gatehouse is running (development mode; data in %s).
+
+  PostgreSQL proxy   %s
+  HTTP API / health  %s   (GET /readyz, /metrics)
+  dev OIDC issuer    %s   (development only)
+  NATS (embedded)    %s
+
+Try it:
+  export PGPASSWORD=$(bin/gatehouse token --dev --sub svc-orders --groups orders-readers)
+  psql "host=%s port=%s dbname=demo user=svc-orders" -c 'select * from orders limit 3'
+  psql "host=%s port=%s dbname=demo user=svc-orders" -c 'drop table orders'      # denied: 42501
+
+  export GATEHOUSE_TOKEN=$(bin/gatehouse token --dev --sub auditor --groups auditors)
+  bin/gatehouse sessions list
+  bin/gatehouse sessions replay <session id>
+
+Stop with Ctrl-C.
+`, cfg.DataDir, a.PostgresAddr(), base, a.DevIssuerURL(), a.NATSURL(), host, port, host, port)
+}
+
+func splitHostPort(s string) (string, string) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], s[i+1:]
+}

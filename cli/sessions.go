@@ -1,0 +1,174 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gatehouse/gatehouse/query"
+	"github.com/gatehouse/gatehouse/schemas"
+)
+
+type apiClient struct {
+	base, token string
+	http        *http.Client
+}
+
+func (c *apiClient) get(path string, out any) error {
+	req, err := http.NewRequest(http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the Gatehouse API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, apiMessage(body))
+	}
+	return json.Unmarshal(body, out)
+}
+
+func sessionsCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		return usageError{"sessions needs a subcommand: list or replay ID"}
+	}
+	sub := args[0]
+	fs := newFlags("sessions "+sub, "sessions list|replay ID [--json] [--token T]", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "auditor token (default $GATEHOUSE_TOKEN)")
+	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	identity := fs.String("identity", "", "list: only this identity")
+	resource := fs.String("resource", "", "list: only this resource")
+	limit := fs.Int("limit", 50, "list: at most this many sessions")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *token == "" {
+		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (in dev: gatehouse token --dev --sub auditor --groups auditors)"}
+	}
+	c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
+	if sub == "list" {
+		q := url.Values{"limit": {fmt.Sprint(*limit)}}
+		if *identity != "" {
+			q.Set("identity", *identity)
+		}
+		if *resource != "" {
+			q.Set("resource", *resource)
+		}
+		var out struct {
+			Sessions []query.Session `json:"sessions"`
+		}
+		if err := c.get("/api/v1/sessions?"+q.Encode(), &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tSTART\tEND\tSTATEMENTS\tDENIED")
+		for _, s := range out.Sessions {
+			end := "(open)"
+			if s.End != nil {
+				end = s.End.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Identity, s.Resource, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied)
+		}
+		return tw.Flush()
+	}
+	if fs.NArg() != 1 {
+		return usageError{"sessions replay needs one session ID"}
+	}
+	var r query.Replay
+	if err := c.get("/api/v1/sessions/"+url.PathEscape(fs.Arg(0)), &r); err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(r)
+	}
+	return printReplay(stdout, &r)
+}
+
+func printReplay(w io.Writer, r *query.Replay) error {
+	for _, e := range r.Events {
+		ts := e.Time.Local().Format("15:04:05.000000")
+		switch e.Type {
+		case schemas.TypeSessionStart:
+			var p schemas.SessionStart
+			_ = e.Decode(&p)
+			fmt.Fprintf(w, "%s  #%d session start: %s (%s) → %s from %s, tls=%v, audit=%s\n", ts, e.Seq, e.Identity.Subject, strings.Join(e.Identity.Groups, ","), e.Resource, p.ClientAddr, p.TLS, p.AuditMode)
+		case schemas.TypeDbQuery:
+			var p schemas.DbQuery
+			_ = e.Decode(&p)
+			fmt.Fprintf(w, "%s  #%d query %d (%s): %s\n", ts, e.Seq, p.QueryID, p.Protocol, p.SQL)
+		case schemas.TypeDecision:
+			var p schemas.Decision
+			_ = e.Decode(&p)
+			rule := "default"
+			if p.Rule != "" {
+				rule = p.Policy + "/" + p.Rule
+			}
+			fmt.Fprintf(w, "%s  #%d   decision: %s by %s (rev %d): %s\n", ts, e.Seq, strings.ToUpper(p.Effect), rule, p.Revision, p.Reason)
+		case schemas.TypeDbResultChunk:
+			var p schemas.DbResultChunk
+			_ = e.Decode(&p)
+			if len(p.Columns) > 0 {
+				names := make([]string, len(p.Columns))
+				for i, c := range p.Columns {
+					names[i] = c.Name
+				}
+				fmt.Fprintf(w, "%s  #%d   columns: %s\n", ts, e.Seq, strings.Join(names, " | "))
+			}
+			for _, row := range p.Rows {
+				vals := make([]string, len(row))
+				for i, v := range row {
+					if v == nil {
+						vals[i] = "NULL"
+					} else {
+						vals[i] = *v
+					}
+				}
+				fmt.Fprintf(w, "%s  #%d   row: %s\n", ts, e.Seq, strings.Join(vals, " | "))
+			}
+		case schemas.TypeDbQueryDone:
+			var p schemas.DbQueryDone
+			_ = e.Decode(&p)
+			extra := strings.Join(p.CommandTags, ", ")
+			if p.Error != nil {
+				extra = fmt.Sprintf("%s %s", p.Error.Sqlstate, p.Error.Message)
+			}
+			fmt.Fprintf(w, "%s  #%d   done: %s, %d rows (%d recorded) %s\n", ts, e.Seq, p.Status, p.Rows, p.RowsRecorded, extra)
+		case schemas.TypeSessionEnd:
+			var p schemas.SessionEnd
+			_ = e.Decode(&p)
+			fmt.Fprintf(w, "%s  #%d session end: %s, %d statements (%d denied)%s\n", ts, e.Seq, p.Reason, p.Statements, p.Denied, errSuffix(p.Error))
+		default:
+			fmt.Fprintf(w, "%s  #%d %s %s\n", ts, e.Seq, e.Type, string(e.Payload))
+		}
+	}
+	if !r.ChainOK {
+		fmt.Fprintf(w, "WARNING: hash chain broken: %s\n", r.ChainError)
+	} else {
+		fmt.Fprintf(w, "hash chain intact (%d events)\n", len(r.Events))
+	}
+	return nil
+}
+
+func errSuffix(s string) string {
+	if s == "" {
+		return ""
+	}
+	return ": " + s
+}

@@ -1,0 +1,26 @@
+// Package postgres is Gatehouse's PostgreSQL wire-protocol proxy.
+//
+// Message sequence as the proxy sees it:
+//
+//	client                         proxy                                backend
+//	SSLRequest / GSSENCRequest  →  'S' + TLS handshake, or 'N'
+//	StartupMessage              →  resolve resource from database
+//	                            ←  AuthenticationCleartextPassword
+//	PasswordMessage (token)     →  verify token (issuer, signature, audience, expiry)
+//	                                                              →  connect with the held credential
+//	                                                                 (SCRAM-SHA-256, md5 or trust)
+//	                            ←  AuthenticationOk, ParameterStatus*, BackendKeyData
+//	                               (real backend PID, proxy-generated secret), ReadyForQuery
+//	Query / Parse               →  session.OnQuery: db.query event, policy decision,
+//	                               decision event; allowed → forward, denied → ErrorResponse
+//	                               42501 (nothing reaches the backend)
+//	Bind/Describe/Execute/Sync  →  forwarded raw, in order                 →
+//	                            ←  results relayed raw; RowDescription/DataRow/CommandComplete/
+//	                               ErrorResponse recorded as bounded db.result.chunk and
+//	                               db.query.done events
+//	Terminate / EOF             →  session.end
+//
+// Messages are forwarded as the raw bytes received, never re-encoded, and the proxy flushes
+// only when no further message is already buffered, so pipelined traffic stays pipelined.
+// Protocol code talks to its session (proxy/session), never to NATS.
+package postgres

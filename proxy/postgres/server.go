@@ -1,0 +1,349 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+// Config configures the proxy.
+type Config struct {
+	Listen               string
+	MaxMessageBytes      int
+	StartupTimeout       time.Duration
+	TLS                  *tls.Config // nil: SSLRequest is answered 'N'
+	AllowPlaintextTokens bool
+	Limits               session.Limits
+}
+
+// Resources resolves a database name to a resource.
+type Resources interface {
+	Resource(name string) (*config.Resource, bool)
+}
+
+// Server accepts PostgreSQL clients.
+type Server struct {
+	cfg       Config
+	resources Resources
+	verifier  *identity.Verifier
+	pub       *session.Publisher
+	decider   session.Decider
+	log       *slog.Logger
+	cancels   *cancelRegistry
+
+	ln     net.Listener
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+
+	sessions *prometheus.CounterVec
+	active   prometheus.Gauge
+}
+
+// New makes a proxy server.
+func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher, d session.Decider, reg prometheus.Registerer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, resources: res, verifier: v, pub: pub, decider: d, log: log,
+		cancels: newCancelRegistry(), conns: map[*conn]struct{}{},
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_postgres_connections_total",
+			Help: "Client connections, by outcome of the startup (ok, or the failed check)."}, []string{"outcome"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatehouse_postgres_sessions_active", Help: "Live sessions."}),
+	}
+	reg.MustRegister(s.sessions, s.active)
+	return s
+}
+
+// Listen binds the listener.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("postgres proxy listen %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve accepts connections until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		s.ln.Close()
+	}()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(ctx, c)
+		}()
+	}
+}
+
+// Shutdown ends every session (FATAL 57P01 to the client) and waits for them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		c.shutdown()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// startupError is a failure before the session starts: what the client is told and the
+// check that failed (for the auth.failed event).
+type startupError struct {
+	code, check, msg string
+}
+
+func (e *startupError) Error() string { return e.msg }
+
+func isLoopback(addr net.Addr) bool {
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		return ta.IP.IsLoopback()
+	}
+	return false
+}
+
+// handle runs one client connection from startup to end.
+func (s *Server) handle(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
+	st, err := s.startup(raw)
+	if err != nil {
+		var se *startupError
+		if errors.As(err, &se) {
+			s.sessions.WithLabelValues(se.check).Inc()
+			s.log.Info("connection refused", "client", raw.RemoteAddr().String(), "check", se.check, "reason", se.msg)
+			if st != nil {
+				_, _ = st.conn.Write(encode(pgError("FATAL", se.code, se.msg, "")))
+				s.authFailed(ctx, st, se)
+			}
+		} else {
+			s.sessions.WithLabelValues("protocol").Inc()
+			s.log.Debug("connection closed during startup", "client", raw.RemoteAddr().String(), "err", err)
+		}
+		if st != nil && st.backend != nil {
+			st.backend.Conn.Close()
+		}
+		return
+	}
+	_ = st.conn.SetDeadline(time.Time{})
+	s.sessions.WithLabelValues("ok").Inc()
+	s.run(ctx, st)
+}
+
+// startState is what the startup phase learns.
+type startState struct {
+	conn     net.Conn // raw or TLS
+	tls      bool
+	params   map[string]string
+	resource *config.Resource
+	identity *identity.Identity
+	backend  *pgconn.HijackedConn
+	secret   uint32 // proxy-generated cancel secret given to the client
+}
+
+// startup negotiates SSL, reads the startup message, authenticates the client with its token
+// and connects to the backend. The returned state is non-nil once an error can be sent.
+func (s *Server) startup(c net.Conn) (*startState, error) {
+	st := &startState{conn: c}
+	negotiated := false
+	for {
+		code, body, err := readStartup(st.conn)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case code == codeSSLRequest && !negotiated:
+			negotiated = true
+			if s.cfg.TLS == nil {
+				if _, err := st.conn.Write([]byte{'N'}); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if _, err := st.conn.Write([]byte{'S'}); err != nil {
+				return nil, err
+			}
+			tc := tls.Server(st.conn, s.cfg.TLS)
+			if err := tc.Handshake(); err != nil {
+				return nil, fmt.Errorf("tls handshake: %w", err)
+			}
+			st.conn, st.tls = tc, true
+		case code == codeGSSENCRequest && !negotiated:
+			negotiated = true
+			if _, err := st.conn.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		case code == codeCancelRequest:
+			s.cancel(body)
+			return nil, errors.New("cancel request handled")
+		case code>>16 == 3:
+			return st, s.authenticate(st, code, body)
+		default:
+			return st, &startupError{"08P01", "protocol", fmt.Sprintf("unsupported frontend protocol %d.%d: Gatehouse speaks 3.0", code>>16, code&0xffff)}
+		}
+	}
+}
+
+func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
+	var sm pgproto3.StartupMessage
+	full := binary.BigEndian.AppendUint32(nil, code)
+	if err := sm.Decode(append(full, body...)); err != nil {
+		return &startupError{"08P01", "protocol", "malformed startup message: " + err.Error()}
+	}
+	st.params = sm.Parameters
+	var unknown []string
+	for k := range st.params {
+		if strings.HasPrefix(k, "_pq_.") {
+			unknown = append(unknown, k)
+			delete(st.params, k)
+		}
+	}
+	if code&0xffff != 0 || len(unknown) > 0 {
+		// As PostgreSQL does: offer 3.0 and list the options we do not understand.
+		if _, err := st.conn.Write(encode(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown})); err != nil {
+			return err
+		}
+	}
+	if !st.tls && !s.cfg.AllowPlaintextTokens && !isLoopback(st.conn.RemoteAddr()) {
+		return &startupError{"28000", "tls", "TLS is required: tokens are not accepted over plain TCP (connect with sslmode=require)"}
+	}
+	dbname := st.params["database"]
+	if dbname == "" {
+		dbname = st.params["user"]
+	}
+	res, ok := s.resources.Resource(dbname)
+	if !ok || res.Type != "postgres" {
+		return &startupError{"3D000", "resource", fmt.Sprintf("resource %q is not a PostgreSQL resource on this gateway (dbname selects the resource)", dbname)}
+	}
+	st.resource = res
+	if _, err := st.conn.Write(encode(&pgproto3.AuthenticationCleartextPassword{})); err != nil {
+		return err
+	}
+	typ, pw, err := readTyped(st.conn, 16<<10)
+	if err != nil {
+		return err
+	}
+	if typ != 'p' {
+		return &startupError{"08P01", "protocol", fmt.Sprintf("expected a password message, got %q", typ)}
+	}
+	token, _, err := cstring(pw)
+	if err != nil || token == "" {
+		return &startupError{"28P01", identity.CheckFormat, "password authentication failed: send an OIDC access token as the password"}
+	}
+	id, err := s.verifier.Verify(context.Background(), token)
+	if err != nil {
+		var ie *identity.Error
+		if errors.As(err, &ie) {
+			return &startupError{"28P01", ie.Check, "token rejected: " + ie.Msg}
+		}
+		return &startupError{"28P01", "token", "token rejected: " + err.Error()}
+	}
+	st.identity = id
+	if st.backend, err = s.connectBackend(st); err != nil {
+		return &startupError{"08006", "backend", fmt.Sprintf("cannot connect to resource %q: %v", res.Name, err)}
+	}
+	var secret [4]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		return err
+	}
+	st.secret = binary.BigEndian.Uint32(secret[:])
+	return nil
+}
+
+// passthroughParams are startup parameters the proxy does not forward: it sets them itself.
+var passthroughExcluded = map[string]bool{"user": true, "database": true, "replication": true}
+
+func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
+	pgc := st.resource.Postgres
+	secret, err := pgc.Secret()
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(pgc.Address)
+	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s port=%s dbname='%s' user='%s' sslmode=%s",
+		host, port, strings.ReplaceAll(pgc.Database, "'", `\'`), strings.ReplaceAll(pgc.User, "'", `\'`), pgc.SSLMode))
+	if err != nil {
+		return nil, fmt.Errorf("backend config: %w", err)
+	}
+	cfg.Password = secret
+	cfg.ConnectTimeout = s.cfg.StartupTimeout
+	cfg.RuntimeParams = map[string]string{}
+	for k, v := range st.params {
+		if !passthroughExcluded[k] {
+			cfg.RuntimeParams[k] = v
+		}
+	}
+	// PostgreSQL's own logs then attribute statements to the caller.
+	app := "gatehouse:" + st.identity.Subject
+	if a := st.params["application_name"]; a != "" {
+		app += " " + a
+	}
+	cfg.RuntimeParams["application_name"] = app
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StartupTimeout)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	hj, err := conn.Hijack()
+	if err != nil {
+		conn.Close(ctx)
+		return nil, err
+	}
+	return hj, nil
+}
+
+func (s *Server) authFailed(ctx context.Context, st *startState, se *startupError) {
+	id := &identity.Identity{}
+	if st.identity != nil {
+		id = st.identity
+	}
+	res := &config.Resource{Name: "_unknown", Audit: "buffered"}
+	if st.resource != nil {
+		res = st.resource
+	}
+	sess := session.New(id, res, s.pub, s.decider, s.cfg.Limits)
+	_ = sess.Emit(ctx, &schemas.AuthFailed{Protocol: "postgres", ClientAddr: st.conn.RemoteAddr().String(),
+		ClientUser: st.params["user"], Database: st.params["database"], Check: se.check, Message: se.msg})
+}

@@ -1,0 +1,324 @@
+// Package session is what every protocol proxy shares: the caller's verified identity, the
+// decision client, and the event emitter that numbers and hash-chains a session's events and
+// hands them to the publisher. Protocol packages call a Session; they never touch NATS.
+package session
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+// Limits bound what one session records.
+type Limits struct {
+	ResultChunkBytes int
+	MaxResultBytes   int
+	MaxSQLBytes      int
+}
+
+// Session is one authenticated client connection to one resource.
+type Session struct {
+	ID       string
+	Identity *identity.Identity
+	Resource *config.Resource
+
+	pub     *Publisher
+	decider Decider
+	limits  Limits
+	strict  bool
+	start   time.Time
+
+	mu       sync.Mutex // orders seq and the hash chain
+	seq      uint64
+	prevHash string
+	revision uint64
+
+	queries uint64 // statements received
+	denied  uint64
+}
+
+// New opens a session. It emits nothing until Start.
+func New(id *identity.Identity, res *config.Resource, pub *Publisher, decider Decider, limits Limits) *Session {
+	return &Session{ID: newID(), Identity: id, Resource: res, pub: pub, decider: decider, limits: limits,
+		strict: res.Audit == "strict", start: time.Now()}
+}
+
+func newID() string {
+	u, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return u.String()
+}
+
+// Emit records one event for this session. In strict mode it returns only once JetStream has
+// acknowledged the event; in buffered mode once the event is in the spool.
+func (s *Session) Emit(ctx context.Context, p schemas.Payload) error {
+	wait, err := s.emit(p, s.strict)
+	if err != nil || wait == nil {
+		return err
+	}
+	return wait(ctx)
+}
+
+// emit builds, chains and enqueues an event. With await it returns a function that waits for
+// JetStream's acknowledgement.
+func (s *Session) emit(p schemas.Payload, await bool) (func(context.Context) error, error) {
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", p.EventType(), err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ev := schemas.Event{
+		ID: newID(), Type: p.EventType(), Code: schemas.Codes[p.EventType()], Time: time.Now().UTC().Truncate(time.Microsecond),
+		SessionID: s.ID, Seq: s.seq + 1, Identity: s.Identity.Identity, Resource: s.Resource.Name,
+		PolicyRevision: s.revision, PrevHash: s.prevHash, Payload: payload,
+	}
+	if ev.Hash, err = ev.ComputeHash(); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(&ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	pe := &pending{subject: bus.AuditSubject(s.Resource.Name, s.ID, ev.Type), id: ev.ID, typ: ev.Type, data: data}
+	if await {
+		pe.ack = make(chan error, 1)
+	}
+	if err := s.pub.enqueue(pe); err != nil {
+		return nil, err
+	}
+	s.seq++
+	s.prevHash = ev.Hash
+	if !await {
+		return nil, nil
+	}
+	return func(ctx context.Context) error {
+		select {
+		case err := <-pe.ack:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for JetStream to acknowledge %s: %w", ev.Type, ctx.Err())
+		}
+	}, nil
+}
+
+// Start emits session.start.
+func (s *Session) Start(ctx context.Context, p *schemas.SessionStart) error {
+	p.AuditMode = s.Resource.Audit
+	return s.Emit(ctx, p)
+}
+
+// Query is one statement the client sent.
+type Query struct {
+	ID       uint64
+	Decision policy.Decision
+	sql      string
+	stmtName string
+	start    time.Time
+}
+
+// OnQuery records a statement, asks for a decision and records it. The returned decision is
+// the one to enforce; when the audit trail cannot take the events, or the policy service does
+// not answer, the decision is a deny that says why (fail closed).
+func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *Query {
+	s.mu.Lock()
+	s.queries++
+	q := &Query{ID: s.queries, sql: sql, stmtName: stmtName, start: time.Now()}
+	s.mu.Unlock()
+
+	text, truncated := sql, false
+	if len(text) > s.limits.MaxSQLBytes {
+		text, truncated = truncateUTF8(text, s.limits.MaxSQLBytes), true
+	}
+	waitQuery, err := s.emit(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: truncated, Protocol: protocol, StatementName: stmtName}, s.strict)
+	if err != nil {
+		q.Decision = policy.Decision{Effect: policy.EffectDeny, Reason: "statement refused: " + err.Error()}
+		s.countDenied()
+		return q
+	}
+	start := time.Now()
+	q.Decision = s.decider.Decide(ctx, &policy.Request{
+		Identity: s.Identity.Identity,
+		Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
+		SQL:      sql,
+	})
+	s.mu.Lock()
+	s.revision = q.Decision.Revision
+	s.mu.Unlock()
+	d := &q.Decision
+	waitDecision, err := s.emit(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
+		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables,
+		LatencyUS: uint64(time.Since(start).Microseconds())}, s.strict)
+	if err == nil && s.strict {
+		if err = waitQuery(ctx); err == nil {
+			err = waitDecision(ctx)
+		}
+	}
+	if err != nil {
+		q.Decision = policy.Decision{Effect: policy.EffectDeny, Revision: d.Revision, Reason: "statement refused: audit trail unavailable: " + err.Error()}
+	}
+	if !q.Decision.Allowed() {
+		s.countDenied()
+	}
+	return q
+}
+
+// Reexecute records another execution of a prepared statement that was decided at Parse:
+// a new db.query and the decision it runs under, so that every execution is in the trail.
+func (s *Session) Reexecute(ctx context.Context, prev *Query) *Query {
+	s.mu.Lock()
+	s.queries++
+	q := &Query{ID: s.queries, Decision: prev.Decision, sql: prev.sql, stmtName: prev.stmtName, start: time.Now()}
+	s.mu.Unlock()
+	text := prev.sql
+	if len(text) > s.limits.MaxSQLBytes {
+		text = truncateUTF8(text, s.limits.MaxSQLBytes)
+	}
+	_, _ = s.emit(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: len(text) < len(prev.sql), Protocol: "extended", StatementName: prev.stmtName}, false)
+	d := &q.Decision
+	_, _ = s.emit(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
+		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables}, false)
+	return q
+}
+
+// Unattributed records an execution the proxy cannot tie to a statement (an unknown
+// portal); the backend answers it with its own error.
+func (s *Session) Unattributed() *Query {
+	s.mu.Lock()
+	s.queries++
+	q := &Query{ID: s.queries, start: time.Now()}
+	s.mu.Unlock()
+	_, _ = s.emit(&schemas.DbQuery{QueryID: q.ID, Protocol: "extended", StatementName: "(unknown portal)"}, false)
+	return q
+}
+
+func (s *Session) countDenied() {
+	s.mu.Lock()
+	s.denied++
+	s.mu.Unlock()
+}
+
+// End emits session.end. reason is one of client_closed, client_error, backend_closed,
+// shutdown.
+func (s *Session) End(ctx context.Context, reason string, cause error, bytesIn, bytesOut uint64) error {
+	s.mu.Lock()
+	p := &schemas.SessionEnd{Reason: reason, Statements: s.queries, Denied: s.denied,
+		DurationUS: uint64(time.Since(s.start).Microseconds()), BytesIn: bytesIn, BytesOut: bytesOut}
+	s.mu.Unlock()
+	if cause != nil {
+		p.Error = cause.Error()
+	}
+	return s.Emit(ctx, p)
+}
+
+// Result records the rows of one statement in bounded chunks, as they were sent.
+type Result struct {
+	s        *Session
+	q        *Query
+	chunk    uint32
+	columns  []schemas.Column
+	formats  []int16
+	rows     [][]*string
+	size     int
+	total    uint64
+	recorded uint64
+	first    uint64
+	recBytes int
+	tags     []string
+	err      *schemas.SQLError
+}
+
+// NewResult starts recording the results of q.
+func (s *Session) NewResult(q *Query) *Result { return &Result{s: s, q: q} }
+
+// Columns starts a result set (RowDescription).
+func (r *Result) Columns(cols []schemas.Column) {
+	r.flush()
+	r.columns = cols
+	r.formats = make([]int16, len(cols))
+	for i, c := range cols {
+		r.formats[i] = c.Format
+	}
+}
+
+// Row records one row as sent to the client. values[i] nil is SQL NULL.
+func (r *Result) Row(values [][]byte) {
+	r.total++
+	if r.recBytes >= r.s.limits.MaxResultBytes {
+		return
+	}
+	row := make([]*string, len(values))
+	for i, v := range values {
+		if v == nil {
+			continue
+		}
+		var str string
+		if i < len(r.formats) && r.formats[i] == 1 {
+			str = base64.StdEncoding.EncodeToString(v)
+		} else {
+			str = string(v)
+		}
+		row[i] = &str
+		r.size += len(str)
+		r.recBytes += len(str)
+	}
+	r.size += 8 * len(values)
+	if len(r.rows) == 0 {
+		r.first = r.total - 1
+	}
+	r.rows = append(r.rows, row)
+	r.recorded++
+	if r.size >= r.s.limits.ResultChunkBytes {
+		r.flush()
+	}
+}
+
+// Tag records a CommandComplete tag.
+func (r *Result) Tag(tag string) {
+	r.flush()
+	r.tags = append(r.tags, tag)
+}
+
+// Error records the error the client got.
+func (r *Result) Error(sqlstate, message, from string) {
+	r.err = &schemas.SQLError{Sqlstate: sqlstate, Message: message, From: from}
+}
+
+func (r *Result) flush() {
+	if len(r.rows) == 0 && r.columns == nil {
+		return
+	}
+	if len(r.rows) == 0 && r.chunk > 0 {
+		return
+	}
+	_, _ = r.s.emit(&schemas.DbResultChunk{QueryID: r.q.ID, Chunk: r.chunk, Columns: r.columns, Rows: r.rows, FirstRow: r.first}, false)
+	r.chunk++
+	r.columns, r.rows, r.size = nil, nil, 0
+}
+
+// Done records the end of the statement. status is ok, error, denied or skipped.
+func (r *Result) Done(status string) {
+	r.flush()
+	_, _ = r.s.emit(&schemas.DbQueryDone{QueryID: r.q.ID, Status: status, CommandTags: r.tags, Rows: r.total,
+		RowsRecorded: r.recorded, Error: r.err, DurationUS: uint64(time.Since(r.q.start).Microseconds())}, false)
+}
+
+func truncateUTF8(s string, n int) string {
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,190 @@
+// Package query is the HTTP API over the ClickHouse audit store: sessions and their replay.
+// Every route requires an OIDC bearer token of an identity in an auditor group.
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/labstack/echo/v4"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+// API serves /api/v1.
+type API struct {
+	ch            driver.Conn
+	db            string
+	verifier      *identity.Verifier
+	auditorGroups []string
+	log           *slog.Logger
+}
+
+// New makes the API.
+func New(ch driver.Conn, db string, v *identity.Verifier, auditorGroups []string, log *slog.Logger) *API {
+	return &API{ch: ch, db: db, verifier: v, auditorGroups: auditorGroups, log: log}
+}
+
+// Register mounts the routes.
+func (a *API) Register(e *echo.Echo) {
+	g := e.Group("/api/v1", a.auth)
+	g.GET("/sessions", a.listSessions)
+	g.GET("/sessions/:id", a.replay)
+}
+
+type ctxKey struct{}
+
+// auth verifies the bearer token and requires an auditor group.
+func (a *API) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || tok == "" {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
+			return echo.NewHTTPError(http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
+		}
+		id, err := a.verifier.Verify(c.Request().Context(), tok)
+		if err != nil {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
+			return echo.NewHTTPError(http.StatusUnauthorized, "token rejected: "+err.Error())
+		}
+		if !id.HasAnyGroup(a.auditorGroups) {
+			return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is not in an auditor group (%s)", id.Subject, strings.Join(a.auditorGroups, ", ")))
+		}
+		c.Set("identity", id)
+		return next(c)
+	}
+}
+
+// Session is one row of the session list.
+type Session struct {
+	ID         string     `json:"id"`
+	Identity   string     `json:"identity"`
+	Resource   string     `json:"resource"`
+	Start      time.Time  `json:"start"`
+	End        *time.Time `json:"end,omitempty"`
+	Statements uint64     `json:"statements"`
+	Denied     uint64     `json:"denied"`
+	Events     uint64     `json:"events"`
+}
+
+func (a *API) listSessions(c echo.Context) error {
+	limit := 50
+	if s := c.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			return echo.NewHTTPError(http.StatusBadRequest, "limit must be 1..1000")
+		}
+		limit = n
+	}
+	where := []string{"type != 'auth.failed'"}
+	var args []any
+	if v := c.QueryParam("identity"); v != "" {
+		where = append(where, "identity_sub = ?")
+		args = append(args, v)
+	}
+	if v := c.QueryParam("resource"); v != "" {
+		where = append(where, "resource = ?")
+		args = append(args, v)
+	}
+	args = append(args, limit)
+	q := fmt.Sprintf(`SELECT session_id, any(identity_sub), any(resource),
+		minIf(time_us, type = 'session.start') AS start_us, maxIf(time_us, type = 'session.end') AS end_us,
+		countIf(type = 'db.query') AS statements,
+		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'deny') AS denied,
+		count() AS events
+		FROM %s.events FINAL WHERE %s GROUP BY session_id HAVING start_us > 0
+		ORDER BY start_us DESC LIMIT ?`, a.db, strings.Join(where, " AND "))
+	rows, err := a.ch.Query(c.Request().Context(), q, args...)
+	if err != nil {
+		return a.storeError(err)
+	}
+	defer rows.Close()
+	out := []Session{}
+	for rows.Next() {
+		var s Session
+		var start, end uint64
+		if err := rows.Scan(&s.ID, &s.Identity, &s.Resource, &start, &end, &s.Statements, &s.Denied, &s.Events); err != nil {
+			return a.storeError(err)
+		}
+		s.Start = time.UnixMicro(int64(start)).UTC()
+		if end > 0 {
+			t := time.UnixMicro(int64(end)).UTC()
+			s.End = &t
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return a.storeError(err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"sessions": out})
+}
+
+// Replay is a session's events in order, with the result of checking its hash chain.
+type Replay struct {
+	SessionID  string          `json:"session_id"`
+	Events     []schemas.Event `json:"events"`
+	ChainOK    bool            `json:"chain_ok"`
+	ChainError string          `json:"chain_error,omitempty"`
+}
+
+func (a *API) replay(c echo.Context) error {
+	id := c.Param("id")
+	evs, err := ReadSession(c.Request().Context(), a.ch, a.db, id)
+	if err != nil {
+		return a.storeError(err)
+	}
+	if len(evs) == 0 {
+		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no session %q (events may take a few seconds to arrive)", id))
+	}
+	r := Replay{SessionID: id, Events: evs, ChainOK: true}
+	if err := schemas.VerifyChain(evs); err != nil {
+		r.ChainOK, r.ChainError = false, err.Error()
+	}
+	return c.JSON(http.StatusOK, r)
+}
+
+// ReadSession reads one session's events from ClickHouse in sequence order.
+func ReadSession(ctx context.Context, ch driver.Conn, db, session string) ([]schemas.Event, error) {
+	rows, err := ch.Query(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_issuer,
+		identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload
+		FROM `+db+`.events FINAL WHERE session_id = ? ORDER BY seq`, session)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []schemas.Event
+	for rows.Next() {
+		var e schemas.Event
+		var us uint64
+		var payload string
+		if err := rows.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Issuer,
+			&e.Identity.Groups, &e.Identity.Kind, &e.Identity.OnBehalfOf, &e.PolicyRevision, &e.PrevHash, &e.Hash, &payload); err != nil {
+			return nil, err
+		}
+		if len(e.Identity.Groups) == 0 {
+			e.Identity.Groups = nil
+		}
+		e.Time = time.UnixMicro(int64(us)).UTC()
+		e.Payload = json.RawMessage(payload)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func (a *API) storeError(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return echo.NewHTTPError(499, "request cancelled")
+	}
+	a.log.Error("clickhouse query failed", "err", err)
+	return echo.NewHTTPError(http.StatusServiceUnavailable, "audit store unavailable: "+err.Error())
+}

@@ -1,0 +1,298 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/bus/embedded"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+// App is one Gatehouse process running a set of targets.
+type App struct {
+	cfg *config.Config
+	log *slog.Logger
+	reg *prometheus.Registry
+
+	echo     *echo.Echo
+	httpLn   net.Listener
+	httpSrv  *http.Server
+	nats     *embedded.Server
+	bus      *bus.Bus
+	natsURL  string
+	verifier *identity.Verifier
+	dev      *identity.DevIssuer
+	ch       driver.Conn
+	pub      *session.Publisher
+	pgAddr   string
+
+	ready   atomic.Bool
+	running []string
+}
+
+// New makes an app for cfg. The config must be valid.
+func New(cfg *config.Config, log *slog.Logger) *App {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &App{cfg: cfg, log: log, reg: reg}
+}
+
+// module is a buildable target: its dependencies and how to make its service.
+type module struct {
+	deps   []string
+	public bool
+	help   string
+	build  func(a *App) *Service
+}
+
+var modules = map[string]module{
+	"server":         {build: (*App).serverService},
+	"nats":           {public: true, help: "embedded NATS with JetStream (when nats.url is empty)", build: (*App).natsService},
+	"bus":            {deps: []string{"nats"}, build: (*App).busService},
+	"identity":       {deps: []string{"server"}, build: (*App).identityService},
+	"publisher":      {deps: []string{"bus"}, build: (*App).publisherService},
+	"clickhouse":     {build: (*App).clickhouseService},
+	"dev-issuer":     {deps: []string{"server"}, public: true, help: "development-only OIDC issuer (never in production)", build: (*App).devIssuerService},
+	"policy":         {deps: []string{"bus", "server"}, public: true, help: "decision service (gh.policy.decide)", build: (*App).policyService},
+	"proxy-postgres": {deps: []string{"bus", "identity", "publisher", "server"}, public: true, help: "PostgreSQL proxy", build: (*App).proxyPostgresService},
+	"ingest":         {deps: []string{"bus", "clickhouse", "server"}, public: true, help: "JetStream → ClickHouse", build: (*App).ingestService},
+	"query":          {deps: []string{"clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay", build: (*App).queryService},
+	"all":            {deps: []string{"policy", "proxy-postgres", "ingest", "query"}, public: true, help: "every component, NATS embedded unless nats.url is set"},
+}
+
+// Targets lists the public targets with their help, sorted.
+func Targets() []string {
+	var out []string
+	for n, m := range modules {
+		if m.public {
+			out = append(out, fmt.Sprintf("%-15s %s", n, m.help))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// resolve returns the modules needed for targets in dependency order.
+func resolve(targets []string) ([]string, error) {
+	var order []string
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(n string) error
+	visit = func(n string) error {
+		m, ok := modules[n]
+		if !ok {
+			return fmt.Errorf("unknown target %q (gatehouse run --list-targets lists them)", n)
+		}
+		switch state[n] {
+		case 1:
+			return fmt.Errorf("dependency cycle at %q", n)
+		case 2:
+			return nil
+		}
+		state[n] = 1
+		for _, d := range m.deps {
+			if err := visit(d); err != nil {
+				return err
+			}
+		}
+		state[n] = 2
+		order = append(order, n)
+		return nil
+	}
+	for _, t := range targets {
+		if err := visit(strings.TrimSpace(t)); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
+
+// Run runs targets until ctx ends or a component fails.
+func (a *App) Run(ctx context.Context, targets []string) error {
+	names, err := resolve(targets)
+	if err != nil {
+		return err
+	}
+	// The dev issuer is part of `all` when the config enables it.
+	if a.cfg.Identity.DevIssuer && slices.Contains(names, "identity") && !slices.Contains(names, "dev-issuer") {
+		names = slices.Insert(names, slices.Index(names, "identity"), "dev-issuer")
+	}
+	a.running = names
+	var svcs []*Service
+	for _, n := range names {
+		if b := modules[n].build; b != nil {
+			s := b(a)
+			s.Name = n
+			svcs = append(svcs, s)
+		}
+	}
+	return runServices(ctx, a.log, svcs, func() {
+		a.ready.Store(true)
+		a.log.Info("gatehouse ready", "targets", strings.Join(targets, ","), "http", a.HTTPAddr())
+	})
+}
+
+// Ready reports whether every component has started.
+func (a *App) Ready() bool { return a.ready.Load() }
+
+// HTTPAddr is the bound HTTP address.
+func (a *App) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+// PostgresAddr is the bound PostgreSQL proxy address ("" when not running).
+func (a *App) PostgresAddr() string { return a.pgAddr }
+
+// NATSURL is the URL of the NATS the app uses.
+func (a *App) NATSURL() string { return a.natsURL }
+
+// DevIssuerURL is the issuer URL of the development issuer of this process.
+func (a *App) DevIssuerURL() string {
+	return "http://" + a.HTTPAddr() + identity.DevIssuerPath
+}
+
+func (a *App) component(name string) *slog.Logger { return a.log.With("component", name) }
+
+func (a *App) serverService() *Service {
+	return &Service{
+		Start: func(ctx context.Context) error {
+			ln, err := net.Listen("tcp", a.cfg.Server.HTTPListen)
+			if err != nil {
+				return fmt.Errorf("http listen %s: %w", a.cfg.Server.HTTPListen, err)
+			}
+			a.httpLn = ln
+			e := echo.New()
+			e.HideBanner, e.HidePort = true, true
+			e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+			e.GET("/readyz", func(c echo.Context) error {
+				if !a.ready.Load() {
+					return c.String(http.StatusServiceUnavailable, "starting\n")
+				}
+				return c.String(http.StatusOK, "ready: "+strings.Join(a.running, ",")+"\n")
+			})
+			e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
+			a.echo = e
+			a.httpSrv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+			return nil
+		},
+		Run: func(ctx context.Context) error {
+			err := a.httpSrv.Serve(a.httpLn)
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		},
+		Stop: func(ctx context.Context) error {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return a.httpSrv.Shutdown(sctx)
+		},
+	}
+}
+
+func (a *App) natsService() *Service {
+	return &Service{
+		Start: func(ctx context.Context) error {
+			if a.cfg.NATS.URL != "" {
+				a.natsURL = a.cfg.NATS.URL
+				return nil
+			}
+			srv, err := embedded.Start(a.cfg.NATS.EmbeddedListen, filepath.Join(a.cfg.DataDir, "jetstream"))
+			if err != nil {
+				return err
+			}
+			a.nats, a.natsURL = srv, srv.URL()
+			a.component("nats").Info("embedded NATS started", "url", srv.URL(), "store", filepath.Join(a.cfg.DataDir, "jetstream"))
+			return nil
+		},
+		Run: func(ctx context.Context) error { <-ctx.Done(); return nil },
+		Stop: func(ctx context.Context) error {
+			if a.nats != nil {
+				a.nats.Shutdown()
+			}
+			return nil
+		},
+	}
+}
+
+func (a *App) busService() *Service {
+	return &Service{
+		Start: func(ctx context.Context) error {
+			b, err := bus.Connect(ctx, a.natsURL, "gatehouse", bus.Options{StreamMaxBytes: a.cfg.NATS.StreamMaxBytes, DuplicateWindow: a.cfg.NATS.DuplicateWindow}, a.component("bus"))
+			if err != nil {
+				return err
+			}
+			a.bus = b
+			return nil
+		},
+		Stop: func(ctx context.Context) error { a.bus.Close(); return nil },
+	}
+}
+
+func (a *App) identityService() *Service {
+	var cancel context.CancelFunc
+	return &Service{
+		Start: func(ctx context.Context) error {
+			issuers := slices.Clone(a.cfg.Identity.Issuers)
+			if a.dev != nil {
+				issuers = append(issuers, config.Issuer{Issuer: a.dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"})
+			}
+			if len(issuers) == 0 {
+				return errors.New("identity.issuers is empty: no token could ever be accepted")
+			}
+			var vctx context.Context
+			vctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+			a.verifier = identity.NewVerifier(vctx, issuers, a.component("identity"))
+			return nil
+		},
+		Stop: func(context.Context) error { cancel(); return nil },
+	}
+}
+
+func (a *App) devIssuerService() *Service {
+	return &Service{Start: func(ctx context.Context) error {
+		d, err := identity.NewDevIssuer(a.DevIssuerURL(), a.cfg.DataDir, a.component("dev-issuer"))
+		if err != nil {
+			return err
+		}
+		d.Register(a.echo)
+		a.dev = d
+		a.component("dev-issuer").Warn("development-only OIDC issuer enabled: it mints tokens for anyone on loopback; never enable it in production", "issuer", d.Issuer())
+		return nil
+	}}
+}
+
+func (a *App) publisherService() *Service {
+	return &Service{
+		Start: func(ctx context.Context) error {
+			a.pub = session.NewPublisher(a.bus.JS, a.cfg.Audit.SpoolEvents, a.reg, a.component("publisher"))
+			return nil
+		},
+		Stop: func(ctx context.Context) error {
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			return a.pub.Close(sctx)
+		},
+	}
+}

@@ -1,0 +1,45 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/gatehouse/gatehouse/proxy/postgres"
+	"github.com/gatehouse/gatehouse/proxy/session"
+)
+
+func (a *App) proxyPostgresService() *Service {
+	var srv *postgres.Server
+	return &Service{
+		Start: func(ctx context.Context) error {
+			pc := a.cfg.Proxy.Postgres
+			cfg := postgres.Config{
+				Listen: pc.Listen, MaxMessageBytes: pc.MaxMessageBytes, StartupTimeout: pc.StartupTimeout,
+				AllowPlaintextTokens: pc.AllowPlaintextTokens,
+				Limits:               session.Limits{ResultChunkBytes: a.cfg.Audit.ResultChunkBytes, MaxResultBytes: a.cfg.Audit.MaxResultBytes, MaxSQLBytes: a.cfg.Audit.MaxSQLBytes},
+			}
+			if pc.TLSCertFile != "" {
+				cert, err := tls.LoadX509KeyPair(pc.TLSCertFile, pc.TLSKeyFile)
+				if err != nil {
+					return fmt.Errorf("proxy.postgres TLS certificate: %w", err)
+				}
+				cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			}
+			decider := &session.NATSDecider{NC: a.bus.NC, Timeout: pc.DecisionTimeout}
+			srv = postgres.New(cfg, a.cfg, a.verifier, a.pub, decider, a.reg, a.component("proxy-postgres"))
+			if err := srv.Listen(); err != nil {
+				return err
+			}
+			a.pgAddr = srv.Addr()
+			return nil
+		},
+		Run: func(ctx context.Context) error { return srv.Serve(ctx) },
+		Stop: func(ctx context.Context) error {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		},
+	}
+}

@@ -1,0 +1,117 @@
+// Package bus is Gatehouse's seam: the NATS connection, the JetStream streams and KV
+// buckets every component shares, and their names.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names shared by all components: the contract between them.
+const (
+	StreamAudit      = "GH_AUDIT"
+	SubjectAudit     = "gh.audit"
+	StreamApprovals  = "GH_APPROVALS"
+	SubjectApprovals = "gh.approvals"
+	SubjectDecide    = "gh.policy.decide"
+	QueueDecide      = "policy"
+	SubjectRevoke    = "gh.revoke"
+)
+
+// AuditSubject is the subject of one session event.
+func AuditSubject(resource, session, typ string) string {
+	return SubjectAudit + "." + resource + "." + session + "." + typ
+}
+
+// Options configure the streams.
+type Options struct {
+	StreamMaxBytes  int64
+	DuplicateWindow time.Duration
+}
+
+// Bus is a connection to NATS with JetStream.
+type Bus struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+}
+
+// Connect connects to url and makes sure the streams exist. name identifies the client in
+// NATS monitoring.
+func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logger) (*Bus, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	b := &Bus{NC: nc, JS: js}
+	if err := b.ensureStreams(ctx, opts); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Bus) ensureStreams(ctx context.Context, o Options) error {
+	if o.DuplicateWindow == 0 {
+		o.DuplicateWindow = 10 * time.Minute
+	}
+	if o.StreamMaxBytes == 0 {
+		o.StreamMaxBytes = 8 << 30
+	}
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: StreamAudit, Subjects: []string{SubjectAudit + ".>"}},
+		{Name: StreamApprovals, Subjects: []string{SubjectApprovals + ".>"}},
+	} {
+		sc.Storage = jetstream.FileStorage
+		sc.Retention = jetstream.LimitsPolicy
+		sc.Discard = jetstream.DiscardOld
+		sc.MaxBytes = o.StreamMaxBytes
+		sc.Duplicates = o.DuplicateWindow
+		// Several components start at once in split mode; the create is idempotent.
+		var err error
+		for attempt := 0; attempt < 20; attempt++ {
+			if _, err = b.JS.CreateOrUpdateStream(ctx, sc); err == nil {
+				break
+			}
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// Close drains the connection: pending publishes are flushed first.
+func (b *Bus) Close() {
+	if err := b.NC.Drain(); err != nil {
+		b.NC.Close()
+	}
+}

@@ -1,0 +1,428 @@
+// Package config loads the single Gatehouse YAML file: environment expansion, strict
+// decoding (unknown fields are errors), defaults, and validation that names the field path
+// and the reason.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole Gatehouse configuration.
+type Config struct {
+	// DataDir holds embedded NATS JetStream storage, dev keys and local servers.
+	DataDir    string     `yaml:"data_dir"`
+	Log        Log        `yaml:"log"`
+	Server     Server     `yaml:"server"`
+	NATS       NATS       `yaml:"nats"`
+	Identity   Identity   `yaml:"identity"`
+	Proxy      Proxy      `yaml:"proxy"`
+	Audit      Audit      `yaml:"audit"`
+	ClickHouse ClickHouse `yaml:"clickhouse"`
+	Ingest     Ingest     `yaml:"ingest"`
+	Query      Query      `yaml:"query"`
+	Resources  []Resource `yaml:"resources"`
+	Policies   []Policy   `yaml:"policies"`
+}
+
+// Log configures slog.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Server is the HTTP server every process runs (API, health, metrics, dev issuer).
+type Server struct {
+	HTTPListen string `yaml:"http_listen"`
+}
+
+// NATS says where the bus is. An empty URL means: run NATS embedded in this process.
+type NATS struct {
+	URL string `yaml:"url"`
+	// EmbeddedListen is the client address of the embedded server (port 0 = any free port).
+	EmbeddedListen string `yaml:"embedded_listen"`
+	// StreamMaxBytes bounds GH_AUDIT (limits-based retention).
+	StreamMaxBytes int64 `yaml:"stream_max_bytes"`
+	// DuplicateWindow is JetStream's deduplication window for re-published events.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+}
+
+// Identity lists the token issuers the gateway trusts.
+type Identity struct {
+	Issuers []Issuer `yaml:"issuers"`
+	// DevIssuer serves a development-only OIDC issuer on the HTTP server. Never in production.
+	DevIssuer bool `yaml:"dev_issuer"`
+}
+
+// Issuer is one trusted OIDC issuer.
+type Issuer struct {
+	Issuer      string `yaml:"issuer"`
+	Audience    string `yaml:"audience"`
+	GroupsClaim string `yaml:"groups_claim"`
+	// KindClaim names a claim saying "service" or "human"; empty means service when the
+	// token has no email, human otherwise.
+	KindClaim string `yaml:"kind_claim"`
+}
+
+// Proxy configures the protocol proxies.
+type Proxy struct {
+	Postgres PostgresProxy `yaml:"postgres"`
+}
+
+// PostgresProxy configures the PostgreSQL proxy listener.
+type PostgresProxy struct {
+	Listen          string        `yaml:"listen"`
+	MaxMessageBytes int           `yaml:"max_message_bytes"`
+	StartupTimeout  time.Duration `yaml:"startup_timeout"`
+	DecisionTimeout time.Duration `yaml:"decision_timeout"`
+	// TLSCertFile and TLSKeyFile enable TLS for clients (SSLRequest).
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// AllowPlaintextTokens lets non-loopback clients send tokens without TLS. Never in production.
+	AllowPlaintextTokens bool `yaml:"allow_plaintext_tokens"`
+}
+
+// Audit bounds what the proxies record.
+type Audit struct {
+	// Mode is the default durability: strict or buffered (resources may override).
+	Mode string `yaml:"mode"`
+	// SpoolEvents bounds events waiting for JetStream in buffered mode; when full, new
+	// statements are refused.
+	SpoolEvents int `yaml:"spool_events"`
+	// ResultChunkBytes bounds one db.result.chunk event.
+	ResultChunkBytes int `yaml:"result_chunk_bytes"`
+	// MaxResultBytes bounds the rows recorded per statement; later rows are counted only.
+	MaxResultBytes int `yaml:"max_result_bytes"`
+	// MaxSQLBytes bounds the statement text recorded in db.query.
+	MaxSQLBytes int `yaml:"max_sql_bytes"`
+}
+
+// ClickHouse is the audit store.
+type ClickHouse struct {
+	Address  string `yaml:"address"`
+	Database string `yaml:"database"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// Ingest configures JetStream → ClickHouse batching.
+type Ingest struct {
+	BatchSize     int           `yaml:"batch_size"`
+	FlushInterval time.Duration `yaml:"flush_interval"`
+}
+
+// Query configures the HTTP API over ClickHouse.
+type Query struct {
+	// AuditorGroups may use the audit API.
+	AuditorGroups []string `yaml:"auditor_groups"`
+}
+
+// Resource is one backend the gateway fronts.
+type Resource struct {
+	Name     string            `yaml:"name"`
+	Type     string            `yaml:"type"`
+	Labels   map[string]string `yaml:"labels"`
+	Audit    string            `yaml:"audit"`
+	Postgres *PostgresBackend  `yaml:"postgres"`
+}
+
+// PostgresBackend is how the proxy reaches a PostgreSQL resource. The credential stays here.
+type PostgresBackend struct {
+	Address      string `yaml:"address"`
+	Database     string `yaml:"database"`
+	User         string `yaml:"user"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	SSLMode      string `yaml:"sslmode"`
+}
+
+// Policy is a named group of CEL rules for some resources.
+type Policy struct {
+	Name      string   `yaml:"name"`
+	Resources []string `yaml:"resources"`
+	Rules     []Rule   `yaml:"rules"`
+}
+
+// Rule is one CEL condition with its effect.
+type Rule struct {
+	Name   string `yaml:"name"`
+	Effect string `yaml:"effect"`
+	When   string `yaml:"when"`
+	Reason string `yaml:"reason"`
+}
+
+// Load reads, expands, decodes, defaults and validates a config file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a config document (after environment expansion) and applies defaults. It
+// does not validate: callers may fill in fields (as `gatehouse dev` does) first.
+func Parse(b []byte) (*Config, error) {
+	expanded, err := Expand(string(b), os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader([]byte(expanded)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	c.ApplyDefaults()
+	return &c, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// Expand replaces ${VAR} and ${VAR:-default}. An unset variable without a default is an
+// error naming it, so a missing secret is not silently read as empty.
+func Expand(s string, lookup func(string) (string, bool)) (string, error) {
+	var missing []string
+	out := envRef.ReplaceAllStringFunc(s, func(m string) string {
+		g := envRef.FindStringSubmatch(m)
+		if v, ok := lookup(g[1]); ok && (v != "" || g[2] == "") {
+			return v
+		}
+		if g[2] != "" {
+			return g[3]
+		}
+		missing = append(missing, g[1])
+		return ""
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("environment variable %s is not set (use ${%s:-default} for an optional value)", strings.Join(missing, ", "), missing[0])
+	}
+	return out, nil
+}
+
+// ApplyDefaults fills unset fields.
+func (c *Config) ApplyDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defInt := func(i *int, v int) {
+		if *i == 0 {
+			*i = v
+		}
+	}
+	defDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.DataDir, ".gatehouse")
+	def(&c.Log.Level, "info")
+	def(&c.Log.Format, "text")
+	def(&c.Server.HTTPListen, "127.0.0.1:8080")
+	def(&c.NATS.EmbeddedListen, "127.0.0.1:0")
+	if c.NATS.StreamMaxBytes == 0 {
+		c.NATS.StreamMaxBytes = 8 << 30
+	}
+	defDur(&c.NATS.DuplicateWindow, 10*time.Minute)
+	for i := range c.Identity.Issuers {
+		def(&c.Identity.Issuers[i].GroupsClaim, "groups")
+	}
+	def(&c.Proxy.Postgres.Listen, "127.0.0.1:6432")
+	defInt(&c.Proxy.Postgres.MaxMessageBytes, 16<<20)
+	defDur(&c.Proxy.Postgres.StartupTimeout, 10*time.Second)
+	defDur(&c.Proxy.Postgres.DecisionTimeout, 2*time.Second)
+	def(&c.Audit.Mode, "buffered")
+	defInt(&c.Audit.SpoolEvents, 100000)
+	defInt(&c.Audit.ResultChunkBytes, 64<<10)
+	defInt(&c.Audit.MaxResultBytes, 1<<20)
+	defInt(&c.Audit.MaxSQLBytes, 64<<10)
+	def(&c.ClickHouse.Database, "gatehouse")
+	def(&c.ClickHouse.Username, "default")
+	defInt(&c.Ingest.BatchSize, 5000)
+	defDur(&c.Ingest.FlushInterval, 200*time.Millisecond)
+	if len(c.Query.AuditorGroups) == 0 {
+		c.Query.AuditorGroups = []string{"auditors"}
+	}
+	for i := range c.Resources {
+		r := &c.Resources[i]
+		def(&r.Audit, c.Audit.Mode)
+		if r.Postgres != nil {
+			def(&r.Postgres.SSLMode, "prefer")
+		}
+	}
+}
+
+// Errors collects validation problems, each with its field path.
+type Errors []string
+
+func (e Errors) Error() string {
+	return "invalid config:\n  " + strings.Join(e, "\n  ")
+}
+
+type checker struct{ errs Errors }
+
+func (c *checker) add(path, format string, args ...any) {
+	c.errs = append(c.errs, path+": "+fmt.Sprintf(format, args...))
+}
+
+func (c *checker) required(path, v string) {
+	if v == "" {
+		c.add(path, "required")
+	}
+}
+
+func (c *checker) hostPort(path, v string) {
+	if v == "" {
+		c.add(path, "required (host:port)")
+		return
+	}
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		c.add(path, "%q is not host:port: %v", v, err)
+	}
+}
+
+func (c *checker) oneOf(path, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	c.add(path, "%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+// Validate checks the whole config and returns every problem with its field path.
+func (c *Config) Validate() error {
+	var ck checker
+	ck.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	ck.oneOf("log.format", c.Log.Format, "text", "json")
+	ck.hostPort("server.http_listen", c.Server.HTTPListen)
+	if c.NATS.URL == "" {
+		ck.hostPort("nats.embedded_listen", c.NATS.EmbeddedListen)
+	} else if !strings.Contains(c.NATS.URL, "://") {
+		ck.add("nats.url", "%q is not a URL (nats://host:port)", c.NATS.URL)
+	}
+	for i, is := range c.Identity.Issuers {
+		p := fmt.Sprintf("identity.issuers[%d]", i)
+		if !strings.HasPrefix(is.Issuer, "https://") && !strings.HasPrefix(is.Issuer, "http://") {
+			ck.add(p+".issuer", "%q must be an http(s) URL", is.Issuer)
+		}
+		ck.required(p+".audience", is.Audience)
+	}
+	ck.hostPort("proxy.postgres.listen", c.Proxy.Postgres.Listen)
+	if c.Proxy.Postgres.MaxMessageBytes < 1024 {
+		ck.add("proxy.postgres.max_message_bytes", "%d is below the 1024-byte minimum", c.Proxy.Postgres.MaxMessageBytes)
+	}
+	if (c.Proxy.Postgres.TLSCertFile == "") != (c.Proxy.Postgres.TLSKeyFile == "") {
+		ck.add("proxy.postgres.tls_cert_file", "tls_cert_file and tls_key_file go together")
+	}
+	ck.oneOf("audit.mode", c.Audit.Mode, "strict", "buffered")
+	if c.Audit.ResultChunkBytes < 1024 {
+		ck.add("audit.result_chunk_bytes", "%d is below the 1024-byte minimum", c.Audit.ResultChunkBytes)
+	}
+	if c.Ingest.BatchSize < 1 || c.Ingest.BatchSize > 1000000 {
+		ck.add("ingest.batch_size", "%d is outside 1..1000000", c.Ingest.BatchSize)
+	}
+	names := map[string]bool{}
+	for i, r := range c.Resources {
+		p := fmt.Sprintf("resources[%d]", i)
+		if r.Name == "" {
+			ck.add(p+".name", "required")
+		} else if !validName(r.Name) {
+			ck.add(p+".name", "%q may hold only letters, digits, '-' and '_'", r.Name)
+		} else if names[r.Name] {
+			ck.add(p+".name", "duplicate resource %q", r.Name)
+		}
+		names[r.Name] = true
+		ck.oneOf(p+".type", r.Type, "postgres")
+		ck.oneOf(p+".audit", r.Audit, "strict", "buffered")
+		if r.Type == "postgres" {
+			if r.Postgres == nil {
+				ck.add(p+".postgres", "required for type postgres")
+				continue
+			}
+			ck.hostPort(p+".postgres.address", r.Postgres.Address)
+			ck.required(p+".postgres.database", r.Postgres.Database)
+			ck.required(p+".postgres.user", r.Postgres.User)
+			if r.Postgres.Password != "" && r.Postgres.PasswordFile != "" {
+				ck.add(p+".postgres.password", "password and password_file are mutually exclusive")
+			}
+			ck.oneOf(p+".postgres.sslmode", r.Postgres.SSLMode, "disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+		}
+	}
+	pnames := map[string]bool{}
+	for i, pol := range c.Policies {
+		p := fmt.Sprintf("policies[%d]", i)
+		ck.required(p+".name", pol.Name)
+		if pnames[pol.Name] {
+			ck.add(p+".name", "duplicate policy %q", pol.Name)
+		}
+		pnames[pol.Name] = true
+		if len(pol.Resources) == 0 {
+			ck.add(p+".resources", "required (resource names, or \"*\")")
+		}
+		for j, rn := range pol.Resources {
+			if rn != "*" && !names[rn] {
+				ck.add(fmt.Sprintf("%s.resources[%d]", p, j), "unknown resource %q", rn)
+			}
+		}
+		for j, r := range pol.Rules {
+			rp := fmt.Sprintf("%s.rules[%d]", p, j)
+			ck.required(rp+".name", r.Name)
+			ck.oneOf(rp+".effect", r.Effect, "allow", "deny")
+			ck.required(rp+".when", r.When)
+		}
+	}
+	if len(ck.errs) > 0 {
+		return ck.errs
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Resource returns the resource with the given name.
+func (c *Config) Resource(name string) (*Resource, bool) {
+	for i := range c.Resources {
+		if c.Resources[i].Name == name {
+			return &c.Resources[i], true
+		}
+	}
+	return nil, false
+}
+
+// ErrNoPassword is returned when a backend has no credential configured.
+var ErrNoPassword = errors.New("no password configured")
+
+// Secret returns the backend password, reading password_file on every call so that a
+// rotated file is picked up by the next backend connection without a restart.
+func (p *PostgresBackend) Secret() (string, error) {
+	if p.PasswordFile != "" {
+		b, err := os.ReadFile(p.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("read password_file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return p.Password, nil
+}

@@ -1,0 +1,190 @@
+package identity
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/labstack/echo/v4"
+)
+
+// DevIssuerPath is where the development issuer is mounted on the HTTP server.
+const DevIssuerPath = "/dev/oidc"
+
+// DevAudience is the audience of development tokens.
+const DevAudience = "gatehouse"
+
+// MaxDevTokenTTL bounds development tokens: even in dev, tokens are short-lived.
+const MaxDevTokenTTL = 24 * time.Hour
+
+// DevIssuer is a DEVELOPMENT-ONLY OIDC issuer: discovery, JWKS and a token endpoint that
+// mints a token for any subject asked for, to loopback callers only. It exists so that a
+// local trial needs no external IdP. Never enable it in production.
+type DevIssuer struct {
+	issuer string
+	key    *rsa.PrivateKey
+	kid    string
+	signer jose.Signer
+	log    *slog.Logger
+}
+
+// NewDevIssuer loads or creates the signing key under dir. issuer is the public URL of the
+// issuer (http://<listen>/dev/oidc).
+func NewDevIssuer(issuer, dir string, log *slog.Logger) (*DevIssuer, error) {
+	key, err := loadOrCreateKey(filepath.Join(dir, "dev-issuer-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(der)
+	kid := hex.EncodeToString(sum[:8])
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	if err != nil {
+		return nil, fmt.Errorf("dev issuer signer: %w", err)
+	}
+	return &DevIssuer{issuer: issuer, key: key, kid: kid, signer: signer, log: log}, nil
+}
+
+func loadOrCreateKey(path string) (*rsa.PrivateKey, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("dev issuer key %s: not PEM", path)
+		}
+		return x509.ParsePKCS1PrivateKey(blk.Bytes)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("dev issuer key: %w", err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("dev issuer key dir: %w", err)
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+		return nil, fmt.Errorf("dev issuer key: %w", err)
+	}
+	return key, nil
+}
+
+// Issuer is the issuer URL.
+func (d *DevIssuer) Issuer() string { return d.issuer }
+
+// TokenRequest is what the token endpoint mints.
+type TokenRequest struct {
+	Subject    string
+	Groups     []string
+	TTL        time.Duration
+	Audience   string
+	Kind       string
+	OnBehalfOf string
+}
+
+// Mint signs a token.
+func (d *DevIssuer) Mint(r TokenRequest) (string, error) {
+	if r.Subject == "" {
+		return "", errors.New("subject is required")
+	}
+	if r.TTL <= 0 {
+		r.TTL = time.Hour
+	}
+	if r.TTL > MaxDevTokenTTL {
+		return "", fmt.Errorf("ttl %s is longer than the %s allowed", r.TTL, MaxDevTokenTTL)
+	}
+	if r.Audience == "" {
+		r.Audience = DevAudience
+	}
+	now := time.Now()
+	claims := map[string]any{
+		"iss":    d.issuer,
+		"sub":    r.Subject,
+		"aud":    r.Audience,
+		"iat":    now.Unix(),
+		"nbf":    now.Add(-30 * time.Second).Unix(),
+		"exp":    now.Add(r.TTL).Unix(),
+		"groups": r.Groups,
+		"gh_dev": true,
+	}
+	if r.Kind != "" {
+		claims["gh_kind"] = r.Kind
+	}
+	if r.OnBehalfOf != "" {
+		claims["act"] = map[string]any{"sub": r.OnBehalfOf}
+	}
+	return jwt.Signed(d.signer).Claims(claims).Serialize()
+}
+
+// Register mounts discovery, JWKS and the token endpoint under DevIssuerPath.
+func (d *DevIssuer) Register(e *echo.Echo) {
+	g := e.Group(DevIssuerPath, func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			c.Response().Header().Set("X-Gatehouse-Warning", "development-only issuer; never use in production")
+			return next(c)
+		}
+	})
+	g.GET("/.well-known/openid-configuration", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]any{
+			"issuer":                                d.issuer,
+			"jwks_uri":                              d.issuer + "/jwks",
+			"token_endpoint":                        d.issuer + "/token",
+			"authorization_endpoint":                d.issuer + "/authorize",
+			"response_types_supported":              []string{"token"},
+			"subject_types_supported":               []string{"public"},
+			"id_token_signing_alg_values_supported": []string{"RS256"},
+			"grant_types_supported":                 []string{"client_credentials"},
+		})
+	})
+	g.GET("/jwks", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &d.key.PublicKey, KeyID: d.kid, Algorithm: "RS256", Use: "sig"}}})
+	})
+	g.POST("/token", d.token)
+}
+
+func (d *DevIssuer) token(c echo.Context) error {
+	host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return echo.NewHTTPError(http.StatusForbidden, "the development issuer mints tokens for loopback clients only")
+	}
+	var ttl time.Duration
+	if s := c.FormValue("ttl"); s != "" {
+		if ttl, err = time.ParseDuration(s); err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("ttl %q: %v", s, err))
+		}
+	}
+	var groups []string
+	for _, g := range strings.Split(c.FormValue("groups"), ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			groups = append(groups, g)
+		}
+	}
+	tok, err := d.Mint(TokenRequest{Subject: c.FormValue("sub"), Groups: groups, TTL: ttl,
+		Audience: c.FormValue("aud"), Kind: c.FormValue("kind"), OnBehalfOf: c.FormValue("on_behalf_of")})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	d.log.Info("dev token minted", "sub", c.FormValue("sub"), "groups", groups, "ttl", ttl)
+	return c.JSON(http.StatusOK, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(ttl.Seconds())})
+}

@@ -1,0 +1,224 @@
+// Package identity verifies the short-lived OIDC tokens callers present, and serves a
+// development-only issuer for local trials.
+package identity
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/config"
+)
+
+// Checks a token can fail, as reported in errors and auth.failed events.
+const (
+	CheckFormat    = "token_format"
+	CheckIssuer    = "issuer"
+	CheckDiscovery = "discovery"
+	CheckSignature = "signature"
+	CheckAudience  = "audience"
+	CheckExpiry    = "expiry"
+	CheckClaims    = "claims"
+)
+
+// Error says which check a token failed and why, in words fit for the client.
+type Error struct {
+	Check string
+	Msg   string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Identity is a verified caller.
+type Identity struct {
+	schemas.Identity
+	Expiry time.Time
+	Claims map[string]any
+}
+
+// maxTokenBytes bounds what we are willing to parse.
+const maxTokenBytes = 16 << 10
+
+// Verifier checks tokens against the configured issuers. Discovery happens lazily on first
+// use and is retried, so an IdP that is down at start does not stop the gateway; until it
+// answers, tokens from it are refused (fail closed).
+type Verifier struct {
+	ctx     context.Context
+	log     *slog.Logger
+	issuers map[string]*issuer
+	now     func() time.Time
+}
+
+type issuer struct {
+	cfg config.Issuer
+
+	mu        sync.Mutex
+	verifier  *oidc.IDTokenVerifier
+	lastTry   time.Time
+	lastError error
+}
+
+// NewVerifier makes a verifier. ctx bounds background key fetches and must live as long as
+// the verifier.
+func NewVerifier(ctx context.Context, issuers []config.Issuer, log *slog.Logger) *Verifier {
+	v := &Verifier{ctx: ctx, log: log, issuers: map[string]*issuer{}, now: time.Now}
+	for _, is := range issuers {
+		v.issuers[strings.TrimRight(is.Issuer, "/")] = &issuer{cfg: is}
+	}
+	return v
+}
+
+func (is *issuer) get(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if is.verifier != nil {
+		return is.verifier, nil
+	}
+	// Do not hammer a dead IdP: one discovery attempt per second at most.
+	if time.Since(is.lastTry) < time.Second && is.lastError != nil {
+		return nil, is.lastError
+	}
+	is.lastTry = time.Now()
+	p, err := oidc.NewProvider(ctx, is.cfg.Issuer)
+	if err != nil {
+		is.lastError = err
+		return nil, err
+	}
+	is.verifier = p.Verifier(&oidc.Config{ClientID: is.cfg.Audience})
+	return is.verifier, nil
+}
+
+// Verify checks signature, issuer, audience and expiry of raw and returns the identity. A
+// failure is an *Error naming the check.
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
+	if len(raw) > maxTokenBytes {
+		return nil, &Error{CheckFormat, fmt.Sprintf("token is %d bytes, more than the %d allowed", len(raw), maxTokenBytes)}
+	}
+	iss, err := unverifiedIssuer(raw)
+	if err != nil {
+		return nil, &Error{CheckFormat, "password is not a token: " + err.Error()}
+	}
+	is, ok := v.issuers[strings.TrimRight(iss, "/")]
+	if !ok {
+		return nil, &Error{CheckIssuer, fmt.Sprintf("token issuer %q is not trusted by this gateway", iss)}
+	}
+	ver, err := is.get(v.ctx)
+	if err != nil {
+		v.log.Warn("oidc discovery failed", "issuer", iss, "err", err)
+		return nil, &Error{CheckDiscovery, fmt.Sprintf("cannot reach token issuer %q to verify the token; try again later", iss)}
+	}
+	tok, err := ver.Verify(ctx, raw)
+	if err != nil {
+		return nil, classify(err, is.cfg.Audience)
+	}
+	var claims map[string]any
+	if err := tok.Claims(&claims); err != nil {
+		return nil, &Error{CheckClaims, "token claims are not a JSON object"}
+	}
+	id := &Identity{Expiry: tok.Expiry, Claims: claims}
+	id.Subject = tok.Subject
+	id.Issuer = tok.Issuer
+	if id.Subject == "" {
+		return nil, &Error{CheckClaims, "token has no subject (sub)"}
+	}
+	id.Groups = stringList(claims[is.cfg.GroupsClaim])
+	id.Kind = kind(claims, is.cfg.KindClaim)
+	if act, ok := claims["act"].(map[string]any); ok {
+		if s, ok := act["sub"].(string); ok {
+			id.OnBehalfOf = s
+		}
+	}
+	return id, nil
+}
+
+func classify(err error, audience string) *Error {
+	var exp *oidc.TokenExpiredError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &exp):
+		return &Error{CheckExpiry, fmt.Sprintf("token expired at %s", exp.Expiry.UTC().Format(time.RFC3339))}
+	case strings.Contains(msg, "audience"):
+		return &Error{CheckAudience, fmt.Sprintf("token audience does not include %q", audience)}
+	case strings.Contains(msg, "signature"):
+		return &Error{CheckSignature, "token signature does not verify against the issuer's published keys"}
+	case strings.Contains(msg, "issued by a different provider"):
+		return &Error{CheckIssuer, "token issuer does not match the issuer's discovery document"}
+	case strings.Contains(msg, "malformed"):
+		return &Error{CheckFormat, "token is malformed"}
+	case strings.Contains(msg, "before the nbf"):
+		return &Error{CheckExpiry, "token is not valid yet (nbf is in the future)"}
+	default:
+		return &Error{CheckSignature, "token verification failed: " + msg}
+	}
+}
+
+// unverifiedIssuer reads iss from a JWT without verifying it, only to pick the issuer whose
+// keys will verify it.
+func unverifiedIssuer(raw string) (string, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return "", fmt.Errorf("a JWT has 3 dot-separated parts, this has %d", len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", errors.New("JWT payload is not base64url")
+	}
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return "", errors.New("JWT payload is not JSON")
+	}
+	if c.Iss == "" {
+		return "", errors.New("JWT has no issuer (iss)")
+	}
+	return c.Iss, nil
+}
+
+func stringList(v any) []string {
+	switch t := v.(type) {
+	case []any:
+		out := make([]string, 0, len(t))
+		for _, x := range t {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	case string:
+		return strings.Fields(strings.ReplaceAll(t, ",", " "))
+	}
+	return nil
+}
+
+func kind(claims map[string]any, claim string) string {
+	for _, c := range []string{claim, "gh_kind"} {
+		if s, ok := claims[c].(string); ok && (s == "service" || s == "human") {
+			return s
+		}
+	}
+	if _, ok := claims["email"]; ok {
+		return "human"
+	}
+	return "service"
+}
+
+// HasAnyGroup reports whether id is in one of groups.
+func (id *Identity) HasAnyGroup(groups []string) bool {
+	for _, g := range id.Groups {
+		if slices.Contains(groups, g) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,136 @@
+// Package localdb starts PostgreSQL and ClickHouse as child processes from the installed
+// binaries, with their data in a given directory, on loopback. `gatehouse dev` uses it for
+// the local trial and the test helpers (pgtest, chtest) use it for real-server tests.
+package localdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// proc is a child server process.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan error
+	log  string
+}
+
+func startProc(cmd *exec.Cmd, logPath string) (*proc, error) {
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	// The child dies with us even if we are killed.
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	cmd.SysProcAttr.Setpgid = true
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1), log: logPath}
+	go func() { p.done <- cmd.Wait(); lf.Close() }()
+	return p, nil
+}
+
+// stop sends sig and waits, then kills after timeout.
+func (p *proc) stop(sig syscall.Signal, timeout time.Duration) error {
+	if p == nil || p.cmd.Process == nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("%s did not stop within %s; killed", filepath.Base(p.cmd.Path), timeout)
+	}
+}
+
+// kill stops the process at once (SIGKILL), as a crash would.
+func (p *proc) kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+func (p *proc) exited() bool {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
+// waitTCP waits until addr accepts connections, the process exits, or timeout.
+func waitTCP(ctx context.Context, p *proc, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			return fmt.Errorf("%s exited during startup; see %s", filepath.Base(p.cmd.Path), p.log)
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not accepting connections on %s after %s; see %s", filepath.Base(p.cmd.Path), addr, timeout, p.log)
+}
+
+// findBinary looks name up on PATH, then in extra directories (newest first).
+func findBinary(name string, globs ...string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, g := range globs {
+		matches, _ := filepath.Glob(g)
+		sort.Sort(sort.Reverse(sort.StringSlice(matches)))
+		for _, m := range matches {
+			if p := filepath.Join(m, name); isExecutable(p) {
+				return p, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%w: %s", ErrNotInstalled, name)
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// ErrNotInstalled says a server binary is missing.
+var ErrNotInstalled = errors.New("not installed")
+
+func itoa(i int) string { return strconv.Itoa(i) }

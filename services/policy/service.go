@@ -1,0 +1,77 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse/gatehouse/services/bus"
+)
+
+// Service answers gh.policy.decide requests (queue group "policy", so any number of copies
+// share the load).
+type Service struct {
+	nc     *nats.Conn
+	log    *slog.Logger
+	engine atomic.Pointer[Engine]
+	sub    *nats.Subscription
+
+	decisions *prometheus.CounterVec
+	latency   prometheus.Histogram
+}
+
+// NewService makes a decision service over an engine.
+func NewService(nc *nats.Conn, e *Engine, reg prometheus.Registerer, log *slog.Logger) *Service {
+	s := &Service{nc: nc, log: log,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_policy_decisions_total", Help: "Decisions made, by effect."}, []string{"effect"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gatehouse_policy_decide_seconds", Help: "Time to parse and evaluate one request.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 16)}),
+	}
+	reg.MustRegister(s.decisions, s.latency)
+	s.engine.Store(e)
+	return s
+}
+
+// SetEngine swaps the rules in force.
+func (s *Service) SetEngine(e *Engine) { s.engine.Store(e) }
+
+// Start subscribes.
+func (s *Service) Start(context.Context) error {
+	sub, err := s.nc.QueueSubscribe(bus.SubjectDecide, bus.QueueDecide, s.handle)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", bus.SubjectDecide, err)
+	}
+	s.sub = sub
+	return s.nc.Flush()
+}
+
+// Stop drains the subscription so that requests already received are answered.
+func (s *Service) Stop(context.Context) error {
+	if s.sub != nil {
+		return s.sub.Drain()
+	}
+	return nil
+}
+
+func (s *Service) handle(m *nats.Msg) {
+	start := time.Now()
+	var req Request
+	var d Decision
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		d = Decision{Effect: EffectDeny, Reason: "malformed decision request: " + err.Error()}
+	} else {
+		d = s.engine.Load().Decide(&req, start)
+	}
+	b, _ := json.Marshal(&d)
+	if err := m.Respond(b); err != nil {
+		s.log.Warn("decision reply failed", "err", err)
+	}
+	s.decisions.WithLabelValues(d.Effect).Inc()
+	s.latency.Observe(time.Since(start).Seconds())
+}
