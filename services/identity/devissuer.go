@@ -100,8 +100,11 @@ type TokenRequest struct {
 	OnBehalfOf string
 }
 
-// Mint signs a token.
-func (d *DevIssuer) Mint(r TokenRequest) (string, error) {
+// Mint signs a token issued now.
+func (d *DevIssuer) Mint(r TokenRequest) (string, error) { return d.MintAt(r, time.Now()) }
+
+// MintAt signs a token as if issued at now (tests use it for expired tokens).
+func (d *DevIssuer) MintAt(r TokenRequest, now time.Time) (string, error) {
 	if r.Subject == "" {
 		return "", errors.New("subject is required")
 	}
@@ -114,7 +117,6 @@ func (d *DevIssuer) Mint(r TokenRequest) (string, error) {
 	if r.Audience == "" {
 		r.Audience = DevAudience
 	}
-	now := time.Now()
 	claims := map[string]any{
 		"iss":    d.issuer,
 		"sub":    r.Subject,

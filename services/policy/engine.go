@@ -57,6 +57,10 @@ func (d *Decision) Allowed() bool { return d.Effect == EffectAllow }
 type rule struct {
 	policy, name, effect, reason string
 	prg                          cel.Program
+	// onParseError: the rule refers to request.sql.parse_error, so it may decide statements
+	// that do not parse. Other rules never match those: `kinds.all(...)` over the empty
+	// facts of an unparsable statement would otherwise be vacuously true.
+	onParseError bool
 }
 
 // Engine holds compiled rules. It is immutable; a policy change builds a new Engine.
@@ -109,7 +113,8 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 				errs = append(errs, &CompileError{Path: path, Err: err.Error()})
 				continue
 			}
-			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg}
+			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
+				onParseError: strings.Contains(r.When, "parse_error")}
 			for _, res := range p.Resources {
 				e.byRes[res] = append(e.byRes[res], rl)
 			}
@@ -125,7 +130,9 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 func (e *Engine) Revision() uint64 { return e.revision }
 
 // Decide evaluates every rule for the request's resource. Default deny; the most
-// restrictive match wins; a deny rule that fails to evaluate denies (fail closed).
+// restrictive match wins; a deny rule that fails to evaluate (for instance a missing map
+// key: write `"env" in resource.labels && ...`) denies (fail closed). A statement that does
+// not parse is decided only by rules that refer to request.sql.parse_error.
 func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	info := AnalyzeSQL(req.SQL)
 	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables}
@@ -147,6 +154,9 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	var bestErr error
 	rules := append(slices.Clone(e.byRes[req.Resource.Name]), e.byRes["*"]...)
 	for _, r := range rules {
+		if info.ParseError != "" && !r.onParseError {
+			continue
+		}
 		out, _, err := r.prg.Eval(vars)
 		matched := false
 		if err != nil {

@@ -1,0 +1,30 @@
+# Gatehouse — the two commands a new user runs: `make dev` and `make test`.
+GO      ?= go
+BIN     := bin/gatehouse
+PKGS    := ./... ./schemas/...
+
+.PHONY: dev test build deps generate check vet bench clean
+
+## dev: install what is missing, build, and run Gatehouse locally with a demo
+dev: deps build
+	$(BIN) dev
+
+## test: the whole test suite (unit, integration with real PostgreSQL, ClickHouse, NATS)
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+## build: bin/gatehouse
+build:
+	$(GO) build -o $(BIN) .
+
+## deps: install missing system packages (apt-get, as root or with sudo)
+deps:
+	@deploy/install-deps.sh
+
+## generate: regenerate the event schema code and docs from schemas/events.yaml
+generate:
+	cd schemas && $(GO) generate ./...
+
+clean:
+	rm -rf bin .gatehouse

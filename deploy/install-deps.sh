@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what Gatehouse needs on Debian/Ubuntu when it is missing: PostgreSQL (server and
+# psql), ClickHouse (Debian's clickhouse-server) and, for tests, pgbench. Uses apt-get as
+# root or through sudo; otherwise prints exactly what to install and fails.
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+have_pg_server() {
+  have initdb && have postgres && return 0
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+have_clickhouse() { have clickhouse-server || [ -x /usr/sbin/clickhouse-server ] || have clickhouse; }
+
+missing=()
+have_pg_server || missing+=(postgresql)
+have psql || missing+=(postgresql-client)
+have pgbench || missing+=(postgresql)
+have_clickhouse || missing+=(clickhouse-server)
+
+if ! have go; then
+  echo "Go is not installed: install Go 1.26 or newer from https://go.dev/dl/ and put it on PATH." >&2
+  exit 1
+fi
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing missing packages: ${missing[*]}" >&2
+if [ "$(id -u)" = 0 ]; then
+  sudo=""
+elif have sudo && sudo -n true 2>/dev/null; then
+  sudo="sudo"
+else
+  echo "Missing: ${missing[*]}. Install them with:" >&2
+  echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+# Debian starts the packaged servers as services where it can; Gatehouse runs its own
+# copies as child processes, so the packaged ones are not needed.

@@ -1,0 +1,177 @@
+package session_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type fixedDecider policy.Decision
+
+func (f fixedDecider) Decide(context.Context, *policy.Request) policy.Decision { return policy.Decision(f) }
+
+var limits = session.Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64}
+
+func newSession(t *testing.T, b *bus.Bus, audit string, d session.Decider) (*session.Session, *session.Publisher) {
+	pub := session.NewPublisher(b.JS, 1000, prometheus.NewRegistry(), discard)
+	t.Cleanup(func() {
+		// Tests that take JetStream away leave events that cannot drain; do not wait long.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = pub.Close(ctx)
+	})
+	id := &identity.Identity{}
+	id.Subject, id.Groups, id.Kind = "svc-orders", []string{"orders-readers"}, "service"
+	res := &config.Resource{Name: "demo", Type: "postgres", Audit: audit}
+	return session.New(id, res, pub, d, limits), pub
+}
+
+// readSession reads a session's events from GH_AUDIT.
+func readSession(t *testing.T, b *bus.Bus, id string, want int) []schemas.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := b.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectAudit + ".demo." + id + ".>"}})
+	require.NoError(t, err)
+	var evs []schemas.Event
+	for len(evs) < want {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		require.NoError(t, err, "got %d of %d events", len(evs), want)
+		var e schemas.Event
+		require.NoError(t, json.Unmarshal(m.Data(), &e))
+		require.Equal(t, m.Headers().Get(jetstream.MsgIDHeader), e.ID, "Nats-Msg-Id must be the event id")
+		require.Equal(t, bus.AuditSubject("demo", id, e.Type), m.Subject())
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+func TestSessionEventsAreChainedInOrder(t *testing.T) {
+	b := bustest.Connect(t)
+	s, _ := newSession(t, b, "buffered", fixedDecider{Effect: "allow", Rule: "r", Policy: "p", Revision: 3, Reason: "ok"})
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	q := s.OnQuery(ctx, "select 'a long statement that is longer than the sixty-four byte limit for recording'", "simple", "")
+	require.True(t, q.Decision.Allowed())
+	r := s.NewResult(q)
+	r.Columns([]schemas.Column{{Name: "v", TypeOID: 25}})
+	v := make([]byte, 300)
+	for i := range v {
+		v[i] = 'x'
+	}
+	for i := 0; i < 20; i++ { // 6000 bytes: several 1 KiB chunks, then over the 4 KiB cap
+		r.Row([][]byte{v})
+	}
+	r.Row([][]byte{nil})
+	r.Tag("SELECT 21")
+	r.Done("ok")
+	require.NoError(t, s.End(ctx, "client_closed", nil, 10, 20))
+
+	all := readSession(t, b, s.ID, 9)
+	require.NoError(t, schemas.VerifyChain(all))
+	require.Equal(t, schemas.TypeSessionStart, all[0].Type)
+	require.Equal(t, schemas.TypeDbQuery, all[1].Type)
+	var dq schemas.DbQuery
+	require.NoError(t, all[1].Decode(&dq))
+	require.True(t, dq.Truncated)
+	require.LessOrEqual(t, len(dq.SQL), 64)
+	require.Equal(t, schemas.TypeDecision, all[2].Type)
+	var chunks, rows int
+	var done schemas.DbQueryDone
+	for _, e := range all {
+		switch e.Type {
+		case schemas.TypeDbResultChunk:
+			var c schemas.DbResultChunk
+			require.NoError(t, e.Decode(&c))
+			require.LessOrEqual(t, len(e.Payload), 2*limits.ResultChunkBytes, "chunk events are bounded")
+			chunks++
+			rows += len(c.Rows)
+		case schemas.TypeDbQueryDone:
+			require.NoError(t, e.Decode(&done))
+		}
+	}
+	require.Greater(t, chunks, 1)
+	require.Equal(t, uint64(21), done.Rows)
+	require.Equal(t, uint64(rows), done.RowsRecorded)
+	require.Less(t, done.RowsRecorded, done.Rows, "rows past max_result_bytes are counted, not recorded")
+	require.Equal(t, []string{"SELECT 21"}, done.CommandTags)
+	require.Equal(t, schemas.TypeSessionEnd, all[len(all)-1].Type)
+	require.Equal(t, uint64(3), all[len(all)-1].PolicyRevision)
+}
+
+func TestStrictModeWaitsForJetStream(t *testing.T) {
+	b := bustest.Connect(t)
+	s, _ := newSession(t, b, "strict", fixedDecider{Effect: "allow", Revision: 1})
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	q := s.OnQuery(ctx, "select 1", "simple", "")
+	require.True(t, q.Decision.Allowed())
+	// In strict mode the events are acknowledged before OnQuery returns: they are in the
+	// stream now, without waiting.
+	info, err := b.JS.Stream(ctx, bus.StreamAudit)
+	require.NoError(t, err)
+	si, err := info.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), si.State.Msgs)
+
+	// With JetStream gone, a strict session refuses the statement instead of forwarding it.
+	require.NoError(t, b.JS.DeleteStream(ctx, bus.StreamAudit))
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	q = s.OnQuery(sctx, "select 2", "simple", "")
+	require.False(t, q.Decision.Allowed())
+	require.Contains(t, q.Decision.Reason, "audit trail unavailable")
+}
+
+func TestSpoolFullRefusesStatements(t *testing.T) {
+	b := bustest.Connect(t)
+	pub := session.NewPublisher(b.JS, 1, prometheus.NewRegistry(), discard)
+	id := &identity.Identity{}
+	id.Subject = "x"
+	s := session.New(id, &config.Resource{Name: "demo", Audit: "buffered"}, pub, fixedDecider{Effect: "allow"}, limits)
+	// Stop JetStream from acknowledging so the one-event spool stays full.
+	require.NoError(t, b.JS.DeleteStream(context.Background(), bus.StreamAudit))
+	denied := false
+	for i := 0; i < 50 && !denied; i++ {
+		q := s.OnQuery(context.Background(), "select 1", "simple", "")
+		if !q.Decision.Allowed() {
+			require.Contains(t, q.Decision.Reason, "spool is full")
+			denied = true
+		}
+	}
+	require.True(t, denied, "a full spool must refuse statements")
+}
+
+func TestNATSDeciderFailsClosed(t *testing.T) {
+	b := bustest.Connect(t)
+	d := &session.NATSDecider{NC: b.NC, Timeout: 300 * time.Millisecond}
+	got := d.Decide(context.Background(), &policy.Request{SQL: "select 1"})
+	require.Equal(t, "deny", got.Effect)
+	require.Contains(t, got.Reason, "no policy service is running")
+
+	// A policy service that never answers.
+	sub, err := b.NC.QueueSubscribe(bus.SubjectDecide, bus.QueueDecide, func(*nats.Msg) {})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	got = d.Decide(context.Background(), &policy.Request{SQL: "select 1"})
+	require.Equal(t, "deny", got.Effect)
+	require.Contains(t, got.Reason, "did not answer within 300ms")
+}

@@ -1,0 +1,129 @@
+package policy_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+func TestAnalyzeSQL(t *testing.T) {
+	for _, tc := range []struct {
+		sql           string
+		kinds, tables []string
+		written       []string
+		hasWhere      bool
+		statements    int
+	}{
+		{sql: "select * from orders", kinds: []string{"select"}, tables: []string{"public.orders"}, hasWhere: true, statements: 1},
+		{sql: "SELECT o.id FROM sales.orders o JOIN customers c ON c.id = o.customer_id", kinds: []string{"select"}, tables: []string{"sales.orders", "public.customers"}, hasWhere: true, statements: 1},
+		{sql: "/* harmless */ DELETE FROM customers", kinds: []string{"delete"}, tables: []string{"public.customers"}, written: []string{"public.customers"}, statements: 1},
+		{sql: "select 1; drop table orders", kinds: []string{"drop_table", "select"}, tables: []string{"public.orders"}, written: []string{"public.orders"}, hasWhere: true, statements: 2},
+		{sql: "with gone as (delete from orders returning *) select * from gone", kinds: []string{"delete", "select"}, tables: []string{"public.orders"}, written: []string{"public.orders"}, statements: 1},
+		{sql: "update customers set name = 'x' where id = 1", kinds: []string{"update"}, tables: []string{"public.customers"}, written: []string{"public.customers"}, hasWhere: true, statements: 1},
+		{sql: "DROP DATABASE demo", kinds: []string{"drop_database"}, tables: []string{}, hasWhere: true, statements: 1},
+		{sql: "explain analyze delete from orders where id = 1", kinds: []string{"delete", "explain"}, tables: []string{"public.orders"}, written: []string{"public.orders"}, hasWhere: true, statements: 1},
+		{sql: "select * from orders for update", kinds: []string{"select", "select_for_update"}, tables: []string{"public.orders"}, hasWhere: true, statements: 1},
+		{sql: "-- ping", kinds: []string{}, tables: []string{}, hasWhere: true, statements: 0},
+	} {
+		t.Run(tc.sql, func(t *testing.T) {
+			info := policy.AnalyzeSQL(tc.sql)
+			require.Empty(t, info.ParseError)
+			require.Equal(t, tc.kinds, info.Kinds)
+			require.ElementsMatch(t, tc.tables, info.Tables)
+			if tc.written != nil {
+				require.ElementsMatch(t, tc.written, info.TablesWritten)
+			}
+			require.Equal(t, tc.hasWhere, info.HasWhere)
+			require.Equal(t, tc.statements, info.Statements)
+		})
+	}
+	info := policy.AnalyzeSQL("selec * frm orders")
+	require.Contains(t, info.ParseError, "syntax error")
+	require.Equal(t, policy.AnalyzeSQL("select * from orders where id = 1").Fingerprint, policy.AnalyzeSQL("SELECT * FROM orders WHERE id = 42").Fingerprint)
+}
+
+var demo = []config.Policy{
+	{Name: "baseline", Resources: []string{"*"}, Rules: []config.Rule{
+		{Name: "no-drop-database", Effect: "deny", When: `"drop_database" in request.sql.kinds`, Reason: "never"},
+	}},
+	{Name: "orders", Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "read-orders", Effect: "allow", When: `"orders-readers" in identity.groups && request.sql.kinds.all(k, k == "select") && request.sql.tables.all(t, t == "public.orders")`, Reason: "readers read"},
+		{Name: "dba", Effect: "allow", When: `"dba" in identity.groups`},
+		{Name: "prod-writes", Effect: "deny", When: `"env" in resource.labels && resource.labels.env == "prod" && request.sql.tables_written.size() > 0`, Reason: "no writes in prod"},
+	}},
+}
+
+func decide(t *testing.T, e *policy.Engine, groups []string, labels map[string]string, sql string) policy.Decision {
+	t.Helper()
+	return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: policy.Resource{Name: "demo", Type: "postgres", Labels: labels}, SQL: sql}, time.Now())
+}
+
+func TestDecide(t *testing.T) {
+	e, err := policy.Compile(demo, 7)
+	require.NoError(t, err)
+	readers := []string{"orders-readers"}
+	for _, tc := range []struct {
+		name         string
+		groups       []string
+		labels       map[string]string
+		sql          string
+		effect, rule string
+		reason       string
+	}{
+		{"reader reads orders", readers, nil, "select * from orders", "allow", "read-orders", "readers read"},
+		{"reader reads customers: default deny", readers, nil, "select * from customers", "deny", "", "no rule allows select on resource demo"},
+		{"reader drops orders", readers, nil, "drop table orders", "deny", "", "no rule allows drop_table"},
+		{"multi-statement hides a write", readers, nil, "select * from orders; delete from orders", "deny", "", "no rule allows delete, select"},
+		{"dba may write", []string{"dba"}, nil, "delete from customers where id = 1", "allow", "dba", "rule dba matched"},
+		{"dba may not drop database: deny wins", []string{"dba"}, nil, "drop database demo", "deny", "no-drop-database", "never"},
+		{"dba in prod: deny wins over allow", []string{"dba"}, map[string]string{"env": "prod"}, "update orders set item = 'x' where id = 1", "deny", "prod-writes", "no writes in prod"},
+		{"unparsable is denied even for dba", []string{"dba"}, nil, "selec * frm", "deny", "", "does not parse"},
+		{"unparsable is not vacuously allowed", readers, nil, "selec * frm", "deny", "", "does not parse"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := decide(t, e, tc.groups, tc.labels, tc.sql)
+			require.Equal(t, tc.effect, d.Effect, d.Reason)
+			require.Equal(t, tc.rule, d.Rule)
+			require.Contains(t, d.Reason, tc.reason)
+			require.Equal(t, uint64(7), d.Revision)
+		})
+	}
+}
+
+func TestDenyRuleThatFailsToEvaluateDenies(t *testing.T) {
+	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "all", Effect: "allow", When: "true"},
+		{Name: "broken", Effect: "deny", When: `resource.labels.missing == "x"`, Reason: "x"},
+	}}}, 1)
+	require.NoError(t, err)
+	d := decide(t, e, nil, nil, "select 1")
+	require.Equal(t, "deny", d.Effect)
+	require.Equal(t, "broken", d.Rule)
+	require.Contains(t, d.Reason, "could not be evaluated")
+}
+
+func TestParseErrorRules(t *testing.T) {
+	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "legacy-syntax", Effect: "allow", When: `request.sql.parse_error != "" && "legacy" in identity.groups`},
+	}}}, 1)
+	require.NoError(t, err)
+	require.Equal(t, "allow", decide(t, e, []string{"legacy"}, nil, "selec * frm").Effect)
+	require.Equal(t, "deny", decide(t, e, []string{"other"}, nil, "selec * frm").Effect)
+}
+
+func TestCompileErrorsRefuseTheWholeSet(t *testing.T) {
+	_, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "ok", Effect: "allow", When: "true"},
+		{Name: "typo", Effect: "allow", When: `identity.groups.contains("x") &&`},
+		{Name: "not-bool", Effect: "allow", When: `identity.sub`},
+	}}}, 1)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), `policies[0].rules[1].when: policy "p" rule "typo"`)
+	require.Contains(t, err.Error(), "1:")
+	require.Contains(t, err.Error(), `policies[0].rules[2].when`)
+}
