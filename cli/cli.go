@@ -85,6 +85,22 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parseInterspersed parses flags that may come before or after positional arguments
+// (`gatehouse sessions replay ID --json`), which the flag package alone stops at.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
 // NewLogger builds the process logger from the config.
 func NewLogger(c config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level

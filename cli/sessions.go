@@ -53,7 +53,8 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	identity := fs.String("identity", "", "list: only this identity")
 	resource := fs.String("resource", "", "list: only this resource")
 	limit := fs.Int("limit", 50, "list: at most this many sessions")
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		return err
 	}
 	if *token == "" {
@@ -61,6 +62,9 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
 	if sub == "list" {
+		if len(pos) > 0 {
+			return usageError{fmt.Sprintf("sessions list takes no arguments (got %q)", pos)}
+		}
 		q := url.Values{"limit": {fmt.Sprint(*limit)}}
 		if *identity != "" {
 			q.Set("identity", *identity)
@@ -88,11 +92,11 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		return tw.Flush()
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return usageError{"sessions replay needs one session ID"}
 	}
 	var r query.Replay
-	if err := c.get("/api/v1/sessions/"+url.PathEscape(fs.Arg(0)), &r); err != nil {
+	if err := c.get("/api/v1/sessions/"+url.PathEscape(pos[0]), &r); err != nil {
 		return err
 	}
 	if *asJSON {

@@ -26,7 +26,9 @@ var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 type fixedDecider policy.Decision
 
-func (f fixedDecider) Decide(context.Context, *policy.Request) policy.Decision { return policy.Decision(f) }
+func (f fixedDecider) Decide(context.Context, *policy.Request) policy.Decision {
+	return policy.Decision(f)
+}
 
 var limits = session.Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64}
 

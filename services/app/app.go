@@ -169,6 +169,9 @@ func (a *App) NATSURL() string { return a.natsURL }
 
 // DevIssuerURL is the issuer URL of the development issuer of this process.
 func (a *App) DevIssuerURL() string {
+	if a.cfg.Identity.DevIssuerURL != "" {
+		return strings.TrimRight(a.cfg.Identity.DevIssuerURL, "/")
+	}
 	return "http://" + a.HTTPAddr() + identity.DevIssuerPath
 }
 
@@ -197,16 +200,28 @@ func (a *App) serverService() *Service {
 			return nil
 		},
 		Run: func(ctx context.Context) error {
-			err := a.httpSrv.Serve(a.httpLn)
-			if errors.Is(err, http.ErrServerClosed) {
-				return nil
+			served := make(chan error, 1)
+			go func() { served <- a.httpSrv.Serve(a.httpLn) }()
+			select {
+			case err := <-served:
+				return err
+			case <-ctx.Done():
 			}
-			return err
-		},
-		Stop: func(ctx context.Context) error {
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
-			return a.httpSrv.Shutdown(sctx)
+			if err := a.httpSrv.Shutdown(sctx); err != nil {
+				return err
+			}
+			if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+		Stop: func(context.Context) error {
+			if a.ready.Load() {
+				return nil // Run has shut the server down
+			}
+			return a.httpLn.Close()
 		},
 	}
 }

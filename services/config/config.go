@@ -60,6 +60,9 @@ type Identity struct {
 	Issuers []Issuer `yaml:"issuers"`
 	// DevIssuer serves a development-only OIDC issuer on the HTTP server. Never in production.
 	DevIssuer bool `yaml:"dev_issuer"`
+	// DevIssuerURL is the issuer URL the development issuer announces, when the HTTP listen
+	// address is not how others reach it (containers). Default http://<http_listen>/dev/oidc.
+	DevIssuerURL string `yaml:"dev_issuer_url"`
 }
 
 // Issuer is one trusted OIDC issuer.

@@ -1,0 +1,56 @@
+package integration
+
+import (
+	"context"
+	"net"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+)
+
+// TestAllInOneProcess runs every component in one process (target=all, NATS embedded) with
+// the shipped demo config and policies.
+func TestAllInOneProcess(t *testing.T) {
+	pg, pwFile := demoPostgres(t)
+	ch := chtest.Start(t)
+	dataDir := t.TempDir()
+	t.Setenv("GATEHOUSE_DATA_DIR", dataDir)
+	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
+	t.Setenv("GATEHOUSE_PG_LISTEN", "127.0.0.1:0")
+	t.Setenv("GATEHOUSE_CLICKHOUSE_ADDR", ch.Addr())
+	t.Setenv("GATEHOUSE_DEMO_PG_ADDR", pg.Addr())
+	t.Setenv("GATEHOUSE_DEMO_PG_PASSWORD_FILE", pwFile)
+	cfg, err := config.Load("../deploy/gatehouse.dev.yaml")
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+
+	a := app.New(cfg, testLogger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, []string{"all"}) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			var buf strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			t.Errorf("gatehouse did not stop within 30s:\n%s", buf.String())
+		}
+	})
+	require.Eventually(t, a.Ready, 60*time.Second, 50*time.Millisecond)
+	waitReady(t, "http://"+a.HTTPAddr())
+	host, port, err := net.SplitHostPort(a.PostgresAddr())
+	require.NoError(t, err)
+	g := &gateway{pgHost: host, pgPort: port, api: "http://" + a.HTTPAddr(), issuer: "http://" + a.HTTPAddr(),
+		chAddr: ch.Addr(), chDB: cfg.ClickHouse.Database, backendPW: readFile(t, pwFile), pg: pg}
+	exercise(t, g, dataDir)
+}

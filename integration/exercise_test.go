@@ -1,0 +1,222 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/ingest"
+	"github.com/gatehouse/gatehouse/query"
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+// exercise runs the walking skeleton's acceptance against a running gateway: real clients
+// through the proxy, policy decisions, token checks, and the audit trail through the API.
+func exercise(t *testing.T, g *gateway, devKeyDir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	svc := g.token(t, "svc-orders", "orders-readers")
+
+	// psql: an allowed read returns rows.
+	out, errOut, err := g.psql(t, svc, "svc-orders", "select * from orders order by id limit 3")
+	require.NoError(t, err, errOut)
+	require.Contains(t, out, "analytical engine")
+	require.Contains(t, out, "(3 rows)")
+
+	// A forbidden statement is refused with 42501 and the reason; nothing reaches the backend.
+	_, errOut, err = g.psql(t, svc, "svc-orders", "drop table orders")
+	require.Error(t, err)
+	require.Contains(t, errOut, "42501")
+	require.Contains(t, errOut, "no rule allows drop_table on resource demo")
+	direct, err := pgconn.Connect(ctx, g.pg.SuperuserConnString("demo"))
+	require.NoError(t, err)
+	res, err := direct.Exec(ctx, "select count(*) from orders").ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, "10", string(res[0].Rows[0][0]), "orders must still exist")
+	direct.Close(ctx)
+
+	// Tokens: wrong, forged, expired and foreign ones get 28P01 naming the failed check.
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	forger, err := identity.NewDevIssuer(g.issuer+identity.DevIssuerPath, t.TempDir(), discard)
+	require.NoError(t, err)
+	forged, err := forger.Mint(identity.TokenRequest{Subject: "svc-orders", Groups: []string{"orders-readers"}})
+	require.NoError(t, err)
+	real, err := identity.NewDevIssuer(g.issuer+identity.DevIssuerPath, devKeyDir, discard)
+	require.NoError(t, err)
+	expired, err := real.MintAt(identity.TokenRequest{Subject: "svc-orders", TTL: time.Minute}, time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	foreignIss, err := identity.NewDevIssuer("https://idp.elsewhere.example", t.TempDir(), discard)
+	require.NoError(t, err)
+	foreign, err := foreignIss.Mint(identity.TokenRequest{Subject: "svc-orders"})
+	require.NoError(t, err)
+	for name, tc := range map[string]struct{ token, want string }{
+		"not a token": {"hunter2", "password is not a token"},
+		"forged":      {forged, "signature does not verify"},
+		"expired":     {expired, "token expired at"},
+		"foreign":     {foreign, `issuer "https://idp.elsewhere.example" is not trusted`},
+	} {
+		c, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=demo user=svc-orders password=%s sslmode=disable", g.pgHost, g.pgPort, tc.token))
+		if err == nil {
+			c.Close(ctx)
+		}
+		var pe *pgconn.PgError
+		require.True(t, errors.As(err, &pe), "%s: %v", name, err)
+		require.Equal(t, "28P01", pe.Code, name)
+		require.Contains(t, pe.Message, tc.want, name)
+	}
+
+	// pgx, extended protocol, as the on-call DBA: prepared statements run and are audited on
+	// every execution; DROP DATABASE is refused by rule and the connection stays usable.
+	dba := g.token(t, "dba-oncall", "dba")
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=demo user=dba-oncall password=%s sslmode=disable", g.pgHost, g.pgPort, dba))
+	require.NoError(t, err)
+	var item string
+	for i := 0; i < 2; i++ {
+		require.NoError(t, conn.QueryRow(ctx, "select item from orders where id = $1", 2).Scan(&item))
+		require.Equal(t, "bombe rotor", item)
+	}
+	_, err = conn.Exec(ctx, "drop database demo")
+	var pgErr *pgconn.PgError
+	require.True(t, errors.As(err, &pgErr), "%v", err)
+	require.Equal(t, "42501", pgErr.Code)
+	require.Contains(t, pgErr.Message, "no-drop-database")
+	require.Contains(t, pgErr.Message, "dropping a database is never allowed")
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, "select count(*) from customers").Scan(&n))
+	require.Equal(t, 5, n)
+	var app string
+	require.NoError(t, conn.QueryRow(ctx, "select application_name from pg_stat_activity where pid = pg_backend_pid()").Scan(&app))
+	require.True(t, strings.HasPrefix(app, "gatehouse:dba-oncall"), "backend application_name %q names the caller", app)
+	require.NoError(t, conn.Close(ctx))
+
+	// The audit API: auditors only.
+	code, _ := g.apiGet(t, "", "/api/v1/sessions")
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, body := g.apiGet(t, svc, "/api/v1/sessions")
+	require.Equal(t, http.StatusForbidden, code)
+	require.Contains(t, string(body), "not in an auditor group")
+
+	auditor := g.token(t, "auditor", "auditors")
+	var list struct {
+		Sessions []query.Session `json:"sessions"`
+	}
+	require.Eventually(t, func() bool {
+		if err := g.cliJSON(t, auditor, &list, "sessions", "list", "--identity", "svc-orders"); err != nil {
+			t.Log(err)
+			return false
+		}
+		ended := 0
+		for _, s := range list.Sessions {
+			if s.End != nil {
+				ended++
+			}
+		}
+		if ended < 2 {
+			t.Logf("sessions so far: %+v", list.Sessions)
+		}
+		return ended >= 2
+	}, 30*time.Second, 200*time.Millisecond, "svc-orders sessions never reached the audit store")
+	var denied *query.Session
+	for i, s := range list.Sessions {
+		require.Equal(t, "svc-orders", s.Identity)
+		require.Equal(t, "demo", s.Resource)
+		if s.Denied == 1 {
+			denied = &list.Sessions[i]
+		}
+	}
+	require.NotNil(t, denied, "the session with the denied DROP is listed")
+	require.Equal(t, uint64(1), denied.Statements)
+
+	// Replay the DBA session: statements, decisions and results in order, chain intact.
+	var dbaList struct {
+		Sessions []query.Session `json:"sessions"`
+	}
+	var replay query.Replay
+	require.Eventually(t, func() bool {
+		if err := g.cliJSON(t, auditor, &dbaList, "sessions", "list", "--identity", "dba-oncall"); err != nil || len(dbaList.Sessions) == 0 || dbaList.Sessions[0].End == nil {
+			t.Logf("dba sessions: %v %+v", err, dbaList.Sessions)
+			return false
+		}
+		err := g.cliJSON(t, auditor, &replay, "sessions", "replay", dbaList.Sessions[0].ID)
+		if err != nil {
+			t.Logf("replay: %v", err)
+		}
+		return err == nil
+	}, 30*time.Second, 200*time.Millisecond)
+	require.True(t, replay.ChainOK, replay.ChainError)
+	var queries []string
+	var sawRow, sawDeny bool
+	for i, e := range replay.Events {
+		require.Equal(t, uint64(i+1), e.Seq)
+		switch e.Type {
+		case schemas.TypeDbQuery:
+			var q schemas.DbQuery
+			require.NoError(t, e.Decode(&q))
+			queries = append(queries, q.SQL)
+		case schemas.TypeDbResultChunk:
+			var c schemas.DbResultChunk
+			require.NoError(t, e.Decode(&c))
+			for _, r := range c.Rows {
+				if len(r) == 1 && r[0] != nil && *r[0] == "bombe rotor" {
+					sawRow = true
+				}
+			}
+		case schemas.TypeDecision:
+			var d schemas.Decision
+			require.NoError(t, e.Decode(&d))
+			if d.Effect == "deny" {
+				require.Equal(t, "no-drop-database", d.Rule)
+				sawDeny = true
+			}
+		}
+	}
+	require.Equal(t, schemas.TypeSessionStart, replay.Events[0].Type)
+	require.Equal(t, schemas.TypeSessionEnd, replay.Events[len(replay.Events)-1].Type)
+	require.Equal(t, 2, countOf(queries, "select item from orders where id = $1"), "each execution of the prepared statement is recorded: %q", queries)
+	require.Contains(t, queries, "drop database demo")
+	require.True(t, sawRow, "result rows are recorded as sent")
+	require.True(t, sawDeny)
+
+	// No secret in the audit trail: neither the backend password nor any token.
+	ch, err := ingest.Open(config.ClickHouse{Address: g.chAddr, Username: "default"})
+	require.NoError(t, err)
+	defer ch.Close()
+	for name, secret := range map[string]string{"backend password": g.backendPW, "token": svc, "dba token": dba} {
+		var hits uint64
+		require.NoError(t, ch.QueryRow(ctx, "SELECT count() FROM "+g.chDB+".events WHERE position(payload, ?) > 0", secret).Scan(&hits))
+		require.Zero(t, hits, "%s found in the audit trail", name)
+	}
+	var authFailed uint64
+	require.Eventually(t, func() bool {
+		return ch.QueryRow(ctx, "SELECT count() FROM "+g.chDB+".events WHERE type = 'auth.failed'").Scan(&authFailed) == nil && authFailed >= 4
+	}, 20*time.Second, 200*time.Millisecond, "refused connections are audited (got %d)", authFailed)
+}
+
+func countOf(l []string, s string) int {
+	n := 0
+	for _, x := range l {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+func readFile(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return strings.TrimSpace(string(b))
+}
