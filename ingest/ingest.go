@@ -72,7 +72,9 @@ func (in *Ingester) Start(ctx context.Context) error {
 	in.cons, err = in.js.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       2 * time.Minute,
+		// A crashed ingest holds its unacked batch until AckWait passes; keep it short and
+		// extend it with InProgress while an insert is being retried.
+		AckWait:       30 * time.Second,
 		MaxAckPending: max(4*in.cfg.BatchSize, 20000),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})

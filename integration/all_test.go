@@ -53,4 +53,13 @@ func TestAllInOneProcess(t *testing.T) {
 	g := &gateway{pgHost: host, pgPort: port, api: "http://" + a.HTTPAddr(), issuer: "http://" + a.HTTPAddr(),
 		chAddr: ch.Addr(), chDB: cfg.ClickHouse.Database, backendPW: readFile(t, pwFile), pg: pg}
 	exercise(t, g, dataDir)
+
+	// Every component's metrics are on /metrics.
+	code, body := g.apiGet(t, "", "/metrics")
+	require.Equal(t, 200, code)
+	for _, m := range []string{`gatehouse_events_published_total{type="db.query"}`, `gatehouse_policy_decisions_total{effect="deny"}`,
+		`gatehouse_policy_decisions_total{effect="allow"}`, "gatehouse_ingest_rows_total", "gatehouse_ingest_batch_size_bucket",
+		"gatehouse_ingest_lag_events", `gatehouse_postgres_connections_total{outcome="expiry"}`} {
+		require.Contains(t, string(body), m)
+	}
 }

@@ -131,8 +131,9 @@ func (a *App) Run(ctx context.Context, targets []string) error {
 	if err != nil {
 		return err
 	}
-	// The dev issuer is part of `all` when the config enables it.
-	if a.cfg.Identity.DevIssuer && slices.Contains(names, "identity") && !slices.Contains(names, "dev-issuer") {
+	// The dev issuer is part of `all` when the config enables it; split processes trust the
+	// one at identity.dev_issuer_url instead.
+	if a.cfg.Identity.DevIssuer && slices.Contains(targets, "all") && !slices.Contains(names, "dev-issuer") {
 		names = slices.Insert(names, slices.Index(names, "identity"), "dev-issuer")
 	}
 	a.running = names
@@ -270,8 +271,8 @@ func (a *App) identityService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
 			issuers := slices.Clone(a.cfg.Identity.Issuers)
-			if a.dev != nil {
-				issuers = append(issuers, config.Issuer{Issuer: a.dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"})
+			if a.cfg.Identity.DevIssuer {
+				issuers = append(issuers, config.Issuer{Issuer: a.DevIssuerURL(), Audience: identity.DevAudience, GroupsClaim: "groups"})
 			}
 			if len(issuers) == 0 {
 				return errors.New("identity.issuers is empty: no token could ever be accepted")

@@ -1,0 +1,92 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/ingest"
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+)
+
+// TestNoLoss publishes N events while ingest and ClickHouse are killed and restarted, and
+// finds exactly N rows afterwards.
+func TestNoLoss(t *testing.T) {
+	const n = 20000
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b := bustest.Connect(t)
+	ch := chtest.Start(t)
+	cfg, err := filepath.Abs("../deploy/gatehouse.dev.yaml")
+	require.NoError(t, err)
+	env := []string{"GATEHOUSE_NATS_URL=" + b.NC.ConnectedUrl(), "GATEHOUSE_CLICKHOUSE_ADDR=" + ch.Addr(),
+		"GATEHOUSE_DEMO_PG_ADDR=127.0.0.1:1", "GATEHOUSE_DATA_DIR=" + t.TempDir()}
+	runIngest := func() *process {
+		return startProcess(t, append(env, "GATEHOUSE_HTTP_LISTEN=127.0.0.1:"+freePort(t)), "run", "--config", cfg, "--target=ingest")
+	}
+	conn, err := ingest.Open(config.ClickHouse{Address: ch.Addr(), Username: "default"})
+	require.NoError(t, err)
+	defer conn.Close()
+	count := func(q string) uint64 {
+		var c uint64
+		if err := conn.QueryRow(ctx, q).Scan(&c); err != nil {
+			return 0
+		}
+		return c
+	}
+
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			sess := fmt.Sprintf("session-%03d", i%100)
+			p, _ := json.Marshal(schemas.DbQuery{QueryID: uint64(i), SQL: fmt.Sprintf("select %d", i), Protocol: "simple"})
+			e := schemas.Event{ID: uuid.NewString(), Type: schemas.TypeDbQuery, Code: schemas.CodeDbQuery, Time: time.Now().UTC().Truncate(time.Microsecond),
+				SessionID: sess, Seq: uint64(i/100 + 1), Resource: "demo", Payload: p}
+			e.Identity.Subject = "svc-load"
+			data, _ := json.Marshal(&e)
+			m := nats.NewMsg(bus.AuditSubject("demo", sess, e.Type))
+			m.Data = data
+			m.Header.Set(jetstream.MsgIDHeader, e.ID)
+			_, err := b.JS.PublishMsgAsync(m)
+			require.NoError(t, err)
+		}
+		select {
+		case <-b.JS.PublishAsyncComplete():
+		case <-ctx.Done():
+			t.Fatal("publish did not complete")
+		}
+	}
+
+	first := runIngest()
+	publish(0, 8000)
+	require.Eventually(t, func() bool { return count("SELECT count() FROM gatehouse.events") >= 1000 }, time.Minute, 50*time.Millisecond)
+
+	// Crash both in the middle of the stream.
+	first.kill()
+	ch.Kill()
+	publish(8000, 14000)
+
+	// Ingest comes back while ClickHouse is still down: it waits and retries.
+	second := runIngest()
+	require.Eventually(t, func() bool { return strings.Contains(second.log.String(), "clickhouse not ready") }, time.Minute, 50*time.Millisecond)
+	require.NoError(t, ch.Restart(ctx))
+	publish(14000, n)
+
+	require.Eventually(t, func() bool { return count("SELECT count() FROM gatehouse.events FINAL") == n }, 2*time.Minute, 200*time.Millisecond,
+		"want %d events", n)
+	require.NoError(t, conn.Exec(ctx, "OPTIMIZE TABLE gatehouse.events FINAL"))
+	require.Equal(t, uint64(n), count("SELECT count() FROM gatehouse.events"), "exactly N rows after merging duplicates away")
+	require.Equal(t, uint64(n), count("SELECT uniqExact(id) FROM gatehouse.events"))
+}

@@ -1,0 +1,57 @@
+package integration
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
+	"github.com/gatehouse/gatehouse/services/localdb"
+	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+)
+
+func freePort(t *testing.T) string {
+	p, err := localdb.FreePort()
+	require.NoError(t, err)
+	return fmt.Sprint(p)
+}
+
+// TestSplitProcesses runs each component as its own `gatehouse run --target=...` process
+// against one external NATS, and checks that they behave as target=all does.
+func TestSplitProcesses(t *testing.T) {
+	pg, pwFile := demoPostgres(t)
+	ch := chtest.Start(t)
+	natsURL := bustest.StartServer(t)
+	issuerPort, pgPort := freePort(t), freePort(t)
+	issuer := "http://127.0.0.1:" + issuerPort
+	common := []string{
+		"GATEHOUSE_NATS_URL=" + natsURL,
+		"GATEHOUSE_CLICKHOUSE_ADDR=" + ch.Addr(),
+		"GATEHOUSE_DEMO_PG_ADDR=" + pg.Addr(),
+		"GATEHOUSE_DEMO_PG_PASSWORD_FILE=" + pwFile,
+		"GATEHOUSE_DEV_ISSUER_URL=" + issuer + "/dev/oidc",
+		"GATEHOUSE_PG_LISTEN=127.0.0.1:" + pgPort,
+	}
+	cfg, err := filepath.Abs("../deploy/gatehouse.dev.yaml")
+	require.NoError(t, err)
+	dirs := map[string]string{}
+	bases := map[string]string{}
+	for _, target := range []string{"dev-issuer", "policy", "proxy-postgres", "ingest", "query"} {
+		port := freePort(t)
+		if target == "dev-issuer" {
+			port = issuerPort
+		}
+		dirs[target] = t.TempDir()
+		bases[target] = "http://127.0.0.1:" + port
+		env := append(append([]string{}, common...), "GATEHOUSE_HTTP_LISTEN=127.0.0.1:"+port, "GATEHOUSE_DATA_DIR="+dirs[target])
+		startProcess(t, env, "run", "--config", cfg, "--target="+target)
+	}
+	for _, base := range bases {
+		waitReady(t, base)
+	}
+	g := &gateway{pgHost: "127.0.0.1", pgPort: pgPort, api: bases["query"], issuer: issuer,
+		chAddr: ch.Addr(), chDB: "gatehouse", backendPW: readFile(t, pwFile), pg: pg}
+	exercise(t, g, dirs["dev-issuer"])
+}
