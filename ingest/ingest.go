@@ -70,8 +70,8 @@ func (in *Ingester) Start(ctx context.Context) error {
 		time.Sleep(time.Second)
 	}
 	in.cons, err = in.js.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{
-		Durable:       ConsumerName,
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		Durable:   ConsumerName,
+		AckPolicy: jetstream.AckExplicitPolicy,
 		// A crashed ingest holds its unacked batch until AckWait passes; keep it short and
 		// extend it with InProgress while an insert is being retried.
 		AckWait:       30 * time.Second,
