@@ -14,6 +14,7 @@ have_clickhouse() { have clickhouse-server || [ -x /usr/sbin/clickhouse-server ]
 missing=()
 have_pg_server || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
+have curl || missing+=(curl)
 have pgbench || missing+=(postgresql)
 have_clickhouse || missing+=(clickhouse-server)
 
