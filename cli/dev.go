@@ -83,7 +83,14 @@ func devCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if res, ok := cfg.Resource("demo"); ok && res.Postgres != nil && res.Postgres.Address == "" {
 		fmt.Fprintln(stderr, "starting demo PostgreSQL ...")
-		pg, err := localdb.StartPostgres(ctx, filepath.Join(cfg.DataDir, "postgres"), 0)
+		pgDir, err := localdb.DataDir(filepath.Join(cfg.DataDir, "postgres"))
+		if err != nil {
+			return fmt.Errorf("demo PostgreSQL: %w", err)
+		}
+		if pgDir != filepath.Join(cfg.DataDir, "postgres") {
+			fmt.Fprintf(stderr, "%s is not reachable by the postgres user; PostgreSQL data goes to %s\n", cfg.DataDir, pgDir)
+		}
+		pg, err := localdb.StartPostgres(ctx, pgDir, 0)
 		if err != nil {
 			return fmt.Errorf("demo PostgreSQL: %w", err)
 		}

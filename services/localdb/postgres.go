@@ -3,6 +3,7 @@ package localdb
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -179,3 +180,39 @@ func (p *Postgres) Stop() error { return p.proc.stop(syscall.SIGINT, 30*time.Sec
 
 // Kill stops PostgreSQL at once, as a crash would.
 func (p *Postgres) Kill() { p.proc.kill() }
+
+// DataDir returns where PostgreSQL's data should live for a wanted directory. When we run as
+// root, PostgreSQL runs as the postgres user, which must be able to reach the directory; if
+// a parent of wanted is closed to others (a clone under /root, say), the data goes under
+// /var/tmp instead, in a directory named after wanted so that it is found again.
+func DataDir(wanted string) (string, error) {
+	abs, err := filepath.Abs(wanted)
+	if err != nil {
+		return "", err
+	}
+	if os.Geteuid() != 0 || reachableByOthers(filepath.Dir(abs)) {
+		return abs, nil
+	}
+	sum := sha256.Sum256([]byte(abs))
+	alt := filepath.Join("/var/tmp", "gatehouse-"+hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(alt, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(alt, 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Join(alt, filepath.Base(abs)), nil
+}
+
+// reachableByOthers reports whether every existing directory from / down to dir may be
+// traversed by a user that is neither its owner nor in its group.
+func reachableByOthers(dir string) bool {
+	for d := dir; ; d = filepath.Dir(d) {
+		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
+}
