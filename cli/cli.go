@@ -28,6 +28,7 @@ Usage:
                                         mint a development token from a running 'gatehouse dev'
   gatehouse sessions list [--json]      list recorded sessions (auditor token)
   gatehouse sessions replay ID [--json] print a session's statements, decisions and results
+  gatehouse bench postgres [flags]      pgbench -S: direct vs PgBouncer vs Gatehouse, one run
 
 Run 'gatehouse COMMAND --help' for a command's flags.
 Environment: GATEHOUSE_URL (API base, default http://127.0.0.1:8080), GATEHOUSE_TOKEN.
@@ -49,6 +50,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = tokenCmd(args[1:], stdout, stderr)
 	case "sessions":
 		err = sessionsCmd(args[1:], stdout, stderr)
+	case "bench":
+		err = benchCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

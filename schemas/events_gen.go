@@ -220,6 +220,8 @@ type Decision struct {
 	Kinds []string `json:"kinds,omitempty"`
 	// Tables is tables the statement touches, schema-qualified.
 	Tables []string `json:"tables,omitempty"`
+	// Cached is served from the proxy's decision cache (same identity, resource, normalized statement and policy revision).
+	Cached bool `json:"cached,omitempty"`
 	// LatencyUS is time to decide, microseconds.
 	LatencyUS uint64 `json:"latency_us"`
 }

@@ -320,6 +320,9 @@ func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
 		app += " " + a
 	}
 	cfg.RuntimeParams["application_name"] = app
+	// The policy parser and the decision cache lex strings as PostgreSQL does with
+	// standard_conforming_strings on; make the backend agree.
+	cfg.RuntimeParams["standard_conforming_strings"] = "on"
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StartupTimeout)
 	defer cancel()
 	conn, err := pgconn.ConnectConfig(ctx, cfg)

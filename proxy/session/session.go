@@ -160,7 +160,7 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	s.mu.Unlock()
 	d := &q.Decision
 	waitDecision, err := s.emit(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
-		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables,
+		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: d.Cached,
 		LatencyUS: uint64(time.Since(start).Microseconds())}, s.strict)
 	if err == nil && s.strict {
 		if err = waitQuery(ctx); err == nil {
@@ -190,7 +190,7 @@ func (s *Session) Reexecute(ctx context.Context, prev *Query) *Query {
 	_, _ = s.emit(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: len(text) < len(prev.sql), Protocol: "extended", StatementName: prev.stmtName}, false)
 	d := &q.Decision
 	_, _ = s.emit(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
-		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables}, false)
+		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: true}, false)
 	return q
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only when server.pprof is set
 	"path/filepath"
 	"slices"
 	"sort"
@@ -196,6 +197,9 @@ func (a *App) serverService() *Service {
 				return c.String(http.StatusOK, "ready: "+strings.Join(a.running, ",")+"\n")
 			})
 			e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
+			if a.cfg.Server.Pprof {
+				e.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
+			}
 			a.echo = e
 			a.httpSrv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 			return nil

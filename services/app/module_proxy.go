@@ -12,6 +12,7 @@ import (
 
 func (a *App) proxyPostgresService() *Service {
 	var srv *postgres.Server
+	var cache *session.CachingDecider
 	return &Service{
 		Start: func(ctx context.Context) error {
 			pc := a.cfg.Proxy.Postgres
@@ -27,7 +28,12 @@ func (a *App) proxyPostgresService() *Service {
 				}
 				cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 			}
-			decider := &session.NATSDecider{NC: a.bus.NC, Timeout: pc.DecisionTimeout}
+			decider, err := session.NewCachingDecider(&session.NATSDecider{NC: a.bus.NC, Timeout: pc.DecisionTimeout},
+				a.bus.NC, pc.DecisionCacheTTL, pc.DecisionCacheSize, a.reg, a.component("proxy-postgres"))
+			if err != nil {
+				return fmt.Errorf("decision cache: %w", err)
+			}
+			cache = decider
 			srv = postgres.New(cfg, a.cfg, a.verifier, a.pub, decider, a.reg, a.component("proxy-postgres"))
 			if err := srv.Listen(); err != nil {
 				return err
@@ -39,6 +45,7 @@ func (a *App) proxyPostgresService() *Service {
 		Stop: func(ctx context.Context) error {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
+			defer cache.Close()
 			return srv.Shutdown(sctx)
 		},
 	}

@@ -22,6 +22,9 @@ const (
 	SubjectDecide    = "gh.policy.decide"
 	QueueDecide      = "policy"
 	SubjectRevoke    = "gh.revoke"
+	// SubjectPolicyRevision carries the policy revision in force (decimal), announced by
+	// the policy service; proxies drop cached decisions of other revisions.
+	SubjectPolicyRevision = "gh.policy.revision"
 )
 
 // AuditSubject is the subject of one session event.

@@ -42,6 +42,8 @@ type Log struct {
 // Server is the HTTP server every process runs (API, health, metrics, dev issuer).
 type Server struct {
 	HTTPListen string `yaml:"http_listen"`
+	// Pprof serves Go profiling under /debug/pprof (off by default: it exposes internals).
+	Pprof bool `yaml:"pprof"`
 }
 
 // NATS says where the bus is. An empty URL means: run NATS embedded in this process.
@@ -86,6 +88,10 @@ type PostgresProxy struct {
 	MaxMessageBytes int           `yaml:"max_message_bytes"`
 	StartupTimeout  time.Duration `yaml:"startup_timeout"`
 	DecisionTimeout time.Duration `yaml:"decision_timeout"`
+	// DecisionCacheTTL bounds how long a cached decision is used (it is also dropped as soon
+	// as the policy revision changes). DecisionCacheSize bounds the entries.
+	DecisionCacheTTL  time.Duration `yaml:"decision_cache_ttl"`
+	DecisionCacheSize int           `yaml:"decision_cache_size"`
 	// TLSCertFile and TLSKeyFile enable TLS for clients (SSLRequest).
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
@@ -248,6 +254,8 @@ func (c *Config) ApplyDefaults() {
 	defInt(&c.Proxy.Postgres.MaxMessageBytes, 16<<20)
 	defDur(&c.Proxy.Postgres.StartupTimeout, 10*time.Second)
 	defDur(&c.Proxy.Postgres.DecisionTimeout, 2*time.Second)
+	defDur(&c.Proxy.Postgres.DecisionCacheTTL, 30*time.Second)
+	defInt(&c.Proxy.Postgres.DecisionCacheSize, 100000)
 	def(&c.Audit.Mode, "buffered")
 	defInt(&c.Audit.SpoolEvents, 100000)
 	defInt(&c.Audit.ResultChunkBytes, 64<<10)

@@ -92,7 +92,7 @@ func StartPostgres(ctx context.Context, dir string, port int) (*Postgres, error)
 	}
 	p.SuperuserPassword = string(pw)
 	cmd := exec.Command(postgres, "-D", dir, "-p", itoa(port), "-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories=", "-c", "max_connections=200", "-c", "fsync=off", "-c", "logging_collector=off")
+		"-c", "unix_socket_directories=", "-c", "max_connections=1200", "-c", "fsync=off", "-c", "logging_collector=off")
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}

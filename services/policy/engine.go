@@ -5,6 +5,9 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
 
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/config"
@@ -49,6 +53,12 @@ type Decision struct {
 	Fingerprint string   `json:"fingerprint,omitempty"`
 	Kinds       []string `json:"kinds,omitempty"`
 	Tables      []string `json:"tables,omitempty"`
+	// Cacheable says the decision holds for every statement with the same normalized text
+	// (literals replaced), for this identity and resource, until the revision changes: no rule
+	// of the resource reads the literal text or the time.
+	Cacheable bool `json:"cacheable,omitempty"`
+	// Cached is set by the proxy when the decision came from its cache.
+	Cached bool `json:"cached,omitempty"`
 }
 
 // Allowed reports whether the statement may run.
@@ -67,6 +77,9 @@ type rule struct {
 type Engine struct {
 	revision uint64
 	byRes    map[string][]*rule // resource name → rules, "*" for every resource
+	// uncacheable: resources with a rule whose outcome depends on more than the normalized
+	// statement (its literal text, or the time).
+	uncacheable map[string]bool
 }
 
 // CompileError is a rule that does not compile, with its place in the config.
@@ -94,7 +107,7 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cel env: %w", err)
 	}
-	e := &Engine{revision: revision, byRes: map[string][]*rule{}}
+	e := &Engine{revision: revision, byRes: map[string][]*rule{}, uncacheable: map[string]bool{}}
 	var errs []error
 	for i, p := range policies {
 		for j, r := range p.Rules {
@@ -115,8 +128,12 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 			}
 			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
 				onParseError: strings.Contains(r.When, "parse_error")}
+			varies := readsTextOrTime(ast)
 			for _, res := range p.Resources {
 				e.byRes[res] = append(e.byRes[res], rl)
+				if varies {
+					e.uncacheable[res] = true
+				}
 			}
 		}
 	}
@@ -124,6 +141,15 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 		return nil, errors.Join(errs...)
 	}
 	return e, nil
+}
+
+// RevisionOf derives a revision number from the policies' content, so that every process
+// loading the same policies agrees on it and any change yields a new one (53 bits, exact in
+// JSON numbers everywhere).
+func RevisionOf(policies []config.Policy) uint64 {
+	b, _ := json.Marshal(policies)
+	sum := sha256.Sum256(b)
+	return binary.BigEndian.Uint64(sum[:8]) & (1<<53 - 1)
 }
 
 // Revision is the policy revision this engine was built from.
@@ -135,7 +161,8 @@ func (e *Engine) Revision() uint64 { return e.revision }
 // not parse is decided only by rules that refer to request.sql.parse_error.
 func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	info := AnalyzeSQL(req.SQL)
-	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables}
+	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables,
+		Cacheable: !e.uncacheable[req.Resource.Name] && !e.uncacheable["*"]}
 	vars := map[string]any{
 		"identity": map[string]any{
 			"sub": req.Identity.Subject, "issuer": req.Identity.Issuer, "groups": nonNil(req.Identity.Groups),
@@ -188,6 +215,61 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		d.Reason = "rule " + best.name + " matched"
 	}
 	return d
+}
+
+// readsTextOrTime reports whether a rule reads the variable now or a field named text
+// (request.sql.text): its outcome may then differ between statements that normalize alike.
+func readsTextOrTime(ast *cel.Ast) bool {
+	checked, err := cel.AstToCheckedExpr(ast)
+	if err != nil {
+		return true
+	}
+	for _, ref := range checked.GetReferenceMap() {
+		if ref.GetName() == "now" {
+			return true
+		}
+	}
+	found := false
+	var walk func(e *exprpb.Expr)
+	walk = func(e *exprpb.Expr) {
+		if e == nil || found {
+			return
+		}
+		switch k := e.GetExprKind().(type) {
+		case *exprpb.Expr_SelectExpr:
+			if k.SelectExpr.GetField() == "text" {
+				found = true
+			}
+			walk(k.SelectExpr.GetOperand())
+		case *exprpb.Expr_CallExpr:
+			if k.CallExpr.GetFunction() == "_[_]" && len(k.CallExpr.GetArgs()) == 2 {
+				// request.sql["text"], or an index we cannot see through.
+				if c := k.CallExpr.GetArgs()[1].GetConstExpr(); c == nil || c.GetStringValue() == "text" {
+					found = true
+				}
+			}
+			walk(k.CallExpr.GetTarget())
+			for _, a := range k.CallExpr.GetArgs() {
+				walk(a)
+			}
+		case *exprpb.Expr_ListExpr:
+			for _, el := range k.ListExpr.GetElements() {
+				walk(el)
+			}
+		case *exprpb.Expr_StructExpr:
+			for _, en := range k.StructExpr.GetEntries() {
+				walk(en.GetMapKey())
+				walk(en.GetValue())
+			}
+		case *exprpb.Expr_ComprehensionExpr:
+			c := k.ComprehensionExpr
+			for _, x := range []*exprpb.Expr{c.GetIterRange(), c.GetAccuInit(), c.GetLoopCondition(), c.GetLoopStep(), c.GetResult()} {
+				walk(x)
+			}
+		}
+	}
+	walk(checked.GetExpr())
+	return found
 }
 
 func nonNil(s []string) []string {

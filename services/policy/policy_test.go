@@ -127,3 +127,18 @@ func TestCompileErrorsRefuseTheWholeSet(t *testing.T) {
 	require.Contains(t, err.Error(), "1:")
 	require.Contains(t, err.Error(), `policies[0].rules[2].when`)
 }
+
+func TestCacheability(t *testing.T) {
+	for when, cacheable := range map[string]bool{
+		`"dba" in identity.groups`: true,
+		`request.sql.functions.all(f, f in ["count", "now"])`: true,
+		`request.sql.text.startsWith("select")`:               false,
+		`request.sql["text"] == "x"`:                          false,
+		`now > timestamp("2020-01-01T00:00:00Z")`:             false,
+		`request.sql.kinds.exists(k, k == request.sql.text)`:  false,
+	} {
+		e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"demo"}, Rules: []config.Rule{{Name: "r", Effect: "allow", When: when}}}}, 1)
+		require.NoError(t, err, when)
+		require.Equal(t, cacheable, decide(t, e, nil, nil, "select 1").Cacheable, when)
+	}
+}

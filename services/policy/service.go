@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,27 @@ func (s *Service) Start(context.Context) error {
 	s.sub = sub
 	return s.nc.Flush()
 }
+
+// Announce publishes the revision in force on gh.policy.revision at once and then every
+// few seconds until ctx ends, so that proxies drop cached decisions of other revisions.
+func (s *Service) Announce(ctx context.Context) error {
+	t := time.NewTicker(AnnounceInterval)
+	defer t.Stop()
+	for {
+		rev := strconv.FormatUint(s.engine.Load().Revision(), 10)
+		if err := s.nc.Publish(bus.SubjectPolicyRevision, []byte(rev)); err != nil {
+			s.log.Warn("revision announcement failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// AnnounceInterval is how often the revision in force is announced.
+const AnnounceInterval = 5 * time.Second
 
 // Stop drains the subscription so that requests already received are answered.
 func (s *Service) Stop(context.Context) error {

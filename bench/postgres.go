@@ -1,0 +1,293 @@
+// Package bench compares PostgreSQL access through Gatehouse with a direct connection and
+// with PgBouncer, measured side by side in one run on this machine (pgbench -S).
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/localdb"
+)
+
+// Options choose what to measure.
+type Options struct {
+	Duration  time.Duration
+	Modes     []string // simple, extended, prepared
+	Clients   []int
+	Scale     int
+	PgBouncer bool
+	Log       *slog.Logger
+	Out       io.Writer
+}
+
+// Result is one pgbench run.
+type Result struct {
+	Target  string  `json:"target"`
+	Mode    string  `json:"mode"`
+	Clients int     `json:"clients"`
+	TPS     float64 `json:"tps"`
+	P50us   float64 `json:"p50_us"`
+	P99us   float64 `json:"p99_us"`
+}
+
+const (
+	benchUser = "bench"
+	benchPass = "bench-password"
+	benchDB   = "bench"
+)
+
+// Postgres runs the comparison and prints the table.
+func Postgres(ctx context.Context, o Options) ([]Result, error) {
+	work, err := os.MkdirTemp("", "gh-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o755); err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(o.Out, "starting PostgreSQL ...")
+	pg, err := localdb.StartPostgres(ctx, filepath.Join(work, "pg"), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer pg.Stop()
+	for _, stmt := range []string{fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", benchUser, benchPass), fmt.Sprintf("CREATE DATABASE %s OWNER %s", benchDB, benchUser)} {
+		if err := pg.Exec(ctx, "postgres", stmt); err != nil {
+			return nil, err
+		}
+	}
+	if out, err := pgbench(ctx, pg.Port, benchUser, benchPass, "-i", "-q", "-s", strconv.Itoa(o.Scale), benchDB); err != nil {
+		return nil, fmt.Errorf("pgbench -i: %v\n%s", err, out)
+	}
+
+	targets := []struct {
+		name string
+		port int
+		user string
+		pass string
+	}{{"direct", pg.Port, benchUser, benchPass}}
+	maxClients := slices.Max(o.Clients) + 10
+	if o.PgBouncer {
+		fmt.Fprintln(o.Out, "starting PgBouncer ...")
+		pb, err := localdb.StartPgBouncer(ctx, filepath.Join(work, "pgbouncer"), pg, benchDB, benchUser, benchPass, maxClients)
+		if err != nil {
+			return nil, err
+		}
+		defer pb.Stop()
+		targets = append(targets, struct {
+			name string
+			port int
+			user string
+			pass string
+		}{"pgbouncer", pb.Port, benchUser, benchPass})
+	}
+
+	fmt.Fprintln(o.Out, "starting Gatehouse (embedded NATS, policy, proxy) ...")
+	gw, err := startGateway(ctx, work, pg, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer gw.stop()
+	for _, t := range []struct{ name, db string }{{"gatehouse", "bench"}, {"gatehouse-strict", "bench-strict"}} {
+		targets = append(targets, struct {
+			name string
+			port int
+			user string
+			pass string
+		}{t.name + ":" + t.db, gw.port, "bench-svc", gw.token})
+	}
+
+	var results []Result
+	for _, mode := range o.Modes {
+		for _, c := range o.Clients {
+			for _, t := range targets {
+				name, db := t.name, benchDB
+				if n, d, ok := strings.Cut(t.name, ":"); ok {
+					name, db = n, d
+				}
+				r, err := run(ctx, work, t.port, t.user, t.pass, db, mode, c, o.Duration)
+				if err != nil {
+					return results, fmt.Errorf("%s %s c=%d: %w", name, mode, c, err)
+				}
+				r.Target = name
+				results = append(results, r)
+				fmt.Fprintf(o.Out, "  %-17s %-9s c=%-3d %9.0f tps  p50 %6.0f µs  p99 %6.0f µs\n", name, mode, c, r.TPS, r.P50us, r.P99us)
+			}
+		}
+	}
+	PrintTable(o.Out, results)
+	return results, nil
+}
+
+func pgbench(ctx context.Context, port int, user, pass string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "pgbench", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", user}, args...)...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+pass, "PGSSLMODE=disable")
+	return cmd.CombinedOutput()
+}
+
+func run(ctx context.Context, work string, port int, user, pass, db, mode string, clients int, d time.Duration) (Result, error) {
+	logDir, err := os.MkdirTemp(work, "log-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(logDir)
+	threads := min(clients, runtime.NumCPU())
+	out, err := pgbench(ctx, port, user, pass, "-S", "-n", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads),
+		"-T", strconv.Itoa(int(d.Seconds())), "-l", "--log-prefix="+filepath.Join(logDir, "tx"), db)
+	if err != nil {
+		return Result{}, fmt.Errorf("%v\n%s", err, out)
+	}
+	r := Result{Mode: mode, Clients: clients}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "tps = "); ok {
+			r.TPS, _ = strconv.ParseFloat(strings.Fields(v)[0], 64)
+		}
+	}
+	lat, err := latencies(logDir)
+	if err != nil {
+		return r, err
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.P50us = lat[len(lat)/2]
+		r.P99us = lat[len(lat)*99/100]
+	}
+	return r, nil
+}
+
+// latencies reads pgbench's per-transaction logs: "client tx latency_us script epoch us".
+func latencies(dir string) ([]float64, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "tx*"))
+	if err != nil {
+		return nil, err
+	}
+	var out []float64
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) >= 3 {
+				if v, err := strconv.ParseFloat(fields[2], 64); err == nil {
+					out = append(out, v)
+				}
+			}
+		}
+		fh.Close()
+	}
+	return out, nil
+}
+
+// PrintTable prints results with ratios to the direct connection of the same mode and
+// client count.
+func PrintTable(w io.Writer, results []Result) {
+	direct := map[string]Result{}
+	for _, r := range results {
+		if r.Target == "direct" {
+			direct[fmt.Sprint(r.Mode, r.Clients)] = r
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "target\tmode\tclients\tTPS\t× direct\tp50 µs\tp99 µs\tadded p50 µs\t")
+	for _, r := range results {
+		d := direct[fmt.Sprint(r.Mode, r.Clients)]
+		ratio, added := 0.0, 0.0
+		if d.TPS > 0 {
+			ratio, added = r.TPS/d.TPS, r.P50us-d.P50us
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.0f\t%.0f\t%+.0f\t\n", r.Target, r.Mode, r.Clients, r.TPS, ratio, r.P50us, r.P99us, added)
+	}
+	tw.Flush()
+}
+
+type gateway struct {
+	port  int
+	token string
+	stop  func()
+}
+
+// startGateway runs Gatehouse in this process: embedded NATS, the policy service, the dev
+// issuer and the PostgreSQL proxy, with an allow-all policy for the bench identity, and
+// audit events published to JetStream (buffered for "bench", strict for "bench-strict").
+func startGateway(ctx context.Context, work string, pg *localdb.Postgres, log *slog.Logger) (*gateway, error) {
+	pw := filepath.Join(work, "bench-password")
+	if err := os.WriteFile(pw, []byte(benchPass), 0o600); err != nil {
+		return nil, err
+	}
+	yaml := fmt.Sprintf(`
+data_dir: %[1]s/gatehouse
+log: {level: warn}
+server: {http_listen: "127.0.0.1:0"}
+identity: {dev_issuer: true}
+proxy: {postgres: {listen: "127.0.0.1:0"}}
+resources:
+  - {name: bench, type: postgres, audit: buffered, postgres: {address: "%[2]s", database: bench, user: bench, password_file: %[3]s, sslmode: disable}}
+  - {name: bench-strict, type: postgres, audit: strict, postgres: {address: "%[2]s", database: bench, user: bench, password_file: %[3]s, sslmode: disable}}
+policies:
+  - name: bench
+    resources: ["*"]
+    rules:
+      - {name: bench-reads, effect: allow, when: '"bench" in identity.groups && request.sql.kinds.all(k, k == "select")'}
+      - {name: no-drop-database, effect: deny, when: '"drop_database" in request.sql.kinds', reason: never}
+`, work, pg.Addr(), pw)
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := app.New(cfg, log)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(rctx, []string{"nats", "policy", "dev-issuer", "proxy-postgres"}) }()
+	for !a.Ready() {
+		select {
+		case err := <-done:
+			cancel()
+			return nil, fmt.Errorf("gatehouse: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	d, err := identity.NewDevIssuer(a.DevIssuerURL(), cfg.DataDir, log)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	tok, err := d.Mint(identity.TokenRequest{Subject: "bench-svc", Groups: []string{"bench"}, TTL: 12 * time.Hour})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	_, portStr, _ := strings.Cut(a.PostgresAddr(), ":")
+	port, _ := strconv.Atoi(portStr)
+	// Warm up: the first connection discovers the issuer.
+	if c, err := pgconn.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d dbname=bench user=bench-svc password=%s sslmode=disable", port, tok)); err == nil {
+		c.Close(ctx)
+	} else {
+		cancel()
+		return nil, fmt.Errorf("connect through gatehouse: %w", err)
+	}
+	return &gateway{port: port, token: tok, stop: func() { cancel(); <-done }}, nil
+}

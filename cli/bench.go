@@ -1,0 +1,47 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/gatehouse/gatehouse/bench"
+	"github.com/gatehouse/gatehouse/services/config"
+)
+
+func benchCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "postgres" {
+		return usageError{"bench needs a target: postgres"}
+	}
+	fs := newFlags("bench postgres", "bench postgres [--duration 10s] [--modes simple,extended,prepared] [--clients 1,8,32]", stderr)
+	duration := fs.Duration("duration", 10e9, "length of each pgbench run")
+	modes := fs.String("modes", "simple,extended,prepared", "pgbench query modes")
+	clients := fs.String("clients", "1,8,32", "client counts")
+	scale := fs.Int("scale", 10, "pgbench scale factor")
+	noBouncer := fs.Bool("no-pgbouncer", false, "skip PgBouncer")
+	asJSON := fs.Bool("json", false, "print the results as JSON after the table")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	var cs []int
+	for _, s := range strings.Split(*clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return usageError{fmt.Sprintf("--clients: %q is not a positive number", s)}
+		}
+		cs = append(cs, n)
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	res, err := bench.Postgres(ctx, bench.Options{Duration: *duration, Modes: strings.Split(*modes, ","), Clients: cs, Scale: *scale,
+		PgBouncer: !*noBouncer, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	return nil
+}

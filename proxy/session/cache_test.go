@@ -1,0 +1,83 @@
+package session
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+type countingDecider struct {
+	calls int
+	d     policy.Decision
+}
+
+func (c *countingDecider) Decide(context.Context, *policy.Request) policy.Decision {
+	c.calls++
+	return c.d
+}
+
+func newCache(t *testing.T, next Decider, ttl time.Duration) *CachingDecider {
+	c, err := NewCachingDecider(next, nil, ttl, 100, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	return c
+}
+
+func req(sub string, groups []string, sql string) *policy.Request {
+	return &policy.Request{Identity: schemas.Identity{Subject: sub, Groups: groups}, Resource: policy.Resource{Name: "demo"}, SQL: sql}
+}
+
+func TestCachingDecider(t *testing.T) {
+	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 5, Cacheable: true}}
+	c := newCache(t, next, time.Minute)
+	ctx := context.Background()
+
+	d := c.Decide(ctx, req("a", []string{"x", "y"}, "select * from t where id = 1"))
+	require.False(t, d.Cached)
+	d = c.Decide(ctx, req("a", []string{"y", "x"}, "select * from t where id = 2"))
+	require.True(t, d.Cached, "same identity, same statement but for its literal")
+	require.Equal(t, 1, next.calls)
+
+	c.Decide(ctx, req("a", []string{"x"}, "select * from t where id = 3"))
+	c.Decide(ctx, req("b", []string{"x", "y"}, "select * from t where id = 3"))
+	c.Decide(ctx, req("a", []string{"x", "y"}, "select * from t where id = 3; drop table t"))
+	require.Equal(t, 4, next.calls, "other groups, another subject and another statement are decided anew")
+
+	c.observe(6) // announced on gh.policy.revision
+	next.d.Revision = 6
+	c.Decide(ctx, req("a", []string{"x", "y"}, "select * from t where id = 1"))
+	require.Equal(t, 5, next.calls, "a new revision drops the cache")
+	d = c.Decide(ctx, req("a", []string{"x", "y"}, "select * from t where id = 1"))
+	require.True(t, d.Cached)
+	require.Equal(t, uint64(6), d.Revision)
+	require.Equal(t, 5, next.calls)
+
+	c.Decide(ctx, req("a", nil, "select 'unterminated"))
+	c.Decide(ctx, req("a", nil, "select 'unterminated"))
+	require.Equal(t, 7, next.calls, "text that does not lex is never cached")
+}
+
+func TestCachingDeciderKeepsWhatItMayNot(t *testing.T) {
+	for name, d := range map[string]policy.Decision{
+		"not cacheable": {Effect: "allow", Revision: 1},
+		"fail closed":   {Effect: "deny", Reason: "no policy service", Cacheable: true},
+	} {
+		next := &countingDecider{d: d}
+		c := newCache(t, next, time.Minute)
+		c.Decide(context.Background(), req("a", nil, "select 1"))
+		c.Decide(context.Background(), req("a", nil, "select 1"))
+		require.Equal(t, 2, next.calls, name)
+	}
+	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 1, Cacheable: true}}
+	c := newCache(t, next, 0)
+	c.Decide(context.Background(), req("a", nil, "select 1"))
+	c.Decide(context.Background(), req("a", nil, "select 1"))
+	require.Equal(t, 2, next.calls, "expired entries are not used")
+}
