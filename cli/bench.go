@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -22,6 +24,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	scale := fs.Int("scale", 10, "pgbench scale factor")
 	noBouncer := fs.Bool("no-pgbouncer", false, "skip PgBouncer")
 	asJSON := fs.Bool("json", false, "print the results as JSON after the table")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (Gatehouse runs in it) to FILE")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -32,6 +35,17 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 			return usageError{fmt.Sprintf("--clients: %q is not a positive number", s)}
 		}
 		cs = append(cs, n)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, cancel := signalContext()
 	defer cancel()

@@ -53,7 +53,8 @@ var migrations = []string{
 		prev_hash String,
 		hash String,
 		payload String,
-		stream_seq UInt64
+		stream_seq UInt64,
+		stream_index UInt32
 	) ENGINE = ReplacingMergeTree
 	PARTITION BY toYYYYMM(date)
 	ORDER BY (session_id, seq, id)`,
@@ -107,4 +108,4 @@ func replaceDB(s, db string) string {
 }
 
 // EventColumns is the explicit column list every insert names (old servers need it).
-const EventColumns = "date, time, time_us, id, type, code, session_id, seq, resource, identity_sub, identity_issuer, identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq"
+const EventColumns = "date, time, time_us, id, type, code, session_id, seq, resource, identity_sub, identity_issuer, identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq, stream_index"

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -126,30 +127,29 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // insert writes msgs to ClickHouse, retrying with backoff until it succeeds or ctx ends.
-// Messages that are not events are terminated (they stay in the stream) and logged.
+// Lines that are not events are logged and counted, not inserted; they stay in the stream.
 func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg) error {
 	type row struct {
-		ev  schemas.Event
-		seq uint64
+		ev    schemas.Event
+		seq   uint64
+		index uint32
 	}
 	rows := make([]row, 0, len(msgs))
 	for _, m := range msgs {
-		var r row
-		if err := json.Unmarshal(m.Data(), &r.ev); err != nil || r.ev.ID == "" || r.ev.Type == "" {
-			meta, _ := m.Metadata()
-			var seq uint64
-			if meta != nil {
-				seq = meta.Sequence.Stream
-			}
-			in.log.Error("message in GH_AUDIT is not an event; not inserted", "subject", m.Subject(), "stream_seq", seq, "err", err)
-			in.invalid.Inc()
-			_ = m.Term()
-			continue
-		}
+		var seq uint64
 		if meta, err := m.Metadata(); err == nil {
-			r.seq = meta.Sequence.Stream
+			seq = meta.Sequence.Stream
 		}
-		rows = append(rows, r)
+		// A message holds one event, or a statement's events separated by newlines.
+		for i, line := range bytes.Split(m.Data(), []byte{'\n'}) {
+			r := row{seq: seq, index: uint32(i)}
+			if err := json.Unmarshal(line, &r.ev); err != nil || r.ev.ID == "" || r.ev.Type == "" {
+				in.log.Error("not an event; not inserted (it stays in GH_AUDIT)", "subject", m.Subject(), "stream_seq", seq, "index", i, "err", err)
+				in.invalid.Inc()
+				continue
+			}
+			rows = append(rows, r)
+		}
 	}
 	backoff := 200 * time.Millisecond
 	for {
@@ -162,7 +162,7 @@ func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg) error {
 				e := &r.ev
 				if err := b.Append(e.Time, e.Time, uint64(e.Time.UnixMicro()), e.ID, e.Type, e.Code, e.SessionID, e.Seq, e.Resource,
 					e.Identity.Subject, e.Identity.Issuer, nonNil(e.Identity.Groups), e.Identity.Kind, e.Identity.OnBehalfOf,
-					e.PolicyRevision, e.PrevHash, e.Hash, string(e.Payload), r.seq); err != nil {
+					e.PolicyRevision, e.PrevHash, e.Hash, string(e.Payload), r.seq, r.index); err != nil {
 					_ = b.Abort()
 					return err
 				}

@@ -40,9 +40,9 @@ type Publisher struct {
 
 type pending struct {
 	subject string
-	id      string
-	typ     string
-	data    []byte
+	id      string     // the first event's id: the message's Nats-Msg-Id
+	types   []string   // the events' types, for metrics
+	data    []byte     // one event, or several separated by newlines
 	ack     chan error // nil when nobody waits
 }
 
@@ -117,7 +117,9 @@ func (p *Publisher) confirm() {
 		}
 		p.spool.Dec()
 		if err == nil {
-			p.published.WithLabelValues(in.p.typ).Inc()
+			for _, t := range in.p.types {
+				p.published.WithLabelValues(t).Inc()
+			}
 		}
 		if in.p.ack != nil {
 			in.p.ack <- err
@@ -133,7 +135,7 @@ func (p *Publisher) retry(pe *pending, err error) error {
 	backoff := 50 * time.Millisecond
 	for time.Now().Before(deadline) {
 		p.retries.Inc()
-		p.log.Warn("event publish failed; retrying", "event", pe.id, "type", pe.typ, "err", err)
+		p.log.Warn("event publish failed; retrying", "event", pe.id, "subject", pe.subject, "err", err)
 		time.Sleep(backoff)
 		backoff = min(backoff*2, 5*time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -143,7 +145,7 @@ func (p *Publisher) retry(pe *pending, err error) error {
 			return nil
 		}
 	}
-	p.log.Error("event could not be published for 10 minutes; dropping it", "event", pe.id, "type", pe.typ, "err", err)
+	p.log.Error("events could not be published for 10 minutes; dropping them", "event", pe.id, "events", len(pe.types), "subject", pe.subject, "err", err)
 	return fmt.Errorf("publish event %s: %w", pe.id, err)
 }
 

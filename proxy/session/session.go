@@ -4,8 +4,11 @@
 package session
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -39,10 +42,11 @@ type Session struct {
 	strict  bool
 	start   time.Time
 
-	mu       sync.Mutex // orders seq and the hash chain
+	mu       sync.Mutex // orders seq, the hash chain and the batch
 	seq      uint64
 	prevHash string
 	revision uint64
+	batch    eventBatch
 
 	queries uint64 // statements received
 	denied  uint64
@@ -62,46 +66,105 @@ func newID() string {
 	return u.String()
 }
 
-// Emit records one event for this session. In strict mode it returns only once JetStream has
-// acknowledged the event; in buffered mode once the event is in the spool.
+// Emit records a lifecycle event (session.start, session.end, auth.failed) as a message of
+// its own, after whatever the session still holds. In strict mode it returns only once
+// JetStream has acknowledged it; in buffered mode once it is in the spool.
 func (s *Session) Emit(ctx context.Context, p schemas.Payload) error {
-	wait, err := s.emit(p, s.strict)
+	s.mu.Lock()
+	if _, err := s.flushLocked(false); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	if err := s.addLocked(p); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	wait, err := s.flushLocked(s.strict)
+	s.mu.Unlock()
 	if err != nil || wait == nil {
 		return err
 	}
 	return wait(ctx)
 }
 
-// emit builds, chains and enqueues an event. With await it returns a function that waits for
-// JetStream's acknowledgement.
-func (s *Session) emit(p schemas.Payload, await bool) (func(context.Context) error, error) {
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", p.EventType(), err)
-	}
+// add records an event in the session's batch; flush sends the batch. A statement's events
+// go out as two messages (the statement with its decision, then its results with its end),
+// not one per event: JetStream's cost is per message.
+func (s *Session) add(p schemas.Payload) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.addLocked(p)
+}
+
+func (s *Session) flush(await bool) (func(context.Context) error, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flushLocked(await)
+}
+
+var emptyHash = []byte(`"hash":"","payload":`)
+
+func (s *Session) addLocked(p schemas.Payload) error {
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", p.EventType(), err)
+	}
 	ev := schemas.Event{
 		ID: newID(), Type: p.EventType(), Code: schemas.Codes[p.EventType()], Time: time.Now().UTC().Truncate(time.Microsecond),
 		SessionID: s.ID, Seq: s.seq + 1, Identity: s.Identity.Identity, Resource: s.Resource.Name,
 		PolicyRevision: s.revision, PrevHash: s.prevHash, Payload: payload,
 	}
-	if ev.Hash, err = ev.ComputeHash(); err != nil {
-		return nil, err
-	}
+	// One encoding serves both the hash (over the event with hash empty, as
+	// Event.ComputeHash defines it) and the message: the hash is spliced in afterwards. The
+	// first `"hash":"","payload":` is the envelope's: inside strings quotes are escaped.
 	data, err := json.Marshal(&ev)
 	if err != nil {
-		return nil, fmt.Errorf("encode event: %w", err)
+		return fmt.Errorf("encode event: %w", err)
 	}
-	pe := &pending{subject: bus.AuditSubject(s.Resource.Name, s.ID, ev.Type), id: ev.ID, typ: ev.Type, data: data}
+	h := sha256.New()
+	h.Write([]byte(s.prevHash))
+	h.Write([]byte{'\n'})
+	h.Write(data)
+	hash := hex.EncodeToString(h.Sum(nil))
+	i := bytes.Index(data, emptyHash)
+	if i < 0 {
+		return fmt.Errorf("encode event %s: envelope without hash field", ev.ID)
+	}
+	b := &s.batch
+	if b.n > 0 {
+		b.data = append(b.data, '\n')
+	} else {
+		b.firstID, b.firstType = ev.ID, ev.Type
+	}
+	b.data = append(b.data, data[:i+len(`"hash":"`)]...)
+	b.data = append(b.data, hash...)
+	b.data = append(b.data, data[i+len(`"hash":"`):]...)
+	b.types = append(b.types, ev.Type)
+	b.n++
+	s.seq++
+	s.prevHash = hash
+	return nil
+}
+
+// flushLocked hands the batch to the publisher. When the spool is full the batch stays
+// with the session (the chain stays whole) and goes out with the next flush.
+func (s *Session) flushLocked(await bool) (func(context.Context) error, error) {
+	b := &s.batch
+	if b.n == 0 {
+		return nil, nil
+	}
+	typ := b.firstType
+	if b.n > 1 {
+		typ = BatchSubjectToken
+	}
+	pe := &pending{subject: bus.AuditSubject(s.Resource.Name, s.ID, typ), id: b.firstID, types: b.types, data: b.data}
 	if await {
 		pe.ack = make(chan error, 1)
 	}
 	if err := s.pub.enqueue(pe); err != nil {
 		return nil, err
 	}
-	s.seq++
-	s.prevHash = ev.Hash
+	*b = eventBatch{}
 	if !await {
 		return nil, nil
 	}
@@ -110,9 +173,22 @@ func (s *Session) emit(p schemas.Payload, await bool) (func(context.Context) err
 		case err := <-pe.ack:
 			return err
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for JetStream to acknowledge %s: %w", ev.Type, ctx.Err())
+			return fmt.Errorf("waiting for JetStream to acknowledge %s: %w", typ, ctx.Err())
 		}
 	}, nil
+}
+
+// BatchSubjectToken ends the subject of a message that holds several events (newline-
+// separated JSON, in sequence order); a message with one event ends with its type.
+const BatchSubjectToken = "batch"
+
+// eventBatch is the encoded events a session has not handed to the publisher yet.
+type eventBatch struct {
+	data      []byte
+	firstID   string
+	firstType string
+	types     []string
+	n         int
 }
 
 // Start emits session.start.
@@ -143,8 +219,7 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	if len(text) > s.limits.MaxSQLBytes {
 		text, truncated = truncateUTF8(text, s.limits.MaxSQLBytes), true
 	}
-	waitQuery, err := s.emit(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: truncated, Protocol: protocol, StatementName: stmtName}, s.strict)
-	if err != nil {
+	if err := s.add(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: truncated, Protocol: protocol, StatementName: stmtName}); err != nil {
 		q.Decision = policy.Decision{Effect: policy.EffectDeny, Reason: "statement refused: " + err.Error()}
 		s.countDenied()
 		return q
@@ -159,13 +234,15 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	s.revision = q.Decision.Revision
 	s.mu.Unlock()
 	d := &q.Decision
-	waitDecision, err := s.emit(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
+	err := s.add(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
 		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: d.Cached,
-		LatencyUS: uint64(time.Since(start).Microseconds())}, s.strict)
-	if err == nil && s.strict {
-		if err = waitQuery(ctx); err == nil {
-			err = waitDecision(ctx)
-		}
+		LatencyUS: uint64(time.Since(start).Microseconds())})
+	var wait func(context.Context) error
+	if err == nil {
+		wait, err = s.flush(s.strict)
+	}
+	if err == nil && wait != nil {
+		err = wait(ctx)
 	}
 	if err != nil {
 		q.Decision = policy.Decision{Effect: policy.EffectDeny, Revision: d.Revision, Reason: "statement refused: audit trail unavailable: " + err.Error()}
@@ -187,10 +264,11 @@ func (s *Session) Reexecute(ctx context.Context, prev *Query) *Query {
 	if len(text) > s.limits.MaxSQLBytes {
 		text = truncateUTF8(text, s.limits.MaxSQLBytes)
 	}
-	_, _ = s.emit(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: len(text) < len(prev.sql), Protocol: "extended", StatementName: prev.stmtName}, false)
+	_ = s.add(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: len(text) < len(prev.sql), Protocol: "extended", StatementName: prev.stmtName})
 	d := &q.Decision
-	_, _ = s.emit(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
-		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: true}, false)
+	_ = s.add(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
+		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: true})
+	_, _ = s.flush(false)
 	return q
 }
 
@@ -201,7 +279,8 @@ func (s *Session) Unattributed() *Query {
 	s.queries++
 	q := &Query{ID: s.queries, start: time.Now()}
 	s.mu.Unlock()
-	_, _ = s.emit(&schemas.DbQuery{QueryID: q.ID, Protocol: "extended", StatementName: "(unknown portal)"}, false)
+	_ = s.add(&schemas.DbQuery{QueryID: q.ID, Protocol: "extended", StatementName: "(unknown portal)"})
+	_, _ = s.flush(false)
 	return q
 }
 
@@ -304,16 +383,21 @@ func (r *Result) flush() {
 	if len(r.rows) == 0 && r.chunk > 0 {
 		return
 	}
-	_, _ = r.s.emit(&schemas.DbResultChunk{QueryID: r.q.ID, Chunk: r.chunk, Columns: r.columns, Rows: r.rows, FirstRow: r.first}, false)
+	_ = r.s.add(&schemas.DbResultChunk{QueryID: r.q.ID, Chunk: r.chunk, Columns: r.columns, Rows: r.rows, FirstRow: r.first})
 	r.chunk++
+	// Long results go out as they come, a few chunks per message.
+	if r.chunk%4 == 0 {
+		_, _ = r.s.flush(false)
+	}
 	r.columns, r.rows, r.size = nil, nil, 0
 }
 
 // Done records the end of the statement. status is ok, error, denied or skipped.
 func (r *Result) Done(status string) {
 	r.flush()
-	_, _ = r.s.emit(&schemas.DbQueryDone{QueryID: r.q.ID, Status: status, CommandTags: r.tags, Rows: r.total,
-		RowsRecorded: r.recorded, Error: r.err, DurationUS: uint64(time.Since(r.q.start).Microseconds())}, false)
+	_ = r.s.add(&schemas.DbQueryDone{QueryID: r.q.ID, Status: status, CommandTags: r.tags, Rows: r.total,
+		RowsRecorded: r.recorded, Error: r.err, DurationUS: uint64(time.Since(r.q.start).Microseconds())})
+	_, _ = r.s.flush(false)
 }
 
 func truncateUTF8(s string, n int) string {

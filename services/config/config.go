@@ -103,8 +103,8 @@ type PostgresProxy struct {
 type Audit struct {
 	// Mode is the default durability: strict or buffered (resources may override).
 	Mode string `yaml:"mode"`
-	// SpoolEvents bounds events waiting for JetStream in buffered mode; when full, new
-	// statements are refused.
+	// SpoolEvents bounds the messages waiting for JetStream (a statement's events travel in
+	// two); when full, new statements are refused.
 	SpoolEvents int `yaml:"spool_events"`
 	// ResultChunkBytes bounds one db.result.chunk event.
 	ResultChunkBytes int `yaml:"result_chunk_bytes"`

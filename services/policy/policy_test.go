@@ -130,7 +130,7 @@ func TestCompileErrorsRefuseTheWholeSet(t *testing.T) {
 
 func TestCacheability(t *testing.T) {
 	for when, cacheable := range map[string]bool{
-		`"dba" in identity.groups`: true,
+		`"dba" in identity.groups`:                            true,
 		`request.sql.functions.all(f, f in ["count", "now"])`: true,
 		`request.sql.text.startsWith("select")`:               false,
 		`request.sql["text"] == "x"`:                          false,
