@@ -17,6 +17,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/services/app"
 	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/devcert"
 	"github.com/gatehouse/gatehouse/services/localdb"
 )
 
@@ -101,6 +102,11 @@ func devCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		res.Postgres.Address, res.Postgres.PasswordFile, res.Postgres.Password = pg.Addr(), pwFile, ""
 	}
+	if cfg.Proxy.Postgres.TLSCertFile == "" {
+		if cfg.Proxy.Postgres.TLSCertFile, cfg.Proxy.Postgres.TLSKeyFile, err = devcert.Ensure(cfg.DataDir); err != nil {
+			return fmt.Errorf("dev TLS certificate: %w", err)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
@@ -182,13 +188,14 @@ Try it:
   export PGPASSWORD=$(bin/gatehouse token --dev --sub svc-orders --groups orders-readers)
   psql "host=%s port=%s dbname=demo user=svc-orders" -c 'select * from orders limit 3'
   psql "host=%s port=%s dbname=demo user=svc-orders" -c 'drop table orders'      # denied: 42501
+  # TLS: sslmode=verify-full sslrootcert=%s
 
   export GATEHOUSE_TOKEN=$(bin/gatehouse token --dev --sub auditor --groups auditors)
   bin/gatehouse sessions list
   bin/gatehouse sessions replay <session id>
 
 Stop with Ctrl-C.
-`, cfg.DataDir, a.PostgresAddr(), base, a.DevIssuerURL(), a.NATSURL(), host, port, host, port)
+`, cfg.DataDir, a.PostgresAddr(), base, a.DevIssuerURL(), a.NATSURL(), host, port, host, port, cfg.Proxy.Postgres.TLSCertFile)
 }
 
 func splitHostPort(s string) (string, string) {

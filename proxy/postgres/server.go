@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -136,6 +137,24 @@ type startupError struct {
 
 func (e *startupError) Error() string { return e.msg }
 
+// alpnPostgres is the ALPN protocol PostgreSQL clients ask for.
+const alpnPostgres = "postgresql"
+
+// prefixConn replays bytes already read before reading from the connection.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
 func isLoopback(addr net.Addr) bool {
 	if ta, ok := addr.(*net.TCPAddr); ok {
 		return ta.IP.IsLoopback()
@@ -187,6 +206,27 @@ type startState struct {
 func (s *Server) startup(c net.Conn) (*startState, error) {
 	st := &startState{conn: c}
 	negotiated := false
+	// PostgreSQL 17 direct TLS (sslnegotiation=direct): the client opens with a TLS
+	// ClientHello instead of an SSLRequest, and must ask for ALPN "postgresql".
+	var first [1]byte
+	if _, err := io.ReadFull(c, first[:]); err != nil {
+		return nil, err
+	}
+	pc := &prefixConn{Conn: c, prefix: first[:]}
+	st.conn = pc
+	if first[0] == 0x16 {
+		if s.cfg.TLS == nil {
+			return nil, errors.New("direct TLS attempted but TLS is not configured")
+		}
+		tc := tls.Server(pc, s.cfg.TLS)
+		if err := tc.Handshake(); err != nil {
+			return nil, fmt.Errorf("direct tls handshake: %w", err)
+		}
+		if tc.ConnectionState().NegotiatedProtocol != alpnPostgres {
+			return nil, errors.New("direct TLS without ALPN \"postgresql\" refused")
+		}
+		st.conn, st.tls, negotiated = tc, true, true
+	}
 	for {
 		code, body, err := readStartup(st.conn)
 		if err != nil {

@@ -26,7 +26,7 @@ func (a *App) proxyPostgresService() *Service {
 				if err != nil {
 					return fmt.Errorf("proxy.postgres TLS certificate: %w", err)
 				}
-				cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+				cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"postgresql"}}
 			}
 			decider, err := session.NewCachingDecider(&session.NATSDecider{NC: a.bus.NC, Timeout: pc.DecisionTimeout},
 				a.bus.NC, pc.DecisionCacheTTL, pc.DecisionCacheSize, a.reg, a.component("proxy-postgres"))

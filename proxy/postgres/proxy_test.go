@@ -1,0 +1,360 @@
+package postgres_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/proxy/postgres"
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/devcert"
+	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/localdb"
+	"github.com/gatehouse/gatehouse/services/localdb/pgtest"
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+// engineDecider decides with a policy engine in-process (the NATS hop is tested elsewhere).
+type engineDecider struct{ e *policy.Engine }
+
+func (d engineDecider) Decide(_ context.Context, r *policy.Request) policy.Decision {
+	return d.e.Decide(r, time.Now())
+}
+
+type resources map[string]*config.Resource
+
+func (r resources) Resource(name string) (*config.Resource, bool) { res, ok := r[name]; return res, ok }
+
+type proxyEnv struct {
+	host, port string
+	token      string
+	certFile   string
+	pg         *localdb.Postgres
+}
+
+func (e *proxyEnv) conn(extra string) string {
+	return fmt.Sprintf("host=%s port=%s dbname=app user=app-svc password=%s %s", e.host, e.port, e.token, extra)
+}
+
+// startProxy runs the proxy in front of a real PostgreSQL with a real JetStream for events
+// and an allow-everything-but-DROP policy.
+func startProxy(t *testing.T, maxMessage int) *proxyEnv {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pg := pgtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE ROLE app LOGIN PASSWORD 'app-secret'"))
+	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE DATABASE app OWNER app"))
+	require.NoError(t, pg.Exec(ctx, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); ALTER TABLE items OWNER TO app; GRANT pg_signal_backend TO app"))
+
+	b := bustest.Connect(t)
+	pub := session.NewPublisher(b.JS, 10000, prometheus.NewRegistry(), log)
+	t.Cleanup(func() { _ = pub.Close(context.Background()) })
+
+	e := echo.New()
+	hs := httptest.NewServer(e)
+	t.Cleanup(hs.Close)
+	dev, err := identity.NewDevIssuer(hs.URL+identity.DevIssuerPath, t.TempDir(), log)
+	require.NoError(t, err)
+	dev.Register(e)
+	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, log)
+	tok, err := dev.Mint(identity.TokenRequest{Subject: "app-svc", Groups: []string{"app"}})
+	require.NoError(t, err)
+
+	eng, err := policy.Compile([]config.Policy{{Name: "test", Resources: []string{"*"}, Rules: []config.Rule{
+		{Name: "all", Effect: "allow", When: "true"},
+		{Name: "no-drop", Effect: "deny", When: `request.sql.kinds.exists(k, k.startsWith("drop")) && "public.items" in request.sql.tables`, Reason: "no drops in tests"},
+	}}}, 1)
+	require.NoError(t, err)
+
+	certDir := t.TempDir()
+	certFile, keyFile, err := devcert.Ensure(certDir)
+	require.NoError(t, err)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	require.NoError(t, err)
+
+	res := resources{"app": {Name: "app", Type: "postgres", Audit: "buffered", Postgres: &config.PostgresBackend{
+		Address: pg.Addr(), Database: "app", User: "app", Password: "app-secret", SSLMode: "disable"}}}
+	srv := postgres.New(postgres.Config{Listen: "127.0.0.1:0", MaxMessageBytes: maxMessage, StartupTimeout: 10 * time.Second,
+		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"postgresql"}},
+		Limits: session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10}},
+		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
+	require.NoError(t, srv.Listen())
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(sctx); close(done) }()
+	t.Cleanup(func() {
+		stop()
+		_ = srv.Shutdown(context.Background())
+		<-done
+	})
+	host, port, _ := net.SplitHostPort(srv.Addr())
+	return &proxyEnv{host: host, port: port, token: tok, certFile: certFile, pg: pg}
+}
+
+func TestProxyFidelity(t *testing.T) {
+	env := startProxy(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	t.Run("TLS via SSLRequest, verify-full", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, fmt.Sprintf("host=localhost port=%s dbname=app user=app-svc password=%s sslmode=verify-full sslrootcert=%s", env.port, env.token, env.certFile))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		_, isTLS := c.Conn().(*tls.Conn)
+		require.True(t, isTLS)
+		_, err = c.Exec(ctx, "select 1").ReadAll()
+		require.NoError(t, err)
+	})
+	t.Run("TLS direct (PG17 sslnegotiation=direct, ALPN)", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.conn("sslmode=require sslnegotiation=direct"))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		tc, isTLS := c.Conn().(*tls.Conn)
+		require.True(t, isTLS)
+		require.Equal(t, "postgresql", tc.ConnectionState().NegotiatedProtocol)
+	})
+	t.Run("psql with sslmode=require", func(t *testing.T) {
+		cmd := exec.Command("psql", "-X", "-At", fmt.Sprintf("host=%s port=%s dbname=app user=app-svc sslmode=require", env.host, env.port), "-c", "select 40 + 2")
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+env.token)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(out))
+		require.Equal(t, "42", strings.TrimSpace(string(out)))
+	})
+	t.Run("GSSENCRequest is answered N and the client falls back", func(t *testing.T) {
+		c, err := net.Dial("tcp", net.JoinHostPort(env.host, env.port))
+		require.NoError(t, err)
+		defer c.Close()
+		pkt := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877104)
+		_, err = c.Write(pkt)
+		require.NoError(t, err)
+		var b [1]byte
+		_, err = io.ReadFull(c, b[:])
+		require.NoError(t, err)
+		require.Equal(t, byte('N'), b[0])
+	})
+	t.Run("protocol 3.2 and unknown _pq_ options are negotiated, not refused", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.conn("sslmode=disable max_protocol_version=3.2"))
+		require.NoError(t, err)
+		_, err = c.Exec(ctx, "select 1").ReadAll()
+		require.NoError(t, err)
+		c.Close(ctx)
+
+		raw, err := net.Dial("tcp", net.JoinHostPort(env.host, env.port))
+		require.NoError(t, err)
+		defer raw.Close()
+		sm, err := (&pgproto3.StartupMessage{ProtocolVersion: 3<<16 | 2, Parameters: map[string]string{"user": "app-svc", "database": "app", "_pq_.future_feature": "on"}}).Encode(nil)
+		require.NoError(t, err)
+		_, err = raw.Write(sm)
+		require.NoError(t, err)
+		fe := pgproto3.NewFrontend(raw, raw)
+		msg, err := fe.Receive()
+		require.NoError(t, err)
+		npv, ok := msg.(*pgproto3.NegotiateProtocolVersion)
+		require.True(t, ok, "got %T", msg)
+		require.Equal(t, uint32(0), npv.NewestMinorProtocol)
+		require.Equal(t, []string{"_pq_.future_feature"}, npv.UnrecognizedOptions)
+	})
+	t.Run("startup parameters reach the backend, application_name names the caller", func(t *testing.T) {
+		c, err := pgx.Connect(ctx, env.conn("sslmode=disable application_name=billing options='-c search_path=pg_catalog,public'"))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		var sp, app string
+		require.NoError(t, c.QueryRow(ctx, "select current_setting('search_path'), current_setting('application_name')").Scan(&sp, &app))
+		require.Equal(t, "pg_catalog,public", sp)
+		require.Equal(t, "gatehouse:app-svc billing", app)
+		// BackendKeyData carries the real backend PID.
+		var pid uint32
+		require.NoError(t, c.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid))
+		require.Equal(t, c.PgConn().PID(), pid)
+	})
+	t.Run("cancel reaches the right backend; a forged key does nothing", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		errc := make(chan error, 1)
+		go func() { _, err := c.Exec(ctx, "select pg_sleep(30)").ReadAll(); errc <- err }()
+		// Wait until the backend is really running the sleep.
+		require.Eventually(t, func() bool {
+			d, err := pgconn.Connect(ctx, env.pg.SuperuserConnString("app"))
+			if err != nil {
+				return false
+			}
+			defer d.Close(ctx)
+			r, err := d.Exec(ctx, fmt.Sprintf("select 1 from pg_stat_activity where pid = %d and query like 'select pg_sleep%%'", c.PID())).ReadAll()
+			return err == nil && len(r[0].Rows) == 1
+		}, 10*time.Second, 20*time.Millisecond)
+		forge(t, env, c.PID())
+		select {
+		case err := <-errc:
+			t.Fatalf("a forged cancel key cancelled the statement: %v", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		require.NoError(t, c.CancelRequest(ctx))
+		select {
+		case err := <-errc:
+			var pe *pgconn.PgError
+			require.True(t, errors.As(err, &pe), "%v", err)
+			require.Equal(t, "57014", pe.Code)
+		case <-time.After(10 * time.Second):
+			t.Fatal("cancel did not reach the backend")
+		}
+	})
+	t.Run("LISTEN/NOTIFY", func(t *testing.T) {
+		got := make(chan string, 1)
+		cfg, err := pgconn.ParseConfig(env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		cfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { got <- n.Payload }
+		l, err := pgconn.ConnectConfig(ctx, cfg)
+		require.NoError(t, err)
+		defer l.Close(ctx)
+		l2, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		defer l2.Close(ctx)
+		_, err = l.Exec(ctx, "listen jobs").ReadAll()
+		require.NoError(t, err)
+		_, err = l2.Exec(ctx, "notify jobs, 'job-1'").ReadAll()
+		require.NoError(t, err)
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		require.NoError(t, l.WaitForNotification(wctx))
+		require.Equal(t, "job-1", <-got)
+	})
+	t.Run("COPY FROM STDIN and TO STDOUT with psql", func(t *testing.T) {
+		cmd := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", fmt.Sprintf("host=%s port=%s dbname=app user=app-svc sslmode=disable", env.host, env.port),
+			"-c", `\copy items from stdin with (format csv)`)
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+env.token)
+		var in bytes.Buffer
+		for i := 1; i <= 5000; i++ {
+			fmt.Fprintf(&in, "%d,item %d\n", i, i)
+		}
+		cmd.Stdin = &in
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(out))
+		require.Contains(t, string(out), "COPY 5000")
+		cmd = exec.Command("psql", "-X", fmt.Sprintf("host=%s port=%s dbname=app user=app-svc sslmode=disable", env.host, env.port),
+			"-c", `\copy (select * from items order by id) to stdout with (format csv)`)
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+env.token)
+		out, err = cmd.Output()
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		require.Len(t, lines, 5000)
+		require.Equal(t, "5000,item 5000", lines[4999])
+	})
+	t.Run("pipeline: errors in the middle and recovery; a denied Parse answers in order", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		p := c.StartPipeline(ctx)
+		p.SendQueryParams("select 1", nil, nil, nil, nil)
+		p.SendQueryParams("select 1/0", nil, nil, nil, nil)
+		p.SendQueryParams("select 3", nil, nil, nil, nil)
+		require.NoError(t, p.Sync())
+		res, err := p.GetResults()
+		require.NoError(t, err)
+		r := res.(*pgconn.ResultReader).Read()
+		require.NoError(t, r.Err)
+		require.Equal(t, "1", string(r.Rows[0][0]))
+		var pe *pgconn.PgError
+		res, err = p.GetResults()
+		if err == nil {
+			err = res.(*pgconn.ResultReader).Read().Err
+		}
+		require.True(t, errors.As(err, &pe), "%v", err)
+		require.Equal(t, "22012", pe.Code)
+		res, err = p.GetResults()
+		require.NoError(t, err)
+		_, isSync := res.(*pgconn.PipelineSync)
+		require.True(t, isSync, "the statement after the error is skipped up to Sync, got %T", res)
+
+		p.SendQueryParams("select 4", nil, nil, nil, nil)
+		p.SendQueryParams("drop table items", nil, nil, nil, nil)
+		p.SendQueryParams("select 6", nil, nil, nil, nil)
+		require.NoError(t, p.Sync())
+		res, err = p.GetResults()
+		require.NoError(t, err)
+		r = res.(*pgconn.ResultReader).Read()
+		require.NoError(t, r.Err)
+		require.Equal(t, "4", string(r.Rows[0][0]))
+		res, err = p.GetResults()
+		if err == nil {
+			err = res.(*pgconn.ResultReader).Read().Err
+		}
+		require.True(t, errors.As(err, &pe), "%v", err)
+		require.Equal(t, "42501", pe.Code)
+		require.Contains(t, pe.Message, "no drops in tests")
+		for {
+			res, err = p.GetResults()
+			require.NoError(t, err)
+			if _, ok := res.(*pgconn.PipelineSync); ok {
+				break
+			}
+			require.NotNil(t, res, "pipeline ended without its Sync")
+		}
+		require.NoError(t, p.Close())
+		rr, err := c.Exec(ctx, "select count(*) from items").ReadAll()
+		require.NoError(t, err, "the connection works after the pipeline")
+		require.Len(t, rr, 1)
+	})
+	t.Run("pgbench in every query mode", func(t *testing.T) {
+		out, err := pgbenchRun(env, "-i", "-q", "-s", "1", "app")
+		require.NoError(t, err, out)
+		for _, mode := range []string{"simple", "extended", "prepared"} {
+			out, err := pgbenchRun(env, "-S", "-n", "-M", mode, "-c", "4", "-j", "2", "-t", "200", "app")
+			require.NoError(t, err, out)
+			require.Contains(t, out, "number of failed transactions: 0", mode)
+		}
+	})
+	t.Run("a message over the limit ends the session with a clear error", func(t *testing.T) {
+		small := startProxy(t, 4096)
+		c, err := pgconn.Connect(ctx, small.conn("sslmode=disable"))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, "select '"+strings.Repeat("x", 8000)+"'").ReadAll()
+		var pe *pgconn.PgError
+		require.True(t, errors.As(err, &pe), "%v", err)
+		require.Equal(t, "08P01", pe.Code)
+		require.Contains(t, pe.Message, "exceeds the gateway's limit")
+	})
+}
+
+// forge sends a CancelRequest with the right PID and a wrong secret.
+func forge(t *testing.T, env *proxyEnv, pid uint32) {
+	c, err := net.Dial("tcp", net.JoinHostPort(env.host, env.port))
+	require.NoError(t, err)
+	defer c.Close()
+	msg, err := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: []byte{1, 2, 3, 4}}).Encode(nil)
+	require.NoError(t, err)
+	_, err = c.Write(msg)
+	require.NoError(t, err)
+}
+
+func pgbenchRun(env *proxyEnv, args ...string) (string, error) {
+	cmd := exec.Command("pgbench", append([]string{"-h", env.host, "-p", env.port, "-U", "app-svc"}, args...)...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+env.token, "PGSSLMODE=disable")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
