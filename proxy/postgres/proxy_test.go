@@ -357,4 +357,3 @@ func pgbenchRun(env *proxyEnv, args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
-
