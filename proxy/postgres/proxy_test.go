@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +52,23 @@ type proxyEnv struct {
 	token      string
 	certFile   string
 	pg         *localdb.Postgres
+	rotFile    string
+}
+
+// connTo connects to another resource of the proxy.
+func (e *proxyEnv) connTo(db, extra string) string {
+	return fmt.Sprintf("host=%s port=%s dbname=%s user=app-svc password=%s %s", e.host, e.port, db, e.token, extra)
+}
+
+// backendGone reports whether the backend process pid has ended.
+func (e *proxyEnv) backendGone(ctx context.Context, pid uint32) bool {
+	d, err := pgconn.Connect(ctx, e.pg.SuperuserConnString("postgres"))
+	if err != nil {
+		return false
+	}
+	defer d.Close(ctx)
+	r, err := d.Exec(ctx, fmt.Sprintf("select 1 from pg_stat_activity where pid = %d", pid)).ReadAll()
+	return err == nil && len(r[0].Rows) == 0
 }
 
 func (e *proxyEnv) conn(extra string) string {
@@ -68,6 +86,12 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE ROLE app LOGIN PASSWORD 'app-secret'"))
 	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE DATABASE app OWNER app"))
 	require.NoError(t, pg.Exec(ctx, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); ALTER TABLE items OWNER TO app; GRANT pg_signal_backend TO app"))
+	// Other backend authentication methods, and a role whose password is rotated.
+	require.NoError(t, pg.Exec(ctx, "postgres", "SET password_encryption = 'md5'; CREATE ROLE app_md5 LOGIN PASSWORD 'md5-secret'"))
+	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE ROLE app_trust LOGIN; CREATE ROLE app_rot LOGIN PASSWORD 'rot-1'"))
+	require.NoError(t, pg.PrependHBA(ctx, "host all app_md5 127.0.0.1/32 md5", "host all app_trust 127.0.0.1/32 trust"))
+	rotFile := filepath.Join(t.TempDir(), "rot-password")
+	require.NoError(t, os.WriteFile(rotFile, []byte("rot-1\n"), 0o600))
 
 	b := bustest.Connect(t)
 	pub := session.NewPublisher(b.JS, 10000, prometheus.NewRegistry(), log)
@@ -95,8 +119,16 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	require.NoError(t, err)
 
-	res := resources{"app": {Name: "app", Type: "postgres", Audit: "buffered", Postgres: &config.PostgresBackend{
-		Address: pg.Addr(), Database: "app", User: "app", Password: "app-secret", SSLMode: "disable"}}}
+	backend := func(user, password, file string) *config.PostgresBackend {
+		return &config.PostgresBackend{Address: pg.Addr(), Database: "app", User: user, Password: password, PasswordFile: file, SSLMode: "disable"}
+	}
+	res := resources{
+		"app":       {Name: "app", Type: "postgres", Audit: "buffered", Postgres: backend("app", "app-secret", "")},
+		"app-md5":   {Name: "app-md5", Type: "postgres", Audit: "buffered", Postgres: backend("app_md5", "md5-secret", "")},
+		"app-trust": {Name: "app-trust", Type: "postgres", Audit: "buffered", Postgres: backend("app_trust", "", "")},
+		"app-rot":   {Name: "app-rot", Type: "postgres", Audit: "buffered", Postgres: backend("app_rot", "", rotFile)},
+		"app-tls":   {Name: "app-tls", Type: "postgres", Audit: "strict", RequireTLS: true, Postgres: backend("app", "app-secret", "")},
+	}
 	srv := postgres.New(postgres.Config{Listen: "127.0.0.1:0", MaxMessageBytes: maxMessage, StartupTimeout: 10 * time.Second,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"postgresql"}},
 		Limits: session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10}},
@@ -111,7 +143,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		<-done
 	})
 	host, port, _ := net.SplitHostPort(srv.Addr())
-	return &proxyEnv{host: host, port: port, token: tok, certFile: certFile, pg: pg}
+	return &proxyEnv{host: host, port: port, token: tok, certFile: certFile, pg: pg, rotFile: rotFile}
 }
 
 func TestProxyFidelity(t *testing.T) {
@@ -326,6 +358,120 @@ func TestProxyFidelity(t *testing.T) {
 			require.NoError(t, err, out)
 			require.Contains(t, out, "number of failed transactions: 0", mode)
 		}
+	})
+	t.Run("backend authentication: md5 and trust; a rotated password is used without restart", func(t *testing.T) {
+		for db, user := range map[string]string{"app-md5": "app_md5", "app-trust": "app_trust", "app-rot": "app_rot"} {
+			c, err := pgx.Connect(ctx, env.connTo(db, "sslmode=disable"))
+			require.NoError(t, err, db)
+			var got string
+			require.NoError(t, c.QueryRow(ctx, "select current_user").Scan(&got))
+			require.Equal(t, user, got)
+			c.Close(ctx)
+		}
+		require.NoError(t, env.pg.Exec(ctx, "postgres", "ALTER ROLE app_rot PASSWORD 'rot-2'"))
+		_, err := pgconn.Connect(ctx, env.connTo("app-rot", "sslmode=disable"))
+		require.Error(t, err, "the old secret no longer works")
+		require.NoError(t, os.WriteFile(env.rotFile, []byte("rot-2"), 0o600))
+		c, err := pgconn.Connect(ctx, env.connTo("app-rot", "sslmode=disable"))
+		require.NoError(t, err, "the rotated secret is picked up by the next backend connection")
+		c.Close(ctx)
+	})
+	t.Run("a resource that requires TLS refuses plain connections with 28000", func(t *testing.T) {
+		_, err := pgconn.Connect(ctx, env.connTo("app-tls", "sslmode=disable"))
+		var pe *pgconn.PgError
+		require.True(t, errors.As(err, &pe), "%v", err)
+		require.Equal(t, "28000", pe.Code)
+		require.Contains(t, pe.Message, "requires TLS")
+		c, err := pgconn.Connect(ctx, env.connTo("app-tls", "sslmode=require"))
+		require.NoError(t, err)
+		c.Close(ctx)
+	})
+	t.Run("psql Ctrl-C cancels the running statement", func(t *testing.T) {
+		cmd := exec.Command("psql", "-X", fmt.Sprintf("host=%s port=%s dbname=app user=app-svc sslmode=disable application_name=ctrlc", env.host, env.port), "-c", "select pg_sleep(60)")
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+env.token)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		require.NoError(t, cmd.Start())
+		require.Eventually(t, func() bool {
+			d, err := pgconn.Connect(ctx, env.pg.SuperuserConnString("postgres"))
+			if err != nil {
+				return false
+			}
+			defer d.Close(ctx)
+			r, err := d.Exec(ctx, "select 1 from pg_stat_activity where application_name like '%ctrlc' and query like 'select pg_sleep%'").ReadAll()
+			return err == nil && len(r[0].Rows) == 1
+		}, 10*time.Second, 20*time.Millisecond)
+		require.NoError(t, cmd.Process.Signal(os.Interrupt))
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			require.Error(t, err)
+			require.Contains(t, out.String(), "canceling statement due to user request")
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatal("psql's cancel did not reach the backend")
+		}
+	})
+	t.Run("pg_terminate_backend(pg_backend_pid()) ends the session as PostgreSQL does", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, "select pg_terminate_backend(pg_backend_pid())").ReadAll()
+		var pe *pgconn.PgError
+		require.True(t, errors.As(err, &pe), "%v", err)
+		require.Equal(t, "57P01", pe.Code)
+	})
+	t.Run("cancels racing statement completion never confuse the proxy", func(t *testing.T) {
+		const conns, rounds = 16, 40
+		errs := make(chan error, conns)
+		for i := 0; i < conns; i++ {
+			go func() {
+				c, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close(ctx)
+				for r := 0; r < rounds; r++ {
+					go func() { _ = c.CancelRequest(ctx) }()
+					_, err := c.Exec(ctx, fmt.Sprintf("select pg_sleep(0.00%d), %d", r%3, r)).ReadAll()
+					var pe *pgconn.PgError
+					if err != nil && !(errors.As(err, &pe) && pe.Code == "57014") {
+						errs <- fmt.Errorf("round %d: %w", r, err)
+						return
+					}
+				}
+				// The connection is still in step: a statement and its own answer.
+				for {
+					res, err := c.Exec(ctx, "select 'still-here'").ReadAll()
+					var pe *pgconn.PgError
+					if errors.As(err, &pe) && pe.Code == "57014" {
+						continue // a late cancel
+					}
+					if err == nil && string(res[0].Rows[0][0]) != "still-here" {
+						err = fmt.Errorf("out of step: got %q", res[0].Rows[0][0])
+					}
+					errs <- err
+					return
+				}
+			}()
+		}
+		for i := 0; i < conns; i++ {
+			require.NoError(t, <-errs)
+		}
+	})
+	t.Run("a client that disconnects in the middle of a large result frees its backend", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		pid := c.PID()
+		rr := c.Exec(ctx, "select repeat('x', 1000) from generate_series(1, 5000000)")
+		require.True(t, rr.NextResult())
+		res := rr.ResultReader()
+		for i := 0; i < 100 && res.NextRow(); i++ {
+		}
+		require.NoError(t, c.Conn().Close()) // abrupt: no Terminate
+		require.Eventually(t, func() bool { return env.backendGone(ctx, pid) }, 30*time.Second, 100*time.Millisecond)
 	})
 	t.Run("a message over the limit ends the session with a clear error", func(t *testing.T) {
 		small := startProxy(t, 4096)

@@ -175,10 +175,20 @@ func (c *conn) respond(b []byte) {
 	c.pending = append(c.pending, &entry{kind: 'X', inject: b})
 }
 
-func (c *conn) push(e *entry) {
+// maxPending bounds what a client may pipeline without reading the answers.
+const maxPending = 100000
+
+// errPipelineTooDeep ends a session that pipelines more than maxPending requests.
+var errPipelineTooDeep = fmt.Errorf("more than %d pipelined requests waiting for their results; read results before sending more", maxPending)
+
+func (c *conn) push(e *entry) error {
 	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if len(c.pending) >= maxPending {
+		return errPipelineTooDeep
+	}
 	c.pending = append(c.pending, e)
-	c.qmu.Unlock()
+	return nil
 }
 
 func (c *conn) denyResponse(q *session.Query) []byte {
@@ -216,7 +226,11 @@ func (c *conn) clientLoop(ctx context.Context) error {
 		forward, err := c.onClientMessage(ctx, typ, body)
 		if err != nil {
 			c.setReason("client_error")
-			c.writeClient(encode(pgError("FATAL", "08P01", "protocol violation: "+err.Error(), "")), true)
+			code, msg := "08P01", "protocol violation: "+err.Error()
+			if errors.Is(err, errPipelineTooDeep) {
+				code, msg = "54000", err.Error()
+			}
+			c.writeClient(encode(pgError("FATAL", code, msg, "")), true)
 			return err
 		}
 		if typ == 'X' {
@@ -257,8 +271,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, body []byte) (bool
 			c.respond(append(c.denyResponse(q), c.readyForQuery()...))
 			return false, nil
 		}
-		c.push(&entry{kind: 'Q', res: c.sess.NewResult(q)})
-		return true, nil
+		return true, c.push(&entry{kind: 'Q', res: c.sess.NewResult(q)})
 	case 'P':
 		var p pgproto3.Parse
 		if err := p.Decode(body); err != nil {
@@ -304,9 +317,8 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, body []byte) (bool
 			q = c.sess.Reexecute(ctx, q)
 		}
 		c.stmtUsed[q] = true
-		c.push(&entry{kind: 'E', res: c.sess.NewResult(q)})
 		c.sentSinceSync = true
-		return true, nil
+		return true, c.push(&entry{kind: 'E', res: c.sess.NewResult(q)})
 	case 'C':
 		var cl pgproto3.Close
 		if err := cl.Decode(body); err != nil {
@@ -328,8 +340,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, body []byte) (bool
 			return false, nil
 		}
 		c.sentSinceSync = false
-		c.push(&entry{kind: 'S'})
-		return true, nil
+		return true, c.push(&entry{kind: 'S'})
 	case 'D', 'H', 'd', 'c', 'f', 'X':
 		if typ == 'D' || typ == 'H' {
 			c.sentSinceSync = true

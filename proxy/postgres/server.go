@@ -297,6 +297,9 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 		return &startupError{"3D000", "resource", fmt.Sprintf("resource %q is not a PostgreSQL resource on this gateway (dbname selects the resource)", dbname)}
 	}
 	st.resource = res
+	if res.RequireTLS && !st.tls {
+		return &startupError{"28000", "tls", fmt.Sprintf("resource %q requires TLS: connect with sslmode=require (or verify-full)", res.Name)}
+	}
 	if _, err := st.conn.Write(encode(&pgproto3.AuthenticationCleartextPassword{})); err != nil {
 		return err
 	}

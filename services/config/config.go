@@ -136,11 +136,13 @@ type Query struct {
 
 // Resource is one backend the gateway fronts.
 type Resource struct {
-	Name     string            `yaml:"name"`
-	Type     string            `yaml:"type"`
-	Labels   map[string]string `yaml:"labels"`
-	Audit    string            `yaml:"audit"`
-	Postgres *PostgresBackend  `yaml:"postgres"`
+	Name   string            `yaml:"name"`
+	Type   string            `yaml:"type"`
+	Labels map[string]string `yaml:"labels"`
+	Audit  string            `yaml:"audit"`
+	// RequireTLS refuses clients that do not use TLS, loopback ones included.
+	RequireTLS bool             `yaml:"require_tls"`
+	Postgres   *PostgresBackend `yaml:"postgres"`
 }
 
 // PostgresBackend is how the proxy reaches a PostgreSQL resource. The credential stays here.

@@ -216,3 +216,21 @@ func reachableByOthers(dir string) bool {
 		}
 	}
 }
+
+// PrependHBA puts lines at the top of pg_hba.conf (first match wins) and reloads.
+func (p *Postgres) PrependHBA(ctx context.Context, lines ...string) error {
+	path := filepath.Join(p.Dir, "pg_hba.conf")
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var b []byte
+	for _, l := range lines {
+		b = append(b, l...)
+		b = append(b, '\n')
+	}
+	if err := os.WriteFile(path, append(b, old...), 0o600); err != nil {
+		return err
+	}
+	return p.Exec(ctx, "postgres", "SELECT pg_reload_conf()")
+}
