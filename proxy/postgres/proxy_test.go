@@ -94,7 +94,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 	require.NoError(t, os.WriteFile(rotFile, []byte("rot-1\n"), 0o600))
 
 	b := bustest.Connect(t)
-	pub := session.NewPublisher(b.JS, 10000, prometheus.NewRegistry(), log)
+	pub := session.NewPublisher(b.JS, 10000, 5*time.Second, prometheus.NewRegistry(), log)
 	t.Cleanup(func() { _ = pub.Close(context.Background()) })
 
 	e := echo.New()
@@ -349,6 +349,50 @@ func TestProxyFidelity(t *testing.T) {
 		rr, err := c.Exec(ctx, "select count(*) from items").ReadAll()
 		require.NoError(t, err, "the connection works after the pipeline")
 		require.Len(t, rr, 1)
+	})
+	t.Run("a refused statement fails the transaction as PostgreSQL would", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		count := func() string {
+			r, err := c.Exec(ctx, "select count(*) from items where id >= 900000").ReadAll()
+			require.NoError(t, err)
+			return string(r[0].Rows[0][0])
+		}
+		// Simple protocol, explicit transaction.
+		_, err = c.Exec(ctx, "begin; insert into items values (900001, 'tx')").ReadAll()
+		require.NoError(t, err)
+		_, err = c.Exec(ctx, "drop table items").ReadAll()
+		var pe *pgconn.PgError
+		require.True(t, errors.As(err, &pe), "%v", err)
+		require.Equal(t, "42501", pe.Code)
+		require.Contains(t, pe.Message, "no drops in tests")
+		require.Equal(t, byte('E'), c.TxStatus(), "the transaction is failed, as after any error")
+		res, err := c.Exec(ctx, "commit").ReadAll()
+		require.NoError(t, err)
+		require.Equal(t, "ROLLBACK", res[0].CommandTag.String())
+		require.Equal(t, "0", count())
+
+		// Extended protocol: a pipeline's implicit transaction is rolled back too.
+		p := c.StartPipeline(ctx)
+		p.SendQueryParams("insert into items values (900002, 'pipe')", nil, nil, nil, nil)
+		p.SendQueryParams("drop table items", nil, nil, nil, nil)
+		require.NoError(t, p.Sync())
+		res2, err := p.GetResults()
+		require.NoError(t, err)
+		require.NoError(t, res2.(*pgconn.ResultReader).Read().Err)
+		res2, err = p.GetResults()
+		if err == nil {
+			err = res2.(*pgconn.ResultReader).Read().Err
+		}
+		require.True(t, errors.As(err, &pe), "%v", err)
+		require.Equal(t, "42501", pe.Code)
+		res2, err = p.GetResults()
+		require.NoError(t, err)
+		_, isSync := res2.(*pgconn.PipelineSync)
+		require.True(t, isSync, "got %T", res2)
+		require.NoError(t, p.Close())
+		require.Equal(t, "0", count(), "the insert before the refused statement was rolled back with it")
 	})
 	t.Run("pgbench in every query mode", func(t *testing.T) {
 		out, err := pgbenchRun(env, "-i", "-q", "-s", "1", "app")

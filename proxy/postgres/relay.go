@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,10 +25,14 @@ const maxBackendMessage = 1 << 30
 // maxPreparedStatements bounds the statement and portal names tracked per session.
 const maxPreparedStatements = 10000
 
-// entry is one thing the client waits for, in order: the results of a simple query or of an
-// Execute, the ReadyForQuery of a Sync, or an error the proxy itself answers with.
+// entry is one answer the client waits for, in the order it will get them: for every
+// forwarded message that the backend answers (Query, Parse, Bind, Describe, Close, Execute,
+// Sync), and for every answer the proxy gives itself. Tracking all of them keeps the
+// proxy's own answers (a denied statement) in their place within a pipeline.
 type entry struct {
-	kind    byte // 'Q' simple query, 'E' execute, 'S' sync, 'X' injected response
+	kind    byte // the client message: 'Q', 'P', 'B', 'D', 'C', 'E', 'S'; 'X' an injected answer
+	portal  bool // a Describe of a portal (its RowDescription describes the next Execute)
+	swallow bool // the proxy's own message: its answers are not relayed to the client
 	res     *session.Result
 	errSeen bool
 	inject  []byte
@@ -45,8 +50,10 @@ type conn struct {
 	wmu sync.Mutex
 	bw  *bufio.Writer // to the backend; client loop only
 
-	qmu     sync.Mutex // guards pending
+	qmu     sync.Mutex // guards pending and closed
+	qcond   *sync.Cond // signalled when entries are answered or the connection closes
 	pending []*entry
+	closed  bool
 
 	txStatus atomic.Uint32 // last ReadyForQuery status
 	bytesIn  atomic.Uint64
@@ -57,6 +64,7 @@ type conn struct {
 	portals       map[string]*session.Query // portal name → statement
 	stmtUsed      map[*session.Query]bool
 	skipToSync    bool // an error was answered in this pipeline: discard until Sync
+	abortAtSync   bool // make the backend fail this pipeline's transaction before the Sync
 	sentSinceSync bool // a message of this pipeline reached the backend
 
 	closeOnce sync.Once
@@ -68,6 +76,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	c := &conn{srv: s, st: st, sess: sess, client: st.conn, backend: st.backend.Conn,
 		cw: bufio.NewWriterSize(st.conn, 32<<10), bw: bufio.NewWriterSize(st.backend.Conn, 32<<10),
 		stmts: map[string]*session.Query{}, portals: map[string]*session.Query{}, stmtUsed: map[*session.Query]bool{}}
+	c.qcond = sync.NewCond(&c.qmu)
 	c.txStatus.Store(uint32(st.backend.TxStatus))
 	log := s.log.With("session", sess.ID, "sub", st.identity.Subject, "resource", st.resource.Name)
 
@@ -143,6 +152,10 @@ func (c *conn) closeBoth() {
 	c.closeOnce.Do(func() {
 		c.client.Close()
 		c.backend.Close()
+		c.qmu.Lock()
+		c.closed = true
+		c.qcond.Broadcast()
+		c.qmu.Unlock()
 	})
 }
 
@@ -175,29 +188,80 @@ func (c *conn) respond(b []byte) {
 	c.pending = append(c.pending, &entry{kind: 'X', inject: b})
 }
 
-// maxPending bounds what a client may pipeline without reading the answers.
-const maxPending = 100000
+// A client may pipeline requests without reading answers; past pipelineHighWater requests
+// in flight the proxy stops reading from it until the backend's answers bring the count
+// below pipelineLowWater, as PostgreSQL itself stops reading when its output is not read.
+const (
+	pipelineHighWater = 20000
+	pipelineLowWater  = 10000
+)
 
-// errPipelineTooDeep ends a session that pipelines more than maxPending requests.
-var errPipelineTooDeep = fmt.Errorf("more than %d pipelined requests waiting for their results; read results before sending more", maxPending)
-
-func (c *conn) push(e *entry) error {
+// waitRoom applies that backpressure. It flushes what is buffered for the backend first,
+// so that the backend can answer what is in flight.
+func (c *conn) waitRoom() error {
+	c.qmu.Lock()
+	full := len(c.pending) >= pipelineHighWater
+	c.qmu.Unlock()
+	if !full {
+		return nil
+	}
+	if err := c.bw.Flush(); err != nil {
+		return err
+	}
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	if len(c.pending) >= maxPending {
-		return errPipelineTooDeep
+	for len(c.pending) >= pipelineLowWater && !c.closed {
+		c.qcond.Wait()
 	}
-	c.pending = append(c.pending, e)
+	if c.closed {
+		return net.ErrClosed
+	}
 	return nil
 }
 
-func (c *conn) denyResponse(q *session.Query) []byte {
+func (c *conn) push(entries ...*entry) error {
+	if err := c.waitRoom(); err != nil {
+		return err
+	}
+	c.qmu.Lock()
+	c.pending = append(c.pending, entries...)
+	c.qmu.Unlock()
+	return nil
+}
+
+// abortSQL makes the backend raise an error: sent in place of a refused statement inside a
+// transaction, so that the backend's transaction fails exactly as it would had PostgreSQL
+// refused the statement itself. The refused statement never reaches the backend.
+func abortSQL(code, msg string) string {
+	msg = strings.ReplaceAll(strings.ReplaceAll(msg, "$gatehouse$", ""), "'", "''")
+	return "DO $gatehouse$ BEGIN RAISE EXCEPTION USING ERRCODE = '" + code + "', MESSAGE = '" + msg + "'; END $gatehouse$"
+}
+
+// abortPipeline is the proxy's own Parse/Bind/Execute of abortSQL, whose answers are not
+// relayed: sent before the Sync of a pipeline in which a statement was refused.
+func (c *conn) abortPipeline() ([]byte, []*entry) {
+	b := encode(&pgproto3.Parse{Query: abortSQL("42501", "gatehouse: a statement of this transaction was refused by policy")},
+		&pgproto3.Bind{}, &pgproto3.Execute{})
+	return b, []*entry{{kind: 'P', swallow: true}, {kind: 'B', swallow: true}, {kind: 'E', swallow: true}}
+}
+
+// denial is the error a refused statement gets: its code, message and hint.
+func denial(q *session.Query) (code, msg, hint string) {
 	d := q.Decision
-	msg := "Gatehouse denied the statement: " + d.Reason
+	if d.SQLState != "" {
+		// Refused as PostgreSQL would refuse it (a syntax error, with the parser's message).
+		return d.SQLState, d.Reason, ""
+	}
+	msg = "Gatehouse denied the statement: " + d.Reason
 	if d.Rule != "" {
 		msg = fmt.Sprintf("Gatehouse denied the statement (policy %s, rule %s): %s", d.Policy, d.Rule, d.Reason)
 	}
-	return encode(pgError("ERROR", "42501", msg, "every statement is checked against the gateway's policy; ask the resource owner for access"))
+	return "42501", msg, "every statement is checked against the gateway's policy; ask the resource owner for access"
+}
+
+func (c *conn) denyResponse(q *session.Query) []byte {
+	code, msg, hint := denial(q)
+	return encode(pgError("ERROR", code, msg, hint))
 }
 
 func (c *conn) readyForQuery() []byte {
@@ -223,14 +287,13 @@ func (c *conn) clientLoop(ctx context.Context) error {
 			return err
 		}
 		c.bytesIn.Add(uint64(len(raw)))
-		forward, err := c.onClientMessage(ctx, typ, body)
+		out, err := c.onClientMessage(ctx, typ, raw, body)
 		if err != nil {
-			c.setReason("client_error")
-			code, msg := "08P01", "protocol violation: "+err.Error()
-			if errors.Is(err, errPipelineTooDeep) {
-				code, msg = "54000", err.Error()
+			if errors.Is(err, net.ErrClosed) {
+				return nil
 			}
-			c.writeClient(encode(pgError("FATAL", code, msg, "")), true)
+			c.setReason("client_error")
+			c.writeClient(encode(pgError("FATAL", "08P01", "protocol violation: "+err.Error(), "")), true)
 			return err
 		}
 		if typ == 'X' {
@@ -239,8 +302,8 @@ func (c *conn) clientLoop(ctx context.Context) error {
 			_ = c.bw.Flush()
 			return nil
 		}
-		if forward {
-			if _, err := c.bw.Write(raw); err != nil {
+		if out != nil {
+			if _, err := c.bw.Write(out); err != nil {
 				c.setReason("backend_closed")
 				return err
 			}
@@ -254,48 +317,57 @@ func (c *conn) clientLoop(ctx context.Context) error {
 	}
 }
 
-// onClientMessage applies policy to one message and says whether to forward it.
-func (c *conn) onClientMessage(ctx context.Context, typ byte, body []byte) (bool, error) {
+// onClientMessage applies policy to one message and returns what to send the backend: the
+// message as received, something in its place, or nil for nothing.
+func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) ([]byte, error) {
 	if c.skipToSync && typ != 'S' {
-		return false, nil
+		return nil, nil
 	}
 	switch typ {
 	case 'Q':
 		sql, _, err := cstring(body)
 		if err != nil {
-			return false, fmt.Errorf("Query: %w", err)
+			return nil, fmt.Errorf("Query: %w", err)
 		}
 		q := c.sess.OnQuery(ctx, sql, "simple", "")
 		if !q.Decision.Allowed() {
 			c.sess.NewResult(q).Done("denied")
-			c.respond(append(c.denyResponse(q), c.readyForQuery()...))
-			return false, nil
+			if c.txStatus.Load() != 'T' {
+				c.respond(append(c.denyResponse(q), c.readyForQuery()...))
+				return nil, nil
+			}
+			// In a transaction: the backend raises the same error, so its transaction fails
+			// as PostgreSQL's own would; the refused statement does not reach it.
+			code, msg, _ := denial(q)
+			return encode(&pgproto3.Query{String: abortSQL(code, msg)}), c.push(&entry{kind: 'Q'})
 		}
-		return true, c.push(&entry{kind: 'Q', res: c.sess.NewResult(q)})
+		return raw, c.push(&entry{kind: 'Q', res: c.sess.NewResult(q)})
 	case 'P':
 		var p pgproto3.Parse
 		if err := p.Decode(body); err != nil {
-			return false, fmt.Errorf("Parse: %w", err)
+			return nil, fmt.Errorf("Parse: %w", err)
 		}
 		if _, exists := c.stmts[p.Name]; !exists && len(c.stmts) >= maxPreparedStatements {
 			c.respond(encode(pgError("ERROR", "53400", fmt.Sprintf("too many prepared statements (limit %d); deallocate some", maxPreparedStatements), "")))
 			c.skipToSync = true
-			return false, nil
+			return nil, nil
 		}
 		q := c.sess.OnQuery(ctx, p.Query, "extended", p.Name)
 		if !q.Decision.Allowed() {
 			c.sess.NewResult(q).Done("denied")
 			c.respond(c.denyResponse(q))
 			c.skipToSync = true
-			return false, nil
+			// PostgreSQL fails the pipeline's (implicit or explicit) transaction on an error.
+			c.abortAtSync = c.sentSinceSync || c.txStatus.Load() == 'T'
+			return nil, nil
 		}
 		c.stmts[p.Name] = q
 		c.sentSinceSync = true
-		return true, nil
+		return raw, c.push(&entry{kind: 'P'})
 	case 'B':
 		var b pgproto3.Bind
 		if err := b.Decode(body); err != nil {
-			return false, fmt.Errorf("Bind: %w", err)
+			return nil, fmt.Errorf("Bind: %w", err)
 		}
 		if q, ok := c.stmts[b.PreparedStatement]; ok {
 			if len(c.portals) < maxPreparedStatements || c.portals[b.DestinationPortal] != nil {
@@ -303,11 +375,11 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, body []byte) (bool
 			}
 		}
 		c.sentSinceSync = true
-		return true, nil
+		return raw, c.push(&entry{kind: 'B'})
 	case 'E':
 		var e pgproto3.Execute
 		if err := e.Decode(body); err != nil {
-			return false, fmt.Errorf("Execute: %w", err)
+			return nil, fmt.Errorf("Execute: %w", err)
 		}
 		q := c.portals[e.Portal]
 		if q == nil {
@@ -318,11 +390,11 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, body []byte) (bool
 		}
 		c.stmtUsed[q] = true
 		c.sentSinceSync = true
-		return true, c.push(&entry{kind: 'E', res: c.sess.NewResult(q)})
+		return raw, c.push(&entry{kind: 'E', res: c.sess.NewResult(q)})
 	case 'C':
 		var cl pgproto3.Close
 		if err := cl.Decode(body); err != nil {
-			return false, fmt.Errorf("Close: %w", err)
+			return nil, fmt.Errorf("Close: %w", err)
 		}
 		if cl.ObjectType == 'S' {
 			delete(c.stmtUsed, c.stmts[cl.Name])
@@ -331,28 +403,39 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, body []byte) (bool
 			delete(c.portals, cl.Name)
 		}
 		c.sentSinceSync = true
-		return true, nil
+		return raw, c.push(&entry{kind: 'C'})
+	case 'D':
+		var d pgproto3.Describe
+		if err := d.Decode(body); err != nil {
+			return nil, fmt.Errorf("Describe: %w", err)
+		}
+		c.sentSinceSync = true
+		return raw, c.push(&entry{kind: 'D', portal: d.ObjectType == 'P'})
 	case 'S':
-		skipped := c.skipToSync
-		c.skipToSync = false
-		if skipped && !c.sentSinceSync {
+		skipped, abort := c.skipToSync, c.abortAtSync
+		c.skipToSync, c.abortAtSync = false, false
+		if skipped && !c.sentSinceSync && !abort {
 			c.respond(c.readyForQuery())
-			return false, nil
+			return nil, nil
 		}
 		c.sentSinceSync = false
-		return true, c.push(&entry{kind: 'S'})
-	case 'D', 'H', 'd', 'c', 'f', 'X':
-		if typ == 'D' || typ == 'H' {
-			c.sentSinceSync = true
+		if abort {
+			msgs, entries := c.abortPipeline()
+			return append(msgs, raw...), c.push(append(entries, &entry{kind: 'S'})...)
 		}
-		return true, nil
+		return raw, c.push(&entry{kind: 'S'})
+	case 'H':
+		c.sentSinceSync = true
+		return raw, nil
+	case 'd', 'c', 'f', 'X':
+		return raw, nil
 	case 'F':
 		c.respond(append(encode(pgError("ERROR", "42501", "Gatehouse denied the call: the FunctionCall protocol message is not allowed through the gateway; call the function from SQL", "")), c.readyForQuery()...))
-		return false, nil
+		return nil, nil
 	case 'p':
-		return false, errors.New("unexpected password message after authentication")
+		return nil, errors.New("unexpected password message after authentication")
 	default:
-		return false, fmt.Errorf("unknown message type %q", typ)
+		return nil, fmt.Errorf("unknown message type %q", typ)
 	}
 }
 
@@ -373,15 +456,27 @@ func (c *conn) backendLoop() error {
 		head := c.head()
 		popped := false
 		switch typ {
+		case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
+			popped = head != nil && (head.kind == 'P' || head.kind == 'B' || head.kind == 'C')
+		case 'n': // NoData answers a Describe
+			popped = head != nil && head.kind == 'D'
 		case 'T':
-			if head != nil && head.res != nil {
-				var rd pgproto3.RowDescription
-				if err := rd.Decode(body); err == nil {
-					cols := make([]schemas.Column, len(rd.Fields))
-					for i, f := range rd.Fields {
-						cols[i] = schemas.Column{Name: string(f.Name), TableOID: f.TableOID, Attnum: f.TableAttributeNumber, TypeOID: f.DataTypeOID, Format: f.Format}
+			var rd pgproto3.RowDescription
+			if err := rd.Decode(body); err == nil && head != nil {
+				cols := make([]schemas.Column, len(rd.Fields))
+				for i, f := range rd.Fields {
+					cols[i] = schemas.Column{Name: string(f.Name), TableOID: f.TableOID, Attnum: f.TableAttributeNumber, TypeOID: f.DataTypeOID, Format: f.Format}
+				}
+				switch head.kind {
+				case 'Q':
+					if head.res != nil {
+						head.res.Columns(cols)
 					}
-					head.res.Columns(cols)
+				case 'D':
+					if head.portal {
+						c.describeNextExecute(cols)
+					}
+					popped = true
 				}
 			}
 		case 'D':
@@ -404,11 +499,19 @@ func (c *conn) backendLoop() error {
 		case 'E':
 			var er pgproto3.ErrorResponse
 			_ = er.Decode(body)
-			if head != nil && head.res != nil {
-				head.res.Error(er.Code, er.Message, "backend")
+			if head != nil {
 				head.errSeen = true
-				if head.kind == 'E' {
-					head.res.Done("error")
+				if head.res != nil {
+					head.res.Error(er.Code, er.Message, "backend")
+				}
+				switch head.kind {
+				case 'E':
+					if head.res != nil {
+						head.res.Done("error")
+					}
+					popped = true
+				case 'P', 'B', 'C', 'D':
+					// The backend now skips to Sync; what is left is closed at ReadyForQuery.
 					popped = true
 				}
 			}
@@ -417,10 +520,13 @@ func (c *conn) backendLoop() error {
 				c.txStatus.Store(uint32(body[0]))
 			}
 		}
-		c.wmu.Lock()
-		c.bytesOut.Add(uint64(len(raw)))
-		_, werr := c.cw.Write(raw)
-		c.wmu.Unlock()
+		var werr error
+		if head == nil || !head.swallow || typ == 'Z' {
+			c.wmu.Lock()
+			c.bytesOut.Add(uint64(len(raw)))
+			_, werr = c.cw.Write(raw)
+			c.wmu.Unlock()
+		}
 		if werr != nil {
 			c.setReason("client_closed")
 			c.closeBoth()
@@ -453,9 +559,25 @@ func (c *conn) head() *entry {
 	return nil
 }
 
-// advance pops the finished head entry. On ReadyForQuery it pops up to and including the
-// simple query or Sync it answers, closing Executes the backend skipped after an error.
-// Injected responses that become due are written in order.
+// describeNextExecute gives the columns of a Describe(portal) to the Execute that follows
+// it: Execute itself sends no RowDescription.
+func (c *conn) describeNextExecute(cols []schemas.Column) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	for _, e := range c.pending[1:] {
+		if e.kind == 'E' {
+			e.res.Columns(cols)
+			return
+		}
+		if e.kind == 'S' {
+			return
+		}
+	}
+}
+
+// advance pops the answered head entry. On ReadyForQuery it pops up to and including the
+// simple query or Sync it answers, closing what the backend skipped after an error.
+// Injected answers that become due are written in order.
 func (c *conn) advance(ready bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
@@ -463,20 +585,25 @@ func (c *conn) advance(ready bool) {
 		for len(c.pending) > 0 {
 			e := c.pending[0]
 			c.pending = c.pending[1:]
-			if e.kind == 'X' {
+			switch e.kind {
+			case 'X':
 				c.writeClient(e.inject, false)
 				continue
-			}
-			if e.kind == 'E' {
-				e.res.Done("skipped")
-				continue
-			}
-			if e.kind == 'Q' {
-				status := "ok"
-				if e.errSeen {
-					status = "error"
+			case 'E':
+				if e.res != nil {
+					e.res.Done("skipped")
 				}
-				e.res.Done(status)
+				continue
+			case 'P', 'B', 'C', 'D':
+				continue
+			case 'Q':
+				if e.res != nil {
+					status := "ok"
+					if e.errSeen {
+						status = "error"
+					}
+					e.res.Done(status)
+				}
 			}
 			break
 		}
@@ -491,5 +618,8 @@ func (c *conn) advance(ready bool) {
 	for len(c.pending) > 0 && c.pending[0].kind == 'X' {
 		c.writeClient(c.pending[0].inject, false)
 		c.pending = c.pending[1:]
+	}
+	if len(c.pending) < pipelineLowWater {
+		c.qcond.Broadcast()
 	}
 }

@@ -27,7 +27,8 @@ type Publisher struct {
 	js  jetstream.JetStream
 	log *slog.Logger
 
-	mu       sync.Mutex // guards closed and sends on queue
+	wait     time.Duration // how long a full spool may hold up a statement before refusing it
+	mu       sync.RWMutex  // guards closed against sends on queue
 	closed   bool
 	queue    chan *pending
 	inflight chan inflight
@@ -52,9 +53,10 @@ type inflight struct {
 	err error
 }
 
-// NewPublisher starts a publisher with room for spool events.
-func NewPublisher(js jetstream.JetStream, spool int, reg prometheus.Registerer, log *slog.Logger) *Publisher {
-	p := &Publisher{js: js, log: log,
+// NewPublisher starts a publisher with room for spool messages; a statement waits up to
+// wait for room before it is refused.
+func NewPublisher(js jetstream.JetStream, spool int, wait time.Duration, reg prometheus.Registerer, log *slog.Logger) *Publisher {
+	p := &Publisher{js: js, log: log, wait: wait,
 		queue:    make(chan *pending, spool),
 		inflight: make(chan inflight, 4096),
 		done:     make(chan struct{}),
@@ -71,10 +73,11 @@ func NewPublisher(js jetstream.JetStream, spool int, reg prometheus.Registerer, 
 	return p
 }
 
-// enqueue adds an event to the spool without blocking.
+// enqueue adds a message to the spool. When the spool is full it waits up to the
+// configured time for room (backpressure on the statement), then refuses.
 func (p *Publisher) enqueue(pe *pending) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	if p.closed {
 		return ErrClosed
 	}
@@ -83,6 +86,14 @@ func (p *Publisher) enqueue(pe *pending) error {
 		p.spool.Inc()
 		return nil
 	default:
+	}
+	t := time.NewTimer(p.wait)
+	defer t.Stop()
+	select {
+	case p.queue <- pe:
+		p.spool.Inc()
+		return nil
+	case <-t.C:
 		return ErrSpoolFull
 	}
 }

@@ -34,7 +34,7 @@ func (f fixedDecider) Decide(context.Context, *policy.Request) policy.Decision {
 var limits = session.Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64}
 
 func newSession(t *testing.T, b *bus.Bus, audit string, d session.Decider) (*session.Session, *session.Publisher) {
-	pub := session.NewPublisher(b.JS, 1000, prometheus.NewRegistry(), discard)
+	pub := session.NewPublisher(b.JS, 1000, time.Second, prometheus.NewRegistry(), discard)
 	t.Cleanup(func() {
 		// Tests that take JetStream away leave events that cannot drain; do not wait long.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -155,14 +155,15 @@ func TestStrictModeWaitsForJetStream(t *testing.T) {
 
 func TestSpoolFullRefusesStatements(t *testing.T) {
 	b := bustest.Connect(t)
-	pub := session.NewPublisher(b.JS, 1, prometheus.NewRegistry(), discard)
+	pub := session.NewPublisher(b.JS, 1, 10*time.Millisecond, prometheus.NewRegistry(), discard)
 	id := &identity.Identity{}
 	id.Subject = "x"
 	s := session.New(id, &config.Resource{Name: "demo", Audit: "buffered"}, pub, fixedDecider{Effect: "allow"}, limits)
 	// Stop JetStream from acknowledging so the one-event spool stays full.
 	require.NoError(t, b.JS.DeleteStream(context.Background(), bus.StreamAudit))
 	denied := false
-	for i := 0; i < 50 && !denied; i++ {
+	// In flight: up to 4096 in the publisher and 4000 in the JetStream client.
+	for i := 0; i < 20000 && !denied; i++ {
 		q := s.OnQuery(context.Background(), "select 1", "simple", "")
 		if !q.Decision.Allowed() {
 			require.Contains(t, q.Decision.Reason, "spool is full")

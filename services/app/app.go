@@ -306,7 +306,7 @@ func (a *App) devIssuerService() *Service {
 func (a *App) publisherService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
-			a.pub = session.NewPublisher(a.bus.JS, a.cfg.Audit.SpoolEvents, a.reg, a.component("publisher"))
+			a.pub = session.NewPublisher(a.bus.JS, a.cfg.Audit.SpoolEvents, a.cfg.Audit.SpoolWait, a.reg, a.component("publisher"))
 			return nil
 		},
 		Stop: func(ctx context.Context) error {

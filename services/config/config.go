@@ -106,6 +106,9 @@ type Audit struct {
 	// SpoolEvents bounds the messages waiting for JetStream (a statement's events travel in
 	// two); when full, new statements are refused.
 	SpoolEvents int `yaml:"spool_events"`
+	// SpoolWait is how long a statement may wait for room in a full spool before it is
+	// refused (backpressure for bursts such as huge pipelines).
+	SpoolWait time.Duration `yaml:"spool_wait"`
 	// ResultChunkBytes bounds one db.result.chunk event.
 	ResultChunkBytes int `yaml:"result_chunk_bytes"`
 	// MaxResultBytes bounds the rows recorded per statement; later rows are counted only.
@@ -260,6 +263,7 @@ func (c *Config) ApplyDefaults() {
 	defInt(&c.Proxy.Postgres.DecisionCacheSize, 100000)
 	def(&c.Audit.Mode, "buffered")
 	defInt(&c.Audit.SpoolEvents, 100000)
+	defDur(&c.Audit.SpoolWait, 5*time.Second)
 	defInt(&c.Audit.ResultChunkBytes, 64<<10)
 	defInt(&c.Audit.MaxResultBytes, 1<<20)
 	defInt(&c.Audit.MaxSQLBytes, 64<<10)

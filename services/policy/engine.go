@@ -59,6 +59,10 @@ type Decision struct {
 	Cacheable bool `json:"cacheable,omitempty"`
 	// Cached is set by the proxy when the decision came from its cache.
 	Cached bool `json:"cached,omitempty"`
+	// SQLState, when set, is the error code the client gets instead of 42501: a statement
+	// that does not parse is refused as PostgreSQL itself would (42601 syntax_error, with
+	// the parser's own message).
+	SQLState string `json:"sqlstate,omitempty"`
 }
 
 // Allowed reports whether the statement may run.
@@ -201,7 +205,7 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	if best == nil {
 		d.Effect = EffectDeny
 		if info.ParseError != "" {
-			d.Reason = "statement does not parse (" + info.ParseError + ") and no rule allows unparsable statements"
+			d.Reason, d.SQLState = info.ParseError, "42601"
 		} else {
 			d.Reason = fmt.Sprintf("no rule allows %s on resource %s", strings.Join(info.Kinds, ", "), req.Resource.Name)
 		}

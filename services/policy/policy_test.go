@@ -82,8 +82,8 @@ func TestDecide(t *testing.T) {
 		{"dba may write", []string{"dba"}, nil, "delete from customers where id = 1", "allow", "dba", "rule dba matched"},
 		{"dba may not drop database: deny wins", []string{"dba"}, nil, "drop database demo", "deny", "no-drop-database", "never"},
 		{"dba in prod: deny wins over allow", []string{"dba"}, map[string]string{"env": "prod"}, "update orders set item = 'x' where id = 1", "deny", "prod-writes", "no writes in prod"},
-		{"unparsable is denied even for dba", []string{"dba"}, nil, "selec * frm", "deny", "", "does not parse"},
-		{"unparsable is not vacuously allowed", readers, nil, "selec * frm", "deny", "", "does not parse"},
+		{"unparsable is denied even for dba", []string{"dba"}, nil, "selec * frm", "deny", "", `syntax error at or near "selec"`},
+		{"unparsable is not vacuously allowed", readers, nil, "selec * frm", "deny", "", "syntax error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := decide(t, e, tc.groups, tc.labels, tc.sql)
@@ -105,6 +105,14 @@ func TestDenyRuleThatFailsToEvaluateDenies(t *testing.T) {
 	require.Equal(t, "deny", d.Effect)
 	require.Equal(t, "broken", d.Rule)
 	require.Contains(t, d.Reason, "could not be evaluated")
+}
+
+func TestParseErrorIsASyntaxError(t *testing.T) {
+	e, err := policy.Compile(demo, 1)
+	require.NoError(t, err)
+	d := decide(t, e, []string{"dba"}, nil, "select * frm orders where")
+	require.Equal(t, "deny", d.Effect)
+	require.Equal(t, "42601", d.SQLState, "refused as PostgreSQL would refuse it")
 }
 
 func TestParseErrorRules(t *testing.T) {
