@@ -394,6 +394,33 @@ func TestProxyFidelity(t *testing.T) {
 		require.NoError(t, p.Close())
 		require.Equal(t, "0", count(), "the insert before the refused statement was rolled back with it")
 	})
+	t.Run("fresh connections always get the answer to their first pipeline", func(t *testing.T) {
+		// Regression: pgconn's background reader could keep reading the backend socket after
+		// the proxy took it over, swallowing the first answers (about 1 session in 100).
+		const workers, each = 8, 40
+		errs := make(chan error, workers)
+		for w := 0; w < workers; w++ {
+			go func() {
+				for i := 0; i < each; i++ {
+					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					c, err := pgconn.Connect(cctx, env.conn("sslmode=disable"))
+					if err == nil {
+						_, err = c.Prepare(cctx, "", "select $1::int + 1", nil)
+						c.Close(cctx)
+					}
+					cancel()
+					if err != nil {
+						errs <- fmt.Errorf("connection %d: %w", i, err)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for w := 0; w < workers; w++ {
+			require.NoError(t, <-errs)
+		}
+	})
 	t.Run("pgbench in every query mode", func(t *testing.T) {
 		out, err := pgbenchRun(env, "-i", "-q", "-s", "1", "app")
 		require.NoError(t, err, out)

@@ -372,6 +372,12 @@ func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// pgconn may read in the background; SyncConn stops that and drains its buffers, so that
+	// no byte of the backend's answers is taken by pgconn after we own the socket.
+	if err := conn.SyncConn(ctx); err != nil {
+		conn.Close(ctx)
+		return nil, err
+	}
 	hj, err := conn.Hijack()
 	if err != nil {
 		conn.Close(ctx)
