@@ -28,6 +28,9 @@ Usage:
                                         mint a development token from a running 'gatehouse dev'
   gatehouse sessions list [--json]      list recorded sessions (auditor token)
   gatehouse sessions replay ID [--json] print a session's statements, decisions and results
+  gatehouse policy test --as SUB [--groups g] --resource R "SQL"
+                                        decide a statement offline and say which rule and why
+  gatehouse policy test -f FILE         run a config file's policy test cases (exit 1 on failure)
   gatehouse bench postgres [flags]      pgbench -S: direct vs PgBouncer vs Gatehouse, one run
 
 Run 'gatehouse COMMAND --help' for a command's flags.
@@ -52,6 +55,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = sessionsCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "policy":
+		err = policyCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -66,6 +71,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	var ue usageError
+	var tf errTestsFailed
+	if errors.As(err, &tf) {
+		return 1
+	}
 	if errors.As(err, &ue) {
 		fmt.Fprintln(stderr, "gatehouse:", err)
 		return 2

@@ -31,6 +31,19 @@ type Config struct {
 	Query      Query      `yaml:"query"`
 	Resources  []Resource `yaml:"resources"`
 	Policies   []Policy   `yaml:"policies"`
+	// Tests are policy test cases, run by `gatehouse policy test -f FILE` (in CI, say).
+	Tests []PolicyTest `yaml:"tests"`
+}
+
+// PolicyTest is one expected decision.
+type PolicyTest struct {
+	Name     string   `yaml:"name"`
+	As       string   `yaml:"as"`
+	Groups   []string `yaml:"groups"`
+	Resource string   `yaml:"resource"`
+	SQL      string   `yaml:"sql"`
+	Expect   string   `yaml:"expect"` // allow or deny
+	Rule     string   `yaml:"rule"`   // optional: the rule that must decide
 }
 
 // Log configures slog.
@@ -401,6 +414,16 @@ func (c *Config) Validate() error {
 			ck.required(rp+".name", r.Name)
 			ck.oneOf(rp+".effect", r.Effect, "allow", "deny")
 			ck.required(rp+".when", r.When)
+		}
+	}
+	for i, tc := range c.Tests {
+		p := fmt.Sprintf("tests[%d]", i)
+		ck.required(p+".name", tc.Name)
+		ck.required(p+".as", tc.As)
+		ck.required(p+".sql", tc.SQL)
+		ck.oneOf(p+".expect", tc.Expect, "allow", "deny")
+		if !names[tc.Resource] {
+			ck.add(p+".resource", "unknown resource %q", tc.Resource)
 		}
 	}
 	if len(ck.errs) > 0 {

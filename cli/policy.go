@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+// errTestsFailed makes `policy test -f` exit non-zero.
+type errTestsFailed struct{ failed, total int }
+
+func (e errTestsFailed) Error() string {
+	return fmt.Sprintf("%d of %d policy test cases failed", e.failed, e.total)
+}
+
+func policyCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "test" {
+		return usageError{"policy needs a subcommand: test"}
+	}
+	fs := newFlags("policy test", `policy test [--config FILE] --as SUB [--groups g1,g2] --resource NAME "SQL"  |  policy test -f FILE`, stderr)
+	cfgPath := fs.String("config", "deploy/gatehouse.dev.yaml", "config with the policies and resources")
+	file := fs.String("f", "", "run the test cases (tests:) of this config file; exit 1 if one fails")
+	as := fs.String("as", "", "subject of the caller")
+	groups := fs.String("groups", "", "comma-separated groups of the caller")
+	resource := fs.String("resource", "", "resource name")
+	asJSON := fs.Bool("json", false, "print the decision as JSON")
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	path := *cfgPath
+	if *file != "" {
+		path = *file
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	// Addresses do not matter offline; everything else must be valid.
+	if err := validateOffline(cfg); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	eng, err := policy.Compile(cfg.Policies, policy.RevisionOf(cfg.Policies))
+	if err != nil {
+		return fmt.Errorf("%s: policies do not compile:\n%w", path, err)
+	}
+	decide := func(sub string, groups []string, res, sql string) (policy.Decision, error) {
+		r, ok := cfg.Resource(res)
+		if !ok {
+			return policy.Decision{}, fmt.Errorf("unknown resource %q", res)
+		}
+		return eng.Decide(&policy.Request{Identity: schemas.Identity{Subject: sub, Groups: groups, Kind: "service"},
+			Resource: policy.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: sql}, time.Now()), nil
+	}
+	if *file != "" {
+		if len(cfg.Tests) == 0 {
+			return fmt.Errorf("%s has no tests:", path)
+		}
+		failed := 0
+		for _, tc := range cfg.Tests {
+			d, err := decide(tc.As, tc.Groups, tc.Resource, tc.SQL)
+			if err != nil {
+				return fmt.Errorf("test %q: %w", tc.Name, err)
+			}
+			ok := d.Effect == tc.Expect && (tc.Rule == "" || tc.Rule == d.Rule)
+			status := "PASS"
+			if !ok {
+				status = "FAIL"
+				failed++
+			}
+			fmt.Fprintf(stdout, "%s  %s: %s\n", status, tc.Name, describe(d))
+			if !ok {
+				fmt.Fprintf(stdout, "      want %s%s\n", tc.Expect, ruleSuffix(tc.Rule))
+			}
+		}
+		fmt.Fprintf(stdout, "%d of %d policy test cases passed\n", len(cfg.Tests)-failed, len(cfg.Tests))
+		if failed > 0 {
+			return errTestsFailed{failed, len(cfg.Tests)}
+		}
+		return nil
+	}
+	if *as == "" || *resource == "" || len(pos) != 1 {
+		return usageError{`policy test needs --as, --resource and one SQL statement (or -f FILE)`}
+	}
+	var gs []string
+	for _, g := range strings.Split(*groups, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			gs = append(gs, g)
+		}
+	}
+	d, err := decide(*as, gs, *resource, pos[0])
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(d)
+	}
+	fmt.Fprintln(stdout, describe(d))
+	fmt.Fprintf(stdout, "  kinds: %s\n  tables: %s\n  fingerprint: %s\n  policy revision: %d\n",
+		strings.Join(d.Kinds, ", "), strings.Join(d.Tables, ", "), d.Fingerprint, d.Revision)
+	return nil
+}
+
+func describe(d policy.Decision) string {
+	by := "default deny"
+	if d.Rule != "" {
+		by = d.Policy + "/" + d.Rule
+	}
+	return fmt.Sprintf("%s by %s: %s", strings.ToUpper(d.Effect), by, d.Reason)
+}
+
+func ruleSuffix(rule string) string {
+	if rule == "" {
+		return ""
+	}
+	return " by rule " + rule
+}
+
+// validateOffline validates cfg with placeholder addresses where they are unset, since a
+// policy test touches no server.
+func validateOffline(cfg *config.Config) error {
+	c := *cfg
+	c.Resources = append([]config.Resource(nil), cfg.Resources...)
+	for i := range c.Resources {
+		if pg := c.Resources[i].Postgres; pg != nil && pg.Address == "" {
+			cp := *pg
+			cp.Address = "127.0.0.1:5432"
+			c.Resources[i].Postgres = &cp
+		}
+	}
+	return c.Validate()
+}
