@@ -1,0 +1,37 @@
+package session
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+// BenchmarkNormalize: the proxy's cache key for a statement.
+func BenchmarkNormalize(b *testing.B) {
+	for b.Loop() {
+		Normalize("SELECT abalance FROM pgbench_accounts WHERE aid = 48213 AND note = 'it''s' -- c")
+	}
+}
+
+// BenchmarkCachedDecision: a decision served from the proxy's cache (the hot path).
+func BenchmarkCachedDecision(b *testing.B) {
+	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 1, Cacheable: true}}
+	c, err := NewCachingDecider(next, nil, time.Minute, 1000, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := req("svc", []string{"a", "b"}, "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+	ctx := context.Background()
+	for b.Loop() {
+		c.Decide(ctx, r)
+	}
+	if next.calls != 1 {
+		b.Fatalf("%d calls to the policy service", next.calls)
+	}
+}
