@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/gatehouse
 PKGS    := ./... ./schemas/...
 
-.PHONY: dev test build deps generate check vet bench clean
+.PHONY: dev test build deps generate bench clean
 
 ## dev: install what is missing, build, and run Gatehouse locally with a demo
 dev: deps build
@@ -21,6 +21,11 @@ build:
 ## deps: install missing system packages (apt-get, as root or with sudo)
 deps:
 	@deploy/install-deps.sh
+
+## bench: pgbench -S against PostgreSQL directly, PgBouncer and Gatehouse, side by side
+bench: build
+	@deploy/install-deps.sh bench
+	$(BIN) bench postgres
 
 ## generate: regenerate the event schema code and docs from schemas/events.yaml
 generate:

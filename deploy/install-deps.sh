@@ -17,6 +17,10 @@ have psql || missing+=(postgresql-client)
 have curl || missing+=(curl)
 have pgbench || missing+=(postgresql)
 have_clickhouse || missing+=(clickhouse-server)
+# `install-deps.sh bench` adds what the bench command compares against.
+if [ "${1:-}" = bench ]; then
+  have pgbouncer || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+fi
 
 if ! have go; then
   echo "Go is not installed: install Go 1.26 or newer from https://go.dev/dl/ and put it on PATH." >&2
