@@ -33,8 +33,11 @@ type Options struct {
 	Clients   []int
 	Scale     int
 	PgBouncer bool
-	Log       *slog.Logger
-	Out       io.Writer
+	// IdleSessions, when > 0, also opens that many idle sessions through Gatehouse and
+	// reports the proxy's memory per session.
+	IdleSessions int
+	Log          *slog.Logger
+	Out          io.Writer
 }
 
 // Result is one pgbench run.
@@ -134,6 +137,11 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 		}
 	}
 	PrintTable(o.Out, results)
+	if o.IdleSessions > 0 {
+		if err := idleSessions(ctx, o, gw, pg.Port); err != nil {
+			return results, fmt.Errorf("idle sessions: %w", err)
+		}
+	}
 	return results, nil
 }
 
@@ -290,4 +298,56 @@ policies:
 		return nil, fmt.Errorf("connect through gatehouse: %w", err)
 	}
 	return &gateway{port: port, token: tok, stop: func() { cancel(); <-done }}, nil
+}
+
+// idleSessions opens n idle sessions through Gatehouse (which runs in this process) and
+// reports the heap the gateway holds per session. The pgconn clients live in this process
+// too, so the same n clients are first measured connected to PostgreSQL directly, and
+// their share is subtracted.
+func idleSessions(ctx context.Context, o Options, gw *gateway, pgPort int) error {
+	direct := fmt.Sprintf("host=127.0.0.1 port=%d dbname=bench user=%s password=%s sslmode=disable", pgPort, benchUser, benchPass)
+	client, _, err := openIdle(ctx, direct, o.IdleSessions)
+	if err != nil {
+		return fmt.Errorf("direct: %w", err)
+	}
+	via := fmt.Sprintf("host=127.0.0.1 port=%d dbname=bench user=bench-svc password=%s sslmode=disable", gw.port, gw.token)
+	total, took, err := openIdle(ctx, via, o.IdleSessions)
+	if err != nil {
+		return fmt.Errorf("through gatehouse: %w", err)
+	}
+	fmt.Fprintf(o.Out, "\n%d idle sessions through Gatehouse opened in %s without error: %.1f KiB of heap per session "+
+		"(%.1f KiB with the client, %.1f KiB for the same client connected directly)\n",
+		o.IdleSessions, took.Round(time.Millisecond), (total-client)/1024, total/1024, client/1024)
+	return nil
+}
+
+// openIdle opens n connections, runs one statement on each, and returns the heap in use per
+// connection while they are all open and idle.
+func openIdle(ctx context.Context, connString string, n int) (float64, time.Duration, error) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	conns := make([]*pgconn.PgConn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close(ctx)
+		}
+	}()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		c, err := pgconn.Connect(ctx, connString)
+		if err != nil {
+			return 0, 0, fmt.Errorf("session %d: %w", i+1, err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Exec(ctx, "select 1").ReadAll(); err != nil {
+			return 0, 0, fmt.Errorf("session %d: %w", i+1, err)
+		}
+	}
+	took := time.Since(start)
+	return (float64(heap()) - float64(before)) / float64(n), took, nil
 }

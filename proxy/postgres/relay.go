@@ -74,7 +74,7 @@ type conn struct {
 func (s *Server) run(ctx context.Context, st *startState) {
 	sess := session.New(st.identity, st.resource, s.pub, s.decider, s.cfg.Limits)
 	c := &conn{srv: s, st: st, sess: sess, client: st.conn, backend: st.backend.Conn,
-		cw: bufio.NewWriterSize(st.conn, 32<<10), bw: bufio.NewWriterSize(st.backend.Conn, 32<<10),
+		cw: bufio.NewWriterSize(st.conn, 16<<10), bw: bufio.NewWriterSize(st.backend.Conn, 8<<10),
 		stmts: map[string]*session.Query{}, portals: map[string]*session.Query{}, stmtUsed: map[*session.Query]bool{}}
 	c.qcond = sync.NewCond(&c.qmu)
 	c.txStatus.Store(uint32(st.backend.TxStatus))
@@ -270,7 +270,7 @@ func (c *conn) readyForQuery() []byte {
 
 // clientLoop reads client messages, decides statements and forwards the rest.
 func (c *conn) clientLoop(ctx context.Context) error {
-	r := &msgReader{r: bufio.NewReaderSize(c.client, 32<<10), max: c.srv.cfg.MaxMessageBytes}
+	r := &msgReader{r: bufio.NewReaderSize(c.client, 8<<10), max: c.srv.cfg.MaxMessageBytes}
 	for {
 		typ, raw, body, err := r.next()
 		if err != nil {
@@ -441,7 +441,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 
 // backendLoop relays backend messages to the client and records results.
 func (c *conn) backendLoop() error {
-	r := &msgReader{r: bufio.NewReaderSize(c.backend, 32<<10), max: maxBackendMessage}
+	r := &msgReader{r: bufio.NewReaderSize(c.backend, 16<<10), max: maxBackendMessage}
 	var values [][]byte
 	for {
 		typ, raw, body, err := r.next()
