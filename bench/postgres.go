@@ -81,12 +81,12 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 		return nil, fmt.Errorf("pgbench -i: %v\n%s", err, out)
 	}
 
-	targets := []struct {
-		name string
-		port int
-		user string
-		pass string
-	}{{"direct", pg.Port, benchUser, benchPass}}
+	type target struct {
+		name       string // "name" or "name:database"
+		port       int
+		user, pass string
+	}
+	targets := []target{{"direct", pg.Port, benchUser, benchPass}}
 	maxClients := slices.Max(o.Clients) + 10
 	if o.PgBouncer {
 		fmt.Fprintln(o.Out, "starting PgBouncer ...")
@@ -95,12 +95,7 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 			return nil, err
 		}
 		defer pb.Stop()
-		targets = append(targets, struct {
-			name string
-			port int
-			user string
-			pass string
-		}{"pgbouncer", pb.Port, benchUser, benchPass})
+		targets = append(targets, target{"pgbouncer", pb.Port, benchUser, benchPass})
 	}
 
 	fmt.Fprintln(o.Out, "starting Gatehouse (embedded NATS, policy, proxy) ...")
@@ -110,12 +105,7 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 	}
 	defer gw.stop()
 	for _, t := range []struct{ name, db string }{{"gatehouse", "bench"}, {"gatehouse-strict", "bench-strict"}} {
-		targets = append(targets, struct {
-			name string
-			port int
-			user string
-			pass string
-		}{t.name + ":" + t.db, gw.port, "bench-svc", gw.token})
+		targets = append(targets, target{t.name + ":" + t.db, gw.port, "bench-svc", gw.token})
 	}
 
 	var results []Result

@@ -5,7 +5,6 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -450,9 +449,6 @@ func (c *Config) Resource(name string) (*Resource, bool) {
 	}
 	return nil, false
 }
-
-// ErrNoPassword is returned when a backend has no credential configured.
-var ErrNoPassword = errors.New("no password configured")
 
 // Secret returns the backend password, reading password_file on every call so that a
 // rotated file is picked up by the next backend connection without a restart.
