@@ -117,6 +117,21 @@ func printReplay(w io.Writer, r *query.Replay) error {
 			var p schemas.DbQuery
 			_ = e.Decode(&p)
 			fmt.Fprintf(w, "%s  #%d query %d (%s): %s\n", ts, e.Seq, p.QueryID, p.Protocol, p.SQL)
+		case schemas.TypeDbBind:
+			var p schemas.DbBind
+			_ = e.Decode(&p)
+			vals := make([]string, len(p.Params))
+			for i, v := range p.Params {
+				vals[i] = fmt.Sprintf("$%d=NULL", i+1)
+				if v != nil {
+					vals[i] = fmt.Sprintf("$%d=%q", i+1, *v)
+				}
+			}
+			more := ""
+			if p.Truncated {
+				more = " (truncated)"
+			}
+			fmt.Fprintf(w, "%s  #%d   bind: %s%s\n", ts, e.Seq, strings.Join(vals, ", "), more)
 		case schemas.TypeDecision:
 			var p schemas.Decision
 			_ = e.Decode(&p)

@@ -158,6 +158,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	}, 30*time.Second, 200*time.Millisecond)
 	require.True(t, replay.ChainOK, replay.ChainError)
 	var queries []string
+	var binds []schemas.DbBind
 	var sawRow, sawDeny bool
 	for i, e := range replay.Events {
 		require.Equal(t, uint64(i+1), e.Seq)
@@ -166,6 +167,10 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 			var q schemas.DbQuery
 			require.NoError(t, e.Decode(&q))
 			queries = append(queries, q.SQL)
+		case schemas.TypeDbBind:
+			var b schemas.DbBind
+			require.NoError(t, e.Decode(&b))
+			binds = append(binds, b)
 		case schemas.TypeDbResultChunk:
 			var c schemas.DbResultChunk
 			require.NoError(t, e.Decode(&c))
@@ -187,6 +192,15 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	require.Equal(t, schemas.TypeSessionEnd, replay.Events[len(replay.Events)-1].Type)
 	require.Equal(t, 2, countOf(queries, "select item from orders where id = $1"), "each execution of the prepared statement is recorded: %q", queries)
 	require.Contains(t, queries, "drop database demo")
+	// Each execution records its parameters: pgx sends the int4 parameter in binary, which the
+	// trail keeps as base64 of its four bytes.
+	var withParam int
+	for _, b := range binds {
+		if len(b.Params) == 1 && b.Params[0] != nil && *b.Params[0] == "AAAAAg==" {
+			withParam++
+		}
+	}
+	require.Equal(t, 2, withParam, "binds: %+v", binds)
 	require.True(t, sawRow, "result rows are recorded as sent")
 	require.True(t, sawDeny)
 

@@ -83,6 +83,8 @@ const (
 	TypeAuthFailed = "auth.failed"
 	// TypeDbQuery: The client sent a statement (simple Query, or an extended-protocol Parse).
 	TypeDbQuery = "db.query"
+	// TypeDbBind: The parameters an extended-protocol statement is executed with (Bind), recorded at its Execute.
+	TypeDbBind = "db.bind"
 	// TypeDecision: The policy decision for a statement.
 	TypeDecision = "decision"
 	// TypeDbResultChunk: A bounded chunk of result rows, exactly as sent to the client.
@@ -101,6 +103,8 @@ const (
 	CodeAuthFailed = "GH1002"
 	// CodeDbQuery is the code of db.query.
 	CodeDbQuery = "GH2000"
+	// CodeDbBind is the code of db.bind.
+	CodeDbBind = "GH2003"
 	// CodeDecision is the code of decision.
 	CodeDecision = "GH3000"
 	// CodeDbResultChunk is the code of db.result.chunk.
@@ -115,6 +119,7 @@ var Codes = map[string]string{
 	TypeSessionEnd:    CodeSessionEnd,
 	TypeAuthFailed:    CodeAuthFailed,
 	TypeDbQuery:       CodeDbQuery,
+	TypeDbBind:        CodeDbBind,
 	TypeDecision:      CodeDecision,
 	TypeDbResultChunk: CodeDbResultChunk,
 	TypeDbQueryDone:   CodeDbQueryDone,
@@ -199,6 +204,21 @@ type DbQuery struct {
 
 // EventType returns "db.query".
 func (DbQuery) EventType() string { return TypeDbQuery }
+
+// DbBind is the payload of db.bind events: the parameters an extended-protocol statement is executed with (Bind), recorded at its Execute.
+type DbBind struct {
+	// QueryID is the execution the parameters belong to.
+	QueryID uint64 `json:"query_id"`
+	// Portal is portal name, empty for the unnamed portal.
+	Portal string `json:"portal,omitempty"`
+	// Params is parameter values as sent: text as is, binary as base64, null as JSON null.
+	Params []*string `json:"params"`
+	// Truncated is values past the recording limit were left out.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// EventType returns "db.bind".
+func (DbBind) EventType() string { return TypeDbBind }
 
 // Decision is the payload of decision events: the policy decision for a statement.
 type Decision struct {

@@ -38,6 +38,44 @@ type entry struct {
 	inject  []byte
 }
 
+// portal is a bound statement: what Execute will run, with what.
+type portal struct {
+	q         *session.Query
+	params    [][]byte // copies, up to the recording limit
+	formats   []int16
+	truncated bool
+}
+
+// newPortal copies Bind's parameters out of the read buffer (which the next message
+// reuses), keeping at most limit bytes of values.
+func newPortal(q *session.Query, b *pgproto3.Bind, limit int) *portal {
+	p := &portal{q: q, formats: b.ParameterFormatCodes}
+	size := 0
+	for _, v := range b.Parameters {
+		if size += len(v); size > limit {
+			p.truncated = true
+			break
+		}
+		if v == nil {
+			p.params = append(p.params, nil)
+			continue
+		}
+		p.params = append(p.params, append(make([]byte, 0, len(v)), v...))
+	}
+	return p
+}
+
+// binary reports whether parameter i is in binary format (Bind's format code rules).
+func (p *portal) binary(i int) bool {
+	switch len(p.formats) {
+	case 0:
+		return false
+	case 1:
+		return p.formats[0] == 1
+	}
+	return i < len(p.formats) && p.formats[i] == 1
+}
+
 // conn is one live session: the client, the backend, and the relay between them.
 type conn struct {
 	srv     *Server
@@ -61,7 +99,7 @@ type conn struct {
 
 	// Client-loop state for the extended protocol.
 	stmts         map[string]*session.Query // prepared statement name → its decision
-	portals       map[string]*session.Query // portal name → statement
+	portals       map[string]*portal        // portal name → statement and parameters
 	stmtUsed      map[*session.Query]bool
 	skipToSync    bool // an error was answered in this pipeline: discard until Sync
 	abortAtSync   bool // make the backend fail this pipeline's transaction before the Sync
@@ -75,7 +113,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	sess := session.New(st.identity, st.resource, s.pub, s.decider, s.cfg.Limits)
 	c := &conn{srv: s, st: st, sess: sess, client: st.conn, backend: st.backend.Conn,
 		cw: bufio.NewWriterSize(st.conn, 16<<10), bw: bufio.NewWriterSize(st.backend.Conn, 8<<10),
-		stmts: map[string]*session.Query{}, portals: map[string]*session.Query{}, stmtUsed: map[*session.Query]bool{}}
+		stmts: map[string]*session.Query{}, portals: map[string]*portal{}, stmtUsed: map[*session.Query]bool{}}
 	c.qcond = sync.NewCond(&c.qmu)
 	c.txStatus.Store(uint32(st.backend.TxStatus))
 	log := s.log.With("session", sess.ID, "sub", st.identity.Subject, "resource", st.resource.Name)
@@ -371,7 +409,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		}
 		if q, ok := c.stmts[b.PreparedStatement]; ok {
 			if len(c.portals) < maxPreparedStatements || c.portals[b.DestinationPortal] != nil {
-				c.portals[b.DestinationPortal] = q
+				c.portals[b.DestinationPortal] = newPortal(q, &b, c.srv.cfg.Limits.MaxSQLBytes)
 			}
 		}
 		c.sentSinceSync = true
@@ -381,12 +419,16 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		if err := e.Decode(body); err != nil {
 			return nil, fmt.Errorf("Execute: %w", err)
 		}
-		q := c.portals[e.Portal]
-		if q == nil {
+		var q *session.Query
+		if p := c.portals[e.Portal]; p == nil {
 			// Unknown portal: the backend will answer with its own error.
 			q = c.sess.Unattributed()
-		} else if c.stmtUsed[q] {
-			q = c.sess.Reexecute(ctx, q)
+		} else {
+			q = p.q
+			if c.stmtUsed[q] {
+				q = c.sess.Reexecute(ctx, q)
+			}
+			c.sess.Bound(q, e.Portal, p.params, p.binary, p.truncated)
 		}
 		c.stmtUsed[q] = true
 		c.sentSinceSync = true

@@ -272,6 +272,24 @@ func (s *Session) Reexecute(ctx context.Context, prev *Query) *Query {
 	return q
 }
 
+// Bound records the parameters q is executed with. values[i] nil is NULL; binary(i) says
+// the value is in binary format (recorded as base64); truncated says values past the
+// recording limit were left out.
+func (s *Session) Bound(q *Query, portal string, values [][]byte, binary func(i int) bool, truncated bool) {
+	params := make([]*string, len(values))
+	for i, v := range values {
+		if v == nil {
+			continue
+		}
+		str := string(v)
+		if binary(i) {
+			str = base64.StdEncoding.EncodeToString(v)
+		}
+		params[i] = &str
+	}
+	_ = s.add(&schemas.DbBind{QueryID: q.ID, Portal: portal, Params: params, Truncated: truncated})
+}
+
 // Unattributed records an execution the proxy cannot tie to a statement (an unknown
 // portal); the backend answers it with its own error.
 func (s *Session) Unattributed() *Query {

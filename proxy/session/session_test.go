@@ -188,3 +188,23 @@ func TestNATSDeciderFailsClosed(t *testing.T) {
 	require.Equal(t, "deny", got.Effect)
 	require.Contains(t, got.Reason, "did not answer within 300ms")
 }
+
+func TestBoundRecordsParameters(t *testing.T) {
+	b := bustest.Connect(t)
+	s, _ := newSession(t, b, "buffered", fixedDecider{Effect: "allow", Revision: 1})
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	q := s.OnQuery(ctx, "select $1, $2, $3", "extended", "s1")
+	s.Bound(q, "", [][]byte{[]byte("text value"), nil, {0, 0, 0, 7}}, func(i int) bool { return i == 2 }, true)
+	s.NewResult(q).Done("ok")
+	evs := readSession(t, b, s.ID, 5)
+	require.NoError(t, schemas.VerifyChain(evs))
+	var bind schemas.DbBind
+	require.NoError(t, evs[3].Decode(&bind))
+	require.Equal(t, q.ID, bind.QueryID)
+	require.Len(t, bind.Params, 3)
+	require.Equal(t, "text value", *bind.Params[0])
+	require.Nil(t, bind.Params[1], "NULL stays null")
+	require.Equal(t, "AAAABw==", *bind.Params[2], "binary values are base64")
+	require.True(t, bind.Truncated)
+}
