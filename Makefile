@@ -13,6 +13,7 @@ dev: deps build
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 10m ./proxy/...
 
 ## build: bin/gatehouse
 build:

@@ -110,6 +110,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 	eng, err := policy.Compile([]config.Policy{{Name: "test", Resources: []string{"*"}, Rules: []config.Rule{
 		{Name: "all", Effect: "allow", When: "true"},
 		{Name: "no-drop", Effect: "deny", When: `request.sql.kinds.exists(k, k.startsWith("drop")) && "public.items" in request.sql.tables`, Reason: "no drops in tests"},
+		{Name: "keep-large-objects", Effect: "deny", When: `"lo_unlink" in request.sql.functions`, Reason: "large objects are kept"},
 	}}}, 1)
 	require.NoError(t, err)
 
@@ -420,6 +421,31 @@ func TestProxyFidelity(t *testing.T) {
 		for w := 0; w < workers; w++ {
 			require.NoError(t, <-errs)
 		}
+	})
+	t.Run("FunctionCall (libpq large objects via psql) is decided by function name", func(t *testing.T) {
+		psql := func(cmd string) (string, error) {
+			c := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", fmt.Sprintf("host=%s port=%s dbname=app user=app-svc sslmode=disable", env.host, env.port), "-c", cmd)
+			c.Env = append(os.Environ(), "PGPASSWORD="+env.token)
+			out, err := c.CombinedOutput()
+			return string(out), err
+		}
+		src := filepath.Join(t.TempDir(), "in.bin")
+		data := bytes.Repeat([]byte("large object through the gateway\n"), 4096)
+		require.NoError(t, os.WriteFile(src, data, 0o644))
+		out, err := psql(`\lo_import ` + src)
+		require.NoError(t, err, out)
+		var oid uint32
+		_, err = fmt.Sscanf(strings.TrimSpace(out), "lo_import %d", &oid)
+		require.NoError(t, err, out)
+		dst := filepath.Join(t.TempDir(), "out.bin")
+		out, err = psql(fmt.Sprintf(`\lo_export %d %s`, oid, dst))
+		require.NoError(t, err, out)
+		got, err := os.ReadFile(dst)
+		require.NoError(t, err)
+		require.Equal(t, data, got, "the large object made the round trip")
+		out, err = psql(fmt.Sprintf(`\lo_unlink %d`, oid))
+		require.Error(t, err)
+		require.Contains(t, out, "rule keep-large-objects")
 	})
 	t.Run("pgbench in every query mode", func(t *testing.T) {
 		out, err := pgbenchRun(env, "-i", "-q", "-s", "1", "app")

@@ -30,12 +30,21 @@ const maxPreparedStatements = 10000
 // Sync), and for every answer the proxy gives itself. Tracking all of them keeps the
 // proxy's own answers (a denied statement) in their place within a pipeline.
 type entry struct {
-	kind    byte // the client message: 'Q', 'P', 'B', 'D', 'C', 'E', 'S'; 'X' an injected answer
-	portal  bool // a Describe of a portal (its RowDescription describes the next Execute)
-	swallow bool // the proxy's own message: its answers are not relayed to the client
+	kind    byte              // the client message: 'Q', 'P', 'B', 'D', 'C', 'E', 'S'; 'X' an injected answer
+	portal  bool              // a Describe of a portal (its RowDescription describes the next Execute)
+	swallow bool              // the proxy's own message: its answers are not relayed to the client
+	lookup  chan lookupResult // 'R': the proxy's own query, answered to the client loop
+	found   bool              // 'R': answered already (backend loop only)
 	res     *session.Result
 	errSeen bool
 	inject  []byte
+}
+
+// lookupResult is the answer to one of the proxy's own queries: the first column of its
+// first row, or the error.
+type lookupResult struct {
+	value string
+	err   error
 }
 
 // portal is a bound statement: what Execute will run, with what.
@@ -472,8 +481,25 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 	case 'd', 'c', 'f', 'X':
 		return raw, nil
 	case 'F':
-		c.respond(append(encode(pgError("ERROR", "42501", "Gatehouse denied the call: the FunctionCall protocol message is not allowed through the gateway; call the function from SQL", "")), c.readyForQuery()...))
-		return nil, nil
+		// The fast-path call (libpq's PQfn, large objects) names its function by OID: the
+		// proxy asks the backend for the name and decides on "SELECT name()".
+		var fc pgproto3.FunctionCall
+		if err := fc.Decode(body); err != nil {
+			return nil, fmt.Errorf("FunctionCall: %w", err)
+		}
+		call := append([]byte(nil), raw...) // raw is reused by the lookup below
+		name, err := c.lookup(fmt.Sprintf("SELECT %d::regproc::text", fc.Function))
+		if err != nil {
+			c.respond(append(encode(pgError("ERROR", "42883", fmt.Sprintf("cannot resolve function OID %d: %v", fc.Function, err), "")), c.readyForQuery()...))
+			return nil, nil
+		}
+		q := c.sess.OnQuery(ctx, "SELECT "+name+"()", "function_call", "")
+		if !q.Decision.Allowed() {
+			c.sess.NewResult(q).Done("denied")
+			c.respond(append(c.denyResponse(q), c.readyForQuery()...))
+			return nil, nil
+		}
+		return call, c.push(&entry{kind: 'F', res: c.sess.NewResult(q)})
 	case 'p':
 		return nil, errors.New("unexpected password message after authentication")
 	default:
@@ -522,10 +548,23 @@ func (c *conn) backendLoop() error {
 				}
 			}
 		case 'D':
-			if head != nil && head.res != nil {
+			if head != nil && head.kind == 'R' {
+				if v, err := dataRowValues(body, nil); err == nil && len(v) > 0 && !head.found {
+					head.lookup <- lookupResult{value: string(v[0])}
+					head.found = true
+				}
+			} else if head != nil && head.res != nil {
 				if values, err = dataRowValues(body, values); err == nil {
 					head.res.Row(values)
 				}
+			}
+		case 'V': // FunctionCallResponse: int32 length (-1 NULL), value
+			if head != nil && head.kind == 'F' && len(body) >= 4 {
+				var v []byte
+				if n := int32(binary.BigEndian.Uint32(body)); n >= 0 && int(n) <= len(body)-4 {
+					v = body[4 : 4+n]
+				}
+				head.res.Row([][]byte{v})
 			}
 		case 'C', 'I', 's':
 			if head != nil && head.res != nil {
@@ -541,6 +580,10 @@ func (c *conn) backendLoop() error {
 		case 'E':
 			var er pgproto3.ErrorResponse
 			_ = er.Decode(body)
+			if head != nil && head.kind == 'R' && !head.found {
+				head.lookup <- lookupResult{err: errors.New(er.Message)}
+				head.found = true
+			}
 			if head != nil {
 				head.errSeen = true
 				if head.res != nil {
@@ -563,7 +606,9 @@ func (c *conn) backendLoop() error {
 			}
 		}
 		var werr error
-		if head == nil || !head.swallow || typ == 'Z' {
+		// The proxy's own messages' answers are not relayed; a ReadyForQuery is, unless it
+		// ends the proxy's own query.
+		if head == nil || !head.swallow || (typ == 'Z' && head.kind != 'R') {
 			c.wmu.Lock()
 			c.bytesOut.Add(uint64(len(raw)))
 			_, werr = c.cw.Write(raw)
@@ -599,6 +644,28 @@ func (c *conn) head() *entry {
 		}
 	}
 	return nil
+}
+
+// lookup runs one of the proxy's own queries on the session's backend, in order with what
+// is in flight, and returns the first column of its first row. Its answers are not relayed.
+func (c *conn) lookup(sql string) (string, error) {
+	answer := make(chan lookupResult, 1)
+	e := &entry{kind: 'R', swallow: true, lookup: answer}
+	if err := c.push(e); err != nil {
+		return "", err
+	}
+	if _, err := c.bw.Write(encode(&pgproto3.Query{String: sql})); err != nil {
+		return "", err
+	}
+	if err := c.bw.Flush(); err != nil {
+		return "", err
+	}
+	select {
+	case r := <-answer:
+		return r.value, r.err
+	case <-time.After(c.srv.cfg.StartupTimeout):
+		return "", errors.New("the backend did not answer")
+	}
 }
 
 // describeNextExecute gives the columns of a Describe(portal) to the Execute that follows
@@ -638,13 +705,17 @@ func (c *conn) advance(ready bool) {
 				continue
 			case 'P', 'B', 'C', 'D':
 				continue
-			case 'Q':
+			case 'Q', 'F':
 				if e.res != nil {
 					status := "ok"
 					if e.errSeen {
 						status = "error"
 					}
 					e.res.Done(status)
+				}
+			case 'R':
+				if !e.found {
+					e.lookup <- lookupResult{err: errors.New("no rows")}
 				}
 			}
 			break
