@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/policy"
 )
 
@@ -80,4 +81,30 @@ func TestCachingDeciderKeepsWhatItMayNot(t *testing.T) {
 	c.Decide(context.Background(), req("a", nil, "select 1"))
 	c.Decide(context.Background(), req("a", nil, "select 1"))
 	require.Equal(t, 2, next.calls, "expired entries are not used")
+}
+
+// The policy service announces its revision on gh.policy.revision; a proxy's cache drops
+// decisions of any other revision as soon as it hears it.
+func TestRevisionAnnouncementDropsTheCache(t *testing.T) {
+	b := bustest.Connect(t)
+	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 1, Cacheable: true}}
+	c, err := NewCachingDecider(next, b.NC, time.Minute, 100, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := context.Background()
+	c.Decide(ctx, req("a", nil, "select 1"))
+	require.True(t, c.Decide(ctx, req("a", nil, "select 2")).Cached)
+
+	eng, err := policy.Compile(nil, 42)
+	require.NoError(t, err)
+	svc := policy.NewService(b.NC, eng, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = svc.Announce(actx) }()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.revision == 42 && len(c.entries) == 0
+	}, 5*time.Second, 10*time.Millisecond)
+	require.False(t, c.Decide(ctx, req("a", nil, "select 3")).Cached, "decisions of the old revision are gone")
 }
