@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -71,4 +72,39 @@ func FuzzStartup(f *testing.F) {
 			t.Fatalf("startup accepted %q without a valid token (state %+v)", in, st)
 		}
 	})
+}
+
+// remoteConn is a fakeConn whose peer is not on loopback (no packet is ever sent).
+type remoteConn struct{ fakeConn }
+
+func (r *remoteConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 10), Port: 50000}
+}
+
+func TestTokensOverPlainTCPAreRefusedOffLoopback(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	in := startupSeed(map[string]string{"user": "u", "database": "demo"}, protocolV3, "a.b.c")
+	for _, allow := range []bool{false, true} {
+		s := New(Config{StartupTimeout: time.Second, MaxMessageBytes: 1 << 16, AllowPlaintextTokens: allow}, oneResource{},
+			identity.NewVerifier(context.Background(), nil, log), nil, nil, prometheus.NewRegistry(), log)
+		_, err := s.startup(&remoteConn{fakeConn{r: bytes.NewReader(in)}})
+		var se *startupError
+		if !errors.As(err, &se) {
+			t.Fatalf("allow=%v: %v", allow, err)
+		}
+		if !allow && (se.code != "28000" || se.check != "tls") {
+			t.Fatalf("plain TCP from off loopback: got %s %s %q, want 28000 tls", se.code, se.check, se.msg)
+		}
+		if allow && se.check == "tls" {
+			t.Fatalf("allow_plaintext_tokens did not allow: %q", se.msg)
+		}
+	}
+	// From loopback the same startup gets as far as the token check.
+	s := New(Config{StartupTimeout: time.Second, MaxMessageBytes: 1 << 16}, oneResource{},
+		identity.NewVerifier(context.Background(), nil, log), nil, nil, prometheus.NewRegistry(), log)
+	_, err := s.startup(&fakeConn{r: bytes.NewReader(in)})
+	var se *startupError
+	if !errors.As(err, &se) || se.code != "28P01" {
+		t.Fatalf("loopback: %v", err)
+	}
 }
