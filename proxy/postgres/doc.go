@@ -13,8 +13,13 @@
 //	                               (real backend PID, proxy-generated secret), ReadyForQuery
 //	Query / Parse               →  session.OnQuery: db.query event, policy decision,
 //	                               decision event; allowed → forward, denied → ErrorResponse
-//	                               42501 (nothing reaches the backend)
-//	Bind/Describe/Execute/Sync  →  forwarded raw, in order                 →
+//	                               42501 in its place in the pipeline (the statement never
+//	                               reaches the backend; in a transaction the backend is made
+//	                               to raise the same error so the transaction fails as in PG)
+//	Bind/Describe/Execute/Sync  →  forwarded raw, in order; Execute records its Bind
+//	                               parameters (db.bind)                    →
+//	FunctionCall                →  function OID resolved on the backend (answers not
+//	                               relayed), decided as "SELECT name()", then forwarded
 //	                            ←  results relayed raw; RowDescription/DataRow/CommandComplete/
 //	                               ErrorResponse recorded as bounded db.result.chunk and
 //	                               db.query.done events
@@ -22,5 +27,8 @@
 //
 // Messages are forwarded as the raw bytes received, never re-encoded, and the proxy flushes
 // only when no further message is already buffered, so pipelined traffic stays pipelined.
+// Every forwarded message that the backend answers is tracked in order (relay.go: entry),
+// which is how the proxy's own answers keep their place and results are attributed to the
+// right statement. CancelRequest is mapped through the proxy's own secret (cancel.go).
 // Protocol code talks to its session (proxy/session), never to NATS.
 package postgres
