@@ -108,11 +108,18 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func describe(d policy.Decision) string {
-	by := "default deny"
-	if d.Rule != "" {
-		by = d.Policy + "/" + d.Rule
+	s := fmt.Sprintf("%s by %s: %s", strings.ToUpper(d.Effect), ruleName(d.Policy, d.Rule), d.Reason)
+	if sh := d.Shadow; sh != nil {
+		s += fmt.Sprintf(" (shadow policies would %s by %s: %s)", strings.ToUpper(sh.Effect), ruleName(sh.Policy, sh.Rule), sh.Reason)
 	}
-	return fmt.Sprintf("%s by %s: %s", strings.ToUpper(d.Effect), by, d.Reason)
+	return s
+}
+
+func ruleName(policy, rule string) string {
+	if rule == "" {
+		return "default deny"
+	}
+	return policy + "/" + rule
 }
 
 func ruleSuffix(rule string) string {

@@ -140,6 +140,9 @@ func printReplay(w io.Writer, r *query.Replay) error {
 				rule = p.Policy + "/" + p.Rule
 			}
 			fmt.Fprintf(w, "%s  #%d   decision: %s by %s (rev %d): %s\n", ts, e.Seq, strings.ToUpper(p.Effect), rule, p.Revision, p.Reason)
+			if p.ShadowEffect != "" {
+				fmt.Fprintf(w, "%s  #%d   shadow: would %s by %s: %s\n", ts, e.Seq, strings.ToUpper(p.ShadowEffect), ruleName(p.ShadowPolicy, p.ShadowRule), p.ShadowReason)
+			}
 		case schemas.TypeDbResultChunk:
 			var p schemas.DbResultChunk
 			_ = e.Decode(&p)

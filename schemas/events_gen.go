@@ -242,6 +242,14 @@ type Decision struct {
 	Tables []string `json:"tables,omitempty"`
 	// Cached is served from the proxy's decision cache (same identity, resource, normalized statement and policy revision).
 	Cached bool `json:"cached,omitempty"`
+	// ShadowEffect is what shadow policies (tried, not enforced) would have decided, when that differs.
+	ShadowEffect string `json:"shadow_effect,omitempty"`
+	// ShadowPolicy is the shadow decision's policy.
+	ShadowPolicy string `json:"shadow_policy,omitempty"`
+	// ShadowRule is the shadow decision's rule, empty for its default deny.
+	ShadowRule string `json:"shadow_rule,omitempty"`
+	// ShadowReason is the shadow decision's reason.
+	ShadowReason string `json:"shadow_reason,omitempty"`
 	// LatencyUS is time to decide, microseconds.
 	LatencyUS uint64 `json:"latency_us"`
 }

@@ -234,9 +234,7 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	s.revision = q.Decision.Revision
 	s.mu.Unlock()
 	d := &q.Decision
-	err := s.add(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
-		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: d.Cached,
-		LatencyUS: uint64(time.Since(start).Microseconds())})
+	err := s.add(decisionEvent(q.ID, d, time.Since(start)))
 	var wait func(context.Context) error
 	if err == nil {
 		wait, err = s.flush(s.strict)
@@ -253,6 +251,17 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	return q
 }
 
+// decisionEvent is the decision event for statement id.
+func decisionEvent(id uint64, d *policy.Decision, took time.Duration) *schemas.Decision {
+	e := &schemas.Decision{QueryID: id, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
+		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: d.Cached,
+		LatencyUS: uint64(took.Microseconds())}
+	if sh := d.Shadow; sh != nil {
+		e.ShadowEffect, e.ShadowPolicy, e.ShadowRule, e.ShadowReason = sh.Effect, sh.Policy, sh.Rule, sh.Reason
+	}
+	return e
+}
+
 // Reexecute records another execution of a prepared statement that was decided at Parse:
 // a new db.query and the decision it runs under, so that every execution is in the trail.
 func (s *Session) Reexecute(ctx context.Context, prev *Query) *Query {
@@ -266,8 +275,9 @@ func (s *Session) Reexecute(ctx context.Context, prev *Query) *Query {
 	}
 	_ = s.add(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: len(text) < len(prev.sql), Protocol: "extended", StatementName: prev.stmtName})
 	d := &q.Decision
-	_ = s.add(&schemas.Decision{QueryID: q.ID, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
-		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: true})
+	copied := *d
+	copied.Cached = true
+	_ = s.add(decisionEvent(q.ID, &copied, 0))
 	_, _ = s.flush(false)
 	return q
 }

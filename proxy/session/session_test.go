@@ -208,3 +208,21 @@ func TestBoundRecordsParameters(t *testing.T) {
 	require.Equal(t, "AAAABw==", *bind.Params[2], "binary values are base64")
 	require.True(t, bind.Truncated)
 }
+
+func TestShadowDecisionIsRecorded(t *testing.T) {
+	b := bustest.Connect(t)
+	s, _ := newSession(t, b, "buffered", fixedDecider{Effect: "allow", Policy: "p", Rule: "r", Revision: 1,
+		Shadow: &policy.Shadow{Effect: "deny", Policy: "new", Rule: "stricter", Reason: "would be refused"}})
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	q := s.OnQuery(ctx, "select 1", "simple", "")
+	require.True(t, q.Decision.Allowed(), "shadow decisions are not enforced")
+	evs := readSession(t, b, s.ID, 3)
+	var d schemas.Decision
+	require.NoError(t, evs[2].Decode(&d))
+	require.Equal(t, "allow", d.Effect)
+	require.Equal(t, "deny", d.ShadowEffect)
+	require.Equal(t, "new", d.ShadowPolicy)
+	require.Equal(t, "stricter", d.ShadowRule)
+	require.Equal(t, "would be refused", d.ShadowReason)
+}

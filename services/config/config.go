@@ -172,7 +172,10 @@ type PostgresBackend struct {
 
 // Policy is a named group of CEL rules for some resources.
 type Policy struct {
-	Name      string   `yaml:"name"`
+	Name string `yaml:"name"`
+	// Shadow evaluates the policy and records what it would decide ("would deny") without
+	// enforcing it, to try a new policy on live traffic.
+	Shadow    bool     `yaml:"shadow"`
 	Resources []string `yaml:"resources"`
 	Rules     []Rule   `yaml:"rules"`
 }

@@ -59,10 +59,21 @@ type Decision struct {
 	Cacheable bool `json:"cacheable,omitempty"`
 	// Cached is set by the proxy when the decision came from its cache.
 	Cached bool `json:"cached,omitempty"`
+	// Shadow, when set, is what the decision would have been with the shadow policies
+	// enforced (a policy being tried on live traffic); it changes nothing.
+	Shadow *Shadow `json:"shadow,omitempty"`
 	// SQLState, when set, is the error code the client gets instead of 42501: a statement
 	// that does not parse is refused as PostgreSQL itself would (42601 syntax_error, with
 	// the parser's own message).
 	SQLState string `json:"sqlstate,omitempty"`
+}
+
+// Shadow is a decision that shadow policies would have made.
+type Shadow struct {
+	Effect string `json:"effect"`
+	Policy string `json:"policy,omitempty"`
+	Rule   string `json:"rule,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Allowed reports whether the statement may run.
@@ -75,6 +86,7 @@ type rule struct {
 	// that do not parse. Other rules never match those: `kinds.all(...)` over the empty
 	// facts of an unparsable statement would otherwise be vacuously true.
 	onParseError bool
+	shadow       bool // from a shadow policy: recorded, not enforced
 }
 
 // Engine holds compiled rules. It is immutable; a policy change builds a new Engine.
@@ -131,7 +143,7 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 				continue
 			}
 			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
-				onParseError: strings.Contains(r.When, "parse_error")}
+				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow}
 			varies := readsTextOrTime(ast)
 			for _, res := range p.Resources {
 				e.byRes[res] = append(e.byRes[res], rl)
@@ -181,9 +193,11 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		"grants": []any{},
 		"now":    now,
 	}
-	var best *rule
-	var bestErr error
 	rules := append(slices.Clone(e.byRes[req.Resource.Name]), e.byRes["*"]...)
+	// Each rule is evaluated once; shadow policies' matches are kept apart: they say what
+	// would happen if those policies were enforced, and change nothing.
+	var enforced, all match
+	shadowSeen := false
 	for _, r := range rules {
 		if info.ParseError != "" && !r.onParseError {
 			continue
@@ -198,27 +212,57 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		} else if b, ok := out.Value().(bool); ok && b {
 			matched = true
 		}
-		if matched && (best == nil || effectRank[r.effect] > effectRank[best.effect]) {
-			best, bestErr = r, err
+		if !matched {
+			continue
+		}
+		all.consider(r, err)
+		if r.shadow {
+			shadowSeen = true
+		} else {
+			enforced.consider(r, err)
 		}
 	}
-	if best == nil {
+	enforced.fill(&d, &info, req.Resource.Name)
+	if shadowSeen {
+		var would Decision
+		all.fill(&would, &info, req.Resource.Name)
+		if would.Effect != d.Effect || would.Rule != d.Rule || would.Policy != d.Policy {
+			d.Shadow = &Shadow{Effect: would.Effect, Policy: would.Policy, Rule: would.Rule, Reason: would.Reason}
+		}
+	}
+	return d
+}
+
+// match is the most restrictive rule matched so far.
+type match struct {
+	best *rule
+	err  error
+}
+
+func (m *match) consider(r *rule, err error) {
+	if m.best == nil || effectRank[r.effect] > effectRank[m.best.effect] {
+		m.best, m.err = r, err
+	}
+}
+
+// fill sets the effect, the rule and the reason of d from the match (default deny).
+func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
+	if m.best == nil {
 		d.Effect = EffectDeny
 		if info.ParseError != "" {
 			d.Reason, d.SQLState = info.ParseError, "42601"
 		} else {
-			d.Reason = fmt.Sprintf("no rule allows %s on resource %s", strings.Join(info.Kinds, ", "), req.Resource.Name)
+			d.Reason = fmt.Sprintf("no rule allows %s on resource %s", strings.Join(info.Kinds, ", "), resource)
 		}
-		return d
+		return
 	}
-	d.Effect, d.Policy, d.Rule, d.Reason = best.effect, best.policy, best.name, best.reason
-	if bestErr != nil {
-		d.Reason = fmt.Sprintf("rule could not be evaluated (%v); denying", bestErr)
+	d.Effect, d.Policy, d.Rule, d.Reason = m.best.effect, m.best.policy, m.best.name, m.best.reason
+	if m.err != nil {
+		d.Reason = fmt.Sprintf("rule could not be evaluated (%v); denying", m.err)
 	}
 	if d.Reason == "" {
-		d.Reason = "rule " + best.name + " matched"
+		d.Reason = "rule " + m.best.name + " matched"
 	}
-	return d
 }
 
 // readsTextOrTime reports whether a rule reads the variable now or a field named text

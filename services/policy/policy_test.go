@@ -153,3 +153,32 @@ func TestCacheability(t *testing.T) {
 		require.Equal(t, cacheable, decide(t, e, nil, nil, "select 1").Cacheable, when)
 	}
 }
+
+func TestShadowPoliciesAreRecordedNotEnforced(t *testing.T) {
+	pols := append([]config.Policy{{Name: "tighten", Shadow: true, Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "no-customers", Effect: "deny", When: `"public.customers" in request.sql.tables`, Reason: "customers are off limits"},
+	}}}, demo...)
+	e, err := policy.Compile(pols, 1)
+	require.NoError(t, err)
+	d := decide(t, e, []string{"dba"}, nil, "select * from customers")
+	require.Equal(t, "allow", d.Effect, "a shadow policy changes nothing")
+	require.Equal(t, "dba", d.Rule)
+	require.NotNil(t, d.Shadow)
+	require.Equal(t, "deny", d.Shadow.Effect)
+	require.Equal(t, "tighten", d.Shadow.Policy)
+	require.Equal(t, "no-customers", d.Shadow.Rule)
+	require.Equal(t, "customers are off limits", d.Shadow.Reason)
+
+	d = decide(t, e, []string{"dba"}, nil, "select * from orders")
+	require.Nil(t, d.Shadow, "no shadow record when the shadow policies agree")
+
+	// A shadow allow does not open anything either.
+	pols = append([]config.Policy{{Name: "loosen", Shadow: true, Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "readers-read-customers", Effect: "allow", When: `"orders-readers" in identity.groups`},
+	}}}, demo...)
+	e, err = policy.Compile(pols, 1)
+	require.NoError(t, err)
+	d = decide(t, e, []string{"orders-readers"}, nil, "select * from customers")
+	require.Equal(t, "deny", d.Effect)
+	require.Equal(t, "allow", d.Shadow.Effect)
+}
