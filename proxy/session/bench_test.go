@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
+	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/policy"
 )
 
@@ -33,5 +35,29 @@ func BenchmarkCachedDecision(b *testing.B) {
 	}
 	if next.calls != 1 {
 		b.Fatalf("%d calls to the policy service", next.calls)
+	}
+}
+
+// BenchmarkDecisionThroughNATS: a cache-miss decision, proxy → gh.policy.decide → policy
+// service → reply, over an embedded NATS.
+func BenchmarkDecisionThroughNATS(b *testing.B) {
+	bus := bustest.Connect(b)
+	eng, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"*"}, Rules: []config.Rule{
+		{Name: "read", Effect: "allow", When: `request.sql.kinds.all(k, k == "select")`}}}}, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := policy.NewService(bus.NC, eng, prometheus.NewRegistry(), log)
+	if err := svc.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	d := &NATSDecider{NC: bus.NC, Timeout: 2 * time.Second}
+	r := req("svc", []string{"a"}, "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+	ctx := context.Background()
+	for b.Loop() {
+		if got := d.Decide(ctx, r); got.Effect != "allow" {
+			b.Fatal(got.Reason)
+		}
 	}
 }
