@@ -7,9 +7,11 @@ import (
 	"fmt"
 )
 
-// Payload is implemented by every generated payload type.
+// Payload is implemented by (pointers to) every generated payload type.
 type Payload interface {
 	EventType() string
+	// AppendJSON appends the payload's JSON encoding, exactly as encoding/json writes it.
+	AppendJSON(b []byte) []byte
 }
 
 // ComputeHash returns the chain hash of e: hex SHA-256 over the previous hash, a newline,

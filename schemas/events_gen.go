@@ -4,6 +4,7 @@ package schemas
 
 import (
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -35,6 +36,48 @@ type Event struct {
 	Payload json.RawMessage `json:"payload"`
 }
 
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *Event) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"id":`...)
+	b = AppendJSONString(b, v.ID)
+	b = append(b, `,"type":`...)
+	b = AppendJSONString(b, v.Type)
+	b = append(b, `,"code":`...)
+	b = AppendJSONString(b, v.Code)
+	b = append(b, `,"time":`...)
+	b = appendJSONTime(b, v.Time)
+	b = append(b, `,"session_id":`...)
+	b = AppendJSONString(b, v.SessionID)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, uint64(v.Seq), 10)
+	b = append(b, `,"identity":`...)
+	b = v.Identity.AppendJSON(b)
+	b = append(b, `,"resource":`...)
+	b = AppendJSONString(b, v.Resource)
+	if !(v.PolicyRevision == 0) {
+		b = append(b, `,"policy_revision":`...)
+		b = strconv.AppendUint(b, uint64(v.PolicyRevision), 10)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"prev_hash":`...)
+	b = AppendJSONString(b, v.PrevHash)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"hash":`...)
+	b = AppendJSONString(b, v.Hash)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"payload":`...)
+	b = appendJSONRaw(b, v.Payload)
+	return append(b, '}')
+}
+
 // Column describes one result column as the client saw it.
 type Column struct {
 	// Name is column name or alias.
@@ -47,6 +90,38 @@ type Column struct {
 	TypeOID uint32 `json:"type_oid"`
 	// Format is 0 text, 1 binary.
 	Format int16 `json:"format,omitempty"`
+}
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *Column) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"name":`...)
+	b = AppendJSONString(b, v.Name)
+	if !(v.TableOID == 0) {
+		b = append(b, `,"table_oid":`...)
+		b = strconv.AppendUint(b, uint64(v.TableOID), 10)
+	}
+	if !(v.Attnum == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"attnum":`...)
+		b = strconv.AppendUint(b, uint64(v.Attnum), 10)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"type_oid":`...)
+	b = strconv.AppendUint(b, uint64(v.TypeOID), 10)
+	if !(v.Format == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"format":`...)
+		b = strconv.AppendInt(b, int64(v.Format), 10)
+	}
+	return append(b, '}')
 }
 
 // Identity is the verified caller of a session.
@@ -63,6 +138,44 @@ type Identity struct {
 	OnBehalfOf string `json:"on_behalf_of,omitempty"`
 }
 
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *Identity) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"subject":`...)
+	b = AppendJSONString(b, v.Subject)
+	b = append(b, `,"issuer":`...)
+	b = AppendJSONString(b, v.Issuer)
+	if !(len(v.Groups) == 0) {
+		b = append(b, `,"groups":`...)
+		if v.Groups == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Groups {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"kind":`...)
+	b = AppendJSONString(b, v.Kind)
+	if !(v.OnBehalfOf == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"on_behalf_of":`...)
+		b = AppendJSONString(b, v.OnBehalfOf)
+	}
+	return append(b, '}')
+}
+
 // SQLError is an error returned to the client.
 type SQLError struct {
 	// Sqlstate is SQLSTATE code.
@@ -71,6 +184,19 @@ type SQLError struct {
 	Message string `json:"message"`
 	// From is backend or gateway: who raised it.
 	From string `json:"from"`
+}
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SQLError) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"sqlstate":`...)
+	b = AppendJSONString(b, v.Sqlstate)
+	b = append(b, `,"message":`...)
+	b = AppendJSONString(b, v.Message)
+	b = append(b, `,"from":`...)
+	b = AppendJSONString(b, v.From)
+	return append(b, '}')
 }
 
 // Event types.
@@ -125,6 +251,29 @@ var Codes = map[string]string{
 	TypeDbQueryDone:   CodeDbQueryDone,
 }
 
+// NewPayload returns an empty payload of the given event type.
+func NewPayload(typ string) (Payload, bool) {
+	switch typ {
+	case TypeSessionStart:
+		return &SessionStart{}, true
+	case TypeSessionEnd:
+		return &SessionEnd{}, true
+	case TypeAuthFailed:
+		return &AuthFailed{}, true
+	case TypeDbQuery:
+		return &DbQuery{}, true
+	case TypeDbBind:
+		return &DbBind{}, true
+	case TypeDecision:
+		return &Decision{}, true
+	case TypeDbResultChunk:
+		return &DbResultChunk{}, true
+	case TypeDbQueryDone:
+		return &DbQueryDone{}, true
+	}
+	return nil, false
+}
+
 // SessionStart is the payload of session.start events: a caller authenticated and the proxy opened a backend connection for it.
 type SessionStart struct {
 	// Protocol is postgres.
@@ -148,6 +297,52 @@ type SessionStart struct {
 // EventType returns "session.start".
 func (SessionStart) EventType() string { return TypeSessionStart }
 
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SessionStart) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"protocol":`...)
+	b = AppendJSONString(b, v.Protocol)
+	b = append(b, `,"client_addr":`...)
+	b = AppendJSONString(b, v.ClientAddr)
+	if !(v.ClientUser == "") {
+		b = append(b, `,"client_user":`...)
+		b = AppendJSONString(b, v.ClientUser)
+	}
+	if !(v.Database == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"database":`...)
+		b = AppendJSONString(b, v.Database)
+	}
+	if !(v.ApplicationName == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"application_name":`...)
+		b = AppendJSONString(b, v.ApplicationName)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"tls":`...)
+	b = strconv.AppendBool(b, v.TLS)
+	if !(v.BackendPID == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"backend_pid":`...)
+		b = strconv.AppendUint(b, uint64(v.BackendPID), 10)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"audit_mode":`...)
+	b = AppendJSONString(b, v.AuditMode)
+	return append(b, '}')
+}
+
 // SessionEnd is the payload of session.end events: the session ended. The last event of every session.
 type SessionEnd struct {
 	// Reason is client_closed, client_error, backend_closed, shutdown, revoked.
@@ -169,6 +364,44 @@ type SessionEnd struct {
 // EventType returns "session.end".
 func (SessionEnd) EventType() string { return TypeSessionEnd }
 
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SessionEnd) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"reason":`...)
+	b = AppendJSONString(b, v.Reason)
+	if !(v.Error == "") {
+		b = append(b, `,"error":`...)
+		b = AppendJSONString(b, v.Error)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"statements":`...)
+	b = strconv.AppendUint(b, uint64(v.Statements), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"denied":`...)
+	b = strconv.AppendUint(b, uint64(v.Denied), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"duration_us":`...)
+	b = strconv.AppendUint(b, uint64(v.DurationUS), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"bytes_in":`...)
+	b = strconv.AppendUint(b, uint64(v.BytesIn), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"bytes_out":`...)
+	b = strconv.AppendUint(b, uint64(v.BytesOut), 10)
+	return append(b, '}')
+}
+
 // AuthFailed is the payload of auth.failed events: a connection was refused before a session started (bad token, unknown resource, backend down).
 type AuthFailed struct {
 	// Protocol is postgres.
@@ -188,6 +421,38 @@ type AuthFailed struct {
 // EventType returns "auth.failed".
 func (AuthFailed) EventType() string { return TypeAuthFailed }
 
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *AuthFailed) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"protocol":`...)
+	b = AppendJSONString(b, v.Protocol)
+	b = append(b, `,"client_addr":`...)
+	b = AppendJSONString(b, v.ClientAddr)
+	if !(v.ClientUser == "") {
+		b = append(b, `,"client_user":`...)
+		b = AppendJSONString(b, v.ClientUser)
+	}
+	if !(v.Database == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"database":`...)
+		b = AppendJSONString(b, v.Database)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"check":`...)
+	b = AppendJSONString(b, v.Check)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"message":`...)
+	b = AppendJSONString(b, v.Message)
+	return append(b, '}')
+}
+
 // DbQuery is the payload of db.query events: the client sent a statement (simple Query, or an extended-protocol Parse).
 type DbQuery struct {
 	// QueryID is statement number within the session, starting at 1.
@@ -205,6 +470,33 @@ type DbQuery struct {
 // EventType returns "db.query".
 func (DbQuery) EventType() string { return TypeDbQuery }
 
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *DbQuery) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"sql":`...)
+	b = AppendJSONString(b, v.SQL)
+	if !(!v.Truncated) {
+		b = append(b, `,"truncated":`...)
+		b = strconv.AppendBool(b, v.Truncated)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"protocol":`...)
+	b = AppendJSONString(b, v.Protocol)
+	if !(v.StatementName == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"statement_name":`...)
+		b = AppendJSONString(b, v.StatementName)
+	}
+	return append(b, '}')
+}
+
 // DbBind is the payload of db.bind events: the parameters an extended-protocol statement is executed with (Bind), recorded at its Execute.
 type DbBind struct {
 	// QueryID is the execution the parameters belong to.
@@ -219,6 +511,46 @@ type DbBind struct {
 
 // EventType returns "db.bind".
 func (DbBind) EventType() string { return TypeDbBind }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *DbBind) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	if !(v.Portal == "") {
+		b = append(b, `,"portal":`...)
+		b = AppendJSONString(b, v.Portal)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"params":`...)
+	if v.Params == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, e := range v.Params {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if e == nil {
+				b = append(b, "null"...)
+			} else {
+				b = AppendJSONString(b, *e)
+			}
+		}
+		b = append(b, ']')
+	}
+	if !(!v.Truncated) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"truncated":`...)
+		b = strconv.AppendBool(b, v.Truncated)
+	}
+	return append(b, '}')
+}
 
 // Decision is the payload of decision events: the policy decision for a statement.
 type Decision struct {
@@ -257,6 +589,123 @@ type Decision struct {
 // EventType returns "decision".
 func (Decision) EventType() string { return TypeDecision }
 
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *Decision) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"effect":`...)
+	b = AppendJSONString(b, v.Effect)
+	if !(v.Policy == "") {
+		b = append(b, `,"policy":`...)
+		b = AppendJSONString(b, v.Policy)
+	}
+	if !(v.Rule == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"rule":`...)
+		b = AppendJSONString(b, v.Rule)
+	}
+	if !(v.Reason == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"reason":`...)
+		b = AppendJSONString(b, v.Reason)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"revision":`...)
+	b = strconv.AppendUint(b, uint64(v.Revision), 10)
+	if !(v.Fingerprint == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"fingerprint":`...)
+		b = AppendJSONString(b, v.Fingerprint)
+	}
+	if !(len(v.Kinds) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"kinds":`...)
+		if v.Kinds == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Kinds {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(len(v.Tables) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"tables":`...)
+		if v.Tables == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Tables {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(!v.Cached) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"cached":`...)
+		b = strconv.AppendBool(b, v.Cached)
+	}
+	if !(v.ShadowEffect == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"shadow_effect":`...)
+		b = AppendJSONString(b, v.ShadowEffect)
+	}
+	if !(v.ShadowPolicy == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"shadow_policy":`...)
+		b = AppendJSONString(b, v.ShadowPolicy)
+	}
+	if !(v.ShadowRule == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"shadow_rule":`...)
+		b = AppendJSONString(b, v.ShadowRule)
+	}
+	if !(v.ShadowReason == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"shadow_reason":`...)
+		b = AppendJSONString(b, v.ShadowReason)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"latency_us":`...)
+	b = strconv.AppendUint(b, uint64(v.LatencyUS), 10)
+	return append(b, '}')
+}
+
 // DbResultChunk is the payload of db.result.chunk events: a bounded chunk of result rows, exactly as sent to the client.
 type DbResultChunk struct {
 	// QueryID is the statement the rows belong to.
@@ -273,6 +722,68 @@ type DbResultChunk struct {
 
 // EventType returns "db.result.chunk".
 func (DbResultChunk) EventType() string { return TypeDbResultChunk }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *DbResultChunk) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"chunk":`...)
+	b = strconv.AppendUint(b, uint64(v.Chunk), 10)
+	if !(len(v.Columns) == 0) {
+		b = append(b, `,"columns":`...)
+		if v.Columns == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Columns {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = e.AppendJSON(b)
+			}
+			b = append(b, ']')
+		}
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"rows":`...)
+	if v.Rows == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, e := range v.Rows {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if e == nil {
+				b = append(b, "null"...)
+			} else {
+				b = append(b, '[')
+				for i, e := range e {
+					if i > 0 {
+						b = append(b, ',')
+					}
+					if e == nil {
+						b = append(b, "null"...)
+					} else {
+						b = AppendJSONString(b, *e)
+					}
+				}
+				b = append(b, ']')
+			}
+		}
+		b = append(b, ']')
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"first_row":`...)
+	b = strconv.AppendUint(b, uint64(v.FirstRow), 10)
+	return append(b, '}')
+}
 
 // DbQueryDone is the payload of db.query.done events: a statement finished (completed, failed, or was denied).
 type DbQueryDone struct {
@@ -294,3 +805,55 @@ type DbQueryDone struct {
 
 // EventType returns "db.query.done".
 func (DbQueryDone) EventType() string { return TypeDbQueryDone }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *DbQueryDone) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"status":`...)
+	b = AppendJSONString(b, v.Status)
+	if !(len(v.CommandTags) == 0) {
+		b = append(b, `,"command_tags":`...)
+		if v.CommandTags == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.CommandTags {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"rows":`...)
+	b = strconv.AppendUint(b, uint64(v.Rows), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"rows_recorded":`...)
+	b = strconv.AppendUint(b, uint64(v.RowsRecorded), 10)
+	if !(v.Error == nil) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"error":`...)
+		if v.Error == nil {
+			b = append(b, "null"...)
+		} else {
+			b = v.Error.AppendJSON(b)
+		}
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"duration_us":`...)
+	b = strconv.AppendUint(b, uint64(v.DurationUS), 10)
+	return append(b, '}')
+}

@@ -94,7 +94,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 	require.NoError(t, os.WriteFile(rotFile, []byte("rot-1\n"), 0o600))
 
 	b := bustest.Connect(t)
-	pub := session.NewPublisher(b.JS, 10000, 5*time.Second, prometheus.NewRegistry(), log)
+	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 10000, Wait: 5 * time.Second, Linger: 5 * time.Millisecond}, prometheus.NewRegistry(), log)
 	t.Cleanup(func() { _ = pub.Close(context.Background()) })
 
 	e := echo.New()

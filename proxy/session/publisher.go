@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,11 +29,18 @@ type Publisher struct {
 	log *slog.Logger
 
 	wait     time.Duration // how long a full spool may hold up a statement before refusing it
+	linger   time.Duration // how long a buffered session's events may wait for company
+	maxBytes int64         // bound on the bytes spooled
+	bytes    atomic.Int64  // bytes spooled: enqueued and not yet acknowledged
 	mu       sync.RWMutex  // guards closed against sends on queue
 	closed   bool
 	queue    chan *pending
 	inflight chan inflight
 	done     chan struct{}
+
+	lmu     sync.Mutex // guards dirty and swept
+	dirty   []*Session // sessions holding lingering events
+	pending bool       // a sweep is scheduled
 
 	published *prometheus.CounterVec
 	retries   prometheus.Counter
@@ -53,11 +61,21 @@ type inflight struct {
 	err error
 }
 
-// NewPublisher starts a publisher with room for spool messages; a statement waits up to
-// wait for room before it is refused.
-func NewPublisher(js jetstream.JetStream, spool int, wait time.Duration, reg prometheus.Registerer, log *slog.Logger) *Publisher {
-	p := &Publisher{js: js, log: log, wait: wait,
-		queue:    make(chan *pending, spool),
+// PublisherOptions bound the spool and set the batching.
+type PublisherOptions struct {
+	Spool      int           // messages waiting for JetStream
+	SpoolBytes int           // their bytes (0: 256 MiB)
+	Wait       time.Duration // how long a statement waits for room before it is refused
+	Linger     time.Duration // how long a buffered session's events may wait to share a message (0: not at all)
+}
+
+// NewPublisher starts a publisher.
+func NewPublisher(js jetstream.JetStream, o PublisherOptions, reg prometheus.Registerer, log *slog.Logger) *Publisher {
+	if o.SpoolBytes <= 0 {
+		o.SpoolBytes = 256 << 20
+	}
+	p := &Publisher{js: js, log: log, wait: o.Wait, linger: o.Linger, maxBytes: int64(o.SpoolBytes),
+		queue:    make(chan *pending, o.Spool),
 		inflight: make(chan inflight, 4096),
 		done:     make(chan struct{}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_events_published_total",
@@ -81,20 +99,75 @@ func (p *Publisher) enqueue(pe *pending) error {
 	if p.closed {
 		return ErrClosed
 	}
-	select {
-	case p.queue <- pe:
-		p.spool.Inc()
-		return nil
-	default:
+	if p.bytes.Load() < p.maxBytes {
+		select {
+		case p.queue <- pe:
+			p.accept(pe)
+			return nil
+		default:
+		}
 	}
-	t := time.NewTimer(p.wait)
+	deadline := time.Now().Add(p.wait)
+	for p.bytes.Load() >= p.maxBytes {
+		if time.Now().After(deadline) {
+			return ErrSpoolFull
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case p.queue <- pe:
-		p.spool.Inc()
+		p.accept(pe)
 		return nil
 	case <-t.C:
 		return ErrSpoolFull
+	}
+}
+
+func (p *Publisher) accept(pe *pending) {
+	p.spool.Inc()
+	p.bytes.Add(int64(len(pe.data)))
+}
+
+// tryEnqueue adds a message to the spool if there is room now.
+func (p *Publisher) tryEnqueue(pe *pending) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if p.bytes.Load() >= p.maxBytes {
+		return ErrSpoolFull
+	}
+	select {
+	case p.queue <- pe:
+		p.accept(pe)
+		return nil
+	default:
+		return ErrSpoolFull
+	}
+}
+
+// later schedules s's lingering events to be flushed within the linger time.
+func (p *Publisher) later(s *Session) {
+	p.lmu.Lock()
+	p.dirty = append(p.dirty, s)
+	if !p.pending {
+		p.pending = true
+		time.AfterFunc(p.linger, p.sweep)
+	}
+	p.lmu.Unlock()
+}
+
+// sweep flushes the sessions whose events have lingered.
+func (p *Publisher) sweep() {
+	p.lmu.Lock()
+	dirty := p.dirty
+	p.dirty, p.pending = nil, false
+	p.lmu.Unlock()
+	for _, s := range dirty {
+		s.flushLingering()
 	}
 }
 
@@ -127,6 +200,7 @@ func (p *Publisher) confirm() {
 			err = p.retry(in.p, err)
 		}
 		p.spool.Dec()
+		p.bytes.Add(-int64(len(in.p.data)))
 		if err == nil {
 			for _, t := range in.p.types {
 				p.published.WithLabelValues(t).Inc()
@@ -162,6 +236,7 @@ func (p *Publisher) retry(pe *pending, err error) error {
 
 // Close stops accepting events and waits until the spool is drained or ctx ends.
 func (p *Publisher) Close(ctx context.Context) error {
+	p.sweep()
 	p.mu.Lock()
 	if !p.closed {
 		p.closed = true

@@ -9,8 +9,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
+	"hash"
 	"sync"
 	"time"
 
@@ -47,6 +47,11 @@ type Session struct {
 	prevHash string
 	revision uint64
 	batch    eventBatch
+	hasher   hash.Hash // SHA-256, reused
+	payload  []byte    // scratch for the payload's encoding
+	encoded  []byte    // scratch for the event's encoding
+	lingers  bool      // the publisher will flush the batch (buffered mode)
+	flushErr error     // the last lingering flush failed: the next statement flushes itself
 
 	queries uint64 // statements received
 	denied  uint64
@@ -55,7 +60,7 @@ type Session struct {
 // New opens a session. It emits nothing until Start.
 func New(id *identity.Identity, res *config.Resource, pub *Publisher, decider Decider, limits Limits) *Session {
 	return &Session{ID: newID(), Identity: id, Resource: res, pub: pub, decider: decider, limits: limits,
-		strict: res.Audit == "strict", start: time.Now()}
+		strict: res.Audit == "strict", start: time.Now(), hasher: sha256.New()}
 }
 
 func newID() string {
@@ -87,9 +92,10 @@ func (s *Session) Emit(ctx context.Context, p schemas.Payload) error {
 	return wait(ctx)
 }
 
-// add records an event in the session's batch; flush sends the batch. A statement's events
-// go out as two messages (the statement with its decision, then its results with its end),
-// not one per event: JetStream's cost is per message.
+// add records an event in the session's batch; flush sends the batch. JetStream's cost is
+// per message, so a statement's events share messages: in strict mode two (the statement
+// with its decision, then its results with its end); in buffered mode the events of all
+// statements within the linger time (flushSoon).
 func (s *Session) add(p schemas.Payload) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -102,34 +108,68 @@ func (s *Session) flush(await bool) (func(context.Context) error, error) {
 	return s.flushLocked(await)
 }
 
+// lingerBytes is how much a lingering batch may hold before it is sent at once.
+const lingerBytes = 64 << 10
+
+// flushSoon sends the batch now in strict mode (or with lingering off), and otherwise lets
+// it linger so that the next statements' events share its message. A batch that has grown
+// large, or whose last lingering flush failed, is sent now: the error (a full spool) then
+// refuses the statement, as an immediate flush would.
+func (s *Session) flushSoon() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.strict || s.pub.linger <= 0 || len(s.batch.data) >= lingerBytes || s.flushErr != nil {
+		_, err := s.flushLocked(false)
+		return err
+	}
+	if s.batch.n > 0 && !s.lingers {
+		s.lingers = true
+		s.pub.later(s)
+	}
+	return nil
+}
+
+// flushLingering is the publisher's flush of a lingering batch. It does not wait for room
+// in the spool: on failure the batch stays, and the session's next statement flushes it.
+func (s *Session) flushLingering() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.lingers {
+		return
+	}
+	s.lingers = false
+	if err := s.flushWith(false, s.pub.tryEnqueue); err != nil {
+		s.flushErr = err
+	}
+}
+
 var emptyHash = []byte(`"hash":"","payload":`)
 
 func (s *Session) addLocked(p schemas.Payload) error {
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", p.EventType(), err)
-	}
+	s.payload = p.AppendJSON(s.payload[:0])
 	ev := schemas.Event{
 		ID: newID(), Type: p.EventType(), Code: schemas.Codes[p.EventType()], Time: time.Now().UTC().Truncate(time.Microsecond),
 		SessionID: s.ID, Seq: s.seq + 1, Identity: s.Identity.Identity, Resource: s.Resource.Name,
-		PolicyRevision: s.revision, PrevHash: s.prevHash, Payload: payload,
+		PolicyRevision: s.revision, PrevHash: s.prevHash, Payload: s.payload,
 	}
 	// One encoding serves both the hash (over the event with hash empty, as
-	// Event.ComputeHash defines it) and the message: the hash is spliced in afterwards. The
-	// first `"hash":"","payload":` is the envelope's: inside strings quotes are escaped.
-	data, err := json.Marshal(&ev)
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
+	// Event.ComputeHash defines it) and the message: the hash is spliced in afterwards.
+	// The payload is the envelope's last field, so the empty hash sits right before it.
+	data := ev.AppendJSON(s.encoded[:0])
+	s.encoded = data
+	i := len(data) - 1 - len(s.payload) - len(emptyHash)
+	if i < 0 || !bytes.Equal(data[i:i+len(emptyHash)], emptyHash) {
+		return fmt.Errorf("encode event %s: envelope without hash field", ev.ID)
 	}
-	h := sha256.New()
+	h := s.hasher
+	h.Reset()
 	h.Write([]byte(s.prevHash))
 	h.Write([]byte{'\n'})
 	h.Write(data)
-	hash := hex.EncodeToString(h.Sum(nil))
-	i := bytes.Index(data, emptyHash)
-	if i < 0 {
-		return fmt.Errorf("encode event %s: envelope without hash field", ev.ID)
-	}
+	var sum [sha256.Size]byte
+	var hexSum [2 * sha256.Size]byte
+	hex.Encode(hexSum[:], h.Sum(sum[:0]))
+	hash := string(hexSum[:])
 	b := &s.batch
 	if b.n > 0 {
 		b.data = append(b.data, '\n')
@@ -143,12 +183,25 @@ func (s *Session) addLocked(p schemas.Payload) error {
 	b.n++
 	s.seq++
 	s.prevHash = hash
+	// Keep small scratch buffers; a large result chunk's are not held by an idle session.
+	if cap(s.encoded) > 16<<10 {
+		s.payload, s.encoded = nil, nil
+	}
 	return nil
 }
 
 // flushLocked hands the batch to the publisher. When the spool is full the batch stays
 // with the session (the chain stays whole) and goes out with the next flush.
 func (s *Session) flushLocked(await bool) (func(context.Context) error, error) {
+	return s.flushWithWait(await, s.pub.enqueue)
+}
+
+func (s *Session) flushWith(await bool, enqueue func(*pending) error) error {
+	_, err := s.flushWithWait(await, enqueue)
+	return err
+}
+
+func (s *Session) flushWithWait(await bool, enqueue func(*pending) error) (func(context.Context) error, error) {
 	b := &s.batch
 	if b.n == 0 {
 		return nil, nil
@@ -161,10 +214,11 @@ func (s *Session) flushLocked(await bool) (func(context.Context) error, error) {
 	if await {
 		pe.ack = make(chan error, 1)
 	}
-	if err := s.pub.enqueue(pe); err != nil {
+	if err := enqueue(pe); err != nil {
 		return nil, err
 	}
 	*b = eventBatch{}
+	s.lingers, s.flushErr = false, nil
 	if !await {
 		return nil, nil
 	}
@@ -235,12 +289,15 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	s.mu.Unlock()
 	d := &q.Decision
 	err := s.add(decisionEvent(q.ID, d, time.Since(start)))
-	var wait func(context.Context) error
 	if err == nil {
-		wait, err = s.flush(s.strict)
-	}
-	if err == nil && wait != nil {
-		err = wait(ctx)
+		if s.strict {
+			var wait func(context.Context) error
+			if wait, err = s.flush(true); err == nil && wait != nil {
+				err = wait(ctx)
+			}
+		} else {
+			err = s.flushSoon()
+		}
 	}
 	if err != nil {
 		q.Decision = policy.Decision{Effect: policy.EffectDeny, Revision: d.Revision, Reason: "statement refused: audit trail unavailable: " + err.Error()}
@@ -278,7 +335,7 @@ func (s *Session) Reexecute(ctx context.Context, prev *Query) *Query {
 	copied := *d
 	copied.Cached = true
 	_ = s.add(decisionEvent(q.ID, &copied, 0))
-	_, _ = s.flush(false)
+	_ = s.flushSoon()
 	return q
 }
 
@@ -308,7 +365,7 @@ func (s *Session) Unattributed() *Query {
 	q := &Query{ID: s.queries, start: time.Now()}
 	s.mu.Unlock()
 	_ = s.add(&schemas.DbQuery{QueryID: q.ID, Protocol: "extended", StatementName: "(unknown portal)"})
-	_, _ = s.flush(false)
+	_ = s.flushSoon()
 	return q
 }
 
@@ -415,7 +472,7 @@ func (r *Result) flush() {
 	r.chunk++
 	// Long results go out as they come, a few chunks per message.
 	if r.chunk%4 == 0 {
-		_, _ = r.s.flush(false)
+		_ = r.s.flushSoon()
 	}
 	r.columns, r.rows, r.size = nil, nil, 0
 }
@@ -425,7 +482,7 @@ func (r *Result) Done(status string) {
 	r.flush()
 	_ = r.s.add(&schemas.DbQueryDone{QueryID: r.q.ID, Status: status, CommandTags: r.tags, Rows: r.total,
 		RowsRecorded: r.recorded, Error: r.err, DurationUS: uint64(time.Since(r.q.start).Microseconds())})
-	_, _ = r.s.flush(false)
+	_ = r.s.flushSoon()
 }
 
 func truncateUTF8(s string, n int) string {

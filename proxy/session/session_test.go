@@ -34,7 +34,11 @@ func (f fixedDecider) Decide(context.Context, *policy.Request) policy.Decision {
 var limits = session.Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64}
 
 func newSession(t *testing.T, b *bus.Bus, audit string, d session.Decider) (*session.Session, *session.Publisher) {
-	pub := session.NewPublisher(b.JS, 1000, time.Second, prometheus.NewRegistry(), discard)
+	return newLingeringSession(t, b, audit, d, 0)
+}
+
+func newLingeringSession(t *testing.T, b *bus.Bus, audit string, d session.Decider, linger time.Duration) (*session.Session, *session.Publisher) {
+	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 1000, Wait: time.Second, Linger: linger}, prometheus.NewRegistry(), discard)
 	t.Cleanup(func() {
 		// Tests that take JetStream away leave events that cannot drain; do not wait long.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -153,17 +157,52 @@ func TestStrictModeWaitsForJetStream(t *testing.T) {
 	require.Contains(t, q.Decision.Reason, "audit trail unavailable")
 }
 
-func TestSpoolFullRefusesStatements(t *testing.T) {
+func TestLingeringSessionSharesMessagesAndLosesNothing(t *testing.T) {
 	b := bustest.Connect(t)
-	pub := session.NewPublisher(b.JS, 1, 10*time.Millisecond, prometheus.NewRegistry(), discard)
+	s, _ := newLingeringSession(t, b, "buffered", fixedDecider{Effect: "allow", Revision: 1}, 200*time.Millisecond)
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	const statements = 50
+	for i := 0; i < statements; i++ {
+		q := s.OnQuery(ctx, "select 1", "simple", "")
+		require.True(t, q.Decision.Allowed())
+		r := s.NewResult(q)
+		r.Columns([]schemas.Column{{Name: "v", TypeOID: 23}})
+		r.Row([][]byte{[]byte("1")})
+		r.Tag("SELECT 1")
+		r.Done("ok")
+	}
+	// The session stays open: the lingering events go out on their own.
+	all := readSession(t, b, s.ID, 1+4*statements)
+	require.NoError(t, schemas.VerifyChain(all))
+	stream, err := b.JS.Stream(ctx, bus.StreamAudit)
+	require.NoError(t, err)
+	si, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.Less(t, si.State.Msgs, uint64(statements), "statements within the linger time share messages")
+	require.NoError(t, s.End(ctx, "client_closed", nil, 0, 0))
+	all = readSession(t, b, s.ID, 2+4*statements)
+	require.Equal(t, schemas.TypeSessionEnd, all[len(all)-1].Type)
+}
+
+func TestSpoolFullRefusesStatements(t *testing.T) {
+	for _, linger := range []time.Duration{0, 5 * time.Millisecond} {
+		t.Run(linger.String(), func(t *testing.T) { testSpoolFullRefusesStatements(t, linger) })
+	}
+}
+
+func testSpoolFullRefusesStatements(t *testing.T, linger time.Duration) {
+	b := bustest.Connect(t)
+	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 1, SpoolBytes: 1 << 20, Wait: 10 * time.Millisecond, Linger: linger}, prometheus.NewRegistry(), discard)
 	id := &identity.Identity{}
 	id.Subject = "x"
 	s := session.New(id, &config.Resource{Name: "demo", Audit: "buffered"}, pub, fixedDecider{Effect: "allow"}, limits)
 	// Stop JetStream from acknowledging so the one-event spool stays full.
 	require.NoError(t, b.JS.DeleteStream(context.Background(), bus.StreamAudit))
 	denied := false
-	// In flight: up to 4096 in the publisher and 4000 in the JetStream client.
-	for i := 0; i < 20000 && !denied; i++ {
+	// In flight: up to 4096 messages in the publisher and 4000 in the JetStream client, and
+	// 1 MiB in all.
+	for i := 0; i < 200000 && !denied; i++ {
 		q := s.OnQuery(context.Background(), "select 1", "simple", "")
 		if !q.Decision.Allowed() {
 			require.Contains(t, q.Decision.Reason, "spool is full")

@@ -306,7 +306,8 @@ func (a *App) devIssuerService() *Service {
 func (a *App) publisherService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
-			a.pub = session.NewPublisher(a.bus.JS, a.cfg.Audit.SpoolEvents, a.cfg.Audit.SpoolWait, a.reg, a.component("publisher"))
+			a.pub = session.NewPublisher(a.bus.JS, session.PublisherOptions{Spool: a.cfg.Audit.SpoolEvents,
+				SpoolBytes: a.cfg.Audit.SpoolBytes, Wait: a.cfg.Audit.SpoolWait, Linger: a.cfg.Audit.Linger}, a.reg, a.component("publisher"))
 			return nil
 		},
 		Stop: func(ctx context.Context) error {

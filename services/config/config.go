@@ -115,12 +115,18 @@ type PostgresProxy struct {
 type Audit struct {
 	// Mode is the default durability: strict or buffered (resources may override).
 	Mode string `yaml:"mode"`
-	// SpoolEvents bounds the messages waiting for JetStream (a statement's events travel in
-	// two); when full, new statements are refused.
+	// SpoolEvents bounds the messages waiting for JetStream (one message carries one or more
+	// events); when full, new statements are refused.
 	SpoolEvents int `yaml:"spool_events"`
+	// SpoolBytes bounds the bytes of those messages in the same way. Default 256 MiB.
+	SpoolBytes int `yaml:"spool_bytes"`
 	// SpoolWait is how long a statement may wait for room in a full spool before it is
 	// refused (backpressure for bursts such as huge pipelines).
 	SpoolWait time.Duration `yaml:"spool_wait"`
+	// Linger is how long a buffered session's events may wait to share one JetStream message
+	// with the events of its next statements (JetStream's cost is per message). Strict
+	// resources never linger. Default 5ms.
+	Linger time.Duration `yaml:"linger"`
 	// ResultChunkBytes bounds one db.result.chunk event.
 	ResultChunkBytes int `yaml:"result_chunk_bytes"`
 	// MaxResultBytes bounds the rows recorded per statement; later rows are counted only.
@@ -278,7 +284,9 @@ func (c *Config) ApplyDefaults() {
 	defInt(&c.Proxy.Postgres.DecisionCacheSize, 100000)
 	def(&c.Audit.Mode, "buffered")
 	defInt(&c.Audit.SpoolEvents, 100000)
+	defInt(&c.Audit.SpoolBytes, 256<<20)
 	defDur(&c.Audit.SpoolWait, 5*time.Second)
+	defDur(&c.Audit.Linger, 5*time.Millisecond)
 	defInt(&c.Audit.ResultChunkBytes, 64<<10)
 	defInt(&c.Audit.MaxResultBytes, 1<<20)
 	defInt(&c.Audit.MaxSQLBytes, 64<<10)
@@ -364,6 +372,12 @@ func (c *Config) Validate() error {
 	ck.oneOf("audit.mode", c.Audit.Mode, "strict", "buffered")
 	if c.Audit.ResultChunkBytes < 1024 {
 		ck.add("audit.result_chunk_bytes", "%d is below the 1024-byte minimum", c.Audit.ResultChunkBytes)
+	}
+	if c.Audit.SpoolBytes < 1<<20 {
+		ck.add("audit.spool_bytes", "%d is below the 1 MiB minimum", c.Audit.SpoolBytes)
+	}
+	if c.Audit.Linger < 0 || c.Audit.Linger > time.Second {
+		ck.add("audit.linger", "%s is out of range (0 to 1s)", c.Audit.Linger)
 	}
 	if c.Ingest.BatchSize < 1 || c.Ingest.BatchSize > 1000000 {
 		ck.add("ingest.batch_size", "%d is outside 1..1000000", c.Ingest.BatchSize)
