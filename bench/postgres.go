@@ -229,8 +229,9 @@ type gateway struct {
 }
 
 // startGateway runs Gatehouse in this process: embedded NATS, the policy service, the dev
-// issuer and the PostgreSQL proxy, with an allow-all policy for the bench identity, and
-// audit events published to JetStream (buffered for "bench", strict for "bench-strict").
+// issuer and the PostgreSQL proxy, with an allow-reads policy for the bench identity, a
+// mask rule on a column pgbench does not read, and audit events published to JetStream
+// (buffered for "bench", strict for "bench-strict").
 func startGateway(ctx context.Context, work string, pg *localdb.Postgres, log *slog.Logger) (*gateway, error) {
 	pw := filepath.Join(work, "bench-password")
 	if err := os.WriteFile(pw, []byte(benchPass), 0o600); err != nil {
@@ -251,6 +252,9 @@ policies:
     rules:
       - {name: bench-reads, effect: allow, when: '"bench" in identity.groups && request.sql.kinds.all(k, k == "select")'}
       - {name: no-drop-database, effect: deny, when: '"drop_database" in request.sql.kinds', reason: never}
+      # Masking is active on a column pgbench -S does not read: every statement is decided
+      # "mask", and its results are checked column by column.
+      - {name: mask-filler, effect: mask, when: "true", mask: {columns: [pgbench_accounts.filler], method: redact}}
 `, work, pg.Addr(), pw)
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {

@@ -107,6 +107,11 @@ func devCmd(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("dev TLS certificate: %w", err)
 		}
 	}
+	if cfg.Proxy.MaskKeyFile == "" {
+		if cfg.Proxy.MaskKeyFile, err = ensureKeyFile(filepath.Join(cfg.DataDir, "mask.key")); err != nil {
+			return fmt.Errorf("dev mask key: %w", err)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
@@ -204,4 +209,17 @@ func splitHostPort(s string) (string, string) {
 		return s, ""
 	}
 	return s[:i], s[i+1:]
+}
+
+// ensureKeyFile creates a file holding 32 random bytes (hex) unless it exists, and returns
+// its path.
+func ensureKeyFile(path string) (string, error) {
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600)
 }

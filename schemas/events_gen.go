@@ -176,6 +176,37 @@ func (v *Identity) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// MaskedCount is how many values of one result column were masked.
+type MaskedCount struct {
+	// Column is column index in the result (for COPY, the field index).
+	Column uint32 `json:"column"`
+	// Name is column name as the client saw it.
+	Name string `json:"name"`
+	// By is what masked them: the source column (schema.table.column) or the detector.
+	By string `json:"by"`
+	// Method is redact, partial or hmac.
+	Method string `json:"method"`
+	// Count is values masked.
+	Count uint64 `json:"count"`
+}
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *MaskedCount) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"column":`...)
+	b = strconv.AppendUint(b, uint64(v.Column), 10)
+	b = append(b, `,"name":`...)
+	b = AppendJSONString(b, v.Name)
+	b = append(b, `,"by":`...)
+	b = AppendJSONString(b, v.By)
+	b = append(b, `,"method":`...)
+	b = AppendJSONString(b, v.Method)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendUint(b, uint64(v.Count), 10)
+	return append(b, '}')
+}
+
 // SQLError is an error returned to the client.
 type SQLError struct {
 	// Sqlstate is SQLSTATE code.
@@ -556,7 +587,7 @@ func (v *DbBind) AppendJSON(b []byte) []byte {
 type Decision struct {
 	// QueryID is the statement decided.
 	QueryID uint64 `json:"query_id"`
-	// Effect is allow or deny.
+	// Effect is allow, mask, require_approval or deny.
 	Effect string `json:"effect"`
 	// Policy is policy that holds the matching rule.
 	Policy string `json:"policy,omitempty"`
@@ -582,6 +613,10 @@ type Decision struct {
 	ShadowRule string `json:"shadow_rule,omitempty"`
 	// ShadowReason is the shadow decision's reason.
 	ShadowReason string `json:"shadow_reason,omitempty"`
+	// MaskColumns is effect mask: the source columns masked, as column:method.
+	MaskColumns []string `json:"mask_columns,omitempty"`
+	// MaskDetectors is effect mask: the content detectors applied, as name:method (regex:PATTERN:method).
+	MaskDetectors []string `json:"mask_detectors,omitempty"`
 	// LatencyUS is time to decide, microseconds.
 	LatencyUS uint64 `json:"latency_us"`
 }
@@ -698,6 +733,42 @@ func (v *Decision) AppendJSON(b []byte) []byte {
 		b = append(b, `"shadow_reason":`...)
 		b = AppendJSONString(b, v.ShadowReason)
 	}
+	if !(len(v.MaskColumns) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"mask_columns":`...)
+		if v.MaskColumns == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.MaskColumns {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(len(v.MaskDetectors) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"mask_detectors":`...)
+		if v.MaskDetectors == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.MaskDetectors {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
 	if b[len(b)-1] != '{' {
 		b = append(b, ',')
 	}
@@ -718,6 +789,8 @@ type DbResultChunk struct {
 	Rows [][]*string `json:"rows"`
 	// FirstRow is index of the first row of this chunk within the result.
 	FirstRow uint64 `json:"first_row"`
+	// Masked is values masked in this chunk, per column (the rows hold the masked values; the clear values are never recorded).
+	Masked []MaskedCount `json:"masked,omitempty"`
 }
 
 // EventType returns "db.result.chunk".
@@ -782,6 +855,24 @@ func (v *DbResultChunk) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `"first_row":`...)
 	b = strconv.AppendUint(b, uint64(v.FirstRow), 10)
+	if !(len(v.Masked) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"masked":`...)
+		if v.Masked == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Masked {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = e.AppendJSON(b)
+			}
+			b = append(b, ']')
+		}
+	}
 	return append(b, '}')
 }
 

@@ -27,6 +27,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/postgres"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/devcert"
@@ -53,6 +54,7 @@ type proxyEnv struct {
 	certFile   string
 	pg         *localdb.Postgres
 	rotFile    string
+	bus        *bus.Bus
 }
 
 // connTo connects to another resource of the proxy.
@@ -86,6 +88,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE ROLE app LOGIN PASSWORD 'app-secret'"))
 	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE DATABASE app OWNER app"))
 	require.NoError(t, pg.Exec(ctx, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); ALTER TABLE items OWNER TO app; GRANT pg_signal_backend TO app"))
+	require.NoError(t, pg.Exec(ctx, "app", maskFixture))
 	// Other backend authentication methods, and a role whose password is rotated.
 	require.NoError(t, pg.Exec(ctx, "postgres", "SET password_encryption = 'md5'; CREATE ROLE app_md5 LOGIN PASSWORD 'md5-secret'"))
 	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE ROLE app_trust LOGIN; CREATE ROLE app_rot LOGIN PASSWORD 'rot-1'"))
@@ -111,7 +114,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		{Name: "all", Effect: "allow", When: "true"},
 		{Name: "no-drop", Effect: "deny", When: `request.sql.kinds.exists(k, k.startsWith("drop")) && "public.items" in request.sql.tables`, Reason: "no drops in tests"},
 		{Name: "keep-large-objects", Effect: "deny", When: `"lo_unlink" in request.sql.functions`, Reason: "large objects are kept"},
-	}}}, 1)
+	}}, {Name: "masking", Resources: []string{"app-masked"}, Rules: maskRules}}, 1)
 	require.NoError(t, err)
 
 	certDir := t.TempDir()
@@ -124,15 +127,17 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		return &config.PostgresBackend{Address: pg.Addr(), Database: "app", User: user, Password: password, PasswordFile: file, SSLMode: "disable"}
 	}
 	res := resources{
-		"app":       {Name: "app", Type: "postgres", Audit: "buffered", Postgres: backend("app", "app-secret", "")},
-		"app-md5":   {Name: "app-md5", Type: "postgres", Audit: "buffered", Postgres: backend("app_md5", "md5-secret", "")},
-		"app-trust": {Name: "app-trust", Type: "postgres", Audit: "buffered", Postgres: backend("app_trust", "", "")},
-		"app-rot":   {Name: "app-rot", Type: "postgres", Audit: "buffered", Postgres: backend("app_rot", "", rotFile)},
-		"app-tls":   {Name: "app-tls", Type: "postgres", Audit: "strict", RequireTLS: true, Postgres: backend("app", "app-secret", "")},
+		"app":        {Name: "app", Type: "postgres", Audit: "buffered", Postgres: backend("app", "app-secret", "")},
+		"app-md5":    {Name: "app-md5", Type: "postgres", Audit: "buffered", Postgres: backend("app_md5", "md5-secret", "")},
+		"app-trust":  {Name: "app-trust", Type: "postgres", Audit: "buffered", Postgres: backend("app_trust", "", "")},
+		"app-rot":    {Name: "app-rot", Type: "postgres", Audit: "buffered", Postgres: backend("app_rot", "", rotFile)},
+		"app-tls":    {Name: "app-tls", Type: "postgres", Audit: "strict", RequireTLS: true, Postgres: backend("app", "app-secret", "")},
+		"app-masked": {Name: "app-masked", Type: "postgres", Audit: "buffered", Postgres: backend("app", "app-secret", "")},
 	}
 	srv := postgres.New(postgres.Config{Listen: "127.0.0.1:0", MaxMessageBytes: maxMessage, StartupTimeout: 10 * time.Second,
-		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"postgresql"}},
-		Limits: session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10}},
+		TLS:     &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"postgresql"}},
+		Limits:  session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10},
+		MaskKey: []byte(testMaskKey)},
 		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
 	require.NoError(t, srv.Listen())
 	sctx, stop := context.WithCancel(context.Background())
@@ -144,7 +149,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		<-done
 	})
 	host, port, _ := net.SplitHostPort(srv.Addr())
-	return &proxyEnv{host: host, port: port, token: tok, certFile: certFile, pg: pg, rotFile: rotFile}
+	return &proxyEnv{host: host, port: port, token: tok, certFile: certFile, pg: pg, rotFile: rotFile, bus: b}
 }
 
 func TestProxyFidelity(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,8 @@ type entry struct {
 	lookup  chan lookupResult // 'R': the proxy's own query, answered to the client loop
 	found   bool              // 'R': answered already (backend loop only)
 	res     *session.Result
+	mask    *resultMask    // the statement's results are masked
+	q       *session.Query // 'D' of a statement: whose columns its RowDescription gives
 	errSeen bool
 	inject  []byte
 }
@@ -52,13 +55,14 @@ type portal struct {
 	q         *session.Query
 	params    [][]byte // copies, up to the recording limit
 	formats   []int16
+	results   []int16 // result column formats
 	truncated bool
 }
 
 // newPortal copies Bind's parameters out of the read buffer (which the next message
 // reuses), keeping at most limit bytes of values.
 func newPortal(q *session.Query, b *pgproto3.Bind, limit int) *portal {
-	p := &portal{q: q, formats: b.ParameterFormatCodes}
+	p := &portal{q: q, formats: slices.Clone(b.ParameterFormatCodes), results: slices.Clone(b.ResultFormatCodes)}
 	size := 0
 	for _, v := range b.Parameters {
 		if size += len(v); size > limit {
@@ -116,6 +120,9 @@ type conn struct {
 
 	closeOnce sync.Once
 	endReason atomic.Value // string
+
+	descMu    sync.Mutex
+	described map[*session.Query][]schemas.Column // a prepared statement's columns, from its Describe
 }
 
 func (s *Server) run(ctx context.Context, st *startState) {
@@ -299,6 +306,10 @@ func denial(q *session.Query) (code, msg, hint string) {
 		// Refused as PostgreSQL would refuse it (a syntax error, with the parser's message).
 		return d.SQLState, d.Reason, ""
 	}
+	if d.Effect == "require_approval" {
+		return "42501", fmt.Sprintf("Gatehouse: approval required (policy %s, rule %s): %s", d.Policy, d.Rule, d.Reason),
+			"this statement needs a human approval, and this gateway does not hold statements for approval yet; it is refused"
+	}
 	msg = "Gatehouse denied the statement: " + d.Reason
 	if d.Rule != "" {
 		msg = fmt.Sprintf("Gatehouse denied the statement (policy %s, rule %s): %s", d.Policy, d.Rule, d.Reason)
@@ -388,7 +399,12 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			code, msg, _ := denial(q)
 			return encode(&pgproto3.Query{String: abortSQL(code, msg)}), c.push(&entry{kind: 'Q'})
 		}
-		return raw, c.push(&entry{kind: 'Q', res: c.sess.NewResult(q)})
+		rm, err := c.newResultMask(q)
+		if err != nil {
+			c.respond(append(encode(pgError("ERROR", "42501", "Gatehouse cannot apply the masking policy: "+err.Error(), "")), c.readyForQuery()...))
+			return nil, nil
+		}
+		return raw, c.push(&entry{kind: 'Q', res: c.sess.NewResult(q), mask: rm})
 	case 'P':
 		var p pgproto3.Parse
 		if err := p.Decode(body); err != nil {
@@ -428,26 +444,40 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		if err := e.Decode(body); err != nil {
 			return nil, fmt.Errorf("Execute: %w", err)
 		}
-		var q *session.Query
-		if p := c.portals[e.Portal]; p == nil {
+		var q, stmt *session.Query
+		var rm *resultMask
+		p := c.portals[e.Portal]
+		if p == nil {
 			// Unknown portal: the backend will answer with its own error.
 			q = c.sess.Unattributed()
 		} else {
-			q = p.q
+			q, stmt = p.q, p.q
 			if c.stmtUsed[q] {
 				q = c.sess.Reexecute(ctx, q)
 			}
-			c.sess.Bound(q, e.Portal, p.params, p.binary, p.truncated)
+			var err error
+			if rm, err = c.newResultMask(q); err != nil {
+				c.respond(encode(pgError("ERROR", "42501", "Gatehouse cannot apply the masking policy: "+err.Error(), "")))
+				c.skipToSync = true
+				return nil, nil
+			}
+			if rm != nil {
+				rm.stmt, rm.formats = stmt, p.results
+				c.sess.Bound(q, e.Portal, c.maskParams(rm, p), p.binary, p.truncated)
+			} else {
+				c.sess.Bound(q, e.Portal, p.params, p.binary, p.truncated)
+			}
 		}
 		c.stmtUsed[q] = true
 		c.sentSinceSync = true
-		return raw, c.push(&entry{kind: 'E', res: c.sess.NewResult(q)})
+		return raw, c.push(&entry{kind: 'E', res: c.sess.NewResult(q), mask: rm})
 	case 'C':
 		var cl pgproto3.Close
 		if err := cl.Decode(body); err != nil {
 			return nil, fmt.Errorf("Close: %w", err)
 		}
 		if cl.ObjectType == 'S' {
+			c.forgetDescribed(c.stmts[cl.Name])
 			delete(c.stmtUsed, c.stmts[cl.Name])
 			delete(c.stmts, cl.Name)
 		} else {
@@ -461,7 +491,11 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			return nil, fmt.Errorf("Describe: %w", err)
 		}
 		c.sentSinceSync = true
-		return raw, c.push(&entry{kind: 'D', portal: d.ObjectType == 'P'})
+		en := &entry{kind: 'D', portal: d.ObjectType == 'P'}
+		if d.ObjectType == 'S' {
+			en.q = c.stmts[d.Name]
+		}
+		return raw, c.push(en)
 	case 'S':
 		skipped, abort := c.skipToSync, c.abortAtSync
 		c.skipToSync, c.abortAtSync = false, false
@@ -540,9 +574,14 @@ func (c *conn) backendLoop() error {
 					if head.res != nil {
 						head.res.Columns(cols)
 					}
+					if head.mask != nil {
+						c.planFor(head.mask, cols)
+					}
 				case 'D':
 					if head.portal {
 						c.describeNextExecute(cols)
+					} else if head.q != nil {
+						c.setDescribed(head.q, cols)
 					}
 					popped = true
 				}
@@ -555,8 +594,35 @@ func (c *conn) backendLoop() error {
 				}
 			} else if head != nil && head.res != nil {
 				if values, err = dataRowValues(body, values); err == nil {
+					if head.mask != nil {
+						raw = c.maskRow(head.mask, head.res, raw, values)
+					}
 					head.res.Row(values)
+				} else if head.mask != nil {
+					// A row the proxy cannot read is not sent unmasked.
+					c.setReason("backend_error")
+					c.writeClient(encode(pgError("FATAL", "08P01", "malformed DataRow from the backend: "+err.Error(), "")), true)
+					c.closeBoth()
+					return fmt.Errorf("backend: malformed DataRow: %w", err)
 				}
+			}
+		case 'H': // CopyOutResponse: CopyData follows
+			if head != nil && head.mask != nil {
+				if len(body) > 0 && body[0] != 0 {
+					c.setReason("backend_error")
+					c.writeClient(encode(pgError("ERROR", "0A000", "Gatehouse cannot mask binary COPY output; use text format", "")), true)
+					c.closeBoth()
+					return errors.New("binary COPY of masked results refused")
+				}
+				head.mask.copyOut = true
+			}
+		case 'd': // CopyData of COPY TO STDOUT
+			if head != nil && head.res != nil {
+				if head.mask != nil && head.mask.copyOut {
+					raw = encodeCopyData(c.maskCopyLine(head.mask, head.res, body))
+					body = raw[5:]
+				}
+				head.res.Row([][]byte{body})
 			}
 		case 'V': // FunctionCallResponse: int32 length (-1 NULL), value
 			if head != nil && head.kind == 'F' && len(body) >= 4 {
@@ -668,6 +734,54 @@ func (c *conn) lookup(sql string) (string, error) {
 	}
 }
 
+// setDescribed remembers the columns a Describe of prepared statement q reported: its
+// later executions may come without a Describe of their own.
+func (c *conn) setDescribed(q *session.Query, cols []schemas.Column) {
+	c.descMu.Lock()
+	defer c.descMu.Unlock()
+	if c.described == nil {
+		c.described = map[*session.Query][]schemas.Column{}
+	}
+	if len(c.described) < maxPreparedStatements {
+		c.described[q] = cols
+	}
+}
+
+func (c *conn) describedColumns(q *session.Query) []schemas.Column {
+	c.descMu.Lock()
+	defer c.descMu.Unlock()
+	return c.described[q]
+}
+
+func (c *conn) forgetDescribed(q *session.Query) {
+	c.descMu.Lock()
+	defer c.descMu.Unlock()
+	delete(c.described, q)
+}
+
+// maskParams returns the parameters to record for a masked statement: detectors applied to
+// text values (what a caller sends may be as sensitive as what it reads).
+func (c *conn) maskParams(rm *resultMask, p *portal) [][]byte {
+	if !rm.m.HasDetectors() {
+		return p.params
+	}
+	out := make([][]byte, len(p.params))
+	for i, v := range p.params {
+		out[i] = v
+		if v != nil && !p.binary(i) {
+			out[i], _ = rm.m.Detect(v)
+		}
+	}
+	return out
+}
+
+func encodeCopyData(line []byte) []byte {
+	b := make([]byte, 0, 5+len(line))
+	b = append(b, 'd')
+	b = binary.BigEndian.AppendUint32(b, uint32(4+len(line)))
+	return append(b, line...)
+}
+
 // describeNextExecute gives the columns of a Describe(portal) to the Execute that follows
 // it: Execute itself sends no RowDescription.
 func (c *conn) describeNextExecute(cols []schemas.Column) {
@@ -676,6 +790,9 @@ func (c *conn) describeNextExecute(cols []schemas.Column) {
 	for _, e := range c.pending[1:] {
 		if e.kind == 'E' {
 			e.res.Columns(cols)
+			if e.mask != nil {
+				c.planFor(e.mask, cols)
+			}
 			return
 		}
 		if e.kind == 'S' {

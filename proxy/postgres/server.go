@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatehouse/gatehouse/proxy/mask"
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/config"
@@ -32,6 +33,8 @@ type Config struct {
 	TLS                  *tls.Config // nil: SSLRequest is answered 'N'
 	AllowPlaintextTokens bool
 	Limits               session.Limits
+	// MaskKey keys the HMAC tokens of the hmac mask method; without it hmac redacts.
+	MaskKey []byte
 }
 
 // Resources resolves a database name to a resource.
@@ -55,6 +58,10 @@ type Server struct {
 	conns  map[*conn]struct{}
 	closed bool
 
+	masks    *mask.Cache
+	catMu    sync.Mutex
+	catalogs map[string]*catalog // resource name → its column names by table OID
+
 	sessions *prometheus.CounterVec
 	active   prometheus.Gauge
 }
@@ -62,7 +69,7 @@ type Server struct {
 // New makes a proxy server.
 func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher, d session.Decider, reg prometheus.Registerer, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, resources: res, verifier: v, pub: pub, decider: d, log: log,
-		cancels: newCancelRegistry(), conns: map[*conn]struct{}{},
+		cancels: newCancelRegistry(), conns: map[*conn]struct{}{}, masks: mask.NewCache(cfg.MaskKey), catalogs: map[string]*catalog{},
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_postgres_connections_total",
 			Help: "Client connections, by outcome of the startup (ok, or the failed check)."}, []string{"outcome"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatehouse_postgres_sessions_active", Help: "Live sessions."}),
@@ -337,8 +344,10 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 // passthroughParams are startup parameters the proxy does not forward: it sets them itself.
 var passthroughExcluded = map[string]bool{"user": true, "database": true, "replication": true}
 
-func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
-	pgc := st.resource.Postgres
+// backendConfig is how the proxy connects to a resource's PostgreSQL, with the credential
+// it holds (read now, so that a rotated secret is used for new connections).
+func (s *Server) backendConfig(res *config.Resource) (*pgconn.Config, error) {
+	pgc := res.Postgres
 	secret, err := pgc.Secret()
 	if err != nil {
 		return nil, err
@@ -351,6 +360,14 @@ func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
 	}
 	cfg.Password = secret
 	cfg.ConnectTimeout = s.cfg.StartupTimeout
+	return cfg, nil
+}
+
+func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
+	cfg, err := s.backendConfig(st.resource)
+	if err != nil {
+		return nil, err
+	}
 	cfg.RuntimeParams = map[string]string{}
 	for k, v := range st.params {
 		if !passthroughExcluded[k] {

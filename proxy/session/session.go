@@ -316,6 +316,18 @@ func decisionEvent(id uint64, d *policy.Decision, took time.Duration) *schemas.D
 	if sh := d.Shadow; sh != nil {
 		e.ShadowEffect, e.ShadowPolicy, e.ShadowRule, e.ShadowReason = sh.Effect, sh.Policy, sh.Rule, sh.Reason
 	}
+	if m := d.Mask; m != nil {
+		for _, c := range m.Columns {
+			e.MaskColumns = append(e.MaskColumns, c.Column+":"+c.Method)
+		}
+		for _, det := range m.Detectors {
+			name := det.Name
+			if det.Pattern != "" {
+				name += ":" + det.Pattern
+			}
+			e.MaskDetectors = append(e.MaskDetectors, name+":"+det.Method)
+		}
+	}
 	return e
 }
 
@@ -403,6 +415,7 @@ type Result struct {
 	recBytes int
 	tags     []string
 	err      *schemas.SQLError
+	masked   []schemas.MaskedCount // this chunk's, by column
 }
 
 // NewResult starts recording the results of q.
@@ -450,6 +463,18 @@ func (r *Result) Row(values [][]byte) {
 	}
 }
 
+// Masked counts n values of result column col that were masked (by a source column's rule
+// or by detectors) before they were sent and recorded.
+func (r *Result) Masked(col int, name, by, method string, n int) {
+	for i := range r.masked {
+		if m := &r.masked[i]; m.Column == uint32(col) && m.By == by {
+			m.Count += uint64(n)
+			return
+		}
+	}
+	r.masked = append(r.masked, schemas.MaskedCount{Column: uint32(col), Name: name, By: by, Method: method, Count: uint64(n)})
+}
+
 // Tag records a CommandComplete tag.
 func (r *Result) Tag(tag string) {
 	r.flush()
@@ -468,7 +493,8 @@ func (r *Result) flush() {
 	if len(r.rows) == 0 && r.chunk > 0 {
 		return
 	}
-	_ = r.s.add(&schemas.DbResultChunk{QueryID: r.q.ID, Chunk: r.chunk, Columns: r.columns, Rows: r.rows, FirstRow: r.first})
+	_ = r.s.add(&schemas.DbResultChunk{QueryID: r.q.ID, Chunk: r.chunk, Columns: r.columns, Rows: r.rows, FirstRow: r.first, Masked: r.masked})
+	r.masked = nil
 	r.chunk++
 	// Long results go out as they come, a few chunks per message.
 	if r.chunk%4 == 0 {

@@ -21,6 +21,11 @@ func (a *App) proxyPostgresService() *Service {
 				AllowPlaintextTokens: pc.AllowPlaintextTokens,
 				Limits:               session.Limits{ResultChunkBytes: a.cfg.Audit.ResultChunkBytes, MaxResultBytes: a.cfg.Audit.MaxResultBytes, MaxSQLBytes: a.cfg.Audit.MaxSQLBytes},
 			}
+			key, err := a.cfg.Proxy.LoadMaskKey()
+			if err != nil {
+				return err
+			}
+			cfg.MaskKey = key
 			if pc.TLSCertFile != "" {
 				cert, err := tls.LoadX509KeyPair(pc.TLSCertFile, pc.TLSKeyFile)
 				if err != nil {

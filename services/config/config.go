@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,6 +93,25 @@ type Issuer struct {
 // Proxy configures the protocol proxies.
 type Proxy struct {
 	Postgres PostgresProxy `yaml:"postgres"`
+	// MaskKeyFile holds the secret (at least 32 bytes) that keys the HMAC tokens of the hmac
+	// mask method. Without it, hmac masking redacts instead.
+	MaskKeyFile string `yaml:"mask_key_file"`
+}
+
+// LoadMaskKey reads the mask key file (nil when none is configured).
+func (p *Proxy) LoadMaskKey() ([]byte, error) {
+	if p.MaskKeyFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(p.MaskKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("proxy.mask_key_file: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) < 32 {
+		return nil, fmt.Errorf("proxy.mask_key_file: %d bytes; at least 32 are needed", len(b))
+	}
+	return b, nil
 }
 
 // PostgresProxy configures the PostgreSQL proxy listener.
@@ -186,12 +206,35 @@ type Policy struct {
 	Rules     []Rule   `yaml:"rules"`
 }
 
+// Mask says what a rule with effect mask hides in results.
+type Mask struct {
+	// Columns are source columns, "table.column" (schema public) or "schema.table.column",
+	// recognised by the table OID and attribute number PostgreSQL reports for each result
+	// column, so that aliases do not escape.
+	Columns []string `yaml:"columns"`
+	// Detectors find sensitive values in any text value: card (Luhn-valid card numbers),
+	// email, ssn (US), iban (checksum-valid), phone.
+	Detectors []string `yaml:"detectors"`
+	// Regex are custom detectors (RE2 syntax).
+	Regex []string `yaml:"regex"`
+	// Method is redact (default), partial (keep the last 4 characters) or hmac
+	// (deterministic keyed token: equal values give equal tokens).
+	Method string `yaml:"method"`
+}
+
+// MaskDetectors are the built-in content detectors.
+var MaskDetectors = []string{"card", "email", "ssn", "iban", "phone"}
+
+// MaskMethods are the ways a value can be masked.
+var MaskMethods = []string{"redact", "partial", "hmac"}
+
 // Rule is one CEL condition with its effect.
 type Rule struct {
 	Name   string `yaml:"name"`
-	Effect string `yaml:"effect"`
+	Effect string `yaml:"effect"` // allow, mask, require_approval or deny
 	When   string `yaml:"when"`
 	Reason string `yaml:"reason"`
+	Mask   *Mask  `yaml:"mask"` // effect mask: what to hide
 }
 
 // Load reads, expands, decodes, defaults and validates a config file.
@@ -428,8 +471,9 @@ func (c *Config) Validate() error {
 		for j, r := range pol.Rules {
 			rp := fmt.Sprintf("%s.rules[%d]", p, j)
 			ck.required(rp+".name", r.Name)
-			ck.oneOf(rp+".effect", r.Effect, "allow", "deny")
+			ck.oneOf(rp+".effect", r.Effect, "allow", "mask", "require_approval", "deny")
 			ck.required(rp+".when", r.When)
+			ck.mask(rp, &r)
 		}
 	}
 	for i, tc := range c.Tests {
@@ -437,7 +481,7 @@ func (c *Config) Validate() error {
 		ck.required(p+".name", tc.Name)
 		ck.required(p+".as", tc.As)
 		ck.required(p+".sql", tc.SQL)
-		ck.oneOf(p+".expect", tc.Expect, "allow", "deny")
+		ck.oneOf(p+".expect", tc.Expect, "allow", "mask", "require_approval", "deny")
 		if !names[tc.Resource] {
 			ck.add(p+".resource", "unknown resource %q", tc.Resource)
 		}
@@ -446,6 +490,40 @@ func (c *Config) Validate() error {
 		return ck.errs
 	}
 	return nil
+}
+
+// mask checks a rule's mask block: present exactly when the effect is mask.
+func (ck *checker) mask(rp string, r *Rule) {
+	if r.Effect != "mask" {
+		if r.Mask != nil {
+			ck.add(rp+".mask", "only rules with effect mask take a mask")
+		}
+		return
+	}
+	m := r.Mask
+	if m == nil || len(m.Columns)+len(m.Detectors)+len(m.Regex) == 0 {
+		ck.add(rp+".mask", "effect mask needs mask.columns, mask.detectors or mask.regex")
+		return
+	}
+	for i, c := range m.Columns {
+		parts := strings.Split(c, ".")
+		if len(parts) < 2 || len(parts) > 3 || slices.Contains(parts, "") {
+			ck.add(fmt.Sprintf("%s.mask.columns[%d]", rp, i), "%q is not table.column or schema.table.column", c)
+		}
+	}
+	for i, d := range m.Detectors {
+		if !slices.Contains(MaskDetectors, d) {
+			ck.add(fmt.Sprintf("%s.mask.detectors[%d]", rp, i), "unknown detector %q (one of %s)", d, strings.Join(MaskDetectors, ", "))
+		}
+	}
+	for i, re := range m.Regex {
+		if _, err := regexp.Compile(re); err != nil {
+			ck.add(fmt.Sprintf("%s.mask.regex[%d]", rp, i), "%v", err)
+		}
+	}
+	if m.Method != "" && !slices.Contains(MaskMethods, m.Method) {
+		ck.add(rp+".mask.method", "unknown method %q (one of %s)", m.Method, strings.Join(MaskMethods, ", "))
+	}
 }
 
 func validName(s string) bool {

@@ -73,7 +73,7 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"bad resource type", strings.Replace(valid, "type: postgres", "type: mysql", 1), `resources[0].type: "mysql" is not one of postgres`},
 		{"bad resource name", strings.Replace(valid, "name: demo", "name: de.mo", 1), `resources[0].name: "de.mo" may hold only`},
 		{"policy on unknown resource", strings.Replace(valid, "resources: [demo]", "resources: [nope]", 1), `policies[0].resources[0]: unknown resource "nope"`},
-		{"bad effect", strings.Replace(valid, "effect: allow", "effect: maybe", 1), `policies[0].rules[0].effect: "maybe" is not one of allow, deny`},
+		{"bad effect", strings.Replace(valid, "effect: allow", "effect: maybe", 1), `policies[0].rules[0].effect: "maybe" is not one of allow, mask, require_approval, deny`},
 		{"bad nats url", strings.Replace(valid, "nats://127.0.0.1:4222", "127.0.0.1:4222", 1), `nats.url: "127.0.0.1:4222" is not a URL`},
 		{"issuer not a URL", strings.Replace(valid, "https://idp.example.com", "idp", 1), `identity.issuers[0].issuer: "idp" must be an http(s) URL`},
 	} {

@@ -24,10 +24,76 @@ import (
 // Effects, least to most restrictive.
 const (
 	EffectAllow = "allow"
-	EffectDeny  = "deny"
+	// EffectMask is a rule's way to hide values in the results of a statement that another
+	// rule allows (a mask rule allows nothing by itself), and the effect of such a decision.
+	EffectMask = "mask"
+	// EffectRequireApproval holds the statement for a human approval; until approvals exist
+	// it is refused with "approval required".
+	EffectRequireApproval = "require_approval"
+	EffectDeny            = "deny"
 )
 
-var effectRank = map[string]int{EffectAllow: 1, EffectDeny: 3}
+var effectRank = map[string]int{EffectAllow: 1, EffectRequireApproval: 3, EffectDeny: 4}
+
+// MaskSpec is what a mask decision hides: the union of every matching mask rule.
+type MaskSpec struct {
+	Columns   []MaskColumn   `json:"columns,omitempty"`
+	Detectors []MaskDetector `json:"detectors,omitempty"`
+}
+
+// MaskColumn is a source column ("schema.table.column") and how to mask it.
+type MaskColumn struct {
+	Column string `json:"column"`
+	Method string `json:"method"`
+}
+
+// MaskDetector is a content detector (built-in name, or "regex" with its pattern) and how
+// to mask what it finds.
+type MaskDetector struct {
+	Name    string `json:"name"`
+	Pattern string `json:"pattern,omitempty"`
+	Method  string `json:"method"`
+}
+
+// maskSpecOf turns a rule's mask block into a spec, with qualified column names and the
+// method on every item.
+func maskSpecOf(m *config.Mask) *MaskSpec {
+	if m == nil {
+		return nil
+	}
+	method := m.Method
+	if method == "" {
+		method = "redact"
+	}
+	spec := &MaskSpec{}
+	for _, c := range m.Columns {
+		if strings.Count(c, ".") == 1 {
+			c = "public." + c
+		}
+		spec.Columns = append(spec.Columns, MaskColumn{Column: c, Method: method})
+	}
+	for _, d := range m.Detectors {
+		spec.Detectors = append(spec.Detectors, MaskDetector{Name: d, Method: method})
+	}
+	for _, re := range m.Regex {
+		spec.Detectors = append(spec.Detectors, MaskDetector{Name: "regex", Pattern: re, Method: method})
+	}
+	return spec
+}
+
+// merge adds o's items to s (a column masked twice keeps its first method).
+func (s *MaskSpec) merge(o *MaskSpec) {
+	for _, c := range o.Columns {
+		if !slices.ContainsFunc(s.Columns, func(x MaskColumn) bool { return x.Column == c.Column }) {
+			s.Columns = append(s.Columns, c)
+		}
+	}
+	for _, d := range o.Detectors {
+		if !slices.Contains(s.Detectors, d) {
+			s.Detectors = append(s.Detectors, d)
+		}
+	}
+}
 
 // Resource is what rules see of a resource.
 type Resource struct {
@@ -66,6 +132,8 @@ type Decision struct {
 	// that does not parse is refused as PostgreSQL itself would (42601 syntax_error, with
 	// the parser's own message).
 	SQLState string `json:"sqlstate,omitempty"`
+	// Mask, with effect mask, is what the proxy hides in the results.
+	Mask *MaskSpec `json:"mask,omitempty"`
 }
 
 // Shadow is a decision that shadow policies would have made.
@@ -76,8 +144,8 @@ type Shadow struct {
 	Reason string `json:"reason"`
 }
 
-// Allowed reports whether the statement may run.
-func (d *Decision) Allowed() bool { return d.Effect == EffectAllow }
+// Allowed reports whether the statement may run (masked or not).
+func (d *Decision) Allowed() bool { return d.Effect == EffectAllow || d.Effect == EffectMask }
 
 type rule struct {
 	policy, name, effect, reason string
@@ -86,7 +154,8 @@ type rule struct {
 	// that do not parse. Other rules never match those: `kinds.all(...)` over the empty
 	// facts of an unparsable statement would otherwise be vacuously true.
 	onParseError bool
-	shadow       bool // from a shadow policy: recorded, not enforced
+	shadow       bool      // from a shadow policy: recorded, not enforced
+	mask         *MaskSpec // effect mask
 }
 
 // Engine holds compiled rules. It is immutable; a policy change builds a new Engine.
@@ -143,7 +212,7 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 				continue
 			}
 			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
-				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow}
+				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask)}
 			varies := readsTextOrTime(ast)
 			for _, res := range p.Resources {
 				e.byRes[res] = append(e.byRes[res], rl)
@@ -205,10 +274,11 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		out, _, err := r.prg.Eval(vars)
 		matched := false
 		if err != nil {
-			if r.effect != EffectDeny {
+			if r.effect != EffectDeny && r.effect != EffectMask {
 				continue
 			}
-			matched = true // a deny rule we cannot evaluate denies
+			// A deny or mask rule we cannot evaluate denies: what it would hide must not leak.
+			matched = true
 		} else if b, ok := out.Value().(bool); ok && b {
 			matched = true
 		}
@@ -233,19 +303,31 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	return d
 }
 
-// match is the most restrictive rule matched so far.
+// match is the most restrictive rule matched so far, and every mask rule matched.
 type match struct {
-	best *rule
-	err  error
+	best  *rule
+	rank  int
+	err   error
+	masks []*rule
 }
 
 func (m *match) consider(r *rule, err error) {
-	if m.best == nil || effectRank[r.effect] > effectRank[m.best.effect] {
-		m.best, m.err = r, err
+	if r.effect == EffectMask && err == nil {
+		// Mask rules restrict what an allowed statement returns; they allow nothing.
+		m.masks = append(m.masks, r)
+		return
+	}
+	rank := effectRank[r.effect]
+	if err != nil {
+		rank = effectRank[EffectDeny]
+	}
+	if m.best == nil || rank > m.rank {
+		m.best, m.err, m.rank = r, err, rank
 	}
 }
 
-// fill sets the effect, the rule and the reason of d from the match (default deny).
+// fill sets the effect, the rule and the reason of d from the match (default deny). An
+// allowed statement that mask rules matched is allowed with effect mask.
 func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
 	if m.best == nil {
 		d.Effect = EffectDeny
@@ -257,11 +339,22 @@ func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
 		return
 	}
 	d.Effect, d.Policy, d.Rule, d.Reason = m.best.effect, m.best.policy, m.best.name, m.best.reason
-	if m.err != nil {
-		d.Reason = fmt.Sprintf("rule could not be evaluated (%v); denying", m.err)
-	}
 	if d.Reason == "" {
 		d.Reason = "rule " + m.best.name + " matched"
+	}
+	if m.err != nil {
+		d.Effect = EffectDeny
+		d.Reason = fmt.Sprintf("rule could not be evaluated (%v); denying", m.err)
+		return
+	}
+	if d.Effect == EffectAllow && len(m.masks) > 0 {
+		d.Effect, d.Mask = EffectMask, &MaskSpec{}
+		names := make([]string, len(m.masks))
+		for i, r := range m.masks {
+			d.Mask.merge(r.mask)
+			names[i] = r.policy + "/" + r.name
+		}
+		d.Reason += "; masked by " + strings.Join(names, ", ")
 	}
 }
 

@@ -182,3 +182,74 @@ func TestShadowPoliciesAreRecordedNotEnforced(t *testing.T) {
 	require.Equal(t, "deny", d.Effect)
 	require.Equal(t, "allow", d.Shadow.Effect)
 }
+
+func TestMaskAndApprovalEffects(t *testing.T) {
+	rules := []config.Rule{
+		{Name: "read", Effect: "allow", When: `request.sql.kinds.all(k, k == "select")`},
+		{Name: "cards", Effect: "mask", When: `"public.customers" in request.sql.tables`, Mask: &config.Mask{Columns: []string{"customers.card_number"}, Detectors: []string{"card"}, Method: "partial"}},
+		{Name: "emails", Effect: "mask", When: `"public.customers" in request.sql.tables`, Mask: &config.Mask{Columns: []string{"crm.people.email", "customers.card_number"}, Regex: []string{"x+"}, Method: "hmac"}},
+		{Name: "broken-mask", Effect: "mask", When: `resource.labels["missing"] == "x"`, Mask: &config.Mask{Detectors: []string{"email"}}},
+		{Name: "approve-updates", Effect: "require_approval", When: `"update" in request.sql.kinds`, Reason: "updates need approval"},
+		{Name: "no-truncate", Effect: "deny", When: `"truncate" in request.sql.kinds`},
+	}
+	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"db"}, Rules: rules}}, 7)
+	require.NoError(t, err)
+	decide := func(sql string, labels map[string]string) policy.Decision {
+		return e.Decide(&policy.Request{Resource: policy.Resource{Name: "db", Labels: labels}, SQL: sql}, time.Now())
+	}
+
+	d := decide("select * from orders", map[string]string{"missing": "y"})
+	require.Equal(t, policy.EffectAllow, d.Effect, "no mask rule matched")
+	require.Nil(t, d.Mask)
+
+	d = decide("select card_number as c from customers", map[string]string{"missing": "y"})
+	require.Equal(t, policy.EffectMask, d.Effect)
+	require.True(t, d.Allowed())
+	require.Equal(t, "read", d.Rule, "the rule that allowed it")
+	require.Contains(t, d.Reason, "masked by p/cards, p/emails")
+	require.Equal(t, []policy.MaskColumn{{Column: "public.customers.card_number", Method: "partial"}, {Column: "crm.people.email", Method: "hmac"}}, d.Mask.Columns,
+		"union of the mask rules; a column masked twice keeps the first rule's method")
+	require.Equal(t, []policy.MaskDetector{{Name: "card", Method: "partial"}, {Name: "regex", Pattern: "x+", Method: "hmac"}}, d.Mask.Detectors)
+
+	d = decide("delete from customers", map[string]string{"missing": "y"})
+	require.Equal(t, policy.EffectDeny, d.Effect, "a mask rule allows nothing by itself")
+	require.Nil(t, d.Mask)
+
+	d = decide("select * from orders", nil)
+	require.Equal(t, policy.EffectDeny, d.Effect, "a mask rule that cannot be evaluated denies")
+	require.Contains(t, d.Reason, "could not be evaluated")
+
+	d = decide("update customers set name = 'x' where id = 1", map[string]string{"missing": "y"})
+	require.Equal(t, policy.EffectRequireApproval, d.Effect)
+	require.False(t, d.Allowed())
+	require.Equal(t, "updates need approval", d.Reason)
+
+	d = decide("update customers set name = 'x' where id = 1; truncate customers", map[string]string{"missing": "y"})
+	require.Equal(t, policy.EffectDeny, d.Effect, "deny beats require_approval")
+}
+
+func TestMaskRulesAreValidated(t *testing.T) {
+	c, err := config.Parse([]byte(`
+resources: [{name: db, type: postgres, postgres: {address: "127.0.0.1:5432", database: d, user: u, password: p}}]
+policies:
+  - name: p
+    resources: [db]
+    rules:
+      - {name: a, effect: mask, when: "true"}
+      - {name: b, effect: mask, when: "true", mask: {columns: [card_number], detectors: [dna], regex: ["("], method: scramble}}
+      - {name: c, effect: allow, when: "true", mask: {detectors: [email]}}
+`))
+	require.NoError(t, err)
+	err = c.Validate()
+	require.Error(t, err)
+	for _, want := range []string{
+		"policies[0].rules[0].mask: effect mask needs mask.columns, mask.detectors or mask.regex",
+		`policies[0].rules[1].mask.columns[0]: "card_number" is not table.column or schema.table.column`,
+		`policies[0].rules[1].mask.detectors[0]: unknown detector "dna"`,
+		"policies[0].rules[1].mask.regex[0]: error parsing regexp",
+		`policies[0].rules[1].mask.method: unknown method "scramble"`,
+		"policies[0].rules[2].mask: only rules with effect mask take a mask",
+	} {
+		require.Contains(t, err.Error(), want)
+	}
+}

@@ -1,0 +1,241 @@
+package postgres
+
+import (
+	"encoding/binary"
+
+	"github.com/gatehouse/gatehouse/proxy/mask"
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/schemas"
+)
+
+// resultMask is the masking of one statement's results: the masker of its decision, and
+// for each result column what to do with its values.
+type resultMask struct {
+	m    *mask.Masker
+	plan []colPlan // nil until the columns are known
+	// Execute: the prepared statement (its Describe gave the columns) and Bind's result
+	// formats, for when no Describe of the portal precedes the rows.
+	stmt    *session.Query
+	formats []int16
+	copyOut bool // COPY TO STDOUT in progress (text format)
+	// tables are what the statement reads (for COPY, whose columns are not described).
+	tables []string
+}
+
+type colPlan struct {
+	name   string
+	method string // source-column masking method, "" when the column is not masked as such
+	by     string // the source column
+	text   bool   // a text-like type: masked as a string (other types: masked values become NULL)
+	binary bool   // binary format
+}
+
+// textTypes are the type OIDs whose values, in text or binary format, are the text itself.
+var textTypes = map[uint32]bool{25: true, 1043: true, 1042: true, 19: true, 705: true, 114: true, 142: true, 18: true}
+
+// newResultMask returns the masking for q's results, nil when its decision masks nothing.
+// It fails only when the mask spec cannot be compiled (the statement is then refused).
+func (c *conn) newResultMask(q *session.Query) (*resultMask, error) {
+	spec := q.Decision.Mask
+	if spec == nil || q.Decision.Effect != "mask" {
+		return nil, nil
+	}
+	m, err := c.srv.masks.Get(spec)
+	if err != nil {
+		return nil, err
+	}
+	return &resultMask{m: m, tables: q.Decision.Tables}, nil
+}
+
+// planFor resolves the result columns to source columns (via the catalog) and the masking
+// of each. A column whose source cannot be resolved is treated as masked (fail closed)
+// when the spec masks columns.
+func (c *conn) planFor(rm *resultMask, cols []schemas.Column) {
+	plan := make([]colPlan, len(cols))
+	cat := c.srv.catalogFor(c.st.resource)
+	for i, col := range cols {
+		p := colPlan{name: col.Name, text: textTypes[col.TypeOID], binary: col.Format == 1}
+		if rm.m.HasColumns() && col.TableOID != 0 {
+			src, err := cat.column(col.TableOID, col.Attnum)
+			if err != nil {
+				c.srv.log.Warn("cannot resolve a result column's source; masking it", "session", c.sess.ID, "table_oid", col.TableOID, "err", err)
+				p.method, p.by = mask.Redact, "unresolved source column"
+			} else if method, ok := rm.m.Column(src); ok {
+				p.method, p.by = method, src
+			}
+		}
+		plan[i] = p
+	}
+	rm.plan = plan
+}
+
+// maskRow masks the values of one DataRow in place and records the counts in res. It
+// returns the DataRow to send: raw itself when nothing was masked.
+func (c *conn) maskRow(rm *resultMask, res *session.Result, raw []byte, values [][]byte) []byte {
+	if rm.plan == nil && rm.stmt != nil {
+		if cols := c.describedColumns(rm.stmt); cols != nil {
+			cols = append([]schemas.Column(nil), cols...)
+			for i := range cols {
+				cols[i].Format = formatOf(rm.formats, i)
+			}
+			c.planFor(rm, cols)
+		}
+	}
+	changed := false
+	for i, v := range values {
+		if v == nil {
+			continue
+		}
+		var p colPlan
+		if i < len(rm.plan) {
+			p = rm.plan[i]
+		} else if rm.m.HasColumns() {
+			// Columns unknown: every value is masked, since any could be a masked column.
+			p = colPlan{method: mask.Redact, by: "undescribed result"}
+		}
+		switch {
+		case p.method != "":
+			if p.text {
+				values[i] = rm.m.Whole(p.method, v)
+			} else {
+				values[i] = nil
+			}
+			changed = true
+			if res != nil {
+				res.Masked(i, p.name, p.by, p.method, 1)
+			}
+		case rm.m.HasDetectors() && (p.text || !p.binary):
+			out, n := rm.m.Detect(v)
+			if n == 0 {
+				continue
+			}
+			if p.text {
+				values[i] = out
+			} else {
+				values[i] = nil // a number that looks like a card: no masked form fits its type
+			}
+			changed = true
+			if res != nil {
+				res.Masked(i, p.name, "detectors", "", n)
+			}
+		}
+	}
+	if !changed {
+		return raw
+	}
+	return encodeDataRow(values)
+}
+
+// maskCopyLine masks one line of COPY TO STDOUT text output. Its fields are not described:
+// when the statement reads a table with masked columns, every field is masked; detectors
+// apply to every field.
+func (c *conn) maskCopyLine(rm *resultMask, res *session.Result, line []byte) []byte {
+	all := ""
+	if rm.m.HasColumns() {
+		all = copyColumnsMethod(rm)
+	}
+	fields := splitCopy(line)
+	changed := false
+	for i, f := range fields {
+		if string(f) == `\N` || string(f) == "\n" || len(f) == 0 {
+			continue
+		}
+		nl := len(f) > 0 && f[len(f)-1] == '\n'
+		body := f
+		if nl {
+			body = f[:len(f)-1]
+		}
+		var out []byte
+		switch {
+		case all != "":
+			out = rm.m.Whole(all, body)
+			if res != nil {
+				res.Masked(i, "", "copy of a table with masked columns", all, 1)
+			}
+		case rm.m.HasDetectors():
+			var n int
+			if out, n = rm.m.Detect(body); n == 0 {
+				continue
+			}
+			if res != nil {
+				res.Masked(i, "", "detectors", "", n)
+			}
+		default:
+			continue
+		}
+		if nl {
+			out = append(out, '\n')
+		}
+		fields[i] = out
+		changed = true
+	}
+	if !changed {
+		return line
+	}
+	var out []byte
+	for i, f := range fields {
+		if i > 0 {
+			out = append(out, '\t')
+		}
+		out = append(out, f...)
+	}
+	return out
+}
+
+// copyColumnsMethod is the method for the fields of a COPY that reads a table with masked
+// columns ("" when it reads none): the first such column's.
+func copyColumnsMethod(rm *resultMask) string {
+	for _, t := range rm.tables {
+		for _, col := range rm.m.ColumnsOf(t) {
+			if method, ok := rm.m.Column(col); ok {
+				return method
+			}
+		}
+	}
+	return ""
+}
+
+func splitCopy(line []byte) [][]byte {
+	var fields [][]byte
+	start := 0
+	for i, b := range line {
+		if b == '\t' {
+			fields = append(fields, line[start:i])
+			start = i + 1
+		}
+	}
+	return append(fields, line[start:])
+}
+
+func formatOf(formats []int16, i int) int16 {
+	switch len(formats) {
+	case 0:
+		return 0
+	case 1:
+		return formats[0]
+	}
+	if i < len(formats) {
+		return formats[i]
+	}
+	return 0
+}
+
+func encodeDataRow(values [][]byte) []byte {
+	n := 4 + 2
+	for _, v := range values {
+		n += 4 + len(v)
+	}
+	b := make([]byte, 0, 1+n)
+	b = append(b, 'D')
+	b = binary.BigEndian.AppendUint32(b, uint32(n))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(values)))
+	for _, v := range values {
+		if v == nil {
+			b = binary.BigEndian.AppendUint32(b, 0xFFFFFFFF)
+			continue
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+		b = append(b, v...)
+	}
+	return b
+}
