@@ -61,6 +61,7 @@ require (
 	github.com/gatehouse/gatehouse/schemas v0.0.0
 	github.com/go-jose/go-jose/v4 v4.1.8
 	github.com/google/uuid v1.6.0
+	github.com/pmezard/go-difflib v1.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/stretchr/testify v1.12.1
 	google.golang.org/genproto/googleapis/api v0.0.0-20240826202546-f6391c0de4c7

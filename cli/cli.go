@@ -31,6 +31,10 @@ Usage:
   gatehouse policy test --as SUB [--groups g] --resource R "SQL"
                                         decide a statement offline and say which rule and why
   gatehouse policy test -f FILE         run a config file's policy test cases (exit 1 on failure)
+  gatehouse policy apply -f FILE        change policies in force, live (admin token)
+  gatehouse policy get                  print the policies in force (admin token)
+  gatehouse resource apply -f FILE      add or change resources, live (admin token)
+  gatehouse resource get                print the resources (passwords redacted)
   gatehouse bench postgres [flags]      pgbench -S: direct vs PgBouncer vs Gatehouse, one run
 
 Run 'gatehouse COMMAND --help' for a command's flags.
@@ -55,6 +59,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = sessionsCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "resource":
+		err = resourceCmd(args[1:], stdout, stderr)
 	case "policy":
 		err = policyCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -107,6 +107,7 @@ func devCmd(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("dev TLS certificate: %w", err)
 		}
 	}
+	cfg.SeedOverwrite = true // the file is the demo's source of truth
 	if cfg.Proxy.MaskKeyFile == "" {
 		if cfg.Proxy.MaskKeyFile, err = ensureKeyFile(filepath.Join(cfg.DataDir, "mask.key")); err != nil {
 			return fmt.Errorf("dev mask key: %w", err)

@@ -20,8 +20,11 @@ func (e errTestsFailed) Error() string {
 }
 
 func policyCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "apply" || args[0] == "get") {
+		return desiredCmd("policy", args, stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "test" {
-		return usageError{"policy needs a subcommand: test"}
+		return usageError{"policy needs a subcommand: test, apply -f FILE, or get"}
 	}
 	fs := newFlags("policy test", `policy test [--config FILE] --as SUB [--groups g1,g2] --resource NAME "SQL"  |  policy test -f FILE`, stderr)
 	cfgPath := fs.String("config", "deploy/gatehouse.dev.yaml", "config with the policies and resources")

@@ -72,6 +72,7 @@ func demoPostgres(t *testing.T) (*localdb.Postgres, string) {
 type gateway struct {
 	pgHost, pgPort string // PostgreSQL proxy
 	api            string // base URL of the query API
+	policyAPI      string // base URL of the policy process (policy and resource API)
 	issuer         string // base URL of the HTTP server with the dev issuer
 	chAddr, chDB   string
 	backendPW      string

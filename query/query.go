@@ -86,7 +86,7 @@ func (a *API) listSessions(c echo.Context) error {
 		}
 		limit = n
 	}
-	where := []string{"type != 'auth.failed'"}
+	where := []string{"type != 'auth.failed'", "resource != '_config'"} // configuration changes are not sessions
 	var args []any
 	if v := c.QueryParam("identity"); v != "" {
 		where = append(where, "identity_sub = ?")

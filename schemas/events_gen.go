@@ -248,6 +248,8 @@ const (
 	TypeDbResultChunk = "db.result.chunk"
 	// TypeDbQueryDone: A statement finished (completed, failed, or was denied).
 	TypeDbQueryDone = "db.query.done"
+	// TypePolicyChanged: Desired state changed: a policy or a resource was created or updated, by whom, with the diff. Recorded on its own (resource _config, a session of one event).
+	TypePolicyChanged = "policy.changed"
 )
 
 // Event codes, one per type.
@@ -268,6 +270,8 @@ const (
 	CodeDbResultChunk = "GH2001"
 	// CodeDbQueryDone is the code of db.query.done.
 	CodeDbQueryDone = "GH2002"
+	// CodePolicyChanged is the code of policy.changed.
+	CodePolicyChanged = "GH4000"
 )
 
 // Codes maps every event type to its code.
@@ -280,6 +284,7 @@ var Codes = map[string]string{
 	TypeDecision:      CodeDecision,
 	TypeDbResultChunk: CodeDbResultChunk,
 	TypeDbQueryDone:   CodeDbQueryDone,
+	TypePolicyChanged: CodePolicyChanged,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -301,6 +306,8 @@ func NewPayload(typ string) (Payload, bool) {
 		return &DbResultChunk{}, true
 	case TypeDbQueryDone:
 		return &DbQueryDone{}, true
+	case TypePolicyChanged:
+		return &PolicyChanged{}, true
 	}
 	return nil, false
 }
@@ -946,5 +953,39 @@ func (v *DbQueryDone) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `"duration_us":`...)
 	b = strconv.AppendUint(b, uint64(v.DurationUS), 10)
+	return append(b, '}')
+}
+
+// PolicyChanged is the payload of policy.changed events: desired state changed: a policy or a resource was created or updated, by whom, with the diff. Recorded on its own (resource _config, a session of one event).
+type PolicyChanged struct {
+	// Kind is policy or resource.
+	Kind string `json:"kind"`
+	// Name is the policy's or resource's name.
+	Name string `json:"name"`
+	// Action is created or updated.
+	Action string `json:"action"`
+	// Diff is unified diff of the YAML before and after (inline passwords redacted).
+	Diff string `json:"diff"`
+	// Source is api (gatehouse policy|resource apply), or config (seeded from the config file).
+	Source string `json:"source"`
+}
+
+// EventType returns "policy.changed".
+func (PolicyChanged) EventType() string { return TypePolicyChanged }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *PolicyChanged) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"kind":`...)
+	b = AppendJSONString(b, v.Kind)
+	b = append(b, `,"name":`...)
+	b = AppendJSONString(b, v.Name)
+	b = append(b, `,"action":`...)
+	b = AppendJSONString(b, v.Action)
+	b = append(b, `,"diff":`...)
+	b = AppendJSONString(b, v.Diff)
+	b = append(b, `,"source":`...)
+	b = AppendJSONString(b, v.Source)
 	return append(b, '}')
 }

@@ -454,6 +454,14 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			q, stmt = p.q, p.q
 			if c.stmtUsed[q] {
 				q = c.sess.Reexecute(ctx, q)
+				if !q.Decision.Allowed() {
+					// The policy changed since the statement was prepared.
+					c.sess.NewResult(q).Done("denied")
+					c.respond(c.denyResponse(q))
+					c.skipToSync = true
+					c.abortAtSync = c.sentSinceSync || c.txStatus.Load() == 'T'
+					return nil, nil
+				}
 			}
 			var err error
 			if rm, err = c.newResultMask(q); err != nil {

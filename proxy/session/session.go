@@ -331,23 +331,11 @@ func decisionEvent(id uint64, d *policy.Decision, took time.Duration) *schemas.D
 	return e
 }
 
-// Reexecute records another execution of a prepared statement that was decided at Parse:
-// a new db.query and the decision it runs under, so that every execution is in the trail.
+// Reexecute decides and records another execution of a prepared statement: a new db.query
+// and the decision it runs under, so that every execution is in the trail and a policy
+// change reaches statements prepared before it. The decision usually comes from the cache.
 func (s *Session) Reexecute(ctx context.Context, prev *Query) *Query {
-	s.mu.Lock()
-	s.queries++
-	q := &Query{ID: s.queries, Decision: prev.Decision, sql: prev.sql, stmtName: prev.stmtName, start: time.Now()}
-	s.mu.Unlock()
-	text := prev.sql
-	if len(text) > s.limits.MaxSQLBytes {
-		text = truncateUTF8(text, s.limits.MaxSQLBytes)
-	}
-	_ = s.add(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: len(text) < len(prev.sql), Protocol: "extended", StatementName: prev.stmtName})
-	d := &q.Decision
-	copied := *d
-	copied.Cached = true
-	_ = s.add(decisionEvent(q.ID, &copied, 0))
-	_ = s.flushSoon()
+	q := s.OnQuery(ctx, prev.sql, "extended", prev.stmtName)
 	return q
 }
 

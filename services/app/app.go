@@ -25,6 +25,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/embedded"
 	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/desired"
 	"github.com/gatehouse/gatehouse/services/identity"
 )
 
@@ -45,6 +46,9 @@ type App struct {
 	ch       driver.Conn
 	pub      *session.Publisher
 	pgAddr   string
+	desired  *desired.Store
+	// resources are the resources in force (KV, watched).
+	resources *desired.LiveResources
 
 	ready   atomic.Bool
 	running []string
@@ -73,8 +77,9 @@ var modules = map[string]module{
 	"publisher":      {deps: []string{"bus"}, build: (*App).publisherService},
 	"clickhouse":     {build: (*App).clickhouseService},
 	"dev-issuer":     {deps: []string{"server"}, public: true, help: "development-only OIDC issuer (never in production)", build: (*App).devIssuerService},
-	"policy":         {deps: []string{"bus", "server"}, public: true, help: "decision service (gh.policy.decide)", build: (*App).policyService},
-	"proxy-postgres": {deps: []string{"bus", "identity", "publisher", "server"}, public: true, help: "PostgreSQL proxy", build: (*App).proxyPostgresService},
+	"desired":        {deps: []string{"bus"}, build: (*App).desiredService},
+	"policy":         {deps: []string{"bus", "desired", "identity", "server"}, public: true, help: "decision service (gh.policy.decide) and the policy/resource API", build: (*App).policyService},
+	"proxy-postgres": {deps: []string{"bus", "desired", "identity", "publisher", "server"}, public: true, help: "PostgreSQL proxy", build: (*App).proxyPostgresService},
 	"ingest":         {deps: []string{"bus", "clickhouse", "server"}, public: true, help: "JetStream → ClickHouse", build: (*App).ingestService},
 	"query":          {deps: []string{"clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay", build: (*App).queryService},
 	"all":            {deps: []string{"policy", "proxy-postgres", "ingest", "query"}, public: true, help: "every component, NATS embedded unless nats.url is set"},

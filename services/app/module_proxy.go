@@ -39,7 +39,7 @@ func (a *App) proxyPostgresService() *Service {
 				return fmt.Errorf("decision cache: %w", err)
 			}
 			cache = decider
-			srv = postgres.New(cfg, a.cfg, a.verifier, a.pub, decider, a.reg, a.component("proxy-postgres"))
+			srv = postgres.New(cfg, a.resources, a.verifier, a.pub, decider, a.reg, a.component("proxy-postgres"))
 			if err := srv.Listen(); err != nil {
 				return err
 			}

@@ -25,6 +25,11 @@ const (
 	// SubjectPolicyRevision carries the policy revision in force (decimal), announced by
 	// the policy service; proxies drop cached decisions of other revisions.
 	SubjectPolicyRevision = "gh.policy.revision"
+	// KV buckets of desired state: policies and resources by name.
+	BucketPolicies  = "gh_policies"
+	BucketResources = "gh_resources"
+	// ConfigResource is the resource token of the audit subject of configuration changes.
+	ConfigResource = "_config"
 )
 
 // AuditSubject is the subject of one session event.

@@ -33,6 +33,9 @@ type Config struct {
 	Policies   []Policy   `yaml:"policies"`
 	// Tests are policy test cases, run by `gatehouse policy test -f FILE` (in CI, say).
 	Tests []PolicyTest `yaml:"tests"`
+	// SeedOverwrite makes the file's policies and resources replace those in KV at start
+	// (gatehouse dev); otherwise KV, once seeded, is the source of truth. Not in YAML.
+	SeedOverwrite bool `yaml:"-"`
 }
 
 // PolicyTest is one expected decision.
@@ -42,7 +45,7 @@ type PolicyTest struct {
 	Groups   []string `yaml:"groups"`
 	Resource string   `yaml:"resource"`
 	SQL      string   `yaml:"sql"`
-	Expect   string   `yaml:"expect"` // allow or deny
+	Expect   string   `yaml:"expect"` // allow, mask, require_approval or deny
 	Rule     string   `yaml:"rule"`   // optional: the rule that must decide
 }
 
@@ -173,6 +176,9 @@ type Ingest struct {
 type Query struct {
 	// AuditorGroups may use the audit API.
 	AuditorGroups []string `yaml:"auditor_groups"`
+	// AdminGroups may change policies and resources through the API (default
+	// gatehouse-admins).
+	AdminGroups []string `yaml:"admin_groups"`
 }
 
 // Resource is one backend the gateway fronts.
@@ -234,7 +240,7 @@ type Rule struct {
 	Effect string `yaml:"effect"` // allow, mask, require_approval or deny
 	When   string `yaml:"when"`
 	Reason string `yaml:"reason"`
-	Mask   *Mask  `yaml:"mask"` // effect mask: what to hide
+	Mask   *Mask  `yaml:"mask,omitempty"` // effect mask: what to hide
 }
 
 // Load reads, expands, decodes, defaults and validates a config file.
@@ -337,6 +343,9 @@ func (c *Config) ApplyDefaults() {
 	def(&c.ClickHouse.Username, "default")
 	defInt(&c.Ingest.BatchSize, 5000)
 	defDur(&c.Ingest.FlushInterval, 200*time.Millisecond)
+	if len(c.Query.AdminGroups) == 0 {
+		c.Query.AdminGroups = []string{"gatehouse-admins"}
+	}
 	if len(c.Query.AuditorGroups) == 0 {
 		c.Query.AuditorGroups = []string{"auditors"}
 	}

@@ -232,7 +232,9 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 // loading the same policies agrees on it and any change yields a new one (53 bits, exact in
 // JSON numbers everywhere).
 func RevisionOf(policies []config.Policy) uint64 {
-	b, _ := json.Marshal(policies)
+	sorted := slices.Clone(policies)
+	slices.SortStableFunc(sorted, func(a, b config.Policy) int { return strings.Compare(a.Name, b.Name) })
+	b, _ := json.Marshal(sorted)
 	sum := sha256.Sum256(b)
 	return binary.BigEndian.Uint64(sum[:8]) & (1<<53 - 1)
 }

@@ -39,8 +39,17 @@ func NewService(nc *nats.Conn, e *Engine, reg prometheus.Registerer, log *slog.L
 	return s
 }
 
-// SetEngine swaps the rules in force.
-func (s *Service) SetEngine(e *Engine) { s.engine.Store(e) }
+// SetEngine swaps the rules in force and announces the new revision at once, so that
+// proxies drop decisions cached under the old one.
+func (s *Service) SetEngine(e *Engine) {
+	s.engine.Store(e)
+	if err := s.nc.Publish(bus.SubjectPolicyRevision, []byte(strconv.FormatUint(e.Revision(), 10))); err != nil {
+		s.log.Warn("revision announcement failed", "err", err)
+	}
+}
+
+// Revision is the revision in force.
+func (s *Service) Revision() uint64 { return s.engine.Load().Revision() }
 
 // Start subscribes.
 func (s *Service) Start(context.Context) error {

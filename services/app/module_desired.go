@@ -1,0 +1,41 @@
+package app
+
+import (
+	"context"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/desired"
+)
+
+// desiredService opens the desired-state KV buckets, seeds them from the config file, and
+// keeps the live resources current.
+func (a *App) desiredService() *Service {
+	return &Service{
+		Start: func(ctx context.Context) error {
+			st, err := desired.Open(ctx, a.bus.JS, a.component("desired"))
+			if err != nil {
+				return err
+			}
+			changes, err := st.Seed(ctx, a.cfg, a.cfg.SeedOverwrite)
+			if err != nil {
+				return err
+			}
+			who := schemas.Identity{Subject: "config-file", Kind: "system"}
+			for _, c := range changes {
+				if err := desired.Record(ctx, a.bus.JS, c, who, "config", 0); err != nil {
+					return err
+				}
+			}
+			rs, err := st.Resources(ctx)
+			if err != nil {
+				return err
+			}
+			a.desired = st
+			a.resources = desired.NewLiveResources(rs)
+			return nil
+		},
+		Run: func(ctx context.Context) error {
+			return a.desired.WatchResources(ctx, a.resources.Set)
+		},
+	}
+}

@@ -1,0 +1,211 @@
+package desired
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
+
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+// maxDocument bounds an applied document.
+const maxDocument = 4 << 20
+
+// API serves the desired state: GET and PUT /api/v1/policies and /api/v1/resources (YAML
+// documents `policies: [...]` and `resources: [...]`), for members of the admin groups.
+type API struct {
+	Store    *Store
+	JS       jetstream.JetStream
+	Verifier *identity.Verifier
+	Admins   []string
+	// Base is the running config: everything but policies and resources, which come from KV.
+	Base *config.Config
+}
+
+// Register adds the routes.
+func (a *API) Register(e *echo.Echo) {
+	e.GET("/api/v1/policies", a.getPolicies, a.auth)
+	e.PUT("/api/v1/policies", a.putPolicies, a.auth)
+	e.GET("/api/v1/resources", a.getResources, a.auth)
+	e.PUT("/api/v1/resources", a.putResources, a.auth)
+}
+
+func (a *API) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		tok, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
+			return echo.NewHTTPError(http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
+		}
+		id, err := a.Verifier.Verify(c.Request().Context(), tok)
+		if err != nil {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
+			return echo.NewHTTPError(http.StatusUnauthorized, "token rejected: "+err.Error())
+		}
+		if !id.HasAnyGroup(a.Admins) {
+			return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is not in an admin group (%s)", id.Subject, strings.Join(a.Admins, ", ")))
+		}
+		c.Set("identity", id)
+		return next(c)
+	}
+}
+
+// Document is what apply takes and get returns.
+type Document struct {
+	Policies  []config.Policy   `yaml:"policies,omitempty"`
+	Resources []config.Resource `yaml:"resources,omitempty"`
+}
+
+// ApplyResult says what an apply changed.
+type ApplyResult struct {
+	Changed  []ChangeSummary `json:"changed"`
+	Revision uint64          `json:"revision,omitempty"` // policies: the revision now in force
+}
+
+// ChangeSummary is one changed policy or resource.
+type ChangeSummary struct {
+	Kind   string `json:"kind"`
+	Name   string `json:"name"`
+	Action string `json:"action"`
+}
+
+func (a *API) getPolicies(c echo.Context) error {
+	ps, err := a.Store.Policies(c.Request().Context())
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "read policies: "+err.Error())
+	}
+	return yamlResponse(c, Document{Policies: ps})
+}
+
+func (a *API) getResources(c echo.Context) error {
+	rs, err := a.Store.Resources(c.Request().Context())
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "read resources: "+err.Error())
+	}
+	for i := range rs {
+		if rs[i].Postgres != nil && rs[i].Postgres.Password != "" {
+			pg := *rs[i].Postgres
+			pg.Password = "<redacted>"
+			rs[i].Postgres = &pg
+		}
+	}
+	return yamlResponse(c, Document{Resources: rs})
+}
+
+func yamlResponse(c echo.Context, d Document) error {
+	b, err := yaml.Marshal(d)
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, "application/yaml", b)
+}
+
+// readDocument decodes the request body strictly, as the config file is decoded.
+func readDocument(c echo.Context) (*Document, error) {
+	body, err := io.ReadAll(io.LimitReader(c.Request().Body, maxDocument+1))
+	if err != nil {
+		return nil, echo.NewHTTPError(http.StatusBadRequest, "read body: "+err.Error())
+	}
+	if len(body) > maxDocument {
+		return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("document larger than %d bytes", maxDocument))
+	}
+	cfg, err := config.Parse(body)
+	if err != nil {
+		return nil, echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	return &Document{Policies: cfg.Policies, Resources: cfg.Resources}, nil
+}
+
+func (a *API) putPolicies(c echo.Context) error {
+	ctx := c.Request().Context()
+	doc, err := readDocument(c)
+	if err != nil {
+		return err
+	}
+	if len(doc.Policies) == 0 {
+		return echo.NewHTTPError(http.StatusBadRequest, "the document has no policies")
+	}
+	resources, err := a.Store.Resources(ctx)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "read resources: "+err.Error())
+	}
+	current, err := a.Store.Policies(ctx)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "read policies: "+err.Error())
+	}
+	// The document on its own (error paths are the document's), then the whole set that
+	// would be in force: a policy that does not compile is refused whole, and the running
+	// policies stay in force.
+	check := *a.Base
+	check.Resources, check.Policies, check.Tests = resources, doc.Policies, nil
+	if err := check.Validate(); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "policies refused: "+err.Error())
+	}
+	if _, err := policy.Compile(doc.Policies, 0); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "policies do not compile, nothing changed:\n"+err.Error())
+	}
+	merged := mergeByName(current, doc.Policies, func(p config.Policy) string { return p.Name })
+	if _, err := policy.Compile(merged, 0); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "the resulting policy set does not compile, nothing changed:\n"+err.Error())
+	}
+	changes, err := a.Store.PutPolicies(ctx, doc.Policies)
+	rev := policy.RevisionOf(merged)
+	return a.finish(c, changes, rev, err)
+}
+
+func (a *API) putResources(c echo.Context) error {
+	ctx := c.Request().Context()
+	doc, err := readDocument(c)
+	if err != nil {
+		return err
+	}
+	if len(doc.Resources) == 0 {
+		return echo.NewHTTPError(http.StatusBadRequest, "the document has no resources")
+	}
+	check := *a.Base
+	check.Resources, check.Policies, check.Tests = doc.Resources, nil, nil
+	if err := check.Validate(); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "resources refused: "+err.Error())
+	}
+	changes, err := a.Store.PutResources(ctx, doc.Resources)
+	return a.finish(c, changes, 0, err)
+}
+
+// finish records every change that was made (also when a later write failed) and answers.
+func (a *API) finish(c echo.Context, changes []Change, rev uint64, writeErr error) error {
+	who := c.Get("identity").(*identity.Identity).Identity
+	res := ApplyResult{Changed: []ChangeSummary{}, Revision: rev}
+	var recordErr error
+	for _, ch := range changes {
+		if err := Record(c.Request().Context(), a.JS, ch, who, "api", rev); err != nil {
+			recordErr = errors.Join(recordErr, err)
+		}
+		res.Changed = append(res.Changed, ChangeSummary{Kind: ch.Kind, Name: ch.Name, Action: ch.Action})
+	}
+	if err := errors.Join(writeErr, recordErr); err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, fmt.Sprintf("applied %d change(s), then: %v", len(changes), err))
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+func mergeByName[T any](current, changed []T, name func(T) string) []T {
+	out := make([]T, 0, len(current)+len(changed))
+	replaced := map[string]bool{}
+	for _, c := range changed {
+		replaced[name(c)] = true
+	}
+	for _, c := range current {
+		if !replaced[name(c)] {
+			out = append(out, c)
+		}
+	}
+	return append(out, changed...)
+}
