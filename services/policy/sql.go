@@ -13,27 +13,57 @@ import (
 // `request.sql` input of CEL rules.
 type SQLInfo struct {
 	Text          string   `json:"text"`
-	Kinds         []string `json:"kinds"`          // every statement kind, nested ones (CTEs, EXPLAIN) included
-	Tables        []string `json:"tables"`         // every table touched, schema-qualified
-	TablesRead    []string `json:"tables_read"`    // tables read
-	TablesWritten []string `json:"tables_written"` // tables written or altered (DML and DDL)
-	Functions     []string `json:"functions"`      // functions called
-	HasWhere      bool     `json:"has_where"`      // false when any UPDATE or DELETE lacks WHERE
-	Statements    int      `json:"statements"`     // number of top-level statements
-	Fingerprint   string   `json:"fingerprint"`    // normalized fingerprint (constants removed)
-	ParseError    string   `json:"parse_error"`    // non-empty when the statement does not parse
+	Kinds         []string `json:"kinds"`             // every statement kind, nested ones (CTEs, EXPLAIN) included
+	Tables        []string `json:"tables"`            // every table touched, schema-qualified
+	TablesRead    []string `json:"tables_read"`       // tables read
+	TablesWritten []string `json:"tables_written"`    // tables written or altered (DML and DDL)
+	Functions     []string `json:"functions"`         // functions called
+	Columns       []string `json:"columns"`           // column references as written (last name part; "*" for a star); only with AnalyzeOptions.Columns
+	WritingFuncs  []string `json:"writing_functions"` // functions called that change state (nextval, lo_unlink, pg_terminate_backend, dblink_exec, ...)
+	DDL           bool     `json:"ddl"`               // any statement changes the schema (CREATE, ALTER, DROP, GRANT, ...)
+	HasWhere      bool     `json:"has_where"`         // false when any UPDATE or DELETE lacks WHERE
+	Statements    int      `json:"statements"`        // number of top-level statements
+	Fingerprint   string   `json:"fingerprint"`       // normalized fingerprint (constants removed)
+	ParseError    string   `json:"parse_error"`       // non-empty when the statement does not parse
 }
+
+// AnalyzeOptions say which costly facts a policy needs.
+type AnalyzeOptions struct {
+	// Columns: some rule reads request.sql.columns, which needs the full parse tree.
+	Columns bool
+}
+
+// writingFunctions are functions that change state though called from a SELECT.
+var writingFunctions = map[string]bool{
+	"nextval": true, "setval": true, "lo_unlink": true, "lo_import": true, "lo_export": true, "lo_create": true,
+	"lo_put": true, "lo_from_bytea": true, "lo_truncate": true, "pg_terminate_backend": true, "pg_cancel_backend": true,
+	"pg_reload_conf": true, "pg_rotate_logfile": true, "pg_switch_wal": true, "pg_create_restore_point": true,
+	"pg_advisory_lock": true, "pg_advisory_xact_lock": true, "pg_try_advisory_lock": true, "set_config": true,
+	"dblink_exec": true, "dblink": true, "pg_file_write": true, "pg_read_file": true, "pg_read_binary_file": true,
+	"pg_ls_dir": true, "pg_stat_reset": true, "pg_drop_replication_slot": true, "pg_create_logical_replication_slot": true,
+}
+
+// ddlKinds are statement kinds that change the schema or privileges (besides create_*,
+// alter_*, drop_*).
+var ddlKinds = map[string]bool{"rename": true, "comment": true, "grant": true, "grant_role": true,
+	"index": true, "view": true, "create_table": true, "create_database": true, "drop_database": true,
+	"create_function": true, "create_trig": true, "rule": true, "create_schema": true, "create_seq": true,
+	"create_extension": true, "define": true, "composite_type": true, "create_enum": true,
+	"create_table_as": true, "alter_table": true, "alter_owner": true, "reindex": true, "cluster": true}
 
 // AnalyzeSQL parses sql with pg_query. A statement that does not parse yields ParseError and
 // empty facts; rules decide on it (denied by default), it is never passed through on a guess.
-func AnalyzeSQL(sql string) SQLInfo {
+func AnalyzeSQL(sql string) SQLInfo { return Analyze(sql, AnalyzeOptions{}) }
+
+// Analyze is AnalyzeSQL with options.
+func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	info := SQLInfo{Text: sql, HasWhere: true}
 	// Most statements are plain single SELECTs: the parser's summary (computed in C) says
 	// all a rule needs about them, at a tenth of the cost of building the Go parse tree.
 	// Anything else (writes, DDL, several statements, FOR UPDATE, SELECT INTO) gets the full
-	// tree below.
+	// tree below, and so does every statement when a rule reads the columns.
 	sum, sumErr := pg_query.Summary(sql, -1)
-	if sumErr == nil && len(sum.StatementTypes) == 1 && sum.StatementTypes[0] == "SelectStmt" &&
+	if !opts.Columns && sumErr == nil && len(sum.StatementTypes) == 1 && sum.StatementTypes[0] == "SelectStmt" &&
 		!strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") && !lockOrInto.MatchString(sql) {
 		info.Kinds, info.Statements = []string{"select"}, 1
 		summarize(&info, sum)
@@ -65,6 +95,33 @@ func AnalyzeSQL(sql string) SQLInfo {
 				if len(n.LockingClause) > 0 {
 					kinds["select_for_update"] = true
 				}
+			case *pg_query.CopyStmt:
+				kinds["copy"] = true
+				if n.IsFrom {
+					kinds["copy_from"] = true
+				} else {
+					kinds["copy_to"] = true
+				}
+				if n.IsProgram {
+					kinds["copy_program"] = true
+				}
+			case *pg_query.VariableSetStmt:
+				kinds["set"] = true
+				switch strings.ToLower(n.Name) {
+				case "role":
+					kinds["set_role"] = true
+				case "session_authorization":
+					kinds["set_session_authorization"] = true
+				}
+			case *pg_query.ColumnRef:
+				if len(n.Fields) > 0 {
+					switch f := n.Fields[len(n.Fields)-1].Node.(type) {
+					case *pg_query.Node_String_:
+						info.Columns = appendUnique(info.Columns, f.String_.Sval)
+					case *pg_query.Node_AStar:
+						info.Columns = appendUnique(info.Columns, "*")
+					}
+				}
 			default:
 				if k := stmtKind(string(m.Descriptor().Name())); k != "" {
 					kinds[k] = true
@@ -74,6 +131,9 @@ func AnalyzeSQL(sql string) SQLInfo {
 	}
 	for k := range kinds {
 		info.Kinds = append(info.Kinds, k)
+		if ddlKinds[k] || strings.HasPrefix(k, "create_") || strings.HasPrefix(k, "alter_") || strings.HasPrefix(k, "drop_") {
+			info.DDL = true
+		}
 	}
 	slices.Sort(info.Kinds)
 
@@ -104,6 +164,9 @@ func summarize(info *SQLInfo, sum *pg_query.SummaryResult) {
 	}
 	for _, f := range sum.Functions {
 		info.Functions = appendUnique(info.Functions, f.Name)
+		if writingFunctions[f.Name] {
+			info.WritingFuncs = appendUnique(info.WritingFuncs, f.Name)
+		}
 	}
 	if fp, err := pg_query.Fingerprint(info.Text); err == nil {
 		info.Fingerprint = fp
@@ -113,7 +176,7 @@ func summarize(info *SQLInfo, sum *pg_query.SummaryResult) {
 
 // finish makes every list non-nil (CEL sees empty lists, not nulls).
 func finish(info *SQLInfo) {
-	for _, l := range []*[]string{&info.Kinds, &info.Tables, &info.TablesRead, &info.TablesWritten, &info.Functions} {
+	for _, l := range []*[]string{&info.Kinds, &info.Tables, &info.TablesRead, &info.TablesWritten, &info.Functions, &info.Columns, &info.WritingFuncs} {
 		if *l == nil {
 			*l = []string{}
 		}
