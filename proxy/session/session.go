@@ -47,6 +47,7 @@ type Session struct {
 	prevHash string
 	revision uint64
 	batch    eventBatch
+	raw      []rawEvent // recorded, not yet encoded (buffered mode)
 	hasher   hash.Hash // SHA-256, reused
 	payload  []byte    // scratch for the payload's encoding
 	encoded  []byte    // scratch for the event's encoding
@@ -118,11 +119,11 @@ const lingerBytes = 64 << 10
 func (s *Session) flushSoon() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.strict || s.pub.linger <= 0 || len(s.batch.data) >= lingerBytes || s.flushErr != nil {
+	if s.strict || s.pub.linger <= 0 || len(s.batch.data) >= lingerBytes || len(s.raw) >= maxRawEvents || s.flushErr != nil {
 		_, err := s.flushLocked(false)
 		return err
 	}
-	if s.batch.n > 0 && !s.lingers {
+	if (s.batch.n > 0 || len(s.raw) > 0) && !s.lingers {
 		s.lingers = true
 		s.pub.later(s)
 	}
@@ -145,12 +146,48 @@ func (s *Session) flushLingering() {
 
 var emptyHash = []byte(`"hash":"","payload":`)
 
+// rawEvent is an event recorded but not yet encoded: buffered sessions encode their events
+// when the batch goes out (in the publisher's sweep), off the statement's path.
+type rawEvent struct {
+	p        schemas.Payload
+	t        time.Time
+	revision uint64
+}
+
+// maxRawEvents bounds the events a session holds unencoded; past it they are encoded and
+// sent at once.
+const maxRawEvents = 512
+
 func (s *Session) addLocked(p schemas.Payload) error {
+	if s.strict || s.pub.linger <= 0 {
+		return s.encodeLocked(p, time.Now(), s.revision)
+	}
+	s.raw = append(s.raw, rawEvent{p: p, t: time.Now(), revision: s.revision})
+	return nil
+}
+
+// encodeRawLocked encodes the events recorded so far into the batch, in order.
+func (s *Session) encodeRawLocked() error {
+	for i, r := range s.raw {
+		if err := s.encodeLocked(r.p, r.t, r.revision); err != nil {
+			s.raw = s.raw[i+1:] // an event that cannot be encoded is dropped, never retried forever
+			return err
+		}
+	}
+	clear(s.raw)
+	s.raw = s.raw[:0]
+	if cap(s.raw) > maxRawEvents {
+		s.raw = nil
+	}
+	return nil
+}
+
+func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) error {
 	s.payload = p.AppendJSON(s.payload[:0])
 	ev := schemas.Event{
-		ID: newID(), Type: p.EventType(), Code: schemas.Codes[p.EventType()], Time: time.Now().UTC().Truncate(time.Microsecond),
+		ID: newID(), Type: p.EventType(), Code: schemas.Codes[p.EventType()], Time: t.UTC().Truncate(time.Microsecond),
 		SessionID: s.ID, Seq: s.seq + 1, Identity: s.Identity.Identity, Resource: s.Resource.Name,
-		PolicyRevision: s.revision, PrevHash: s.prevHash, Payload: s.payload,
+		PolicyRevision: revision, PrevHash: s.prevHash, Payload: s.payload,
 	}
 	// One encoding serves both the hash (over the event with hash empty, as
 	// Event.ComputeHash defines it) and the message: the hash is spliced in afterwards.
@@ -202,6 +239,9 @@ func (s *Session) flushWith(await bool, enqueue func(*pending) error) error {
 }
 
 func (s *Session) flushWithWait(await bool, enqueue func(*pending) error) (func(context.Context) error, error) {
+	if err := s.encodeRawLocked(); err != nil {
+		return nil, err
+	}
 	b := &s.batch
 	if b.n == 0 {
 		return nil, nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -264,7 +265,12 @@ func (a *App) natsService() *Service {
 func (a *App) busService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
-			b, err := bus.Connect(ctx, a.natsURL, "gatehouse", bus.Options{StreamMaxBytes: a.cfg.NATS.StreamMaxBytes, DuplicateWindow: a.cfg.NATS.DuplicateWindow}, a.component("bus"))
+			var extra []nats.Option
+			if a.nats != nil {
+				// The embedded server is in this process: no loopback TCP between them.
+				extra = append(extra, nats.InProcessServer(a.nats))
+			}
+			b, err := bus.Connect(ctx, a.natsURL, "gatehouse", bus.Options{StreamMaxBytes: a.cfg.NATS.StreamMaxBytes, DuplicateWindow: a.cfg.NATS.DuplicateWindow}, a.component("bus"), extra...)
 			if err != nil {
 				return err
 			}

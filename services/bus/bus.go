@@ -50,19 +50,19 @@ type Bus struct {
 }
 
 // Connect connects to url and makes sure the streams exist. name identifies the client in
-// NATS monitoring.
-func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logger) (*Bus, error) {
-	nc, err := nats.Connect(url,
+// NATS monitoring. extra options may make the connection in-process (an embedded server).
+func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logger, extra ...nats.Option) (*Bus, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	)
+	}, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", url, err)
 	}

@@ -57,6 +57,10 @@ func Start(listen, storeDir string) (*Server, error) {
 // URL is the client URL of the server.
 func (s *Server) URL() string { return s.ns.ClientURL() }
 
+// InProcessConn is a client connection that does not go through the network stack: the
+// process's own components talk to its embedded server through it (nats.InProcessServer).
+func (s *Server) InProcessConn() (net.Conn, error) { return s.ns.InProcessConn() }
+
 // Shutdown stops the server and waits until it is down.
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
