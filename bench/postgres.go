@@ -243,7 +243,6 @@ log: {level: warn}
 server: {http_listen: "127.0.0.1:0"}
 identity: {dev_issuer: true}
 proxy: {postgres: {listen: "127.0.0.1:0"}}
-
 resources:
   - {name: bench, type: postgres, audit: buffered, postgres: {address: "%[2]s", database: bench, user: bench, password_file: %[3]s, sslmode: disable}}
   - {name: bench-strict, type: postgres, audit: strict, postgres: {address: "%[2]s", database: bench, user: bench, password_file: %[3]s, sslmode: disable}}
