@@ -33,6 +33,9 @@ Usage:
   gatehouse policy test -f FILE         run a config file's policy test cases (exit 1 on failure)
   gatehouse policy apply -f FILE        change policies in force, live (admin token)
   gatehouse policy get                  print the policies in force (admin token)
+  gatehouse approvals list [--all]      approvals waiting (or all)
+  gatehouse approvals approve ID [--reason R] | deny ID --reason R
+                                        decide an approval (approver token)
   gatehouse resource apply -f FILE      add or change resources, live (admin token)
   gatehouse resource get                print the resources (passwords redacted)
   gatehouse bench postgres [flags]      pgbench -S: direct vs PgBouncer vs Gatehouse, one run
@@ -59,6 +62,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = sessionsCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "approvals":
+		err = approvalsCmd(args[1:], stdout, stderr)
 	case "resource":
 		err = resourceCmd(args[1:], stdout, stderr)
 	case "policy":

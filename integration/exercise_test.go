@@ -225,6 +225,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	}, 20*time.Second, 200*time.Millisecond, "refused connections are audited (got %d)", authFailed)
 
 	liveChanges(t, g, svc, ch)
+	heldForApproval(t, g)
 }
 
 // liveChanges changes policies and resources through the CLI and the API while sessions are

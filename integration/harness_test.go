@@ -73,6 +73,7 @@ type gateway struct {
 	pgHost, pgPort string // PostgreSQL proxy
 	api            string // base URL of the query API
 	policyAPI      string // base URL of the policy process (policy and resource API)
+	approvalsAPI   string // base URL of the approvals process
 	issuer         string // base URL of the HTTP server with the dev issuer
 	chAddr, chDB   string
 	backendPW      string
@@ -118,8 +119,13 @@ func (g *gateway) apiGet(t *testing.T, token, path string) (int, []byte) {
 
 // cliJSON runs a CLI command against the API and decodes its --json output.
 func (g *gateway) cliJSON(t *testing.T, token string, out any, args ...string) error {
+	return g.cliJSONAt(t, g.api, token, out, args...)
+}
+
+// cliJSONAt is cliJSON against the HTTP server at base.
+func (g *gateway) cliJSONAt(t *testing.T, base, token string, out any, args ...string) error {
 	var stdout, stderr bytes.Buffer
-	args = append(args, "--json", "--url", g.api, "--token", token)
+	args = append(args, "--json", "--url", base, "--token", token)
 	if code := cli.Main(args, &stdout, &stderr); code != 0 {
 		return fmt.Errorf("gatehouse %s: exit %d: %s", strings.Join(args[:2], " "), code, stderr.String())
 	}

@@ -38,7 +38,7 @@ func TestSplitProcesses(t *testing.T) {
 	require.NoError(t, err)
 	dirs := map[string]string{}
 	bases := map[string]string{}
-	for _, target := range []string{"dev-issuer", "policy", "proxy-postgres", "ingest", "query"} {
+	for _, target := range []string{"dev-issuer", "policy", "approvals", "proxy-postgres", "ingest", "query"} {
 		port := freePort(t)
 		if target == "dev-issuer" {
 			port = issuerPort
@@ -51,7 +51,7 @@ func TestSplitProcesses(t *testing.T) {
 	for _, base := range bases {
 		waitReady(t, base)
 	}
-	g := &gateway{pgHost: "127.0.0.1", pgPort: pgPort, api: bases["query"], policyAPI: bases["policy"], issuer: issuer,
+	g := &gateway{pgHost: "127.0.0.1", pgPort: pgPort, api: bases["query"], policyAPI: bases["policy"], approvalsAPI: bases["approvals"], issuer: issuer,
 		chAddr: ch.Addr(), chDB: "gatehouse", backendPW: readFile(t, pwFile), pg: pg}
 	exercise(t, g, dirs["dev-issuer"])
 }

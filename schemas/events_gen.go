@@ -250,6 +250,16 @@ const (
 	TypeDbQueryDone = "db.query.done"
 	// TypePolicyChanged: Desired state changed: a policy or a resource was created or updated, by whom, with the diff. Recorded on its own (resource _config, a session of one event).
 	TypePolicyChanged = "policy.changed"
+	// TypeApprovalRequested: A statement (or a grant) waits for human approval. On GH_APPROVALS (gh.approvals.<id>.requested) and in the requesting session's trail; identity is the requester.
+	TypeApprovalRequested = "approval.requested"
+	// TypeApprovalDecided: An approver approved or denied (one event per distinct approver and decision; a repeated click counts once). Identity is the approver.
+	TypeApprovalDecided = "approval.decided"
+	// TypeApprovalExpired: An approval request reached its deadline undecided (or a fail-fast approval its window unused).
+	TypeApprovalExpired = "approval.expired"
+	// TypeApprovalCancelled: The requester gave up waiting: a cancel request, or the client disconnected.
+	TypeApprovalCancelled = "approval.cancelled"
+	// TypeApprovalUsed: A fail-fast approval was used: the approved statement ran (once).
+	TypeApprovalUsed = "approval.used"
 )
 
 // Event codes, one per type.
@@ -272,19 +282,34 @@ const (
 	CodeDbQueryDone = "GH2002"
 	// CodePolicyChanged is the code of policy.changed.
 	CodePolicyChanged = "GH4000"
+	// CodeApprovalRequested is the code of approval.requested.
+	CodeApprovalRequested = "GH5000"
+	// CodeApprovalDecided is the code of approval.decided.
+	CodeApprovalDecided = "GH5001"
+	// CodeApprovalExpired is the code of approval.expired.
+	CodeApprovalExpired = "GH5002"
+	// CodeApprovalCancelled is the code of approval.cancelled.
+	CodeApprovalCancelled = "GH5003"
+	// CodeApprovalUsed is the code of approval.used.
+	CodeApprovalUsed = "GH5004"
 )
 
 // Codes maps every event type to its code.
 var Codes = map[string]string{
-	TypeSessionStart:  CodeSessionStart,
-	TypeSessionEnd:    CodeSessionEnd,
-	TypeAuthFailed:    CodeAuthFailed,
-	TypeDbQuery:       CodeDbQuery,
-	TypeDbBind:        CodeDbBind,
-	TypeDecision:      CodeDecision,
-	TypeDbResultChunk: CodeDbResultChunk,
-	TypeDbQueryDone:   CodeDbQueryDone,
-	TypePolicyChanged: CodePolicyChanged,
+	TypeSessionStart:      CodeSessionStart,
+	TypeSessionEnd:        CodeSessionEnd,
+	TypeAuthFailed:        CodeAuthFailed,
+	TypeDbQuery:           CodeDbQuery,
+	TypeDbBind:            CodeDbBind,
+	TypeDecision:          CodeDecision,
+	TypeDbResultChunk:     CodeDbResultChunk,
+	TypeDbQueryDone:       CodeDbQueryDone,
+	TypePolicyChanged:     CodePolicyChanged,
+	TypeApprovalRequested: CodeApprovalRequested,
+	TypeApprovalDecided:   CodeApprovalDecided,
+	TypeApprovalExpired:   CodeApprovalExpired,
+	TypeApprovalCancelled: CodeApprovalCancelled,
+	TypeApprovalUsed:      CodeApprovalUsed,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -308,6 +333,16 @@ func NewPayload(typ string) (Payload, bool) {
 		return &DbQueryDone{}, true
 	case TypePolicyChanged:
 		return &PolicyChanged{}, true
+	case TypeApprovalRequested:
+		return &ApprovalRequested{}, true
+	case TypeApprovalDecided:
+		return &ApprovalDecided{}, true
+	case TypeApprovalExpired:
+		return &ApprovalExpired{}, true
+	case TypeApprovalCancelled:
+		return &ApprovalCancelled{}, true
+	case TypeApprovalUsed:
+		return &ApprovalUsed{}, true
 	}
 	return nil, false
 }
@@ -987,5 +1022,285 @@ func (v *PolicyChanged) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.Diff)
 	b = append(b, `,"source":`...)
 	b = AppendJSONString(b, v.Source)
+	return append(b, '}')
+}
+
+// ApprovalRequested is the payload of approval.requested events: a statement (or a grant) waits for human approval. On GH_APPROVALS (gh.approvals.<id>.requested) and in the requesting session's trail; identity is the requester.
+type ApprovalRequested struct {
+	// ApprovalID is the approval (UUIDv7).
+	ApprovalID string `json:"approval_id"`
+	// Kind is statement or grant.
+	Kind string `json:"kind"`
+	// SessionID is the session holding the statement.
+	SessionID string `json:"session_id,omitempty"`
+	// Statement is the statement, truncated, with detected sensitive values masked.
+	Statement string `json:"statement,omitempty"`
+	// Fingerprint is normalized statement fingerprint.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// StatementHash is SHA-256 of the exact statement (fail-fast: the identical statement may run once after approval).
+	StatementHash string `json:"statement_hash,omitempty"`
+	// Labels is the resource's labels, as key=value.
+	Labels []string `json:"labels,omitempty"`
+	// Policy is policy of the rule that asks for approval.
+	Policy string `json:"policy,omitempty"`
+	// Rule is the rule.
+	Rule string `json:"rule,omitempty"`
+	// Reason is the rule's reason.
+	Reason string `json:"reason,omitempty"`
+	// Approvers is groups whose members may approve.
+	Approvers []string `json:"approvers"`
+	// Required is distinct approvals needed.
+	Required uint32 `json:"required"`
+	// Deadline is when the request expires.
+	Deadline time.Time `json:"deadline"`
+	// Mode is hold (the client waits) or fail_fast (the identical statement may run once after approval).
+	Mode string `json:"mode"`
+	// WindowSeconds is fail_fast: how long after approval the statement may run.
+	WindowSeconds uint64 `json:"window_seconds,omitempty"`
+	// GrantRole is grant: the role asked for.
+	GrantRole string `json:"grant_role,omitempty"`
+	// GrantSeconds is grant: how long it would last.
+	GrantSeconds uint64 `json:"grant_seconds,omitempty"`
+}
+
+// EventType returns "approval.requested".
+func (ApprovalRequested) EventType() string { return TypeApprovalRequested }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *ApprovalRequested) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"approval_id":`...)
+	b = AppendJSONString(b, v.ApprovalID)
+	b = append(b, `,"kind":`...)
+	b = AppendJSONString(b, v.Kind)
+	if !(v.SessionID == "") {
+		b = append(b, `,"session_id":`...)
+		b = AppendJSONString(b, v.SessionID)
+	}
+	if !(v.Statement == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"statement":`...)
+		b = AppendJSONString(b, v.Statement)
+	}
+	if !(v.Fingerprint == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"fingerprint":`...)
+		b = AppendJSONString(b, v.Fingerprint)
+	}
+	if !(v.StatementHash == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"statement_hash":`...)
+		b = AppendJSONString(b, v.StatementHash)
+	}
+	if !(len(v.Labels) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"labels":`...)
+		if v.Labels == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Labels {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(v.Policy == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"policy":`...)
+		b = AppendJSONString(b, v.Policy)
+	}
+	if !(v.Rule == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"rule":`...)
+		b = AppendJSONString(b, v.Rule)
+	}
+	if !(v.Reason == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"reason":`...)
+		b = AppendJSONString(b, v.Reason)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"approvers":`...)
+	if v.Approvers == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, e := range v.Approvers {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = AppendJSONString(b, e)
+		}
+		b = append(b, ']')
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"required":`...)
+	b = strconv.AppendUint(b, uint64(v.Required), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"deadline":`...)
+	b = appendJSONTime(b, v.Deadline)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"mode":`...)
+	b = AppendJSONString(b, v.Mode)
+	if !(v.WindowSeconds == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"window_seconds":`...)
+		b = strconv.AppendUint(b, uint64(v.WindowSeconds), 10)
+	}
+	if !(v.GrantRole == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"grant_role":`...)
+		b = AppendJSONString(b, v.GrantRole)
+	}
+	if !(v.GrantSeconds == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"grant_seconds":`...)
+		b = strconv.AppendUint(b, uint64(v.GrantSeconds), 10)
+	}
+	return append(b, '}')
+}
+
+// ApprovalDecided is the payload of approval.decided events: an approver approved or denied (one event per distinct approver and decision; a repeated click counts once). Identity is the approver.
+type ApprovalDecided struct {
+	// ApprovalID is the approval.
+	ApprovalID string `json:"approval_id"`
+	// Decision is approve or deny.
+	Decision string `json:"decision"`
+	// Via is cli, api or slack.
+	Via string `json:"via"`
+	// Reason is the approver's reason (required to deny).
+	Reason string `json:"reason,omitempty"`
+	// Outcome is the approval's state after this decision: pending, approved or denied.
+	Outcome string `json:"outcome"`
+	// Approvals is distinct approvals so far.
+	Approvals uint32 `json:"approvals"`
+}
+
+// EventType returns "approval.decided".
+func (ApprovalDecided) EventType() string { return TypeApprovalDecided }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *ApprovalDecided) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"approval_id":`...)
+	b = AppendJSONString(b, v.ApprovalID)
+	b = append(b, `,"decision":`...)
+	b = AppendJSONString(b, v.Decision)
+	b = append(b, `,"via":`...)
+	b = AppendJSONString(b, v.Via)
+	if !(v.Reason == "") {
+		b = append(b, `,"reason":`...)
+		b = AppendJSONString(b, v.Reason)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"outcome":`...)
+	b = AppendJSONString(b, v.Outcome)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"approvals":`...)
+	b = strconv.AppendUint(b, uint64(v.Approvals), 10)
+	return append(b, '}')
+}
+
+// ApprovalExpired is the payload of approval.expired events: an approval request reached its deadline undecided (or a fail-fast approval its window unused).
+type ApprovalExpired struct {
+	// ApprovalID is the approval.
+	ApprovalID string `json:"approval_id"`
+	// Deadline is the deadline that passed.
+	Deadline time.Time `json:"deadline"`
+}
+
+// EventType returns "approval.expired".
+func (ApprovalExpired) EventType() string { return TypeApprovalExpired }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *ApprovalExpired) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"approval_id":`...)
+	b = AppendJSONString(b, v.ApprovalID)
+	b = append(b, `,"deadline":`...)
+	b = appendJSONTime(b, v.Deadline)
+	return append(b, '}')
+}
+
+// ApprovalCancelled is the payload of approval.cancelled events: the requester gave up waiting: a cancel request, or the client disconnected.
+type ApprovalCancelled struct {
+	// ApprovalID is the approval.
+	ApprovalID string `json:"approval_id"`
+	// Reason is cancel_request or client_disconnected.
+	Reason string `json:"reason"`
+}
+
+// EventType returns "approval.cancelled".
+func (ApprovalCancelled) EventType() string { return TypeApprovalCancelled }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *ApprovalCancelled) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"approval_id":`...)
+	b = AppendJSONString(b, v.ApprovalID)
+	b = append(b, `,"reason":`...)
+	b = AppendJSONString(b, v.Reason)
+	return append(b, '}')
+}
+
+// ApprovalUsed is the payload of approval.used events: a fail-fast approval was used: the approved statement ran (once).
+type ApprovalUsed struct {
+	// ApprovalID is the approval.
+	ApprovalID string `json:"approval_id"`
+	// SessionID is the session it ran in.
+	SessionID string `json:"session_id"`
+}
+
+// EventType returns "approval.used".
+func (ApprovalUsed) EventType() string { return TypeApprovalUsed }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *ApprovalUsed) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"approval_id":`...)
+	b = AppendJSONString(b, v.ApprovalID)
+	b = append(b, `,"session_id":`...)
+	b = AppendJSONString(b, v.SessionID)
 	return append(b, '}')
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -23,6 +24,17 @@ type cancelKey struct {
 	clientSecret  [4]byte
 	backendAddr   string
 	backendSecret []byte
+	// hold, while a statement waits for approval in the proxy, takes the cancel instead of
+	// the backend (which runs nothing for it).
+	hold atomic.Pointer[func()]
+}
+
+func (k *cancelKey) setHold(f func()) {
+	if f == nil {
+		k.hold.Store(nil)
+		return
+	}
+	k.hold.Store(&f)
 }
 
 func newCancelRegistry() *cancelRegistry { return &cancelRegistry{keys: map[uint32][]*cancelKey{}} }
@@ -75,6 +87,10 @@ func (s *Server) cancel(body []byte) {
 	k := s.cancels.lookup(pid, body[4:])
 	if k == nil {
 		s.log.Info("cancel request with an unknown key ignored", "pid", pid)
+		return
+	}
+	if h := k.hold.Load(); h != nil {
+		(*h)()
 		return
 	}
 	c, err := net.DialTimeout("tcp", k.backendAddr, 5*time.Second)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // maxBackendMessage is PostgreSQL's own limit on a message (1 GB).
@@ -121,6 +122,9 @@ type conn struct {
 	closeOnce sync.Once
 	endReason atomic.Value // string
 
+	cr        *msgReader // the client's, for the disconnect watch while a statement is held
+	cancelKey *cancelKey
+
 	descMu    sync.Mutex
 	described map[*session.Query][]schemas.Column // a prepared statement's columns, from its Describe
 }
@@ -152,6 +156,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	s.mu.Unlock()
 	s.active.Inc()
 	key := s.cancels.add(st.backend.PID, st.secret, st.resource.Postgres.Address, st.backend.SecretKey)
+	c.cancelKey = key
 
 	// Greet the client as PostgreSQL would.
 	var hello []pgproto3.Message
@@ -317,6 +322,19 @@ func denial(q *session.Query) (code, msg, hint string) {
 	return "42501", msg, "every statement is checked against the gateway's policy; ask the resource owner for access"
 }
 
+// approveNow settles a require_approval decision before the statement goes on. Statements
+// are held only when nothing is in flight: a held statement inside a pipeline would hold
+// the answers of what precedes it.
+func (c *conn) approveNow(ctx context.Context, q *session.Query, sql string) *refusal {
+	c.qmu.Lock()
+	busy := len(c.pending) > 0
+	c.qmu.Unlock()
+	if busy && q.Decision.Approval != nil && q.Decision.Approval.Mode != "fail_fast" {
+		return &refusal{code: "42501", msg: fmt.Sprintf("Gatehouse: approval required (policy %s, rule %s): %s; a statement is held for approval only outside a pipeline, send it on its own", q.Decision.Policy, q.Decision.Rule, q.Decision.Reason)}
+	}
+	return c.approve(ctx, q, sql)
+}
+
 func (c *conn) denyResponse(q *session.Query) []byte {
 	code, msg, hint := denial(q)
 	return encode(pgError("ERROR", code, msg, hint))
@@ -329,6 +347,7 @@ func (c *conn) readyForQuery() []byte {
 // clientLoop reads client messages, decides statements and forwards the rest.
 func (c *conn) clientLoop(ctx context.Context) error {
 	r := &msgReader{r: bufio.NewReaderSize(c.client, 8<<10), max: c.srv.cfg.MaxMessageBytes}
+	c.cr = r
 	for {
 		typ, raw, body, err := r.next()
 		if err != nil {
@@ -388,16 +407,22 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			return nil, fmt.Errorf("Query: %w", err)
 		}
 		q := c.sess.OnQuery(ctx, sql, "simple", "")
-		if !q.Decision.Allowed() {
+		var why *refusal
+		if q.Decision.Effect == policy.EffectRequireApproval {
+			why = c.approveNow(ctx, q, sql)
+		} else if !q.Decision.Allowed() {
+			code, msg, hint := denial(q)
+			why = &refusal{code: code, msg: msg, hint: hint}
+		}
+		if why != nil {
 			c.sess.NewResult(q).Done("denied")
 			if c.txStatus.Load() != 'T' {
-				c.respond(append(c.denyResponse(q), c.readyForQuery()...))
+				c.respond(append(why.response(), c.readyForQuery()...))
 				return nil, nil
 			}
 			// In a transaction: the backend raises the same error, so its transaction fails
 			// as PostgreSQL's own would; the refused statement does not reach it.
-			code, msg, _ := denial(q)
-			return encode(&pgproto3.Query{String: abortSQL(code, msg)}), c.push(&entry{kind: 'Q'})
+			return encode(&pgproto3.Query{String: abortSQL(why.code, why.msg)}), c.push(&entry{kind: 'Q'})
 		}
 		rm, err := c.newResultMask(q)
 		if err != nil {
@@ -416,9 +441,16 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			return nil, nil
 		}
 		q := c.sess.OnQuery(ctx, p.Query, "extended", p.Name)
-		if !q.Decision.Allowed() {
+		var why *refusal
+		if q.Decision.Effect == policy.EffectRequireApproval {
+			why = c.approveNow(ctx, q, p.Query)
+		} else if !q.Decision.Allowed() {
+			code, msg, hint := denial(q)
+			why = &refusal{code: code, msg: msg, hint: hint}
+		}
+		if why != nil {
 			c.sess.NewResult(q).Done("denied")
-			c.respond(c.denyResponse(q))
+			c.respond(why.response())
 			c.skipToSync = true
 			// PostgreSQL fails the pipeline's (implicit or explicit) transaction on an error.
 			c.abortAtSync = c.sentSinceSync || c.txStatus.Load() == 'T'

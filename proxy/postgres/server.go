@@ -58,9 +58,10 @@ type Server struct {
 	conns  map[*conn]struct{}
 	closed bool
 
-	masks    *mask.Cache
-	catMu    sync.Mutex
-	catalogs map[string]*catalog // resource name → its column names by table OID
+	masks     *mask.Cache
+	approvals *Approvals
+	catMu     sync.Mutex
+	catalogs  map[string]*catalog // resource name → its column names by table OID
 
 	sessions *prometheus.CounterVec
 	active   prometheus.Gauge
@@ -77,6 +78,9 @@ func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher
 	reg.MustRegister(s.sessions, s.active)
 	return s
 }
+
+// SetApprovals connects the proxy to the approvals system (before Serve).
+func (s *Server) SetApprovals(a *Approvals) { s.approvals = a }
 
 // Listen binds the listener.
 func (s *Server) Listen() error {

@@ -48,11 +48,11 @@ type Session struct {
 	revision uint64
 	batch    eventBatch
 	raw      []rawEvent // recorded, not yet encoded (buffered mode)
-	hasher   hash.Hash // SHA-256, reused
-	payload  []byte    // scratch for the payload's encoding
-	encoded  []byte    // scratch for the event's encoding
-	lingers  bool      // the publisher will flush the batch (buffered mode)
-	flushErr error     // the last lingering flush failed: the next statement flushes itself
+	hasher   hash.Hash  // SHA-256, reused
+	payload  []byte     // scratch for the payload's encoding
+	encoded  []byte     // scratch for the event's encoding
+	lingers  bool       // the publisher will flush the batch (buffered mode)
+	flushErr error      // the last lingering flush failed: the next statement flushes itself
 
 	queries uint64 // statements received
 	denied  uint64
@@ -408,6 +408,13 @@ func (s *Session) Unattributed() *Query {
 	_ = s.add(&schemas.DbQuery{QueryID: q.ID, Protocol: "extended", StatementName: "(unknown portal)"})
 	_ = s.flushSoon()
 	return q
+}
+
+// Record adds an event to the session's trail (approvals, terminations).
+func (s *Session) Record(p schemas.Payload) {
+	if err := s.add(p); err == nil {
+		_ = s.flushSoon()
+	}
 }
 
 func (s *Session) countDenied() {

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/services/approvals"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/embedded"
 	"github.com/gatehouse/gatehouse/services/config"
@@ -36,18 +37,19 @@ type App struct {
 	log *slog.Logger
 	reg *prometheus.Registry
 
-	echo     *echo.Echo
-	httpLn   net.Listener
-	httpSrv  *http.Server
-	nats     *embedded.Server
-	bus      *bus.Bus
-	natsURL  string
-	verifier *identity.Verifier
-	dev      *identity.DevIssuer
-	ch       driver.Conn
-	pub      *session.Publisher
-	pgAddr   string
-	desired  *desired.Store
+	echo      *echo.Echo
+	httpLn    net.Listener
+	httpSrv   *http.Server
+	nats      *embedded.Server
+	bus       *bus.Bus
+	natsURL   string
+	verifier  *identity.Verifier
+	dev       *identity.DevIssuer
+	ch        driver.Conn
+	pub       *session.Publisher
+	pgAddr    string
+	desired   *desired.Store
+	approvals *approvals.Service
 	// resources are the resources in force (KV, watched).
 	resources *desired.LiveResources
 
@@ -81,9 +83,10 @@ var modules = map[string]module{
 	"desired":        {deps: []string{"bus"}, build: (*App).desiredService},
 	"policy":         {deps: []string{"bus", "desired", "identity", "server"}, public: true, help: "decision service (gh.policy.decide) and the policy/resource API", build: (*App).policyService},
 	"proxy-postgres": {deps: []string{"bus", "desired", "identity", "publisher", "server"}, public: true, help: "PostgreSQL proxy", build: (*App).proxyPostgresService},
+	"approvals":      {deps: []string{"bus", "identity", "server"}, public: true, help: "approvals: state from GH_APPROVALS, API, deadlines", build: (*App).approvalsService},
 	"ingest":         {deps: []string{"bus", "clickhouse", "server"}, public: true, help: "JetStream → ClickHouse", build: (*App).ingestService},
 	"query":          {deps: []string{"clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay", build: (*App).queryService},
-	"all":            {deps: []string{"policy", "proxy-postgres", "ingest", "query"}, public: true, help: "every component, NATS embedded unless nats.url is set"},
+	"all":            {deps: []string{"policy", "approvals", "proxy-postgres", "ingest", "query"}, public: true, help: "every component, NATS embedded unless nats.url is set"},
 }
 
 // Targets lists the public targets with their help, sorted.

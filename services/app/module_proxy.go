@@ -40,6 +40,7 @@ func (a *App) proxyPostgresService() *Service {
 			}
 			cache = decider
 			srv = postgres.New(cfg, a.resources, a.verifier, a.pub, decider, a.reg, a.component("proxy-postgres"))
+			srv.SetApprovals(&postgres.Approvals{JS: a.bus.JS, NC: a.bus.NC, Hint: "approve in Slack or with:"})
 			if err := srv.Listen(); err != nil {
 				return err
 			}

@@ -241,6 +241,21 @@ type Rule struct {
 	When   string `yaml:"when"`
 	Reason string `yaml:"reason"`
 	Mask   *Mask  `yaml:"mask,omitempty"` // effect mask: what to hide
+	// Approval, with effect require_approval, says who approves and how; without it the
+	// statement is refused with "approval required".
+	Approval *Approval `yaml:"approval,omitempty"`
+}
+
+// Approval is how a require_approval rule is approved.
+type Approval struct {
+	Approvers []string      `yaml:"approvers"`          // groups whose members may approve
+	Required  int           `yaml:"required,omitempty"` // distinct approvals needed (default 1)
+	Timeout   time.Duration `yaml:"timeout,omitempty"`  // how long the request stays open (default 5m)
+	// Mode is hold (default: the client waits, the statement runs once approved) or
+	// fail_fast (the client gets the approval id at once; the identical statement from the
+	// same identity may run once within Window after approval).
+	Mode   string        `yaml:"mode,omitempty"`
+	Window time.Duration `yaml:"window,omitempty"` // fail_fast (default 1h)
 }
 
 // Load reads, expands, decodes, defaults and validates a config file.
@@ -483,6 +498,7 @@ func (c *Config) Validate() error {
 			ck.oneOf(rp+".effect", r.Effect, "allow", "mask", "require_approval", "deny")
 			ck.required(rp+".when", r.When)
 			ck.mask(rp, &r)
+			ck.approval(rp, &r)
 		}
 	}
 	for i, tc := range c.Tests {
@@ -499,6 +515,33 @@ func (c *Config) Validate() error {
 		return ck.errs
 	}
 	return nil
+}
+
+// approval checks a rule's approval block.
+func (ck *checker) approval(rp string, r *Rule) {
+	a := r.Approval
+	if a == nil {
+		return
+	}
+	if r.Effect != "require_approval" {
+		ck.add(rp+".approval", "only rules with effect require_approval take an approval")
+		return
+	}
+	if len(a.Approvers) == 0 {
+		ck.add(rp+".approval.approvers", "required (groups whose members may approve)")
+	}
+	if a.Required < 0 || a.Required > 10 {
+		ck.add(rp+".approval.required", "%d is outside 1..10", a.Required)
+	}
+	if a.Timeout < 0 || a.Timeout > 24*time.Hour {
+		ck.add(rp+".approval.timeout", "%s is outside 0..24h", a.Timeout)
+	}
+	if a.Mode != "" && a.Mode != "hold" && a.Mode != "fail_fast" {
+		ck.add(rp+".approval.mode", "%q is not hold or fail_fast", a.Mode)
+	}
+	if a.Window < 0 || a.Window > 7*24*time.Hour {
+		ck.add(rp+".approval.window", "%s is outside 0..168h", a.Window)
+	}
 }
 
 // mask checks a rule's mask block: present exactly when the effect is mask.

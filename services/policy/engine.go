@@ -136,6 +136,38 @@ type Decision struct {
 	SQLState string `json:"sqlstate,omitempty"`
 	// Mask, with effect mask, is what the proxy hides in the results.
 	Mask *MaskSpec `json:"mask,omitempty"`
+	// Approval, with effect require_approval, is how the statement can be approved (nil:
+	// it cannot, and is refused).
+	Approval *ApprovalSpec `json:"approval,omitempty"`
+}
+
+// ApprovalSpec is a require_approval rule's approval, with defaults filled in.
+type ApprovalSpec struct {
+	Approvers []string      `json:"approvers"`
+	Required  int           `json:"required"`
+	Timeout   time.Duration `json:"timeout"`
+	Mode      string        `json:"mode"`
+	Window    time.Duration `json:"window,omitempty"`
+}
+
+func approvalSpecOf(a *config.Approval) *ApprovalSpec {
+	if a == nil {
+		return nil
+	}
+	s := &ApprovalSpec{Approvers: a.Approvers, Required: a.Required, Timeout: a.Timeout, Mode: a.Mode, Window: a.Window}
+	if s.Required == 0 {
+		s.Required = 1
+	}
+	if s.Timeout == 0 {
+		s.Timeout = 5 * time.Minute
+	}
+	if s.Mode == "" {
+		s.Mode = "hold"
+	}
+	if s.Mode == "fail_fast" && s.Window == 0 {
+		s.Window = time.Hour
+	}
+	return s
 }
 
 // Shadow is a decision that shadow policies would have made.
@@ -158,6 +190,7 @@ type rule struct {
 	onParseError bool
 	shadow       bool      // from a shadow policy: recorded, not enforced
 	mask         *MaskSpec // effect mask
+	approval     *ApprovalSpec
 }
 
 // Engine holds compiled rules. It is immutable; a policy change builds a new Engine.
@@ -215,7 +248,7 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 				continue
 			}
 			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
-				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask)}
+				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask), approval: approvalSpecOf(r.Approval)}
 			varies := readsField(ast, "text", "claims") || readsVar(ast, "now")
 			e.needColumns = e.needColumns || readsField(ast, "columns")
 			for _, res := range p.Resources {
@@ -358,6 +391,9 @@ func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
 		d.Effect = EffectDeny
 		d.Reason = fmt.Sprintf("rule could not be evaluated (%v); denying", m.err)
 		return
+	}
+	if d.Effect == EffectRequireApproval {
+		d.Approval = m.best.approval
 	}
 	if d.Effect == EffectAllow && len(m.masks) > 0 {
 		d.Effect, d.Mask = EffectMask, &MaskSpec{}

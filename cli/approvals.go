@@ -1,0 +1,100 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gatehouse/gatehouse/services/approvals"
+)
+
+func approvalsCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "approve" && args[0] != "deny") {
+		return usageError{"approvals needs a subcommand: list, approve ID, or deny ID --reason R"}
+	}
+	sub := args[0]
+	fs := newFlags("approvals "+sub, "approvals list [--all] | approvals approve ID [--reason R] | approvals deny ID --reason R", stderr)
+	all := fs.Bool("all", false, "list: decided ones too")
+	reason := fs.String("reason", "", "why (required to deny)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "token (default $GATEHOUSE_TOKEN)")
+	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if *token == "" {
+		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (in dev: gatehouse token --dev --sub approver-1 --groups approvers)"}
+	}
+	c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
+	if sub == "list" {
+		if len(pos) > 0 {
+			return usageError{"approvals list takes no arguments"}
+		}
+		path := "/api/v1/approvals"
+		if *all {
+			path += "?all=1"
+		}
+		var out struct {
+			Approvals []approvals.Approval `json:"approvals"`
+		}
+		if err := c.get(path, &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTATUS\tREQUESTER\tRESOURCE\tAPPROVALS\tDEADLINE\tSTATEMENT")
+		for _, a := range out.Approvals {
+			stmt := a.Request.Statement
+			if a.Request.Kind == "grant" {
+				stmt = fmt.Sprintf("grant %s for %s", a.Request.GrantRole, time.Duration(a.Request.GrantSeconds)*time.Second)
+			}
+			if len(stmt) > 60 {
+				stmt = stmt[:57] + "..."
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.ID, a.Status, a.Requester.Subject, a.Resource, len(a.Approvals), a.Request.Required,
+				a.Request.Deadline.Local().Format(time.TimeOnly), strings.ReplaceAll(stmt, "\n", " "))
+		}
+		return tw.Flush()
+	}
+	if len(pos) != 1 {
+		return usageError{fmt.Sprintf("approvals %s needs one approval ID", sub)}
+	}
+	if sub == "deny" && *reason == "" {
+		return usageError{"approvals deny needs --reason"}
+	}
+	body, _ := json.Marshal(map[string]string{"reason": *reason, "via": "cli"})
+	req, err := http.NewRequest(http.MethodPost, c.base+"/api/v1/approvals/"+pos[0]+"/"+sub, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the Gatehouse API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, apiMessage(out))
+	}
+	var a approvals.Approval
+	if err := json.Unmarshal(out, &a); err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err = stdout.Write(out)
+		return err
+	}
+	fmt.Fprintf(stdout, "approval %s: %s (%d of %d approvals)\n", a.ID, a.Status, len(a.Approvals), a.Request.Required)
+	return nil
+}

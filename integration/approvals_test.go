@@ -1,0 +1,199 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/cli"
+	"github.com/gatehouse/gatehouse/services/approvals"
+)
+
+// heldForApproval exercises statements that need an approval: held while the client waits,
+// then run, denied, timed out, cancelled or abandoned; and fail-fast approvals.
+func heldForApproval(t *testing.T, g *gateway) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dba := g.token(t, "dba-oncall", "dba", "approvers") // an approver too: still not for their own requests
+	approver := g.token(t, "approver-1", "approvers")
+	gh := func(token string, args ...string) (string, string, int) {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(append(args, "--url", g.approvalsAPI, "--token", token), &stdout, &stderr)
+		return stdout.String(), stderr.String(), code
+	}
+	list := func(all bool) []approvals.Approval {
+		var out struct {
+			Approvals []approvals.Approval `json:"approvals"`
+		}
+		args := []string{"approvals", "list"}
+		if all {
+			args = append(args, "--all")
+		}
+		require.NoError(t, g.cliJSONAt(t, g.approvalsAPI, approver, &out, args...))
+		return out.Approvals
+	}
+	// pendingFor waits for the approval of a statement to show up.
+	pendingFor := func(stmt string) approvals.Approval {
+		var found approvals.Approval
+		require.Eventually(t, func() bool {
+			for _, a := range list(false) {
+				if a.Request.Statement == stmt {
+					found = a
+					return true
+				}
+			}
+			return false
+		}, 20*time.Second, 20*time.Millisecond, "no pending approval for %q", stmt)
+		return found
+	}
+	status := func(id string) approvals.Approval {
+		for _, a := range list(true) {
+			if a.ID == id {
+				return a
+			}
+		}
+		return approvals.Approval{}
+	}
+	connect := func() *pgconn.PgConn {
+		c, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=demo user=dba password=%s sslmode=disable", g.pgHost, g.pgPort, dba))
+		require.NoError(t, err)
+		return c
+	}
+	nameOf := func(id int) string {
+		d, err := pgconn.Connect(ctx, g.pg.SuperuserConnString("demo"))
+		require.NoError(t, err)
+		defer d.Close(ctx)
+		r, err := d.Exec(ctx, fmt.Sprintf("select name from customers where id = %d", id)).ReadAll()
+		require.NoError(t, err)
+		return string(r[0].Rows[0][0])
+	}
+
+	// Approved: the client waits (told so by a notice), the statement runs once approved.
+	c := connect()
+	var notices []string
+	c.Close(ctx)
+	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=demo user=dba password=%s sslmode=disable", g.pgHost, g.pgPort, dba))
+	require.NoError(t, err)
+	noticeCh := make(chan string, 4)
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { noticeCh <- n.Message }
+	c, err = pgconn.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	stmt := "update customers set name = 'Ada (approved)' where id = 1"
+	done := make(chan error, 1)
+	go func() { _, err := c.Exec(ctx, stmt).ReadAll(); done <- err }()
+	a := pendingFor(stmt)
+	require.Equal(t, "dba-oncall", a.Requester.Subject)
+	require.Equal(t, "customer-writes-need-approval", a.Request.Rule)
+	notices = append(notices, <-noticeCh)
+	require.Contains(t, notices[0], "waiting for approval "+a.ID)
+	_, errOut, code := gh(dba, "approvals", "approve", a.ID)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "the requester cannot approve their own request")
+	require.Equal(t, "Ada Lovelace", nameOf(1), "nothing runs before the approval")
+	clicked := time.Now()
+	out, errOut, code := gh(approver, "approvals", "approve", a.ID, "--reason", "INC-42")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "approved (1 of 1 approvals)")
+	require.NoError(t, <-done)
+	t.Logf("approval to result: %v", time.Since(clicked))
+	require.Equal(t, "Ada (approved)", nameOf(1))
+	c.Close(ctx)
+
+	// Denied: 42501 with the approver and the reason; nothing reaches the backend.
+	c = connect()
+	stmt = "update customers set name = 'Ada (denied)' where id = 1"
+	go func() { _, err := c.Exec(ctx, stmt).ReadAll(); done <- err }()
+	a = pendingFor(stmt)
+	_, errOut, code = gh(approver, "approvals", "deny", a.ID, "--reason", "not during the freeze")
+	require.Equal(t, 0, code, errOut)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, <-done, &pgErr)
+	require.Equal(t, "42501", pgErr.Code)
+	require.Equal(t, fmt.Sprintf("Gatehouse: approval %s denied by approver-1: not during the freeze", a.ID), pgErr.Message)
+	require.Equal(t, "Ada (approved)", nameOf(1))
+	// The session goes on.
+	_, err = c.Exec(ctx, "select 1").ReadAll()
+	require.NoError(t, err)
+
+	// Cancelled by the client (CancelRequest, as pgx sends on a cancelled context).
+	stmt = "update customers set name = 'Ada (cancelled)' where id = 1"
+	qctx, qcancel := context.WithCancel(ctx)
+	go func() { _, err := c.Exec(qctx, stmt).ReadAll(); done <- err }()
+	a = pendingFor(stmt)
+	qcancel()
+	require.Error(t, <-done)
+	require.Eventually(t, func() bool { s := status(a.ID); return s.Status == approvals.Cancelled && s.Closed == "cancel_request" }, 10*time.Second, 20*time.Millisecond)
+	c.Close(ctx)
+
+	// Abandoned: the client goes away while it waits (killed: no cancel request; pgconn
+	// itself would send one when its connection breaks).
+	stmt = "update customers set name = 'Ada (abandoned)' where id = 1"
+	psql := exec.Command("psql", "-X", fmt.Sprintf("host=%s port=%s dbname=demo user=dba sslmode=disable", g.pgHost, g.pgPort), "-c", stmt)
+	psql.Env = append(os.Environ(), "PGPASSWORD="+dba)
+	require.NoError(t, psql.Start())
+	a = pendingFor(stmt)
+	require.NoError(t, psql.Process.Kill())
+	_ = psql.Wait()
+	var last approvals.Approval
+	require.Eventually(t, func() bool {
+		s := status(a.ID)
+		last = s
+		return s.Status == approvals.Cancelled && s.Closed == "client_disconnected"
+	}, 10*time.Second, 20*time.Millisecond, "last seen: %+v", &last)
+	_, _, code = gh(approver, "approvals", "approve", a.ID)
+	require.NotEqual(t, 0, code, "a cancelled request cannot be approved")
+	require.Equal(t, "Ada (approved)", nameOf(1))
+
+	// Timed out, and fail-fast: rules applied live with short deadlines.
+	admin := g.token(t, "admin", "gatehouse-admins")
+	f := filepath.Join(t.TempDir(), "p.yaml")
+	require.NoError(t, os.WriteFile(f, []byte(`
+policies:
+  - name: approval-tests
+    resources: [demo]
+    rules:
+      - name: inserts-need-approval
+        effect: require_approval
+        when: '"dba" in identity.groups && "insert" in request.sql.kinds && "public.orders" in request.sql.tables_written'
+        approval: {approvers: [approvers], timeout: 1s}
+      - name: batch-deletes
+        effect: require_approval
+        when: '"dba" in identity.groups && "delete" in request.sql.kinds && "public.orders" in request.sql.tables_written'
+        approval: {approvers: [approvers], mode: fail_fast, window: 1m}
+`), 0o600))
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, cli.Main([]string{"policy", "apply", "-f", f, "--url", g.policyAPI, "--token", admin}, &stdout, &stderr), stderr.String())
+	c = connect()
+	defer c.Close(ctx)
+	require.Eventually(t, func() bool {
+		_, err := c.Exec(ctx, "insert into orders (customer_id, item, amount) values (1, 'timeout', 1)").ReadAll()
+		return errors.As(err, &pgErr) && pgErr.Code == "57014"
+	}, 20*time.Second, 50*time.Millisecond)
+	require.Contains(t, pgErr.Message, "was not granted before its deadline")
+
+	del := "delete from orders where item = 'nothing like this'"
+	_, err = c.Exec(ctx, del).ReadAll()
+	require.ErrorAs(t, err, &pgErr)
+	require.Contains(t, pgErr.Message, "approval required; requested as ")
+	id := strings.TrimPrefix(pgErr.Detail, "approval ")
+	_, err = c.Exec(ctx, del).ReadAll()
+	require.ErrorAs(t, err, &pgErr)
+	require.Contains(t, pgErr.Message, "approval "+id+" is still pending")
+	_, errOut, code = gh(approver, "approvals", "approve", id)
+	require.Equal(t, 0, code, errOut)
+	_, err = c.Exec(ctx, del).ReadAll()
+	require.NoError(t, err, "the identical statement runs once after approval")
+	_, err = c.Exec(ctx, del).ReadAll()
+	require.ErrorAs(t, err, &pgErr, "and only once")
+	require.Contains(t, pgErr.Message, "approval required; requested as ")
+}

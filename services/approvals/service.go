@@ -1,0 +1,377 @@
+package approvals
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+// SubjectClaim is the request a proxy makes to use a fail-fast approval: the approvals
+// service answers with the approval it consumed, if any.
+const SubjectClaim = "gh.approvals-claim"
+
+// Publish writes an approval event to GH_APPROVALS. msgID deduplicates: a vote's is the
+// approval, the approver and the decision, so a click that arrives twice is stored once.
+func Publish(ctx context.Context, js jetstream.JetStream, approvalID string, e *schemas.Event, msgID string) error {
+	if msgID == "" {
+		msgID = e.ID
+	}
+	_, err := js.Publish(ctx, Subject(approvalID, e.Type), e.AppendJSON(nil), jetstream.WithMsgID(msgID))
+	if err != nil {
+		return fmt.Errorf("publish %s of approval %s: %w", e.Type, approvalID, err)
+	}
+	return nil
+}
+
+// Service keeps the state of every approval (rebuilt from GH_APPROVALS at start), takes
+// decisions through the API, expires what passes its deadline, and hands out fail-fast
+// approvals.
+type Service struct {
+	JS       jetstream.JetStream
+	NC       *nats.Conn
+	Verifier *identity.Verifier
+	Log      *slog.Logger
+	// OnChange, when set, is called after an approval changed (the Slack notifier).
+	OnChange func(*Approval)
+
+	mu        sync.Mutex
+	approvals map[string]*Approval
+	waiters   map[string][]chan struct{}
+	ready     chan struct{}
+	claimSub  *nats.Subscription
+}
+
+// Start rebuilds the state from GH_APPROVALS and keeps following it.
+func (s *Service) Start(ctx context.Context) error {
+	s.approvals = map[string]*Approval{}
+	s.waiters = map[string][]chan struct{}{}
+	s.ready = make(chan struct{})
+	cons, err := s.JS.OrderedConsumer(ctx, bus.StreamApprovals, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", bus.StreamApprovals, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.NumPending == 0 {
+		close(s.ready)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		s.apply(m.Data())
+		if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+			select {
+			case <-s.ready:
+			default:
+				close(s.ready)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); cc.Stop() }()
+	select {
+	case <-s.ready:
+	case <-time.After(30 * time.Second):
+		return errors.New("approvals: GH_APPROVALS not replayed within 30s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.claimSub, err = s.NC.QueueSubscribe(SubjectClaim, "approvals", s.claim)
+	return err
+}
+
+func (s *Service) apply(data []byte) {
+	e, err := Decode(data)
+	if err != nil {
+		s.Log.Error("unreadable message on GH_APPROVALS; ignored", "err", err)
+		return
+	}
+	var p struct {
+		ApprovalID string `json:"approval_id"`
+	}
+	_ = json.Unmarshal(e.Payload, &p)
+	id := p.ApprovalID
+	if id == "" {
+		return
+	}
+	s.mu.Lock()
+	a := s.approvals[id]
+	if a == nil {
+		a = &Approval{}
+		s.approvals[id] = a
+	}
+	changed, err := a.Apply(e)
+	var snapshot Approval
+	if changed {
+		snapshot = *a
+		for _, w := range s.waiters[id] {
+			close(w)
+		}
+		delete(s.waiters, id)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.Log.Error("approval event not applied", "approval", id, "type", e.Type, "err", err)
+	}
+	if changed && s.OnChange != nil && snapshot.ID != "" {
+		s.OnChange(&snapshot)
+	}
+}
+
+// Get returns a copy of an approval.
+func (s *Service) Get(id string) (Approval, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.approvals[id]
+	if !ok || a.ID == "" {
+		return Approval{}, false
+	}
+	c := *a
+	c.seen = nil
+	return c, true
+}
+
+// waitChange returns a channel closed at the approval's next change.
+func (s *Service) waitChange(id string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{})
+	s.waiters[id] = append(s.waiters[id], ch)
+	return ch
+}
+
+// List returns approvals, newest first; only pending ones unless all.
+func (s *Service) List(all bool) []Approval {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Approval
+	for _, a := range s.approvals {
+		if a.ID != "" && (all || a.Status == Pending) {
+			out = append(out, *a)
+		}
+	}
+	slices.SortFunc(out, func(a, b Approval) int { return b.Requested.Compare(a.Requested) })
+	return out
+}
+
+// Decide records who's decision on an approval, checking that they may decide it. It
+// returns the approval's state after the decision.
+func (s *Service) Decide(ctx context.Context, id string, who schemas.Identity, decision, via, reason string) (Approval, error) {
+	a, ok := s.Get(id)
+	if !ok {
+		return a, &Error{http.StatusNotFound, "no approval " + id}
+	}
+	if decision != "approve" && decision != "deny" {
+		return a, &Error{http.StatusBadRequest, "decision must be approve or deny"}
+	}
+	if decision == "deny" && strings.TrimSpace(reason) == "" {
+		return a, &Error{http.StatusBadRequest, "a denial needs a reason"}
+	}
+	s.mu.Lock()
+	again := s.approvals[id].seen[who.Subject+"\x00"+decision]
+	s.mu.Unlock()
+	if again {
+		return a, nil // the same click again: counted once
+	}
+	if why := a.CanDecide(who); why != "" {
+		return a, &Error{http.StatusForbidden, why}
+	}
+	outcome, n := Pending, uint32(len(a.Approvals))
+	if decision == "deny" {
+		outcome = Denied
+	} else if n++; n >= max(a.Request.Required, 1) {
+		outcome = Approved
+	}
+	e, err := Event(schemas.TypeApprovalDecided, who, a.Resource, &schemas.ApprovalDecided{ApprovalID: id, Decision: decision,
+		Via: via, Reason: reason, Outcome: outcome, Approvals: n}, time.Now())
+	if err != nil {
+		return a, err
+	}
+	changed := s.waitChange(id)
+	if err := Publish(ctx, s.JS, id, e, id+".decided."+who.Subject+"."+decision); err != nil {
+		return a, err
+	}
+	select { // the state follows the stream: answer with it
+	case <-changed:
+	case <-time.After(5 * time.Second):
+	case <-ctx.Done():
+	}
+	a, _ = s.Get(id)
+	return a, nil
+}
+
+// Run expires approvals whose deadline (or fail-fast window) passed, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if s.claimSub != nil {
+				_ = s.claimSub.Drain()
+			}
+			return nil
+		case now := <-t.C:
+			for _, a := range s.List(true) {
+				due := a.Status == Pending && now.After(a.Request.Deadline)
+				window := time.Duration(a.Request.WindowSeconds) * time.Second
+				due = due || (a.Status == Approved && a.Request.Mode == "fail_fast" && !a.Used && now.After(a.DecidedAt.Add(window)))
+				if !due {
+					continue
+				}
+				e, err := Event(schemas.TypeApprovalExpired, schemas.Identity{Subject: "gatehouse", Kind: "system"}, a.Resource,
+					&schemas.ApprovalExpired{ApprovalID: a.ID, Deadline: a.Request.Deadline}, now)
+				if err == nil {
+					err = Publish(ctx, s.JS, a.ID, e, a.ID+".expired")
+				}
+				if err != nil {
+					s.Log.Warn("approval expiry not recorded", "approval", a.ID, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// ClaimRequest asks for a fail-fast approval of the identical statement.
+type ClaimRequest struct {
+	Subject       string `json:"subject"`
+	Resource      string `json:"resource"`
+	StatementHash string `json:"statement_hash"`
+	SessionID     string `json:"session_id"`
+}
+
+// ClaimReply is the approval used ("" if none), or the one still pending for the same
+// statement.
+type ClaimReply struct {
+	Used    string `json:"used,omitempty"`
+	Pending string `json:"pending,omitempty"`
+}
+
+func (s *Service) claim(m *nats.Msg) {
+	var req ClaimRequest
+	var reply ClaimReply
+	if err := json.Unmarshal(m.Data, &req); err == nil {
+		s.mu.Lock()
+		var use *Approval
+		for _, a := range s.approvals {
+			if a.Requester.Subject != req.Subject || a.Resource != req.Resource || a.Request.StatementHash != req.StatementHash || a.Request.Mode != "fail_fast" {
+				continue
+			}
+			switch {
+			case a.Status == Approved && !a.Used:
+				use = a
+			case a.Status == Pending:
+				reply.Pending = a.ID
+			}
+		}
+		var id, resource string
+		if use != nil {
+			id, resource = use.ID, use.Resource
+			use.Used = true // at once, so that a concurrent claim cannot take it too
+		}
+		s.mu.Unlock()
+		if id != "" {
+			e, err := Event(schemas.TypeApprovalUsed, schemas.Identity{Subject: req.Subject}, resource, &schemas.ApprovalUsed{ApprovalID: id, SessionID: req.SessionID}, time.Now())
+			if err == nil {
+				err = Publish(context.Background(), s.JS, id, e, id+".used")
+			}
+			if err != nil {
+				s.Log.Warn("fail-fast approval use not recorded; not used", "approval", id, "err", err)
+			} else {
+				reply.Used = id
+			}
+		}
+	}
+	b, _ := json.Marshal(reply)
+	_ = m.Respond(b)
+}
+
+// Error is an API error with its HTTP status.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Register adds the API: GET /api/v1/approvals[?all=1], GET /api/v1/approvals/:id,
+// POST /api/v1/approvals/:id/approve|deny {"reason": "..."}. Any verified identity may
+// list; deciding checks the approver groups of each request.
+func (s *Service) Register(e *echo.Echo) {
+	e.GET("/api/v1/approvals", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]any{"approvals": nonNil(s.List(c.QueryParam("all") != ""))})
+	}, s.auth)
+	e.GET("/api/v1/approvals/:id", func(c echo.Context) error {
+		a, ok := s.Get(c.Param("id"))
+		if !ok {
+			return echo.NewHTTPError(http.StatusNotFound, "no approval "+c.Param("id"))
+		}
+		return c.JSON(http.StatusOK, a)
+	}, s.auth)
+	for _, d := range []string{"approve", "deny"} {
+		e.POST("/api/v1/approvals/:id/"+d, func(c echo.Context) error {
+			var body struct {
+				Reason string `json:"reason"`
+				Via    string `json:"via"`
+			}
+			if c.Request().ContentLength != 0 {
+				if err := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 64<<10)).Decode(&body); err != nil {
+					return echo.NewHTTPError(http.StatusBadRequest, "body: "+err.Error())
+				}
+			}
+			via := "api"
+			if body.Via == "cli" {
+				via = "cli"
+			}
+			who := c.Get("identity").(*identity.Identity).Identity
+			a, err := s.Decide(c.Request().Context(), c.Param("id"), who, d, via, body.Reason)
+			var ae *Error
+			if errors.As(err, &ae) {
+				return echo.NewHTTPError(ae.Status, ae.Message)
+			}
+			if err != nil {
+				return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
+			}
+			return c.JSON(http.StatusOK, a)
+		}, s.auth)
+	}
+}
+
+func nonNil(l []Approval) []Approval {
+	if l == nil {
+		return []Approval{}
+	}
+	return l
+}
+
+func (s *Service) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		tok, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			return echo.NewHTTPError(http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
+		}
+		id, err := s.Verifier.Verify(c.Request().Context(), tok)
+		if err != nil {
+			return echo.NewHTTPError(http.StatusUnauthorized, "token rejected: "+err.Error())
+		}
+		c.Set("identity", id)
+		return next(c)
+	}
+}
