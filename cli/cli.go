@@ -36,6 +36,9 @@ Usage:
   gatehouse approvals list [--all]      approvals waiting (or all)
   gatehouse approvals approve ID [--reason R] | deny ID --reason R
                                         decide an approval (approver token)
+  gatehouse revoke --identity SUB | --session ID | --grant ID [--reason R] [--for 1h] [--lift]
+                                        end live sessions now and refuse new ones (admin token)
+  gatehouse revocations                 list the revocations in force
   gatehouse resource apply -f FILE      add or change resources, live (admin token)
   gatehouse resource get                print the resources (passwords redacted)
   gatehouse bench postgres [flags]      pgbench -S: direct vs PgBouncer vs Gatehouse, one run
@@ -62,6 +65,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = sessionsCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "revoke":
+		err = revokeCmd(args[1:], stdout, stderr)
+	case "revocations":
+		err = revocationsCmd(args[1:], stdout, stderr)
 	case "approvals":
 		err = approvalsCmd(args[1:], stdout, stderr)
 	case "resource":

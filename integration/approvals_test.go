@@ -197,3 +197,51 @@ policies:
 	require.ErrorAs(t, err, &pgErr, "and only once")
 	require.Contains(t, pgErr.Message, "approval required; requested as ")
 }
+
+// revocations revokes an identity through the CLI: its open session ends with the reason,
+// new ones are refused, and lifting the revocation lets it back in.
+func revocations(t *testing.T, g *gateway) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := g.token(t, "admin", "gatehouse-admins")
+	svc := g.token(t, "svc-orders", "orders-readers")
+	gh := func(args ...string) (string, string, int) {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(append(args, "--url", g.policyAPI, "--token", admin), &stdout, &stderr)
+		return stdout.String(), stderr.String(), code
+	}
+	conn := func() (*pgconn.PgConn, error) {
+		return pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=demo user=svc-orders password=%s sslmode=disable", g.pgHost, g.pgPort, svc))
+	}
+	c, err := conn()
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, "select count(*) from orders").ReadAll()
+	require.NoError(t, err)
+
+	out, errOut, code := gh("revoke", "--identity", "svc-orders", "--reason", "key leaked (INC-9)", "--for", "10m")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "revoked identity svc-orders until ")
+	var pgErr *pgconn.PgError
+	require.Eventually(t, func() bool {
+		_, err := c.Exec(ctx, "select count(*) from orders").ReadAll()
+		return err != nil && c.IsClosed()
+	}, 10*time.Second, 10*time.Millisecond)
+	_, err = conn()
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "28000", pgErr.Code)
+	require.Contains(t, pgErr.Message, "access revoked for svc-orders by admin")
+	out, _, code = gh("revocations")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "key leaked (INC-9)")
+
+	_, errOut, code = gh("revoke", "--identity", "svc-orders", "--lift")
+	require.Equal(t, 0, code, errOut)
+	require.Eventually(t, func() bool {
+		c, err := conn()
+		if err == nil {
+			c.Close(ctx)
+		}
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+}

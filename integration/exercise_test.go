@@ -226,6 +226,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 
 	liveChanges(t, g, svc, ch)
 	heldForApproval(t, g)
+	revocations(t, g)
 }
 
 // liveChanges changes policies and resources through the CLI and the API while sessions are
@@ -355,8 +356,9 @@ policies:
 	var hits uint64
 	require.NoError(t, ch.QueryRow(ctx, "SELECT count() FROM "+g.chDB+".events WHERE position(payload, ?) > 0", g.backendPW).Scan(&hits))
 	require.Zero(t, hits, "the resource's password is in no event")
-	require.NoError(t, ch.QueryRow(ctx, "SELECT count() FROM "+g.chDB+".events WHERE type = 'policy.changed' AND position(payload, 'resource/reports') > 0").Scan(&hits))
-	require.NotZero(t, hits, "resource changes are recorded too")
+	require.Eventually(t, func() bool {
+		return ch.QueryRow(ctx, "SELECT count() FROM "+g.chDB+".events WHERE type = 'policy.changed' AND position(payload, 'resource/reports') > 0").Scan(&hits) == nil && hits > 0
+	}, 20*time.Second, 100*time.Millisecond, "resource changes are recorded too")
 }
 
 func countOf(l []string, s string) int {

@@ -260,6 +260,10 @@ const (
 	TypeApprovalCancelled = "approval.cancelled"
 	// TypeApprovalUsed: A fail-fast approval was used: the approved statement ran (once).
 	TypeApprovalUsed = "approval.used"
+	// TypeSessionTerminated: The gateway ended a live session: revoked access, an expired token, or the maximum session lifetime. Followed by session.end.
+	TypeSessionTerminated = "session.terminated"
+	// TypeRevocation: Access was revoked (or a revocation lifted): an identity, a session or a grant. Recorded on its own (resource _config); identity is who revoked.
+	TypeRevocation = "revocation"
 )
 
 // Event codes, one per type.
@@ -292,6 +296,10 @@ const (
 	CodeApprovalCancelled = "GH5003"
 	// CodeApprovalUsed is the code of approval.used.
 	CodeApprovalUsed = "GH5004"
+	// CodeSessionTerminated is the code of session.terminated.
+	CodeSessionTerminated = "GH1003"
+	// CodeRevocation is the code of revocation.
+	CodeRevocation = "GH6000"
 )
 
 // Codes maps every event type to its code.
@@ -310,6 +318,8 @@ var Codes = map[string]string{
 	TypeApprovalExpired:   CodeApprovalExpired,
 	TypeApprovalCancelled: CodeApprovalCancelled,
 	TypeApprovalUsed:      CodeApprovalUsed,
+	TypeSessionTerminated: CodeSessionTerminated,
+	TypeRevocation:        CodeRevocation,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -343,6 +353,10 @@ func NewPayload(typ string) (Payload, bool) {
 		return &ApprovalCancelled{}, true
 	case TypeApprovalUsed:
 		return &ApprovalUsed{}, true
+	case TypeSessionTerminated:
+		return &SessionTerminated{}, true
+	case TypeRevocation:
+		return &Revocation{}, true
 	}
 	return nil, false
 }
@@ -1302,5 +1316,102 @@ func (v *ApprovalUsed) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.ApprovalID)
 	b = append(b, `,"session_id":`...)
 	b = AppendJSONString(b, v.SessionID)
+	return append(b, '}')
+}
+
+// SessionTerminated is the payload of session.terminated events: the gateway ended a live session: revoked access, an expired token, or the maximum session lifetime. Followed by session.end.
+type SessionTerminated struct {
+	// Cause is revoked, token_expired or max_lifetime.
+	Cause string `json:"cause"`
+	// Reason is the revocation's reason.
+	Reason string `json:"reason,omitempty"`
+	// Revocation is the revocation's target, kind:value.
+	Revocation string `json:"revocation,omitempty"`
+	// By is who revoked.
+	By string `json:"by,omitempty"`
+	// InFlight is a statement was running and was cancelled on the backend.
+	InFlight bool `json:"in_flight,omitempty"`
+}
+
+// EventType returns "session.terminated".
+func (SessionTerminated) EventType() string { return TypeSessionTerminated }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SessionTerminated) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"cause":`...)
+	b = AppendJSONString(b, v.Cause)
+	if !(v.Reason == "") {
+		b = append(b, `,"reason":`...)
+		b = AppendJSONString(b, v.Reason)
+	}
+	if !(v.Revocation == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"revocation":`...)
+		b = AppendJSONString(b, v.Revocation)
+	}
+	if !(v.By == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"by":`...)
+		b = AppendJSONString(b, v.By)
+	}
+	if !(!v.InFlight) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"in_flight":`...)
+		b = strconv.AppendBool(b, v.InFlight)
+	}
+	return append(b, '}')
+}
+
+// Revocation is the payload of revocation events: access was revoked (or a revocation lifted): an identity, a session or a grant. Recorded on its own (resource _config); identity is who revoked.
+type Revocation struct {
+	// Kind is identity, session or grant.
+	Kind string `json:"kind"`
+	// Value is the subject, session id or grant id.
+	Value string `json:"value"`
+	// Reason is why.
+	Reason string `json:"reason,omitempty"`
+	// Until is RFC 3339 time the revocation lapses by itself; empty: until lifted.
+	Until string `json:"until,omitempty"`
+	// Lifted is the revocation was lifted.
+	Lifted bool `json:"lifted,omitempty"`
+}
+
+// EventType returns "revocation".
+func (Revocation) EventType() string { return TypeRevocation }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *Revocation) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"kind":`...)
+	b = AppendJSONString(b, v.Kind)
+	b = append(b, `,"value":`...)
+	b = AppendJSONString(b, v.Value)
+	if !(v.Reason == "") {
+		b = append(b, `,"reason":`...)
+		b = AppendJSONString(b, v.Reason)
+	}
+	if !(v.Until == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"until":`...)
+		b = AppendJSONString(b, v.Until)
+	}
+	if !(!v.Lifted) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"lifted":`...)
+		b = strconv.AppendBool(b, v.Lifted)
+	}
 	return append(b, '}')
 }

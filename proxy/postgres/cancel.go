@@ -93,6 +93,15 @@ func (s *Server) cancel(body []byte) {
 		(*h)()
 		return
 	}
+	s.cancelBackend(k)
+}
+
+// cancelBackend sends the backend its own CancelRequest for the session of k.
+func (s *Server) cancelBackend(k *cancelKey) {
+	if h := k.hold.Load(); h != nil {
+		(*h)() // a statement held for approval: nothing runs on the backend
+		return
+	}
 	c, err := net.DialTimeout("tcp", k.backendAddr, 5*time.Second)
 	if err != nil {
 		s.log.Warn("cancel: cannot reach backend", "addr", k.backendAddr, "err", err)
@@ -100,7 +109,7 @@ func (s *Server) cancel(body []byte) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	msg, _ := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: k.backendSecret}).Encode(nil)
+	msg, _ := (&pgproto3.CancelRequest{ProcessID: k.pid, SecretKey: k.backendSecret}).Encode(nil)
 	_, _ = c.Write(msg)
 	// The backend closes the connection once it has the request.
 	var b [1]byte

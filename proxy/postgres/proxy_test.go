@@ -35,6 +35,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/localdb"
 	"github.com/gatehouse/gatehouse/services/localdb/pgtest"
 	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // engineDecider decides with a policy engine in-process (the NATS hop is tested elsewhere).
@@ -55,6 +56,7 @@ type proxyEnv struct {
 	pg         *localdb.Postgres
 	rotFile    string
 	bus        *bus.Bus
+	mint       func(identity.TokenRequest) string
 }
 
 // connTo connects to another resource of the proxy.
@@ -81,7 +83,7 @@ func (e *proxyEnv) conn(extra string) string {
 // and an allow-everything-but-DROP policy.
 func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(logOut(), nil))
 	pg := pgtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -139,6 +141,9 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		Limits:  session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10},
 		MaskKey: []byte(testMaskKey)},
 		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
+	reg, err := revoke.Follow(t.Context(), b.JS, log, srv.Revoke)
+	require.NoError(t, err)
+	srv.SetRevocations(reg)
 	require.NoError(t, srv.Listen())
 	sctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -149,7 +154,12 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		<-done
 	})
 	host, port, _ := net.SplitHostPort(srv.Addr())
-	return &proxyEnv{host: host, port: port, token: tok, certFile: certFile, pg: pg, rotFile: rotFile, bus: b}
+	mint := func(r identity.TokenRequest) string {
+		tok, err := dev.Mint(r)
+		require.NoError(t, err)
+		return tok
+	}
+	return &proxyEnv{host: host, port: port, token: tok, certFile: certFile, pg: pg, rotFile: rotFile, bus: b, mint: mint}
 }
 
 func TestProxyFidelity(t *testing.T) {
@@ -604,4 +614,12 @@ func pgbenchRun(env *proxyEnv, args ...string) (string, error) {
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+env.token, "PGSSLMODE=disable")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// logOut is where the proxy under test logs: nowhere, unless GH_TEST_LOG is set.
+func logOut() io.Writer {
+	if os.Getenv("GH_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
 }

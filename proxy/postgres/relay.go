@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // maxBackendMessage is PostgreSQL's own limit on a message (1 GB).
@@ -152,11 +153,22 @@ func (s *Server) run(ctx context.Context, st *startState) {
 		c.finish(ctx, nil)
 		return
 	}
+	key := s.cancels.add(st.backend.PID, st.secret, st.resource.Postgres.Address, st.backend.SecretKey)
+	c.cancelKey = key
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.active.Inc()
-	key := s.cancels.add(st.backend.PID, st.secret, st.resource.Postgres.Address, st.backend.SecretKey)
-	c.cancelKey = key
+	// A revocation that came in while the session was being set up, and the session's end
+	// when the caller's token expires (or its maximum lifetime passes).
+	if s.revocations != nil {
+		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, st.identity.Subject, st.identity.OnBehalfOf); ok {
+			go s.Revoke(rv)
+		}
+	}
+	if end, ev, msg := sessionDeadline(st); !end.IsZero() {
+		t := time.AfterFunc(time.Until(end), func() { c.terminate(ev, msg) })
+		defer t.Stop()
+	}
 
 	// Greet the client as PostgreSQL would.
 	var hello []pgproto3.Message
@@ -216,6 +228,78 @@ func (c *conn) closeBoth() {
 		c.qcond.Broadcast()
 		c.qmu.Unlock()
 	})
+}
+
+// sessionDeadline is when the gateway ends the session by itself: when the caller's token
+// expires (the default), or after the resource's maximum session lifetime.
+func sessionDeadline(st *startState) (time.Time, *schemas.SessionTerminated, string) {
+	if st.resource.TokenExpiry == "continue" {
+		life := st.resource.MaxSessionLifetime
+		if life <= 0 {
+			life = 12 * time.Hour
+		}
+		return time.Now().Add(life), &schemas.SessionTerminated{Cause: "max_lifetime"},
+			fmt.Sprintf("terminating connection: the session reached the maximum lifetime of %s on this resource; reconnect", life)
+	}
+	exp := st.identity.Expiry
+	return exp, &schemas.SessionTerminated{Cause: "token_expired"},
+		fmt.Sprintf("terminating connection: the access token expired at %s; reconnect with a fresh token", exp.UTC().Format(time.RFC3339))
+}
+
+// terminate ends the session from the gateway's side (revoked, token expired): the client
+// gets 57P01 with msg, a statement in flight is cancelled on the backend, and the cause is
+// recorded before session.end.
+func (c *conn) terminate(ev *schemas.SessionTerminated, msg string) {
+	if c.endClient(ev, msg, true) {
+		c.finishTerminate(ev)
+	}
+}
+
+// endClient is what the client sees of a termination: the error, then the end of the
+// stream (shutdown, which does not wait for the session's reader to let go of the socket
+// as a close would). Without wait it gives up on a client whose writer is busy (false).
+func (c *conn) endClient(ev *schemas.SessionTerminated, msg string, wait bool) bool {
+	c.qmu.Lock()
+	ev.InFlight = len(c.pending) > 0
+	closed := c.closed
+	c.qmu.Unlock()
+	if closed {
+		return false
+	}
+	if wait {
+		c.wmu.Lock()
+	} else if !c.wmu.TryLock() {
+		return false
+	}
+	c.setReason(ev.Cause)
+	// A client that does not read gets no more than a moment.
+	_ = c.client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	b := encode(pgError("FATAL", "57P01", msg, ""))
+	c.bytesOut.Add(uint64(len(b)))
+	_, _ = c.cw.Write(b)
+	_ = c.cw.Flush()
+	c.wmu.Unlock()
+	closeWrite(c.client)
+	return true
+}
+
+// finishTerminate cancels what runs on the backend, records the cause and closes.
+func (c *conn) finishTerminate(ev *schemas.SessionTerminated) {
+	if ev.InFlight && c.cancelKey != nil {
+		c.srv.cancelBackend(c.cancelKey)
+	}
+	c.sess.Record(ev)
+	c.closeBoth()
+}
+
+// closeWrite ends the stream to the peer at once.
+func closeWrite(conn net.Conn) {
+	if p, ok := conn.(*prefixConn); ok {
+		conn = p.Conn
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
 }
 
 // shutdown ends the session from the server side.

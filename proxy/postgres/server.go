@@ -23,6 +23,7 @@ import (
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // Config configures the proxy.
@@ -58,10 +59,11 @@ type Server struct {
 	conns  map[*conn]struct{}
 	closed bool
 
-	masks     *mask.Cache
-	approvals *Approvals
-	catMu     sync.Mutex
-	catalogs  map[string]*catalog // resource name → its column names by table OID
+	masks       *mask.Cache
+	approvals   *Approvals
+	revocations *revoke.Registry
+	catMu       sync.Mutex
+	catalogs    map[string]*catalog // resource name → its column names by table OID
 
 	sessions *prometheus.CounterVec
 	active   prometheus.Gauge
@@ -77,6 +79,52 @@ func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher
 	}
 	reg.MustRegister(s.sessions, s.active)
 	return s
+}
+
+// SetRevocations gives the proxy the revocations in force (before Serve); Revoke ends the
+// sessions a new one matches.
+func (s *Server) SetRevocations(r *revoke.Registry) { s.revocations = r }
+
+// Revoke ends the live sessions a revocation matches: the client gets 57P01 with the
+// reason, a statement in flight is cancelled on the backend, and the end is recorded.
+func (s *Server) Revoke(rv revoke.Revocation) {
+	s.mu.Lock()
+	var match []*conn
+	for c := range s.conns {
+		switch rv.Kind {
+		case revoke.KindIdentity:
+			if c.st.identity.Subject == rv.Value || (c.st.identity.OnBehalfOf != "" && c.st.identity.OnBehalfOf == rv.Value) {
+				match = append(match, c)
+			}
+		case revoke.KindSession:
+			if c.sess.ID == rv.Value {
+				match = append(match, c)
+			}
+		}
+	}
+	s.mu.Unlock()
+	msg := fmt.Sprintf("terminating connection: access revoked by %s: %s", rv.By, rv.Reason)
+	// First every client hears of it, in one pass; then backends are cancelled, causes
+	// recorded and connections closed, concurrently.
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, c := range match {
+		ev := &schemas.SessionTerminated{Cause: "revoked", Reason: rv.Reason, Revocation: rv.Kind + ":" + rv.Value, By: rv.By}
+		told := c.endClient(ev, msg, false)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if told || c.endClient(ev, msg, true) {
+				c.finishTerminate(ev)
+			}
+		}()
+	}
+	told := time.Since(start)
+	wg.Wait()
+	if len(match) > 0 {
+		s.log.Info("sessions ended by a revocation", "kind", rv.Kind, "value", rv.Value, "sessions", len(match),
+			"since_revoked", start.Sub(rv.At), "clients_told_in", told, "closed_in", time.Since(start))
+	}
 }
 
 // SetApprovals connects the proxy to the approvals system (before Serve).
@@ -334,6 +382,11 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 		return &startupError{"28P01", "token", "token rejected: " + err.Error()}
 	}
 	st.identity = id
+	if s.revocations != nil {
+		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, id.Subject, id.OnBehalfOf); ok {
+			return &startupError{"28000", "revoked", fmt.Sprintf("access revoked for %s by %s at %s: %s", rv.Value, rv.By, rv.At.Format(time.RFC3339), rv.Reason)}
+		}
+	}
 	if st.backend, err = s.connectBackend(st); err != nil {
 		return &startupError{"08006", "backend", fmt.Sprintf("cannot connect to resource %q: %v", res.Name, err)}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/desired"
 	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // policyService answers decisions with the policies in KV, recompiling on every change, and
@@ -26,6 +27,11 @@ func (a *App) policyService() *Service {
 			}
 			svc = policy.NewService(a.bus.NC, eng, a.reg, log)
 			(&desired.API{Store: a.desired, JS: a.bus.JS, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups, Base: a.cfg}).Register(a.echo)
+			reg, err := revoke.Follow(ctx, a.bus.JS, log, nil)
+			if err != nil {
+				return err
+			}
+			(&revoke.API{JS: a.bus.JS, Registry: reg, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups}).Register(a.echo)
 			return svc.Start(ctx)
 		},
 		Run: func(ctx context.Context) error {

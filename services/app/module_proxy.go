@@ -8,11 +8,13 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/postgres"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 func (a *App) proxyPostgresService() *Service {
 	var srv *postgres.Server
 	var cache *session.CachingDecider
+	var stopFollow context.CancelFunc = func() {}
 	return &Service{
 		Start: func(ctx context.Context) error {
 			pc := a.cfg.Proxy.Postgres
@@ -41,6 +43,14 @@ func (a *App) proxyPostgresService() *Service {
 			cache = decider
 			srv = postgres.New(cfg, a.resources, a.verifier, a.pub, decider, a.reg, a.component("proxy-postgres"))
 			srv.SetApprovals(&postgres.Approvals{JS: a.bus.JS, NC: a.bus.NC, Hint: "approve in Slack or with:"})
+			// Revocations are replayed before the proxy admits a session.
+			fctx, cancel := context.WithCancel(context.Background())
+			stopFollow = cancel
+			reg, err := revoke.Follow(fctx, a.bus.JS, a.component("proxy-postgres"), srv.Revoke)
+			if err != nil {
+				return err
+			}
+			srv.SetRevocations(reg)
 			if err := srv.Listen(); err != nil {
 				return err
 			}
@@ -52,6 +62,7 @@ func (a *App) proxyPostgresService() *Service {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
 			defer cache.Close()
+			defer stopFollow()
 			return srv.Shutdown(sctx)
 		},
 	}

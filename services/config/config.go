@@ -188,8 +188,13 @@ type Resource struct {
 	Labels map[string]string `yaml:"labels"`
 	Audit  string            `yaml:"audit"`
 	// RequireTLS refuses clients that do not use TLS, loopback ones included.
-	RequireTLS bool             `yaml:"require_tls"`
-	Postgres   *PostgresBackend `yaml:"postgres"`
+	RequireTLS bool `yaml:"require_tls"`
+	// TokenExpiry is what happens to an open session when the caller's token expires: end
+	// (the default, as zero trust asks; pooled drivers reconnect with a fresh token) or
+	// continue, up to MaxSessionLifetime (default 12h).
+	TokenExpiry        string           `yaml:"token_expiry,omitempty"`
+	MaxSessionLifetime time.Duration    `yaml:"max_session_lifetime,omitempty"`
+	Postgres           *PostgresBackend `yaml:"postgres"`
 }
 
 // PostgresBackend is how the proxy reaches a PostgreSQL resource. The credential stays here.
@@ -462,6 +467,12 @@ func (c *Config) Validate() error {
 		names[r.Name] = true
 		ck.oneOf(p+".type", r.Type, "postgres")
 		ck.oneOf(p+".audit", r.Audit, "strict", "buffered")
+		if r.TokenExpiry != "" {
+			ck.oneOf(p+".token_expiry", r.TokenExpiry, "end", "continue")
+		}
+		if r.MaxSessionLifetime < 0 {
+			ck.add(p+".max_session_lifetime", "%s is negative", r.MaxSessionLifetime)
+		}
 		if r.Type == "postgres" {
 			if r.Postgres == nil {
 				ck.add(p+".postgres", "required for type postgres")
