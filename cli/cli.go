@@ -36,6 +36,9 @@ Usage:
   gatehouse approvals list [--all]      approvals waiting (or all)
   gatehouse approvals approve ID [--reason R] | deny ID --reason R
                                         decide an approval (approver token)
+  gatehouse grants request --resource R --role ROLE --for 2h --reason WHY
+                                        ask for elevated access for a while (needs an approval)
+  gatehouse grants list                 grants in force (yours; all with an admin token)
   gatehouse revoke --identity SUB | --session ID | --grant ID [--reason R] [--for 1h] [--lift]
                                         end live sessions now and refuse new ones (admin token)
   gatehouse revocations                 list the revocations in force
@@ -65,6 +68,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = sessionsCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "grants":
+		err = grantsCmd(args[1:], stdout, stderr)
 	case "revoke":
 		err = revokeCmd(args[1:], stdout, stderr)
 	case "revocations":

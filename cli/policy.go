@@ -32,6 +32,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	as := fs.String("as", "", "subject of the caller")
 	groups := fs.String("groups", "", "comma-separated groups of the caller")
 	resource := fs.String("resource", "", "resource name")
+	grantRoles := fs.String("grants", "", "comma-separated roles the caller holds grants for")
 	asJSON := fs.Bool("json", false, "print the decision as JSON")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
@@ -53,13 +54,17 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: policies do not compile:\n%w", path, err)
 	}
-	decide := func(sub string, groups []string, res, sql string) (policy.Decision, error) {
+	decide := func(sub string, groups, roles []string, res, sql string) (policy.Decision, error) {
 		r, ok := cfg.Resource(res)
 		if !ok {
 			return policy.Decision{}, fmt.Errorf("unknown resource %q", res)
 		}
+		var gs []policy.Grant
+		for _, role := range roles {
+			gs = append(gs, policy.Grant{ID: "test-grant-" + role, Role: role, Resource: res, Expires: time.Now().Add(time.Hour)})
+		}
 		return eng.Decide(&policy.Request{Identity: schemas.Identity{Subject: sub, Groups: groups, Kind: "service"},
-			Resource: policy.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: sql}, time.Now()), nil
+			Resource: policy.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: sql, Grants: gs}, time.Now()), nil
 	}
 	if *file != "" {
 		if len(cfg.Tests) == 0 {
@@ -67,7 +72,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		failed := 0
 		for _, tc := range cfg.Tests {
-			d, err := decide(tc.As, tc.Groups, tc.Resource, tc.SQL)
+			d, err := decide(tc.As, tc.Groups, tc.Grants, tc.Resource, tc.SQL)
 			if err != nil {
 				return fmt.Errorf("test %q: %w", tc.Name, err)
 			}
@@ -97,7 +102,13 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 			gs = append(gs, g)
 		}
 	}
-	d, err := decide(*as, gs, *resource, pos[0])
+	var roles []string
+	for _, r := range strings.Split(*grantRoles, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			roles = append(roles, r)
+		}
+	}
+	d, err := decide(*as, gs, roles, *resource, pos[0])
 	if err != nil {
 		return err
 	}

@@ -245,3 +245,59 @@ func revocations(t *testing.T, g *gateway) {
 		return err == nil
 	}, 10*time.Second, 20*time.Millisecond)
 }
+
+// timeBoxedGrant asks for the dba role for a few seconds: once approved the caller's
+// statements run under it (card numbers in the clear); at expiry the session that used it
+// ends and the rights are gone.
+func timeBoxedGrant(t *testing.T, g *gateway) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	svc := g.token(t, "svc-orders", "orders-readers")
+	approver := g.token(t, "approver-1", "approvers")
+	gh := func(token string, args ...string) (string, string, int) {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(append(args, "--url", g.approvalsAPI, "--token", token), &stdout, &stderr)
+		return stdout.String(), stderr.String(), code
+	}
+	c, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=demo user=svc-orders password=%s sslmode=disable", g.pgHost, g.pgPort, svc))
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	card := func() (string, error) {
+		r, err := c.Exec(ctx, "select card_number from customers where id = 2").ReadAll()
+		if err != nil {
+			return "", err
+		}
+		return string(r[0].Rows[0][0]), nil
+	}
+	v, err := card()
+	require.NoError(t, err)
+	require.Equal(t, "************5559", v, "masked without a grant")
+
+	_, errOut, code := gh(svc, "grants", "request", "--resource", "demo", "--role", "dba", "--for", "9h", "--reason", "INC-123")
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "longer than role dba allows (8h0m0s)")
+	out, errOut, code := gh(svc, "grants", "request", "--resource", "demo", "--role", "dba", "--for", "4s", "--reason", "INC-123")
+	require.Equal(t, 0, code, errOut)
+	id := strings.Fields(strings.SplitN(out, "approval ", 2)[1])[0]
+	_, errOut, code = gh(approver, "approvals", "approve", id)
+	require.Equal(t, 0, code, errOut)
+	require.Eventually(t, func() bool { v, err := card(); return err == nil && v == "5500005555555559" }, 10*time.Second, 20*time.Millisecond,
+		"the grant takes effect on the open session's next statement")
+	out, _, code = gh(svc, "grants", "list")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, id)
+	require.Contains(t, out, "approver-1")
+
+	// At expiry the session that used the grant ends; a new one is masked again.
+	var pgErr *pgconn.PgError
+	require.Eventually(t, func() bool { _, err := card(); return err != nil && c.IsClosed() }, 20*time.Second, 50*time.Millisecond)
+	c2, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=demo user=svc-orders password=%s sslmode=disable", g.pgHost, g.pgPort, svc))
+	require.NoError(t, err)
+	defer c2.Close(ctx)
+	r, err := c2.Exec(ctx, "select card_number from customers where id = 2").ReadAll()
+	if errors.As(err, &pgErr) {
+		t.Fatalf("unexpected error: %v", pgErr)
+	}
+	require.NoError(t, err)
+	require.Equal(t, "************5559", string(r[0].Rows[0][0]))
+}

@@ -227,6 +227,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	liveChanges(t, g, svc, ch)
 	heldForApproval(t, g)
 	revocations(t, g)
+	timeBoxedGrant(t, g)
 }
 
 // liveChanges changes policies and resources through the CLI and the API while sessions are

@@ -264,6 +264,10 @@ const (
 	TypeSessionTerminated = "session.terminated"
 	// TypeRevocation: Access was revoked (or a revocation lifted): an identity, a session or a grant. Recorded on its own (resource _config); identity is who revoked.
 	TypeRevocation = "revocation"
+	// TypeGrantCreated: A time-boxed grant was approved and is in force: CEL rules see it in grants. Recorded on its own (resource _config); identity is the grantee.
+	TypeGrantCreated = "grant.created"
+	// TypeGrantExpired: A grant reached its expiry (or was revoked); sessions that used it end, or lose the rights on their next statement, as its role says.
+	TypeGrantExpired = "grant.expired"
 )
 
 // Event codes, one per type.
@@ -300,6 +304,10 @@ const (
 	CodeSessionTerminated = "GH1003"
 	// CodeRevocation is the code of revocation.
 	CodeRevocation = "GH6000"
+	// CodeGrantCreated is the code of grant.created.
+	CodeGrantCreated = "GH6001"
+	// CodeGrantExpired is the code of grant.expired.
+	CodeGrantExpired = "GH6002"
 )
 
 // Codes maps every event type to its code.
@@ -320,6 +328,8 @@ var Codes = map[string]string{
 	TypeApprovalUsed:      CodeApprovalUsed,
 	TypeSessionTerminated: CodeSessionTerminated,
 	TypeRevocation:        CodeRevocation,
+	TypeGrantCreated:      CodeGrantCreated,
+	TypeGrantExpired:      CodeGrantExpired,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -357,6 +367,10 @@ func NewPayload(typ string) (Payload, bool) {
 		return &SessionTerminated{}, true
 	case TypeRevocation:
 		return &Revocation{}, true
+	case TypeGrantCreated:
+		return &GrantCreated{}, true
+	case TypeGrantExpired:
+		return &GrantExpired{}, true
 	}
 	return nil, false
 }
@@ -1413,5 +1427,86 @@ func (v *Revocation) AppendJSON(b []byte) []byte {
 		b = append(b, `"lifted":`...)
 		b = strconv.AppendBool(b, v.Lifted)
 	}
+	return append(b, '}')
+}
+
+// GrantCreated is the payload of grant.created events: a time-boxed grant was approved and is in force: CEL rules see it in grants. Recorded on its own (resource _config); identity is the grantee.
+type GrantCreated struct {
+	// GrantID is the grant (its approval's id).
+	GrantID string `json:"grant_id"`
+	// Resource is the resource it applies to.
+	Resource string `json:"resource"`
+	// Role is the role granted.
+	Role string `json:"role"`
+	// Expires is when it ends.
+	Expires time.Time `json:"expires"`
+	// ApprovedBy is who approved.
+	ApprovedBy []string `json:"approved_by"`
+	// Reason is the requester's reason.
+	Reason string `json:"reason,omitempty"`
+}
+
+// EventType returns "grant.created".
+func (GrantCreated) EventType() string { return TypeGrantCreated }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *GrantCreated) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"grant_id":`...)
+	b = AppendJSONString(b, v.GrantID)
+	b = append(b, `,"resource":`...)
+	b = AppendJSONString(b, v.Resource)
+	b = append(b, `,"role":`...)
+	b = AppendJSONString(b, v.Role)
+	b = append(b, `,"expires":`...)
+	b = appendJSONTime(b, v.Expires)
+	b = append(b, `,"approved_by":`...)
+	if v.ApprovedBy == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, e := range v.ApprovedBy {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = AppendJSONString(b, e)
+		}
+		b = append(b, ']')
+	}
+	if !(v.Reason == "") {
+		b = append(b, `,"reason":`...)
+		b = AppendJSONString(b, v.Reason)
+	}
+	return append(b, '}')
+}
+
+// GrantExpired is the payload of grant.expired events: a grant reached its expiry (or was revoked); sessions that used it end, or lose the rights on their next statement, as its role says.
+type GrantExpired struct {
+	// GrantID is the grant.
+	GrantID string `json:"grant_id"`
+	// Resource is the resource.
+	Resource string `json:"resource"`
+	// Role is the role.
+	Role string `json:"role"`
+	// EndedSessions is a revocation ends the sessions that used the grant.
+	EndedSessions bool `json:"ended_sessions"`
+}
+
+// EventType returns "grant.expired".
+func (GrantExpired) EventType() string { return TypeGrantExpired }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *GrantExpired) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"grant_id":`...)
+	b = AppendJSONString(b, v.GrantID)
+	b = append(b, `,"resource":`...)
+	b = AppendJSONString(b, v.Resource)
+	b = append(b, `,"role":`...)
+	b = AppendJSONString(b, v.Role)
+	b = append(b, `,"ended_sessions":`...)
+	b = strconv.AppendBool(b, v.EndedSessions)
 	return append(b, '}')
 }

@@ -100,6 +100,10 @@ func (s *Server) Revoke(rv revoke.Revocation) {
 			if c.sess.ID == rv.Value {
 				match = append(match, c)
 			}
+		case revoke.KindGrant:
+			if c.sess.UsedGrant(rv.Value) {
+				match = append(match, c)
+			}
 		}
 	}
 	s.mu.Unlock()

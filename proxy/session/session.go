@@ -54,7 +54,8 @@ type Session struct {
 	lingers  bool       // the publisher will flush the batch (buffered mode)
 	flushErr error      // the last lingering flush failed: the next statement flushes itself
 
-	queries uint64 // statements received
+	grants  map[string]bool // grants statements were allowed under
+	queries uint64          // statements received
 	denied  uint64
 }
 
@@ -327,6 +328,12 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	})
 	s.mu.Lock()
 	s.revision = q.Decision.Revision
+	for _, g := range q.Decision.Grants {
+		if s.grants == nil {
+			s.grants = map[string]bool{}
+		}
+		s.grants[g] = true
+	}
 	s.mu.Unlock()
 	d := &q.Decision
 	err := s.add(decisionEvent(q.ID, d, time.Since(start)))
@@ -408,6 +415,14 @@ func (s *Session) Unattributed() *Query {
 	_ = s.add(&schemas.DbQuery{QueryID: q.ID, Protocol: "extended", StatementName: "(unknown portal)"})
 	_ = s.flushSoon()
 	return q
+}
+
+// UsedGrant reports whether a statement of the session was allowed while the caller held
+// grant id.
+func (s *Session) UsedGrant(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grants[id]
 }
 
 // Record adds an event to the session's trail (approvals, terminations).

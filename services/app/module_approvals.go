@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/gatehouse/gatehouse/services/approvals"
+	"github.com/gatehouse/gatehouse/services/grants"
+	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // approvalsService keeps the approvals' state (from GH_APPROVALS), serves the approvals API
@@ -13,7 +15,16 @@ func (a *App) approvalsService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
 			svc.JS, svc.NC, svc.Verifier, svc.Log = a.bus.JS, a.bus.NC, a.verifier, a.component("approvals")
+			svc.Config, svc.Admins = a.cfg, a.cfg.Query.AdminGroups
+			gs, err := grants.Open(ctx, a.bus.JS)
+			if err != nil {
+				return err
+			}
+			svc.Grants = gs
 			if err := svc.Start(ctx); err != nil {
+				return err
+			}
+			if _, err := revoke.Follow(ctx, a.bus.JS, a.component("approvals"), svc.RevokeGrant); err != nil {
 				return err
 			}
 			svc.Register(a.echo)

@@ -3,9 +3,11 @@ package app
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/desired"
+	"github.com/gatehouse/gatehouse/services/grants"
 	"github.com/gatehouse/gatehouse/services/policy"
 	"github.com/gatehouse/gatehouse/services/revoke"
 )
@@ -14,6 +16,7 @@ import (
 // serves the policy and resource API.
 func (a *App) policyService() *Service {
 	var svc *policy.Service
+	gen := func() uint64 { return 0 }
 	log := a.component("policy")
 	return &Service{
 		Start: func(ctx context.Context) error {
@@ -26,6 +29,25 @@ func (a *App) policyService() *Service {
 				return err
 			}
 			svc = policy.NewService(a.bus.NC, eng, a.reg, log)
+			gs, err := grants.Open(ctx, a.bus.JS)
+			if err != nil {
+				return err
+			}
+			live, err := gs.Watch(ctx, func(l *grants.Live) {
+				svc.SetEngine(svc.Engine().WithGrantsGeneration(l.Generation()))
+			})
+			if err != nil {
+				return err
+			}
+			svc.SetEngine(eng.WithGrantsGeneration(live.Generation()))
+			svc.Grants = func(subject, resource string, now time.Time) []policy.Grant {
+				var out []policy.Grant
+				for _, g := range live.For(subject, resource, now) {
+					out = append(out, policy.Grant{ID: g.ID, Role: g.Role, Resource: g.Resource, Expires: g.Expires})
+				}
+				return out
+			}
+			gen = live.Generation
 			(&desired.API{Store: a.desired, JS: a.bus.JS, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups, Base: a.cfg}).Register(a.echo)
 			reg, err := revoke.Follow(ctx, a.bus.JS, log, nil)
 			if err != nil {
@@ -39,7 +61,7 @@ func (a *App) policyService() *Service {
 			go func() {
 				errc <- a.desired.WatchPolicies(ctx, func(ps []config.Policy) {
 					rev := policy.RevisionOf(ps)
-					if rev == svc.Revision() {
+					if rev == svc.Engine().PolicyRevision() {
 						return
 					}
 					eng, err := policy.Compile(ps, rev)
@@ -48,7 +70,7 @@ func (a *App) policyService() *Service {
 						log.Error("policies in KV do not compile; the running policies stay in force", "err", err)
 						return
 					}
-					svc.SetEngine(eng)
+					svc.SetEngine(eng.WithGrantsGeneration(gen()))
 					log.Info("policies changed", "revision", rev, "policies", len(ps))
 				})
 			}()

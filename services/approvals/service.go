@@ -18,7 +18,10 @@ import (
 
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/grants"
 	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // SubjectClaim is the request a proxy makes to use a fail-fast approval: the approvals
@@ -48,8 +51,13 @@ type Service struct {
 	Log      *slog.Logger
 	// OnChange, when set, is called after an approval changed (the Slack notifier).
 	OnChange func(*Approval)
+	// Config has the grant roles; Grants stores approved grants; Admins may see every grant.
+	Config *config.Config
+	Grants *grants.Store
+	Admins []string
 
 	mu        sync.Mutex
+	replaying bool
 	approvals map[string]*Approval
 	waiters   map[string][]chan struct{}
 	ready     chan struct{}
@@ -61,6 +69,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.approvals = map[string]*Approval{}
 	s.waiters = map[string][]chan struct{}{}
 	s.ready = make(chan struct{})
+	s.replaying = true
 	cons, err := s.JS.OrderedConsumer(ctx, bus.StreamApprovals, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", bus.StreamApprovals, err)
@@ -88,6 +97,18 @@ func (s *Service) Start(ctx context.Context) error {
 	go func() { <-ctx.Done(); cc.Stop() }()
 	select {
 	case <-s.ready:
+		s.mu.Lock()
+		s.replaying = false
+		var due []Approval
+		for _, a := range s.approvals {
+			if s.grantDue(a) {
+				due = append(due, *a)
+			}
+		}
+		s.mu.Unlock()
+		for i := range due {
+			s.createGrant(ctx, &due[i]) // approved while no copy of this service ran
+		}
 	case <-time.After(30 * time.Second):
 		return errors.New("approvals: GH_APPROVALS not replayed within 30s")
 	case <-ctx.Done():
@@ -105,9 +126,13 @@ func (s *Service) apply(data []byte) {
 	}
 	var p struct {
 		ApprovalID string `json:"approval_id"`
+		GrantID    string `json:"grant_id"`
 	}
 	_ = json.Unmarshal(e.Payload, &p)
 	id := p.ApprovalID
+	if id == "" {
+		id = p.GrantID
+	}
 	if id == "" {
 		return
 	}
@@ -119,6 +144,7 @@ func (s *Service) apply(data []byte) {
 	}
 	changed, err := a.Apply(e)
 	var snapshot Approval
+	grantDue := changed && !s.replaying && s.grantDue(a)
 	if changed {
 		snapshot = *a
 		for _, w := range s.waiters[id] {
@@ -133,6 +159,117 @@ func (s *Service) apply(data []byte) {
 	if changed && s.OnChange != nil && snapshot.ID != "" {
 		s.OnChange(&snapshot)
 	}
+	if grantDue {
+		go s.createGrant(context.Background(), &snapshot)
+	}
+}
+
+// grantDue says an approved grant request has no grant yet and would still be in force.
+func (s *Service) grantDue(a *Approval) bool {
+	return s.Grants != nil && a.Request.Kind == "grant" && a.Status == Approved && !a.Granted &&
+		time.Now().Before(a.DecidedAt.Add(time.Duration(a.Request.GrantSeconds)*time.Second))
+}
+
+// createGrant stores an approved grant and records it (on GH_APPROVALS, so a restart does
+// not create it again, and in the audit trail).
+func (s *Service) createGrant(ctx context.Context, a *Approval) {
+	onExpiry := "end_sessions"
+	if s.Config != nil {
+		if r, ok := s.Config.GrantRole(a.Request.GrantRole); ok {
+			onExpiry = r.OnExpiry
+		}
+	}
+	g := grants.Grant{ID: a.ID, Subject: a.Requester.Subject, Resource: a.Resource, Role: a.Request.GrantRole,
+		Expires: a.DecidedAt.Add(time.Duration(a.Request.GrantSeconds) * time.Second).UTC(), ApprovedBy: a.ApprovedBy(),
+		Reason: a.Request.Reason, OnExpiry: onExpiry}
+	if _, err := s.Grants.Create(ctx, g); err != nil {
+		s.Log.Error("approved grant not stored", "grant", g.ID, "err", err)
+		return
+	}
+	p := &schemas.GrantCreated{GrantID: g.ID, Resource: g.Resource, Role: g.Role, Expires: g.Expires, ApprovedBy: g.ApprovedBy, Reason: g.Reason}
+	e, err := Event(schemas.TypeGrantCreated, a.Requester, a.Resource, p, time.Now())
+	if err == nil {
+		err = Publish(ctx, s.JS, a.ID, e, a.ID+".grant")
+	}
+	if err == nil {
+		err = recordConfigEvent(ctx, s.JS, e)
+	}
+	if err != nil {
+		s.Log.Warn("grant creation not recorded", "grant", g.ID, "err", err)
+	}
+	s.Log.Info("grant created", "grant", g.ID, "subject", g.Subject, "role", g.Role, "resource", g.Resource, "expires", g.Expires)
+}
+
+// expireGrants removes grants past their expiry; those whose role says so are revoked, so
+// that the sessions that used them end.
+func (s *Service) expireGrants(ctx context.Context, now time.Time) {
+	if s.Grants == nil {
+		return
+	}
+	gs, err := s.Grants.List(ctx)
+	if err != nil {
+		return
+	}
+	for _, g := range gs {
+		if now.Before(g.Expires) {
+			continue
+		}
+		s.endGrant(ctx, g, "expired")
+	}
+}
+
+// endGrant removes a grant and records why; with on_expiry end_sessions it is revoked.
+func (s *Service) endGrant(ctx context.Context, g grants.Grant, why string) {
+	if err := s.Grants.Delete(ctx, g.ID); err != nil {
+		s.Log.Warn("grant not removed", "grant", g.ID, "err", err)
+		return
+	}
+	end := g.OnExpiry != "next_statement"
+	if end && why == "expired" {
+		rv := revoke.Revocation{Kind: revoke.KindGrant, Value: g.ID, Reason: "grant expired", By: "gatehouse", At: now(), Until: g.Expires.Add(24 * time.Hour)}
+		if err := revoke.Publish(ctx, s.JS, rv, schemas.Identity{Subject: "gatehouse", Kind: "system"}); err != nil {
+			s.Log.Warn("expired grant not revoked", "grant", g.ID, "err", err)
+		}
+	}
+	p := &schemas.GrantExpired{GrantID: g.ID, Resource: g.Resource, Role: g.Role, EndedSessions: end}
+	e, err := Event(schemas.TypeGrantExpired, schemas.Identity{Subject: g.Subject}, g.Resource, p, time.Now())
+	if err == nil {
+		err = recordConfigEvent(ctx, s.JS, e)
+	}
+	if err != nil {
+		s.Log.Warn("grant expiry not recorded", "grant", g.ID, "err", err)
+	}
+}
+
+func now() time.Time { return time.Now().UTC() }
+
+// RevokeGrant ends a grant that was revoked (gatehouse revoke --grant ID).
+func (s *Service) RevokeGrant(rv revoke.Revocation) {
+	if rv.Kind != revoke.KindGrant || s.Grants == nil || rv.By == "gatehouse" {
+		return
+	}
+	gs, err := s.Grants.List(context.Background())
+	if err != nil {
+		return
+	}
+	for _, g := range gs {
+		if g.ID == rv.Value {
+			g.OnExpiry = "end_sessions"
+			s.endGrant(context.Background(), g, "revoked")
+		}
+	}
+}
+
+// recordConfigEvent puts a one-event record into GH_AUDIT (resource _config).
+func recordConfigEvent(ctx context.Context, js jetstream.JetStream, e *schemas.Event) error {
+	c := *e
+	c.SessionID, c.Seq, c.Resource = c.ID, 1, bus.ConfigResource
+	var err error
+	if c.Hash, err = c.ComputeHash(); err != nil {
+		return err
+	}
+	_, err = js.Publish(ctx, bus.AuditSubject(bus.ConfigResource, c.SessionID, c.Type), c.AppendJSON(nil), jetstream.WithMsgID(c.ID))
+	return err
 }
 
 // Get returns a copy of an approval.
@@ -229,6 +366,7 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 			return nil
 		case now := <-t.C:
+			s.expireGrants(ctx, now)
 			for _, a := range s.List(true) {
 				due := a.Status == Pending && now.After(a.Request.Deadline)
 				window := time.Duration(a.Request.WindowSeconds) * time.Second
@@ -325,6 +463,38 @@ func (s *Service) Register(e *echo.Echo) {
 		}
 		return c.JSON(http.StatusOK, a)
 	}, s.auth)
+	e.POST("/api/v1/grants", func(c echo.Context) error {
+		var req GrantRequest
+		if err := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 64<<10)).Decode(&req); err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, "body: "+err.Error())
+		}
+		a, err := s.RequestGrant(c.Request().Context(), c.Get("identity").(*identity.Identity).Identity, req)
+		var ae *Error
+		if errors.As(err, &ae) {
+			return echo.NewHTTPError(ae.Status, ae.Message)
+		}
+		if err != nil {
+			return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
+		}
+		return c.JSON(http.StatusOK, a)
+	}, s.auth)
+	e.GET("/api/v1/grants", func(c echo.Context) error {
+		if s.Grants == nil {
+			return c.JSON(http.StatusOK, map[string]any{"grants": []grants.Grant{}})
+		}
+		gs, err := s.Grants.List(c.Request().Context())
+		if err != nil {
+			return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
+		}
+		who := c.Get("identity").(*identity.Identity)
+		out := []grants.Grant{}
+		for _, g := range gs {
+			if g.Subject == who.Subject || who.HasAnyGroup(s.Admins) {
+				out = append(out, g)
+			}
+		}
+		return c.JSON(http.StatusOK, map[string]any{"grants": out})
+	}, s.auth)
 	for _, d := range []string{"approve", "deny"} {
 		e.POST("/api/v1/approvals/:id/"+d, func(c echo.Context) error {
 			var body struct {
@@ -352,6 +522,56 @@ func (s *Service) Register(e *echo.Echo) {
 			return c.JSON(http.StatusOK, a)
 		}, s.auth)
 	}
+}
+
+// GrantRequest is the body of POST /api/v1/grants.
+type GrantRequest struct {
+	Resource string `json:"resource"`
+	Role     string `json:"role"`
+	For      string `json:"for"`
+	Reason   string `json:"reason"`
+}
+
+// RequestGrant asks for a role on a resource for a while: an approval of kind grant.
+func (s *Service) RequestGrant(ctx context.Context, who schemas.Identity, req GrantRequest) (Approval, error) {
+	if s.Config == nil || s.Grants == nil {
+		return Approval{}, &Error{http.StatusNotImplemented, "grants are not configured"}
+	}
+	role, ok := s.Config.GrantRole(req.Role)
+	if !ok {
+		return Approval{}, &Error{http.StatusBadRequest, fmt.Sprintf("no grantable role %q", req.Role)}
+	}
+	if !slices.Contains(role.Resources, req.Resource) && !slices.Contains(role.Resources, "*") {
+		return Approval{}, &Error{http.StatusBadRequest, fmt.Sprintf("role %s cannot be granted on resource %q", req.Role, req.Resource)}
+	}
+	d, err := time.ParseDuration(req.For)
+	if err != nil || d <= 0 {
+		return Approval{}, &Error{http.StatusBadRequest, fmt.Sprintf("for: %q is not a positive duration", req.For)}
+	}
+	if d > role.MaxDuration {
+		return Approval{}, &Error{http.StatusBadRequest, fmt.Sprintf("for: %s is longer than role %s allows (%s)", d, req.Role, role.MaxDuration)}
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		return Approval{}, &Error{http.StatusBadRequest, "a grant request needs a reason"}
+	}
+	id := NewID()
+	now := time.Now()
+	p := &schemas.ApprovalRequested{ApprovalID: id, Kind: "grant", Reason: req.Reason, Approvers: role.Approvers,
+		Required: uint32(role.Required), Deadline: now.Add(role.Timeout).UTC(), Mode: "hold", GrantRole: req.Role, GrantSeconds: uint64(d / time.Second)}
+	e, err := Event(schemas.TypeApprovalRequested, who, req.Resource, p, now)
+	if err != nil {
+		return Approval{}, err
+	}
+	changed := s.waitChange(id)
+	if err := Publish(ctx, s.JS, id, e, ""); err != nil {
+		return Approval{}, err
+	}
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+	}
+	a, _ := s.Get(id)
+	return a, nil
 }
 
 func nonNil(l []Approval) []Approval {

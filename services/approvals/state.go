@@ -37,6 +37,7 @@ type Approval struct {
 	Denial    *Vote                     `json:"denial,omitempty"`
 	DecidedAt time.Time                 `json:"decided_at,omitempty"`
 	Used      bool                      `json:"used,omitempty"`
+	Granted   bool                      `json:"granted,omitempty"`       // grant: stored in gh_grants
 	Closed    string                    `json:"closed_reason,omitempty"` // cancelled: why
 	seen      map[string]bool           // approver+decision already counted
 }
@@ -97,6 +98,11 @@ func (a *Approval) Apply(e *schemas.Event) (bool, error) {
 			var p schemas.ApprovalCancelled
 			_ = e.Decode(&p)
 			a.Status, a.Closed, a.DecidedAt = Cancelled, p.Reason, e.Time
+			return true, nil
+		}
+	case schemas.TypeGrantCreated:
+		if a.Status == Approved && !a.Granted {
+			a.Granted = true
 			return true, nil
 		}
 	case schemas.TypeApprovalUsed:

@@ -28,6 +28,7 @@ const (
 	// KV buckets of desired state: policies and resources by name.
 	BucketPolicies  = "gh_policies"
 	BucketResources = "gh_resources"
+	BucketGrants    = "gh_grants"
 	// ConfigResource is the resource token of the audit subject of configuration changes.
 	ConfigResource = "_config"
 )

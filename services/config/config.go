@@ -31,6 +31,8 @@ type Config struct {
 	Query      Query      `yaml:"query"`
 	Resources  []Resource `yaml:"resources"`
 	Policies   []Policy   `yaml:"policies"`
+	// Grants are the roles that can be asked for, for a while, with an approval.
+	Grants []GrantRole `yaml:"grants"`
 	// Tests are policy test cases, run by `gatehouse policy test -f FILE` (in CI, say).
 	Tests []PolicyTest `yaml:"tests"`
 	// SeedOverwrite makes the file's policies and resources replace those in KV at start
@@ -43,6 +45,7 @@ type PolicyTest struct {
 	Name     string   `yaml:"name"`
 	As       string   `yaml:"as"`
 	Groups   []string `yaml:"groups"`
+	Grants   []string `yaml:"grants"` // roles the caller holds grants for
 	Resource string   `yaml:"resource"`
 	SQL      string   `yaml:"sql"`
 	Expect   string   `yaml:"expect"` // allow, mask, require_approval or deny
@@ -251,6 +254,21 @@ type Rule struct {
 	Approval *Approval `yaml:"approval,omitempty"`
 }
 
+// GrantRole is a role that can be granted for a while (gatehouse grants request).
+type GrantRole struct {
+	Role      string   `yaml:"role"`
+	Resources []string `yaml:"resources"` // resource names, or "*"
+	Approvers []string `yaml:"approvers"`
+	Required  int      `yaml:"required"` // distinct approvals (default 1)
+	// MaxDuration bounds what may be asked for (default 8h); Timeout is how long the
+	// request waits for approvers (default 1h).
+	MaxDuration time.Duration `yaml:"max_duration"`
+	Timeout     time.Duration `yaml:"timeout"`
+	// OnExpiry: end_sessions (default: sessions that used the grant end) or next_statement
+	// (they lose the rights on their next statement).
+	OnExpiry string `yaml:"on_expiry"`
+}
+
 // Approval is how a require_approval rule is approved.
 type Approval struct {
 	Approvers []string      `yaml:"approvers"`          // groups whose members may approve
@@ -359,6 +377,15 @@ func (c *Config) ApplyDefaults() {
 	defInt(&c.Audit.ResultChunkBytes, 64<<10)
 	defInt(&c.Audit.MaxResultBytes, 1<<20)
 	defInt(&c.Audit.MaxSQLBytes, 64<<10)
+	for i := range c.Grants {
+		g := &c.Grants[i]
+		defDur(&g.MaxDuration, 8*time.Hour)
+		defDur(&g.Timeout, time.Hour)
+		def(&g.OnExpiry, "end_sessions")
+		if g.Required == 0 {
+			g.Required = 1
+		}
+	}
 	def(&c.ClickHouse.Database, "gatehouse")
 	def(&c.ClickHouse.Username, "default")
 	defInt(&c.Ingest.BatchSize, 5000)
@@ -512,6 +539,29 @@ func (c *Config) Validate() error {
 			ck.approval(rp, &r)
 		}
 	}
+	roles := map[string]bool{}
+	for i, g := range c.Grants {
+		p := fmt.Sprintf("grants[%d]", i)
+		ck.required(p+".role", g.Role)
+		if roles[g.Role] {
+			ck.add(p+".role", "duplicate role %q", g.Role)
+		}
+		roles[g.Role] = true
+		if len(g.Approvers) == 0 {
+			ck.add(p+".approvers", "required (groups whose members may approve)")
+		}
+		for j, rn := range g.Resources {
+			if rn != "*" && !names[rn] {
+				ck.add(fmt.Sprintf("%s.resources[%d]", p, j), "unknown resource %q", rn)
+			}
+		}
+		if g.OnExpiry != "" {
+			ck.oneOf(p+".on_expiry", g.OnExpiry, "end_sessions", "next_statement")
+		}
+		if g.MaxDuration < 0 || g.Timeout < 0 || g.Required < 0 {
+			ck.add(p, "max_duration, timeout and required cannot be negative")
+		}
+	}
 	for i, tc := range c.Tests {
 		p := fmt.Sprintf("tests[%d]", i)
 		ck.required(p+".name", tc.Name)
@@ -596,6 +646,16 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// GrantRole returns the grant role named role.
+func (c *Config) GrantRole(role string) (*GrantRole, bool) {
+	for i := range c.Grants {
+		if c.Grants[i].Role == role {
+			return &c.Grants[i], true
+		}
+	}
+	return nil, false
 }
 
 // Resource returns the resource with the given name.

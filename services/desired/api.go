@@ -145,7 +145,7 @@ func (a *API) putPolicies(c echo.Context) error {
 	// would be in force: a policy that does not compile is refused whole, and the running
 	// policies stay in force.
 	check := *a.Base
-	check.Resources, check.Policies, check.Tests = resources, doc.Policies, nil
+	check.Resources, check.Policies, check.Tests, check.Grants = resources, doc.Policies, nil, nil
 	if err := check.Validate(); err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "policies refused: "+err.Error())
 	}
@@ -171,7 +171,7 @@ func (a *API) putResources(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, "the document has no resources")
 	}
 	check := *a.Base
-	check.Resources, check.Policies, check.Tests = doc.Resources, nil, nil
+	check.Resources, check.Policies, check.Tests, check.Grants = doc.Resources, nil, nil, nil
 	if err := check.Validate(); err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "resources refused: "+err.Error())
 	}

@@ -109,6 +109,17 @@ type Request struct {
 	Claims   map[string]any `json:"claims,omitempty"`
 	Resource Resource       `json:"resource"`
 	SQL      string         `json:"sql"`
+	// Grants are the caller's time-boxed grants on the resource, filled in by the policy
+	// service (never taken from the request).
+	Grants []Grant `json:"grants,omitempty"`
+}
+
+// Grant is what rules see of a grant (`grants`: id, role, resource, expires).
+type Grant struct {
+	ID       string    `json:"id"`
+	Role     string    `json:"role"`
+	Resource string    `json:"resource"`
+	Expires  time.Time `json:"expires"`
 }
 
 // Decision is the answer.
@@ -139,6 +150,9 @@ type Decision struct {
 	// Approval, with effect require_approval, is how the statement can be approved (nil:
 	// it cannot, and is refused).
 	Approval *ApprovalSpec `json:"approval,omitempty"`
+	// Grants are the grants the caller held when an allowing decision was made: a session
+	// that used one ends when it is revoked.
+	Grants []string `json:"grants,omitempty"`
 }
 
 // ApprovalSpec is a require_approval rule's approval, with defaults filled in.
@@ -195,8 +209,9 @@ type rule struct {
 
 // Engine holds compiled rules. It is immutable; a policy change builds a new Engine.
 type Engine struct {
-	revision uint64
-	byRes    map[string][]*rule // resource name → rules, "*" for every resource
+	revision       uint64 // stamped on decisions: the policy revision, mixed with the grants generation
+	policyRevision uint64
+	byRes          map[string][]*rule // resource name → rules, "*" for every resource
 	// uncacheable: resources with a rule whose outcome depends on more than the normalized
 	// statement (its literal text, the time, or the token's claims).
 	uncacheable map[string]bool
@@ -228,7 +243,7 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cel env: %w", err)
 	}
-	e := &Engine{revision: revision, byRes: map[string][]*rule{}, uncacheable: map[string]bool{}}
+	e := &Engine{revision: revision, policyRevision: revision, byRes: map[string][]*rule{}, uncacheable: map[string]bool{}}
 	var errs []error
 	for i, p := range policies {
 		for j, r := range p.Rules {
@@ -276,8 +291,35 @@ func RevisionOf(policies []config.Policy) uint64 {
 	return binary.BigEndian.Uint64(sum[:8]) & (1<<53 - 1)
 }
 
-// Revision is the policy revision this engine was built from.
+// Revision is the revision stamped on this engine's decisions.
 func (e *Engine) Revision() uint64 { return e.revision }
+
+// PolicyRevision is the revision of the policies the engine was compiled from.
+func (e *Engine) PolicyRevision() uint64 { return e.policyRevision }
+
+// WithGrantsGeneration returns the engine stamping decisions with its policy revision
+// mixed with a grants generation: decisions depend on the caller's grants, so proxies must
+// drop cached ones when grants change.
+func (e *Engine) WithGrantsGeneration(gen uint64) *Engine {
+	c := *e
+	c.revision = e.policyRevision
+	if gen != 0 {
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:8], e.policyRevision)
+		binary.BigEndian.PutUint64(b[8:], gen)
+		sum := sha256.Sum256(b[:])
+		c.revision = binary.BigEndian.Uint64(sum[:8]) & (1<<53 - 1)
+	}
+	return &c
+}
+
+func grantValues(gs []Grant) []any {
+	out := make([]any, 0, len(gs))
+	for _, g := range gs {
+		out = append(out, map[string]any{"id": g.ID, "role": g.Role, "resource": g.Resource, "expires": g.Expires})
+	}
+	return out
+}
 
 // Decide evaluates every rule for the request's resource. Default deny; the most
 // restrictive match wins; a deny rule that fails to evaluate (for instance a missing map
@@ -299,7 +341,7 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 			"columns": info.Columns, "writing_functions": info.WritingFuncs, "ddl": info.DDL,
 			"statements": int64(info.Statements), "fingerprint": info.Fingerprint, "parse_error": info.ParseError,
 		}},
-		"grants": []any{},
+		"grants": grantValues(req.Grants),
 		"now":    now,
 	}
 	rules := append(slices.Clone(e.byRes[req.Resource.Name]), e.byRes["*"]...)
@@ -338,6 +380,11 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		}
 	}
 	enforced.fill(&d, &info, req.Resource.Name)
+	if d.Allowed() {
+		for _, g := range req.Grants {
+			d.Grants = append(d.Grants, g.ID)
+		}
+	}
 	if shadowSeen {
 		var would Decision
 		all.fill(&would, &info, req.Resource.Name)
@@ -395,6 +442,7 @@ func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
 	if d.Effect == EffectRequireApproval {
 		d.Approval = m.best.approval
 	}
+
 	if d.Effect == EffectAllow && len(m.masks) > 0 {
 		d.Effect, d.Mask = EffectMask, &MaskSpec{}
 		names := make([]string, len(m.masks))

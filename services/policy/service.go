@@ -23,6 +23,9 @@ type Service struct {
 	engine atomic.Pointer[Engine]
 	sub    *nats.Subscription
 
+	// Grants, when set, gives each request the caller's grants.
+	Grants func(subject, resource string, now time.Time) []Grant
+
 	decisions *prometheus.CounterVec
 	latency   prometheus.Histogram
 }
@@ -47,6 +50,9 @@ func (s *Service) SetEngine(e *Engine) {
 		s.log.Warn("revision announcement failed", "err", err)
 	}
 }
+
+// Engine is the engine in force.
+func (s *Service) Engine() *Engine { return s.engine.Load() }
 
 // Revision is the revision in force.
 func (s *Service) Revision() uint64 { return s.engine.Load().Revision() }
@@ -97,6 +103,10 @@ func (s *Service) handle(m *nats.Msg) {
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		d = Decision{Effect: EffectDeny, Reason: "malformed decision request: " + err.Error()}
 	} else {
+		req.Grants = nil // never the caller's word for it
+		if s.Grants != nil {
+			req.Grants = s.Grants(req.Identity.Subject, req.Resource.Name, start)
+		}
 		d = s.engine.Load().Decide(&req, start)
 	}
 	b, _ := json.Marshal(&d)

@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gatehouse/gatehouse/services/approvals"
+	"github.com/gatehouse/gatehouse/services/grants"
+)
+
+func grantsCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "request" && args[0] != "list") {
+		return usageError{"grants needs a subcommand: request --resource R --role ROLE --for 2h --reason WHY, or list"}
+	}
+	sub := args[0]
+	fs := newFlags("grants "+sub, "grants request --resource R --role ROLE --for 2h --reason WHY | grants list", stderr)
+	resource := fs.String("resource", "", "request: the resource")
+	role := fs.String("role", "", "request: the role (see grants: in the config)")
+	dur := fs.String("for", "", "request: how long, e.g. 2h")
+	reason := fs.String("reason", "", "request: why (an incident or ticket)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "token (default $GATEHOUSE_TOKEN)")
+	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError{fmt.Sprintf("grants %s takes no arguments (got %q)", sub, pos)}
+	}
+	if *token == "" {
+		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN"}
+	}
+	if sub == "list" {
+		c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
+		var out struct {
+			Grants []grants.Grant `json:"grants"`
+		}
+		if err := c.get("/api/v1/grants", &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSUBJECT\tRESOURCE\tROLE\tEXPIRES\tAPPROVED BY")
+		for _, g := range out.Grants {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Subject, g.Resource, g.Role, g.Expires.Local().Format(time.RFC3339), strings.Join(g.ApprovedBy, ","))
+		}
+		return tw.Flush()
+	}
+	if *resource == "" || *role == "" || *dur == "" || *reason == "" {
+		return usageError{"grants request needs --resource, --role, --for and --reason"}
+	}
+	body, _ := json.Marshal(approvals.GrantRequest{Resource: *resource, Role: *role, For: *dur, Reason: *reason})
+	var a approvals.Approval
+	if err := post(*base, *token, "/api/v1/grants", body, &a); err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(a)
+	}
+	fmt.Fprintf(stdout, "grant of %s on %s for %s requested as approval %s (approvers: %s)\n", *role, *resource, *dur, a.ID, strings.Join(a.Request.Approvers, ", "))
+	return nil
+}
