@@ -33,6 +33,8 @@ type Config struct {
 	Policies   []Policy   `yaml:"policies"`
 	// Grants are the roles that can be asked for, for a while, with an approval.
 	Grants []GrantRole `yaml:"grants"`
+	// Slack, when set, posts approvals to Slack and takes decisions from its buttons.
+	Slack *Slack `yaml:"slack"`
 	// Tests are policy test cases, run by `gatehouse policy test -f FILE` (in CI, say).
 	Tests []PolicyTest `yaml:"tests"`
 	// SeedOverwrite makes the file's policies and resources replace those in KV at start
@@ -252,6 +254,26 @@ type Rule struct {
 	// Approval, with effect require_approval, says who approves and how; without it the
 	// statement is refused with "approval required".
 	Approval *Approval `yaml:"approval,omitempty"`
+}
+
+// Slack configures the approvals notifier.
+type Slack struct {
+	BotTokenFile      string `yaml:"bot_token_file"`      // xoxb-... token
+	SigningSecretFile string `yaml:"signing_secret_file"` // verifies interaction callbacks
+	APIURL            string `yaml:"api_url"`             // default https://slack.com/api/ (tests point it elsewhere)
+	Channel           string `yaml:"channel"`             // default channel for approvals
+	// Channels overrides the channel per resource name.
+	Channels map[string]string `yaml:"channels"`
+	// Users maps Slack users (by the email Slack reports for them) to identities: who may
+	// approve is decided by these groups, as for the CLI.
+	Users []SlackUser `yaml:"users"`
+}
+
+// SlackUser is a Slack user's identity for approvals.
+type SlackUser struct {
+	Email   string   `yaml:"email"`
+	Subject string   `yaml:"subject"`
+	Groups  []string `yaml:"groups"`
 }
 
 // GrantRole is a role that can be granted for a while (gatehouse grants request).
@@ -537,6 +559,16 @@ func (c *Config) Validate() error {
 			ck.required(rp+".when", r.When)
 			ck.mask(rp, &r)
 			ck.approval(rp, &r)
+		}
+	}
+	if sl := c.Slack; sl != nil {
+		ck.required("slack.bot_token_file", sl.BotTokenFile)
+		ck.required("slack.signing_secret_file", sl.SigningSecretFile)
+		ck.required("slack.channel", sl.Channel)
+		for i, u := range sl.Users {
+			if u.Email == "" || u.Subject == "" {
+				ck.add(fmt.Sprintf("slack.users[%d]", i), "email and subject are required")
+			}
 		}
 	}
 	roles := map[string]bool{}
