@@ -267,6 +267,9 @@ type Slack struct {
 	// Users maps Slack users (by the email Slack reports for them) to identities: who may
 	// approve is decided by these groups, as for the CLI.
 	Users []SlackUser `yaml:"users"`
+	// Owners maps requesters (token subjects, e.g. a service) to the Slack user ID of the
+	// person who owns them, told when a request of theirs is decided, expires or is withdrawn.
+	Owners map[string]string `yaml:"owners"`
 }
 
 // SlackUser is a Slack user's identity for approvals.

@@ -139,6 +139,22 @@ func (n *Notifier) publish(ctx context.Context, a *approvals.Approval) {
 		n.mu.Lock()
 		delete(n.msgs, a.ID)
 		n.mu.Unlock()
+		n.tellOwner(ctx, a)
+	}
+}
+
+// tellOwner sends the owner of the requester (if configured) the outcome, directly.
+func (n *Notifier) tellOwner(ctx context.Context, a *approvals.Approval) {
+	owner, ok := n.cfg.Owners[a.Requester.Subject]
+	if !ok && a.Requester.OnBehalfOf != "" {
+		owner, ok = n.cfg.Owners[a.Requester.OnBehalfOf]
+	}
+	if !ok {
+		return
+	}
+	text := fmt.Sprintf("Gatehouse: the request of %s on %s (approval %s): %s", a.Requester.Subject, a.Resource, a.ID, Outcome(a))
+	if _, _, err := n.api.PostMessageContext(ctx, owner, slackapi.MsgOptionText(text, false)); err != nil {
+		n.log.Warn("slack: owner not told", "approval", a.ID, "owner", owner, "err", err)
 	}
 }
 

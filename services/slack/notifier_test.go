@@ -111,7 +111,7 @@ func start(t *testing.T) (*fakeSlack, *approvals.Service, string, *bus.Bus) {
 	require.NoError(t, os.WriteFile(tokenFile, []byte("xoxb-test-token\n"), 0o600))
 	require.NoError(t, os.WriteFile(secretFile, []byte(signingSecret), 0o600))
 	cfg := &config.Slack{BotTokenFile: tokenFile, SigningSecretFile: secretFile, APIURL: srv.GetAPIURL(), Channel: "C-default",
-		Channels: map[string]string{"demo": "C-db-approvals"},
+		Channels: map[string]string{"demo": "C-db-approvals"}, Owners: map[string]string{"dba-oncall": "U-owner"},
 		Users: []config.SlackUser{{Email: "approver-1@example.com", Subject: "approver-1", Groups: []string{"approvers"}},
 			{Email: "svc@example.com", Subject: "svc-orders", Groups: []string{"orders-readers"}}}}
 
@@ -235,7 +235,7 @@ func TestApprovalInSlack(t *testing.T) {
 
 	// Deny asks for a reason in a modal; its submission denies, and the message says so.
 	id2 := request(t, b, "delete from customers where id = 2")
-	require.Eventually(t, func() bool { return f.count(&f.posts) == 2 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return f.count(&f.posts) == 3 }, 5*time.Second, 10*time.Millisecond)
 	resp, _ = callback(t, endpoint, click("U1", "deny", id2), time.Now(), signingSecret)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, 1, f.count(&f.views), "the modal opens before the answer (the trigger lasts 3 seconds)")
@@ -259,4 +259,18 @@ func TestApprovalInSlack(t *testing.T) {
 	require.Eventually(t, func() bool { return f.count(&f.updates) == 2 }, 5*time.Second, 10*time.Millisecond)
 	require.Contains(t, f.last(&f.updates).Get("blocks"), "Denied by approver-1")
 	require.Contains(t, f.last(&f.updates).Get("blocks"), "not during the freeze")
+
+	// The requester's owner was told of both outcomes, directly.
+	require.Eventually(t, func() bool { return f.count(&f.posts) == 4 }, 5*time.Second, 10*time.Millisecond)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var dms []string
+	for _, p := range f.posts {
+		if p.Get("channel") == "U-owner" {
+			dms = append(dms, p.Get("text"))
+		}
+	}
+	require.Len(t, dms, 2)
+	require.Contains(t, dms[0], "Approved by approver-1")
+	require.Contains(t, dms[1], "Denied by approver-1")
 }
