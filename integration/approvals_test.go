@@ -231,9 +231,10 @@ func revocations(t *testing.T, g *gateway) {
 	require.ErrorAs(t, err, &pgErr)
 	require.Equal(t, "28000", pgErr.Code)
 	require.Contains(t, pgErr.Message, "access revoked for svc-orders by admin")
-	out, _, code = gh("revocations")
-	require.Equal(t, 0, code)
-	require.Contains(t, out, "key leaked (INC-9)")
+	require.Eventually(t, func() bool {
+		out, _, code := gh("revocations")
+		return code == 0 && strings.Contains(out, "key leaked (INC-9)")
+	}, 10*time.Second, 20*time.Millisecond, "gatehouse revocations lists it")
 
 	_, errOut, code = gh("revoke", "--identity", "svc-orders", "--lift")
 	require.Equal(t, 0, code, errOut)
