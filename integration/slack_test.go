@@ -47,7 +47,9 @@ func TestSlackClickRunsTheHeldStatement(t *testing.T) {
 			}
 			_, _ = io.WriteString(w, `{"ok":true,"channel":"C1","ts":"1.1"}`)
 		})
-		c.Handle("/chat.update", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"ok":true,"channel":"C1","ts":"1.1"}`) })
+		c.Handle("/chat.update", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, `{"ok":true,"channel":"C1","ts":"1.1"}`)
+		})
 		c.Handle("/users.info", func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, `{"ok":true,"user":{"id":"U1","name":"approver","profile":{"email":"approver-1@example.com"}}}`)
 		})
