@@ -28,6 +28,9 @@ Usage:
                                         mint a development token from a running 'gatehouse dev'
   gatehouse sessions list [--json]      list recorded sessions (auditor token)
   gatehouse sessions replay ID [--json] print a session's statements, decisions and results
+  gatehouse audit verify [--session ID | --since T]
+                                        re-read the audit store and report missing, reordered or
+                                        altered events and unsealed sessions (exit 1 if any)
   gatehouse policy test --as SUB [--groups g] --resource R "SQL"
                                         decide a statement offline and say which rule and why
   gatehouse policy test -f FILE         run a config file's policy test cases (exit 1 on failure)
@@ -68,6 +71,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = sessionsCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "audit":
+		err = auditCmd(args[1:], stdout, stderr)
 	case "grants":
 		err = grantsCmd(args[1:], stdout, stderr)
 	case "revoke":

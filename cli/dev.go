@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/devcert"
 	"github.com/gatehouse/gatehouse/services/localdb"
+	"github.com/gatehouse/gatehouse/services/seal"
 )
 
 // DemoSchema is the demo database: customers with sensitive columns, and orders.
@@ -111,6 +112,12 @@ func devCmd(args []string, stdout, stderr io.Writer) error {
 	if cfg.Proxy.MaskKeyFile == "" {
 		if cfg.Proxy.MaskKeyFile, err = ensureKeyFile(filepath.Join(cfg.DataDir, "mask.key")); err != nil {
 			return fmt.Errorf("dev mask key: %w", err)
+		}
+	}
+	if cfg.Audit.SigningKeyFile == "" {
+		cfg.Audit.SigningKeyFile = filepath.Join(cfg.DataDir, "audit-signing.key")
+		if _, err := seal.LoadKey(cfg.Audit.SigningKeyFile, true); err != nil {
+			return fmt.Errorf("dev audit signing key: %w", err)
 		}
 	}
 	if err := cfg.Validate(); err != nil {

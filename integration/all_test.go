@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/app"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+	"github.com/gatehouse/gatehouse/services/seal"
 )
 
 // TestAllInOneProcess runs every component in one process (target=all, NATS embedded) with
@@ -28,6 +30,9 @@ func TestAllInOneProcess(t *testing.T) {
 	t.Setenv("GATEHOUSE_DEMO_PG_ADDR", pg.Addr())
 	t.Setenv("GATEHOUSE_DEMO_PG_PASSWORD_FILE", pwFile)
 	cfg, err := config.Load("../deploy/gatehouse.dev.yaml")
+	require.NoError(t, err)
+	cfg.Audit.SigningKeyFile = filepath.Join(dataDir, "audit-signing.key")
+	_, err = seal.LoadKey(cfg.Audit.SigningKeyFile, true)
 	require.NoError(t, err)
 	require.NoError(t, cfg.Validate())
 

@@ -34,6 +34,7 @@ import (
 func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	began := time.Now().Add(-time.Minute)
 	svc := g.token(t, "svc-orders", "orders-readers")
 
 	// psql: an allowed read returns rows.
@@ -195,7 +196,8 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 		}
 	}
 	require.Equal(t, schemas.TypeSessionStart, replay.Events[0].Type)
-	require.Equal(t, schemas.TypeSessionEnd, replay.Events[len(replay.Events)-1].Type)
+	require.Equal(t, schemas.TypeSessionEnd, replay.Events[len(replay.Events)-2].Type)
+	require.Equal(t, schemas.TypeSessionSealed, replay.Events[len(replay.Events)-1].Type, "the session's chain is sealed")
 	require.Equal(t, 2, countOf(queries, "select item from orders where id = $1"), "each execution of the prepared statement is recorded: %q", queries)
 	require.Contains(t, queries, "drop database demo")
 	// Each execution records its parameters: pgx sends the int4 parameter in binary, which the
@@ -228,6 +230,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	heldForApproval(t, g)
 	revocations(t, g)
 	timeBoxedGrant(t, g)
+	tamperEvidence(t, g, ch, began)
 }
 
 // liveChanges changes policies and resources through the CLI and the API while sessions are

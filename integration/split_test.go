@@ -10,6 +10,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/localdb"
 	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+	"github.com/gatehouse/gatehouse/services/seal"
 )
 
 func freePort(t *testing.T) string {
@@ -34,6 +35,10 @@ func TestSplitProcesses(t *testing.T) {
 		"GATEHOUSE_DEV_ISSUER_URL=" + issuer + "/dev/oidc",
 		"GATEHOUSE_PG_LISTEN=127.0.0.1:" + pgPort,
 	}
+	keyFile := filepath.Join(t.TempDir(), "audit-signing.key")
+	_, err := seal.LoadKey(keyFile, true)
+	require.NoError(t, err)
+	common = append(common, "GATEHOUSE_AUDIT_SIGNING_KEY="+keyFile)
 	cfg, err := filepath.Abs("../deploy/gatehouse.dev.yaml")
 	require.NoError(t, err)
 	dirs := map[string]string{}

@@ -4,6 +4,7 @@ package query
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ type API struct {
 	verifier      *identity.Verifier
 	auditorGroups []string
 	log           *slog.Logger
+	keys          map[string]ed25519.PublicKey // seals accepted by verify
 }
 
 // New makes the API.
@@ -39,6 +41,7 @@ func (a *API) Register(e *echo.Echo) {
 	g := e.Group("/api/v1", a.auth)
 	g.GET("/sessions", a.listSessions)
 	g.GET("/sessions/:id", a.replay)
+	g.GET("/audit/verify", a.verify)
 }
 
 type ctxKey struct{}

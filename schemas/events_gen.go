@@ -268,6 +268,8 @@ const (
 	TypeGrantCreated = "grant.created"
 	// TypeGrantExpired: A grant reached its expiry (or was revoked); sessions that used it end, or lose the rights on their next statement, as its role says.
 	TypeGrantExpired = "grant.expired"
+	// TypeSessionSealed: The last event of a sealed session: the gateway's Ed25519 signature over the session's chain, so that anyone holding its public key can prove no event was added, removed, changed or reordered (gatehouse audit verify).
+	TypeSessionSealed = "session.sealed"
 )
 
 // Event codes, one per type.
@@ -308,6 +310,8 @@ const (
 	CodeGrantCreated = "GH6001"
 	// CodeGrantExpired is the code of grant.expired.
 	CodeGrantExpired = "GH6002"
+	// CodeSessionSealed is the code of session.sealed.
+	CodeSessionSealed = "GH1004"
 )
 
 // Codes maps every event type to its code.
@@ -330,6 +334,7 @@ var Codes = map[string]string{
 	TypeRevocation:        CodeRevocation,
 	TypeGrantCreated:      CodeGrantCreated,
 	TypeGrantExpired:      CodeGrantExpired,
+	TypeSessionSealed:     CodeSessionSealed,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -371,6 +376,8 @@ func NewPayload(typ string) (Payload, bool) {
 		return &GrantCreated{}, true
 	case TypeGrantExpired:
 		return &GrantExpired{}, true
+	case TypeSessionSealed:
+		return &SessionSealed{}, true
 	}
 	return nil, false
 }
@@ -1508,5 +1515,35 @@ func (v *GrantExpired) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.Role)
 	b = append(b, `,"ended_sessions":`...)
 	b = strconv.AppendBool(b, v.EndedSessions)
+	return append(b, '}')
+}
+
+// SessionSealed is the payload of session.sealed events: the last event of a sealed session: the gateway's Ed25519 signature over the session's chain, so that anyone holding its public key can prove no event was added, removed, changed or reordered (gatehouse audit verify).
+type SessionSealed struct {
+	// Events is events sealed: sequence numbers 1 to this one (session.end included).
+	Events uint64 `json:"events"`
+	// LastHash is hash of the last event sealed.
+	LastHash string `json:"last_hash"`
+	// KeyID is the signing key: first 8 bytes of SHA-256 of its public key, hex.
+	KeyID string `json:"key_id"`
+	// Signature is base64 Ed25519 signature over "gatehouse-seal-v1\n<session_id>\n<events>\n<last_hash>".
+	Signature string `json:"signature"`
+}
+
+// EventType returns "session.sealed".
+func (SessionSealed) EventType() string { return TypeSessionSealed }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SessionSealed) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"events":`...)
+	b = strconv.AppendUint(b, uint64(v.Events), 10)
+	b = append(b, `,"last_hash":`...)
+	b = AppendJSONString(b, v.LastHash)
+	b = append(b, `,"key_id":`...)
+	b = AppendJSONString(b, v.KeyID)
+	b = append(b, `,"signature":`...)
+	b = AppendJSONString(b, v.Signature)
 	return append(b, '}')
 }

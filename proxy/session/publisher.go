@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse/gatehouse/services/seal"
 )
 
 // ErrSpoolFull is returned when the buffered-audit spool has no room: the proxy refuses new
@@ -31,8 +33,9 @@ type Publisher struct {
 	wait     time.Duration // how long a full spool may hold up a statement before refusing it
 	linger   time.Duration // how long a buffered session's events may wait for company
 	maxBytes int64         // bound on the bytes spooled
-	bytes    atomic.Int64  // bytes spooled: enqueued and not yet acknowledged
-	mu       sync.RWMutex  // guards closed against sends on queue
+	sealKey  *seal.Key
+	bytes    atomic.Int64 // bytes spooled: enqueued and not yet acknowledged
+	mu       sync.RWMutex // guards closed against sends on queue
 	closed   bool
 	queue    chan *pending
 	inflight chan inflight
@@ -67,6 +70,7 @@ type PublisherOptions struct {
 	SpoolBytes int           // their bytes (0: 256 MiB)
 	Wait       time.Duration // how long a statement waits for room before it is refused
 	Linger     time.Duration // how long a buffered session's events may wait to share a message (0: not at all)
+	SealKey    *seal.Key     // signs every session's chain at its end (nil: sessions are not sealed)
 }
 
 // NewPublisher starts a publisher.
@@ -74,7 +78,7 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions, reg prometheus.Reg
 	if o.SpoolBytes <= 0 {
 		o.SpoolBytes = 256 << 20
 	}
-	p := &Publisher{js: js, log: log, wait: o.Wait, linger: o.Linger, maxBytes: int64(o.SpoolBytes),
+	p := &Publisher{js: js, log: log, wait: o.Wait, linger: o.Linger, maxBytes: int64(o.SpoolBytes), sealKey: o.SealKey,
 		queue:    make(chan *pending, o.Spool),
 		inflight: make(chan inflight, 4096),
 		done:     make(chan struct{}),

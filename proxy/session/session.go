@@ -448,7 +448,30 @@ func (s *Session) End(ctx context.Context, reason string, cause error, bytesIn, 
 	if cause != nil {
 		p.Error = cause.Error()
 	}
-	return s.Emit(ctx, p)
+	key := s.pub.sealKey
+	if key == nil {
+		return s.Emit(ctx, p)
+	}
+	// session.end, then the seal over the chain up to it, in one message.
+	s.mu.Lock()
+	if _, err := s.flushLocked(false); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	err := s.encodeLocked(p, time.Now(), s.revision)
+	if err == nil {
+		err = s.encodeLocked(key.Seal(s.ID, s.seq, s.prevHash), time.Now(), s.revision)
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	wait, err := s.flushLocked(s.strict)
+	s.mu.Unlock()
+	if err != nil || wait == nil {
+		return err
+	}
+	return wait(ctx)
 }
 
 // Result records the rows of one statement in bounded chunks, as they were sent.

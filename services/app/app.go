@@ -29,6 +29,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/desired"
 	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/seal"
 )
 
 // App is one Gatehouse process running a set of targets.
@@ -320,8 +321,16 @@ func (a *App) devIssuerService() *Service {
 func (a *App) publisherService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
+			var key *seal.Key
+			if a.cfg.Audit.SigningKeyFile != "" {
+				k, err := seal.LoadKey(a.cfg.Audit.SigningKeyFile, false)
+				if err != nil {
+					return err
+				}
+				key = k
+			}
 			a.pub = session.NewPublisher(a.bus.JS, session.PublisherOptions{Spool: a.cfg.Audit.SpoolEvents,
-				SpoolBytes: a.cfg.Audit.SpoolBytes, Wait: a.cfg.Audit.SpoolWait, Linger: a.cfg.Audit.Linger}, a.reg, a.component("publisher"))
+				SpoolBytes: a.cfg.Audit.SpoolBytes, Wait: a.cfg.Audit.SpoolWait, Linger: a.cfg.Audit.Linger, SealKey: key}, a.reg, a.component("publisher"))
 			return nil
 		},
 		Stop: func(ctx context.Context) error {

@@ -2,9 +2,14 @@ package app
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
 
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/seal"
 )
 
 func (a *App) clickhouseService() *Service {
@@ -35,7 +40,33 @@ func (a *App) ingestService() *Service {
 
 func (a *App) queryService() *Service {
 	return &Service{Start: func(ctx context.Context) error {
-		query.New(a.ch, a.cfg.ClickHouse.Database, a.verifier, a.cfg.Query.AuditorGroups, a.component("query")).Register(a.echo)
+		api := query.New(a.ch, a.cfg.ClickHouse.Database, a.verifier, a.cfg.Query.AuditorGroups, a.component("query"))
+		keys, err := verifyKeys(a.cfg.Audit)
+		if err != nil {
+			return err
+		}
+		api.SetVerifyKeys(keys)
+		api.Register(a.echo)
 		return nil
 	}}
+}
+
+// verifyKeys are the public keys whose seals verify: the signing key's, and the listed ones.
+func verifyKeys(c config.Audit) (map[string]ed25519.PublicKey, error) {
+	keys := map[string]ed25519.PublicKey{}
+	if c.SigningKeyFile != "" {
+		k, err := seal.LoadKey(c.SigningKeyFile, false)
+		if err != nil {
+			return nil, err
+		}
+		keys[k.ID] = k.Private.Public().(ed25519.PublicKey)
+	}
+	for i, s := range c.VerifyKeys {
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("audit.verify_keys[%d]: want the base64 of a %d-byte Ed25519 public key", i, ed25519.PublicKeySize)
+		}
+		keys[seal.KeyID(b)] = b
+	}
+	return keys, nil
 }

@@ -151,6 +151,11 @@ type Audit struct {
 	// SpoolWait is how long a statement may wait for room in a full spool before it is
 	// refused (backpressure for bursts such as huge pipelines).
 	SpoolWait time.Duration `yaml:"spool_wait"`
+	// SigningKeyFile holds the gateway's Ed25519 key (base64 of its 32-byte seed): every
+	// session's chain is sealed with it at the session's end. VerifyKeys are further public
+	// keys (base64) whose seals gatehouse audit verify accepts (keys rotated out).
+	SigningKeyFile string   `yaml:"signing_key_file"`
+	VerifyKeys     []string `yaml:"verify_keys"`
 	// Linger is how long a buffered session's events may wait to share one JetStream message
 	// with the events of its next statements (JetStream's cost is per message). Strict
 	// resources never linger. Default 5ms.

@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/query"
+)
+
+// errTampered makes `audit verify` exit non-zero.
+type errTampered struct{ problems int }
+
+func (e errTampered) Error() string {
+	return fmt.Sprintf("the audit trail does not verify: %d problem(s)", e.problems)
+}
+
+func auditCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "verify" {
+		return usageError{"audit needs a subcommand: verify [--session ID | --since T]"}
+	}
+	fs := newFlags("audit verify", "audit verify [--session ID | --since 2026-01-02T15:04:05Z] [--json]", stderr)
+	session := fs.String("session", "", "verify one session")
+	since := fs.String("since", "", "verify every session with events since this RFC 3339 time (default: the last 24 hours)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "auditor token (default $GATEHOUSE_TOKEN)")
+	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || (*session != "" && *since != "") {
+		return usageError{"audit verify takes --session or --since, not both, and no arguments"}
+	}
+	if *since != "" {
+		if _, err := time.Parse(time.RFC3339, *since); err != nil {
+			return usageError{fmt.Sprintf("--since %q is not an RFC 3339 time", *since)}
+		}
+	}
+	if *token == "" {
+		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (an auditor's)"}
+	}
+	q := url.Values{}
+	if *session != "" {
+		q.Set("session", *session)
+	}
+	if *since != "" {
+		q.Set("since", *since)
+	}
+	c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: 10 * time.Minute}}
+	var v query.Verification
+	if err := c.get("/api/v1/audit/verify?"+q.Encode(), &v); err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := json.NewEncoder(stdout).Encode(v); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range v.Problems {
+			seq := ""
+			if p.Seq != 0 {
+				seq = fmt.Sprintf(" seq %d", p.Seq)
+			}
+			fmt.Fprintf(stdout, "%-9s session %s%s: %s\n", strings.ToUpper(p.Kind), p.Session, seq, p.Detail)
+		}
+		fmt.Fprintf(stdout, "%d session(s), %d event(s) checked, %d problem(s)\n", v.Sessions, v.Events, len(v.Problems))
+	}
+	if len(v.Problems) > 0 {
+		return errTampered{len(v.Problems)}
+	}
+	return nil
+}
