@@ -176,6 +176,23 @@ func printReplay(w io.Writer, r *query.Replay) error {
 			var p schemas.SessionEnd
 			_ = e.Decode(&p)
 			fmt.Fprintf(w, "%s  #%d session end: %s, %d statements (%d denied)%s\n", ts, e.Seq, p.Reason, p.Statements, p.Denied, errSuffix(p.Error))
+		case schemas.TypeApprovalRequested:
+			var p schemas.ApprovalRequested
+			_ = e.Decode(&p)
+			fmt.Fprintf(w, "%s  #%d approval %s requested (rule %s: %s), approvers %s, deadline %s\n", ts, e.Seq, p.ApprovalID, p.Rule, p.Reason,
+				strings.Join(p.Approvers, ","), p.Deadline.Local().Format(time.TimeOnly))
+		case schemas.TypeApprovalDecided:
+			var p schemas.ApprovalDecided
+			_ = e.Decode(&p)
+			fmt.Fprintf(w, "%s  #%d approval %s: %s via %s %s → %s\n", ts, e.Seq, p.ApprovalID, p.Decision, p.Via, p.Reason, p.Outcome)
+		case schemas.TypeSessionTerminated:
+			var p schemas.SessionTerminated
+			_ = e.Decode(&p)
+			fmt.Fprintf(w, "%s  #%d session terminated by the gateway: %s %s %s\n", ts, e.Seq, p.Cause, p.Revocation, p.Reason)
+		case schemas.TypeSessionSealed:
+			var p schemas.SessionSealed
+			_ = e.Decode(&p)
+			fmt.Fprintf(w, "%s  #%d sealed: %d events, key %s\n", ts, e.Seq, p.Events, p.KeyID)
 		default:
 			fmt.Fprintf(w, "%s  #%d %s %s\n", ts, e.Seq, e.Type, string(e.Payload))
 		}
