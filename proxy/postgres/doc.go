@@ -15,15 +15,21 @@
 //	                               decision event; allowed → forward, denied → ErrorResponse
 //	                               42501 in its place in the pipeline (the statement never
 //	                               reaches the backend; in a transaction the backend is made
-//	                               to raise the same error so the transaction fails as in PG)
+//	                               to raise the same error so the transaction fails as in PG);
+//	                               require_approval → held (approval.go): NoticeResponse, wait
+//	                               for GH_APPROVALS; a cancel or disconnect withdraws it
 //	Bind/Describe/Execute/Sync  →  forwarded raw, in order; Execute records its Bind
-//	                               parameters (db.bind)                    →
+//	                               parameters (db.bind); a re-executed prepared statement is
+//	                               decided again (policy changes reach it) →
 //	FunctionCall                →  function OID resolved on the backend (answers not
 //	                               relayed), decided as "SELECT name()", then forwarded
 //	                            ←  results relayed raw; RowDescription/DataRow/CommandComplete/
 //	                               ErrorResponse recorded as bounded db.result.chunk and
-//	                               db.query.done events
-//	Terminate / EOF             →  session.end
+//	                               db.query.done events. With a mask decision, DataRows (and
+//	                               COPY TO lines) are rewritten with masked values first
+//	                               (masking.go; source columns via catalog.go)
+//	Terminate / EOF             →  session.end, then session.sealed (signed chain)
+//	revocation / token expiry   ←  FATAL 57P01, in-flight statement cancelled on the backend
 //
 // Messages are forwarded as the raw bytes received, never re-encoded, and the proxy flushes
 // only when no further message is already buffered, so pipelined traffic stays pipelined.
