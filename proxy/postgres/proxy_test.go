@@ -135,6 +135,8 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		"app-rot":    {Name: "app-rot", Type: "postgres", Audit: "buffered", Postgres: backend("app_rot", "", rotFile)},
 		"app-tls":    {Name: "app-tls", Type: "postgres", Audit: "strict", RequireTLS: true, Postgres: backend("app", "app-secret", "")},
 		"app-masked": {Name: "app-masked", Type: "postgres", Audit: "buffered", Postgres: backend("app", "app-secret", "")},
+		"app-long": {Name: "app-long", Type: "postgres", Audit: "buffered", TokenExpiry: "continue", MaxSessionLifetime: 4 * time.Second,
+			Postgres: backend("app", "app-secret", "")},
 	}
 	srv := postgres.New(postgres.Config{Listen: "127.0.0.1:0", MaxMessageBytes: maxMessage, StartupTimeout: 10 * time.Second,
 		TLS:     &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"postgresql"}},

@@ -1,14 +1,17 @@
 package postgres_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,12 +44,18 @@ func TestRevocationEndsLiveSessionsAndRefusesNewOnes(t *testing.T) {
 	}
 
 	n := revokeSessions()
-	conns := make([]*pgconn.PgConn, n)
-	for i := range conns {
-		c, err := connAs(victim)
-		require.NoError(t, err)
-		conns[i] = c
-	}
+	// The clients of the many idle sessions live in a process of their own, as clients do:
+	// in this one their wake-ups would compete with the proxy's for the same threads.
+	helper := exec.Command(os.Args[0], "-test.run=^TestRevocationClientsHelper$")
+	helper.Env = append(os.Environ(), "GH_HELPER_CONN="+fmt.Sprintf("host=%s port=%s dbname=app user=x password=%s sslmode=disable", env.host, env.port, victim),
+		"GH_HELPER_N="+strconv.Itoa(n))
+	helperOut, err := helper.StdoutPipe()
+	require.NoError(t, err)
+	helper.Stderr = os.Stderr
+	require.NoError(t, helper.Start())
+	lines := bufio.NewScanner(helperOut)
+	require.True(t, lines.Scan(), "helper: %v", lines.Err())
+	require.Equal(t, "READY", lines.Text())
 	other, err := connAs(bystander)
 	require.NoError(t, err)
 	defer other.Close(ctx)
@@ -58,34 +67,28 @@ func TestRevocationEndsLiveSessionsAndRefusesNewOnes(t *testing.T) {
 	go func() { _, err := busy.Exec(ctx, "select pg_sleep(60)").ReadAll(); busyErr <- err }()
 	time.Sleep(200 * time.Millisecond)
 
-	// Every idle client watches its socket: the gateway's FATAL, then the end.
-	var wg sync.WaitGroup
-	ended := make([]time.Time, n)
-	messages := make([][]byte, n)
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b, _ := io.ReadAll(c.Conn())
-			ended[i], messages[i] = time.Now(), b
-		}()
-	}
 	start := time.Now()
 	require.NoError(t, revoke.Publish(ctx, env.bus.JS, revoke.Revocation{Kind: revoke.KindIdentity, Value: "svc-victim", Reason: "credential leaked (INC-7)", By: "sec-oncall", At: start}, schemas.Identity{Subject: "sec-oncall"}))
-	wg.Wait()
 	var lat []time.Duration
-	for i := range ended {
-		lat = append(lat, ended[i].Sub(start))
-		require.Contains(t, string(messages[i]), "57P01")
-		require.Contains(t, string(messages[i]), "terminating connection: access revoked by sec-oncall: credential leaked (INC-7)")
+	for len(lat) < n && lines.Scan() {
+		f := strings.Fields(lines.Text())
+		require.Len(t, f, 2, lines.Text())
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		require.NoError(t, err)
+		require.Equal(t, "57P01", f[1], "each client got the FATAL 57P01 before the end")
+		lat = append(lat, time.Unix(0, ns).Sub(start))
 	}
+	require.Len(t, lat, n)
+	_, _ = io.Copy(io.Discard, helperOut)
+	require.NoError(t, helper.Wait())
 	slices.Sort(lat)
-	t.Logf("revocation to session end over %d sessions: p50 %v, p99 %v, max %v", n, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1])
+	t.Logf("revocation to session end over %d sessions (clients in another process): p50 %v, p99 %v, max %v", n, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1])
 
 	// The statement in flight was cancelled on the backend, not left running.
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, <-busyErr, &pgErr)
 	require.Equal(t, "57P01", pgErr.Code)
+	require.Equal(t, "terminating connection: access revoked by sec-oncall: credential leaked (INC-7)", pgErr.Message)
 	require.Eventually(t, func() bool { return env.backendGone(ctx, pid) }, 10*time.Second, 50*time.Millisecond)
 
 	// New sessions are refused; others go on.
@@ -133,6 +136,48 @@ func TestRevocationEndsLiveSessionsAndRefusesNewOnes(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 }
 
+// TestRevocationClientsHelper is the client process of the revocation test: it opens
+// GH_HELPER_N sessions, says READY, and prints for each the time its stream ended and the
+// error code it got first.
+func TestRevocationClientsHelper(t *testing.T) {
+	conn := os.Getenv("GH_HELPER_CONN")
+	if conn == "" {
+		t.Skip("run by TestRevocationEndsLiveSessionsAndRefusesNewOnes")
+	}
+	n, _ := strconv.Atoi(os.Getenv("GH_HELPER_N"))
+	ctx := context.Background()
+	conns := make([]*pgconn.PgConn, n)
+	for i := range conns {
+		c, err := pgconn.Connect(ctx, conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	out := bufio.NewWriter(os.Stdout)
+	fmt.Fprintln(out, "READY")
+	out.Flush()
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, _ := io.ReadAll(c.Conn())
+			at := time.Now().UnixNano()
+			code := "none"
+			if i := bytes.Index(b, []byte("C57P01")); i >= 0 {
+				code = "57P01"
+			}
+			mu.Lock()
+			fmt.Fprintf(out, "%d %s\n", at, code)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	out.Flush()
+}
+
 func TestSessionEndsWhenTheTokenExpires(t *testing.T) {
 	env := startProxy(t, 1<<20)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -145,4 +190,21 @@ func TestSessionEndsWhenTheTokenExpires(t *testing.T) {
 	require.NoError(t, err)
 	b, _ := io.ReadAll(c.Conn())
 	require.Contains(t, string(b), "terminating connection: the access token expired at")
+}
+
+func TestSessionOutlivesItsTokenUpToTheMaximumLifetime(t *testing.T) {
+	env := startProxy(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tok := env.mint(identity.TokenRequest{Subject: "svc-batch", Groups: []string{"app"}, TTL: 2 * time.Second})
+	c, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=app-long user=x password=%s sslmode=disable", env.host, env.port, tok))
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	opened := time.Now()
+	time.Sleep(2500 * time.Millisecond) // the token has expired: with token_expiry continue the session goes on
+	_, err = c.Exec(ctx, "select 1").ReadAll()
+	require.NoError(t, err)
+	b, _ := io.ReadAll(c.Conn())
+	require.Contains(t, string(b), "terminating connection: the session reached the maximum lifetime of 4s on this resource")
+	require.GreaterOrEqual(t, time.Since(opened), 4*time.Second)
 }
