@@ -230,6 +230,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	heldForApproval(t, g)
 	revocations(t, g)
 	timeBoxedGrant(t, g)
+	siemExport(t, g, ch)
 	tamperEvidence(t, g, ch, began)
 }
 

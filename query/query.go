@@ -29,6 +29,7 @@ type API struct {
 	auditorGroups []string
 	log           *slog.Logger
 	keys          map[string]ed25519.PublicKey // seals accepted by verify
+	inserted      Inserted
 }
 
 // New makes the API.
@@ -42,6 +43,7 @@ func (a *API) Register(e *echo.Echo) {
 	g.GET("/sessions", a.listSessions)
 	g.GET("/sessions/:id", a.replay)
 	g.GET("/audit/verify", a.verify)
+	g.GET("/export", a.export)
 }
 
 type ctxKey struct{}

@@ -86,7 +86,7 @@ var modules = map[string]module{
 	"proxy-postgres": {deps: []string{"bus", "desired", "identity", "publisher", "server"}, public: true, help: "PostgreSQL proxy", build: (*App).proxyPostgresService},
 	"approvals":      {deps: []string{"bus", "identity", "server"}, public: true, help: "approvals: state from GH_APPROVALS, API, deadlines", build: (*App).approvalsService},
 	"ingest":         {deps: []string{"bus", "clickhouse", "server"}, public: true, help: "JetStream → ClickHouse", build: (*App).ingestService},
-	"query":          {deps: []string{"clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay", build: (*App).queryService},
+	"query":          {deps: []string{"bus", "clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay, audit verify, export", build: (*App).queryService},
 	"all":            {deps: []string{"policy", "approvals", "proxy-postgres", "ingest", "query"}, public: true, help: "every component, NATS embedded unless nats.url is set"},
 }
 

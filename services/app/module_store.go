@@ -8,6 +8,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
+	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
@@ -46,6 +47,17 @@ func (a *App) queryService() *Service {
 			return err
 		}
 		api.SetVerifyKeys(keys)
+		api.SetInserted(func(ctx context.Context) (uint64, error) {
+			cons, err := a.bus.JS.Consumer(ctx, bus.StreamAudit, ingest.ConsumerName)
+			if err != nil {
+				return 0, err
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return 0, err
+			}
+			return info.AckFloor.Stream, nil
+		})
 		api.Register(a.echo)
 		return nil
 	}}
