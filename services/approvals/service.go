@@ -57,6 +57,7 @@ type Service struct {
 	Admins []string
 
 	mu        sync.Mutex
+	applied   uint64 // the last GH_APPROVALS sequence applied
 	replaying bool
 	approvals map[string]*Approval
 	waiters   map[string][]chan struct{}
@@ -83,7 +84,13 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		s.apply(m.Data())
-		if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+		md, err := m.Metadata()
+		if err == nil {
+			s.mu.Lock()
+			s.applied = md.Sequence.Stream
+			s.mu.Unlock()
+		}
+		if err == nil && md.NumPending == 0 {
 			select {
 			case <-s.ready:
 			default:
@@ -313,7 +320,10 @@ func (s *Service) List(all bool) []Approval {
 func (s *Service) Decide(ctx context.Context, id string, who schemas.Identity, decision, via, reason string) (Approval, error) {
 	a, ok := s.Get(id)
 	if !ok {
-		return a, &Error{http.StatusNotFound, "no approval " + id}
+		s.catchUp(ctx) // requested a moment ago, elsewhere?
+		if a, ok = s.Get(id); !ok {
+			return a, &Error{http.StatusNotFound, "no approval " + id}
+		}
 	}
 	if decision != "approve" && decision != "deny" {
 		return a, &Error{http.StatusBadRequest, "decision must be approve or deny"}
@@ -402,9 +412,33 @@ type ClaimReply struct {
 	Pending string `json:"pending,omitempty"`
 }
 
+// catchUp waits until everything on GH_APPROVALS when it is called has been applied (a
+// request published a moment ago, by a proxy, must be seen before a claim is answered).
+func (s *Service) catchUp(ctx context.Context) {
+	st, err := s.JS.Stream(ctx, bus.StreamApprovals)
+	if err != nil {
+		return
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		done := s.applied >= info.State.LastSeq
+		s.mu.Unlock()
+		if done {
+			return
+		}
+	}
+}
+
 func (s *Service) claim(m *nats.Msg) {
 	var req ClaimRequest
 	var reply ClaimReply
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	s.catchUp(ctx)
 	if err := json.Unmarshal(m.Data, &req); err == nil {
 		s.mu.Lock()
 		var use *Approval
