@@ -30,20 +30,21 @@ func tamperEvidence(t *testing.T, g *gateway, ch driver.Conn, since time.Time) {
 		code := cli.Main([]string{"audit", "verify", "--since", since.UTC().Format(time.RFC3339), "--url", g.api, "--token", auditor}, &stdout, &stderr)
 		return stdout.String() + stderr.String(), code
 	}
-	// Every session so far ended and is in the store, sealed: nothing to report.
+	// Every session that ended so far is in the store with its seal: nothing to report.
 	var unsettled string
 	settled := assert.Eventually(t, func() bool {
 		err := ch.QueryRow(ctx, "SELECT toString(groupArray(tuple(session_id, identity_sub, types))) FROM (SELECT session_id, any(identity_sub) AS identity_sub, groupArray(type) AS types, countIf(type = 'session.end') AS ends, countIf(type = 'session.sealed') AS seals FROM "+
-			g.chDB+".events WHERE resource != '_config' GROUP BY session_id HAVING countIf(type = 'session.start') > 0 AND (ends != 1 OR seals != 1))").Scan(&unsettled)
+			g.chDB+".events WHERE resource != '_config' GROUP BY session_id HAVING countIf(type = 'session.start') > 0 AND (ends > 1 OR seals != ends))").Scan(&unsettled)
 		return err == nil && unsettled == "[]"
 	}, 30*time.Second, 200*time.Millisecond)
-	require.True(t, settled, "sessions ended and sealed in the store; not: %s", unsettled)
+	require.True(t, settled, "ended sessions sealed in the store; not: %s", unsettled)
 	out, code := verify()
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, " 0 problem(s)")
 
 	// Four sealed sessions whose second event is a statement.
-	rows, err := ch.Query(ctx, "SELECT session_id FROM "+g.chDB+".events FINAL WHERE seq = 2 AND type = 'db.query' AND resource != '_config' ORDER BY session_id LIMIT 4")
+	rows, err := ch.Query(ctx, "SELECT session_id FROM "+g.chDB+".events FINAL WHERE seq = 2 AND type = 'db.query' AND resource != '_config' AND session_id IN (SELECT session_id FROM "+
+		g.chDB+".events WHERE type = 'session.sealed') ORDER BY session_id LIMIT 4")
 	require.NoError(t, err)
 	var s []string
 	for rows.Next() {
