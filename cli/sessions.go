@@ -53,6 +53,17 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	identity := fs.String("identity", "", "list: only this identity")
 	resource := fs.String("resource", "", "list: only this resource")
 	limit := fs.Int("limit", 50, "list: at most this many sessions")
+	var filters []*[2]string
+	for _, f := range []struct{ name, help string }{
+		{"group", "list: only identities in this group"}, {"since", "list: started at or after this RFC 3339 time"},
+		{"until", "list: started at or before this RFC 3339 time"}, {"effect", "list: with a statement allowed, denied, masked or approved"},
+		{"text", "list: with a statement containing this text"}, {"fingerprint", "list: with a statement of this fingerprint"},
+		{"before", "list: the next page (the next_before of the previous one)"},
+	} {
+		v := &[2]string{f.name}
+		fs.StringVar(&v[1], f.name, "", f.help)
+		filters = append(filters, v)
+	}
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -72,8 +83,14 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 		if *resource != "" {
 			q.Set("resource", *resource)
 		}
+		for _, f := range filters {
+			if f[1] != "" {
+				q.Set(f[0], f[1])
+			}
+		}
 		var out struct {
-			Sessions []query.Session `json:"sessions"`
+			Sessions   []query.Session `json:"sessions"`
+			NextBefore string          `json:"next_before,omitempty"`
 		}
 		if err := c.get("/api/v1/sessions?"+q.Encode(), &out); err != nil {
 			return err
@@ -82,15 +99,21 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 			return json.NewEncoder(stdout).Encode(out)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tSTART\tEND\tSTATEMENTS\tDENIED")
+		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tSTART\tEND\tSTATEMENTS\tDENIED\tMASKED\tAPPROVED")
 		for _, s := range out.Sessions {
 			end := "(open)"
 			if s.End != nil {
 				end = s.End.Local().Format(time.DateTime)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Identity, s.Resource, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.ID, s.Identity, s.Resource, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied, s.Masked, s.Approved)
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if out.NextBefore != "" {
+			fmt.Fprintf(stdout, "more: --before %s\n", out.NextBefore)
+		}
+		return nil
 	}
 	if len(pos) != 1 {
 		return usageError{"sessions replay needs one session ID"}

@@ -231,6 +231,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	revocations(t, g)
 	timeBoxedGrant(t, g)
 	siemExport(t, g, ch)
+	sessionSearch(t, g)
 	tamperEvidence(t, g, ch, began)
 }
 

@@ -161,3 +161,39 @@ func siemExport(t *testing.T, g *gateway, ch driver.Conn) {
 		require.True(t, classes[c], "OCSF class %v exported (got %v)", c, classes)
 	}
 }
+
+// sessionSearch finds sessions by what happened in them.
+func sessionSearch(t *testing.T, g *gateway) {
+	auditor := g.token(t, "auditor", "auditors")
+	find := func(args ...string) []query.Session {
+		var out struct {
+			Sessions []query.Session `json:"sessions"`
+		}
+		require.NoError(t, g.cliJSON(t, auditor, &out, append([]string{"sessions", "list"}, args...)...))
+		return out.Sessions
+	}
+	check := func(what string, ss []query.Session, ok func(query.Session) bool) {
+		require.NotEmpty(t, ss, what)
+		for _, s := range ss {
+			require.True(t, ok(s), "%s: %+v", what, s)
+		}
+	}
+	check("approved", find("--effect", "approved"), func(s query.Session) bool { return s.Approved > 0 && s.Identity == "dba-oncall" })
+	check("masked", find("--effect", "masked", "--identity", "svc-orders"), func(s query.Session) bool { return s.Masked > 0 })
+	check("denied", find("--effect", "denied"), func(s query.Session) bool { return s.Denied > 0 })
+	check("text", find("--text", "UPDATE CUSTOMERS"), func(s query.Session) bool { return s.Identity == "dba-oncall" })
+	check("group", find("--group", "orders-readers"), func(s query.Session) bool { return s.Identity == "svc-orders" })
+	require.Empty(t, find("--since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))
+	// Paging: two pages of one, no overlap.
+	var p1 struct {
+		Sessions   []query.Session `json:"sessions"`
+		NextBefore string          `json:"next_before"`
+	}
+	require.NoError(t, g.cliJSON(t, auditor, &p1, "sessions", "list", "--limit", "1"))
+	require.Len(t, p1.Sessions, 1)
+	require.NotEmpty(t, p1.NextBefore)
+	p2 := find("--limit", "1", "--before", p1.NextBefore)
+	require.Len(t, p2, 1)
+	require.NotEqual(t, p1.Sessions[0].ID, p2[0].ID)
+	require.False(t, p2[0].Start.After(p1.Sessions[0].Start))
+}

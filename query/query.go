@@ -79,6 +79,8 @@ type Session struct {
 	End        *time.Time `json:"end,omitempty"`
 	Statements uint64     `json:"statements"`
 	Denied     uint64     `json:"denied"`
+	Masked     uint64     `json:"masked"`
+	Approved   uint64     `json:"approved"`
 	Events     uint64     `json:"events"`
 }
 
@@ -101,14 +103,59 @@ func (a *API) listSessions(c echo.Context) error {
 		where = append(where, "resource = ?")
 		args = append(args, v)
 	}
-	args = append(args, limit)
+	if v := c.QueryParam("group"); v != "" {
+		where = append(where, "has(identity_groups, ?)")
+		args = append(args, v)
+	}
+	having := []string{"start_us > 0"}
+	var hargs []any
+	for _, p := range []struct{ param, cond string }{{"since", "start_us >= ?"}, {"until", "start_us <= ?"}, {"before", "start_us < ?"}} {
+		v := c.QueryParam(p.param)
+		if v == "" {
+			continue
+		}
+		var us uint64
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			us = uint64(t.UnixMicro())
+		} else if n, err := strconv.ParseUint(v, 10, 64); err == nil && p.param == "before" {
+			us = n // the next-page cursor
+		} else {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("%s: %q is not an RFC 3339 time", p.param, v))
+		}
+		having = append(having, p.cond)
+		hargs = append(hargs, us)
+	}
+	switch v := c.QueryParam("effect"); v {
+	case "":
+	case "denied":
+		having = append(having, "denied > 0")
+	case "masked":
+		having = append(having, "masked > 0")
+	case "approved":
+		having = append(having, "approved > 0")
+	case "allowed":
+		having = append(having, "countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'allow') > 0")
+	default:
+		return echo.NewHTTPError(http.StatusBadRequest, "effect must be allowed, denied, masked or approved")
+	}
+	if v := c.QueryParam("text"); v != "" {
+		having = append(having, "countIf(type = 'db.query' AND position(lower(visitParamExtractString(payload, 'sql')), lower(?)) > 0) > 0")
+		hargs = append(hargs, v)
+	}
+	if v := c.QueryParam("fingerprint"); v != "" {
+		having = append(having, "countIf(type = 'decision' AND visitParamExtractString(payload, 'fingerprint') = ?) > 0")
+		hargs = append(hargs, v)
+	}
+	args = append(append(args, hargs...), limit)
 	q := fmt.Sprintf(`SELECT session_id, any(identity_sub), any(resource),
 		minIf(time_us, type = 'session.start') AS start_us, maxIf(time_us, type = 'session.end') AS end_us,
 		countIf(type = 'db.query') AS statements,
-		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'deny') AS denied,
+		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') IN ('deny', 'require_approval')) AS denied,
+		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'mask') AS masked,
+		countIf(type = 'approval.decided' AND visitParamExtractString(payload, 'outcome') = 'approved') AS approved,
 		count() AS events
-		FROM %s.events FINAL WHERE %s GROUP BY session_id HAVING start_us > 0
-		ORDER BY start_us DESC LIMIT ?`, a.db, strings.Join(where, " AND "))
+		FROM %s.events FINAL WHERE %s GROUP BY session_id HAVING %s
+		ORDER BY start_us DESC LIMIT ?`, a.db, strings.Join(where, " AND "), strings.Join(having, " AND "))
 	rows, err := a.ch.Query(c.Request().Context(), q, args...)
 	if err != nil {
 		return a.storeError(err)
@@ -118,7 +165,7 @@ func (a *API) listSessions(c echo.Context) error {
 	for rows.Next() {
 		var s Session
 		var start, end uint64
-		if err := rows.Scan(&s.ID, &s.Identity, &s.Resource, &start, &end, &s.Statements, &s.Denied, &s.Events); err != nil {
+		if err := rows.Scan(&s.ID, &s.Identity, &s.Resource, &start, &end, &s.Statements, &s.Denied, &s.Masked, &s.Approved, &s.Events); err != nil {
 			return a.storeError(err)
 		}
 		s.Start = time.UnixMicro(int64(start)).UTC()
@@ -131,7 +178,11 @@ func (a *API) listSessions(c echo.Context) error {
 	if err := rows.Err(); err != nil {
 		return a.storeError(err)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"sessions": out})
+	resp := map[string]any{"sessions": out}
+	if len(out) == limit {
+		resp["next_before"] = strconv.FormatInt(out[len(out)-1].Start.UnixMicro(), 10) // the next page: ?before=
+	}
+	return c.JSON(http.StatusOK, resp)
 }
 
 // Replay is a session's events in order, with the result of checking its hash chain.
