@@ -28,6 +28,8 @@ Usage:
                                         mint a development token from a running 'gatehouse dev'
   gatehouse sessions list [--json]      list recorded sessions (auditor token)
   gatehouse sessions replay ID [--json] print a session's statements, decisions and results
+  gatehouse evidence access|denials|grants|changes [--since T] [--until T] [--format csv|json]
+                                        evidence reports for audits (auditor token)
   gatehouse audit verify [--session ID | --since T]
                                         re-read the audit store and report missing, reordered or
                                         altered events and unsealed sessions (exit 1 if any)
@@ -71,6 +73,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = sessionsCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "evidence":
+		err = evidenceCmd(args[1:], stdout, stderr)
 	case "audit":
 		err = auditCmd(args[1:], stdout, stderr)
 	case "grants":

@@ -232,6 +232,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	timeBoxedGrant(t, g)
 	siemExport(t, g, ch)
 	sessionSearch(t, g)
+	evidenceReports(t, g)
 	tamperEvidence(t, g, ch, began)
 }
 

@@ -197,3 +197,27 @@ func sessionSearch(t *testing.T, g *gateway) {
 	require.NotEqual(t, p1.Sessions[0].ID, p2[0].ID)
 	require.False(t, p2[0].Start.After(p1.Sessions[0].Start))
 }
+
+// evidenceReports checks each report against what the exercise did.
+func evidenceReports(t *testing.T, g *gateway) {
+	auditor := g.token(t, "auditor", "auditors")
+	report := func(kind, format string) string {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main([]string{"evidence", kind, "--format", format, "--url", g.api, "--token", auditor}, &stdout, &stderr)
+		require.Equal(t, 0, code, stderr.String())
+		return stdout.String()
+	}
+	access := report("access", "csv")
+	require.True(t, strings.HasPrefix(access, "identity,on_behalf_of,resource,sessions,statements,denied,first,last\n"), access)
+	require.Contains(t, access, "svc-orders,,demo,")
+	require.Contains(t, access, "dba-oncall,,demo,")
+	denials := report("denials", "json")
+	require.Contains(t, denials, `"rule":"no-drop-database"`)
+	require.Contains(t, denials, `"effect":"require_approval"`)
+	grants := report("grants", "csv")
+	require.Contains(t, grants, "grant.created")
+	require.Contains(t, grants, ",demo,dba,")
+	changes := report("changes", "json")
+	require.Contains(t, changes, `"name":"live"`)
+	require.Contains(t, changes, `"by":"admin"`)
+}

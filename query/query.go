@@ -44,6 +44,7 @@ func (a *API) Register(e *echo.Echo) {
 	g.GET("/sessions/:id", a.replay)
 	g.GET("/audit/verify", a.verify)
 	g.GET("/export", a.export)
+	g.GET("/evidence/:kind", a.evidence)
 }
 
 type ctxKey struct{}
