@@ -201,9 +201,9 @@ func sessionSearch(t *testing.T, g *gateway) {
 // evidenceReports checks each report against what the exercise did.
 func evidenceReports(t *testing.T, g *gateway) {
 	auditor := g.token(t, "auditor", "auditors")
-	report := func(kind, format string) string {
+	report := func(kind, format string, extra ...string) string {
 		var stdout, stderr bytes.Buffer
-		code := cli.Main([]string{"evidence", kind, "--format", format, "--url", g.api, "--token", auditor}, &stdout, &stderr)
+		code := cli.Main(append([]string{"evidence", kind, "--format", format, "--url", g.api, "--token", auditor}, extra...), &stdout, &stderr)
 		require.Equal(t, 0, code, stderr.String())
 		return stdout.String()
 	}
@@ -217,6 +217,12 @@ func evidenceReports(t *testing.T, g *gateway) {
 	grants := report("grants", "csv")
 	require.Contains(t, grants, "grant.created")
 	require.Contains(t, grants, ",demo,dba,")
+	// The demo resource is labelled env=dev: its approved customer updates are privileged
+	// operations there.
+	privileged := report("privileged", "csv", "--label", "env=dev")
+	require.Contains(t, privileged, "dba-oncall,demo,")
+	require.Contains(t, privileged, "approver-1")
+	require.NotContains(t, report("privileged", "csv"), "dba-oncall", "nothing ran on a production resource")
 	changes := report("changes", "json")
 	require.Contains(t, changes, `"name":"live"`)
 	require.Contains(t, changes, `"by":"admin"`)

@@ -32,6 +32,22 @@ var evidenceQueries = map[string]struct {
 		FROM {db}.events FINAL
 		WHERE time_us >= ? AND time_us < ? AND type = 'decision' AND visitParamExtractString(payload, 'effect') IN ('deny', 'require_approval')
 		ORDER BY time_us`},
+	// Writes and DDL on resources with a label (default env=production), each with the
+	// approvals in its session and the time from request to approval (CC6.2, CC8.1).
+	"privileged": {[]string{"time", "identity", "resource", "session", "kinds", "effect", "rule", "approved_by", "seconds_to_approve"}, `
+		SELECT toString(toDateTime(intDiv(time_us, 1000000))), identity_sub, resource, session_id, visitParamExtractRaw(payload, 'kinds'),
+			visitParamExtractString(payload, 'effect'), visitParamExtractString(payload, 'rule'), approvers, toString(wait)
+		FROM {db}.events FINAL
+		ANY LEFT JOIN (
+			SELECT session_id, arrayStringConcat(groupUniqArrayIf(visitParamExtractString(payload, 'by'), type = 'approval.decided' AND visitParamExtractString(payload, 'decision') = 'approve'), ' ') AS approvers,
+				if(countIf(type = 'approval.requested') > 0 AND countIf(type = 'approval.decided') > 0,
+					intDiv(maxIf(time_us, type = 'approval.decided') - minIf(time_us, type = 'approval.requested'), 1000000), 0) AS wait
+			FROM {db}.events WHERE type IN ('approval.requested', 'approval.decided') GROUP BY session_id
+		) USING session_id
+		WHERE time_us >= ? AND time_us < ? AND type = 'decision' AND visitParamExtractString(payload, 'effect') IN ('allow', 'mask', 'require_approval')
+			AND (match(visitParamExtractRaw(payload, 'kinds'), '"(insert|update|delete|merge|truncate|copy_from|grant|revoke|rename|comment|index|view|create_[a-z_]+|alter_[a-z_]+|drop_[a-z_]+)"'))
+			AND session_id IN (SELECT session_id FROM {db}.events WHERE type = 'session.start' AND position(payload, concat('"', ?, '"')) > 0)
+		ORDER BY time_us`},
 	// Grants created and ended (CC6.2, CC6.3).
 	"grants": {[]string{"time", "event", "grant", "identity", "resource", "role", "expires", "approved_by"}, `
 		SELECT toString(toDateTime(intDiv(time_us, 1000000))), type, visitParamExtractString(payload, 'grant_id'), identity_sub,
@@ -55,7 +71,7 @@ var evidenceQueries = map[string]struct {
 func (a *API) evidence(c echo.Context) error {
 	q, ok := evidenceQueries[c.Param("kind")]
 	if !ok {
-		return echo.NewHTTPError(http.StatusNotFound, "evidence is one of access, denials, grants, changes")
+		return echo.NewHTTPError(http.StatusNotFound, "evidence is one of access, privileged, denials, grants, changes")
 	}
 	until := time.Now()
 	since := until.Add(-30 * 24 * time.Hour)
@@ -75,7 +91,15 @@ func (a *API) evidence(c echo.Context) error {
 	if format != "" && format != "json" && format != "csv" {
 		return echo.NewHTTPError(http.StatusBadRequest, "format is json or csv")
 	}
-	rows, err := a.ch.Query(c.Request().Context(), replaceDB(q.sql, a.db), uint64(since.UnixMicro()), uint64(until.UnixMicro()))
+	args := []any{uint64(since.UnixMicro()), uint64(until.UnixMicro())}
+	if c.Param("kind") == "privileged" {
+		label := c.QueryParam("label")
+		if label == "" {
+			label = "env=production"
+		}
+		args = append(args, label)
+	}
+	rows, err := a.ch.Query(c.Request().Context(), replaceDB(q.sql, a.db), args...)
 	if err != nil {
 		return a.storeError(err)
 	}

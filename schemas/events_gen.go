@@ -384,6 +384,8 @@ func NewPayload(typ string) (Payload, bool) {
 
 // SessionStart is the payload of session.start events: a caller authenticated and the proxy opened a backend connection for it.
 type SessionStart struct {
+	// Labels is the resource's labels, as key=value.
+	Labels []string `json:"labels,omitempty"`
 	// Protocol is postgres.
 	Protocol string `json:"protocol"`
 	// ClientAddr is client address as seen by the proxy.
@@ -409,12 +411,36 @@ func (SessionStart) EventType() string { return TypeSessionStart }
 // produces.
 func (v *SessionStart) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
+	if !(len(v.Labels) == 0) {
+		b = append(b, `"labels":`...)
+		if v.Labels == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Labels {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
 	b = append(b, `"protocol":`...)
 	b = AppendJSONString(b, v.Protocol)
-	b = append(b, `,"client_addr":`...)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"client_addr":`...)
 	b = AppendJSONString(b, v.ClientAddr)
 	if !(v.ClientUser == "") {
-		b = append(b, `,"client_user":`...)
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"client_user":`...)
 		b = AppendJSONString(b, v.ClientUser)
 	}
 	if !(v.Database == "") {
@@ -1234,6 +1260,8 @@ type ApprovalDecided struct {
 	ApprovalID string `json:"approval_id"`
 	// Decision is approve or deny.
 	Decision string `json:"decision"`
+	// By is the approver (also the envelope's identity on GH_APPROVALS; in a session's trail the identity is the session's).
+	By string `json:"by,omitempty"`
 	// Via is cli, api or slack.
 	Via string `json:"via"`
 	// Reason is the approver's reason (required to deny).
@@ -1255,10 +1283,20 @@ func (v *ApprovalDecided) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.ApprovalID)
 	b = append(b, `,"decision":`...)
 	b = AppendJSONString(b, v.Decision)
-	b = append(b, `,"via":`...)
+	if !(v.By == "") {
+		b = append(b, `,"by":`...)
+		b = AppendJSONString(b, v.By)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"via":`...)
 	b = AppendJSONString(b, v.Via)
 	if !(v.Reason == "") {
-		b = append(b, `,"reason":`...)
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"reason":`...)
 		b = AppendJSONString(b, v.Reason)
 	}
 	if b[len(b)-1] != '{' {

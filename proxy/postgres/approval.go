@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -104,11 +103,7 @@ func (c *conn) approve(ctx context.Context, q *session.Query, sql string) *refus
 		b, _ := rm.Detect([]byte(text))
 		text = string(b)
 	}
-	var labels []string
-	for k, v := range c.st.resource.Labels {
-		labels = append(labels, k+"="+v)
-	}
-	slices.Sort(labels)
+	labels := labelList(c.st.resource.Labels)
 	now := time.Now()
 	req := &schemas.ApprovalRequested{ApprovalID: id, Kind: "statement", SessionID: c.sess.ID, Statement: text,
 		Fingerprint: q.Decision.Fingerprint, StatementHash: hash, Labels: labels, Policy: q.Decision.Policy, Rule: q.Decision.Rule,

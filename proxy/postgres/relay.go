@@ -141,7 +141,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 
 	if err := sess.Start(ctx, &schemas.SessionStart{Protocol: "postgres", ClientAddr: st.conn.RemoteAddr().String(),
 		ClientUser: st.params["user"], Database: st.params["database"], ApplicationName: st.params["application_name"],
-		TLS: st.tls, BackendPID: st.backend.PID}); err != nil {
+		TLS: st.tls, BackendPID: st.backend.PID, Labels: labelList(st.resource.Labels)}); err != nil {
 		_, _ = st.conn.Write(encode(pgError("FATAL", "58000", "session refused: audit trail unavailable: "+err.Error(), "")))
 		st.backend.Conn.Close()
 		return
@@ -228,6 +228,16 @@ func (c *conn) closeBoth() {
 		c.qcond.Broadcast()
 		c.qmu.Unlock()
 	})
+}
+
+// labelList is a resource's labels as sorted key=value strings.
+func labelList(m map[string]string) []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // sessionDeadline is when the gateway ends the session by itself: when the caller's token

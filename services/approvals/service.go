@@ -346,7 +346,7 @@ func (s *Service) Decide(ctx context.Context, id string, who schemas.Identity, d
 	} else if n++; n >= max(a.Request.Required, 1) {
 		outcome = Approved
 	}
-	e, err := Event(schemas.TypeApprovalDecided, who, a.Resource, &schemas.ApprovalDecided{ApprovalID: id, Decision: decision,
+	e, err := Event(schemas.TypeApprovalDecided, who, a.Resource, &schemas.ApprovalDecided{ApprovalID: id, Decision: decision, By: who.Subject,
 		Via: via, Reason: reason, Outcome: outcome, Approvals: n}, time.Now())
 	if err != nil {
 		return a, err
