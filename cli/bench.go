@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,8 +15,11 @@ import (
 )
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "ingest" {
+		return benchIngest(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "postgres" {
-		return usageError{"bench needs a target: postgres"}
+		return usageError{"bench needs a target: postgres or ingest"}
 	}
 	fs := newFlags("bench postgres", "bench postgres [--duration 10s] [--modes simple,extended,prepared] [--clients 1,8,32]", stderr)
 	duration := fs.Duration("duration", 10e9, "length of each pgbench run")
@@ -53,6 +57,29 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	res, err := bench.Postgres(ctx, bench.Options{Duration: *duration, Modes: strings.Split(*modes, ","), Clients: cs, Scale: *scale,
 		PgBouncer: !*noBouncer, Strict: !*noStrict, IdleSessions: *idle, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	return nil
+}
+
+func benchIngest(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench ingest", "bench ingest [--events 1000000] [--per-message 100] [--batch 20000]", stderr)
+	events := fs.Int("events", 1000000, "events to ingest")
+	perMsg := fs.Int("per-message", 100, "events per JetStream message (a session's lingering batch)")
+	batch := fs.Int("batch", 20000, "ingest batch size (events per ClickHouse insert)")
+	asJSON := fs.Bool("json", false, "print the result as JSON too")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *events < 1 || *perMsg < 1 || *batch < 1 {
+		return usageError{"--events, --per-message and --batch must be positive"}
+	}
+	res, err := bench.Ingest(context.Background(), bench.IngestOptions{Events: *events, PerMsg: *perMsg, BatchSize: *batch,
+		Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
 	if err != nil {
 		return err
 	}
