@@ -67,10 +67,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func benchIngest(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench ingest", "bench ingest [--events 1000000] [--per-message 100] [--batch 20000]", stderr)
+	fs := newFlags("bench ingest", "bench ingest [--events 1000000] [--per-message 100] [--batch 500]", stderr)
 	events := fs.Int("events", 1000000, "events to ingest")
 	perMsg := fs.Int("per-message", 100, "events per JetStream message (a session's lingering batch)")
-	batch := fs.Int("batch", 20000, "ingest batch size (events per ClickHouse insert)")
+	batch := fs.Int("batch", 500, "ingest batch size (JetStream messages per ClickHouse insert)")
 	asJSON := fs.Bool("json", false, "print the result as JSON too")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -88,59 +88,72 @@ func (in *Ingester) Start(ctx context.Context) error {
 // Run fetches and inserts batches until ctx ends.
 func (in *Ingester) Run(ctx context.Context) error {
 	go in.watchLag(ctx)
-	for ctx.Err() == nil {
-		batch, err := in.cons.Fetch(in.cfg.BatchSize, jetstream.FetchMaxWait(in.cfg.FlushInterval))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	// Fetching and decoding the next batch overlaps inserting this one: a batch is acked
+	// only after its insert, in order, so nothing is acknowledged before it is stored.
+	batches := make(chan parsed, 1)
+	go func() {
+		defer close(batches)
+		for ctx.Err() == nil {
+			batch, err := in.cons.Fetch(in.cfg.BatchSize, jetstream.FetchMaxWait(in.cfg.FlushInterval))
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				in.log.Warn("fetch from GH_AUDIT failed", "err", err)
+				sleep(ctx, time.Second)
+				continue
 			}
-			in.log.Warn("fetch from GH_AUDIT failed", "err", err)
-			sleep(ctx, time.Second)
-			continue
+			var msgs []jetstream.Msg
+			for m := range batch.Messages() {
+				msgs = append(msgs, m)
+			}
+			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && len(msgs) == 0 {
+				in.log.Debug("fetch ended", "err", err)
+			}
+			if len(msgs) == 0 {
+				continue
+			}
+			select {
+			case batches <- parsed{msgs: msgs, rows: in.decode(msgs)}:
+			case <-ctx.Done():
+				return
+			}
 		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && len(msgs) == 0 {
-			in.log.Debug("fetch ended", "err", err)
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if err := in.insert(ctx, msgs); err != nil {
+	}()
+	for b := range batches {
+		if err := in.insert(ctx, b.msgs, b.rows); err != nil {
 			// Only on shutdown: leave the batch unacked, JetStream redelivers it.
 			return nil
 		}
-		for _, m := range msgs {
+		for _, m := range b.msgs {
 			_ = m.Ack()
 		}
 	}
 	return nil
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
+// parsed is a fetched batch with its events decoded.
+type parsed struct {
+	msgs []jetstream.Msg
+	rows []row
 }
 
-// insert writes msgs to ClickHouse, retrying with backoff until it succeeds or ctx ends.
-// Lines that are not events are logged and counted, not inserted; they stay in the stream.
-func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg) error {
-	type row struct {
-		ev    schemas.Event
-		seq   uint64
-		index uint32
-	}
+type row struct {
+	ev    schemas.Event
+	seq   uint64
+	index uint32
+}
+
+// decode reads the events of msgs. Lines that are not events are logged and counted, not
+// inserted; they stay in the stream.
+func (in *Ingester) decode(msgs []jetstream.Msg) []row {
 	rows := make([]row, 0, len(msgs))
 	for _, m := range msgs {
 		var seq uint64
 		if meta, err := m.Metadata(); err == nil {
 			seq = meta.Sequence.Stream
 		}
-		// A message holds one event, or a statement's events separated by newlines.
+		// A message holds one event, or several of one session separated by newlines.
 		for i, line := range bytes.Split(m.Data(), []byte{'\n'}) {
 			r := row{seq: seq, index: uint32(i)}
 			if err := json.Unmarshal(line, &r.ev); err != nil || r.ev.ID == "" || r.ev.Type == "" {
@@ -151,6 +164,19 @@ func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg) error {
 			rows = append(rows, r)
 		}
 	}
+	return rows
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// insert writes rows to ClickHouse, retrying with backoff until it succeeds or ctx ends
+// (keeping msgs from being redelivered meanwhile).
+func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg, rows []row) error {
 	backoff := 200 * time.Millisecond
 	for {
 		err := func() error {

@@ -178,6 +178,8 @@ type ClickHouse struct {
 
 // Ingest configures JetStream → ClickHouse batching.
 type Ingest struct {
+	// BatchSize is the JetStream messages fetched per ClickHouse insert (a message holds one
+	// or many events). Default 500.
 	BatchSize     int           `yaml:"batch_size"`
 	FlushInterval time.Duration `yaml:"flush_interval"`
 }
@@ -418,7 +420,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	def(&c.ClickHouse.Database, "gatehouse")
 	def(&c.ClickHouse.Username, "default")
-	defInt(&c.Ingest.BatchSize, 5000)
+	defInt(&c.Ingest.BatchSize, 500)
 	defDur(&c.Ingest.FlushInterval, 200*time.Millisecond)
 	if len(c.Query.AdminGroups) == 0 {
 		c.Query.AdminGroups = []string{"gatehouse-admins"}
