@@ -90,7 +90,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 	go in.watchLag(ctx)
 	// Fetching and decoding the next batch overlaps inserting this one: a batch is acked
 	// only after its insert, in order, so nothing is acknowledged before it is stored.
-	batches := make(chan parsed, 1)
+	batches := make(chan parsed) // the next batch waits with its fetcher, which keeps it alive
 	go func() {
 		defer close(batches)
 		for ctx.Err() == nil {
@@ -113,11 +113,24 @@ func (in *Ingester) Run(ctx context.Context) error {
 			if len(msgs) == 0 {
 				continue
 			}
-			select {
-			case batches <- parsed{msgs: msgs, rows: in.decode(msgs)}:
-			case <-ctx.Done():
-				return
+			p := parsed{msgs: msgs, rows: in.decode(msgs)}
+			// While the current batch's insert waits (ClickHouse down), this one must not
+			// reach its ack deadline and be redelivered: it would be inserted twice.
+			alive := time.NewTicker(10 * time.Second)
+			for sent := false; !sent; {
+				select {
+				case batches <- p:
+					sent = true
+				case <-alive.C:
+					for _, m := range msgs {
+						_ = m.InProgress()
+					}
+				case <-ctx.Done():
+					alive.Stop()
+					return
+				}
 			}
+			alive.Stop()
 		}
 	}()
 	for b := range batches {

@@ -282,6 +282,8 @@ func (c *conn) endClient(ev *schemas.SessionTerminated, msg string, wait bool) b
 		return false
 	}
 	c.setReason(ev.Cause)
+	// Recorded before the client can go: its going ends the session (session.end, seal).
+	c.sess.Record(ev)
 	// A client that does not read gets no more than a moment.
 	_ = c.client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	b := encode(pgError("FATAL", "57P01", msg, ""))
@@ -298,7 +300,6 @@ func (c *conn) finishTerminate(ev *schemas.SessionTerminated) {
 	if ev.InFlight && c.cancelKey != nil {
 		c.srv.cancelBackend(c.cancelKey)
 	}
-	c.sess.Record(ev)
 	c.closeBoth()
 }
 

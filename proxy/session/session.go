@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"sync"
@@ -48,6 +49,7 @@ type Session struct {
 	revision uint64
 	batch    eventBatch
 	raw      []rawEvent // recorded, not yet encoded (buffered mode)
+	ended    bool       // session.end is recorded: nothing may follow it
 	hasher   hash.Hash  // SHA-256, reused
 	payload  []byte     // scratch for the payload's encoding
 	encoded  []byte     // scratch for the event's encoding
@@ -159,7 +161,13 @@ type rawEvent struct {
 // sent at once.
 const maxRawEvents = 512
 
+// ErrEnded is returned for events after session.end: the chain is sealed.
+var ErrEnded = errors.New("session ended")
+
 func (s *Session) addLocked(p schemas.Payload) error {
+	if s.ended {
+		return ErrEnded
+	}
 	if s.strict || s.pub.linger <= 0 {
 		return s.encodeLocked(p, time.Now(), s.revision)
 	}
@@ -450,7 +458,11 @@ func (s *Session) End(ctx context.Context, reason string, cause error, bytesIn, 
 	}
 	key := s.pub.sealKey
 	if key == nil {
-		return s.Emit(ctx, p)
+		err := s.Emit(ctx, p)
+		s.mu.Lock()
+		s.ended = true
+		s.mu.Unlock()
+		return err
 	}
 	// session.end, then the seal over the chain up to it, in one message.
 	s.mu.Lock()
@@ -462,6 +474,7 @@ func (s *Session) End(ctx context.Context, reason string, cause error, bytesIn, 
 	if err == nil {
 		err = s.encodeLocked(key.Seal(s.ID, s.seq, s.prevHash), time.Now(), s.revision)
 	}
+	s.ended = true
 	if err != nil {
 		s.mu.Unlock()
 		return err

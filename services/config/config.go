@@ -35,6 +35,8 @@ type Config struct {
 	Grants []GrantRole `yaml:"grants"`
 	// Slack, when set, posts approvals to Slack and takes decisions from its buttons.
 	Slack *Slack `yaml:"slack"`
+	// Sinks push the audit trail to SIEMs.
+	Sinks []Sink `yaml:"sinks"`
 	// Tests are policy test cases, run by `gatehouse policy test -f FILE` (in CI, say).
 	Tests []PolicyTest `yaml:"tests"`
 	// SeedOverwrite makes the file's policies and resources replace those in KV at start
@@ -261,6 +263,17 @@ type Rule struct {
 	// Approval, with effect require_approval, says who approves and how; without it the
 	// statement is refused with "approval required".
 	Approval *Approval `yaml:"approval,omitempty"`
+}
+
+// Sink is one SIEM destination: type http posts NDJSON batches (a generic webhook or
+// Splunk HEC's raw endpoint), with its own durable position in GH_AUDIT.
+type Sink struct {
+	Name      string        `yaml:"name"`
+	Type      string        `yaml:"type"` // http
+	URL       string        `yaml:"url"`
+	TokenFile string        `yaml:"token_file"` // its content is sent as the Authorization header
+	BatchSize int           `yaml:"batch_size"` // events per request (default 500)
+	Flush     time.Duration `yaml:"flush"`      // longest wait for a full batch (default 1s)
 }
 
 // Slack configures the approvals notifier.
@@ -579,6 +592,20 @@ func (c *Config) Validate() error {
 			if u.Email == "" || u.Subject == "" {
 				ck.add(fmt.Sprintf("slack.users[%d]", i), "email and subject are required")
 			}
+		}
+	}
+	sinkNames := map[string]bool{}
+	for i, sk := range c.Sinks {
+		p := fmt.Sprintf("sinks[%d]", i)
+		if !validName(sk.Name) || sk.Name == "" {
+			ck.add(p+".name", "%q: letters, digits, '-' and '_' only", sk.Name)
+		} else if sinkNames[sk.Name] {
+			ck.add(p+".name", "duplicate sink %q", sk.Name)
+		}
+		sinkNames[sk.Name] = true
+		ck.oneOf(p+".type", sk.Type, "http")
+		if !strings.HasPrefix(sk.URL, "https://") && !strings.HasPrefix(sk.URL, "http://") {
+			ck.add(p+".url", "%q is not an http(s) URL", sk.URL)
 		}
 	}
 	roles := map[string]bool{}
