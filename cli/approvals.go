@@ -1,11 +1,11 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -72,28 +72,12 @@ func approvalsCmd(args []string, stdout, stderr io.Writer) error {
 		return usageError{"approvals deny needs --reason"}
 	}
 	body, _ := json.Marshal(map[string]string{"reason": *reason, "via": "cli"})
-	req, err := http.NewRequest(http.MethodPost, c.base+"/api/v1/approvals/"+pos[0]+"/"+sub, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the Gatehouse API at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, apiMessage(out))
-	}
 	var a approvals.Approval
-	if err := json.Unmarshal(out, &a); err != nil {
+	if err := post(c.base, c.token, "/api/v1/approvals/"+url.PathEscape(pos[0])+"/"+sub, body, &a); err != nil {
 		return err
 	}
 	if *asJSON {
-		_, err = stdout.Write(out)
-		return err
+		return json.NewEncoder(stdout).Encode(a)
 	}
 	fmt.Fprintf(stdout, "approval %s: %s (%d of %d approvals)\n", a.ID, a.Status, len(a.Approvals), a.Request.Required)
 	return nil

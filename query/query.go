@@ -39,36 +39,12 @@ func New(ch driver.Conn, db string, v *identity.Verifier, auditorGroups []string
 
 // Register mounts the routes.
 func (a *API) Register(e *echo.Echo) {
-	g := e.Group("/api/v1", a.auth)
+	g := e.Group("/api/v1", a.verifier.Middleware(a.auditorGroups, "auditor"))
 	g.GET("/sessions", a.listSessions)
 	g.GET("/sessions/:id", a.replay)
 	g.GET("/audit/verify", a.verify)
 	g.GET("/export", a.export)
 	g.GET("/evidence/:kind", a.evidence)
-}
-
-type ctxKey struct{}
-
-// auth verifies the bearer token and requires an auditor group.
-func (a *API) auth(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		h := c.Request().Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || tok == "" {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
-			return echo.NewHTTPError(http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
-		}
-		id, err := a.verifier.Verify(c.Request().Context(), tok)
-		if err != nil {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
-			return echo.NewHTTPError(http.StatusUnauthorized, "token rejected: "+err.Error())
-		}
-		if !id.HasAnyGroup(a.auditorGroups) {
-			return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is not in an auditor group (%s)", id.Subject, strings.Join(a.auditorGroups, ", ")))
-		}
-		c.Set("identity", id)
-		return next(c)
-	}
 }
 
 // Session is one row of the session list.

@@ -405,16 +405,25 @@ func findPhones(v []byte) [][2]int {
 
 // Cache compiles each distinct spec once.
 type Cache struct {
-	key []byte
-	mu  sync.Mutex
-	m   map[string]*Masker
+	key    []byte
+	mu     sync.Mutex
+	m      map[string]*Masker
+	bySpec map[*policy.MaskSpec]*Masker // cached decisions share their spec: no key to build
 }
 
 // NewCache returns a cache of maskers using key for HMAC tokens.
-func NewCache(key []byte) *Cache { return &Cache{key: key, m: map[string]*Masker{}} }
+func NewCache(key []byte) *Cache {
+	return &Cache{key: key, m: map[string]*Masker{}, bySpec: map[*policy.MaskSpec]*Masker{}}
+}
 
 // Get returns the masker for spec.
 func (c *Cache) Get(spec *policy.MaskSpec) (*Masker, error) {
+	c.mu.Lock()
+	m, ok := c.bySpec[spec]
+	c.mu.Unlock()
+	if ok {
+		return m, nil
+	}
 	var b strings.Builder
 	for _, col := range spec.Columns {
 		b.WriteString(col.Column + "\x00" + col.Method + "\x00")
@@ -426,7 +435,11 @@ func (c *Cache) Get(spec *policy.MaskSpec) (*Masker, error) {
 	key := b.String()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.bySpec) > 10000 {
+		clear(c.bySpec)
+	}
 	if m, ok := c.m[key]; ok {
+		c.bySpec[spec] = m
 		return m, nil
 	}
 	m, err := New(spec, c.key)
@@ -436,6 +449,6 @@ func (c *Cache) Get(spec *policy.MaskSpec) (*Masker, error) {
 	if len(c.m) > 1000 {
 		clear(c.m)
 	}
-	c.m[key] = m
+	c.m[key], c.bySpec[spec] = m, m
 	return m, nil
 }

@@ -103,3 +103,19 @@ func FuzzDetect(f *testing.F) {
 		}
 	})
 }
+
+func TestCacheSharesMaskersBySpec(t *testing.T) {
+	c := NewCache(nil)
+	spec := &policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "email", Method: Redact}}}
+	a, err := c.Get(spec)
+	require.NoError(t, err)
+	b, err := c.Get(spec)
+	require.NoError(t, err)
+	require.Same(t, a, b, "the same spec (a cached decision's)")
+	same := &policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "email", Method: Redact}}}
+	d, err := c.Get(same)
+	require.NoError(t, err)
+	require.Same(t, a, d, "an equal spec (a new decision's)")
+	_, err = c.Get(&policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "regex", Pattern: "("}}})
+	require.Error(t, err)
+}

@@ -489,20 +489,20 @@ func (e *Error) Error() string { return e.Message }
 func (s *Service) Register(e *echo.Echo) {
 	e.GET("/api/v1/approvals", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]any{"approvals": nonNil(s.List(c.QueryParam("all") != ""))})
-	}, s.auth)
+	}, s.Verifier.Middleware(nil, ""))
 	e.GET("/api/v1/approvals/:id", func(c echo.Context) error {
 		a, ok := s.Get(c.Param("id"))
 		if !ok {
 			return echo.NewHTTPError(http.StatusNotFound, "no approval "+c.Param("id"))
 		}
 		return c.JSON(http.StatusOK, a)
-	}, s.auth)
+	}, s.Verifier.Middleware(nil, ""))
 	e.POST("/api/v1/grants", func(c echo.Context) error {
 		var req GrantRequest
 		if err := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 64<<10)).Decode(&req); err != nil {
 			return echo.NewHTTPError(http.StatusBadRequest, "body: "+err.Error())
 		}
-		a, err := s.RequestGrant(c.Request().Context(), c.Get("identity").(*identity.Identity).Identity, req)
+		a, err := s.RequestGrant(c.Request().Context(), identity.FromContext(c).Identity, req)
 		var ae *Error
 		if errors.As(err, &ae) {
 			return echo.NewHTTPError(ae.Status, ae.Message)
@@ -511,7 +511,7 @@ func (s *Service) Register(e *echo.Echo) {
 			return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
 		}
 		return c.JSON(http.StatusOK, a)
-	}, s.auth)
+	}, s.Verifier.Middleware(nil, ""))
 	e.GET("/api/v1/grants", func(c echo.Context) error {
 		if s.Grants == nil {
 			return c.JSON(http.StatusOK, map[string]any{"grants": []grants.Grant{}})
@@ -520,7 +520,7 @@ func (s *Service) Register(e *echo.Echo) {
 		if err != nil {
 			return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
 		}
-		who := c.Get("identity").(*identity.Identity)
+		who := identity.FromContext(c)
 		out := []grants.Grant{}
 		for _, g := range gs {
 			if g.Subject == who.Subject || who.HasAnyGroup(s.Admins) {
@@ -528,7 +528,7 @@ func (s *Service) Register(e *echo.Echo) {
 			}
 		}
 		return c.JSON(http.StatusOK, map[string]any{"grants": out})
-	}, s.auth)
+	}, s.Verifier.Middleware(nil, ""))
 	for _, d := range []string{"approve", "deny"} {
 		e.POST("/api/v1/approvals/:id/"+d, func(c echo.Context) error {
 			var body struct {
@@ -544,7 +544,7 @@ func (s *Service) Register(e *echo.Echo) {
 			if body.Via == "cli" {
 				via = "cli"
 			}
-			who := c.Get("identity").(*identity.Identity).Identity
+			who := identity.FromContext(c).Identity
 			a, err := s.Decide(c.Request().Context(), c.Param("id"), who, d, via, body.Reason)
 			var ae *Error
 			if errors.As(err, &ae) {
@@ -554,7 +554,7 @@ func (s *Service) Register(e *echo.Echo) {
 				return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
 			}
 			return c.JSON(http.StatusOK, a)
-		}, s.auth)
+		}, s.Verifier.Middleware(nil, ""))
 	}
 }
 
@@ -613,19 +613,4 @@ func nonNil(l []Approval) []Approval {
 		return []Approval{}
 	}
 	return l
-}
-
-func (s *Service) auth(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		tok, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-		if !ok || tok == "" {
-			return echo.NewHTTPError(http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
-		}
-		id, err := s.Verifier.Verify(c.Request().Context(), tok)
-		if err != nil {
-			return echo.NewHTTPError(http.StatusUnauthorized, "token rejected: "+err.Error())
-		}
-		c.Set("identity", id)
-		return next(c)
-	}
 }

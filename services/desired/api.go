@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,30 +31,10 @@ type API struct {
 
 // Register adds the routes.
 func (a *API) Register(e *echo.Echo) {
-	e.GET("/api/v1/policies", a.getPolicies, a.auth)
-	e.PUT("/api/v1/policies", a.putPolicies, a.auth)
-	e.GET("/api/v1/resources", a.getResources, a.auth)
-	e.PUT("/api/v1/resources", a.putResources, a.auth)
-}
-
-func (a *API) auth(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		tok, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-		if !ok || tok == "" {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
-			return echo.NewHTTPError(http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
-		}
-		id, err := a.Verifier.Verify(c.Request().Context(), tok)
-		if err != nil {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
-			return echo.NewHTTPError(http.StatusUnauthorized, "token rejected: "+err.Error())
-		}
-		if !id.HasAnyGroup(a.Admins) {
-			return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is not in an admin group (%s)", id.Subject, strings.Join(a.Admins, ", ")))
-		}
-		c.Set("identity", id)
-		return next(c)
-	}
+	e.GET("/api/v1/policies", a.getPolicies, a.Verifier.Middleware(a.Admins, "admin"))
+	e.PUT("/api/v1/policies", a.putPolicies, a.Verifier.Middleware(a.Admins, "admin"))
+	e.GET("/api/v1/resources", a.getResources, a.Verifier.Middleware(a.Admins, "admin"))
+	e.PUT("/api/v1/resources", a.putResources, a.Verifier.Middleware(a.Admins, "admin"))
 }
 
 // Document is what apply takes and get returns.
@@ -181,7 +160,7 @@ func (a *API) putResources(c echo.Context) error {
 
 // finish records every change that was made (also when a later write failed) and answers.
 func (a *API) finish(c echo.Context, changes []Change, rev uint64, writeErr error) error {
-	who := c.Get("identity").(*identity.Identity).Identity
+	who := identity.FromContext(c).Identity
 	res := ApplyResult{Changed: []ChangeSummary{}, Revision: rev}
 	var recordErr error
 	for _, ch := range changes {

@@ -211,10 +211,10 @@ type Request struct {
 
 // Register adds the routes.
 func (a *API) Register(e *echo.Echo) {
-	e.POST("/api/v1/revocations", a.post, a.auth)
+	e.POST("/api/v1/revocations", a.post, a.Verifier.Middleware(a.Admins, "admin"))
 	e.GET("/api/v1/revocations", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]any{"revocations": a.Registry.List(time.Now())})
-	}, a.auth)
+	}, a.Verifier.Middleware(a.Admins, "admin"))
 }
 
 func (a *API) post(c echo.Context) error {
@@ -228,7 +228,7 @@ func (a *API) post(c echo.Context) error {
 	if strings.TrimSpace(req.Value) == "" || len(req.Value) > 1024 {
 		return echo.NewHTTPError(http.StatusBadRequest, "value is required (at most 1024 bytes)")
 	}
-	who := c.Get("identity").(*identity.Identity).Identity
+	who := identity.FromContext(c).Identity
 	rv := Revocation{Kind: req.Kind, Value: req.Value, Reason: req.Reason, By: who.Subject, At: time.Now().UTC(), Lifted: req.Lift}
 	if req.For != "" {
 		d, err := time.ParseDuration(req.For)
@@ -241,22 +241,4 @@ func (a *API) post(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
 	}
 	return c.JSON(http.StatusOK, rv)
-}
-
-func (a *API) auth(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		tok, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-		if !ok || tok == "" {
-			return echo.NewHTTPError(http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
-		}
-		id, err := a.Verifier.Verify(c.Request().Context(), tok)
-		if err != nil {
-			return echo.NewHTTPError(http.StatusUnauthorized, "token rejected: "+err.Error())
-		}
-		if !id.HasAnyGroup(a.Admins) {
-			return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is not in an admin group (%s)", id.Subject, strings.Join(a.Admins, ", ")))
-		}
-		c.Set("identity", id)
-		return next(c)
-	}
 }
