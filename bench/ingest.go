@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,6 +39,10 @@ type IngestResult struct {
 	IngestTime   time.Duration `json:"ingest_ns"`
 	EventsPerSec float64       `json:"events_per_sec"`
 	MaxLag       uint64        `json:"max_lag_messages"`
+	// CPU time per event while ingesting: this process (decode, encode, send) and the
+	// ClickHouse server (parse the block, sort, compress, write the part).
+	IngestCPUPerEvent     time.Duration `json:"ingest_cpu_per_event_ns"`
+	ClickHouseCPUPerEvent time.Duration `json:"clickhouse_cpu_per_event_ns"`
 }
 
 // Ingest fills GH_AUDIT with realistic events (statements with their decisions, results
@@ -136,6 +141,8 @@ func Ingest(ctx context.Context, o IngestOptions) (*IngestResult, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start = time.Now()
+	chCPU0, _ := ch.CPUTime()
+	ownCPU0 := selfCPUTime()
 	go func() { _ = in.Run(rctx) }()
 	for {
 		var n uint64
@@ -155,8 +162,13 @@ func Ingest(ctx context.Context, o IngestOptions) (*IngestResult, error) {
 	}
 	res.IngestTime = time.Since(start)
 	res.EventsPerSec = float64(o.Events) / res.IngestTime.Seconds()
+	if chCPU1, err := ch.CPUTime(); err == nil {
+		res.ClickHouseCPUPerEvent = (chCPU1 - chCPU0) / time.Duration(o.Events)
+	}
+	res.IngestCPUPerEvent = (selfCPUTime() - ownCPU0) / time.Duration(o.Events)
 	fmt.Fprintf(o.Out, "%d events inserted into ClickHouse in %s: %.0f events/s (published in %s; most messages waiting: %d)\n",
 		o.Events, res.IngestTime.Round(time.Millisecond), res.EventsPerSec, res.PublishTime.Round(time.Millisecond), res.MaxLag)
+	fmt.Fprintf(o.Out, "CPU per event: ingest %s, ClickHouse %s\n", res.IngestCPUPerEvent, res.ClickHouseCPUPerEvent)
 	return res, nil
 }
 
@@ -171,4 +183,13 @@ func waitAll(ctx context.Context, fs []jetstream.PubAckFuture) error {
 		}
 	}
 	return nil
+}
+
+// selfCPUTime is this process's user + system time so far.
+func selfCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

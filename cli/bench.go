@@ -42,17 +42,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		cs = append(cs, n)
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	ctx, cancel := signalContext()
 	defer cancel()
 	res, err := bench.Postgres(ctx, bench.Options{Duration: *duration, Modes: strings.Split(*modes, ","), Clients: cs, Scale: *scale,
@@ -72,12 +66,18 @@ func benchIngest(args []string, stdout, stderr io.Writer) error {
 	perMsg := fs.Int("per-message", 100, "events per JetStream message (a session's lingering batch)")
 	batch := fs.Int("batch", 500, "ingest batch size (JetStream messages per ClickHouse insert)")
 	asJSON := fs.Bool("json", false, "print the result as JSON too")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (ingest runs in it) to FILE")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *events < 1 || *perMsg < 1 || *batch < 1 {
 		return usageError{"--events, --per-message and --batch must be positive"}
 	}
+	stop, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	res, err := bench.Ingest(context.Background(), bench.IngestOptions{Events: *events, PerMsg: *perMsg, BatchSize: *batch,
 		Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
 	if err != nil {
@@ -87,4 +87,20 @@ func benchIngest(args []string, stdout, stderr io.Writer) error {
 		return json.NewEncoder(stdout).Encode(res)
 	}
 	return nil
+}
+
+// startCPUProfile starts profiling this process into path ("" = no profile).
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

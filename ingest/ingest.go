@@ -3,7 +3,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,7 +112,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 			if len(msgs) == 0 {
 				continue
 			}
-			p := parsed{msgs: msgs, rows: in.decode(msgs)}
+			p := parsed{msgs: msgs, cols: in.decode(msgs)}
 			// While the current batch's insert waits (ClickHouse down), this one must not
 			// reach its ack deadline and be redelivered: it would be inserted twice.
 			alive := time.NewTicker(10 * time.Second)
@@ -134,7 +133,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		}
 	}()
 	for b := range batches {
-		if err := in.insert(ctx, b.msgs, b.rows); err != nil {
+		if err := in.insert(ctx, b.msgs, b.cols); err != nil {
 			// Only on shutdown: leave the batch unacked, JetStream redelivers it.
 			return nil
 		}
@@ -145,39 +144,95 @@ func (in *Ingester) Run(ctx context.Context) error {
 	return nil
 }
 
-// parsed is a fetched batch with its events decoded.
+// parsed is a fetched batch with its events decoded into columns.
 type parsed struct {
 	msgs []jetstream.Msg
-	rows []row
+	cols *columns
 }
 
-type row struct {
-	ev    schemas.Event
-	seq   uint64
-	index uint32
+// columns holds a batch column by column, in EventColumns' order: the insert hands each
+// column to the driver as one slice (no per-value reflection), and building them happens
+// in the fetcher, while the previous batch is being inserted.
+type columns struct {
+	time                                            []time.Time // date and time
+	timeUS, seq, revision, streamSeq                []uint64
+	id, typ, code, session, resource                []string
+	sub, issuer, kind, onBehalfOf, prev, hash, payl []string
+	groups                                          [][]string
+	index                                           []uint32
+}
+
+func (c *columns) len() int { return len(c.id) }
+
+func (c *columns) add(e *schemas.Event, seq uint64, index uint32) {
+	c.time = append(c.time, e.Time)
+	c.timeUS = append(c.timeUS, uint64(e.Time.UnixMicro()))
+	c.id = append(c.id, e.ID)
+	c.typ = append(c.typ, e.Type)
+	c.code = append(c.code, e.Code)
+	c.session = append(c.session, e.SessionID)
+	c.seq = append(c.seq, e.Seq)
+	c.resource = append(c.resource, e.Resource)
+	c.sub = append(c.sub, e.Identity.Subject)
+	c.issuer = append(c.issuer, e.Identity.Issuer)
+	c.groups = append(c.groups, nonNil(e.Identity.Groups))
+	c.kind = append(c.kind, e.Identity.Kind)
+	c.onBehalfOf = append(c.onBehalfOf, e.Identity.OnBehalfOf)
+	c.revision = append(c.revision, e.PolicyRevision)
+	c.prev = append(c.prev, e.PrevHash)
+	c.hash = append(c.hash, e.Hash)
+	c.payl = append(c.payl, string(e.Payload))
+	c.streamSeq = append(c.streamSeq, seq)
+	c.index = append(c.index, index)
+}
+
+// slices is the batch in EventColumns' order.
+func (c *columns) slices() []any {
+	return []any{c.time, c.time, c.timeUS, c.id, c.typ, c.code, c.session, c.seq, c.resource, c.sub, c.issuer, c.groups,
+		c.kind, c.onBehalfOf, c.revision, c.prev, c.hash, c.payl, c.streamSeq, c.index}
 }
 
 // decode reads the events of msgs. Lines that are not events are logged and counted, not
 // inserted; they stay in the stream.
-func (in *Ingester) decode(msgs []jetstream.Msg) []row {
-	rows := make([]row, 0, len(msgs))
+func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
+	n := 0
+	for _, m := range msgs {
+		n += bytes.Count(m.Data(), []byte{'\n'}) + 1
+	}
+	c := &columns{}
+	for _, p := range []*[]string{&c.id, &c.typ, &c.code, &c.session, &c.resource, &c.sub, &c.issuer, &c.kind, &c.onBehalfOf, &c.prev, &c.hash, &c.payl} {
+		*p = make([]string, 0, n)
+	}
+	c.time = make([]time.Time, 0, n)
+	c.timeUS, c.seq, c.revision, c.streamSeq = make([]uint64, 0, n), make([]uint64, 0, n), make([]uint64, 0, n), make([]uint64, 0, n)
+	c.groups = make([][]string, 0, n)
+	c.index = make([]uint32, 0, n)
+	var ev schemas.Event
+	var dec schemas.EventDecoder
 	for _, m := range msgs {
 		var seq uint64
 		if meta, err := m.Metadata(); err == nil {
 			seq = meta.Sequence.Stream
 		}
 		// A message holds one event, or several of one session separated by newlines.
-		for i, line := range bytes.Split(m.Data(), []byte{'\n'}) {
-			r := row{seq: seq, index: uint32(i)}
-			if err := json.Unmarshal(line, &r.ev); err != nil || r.ev.ID == "" || r.ev.Type == "" {
+		data := m.Data()
+		for i := 0; len(data) > 0 || i == 0; i++ {
+			line := data
+			if j := bytes.IndexByte(data, '\n'); j >= 0 {
+				line, data = data[:j], data[j+1:]
+			} else {
+				data = nil
+			}
+			ev = schemas.Event{}
+			if err := dec.Unmarshal(line, &ev); err != nil || ev.ID == "" || ev.Type == "" {
 				in.log.Error("not an event; not inserted (it stays in GH_AUDIT)", "subject", m.Subject(), "stream_seq", seq, "index", i, "err", err)
 				in.invalid.Inc()
 				continue
 			}
-			rows = append(rows, r)
+			c.add(&ev, seq, uint32(i))
 		}
 	}
-	return rows
+	return c
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -187,9 +242,12 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// insert writes rows to ClickHouse, retrying with backoff until it succeeds or ctx ends
+// insert writes a batch to ClickHouse, retrying with backoff until it succeeds or ctx ends
 // (keeping msgs from being redelivered meanwhile).
-func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg, rows []row) error {
+func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg, cols *columns) error {
+	if cols.len() == 0 {
+		return nil
+	}
 	backoff := 200 * time.Millisecond
 	for {
 		err := func() error {
@@ -197,11 +255,8 @@ func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg, rows []row
 			if err != nil {
 				return err
 			}
-			for _, r := range rows {
-				e := &r.ev
-				if err := b.Append(e.Time, e.Time, uint64(e.Time.UnixMicro()), e.ID, e.Type, e.Code, e.SessionID, e.Seq, e.Resource,
-					e.Identity.Subject, e.Identity.Issuer, nonNil(e.Identity.Groups), e.Identity.Kind, e.Identity.OnBehalfOf,
-					e.PolicyRevision, e.PrevHash, e.Hash, string(e.Payload), r.seq, r.index); err != nil {
+			for i, col := range cols.slices() {
+				if err := b.Column(i).Append(col); err != nil {
 					_ = b.Abort()
 					return err
 				}
@@ -209,12 +264,12 @@ func (in *Ingester) insert(ctx context.Context, msgs []jetstream.Msg, rows []row
 			return b.Send()
 		}()
 		if err == nil {
-			in.rows.Add(float64(len(rows)))
-			in.batches.Observe(float64(len(rows)))
+			in.rows.Add(float64(cols.len()))
+			in.batches.Observe(float64(cols.len()))
 			return nil
 		}
 		in.errors.Inc()
-		in.log.Warn("clickhouse insert failed; retrying", "events", len(rows), "backoff", backoff, "err", err)
+		in.log.Warn("clickhouse insert failed; retrying", "events", cols.len(), "backoff", backoff, "err", err)
 		for _, m := range msgs {
 			_ = m.InProgress()
 		}

@@ -207,6 +207,41 @@ func (v *MaskedCount) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// RetainedPartition is one ClickHouse partition of the audit trail (a resource's month) that a retention run dropped.
+type RetainedPartition struct {
+	// Resource is the resource whose events it held (_config for desired-state and control events).
+	Resource string `json:"resource"`
+	// Month is YYYYMM.
+	Month uint32 `json:"month"`
+	// Newest is the date of its newest event.
+	Newest time.Time `json:"newest"`
+	// Events is events it held.
+	Events uint64 `json:"events"`
+	// Keep is the retention period that applied (a Go duration).
+	Keep string `json:"keep"`
+	// Rule is the retention rule that applied: its labels as key=value, or default.
+	Rule string `json:"rule"`
+}
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *RetainedPartition) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"resource":`...)
+	b = AppendJSONString(b, v.Resource)
+	b = append(b, `,"month":`...)
+	b = strconv.AppendUint(b, uint64(v.Month), 10)
+	b = append(b, `,"newest":`...)
+	b = appendJSONTime(b, v.Newest)
+	b = append(b, `,"events":`...)
+	b = strconv.AppendUint(b, uint64(v.Events), 10)
+	b = append(b, `,"keep":`...)
+	b = AppendJSONString(b, v.Keep)
+	b = append(b, `,"rule":`...)
+	b = AppendJSONString(b, v.Rule)
+	return append(b, '}')
+}
+
 // SQLError is an error returned to the client.
 type SQLError struct {
 	// Sqlstate is SQLSTATE code.
@@ -270,6 +305,8 @@ const (
 	TypeGrantExpired = "grant.expired"
 	// TypeSessionSealed: The last event of a sealed session: the gateway's Ed25519 signature over the session's chain, so that anyone holding its public key can prove no event was added, removed, changed or reordered (gatehouse audit verify).
 	TypeSessionSealed = "session.sealed"
+	// TypeAuditRetention: A retention run dropped partitions of the audit trail older than their resource's retention period (recorded after the drop, with exactly what went; resource _config, a session of one event). Identity is who ran it: the ingest service on its schedule, or an administrator through the API.
+	TypeAuditRetention = "audit.retention"
 )
 
 // Event codes, one per type.
@@ -312,6 +349,8 @@ const (
 	CodeGrantExpired = "GH6002"
 	// CodeSessionSealed is the code of session.sealed.
 	CodeSessionSealed = "GH1004"
+	// CodeAuditRetention is the code of audit.retention.
+	CodeAuditRetention = "GH7000"
 )
 
 // Codes maps every event type to its code.
@@ -335,6 +374,7 @@ var Codes = map[string]string{
 	TypeGrantCreated:      CodeGrantCreated,
 	TypeGrantExpired:      CodeGrantExpired,
 	TypeSessionSealed:     CodeSessionSealed,
+	TypeAuditRetention:    CodeAuditRetention,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -378,6 +418,8 @@ func NewPayload(typ string) (Payload, bool) {
 		return &GrantExpired{}, true
 	case TypeSessionSealed:
 		return &SessionSealed{}, true
+	case TypeAuditRetention:
+		return &AuditRetention{}, true
 	}
 	return nil, false
 }
@@ -1583,5 +1625,62 @@ func (v *SessionSealed) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.KeyID)
 	b = append(b, `,"signature":`...)
 	b = AppendJSONString(b, v.Signature)
+	return append(b, '}')
+}
+
+// AuditRetention is the payload of audit.retention events: a retention run dropped partitions of the audit trail older than their resource's retention period (recorded after the drop, with exactly what went; resource _config, a session of one event). Identity is who ran it: the ingest service on its schedule, or an administrator through the API.
+type AuditRetention struct {
+	// Dropped is partitions dropped.
+	Dropped []RetainedPartition `json:"dropped"`
+	// Events is events dropped in total.
+	Events uint64 `json:"events"`
+	// Failed is partitions that could not be dropped, with the error (they are tried again next run).
+	Failed []string `json:"failed,omitempty"`
+	// Source is schedule or api.
+	Source string `json:"source"`
+}
+
+// EventType returns "audit.retention".
+func (AuditRetention) EventType() string { return TypeAuditRetention }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *AuditRetention) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"dropped":`...)
+	if v.Dropped == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, e := range v.Dropped {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = e.AppendJSON(b)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"events":`...)
+	b = strconv.AppendUint(b, uint64(v.Events), 10)
+	if !(len(v.Failed) == 0) {
+		b = append(b, `,"failed":`...)
+		if v.Failed == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Failed {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"source":`...)
+	b = AppendJSONString(b, v.Source)
 	return append(b, '}')
 }

@@ -123,3 +123,11 @@ func (c *ClickHouse) Kill() { c.proc.kill() }
 
 // Restart starts ClickHouse again on the same port and data after Stop or Kill.
 func (c *ClickHouse) Restart(ctx context.Context) error { return c.start(ctx) }
+
+// CPUTime is the CPU time (user + system) the server process has used so far.
+func (c *ClickHouse) CPUTime() (time.Duration, error) {
+	if c.proc == nil || c.proc.cmd.Process == nil {
+		return 0, fmt.Errorf("clickhouse is not running")
+	}
+	return procCPUTime(c.proc.cmd.Process.Pid)
+}
