@@ -7,10 +7,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/gatehouse/gatehouse/query"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // errTampered makes `audit verify` exit non-zero.
@@ -21,8 +24,11 @@ func (e errTampered) Error() string {
 }
 
 func auditCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "retention" {
+		return auditRetention(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "verify" {
-		return usageError{"audit needs a subcommand: verify [--session ID | --since T]"}
+		return usageError{"audit needs a subcommand: verify [--session ID | --since T], or retention [--dry-run]"}
 	}
 	fs := newFlags("audit verify", "audit verify [--session ID | --since 2026-01-02T15:04:05Z] [--json]", stderr)
 	session := fs.String("session", "", "verify one session")
@@ -73,6 +79,51 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(v.Problems) > 0 {
 		return errTampered{len(v.Problems)}
+	}
+	return nil
+}
+
+func auditRetention(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("audit retention", "audit retention [--dry-run] [--json]", stderr)
+	dry := fs.Bool("dry-run", false, "list what would be dropped; drop nothing")
+	asJSON := fs.Bool("json", false, "print JSON")
+	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "admin token (default $GATEHOUSE_TOKEN)")
+	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError{"audit retention takes no arguments"}
+	}
+	if *token == "" {
+		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (an administrator's)"}
+	}
+	var res schemas.AuditRetention
+	if err := post(*base, *token, "/api/v1/audit/retention?dry_run="+strconv.FormatBool(*dry), nil, &res); err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	verb := "dropped"
+	if *dry {
+		verb = "would drop"
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RESOURCE\tMONTH\tNEWEST\tEVENTS\tKEEP\tRULE")
+	for _, p := range res.Dropped {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", p.Resource, p.Month, p.Newest.Format("2006-01-02"), p.Events, p.Keep, p.Rule)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, f := range res.Failed {
+		fmt.Fprintf(stdout, "FAILED %s\n", f)
+	}
+	fmt.Fprintf(stdout, "%s %d partition(s), %d event(s)\n", verb, len(res.Dropped), res.Events)
+	if len(res.Failed) > 0 {
+		return fmt.Errorf("%d partition(s) could not be dropped", len(res.Failed))
 	}
 	return nil
 }

@@ -33,6 +33,8 @@ Usage:
   gatehouse audit verify [--session ID | --since T]
                                         re-read the audit store and report missing, reordered or
                                         altered events and unsealed sessions (exit 1 if any)
+  gatehouse audit retention [--dry-run] drop the months of the trail past their retention now
+                                        (audit.retention; admin token), or list what would go
   gatehouse policy test --as SUB [--groups g] --resource R "SQL"
                                         decide a statement offline and say which rule and why
   gatehouse policy test -f FILE         run a config file's policy test cases (exit 1 on failure)

@@ -34,7 +34,21 @@ func Open(cfg config.ClickHouse) (driver.Conn, error) {
 // DateTime64, Map, JSON, LowCardinality, IPv6 or TTL. Never edit one that has shipped; add
 // a new one.
 var migrations = []string{
-	`CREATE TABLE IF NOT EXISTS {db}.events (
+	`CREATE TABLE IF NOT EXISTS {db}.events (` + eventColumnDefs + `) ENGINE = ReplacingMergeTree
+	PARTITION BY toYYYYMM(date)
+	ORDER BY (session_id, seq, id)`,
+	// 2-5: partitions per resource and month, so retention can drop a resource's old months
+	// (a partition key cannot be altered: copy into a new table and swap).
+	`CREATE TABLE IF NOT EXISTS {db}.events_by_resource (` + eventColumnDefs + `) ENGINE = ReplacingMergeTree
+	PARTITION BY (resource, toYYYYMM(date))
+	ORDER BY (session_id, seq, id)`,
+	`INSERT INTO {db}.events_by_resource (` + EventColumns + `) SELECT ` + EventColumns + ` FROM {db}.events`,
+	`RENAME TABLE {db}.events TO {db}.events_by_month, {db}.events_by_resource TO {db}.events`,
+	`DROP TABLE {db}.events_by_month`,
+}
+
+// eventColumnDefs are the columns of the events table (every migration that creates one).
+const eventColumnDefs = `
 		date Date,
 		time DateTime,
 		time_us UInt64,
@@ -55,13 +69,14 @@ var migrations = []string{
 		payload String,
 		stream_seq UInt64,
 		stream_index UInt32
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMM(date)
-	ORDER BY (session_id, seq, id)`,
-}
+	`
 
 // Migrate creates the database and applies pending migrations.
 func Migrate(ctx context.Context, conn driver.Conn, db string) error {
+	return migrate(ctx, conn, db, len(migrations))
+}
+
+func migrate(ctx context.Context, conn driver.Conn, db string, upTo int) error {
 	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
 		return fmt.Errorf("create database %s: %w", db, err)
 	}
@@ -73,7 +88,7 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) error {
 	if err := row.Scan(&applied); err != nil {
 		return fmt.Errorf("read schema_migrations: %w", err)
 	}
-	for i := int(applied); i < len(migrations); i++ {
+	for i := int(applied); i < upTo; i++ {
 		stmt := replaceDB(migrations[i], db)
 		if err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("migration %d: %w", i+1, err)

@@ -55,7 +55,7 @@ func TestAllInOneProcess(t *testing.T) {
 	waitReady(t, "http://"+a.HTTPAddr())
 	host, port, err := net.SplitHostPort(a.PostgresAddr())
 	require.NoError(t, err)
-	g := &gateway{pgHost: host, pgPort: port, api: "http://" + a.HTTPAddr(), policyAPI: "http://" + a.HTTPAddr(), approvalsAPI: "http://" + a.HTTPAddr(), issuer: "http://" + a.HTTPAddr(),
+	g := &gateway{pgHost: host, pgPort: port, api: "http://" + a.HTTPAddr(), ingestAPI: "http://" + a.HTTPAddr(), policyAPI: "http://" + a.HTTPAddr(), approvalsAPI: "http://" + a.HTTPAddr(), issuer: "http://" + a.HTTPAddr(),
 		chAddr: ch.Addr(), chDB: cfg.ClickHouse.Database, backendPW: readFile(t, pwFile), pg: pg}
 	exercise(t, g, dataDir)
 

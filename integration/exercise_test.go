@@ -234,6 +234,7 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	sessionSearch(t, g)
 	evidenceReports(t, g)
 	tamperEvidence(t, g, ch, began)
+	retentionRun(t, g, ch)
 }
 
 // liveChanges changes policies and resources through the CLI and the API while sessions are

@@ -72,6 +72,7 @@ func demoPostgres(t *testing.T) (*localdb.Postgres, string) {
 type gateway struct {
 	pgHost, pgPort string // PostgreSQL proxy
 	api            string // base URL of the query API
+	ingestAPI      string // base URL of the ingest process (retention)
 	policyAPI      string // base URL of the policy process (policy and resource API)
 	approvalsAPI   string // base URL of the approvals process
 	issuer         string // base URL of the HTTP server with the dev issuer

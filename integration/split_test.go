@@ -56,7 +56,7 @@ func TestSplitProcesses(t *testing.T) {
 	for _, base := range bases {
 		waitReady(t, base)
 	}
-	g := &gateway{pgHost: "127.0.0.1", pgPort: pgPort, api: bases["query"], policyAPI: bases["policy"], approvalsAPI: bases["approvals"], issuer: issuer,
+	g := &gateway{pgHost: "127.0.0.1", pgPort: pgPort, api: bases["query"], ingestAPI: bases["ingest"], policyAPI: bases["policy"], approvalsAPI: bases["approvals"], issuer: issuer,
 		chAddr: ch.Addr(), chDB: "gatehouse", backendPW: readFile(t, pwFile), pg: pg}
 	exercise(t, g, dirs["dev-issuer"])
 }

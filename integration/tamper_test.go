@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/cli"
+	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
 )
 
@@ -226,4 +227,44 @@ func evidenceReports(t *testing.T, g *gateway) {
 	changes := report("changes", "json")
 	require.Contains(t, changes, `"name":"live"`)
 	require.Contains(t, changes, `"by":"admin"`)
+}
+
+// retentionRun drops a month of the demo resource (env=dev: kept 30 days) that has passed
+// out of retention, through the CLI, and finds the run in the trail.
+func retentionRun(t *testing.T, g *gateway, ch driver.Conn) {
+	ctx := context.Background()
+	old := time.Date(2020, 1, 15, 12, 0, 0, 0, time.UTC)
+	b, err := ch.PrepareBatch(ctx, "INSERT INTO "+g.chDB+".events ("+ingest.EventColumns+")")
+	require.NoError(t, err)
+	require.NoError(t, b.Append(old, old, uint64(old.UnixMicro()), "old-event", "session.end", "GH1001", "old-session", uint64(1), "demo",
+		"svc-orders", "iss", []string{}, "service", "", uint64(0), "", "h", `{"reason":"client"}`, uint64(0), uint32(0)))
+	require.NoError(t, b.Send())
+	run := func(token string, args ...string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(append([]string{"audit", "retention", "--url", g.ingestAPI, "--token", token}, args...), &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	code, out := run(g.token(t, "auditor", "auditors"), "--dry-run")
+	require.NotEqual(t, 0, code, "auditors may not run retention")
+	require.Contains(t, out, "403")
+
+	admin := g.token(t, "admin", "gatehouse-admins")
+	code, out = run(admin, "--dry-run")
+	require.Equal(t, 0, code, out)
+	require.Regexp(t, `demo\s+202001\s+2020-01-15\s+1\s+720h0m0s\s+env=dev`, out)
+	require.Contains(t, out, "would drop 1 partition(s), 1 event(s)")
+	code, out = run(admin)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "dropped 1 partition(s), 1 event(s)")
+	var n uint64
+	require.NoError(t, ch.QueryRow(ctx, "SELECT count() FROM "+g.chDB+".events WHERE id = 'old-event'").Scan(&n))
+	require.Zero(t, n)
+	var payload string
+	require.Eventually(t, func() bool {
+		return ch.QueryRow(ctx, "SELECT payload FROM "+g.chDB+".events WHERE type = 'audit.retention' AND identity_sub = 'admin'").Scan(&payload) == nil
+	}, 20*time.Second, 100*time.Millisecond, "the run is in the trail")
+	require.Contains(t, payload, `"resource":"demo","month":202001`)
+	code, out = run(admin)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "dropped 0 partition(s)")
 }

@@ -86,7 +86,7 @@ var modules = map[string]module{
 	"proxy-postgres": {deps: []string{"bus", "desired", "identity", "publisher", "server"}, public: true, help: "PostgreSQL proxy", build: (*App).proxyPostgresService},
 	"approvals":      {deps: []string{"bus", "identity", "server"}, public: true, help: "approvals: state from GH_APPROVALS, API, deadlines", build: (*App).approvalsService},
 	"sinks":          {deps: []string{"bus"}, public: true, help: "push the audit trail to the configured SIEM sinks", build: (*App).sinksService},
-	"ingest":         {deps: []string{"bus", "clickhouse", "server"}, public: true, help: "JetStream → ClickHouse", build: (*App).ingestService},
+	"ingest":         {deps: []string{"bus", "clickhouse", "desired", "identity", "server"}, public: true, help: "JetStream → ClickHouse, and retention", build: (*App).ingestService},
 	"query":          {deps: []string{"bus", "clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay, audit verify, export", build: (*App).queryService},
 	"all":            {deps: []string{"policy", "approvals", "proxy-postgres", "ingest", "query", "sinks"}, public: true, help: "every component, NATS embedded unless nats.url is set"},
 }

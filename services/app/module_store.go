@@ -8,6 +8,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
+	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/seal"
@@ -29,13 +30,33 @@ func (a *App) clickhouseService() *Service {
 
 func (a *App) ingestService() *Service {
 	var in *ingest.Ingester
+	var ret *ingest.Retention
 	return &Service{
 		Start: func(ctx context.Context) error {
 			in = ingest.New(ingest.Config{Database: a.cfg.ClickHouse.Database, BatchSize: a.cfg.Ingest.BatchSize, FlushInterval: a.cfg.Ingest.FlushInterval},
 				a.bus.JS, a.ch, a.reg, a.component("ingest"))
-			return in.Start(ctx)
+			if err := in.Start(ctx); err != nil {
+				return err
+			}
+			ret = &ingest.Retention{Database: a.cfg.ClickHouse.Database, CH: a.ch, Config: a.cfg.Audit.Retention, Log: a.component("retention"),
+				Labels: func(name string) (map[string]string, bool) {
+					r, ok := a.resources.Resource(name)
+					if !ok {
+						return nil, false
+					}
+					return r.Labels, true
+				},
+				Record: func(ctx context.Context, e schemas.Event) error { return bus.RecordControl(ctx, a.bus.JS, e) },
+			}
+			(&ingest.RetentionAPI{Retention: ret, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups}).Register(a.echo)
+			return nil
 		},
-		Run: func(ctx context.Context) error { return in.Run(ctx) },
+		Run: func(ctx context.Context) error {
+			if a.cfg.Audit.Retention.Enabled() {
+				go ret.Schedule(ctx, schemas.Identity{Subject: "gatehouse-retention", Kind: "system"})
+			}
+			return in.Run(ctx)
+		},
 	}
 }
 

@@ -269,14 +269,7 @@ func (s *Service) RevokeGrant(rv revoke.Revocation) {
 
 // recordConfigEvent puts a one-event record into GH_AUDIT (resource _config).
 func recordConfigEvent(ctx context.Context, js jetstream.JetStream, e *schemas.Event) error {
-	c := *e
-	c.SessionID, c.Seq, c.Resource = c.ID, 1, bus.ConfigResource
-	var err error
-	if c.Hash, err = c.ComputeHash(); err != nil {
-		return err
-	}
-	_, err = js.Publish(ctx, bus.AuditSubject(bus.ConfigResource, c.SessionID, c.Type), c.AppendJSON(nil), jetstream.WithMsgID(c.ID))
-	return err
+	return bus.RecordControl(ctx, js, *e)
 }
 
 // Get returns a copy of an approval.

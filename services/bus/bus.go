@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // Names shared by all components: the contract between them.
@@ -123,4 +126,32 @@ func (b *Bus) Close() {
 	if err := b.NC.Drain(); err != nil {
 		b.NC.Close()
 	}
+}
+
+// RecordControl puts a record that belongs to no session into GH_AUDIT: a one-event
+// session of resource _config (desired-state changes, revocations, grants, retention runs).
+// It fills in what e leaves empty (id, time, code) and the chain fields.
+func RecordControl(ctx context.Context, js jetstream.JetStream, e schemas.Event) error {
+	if e.ID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		e.ID = id.String()
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC().Truncate(time.Microsecond)
+	}
+	if e.Code == "" {
+		e.Code = schemas.Codes[e.Type]
+	}
+	e.SessionID, e.Seq, e.Resource, e.PrevHash = e.ID, 1, ConfigResource, ""
+	var err error
+	if e.Hash, err = e.ComputeHash(); err != nil {
+		return err
+	}
+	if _, err := js.Publish(ctx, AuditSubject(ConfigResource, e.SessionID, e.Type), e.AppendJSON(nil), jetstream.WithMsgID(e.ID)); err != nil {
+		return fmt.Errorf("record %s: %w", e.Type, err)
+	}
+	return nil
 }

@@ -168,7 +168,34 @@ type Audit struct {
 	MaxResultBytes int `yaml:"max_result_bytes"`
 	// MaxSQLBytes bounds the statement text recorded in db.query.
 	MaxSQLBytes int `yaml:"max_sql_bytes"`
+	// Retention drops old months of the audit trail in ClickHouse.
+	Retention Retention `yaml:"retention"`
 }
+
+// Retention says how long ClickHouse keeps the audit trail, per resource label. The trail
+// is partitioned by resource and month; the ingest service drops a partition once its
+// newest event is older than the period of the first rule matching the resource's labels
+// (default for resources no rule matches, removed resources, and _config's control
+// events). Each run that drops something is recorded as an audit.retention event.
+type Retention struct {
+	// Default is the period for what no rule matches; 0 keeps it for ever.
+	Default time.Duration   `yaml:"default"`
+	Rules   []RetentionRule `yaml:"rules"`
+	// Interval between runs (default 1h).
+	Interval time.Duration `yaml:"interval"`
+}
+
+// RetentionRule keeps the events of resources carrying all of Labels for Keep.
+type RetentionRule struct {
+	Labels map[string]string `yaml:"labels"`
+	Keep   time.Duration     `yaml:"keep"`
+}
+
+// Enabled says whether anything is ever dropped.
+func (r Retention) Enabled() bool { return r.Default > 0 || len(r.Rules) > 0 }
+
+// MinRetention is the shortest period accepted: a mistyped "1h" must not empty the trail.
+const MinRetention = 24 * time.Hour
 
 // ClickHouse is the audit store.
 type ClickHouse struct {
@@ -422,6 +449,7 @@ func (c *Config) ApplyDefaults() {
 	defInt(&c.Audit.ResultChunkBytes, 64<<10)
 	defInt(&c.Audit.MaxResultBytes, 1<<20)
 	defInt(&c.Audit.MaxSQLBytes, 64<<10)
+	defDur(&c.Audit.Retention.Interval, time.Hour)
 	for i := range c.Grants {
 		g := &c.Grants[i]
 		defDur(&g.MaxDuration, 8*time.Hour)
@@ -519,6 +547,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.SpoolBytes < 1<<20 {
 		ck.add("audit.spool_bytes", "%d is below the 1 MiB minimum", c.Audit.SpoolBytes)
+	}
+	if d := c.Audit.Retention.Default; d != 0 && d < MinRetention {
+		ck.add("audit.retention.default", "%s is below the %s minimum (0 keeps for ever)", d, MinRetention)
+	}
+	for i, r := range c.Audit.Retention.Rules {
+		p := fmt.Sprintf("audit.retention.rules[%d]", i)
+		if len(r.Labels) == 0 {
+			ck.add(p+".labels", "required (the labels a resource must carry, e.g. env: production)")
+		}
+		if r.Keep < MinRetention {
+			ck.add(p+".keep", "%s is below the %s minimum", r.Keep, MinRetention)
+		}
+	}
+	if c.Audit.Retention.Interval < time.Minute {
+		ck.add("audit.retention.interval", "%s is below the 1m minimum", c.Audit.Retention.Interval)
 	}
 	if c.Audit.Linger < 0 || c.Audit.Linger > time.Second {
 		ck.add("audit.linger", "%s is out of range (0 to 1s)", c.Audit.Linger)

@@ -75,6 +75,9 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"policy on unknown resource", strings.Replace(valid, "resources: [demo]", "resources: [nope]", 1), `policies[0].resources[0]: unknown resource "nope"`},
 		{"bad effect", strings.Replace(valid, "effect: allow", "effect: maybe", 1), `policies[0].rules[0].effect: "maybe" is not one of allow, mask, require_approval, deny`},
 		{"bad nats url", strings.Replace(valid, "nats://127.0.0.1:4222", "127.0.0.1:4222", 1), `nats.url: "127.0.0.1:4222" is not a URL`},
+		{"retention too short", "audit: {retention: {default: 1h}}", "audit.retention.default: 1h0m0s is below the 24h0m0s minimum"},
+		{"retention rule without labels", "audit: {retention: {rules: [{keep: 8760h}]}}", "audit.retention.rules[0].labels: required"},
+		{"retention rule too short", "audit: {retention: {rules: [{labels: {env: prod}, keep: 2h}]}}", "audit.retention.rules[0].keep: 2h0m0s is below"},
 		{"issuer not a URL", strings.Replace(valid, "https://idp.example.com", "idp", 1), `identity.issuers[0].issuer: "idp" must be an http(s) URL`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

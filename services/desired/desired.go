@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/pmezard/go-difflib/difflib"
 	"gopkg.in/yaml.v3"
@@ -357,19 +356,9 @@ func (l *LiveResources) Names() []string {
 // its own (sequence 1, hash-chained from nothing), on gh.audit._config.<id>.policy.changed.
 func Record(ctx context.Context, js jetstream.JetStream, c Change, who schemas.Identity, source string, revision uint64) error {
 	payload := &schemas.PolicyChanged{Kind: c.Kind, Name: c.Name, Action: c.Action, Diff: c.Diff, Source: source}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return err
-	}
-	ev := schemas.Event{ID: id.String(), Type: schemas.TypePolicyChanged, Code: schemas.CodePolicyChanged,
-		Time: time.Now().UTC().Truncate(time.Microsecond), SessionID: id.String(), Seq: 1, Identity: who,
-		Resource: bus.ConfigResource, PolicyRevision: revision, Payload: payload.AppendJSON(nil)}
-	if ev.Hash, err = ev.ComputeHash(); err != nil {
-		return err
-	}
-	data := ev.AppendJSON(nil)
-	if _, err := js.Publish(ctx, bus.AuditSubject(bus.ConfigResource, ev.SessionID, ev.Type), data, jetstream.WithMsgID(ev.ID)); err != nil {
-		return fmt.Errorf("record %s change of %s: %w", c.Kind, c.Name, err)
+	ev := schemas.Event{Type: schemas.TypePolicyChanged, Identity: who, PolicyRevision: revision, Payload: payload.AppendJSON(nil)}
+	if err := bus.RecordControl(ctx, js, ev); err != nil {
+		return fmt.Errorf("%s %s: %w", c.Kind, c.Name, err)
 	}
 	return nil
 }

@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -87,17 +86,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, r Revocation, who sche
 	if !r.Until.IsZero() {
 		p.Until = r.Until.UTC().Format(time.RFC3339)
 	}
-	id, _ := uuid.NewV7()
-	ev := schemas.Event{ID: id.String(), Type: schemas.TypeRevocation, Code: schemas.CodeRevocation, Time: time.Now().UTC().Truncate(time.Microsecond),
-		SessionID: id.String(), Seq: 1, Identity: who, Resource: bus.ConfigResource, Payload: p.AppendJSON(nil)}
-	var err error
-	if ev.Hash, err = ev.ComputeHash(); err != nil {
-		return err
-	}
-	if _, err := js.Publish(ctx, bus.AuditSubject(bus.ConfigResource, ev.SessionID, ev.Type), ev.AppendJSON(nil), jetstream.WithMsgID(ev.ID)); err != nil {
-		return fmt.Errorf("record revocation: %w", err)
-	}
-	return nil
+	return bus.RecordControl(ctx, js, schemas.Event{Type: schemas.TypeRevocation, Identity: who, Payload: p.AppendJSON(nil)})
 }
 
 // Registry is a proxy's view of the revocations in force.
