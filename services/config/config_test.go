@@ -78,6 +78,9 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"retention too short", "audit: {retention: {default: 1h}}", "audit.retention.default: 1h0m0s is below the 24h0m0s minimum"},
 		{"retention rule without labels", "audit: {retention: {rules: [{keep: 8760h}]}}", "audit.retention.rules[0].labels: required"},
 		{"retention rule too short", "audit: {retention: {rules: [{labels: {env: prod}, keep: 2h}]}}", "audit.retention.rules[0].keep: 2h0m0s is below"},
+		{"syslog sink without port", "sinks: [{name: s, type: syslog, address: siem.example}]", `sinks[0].address: "siem.example" is not host:port`},
+		{"syslog sink bad facility", "sinks: [{name: s, type: syslog, address: \"siem:6514\", facility: kernel}]", `sinks[0].facility: "kernel" is not a syslog facility`},
+		{"syslog sink half a client cert", "sinks: [{name: s, type: syslog, address: \"siem:6514\", tls: {cert_file: c.pem}}]", "sinks[0].tls: cert_file and key_file go together"},
 		{"issuer not a URL", strings.Replace(valid, "https://idp.example.com", "idp", 1), `identity.issuers[0].issuer: "idp" must be an http(s) URL`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

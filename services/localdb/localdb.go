@@ -31,7 +31,8 @@ func FreePort() (int, error) {
 // proc is a child server process.
 type proc struct {
 	cmd  *exec.Cmd
-	done chan error
+	done chan struct{} // closed when the process has exited (err says how)
+	err  error
 	log  string
 }
 
@@ -51,8 +52,8 @@ func startProc(cmd *exec.Cmd, logPath string) (*proc, error) {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
-	p := &proc{cmd: cmd, done: make(chan error, 1), log: logPath}
-	go func() { p.done <- cmd.Wait(); lf.Close() }()
+	p := &proc{cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() { p.err = cmd.Wait(); lf.Close(); close(p.done) }()
 	return p, nil
 }
 
@@ -80,8 +81,7 @@ func (p *proc) kill() {
 
 func (p *proc) exited() bool {
 	select {
-	case err := <-p.done:
-		p.done <- err
+	case <-p.done:
 		return true
 	default:
 		return false

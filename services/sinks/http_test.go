@@ -54,7 +54,7 @@ func TestHTTPSinkDeliversEveryEventOnceAcrossFailuresAndRestarts(t *testing.T) {
 	defer srv.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	run := func() (cancel func()) {
-		s := &sinks.HTTP{Name: "siem", URL: srv.URL, Token: "Splunk hec-token", BatchSize: 7, Flush: 50 * time.Millisecond, Log: log}
+		s := &sinks.Sink{Name: "siem", To: &sinks.HTTP{URL: srv.URL, Token: "Splunk hec-token"}, BatchSize: 7, Flush: 50 * time.Millisecond, Log: log}
 		require.NoError(t, s.Start(ctx, b.JS))
 		c, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
