@@ -90,6 +90,12 @@ func tamperEvidence(t *testing.T, g *gateway, ch driver.Conn, since time.Time) {
 		require.Contains(t, out, fmt.Sprintf("%-9s session %s", kind, session), out)
 	}
 	require.Contains(t, out, "the audit trail does not verify")
+	// The streamed replay of the altered session says so after its events.
+	var replay query.Replay
+	require.NoError(t, g.cliJSON(t, g.token(t, "auditor", "auditors"), &replay, "sessions", "replay", s[0]))
+	require.False(t, replay.ChainOK)
+	require.Contains(t, replay.ChainError, "hash mismatch (event altered)")
+	require.Contains(t, string(replay.Events[1].Payload), "nothing to see")
 }
 
 // siemExport pages through GET /api/v1/export from the start, resuming from each answer's

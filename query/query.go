@@ -170,27 +170,99 @@ type Replay struct {
 	ChainError string          `json:"chain_error,omitempty"`
 }
 
+// replay streams a session as a Replay object: the events go out as ClickHouse returns
+// them (a session of 100,000 events starts arriving at once, and the gateway never holds it
+// whole), with the chain checked on the way; chain_ok follows the events.
 func (a *API) replay(c echo.Context) error {
 	id := c.Param("id")
-	evs, err := ReadSession(c.Request().Context(), a.ch, a.db, id)
+	ctx := c.Request().Context()
+	rows, err := a.ch.Query(ctx, sessionQuery(a.db), id)
 	if err != nil {
 		return a.storeError(err)
 	}
-	if len(evs) == 0 {
+	defer rows.Close()
+	var e schemas.Event
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return a.storeError(err)
+		}
 		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no session %q (events may take a few seconds to arrive)", id))
 	}
-	r := Replay{SessionID: id, Events: evs, ChainOK: true}
-	if err := schemas.VerifyChain(evs); err != nil {
-		r.ChainOK, r.ChainError = false, err.Error()
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	w.WriteHeader(http.StatusOK)
+	buf := append([]byte(`{"session_id":`), schemas.AppendJSONString(nil, id)...)
+	buf = append(buf, `,"events":[`...)
+	var chain schemas.Chain
+	var chainErr error
+	for n := 0; ; n++ {
+		if err := scanEvent(rows, &e); err != nil {
+			a.log.Error("replay: reading the session failed midway", "session", id, "err", err)
+			return nil // the client sees a truncated body, not a valid replay
+		}
+		if chainErr == nil {
+			chainErr = chain.Add(&e)
+		}
+		if n > 0 {
+			buf = append(buf, ',')
+		}
+		buf = e.AppendJSON(buf)
+		// The first events go out at once; then in pieces of about 64 KiB.
+		if n == 0 || len(buf) >= 64<<10 {
+			if _, err := w.Write(buf); err != nil {
+				return nil
+			}
+			if n == 0 {
+				w.Flush()
+			}
+			buf = buf[:0]
+		}
+		if !rows.Next() {
+			break
+		}
 	}
-	return c.JSON(http.StatusOK, r)
+	if err := rows.Err(); err != nil {
+		a.log.Error("replay: reading the session failed midway", "session", id, "err", err)
+		return nil
+	}
+	buf = append(buf, `],"chain_ok":`...)
+	if chainErr == nil {
+		buf = append(buf, "true}\n"...)
+	} else {
+		buf = append(buf, `false,"chain_error":`...)
+		buf = schemas.AppendJSONString(buf, chainErr.Error())
+		buf = append(buf, "}\n"...)
+	}
+	_, _ = w.Write(buf)
+	return nil
+}
+
+func sessionQuery(db string) string {
+	return `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_issuer,
+		identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload
+		FROM ` + db + `.events FINAL WHERE session_id = ? ORDER BY seq`
+}
+
+// scanEvent reads the current row of a sessionQuery into e.
+func scanEvent(rows driver.Rows, e *schemas.Event) error {
+	var us uint64
+	var payload string
+	*e = schemas.Event{}
+	if err := rows.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Issuer,
+		&e.Identity.Groups, &e.Identity.Kind, &e.Identity.OnBehalfOf, &e.PolicyRevision, &e.PrevHash, &e.Hash, &payload); err != nil {
+		return err
+	}
+	if len(e.Identity.Groups) == 0 {
+		e.Identity.Groups = nil
+	}
+	e.Time = time.UnixMicro(int64(us)).UTC()
+	e.Payload = json.RawMessage(payload)
+	return nil
 }
 
 // ReadSession reads one session's events from ClickHouse in sequence order.
 func ReadSession(ctx context.Context, ch driver.Conn, db, session string) ([]schemas.Event, error) {
-	rows, err := ch.Query(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_issuer,
-		identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload
-		FROM `+db+`.events FINAL WHERE session_id = ? ORDER BY seq`, session)
+	rows, err := ch.Query(ctx, sessionQuery(db), session)
 	if err != nil {
 		return nil, err
 	}
@@ -198,17 +270,9 @@ func ReadSession(ctx context.Context, ch driver.Conn, db, session string) ([]sch
 	var out []schemas.Event
 	for rows.Next() {
 		var e schemas.Event
-		var us uint64
-		var payload string
-		if err := rows.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Issuer,
-			&e.Identity.Groups, &e.Identity.Kind, &e.Identity.OnBehalfOf, &e.PolicyRevision, &e.PrevHash, &e.Hash, &payload); err != nil {
+		if err := scanEvent(rows, &e); err != nil {
 			return nil, err
 		}
-		if len(e.Identity.Groups) == 0 {
-			e.Identity.Groups = nil
-		}
-		e.Time = time.UnixMicro(int64(us)).UTC()
-		e.Payload = json.RawMessage(payload)
 		out = append(out, e)
 	}
 	return out, rows.Err()

@@ -42,23 +42,37 @@ func (e *Event) Decode(p Payload) error {
 // VerifyChain checks that events (one session, in sequence order) form an unbroken hash
 // chain starting at sequence 1. It returns the first problem found.
 func VerifyChain(events []Event) error {
-	prev := ""
+	var c Chain
 	for i := range events {
-		e := &events[i]
-		if want := uint64(i + 1); e.Seq != want {
-			return fmt.Errorf("event %s: sequence %d, want %d (missing or reordered event)", e.ID, e.Seq, want)
-		}
-		if e.PrevHash != prev {
-			return fmt.Errorf("event %s (seq %d): prev_hash does not match the previous event's hash", e.ID, e.Seq)
-		}
-		h, err := e.ComputeHash()
-		if err != nil {
+		if err := c.Add(&events[i]); err != nil {
 			return err
 		}
-		if h != e.Hash {
-			return fmt.Errorf("event %s (seq %d): hash mismatch (event altered)", e.ID, e.Seq)
-		}
-		prev = e.Hash
 	}
+	return nil
+}
+
+// Chain checks a session's events one at a time, in order, as VerifyChain does (for a
+// replay that streams). The zero value expects the first event.
+type Chain struct {
+	n    uint64
+	prev string
+}
+
+// Add checks the next event.
+func (c *Chain) Add(e *Event) error {
+	if want := c.n + 1; e.Seq != want {
+		return fmt.Errorf("event %s: sequence %d, want %d (missing or reordered event)", e.ID, e.Seq, want)
+	}
+	if e.PrevHash != c.prev {
+		return fmt.Errorf("event %s (seq %d): prev_hash does not match the previous event's hash", e.ID, e.Seq)
+	}
+	h, err := e.ComputeHash()
+	if err != nil {
+		return err
+	}
+	if h != e.Hash {
+		return fmt.Errorf("event %s (seq %d): hash mismatch (event altered)", e.ID, e.Seq)
+	}
+	c.n, c.prev = e.Seq, e.Hash
 	return nil
 }
