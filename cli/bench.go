@@ -18,8 +18,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "ingest" {
 		return benchIngest(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "audit" {
+		return benchAudit(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "postgres" {
-		return usageError{"bench needs a target: postgres or ingest"}
+		return usageError{"bench needs a target: postgres, ingest or audit"}
 	}
 	fs := newFlags("bench postgres", "bench postgres [--duration 10s] [--modes simple,extended,prepared] [--clients 1,8,32]", stderr)
 	duration := fs.Duration("duration", 10e9, "length of each pgbench run")
@@ -103,4 +106,29 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+func benchAudit(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench audit", "bench audit [--events 10000000] [--replay-events 100000] [--runs 3]", stderr)
+	events := fs.Int("events", 10_000_000, "events generated in ClickHouse")
+	replay := fs.Int("replay-events", 100_000, "events of the one long session whose replay is timed")
+	runs := fs.Int("runs", 3, "runs per query (medians are reported)")
+	asJSON := fs.Bool("json", false, "print the result as JSON too")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *events < 40 || *replay < 1 || *runs < 1 {
+		return usageError{"--events must be at least 40, --replay-events and --runs positive"}
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	res, err := bench.Audit(ctx, bench.AuditOptions{Events: *events, ReplayEvents: *replay, Runs: *runs,
+		Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	return nil
 }

@@ -53,6 +53,7 @@ Usage:
   gatehouse resource get                print the resources (passwords redacted)
   gatehouse bench postgres [flags]      pgbench -S: direct vs PgBouncer vs Gatehouse, one run
   gatehouse bench ingest [flags]        events per second from JetStream into ClickHouse
+  gatehouse bench audit [flags]         evidence reports over 10M events, replay of a 100k session
 
 Run 'gatehouse COMMAND --help' for a command's flags.
 Environment: GATEHOUSE_URL (API base, default http://127.0.0.1:8080), GATEHOUSE_TOKEN.

@@ -90,12 +90,23 @@ func tamperEvidence(t *testing.T, g *gateway, ch driver.Conn, since time.Time) {
 		require.Contains(t, out, fmt.Sprintf("%-9s session %s", kind, session), out)
 	}
 	require.Contains(t, out, "the audit trail does not verify")
+	// A row stored twice as it was (an insert retried after a crash) is replayed once.
+	var intact string
+	require.NoError(t, ch.QueryRow(ctx, "SELECT any(session_id) FROM "+db+".events WHERE type = 'session.sealed' AND session_id NOT IN (?, ?, ?, ?)", s[0], s[1], s[2], s[3]).Scan(&intact))
+	var before query.Replay
+	require.NoError(t, g.cliJSON(t, g.token(t, "auditor", "auditors"), &before, "sessions", "replay", intact))
+	exec("INSERT INTO "+db+".events ("+cols+") SELECT "+cols+" FROM "+db+".events WHERE session_id = ? AND seq = 2", intact)
+	var twice query.Replay
+	require.NoError(t, g.cliJSON(t, g.token(t, "auditor", "auditors"), &twice, "sessions", "replay", intact))
+	require.True(t, twice.ChainOK, twice.ChainError)
+	require.Equal(t, before.Events, twice.Events)
 	// The streamed replay of the altered session says so after its events.
 	var replay query.Replay
 	require.NoError(t, g.cliJSON(t, g.token(t, "auditor", "auditors"), &replay, "sessions", "replay", s[0]))
 	require.False(t, replay.ChainOK)
-	require.Contains(t, replay.ChainError, "hash mismatch (event altered)")
-	require.Contains(t, string(replay.Events[1].Payload), "nothing to see")
+	// Before ClickHouse merges the rewritten row over the original, both are stored: either
+	// one is replayed first, and either way the alteration is named.
+	require.Contains(t, replay.ChainError, "(event altered)")
 }
 
 // siemExport pages through GET /api/v1/export from the start, resuming from each answer's
