@@ -34,6 +34,8 @@ type Ingester struct {
 	ch   driver.Conn
 	log  *slog.Logger
 	cons jetstream.Consumer
+	// migrated: the schema is in place (Run migrates first when Start could not).
+	migrated bool
 
 	rows    prometheus.Counter
 	invalid prometheus.Counter
@@ -55,19 +57,15 @@ func New(cfg Config, js jetstream.JetStream, ch driver.Conn, reg prometheus.Regi
 	return in
 }
 
-// Start migrates ClickHouse (retrying while it comes up) and creates the durable consumer.
+// Start migrates ClickHouse when it is up and creates the durable consumer. When ClickHouse
+// is down, Start does not wait for it (the rest of the process comes up): Run retries the
+// migrations with backoff for as long as it takes, and events wait in JetStream meanwhile.
 func (in *Ingester) Start(ctx context.Context) error {
 	var err error
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if err = Migrate(ctx, in.ch, in.cfg.Database); err == nil {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("clickhouse migrations: %w", err)
-		}
-		in.log.Warn("clickhouse not ready; retrying migrations", "err", err)
-		time.Sleep(time.Second)
+	if err := Migrate(ctx, in.ch, in.cfg.Database); err != nil {
+		in.log.Warn("clickhouse not ready; migrations will be retried", "err", err)
+	} else {
+		in.migrated = true
 	}
 	in.cons, err = in.js.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{
 		Durable:   ConsumerName,
@@ -86,6 +84,17 @@ func (in *Ingester) Start(ctx context.Context) error {
 
 // Run fetches and inserts batches until ctx ends.
 func (in *Ingester) Run(ctx context.Context) error {
+	for backoff := 500 * time.Millisecond; !in.migrated; backoff = min(backoff*2, 10*time.Second) {
+		sleep(ctx, backoff)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := Migrate(ctx, in.ch, in.cfg.Database); err != nil {
+			in.log.Warn("clickhouse not ready; retrying migrations", "backoff", backoff, "err", err)
+			continue
+		}
+		in.migrated = true
+	}
 	go in.watchLag(ctx)
 	// Fetching and decoding the next batch overlaps inserting this one: a batch is acked
 	// only after its insert, in order, so nothing is acknowledged before it is stored.

@@ -73,10 +73,19 @@ func TestNoLoss(t *testing.T) {
 	publish(0, 8000)
 	require.Eventually(t, func() bool { return count("SELECT count() FROM gatehouse.events") >= 1000 }, time.Minute, 50*time.Millisecond)
 
+	// ClickHouse is down for over a minute (twice the ingest consumer's ack wait) under a
+	// running ingest: it keeps its batch alive, backs off, and catches up.
+	ch.Kill()
+	publish(8000, 11000)
+	time.Sleep(65 * time.Second)
+	require.NoError(t, ch.Restart(ctx))
+	require.Eventually(t, func() bool { return count("SELECT count() FROM gatehouse.events FINAL") == 11000 }, 2*time.Minute, 200*time.Millisecond,
+		"after the outage, every event published so far")
+
 	// Crash both in the middle of the stream.
 	first.kill()
 	ch.Kill()
-	publish(8000, 14000)
+	publish(11000, 14000)
 
 	// Ingest comes back while ClickHouse is still down: it waits and retries.
 	second := runIngest()

@@ -102,8 +102,10 @@ func (a *API) evidence(c echo.Context) error {
 	}
 	// Rows are deduplicated by event id (uniqExact, LIMIT 1 BY) rather than with FINAL,
 	// which merges the whole table on one thread; the date bounds let ClickHouse skip the
-	// partitions outside the range. The dates come from parsed times, never from text.
-	rng := fmt.Sprintf("date >= '%s' AND date <= '%s' AND time_us >= ? AND time_us < ?", since.UTC().Format("2006-01-02"), until.UTC().Format("2006-01-02"))
+	// partitions outside the range (a day wider on each side: the date column is in the
+	// server's time zone). The dates come from parsed times, never from text.
+	rng := fmt.Sprintf("date >= '%s' AND date <= '%s' AND time_us >= ? AND time_us < ?",
+		since.UTC().AddDate(0, 0, -1).Format("2006-01-02"), until.UTC().AddDate(0, 0, 1).Format("2006-01-02"))
 	rows, err := a.ch.Query(c.Request().Context(), strings.ReplaceAll(replaceDB(q.sql, a.db), "{range}", rng), args...)
 	if err != nil {
 		return a.storeError(err)
