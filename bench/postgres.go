@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,8 +39,11 @@ type Options struct {
 	// IdleSessions, when > 0, also opens that many idle sessions through Gatehouse and
 	// reports the proxy's memory per session.
 	IdleSessions int
-	Log          *slog.Logger
-	Out          io.Writer
+	// HeapProfile, when set, is where a heap profile of this process is written after the
+	// pgbench runs (Gatehouse, with its embedded NATS server, runs in it).
+	HeapProfile string
+	Log         *slog.Logger
+	Out         io.Writer
 }
 
 // Result is one pgbench run.
@@ -130,12 +134,30 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 		}
 	}
 	PrintTable(o.Out, results)
+	if o.HeapProfile != "" {
+		if err := writeHeapProfile(o.HeapProfile); err != nil {
+			return results, err
+		}
+	}
 	if o.IdleSessions > 0 {
 		if err := idleSessions(ctx, o, gw, pg.Port); err != nil {
 			return results, fmt.Errorf("idle sessions: %w", err)
 		}
 	}
 	return results, nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return f.Close()
 }
 
 func pgbench(ctx context.Context, port int, user, pass string, args ...string) ([]byte, error) {

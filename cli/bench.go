@@ -34,6 +34,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	idle := fs.Int("idle-sessions", 0, "also hold this many idle sessions through Gatehouse and report memory per session")
 	asJSON := fs.Bool("json", false, "print the results as JSON after the table")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (Gatehouse runs in it) to FILE")
+	heapProfile := fs.String("memprofile", "", "write a heap profile of this process to FILE after the pgbench runs")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -53,7 +54,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	res, err := bench.Postgres(ctx, bench.Options{Duration: *duration, Modes: strings.Split(*modes, ","), Clients: cs, Scale: *scale,
-		PgBouncer: !*noBouncer, Strict: !*noStrict, IdleSessions: *idle, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
+		PgBouncer: !*noBouncer, Strict: !*noStrict, IdleSessions: *idle, HeapProfile: *heapProfile, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
 	if err != nil {
 		return err
 	}

@@ -116,7 +116,8 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		{Name: "all", Effect: "allow", When: "true"},
 		{Name: "no-drop", Effect: "deny", When: `request.sql.kinds.exists(k, k.startsWith("drop")) && "public.items" in request.sql.tables`, Reason: "no drops in tests"},
 		{Name: "keep-large-objects", Effect: "deny", When: `"lo_unlink" in request.sql.functions`, Reason: "large objects are kept"},
-	}}, {Name: "masking", Resources: []string{"app-masked"}, Rules: maskRules}}, 1)
+	}}, {Name: "masking", Resources: []string{"app-masked"}, Rules: maskRules},
+		{Name: "by-table", Resources: []string{"app-tables"}, Rules: tableMaskRules}}, 1)
 	require.NoError(t, err)
 
 	certDir := t.TempDir()
@@ -135,6 +136,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		"app-rot":    {Name: "app-rot", Type: "postgres", Audit: "buffered", Postgres: backend("app_rot", "", rotFile)},
 		"app-tls":    {Name: "app-tls", Type: "postgres", Audit: "strict", RequireTLS: true, Postgres: backend("app", "app-secret", "")},
 		"app-masked": {Name: "app-masked", Type: "postgres", Audit: "buffered", Postgres: backend("app", "app-secret", "")},
+		"app-tables": {Name: "app-tables", Type: "postgres", Audit: "buffered", Postgres: backend("app", "app-secret", "")},
 		"app-long": {Name: "app-long", Type: "postgres", Audit: "buffered", TokenExpiry: "continue", MaxSessionLifetime: 4 * time.Second,
 			Postgres: backend("app", "app-secret", "")},
 	}

@@ -43,6 +43,8 @@ type entry struct {
 	q       *session.Query // 'D' of a statement: whose columns its RowDescription gives
 	errSeen bool
 	inject  []byte
+	ops     []nameOp       // names the statement creates or drops, in order (see names.go)
+	opsQ    *session.Query // the statement that does them
 }
 
 // lookupResult is the answer to one of the proxy's own queries: the first column of its
@@ -128,6 +130,15 @@ type conn struct {
 
 	descMu    sync.Mutex
 	described map[*session.Query][]schemas.Column // a prepared statement's columns, from its Describe
+
+	// The namespace of prepared statements and cursors as SQL changes it (names.go).
+	cursors         map[string]*session.Query // cursor name → the DECLARE that made it; client loop only
+	stmtNames       map[*session.Query][]nameOp
+	lastOps         []nameOp // what the statement just decided does to names; client loop only
+	nameOpsInFlight atomic.Int32
+	namesChanged    atomic.Bool
+	nameMu          sync.Mutex
+	nameChanges     []nameChange
 }
 
 func (s *Server) run(ctx context.Context, st *startState) {
@@ -137,6 +148,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 		stmts: map[string]*session.Query{}, portals: map[string]*portal{}, stmtUsed: map[*session.Query]bool{}}
 	c.qcond = sync.NewCond(&c.qmu)
 	c.txStatus.Store(uint32(st.backend.TxStatus))
+	sess.Resolve = c.resolve
 	log := s.log.With("session", sess.ID, "sub", st.identity.Subject, "resource", st.resource.Name)
 
 	if err := sess.Start(ctx, &schemas.SessionStart{Protocol: "postgres", ClientAddr: st.conn.RemoteAddr().String(),
@@ -495,6 +507,15 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 	if c.skipToSync && typ != 'S' {
 		return nil, nil
 	}
+	if c.nameOpsInFlight.Load() > 0 || c.namesChanged.Load() {
+		switch typ {
+		case 'Q', 'P', 'B', 'E', 'D', 'C':
+			if err := c.syncNames(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	c.lastOps = nil
 	switch typ {
 	case 'Q':
 		sql, _, err := cstring(body)
@@ -524,11 +545,23 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			c.respond(append(encode(pgError("ERROR", "42501", "Gatehouse cannot apply the masking policy: "+err.Error(), "")), c.readyForQuery()...))
 			return nil, nil
 		}
-		return raw, c.push(&entry{kind: 'Q', res: c.sess.NewResult(q), mask: rm})
+		en := &entry{kind: 'Q', res: c.sess.NewResult(q), mask: rm}
+		if len(c.lastOps) > 0 {
+			en.ops, en.opsQ = c.lastOps, q
+			c.nameOpsInFlight.Add(1)
+		}
+		return raw, c.push(en)
 	case 'P':
 		var p pgproto3.Parse
 		if err := p.Decode(body); err != nil {
 			return nil, fmt.Errorf("Parse: %w", err)
+		}
+		if _, exists := c.stmts[p.Name]; exists && p.Name != "" {
+			// As PostgreSQL answers it; the name keeps standing for its statement.
+			c.respond(duplicateStatement(p.Name))
+			c.skipToSync = true
+			c.abortAtSync = c.sentSinceSync || c.txStatus.Load() == 'T'
+			return nil, nil
 		}
 		if _, exists := c.stmts[p.Name]; !exists && len(c.stmts) >= maxPreparedStatements {
 			c.respond(encode(pgError("ERROR", "53400", fmt.Sprintf("too many prepared statements (limit %d); deallocate some", maxPreparedStatements), "")))
@@ -551,7 +584,14 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			c.abortAtSync = c.sentSinceSync || c.txStatus.Load() == 'T'
 			return nil, nil
 		}
+		c.dropStatement(p.Name) // the unnamed statement: every Parse replaces it
 		c.stmts[p.Name] = q
+		if len(c.lastOps) > 0 {
+			if c.stmtNames == nil {
+				c.stmtNames = map[*session.Query][]nameOp{}
+			}
+			c.stmtNames[q] = c.lastOps
+		}
 		c.sentSinceSync = true
 		return raw, c.push(&entry{kind: 'P'})
 	case 'B':
@@ -559,9 +599,12 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		if err := b.Decode(body); err != nil {
 			return nil, fmt.Errorf("Bind: %w", err)
 		}
-		if q, ok := c.stmts[b.PreparedStatement]; ok {
-			if len(c.portals) < maxPreparedStatements || c.portals[b.DestinationPortal] != nil {
+		if len(c.portals) < maxPreparedStatements || c.portals[b.DestinationPortal] != nil {
+			if q, ok := c.stmts[b.PreparedStatement]; ok {
 				c.portals[b.DestinationPortal] = newPortal(q, &b, c.srv.cfg.Limits.MaxSQLBytes)
+			} else {
+				// An unknown statement: the backend fails the Bind and skips the Execute.
+				c.portals[b.DestinationPortal] = &portal{}
 			}
 		}
 		c.sentSinceSync = true
@@ -575,7 +618,16 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		var rm *resultMask
 		p := c.portals[e.Portal]
 		if p == nil {
-			// Unknown portal: the backend will answer with its own error.
+			// Not bound here: a cursor declared in SQL (or nothing). Its rows would reach the
+			// client without a decision of their own, so the proxy refuses it.
+			c.respond(encode(pgError("ERROR", "34000", fmt.Sprintf("Gatehouse: portal %q was not bound through the gateway; read a cursor declared in SQL with FETCH", e.Portal), "")))
+			c.skipToSync = true
+			c.abortAtSync = c.sentSinceSync || c.txStatus.Load() == 'T'
+			return nil, nil
+		}
+		var ops []nameOp
+		if p.q == nil {
+			// Bound to an unknown statement: the backend answers with its own error.
 			q = c.sess.Unattributed()
 		} else {
 			q, stmt = p.q, p.q
@@ -603,18 +655,24 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 				c.sess.Bound(q, e.Portal, p.params, p.binary, p.truncated)
 			}
 		}
-		c.stmtUsed[q] = true
+		if stmt != nil {
+			c.stmtUsed[stmt] = true
+			ops = c.stmtNames[stmt]
+		}
 		c.sentSinceSync = true
-		return raw, c.push(&entry{kind: 'E', res: c.sess.NewResult(q), mask: rm})
+		en := &entry{kind: 'E', res: c.sess.NewResult(q), mask: rm}
+		if len(ops) > 0 {
+			en.ops, en.opsQ = slices.Clone(ops), stmt
+			c.nameOpsInFlight.Add(1)
+		}
+		return raw, c.push(en)
 	case 'C':
 		var cl pgproto3.Close
 		if err := cl.Decode(body); err != nil {
 			return nil, fmt.Errorf("Close: %w", err)
 		}
 		if cl.ObjectType == 'S' {
-			c.forgetDescribed(c.stmts[cl.Name])
-			delete(c.stmtUsed, c.stmts[cl.Name])
-			delete(c.stmts, cl.Name)
+			c.dropStatement(cl.Name)
 		} else {
 			delete(c.portals, cl.Name)
 		}
@@ -772,6 +830,10 @@ func (c *conn) backendLoop() error {
 				if typ == 'C' {
 					tag, _, _ := cstring(body)
 					head.res.Tag(tag)
+					if len(head.ops) > 0 && tag == head.ops[0].tag() {
+						c.noteNameChange(nameChange{op: head.ops[0], q: head.opsQ})
+						head.ops = head.ops[1:]
+					}
 				}
 				if head.kind == 'E' {
 					head.res.Done("ok")
@@ -946,6 +1008,7 @@ func (c *conn) advance(ready bool) {
 		for len(c.pending) > 0 {
 			e := c.pending[0]
 			c.pending = c.pending[1:]
+			c.release(e)
 			switch e.kind {
 			case 'X':
 				c.writeClient(e.inject, false)
@@ -975,6 +1038,7 @@ func (c *conn) advance(ready bool) {
 	} else {
 		for i, e := range c.pending {
 			if e.kind != 'X' {
+				c.release(e)
 				c.pending = append(c.pending[:i], c.pending[i+1:]...)
 				break
 			}
@@ -987,4 +1051,29 @@ func (c *conn) advance(ready bool) {
 	if len(c.pending) < pipelineLowWater {
 		c.qcond.Broadcast()
 	}
+}
+
+// release notes that entry e has been answered (qmu held): a statement that changes names
+// is done, and the client loop may go on with the names it uses.
+func (c *conn) release(e *entry) {
+	if e.opsQ != nil {
+		e.opsQ = nil
+		c.nameOpsInFlight.Add(-1)
+		c.qcond.Broadcast()
+	}
+}
+
+// resolve is the session's Resolve: what a statement that creates, drops or runs names
+// does. It notes the names the statement creates or drops (lastOps) and returns the
+// statements it runs by name.
+func (c *conn) resolve(d *policy.Decision, sql string) []*session.Query {
+	if !namesStatement(d.Kinds) {
+		return nil
+	}
+	ops, uses, err := sqlNames(sql)
+	if err != nil {
+		return nil // the policy service parsed it; a statement that does not parse is refused there
+	}
+	c.lastOps = ops
+	return c.referenced(uses)
 }

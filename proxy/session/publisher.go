@@ -217,7 +217,8 @@ func (p *Publisher) confirm() {
 }
 
 // retry republishes synchronously until JetStream acknowledges. The message ID makes a
-// duplicate harmless. It gives up only after ten minutes, with a loud log line naming the
+// duplicate harmless: JetStream drops it within its duplicate window, and the audit store
+// keeps one event per ID after it. It gives up only after ten minutes, with a loud log line naming the
 // event, since at that point the process cannot hold events forever.
 func (p *Publisher) retry(pe *pending, err error) error {
 	deadline := time.Now().Add(10 * time.Minute)

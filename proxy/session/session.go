@@ -56,6 +56,11 @@ type Session struct {
 	lingers  bool       // the publisher will flush the batch (buffered mode)
 	flushErr error      // the last lingering flush failed: the next statement flushes itself
 
+	// Resolve, when set, returns the statements that sql runs by name (EXECUTE of a
+	// prepared statement, FETCH from a cursor): their decisions bind sql too. It is called
+	// on the statement's own goroutine.
+	Resolve func(d *policy.Decision, sql string) []*Query
+
 	grants  map[string]bool // grants statements were allowed under
 	queries uint64          // statements received
 	denied  uint64
@@ -65,6 +70,12 @@ type Session struct {
 func New(id *identity.Identity, res *config.Resource, pub *Publisher, decider Decider, limits Limits) *Session {
 	return &Session{ID: newID(), Identity: id, Resource: res, pub: pub, decider: decider, limits: limits,
 		strict: res.Audit == "strict", start: time.Now(), hasher: sha256.New()}
+}
+
+func init() {
+	// Event IDs are not secrets: drawing their randomness from a buffered pool of
+	// crypto/rand bytes saves a getrandom call per event on the statement path.
+	uuid.EnableRandPool()
 }
 
 func newID() string {
@@ -334,6 +345,17 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 		Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
 		SQL:      sql,
 	})
+	if s.Resolve != nil && q.Decision.Allowed() {
+		for _, ref := range s.Resolve(&q.Decision, sql) {
+			rd := s.decider.Decide(ctx, &policy.Request{
+				Identity: s.Identity.Identity,
+				Claims:   s.Identity.Claims,
+				Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
+				SQL:      ref.sql,
+			})
+			q.Decision = bindReferenced(q.Decision, rd, ref)
+		}
+	}
 	s.mu.Lock()
 	s.revision = q.Decision.Revision
 	for _, g := range q.Decision.Grants {
@@ -362,6 +384,38 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 		s.countDenied()
 	}
 	return q
+}
+
+// bindReferenced applies the decision of a statement that d's statement runs by name (ref):
+// a refused one refuses it (a statement that needs approval must be run by itself), a
+// masked one masks its results too.
+func bindReferenced(d, r policy.Decision, ref *Query) policy.Decision {
+	what := "prepared statement " + ref.stmtName
+	if ref.stmtName == "" {
+		what = "a statement prepared or declared earlier"
+	}
+	if !r.Allowed() {
+		out := d
+		out.Effect, out.Policy, out.Rule, out.Mask, out.Approval = policy.EffectDeny, r.Policy, r.Rule, nil, nil
+		out.Reason = fmt.Sprintf("it runs %s (%q), which is refused: %s", what, truncateUTF8(ref.sql, 200), r.Reason)
+		return out
+	}
+	if r.Effect != policy.EffectMask || r.Mask == nil {
+		return d
+	}
+	out := d
+	if d.Effect != policy.EffectMask {
+		out.Effect, out.Policy, out.Rule = policy.EffectMask, r.Policy, r.Rule
+	}
+	m := &policy.MaskSpec{}
+	if d.Mask != nil {
+		m.Columns = append(m.Columns, d.Mask.Columns...)
+		m.Detectors = append(m.Detectors, d.Mask.Detectors...)
+	}
+	m.Columns = append(m.Columns, r.Mask.Columns...)
+	m.Detectors = append(m.Detectors, r.Mask.Detectors...)
+	out.Mask = m
+	return out
 }
 
 // decisionEvent is the decision event for statement id.

@@ -85,7 +85,7 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 
 func (b *Bus) ensureStreams(ctx context.Context, o Options) error {
 	if o.DuplicateWindow == 0 {
-		o.DuplicateWindow = 10 * time.Minute
+		o.DuplicateWindow = 2 * time.Minute
 	}
 	if o.StreamMaxBytes == 0 {
 		o.StreamMaxBytes = 8 << 30

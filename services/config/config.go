@@ -76,7 +76,10 @@ type NATS struct {
 	EmbeddedListen string `yaml:"embedded_listen"`
 	// StreamMaxBytes bounds GH_AUDIT (limits-based retention).
 	StreamMaxBytes int64 `yaml:"stream_max_bytes"`
-	// DuplicateWindow is JetStream's deduplication window for re-published events.
+	// DuplicateWindow is JetStream's deduplication window for re-published events (default
+	// 2m, NATS's own). The server keeps every message ID of the window in memory, so its
+	// size is the publish rate times the window; a copy stored after it is harmless (the
+	// audit store keeps one event per ID).
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 }
 
@@ -458,7 +461,7 @@ func (c *Config) ApplyDefaults() {
 	if c.NATS.StreamMaxBytes == 0 {
 		c.NATS.StreamMaxBytes = 8 << 30
 	}
-	defDur(&c.NATS.DuplicateWindow, 10*time.Minute)
+	defDur(&c.NATS.DuplicateWindow, 2*time.Minute)
 	for i := range c.Identity.Issuers {
 		def(&c.Identity.Issuers[i].GroupsClaim, "groups")
 	}

@@ -32,6 +32,9 @@ func TestAnalyzeSQL(t *testing.T) {
 		{sql: "select * into t2 from orders", kinds: []string{"select"}, tables: []string{"public.orders", "public.t2"}, written: []string{"public.t2"}, hasWhere: true, statements: 1},
 		{sql: "select 'a;b' from orders", kinds: []string{"select"}, tables: []string{"public.orders"}, hasWhere: true, statements: 1},
 		{sql: "select 1;", kinds: []string{"select"}, tables: []string{}, hasWhere: true, statements: 1},
+		// The parser's summary does not look into a cursor's query.
+		{sql: "begin; declare c scroll cursor with hold for select * from sales.orders o join customers using (id); fetch all from c", kinds: []string{"declare_cursor", "fetch", "select", "transaction"}, tables: []string{"sales.orders", "public.customers"}, hasWhere: true, statements: 3},
+		{sql: "prepare p as delete from orders", kinds: []string{"delete", "prepare"}, tables: []string{"public.orders"}, written: []string{"public.orders"}, statements: 1},
 	} {
 		t.Run(tc.sql, func(t *testing.T) {
 			info := policy.AnalyzeSQL(tc.sql)

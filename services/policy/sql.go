@@ -78,6 +78,9 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	}
 	info.Statements = len(tree.Stmts)
 	kinds := map[string]bool{}
+	// The parser's summary does not look inside DECLARE CURSOR: the cursor's query is
+	// summarized on its own, or a cursor would read a table no rule sees.
+	var cursors []string
 	for _, raw := range tree.Stmts {
 		walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
 			switch n := m.Interface().(type) {
@@ -94,6 +97,17 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 				kinds["select"] = true
 				if len(n.LockingClause) > 0 {
 					kinds["select_for_update"] = true
+				}
+			case *pg_query.DeclareCursorStmt:
+				kinds["declare_cursor"] = true
+				if n.Query != nil {
+					inner, err := pg_query.Deparse(&pg_query.ParseResult{Version: tree.Version, Stmts: []*pg_query.RawStmt{{Stmt: n.Query}}})
+					if err != nil {
+						// Fail closed: a cursor whose query cannot be read is not decided on
+						// what it reads.
+						info.ParseError = "cannot analyse the cursor's query: " + err.Error()
+					}
+					cursors = append(cursors, inner)
 				}
 			case *pg_query.CopyStmt:
 				kinds["copy"] = true
@@ -138,6 +152,13 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	slices.Sort(info.Kinds)
 
 	if sumErr == nil {
+		for _, inner := range cursors {
+			if isum, err := pg_query.Summary(inner, -1); err == nil {
+				addTablesAndFunctions(&info, isum)
+			} else {
+				info.ParseError = "cannot analyse the cursor's query: " + err.Error()
+			}
+		}
 		summarize(&info, sum)
 	} else {
 		finish(&info)
@@ -150,6 +171,15 @@ var lockOrInto = regexp.MustCompile(`(?i)\b(for|into)\b`)
 
 // summarize fills tables, functions and the fingerprint from the parser's summary.
 func summarize(info *SQLInfo, sum *pg_query.SummaryResult) {
+	addTablesAndFunctions(info, sum)
+	if fp, err := pg_query.Fingerprint(info.Text); err == nil {
+		info.Fingerprint = fp
+	}
+	finish(info)
+}
+
+// addTablesAndFunctions adds the tables and functions of a summary.
+func addTablesAndFunctions(info *SQLInfo, sum *pg_query.SummaryResult) {
 	for _, t := range sum.Tables {
 		name := "public." + t.TableName
 		if t.SchemaName != "" {
@@ -168,10 +198,6 @@ func summarize(info *SQLInfo, sum *pg_query.SummaryResult) {
 			info.WritingFuncs = appendUnique(info.WritingFuncs, f.Name)
 		}
 	}
-	if fp, err := pg_query.Fingerprint(info.Text); err == nil {
-		info.Fingerprint = fp
-	}
-	finish(info)
 }
 
 // finish makes every list non-nil (CEL sees empty lists, not nulls).
@@ -231,6 +257,9 @@ func snake(s string) string {
 	}
 	return b.String()
 }
+
+// Walk calls fn for m and every message below it (a pg_query parse tree, say).
+func Walk(m protoreflect.Message, fn func(protoreflect.Message)) { walk(m, fn) }
 
 // walk calls fn for m and every message below it.
 func walk(m protoreflect.Message, fn func(protoreflect.Message)) {

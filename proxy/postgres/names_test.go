@@ -1,0 +1,171 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/services/config"
+)
+
+// tableMaskRules apply to resource app-tables: card numbers are masked in what reads the
+// customers table, decided by the statement's tables (as policy authors write it).
+var tableMaskRules = []config.Rule{
+	{Name: "cards-of-customers", Effect: "mask", When: `"public.customers" in request.sql.tables`,
+		Mask: &config.Mask{Columns: []string{"customers.card_number"}, Method: "redact"}},
+	{Name: "no-contacts", Effect: "deny", When: `"public.contacts" in request.sql.tables`, Reason: "contacts are private"},
+}
+
+func requireCode(t *testing.T, err error, code string) {
+	t.Helper()
+	var pe *pgconn.PgError
+	require.True(t, errors.As(err, &pe), "want SQLSTATE %s, got %v", code, err)
+	require.Equal(t, code, pe.Code, pe.Message)
+}
+
+// TestNamedStatements: a name (prepared statement, cursor) is decided and masked by what
+// it stands for on the backend, however it was made: the protocol, SQL PREPARE or DECLARE;
+// a client cannot make the proxy believe it stands for something else.
+func TestNamedStatements(t *testing.T) {
+	env := startProxy(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	connect := func(t *testing.T) *pgconn.PgConn {
+		c, err := pgconn.Connect(ctx, env.connTo("app-tables", ""))
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+	const cardQuery = "select card_number from customers where id = 1"
+
+	t.Run("a duplicate Parse is refused as PostgreSQL refuses it; the name keeps its statement", func(t *testing.T) {
+		c := connect(t)
+		_, err := c.Prepare(ctx, "s1", cardQuery, nil)
+		require.NoError(t, err)
+		_, err = c.Prepare(ctx, "s1", "select 'harmless'::text", nil)
+		requireCode(t, err, "42P05")
+		res := c.ExecPrepared(ctx, "s1", nil, nil, nil).Read()
+		require.NoError(t, res.Err)
+		require.Equal(t, "****", string(res.Rows[0][0]))
+		// After a Close the name is free again.
+		require.NoError(t, c.Deallocate(ctx, "s1"))
+		_, err = c.Prepare(ctx, "s1", "select 'harmless'::text", nil)
+		require.NoError(t, err)
+		res = c.ExecPrepared(ctx, "s1", nil, nil, nil).Read()
+		require.NoError(t, res.Err)
+		require.Equal(t, "harmless", string(res.Rows[0][0]))
+	})
+
+	t.Run("PREPARE in SQL, then Parse of the same name, Bind and EXECUTE", func(t *testing.T) {
+		c := connect(t)
+		_, err := c.Exec(ctx, "PREPARE s2 AS "+cardQuery).ReadAll()
+		require.NoError(t, err)
+		_, err = c.Prepare(ctx, "s2", "select 'harmless'::text", nil)
+		requireCode(t, err, "42P05")
+		// The protocol can run a statement prepared in SQL; its rows are masked.
+		res := c.ExecPrepared(ctx, "s2", nil, nil, nil).Read()
+		require.NoError(t, res.Err)
+		require.Equal(t, "****", string(res.Rows[0][0]))
+		// EXECUTE names no table; it is masked as the statement it runs.
+		rs, err := c.Exec(ctx, "EXECUTE s2").ReadAll()
+		require.NoError(t, err)
+		require.Equal(t, "****", string(rs[0].Rows[0][0]))
+		rs, err = c.Exec(ctx, "EXPLAIN (COSTS OFF) EXECUTE s2; EXECUTE s2").ReadAll()
+		require.NoError(t, err)
+		require.Equal(t, "****", string(rs[1].Rows[0][0]))
+		// A statement of a refused table can be prepared only if PREPARE is allowed; its
+		// EXECUTE is refused as the statement itself.
+		_, err = c.Exec(ctx, "PREPARE s3 AS select note from contacts").ReadAll()
+		requireCode(t, err, "42501")
+	})
+
+	t.Run("DEALLOCATE and DISCARD ALL free names, pipelined with the Parse that reuses them", func(t *testing.T) {
+		c := connect(t)
+		_, err := c.Exec(ctx, "PREPARE s4 AS "+cardQuery).ReadAll()
+		require.NoError(t, err)
+		// Sent together: the DEALLOCATE is done before the Parse is looked at.
+		b := &pgconn.Batch{}
+		b.ExecParams("DEALLOCATE s4", nil, nil, nil, nil)
+		rs, err := c.ExecBatch(ctx, b).ReadAll()
+		require.NoError(t, err)
+		require.Len(t, rs, 1)
+		_, err = c.Prepare(ctx, "s4", "select 'free again'::text", nil)
+		require.NoError(t, err)
+		res := c.ExecPrepared(ctx, "s4", nil, nil, nil).Read()
+		require.NoError(t, res.Err)
+		require.Equal(t, "free again", string(res.Rows[0][0]))
+		_, err = c.Exec(ctx, "DISCARD ALL").ReadAll()
+		require.NoError(t, err)
+		_, err = c.Prepare(ctx, "s4", cardQuery, nil)
+		require.NoError(t, err)
+		res = c.ExecPrepared(ctx, "s4", nil, nil, nil).Read()
+		require.NoError(t, res.Err)
+		require.Equal(t, "****", string(res.Rows[0][0]))
+		// A DEALLOCATE that fails (in an aborted transaction) frees nothing.
+		rs2, _ := c.Exec(ctx, "BEGIN; SELECT 1/0").ReadAll()
+		require.NotEmpty(t, rs2)
+		_, err = c.Exec(ctx, "DEALLOCATE s4").ReadAll()
+		requireCode(t, err, "25P02")
+		_, err = c.Exec(ctx, "ROLLBACK").ReadAll()
+		require.NoError(t, err)
+		_, err = c.Prepare(ctx, "s4", "select 'harmless'::text", nil)
+		requireCode(t, err, "42P05")
+	})
+
+	t.Run("cursors: FETCH is masked as the DECLARE it reads; a cursor cannot be Executed unbound", func(t *testing.T) {
+		c := connect(t)
+		rs, err := c.Exec(ctx, "BEGIN; DECLARE cur CURSOR FOR "+cardQuery+"; FETCH ALL FROM cur").ReadAll()
+		require.NoError(t, err)
+		require.Equal(t, "****", string(rs[2].Rows[0][0]))
+		_, err = c.Exec(ctx, "ROLLBACK").ReadAll()
+		require.NoError(t, err)
+
+		// pgx runs everything through the extended protocol.
+		pc, err := pgx.Connect(ctx, env.connTo("app-tables", ""))
+		require.NoError(t, err)
+		defer pc.Close(context.Background())
+		tx, err := pc.Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, "DECLARE cur2 CURSOR FOR "+cardQuery)
+		require.NoError(t, err)
+		var got string
+		require.NoError(t, tx.QueryRow(ctx, "FETCH NEXT FROM cur2").Scan(&got))
+		require.Equal(t, "****", got)
+		require.NoError(t, tx.Rollback(ctx))
+
+		// The protocol's Execute of a portal never bound (a SQL cursor) is refused.
+		c2 := connect(t)
+		_, err = c2.Exec(ctx, "BEGIN; DECLARE cur3 CURSOR FOR "+cardQuery).ReadAll()
+		require.NoError(t, err)
+		hc, err := c2.Hijack()
+		require.NoError(t, err)
+		defer hc.Conn.Close()
+		require.NoError(t, hc.Conn.SetDeadline(time.Now().Add(30*time.Second)))
+		fe := hc.Frontend
+		fe.Send(&pgproto3.Execute{Portal: "cur3"})
+		fe.Send(&pgproto3.Sync{})
+		require.NoError(t, fe.Flush())
+		var codes []string
+		for {
+			m, err := fe.Receive()
+			require.NoError(t, err)
+			switch m := m.(type) {
+			case *pgproto3.DataRow:
+				t.Fatalf("rows of an unbound portal reached the client: %q", m.Values)
+			case *pgproto3.ErrorResponse:
+				codes = append(codes, m.Code)
+			}
+			if rfq, ok := m.(*pgproto3.ReadyForQuery); ok {
+				require.Equal(t, byte('E'), rfq.TxStatus, "the transaction fails as PostgreSQL's would")
+				break
+			}
+		}
+		require.Equal(t, []string{"34000"}, codes)
+	})
+}
