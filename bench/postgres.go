@@ -42,8 +42,10 @@ type Options struct {
 	// HeapProfile, when set, is where a heap profile of this process is written after the
 	// pgbench runs (Gatehouse, with its embedded NATS server, runs in it).
 	HeapProfile string
-	Log         *slog.Logger
-	Out         io.Writer
+	// Linger is Gatehouse's audit.linger (0: the default).
+	Linger time.Duration
+	Log    *slog.Logger
+	Out    io.Writer
 }
 
 // Result is one pgbench run.
@@ -54,6 +56,9 @@ type Result struct {
 	TPS     float64 `json:"tps"`
 	P50us   float64 `json:"p50_us"`
 	P99us   float64 `json:"p99_us"`
+	// ProxyCPUus is the CPU time the proxy process used per transaction (PgBouncer's; for
+	// Gatehouse this process's, which holds the embedded NATS server too); 0 for direct.
+	ProxyCPUus float64 `json:"proxy_cpu_us_per_txn,omitempty"`
 }
 
 const (
@@ -91,8 +96,9 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 		name       string // "name" or "name:database"
 		port       int
 		user, pass string
+		cpu        func() (time.Duration, error) // the proxy's CPU time so far
 	}
-	targets := []target{{"direct", pg.Port, benchUser, benchPass}}
+	targets := []target{{"direct", pg.Port, benchUser, benchPass, nil}}
 	maxClients := slices.Max(o.Clients) + 10
 	if o.PgBouncer {
 		fmt.Fprintln(o.Out, "starting PgBouncer ...")
@@ -101,18 +107,19 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 			return nil, err
 		}
 		defer pb.Stop()
-		targets = append(targets, target{"pgbouncer", pb.Port, benchUser, benchPass})
+		targets = append(targets, target{"pgbouncer", pb.Port, benchUser, benchPass, pb.CPUTime})
 	}
 
 	fmt.Fprintln(o.Out, "starting Gatehouse (embedded NATS, policy, proxy) ...")
-	gw, err := startGateway(ctx, work, pg, o.Log)
+	gw, err := startGateway(ctx, work, pg, o.Linger, o.Log)
 	if err != nil {
 		return nil, err
 	}
 	defer gw.stop()
-	targets = append(targets, target{"gatehouse:bench", gw.port, "bench-svc", gw.token})
+	self := func() (time.Duration, error) { return localdb.ProcCPUTime(os.Getpid()) }
+	targets = append(targets, target{"gatehouse:bench", gw.port, "bench-svc", gw.token, self})
 	if o.Strict {
-		targets = append(targets, target{"gatehouse-strict:bench-strict", gw.port, "bench-svc", gw.token})
+		targets = append(targets, target{"gatehouse-strict:bench-strict", gw.port, "bench-svc", gw.token, self})
 	}
 
 	var results []Result
@@ -123,13 +130,26 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 				if n, d, ok := strings.Cut(t.name, ":"); ok {
 					name, db = n, d
 				}
-				r, err := run(ctx, work, t.port, t.user, t.pass, db, mode, c, o.Duration)
+				var cpu0 time.Duration
+				if t.cpu != nil {
+					if cpu0, err = t.cpu(); err != nil {
+						return results, err
+					}
+				}
+				r, txns, err := run(ctx, work, t.port, t.user, t.pass, db, mode, c, o.Duration)
 				if err != nil {
 					return results, fmt.Errorf("%s %s c=%d: %w", name, mode, c, err)
 				}
+				if t.cpu != nil && txns > 0 {
+					cpu1, err := t.cpu()
+					if err != nil {
+						return results, err
+					}
+					r.ProxyCPUus = float64((cpu1 - cpu0).Microseconds()) / float64(txns)
+				}
 				r.Target = name
 				results = append(results, r)
-				fmt.Fprintf(o.Out, "  %-17s %-9s c=%-3d %9.0f tps  p50 %6.0f µs  p99 %6.0f µs\n", name, mode, c, r.TPS, r.P50us, r.P99us)
+				fmt.Fprintf(o.Out, "  %-17s %-9s c=%-3d %9.0f tps  p50 %6.0f µs  p99 %6.0f µs  proxy CPU %5.1f µs/txn\n", name, mode, c, r.TPS, r.P50us, r.P99us, r.ProxyCPUus)
 			}
 		}
 	}
@@ -166,34 +186,39 @@ func pgbench(ctx context.Context, port int, user, pass string, args ...string) (
 	return cmd.CombinedOutput()
 }
 
-func run(ctx context.Context, work string, port int, user, pass, db, mode string, clients int, d time.Duration) (Result, error) {
+// run runs pgbench once and returns its result and the number of transactions.
+func run(ctx context.Context, work string, port int, user, pass, db, mode string, clients int, d time.Duration) (Result, int64, error) {
 	logDir, err := os.MkdirTemp(work, "log-")
 	if err != nil {
-		return Result{}, err
+		return Result{}, 0, err
 	}
 	defer os.RemoveAll(logDir)
 	threads := min(clients, runtime.NumCPU())
 	out, err := pgbench(ctx, port, user, pass, "-S", "-n", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads),
 		"-T", strconv.Itoa(int(d.Seconds())), "-l", "--log-prefix="+filepath.Join(logDir, "tx"), db)
 	if err != nil {
-		return Result{}, fmt.Errorf("%v\n%s", err, out)
+		return Result{}, 0, fmt.Errorf("%v\n%s", err, out)
 	}
 	r := Result{Mode: mode, Clients: clients}
+	var txns int64
 	for _, line := range strings.Split(string(out), "\n") {
 		if v, ok := strings.CutPrefix(line, "tps = "); ok {
 			r.TPS, _ = strconv.ParseFloat(strings.Fields(v)[0], 64)
 		}
+		if v, ok := strings.CutPrefix(line, "number of transactions actually processed: "); ok {
+			txns, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		}
 	}
 	lat, err := latencies(logDir)
 	if err != nil {
-		return r, err
+		return r, txns, err
 	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		r.P50us = lat[len(lat)/2]
 		r.P99us = lat[len(lat)*99/100]
 	}
-	return r, nil
+	return r, txns, nil
 }
 
 // latencies reads pgbench's per-transaction logs: "client tx latency_us script epoch us".
@@ -232,14 +257,18 @@ func PrintTable(w io.Writer, results []Result) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tmode\tclients\tTPS\t× direct\tp50 µs\tp99 µs\tadded p50 µs\t")
+	fmt.Fprintln(tw, "target\tmode\tclients\tTPS\t× direct\tp50 µs\tp99 µs\tadded p50 µs\tproxy CPU µs/txn\t")
 	for _, r := range results {
 		d := direct[fmt.Sprint(r.Mode, r.Clients)]
 		ratio, added := 0.0, 0.0
 		if d.TPS > 0 {
 			ratio, added = r.TPS/d.TPS, r.P50us-d.P50us
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.0f\t%.0f\t%+.0f\t\n", r.Target, r.Mode, r.Clients, r.TPS, ratio, r.P50us, r.P99us, added)
+		cpu := "-"
+		if r.ProxyCPUus > 0 {
+			cpu = fmt.Sprintf("%.1f", r.ProxyCPUus)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.0f\t%.0f\t%+.0f\t%s\t\n", r.Target, r.Mode, r.Clients, r.TPS, ratio, r.P50us, r.P99us, added, cpu)
 	}
 	tw.Flush()
 }
@@ -254,7 +283,7 @@ type gateway struct {
 // issuer and the PostgreSQL proxy, with an allow-reads policy for the bench identity, a
 // mask rule on a column pgbench does not read, and audit events published to JetStream
 // (buffered for "bench", strict for "bench-strict").
-func startGateway(ctx context.Context, work string, pg *localdb.Postgres, log *slog.Logger) (*gateway, error) {
+func startGateway(ctx context.Context, work string, pg *localdb.Postgres, linger time.Duration, log *slog.Logger) (*gateway, error) {
 	pw := filepath.Join(work, "bench-password")
 	if err := os.WriteFile(pw, []byte(benchPass), 0o600); err != nil {
 		return nil, err
@@ -281,6 +310,9 @@ policies:
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		return nil, err
+	}
+	if linger > 0 {
+		cfg.Audit.Linger = linger
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -344,6 +376,9 @@ func idleSessions(ctx context.Context, o Options, gw *gateway, pgPort int) error
 // connection while they are all open and idle.
 func openIdle(ctx context.Context, connString string, n int) (float64, time.Duration, error) {
 	heap := func() uint64 {
+		// Twice: buffers parked in sync.Pools (batches already acknowledged) survive one
+		// collection; they belong to no session.
+		runtime.GC()
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)

@@ -35,6 +35,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the results as JSON after the table")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (Gatehouse runs in it) to FILE")
 	heapProfile := fs.String("memprofile", "", "write a heap profile of this process to FILE after the pgbench runs")
+	linger := fs.Duration("linger", 0, "Gatehouse's audit.linger for the run (default: the configuration's default)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -54,7 +55,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	res, err := bench.Postgres(ctx, bench.Options{Duration: *duration, Modes: strings.Split(*modes, ","), Clients: cs, Scale: *scale,
-		PgBouncer: !*noBouncer, Strict: !*noStrict, IdleSessions: *idle, HeapProfile: *heapProfile, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
+		PgBouncer: !*noBouncer, Strict: !*noStrict, IdleSessions: *idle, HeapProfile: *heapProfile, Linger: *linger, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
 	if err != nil {
 		return err
 	}

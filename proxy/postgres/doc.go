@@ -36,5 +36,7 @@
 // Every forwarded message that the backend answers is tracked in order (relay.go: entry),
 // which is how the proxy's own answers keep their place and results are attributed to the
 // right statement. CancelRequest is mapped through the proxy's own secret (cancel.go).
+// Names of prepared statements and cursors are kept as the backend keeps them, however they
+// were made, so that a name is decided and masked as what it stands for (names.go).
 // Protocol code talks to its session (proxy/session), never to NATS.
 package postgres

@@ -213,7 +213,26 @@ func (p *Publisher) confirm() {
 		if in.p.ack != nil {
 			in.p.ack <- err
 		}
+		putBatchBuf(in.p.data)
+		in.p.data = nil
 	}
+}
+
+// Batches are encoded into buffers reused once JetStream has acknowledged them: a
+// session's batch grows to tens of KiB, and growing a new one for every message was most
+// of the proxy's allocation.
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, batchBufSize); return &b }}
+
+const batchBufSize = lingerBytes + 16<<10
+
+func getBatchBuf() []byte { return (*(batchBufs.Get().(*[]byte)))[:0] }
+
+func putBatchBuf(b []byte) {
+	if cap(b) < batchBufSize || cap(b) > 4*batchBufSize {
+		return // an unusual size is left to the collector
+	}
+	b = b[:0]
+	batchBufs.Put(&b)
 }
 
 // retry republishes synchronously until JetStream acknowledges. The message ID makes a

@@ -228,6 +228,9 @@ func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) 
 	hex.Encode(hexSum[:], h.Sum(sum[:0]))
 	hash := string(hexSum[:])
 	b := &s.batch
+	if b.data == nil {
+		b.data = getBatchBuf()
+	}
 	if b.n > 0 {
 		b.data = append(b.data, '\n')
 	} else {

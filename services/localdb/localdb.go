@@ -137,6 +137,9 @@ var ErrNotInstalled = errors.New("not installed")
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // procCPUTime reads a process's user + system time from /proc/PID/stat.
+// ProcCPUTime is the CPU time (user and system) process pid has used so far.
+func ProcCPUTime(pid int) (time.Duration, error) { return procCPUTime(pid) }
+
 func procCPUTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -79,3 +79,11 @@ log_disconnections = 0
 
 // Stop stops PgBouncer.
 func (b *PgBouncer) Stop() error { return b.proc.stop(syscall.SIGINT, 10*time.Second) }
+
+// CPUTime is the CPU time PgBouncer has used so far.
+func (b *PgBouncer) CPUTime() (time.Duration, error) {
+	if b.proc == nil || b.proc.cmd.Process == nil {
+		return 0, fmt.Errorf("pgbouncer is not running")
+	}
+	return procCPUTime(b.proc.cmd.Process.Pid)
+}
