@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs pgx's own test suites through a running `gatehouse dev` (the proxy on 127.0.0.1:6432)
 # and directly against its demo PostgreSQL, so that the two can be compared side by side.
-# Usage: deploy/pgx-suite.sh [data-dir]   (default ./.gatehouse; pgx from the module cache)
+# Usage: [TARGETS="direct proxy"] deploy/pgx-suite.sh [data-dir]   (default ./.gatehouse; pgx from
+# the module cache)
 set -euo pipefail
 data=${1:-.gatehouse}
 ver=$(go list -m -f '{{.Version}}' github.com/jackc/pgx/v5)
@@ -14,7 +15,7 @@ pgport=$(ps -eo args | sed -n "s|.*postgres -D $(cd "$data" && pwd)/postgres -p 
 direct="host=127.0.0.1 port=$pgport dbname=demo user=gatehouse_demo password=$(cat "$data/demo-pg-password") sslmode=disable"
 proxy="host=127.0.0.1 port=6432 dbname=demo user=dba-oncall password=$(bin/gatehouse token --dev --sub dba-oncall --groups dba) sslmode=disable"
 cd "$work"
-for target in direct proxy; do
+for target in ${TARGETS:-direct proxy}; do
   echo "== pgx $ver suites, $target"
   conn=$direct; [ "$target" = proxy ] && conn=$proxy
   for pkg in ./pgconn/ . ./pgtype/ ./stdlib/ ./pgxpool/; do

@@ -126,11 +126,16 @@ func (c *conn) noteNameChange(ch nameChange) {
 // (flushing them to the backend first), then applies what they did.
 func (c *conn) syncNames() error {
 	if c.nameOpsInFlight.Load() > 0 {
+		// In the extended protocol the backend holds its answers until a Sync or a Flush:
+		// the proxy asks for them (a Flush has no answer of its own).
+		if _, err := c.bw.Write(flushMsg); err != nil {
+			return err
+		}
 		if err := c.bw.Flush(); err != nil {
 			return err
 		}
 		c.qmu.Lock()
-		for c.nameOpsInFlight.Load() > 0 && !c.closed {
+		for c.nameOpsInFlight.Load() > 0 && !c.closed && !c.nameOpsSkipped() {
 			c.qcond.Wait()
 		}
 		closed := c.closed
@@ -184,11 +189,33 @@ func (c *conn) syncNames() error {
 	return nil
 }
 
+var flushMsg = []byte{'H', 0, 0, 0, 4}
+
+// nameOpsSkipped reports (qmu held) whether the backend is skipping to the next Sync after
+// an error and the first statement in flight that changes names comes before it: that
+// statement will not run, and waiting for it would wait for the client's Sync.
+func (c *conn) nameOpsSkipped() bool {
+	if !c.skipping.Load() {
+		return false
+	}
+	for _, e := range c.pending {
+		if e.kind == 'S' {
+			return false
+		}
+		if e.opsQ != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // dropStatement forgets prepared statement name.
 func (c *conn) dropStatement(name string) {
 	if prev, ok := c.stmts[name]; ok {
 		c.forgetDescribed(prev)
 		delete(c.stmtUsed, prev)
+		delete(c.stmtUses, prev)
+		delete(c.stmtNames, prev)
 		delete(c.stmts, name)
 	}
 }

@@ -139,6 +139,58 @@ func TestNamedStatements(t *testing.T) {
 		require.Equal(t, "****", got)
 		require.NoError(t, tx.Rollback(ctx))
 
+		// A FETCH prepared before its cursor exists, run in one pipeline with the DECLARE
+		// (pgx's TestPipelineQueryStatementCursorFetch, on a masked table): the proxy asks
+		// the backend for the DECLARE's answer before it looks the cursor up.
+		c3 := connect(t)
+		sd, err := c3.Prepare(ctx, "ps_fetch", `fetch all in "pc"`, nil)
+		require.NoError(t, err)
+		pipelineRows := func(stmts ...func(p *pgconn.Pipeline)) (rows []string, errs int) {
+			_, err := c3.Exec(ctx, "begin").ReadAll()
+			require.NoError(t, err)
+			p := c3.StartPipeline(ctx)
+			for _, f := range stmts {
+				f(p)
+			}
+			require.NoError(t, p.Sync())
+			for {
+				r, err := p.GetResults()
+				if err != nil {
+					errs++
+					continue
+				}
+				if _, ok := r.(*pgconn.PipelineSync); ok {
+					break
+				}
+				if rr, ok := r.(*pgconn.ResultReader); ok {
+					res := rr.Read()
+					if res.Err != nil {
+						errs++
+					}
+					for _, row := range res.Rows {
+						rows = append(rows, string(row[0]))
+					}
+				}
+			}
+			require.NoError(t, p.Close())
+			_, err = c3.Exec(ctx, "rollback").ReadAll()
+			require.NoError(t, err)
+			return rows, errs
+		}
+		rows, errs := pipelineRows(
+			func(p *pgconn.Pipeline) { p.SendQueryParams(`declare "pc" cursor for `+cardQuery, nil, nil, nil, nil) },
+			func(p *pgconn.Pipeline) { p.SendQueryStatement(sd, nil, nil, nil) })
+		require.Zero(t, errs)
+		require.Equal(t, []string{"****"}, rows)
+		// The same after an error earlier in the pipeline: the backend skips the DECLARE and
+		// the FETCH, and the proxy does not wait for a DECLARE that will not run.
+		rows, errs = pipelineRows(
+			func(p *pgconn.Pipeline) { p.SendQueryParams(`select 1/0`, nil, nil, nil, nil) },
+			func(p *pgconn.Pipeline) { p.SendQueryParams(`declare "pc" cursor for `+cardQuery, nil, nil, nil, nil) },
+			func(p *pgconn.Pipeline) { p.SendQueryStatement(sd, nil, nil, nil) })
+		require.NotZero(t, errs)
+		require.Empty(t, rows)
+
 		// The protocol's Execute of a portal never bound (a SQL cursor) is refused.
 		c2 := connect(t)
 		_, err = c2.Exec(ctx, "BEGIN; DECLARE cur3 CURSOR FOR "+cardQuery).ReadAll()

@@ -135,6 +135,9 @@ type conn struct {
 	cursors         map[string]*session.Query // cursor name → the DECLARE that made it; client loop only
 	stmtNames       map[*session.Query][]nameOp
 	lastOps         []nameOp // what the statement just decided does to names; client loop only
+	lastUses        bool     // the statement just decided runs names (EXECUTE, FETCH); client loop only
+	stmtUses        map[*session.Query]bool
+	skipping        atomic.Bool // the backend skips to the next Sync after an error
 	nameOpsInFlight atomic.Int32
 	namesChanged    atomic.Bool
 	nameMu          sync.Mutex
@@ -515,7 +518,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			}
 		}
 	}
-	c.lastOps = nil
+	c.lastOps, c.lastUses = nil, false
 	switch typ {
 	case 'Q':
 		sql, _, err := cstring(body)
@@ -592,6 +595,14 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			}
 			c.stmtNames[q] = c.lastOps
 		}
+		if c.lastUses {
+			// What it runs is looked up again at every Execute: a cursor may be declared
+			// after the FETCH was prepared.
+			if c.stmtUses == nil {
+				c.stmtUses = map[*session.Query]bool{}
+			}
+			c.stmtUses[q] = true
+		}
 		c.sentSinceSync = true
 		return raw, c.push(&entry{kind: 'P'})
 	case 'B':
@@ -631,7 +642,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			q = c.sess.Unattributed()
 		} else {
 			q, stmt = p.q, p.q
-			if c.stmtUsed[q] {
+			if c.stmtUsed[q] || c.stmtUses[q] {
 				q = c.sess.Reexecute(ctx, q)
 				if !q.Decision.Allowed() {
 					// The policy changed since the statement was prepared.
@@ -862,11 +873,18 @@ func (c *conn) backendLoop() error {
 					// The backend now skips to Sync; what is left is closed at ReadyForQuery.
 					popped = true
 				}
+				if head.kind == 'P' || head.kind == 'B' || head.kind == 'C' || head.kind == 'D' || head.kind == 'E' {
+					c.qmu.Lock()
+					c.skipping.Store(true)
+					c.qcond.Broadcast()
+					c.qmu.Unlock()
+				}
 			}
 		case 'Z':
 			if len(body) == 1 {
 				c.txStatus.Store(uint32(body[0]))
 			}
+			c.skipping.Store(false)
 		}
 		var werr error
 		// The proxy's own messages' answers are not relayed; a ReadyForQuery is, unless it
@@ -1071,6 +1089,7 @@ func (c *conn) resolve(d *policy.Decision, sql string) []*session.Query {
 		return nil
 	}
 	ops, uses, err := sqlNames(sql)
+	c.lastUses = len(uses) > 0
 	if err != nil {
 		return nil // the policy service parsed it; a statement that does not parse is refused there
 	}
