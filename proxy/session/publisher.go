@@ -54,7 +54,8 @@ type pending struct {
 	subject string
 	id      string     // the first event's id: the message's Nats-Msg-Id
 	types   []string   // the events' types, for metrics
-	data    []byte     // one event, or several separated by newlines
+	data    []byte     // one event, or several separated by newlines; back to the pool once acknowledged
+	size    int64      // len(data), for the spool's accounting (data is gone after the ack)
 	ack     chan error // nil when nobody waits
 }
 
@@ -129,9 +130,11 @@ func (p *Publisher) enqueue(pe *pending) error {
 	}
 }
 
+// accept accounts for pe once it is in the queue (by then the publisher may have sent it,
+// and even had it acknowledged: only pe.size is read).
 func (p *Publisher) accept(pe *pending) {
 	p.spool.Inc()
-	p.bytes.Add(int64(len(pe.data)))
+	p.bytes.Add(pe.size)
 }
 
 // tryEnqueue adds a message to the spool if there is room now.
@@ -204,7 +207,7 @@ func (p *Publisher) confirm() {
 			err = p.retry(in.p, err)
 		}
 		p.spool.Dec()
-		p.bytes.Add(-int64(len(in.p.data)))
+		p.bytes.Add(-in.p.size)
 		if err == nil {
 			for _, t := range in.p.types {
 				p.published.WithLabelValues(t).Inc()

@@ -43,18 +43,25 @@ type Session struct {
 	strict  bool
 	start   time.Time
 
-	mu       sync.Mutex // orders seq, the hash chain and the batch
+	// Recording is two steps under two locks, so that a statement never waits while
+	// another goroutine encodes a batch: add appends the event to raw under mu (brief);
+	// flush takes raw and encodes it into the hash chain and the batch under enc, then
+	// hands the batch to the publisher. Lock order: enc, then mu.
+	mu       sync.Mutex
+	raw      []rawEvent // recorded, not yet encoded
+	revision uint64
+	ended    bool  // session.end is taken: nothing may follow it
+	lingers  bool  // the publisher will flush (buffered mode)
+	flushErr error // the last lingering flush failed: the next statement flushes itself
+
+	enc      sync.Mutex // orders seq, the hash chain and the batch
 	seq      uint64
 	prevHash string
-	revision uint64
 	batch    eventBatch
-	raw      []rawEvent // recorded, not yet encoded (buffered mode)
-	ended    bool       // session.end is recorded: nothing may follow it
+	taken    []rawEvent // raw taken for encoding (spare slice, swapped with raw)
 	hasher   hash.Hash  // SHA-256, reused
 	payload  []byte     // scratch for the payload's encoding
 	encoded  []byte     // scratch for the event's encoding
-	lingers  bool       // the publisher will flush the batch (buffered mode)
-	flushErr error      // the last lingering flush failed: the next statement flushes itself
 
 	// Resolve, when set, returns the statements that sql runs by name (EXECUTE of a
 	// prepared statement, FETCH from a cursor): their decisions bind sql too. It is called
@@ -90,17 +97,24 @@ func newID() string {
 // its own, after whatever the session still holds. In strict mode it returns only once
 // JetStream has acknowledged it; in buffered mode once it is in the spool.
 func (s *Session) Emit(ctx context.Context, p schemas.Payload) error {
+	s.enc.Lock()
+	if _, err := s.flushEncLocked(false, s.pub.enqueue, false); err != nil {
+		s.enc.Unlock()
+		return err
+	}
 	s.mu.Lock()
-	if _, err := s.flushLocked(false); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	if err := s.addLocked(p); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	wait, err := s.flushLocked(s.strict)
+	ended, revision := s.ended, s.revision
 	s.mu.Unlock()
+	if ended {
+		s.enc.Unlock()
+		return ErrEnded
+	}
+	if err := s.encodeLocked(p, time.Now(), revision); err != nil {
+		s.enc.Unlock()
+		return err
+	}
+	wait, err := s.sendEncLocked(s.strict, s.pub.enqueue)
+	s.enc.Unlock()
 	if err != nil || wait == nil {
 		return err
 	}
@@ -114,16 +128,20 @@ func (s *Session) Emit(ctx context.Context, p schemas.Payload) error {
 func (s *Session) add(p schemas.Payload) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.addLocked(p)
+	if s.ended {
+		return ErrEnded
+	}
+	s.raw = append(s.raw, rawEvent{p: p, t: time.Now(), revision: s.revision})
+	return nil
 }
 
 func (s *Session) flush(await bool) (func(context.Context) error, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.flushLocked(await)
+	s.enc.Lock()
+	defer s.enc.Unlock()
+	return s.flushEncLocked(await, s.pub.enqueue, false)
 }
 
-// lingerBytes is how much a lingering batch may hold before it is sent at once.
+// lingerBytes is about how much a lingering batch holds at most (its buffer's size).
 const lingerBytes = 64 << 10
 
 // flushSoon sends the batch now in strict mode (or with lingering off), and otherwise lets
@@ -132,29 +150,28 @@ const lingerBytes = 64 << 10
 // refuses the statement, as an immediate flush would.
 func (s *Session) flushSoon() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.strict || s.pub.linger <= 0 || len(s.batch.data) >= lingerBytes || len(s.raw) >= maxRawEvents || s.flushErr != nil {
-		_, err := s.flushLocked(false)
+	if s.strict || s.pub.linger <= 0 || len(s.raw) >= maxRawEvents || s.flushErr != nil {
+		s.mu.Unlock()
+		_, err := s.flush(false)
 		return err
 	}
-	if (s.batch.n > 0 || len(s.raw) > 0) && !s.lingers {
+	if len(s.raw) > 0 && !s.lingers {
 		s.lingers = true
 		s.pub.later(s)
 	}
+	s.mu.Unlock()
 	return nil
 }
 
 // flushLingering is the publisher's flush of a lingering batch. It does not wait for room
 // in the spool: on failure the batch stays, and the session's next statement flushes it.
 func (s *Session) flushLingering() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.lingers {
-		return
-	}
-	s.lingers = false
-	if err := s.flushWith(false, s.pub.tryEnqueue); err != nil {
+	s.enc.Lock()
+	defer s.enc.Unlock()
+	if _, err := s.flushEncLocked(false, s.pub.tryEnqueue, true); err != nil {
+		s.mu.Lock()
 		s.flushErr = err
+		s.mu.Unlock()
 	}
 }
 
@@ -175,31 +192,29 @@ const maxRawEvents = 512
 // ErrEnded is returned for events after session.end: the chain is sealed.
 var ErrEnded = errors.New("session ended")
 
-func (s *Session) addLocked(p schemas.Payload) error {
-	if s.ended {
-		return ErrEnded
-	}
-	if s.strict || s.pub.linger <= 0 {
-		return s.encodeLocked(p, time.Now(), s.revision)
-	}
-	s.raw = append(s.raw, rawEvent{p: p, t: time.Now(), revision: s.revision})
-	return nil
+// takeRawLocked (enc and mu held) takes the events recorded so far for encoding.
+func (s *Session) takeRawLocked() []rawEvent {
+	taken := s.raw
+	s.raw = s.taken[:0]
+	s.taken = nil
+	return taken
 }
 
-// encodeRawLocked encodes the events recorded so far into the batch, in order.
-func (s *Session) encodeRawLocked() error {
-	for i, r := range s.raw {
-		if err := s.encodeLocked(r.p, r.t, r.revision); err != nil {
-			s.raw = s.raw[i+1:] // an event that cannot be encoded is dropped, never retried forever
-			return err
+// encodeRawLocked (enc held) encodes taken events into the batch, in order. An event that
+// cannot be encoded is dropped (never retried forever) and the error returned after the
+// others are encoded.
+func (s *Session) encodeRawLocked(taken []rawEvent) error {
+	var first error
+	for _, r := range taken {
+		if err := s.encodeLocked(r.p, r.t, r.revision); err != nil && first == nil {
+			first = err
 		}
 	}
-	clear(s.raw)
-	s.raw = s.raw[:0]
-	if cap(s.raw) > maxRawEvents {
-		s.raw = nil
+	clear(taken)
+	if cap(taken) <= maxRawEvents {
+		s.taken = taken[:0]
 	}
-	return nil
+	return first
 }
 
 func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) error {
@@ -250,21 +265,27 @@ func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) 
 	return nil
 }
 
-// flushLocked hands the batch to the publisher. When the spool is full the batch stays
-// with the session (the chain stays whole) and goes out with the next flush.
-func (s *Session) flushLocked(await bool) (func(context.Context) error, error) {
-	return s.flushWithWait(await, s.pub.enqueue)
-}
-
-func (s *Session) flushWith(await bool, enqueue func(*pending) error) error {
-	_, err := s.flushWithWait(await, enqueue)
-	return err
-}
-
-func (s *Session) flushWithWait(await bool, enqueue func(*pending) error) (func(context.Context) error, error) {
-	if err := s.encodeRawLocked(); err != nil {
+// flushEncLocked (enc held) encodes what was recorded and hands the batch to the
+// publisher. When the spool is full the batch stays with the session (the chain stays
+// whole) and goes out with the next flush. lingering is the publisher's sweep: it does
+// nothing unless the session asked for it.
+func (s *Session) flushEncLocked(await bool, enqueue func(*pending) error, lingering bool) (func(context.Context) error, error) {
+	s.mu.Lock()
+	if lingering && !s.lingers {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	taken := s.takeRawLocked()
+	s.lingers = false
+	s.mu.Unlock()
+	if err := s.encodeRawLocked(taken); err != nil {
 		return nil, err
 	}
+	return s.sendEncLocked(await, enqueue)
+}
+
+// sendEncLocked (enc held) hands the encoded batch to the publisher.
+func (s *Session) sendEncLocked(await bool, enqueue func(*pending) error) (func(context.Context) error, error) {
 	b := &s.batch
 	if b.n == 0 {
 		return nil, nil
@@ -273,7 +294,7 @@ func (s *Session) flushWithWait(await bool, enqueue func(*pending) error) (func(
 	if b.n > 1 {
 		typ = BatchSubjectToken
 	}
-	pe := &pending{subject: bus.AuditSubject(s.Resource.Name, s.ID, typ), id: b.firstID, types: b.types, data: b.data}
+	pe := &pending{subject: bus.AuditSubject(s.Resource.Name, s.ID, typ), id: b.firstID, types: b.types, data: b.data, size: int64(len(b.data))}
 	if await {
 		pe.ack = make(chan error, 1)
 	}
@@ -281,7 +302,9 @@ func (s *Session) flushWithWait(await bool, enqueue func(*pending) error) (func(
 		return nil, err
 	}
 	*b = eventBatch{}
-	s.lingers, s.flushErr = false, nil
+	s.mu.Lock()
+	s.flushErr = nil
+	s.mu.Unlock()
 	if !await {
 		return nil, nil
 	}
@@ -513,35 +536,43 @@ func (s *Session) End(ctx context.Context, reason string, cause error, bytesIn, 
 	if cause != nil {
 		p.Error = cause.Error()
 	}
-	key := s.pub.sealKey
-	if key == nil {
-		err := s.Emit(ctx, p)
-		s.mu.Lock()
-		s.ended = true
-		s.mu.Unlock()
-		return err
-	}
-	// session.end, then the seal over the chain up to it, in one message.
-	s.mu.Lock()
-	if _, err := s.flushLocked(false); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	err := s.encodeLocked(p, time.Now(), s.revision)
-	if err == nil {
-		err = s.encodeLocked(key.Seal(s.ID, s.seq, s.prevHash), time.Now(), s.revision)
-	}
-	s.ended = true
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	wait, err := s.flushLocked(s.strict)
-	s.mu.Unlock()
+	// What the session still holds, then session.end (and the seal over the chain up to
+	// it) in a message of their own; nothing recorded after it is taken.
+	s.enc.Lock()
+	wait, err := s.endLocked(p)
+	s.enc.Unlock()
 	if err != nil || wait == nil {
 		return err
 	}
 	return wait(ctx)
+}
+
+func (s *Session) endLocked(p *schemas.SessionEnd) (func(context.Context) error, error) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return nil, ErrEnded
+	}
+	s.ended = true
+	taken, revision := s.takeRawLocked(), s.revision
+	s.lingers = false
+	s.mu.Unlock()
+	err := s.encodeRawLocked(taken)
+	if _, serr := s.sendEncLocked(false, s.pub.enqueue); err == nil {
+		err = serr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.encodeLocked(p, time.Now(), revision); err != nil {
+		return nil, err
+	}
+	if key := s.pub.sealKey; key != nil {
+		if err := s.encodeLocked(key.Seal(s.ID, s.seq, s.prevHash), time.Now(), revision); err != nil {
+			return nil, err
+		}
+	}
+	return s.sendEncLocked(s.strict, s.pub.enqueue)
 }
 
 // Result records the rows of one statement in bounded chunks, as they were sent.
