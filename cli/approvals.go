@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,16 +21,15 @@ func approvalsCmd(args []string, stdout, stderr io.Writer) error {
 	all := fs.Bool("all", false, "list: decided ones too")
 	reason := fs.String("reason", "", "why (required to deny)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "", "in dev: gatehouse token --dev --sub approver-1 --groups approvers")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
 	}
-	if *token == "" {
-		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (in dev: gatehouse token --dev --sub approver-1 --groups approvers)"}
+	c, err := api.client(time.Minute)
+	if err != nil {
+		return err
 	}
-	c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
 	if sub == "list" {
 		if len(pos) > 0 {
 			return usageError{"approvals list takes no arguments"}
@@ -73,7 +70,7 @@ func approvalsCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	body, _ := json.Marshal(map[string]string{"reason": *reason, "via": "cli"})
 	var a approvals.Approval
-	if err := post(c.base, c.token, "/api/v1/approvals/"+url.PathEscape(pos[0])+"/"+sub, body, &a); err != nil {
+	if err := c.post("/api/v1/approvals/"+url.PathEscape(pos[0])+"/"+sub, body, &a); err != nil {
 		return err
 	}
 	if *asJSON {

@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -34,8 +32,7 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 	session := fs.String("session", "", "verify one session")
 	since := fs.String("since", "", "verify every session with events since this RFC 3339 time (default: the last 24 hours)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "auditor token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "auditor", "an auditor's")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -48,8 +45,9 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 			return usageError{fmt.Sprintf("--since %q is not an RFC 3339 time", *since)}
 		}
 	}
-	if *token == "" {
-		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (an auditor's)"}
+	c, err := api.client(10 * time.Minute)
+	if err != nil {
+		return err
 	}
 	q := url.Values{}
 	if *session != "" {
@@ -58,7 +56,6 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 	if *since != "" {
 		q.Set("since", *since)
 	}
-	c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: 10 * time.Minute}}
 	var v query.Verification
 	if err := c.get("/api/v1/audit/verify?"+q.Encode(), &v); err != nil {
 		return err
@@ -87,8 +84,7 @@ func auditRetention(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("audit retention", "audit retention [--dry-run] [--json]", stderr)
 	dry := fs.Bool("dry-run", false, "list what would be dropped; drop nothing")
 	asJSON := fs.Bool("json", false, "print JSON")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "admin token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "admin", "an administrator's")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -96,11 +92,12 @@ func auditRetention(args []string, stdout, stderr io.Writer) error {
 	if len(pos) > 0 {
 		return usageError{"audit retention takes no arguments"}
 	}
-	if *token == "" {
-		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (an administrator's)"}
+	c, err := api.client(time.Minute)
+	if err != nil {
+		return err
 	}
 	var res schemas.AuditRetention
-	if err := post(*base, *token, "/api/v1/audit/retention?dry_run="+strconv.FormatBool(*dry), nil, &res); err != nil {
+	if err := c.post("/api/v1/audit/retention?dry_run="+strconv.FormatBool(*dry), nil, &res); err != nil {
 		return err
 	}
 	if *asJSON {

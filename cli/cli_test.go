@@ -66,9 +66,13 @@ func TestUsageErrors(t *testing.T) {
 	code, _, errOut := run("nope")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, `unknown command "nope"`)
-	code, _, errOut = run("sessions", "list")
-	require.Equal(t, 2, code)
-	require.Contains(t, errOut, "no token")
+	t.Setenv("GATEHOUSE_TOKEN", "")
+	for _, args := range [][]string{{"sessions", "list"}, {"revocations"}, {"revoke", "--session", "x"}, {"grants", "list"},
+		{"approvals", "list"}, {"audit", "verify"}, {"audit", "retention"}, {"evidence", "access"}, {"policy", "get"}} {
+		code, _, errOut = run(args...)
+		require.Equal(t, 2, code, args)
+		require.Contains(t, errOut, "no token", args)
+	}
 	code, _, errOut = run("run")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "run needs --config FILE")

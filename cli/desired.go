@@ -20,8 +20,7 @@ func desiredCmd(kind string, args []string, stdout, stderr io.Writer) error {
 	path := map[string]string{"policy": "/api/v1/policies", "resource": "/api/v1/resources"}[kind]
 	fs := newFlags(kind+" "+sub, kind+" apply -f FILE | "+kind+" get [--token T] [--url URL]", stderr)
 	file := fs.String("f", "", "apply: YAML file with "+strings.TrimPrefix(path, "/api/v1/")+": [...] (a config file will do; other sections are ignored)")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "admin token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "admin", "in dev: gatehouse token --dev --sub admin --groups gatehouse-admins")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -29,8 +28,9 @@ func desiredCmd(kind string, args []string, stdout, stderr io.Writer) error {
 	if len(pos) > 0 {
 		return usageError{fmt.Sprintf("%s %s takes no arguments (got %q)", kind, sub, pos)}
 	}
-	if *token == "" {
-		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (in dev: gatehouse token --dev --sub admin --groups gatehouse-admins)"}
+	c, err := api.client(time.Minute)
+	if err != nil {
+		return err
 	}
 	var body io.Reader
 	method := http.MethodGet
@@ -44,23 +44,14 @@ func desiredCmd(kind string, args []string, stdout, stderr io.Writer) error {
 		}
 		body, method = bytes.NewReader(b), http.MethodPut
 	}
-	req, err := http.NewRequest(method, strings.TrimRight(*base, "/")+path, body)
+	resp, err := c.do(method, path, body, "application/yaml")
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+*token)
-	req.Header.Set("Content-Type", "application/yaml")
-	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the Gatehouse API at %s: %w", *base, err)
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, apiMessage(out))
 	}
 	if sub == "get" {
 		_, err = stdout.Write(out)

@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 )
@@ -21,13 +19,13 @@ func evidenceCmd(args []string, stdout, stderr io.Writer) error {
 	until := fs.String("until", "", "to this RFC 3339 time (default: now)")
 	format := fs.String("format", "csv", "json or csv")
 	label := fs.String("label", "", "privileged: resources with this label (default env=production)")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "auditor token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "auditor", "an auditor's")
 	if _, err := parseInterspersed(fs, args[1:]); err != nil {
 		return err
 	}
-	if *token == "" {
-		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (an auditor's)"}
+	c, err := api.client(5 * time.Minute)
+	if err != nil {
+		return err
 	}
 	q := url.Values{"format": {*format}}
 	if *since != "" {
@@ -39,20 +37,11 @@ func evidenceCmd(args []string, stdout, stderr io.Writer) error {
 	if *label != "" {
 		q.Set("label", *label)
 	}
-	req, err := http.NewRequest(http.MethodGet, strings.TrimRight(*base, "/")+"/api/v1/evidence/"+args[0]+"?"+q.Encode(), nil)
+	resp, err := c.do(http.MethodGet, "/api/v1/evidence/"+args[0]+"?"+q.Encode(), nil, "")
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+*token)
-	resp, err := (&http.Client{Timeout: 5 * time.Minute}).Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the Gatehouse API at %s: %w", *base, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return fmt.Errorf("%s: %s", resp.Status, apiMessage(b))
-	}
 	_, err = io.Copy(stdout, resp.Body)
 	return err
 }

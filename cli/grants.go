@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,8 +23,7 @@ func grantsCmd(args []string, stdout, stderr io.Writer) error {
 	dur := fs.String("for", "", "request: how long, e.g. 2h")
 	reason := fs.String("reason", "", "request: why (an incident or ticket)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "", "")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -34,11 +31,11 @@ func grantsCmd(args []string, stdout, stderr io.Writer) error {
 	if len(pos) > 0 {
 		return usageError{fmt.Sprintf("grants %s takes no arguments (got %q)", sub, pos)}
 	}
-	if *token == "" {
-		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN"}
+	c, err := api.client(time.Minute)
+	if err != nil {
+		return err
 	}
 	if sub == "list" {
-		c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
 		var out struct {
 			Grants []grants.Grant `json:"grants"`
 		}
@@ -60,7 +57,7 @@ func grantsCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	body, _ := json.Marshal(approvals.GrantRequest{Resource: *resource, Role: *role, For: *dur, Reason: *reason})
 	var a approvals.Approval
-	if err := post(*base, *token, "/api/v1/grants", body, &a); err != nil {
+	if err := c.post("/api/v1/grants", body, &a); err != nil {
 		return err
 	}
 	if *asJSON {

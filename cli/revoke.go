@@ -1,13 +1,9 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -23,8 +19,7 @@ func revokeCmd(args []string, stdout, stderr io.Writer) error {
 	reason := fs.String("reason", "", "why (shown to the client and recorded)")
 	dur := fs.String("for", "", "the revocation lapses after this long (default: until lifted)")
 	lift := fs.Bool("lift", false, "lift the revocation instead")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "admin token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "admin", "in dev: gatehouse token --dev --sub admin --groups gatehouse-admins")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -40,13 +35,14 @@ func revokeCmd(args []string, stdout, stderr io.Writer) error {
 	if n != 1 || len(pos) > 0 {
 		return usageError{"revoke needs exactly one of --identity, --session or --grant"}
 	}
-	if *token == "" {
-		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (in dev: gatehouse token --dev --sub admin --groups gatehouse-admins)"}
+	c, err := api.client(time.Minute)
+	if err != nil {
+		return err
 	}
 	req.Reason, req.For, req.Lift = *reason, *dur, *lift
 	body, _ := json.Marshal(req)
 	var rv revoke.Revocation
-	if err := post(*base, *token, "/api/v1/revocations", body, &rv); err != nil {
+	if err := c.post("/api/v1/revocations", body, &rv); err != nil {
 		return err
 	}
 	if rv.Lifted {
@@ -65,12 +61,14 @@ func revokeCmd(args []string, stdout, stderr io.Writer) error {
 func revocationsCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("revocations", "revocations [--json]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "admin token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "admin", "in dev: gatehouse token --dev --sub admin --groups gatehouse-admins")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
+	c, err := api.client(time.Minute)
+	if err != nil {
+		return err
+	}
 	var out struct {
 		Revocations []revoke.Revocation `json:"revocations"`
 	}
@@ -90,24 +88,4 @@ func revocationsCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Kind, r.Value, r.By, r.At.Local().Format(time.RFC3339), until, r.Reason)
 	}
 	return tw.Flush()
-}
-
-// post sends a JSON body to the API and decodes the JSON answer.
-func post(base, token, path string, body []byte, out any) error {
-	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(base, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the Gatehouse API at %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, apiMessage(b))
-	}
-	return json.Unmarshal(b, out)
 }

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,25 +22,79 @@ type apiClient struct {
 	http        *http.Client
 }
 
-func (c *apiClient) get(path string, out any) error {
-	req, err := http.NewRequest(http.MethodGet, c.base+path, nil)
+// apiAccess is the --token and --url flags of a command that calls the HTTP API.
+type apiAccess struct {
+	token, base *string
+	hint        string // whose token, or how to get one, for the error without one
+}
+
+// addAPIFlags adds --token and --url to fs. who says whose token the command needs
+// ("admin", "auditor", or "" for anyone's); hint is added to the error without one.
+func addAPIFlags(fs *flag.FlagSet, who, hint string) *apiAccess {
+	desc := "token (default $GATEHOUSE_TOKEN)"
+	if who != "" {
+		desc = who + " " + desc
+	}
+	return &apiAccess{token: fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), desc),
+		base: fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)"), hint: hint}
+}
+
+// client is the API client for the flags given, or a usage error without a token.
+func (a *apiAccess) client(timeout time.Duration) (*apiClient, error) {
+	if *a.token == "" {
+		msg := "no token: pass --token or set GATEHOUSE_TOKEN"
+		if a.hint != "" {
+			msg += " (" + a.hint + ")"
+		}
+		return nil, usageError{msg}
+	}
+	return &apiClient{base: strings.TrimRight(*a.base, "/"), token: *a.token, http: &http.Client{Timeout: timeout}}, nil
+}
+
+// do sends a request to the API; an answer other than 200 is an error with the API's
+// message.
+func (c *apiClient) do(method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequest(method, c.base+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the Gatehouse API at %s: %w", c.base, err)
+		return nil, fmt.Errorf("cannot reach the Gatehouse API at %s: %w", c.base, err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, fmt.Errorf("%s: %s", resp.Status, apiMessage(b))
+	}
+	return resp, nil
+}
+
+// call sends a request and decodes the JSON answer (at most limit bytes) into out.
+func (c *apiClient) call(method, path string, body io.Reader, contentType string, limit int64, out any) error {
+	resp, err := c.do(method, path, body, contentType)
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, apiMessage(body))
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return err
 	}
-	return json.Unmarshal(body, out)
+	return json.Unmarshal(b, out)
+}
+
+// post sends a JSON body to the API and decodes the JSON answer.
+func (c *apiClient) post(path string, body []byte, out any) error {
+	return c.call(http.MethodPost, path, bytes.NewReader(body), "application/json", 1<<20, out)
+}
+
+func (c *apiClient) get(path string, out any) error {
+	return c.call(http.MethodGet, path, nil, "", 256<<20, out)
 }
 
 func sessionsCmd(args []string, stdout, stderr io.Writer) error {
@@ -48,8 +104,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	sub := args[0]
 	fs := newFlags("sessions "+sub, "sessions list|replay ID [--json] [--token T]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	token := fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), "auditor token (default $GATEHOUSE_TOKEN)")
-	base := fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)")
+	api := addAPIFlags(fs, "auditor", "in dev: gatehouse token --dev --sub auditor --groups auditors")
 	identity := fs.String("identity", "", "list: only this identity")
 	resource := fs.String("resource", "", "list: only this resource")
 	limit := fs.Int("limit", 50, "list: at most this many sessions")
@@ -68,10 +123,10 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *token == "" {
-		return usageError{"no token: pass --token or set GATEHOUSE_TOKEN (in dev: gatehouse token --dev --sub auditor --groups auditors)"}
+	c, err := api.client(time.Minute)
+	if err != nil {
+		return err
 	}
-	c := &apiClient{base: strings.TrimRight(*base, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
 	if sub == "list" {
 		if len(pos) > 0 {
 			return usageError{fmt.Sprintf("sessions list takes no arguments (got %q)", pos)}
