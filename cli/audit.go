@@ -65,14 +65,18 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	} else {
-		for _, p := range v.Problems {
+		for _, p := range append(v.Truncated, v.Problems...) {
 			seq := ""
 			if p.Seq != 0 {
 				seq = fmt.Sprintf(" seq %d", p.Seq)
 			}
 			fmt.Fprintf(stdout, "%-9s session %s%s: %s\n", strings.ToUpper(p.Kind), p.Session, seq, p.Detail)
 		}
-		fmt.Fprintf(stdout, "%d session(s), %d event(s) checked, %d problem(s)\n", v.Sessions, v.Events, len(v.Problems))
+		fmt.Fprintf(stdout, "%d session(s), %d event(s) checked, %d problem(s)", v.Sessions, v.Events, len(v.Problems))
+		if len(v.Truncated) > 0 {
+			fmt.Fprintf(stdout, ", %d session(s) truncated by retention", len(v.Truncated))
+		}
+		fmt.Fprintln(stdout)
 	}
 	if len(v.Problems) > 0 {
 		return errTampered{len(v.Problems)}

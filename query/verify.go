@@ -1,13 +1,17 @@
 package query
 
 import (
+	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/labstack/echo/v4"
 
+	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 
@@ -19,6 +23,9 @@ type Verification struct {
 	Sessions int            `json:"sessions"`
 	Events   int            `json:"events"`
 	Problems []seal.Problem `json:"problems"`
+	// Truncated are sessions whose oldest events were dropped by retention, as recorded in
+	// the trail: explained, not problems.
+	Truncated []seal.Problem `json:"truncated"`
 }
 
 // SetVerifyKeys gives the public keys whose seals are accepted, by key id.
@@ -57,11 +64,23 @@ func (a *API) verify(c echo.Context) error {
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d sessions since %s: verify a shorter range", maxVerifySessions, since.Format(time.RFC3339)))
 		}
 	}
-	v := Verification{Problems: []seal.Problem{}}
+	v, err := VerifySessions(ctx, a.ch, a.db, sessions, a.keys)
+	if err != nil {
+		return a.storeError(err)
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+// VerifySessions re-reads sessions from the store and checks their chains and seals. The
+// events of a session whose oldest month has been dropped by retention are gone on
+// purpose: that is reported as "truncated", naming the retention run, not as missing.
+func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []string, keys map[string]ed25519.PublicKey) (Verification, error) {
+	v := Verification{Problems: []seal.Problem{}, Truncated: []seal.Problem{}}
+	var dropped map[retainedKey]retainedBy
 	for _, id := range sessions {
-		evs, err := ReadSession(ctx, a.ch, a.db, id)
+		evs, err := ReadSession(ctx, ch, db, id)
 		if err != nil {
-			return a.storeError(err)
+			return v, err
 		}
 		if len(evs) == 0 {
 			v.Problems = append(v.Problems, seal.Problem{Session: id, Kind: "missing", Detail: "no events for this session"})
@@ -69,7 +88,78 @@ func (a *API) verify(c echo.Context) error {
 		}
 		v.Sessions++
 		v.Events += len(evs)
-		v.Problems = append(v.Problems, seal.Verify(id, evs, a.keys)...)
+		for _, p := range seal.Verify(id, evs, keys) {
+			if p.Kind != "missing" || p.Seq != 1 {
+				v.Problems = append(v.Problems, p)
+				continue
+			}
+			if dropped == nil {
+				if dropped, err = droppedPartitions(ctx, ch, db); err != nil {
+					return v, err
+				}
+			}
+			by, ok := retainedBefore(dropped, evs[0].Resource, evs[0].Time)
+			if !ok {
+				v.Problems = append(v.Problems, p)
+				continue
+			}
+			p.Kind = "truncated"
+			p.Detail = fmt.Sprintf("events 1 to %d are gone with the older months of resource %s, dropped by retention (partition %d dropped %s by %s, keep %s)",
+				evs[0].Seq-1, evs[0].Resource, by.month, by.at.UTC().Format(time.RFC3339), by.who, by.keep)
+			v.Truncated = append(v.Truncated, p)
+		}
 	}
-	return c.JSON(http.StatusOK, v)
+	return v, nil
+}
+
+type retainedKey struct {
+	resource string
+	month    uint32
+}
+
+type retainedBy struct {
+	month uint32
+	at    time.Time
+	who   string
+	keep  string
+}
+
+// droppedPartitions reads every retention run in the trail: which (resource, month)
+// partitions were dropped, when and by whom.
+func droppedPartitions(ctx context.Context, ch driver.Conn, db string) (map[retainedKey]retainedBy, error) {
+	rows, err := ch.Query(ctx, "SELECT time, identity_sub, payload FROM "+db+".events WHERE resource = '_config' AND type = ?", schemas.TypeAuditRetention)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[retainedKey]retainedBy{}
+	for rows.Next() {
+		var at time.Time
+		var who, payload string
+		if err := rows.Scan(&at, &who, &payload); err != nil {
+			return nil, err
+		}
+		var run schemas.AuditRetention
+		if json.Unmarshal([]byte(payload), &run) != nil {
+			continue // an unreadable record explains nothing
+		}
+		for _, d := range run.Dropped {
+			out[retainedKey{d.Resource, d.Month}] = retainedBy{month: d.Month, at: at, who: who, keep: d.Keep}
+		}
+	}
+	return out, rows.Err()
+}
+
+// retainedBefore finds a dropped partition of resource from a month before first's: the
+// events before first went with it. (Retention drops the oldest months first, so only the
+// start of a session can be gone this way.)
+func retainedBefore(dropped map[retainedKey]retainedBy, resource string, first time.Time) (retainedBy, bool) {
+	month := uint32(first.UTC().Year()*100 + int(first.UTC().Month()))
+	var found retainedBy
+	for k, by := range dropped {
+		if k.resource == resource && k.month < month && by.month > found.month {
+			found = by
+		}
+	}
+	return found, found.month != 0
 }

@@ -70,7 +70,7 @@ func (k *Key) Seal(session string, events uint64, lastHash string) *schemas.Sess
 type Problem struct {
 	Session string `json:"session"`
 	Seq     uint64 `json:"seq,omitempty"`
-	Kind    string `json:"kind"` // missing, reordered, altered, duplicate, unsealed, bad_seal
+	Kind    string `json:"kind"` // missing, reordered, altered, duplicate, unsealed, bad_seal (truncated: see query.Verification)
 	Detail  string `json:"detail"`
 }
 
