@@ -221,3 +221,58 @@ func TestNamedStatements(t *testing.T) {
 		require.Equal(t, []string{"34000"}, codes)
 	})
 }
+
+// TestSimpleQueryInFailedPipeline: after an error in the extended protocol the backend
+// discards everything up to the Sync, a simple Query too. The proxy must pair the answers
+// the same way, or every later result would be attributed (and masked) as the statement
+// before it: a client could read a masked column in the clear.
+func TestSimpleQueryInFailedPipeline(t *testing.T) {
+	env := startProxy(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, env.connTo("app-tables", ""))
+	require.NoError(t, err)
+	hc, err := c.Hijack()
+	require.NoError(t, err)
+	defer hc.Conn.Close()
+	require.NoError(t, hc.Conn.SetDeadline(time.Now().Add(30*time.Second)))
+	fe := hc.Frontend
+	const cards = "select card_number from customers order by id"
+	// One answer of the round: the rows (first column) and error codes up to the next
+	// ReadyForQuery.
+	round := func() (rows []string, codes []string) {
+		for {
+			m, err := fe.Receive()
+			require.NoError(t, err)
+			switch m := m.(type) {
+			case *pgproto3.DataRow:
+				rows = append(rows, string(m.Values[0]))
+			case *pgproto3.ErrorResponse:
+				codes = append(codes, m.Code)
+			case *pgproto3.ReadyForQuery:
+				return rows, codes
+			}
+		}
+	}
+	// A Parse that the backend refuses (the proxy lets it through: it parses), then a simple
+	// Query before the Sync: PostgreSQL discards the Query.
+	fe.Send(&pgproto3.Parse{Query: "select * from no_such_table"})
+	fe.Send(&pgproto3.Query{String: cards})
+	fe.Send(&pgproto3.Sync{})
+	require.NoError(t, fe.Flush())
+	rows, codes := round()
+	require.Empty(t, rows)
+	require.Equal(t, []string{"42P01"}, codes)
+	// The next queries are answered, and masked, as themselves.
+	for i := 0; i < 3; i++ {
+		fe.Send(&pgproto3.Query{String: cards})
+		require.NoError(t, fe.Flush())
+		rows, codes = round()
+		require.Empty(t, codes)
+		require.Equal(t, []string{"****", "****", "****"}, rows)
+	}
+	fe.Send(&pgproto3.Query{String: "select 'plain'::text"})
+	require.NoError(t, fe.Flush())
+	rows, _ = round()
+	require.Equal(t, []string{"plain"}, rows)
+}

@@ -760,7 +760,7 @@ func (c *conn) backendLoop() error {
 			return fmt.Errorf("backend: %w", err)
 		}
 		head := c.head()
-		popped := false
+		popped, skipped := false, false
 		switch typ {
 		case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
 			popped = head != nil && (head.kind == 'P' || head.kind == 'B' || head.kind == 'C')
@@ -884,7 +884,7 @@ func (c *conn) backendLoop() error {
 			if len(body) == 1 {
 				c.txStatus.Store(uint32(body[0]))
 			}
-			c.skipping.Store(false)
+			skipped = c.skipping.Swap(false)
 		}
 		var werr error
 		// The proxy's own messages' answers are not relayed; a ReadyForQuery is, unless it
@@ -901,7 +901,7 @@ func (c *conn) backendLoop() error {
 			return nil
 		}
 		if popped || typ == 'Z' {
-			c.advance(typ == 'Z')
+			c.advance(typ == 'Z', skipped)
 		}
 		if !r.buffered() {
 			c.wmu.Lock()
@@ -1019,7 +1019,7 @@ func (c *conn) describeNextExecute(cols []schemas.Column) {
 // advance pops the answered head entry. On ReadyForQuery it pops up to and including the
 // simple query or Sync it answers, closing what the backend skipped after an error.
 // Injected answers that become due are written in order.
-func (c *conn) advance(ready bool) {
+func (c *conn) advance(ready, skipped bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if ready {
@@ -1038,6 +1038,21 @@ func (c *conn) advance(ready bool) {
 				continue
 			case 'P', 'B', 'C', 'D':
 				continue
+			case 'Q', 'F', 'R':
+				if skipped {
+					// After an error in the extended protocol the backend discards every
+					// message up to the Sync, a simple query too: this ReadyForQuery
+					// answers the Sync, not this query.
+					if e.res != nil {
+						e.res.Done("skipped")
+					}
+					if e.kind == 'R' && !e.found {
+						e.lookup <- lookupResult{err: errors.New("the backend skipped the query after an error in the pipeline")}
+					}
+					continue
+				}
+			}
+			switch e.kind {
 			case 'Q', 'F':
 				if e.res != nil {
 					status := "ok"
