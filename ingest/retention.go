@@ -30,6 +30,9 @@ type Retention struct {
 	Labels func(resource string) (map[string]string, bool)
 	// Record publishes the audit.retention event.
 	Record func(ctx context.Context, e schemas.Event) error
+	// Claim, when set, makes a scheduled run happen once per interval among replicas: it
+	// returns true to exactly one caller per key.
+	Claim func(ctx context.Context, key string) (bool, error)
 	Log    *slog.Logger
 }
 
@@ -170,11 +173,29 @@ func (r *Retention) Schedule(ctx context.Context, who schemas.Identity) {
 			return
 		case <-time.After(wait):
 		}
-		if _, err := r.Run(ctx, time.Now(), who, "schedule", false); err != nil && ctx.Err() == nil {
+		if _, err := r.scheduled(ctx, time.Now(), who); err != nil && ctx.Err() == nil {
 			r.Log.Error("retention run failed", "err", err)
 		}
 		wait = r.Config.Interval
 	}
+}
+
+// scheduled is one scheduled run: only the replica that claims this interval runs it (when
+// the claim cannot be made, it runs anyway: a second run finds nothing left to drop).
+func (r *Retention) scheduled(ctx context.Context, now time.Time, who schemas.Identity) (bool, error) {
+	if r.Claim != nil {
+		key := "retention." + strconv.FormatInt(now.Truncate(r.Config.Interval).Unix(), 10)
+		ok, err := r.Claim(ctx, key)
+		switch {
+		case err != nil:
+			r.Log.Warn("retention: cannot claim this interval's run; running it anyway", "err", err)
+		case !ok:
+			r.Log.Debug("retention: another replica runs this interval", "key", key)
+			return false, nil
+		}
+	}
+	_, err := r.Run(ctx, now, who, "schedule", false)
+	return true, err
 }
 
 // RetentionAPI serves POST /api/v1/audit/retention[?dry_run=true] to administrators: a

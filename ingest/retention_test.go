@@ -145,3 +145,37 @@ func TestMigrationToResourcePartitionsKeepsEvents(t *testing.T) {
 	}
 	require.Equal(t, []string{"('_config',202603)", "('demo',202603)"}, parts)
 }
+
+// Of several ingest replicas, one runs each interval's scheduled retention: they claim it
+// in the locks bucket.
+func TestScheduledRetentionRunsOncePerIntervalAmongReplicas(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	h.publish(t, "staging", "x", event(t, "staging", time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)))
+	require.Eventually(t, func() bool { return h.count(t) == 1 }, 30*time.Second, 20*time.Millisecond)
+	replica := func(name string) *ingest.Retention {
+		return &ingest.Retention{Database: "gh", CH: h.ch, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Config: config.Retention{Default: 90 * 24 * time.Hour, Interval: time.Hour},
+			Labels: func(string) (map[string]string, bool) { return nil, false },
+			Record: func(ctx context.Context, e schemas.Event) error { return bus.RecordControl(ctx, h.js, e) },
+			Claim:  func(ctx context.Context, key string) (bool, error) { return bus.Claim(ctx, h.js, key, name) },
+		}
+	}
+	a, b := replica("a"), replica("b")
+	who := schemas.Identity{Subject: "gatehouse-retention", Kind: "system"}
+	now := time.Date(2026, 11, 22, 5, 10, 0, 0, time.UTC)
+	ran, err := a.Scheduled(ctx, now, who)
+	require.NoError(t, err)
+	require.True(t, ran)
+	ran, err = b.Scheduled(ctx, now.Add(20*time.Minute), who) // the same hour
+	require.NoError(t, err)
+	require.False(t, ran, "the interval was claimed by the other replica")
+	ran, err = b.Scheduled(ctx, now.Add(time.Hour), who) // the next one
+	require.NoError(t, err)
+	require.True(t, ran)
+	require.Empty(t, h.resources(t, "type = 'session.end'"), "the old month is gone")
+	var runs uint64
+	require.Eventually(t, func() bool {
+		return h.ch.QueryRow(ctx, "SELECT count() FROM gh.events WHERE type = 'audit.retention'").Scan(&runs) == nil && runs == 1
+	}, 30*time.Second, 50*time.Millisecond, "one run recorded (the second had nothing to drop)")
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
+	"os"
 
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
@@ -47,6 +48,10 @@ func (a *App) ingestService() *Service {
 					return r.Labels, true
 				},
 				Record: func(ctx context.Context, e schemas.Event) error { return bus.RecordControl(ctx, a.bus.JS, e) },
+				Claim: func(ctx context.Context, key string) (bool, error) {
+					host, _ := os.Hostname()
+					return bus.Claim(ctx, a.bus.JS, key, fmt.Sprintf("%s/%d", host, os.Getpid()))
+				},
 			}
 			(&ingest.RetentionAPI{Retention: ret, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups}).Register(a.echo)
 			return nil

@@ -32,6 +32,7 @@ const (
 	BucketPolicies  = "gh_policies"
 	BucketResources = "gh_resources"
 	BucketGrants    = "gh_grants"
+	BucketLocks     = "gh_locks"
 	// ConfigResource is the resource token of the audit subject of configuration changes.
 	ConfigResource = "_config"
 )
@@ -154,4 +155,22 @@ func RecordControl(ctx context.Context, js jetstream.JetStream, e schemas.Event)
 		return fmt.Errorf("record %s: %w", e.Type, err)
 	}
 	return nil
+}
+
+// Claim takes key in the locks bucket for whoever calls first: true for the first caller,
+// false for every later one (until the key expires with the bucket's week-long TTL). Keys
+// name a piece of work and its period ("retention.<unix time of the interval>"), so that
+// of several replicas exactly one does it.
+func Claim(ctx context.Context, js jetstream.JetStream, key, owner string) (bool, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketLocks, History: 1, TTL: 7 * 24 * time.Hour, Storage: jetstream.FileStorage})
+	if err != nil {
+		return false, fmt.Errorf("locks bucket: %w", err)
+	}
+	if _, err := kv.Create(ctx, key, []byte(owner)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, nil
+		}
+		return false, fmt.Errorf("claim %s: %w", key, err)
+	}
+	return true, nil
 }
