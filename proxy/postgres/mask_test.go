@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -143,6 +144,38 @@ func TestMasking(t *testing.T) {
 		res, err := c.Exec(ctx, "select count(*) from customers").ReadAll()
 		require.NoError(t, err)
 		require.Equal(t, "3", string(res[0].Rows[0][0]))
+	})
+	t.Run("errors and notices do not carry masked values", func(t *testing.T) {
+		cfg, err := pgconn.ParseConfig(env.connTo("app-masked", ""))
+		require.NoError(t, err)
+		var notices []string
+		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+		c, err := pgconn.ConnectConfig(ctx, cfg)
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		for _, tc := range []struct{ sql, code, msg string }{
+			// PostgreSQL quotes the value it could not take.
+			{"select card_number::int from customers where id = 1", "22003", `value "****" is out of range for type integer`},
+			{"select email::int from customers where id = 1", "22P02", `invalid input syntax for type integer: "****"`},
+			{"select note::date from customers where id = 2", "22007", `invalid input syntax for type date: "****"`},
+		} {
+			_, err = c.Exec(ctx, tc.sql).ReadAll()
+			var pgErr *pgconn.PgError
+			require.ErrorAs(t, err, &pgErr, tc.sql)
+			require.Equal(t, tc.code, pgErr.Code, tc.sql)
+			require.Equal(t, tc.msg, pgErr.Message, tc.sql)
+		}
+		// What a function raises gets the content detectors.
+		_, err = c.Exec(ctx, `DO $$ BEGIN RAISE NOTICE 'card %, mail %', (select card_number from customers where id = 1), (select email from customers where id = 2); END $$`).ReadAll()
+		require.NoError(t, err)
+		require.Equal(t, []string{"card ************1111, mail " + token("alan@example.com")}, notices)
+		_, err = c.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'found %', (select card_number from customers where id = 2); END $$`).ReadAll()
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, "found ************5559", pgErr.Message)
+		for _, s := range secrets {
+			require.NotContains(t, fmt.Sprint(err, notices), s)
+		}
 	})
 	t.Run("the clear values are in no event; chunk events count what was masked", func(t *testing.T) {
 		data := readAll(t, env.bus, "app-masked")

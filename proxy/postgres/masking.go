@@ -239,3 +239,130 @@ func encodeDataRow(values [][]byte) []byte {
 	}
 	return b
 }
+
+// Errors and notices can carry the values a masked statement reads: PostgreSQL quotes the
+// offending value (`invalid input syntax for type integer: "ada@example.com"`, `value
+// "4111111111111111" is out of range`) and a constraint's DETAIL shows the row. For a
+// masked statement the proxy masks them before they reach the client or the trail: the
+// content detectors run over every text field, and in the classes whose messages quote
+// data (22 data exception, 23 integrity violation) every double-quoted part of the message
+// is redacted and the detail withheld. Notices and errors raised by functions (RAISE) get
+// the detectors.
+
+// maskedNoticeFields are the fields of ErrorResponse/NoticeResponse that can hold data.
+var maskedNoticeFields = []byte{'M', 'D', 'H', 'W', 'q'}
+
+// maskNotice returns the message (an ErrorResponse or NoticeResponse, type byte typ, body)
+// with its fields masked for rm, and the masked message text.
+func maskNotice(rm *resultMask, typ byte, body []byte) (raw []byte, message string) {
+	fields, ok := noticeFields(body)
+	if !ok {
+		// A message the proxy cannot read is not passed on as it is.
+		sev := "ERROR"
+		if typ == 'N' {
+			sev = "NOTICE"
+		}
+		return encodeNotice(typ, [][2]string{{"S", sev}, {"V", sev}, {"C", "XX000"},
+			{"M", "Gatehouse: a malformed message from the backend was withheld (masked statement)"}}), ""
+	}
+	code := ""
+	for _, f := range fields {
+		if f[0] == "C" {
+			code = f[1]
+		}
+	}
+	quotesData := len(code) == 5 && (code[:2] == "22" || code[:2] == "23")
+	for i, f := range fields {
+		if len(f[0]) != 1 || !containsByte(maskedNoticeFields, f[0][0]) {
+			continue
+		}
+		v := f[1]
+		if rm.m.HasDetectors() {
+			b, _ := rm.m.Detect([]byte(v))
+			v = string(b)
+		}
+		if quotesData {
+			switch f[0] {
+			case "M":
+				v = redactQuoted(v)
+			case "D":
+				v = "Gatehouse: detail withheld (it may show masked values)"
+			}
+		}
+		fields[i][1] = v
+		if f[0] == "M" {
+			message = v
+		}
+	}
+	return encodeNotice(typ, fields), message
+}
+
+func containsByte(l []byte, b byte) bool {
+	for _, x := range l {
+		if x == b {
+			return true
+		}
+	}
+	return false
+}
+
+// redactQuoted replaces the text between every pair of double quotes with ****.
+func redactQuoted(s string) string {
+	out := make([]byte, 0, len(s))
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' && !in:
+			in = true
+			out = append(out, '"', '*', '*', '*', '*')
+		case c == '"' && in:
+			in = false
+			out = append(out, '"')
+		case !in:
+			out = append(out, c)
+		}
+	}
+	if in {
+		out = append(out, '"')
+	}
+	return string(out)
+}
+
+// noticeFields parses the fields of an ErrorResponse/NoticeResponse body: type byte and
+// NUL-terminated value, up to a final NUL.
+func noticeFields(body []byte) ([][2]string, bool) {
+	var out [][2]string
+	for len(body) > 0 {
+		t := body[0]
+		if t == 0 {
+			return out, len(body) == 1
+		}
+		body = body[1:]
+		end := -1
+		for i, b := range body {
+			if b == 0 {
+				end = i
+				break
+			}
+		}
+		if end < 0 {
+			return nil, false
+		}
+		out = append(out, [2]string{string([]byte{t}), string(body[:end])})
+		body = body[end+1:]
+	}
+	return nil, false
+}
+
+func encodeNotice(typ byte, fields [][2]string) []byte {
+	b := []byte{typ, 0, 0, 0, 0}
+	for _, f := range fields {
+		b = append(b, f[0]...)
+		b = append(b, f[1]...)
+		b = append(b, 0)
+	}
+	b = append(b, 0)
+	binary.BigEndian.PutUint32(b[1:5], uint32(len(b)-1))
+	return b
+}

@@ -851,7 +851,15 @@ func (c *conn) backendLoop() error {
 					popped = true
 				}
 			}
+		case 'N':
+			if head != nil && head.mask != nil {
+				raw, _ = maskNotice(head.mask, 'N', body)
+			}
 		case 'E':
+			if head != nil && head.mask != nil {
+				raw, _ = maskNotice(head.mask, 'E', body)
+				body = raw[5:]
+			}
 			var er pgproto3.ErrorResponse
 			_ = er.Decode(body)
 			if head != nil && head.kind == 'R' && !head.found {
