@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"encoding/binary"
+	"slices"
+	"strings"
 
 	"github.com/gatehouse/gatehouse/proxy/mask"
 	"github.com/gatehouse/gatehouse/proxy/session"
@@ -20,6 +22,10 @@ type resultMask struct {
 	copyOut bool // COPY TO STDOUT in progress (text format)
 	// tables are what the statement reads (for COPY, whose columns are not described).
 	tables []string
+	// refs are the masked columns the statement refers to: its computed result columns
+	// (no source column) are masked whole.
+	refs      []string
+	refMethod string // the strictest method of those columns
 }
 
 type colPlan struct {
@@ -29,6 +35,9 @@ type colPlan struct {
 	text   bool   // a text-like type: masked as a string (other types: masked values become NULL)
 	binary bool   // binary format
 }
+
+// methodRank orders masking methods from the least to the most hiding.
+var methodRank = map[string]int{"": 0, mask.Partial: 1, mask.HMAC: 2, mask.Redact: 3}
 
 // textTypes are the type OIDs whose values, in text or binary format, are the text itself.
 var textTypes = map[uint32]bool{25: true, 1043: true, 1042: true, 19: true, 705: true, 114: true, 142: true, 18: true}
@@ -44,7 +53,16 @@ func (c *conn) newResultMask(q *session.Query) (*resultMask, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &resultMask{m: m, tables: q.Decision.Tables}, nil
+	rm := &resultMask{m: m, tables: q.Decision.Tables, refs: spec.Refs}
+	for _, c := range spec.Columns {
+		if slices.Contains(spec.Refs, c.Column[strings.LastIndexByte(c.Column, '.')+1:]) && methodRank[c.Method] >= methodRank[rm.refMethod] {
+			rm.refMethod = c.Method
+		}
+	}
+	if rm.refMethod == "" {
+		rm.refMethod = mask.Redact
+	}
+	return rm, nil
 }
 
 // planFor resolves the result columns to source columns (via the catalog) and the masking
@@ -63,6 +81,9 @@ func (c *conn) planFor(rm *resultMask, cols []schemas.Column) {
 			} else if method, ok := rm.m.Column(src); ok {
 				p.method, p.by = method, src
 			}
+		}
+		if col.TableOID == 0 && len(rm.refs) > 0 {
+			p.method, p.by = rm.refMethod, "expression over "+strings.Join(rm.refs, ", ")
 		}
 		plan[i] = p
 	}

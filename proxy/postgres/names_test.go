@@ -276,3 +276,34 @@ func TestSimpleQueryInFailedPipeline(t *testing.T) {
 	rows, _ = round()
 	require.Equal(t, []string{"plain"}, rows)
 }
+
+// TestExpressionsOverMaskedColumns: with a column rule and no detectors (app-tables), a
+// result column computed from a masked column has no source column to match; it is
+// masked whole when the statement refers to a masked column, and left alone otherwise.
+func TestExpressionsOverMaskedColumns(t *testing.T) {
+	env := startProxy(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, env.connTo("app-tables", ""))
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	for _, tc := range []struct {
+		sql  string
+		want []any
+	}{
+		{"select id, card_number from customers where id = 1", []any{"1", "****"}},
+		{"select max(card_number) from customers", []any{"****"}},
+		{"select card_number || '' from customers where id = 1", []any{"****"}},
+		{"with x as (select upper(card_number) as c from customers) select c from x limit 1", []any{"****"}},
+		{"select (select card_number from customers where id = 2)::text as sub", []any{"****"}},
+		// A count filtered on a masked column answers questions about its values.
+		{"select count(*) from customers where card_number like '4111%'", []any{nil}},
+		// Statements that do not refer to a masked column are not touched.
+		{"select count(*) from customers", []any{"3"}},
+		{"select upper(name) from customers where id = 1", []any{"ADA"}},
+	} {
+		res, err := c.Exec(ctx, tc.sql).ReadAll()
+		require.NoError(t, err, tc.sql)
+		require.Equal(t, [][]any{tc.want}, rowsOf(res[0].Rows), tc.sql)
+	}
+}

@@ -440,6 +440,10 @@ func bindReferenced(d, r policy.Decision, ref *Query) policy.Decision {
 	}
 	m.Columns = append(m.Columns, r.Mask.Columns...)
 	m.Detectors = append(m.Detectors, r.Mask.Detectors...)
+	if d.Mask != nil {
+		m.Refs = append(m.Refs, d.Mask.Refs...)
+	}
+	m.Refs = append(m.Refs, r.Mask.Refs...)
 	out.Mask = m
 	return out
 }

@@ -39,6 +39,11 @@ var effectRank = map[string]int{EffectAllow: 1, EffectRequireApproval: 3, Effect
 type MaskSpec struct {
 	Columns   []MaskColumn   `json:"columns,omitempty"`
 	Detectors []MaskDetector `json:"detectors,omitempty"`
+	// Refs are the masked columns (by name) the statement refers to anywhere. A result
+	// column computed by an expression has no source column for the column rules to match
+	// (max(card_number), card_number || '', a CTE's computed column, a count filtered on
+	// it): when the statement refers to a masked column, such a column is masked whole.
+	Refs []string `json:"refs,omitempty"`
 }
 
 // MaskColumn is a source column ("schema.table.column") and how to mask it.
@@ -380,6 +385,9 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		}
 	}
 	enforced.fill(&d, &info, req.Resource.Name)
+	if d.Effect == EffectMask && d.Mask != nil && len(d.Mask.Columns) > 0 {
+		d.Mask.Refs = maskedRefs(d.Mask.Columns, req.SQL, info.Columns, e.needColumns)
+	}
 	if d.Allowed() {
 		for _, g := range req.Grants {
 			d.Grants = append(d.Grants, g.ID)
@@ -537,4 +545,20 @@ func labels(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return m
+}
+
+// maskedRefs lists the masked columns (by name) that sql refers to. The column references
+// come from the full parse tree (read here if the policy did not need it).
+func maskedRefs(cols []MaskColumn, sql string, refs []string, analysed bool) []string {
+	if !analysed {
+		refs = Analyze(sql, AnalyzeOptions{Columns: true}).Columns
+	}
+	var out []string
+	for _, c := range cols {
+		name := c.Column[strings.LastIndexByte(c.Column, '.')+1:]
+		if slices.Contains(refs, name) && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
 }

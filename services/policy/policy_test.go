@@ -224,6 +224,17 @@ func TestMaskAndApprovalEffects(t *testing.T) {
 	require.Equal(t, []policy.MaskColumn{{Column: "public.customers.card_number", Method: "partial"}, {Column: "crm.people.email", Method: "hmac"}}, d.Mask.Columns,
 		"union of the mask rules; a column masked twice keeps the first rule's method")
 	require.Equal(t, []policy.MaskDetector{{Name: "card", Method: "partial"}, {Name: "regex", Pattern: "x+", Method: "hmac"}}, d.Mask.Detectors)
+	require.Equal(t, []string{"card_number"}, d.Mask.Refs, "the masked columns the statement refers to")
+	for sql, refs := range map[string][]string{
+		"select max(card_number) from customers":                     {"card_number"},
+		"select count(*) from customers where card_number like '4%'": {"card_number"},
+		"select count(*) from customers":                             nil,
+		"select c.email from customers c":                            {"email"}, // by name: crm.people.email is masked too
+	} {
+		d = decide(sql, map[string]string{"missing": "y"})
+		require.Equal(t, policy.EffectMask, d.Effect, sql)
+		require.Equal(t, refs, d.Mask.Refs, sql)
+	}
 
 	d = decide("delete from customers", map[string]string{"missing": "y"})
 	require.Equal(t, policy.EffectDeny, d.Effect, "a mask rule allows nothing by itself")
