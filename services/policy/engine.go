@@ -270,7 +270,7 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
 				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask), approval: approvalSpecOf(r.Approval)}
 			varies := readsField(ast, "text", "claims") || readsVar(ast, "now")
-			e.needColumns = e.needColumns || readsField(ast, "columns")
+			e.needColumns = e.needColumns || readsField(ast, "columns") || readsField(ast, "filter_columns")
 			for _, res := range p.Resources {
 				e.byRes[res] = append(e.byRes[res], rl)
 				if varies {
@@ -343,7 +343,7 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		"request": map[string]any{"kind": "sql", "sql": map[string]any{
 			"text": info.Text, "kinds": info.Kinds, "tables": info.Tables, "tables_read": info.TablesRead,
 			"tables_written": info.TablesWritten, "functions": info.Functions, "has_where": info.HasWhere,
-			"columns": info.Columns, "writing_functions": info.WritingFuncs, "ddl": info.DDL,
+			"columns": info.Columns, "filter_columns": info.FilterColumns, "writing_functions": info.WritingFuncs, "ddl": info.DDL,
 			"statements": int64(info.Statements), "fingerprint": info.Fingerprint, "parse_error": info.ParseError,
 		}},
 		"grants": grantValues(req.Grants),

@@ -355,3 +355,32 @@ func TestTrickyStatements(t *testing.T) {
 		})
 	}
 }
+
+// filter_columns are the columns that choose or order rows: what a query can learn about
+// a masked column without returning it.
+func TestFilterColumns(t *testing.T) {
+	for sql, want := range map[string][]string{
+		"select id from customers where card_number like '4111%'":                               {"card_number"},
+		"select c.id from customers c join orders o on o.card = c.card_number order by o.total": {"card", "card_number", "total"},
+		"select id from customers": {},
+		"select email, count(*) from customers group by email having max(card_number) > '4'":      {"email", "card_number"},
+		"with x as (select id from customers where ssn = '1') select * from x":                    {"ssn"},
+		"update customers set note = 'x' where card_number = '1'":                                 {"card_number"},
+		"select id from customers where id in (select customer_id from orders where amount > 10)": {"id", "customer_id", "amount"},
+	} {
+		info := policy.Analyze(sql, policy.AnalyzeOptions{Columns: true})
+		require.Empty(t, info.ParseError, sql)
+		require.ElementsMatch(t, want, info.FilterColumns, sql)
+	}
+	// A rule can refuse what filters on a masked column.
+	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"*"}, Rules: []config.Rule{
+		{Name: "read", Effect: "allow", When: "true"},
+		{Name: "no-probing-cards", Effect: "deny", When: `"card_number" in request.sql.filter_columns`, Reason: "card numbers are masked; do not filter on them"},
+	}}}, 1)
+	require.NoError(t, err)
+	d := e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select id from customers where card_number like '4111%'"}, time.Now())
+	require.Equal(t, policy.EffectDeny, d.Effect)
+	require.Equal(t, "no-probing-cards", d.Rule)
+	d = e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select card_number from customers where id = 1"}, time.Now())
+	require.Equal(t, policy.EffectAllow, d.Effect)
+}

@@ -19,6 +19,7 @@ type SQLInfo struct {
 	TablesWritten []string `json:"tables_written"`    // tables written or altered (DML and DDL)
 	Functions     []string `json:"functions"`         // functions called
 	Columns       []string `json:"columns"`           // column references as written (last name part; "*" for a star); only with AnalyzeOptions.Columns
+	FilterColumns []string `json:"filter_columns"`    // columns that choose or order rows (WHERE, JOIN ON, HAVING, GROUP BY, ORDER BY); only with AnalyzeOptions.Columns
 	WritingFuncs  []string `json:"writing_functions"` // functions called that change state (nextval, lo_unlink, pg_terminate_backend, dblink_exec, ...)
 	DDL           bool     `json:"ddl"`               // any statement changes the schema (CREATE, ALTER, DROP, GRANT, ...)
 	HasWhere      bool     `json:"has_where"`         // false when any UPDATE or DELETE lacks WHERE
@@ -143,6 +144,33 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 			}
 		})
 	}
+	for _, raw := range tree.Stmts {
+		walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
+			var filters []*pg_query.Node
+			switch n := m.Interface().(type) {
+			case *pg_query.SelectStmt:
+				filters = append(append(append(filters, n.WhereClause, n.HavingClause), n.GroupClause...), n.SortClause...)
+			case *pg_query.JoinExpr:
+				filters = append(filters, n.Quals)
+			case *pg_query.UpdateStmt:
+				filters = append(filters, n.WhereClause)
+			case *pg_query.DeleteStmt:
+				filters = append(filters, n.WhereClause)
+			}
+			for _, f := range filters {
+				if f == nil {
+					continue
+				}
+				walk(f.ProtoReflect(), func(m protoreflect.Message) {
+					if c, ok := m.Interface().(*pg_query.ColumnRef); ok && len(c.Fields) > 0 {
+						if s, ok := c.Fields[len(c.Fields)-1].Node.(*pg_query.Node_String_); ok {
+							info.FilterColumns = appendUnique(info.FilterColumns, s.String_.Sval)
+						}
+					}
+				})
+			}
+		})
+	}
 	for k := range kinds {
 		info.Kinds = append(info.Kinds, k)
 		if ddlKinds[k] || strings.HasPrefix(k, "create_") || strings.HasPrefix(k, "alter_") || strings.HasPrefix(k, "drop_") {
@@ -202,7 +230,7 @@ func addTablesAndFunctions(info *SQLInfo, sum *pg_query.SummaryResult) {
 
 // finish makes every list non-nil (CEL sees empty lists, not nulls).
 func finish(info *SQLInfo) {
-	for _, l := range []*[]string{&info.Kinds, &info.Tables, &info.TablesRead, &info.TablesWritten, &info.Functions, &info.Columns, &info.WritingFuncs} {
+	for _, l := range []*[]string{&info.Kinds, &info.Tables, &info.TablesRead, &info.TablesWritten, &info.Functions, &info.Columns, &info.FilterColumns, &info.WritingFuncs} {
 		if *l == nil {
 			*l = []string{}
 		}
