@@ -20,7 +20,7 @@ func run(args ...string) (int, string, string) {
 func TestDemoPolicyTestsPass(t *testing.T) {
 	code, out, errOut := run("policy", "test", "-f", "../deploy/gatehouse.dev.yaml")
 	require.Equal(t, 0, code, out+errOut)
-	require.Contains(t, out, "18 of 18 policy test cases passed")
+	require.Contains(t, out, "21 of 21 policy test cases passed")
 	require.NotContains(t, out, "FAIL")
 }
 
@@ -33,7 +33,7 @@ func TestPolicyTestFailsOnAWrongExpectation(t *testing.T) {
 	code, out, _ := run("policy", "test", "-f", f)
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "FAIL  svc-orders may not drop orders: DENY by default deny")
-	require.Contains(t, out, "17 of 18 policy test cases passed")
+	require.Contains(t, out, "20 of 21 policy test cases passed")
 }
 
 func TestPolicyTestOneStatement(t *testing.T) {
@@ -58,7 +58,7 @@ func TestPolicyThatDoesNotCompileIsRefusedWithItsPosition(t *testing.T) {
 	code, _, errOut := run("policy", "test", "-f", f)
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "policies do not compile")
-	require.Contains(t, errOut, `policies[1].rules[4].when: policy "demo-orders" rule "dba-anything"`)
+	require.Contains(t, errOut, `policies[1].rules[5].when: policy "demo-orders" rule "dba-anything"`)
 	require.Contains(t, errOut, "ERROR: <input>:1:")
 }
 
