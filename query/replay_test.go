@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/ingest"
@@ -17,12 +18,8 @@ import (
 // The replay reads a session range by range, in order, across ranges and across a gap
 // wider than a range (missing events), and stops at its end.
 func TestSessionRowsReadsEveryRangeInOrder(t *testing.T) {
-	ch := chtest.Start(t)
 	ctx := context.Background()
-	conn, err := ingest.Open(config.ClickHouse{Address: ch.Addr(), Username: "default"})
-	require.NoError(t, err)
-	defer conn.Close()
-	require.NoError(t, ingest.Migrate(ctx, conn, "gh"))
+	conn := startStore(t)
 	var want []uint64
 	for seq := uint64(1); seq <= 1500; seq++ {
 		want = append(want, seq)
@@ -59,3 +56,13 @@ func TestSessionRowsReadsEveryRangeInOrder(t *testing.T) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// startStore starts a ClickHouse with the events table in database gh.
+func startStore(t *testing.T) driver.Conn {
+	ch := chtest.Start(t)
+	conn, err := ingest.Open(config.ClickHouse{Address: ch.Addr(), Username: "default"})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	require.NoError(t, ingest.Migrate(context.Background(), conn, "gh"))
+	return conn
+}

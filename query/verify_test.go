@@ -9,20 +9,14 @@ import (
 
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/localdb/chtest"
 )
 
 // A session whose oldest month was dropped by retention is reported as truncated, naming
 // the run, and is not a problem; the same gap without a retention run, or a gap in the
 // middle of a session, still is.
 func TestVerifyExplainsRetention(t *testing.T) {
-	ch := chtest.Start(t)
 	ctx := context.Background()
-	conn, err := ingest.Open(config.ClickHouse{Address: ch.Addr(), Username: "default"})
-	require.NoError(t, err)
-	defer conn.Close()
-	require.NoError(t, ingest.Migrate(ctx, conn, "gh"))
+	conn := startStore(t)
 
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO gh.events ("+ingest.EventColumns+")")
 	require.NoError(t, err)
