@@ -465,6 +465,14 @@ func TestProxyFidelity(t *testing.T) {
 		out, err = psql(fmt.Sprintf(`\lo_unlink %d`, oid))
 		require.Error(t, err)
 		require.Contains(t, out, "rule keep-large-objects")
+		// Where masking applies, a fast-path result (one value of no column, here binary)
+		// cannot be masked: the call is refused, SELECT works and is masked.
+		c := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", fmt.Sprintf("host=%s port=%s dbname=app-masked user=app-svc sslmode=disable", env.host, env.port),
+			"-c", fmt.Sprintf(`\lo_export %d %s`, oid, filepath.Join(t.TempDir(), "masked.bin")))
+		c.Env = append(os.Environ(), "PGPASSWORD="+env.token)
+		masked, err := c.CombinedOutput()
+		require.Error(t, err, string(masked))
+		require.Contains(t, string(masked), "a fast-path function call's result cannot be masked")
 	})
 	t.Run("pgbench in every query mode", func(t *testing.T) {
 		out, err := pgbenchRun(env, "-i", "-q", "-s", "1", "app")

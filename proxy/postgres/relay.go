@@ -737,6 +737,14 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			c.respond(append(c.denyResponse(q), c.readyForQuery()...))
 			return nil, nil
 		}
+		if q.Decision.Effect == policy.EffectMask {
+			// A fast-path result is one value of no known column, often binary (large
+			// objects): it cannot be masked, so it is not handed out where masking applies.
+			c.sess.NewResult(q).Done("denied")
+			c.respond(append(encode(pgError("ERROR", "42501", fmt.Sprintf("Gatehouse: %s is masked for this caller, and a fast-path function call's result cannot be masked; call it with SELECT", name),
+				"")), c.readyForQuery()...))
+			return nil, nil
+		}
 		return call, c.push(&entry{kind: 'F', res: c.sess.NewResult(q)})
 	case 'p':
 		return nil, errors.New("unexpected password message after authentication")
