@@ -33,7 +33,7 @@ type Retention struct {
 	// Claim, when set, makes a scheduled run happen once per interval among replicas: it
 	// returns true to exactly one caller per key.
 	Claim func(ctx context.Context, key string) (bool, error)
-	Log    *slog.Logger
+	Log   *slog.Logger
 }
 
 // partitionExpr is a partition of the events table as system.parts shows it: the resource

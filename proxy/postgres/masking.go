@@ -294,7 +294,7 @@ func maskNotice(rm *resultMask, typ byte, body []byte) (raw []byte, message stri
 	}
 	quotesData := len(code) == 5 && (code[:2] == "22" || code[:2] == "23")
 	for i, f := range fields {
-		if len(f[0]) != 1 || !containsByte(maskedNoticeFields, f[0][0]) {
+		if len(f[0]) != 1 || !slices.Contains(maskedNoticeFields, f[0][0]) {
 			continue
 		}
 		v := f[1]
@@ -316,15 +316,6 @@ func maskNotice(rm *resultMask, typ byte, body []byte) (raw []byte, message stri
 		}
 	}
 	return encodeNotice(typ, fields), message
-}
-
-func containsByte(l []byte, b byte) bool {
-	for _, x := range l {
-		if x == b {
-			return true
-		}
-	}
-	return false
 }
 
 // redactQuoted replaces the text between every pair of double quotes with ****.
