@@ -26,7 +26,7 @@ deps:
 ## bench: pgbench -S against PostgreSQL directly, PgBouncer and Gatehouse, side by side
 bench: build
 	@deploy/install-deps.sh bench
-	$(BIN) bench postgres
+	$(BIN) bench postgres --floor
 
 ## generate: regenerate the event schema code and docs from schemas/events.yaml
 generate:

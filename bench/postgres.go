@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +21,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/identity"
 	"github.com/gatehouse/gatehouse/services/localdb"
@@ -42,6 +46,9 @@ type Options struct {
 	// HeapProfile, when set, is where a heap profile of this process is written after the
 	// pgbench runs (Gatehouse, with its embedded NATS server, runs in it).
 	HeapProfile string
+	// Floor also measures a bare relay written in Go (a goroutine pair per session copying
+	// bytes, no parsing): the least any Go proxy built that way costs.
+	Floor bool
 	// Linger is Gatehouse's audit.linger (0: the default).
 	Linger time.Duration
 	Log    *slog.Logger
@@ -59,6 +66,9 @@ type Result struct {
 	// ProxyCPUus is the CPU time the proxy process used per transaction (PgBouncer's; for
 	// Gatehouse this process's, which holds the embedded NATS server too); 0 for direct.
 	ProxyCPUus float64 `json:"proxy_cpu_us_per_txn,omitempty"`
+	// AuditBytes and AuditMsgs are what GH_AUDIT grew by per transaction (Gatehouse only).
+	AuditBytes float64 `json:"audit_bytes_per_txn,omitempty"`
+	AuditMsgs  float64 `json:"audit_msgs_per_txn,omitempty"`
 }
 
 const (
@@ -97,8 +107,9 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 		port       int
 		user, pass string
 		cpu        func() (time.Duration, error) // the proxy's CPU time so far
+		audit      func() (bytes, msgs uint64, err error)
 	}
-	targets := []target{{"direct", pg.Port, benchUser, benchPass, nil}}
+	targets := []target{{"direct", pg.Port, benchUser, benchPass, nil, nil}}
 	maxClients := slices.Max(o.Clients) + 10
 	if o.PgBouncer {
 		fmt.Fprintln(o.Out, "starting PgBouncer ...")
@@ -107,7 +118,17 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 			return nil, err
 		}
 		defer pb.Stop()
-		targets = append(targets, target{"pgbouncer", pb.Port, benchUser, benchPass, pb.CPUTime})
+		targets = append(targets, target{"pgbouncer", pb.Port, benchUser, benchPass, pb.CPUTime, nil})
+	}
+
+	if o.Floor {
+		fl, err := startFloorRelay(pg.Addr())
+		if err != nil {
+			return nil, err
+		}
+		defer fl.Close()
+		self := func() (time.Duration, error) { return localdb.ProcCPUTime(os.Getpid()) }
+		targets = append(targets, target{"go-relay", fl.Addr().(*net.TCPAddr).Port, benchUser, benchPass, self, nil})
 	}
 
 	fmt.Fprintln(o.Out, "starting Gatehouse (embedded NATS, policy, proxy) ...")
@@ -117,9 +138,9 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 	}
 	defer gw.stop()
 	self := func() (time.Duration, error) { return localdb.ProcCPUTime(os.Getpid()) }
-	targets = append(targets, target{"gatehouse:bench", gw.port, "bench-svc", gw.token, self})
+	targets = append(targets, target{"gatehouse:bench", gw.port, "bench-svc", gw.token, self, gw.audit})
 	if o.Strict {
-		targets = append(targets, target{"gatehouse-strict:bench-strict", gw.port, "bench-svc", gw.token, self})
+		targets = append(targets, target{"gatehouse-strict:bench-strict", gw.port, "bench-svc", gw.token, self, gw.audit})
 	}
 
 	var results []Result
@@ -136,6 +157,12 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 						return results, err
 					}
 				}
+				var bytes0, msgs0 uint64
+				if t.audit != nil {
+					if bytes0, msgs0, err = t.audit(); err != nil {
+						return results, err
+					}
+				}
 				r, txns, err := run(ctx, work, t.port, t.user, t.pass, db, mode, c, o.Duration)
 				if err != nil {
 					return results, fmt.Errorf("%s %s c=%d: %w", name, mode, c, err)
@@ -147,9 +174,19 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 					}
 					r.ProxyCPUus = float64((cpu1 - cpu0).Microseconds()) / float64(txns)
 				}
+				if t.audit != nil && txns > 0 {
+					// Buffered events reach the stream within the linger time.
+					time.Sleep(100 * time.Millisecond)
+					bytes1, msgs1, err := t.audit()
+					if err != nil {
+						return results, err
+					}
+					r.AuditBytes = float64(bytes1-bytes0) / float64(txns)
+					r.AuditMsgs = float64(msgs1-msgs0) / float64(txns)
+				}
 				r.Target = name
 				results = append(results, r)
-				fmt.Fprintf(o.Out, "  %-17s %-9s c=%-3d %9.0f tps  p50 %6.0f µs  p99 %6.0f µs  proxy CPU %5.1f µs/txn\n", name, mode, c, r.TPS, r.P50us, r.P99us, r.ProxyCPUus)
+				fmt.Fprintf(o.Out, "  %-17s %-9s c=%-3d %9.0f tps  p50 %6.0f µs  p99 %6.0f µs  proxy CPU %5.1f µs/txn%s\n", name, mode, c, r.TPS, r.P50us, r.P99us, r.ProxyCPUus, auditVolume(r))
 			}
 		}
 	}
@@ -273,9 +310,47 @@ func PrintTable(w io.Writer, results []Result) {
 	tw.Flush()
 }
 
+// startFloorRelay listens on loopback and relays every connection to addr with a goroutine
+// pair copying bytes: no parsing, no policy, no audit. It runs in this process, next to
+// an idle Gatehouse (whose background work is part of what it is charged).
+func startFloorRelay(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b, err := net.Dial("tcp", addr)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go func() { _, _ = io.Copy(b, c); b.Close() }()
+				_, _ = io.Copy(c, b)
+				c.Close()
+			}()
+		}
+	}()
+	return ln, nil
+}
+
+// auditVolume describes what a run added to the audit stream, for Gatehouse's rows.
+func auditVolume(r Result) string {
+	if r.AuditMsgs == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  audit %4.0f B/txn, %.3f msgs/txn", r.AuditBytes, r.AuditMsgs)
+}
+
 type gateway struct {
 	port  int
 	token string
+	audit func() (bytes, msgs uint64, err error) // GH_AUDIT's size so far
 	stop  func()
 }
 
@@ -348,7 +423,29 @@ policies:
 		cancel()
 		return nil, fmt.Errorf("connect through gatehouse: %w", err)
 	}
-	return &gateway{port: port, token: tok, stop: func() { cancel(); <-done }}, nil
+	nc, err := nats.Connect(a.NATSURL())
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("connect to the embedded NATS: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		cancel()
+		return nil, err
+	}
+	audit := func() (uint64, uint64, error) {
+		s, err := js.Stream(ctx, bus.StreamAudit)
+		if err != nil {
+			return 0, 0, fmt.Errorf("audit stream: %w", err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0, 0, fmt.Errorf("audit stream: %w", err)
+		}
+		return info.State.Bytes, info.State.Msgs, nil
+	}
+	return &gateway{port: port, token: tok, audit: audit, stop: func() { nc.Close(); cancel(); <-done }}, nil
 }
 
 // idleSessions opens n idle sessions through Gatehouse (which runs in this process) and
