@@ -42,6 +42,8 @@ type Ingester struct {
 	batches prometheus.Histogram
 	lag     prometheus.Gauge
 	errors  prometheus.Counter
+
+	bufs [][]byte // decode's buffers for compressed messages (the fetcher's alone)
 }
 
 // New makes an ingester.
@@ -204,9 +206,27 @@ func (c *columns) slices() []any {
 // decode reads the events of msgs. Lines that are not events are logged and counted, not
 // inserted; they stay in the stream.
 func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
+	// A message holds one event, or several of one session separated by newlines,
+	// possibly compressed (bus.AuditData).
+	datas := make([][]byte, len(msgs))
 	n := 0
-	for _, m := range msgs {
-		n += bytes.Count(m.Data(), []byte{'\n'}) + 1
+	for i, m := range msgs {
+		// Decoded messages go into buffers kept from the last batch: the columns copy
+		// what they keep.
+		if i == len(in.bufs) {
+			in.bufs = append(in.bufs, nil)
+		}
+		data, err := bus.AuditDataInto(m.Headers(), m.Data(), in.bufs[i])
+		if m.Headers().Get(bus.HeaderEncoding) != "" && cap(data) > cap(in.bufs[i]) && cap(data) <= 1<<20 {
+			in.bufs[i] = data[:0]
+		}
+		if err != nil {
+			in.log.Error("audit message cannot be read; not inserted (it stays in GH_AUDIT)", "subject", m.Subject(), "err", err)
+			in.invalid.Inc()
+			continue
+		}
+		datas[i] = data
+		n += bytes.Count(data, []byte{'\n'}) + 1
 	}
 	c := &columns{}
 	for _, p := range []*[]string{&c.id, &c.typ, &c.code, &c.session, &c.resource, &c.sub, &c.issuer, &c.kind, &c.onBehalfOf, &c.prev, &c.hash, &c.payl} {
@@ -218,13 +238,15 @@ func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
 	c.index = make([]uint32, 0, n)
 	var ev schemas.Event
 	var dec schemas.EventDecoder
-	for _, m := range msgs {
+	for k, m := range msgs {
+		data := datas[k]
+		if data == nil {
+			continue
+		}
 		var seq uint64
 		if meta, err := m.Metadata(); err == nil {
 			seq = meta.Sequence.Stream
 		}
-		// A message holds one event, or several of one session separated by newlines.
-		data := m.Data()
 		for i := 0; len(data) > 0 || i == 0; i++ {
 			line := data
 			if j := bytes.IndexByte(data, '\n'); j >= 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -94,13 +95,27 @@ func TestIngestStoresEveryEventExactly(t *testing.T) {
 		}
 		msg = s1[i].AppendJSON(msg)
 	}
-	h.publish(t, "demo", "s1", msg)
+	// s1 goes compressed, as proxies send their batches.
+	m := nats.NewMsg(bus.AuditSubject("demo", "s1", "batch"))
+	bus.CompressAudit(m, msg, nil)
+	require.Equal(t, bus.EncodingS2, m.Header.Get(bus.HeaderEncoding))
+	require.Less(t, len(m.Data), len(msg))
+	_, err := h.js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
 	h.publish(t, "other", "s2", append(append([]byte("not json at all\n"), s2[0].AppendJSON(nil)...), '\n')) // a bad line, and a trailing newline
 	h.publish(t, "other", "s2", s2[1].AppendJSON(nil))
+	// Messages that cannot be read: a corrupt compressed one, and an unknown encoding.
+	for _, enc := range []string{bus.EncodingS2, "zstd"} {
+		m := nats.NewMsg(bus.AuditSubject("other", "s3", "batch"))
+		m.Data = []byte("\x05garbage")
+		m.Header.Set(bus.HeaderEncoding, enc)
+		_, err := h.js.PublishMsg(context.Background(), m)
+		require.NoError(t, err)
+	}
 
-	require.Eventually(t, func() bool { return h.count(t) >= 5 }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return counter(t, h.reg, "gatehouse_ingest_invalid_total") >= 3 }, 30*time.Second, 20*time.Millisecond)
 	require.Equal(t, uint64(5), h.count(t))
-	require.Equal(t, 1.0, counter(t, h.reg, "gatehouse_ingest_invalid_total"))
+	require.Equal(t, 3.0, counter(t, h.reg, "gatehouse_ingest_invalid_total"))
 
 	for _, want := range [][]schemas.Event{s1, s2} {
 		got, err := query.ReadSession(context.Background(), h.ch, "gh", want[0].SessionID)

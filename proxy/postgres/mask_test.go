@@ -241,7 +241,9 @@ func readAll(t *testing.T, b *bus.Bus, resource string) []byte {
 		if err != nil {
 			break
 		}
-		out = append(out, m.Data())
+		data, err := bus.AuditData(m.Headers(), m.Data())
+		require.NoError(t, err)
+		out = append(out, data)
 	}
 	require.NotEmpty(t, out)
 	return bytes.Join(out, []byte{'\n'})

@@ -9,10 +9,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 
@@ -57,6 +59,8 @@ type pending struct {
 	data    []byte     // one event, or several separated by newlines; back to the pool once acknowledged
 	size    int64      // len(data), for the spool's accounting (data is gone after the ack)
 	ack     chan error // nil when nobody waits
+	msg     *nats.Msg  // as sent (compressed), for retries
+	wire    []byte     // the compressed data's buffer; back to its pool once acknowledged
 }
 
 type inflight struct {
@@ -178,10 +182,20 @@ func (p *Publisher) sweep() {
 	}
 }
 
+// msg builds pe's message once: its data compressed (bus.CompressAudit), the batch
+// buffer back to its pool at once when the compressed copy is what goes out.
 func (p *Publisher) msg(pe *pending) *nats.Msg {
+	if pe.msg != nil {
+		return pe.msg
+	}
 	m := nats.NewMsg(pe.subject)
-	m.Data = pe.data
 	m.Header.Set(jetstream.MsgIDHeader, pe.id)
+	pe.wire = bus.CompressAudit(m, pe.data, getWireBuf())
+	if pe.wire != nil && len(m.Data) < len(pe.data) {
+		putBatchBuf(pe.data)
+		pe.data = nil
+	}
+	pe.msg = m
 	return m
 }
 
@@ -217,7 +231,8 @@ func (p *Publisher) confirm() {
 			in.p.ack <- err
 		}
 		putBatchBuf(in.p.data)
-		in.p.data = nil
+		putWireBuf(in.p.wire)
+		in.p.data, in.p.wire, in.p.msg = nil, nil, nil
 	}
 }
 
@@ -236,6 +251,21 @@ func putBatchBuf(b []byte) {
 	}
 	b = b[:0]
 	batchBufs.Put(&b)
+}
+
+// Compressed messages go out of buffers reused the same way.
+var wireBufs = sync.Pool{New: func() any { b := make([]byte, 0, wireBufSize); return &b }}
+
+var wireBufSize = s2.MaxEncodedLen(batchBufSize)
+
+func getWireBuf() []byte { return (*(wireBufs.Get().(*[]byte)))[:0] }
+
+func putWireBuf(b []byte) {
+	if cap(b) < wireBufSize || cap(b) > 4*wireBufSize {
+		return
+	}
+	b = b[:0]
+	wireBufs.Put(&b)
 }
 
 // retry republishes synchronously until JetStream acknowledges. The message ID makes a

@@ -62,7 +62,13 @@ func readSession(t *testing.T, b *bus.Bus, id string, want int) []schemas.Event 
 	for len(evs) < want {
 		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
 		require.NoError(t, err, "got %d of %d events", len(evs), want)
-		lines := bytes.Split(m.Data(), []byte{'\n'})
+		data, err := bus.AuditData(m.Headers(), m.Data())
+		require.NoError(t, err)
+		if len(data) >= 1024 {
+			require.Equal(t, bus.EncodingS2, m.Headers().Get(bus.HeaderEncoding), "a batch of %d bytes goes out compressed", len(data))
+			require.Less(t, len(m.Data()), len(data))
+		}
+		lines := bytes.Split(data, []byte{'\n'})
 		for i, line := range lines {
 			var e schemas.Event
 			require.NoError(t, json.Unmarshal(line, &e))

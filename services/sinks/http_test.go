@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -28,6 +29,27 @@ func TestHTTPSinkDeliversEveryEventOnceAcrossFailuresAndRestarts(t *testing.T) {
 	publish := func(from, to int) {
 		for i := from; i < to; i++ {
 			_, err := b.JS.Publish(ctx, bus.AuditSubject("demo", "s1", "db.query"), []byte(fmt.Sprintf(`{"id":"e%d","type":"db.query"}`, i)), jetstream.WithMsgID(fmt.Sprintf("e%d", i)))
+			require.NoError(t, err)
+		}
+	}
+	// Proxies send compressed batches of a session's events; a message that cannot be
+	// read is skipped without holding up the rest.
+	publishBatches := func(from, to int) {
+		bad := nats.NewMsg(bus.AuditSubject("demo", "s2", "batch"))
+		bad.Data = []byte("\x05garbage")
+		bad.Header.Set(bus.HeaderEncoding, bus.EncodingS2)
+		_, err := b.JS.PublishMsg(ctx, bad)
+		require.NoError(t, err)
+		for i := from; i < to; i += 10 {
+			var data []byte
+			for j := i; j < min(i+10, to); j++ {
+				data = fmt.Appendf(data, `{"id":"e%d","type":"db.query","identity":{"subject":"svc-orders","issuer":"https://idp.example/"}}`+"\n", j)
+			}
+			m := nats.NewMsg(bus.AuditSubject("demo", "s2", "batch"))
+			m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("e%d", i))
+			bus.CompressAudit(m, data[:len(data)-1], nil)
+			require.Equal(t, bus.EncodingS2, m.Header.Get(bus.HeaderEncoding))
+			_, err := b.JS.PublishMsg(ctx, m)
 			require.NoError(t, err)
 		}
 	}
@@ -71,8 +93,9 @@ func TestHTTPSinkDeliversEveryEventOnceAcrossFailuresAndRestarts(t *testing.T) {
 	stop := run()
 	require.Eventually(t, func() bool { return count() == 50 }, 20*time.Second, 10*time.Millisecond)
 	stop()
-	publish(50, 120) // while the sink is stopped
-	stop = run()     // restarted: it goes on from its durable position
+	publish(50, 80) // while the sink is stopped
+	publishBatches(80, 120)
+	stop = run() // restarted: it goes on from its durable position
 	require.Eventually(t, func() bool { return count() == 120 }, 20*time.Second, 10*time.Millisecond)
 	stop()
 	mu.Lock()

@@ -28,12 +28,21 @@ type Deliverer interface {
 type Batch struct {
 	First uint64
 	Msgs  []jetstream.Msg
+	// Data is each message's events as bus.AuditData reads them (nil: read them from
+	// Msgs; a nil entry: a message that could not be read, skipped).
+	Data [][]byte
 }
 
 // Events calls fn with each event of the batch, in order.
 func (b *Batch) Events(fn func(ev []byte)) {
-	for _, m := range b.Msgs {
-		for data := m.Data(); len(data) > 0; {
+	for i, m := range b.Msgs {
+		var data []byte
+		if b.Data != nil {
+			data = b.Data[i]
+		} else {
+			data, _ = bus.AuditData(m.Headers(), m.Data())
+		}
+		for len(data) > 0 {
 			line := data
 			data = nil
 			if i := bytes.IndexByte(line, '\n'); i >= 0 {
@@ -95,7 +104,12 @@ func (s *Sink) Run(ctx context.Context) error {
 					b.First = md.Sequence.Stream
 				}
 			}
+			data, err := bus.AuditData(m.Headers(), m.Data())
+			if err != nil {
+				s.Log.Error("audit message cannot be read; not delivered", "sink", s.Name, "subject", m.Subject(), "err", err)
+			}
 			b.Msgs = append(b.Msgs, m)
+			b.Data = append(b.Data, data)
 		}
 		if len(b.Msgs) == 0 {
 			continue
