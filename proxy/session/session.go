@@ -57,6 +57,7 @@ type Session struct {
 	enc      sync.Mutex // orders seq, the hash chain and the batch
 	seq      uint64
 	prevHash string
+	prevHex  [2 * sha256.Size]byte // prevHash's bytes, for the hash (no conversion per event)
 	batch    eventBatch
 	taken    []rawEvent // raw taken for encoding (spare slice, swapped with raw)
 	hasher   hash.Hash  // SHA-256, reused
@@ -235,7 +236,7 @@ func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) 
 	}
 	h := s.hasher
 	h.Reset()
-	h.Write([]byte(s.prevHash))
+	h.Write(s.prevHex[:len(s.prevHash)])
 	h.Write([]byte{'\n'})
 	h.Write(data)
 	var sum [sha256.Size]byte
@@ -258,6 +259,7 @@ func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) 
 	b.n++
 	s.seq++
 	s.prevHash = hash
+	s.prevHex = hexSum
 	// Keep small scratch buffers; a large result chunk's are not held by an idle session.
 	if cap(s.encoded) > 16<<10 {
 		s.payload, s.encoded = nil, nil
