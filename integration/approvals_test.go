@@ -196,6 +196,28 @@ policies:
 	_, err = c.Exec(ctx, del).ReadAll()
 	require.ErrorAs(t, err, &pgErr, "and only once")
 	require.Contains(t, pgErr.Message, "approval required; requested as ")
+
+	// A statement run by name needs the approval the statement itself needs, and the
+	// approvers see what it runs: PREPARE (a delete, approved), then EXECUTE.
+	approveFailFast := func(sql string) approvals.Approval {
+		t.Helper()
+		_, err := c.Exec(ctx, sql).ReadAll()
+		require.ErrorAs(t, err, &pgErr, sql)
+		require.Contains(t, pgErr.Message, "approval required; requested as ", sql)
+		id := strings.TrimPrefix(pgErr.Detail, "approval ")
+		_, errOut, code := gh(approver, "approvals", "approve", id)
+		require.Equal(t, 0, code, errOut)
+		_, err = c.Exec(ctx, sql).ReadAll()
+		require.NoError(t, err, "%s runs once approved", sql)
+		return status(id)
+	}
+	prep := "PREPARE del_nothing AS delete from orders where item = 'prepared nothing'"
+	approveFailFast(prep)
+	a = approveFailFast("EXECUTE del_nothing")
+	require.Equal(t, "EXECUTE del_nothing\n-- runs: "+prep, a.Request.Statement)
+	_, err = c.Exec(ctx, "EXECUTE del_nothing").ReadAll()
+	require.ErrorAs(t, err, &pgErr, "an approval of EXECUTE is used once")
+	require.Contains(t, pgErr.Message, "approval required; requested as ")
 }
 
 // revocations revokes an identity through the CLI: its open session ends with the reason,

@@ -69,6 +69,36 @@ func namesStatement(kinds []string) bool {
 	return false
 }
 
+// namesOf is sqlNames, remembered for the session's recent short statements: a prepared
+// EXECUTE or FETCH comes back with the same text at every execution, and parsing it again
+// cost tens of microseconds each time. Client loop only.
+func (c *conn) namesOf(sql string) ([]nameOp, []nameUse, error) {
+	if r, ok := c.namesSeen[sql]; ok {
+		return r.ops, r.uses, r.err
+	}
+	ops, uses, err := sqlNames(sql)
+	if len(sql) <= maxNamesSQL {
+		if c.namesSeen == nil || len(c.namesSeen) >= maxNamesSeen {
+			c.namesSeen = make(map[string]namesResult, 8)
+		}
+		c.namesSeen[sql] = namesResult{ops, uses, err}
+	}
+	return ops, uses, err
+}
+
+// A session remembers the names of at most maxNamesSeen statements of up to maxNamesSQL
+// bytes (then starts over): at most about 64 KiB.
+const (
+	maxNamesSeen = 64
+	maxNamesSQL  = 1 << 10
+)
+
+type namesResult struct {
+	ops  []nameOp
+	uses []nameUse
+	err  error
+}
+
 // sqlNames parses sql and returns, in order, what its statements do to the namespace and
 // which names they run.
 func sqlNames(sql string) (ops []nameOp, uses []nameUse, err error) {

@@ -3,6 +3,9 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatehouse/gatehouse/proxy/postgres"
 	"github.com/gatehouse/gatehouse/services/config"
 )
 
@@ -306,4 +310,108 @@ func TestExpressionsOverMaskedColumns(t *testing.T) {
 		require.NoError(t, err, tc.sql)
 		require.Equal(t, [][]any{tc.want}, rowsOf(res[0].Rows), tc.sql)
 	}
+}
+
+// TestFunctionCallInFailedPipeline: a fast-path FunctionCall sent after an extended-protocol
+// message that fails, before the Sync, is discarded by PostgreSQL. The proxy's own lookup
+// of the function's name would be discarded with it: the proxy answers exactly as
+// PostgreSQL does, at once, and the next call works.
+func TestFunctionCallInFailedPipeline(t *testing.T) {
+	env := startProxy(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	exchange := func(connString string) [][]string {
+		c, err := pgconn.Connect(ctx, connString)
+		require.NoError(t, err)
+		var oid string
+		res, err := c.Exec(ctx, "select 'pg_backend_pid'::regproc::oid").ReadAll()
+		require.NoError(t, err)
+		oid = string(res[0].Rows[0][0])
+		fn, err := strconv.ParseUint(oid, 10, 32)
+		require.NoError(t, err)
+		hc, err := c.Hijack()
+		require.NoError(t, err)
+		defer hc.Conn.Close()
+		// Far below the proxy's startup timeout (10 s here), which a lost lookup waited for.
+		require.NoError(t, hc.Conn.SetDeadline(time.Now().Add(5*time.Second)))
+		fe := hc.Frontend
+		round := func() []string {
+			var got []string
+			for {
+				m, err := fe.Receive()
+				require.NoError(t, err, "after %v", got)
+				switch m := m.(type) {
+				case *pgproto3.ErrorResponse:
+					got = append(got, "error "+m.Code)
+				case *pgproto3.FunctionCallResponse:
+					got = append(got, "function result")
+				case *pgproto3.ReadyForQuery:
+					return append(got, "ready "+string(m.TxStatus))
+				default:
+					got = append(got, fmt.Sprintf("%T", m))
+				}
+			}
+		}
+		var rounds [][]string
+		call := &pgproto3.FunctionCall{Function: uint32(fn), ResultFormatCode: 0}
+		fe.Send(&pgproto3.Parse{Query: "select * from no_such_table"})
+		fe.Send(call)
+		fe.Send(&pgproto3.Sync{})
+		require.NoError(t, fe.Flush())
+		rounds = append(rounds, round())
+		// A pipeline that does not fail, then the call: it is answered, with a
+		// ReadyForQuery of its own, and the Sync with another.
+		fe.Send(&pgproto3.Parse{Query: "select 1"})
+		fe.Send(call)
+		fe.Send(&pgproto3.Sync{})
+		require.NoError(t, fe.Flush())
+		rounds = append(rounds, round(), round())
+		fe.Send(call)
+		require.NoError(t, fe.Flush())
+		rounds = append(rounds, round())
+		return rounds
+	}
+	direct := exchange(env.pg.ConnString("app", "app-secret", "app"))
+	require.Equal(t, [][]string{
+		{"error 42P01", "ready I"},
+		{"*pgproto3.ParseComplete", "function result", "ready I"},
+		{"ready I"},
+		{"function result", "ready I"},
+	}, direct)
+	require.Equal(t, direct, exchange(env.connTo("app", "")))
+}
+
+// TestInternalErrorEndsOnlyItsSession: a panic in one session's handling (here forced by a
+// test hook) ends that session with an error, and the gateway goes on serving the others
+// and new ones.
+func TestInternalErrorEndsOnlyItsSession(t *testing.T) {
+	t.Cleanup(func() { postgres.SetTestHook(nil) }) // after the proxy has stopped
+	postgres.SetTestHook(func(typ byte, body []byte) {
+		if typ == 'Q' && strings.Contains(string(body), "boom") {
+			panic("forced by the test")
+		}
+	})
+	env := startProxy(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	other, err := pgconn.Connect(ctx, env.connTo("app", ""))
+	require.NoError(t, err)
+	defer other.Close(ctx)
+	victim, err := pgconn.Connect(ctx, env.connTo("app", ""))
+	require.NoError(t, err)
+	defer victim.Close(ctx)
+
+	_, err = victim.Exec(ctx, "select 'boom'").ReadAll()
+	require.Error(t, err, "the session that hit the error ends")
+	require.True(t, victim.IsClosed())
+
+	rs, err := other.Exec(ctx, "select 'still here'").ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, "still here", string(rs[0].Rows[0][0]))
+	fresh, err := pgconn.Connect(ctx, env.connTo("app", ""))
+	require.NoError(t, err)
+	defer fresh.Close(ctx)
+	rs, err = fresh.Exec(ctx, "select 'new session'").ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, "new session", string(rs[0].Rows[0][0]))
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -133,6 +134,7 @@ type conn struct {
 
 	// The namespace of prepared statements and cursors as SQL changes it (names.go).
 	cursors         map[string]*session.Query // cursor name → the DECLARE that made it; client loop only
+	namesSeen       map[string]namesResult    // namesOf's memory; client loop only
 	stmtNames       map[*session.Query][]nameOp
 	lastOps         []nameOp // what the statement just decided does to names; client loop only
 	lastUses        bool     // the statement just decided runs names (EXECUTE, FETCH); client loop only
@@ -199,8 +201,8 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	log.Info("session started", "client", st.conn.RemoteAddr().String(), "backend_pid", st.backend.PID)
 
 	backendDone := make(chan error, 1)
-	go func() { backendDone <- c.backendLoop() }()
-	clientErr := c.clientLoop(ctx)
+	go func() { backendDone <- c.contained("backend loop", c.backendLoop) }()
+	clientErr := c.contained("client loop", func() error { return c.clientLoop(ctx) })
 	c.closeBoth()
 	backendErr := <-backendDone
 
@@ -215,6 +217,26 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	}
 	c.finish(ctx, cause)
 	log.Info("session ended", "reason", c.endReason.Load())
+}
+
+// testHook, when set (tests only), sees every client message before the proxy does.
+var testHook func(typ byte, body []byte)
+
+// contained runs one of the session's loops and turns a panic in it into an error that
+// ends this session alone, logged with its stack: a bug one session runs into must not
+// take the gateway, and every other session, down with it.
+func (c *conn) contained(name string, loop func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.log.Error("internal error; ending the session", "session", c.sess.ID, "in", name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.setReason("internal_error")
+			// Only the sockets: the panic may have left the session's locks held.
+			c.client.Close()
+			c.backend.Close()
+			err = fmt.Errorf("internal error in the %s: %v", name, r)
+		}
+	}()
+	return loop()
 }
 
 func (c *conn) finish(ctx context.Context, cause error) {
@@ -474,6 +496,9 @@ func (c *conn) clientLoop(ctx context.Context) error {
 			return err
 		}
 		c.bytesIn.Add(uint64(len(raw)))
+		if testHook != nil {
+			testHook(typ, body)
+		}
 		out, err := c.onClientMessage(ctx, typ, raw, body)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -528,7 +553,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		q := c.sess.OnQuery(ctx, sql, "simple", "")
 		var why *refusal
 		if q.Decision.Effect == policy.EffectRequireApproval {
-			why = c.approveNow(ctx, q, sql)
+			why = c.approveNow(ctx, q, q.ApprovalText(sql))
 		} else if !q.Decision.Allowed() {
 			code, msg, hint := denial(q)
 			why = &refusal{code: code, msg: msg, hint: hint}
@@ -574,7 +599,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		q := c.sess.OnQuery(ctx, p.Query, "extended", p.Name)
 		var why *refusal
 		if q.Decision.Effect == policy.EffectRequireApproval {
-			why = c.approveNow(ctx, q, p.Query)
+			why = c.approveNow(ctx, q, q.ApprovalText(p.Query))
 		} else if !q.Decision.Allowed() {
 			code, msg, hint := denial(q)
 			why = &refusal{code: code, msg: msg, hint: hint}
@@ -724,6 +749,20 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		var fc pgproto3.FunctionCall
 		if err := fc.Decode(body); err != nil {
 			return nil, fmt.Errorf("FunctionCall: %w", err)
+		}
+		if c.sentSinceSync {
+			// Inside an extended-protocol pipeline the backend may be discarding everything
+			// up to the Sync after an error: this call, and the proxy's lookup with it. The
+			// client's Sync comes after the call, so waiting for the lookup's answer would
+			// wait for nothing. Settle the pipeline first; if it failed, discard the call
+			// as the backend does.
+			skipped, err := c.settleExtended()
+			if err != nil {
+				return nil, err
+			}
+			if skipped {
+				return nil, nil
+			}
 		}
 		call := append([]byte(nil), raw...) // raw is reused by the lookup below
 		name, err := c.lookup(fmt.Sprintf("SELECT %d::regproc::text", fc.Function))
@@ -943,6 +982,30 @@ func (c *conn) head() *entry {
 	return nil
 }
 
+// settleExtended asks the backend for its answers to the extended-protocol messages sent
+// since the last Sync (a Flush) and waits for them. It reports whether the backend is
+// discarding messages until this pipeline's Sync after an error.
+func (c *conn) settleExtended() (bool, error) {
+	if _, err := c.bw.Write(flushMsg); err != nil {
+		return false, err
+	}
+	if err := c.bw.Flush(); err != nil {
+		return false, err
+	}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	for !c.closed {
+		if c.skipping.Load() && !slices.ContainsFunc(c.pending, func(e *entry) bool { return e.kind == 'S' }) {
+			return true, nil
+		}
+		if len(c.pending) == 0 {
+			return false, nil
+		}
+		c.qcond.Wait()
+	}
+	return false, net.ErrClosed
+}
+
 // lookup runs one of the proxy's own queries on the session's backend, in order with what
 // is in flight, and returns the first column of its first row. Its answers are not relayed.
 func (c *conn) lookup(sql string) (string, error) {
@@ -1119,7 +1182,7 @@ func (c *conn) resolve(d *policy.Decision, sql string) []*session.Query {
 	if !namesStatement(d.Kinds) {
 		return nil
 	}
-	ops, uses, err := sqlNames(sql)
+	ops, uses, err := c.namesOf(sql)
 	c.lastUses = len(uses) > 0
 	if err != nil {
 		return nil // the policy service parsed it; a statement that does not parse is refused there

@@ -346,6 +346,21 @@ type Query struct {
 	sql      string
 	stmtName string
 	start    time.Time
+	held     []*Query // statements it runs by name whose decisions need approval
+}
+
+// ApprovalText is what approvers are shown of q (whose text is sql), and what an approval
+// is for: a statement that runs others by name (EXECUTE, FETCH) brings theirs along, so an
+// approval is never for a name that could later stand for something else.
+func (q *Query) ApprovalText(sql string) string {
+	for _, ref := range q.held {
+		if ref.stmtName != "" { // prepared with Parse
+			sql += "\n-- runs prepared statement " + ref.stmtName + ": " + ref.sql
+		} else { // PREPARE or DECLARE in SQL: its text names it
+			sql += "\n-- runs: " + ref.sql
+		}
+	}
+	return sql
 }
 
 // OnQuery records a statement, asks for a decision and records it. The returned decision is
@@ -373,7 +388,9 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 		Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
 		SQL:      sql,
 	})
-	if s.Resolve != nil && q.Decision.Allowed() {
+	// What a statement does to names is looked at when it may run: allowed, or once
+	// approved (an approved PREPARE's EXECUTE needs an approval of its own).
+	if s.Resolve != nil && (q.Decision.Allowed() || q.Decision.Effect == policy.EffectRequireApproval) {
 		for _, ref := range s.Resolve(&q.Decision, sql) {
 			rd := s.decider.Decide(ctx, &policy.Request{
 				Identity: s.Identity.Identity,
@@ -382,6 +399,9 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 				SQL:      ref.sql,
 			})
 			q.Decision = bindReferenced(q.Decision, rd, ref)
+			if rd.Effect == policy.EffectRequireApproval {
+				q.held = append(q.held, ref)
+			}
 		}
 	}
 	s.mu.Lock()
@@ -415,21 +435,28 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 }
 
 // bindReferenced applies the decision of a statement that d's statement runs by name (ref):
-// a refused one refuses it (a statement that needs approval must be run by itself), a
-// masked one masks its results too.
+// a refused one refuses it, one that needs approval needs the same approval (run by
+// itself, EXECUTE is held as the statement would be), a masked one masks its results too.
 func bindReferenced(d, r policy.Decision, ref *Query) policy.Decision {
 	what := "prepared statement " + ref.stmtName
 	if ref.stmtName == "" {
 		what = "a statement prepared or declared earlier"
 	}
-	if !r.Allowed() {
+	held := r.Effect == policy.EffectRequireApproval && r.Approval != nil
+	if held && d.Effect != policy.EffectDeny && d.Effect != policy.EffectRequireApproval {
+		out := d
+		out.Effect, out.Policy, out.Rule, out.Mask, out.Approval = policy.EffectRequireApproval, r.Policy, r.Rule, nil, r.Approval
+		out.Reason = fmt.Sprintf("it runs %s (%q), which needs approval: %s", what, truncateUTF8(ref.sql, 200), r.Reason)
+		return out
+	}
+	if !r.Allowed() && !held {
 		out := d
 		out.Effect, out.Policy, out.Rule, out.Mask, out.Approval = policy.EffectDeny, r.Policy, r.Rule, nil, nil
 		out.Reason = fmt.Sprintf("it runs %s (%q), which is refused: %s", what, truncateUTF8(ref.sql, 200), r.Reason)
 		return out
 	}
-	if r.Effect != policy.EffectMask || r.Mask == nil {
-		return d
+	if r.Effect != policy.EffectMask || r.Mask == nil || d.Effect == policy.EffectRequireApproval {
+		return d // an approval covers what it runs, unmasked as approved statements are
 	}
 	out := d
 	if d.Effect != policy.EffectMask {
@@ -692,8 +719,12 @@ func (r *Result) Done(status string) {
 	_ = r.s.flushSoon()
 }
 
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
 func truncateUTF8(s string, n int) string {
-	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+	if n >= len(s) {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
 		n--
 	}
 	return s[:n]
