@@ -218,6 +218,17 @@ policies:
 	_, err = c.Exec(ctx, "EXECUTE del_nothing").ReadAll()
 	require.ErrorAs(t, err, &pgErr, "an approval of EXECUTE is used once")
 	require.Contains(t, pgErr.Message, "approval required; requested as ")
+	// Through the extended protocol (drivers send EXECUTE as a Parse of its own, decided
+	// again at its Execute): the approval covers that one execution.
+	execExtended := func() error { return c.ExecParams(ctx, "EXECUTE del_nothing", nil, nil, nil, nil).Read().Err }
+	require.ErrorAs(t, execExtended(), &pgErr)
+	require.Contains(t, pgErr.Message, "is still pending")
+	a = pendingFor("EXECUTE del_nothing\n-- runs: " + prep)
+	_, errOut, code = gh(approver, "approvals", "approve", a.ID)
+	require.Equal(t, 0, code, errOut)
+	require.NoError(t, execExtended(), "the approved EXECUTE runs through the extended protocol")
+	require.ErrorAs(t, execExtended(), &pgErr, "once")
+	require.Contains(t, pgErr.Message, "approval required; requested as ")
 }
 
 // revocations revokes an identity through the CLI: its open session ends with the reason,

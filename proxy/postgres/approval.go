@@ -221,8 +221,12 @@ func isTimeout(err error) bool {
 var defaultDetectors = &policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "card", Method: "partial"},
 	{Name: "email", Method: "redact"}, {Name: "ssn", Method: "redact"}, {Name: "iban", Method: "redact"}, {Name: "phone", Method: "redact"}}}
 
+// truncate cuts s to at most n bytes without splitting a character.
 func truncate(s string, n int) string {
-	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+	if n >= len(s) {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
 		n--
 	}
 	return s[:n]

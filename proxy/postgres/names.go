@@ -246,6 +246,7 @@ func (c *conn) dropStatement(name string) {
 		delete(c.stmtUsed, prev)
 		delete(c.stmtUses, prev)
 		delete(c.stmtNames, prev)
+		delete(c.approved, prev)
 		delete(c.stmts, name)
 	}
 }

@@ -135,6 +135,7 @@ type conn struct {
 	// The namespace of prepared statements and cursors as SQL changes it (names.go).
 	cursors         map[string]*session.Query // cursor name → the DECLARE that made it; client loop only
 	namesSeen       map[string]namesResult    // namesOf's memory; client loop only
+	approved        map[*session.Query]bool   // statements approved at their Parse; client loop only
 	stmtNames       map[*session.Query][]nameOp
 	lastOps         []nameOp // what the statement just decided does to names; client loop only
 	lastUses        bool     // the statement just decided runs names (EXECUTE, FETCH); client loop only
@@ -614,6 +615,14 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		}
 		c.dropStatement(p.Name) // the unnamed statement: every Parse replaces it
 		c.stmts[p.Name] = q
+		if q.Decision.Effect == policy.EffectRequireApproval {
+			// Approved just now: its first Execute runs on this approval even when it is
+			// decided again there (a statement that runs another by name is).
+			if c.approved == nil {
+				c.approved = map[*session.Query]bool{}
+			}
+			c.approved[q] = true
+		}
 		if len(c.lastOps) > 0 {
 			if c.stmtNames == nil {
 				c.stmtNames = map[*session.Query][]nameOp{}
@@ -668,8 +677,9 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		} else {
 			q, stmt = p.q, p.q
 			if c.stmtUsed[q] || c.stmtUses[q] {
+				approved := c.approved[q] && !c.stmtUsed[q]
 				q = c.sess.Reexecute(ctx, q)
-				if !q.Decision.Allowed() {
+				if !q.Decision.Allowed() && !(approved && q.Decision.Effect == policy.EffectRequireApproval) {
 					// The policy changed since the statement was prepared.
 					c.sess.NewResult(q).Done("denied")
 					c.respond(c.denyResponse(q))

@@ -110,3 +110,13 @@ func FuzzReadStartup(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSQLNames: what a statement does to prepared-statement and cursor names is read
+// from any text without a panic.
+func FuzzSQLNames(f *testing.F) {
+	for _, s := range []string{"PREPARE p AS select 1", "EXECUTE p(1, 2)", "DEALLOCATE ALL", "DISCARD ALL",
+		"DECLARE c CURSOR WITH HOLD FOR select 1; FETCH 10 FROM c; CLOSE c", "CLOSE ALL", "MOVE NEXT IN c", "EXPLAIN EXECUTE p", "select"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, sql string) { _, _, _ = sqlNames(sql) })
+}
