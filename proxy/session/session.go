@@ -142,7 +142,8 @@ func (s *Session) flush(await bool) (func(context.Context) error, error) {
 	return s.flushEncLocked(await, s.pub.enqueue, false)
 }
 
-// lingerBytes is about how much a lingering batch holds at most (its buffer's size).
+// lingerBytes is about how much a batch holds at most (its buffer's size): past it, the
+// events that follow go in the next message.
 const lingerBytes = 64 << 10
 
 // flushSoon sends the batch now in strict mode (or with lingering off), and otherwise lets
@@ -203,10 +204,18 @@ func (s *Session) takeRawLocked() []rawEvent {
 
 // encodeRawLocked (enc held) encodes taken events into the batch, in order. An event that
 // cannot be encoded is dropped (never retried forever) and the error returned after the
-// others are encoded.
-func (s *Session) encodeRawLocked(taken []rawEvent) error {
+// others are encoded. With spill, a batch that has reached lingerBytes is handed over
+// before the next event, so that a busy session's messages stay small (a NATS server's
+// max_payload is 1 MiB unless configured otherwise; a result streams 64 KiB chunks); when
+// the spool refuses a spill, the rest goes into the batch as before.
+func (s *Session) encodeRawLocked(taken []rawEvent, spill func() error) error {
 	var first error
 	for _, r := range taken {
+		if spill != nil && len(s.batch.data) >= lingerBytes {
+			if err := spill(); err != nil {
+				spill = nil
+			}
+		}
 		if err := s.encodeLocked(r.p, r.t, r.revision); err != nil && first == nil {
 			first = err
 		}
@@ -280,7 +289,11 @@ func (s *Session) flushEncLocked(await bool, enqueue func(*pending) error, linge
 	taken := s.takeRawLocked()
 	s.lingers = false
 	s.mu.Unlock()
-	if err := s.encodeRawLocked(taken); err != nil {
+	var spill func() error
+	if !await {
+		spill = func() error { _, err := s.sendEncLocked(false, enqueue); return err }
+	}
+	if err := s.encodeRawLocked(taken, spill); err != nil {
 		return nil, err
 	}
 	return s.sendEncLocked(await, enqueue)
@@ -590,7 +603,7 @@ func (s *Session) endLocked(p *schemas.SessionEnd) (func(context.Context) error,
 	taken, revision := s.takeRawLocked(), s.revision
 	s.lingers = false
 	s.mu.Unlock()
-	err := s.encodeRawLocked(taken)
+	err := s.encodeRawLocked(taken, func() error { _, err := s.sendEncLocked(false, s.pub.enqueue); return err })
 	if _, serr := s.sendEncLocked(false, s.pub.enqueue); err == nil {
 		err = serr
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ func newSession(t *testing.T, b *bus.Bus, audit string, d session.Decider) (*ses
 	return newLingeringSession(t, b, audit, d, 0)
 }
 
-func newLingeringSession(t *testing.T, b *bus.Bus, audit string, d session.Decider, linger time.Duration) (*session.Session, *session.Publisher) {
+func newLingeringSession(t testing.TB, b *bus.Bus, audit string, d session.Decider, linger time.Duration) (*session.Session, *session.Publisher) {
 	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 1000, Wait: time.Second, Linger: linger}, prometheus.NewRegistry(), discard)
 	t.Cleanup(func() {
 		// Tests that take JetStream away leave events that cannot drain; do not wait long.
@@ -189,6 +190,42 @@ func TestLingeringSessionSharesMessagesAndLosesNothing(t *testing.T) {
 	require.NoError(t, s.End(ctx, "client_closed", nil, 0, 0))
 	all = readSession(t, b, s.ID, 2+4*statements)
 	require.Equal(t, schemas.TypeSessionEnd, all[len(all)-1].Type)
+}
+
+// A busy session's lingering events go out in messages of about 64 KiB, not in one message
+// of everything the linger time gathered (which could pass a NATS server's max_payload).
+func TestLingeringBatchesStaySmall(t *testing.T) {
+	b := bustest.Connect(t)
+	s, _ := newLingeringSession(t, b, "buffered", fixedDecider{Effect: "allow", Revision: 1}, time.Second)
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	const statements = 120 // about 480 events, 200 KiB: within the linger time, and fewer than maxRawEvents
+	long := "select '" + strings.Repeat("x", 40) + "'"
+	for i := 0; i < statements; i++ {
+		q := s.OnQuery(ctx, long, "simple", "")
+		r := s.NewResult(q)
+		r.Columns([]schemas.Column{{Name: "v", TypeOID: 25}})
+		r.Row([][]byte{[]byte(strings.Repeat("y", 40))})
+		r.Tag("SELECT 1")
+		r.Done("ok")
+	}
+	all := readSession(t, b, s.ID, 1+4*statements)
+	require.NoError(t, schemas.VerifyChain(all))
+	c, err := b.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectAudit + ".demo." + s.ID + ".>"}})
+	require.NoError(t, err)
+	total, msgs, largest := 0, 0, 0
+	for total < len(all) {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		require.NoError(t, err)
+		data, err := bus.AuditData(m.Headers(), m.Data())
+		require.NoError(t, err)
+		total += bytes.Count(data, []byte{'\n'}) + 1
+		msgs++
+		largest = max(largest, len(data))
+	}
+	require.Equal(t, len(all), total)
+	require.LessOrEqual(t, largest, 64<<10+4<<10, "a batch stops at about 64 KiB")
+	require.GreaterOrEqual(t, msgs, 3, "the statements' events span several messages")
 }
 
 func TestSpoolFullRefusesStatements(t *testing.T) {
