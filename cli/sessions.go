@@ -242,6 +242,9 @@ func printReplay(w io.Writer, r *query.Replay) error {
 				}
 				fmt.Fprintf(w, "%s  #%d   row: %s\n", ts, e.Seq, strings.Join(vals, " | "))
 			}
+			if p.ValuesTruncated > 0 {
+				fmt.Fprintf(w, "%s  #%d   (%d value(s) above recorded in part)\n", ts, e.Seq, p.ValuesTruncated)
+			}
 		case schemas.TypeDbQueryDone:
 			var p schemas.DbQueryDone
 			_ = e.Decode(&p)

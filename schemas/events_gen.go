@@ -936,6 +936,8 @@ type DbResultChunk struct {
 	FirstRow uint64 `json:"first_row"`
 	// Masked is values masked in this chunk, per column (the rows hold the masked values; the clear values are never recorded).
 	Masked []MaskedCount `json:"masked,omitempty"`
+	// ValuesTruncated is values recorded only in part in this chunk: a row records at most audit.result_chunk_bytes (each value at least 64 bytes), so that no event outgrows a message; the client got them whole.
+	ValuesTruncated uint32 `json:"values_truncated,omitempty"`
 }
 
 // EventType returns "db.result.chunk".
@@ -1017,6 +1019,13 @@ func (v *DbResultChunk) AppendJSON(b []byte) []byte {
 			}
 			b = append(b, ']')
 		}
+	}
+	if !(v.ValuesTruncated == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"values_truncated":`...)
+		b = strconv.AppendUint(b, uint64(v.ValuesTruncated), 10)
 	}
 	return append(b, '}')
 }

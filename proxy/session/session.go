@@ -637,6 +637,7 @@ type Result struct {
 	tags     []string
 	err      *schemas.SQLError
 	masked   []schemas.MaskedCount // this chunk's, by column
+	cut      uint32                // this chunk's values recorded in part
 }
 
 // NewResult starts recording the results of q.
@@ -659,16 +660,31 @@ func (r *Result) Row(values [][]byte) {
 		return
 	}
 	row := make([]*string, len(values))
+	// A row records at most ResultChunkBytes (each value at least minValueBytes): one huge
+	// value (PostgreSQL allows a gigabyte) would otherwise make an event no message can
+	// carry, and the whole event would be lost.
+	budget := r.s.limits.ResultChunkBytes
 	for i, v := range values {
 		if v == nil {
 			continue
 		}
+		limit := max(budget, minValueBytes)
+		binary := i < len(r.formats) && r.formats[i] == 1
 		var str string
-		if i < len(r.formats) && r.formats[i] == 1 {
+		if binary {
+			if n := limit / 4 * 3; len(v) > n {
+				v = v[:n]
+				r.cut++
+			}
 			str = base64.StdEncoding.EncodeToString(v)
 		} else {
+			if len(v) > limit {
+				v = []byte(truncateUTF8(string(v[:limit+min(3, len(v)-limit)]), limit))
+				r.cut++
+			}
 			str = string(v)
 		}
+		budget -= len(str)
 		row[i] = &str
 		r.size += len(str)
 		r.recBytes += len(str)
@@ -714,8 +730,8 @@ func (r *Result) flush() {
 	if len(r.rows) == 0 && r.chunk > 0 {
 		return
 	}
-	_ = r.s.add(&schemas.DbResultChunk{QueryID: r.q.ID, Chunk: r.chunk, Columns: r.columns, Rows: r.rows, FirstRow: r.first, Masked: r.masked})
-	r.masked = nil
+	_ = r.s.add(&schemas.DbResultChunk{QueryID: r.q.ID, Chunk: r.chunk, Columns: r.columns, Rows: r.rows, FirstRow: r.first, Masked: r.masked, ValuesTruncated: r.cut})
+	r.masked, r.cut = nil, 0
 	r.chunk++
 	// Long results go out as they come, a few chunks per message.
 	if r.chunk%4 == 0 {
@@ -731,6 +747,9 @@ func (r *Result) Done(status string) {
 		RowsRecorded: r.recorded, Error: r.err, DurationUS: uint64(time.Since(r.q.start).Microseconds())})
 	_ = r.s.flushSoon()
 }
+
+// minValueBytes is the least of a value a row records, however long the row.
+const minValueBytes = 64
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.
 func truncateUTF8(s string, n int) string {

@@ -3,6 +3,8 @@ package session_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -226,6 +228,50 @@ func TestLingeringBatchesStaySmall(t *testing.T) {
 	require.Equal(t, len(all), total)
 	require.LessOrEqual(t, largest, 64<<10+4<<10, "a batch stops at about 64 KiB")
 	require.GreaterOrEqual(t, msgs, 3, "the statements' events span several messages")
+}
+
+// A value too large for an event is recorded in part, and the chunk says so: a whole
+// 10 MB value made an event no NATS message could carry, and it was lost with its chain
+// link (the client still gets every value whole).
+func TestHugeValuesAreRecordedInPart(t *testing.T) {
+	b := bustest.Connect(t)
+	s, _ := newLingeringSession(t, b, "buffered", fixedDecider{Effect: "allow", Revision: 1}, 5*time.Millisecond)
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	raw := make([]byte, 7_500_000)
+	_, _ = rand.Read(raw) // incompressible
+	huge := base64.StdEncoding.EncodeToString(raw)
+	q := s.OnQuery(ctx, "select big from blobs", "simple", "")
+	r := s.NewResult(q)
+	r.Columns([]schemas.Column{{Name: "big", TypeOID: 25}})
+	r.Row([][]byte{[]byte(huge)})
+	r.Tag("SELECT 1")
+	r.Done("ok")
+	// Three values of 1,000 bytes with a 1,024-byte chunk limit (the test's): the first
+	// whole, the others in part, a multi-byte character not split.
+	q = s.OnQuery(ctx, "select a, b, c from wide", "simple", "")
+	r = s.NewResult(q)
+	r.Columns([]schemas.Column{{Name: "a", TypeOID: 25}, {Name: "b", TypeOID: 25}, {Name: "c", TypeOID: 25}})
+	r.Row([][]byte{[]byte(strings.Repeat("a", 1000)), []byte(strings.Repeat("b", 63) + "é" + strings.Repeat("b", 936)), []byte(strings.Repeat("c", 1000))})
+	r.Tag("SELECT 1")
+	r.Done("ok")
+	all := readSession(t, b, s.ID, 9)
+	require.NoError(t, schemas.VerifyChain(all))
+	var chunks []schemas.DbResultChunk
+	for _, e := range all {
+		if e.Type == schemas.TypeDbResultChunk {
+			var c schemas.DbResultChunk
+			require.NoError(t, json.Unmarshal(e.Payload, &c))
+			chunks = append(chunks, c)
+		}
+	}
+	require.Len(t, chunks, 2)
+	require.Equal(t, uint32(1), chunks[0].ValuesTruncated)
+	require.Equal(t, huge[:limits.ResultChunkBytes], *chunks[0].Rows[0][0])
+	require.Equal(t, uint32(2), chunks[1].ValuesTruncated)
+	require.Equal(t, strings.Repeat("a", 1000), *chunks[1].Rows[0][0])
+	require.Equal(t, strings.Repeat("b", 63), *chunks[1].Rows[0][1], "cut before the two-byte character")
+	require.Equal(t, strings.Repeat("c", 64), *chunks[1].Rows[0][2])
 }
 
 func TestSpoolFullRefusesStatements(t *testing.T) {
