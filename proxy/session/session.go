@@ -719,9 +719,16 @@ func (r *Result) Tag(tag string) {
 }
 
 // Error records the error the client got.
+// A message longer than maxErrorBytes is recorded in part (PostgreSQL quotes input
+// values in messages: invalid input syntax for type integer: "...").
 func (r *Result) Error(sqlstate, message, from string) {
+	if len(message) > maxErrorBytes {
+		message = truncateUTF8(message, maxErrorBytes) + " …"
+	}
 	r.err = &schemas.SQLError{Sqlstate: sqlstate, Message: message, From: from}
 }
+
+const maxErrorBytes = 8 << 10
 
 func (r *Result) flush() {
 	if len(r.rows) == 0 && r.columns == nil {
