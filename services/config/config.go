@@ -295,6 +295,9 @@ type Rule struct {
 	Approval *Approval `yaml:"approval,omitempty"`
 }
 
+// maxEventPart bounds what one audit event may carry of a result or a statement.
+const maxEventPart = 256 << 10
+
 // Sink is one SIEM destination, with its own durable position in GH_AUDIT: type http posts
 // NDJSON batches (a generic webhook or Splunk HEC's raw endpoint); type syslog sends RFC
 // 5424 messages over TCP, with TLS (RFC 5425) when tls is set.
@@ -574,6 +577,13 @@ func (c *Config) Validate() error {
 	ck.oneOf("audit.mode", c.Audit.Mode, "strict", "buffered")
 	if c.Audit.ResultChunkBytes < 1024 {
 		ck.add("audit.result_chunk_bytes", "%d is below the 1024-byte minimum", c.Audit.ResultChunkBytes)
+	}
+	// An event has to fit in one NATS message (max_payload is 1 MiB unless configured).
+	if c.Audit.ResultChunkBytes > maxEventPart {
+		ck.add("audit.result_chunk_bytes", "%d is above the %d-byte maximum (an event must fit in a NATS message)", c.Audit.ResultChunkBytes, maxEventPart)
+	}
+	if c.Audit.MaxSQLBytes > maxEventPart {
+		ck.add("audit.max_sql_bytes", "%d is above the %d-byte maximum (an event must fit in a NATS message)", c.Audit.MaxSQLBytes, maxEventPart)
 	}
 	if c.Audit.SpoolBytes < 1<<20 {
 		ck.add("audit.spool_bytes", "%d is below the 1 MiB minimum", c.Audit.SpoolBytes)

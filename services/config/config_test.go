@@ -76,6 +76,8 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"bad effect", strings.Replace(valid, "effect: allow", "effect: maybe", 1), `policies[0].rules[0].effect: "maybe" is not one of allow, mask, require_approval, deny`},
 		{"bad nats url", strings.Replace(valid, "nats://127.0.0.1:4222", "127.0.0.1:4222", 1), `nats.url: "127.0.0.1:4222" is not a URL`},
 		{"retention too short", "audit: {retention: {default: 1h}}", "audit.retention.default: 1h0m0s is below the 24h0m0s minimum"},
+		{"result chunk too large", "audit: {result_chunk_bytes: 4194304}", "audit.result_chunk_bytes: 4194304 is above the 262144-byte maximum (an event must fit in a NATS message)"},
+		{"statement text too large", "audit: {max_sql_bytes: 1048576}", "audit.max_sql_bytes: 1048576 is above the 262144-byte maximum"},
 		{"retention rule without labels", "audit: {retention: {rules: [{keep: 8760h}]}}", "audit.retention.rules[0].labels: required"},
 		{"retention rule too short", "audit: {retention: {rules: [{labels: {env: prod}, keep: 2h}]}}", "audit.retention.rules[0].keep: 2h0m0s is below"},
 		{"syslog sink without port", "sinks: [{name: s, type: syslog, address: siem.example}]", `sinks[0].address: "siem.example" is not host:port`},
