@@ -170,6 +170,10 @@ policies:
         effect: require_approval
         when: '"dba" in identity.groups && "delete" in request.sql.kinds && "public.orders" in request.sql.tables_written'
         approval: {approvers: [approvers], mode: fail_fast, window: 1m}
+      - name: customer-cursors
+        effect: require_approval
+        when: '"dba" in identity.groups && "declare_cursor" in request.sql.kinds && "public.customers" in request.sql.tables'
+        approval: {approvers: [approvers], mode: fail_fast, window: 1m}
 `), 0o600))
 	var stdout, stderr bytes.Buffer
 	require.Equal(t, 0, cli.Main([]string{"policy", "apply", "-f", f, "--url", g.policyAPI, "--token", admin}, &stdout, &stderr), stderr.String())
@@ -229,6 +233,17 @@ policies:
 	require.NoError(t, execExtended(), "the approved EXECUTE runs through the extended protocol")
 	require.ErrorAs(t, execExtended(), &pgErr, "once")
 	require.Contains(t, pgErr.Message, "approval required; requested as ")
+
+	// A cursor declared with an approval is read page by page (as psql's FETCH_COUNT does)
+	// on that approval: its FETCHes are that one execution.
+	approveFailFast("BEGIN; DECLARE cc NO SCROLL CURSOR FOR select id from customers order by id")
+	for range 2 {
+		rs, err := c.Exec(ctx, "FETCH FORWARD 1 FROM cc").ReadAll()
+		require.NoError(t, err, "FETCH from the approved cursor")
+		require.Len(t, rs[0].Rows, 1)
+	}
+	_, err = c.Exec(ctx, "CLOSE cc; COMMIT").ReadAll()
+	require.NoError(t, err)
 }
 
 // revocations revokes an identity through the CLI: its open session ends with the reason,

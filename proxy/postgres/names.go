@@ -253,15 +253,15 @@ func (c *conn) dropStatement(name string) {
 
 // referenced returns the statements that the names sql runs stand for, as far as the
 // session knows them (a name it does not know makes the backend fail the statement).
-func (c *conn) referenced(uses []nameUse) []*session.Query {
-	var refs []*session.Query
+func (c *conn) referenced(uses []nameUse) []session.Ref {
+	var refs []session.Ref
 	for _, u := range uses {
 		m := c.stmts
 		if u.cursor {
 			m = c.cursors
 		}
 		if q := m[u.name]; q != nil {
-			refs = append(refs, q)
+			refs = append(refs, session.Ref{Q: q, Cursor: u.cursor})
 		}
 	}
 	return refs

@@ -1188,7 +1188,7 @@ func (c *conn) release(e *entry) {
 // resolve is the session's Resolve: what a statement that creates, drops or runs names
 // does. It notes the names the statement creates or drops (lastOps) and returns the
 // statements it runs by name.
-func (c *conn) resolve(d *policy.Decision, sql string) []*session.Query {
+func (c *conn) resolve(d *policy.Decision, sql string) []session.Ref {
 	if !namesStatement(d.Kinds) {
 		return nil
 	}

@@ -67,7 +67,7 @@ type Session struct {
 	// Resolve, when set, returns the statements that sql runs by name (EXECUTE of a
 	// prepared statement, FETCH from a cursor): their decisions bind sql too. It is called
 	// on the statement's own goroutine.
-	Resolve func(d *policy.Decision, sql string) []*Query
+	Resolve func(d *policy.Decision, sql string) []Ref
 
 	grants  map[string]bool // grants statements were allowed under
 	queries uint64          // statements received
@@ -362,6 +362,13 @@ type Query struct {
 	held     []*Query // statements it runs by name whose decisions need approval
 }
 
+// Ref is a statement that another runs by name: a prepared statement (EXECUTE), or the
+// DECLARE of a cursor (FETCH, MOVE).
+type Ref struct {
+	Q      *Query
+	Cursor bool
+}
+
 // ApprovalText is what approvers are shown of q (whose text is sql), and what an approval
 // is for: a statement that runs others by name (EXECUTE, FETCH) brings theirs along, so an
 // approval is never for a name that could later stand for something else.
@@ -409,11 +416,16 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 				Identity: s.Identity.Identity,
 				Claims:   s.Identity.Claims,
 				Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
-				SQL:      ref.sql,
+				SQL:      ref.Q.sql,
 			})
-			q.Decision = bindReferenced(q.Decision, rd, ref)
+			if ref.Cursor && rd.Effect == policy.EffectRequireApproval {
+				// The cursor exists because its DECLARE ran, approved: reading it (psql's
+				// FETCH_COUNT does, a page at a time) is that one execution, not another.
+				continue
+			}
+			q.Decision = bindReferenced(q.Decision, rd, ref.Q)
 			if rd.Effect == policy.EffectRequireApproval {
-				q.held = append(q.held, ref)
+				q.held = append(q.held, ref.Q)
 			}
 		}
 	}
