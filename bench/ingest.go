@@ -110,7 +110,11 @@ func Ingest(ctx context.Context, o IngestOptions) (*IngestResult, error) {
 			}
 			data = e.AppendJSON(data)
 		}
-		f, err := b.JS.PublishAsync(bus.AuditSubject("bench", session, "batch"), data, jetstream.WithMsgID(first))
+		// Compressed as proxies send their batches.
+		m := nats.NewMsg(bus.AuditSubject("bench", session, "batch"))
+		m.Header.Set(jetstream.MsgIDHeader, first)
+		bus.CompressAudit(m, data, nil)
+		f, err := b.JS.PublishMsgAsync(m)
 		if err != nil {
 			return nil, err
 		}

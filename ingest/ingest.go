@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -42,9 +43,10 @@ type Ingester struct {
 	batches prometheus.Histogram
 	lag     prometheus.Gauge
 	errors  prometheus.Counter
-
-	bufs [][]byte // decode's buffers for compressed messages (the fetcher's alone)
 }
+
+// decodeBufs hold decompressed messages while a batch is decoded.
+var decodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}
 
 // New makes an ingester.
 func New(cfg Config, js jetstream.JetStream, ch driver.Conn, reg prometheus.Registerer, log *slog.Logger) *Ingester {
@@ -210,15 +212,24 @@ func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
 	// possibly compressed (bus.AuditData).
 	datas := make([][]byte, len(msgs))
 	n := 0
-	for i, m := range msgs {
-		// Decoded messages go into buffers kept from the last batch: the columns copy
-		// what they keep.
-		if i == len(in.bufs) {
-			in.bufs = append(in.bufs, nil)
+	// Decoded messages go into pooled buffers, back in the pool once the batch is in
+	// columns (which copy what they keep).
+	var used []*[]byte
+	defer func() {
+		for _, b := range used {
+			decodeBufs.Put(b)
 		}
-		data, err := bus.AuditDataInto(m.Headers(), m.Data(), in.bufs[i])
-		if m.Headers().Get(bus.HeaderEncoding) != "" && cap(data) > cap(in.bufs[i]) && cap(data) <= 1<<20 {
-			in.bufs[i] = data[:0]
+	}()
+	for i, m := range msgs {
+		var dst []byte
+		if m.Headers().Get(bus.HeaderEncoding) != "" {
+			b := decodeBufs.Get().(*[]byte)
+			used = append(used, b)
+			dst = *b
+		}
+		data, err := bus.AuditDataInto(m.Headers(), m.Data(), dst)
+		if dst != nil && cap(data) > cap(dst) && cap(data) <= 1<<20 {
+			*used[len(used)-1] = data[:0]
 		}
 		if err != nil {
 			in.log.Error("audit message cannot be read; not inserted (it stays in GH_AUDIT)", "subject", m.Subject(), "err", err)
