@@ -22,7 +22,9 @@
 //	                               parameters (db.bind); a re-executed prepared statement is
 //	                               decided again (policy changes reach it) →
 //	FunctionCall                →  function OID resolved on the backend (answers not
-//	                               relayed), decided as "SELECT name()", then forwarded
+//	                               relayed), decided as "SELECT name()", then forwarded;
+//	                               discarded, as the backend discards it, in a pipeline that
+//	                               failed before its Sync
 //	                            ←  results relayed raw; RowDescription/DataRow/CommandComplete/
 //	                               ErrorResponse recorded as bounded db.result.chunk and
 //	                               db.query.done events. With a mask decision, DataRows (and
@@ -37,6 +39,9 @@
 // which is how the proxy's own answers keep their place and results are attributed to the
 // right statement. CancelRequest is mapped through the proxy's own secret (cancel.go).
 // Names of prepared statements and cursors are kept as the backend keeps them, however they
-// were made, so that a name is decided and masked as what it stands for (names.go).
+// were made, so that a name is decided and masked as what it stands for (names.go); a
+// statement run by name (EXECUTE, FETCH) is bound by the decision of what it runs, an
+// approval included. A panic in a session's loops ends that session (internal_error), not
+// the process.
 // Protocol code talks to its session (proxy/session), never to NATS.
 package postgres
