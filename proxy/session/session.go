@@ -58,6 +58,7 @@ type Session struct {
 	seq      uint64
 	prevHash string
 	prevHex  [2 * sha256.Size]byte // prevHash's bytes, for the hash (no conversion per event)
+	envelope *schemas.EnvelopeEncoder
 	batch    eventBatch
 	taken    []rawEvent // raw taken for encoding (spare slice, swapped with raw)
 	hasher   hash.Hash  // SHA-256, reused
@@ -237,7 +238,10 @@ func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) 
 	// One encoding serves both the hash (over the event with hash empty, as
 	// Event.ComputeHash defines it) and the message: the hash is spliced in afterwards.
 	// The payload is the envelope's last field, so the empty hash sits right before it.
-	data := ev.AppendJSON(s.encoded[:0])
+	if s.envelope == nil {
+		s.envelope = schemas.NewEnvelopeEncoder(s.ID, &s.Identity.Identity, s.Resource.Name)
+	}
+	data := s.envelope.Append(s.encoded[:0], &ev)
 	s.encoded = data
 	i := len(data) - 1 - len(s.payload) - len(emptyHash)
 	if i < 0 || !bytes.Equal(data[i:i+len(emptyHash)], emptyHash) {

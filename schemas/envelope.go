@@ -1,0 +1,51 @@
+package schemas
+
+import "strconv"
+
+// EnvelopeEncoder encodes the events of one session byte for byte as Event.AppendJSON does,
+// with the fields that do not change within a session (session_id, identity, resource)
+// encoded once: a proxy encodes four or five events per statement.
+type EnvelopeEncoder struct {
+	session []byte // ,"session_id":"…","seq":
+	fixed   []byte // ,"identity":{…},"resource":"…"
+}
+
+// NewEnvelopeEncoder prepares the encoding of the events of session sessionID.
+func NewEnvelopeEncoder(sessionID string, id *Identity, resource string) *EnvelopeEncoder {
+	e := &EnvelopeEncoder{}
+	e.session = append(e.session, `,"session_id":`...)
+	e.session = AppendJSONString(e.session, sessionID)
+	e.session = append(e.session, `,"seq":`...)
+	e.fixed = append(e.fixed, `,"identity":`...)
+	e.fixed = id.AppendJSON(e.fixed)
+	e.fixed = append(e.fixed, `,"resource":`...)
+	e.fixed = AppendJSONString(e.fixed, resource)
+	return e
+}
+
+// Append appends ev's encoding to b. ev's SessionID, Identity and Resource are not read:
+// they are the encoder's.
+func (e *EnvelopeEncoder) Append(b []byte, ev *Event) []byte {
+	b = append(b, `{"id":`...)
+	b = AppendJSONString(b, ev.ID)
+	b = append(b, `,"type":`...)
+	b = AppendJSONString(b, ev.Type)
+	b = append(b, `,"code":`...)
+	b = AppendJSONString(b, ev.Code)
+	b = append(b, `,"time":`...)
+	b = appendJSONTime(b, ev.Time)
+	b = append(b, e.session...)
+	b = strconv.AppendUint(b, ev.Seq, 10)
+	b = append(b, e.fixed...)
+	if ev.PolicyRevision != 0 {
+		b = append(b, `,"policy_revision":`...)
+		b = strconv.AppendUint(b, ev.PolicyRevision, 10)
+	}
+	b = append(b, `,"prev_hash":`...)
+	b = AppendJSONString(b, ev.PrevHash)
+	b = append(b, `,"hash":`...)
+	b = AppendJSONString(b, ev.Hash)
+	b = append(b, `,"payload":`...)
+	b = appendJSONRaw(b, ev.Payload)
+	return append(b, '}')
+}
