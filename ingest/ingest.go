@@ -211,6 +211,7 @@ func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
 	// A message holds one event, or several of one session separated by newlines,
 	// possibly compressed (bus.AuditData).
 	datas := make([][]byte, len(msgs))
+	readable := make([]bool, len(msgs))
 	n := 0
 	// Decoded messages go into pooled buffers, back in the pool once the batch is in
 	// columns (which copy what they keep).
@@ -236,7 +237,7 @@ func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
 			in.invalid.Inc()
 			continue
 		}
-		datas[i] = data
+		datas[i], readable[i] = data, true
 		n += bytes.Count(data, []byte{'\n'}) + 1
 	}
 	c := &columns{}
@@ -250,10 +251,10 @@ func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
 	var ev schemas.Event
 	var dec schemas.EventDecoder
 	for k, m := range msgs {
-		data := datas[k]
-		if data == nil {
+		if !readable[k] {
 			continue
 		}
+		data := datas[k]
 		var seq uint64
 		if meta, err := m.Metadata(); err == nil {
 			seq = meta.Sequence.Stream

@@ -104,6 +104,7 @@ func TestIngestStoresEveryEventExactly(t *testing.T) {
 	require.NoError(t, err)
 	h.publish(t, "other", "s2", append(append([]byte("not json at all\n"), s2[0].AppendJSON(nil)...), '\n')) // a bad line, and a trailing newline
 	h.publish(t, "other", "s2", s2[1].AppendJSON(nil))
+	h.publish(t, "other", "s3", nil) // an empty message is not an event either
 	// Messages that cannot be read: a corrupt compressed one, and an unknown encoding.
 	for _, enc := range []string{bus.EncodingS2, "zstd"} {
 		m := nats.NewMsg(bus.AuditSubject("other", "s3", "batch"))
@@ -114,9 +115,9 @@ func TestIngestStoresEveryEventExactly(t *testing.T) {
 	}
 
 	// Unreadable messages are counted as they are decoded, before the batch is inserted.
-	require.Eventually(t, func() bool { return counter(t, h.reg, "gatehouse_ingest_invalid_total") >= 3 && h.count(t) >= 5 }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return counter(t, h.reg, "gatehouse_ingest_invalid_total") >= 4 && h.count(t) >= 5 }, 30*time.Second, 20*time.Millisecond)
 	require.Equal(t, uint64(5), h.count(t))
-	require.Equal(t, 3.0, counter(t, h.reg, "gatehouse_ingest_invalid_total"))
+	require.Equal(t, 4.0, counter(t, h.reg, "gatehouse_ingest_invalid_total"))
 
 	for _, want := range [][]schemas.Event{s1, s2} {
 		got, err := query.ReadSession(context.Background(), h.ch, "gh", want[0].SessionID)

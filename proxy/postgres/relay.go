@@ -231,7 +231,13 @@ func (c *conn) contained(name string, loop func() error) (err error) {
 		if r := recover(); r != nil {
 			c.srv.log.Error("internal error; ending the session", "session", c.sess.ID, "in", name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			c.setReason("internal_error")
-			// Only the sockets: the panic may have left the session's locks held.
+			// Tell the client why, unless the panic left the writer's lock held (then a
+			// message could land inside a half-written one); then only the sockets.
+			if c.wmu.TryLock() {
+				_, _ = c.cw.Write(encode(pgError("FATAL", "XX000", "Gatehouse internal error; this session was ended (session "+c.sess.ID+" in the gateway's log)", "")))
+				_ = c.cw.Flush()
+				c.wmu.Unlock()
+			}
 			c.client.Close()
 			c.backend.Close()
 			err = fmt.Errorf("internal error in the %s: %v", name, r)

@@ -190,9 +190,11 @@ func (p *Publisher) msg(pe *pending) *nats.Msg {
 	}
 	m := nats.NewMsg(pe.subject)
 	m.Header.Set(jetstream.MsgIDHeader, pe.id)
-	pe.wire = bus.CompressAudit(m, pe.data, getWireBuf())
-	if pe.wire != nil && len(m.Data) < len(pe.data) {
-		putBatchBuf(pe.data)
+	wire := getWireBuf()
+	if pe.wire = bus.CompressAudit(m, pe.data, wire); pe.wire == nil {
+		putWireBuf(wire) // sent as it is
+	} else {
+		putBatchBuf(pe.data) // the compressed copy is what goes out
 		pe.data = nil
 	}
 	pe.msg = m

@@ -23,8 +23,9 @@ const (
 const minCompress = 512
 
 // CompressAudit sets m's data to data, compressed into dst's storage when that is worth it
-// (and the header saying so). It returns the buffer used, for reuse once the message is
-// acknowledged (nil when data went uncompressed).
+// (and the header saying so). It returns the buffer that holds the compressed data, for
+// reuse once the message is acknowledged, or nil when data goes as it is (dst is then
+// untouched: the caller keeps it).
 func CompressAudit(m *nats.Msg, data, dst []byte) []byte {
 	if len(data) < minCompress {
 		m.Data = data
@@ -36,7 +37,7 @@ func CompressAudit(m *nats.Msg, data, dst []byte) []byte {
 	enc := s2.Encode(dst[:cap(dst)], data)
 	if len(enc) >= len(data) {
 		m.Data = data
-		return dst[:0]
+		return nil
 	}
 	m.Data = enc
 	if m.Header == nil {

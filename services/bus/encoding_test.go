@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"bytes"
+	"crypto/rand"
 	"strings"
 	"testing"
 
@@ -47,6 +48,14 @@ func TestAuditDataEncoding(t *testing.T) {
 	got, err = bus.AuditData(nil, small)
 	require.NoError(t, err)
 	require.Equal(t, small, got)
+
+	// Data that does not compress goes as it is, and the buffer offered stays the caller's.
+	random := make([]byte, 4096)
+	_, _ = rand.Read(random)
+	m4 := nats.NewMsg("gh.audit.demo.s.batch")
+	require.Nil(t, bus.CompressAudit(m4, random, buf))
+	require.Empty(t, m4.Header.Get(bus.HeaderEncoding))
+	require.Equal(t, random, m4.Data)
 
 	// Bad messages are errors, never events.
 	h := nats.Header{}
