@@ -33,11 +33,12 @@ type Approvals struct {
 // refusal is why a statement waiting for approval does not run.
 type refusal struct {
 	code, msg, detail, hint string
+	position                int32 // the error's position field (a syntax error), 0: none
 }
 
 func (r *refusal) response() []byte {
 	e := pgError("ERROR", r.code, r.msg, r.hint)
-	e.Detail = r.detail
+	e.Detail, e.Position = r.detail, r.position
 	return encode(e)
 }
 
@@ -51,8 +52,7 @@ func (c *conn) approve(ctx context.Context, q *session.Query, sql string) *refus
 	spec := q.Decision.Approval
 	ap := c.srv.approvals
 	if spec == nil || ap == nil {
-		code, msg, hint := denial(q)
-		return &refusal{code: code, msg: msg, hint: hint}
+		return denial(q)
 	}
 	sum := sha256.Sum256([]byte(sql))
 	hash := hex.EncodeToString(sum[:])

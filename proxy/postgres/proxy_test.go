@@ -597,6 +597,35 @@ func TestProxyFidelity(t *testing.T) {
 		require.NoError(t, c.Conn().Close()) // abrupt: no Terminate
 		require.Eventually(t, func() bool { return env.backendGone(ctx, pid) }, 30*time.Second, 100*time.Millisecond)
 	})
+	t.Run("a syntax error answers as PostgreSQL does, with the position psql points at", func(t *testing.T) {
+		direct, err := pgconn.Connect(ctx, env.pg.ConnString("app", "app-secret", "app"))
+		require.NoError(t, err)
+		defer direct.Close(ctx)
+		proxied, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		defer proxied.Close(ctx)
+		pgErr := func(err error) [3]string {
+			var pe *pgconn.PgError
+			require.True(t, errors.As(err, &pe), "%v", err)
+			return [3]string{pe.Code, pe.Message, fmt.Sprint(pe.Position)}
+		}
+		for _, sql := range []string{"selec 1", "select 1; selec 2; select 3", "select 'é', 'ü' frm items", "select (1", "select 1 'abc'", "select 1 'xyzzy'"} {
+			want := pgErr(direct.Exec(ctx, sql).Close())
+			require.NotEqual(t, "0", want[2], "PostgreSQL reports a position for %q", sql)
+			require.Equal(t, want, pgErr(proxied.Exec(ctx, sql).Close()), "simple protocol: %q", sql)
+			_, err := proxied.ExecParams(ctx, sql, nil, nil, nil, nil).Close()
+			require.Equal(t, want, pgErr(err), "extended protocol: %q", sql)
+		}
+		psql := func(conn, password string) string {
+			cmd := exec.Command("psql", "-X", conn, "-c", "select 1 as a,\n  2 frm items")
+			cmd.Env = append(os.Environ(), "PGPASSWORD="+password)
+			out, _ := cmd.CombinedOutput()
+			return string(out)
+		}
+		want := psql(fmt.Sprintf("host=127.0.0.1 port=%d dbname=app user=app sslmode=disable", env.pg.Port), "app-secret")
+		require.Contains(t, want, "LINE 2:")
+		require.Equal(t, want, psql(fmt.Sprintf("host=%s port=%s dbname=app user=app-svc sslmode=disable", env.host, env.port), env.token))
+	})
 	t.Run("a message over the limit ends the session with a clear error", func(t *testing.T) {
 		small := startProxy(t, 4096)
 		c, err := pgconn.Connect(ctx, small.conn("sslmode=disable"))

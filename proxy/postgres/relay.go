@@ -443,22 +443,27 @@ func (c *conn) abortPipeline() ([]byte, []*entry) {
 	return b, []*entry{{kind: 'P', swallow: true}, {kind: 'B', swallow: true}, {kind: 'E', swallow: true}}
 }
 
-// denial is the error a refused statement gets: its code, message and hint.
-func denial(q *session.Query) (code, msg, hint string) {
+// denial is the error a refused statement gets.
+func denial(q *session.Query) *refusal {
 	d := q.Decision
 	if d.SQLState != "" {
-		// Refused as PostgreSQL would refuse it (a syntax error, with the parser's message).
-		return d.SQLState, d.Reason, ""
+		// Refused as PostgreSQL would refuse it (a syntax error, with the parser's message
+		// and position).
+		r := &refusal{code: d.SQLState, msg: d.Reason}
+		if d.Position > 0 && d.Position < 1<<31 {
+			r.position = int32(d.Position)
+		}
+		return r
 	}
 	if d.Effect == "require_approval" {
-		return "42501", fmt.Sprintf("Gatehouse: approval required (policy %s, rule %s): %s", d.Policy, d.Rule, d.Reason),
-			"this statement needs a human approval, and this gateway does not hold statements for approval yet; it is refused"
+		return &refusal{code: "42501", msg: fmt.Sprintf("Gatehouse: approval required (policy %s, rule %s): %s", d.Policy, d.Rule, d.Reason),
+			hint: "this statement needs a human approval, and this gateway does not hold statements for approval yet; it is refused"}
 	}
-	msg = "Gatehouse denied the statement: " + d.Reason
+	msg := "Gatehouse denied the statement: " + d.Reason
 	if d.Rule != "" {
 		msg = fmt.Sprintf("Gatehouse denied the statement (policy %s, rule %s): %s", d.Policy, d.Rule, d.Reason)
 	}
-	return "42501", msg, "every statement is checked against the gateway's policy; ask the resource owner for access"
+	return &refusal{code: "42501", msg: msg, hint: "every statement is checked against the gateway's policy; ask the resource owner for access"}
 }
 
 // approveNow settles a require_approval decision before the statement goes on. Statements
@@ -474,10 +479,7 @@ func (c *conn) approveNow(ctx context.Context, q *session.Query, sql string) *re
 	return c.approve(ctx, q, sql)
 }
 
-func (c *conn) denyResponse(q *session.Query) []byte {
-	code, msg, hint := denial(q)
-	return encode(pgError("ERROR", code, msg, hint))
-}
+func (c *conn) denyResponse(q *session.Query) []byte { return denial(q).response() }
 
 func (c *conn) readyForQuery() []byte {
 	return encode(&pgproto3.ReadyForQuery{TxStatus: byte(c.txStatus.Load())})
@@ -562,8 +564,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		if q.Decision.Effect == policy.EffectRequireApproval {
 			why = c.approveNow(ctx, q, q.ApprovalText(sql))
 		} else if !q.Decision.Allowed() {
-			code, msg, hint := denial(q)
-			why = &refusal{code: code, msg: msg, hint: hint}
+			why = denial(q)
 		}
 		if why != nil {
 			c.sess.NewResult(q).Done("denied")
@@ -608,8 +609,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		if q.Decision.Effect == policy.EffectRequireApproval {
 			why = c.approveNow(ctx, q, q.ApprovalText(p.Query))
 		} else if !q.Decision.Allowed() {
-			code, msg, hint := denial(q)
-			why = &refusal{code: code, msg: msg, hint: hint}
+			why = denial(q)
 		}
 		if why != nil {
 			c.sess.NewResult(q).Done("denied")

@@ -150,6 +150,9 @@ type Decision struct {
 	// that does not parse is refused as PostgreSQL itself would (42601 syntax_error, with
 	// the parser's own message).
 	SQLState string `json:"sqlstate,omitempty"`
+	// Position goes with SQLState 42601: where the parser stopped, 1-based in characters,
+	// as PostgreSQL reports it (psql points at it); 0 when unknown.
+	Position int `json:"position,omitempty"`
 	// Mask, with effect mask, is what the proxy hides in the results.
 	Mask *MaskSpec `json:"mask,omitempty"`
 	// Approval, with effect require_approval, is how the statement can be approved (nil:
@@ -333,7 +336,9 @@ func grantValues(gs []Grant) []any {
 func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	info := Analyze(req.SQL, AnalyzeOptions{Columns: e.needColumns})
 	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables,
-		Cacheable: !e.uncacheable[req.Resource.Name] && !e.uncacheable["*"]}
+		// A parse error's message and position depend on the literals the proxy's cache key
+		// leaves out, so it is decided anew each time.
+		Cacheable: !e.uncacheable[req.Resource.Name] && !e.uncacheable["*"] && info.ParseError == ""}
 	vars := map[string]any{
 		"identity": map[string]any{
 			"sub": req.Identity.Subject, "issuer": req.Identity.Issuer, "groups": nonNil(req.Identity.Groups),
@@ -432,7 +437,7 @@ func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
 	if m.best == nil {
 		d.Effect = EffectDeny
 		if info.ParseError != "" {
-			d.Reason, d.SQLState = info.ParseError, "42601"
+			d.Reason, d.SQLState, d.Position = info.ParseError, "42601", info.ParsePosition
 		} else {
 			d.Reason = fmt.Sprintf("no rule allows %s on resource %s", strings.Join(info.Kinds, ", "), resource)
 		}

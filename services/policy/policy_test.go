@@ -119,6 +119,10 @@ func TestParseErrorIsASyntaxError(t *testing.T) {
 	d := decide(t, e, []string{"dba"}, nil, "select * frm orders where")
 	require.Equal(t, "deny", d.Effect)
 	require.Equal(t, "42601", d.SQLState, "refused as PostgreSQL would refuse it")
+	require.Equal(t, 10, d.Position, "where PostgreSQL's parser stops: 1-based, in characters")
+	require.False(t, d.Cacheable, "the message and position depend on literals the proxy's cache key leaves out")
+	require.Equal(t, 21, decide(t, e, []string{"dba"}, nil, "select 'é', 'ü' frm orders").Position, "characters, not bytes (23)")
+	require.True(t, decide(t, e, []string{"dba"}, nil, "select * from orders").Cacheable)
 }
 
 func TestParseErrorRules(t *testing.T) {

@@ -1,11 +1,13 @@
 package policy
 
 import (
+	"errors"
 	"regexp"
 	"slices"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	pgparser "github.com/pganalyze/pg_query_go/v6/parser"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -26,6 +28,9 @@ type SQLInfo struct {
 	Statements    int      `json:"statements"`        // number of top-level statements
 	Fingerprint   string   `json:"fingerprint"`       // normalized fingerprint (constants removed)
 	ParseError    string   `json:"parse_error"`       // non-empty when the statement does not parse
+	// ParsePosition is where the parser stopped, as PostgreSQL reports it in an error's
+	// position field: 1-based, in characters; 0 when unknown. Not a CEL input.
+	ParsePosition int `json:"-"`
 }
 
 // AnalyzeOptions say which costly facts a policy needs.
@@ -73,6 +78,10 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	tree, err := pg_query.Parse(sql)
 	if err != nil {
 		info.ParseError = err.Error()
+		var perr *pgparser.Error
+		if errors.As(err, &perr) && perr.Cursorpos > 0 {
+			info.ParsePosition = perr.Cursorpos
+		}
 		info.HasWhere = false
 		finish(&info)
 		return info
