@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Gatehouse needs on Debian/Ubuntu when it is missing: PostgreSQL (server and
-# psql), ClickHouse (Debian's clickhouse-server) and, for tests, pgbench and rsyslog (with
-# its TLS driver). Uses apt-get as
+# psql), ClickHouse (Debian's clickhouse-server) and, for tests, pgbench, Node.js with npm
+# (node-postgres) and rsyslog (with its TLS driver). Uses apt-get as
 # root or through sudo; otherwise prints exactly what to install and fails.
 set -euo pipefail
 
@@ -18,6 +18,9 @@ have psql || missing+=(postgresql-client)
 have curl || missing+=(curl)
 have pgbench || missing+=(postgresql)
 have_clickhouse || missing+=(clickhouse-server)
+# node-postgres runs through the proxy in its tests (TestNodePostgres).
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 # The syslog sink's tests deliver to a real rsyslogd over TLS.
 have rsyslogd || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || missing+=(rsyslog-gnutls)
