@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 
@@ -36,6 +37,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the results as JSON after the table")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (Gatehouse runs in it) to FILE")
 	heapProfile := fs.String("memprofile", "", "write a heap profile of this process to FILE after the pgbench runs")
+	traceFile := fs.String("trace", "", "write an execution trace of this process to FILE (large: narrow the run with --modes, --clients and --duration); go tool trace -pprof=sched FILE shows where goroutines waited to run")
 	linger := fs.Duration("linger", 0, "Gatehouse's audit.linger for the run (default: the configuration's default)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -53,6 +55,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stop()
+	stopTrace, err := startTrace(*traceFile)
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
 	ctx, cancel := signalContext()
 	defer cancel()
 	res, err := bench.Postgres(ctx, bench.Options{Duration: *duration, Modes: strings.Split(*modes, ","), Clients: cs, Scale: *scale,
@@ -109,6 +116,22 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// startTrace starts an execution trace of this process into path ("" = no trace).
+func startTrace(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { trace.Stop(); f.Close() }, nil
 }
 
 func benchAudit(args []string, stdout, stderr io.Writer) error {
