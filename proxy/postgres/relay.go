@@ -983,6 +983,11 @@ func (c *conn) backendLoop() error {
 				c.closeBoth()
 				return nil
 			}
+			if typ == 'Z' {
+				// The answer is with the client: encode its events now, while the
+				// client reads it and sends the next statement.
+				c.sess.EncodePending()
+			}
 		}
 	}
 }

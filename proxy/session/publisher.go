@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,7 +178,10 @@ func (p *Publisher) sweep() {
 	dirty := p.dirty
 	p.dirty, p.pending = nil, false
 	p.lmu.Unlock()
-	for _, s := range dirty {
+	for i, s := range dirty {
+		if i > 0 {
+			runtime.Gosched()
+		}
 		s.flushLingering()
 	}
 }

@@ -198,6 +198,70 @@ func TestLingeringSessionSharesMessagesAndLosesNothing(t *testing.T) {
 	require.Equal(t, schemas.TypeSessionEnd, all[len(all)-1].Type)
 }
 
+// EncodePending (called by the proxy once an answer is with its client) encodes a
+// buffered session's events in the caller's goroutine and leaves them to go out with the
+// lingering batch; racing statements and the publisher's sweeps, it keeps the chain whole
+// and in order.
+func TestEncodePendingKeepsTheChain(t *testing.T) {
+	b := bustest.Connect(t)
+	s, _ := newLingeringSession(t, b, "buffered", fixedDecider{Effect: "allow", Revision: 1}, time.Hour)
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	statement := func() {
+		q := s.OnQuery(ctx, "select 1", "simple", "")
+		r := s.NewResult(q)
+		r.Columns([]schemas.Column{{Name: "v", TypeOID: 23}})
+		r.Row([][]byte{[]byte("1")})
+		r.Tag("SELECT 1")
+		r.Done("ok")
+	}
+	statement()
+	raw, encoded := session.Pending(s)
+	require.Equal(t, [2]int{4, 0}, [2]int{raw, encoded}, "a statement's four events, recorded")
+	s.EncodePending()
+	raw, encoded = session.Pending(s)
+	require.Equal(t, [2]int{0, 4}, [2]int{raw, encoded}, "encoded, and still lingering")
+	statement()
+	s.EncodePending()
+	raw, encoded = session.Pending(s)
+	require.Equal(t, [2]int{0, 8}, [2]int{raw, encoded}, "the next statement's join the batch")
+
+	// Racing: statements in one goroutine, EncodePending in another, as the proxy's client
+	// and backend loops do; the batch spills past 64 KiB on the way.
+	long, _ := newLingeringSession(t, b, "buffered", fixedDecider{Effect: "allow", Revision: 1}, 2*time.Millisecond)
+	require.NoError(t, long.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	const statements = 400
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < statements; i++ {
+			q := long.OnQuery(ctx, "select '"+strings.Repeat("x", 100)+"'", "simple", "")
+			r := long.NewResult(q)
+			r.Columns([]schemas.Column{{Name: "v", TypeOID: 25}})
+			r.Row([][]byte{[]byte(strings.Repeat("y", 100))})
+			r.Tag("SELECT 1")
+			r.Done("ok")
+		}
+	}()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+			long.EncodePending()
+		}
+	}
+	require.NoError(t, long.End(ctx, "client_closed", nil, 0, 0))
+	all := readSession(t, b, long.ID, 2+4*statements)
+	require.NoError(t, schemas.VerifyChain(all))
+	require.Equal(t, schemas.TypeSessionEnd, all[len(all)-1].Type)
+
+	// The first session's events went nowhere yet (its linger is an hour); its end sends them.
+	require.NoError(t, s.End(ctx, "client_closed", nil, 0, 0))
+	first := readSession(t, b, s.ID, 10)
+	require.NoError(t, schemas.VerifyChain(first))
+}
+
 // A busy session's lingering events go out in messages of about 64 KiB, not in one message
 // of everything the linger time gathered (which could pass a NATS server's max_payload).
 func TestLingeringBatchesStaySmall(t *testing.T) {
