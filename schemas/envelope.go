@@ -1,6 +1,9 @@
 package schemas
 
-import "strconv"
+import (
+	"strconv"
+	"time"
+)
 
 // EnvelopeEncoder encodes the events of one session byte for byte as Event.AppendJSON does,
 // with the fields that do not change within a session (session_id, identity, resource)
@@ -47,5 +50,33 @@ func (e *EnvelopeEncoder) Append(b []byte, ev *Event) []byte {
 	b = AppendJSONString(b, ev.Hash)
 	b = append(b, `,"payload":`...)
 	b = appendJSONRaw(b, ev.Payload)
+	return append(b, '}')
+}
+
+// AppendUnhashed appends the encoding of an event with an empty hash, as Append would for
+// an Event with these fields, from bytes rather than strings: the proxy encodes four or five
+// events per statement, and an ID and a previous hash as strings were two allocations each.
+// id and prevHash are written as they are: they must be plain tokens (a UUID, a hex hash),
+// which need no JSON escaping.
+func (e *EnvelopeEncoder) AppendUnhashed(b, id []byte, typ, code string, t time.Time, seq, revision uint64, prevHash, payload []byte) []byte {
+	b = append(b, `{"id":"`...)
+	b = append(b, id...)
+	b = append(b, `","type":`...)
+	b = AppendJSONString(b, typ)
+	b = append(b, `,"code":`...)
+	b = AppendJSONString(b, code)
+	b = append(b, `,"time":`...)
+	b = appendJSONTime(b, t)
+	b = append(b, e.session...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, e.fixed...)
+	if revision != 0 {
+		b = append(b, `,"policy_revision":`...)
+		b = strconv.AppendUint(b, revision, 10)
+	}
+	b = append(b, `,"prev_hash":"`...)
+	b = append(b, prevHash...)
+	b = append(b, `","hash":"","payload":`...)
+	b = appendJSONRaw(b, payload)
 	return append(b, '}')
 }

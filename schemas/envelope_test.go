@@ -29,8 +29,13 @@ func TestEnvelopeEncoderMatchesAppendJSON(t *testing.T) {
 						Time: time.Date(2026, 11, 22, 8, 56, 12, 391930000+i, time.UTC), SessionID: "01a20278-5989-74e0-a306-ce94ba83bc60",
 						Seq: uint64(36192 + i), Identity: id, Resource: resource, PolicyRevision: rev, PrevHash: "b41c862b", Payload: p.AppendJSON(nil)}
 					require.Equal(t, string(ev.AppendJSON(nil)), string(enc.Append(nil, &ev)))
+					unhashed := enc.AppendUnhashed(nil, []byte(ev.ID), ev.Type, ev.Code, ev.Time, ev.Seq, rev, []byte(ev.PrevHash), ev.Payload)
+					require.Equal(t, string(ev.AppendJSON(nil)), string(unhashed))
 					ev.Hash, ev.PrevHash, ev.Payload = "077c6f19", "", nil
 					require.Equal(t, string(ev.AppendJSON(nil)), string(enc.Append(nil, &ev)))
+					ev.Hash = ""
+					unhashed = enc.AppendUnhashed(nil, []byte(ev.ID), ev.Type, ev.Code, ev.Time, ev.Seq, rev, nil, ev.Payload)
+					require.Equal(t, string(ev.AppendJSON(nil)), string(unhashed), "a session's first event")
 				}
 			}
 		}

@@ -3,6 +3,7 @@ package session
 import (
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/policy"
@@ -45,4 +46,20 @@ func TestBindReferenced(t *testing.T) {
 	require.Equal(t, "select 1", (&Query{}).ApprovalText("select 1"))
 	sqlPrepared := &Query{sql: "PREPARE d AS delete from orders"}
 	require.Equal(t, "EXECUTE d\n-- runs: PREPARE d AS delete from orders", (&Query{held: []*Query{sqlPrepared}}).ApprovalText("EXECUTE d"))
+}
+
+// Event IDs are canonical UUIDv7 strings, as uuid.UUID.String writes them, and ordered by
+// time.
+func TestNewIDIsCanonicalUUIDv7(t *testing.T) {
+	prev := ""
+	for range 1000 {
+		var b [36]byte
+		newIDInto(&b)
+		u, err := uuid.Parse(string(b[:]))
+		require.NoError(t, err)
+		require.Equal(t, uuid.Version(7), u.Version())
+		require.Equal(t, u.String(), string(b[:]))
+		require.Greater(t, string(b[:]), prev)
+		prev = string(b[:])
+	}
 }

@@ -229,8 +229,29 @@ func (p *Publisher) confirm() {
 		p.spool.Dec()
 		p.bytes.Add(-in.p.size)
 		if err == nil {
+			// Counted per type, not per event: a batch holds a few types many times.
+			var counts [16]struct {
+				t string
+				n int
+			}
+			k := 0
+		types:
 			for _, t := range in.p.types {
-				p.published.WithLabelValues(t).Inc()
+				for i := range k {
+					if counts[i].t == t {
+						counts[i].n++
+						continue types
+					}
+				}
+				if k == len(counts) {
+					p.published.WithLabelValues(t).Inc()
+					continue
+				}
+				counts[k].t, counts[k].n = t, 1
+				k++
+			}
+			for _, c := range counts[:k] {
+				p.published.WithLabelValues(c.t).Add(float64(c.n))
 			}
 		}
 		if in.p.ack != nil {
@@ -238,7 +259,8 @@ func (p *Publisher) confirm() {
 		}
 		putBatchBuf(in.p.data)
 		putWireBuf(in.p.wire)
-		in.p.data, in.p.wire, in.p.msg = nil, nil, nil
+		putTypes(in.p.types)
+		in.p.data, in.p.wire, in.p.msg, in.p.types = nil, nil, nil, nil
 	}
 }
 
@@ -248,6 +270,19 @@ func (p *Publisher) confirm() {
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, batchBufSize); return &b }}
 
 const batchBufSize = lingerBytes + 16<<10
+
+// A batch's event types (for the published-events metric) are reused the same way.
+var typeSlices = sync.Pool{New: func() any { t := make([]string, 0, 64); return &t }}
+
+func getTypes() []string { return (*(typeSlices.Get().(*[]string)))[:0] }
+
+func putTypes(t []string) {
+	if t == nil || cap(t) > 4096 {
+		return
+	}
+	clear(t[:cap(t)])
+	typeSlices.Put(&t)
+}
 
 func getBatchBuf() []byte { return (*(batchBufs.Get().(*[]byte)))[:0] }
 

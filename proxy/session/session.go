@@ -56,8 +56,10 @@ type Session struct {
 
 	enc      sync.Mutex // orders seq, the hash chain and the batch
 	seq      uint64
-	prevHash string
-	prevHex  [2 * sha256.Size]byte // prevHash's bytes, for the hash (no conversion per event)
+	prevHex  [2 * sha256.Size]byte // the previous event's hash, hex
+	prevLen  int                   // 0 before the first event, then len(prevHex)
+	id       [36]byte              // scratch for an event's ID
+	sum      [sha256.Size]byte     // scratch for an event's hash
 	envelope *schemas.EnvelopeEncoder
 	batch    eventBatch
 	taken    []rawEvent // raw taken for encoding (spare slice, swapped with raw)
@@ -88,11 +90,27 @@ func init() {
 }
 
 func newID() string {
+	var b [36]byte
+	newIDInto(&b)
+	return string(b[:])
+}
+
+// newIDInto writes a new UUIDv7 (a random one if the clock or randomness fails) into b,
+// in its canonical form.
+func newIDInto(b *[36]byte) {
 	u, err := uuid.NewV7()
 	if err != nil {
-		return uuid.NewString()
+		u = uuid.New()
 	}
-	return u.String()
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
 }
 
 // Emit records a lifecycle event (session.start, session.end, auth.failed) as a message of
@@ -258,49 +276,43 @@ func (s *Session) encodeRawLocked(taken []rawEvent, spill func() error) error {
 
 func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) error {
 	s.payload = p.AppendJSON(s.payload[:0])
-	ev := schemas.Event{
-		ID: newID(), Type: p.EventType(), Code: schemas.Codes[p.EventType()], Time: t.UTC().Truncate(time.Microsecond),
-		SessionID: s.ID, Seq: s.seq + 1, Identity: s.Identity.Identity, Resource: s.Resource.Name,
-		PolicyRevision: revision, PrevHash: s.prevHash, Payload: s.payload,
-	}
+	newIDInto(&s.id)
+	typ := p.EventType()
 	// One encoding serves both the hash (over the event with hash empty, as
 	// Event.ComputeHash defines it) and the message: the hash is spliced in afterwards.
 	// The payload is the envelope's last field, so the empty hash sits right before it.
 	if s.envelope == nil {
 		s.envelope = schemas.NewEnvelopeEncoder(s.ID, &s.Identity.Identity, s.Resource.Name)
 	}
-	data := s.envelope.Append(s.encoded[:0], &ev)
+	data := s.envelope.AppendUnhashed(s.encoded[:0], s.id[:], typ, schemas.Codes[typ], t.UTC().Truncate(time.Microsecond),
+		s.seq+1, revision, s.prevHex[:s.prevLen], s.payload)
 	s.encoded = data
 	i := len(data) - 1 - len(s.payload) - len(emptyHash)
 	if i < 0 || !bytes.Equal(data[i:i+len(emptyHash)], emptyHash) {
-		return fmt.Errorf("encode event %s: envelope without hash field", ev.ID)
+		return fmt.Errorf("encode event %s: envelope without hash field", s.id[:])
 	}
 	h := s.hasher
 	h.Reset()
-	h.Write(s.prevHex[:len(s.prevHash)])
+	h.Write(s.prevHex[:s.prevLen])
 	h.Write([]byte{'\n'})
 	h.Write(data)
-	var sum [sha256.Size]byte
-	var hexSum [2 * sha256.Size]byte
-	hex.Encode(hexSum[:], h.Sum(sum[:0]))
-	hash := string(hexSum[:])
+	hex.Encode(s.prevHex[:], h.Sum(s.sum[:0]))
+	s.prevLen = len(s.prevHex)
 	b := &s.batch
 	if b.data == nil {
-		b.data = getBatchBuf()
+		b.data, b.types = getBatchBuf(), getTypes()
 	}
 	if b.n > 0 {
 		b.data = append(b.data, '\n')
 	} else {
-		b.firstID, b.firstType = ev.ID, ev.Type
+		b.firstID, b.firstType = string(s.id[:]), typ
 	}
 	b.data = append(b.data, data[:i+len(`"hash":"`)]...)
-	b.data = append(b.data, hash...)
+	b.data = append(b.data, s.prevHex[:]...)
 	b.data = append(b.data, data[i+len(`"hash":"`):]...)
-	b.types = append(b.types, ev.Type)
+	b.types = append(b.types, typ)
 	b.n++
 	s.seq++
-	s.prevHash = hash
-	s.prevHex = hexSum
 	// Keep small scratch buffers; a large result chunk's are not held by an idle session.
 	if cap(s.encoded) > 16<<10 {
 		s.payload, s.encoded = nil, nil
@@ -658,7 +670,7 @@ func (s *Session) endLocked(p *schemas.SessionEnd) (func(context.Context) error,
 		return nil, err
 	}
 	if key := s.pub.sealKey; key != nil {
-		if err := s.encodeLocked(key.Seal(s.ID, s.seq, s.prevHash), time.Now(), revision); err != nil {
+		if err := s.encodeLocked(key.Seal(s.ID, s.seq, string(s.prevHex[:s.prevLen])), time.Now(), revision); err != nil {
 			return nil, err
 		}
 	}

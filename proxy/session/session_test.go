@@ -262,6 +262,45 @@ func TestEncodePendingKeepsTheChain(t *testing.T) {
 	require.NoError(t, schemas.VerifyChain(first))
 }
 
+// gatehouse_events_published_total counts every event JetStream acknowledged, by type.
+func TestPublishedEventsAreCountedByType(t *testing.T) {
+	b := bustest.Connect(t)
+	reg := prometheus.NewRegistry()
+	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 1000, Wait: time.Second, Linger: 50 * time.Millisecond}, reg, discard)
+	id := &identity.Identity{}
+	id.Subject, id.Kind = "svc-orders", "service"
+	s := session.New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, pub, fixedDecider{Effect: "allow", Revision: 1}, limits)
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	const statements = 70
+	for i := 0; i < statements; i++ {
+		q := s.OnQuery(ctx, "select 1", "simple", "")
+		r := s.NewResult(q)
+		r.Columns([]schemas.Column{{Name: "v", TypeOID: 23}})
+		r.Row([][]byte{[]byte("1")})
+		r.Tag("SELECT 1")
+		r.Done("ok")
+		if i%10 == 0 {
+			s.EncodePending()
+		}
+	}
+	require.NoError(t, s.End(ctx, "client_closed", nil, 0, 0))
+	require.NoError(t, pub.Close(ctx))
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "gatehouse_events_published_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	require.Equal(t, map[string]float64{schemas.TypeSessionStart: 1, schemas.TypeDbQuery: statements, schemas.TypeDecision: statements,
+		schemas.TypeDbResultChunk: statements, schemas.TypeDbQueryDone: statements, schemas.TypeSessionEnd: 1}, got)
+}
+
 // A busy session's lingering events go out in messages of about 64 KiB, not in one message
 // of everything the linger time gathered (which could pass a NATS server's max_payload).
 func TestLingeringBatchesStaySmall(t *testing.T) {
