@@ -55,6 +55,16 @@ func newLingeringSession(t testing.TB, b *bus.Bus, audit string, d session.Decid
 	return session.New(id, res, pub, d, limits), pub
 }
 
+// recordSelectOne records what a proxy records for `select 1`: four events.
+func recordSelectOne(ctx context.Context, s *session.Session) {
+	q := s.OnQuery(ctx, "select 1", "simple", "")
+	r := s.NewResult(q)
+	r.Columns([]schemas.Column{{Name: "v", TypeOID: 23}})
+	r.Row([][]byte{[]byte("1")})
+	r.Tag("SELECT 1")
+	r.Done("ok")
+}
+
 // readSession reads a session's events from GH_AUDIT.
 func readSession(t *testing.T, b *bus.Bus, id string, want int) []schemas.Event {
 	t.Helper()
@@ -207,21 +217,13 @@ func TestEncodePendingKeepsTheChain(t *testing.T) {
 	s, _ := newLingeringSession(t, b, "buffered", fixedDecider{Effect: "allow", Revision: 1}, time.Hour)
 	ctx := context.Background()
 	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
-	statement := func() {
-		q := s.OnQuery(ctx, "select 1", "simple", "")
-		r := s.NewResult(q)
-		r.Columns([]schemas.Column{{Name: "v", TypeOID: 23}})
-		r.Row([][]byte{[]byte("1")})
-		r.Tag("SELECT 1")
-		r.Done("ok")
-	}
-	statement()
+	recordSelectOne(ctx, s)
 	raw, encoded := session.Pending(s)
 	require.Equal(t, [2]int{4, 0}, [2]int{raw, encoded}, "a statement's four events, recorded")
 	s.EncodePending()
 	raw, encoded = session.Pending(s)
 	require.Equal(t, [2]int{0, 4}, [2]int{raw, encoded}, "encoded, and still lingering")
-	statement()
+	recordSelectOne(ctx, s)
 	s.EncodePending()
 	raw, encoded = session.Pending(s)
 	require.Equal(t, [2]int{0, 8}, [2]int{raw, encoded}, "the next statement's join the batch")
@@ -274,12 +276,7 @@ func TestPublishedEventsAreCountedByType(t *testing.T) {
 	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
 	const statements = 70
 	for i := 0; i < statements; i++ {
-		q := s.OnQuery(ctx, "select 1", "simple", "")
-		r := s.NewResult(q)
-		r.Columns([]schemas.Column{{Name: "v", TypeOID: 23}})
-		r.Row([][]byte{[]byte("1")})
-		r.Tag("SELECT 1")
-		r.Done("ok")
+		recordSelectOne(ctx, s)
 		if i%10 == 0 {
 			s.EncodePending()
 		}
