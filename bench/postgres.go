@@ -44,7 +44,8 @@ type Options struct {
 	// reports the proxy's memory per session.
 	IdleSessions int
 	// HeapProfile, when set, is where a heap profile of this process is written after the
-	// pgbench runs (Gatehouse, with its embedded NATS server, runs in it).
+	// pgbench runs (with IdleSessions, while Gatehouse holds them); Gatehouse, with its
+	// embedded NATS server, runs in this process.
 	HeapProfile string
 	// Floor also measures a bare relay written in Go (a goroutine pair per session copying
 	// bytes, no parsing): the least any Go proxy built that way costs.
@@ -191,7 +192,7 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 		}
 	}
 	PrintTable(o.Out, results)
-	if o.HeapProfile != "" {
+	if o.HeapProfile != "" && o.IdleSessions == 0 {
 		if err := writeHeapProfile(o.HeapProfile); err != nil {
 			return results, err
 		}
@@ -454,12 +455,16 @@ policies:
 // their share is subtracted.
 func idleSessions(ctx context.Context, o Options, gw *gateway, pgPort int) error {
 	direct := fmt.Sprintf("host=127.0.0.1 port=%d dbname=bench user=%s password=%s sslmode=disable", pgPort, benchUser, benchPass)
-	client, _, err := openIdle(ctx, direct, o.IdleSessions)
+	client, _, err := openIdle(ctx, direct, o.IdleSessions, nil)
 	if err != nil {
 		return fmt.Errorf("direct: %w", err)
 	}
 	via := fmt.Sprintf("host=127.0.0.1 port=%d dbname=bench user=bench-svc password=%s sslmode=disable", gw.port, gw.token)
-	total, took, err := openIdle(ctx, via, o.IdleSessions)
+	var held func() error
+	if o.HeapProfile != "" {
+		held = func() error { return writeHeapProfile(o.HeapProfile) }
+	}
+	total, took, err := openIdle(ctx, via, o.IdleSessions, held)
 	if err != nil {
 		return fmt.Errorf("through gatehouse: %w", err)
 	}
@@ -470,8 +475,8 @@ func idleSessions(ctx context.Context, o Options, gw *gateway, pgPort int) error
 }
 
 // openIdle opens n connections, runs one statement on each, and returns the heap in use per
-// connection while they are all open and idle.
-func openIdle(ctx context.Context, connString string, n int) (float64, time.Duration, error) {
+// connection while they are all open and idle; held, when set, runs while they are.
+func openIdle(ctx context.Context, connString string, n int, held func() error) (float64, time.Duration, error) {
 	heap := func() uint64 {
 		// Twice: buffers parked in sync.Pools (batches already acknowledged) survive one
 		// collection; they belong to no session.
@@ -500,5 +505,11 @@ func openIdle(ctx context.Context, connString string, n int) (float64, time.Dura
 		}
 	}
 	took := time.Since(start)
-	return (float64(heap()) - float64(before)) / float64(n), took, nil
+	perConn := (float64(heap()) - float64(before)) / float64(n)
+	if held != nil {
+		if err := held(); err != nil {
+			return 0, 0, err
+		}
+	}
+	return perConn, took, nil
 }

@@ -36,7 +36,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	idle := fs.Int("idle-sessions", 0, "also hold this many idle sessions through Gatehouse and report memory per session")
 	asJSON := fs.Bool("json", false, "print the results as JSON after the table")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (Gatehouse runs in it) to FILE")
-	heapProfile := fs.String("memprofile", "", "write a heap profile of this process to FILE after the pgbench runs")
+	heapProfile := fs.String("memprofile", "", "write a heap profile of this process to FILE after the pgbench runs (with --idle-sessions, while the idle sessions are held)")
 	traceFile := fs.String("trace", "", "write an execution trace of this process to FILE (large: narrow the run with --modes, --clients and --duration); go tool trace -pprof=sched FILE shows where goroutines waited to run")
 	linger := fs.Duration("linger", 0, "Gatehouse's audit.linger for the run (default: the configuration's default)")
 	if err := fs.Parse(args[1:]); err != nil {
