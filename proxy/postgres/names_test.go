@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -414,4 +415,65 @@ func TestInternalErrorEndsOnlyItsSession(t *testing.T) {
 	rs, err = fresh.Exec(ctx, "select 'new session'").ReadAll()
 	require.NoError(t, err)
 	require.Equal(t, "new session", string(rs[0].Rows[0][0]))
+}
+
+// A panic that leaves a lock of the session held can leave the session's other loop waiting
+// on it for ever; the session is then ended without that loop after a bounded wait, so the
+// trail still records its end (internal_error) and the server forgets it.
+func TestSessionStuckAfterAnInternalErrorStillEnds(t *testing.T) {
+	unlocked := make(chan func(), 1)
+	t.Cleanup(func() {
+		postgres.SetTestHookLocked(nil)
+		postgres.SetStuckLoopWait(10 * time.Second)
+	})
+	postgres.SetStuckLoopWait(time.Second)
+	postgres.SetTestHookLocked(func(typ byte, body []byte, unlock func()) {
+		if typ == 'Q' && strings.Contains(string(body), "stuck") {
+			unlocked <- unlock
+			time.Sleep(500 * time.Millisecond) // the backend answers the statement before: its loop waits for the lock
+			panic("forced by the test, with the queue lock held")
+		}
+	})
+	env := startProxy(t, 1<<20)
+	t.Cleanup(func() {
+		// Let the stuck loop go before the proxy shuts down (it waits for every session).
+		select {
+		case unlock := <-unlocked:
+			unlock()
+		default:
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	victim, err := pgconn.Connect(ctx, env.connTo("app", "sslmode=disable"))
+	require.NoError(t, err)
+	defer victim.Close(ctx)
+	// Two pipelined queries: the first is forwarded, the second panics in the client loop.
+	var msgs []byte
+	for _, q := range []string{"select pg_sleep(0.05)", "select 'stuck'"} {
+		msgs, err = (&pgproto3.Query{String: q}).Encode(msgs)
+		require.NoError(t, err)
+	}
+	_, err = victim.Conn().Write(msgs)
+	require.NoError(t, err)
+
+	var end []byte
+	deadline := time.Now().Add(20 * time.Second)
+	for end == nil && time.Now().Before(deadline) {
+		for _, line := range bytes.Split(readAll(t, env.bus, "app"), []byte{'\n'}) {
+			if bytes.Contains(line, []byte(`"type":"session.end"`)) {
+				end = line
+			}
+		}
+	}
+	require.NotNil(t, end, "the stuck session's end is recorded")
+	require.Contains(t, string(end), `"reason":"internal_error"`)
+	require.Contains(t, string(end), "stayed blocked")
+
+	// The others are served meanwhile.
+	other, err := pgconn.Connect(ctx, env.connTo("app", "sslmode=disable"))
+	require.NoError(t, err)
+	defer other.Close(ctx)
+	_, err = other.Exec(ctx, "select 1").ReadAll()
+	require.NoError(t, err)
 }

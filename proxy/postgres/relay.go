@@ -123,8 +123,11 @@ type conn struct {
 	abortAtSync   bool // make the backend fail this pipeline's transaction before the Sync
 	sentSinceSync bool // a message of this pipeline reached the backend
 
-	closeOnce sync.Once
-	endReason atomic.Value // string
+	closeOnce  sync.Once
+	endReason  atomic.Value  // string
+	finishOnce sync.Once     // session.end is recorded once (run, or reap after a stuck loop)
+	leaveOnce  sync.Once     // the server forgets the session once
+	ended      chan struct{} // closed when run has ended the session
 
 	cr        *msgReader // the client's, for the disconnect watch while a statement is held
 	cancelKey *cancelKey
@@ -151,7 +154,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	sess := session.New(st.identity, st.resource, s.pub, s.decider, s.cfg.Limits)
 	c := &conn{srv: s, st: st, sess: sess, client: st.conn, backend: st.backend.Conn,
 		cw: bufio.NewWriterSize(st.conn, 16<<10), bw: bufio.NewWriterSize(st.backend.Conn, 8<<10),
-		stmts: map[string]*session.Query{}, portals: map[string]*portal{}, stmtUsed: map[*session.Query]bool{}}
+		stmts: map[string]*session.Query{}, portals: map[string]*portal{}, stmtUsed: map[*session.Query]bool{}, ended: make(chan struct{})}
 	c.qcond = sync.NewCond(&c.qmu)
 	c.txStatus.Store(uint32(st.backend.TxStatus))
 	sess.Resolve = c.resolve
@@ -207,21 +210,53 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	c.closeBoth()
 	backendErr := <-backendDone
 
-	s.cancels.remove(key)
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	s.active.Dec()
+	c.leave()
 	cause := clientErr
 	if cause == nil {
 		cause = backendErr
 	}
 	c.finish(ctx, cause)
+	close(c.ended)
 	log.Info("session ended", "reason", c.endReason.Load())
+}
+
+// leave removes the session from the server's books: cancel keys, live sessions, the gauge.
+func (c *conn) leave() {
+	c.leaveOnce.Do(func() {
+		s := c.srv
+		s.cancels.remove(c.cancelKey)
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.active.Dec()
+	})
+}
+
+// stuckLoopWait is how long a session whose loop ended on an internal error waits for its
+// other loop before it is ended without it.
+var stuckLoopWait = 10 * time.Second
+
+// reap runs after an internal error in one of the session's loops. The panic may have left a
+// lock of the session held, and the other loop waiting on it for ever: then the session
+// would never be recorded as ended. After stuckLoopWait the session is ended without that
+// loop (whose goroutine is lost, and logged as such), so the trail says what happened.
+func (c *conn) reap() {
+	select {
+	case <-c.ended:
+		return
+	case <-time.After(stuckLoopWait):
+	}
+	c.srv.log.Error("a session loop is still blocked after an internal error; ending the session without it (its goroutine is lost)", "session", c.sess.ID)
+	c.leave()
+	c.finish(context.Background(), errors.New("internal error: a session loop stayed blocked after it"))
 }
 
 // testHook, when set (tests only), sees every client message before the proxy does.
 var testHook func(typ byte, body []byte)
+
+// testHookLocked, when set (tests only), sees every client message with the session's
+// queue lock held (a panic in it leaves the lock held), and how to release it.
+var testHookLocked func(typ byte, body []byte, unlock func())
 
 // contained runs one of the session's loops and turns a panic in it into an error that
 // ends this session alone, logged with its stack: a bug one session runs into must not
@@ -241,12 +276,17 @@ func (c *conn) contained(name string, loop func() error) (err error) {
 			c.client.Close()
 			c.backend.Close()
 			err = fmt.Errorf("internal error in the %s: %v", name, r)
+			go c.reap()
 		}
 	}()
 	return loop()
 }
 
 func (c *conn) finish(ctx context.Context, cause error) {
+	c.finishOnce.Do(func() { c.recordEnd(ctx, cause) })
+}
+
+func (c *conn) recordEnd(ctx context.Context, cause error) {
 	reason, _ := c.endReason.Load().(string)
 	if reason == "" {
 		reason = "client_closed"
@@ -507,6 +547,11 @@ func (c *conn) clientLoop(ctx context.Context) error {
 		c.bytesIn.Add(uint64(len(raw)))
 		if testHook != nil {
 			testHook(typ, body)
+		}
+		if testHookLocked != nil {
+			c.qmu.Lock()
+			testHookLocked(typ, body, c.qmu.Unlock)
+			c.qmu.Unlock()
 		}
 		out, err := c.onClientMessage(ctx, typ, raw, body)
 		if err != nil {
