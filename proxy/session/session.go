@@ -227,7 +227,8 @@ func (s *Session) EncodePending() {
 var emptyHash = []byte(`"hash":"","payload":`)
 
 // rawEvent is an event recorded but not yet encoded: buffered sessions encode their events
-// when the batch goes out (in the publisher's sweep), off the statement's path.
+// off the statement's path: once its answer is with the client (EncodePending), or when the
+// batch goes out (the publisher's sweep).
 type rawEvent struct {
 	p        schemas.Payload
 	t        time.Time
