@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,7 +72,7 @@ func TestNoLoss(t *testing.T) {
 
 	first := runIngest()
 	publish(0, 8000)
-	require.Eventually(t, func() bool { return count("SELECT count() FROM gatehouse.events") >= 1000 }, time.Minute, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return count("SELECT count() FROM gatehouse.events"+ours) >= 1000 }, time.Minute, 50*time.Millisecond)
 
 	// ClickHouse is down for over a minute (twice the ingest consumer's ack wait) under a
 	// running ingest: it keeps its batch alive, backs off, and catches up.
@@ -79,8 +80,7 @@ func TestNoLoss(t *testing.T) {
 	publish(8000, 11000)
 	time.Sleep(65 * time.Second)
 	require.NoError(t, ch.Restart(ctx))
-	require.Eventually(t, func() bool { return count("SELECT count() FROM gatehouse.events FINAL") == 11000 }, 2*time.Minute, 200*time.Millisecond,
-		"after the outage, every event published so far")
+	waitAll(t, ctx, b, conn, count, 11000, 2*time.Minute) // after the outage, every event published so far
 
 	// Crash both in the middle of the stream.
 	first.kill()
@@ -93,9 +93,52 @@ func TestNoLoss(t *testing.T) {
 	require.NoError(t, ch.Restart(ctx))
 	publish(14000, n)
 
-	require.Eventually(t, func() bool { return count("SELECT count() FROM gatehouse.events FINAL") == n }, 2*time.Minute, 200*time.Millisecond,
-		"want %d events", n)
+	waitAll(t, ctx, b, conn, count, n, 2*time.Minute)
 	require.NoError(t, conn.Exec(ctx, "OPTIMIZE TABLE gatehouse.events FINAL"))
-	require.Equal(t, uint64(n), count("SELECT count() FROM gatehouse.events"), "exactly N rows after merging duplicates away")
-	require.Equal(t, uint64(n), count("SELECT uniqExact(id) FROM gatehouse.events"))
+	require.Equal(t, uint64(n), count("SELECT count() FROM gatehouse.events"+ours), "exactly N rows after merging duplicates away")
+	require.Equal(t, uint64(n), count("SELECT uniqExact(id) FROM gatehouse.events"+ours))
+	t.Logf("events not published by the test (the ingest process's own, such as policy.changed from seeding its config): %d",
+		count("SELECT count() FROM gatehouse.events WHERE NOT ("+strings.TrimPrefix(ours, " WHERE ")+")"))
+}
+
+// ours selects the events the test publishes: the ingest process records events of its own
+// too (policy.changed when it seeds its config into KV).
+const ours = " WHERE resource = 'demo' AND type = 'db.query' AND startsWith(session_id, 'session-')"
+
+// waitAll waits until ClickHouse holds want distinct events of the test's; when it does not in time, it
+// fails with what ClickHouse holds and what the ingest consumer still has pending, so that
+// a stall can be told from a loss.
+func waitAll(t *testing.T, ctx context.Context, b *bus.Bus, conn driver.Conn, count func(string) uint64, want uint64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if count("SELECT count() FROM gatehouse.events FINAL"+ours) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	state := "consumer: unknown"
+	if c, err := b.JS.Consumer(ctx, bus.StreamAudit, ingest.ConsumerName); err == nil {
+		if ci, err := c.Info(ctx); err == nil {
+			state = fmt.Sprintf("consumer: %d pending, %d awaiting ack, %d redelivered, last delivered stream seq %d",
+				ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.Delivered.Stream)
+		}
+	}
+	// Events the test did not publish, if any.
+	var others []string
+	if rows, err := conn.Query(ctx, "SELECT type, resource, session_id, toString(time) FROM gatehouse.events WHERE type != 'db.query' OR NOT startsWith(session_id, 'session-') LIMIT 10"); err == nil {
+		for rows.Next() {
+			var typ, res, sess, at string
+			if rows.Scan(&typ, &res, &sess, &at) == nil {
+				others = append(others, typ+" "+res+" "+sess+" "+at)
+			}
+		}
+		rows.Close()
+	}
+	t.Fatalf("want %d of the test's events in ClickHouse within %s: FINAL %d, rows %d, distinct ids %d; not published by the test %v; %s", want, within,
+		count("SELECT count() FROM gatehouse.events FINAL"+ours), count("SELECT count() FROM gatehouse.events"+ours),
+		count("SELECT uniqExact(id) FROM gatehouse.events"+ours), others, state)
 }
