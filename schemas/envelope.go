@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// EnvelopeEncoder encodes the events of one session byte for byte as Event.AppendJSON does,
-// with the fields that do not change within a session (session_id, identity, resource)
-// encoded once: a proxy encodes four or five events per statement.
+// EnvelopeEncoder encodes the events of one session, hash empty, byte for byte as
+// Event.AppendJSON does (the hash is computed over these bytes and spliced in), with the
+// fields that do not change within a session (session_id, identity, resource) encoded
+// once: a proxy encodes four or five events per statement.
 type EnvelopeEncoder struct {
 	session []byte // ,"session_id":"…","seq":
 	fixed   []byte // ,"identity":{…},"resource":"…"
@@ -26,35 +27,8 @@ func NewEnvelopeEncoder(sessionID string, id *Identity, resource string) *Envelo
 	return e
 }
 
-// Append appends ev's encoding to b. ev's SessionID, Identity and Resource are not read:
-// they are the encoder's.
-func (e *EnvelopeEncoder) Append(b []byte, ev *Event) []byte {
-	b = append(b, `{"id":`...)
-	b = AppendJSONString(b, ev.ID)
-	b = append(b, `,"type":`...)
-	b = AppendJSONString(b, ev.Type)
-	b = append(b, `,"code":`...)
-	b = AppendJSONString(b, ev.Code)
-	b = append(b, `,"time":`...)
-	b = appendJSONTime(b, ev.Time)
-	b = append(b, e.session...)
-	b = strconv.AppendUint(b, ev.Seq, 10)
-	b = append(b, e.fixed...)
-	if ev.PolicyRevision != 0 {
-		b = append(b, `,"policy_revision":`...)
-		b = strconv.AppendUint(b, ev.PolicyRevision, 10)
-	}
-	b = append(b, `,"prev_hash":`...)
-	b = AppendJSONString(b, ev.PrevHash)
-	b = append(b, `,"hash":`...)
-	b = AppendJSONString(b, ev.Hash)
-	b = append(b, `,"payload":`...)
-	b = appendJSONRaw(b, ev.Payload)
-	return append(b, '}')
-}
-
-// AppendUnhashed appends the encoding of an event with an empty hash, as Append would for
-// an Event with these fields, from bytes rather than strings: the proxy encodes four or five
+// AppendUnhashed appends the encoding of an event with an empty hash, as Event.AppendJSON
+// does for an Event with these fields, from bytes rather than strings: the proxy encodes four or five
 // events per statement, and an ID and a previous hash as strings were two allocations each.
 // id and prevHash are written as they are: they must be plain tokens (a UUID, a hex hash),
 // which need no JSON escaping.
