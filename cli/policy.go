@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -33,6 +35,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	groups := fs.String("groups", "", "comma-separated groups of the caller")
 	resource := fs.String("resource", "", "resource name")
 	grantRoles := fs.String("grants", "", "comma-separated roles the caller holds grants for")
+	catalogFile := fs.String("catalog", "", "the resource's catalog (JSON, as `gatehouse catalog get` prints it); default: the config's test_catalogs")
 	asJSON := fs.Bool("json", false, "print the decision as JSON")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
@@ -54,17 +57,32 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: policies do not compile:\n%w", path, err)
 	}
+	cats, err := loadTestCatalogs(path, cfg.TestCatalogs)
+	if err != nil {
+		return err
+	}
+	if *catalogFile != "" {
+		c, err := loadCatalog(*catalogFile)
+		if err != nil {
+			return err
+		}
+		cats[*resource] = c
+	}
 	decide := func(sub string, groups, roles []string, res, sql string) (policy.Decision, error) {
 		r, ok := cfg.Resource(res)
 		if !ok {
 			return policy.Decision{}, fmt.Errorf("unknown resource %q", res)
+		}
+		cat := cats[res]
+		if cat == nil && r.Type == "postgres" {
+			return policy.Decision{}, fmt.Errorf("no catalog for resource %q: statements are resolved against the database's catalog; give one with --catalog FILE or test_catalogs: {%s: FILE} in %s (gatehouse catalog get --resource %s prints it)", res, res, path, res)
 		}
 		var gs []policy.Grant
 		for _, role := range roles {
 			gs = append(gs, policy.Grant{ID: "test-grant-" + role, Role: role, Resource: res, Expires: time.Now().Add(time.Hour)})
 		}
 		return eng.Decide(&policy.Request{Identity: schemas.Identity{Subject: sub, Groups: groups, Kind: "service"},
-			Resource: policy.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: sql, Grants: gs}, time.Now()), nil
+			Resource: policy.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: sql, Grants: gs, Catalog: cat}, time.Now()), nil
 	}
 	if *file != "" {
 		if len(cfg.Tests) == 0 {
@@ -156,4 +174,32 @@ func validateOffline(cfg *config.Config) error {
 		}
 	}
 	return c.Validate()
+}
+
+// loadTestCatalogs reads the catalogs a config's policy tests name, relative to it.
+func loadTestCatalogs(cfgPath string, files map[string]string) (map[string]*policy.Catalog, error) {
+	out := map[string]*policy.Catalog{}
+	for res, f := range files {
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(filepath.Dir(cfgPath), f)
+		}
+		c, err := loadCatalog(f)
+		if err != nil {
+			return nil, fmt.Errorf("test_catalogs.%s: %w", res, err)
+		}
+		out[res] = c
+	}
+	return out, nil
+}
+
+func loadCatalog(path string) (*policy.Catalog, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c schemas.Catalog
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%s: not a catalog: %w", path, err)
+	}
+	return policy.NewCatalog(&c)
 }

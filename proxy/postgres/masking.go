@@ -3,11 +3,11 @@ package postgres
 import (
 	"encoding/binary"
 	"slices"
-	"strings"
 
 	"github.com/gatehouse/gatehouse/proxy/mask"
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // resultMask is the masking of one statement's results: the masker of its decision, and
@@ -20,18 +20,19 @@ type resultMask struct {
 	stmt    *session.Query
 	formats []int16
 	copyOut bool // COPY TO STDOUT in progress (text format)
-	// tables are what the statement reads (for COPY, whose columns are not described).
-	tables []string
-	// refs are the masked columns the statement refers to: its computed result columns
-	// (no source column) are masked whole.
-	refs      []string
-	refMethod string // the strictest method of those columns
+	// outputs is the decision's plan (from the statement's lineage): for each statement of
+	// the message, the result columns to mask. planned says there is one; index is the
+	// statement whose results come now (a simple query may hold several).
+	outputs [][]policy.MaskedOutput
+	planned bool
+	index   int
+	cat     *resourceCatalog
 }
 
 type colPlan struct {
 	name   string
-	method string // source-column masking method, "" when the column is not masked as such
-	by     string // the source column
+	method string // masking method, "" when the column is not masked as such
+	by     string // the source column(s)
 	text   bool   // a text-like type: masked as a string (other types: masked values become NULL)
 	binary bool   // binary format
 }
@@ -53,41 +54,61 @@ func (c *conn) newResultMask(q *session.Query) (*resultMask, error) {
 	if err != nil {
 		return nil, err
 	}
-	rm := &resultMask{m: m, tables: q.Decision.Tables, refs: spec.Refs}
-	for _, c := range spec.Columns {
-		if slices.Contains(spec.Refs, c.Column[strings.LastIndexByte(c.Column, '.')+1:]) && methodRank[c.Method] >= methodRank[rm.refMethod] {
-			rm.refMethod = c.Method
-		}
-	}
-	if rm.refMethod == "" {
-		rm.refMethod = mask.Redact
-	}
-	return rm, nil
+	return &resultMask{m: m, outputs: spec.Outputs, planned: spec.Planned, cat: c.srv.cats.of(c.st.resource)}, nil
 }
 
-// planFor resolves the result columns to source columns (via the catalog) and the masking
-// of each. A column whose source cannot be resolved is treated as masked (fail closed)
-// when the spec masks columns.
+// nextStatement moves to the results of the next statement of a simple query.
+func (rm *resultMask) nextStatement() {
+	rm.index++
+	rm.plan = nil
+}
+
+// columnMethod is how result column i of the current statement is masked by the
+// decision's plan: by its source columns' methods, or, without a plan for the statement,
+// redacted whenever the decision masks any column (fail closed).
+func (rm *resultMask) columnMethod(i int) (method, by string) {
+	if !rm.planned || rm.index >= len(rm.outputs) {
+		if rm.m.HasColumns() {
+			return mask.Redact, "no masking plan for this statement"
+		}
+		return "", ""
+	}
+	for _, o := range rm.outputs[rm.index] {
+		if o.Column == i {
+			return o.Method, o.By
+		}
+	}
+	return "", ""
+}
+
+// planFor decides the masking of each result column: the decision's plan, and as a second
+// line the source column PostgreSQL reports for a bare column (its table OID and attribute
+// number, named through the catalog); the strictest of the two wins. A reported source the
+// catalog does not know (a table created since it was read) is masked whole when the
+// decision masks columns.
 func (c *conn) planFor(rm *resultMask, cols []schemas.Column) {
 	plan := make([]colPlan, len(cols))
-	cat := c.srv.catalogFor(c.st.resource)
 	for i, col := range cols {
 		p := colPlan{name: col.Name, text: textTypes[col.TypeOID], binary: col.Format == 1}
+		p.method, p.by = rm.columnMethod(i)
 		if rm.m.HasColumns() && col.TableOID != 0 {
-			src, err := cat.column(col.TableOID, col.Attnum)
-			if err != nil {
-				c.srv.log.Warn("cannot resolve a result column's source; masking it", "session", c.sess.ID, "table_oid", col.TableOID, "err", err)
-				p.method, p.by = mask.Redact, "unresolved source column"
+			src, ok := rm.cat.column(col.TableOID, col.Attnum)
+			if !ok {
+				stricter(&p, mask.Redact, "a source column missing from the catalog")
 			} else if method, ok := rm.m.Column(src); ok {
-				p.method, p.by = method, src
+				stricter(&p, method, src)
 			}
-		}
-		if col.TableOID == 0 && len(rm.refs) > 0 {
-			p.method, p.by = rm.refMethod, "expression over "+strings.Join(rm.refs, ", ")
 		}
 		plan[i] = p
 	}
 	rm.plan = plan
+}
+
+// stricter masks p with method when that hides more than what it has.
+func stricter(p *colPlan, method, by string) {
+	if methodRank[method] > methodRank[p.method] {
+		p.method, p.by = method, by
+	}
 }
 
 // maskRow masks the values of one DataRow in place and records the counts in res. It
@@ -110,9 +131,9 @@ func (c *conn) maskRow(rm *resultMask, res *session.Result, raw []byte, values [
 		var p colPlan
 		if i < len(rm.plan) {
 			p = rm.plan[i]
-		} else if rm.m.HasColumns() {
-			// Columns unknown: every value is masked, since any could be a masked column.
-			p = colPlan{method: mask.Redact, by: "undescribed result"}
+		} else {
+			// Not described: the decision's plan alone (every column, without one).
+			p.method, p.by = rm.columnMethod(i)
 		}
 		switch {
 		case p.method != "":
@@ -125,7 +146,9 @@ func (c *conn) maskRow(rm *resultMask, res *session.Result, raw []byte, values [
 			if res != nil {
 				res.Masked(i, p.name, p.by, p.method, 1)
 			}
-		case rm.m.HasDetectors() && (p.text || !p.binary):
+		case rm.m.HasDetectors():
+			// Binary values of other types (records, arrays) hold their text fields as
+			// they are: a detector's find there withholds the value.
 			out, n := rm.m.Detect(v)
 			if n == 0 {
 				continue
@@ -147,14 +170,10 @@ func (c *conn) maskRow(rm *resultMask, res *session.Result, raw []byte, values [
 	return encodeDataRow(values)
 }
 
-// maskCopyLine masks one line of COPY TO STDOUT text output. Its fields are not described:
-// when the statement reads a table with masked columns, every field is masked; detectors
-// apply to every field.
+// maskCopyLine masks one line of COPY TO STDOUT text output: field i as the plan masks
+// result column i (every field, without a plan, when the decision masks columns);
+// detectors apply to every field.
 func (c *conn) maskCopyLine(rm *resultMask, res *session.Result, line []byte) []byte {
-	all := ""
-	if rm.m.HasColumns() {
-		all = copyColumnsMethod(rm)
-	}
 	fields := splitCopy(line)
 	changed := false
 	for i, f := range fields {
@@ -167,11 +186,12 @@ func (c *conn) maskCopyLine(rm *resultMask, res *session.Result, line []byte) []
 			body = f[:len(f)-1]
 		}
 		var out []byte
+		method, by := rm.columnMethod(i)
 		switch {
-		case all != "":
-			out = rm.m.Whole(all, body)
+		case method != "":
+			out = rm.m.Whole(method, body)
 			if res != nil {
-				res.Masked(i, "", "copy of a table with masked columns", all, 1)
+				res.Masked(i, "", by, method, 1)
 			}
 		case rm.m.HasDetectors():
 			var n int
@@ -201,19 +221,6 @@ func (c *conn) maskCopyLine(rm *resultMask, res *session.Result, line []byte) []
 		out = append(out, f...)
 	}
 	return out
-}
-
-// copyColumnsMethod is the method for the fields of a COPY that reads a table with masked
-// columns ("" when it reads none): the first such column's.
-func copyColumnsMethod(rm *resultMask) string {
-	for _, t := range rm.tables {
-		for _, col := range rm.m.ColumnsOf(t) {
-			if method, ok := rm.m.Column(col); ok {
-				return method
-			}
-		}
-	}
-	return ""
 }
 
 func splitCopy(line []byte) [][]byte {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/postgres"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
@@ -38,11 +39,24 @@ import (
 	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
-// engineDecider decides with a policy engine in-process (the NATS hop is tested elsewhere).
-type engineDecider struct{ e *policy.Engine }
+// engineDecider decides with a policy engine in-process (the NATS hop is tested
+// elsewhere), with the catalogs the proxy published.
+type engineDecider struct {
+	e    *policy.Engine
+	cats *policy.Catalogs
+}
 
 func (d engineDecider) Decide(_ context.Context, r *policy.Request) policy.Decision {
+	r.Catalog = d.cats.For(r.Resource.Name, r.CatalogVersion)
 	return d.e.Decide(r, time.Now())
+}
+
+// heldCatalogs is the proxy's catalog sink in tests: straight to the decider's catalogs.
+type heldCatalogs struct{ cats *policy.Catalogs }
+
+func (h heldCatalogs) PutCatalog(_ context.Context, c *schemas.Catalog) error {
+	h.cats.Set(c)
+	return nil
 }
 
 type resources map[string]*config.Resource
@@ -120,6 +134,8 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		{Name: "by-table", Resources: []string{"app-tables"}, Rules: tableMaskRules}}, 1)
 	require.NoError(t, err)
 
+	cats := &policy.Catalogs{OnError: func(r string, err error) { t.Errorf("catalog of %s: %v", r, err) }}
+
 	certDir := t.TempDir()
 	certFile, keyFile, err := devcert.Ensure(certDir)
 	require.NoError(t, err)
@@ -144,7 +160,8 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		TLS:     &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"postgresql"}},
 		Limits:  session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10},
 		MaskKey: []byte(testMaskKey)},
-		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
+		res, v, pub, engineDecider{eng, cats}, prometheus.NewRegistry(), log)
+	srv.SetCatalogSink(heldCatalogs{cats})
 	reg, err := revoke.Follow(t.Context(), b.JS, log, srv.Revoke)
 	require.NoError(t, err)
 	srv.SetRevocations(reg)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -46,6 +47,8 @@ type entry struct {
 	inject  []byte
 	ops     []nameOp       // names the statement creates or drops, in order (see names.go)
 	opsQ    *session.Query // the statement that does them
+	ddl     bool           // the statement changes the schema: the catalog is read again once committed
+	barrier bool           // a statement that runs unseen code: nothing follows it until this is answered
 }
 
 // lookupResult is the answer to one of the proxy's own queries: the first column of its
@@ -148,6 +151,11 @@ type conn struct {
 	namesChanged    atomic.Bool
 	nameMu          sync.Mutex
 	nameChanges     []nameChange
+
+	// One meaning (meaning.go): statements that run unseen code are barriers.
+	codeInFlight   atomic.Int32 // barrier entries not yet answered
+	codeBeforeSync bool         // an Execute of such a statement awaits its Sync; client loop only
+	ddlDone        atomic.Bool  // a schema change was answered; the catalog is stale once it is committed
 }
 
 func (s *Server) run(ctx context.Context, st *startState) {
@@ -158,6 +166,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	c.qcond = sync.NewCond(&c.qmu)
 	c.txStatus.Store(uint32(st.backend.TxStatus))
 	sess.Resolve = c.resolve
+	sess.CatalogVersion = c.srv.cats.of(st.resource).version
 	log := s.log.With("session", sess.ID, "sub", st.identity.Subject, "resource", st.resource.Name)
 
 	if err := sess.Start(ctx, &schemas.SessionStart{Protocol: "postgres", ClientAddr: st.conn.RemoteAddr().String(),
@@ -597,12 +606,41 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			}
 		}
 	}
+	switch typ {
+	case 'Q', 'P', 'F':
+		if c.codeBeforeSync {
+			// Still before the Sync of a statement that runs unseen code: the backend
+			// reports a changed setting only at the Sync, and would read this one with it.
+			c.respond(encode(pgError("ERROR", "0A000", "Gatehouse: the statement before this one runs code the gateway cannot see into (a DO block, or a function that is not built in), which may change how statements are read; send a Sync before the next statement", "")))
+			if typ != 'P' {
+				c.respond(c.readyForQuery())
+				return nil, nil
+			}
+			c.skipToSync = true
+			c.abortAtSync = true
+			return nil, nil
+		}
+		if err := c.waitCode(); err != nil {
+			return nil, err
+		}
+		if rc := c.srv.cats.of(c.st.resource); rc.stale.Load() {
+			if _, err := c.srv.cats.ensure(ctx, c.st.resource); err != nil {
+				c.srv.log.Warn("catalog refresh after a schema change failed; the previous catalog stays in use", "resource", c.st.resource.Name, "err", err)
+			}
+		}
+	}
 	c.lastOps, c.lastUses = nil, false
 	switch typ {
 	case 'Q':
 		sql, _, err := cstring(body)
 		if err != nil {
 			return nil, fmt.Errorf("Query: %w", err)
+		}
+		if !utf8.ValidString(sql) {
+			q := c.sess.Refused(sql, "simple", "", invalidUTF8)
+			c.sess.NewResult(q).Done("denied")
+			c.respond(append(encode(pgError("ERROR", "22021", invalidUTF8, "")), c.readyForQuery()...))
+			return nil, nil
 		}
 		q := c.sess.OnQuery(ctx, sql, "simple", "")
 		var why *refusal
@@ -626,10 +664,13 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			c.respond(append(encode(pgError("ERROR", "42501", "Gatehouse cannot apply the masking policy: "+err.Error(), "")), c.readyForQuery()...))
 			return nil, nil
 		}
-		en := &entry{kind: 'Q', res: c.sess.NewResult(q), mask: rm}
+		en := &entry{kind: 'Q', res: c.sess.NewResult(q), mask: rm, ddl: q.Decision.DDL, barrier: q.Decision.Code}
 		if len(c.lastOps) > 0 {
 			en.ops, en.opsQ = c.lastOps, q
 			c.nameOpsInFlight.Add(1)
+		}
+		if en.barrier {
+			c.codeInFlight.Add(1)
 		}
 		return raw, c.push(en)
 	case 'P':
@@ -647,6 +688,14 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		if _, exists := c.stmts[p.Name]; !exists && len(c.stmts) >= maxPreparedStatements {
 			c.respond(encode(pgError("ERROR", "53400", fmt.Sprintf("too many prepared statements (limit %d); deallocate some", maxPreparedStatements), "")))
 			c.skipToSync = true
+			return nil, nil
+		}
+		if !utf8.ValidString(p.Query) {
+			q := c.sess.Refused(p.Query, "extended", p.Name, invalidUTF8)
+			c.sess.NewResult(q).Done("denied")
+			c.respond(encode(pgError("ERROR", "22021", invalidUTF8, "")))
+			c.skipToSync = true
+			c.abortAtSync = c.sentSinceSync || c.txStatus.Load() == 'T'
 			return nil, nil
 		}
 		q := c.sess.OnQuery(ctx, p.Query, "extended", p.Name)
@@ -757,7 +806,10 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			ops = c.stmtNames[stmt]
 		}
 		c.sentSinceSync = true
-		en := &entry{kind: 'E', res: c.sess.NewResult(q), mask: rm}
+		en := &entry{kind: 'E', res: c.sess.NewResult(q), mask: rm, ddl: q.Decision.DDL}
+		if q.Decision.Code {
+			c.codeBeforeSync = true
+		}
 		if len(ops) > 0 {
 			en.ops, en.opsQ = slices.Clone(ops), stmt
 			c.nameOpsInFlight.Add(1)
@@ -794,11 +846,16 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			return nil, nil
 		}
 		c.sentSinceSync = false
+		sync := &entry{kind: 'S', barrier: c.codeBeforeSync}
+		if c.codeBeforeSync {
+			c.codeBeforeSync = false
+			c.codeInFlight.Add(1)
+		}
 		if abort {
 			msgs, entries := c.abortPipeline()
-			return append(msgs, raw...), c.push(append(entries, &entry{kind: 'S'})...)
+			return append(msgs, raw...), c.push(append(entries, sync)...)
 		}
-		return raw, c.push(&entry{kind: 'S'})
+		return raw, c.push(sync)
 	case 'H':
 		c.sentSinceSync = true
 		return raw, nil
@@ -845,7 +902,11 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 				"")), c.readyForQuery()...))
 			return nil, nil
 		}
-		return call, c.push(&entry{kind: 'F', res: c.sess.NewResult(q)})
+		en := &entry{kind: 'F', res: c.sess.NewResult(q), barrier: q.Decision.Code}
+		if en.barrier {
+			c.codeInFlight.Add(1)
+		}
+		return call, c.push(en)
 	case 'p':
 		return nil, errors.New("unexpected password message after authentication")
 	default:
@@ -944,7 +1005,20 @@ func (c *conn) backendLoop() error {
 				}
 				head.res.Row([][]byte{v})
 			}
+		case 'S': // ParameterStatus
+			if name, value, ok := parameterStatus(body); ok {
+				if want, pinned := pinnedSettings[name]; pinned && value != want {
+					c.settingChanged(name, value)
+					return nil
+				}
+			}
 		case 'C', 'I', 's':
+			if head != nil && head.mask != nil && head.kind == 'Q' && typ != 's' {
+				head.mask.nextStatement()
+			}
+			if head != nil && head.ddl {
+				c.ddlDone.Store(true)
+			}
 			if head != nil && head.res != nil {
 				if typ == 'C' {
 					tag, _, _ := cstring(body)
@@ -999,6 +1073,10 @@ func (c *conn) backendLoop() error {
 		case 'Z':
 			if len(body) == 1 {
 				c.txStatus.Store(uint32(body[0]))
+				// A schema change is seen by the catalog's own connection once committed.
+				if body[0] == 'I' && c.ddlDone.Swap(false) {
+					c.srv.cats.markStale(c.st.resource)
+				}
 			}
 			skipped = c.skipping.Swap(false)
 		}
@@ -1237,6 +1315,11 @@ func (c *conn) release(e *entry) {
 	if e.opsQ != nil {
 		e.opsQ = nil
 		c.nameOpsInFlight.Add(-1)
+		c.qcond.Broadcast()
+	}
+	if e.barrier {
+		e.barrier = false
+		c.codeInFlight.Add(-1)
 		c.qcond.Broadcast()
 	}
 }

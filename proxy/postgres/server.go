@@ -36,6 +36,9 @@ type Config struct {
 	Limits               session.Limits
 	// MaskKey keys the HMAC tokens of the hmac mask method; without it hmac redacts.
 	MaskKey []byte
+	// CatalogRefresh is how often each resource's catalog is read again (besides after a
+	// session changes the schema); default a minute.
+	CatalogRefresh time.Duration
 }
 
 // Resources resolves a database name to a resource.
@@ -62,8 +65,8 @@ type Server struct {
 	masks       *mask.Cache
 	approvals   *Approvals
 	revocations *revoke.Registry
-	catMu       sync.Mutex
-	catalogs    map[string]*catalog // resource name → its column names by table OID
+	cats        *catalogs
+	catalogSink CatalogSink
 
 	sessions *prometheus.CounterVec
 	active   prometheus.Gauge
@@ -72,14 +75,18 @@ type Server struct {
 // New makes a proxy server.
 func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher, d session.Decider, reg prometheus.Registerer, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, resources: res, verifier: v, pub: pub, decider: d, log: log,
-		cancels: newCancelRegistry(), conns: map[*conn]struct{}{}, masks: mask.NewCache(cfg.MaskKey), catalogs: map[string]*catalog{},
+		cancels: newCancelRegistry(), conns: map[*conn]struct{}{}, masks: mask.NewCache(cfg.MaskKey),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_postgres_connections_total",
 			Help: "Client connections, by outcome of the startup (ok, or the failed check)."}, []string{"outcome"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatehouse_postgres_sessions_active", Help: "Live sessions."}),
 	}
+	s.cats = newCatalogs(s)
 	reg.MustRegister(s.sessions, s.active)
 	return s
 }
+
+// SetCatalogSink gives the proxy where to publish the catalogs it reads (before Serve).
+func (s *Server) SetCatalogSink(sink CatalogSink) { s.catalogSink = sink }
 
 // SetRevocations gives the proxy the revocations in force (before Serve); Revoke ends the
 // sessions a new one matches.
@@ -153,6 +160,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-ctx.Done()
 		s.ln.Close()
 	}()
+	go s.cats.refreshLoop(ctx)
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -348,6 +356,9 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 			return err
 		}
 	}
+	if err := pinnedParams(st.params); err != nil {
+		return err
+	}
 	if !st.tls && !s.cfg.AllowPlaintextTokens && !isLoopback(st.conn.RemoteAddr()) {
 		return &startupError{"28000", "tls", "TLS is required: tokens are not accepted over plain TCP (connect with sslmode=require)"}
 	}
@@ -393,6 +404,21 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 	}
 	if st.backend, err = s.connectBackend(st); err != nil {
 		return &startupError{"08006", "backend", fmt.Sprintf("cannot connect to resource %q: %v", res.Name, err)}
+	}
+	for name, want := range pinnedSettings {
+		if got := st.backend.ParameterStatuses[name]; got != want {
+			return &startupError{"08006", "backend", fmt.Sprintf("resource %q: the backend reports %s %q after the gateway asked for %q; refusing the session", res.Name, name, got, want)}
+		}
+	}
+	// What the statements are resolved against: read (and published) before the first.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.StartupTimeout)
+	_, err = s.cats.ensure(ctx, res)
+	cancel()
+	if err != nil {
+		if s.cats.of(res).version() == "" {
+			return &startupError{"08006", "backend", fmt.Sprintf("cannot read the catalog of resource %q, which every decision needs: %v", res.Name, err)}
+		}
+		s.log.Warn("catalog refresh failed; the previous catalog stays in use", "resource", res.Name, "err", err)
 	}
 	var secret [4]byte
 	if _, err := rand.Read(secret[:]); err != nil {
@@ -441,9 +467,12 @@ func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
 		app += " " + a
 	}
 	cfg.RuntimeParams["application_name"] = app
-	// The policy parser and the decision cache lex strings as PostgreSQL does with
-	// standard_conforming_strings on; make the backend agree.
-	cfg.RuntimeParams["standard_conforming_strings"] = "on"
+	// The policy reads statements as UTF-8 with standard_conforming_strings on: the backend
+	// must read them so too (pinnedParams refused a client that asked otherwise). Startup
+	// parameters outrank the options parameter and ALTER ROLE/DATABASE ... SET.
+	for name, v := range pinnedSettings {
+		cfg.RuntimeParams[name] = v
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StartupTimeout)
 	defer cancel()
 	conn, err := pgconn.ConnectConfig(ctx, cfg)

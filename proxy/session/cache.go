@@ -87,7 +87,7 @@ func cacheKey(req *policy.Request, normalized string) string {
 	groups := slices.Clone(id.Groups)
 	slices.Sort(groups)
 	var b strings.Builder
-	for _, s := range []string{id.Issuer, id.Subject, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, normalized} {
+	for _, s := range []string{id.Issuer, id.Subject, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.CatalogVersion, normalized} {
 		b.WriteString(s)
 		b.WriteByte(0)
 	}

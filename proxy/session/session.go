@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,6 +72,9 @@ type Session struct {
 	// prepared statement, FETCH from a cursor): their decisions bind sql too. It is called
 	// on the statement's own goroutine.
 	Resolve func(d *policy.Decision, sql string) []Ref
+	// CatalogVersion, when set, is the version of the resource's catalog the proxy has
+	// published: decisions are asked, and cached, for it.
+	CatalogVersion func() string
 
 	grants  map[string]bool // grants statements were allowed under
 	queries uint64          // statements received
@@ -447,22 +451,12 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 		return q
 	}
 	start := time.Now()
-	q.Decision = s.decider.Decide(ctx, &policy.Request{
-		Identity: s.Identity.Identity,
-		Claims:   s.Identity.Claims,
-		Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
-		SQL:      sql,
-	})
+	q.Decision = s.decider.Decide(ctx, s.request(sql))
 	// What a statement does to names is looked at when it may run: allowed, or once
 	// approved (an approved PREPARE's EXECUTE needs an approval of its own).
 	if s.Resolve != nil && (q.Decision.Allowed() || q.Decision.Effect == policy.EffectRequireApproval) {
 		for _, ref := range s.Resolve(&q.Decision, sql) {
-			rd := s.decider.Decide(ctx, &policy.Request{
-				Identity: s.Identity.Identity,
-				Claims:   s.Identity.Claims,
-				Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
-				SQL:      ref.Q.sql,
-			})
+			rd := s.decider.Decide(ctx, s.request(ref.Q.sql))
 			if ref.Cursor && rd.Effect == policy.EffectRequireApproval {
 				// The cursor exists because its DECLARE ran, approved: reading it (psql's
 				// FETCH_COUNT does, a page at a time) is that one execution, not another.
@@ -504,6 +498,41 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	return q
 }
 
+// Refused records a statement the proxy refuses without asking the policy (one the backend
+// could not read as the policy would, for one): its db.query, with the text made valid
+// UTF-8, and a deny decision with the reason.
+func (s *Session) Refused(sql, protocol, stmtName, reason string) *Query {
+	s.mu.Lock()
+	s.queries++
+	q := &Query{ID: s.queries, sql: sql, stmtName: stmtName, start: time.Now()}
+	s.mu.Unlock()
+	text := strings.ToValidUTF8(sql, "\uFFFD")
+	truncated := false
+	if len(text) > s.limits.MaxSQLBytes {
+		text, truncated = truncateUTF8(text, s.limits.MaxSQLBytes), true
+	}
+	q.Decision = policy.Decision{Effect: policy.EffectDeny, Policy: "gatehouse", Reason: reason}
+	_ = s.add(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: truncated, Protocol: protocol, StatementName: stmtName})
+	_ = s.add(decisionEvent(q.ID, &q.Decision, 0))
+	_ = s.flushSoon()
+	s.countDenied()
+	return q
+}
+
+// request is the decision request for sql.
+func (s *Session) request(sql string) *policy.Request {
+	r := &policy.Request{
+		Identity: s.Identity.Identity,
+		Claims:   s.Identity.Claims,
+		Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
+		SQL:      sql,
+	}
+	if s.CatalogVersion != nil {
+		r.CatalogVersion = s.CatalogVersion()
+	}
+	return r
+}
+
 // bindReferenced applies the decision of a statement that d's statement runs by name (ref):
 // a refused one refuses it, one that needs approval needs the same approval (run by
 // itself, EXECUTE is held as the statement would be), a masked one masks its results too.
@@ -539,10 +568,12 @@ func bindReferenced(d, r policy.Decision, ref *Query) policy.Decision {
 	}
 	m.Columns = append(m.Columns, r.Mask.Columns...)
 	m.Detectors = append(m.Detectors, r.Mask.Detectors...)
-	if d.Mask != nil {
-		m.Refs = append(m.Refs, d.Mask.Refs...)
+	// The rows are those of the statement run by name (EXECUTE, FETCH): its plan is
+	// theirs. Run from a statement of several, the plan cannot be placed, and every column
+	// is masked.
+	if r.Mask.Planned && len(r.Mask.Outputs) == 1 && (d.Mask == nil || len(d.Mask.Outputs) <= 1) {
+		m.Outputs, m.Planned = r.Mask.Outputs, true
 	}
-	m.Refs = append(m.Refs, r.Mask.Refs...)
 	out.Mask = m
 	return out
 }

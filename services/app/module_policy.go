@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/catalogs"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/desired"
 	"github.com/gatehouse/gatehouse/services/grants"
@@ -48,6 +50,26 @@ func (a *App) policyService() *Service {
 				return out
 			}
 			gen = live.Generation
+			cats, err := catalogs.Open(ctx, a.bus.JS)
+			if err != nil {
+				return err
+			}
+			held := &policy.Catalogs{
+				Fetch: func(resource string) (*schemas.Catalog, error) {
+					fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					defer cancel()
+					return cats.Get(fctx, resource)
+				},
+				OnError: func(resource string, err error) {
+					log.Error("a catalog in KV cannot be used; decisions on its resource are refused until it can", "resource", resource, "err", err)
+				},
+			}
+			if err := cats.Watch(ctx, held.Set, func(err error) {
+				log.Error("unreadable catalog in KV", "err", err)
+			}); err != nil {
+				return err
+			}
+			svc.Catalogs = held
 			(&desired.API{Store: a.desired, JS: a.bus.JS, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups, Base: a.cfg}).Register(a.echo)
 			reg, err := revoke.Follow(ctx, a.bus.JS, log, nil)
 			if err != nil {

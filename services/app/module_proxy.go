@@ -8,6 +8,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/postgres"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/services/catalogs"
 	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
@@ -41,7 +42,13 @@ func (a *App) proxyPostgresService() *Service {
 				return fmt.Errorf("decision cache: %w", err)
 			}
 			cache = decider
+			cfg.CatalogRefresh = pc.CatalogRefresh
 			srv = postgres.New(cfg, a.resources, a.verifier, a.pub, decider, a.reg, a.component("proxy-postgres"))
+			cats, err := catalogs.Open(ctx, a.bus.JS)
+			if err != nil {
+				return err
+			}
+			srv.SetCatalogSink(cats)
 			srv.SetApprovals(&postgres.Approvals{JS: a.bus.JS, NC: a.bus.NC, Hint: "approve in Slack or with:"})
 			// Revocations are replayed before the proxy admits a session.
 			fctx, cancel := context.WithCancel(context.Background())

@@ -33,6 +33,9 @@ const (
 	BucketResources = "gh_resources"
 	BucketGrants    = "gh_grants"
 	BucketLocks     = "gh_locks"
+	// BucketCatalogs holds each PostgreSQL resource's catalog (schemas.Catalog), by
+	// resource name: put by the proxies, read by the policy service.
+	BucketCatalogs = "gh_catalogs"
 	// ConfigResource is the resource token of the audit subject of configuration changes.
 	ConfigResource = "_config"
 )

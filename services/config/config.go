@@ -39,6 +39,10 @@ type Config struct {
 	Sinks []Sink `yaml:"sinks"`
 	// Tests are policy test cases, run by `gatehouse policy test -f FILE` (in CI, say).
 	Tests []PolicyTest `yaml:"tests"`
+	// TestCatalogs are the catalogs policy tests resolve statements against, by resource:
+	// JSON files (schemas.Catalog) relative to the config file, as `gatehouse catalog
+	// get --resource NAME` prints them from a running gateway.
+	TestCatalogs map[string]string `yaml:"test_catalogs"`
 	// SeedOverwrite makes the file's policies and resources replace those in KV at start
 	// (gatehouse dev); otherwise KV, once seeded, is the source of truth. Not in YAML.
 	SeedOverwrite bool `yaml:"-"`
@@ -137,6 +141,9 @@ type PostgresProxy struct {
 	// as the policy revision changes). DecisionCacheSize bounds the entries.
 	DecisionCacheTTL  time.Duration `yaml:"decision_cache_ttl"`
 	DecisionCacheSize int           `yaml:"decision_cache_size"`
+	// CatalogRefresh is how often the proxy reads each resource's catalog again (besides
+	// after a session's schema change is committed); default 1m.
+	CatalogRefresh time.Duration `yaml:"catalog_refresh"`
 	// TLSCertFile and TLSKeyFile enable TLS for clients (SSLRequest).
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
@@ -275,6 +282,14 @@ type Mask struct {
 	// Method is redact (default), partial (keep the last 4 characters) or hmac
 	// (deterministic keyed token: equal values give equal tokens).
 	Method string `yaml:"method"`
+	// Probing is refuse (default) or allow: whether a statement may use a masked column
+	// other than as a result column (to filter, sort, group, join, compare with DISTINCT or
+	// a set operation, pass to a function with effects, or write elsewhere), which would
+	// reveal its values row by row.
+	Probing string `yaml:"probing"`
+	// Derived is mask (default) or refuse: whether a statement may return values computed
+	// from a masked column (masked whole), or only the column itself.
+	Derived string `yaml:"derived"`
 }
 
 // MaskDetectors are the built-in content detectors.
@@ -473,6 +488,7 @@ func (c *Config) ApplyDefaults() {
 	defDur(&c.Proxy.Postgres.StartupTimeout, 10*time.Second)
 	defDur(&c.Proxy.Postgres.DecisionTimeout, 2*time.Second)
 	defDur(&c.Proxy.Postgres.DecisionCacheTTL, 30*time.Second)
+	defDur(&c.Proxy.Postgres.CatalogRefresh, time.Minute)
 	defInt(&c.Proxy.Postgres.DecisionCacheSize, 100000)
 	def(&c.Audit.Mode, "buffered")
 	defInt(&c.Audit.SpoolEvents, 100000)
@@ -804,6 +820,12 @@ func (ck *checker) mask(rp string, r *Rule) {
 	}
 	if m.Method != "" && !slices.Contains(MaskMethods, m.Method) {
 		ck.add(rp+".mask.method", "unknown method %q (one of %s)", m.Method, strings.Join(MaskMethods, ", "))
+	}
+	if m.Probing != "" && m.Probing != "refuse" && m.Probing != "allow" {
+		ck.add(rp+".mask.probing", "%q: refuse (the default) or allow", m.Probing)
+	}
+	if m.Derived != "" && m.Derived != "mask" && m.Derived != "refuse" {
+		ck.add(rp+".mask.derived", "%q: mask (the default) or refuse", m.Derived)
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/policy"
 )
 
-const benchSQL = "SELECT o.id, o.item, o.amount FROM orders o WHERE o.customer_id = 42 AND o.created_at > now() - interval '1 day' ORDER BY o.id LIMIT 10"
+const benchSQL = "SELECT o.id, o.item, o.amount FROM public.orders o WHERE o.customer_id = 42 AND o.created_at > now() - interval '1 day' ORDER BY o.id LIMIT 10"
 
 // BenchmarkAnalyzeSQL: the PostgreSQL parser's share of a decision.
 func BenchmarkAnalyzeSQL(b *testing.B) {
@@ -24,7 +24,7 @@ func BenchmarkDecide(b *testing.B) {
 		b.Fatal(err)
 	}
 	req := &policy.Request{Identity: schemas.Identity{Subject: "svc-orders", Groups: []string{"orders-readers"}},
-		Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: benchSQL}
+		Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: benchSQL, Catalog: testCatalog}
 	now := time.Now()
 	for b.Loop() {
 		if d := e.Decide(req, now); d.Effect != "allow" {

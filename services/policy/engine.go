@@ -39,17 +39,35 @@ var effectRank = map[string]int{EffectAllow: 1, EffectRequireApproval: 3, Effect
 type MaskSpec struct {
 	Columns   []MaskColumn   `json:"columns,omitempty"`
 	Detectors []MaskDetector `json:"detectors,omitempty"`
-	// Refs are the masked columns (by name) the statement refers to anywhere. A result
-	// column computed by an expression has no source column for the column rules to match
-	// (max(card_number), card_number || '', a CTE's computed column, a count filtered on
-	// it): when the statement refers to a masked column, such a column is masked whole.
-	Refs []string `json:"refs,omitempty"`
+	// Outputs is the masking of each statement's result columns, worked out from the
+	// statement's lineage: for statement i, the result columns whose values come from a
+	// masked column. A result column that is the masked column itself, unchanged, is masked
+	// with its method; one computed from it (a cast, a concatenation, an aggregate, a whole
+	// row) is masked whole. Planned says Outputs covers every statement; the proxy masks
+	// every column of a statement it has no plan for.
+	Outputs [][]MaskedOutput `json:"outputs,omitempty"`
+	Planned bool             `json:"planned,omitempty"`
+}
+
+// MaskedOutput is a result column to mask: its position, the method, and the source
+// column(s) it comes from.
+type MaskedOutput struct {
+	Column int    `json:"column"`
+	Method string `json:"method"`
+	By     string `json:"by"`
 }
 
 // MaskColumn is a source column ("schema.table.column") and how to mask it.
 type MaskColumn struct {
 	Column string `json:"column"`
 	Method string `json:"method"`
+	// Rule is the mask rule ("policy/rule") that masks it.
+	Rule string `json:"rule,omitempty"`
+	// AllowProbing lets statements use the column to filter, sort, group or join.
+	AllowProbing bool `json:"allow_probing,omitempty"`
+	// RefuseDerived refuses statements that return values computed from the column (only
+	// the column itself, masked, may be returned).
+	RefuseDerived bool `json:"refuse_derived,omitempty"`
 }
 
 // MaskDetector is a content detector (built-in name, or "regex" with its pattern) and how
@@ -62,7 +80,7 @@ type MaskDetector struct {
 
 // maskSpecOf turns a rule's mask block into a spec, with qualified column names and the
 // method on every item.
-func maskSpecOf(m *config.Mask) *MaskSpec {
+func maskSpecOf(m *config.Mask, rule string) *MaskSpec {
 	if m == nil {
 		return nil
 	}
@@ -75,7 +93,8 @@ func maskSpecOf(m *config.Mask) *MaskSpec {
 		if strings.Count(c, ".") == 1 {
 			c = "public." + c
 		}
-		spec.Columns = append(spec.Columns, MaskColumn{Column: c, Method: method})
+		spec.Columns = append(spec.Columns, MaskColumn{Column: c, Method: method, Rule: rule,
+			AllowProbing: m.Probing == "allow", RefuseDerived: m.Derived == "refuse"})
 	}
 	for _, d := range m.Detectors {
 		spec.Detectors = append(spec.Detectors, MaskDetector{Name: d, Method: method})
@@ -114,6 +133,11 @@ type Request struct {
 	Claims   map[string]any `json:"claims,omitempty"`
 	Resource Resource       `json:"resource"`
 	SQL      string         `json:"sql"`
+	// CatalogVersion is the version of the resource's catalog the proxy has published
+	// (gh_catalogs): the policy service reads it when it has an older one.
+	CatalogVersion string `json:"catalog_version,omitempty"`
+	// Catalog is the resource's catalog, filled in by the policy service.
+	Catalog *Catalog `json:"-"`
 	// Grants are the caller's time-boxed grants on the resource, filled in by the policy
 	// service (never taken from the request).
 	Grants []Grant `json:"grants,omitempty"`
@@ -137,6 +161,13 @@ type Decision struct {
 	Fingerprint string   `json:"fingerprint,omitempty"`
 	Kinds       []string `json:"kinds,omitempty"`
 	Tables      []string `json:"tables,omitempty"`
+	// DDL says the statement changes the schema: the proxy reads the catalog again once it
+	// is committed.
+	DDL bool `json:"ddl,omitempty"`
+	// Code says the statement may run code the analysis cannot see into (a DO block, a
+	// function or trigger that is not built in): it may change session settings, so the
+	// proxy sends nothing after it until it is done and the settings checked.
+	Code bool `json:"code,omitempty"`
 	// Cacheable says the decision holds for every statement with the same normalized text
 	// (literals replaced), for this identity and resource, until the revision changes: no rule
 	// of the resource reads the literal text or the time.
@@ -271,7 +302,7 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 				continue
 			}
 			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
-				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask), approval: approvalSpecOf(r.Approval)}
+				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask, p.Name+"/"+r.Name), approval: approvalSpecOf(r.Approval)}
 			varies := readsField(ast, "text", "claims") || readsVar(ast, "now")
 			e.needColumns = e.needColumns || readsField(ast, "columns") || readsField(ast, "filter_columns")
 			for _, res := range p.Resources {
@@ -334,11 +365,28 @@ func grantValues(gs []Grant) []any {
 // key: write `"env" in resource.labels && ...`) denies (fail closed). A statement that does
 // not parse is decided only by rules that refer to request.sql.parse_error.
 func (e *Engine) Decide(req *Request, now time.Time) Decision {
-	info := Analyze(req.SQL, AnalyzeOptions{Columns: e.needColumns})
-	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables,
+	info := Analyze(req.SQL, AnalyzeOptions{Columns: e.needColumns, Catalog: req.Catalog})
+	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables, DDL: info.DDL,
 		// A parse error's message and position depend on the literals the proxy's cache key
 		// leaves out, so it is decided anew each time.
 		Cacheable: !e.uncacheable[req.Resource.Name] && !e.uncacheable["*"] && info.ParseError == ""}
+	if lin := info.Lineage; lin != nil {
+		d.Code = len(lin.Code) > 0
+		// ORDER BY 2 and ORDER BY 1 share a normalized text, and so do set_config's
+		// settings: such a decision is not shared.
+		d.Cacheable = d.Cacheable && !lin.LiteralDependent
+		if lin.Refusal != "" {
+			d.Effect, d.Policy, d.Rule, d.Reason = EffectDeny, "gatehouse", "one-meaning", lin.Refusal
+			return d
+		}
+	} else if req.Catalog == nil && info.ParseError == "" && info.Statements > 0 {
+		// Without the catalog nothing can be resolved: not a table behind a view, not a
+		// masked column behind an alias, not a write behind a function.
+		d.Effect, d.Policy, d.Rule = EffectDeny, "gatehouse", "no-catalog"
+		d.Reason = fmt.Sprintf("the gateway has not read the catalog of resource %s yet (refusing, fail closed); it reads it from the database when a session starts", req.Resource.Name)
+		d.Cacheable = false
+		return d
+	}
 	vars := map[string]any{
 		"identity": map[string]any{
 			"sub": req.Identity.Subject, "issuer": req.Identity.Issuer, "groups": nonNil(req.Identity.Groups),
@@ -350,6 +398,8 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 			"tables_written": info.TablesWritten, "functions": info.Functions, "has_where": info.HasWhere,
 			"columns": info.Columns, "filter_columns": info.FilterColumns, "writing_functions": info.WritingFuncs, "ddl": info.DDL,
 			"statements": int64(info.Statements), "fingerprint": info.Fingerprint, "parse_error": info.ParseError,
+			"writes": writeValues(info.Writes), "unknown_writes": info.UnknownWrites, "read_only": info.ReadOnly,
+			"unresolved": info.Unresolved,
 		}},
 		"grants": grantValues(req.Grants),
 		"now":    now,
@@ -391,7 +441,7 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	}
 	enforced.fill(&d, &info, req.Resource.Name)
 	if d.Effect == EffectMask && d.Mask != nil && len(d.Mask.Columns) > 0 {
-		d.Mask.Refs = maskedRefs(d.Mask.Columns, req.SQL, info.Columns, e.needColumns)
+		planMask(&d, &info, req.Catalog)
 	}
 	if d.Allowed() {
 		for _, g := range req.Grants {
@@ -550,20 +600,4 @@ func labels(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return m
-}
-
-// maskedRefs lists the masked columns (by name) that sql refers to. The column references
-// come from the full parse tree (read here if the policy did not need it).
-func maskedRefs(cols []MaskColumn, sql string, refs []string, analysed bool) []string {
-	if !analysed {
-		refs = Analyze(sql, AnalyzeOptions{Columns: true}).Columns
-	}
-	var out []string
-	for _, c := range cols {
-		name := c.Column[strings.LastIndexByte(c.Column, '.')+1:]
-		if slices.Contains(refs, name) && !slices.Contains(out, name) {
-			out = append(out, name)
-		}
-	}
-	return out
 }

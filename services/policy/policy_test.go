@@ -53,6 +53,28 @@ func TestAnalyzeSQL(t *testing.T) {
 	require.Equal(t, policy.AnalyzeSQL("select * from orders where id = 1").Fingerprint, policy.AnalyzeSQL("SELECT * FROM orders WHERE id = 42").Fingerprint)
 }
 
+// testCatalog is a small catalog: the demo's tables, a second orders in schema sales, and
+// crm.people.
+var testCatalog = func() *policy.Catalog {
+	c, err := policy.NewCatalog(&schemas.Catalog{Resource: "demo", Version: "test",
+		Relations: []schemas.CatalogRelation{
+			{Schema: "public", Name: "customers", OID: 16390, Kind: "r", Columns: []string{"id", "name", "email", "card_number"}, Cascades: []string{"public.orders"}},
+			{Schema: "public", Name: "orders", OID: 16400, Kind: "r", Columns: []string{"id", "customer_id", "item", "amount", "created_at", "note", "total"}},
+			{Schema: "public", Name: "items", OID: 16405, Kind: "r", Columns: []string{"id", "name"}},
+			{Schema: "sales", Name: "items", OID: 16410, Kind: "r", Columns: []string{"id", "name"}},
+			{Schema: "crm", Name: "people", OID: 16420, Kind: "r", Columns: []string{"id", "email", "ssn"}},
+			{Schema: "pg_catalog", Name: "pg_stat_activity", OID: 12000, Kind: "v", Columns: []string{"pid", "query"}, View: "SELECT 1 AS pid, 'x'::text AS query"},
+		},
+		Builtins: map[string][]string{
+			"v": {"nextval", "setval", "lo_unlink", "pg_terminate_backend", "set_config", "random", "pg_sleep", "pg_notify"},
+			"s": {"now", "current_setting", "pg_backend_pid"},
+		}})
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
+
 var demo = []config.Policy{
 	{Name: "baseline", Resources: []string{"*"}, Rules: []config.Rule{
 		{Name: "no-drop-database", Effect: "deny", When: `"drop_database" in request.sql.kinds`, Reason: "never"},
@@ -60,13 +82,17 @@ var demo = []config.Policy{
 	{Name: "orders", Resources: []string{"demo"}, Rules: []config.Rule{
 		{Name: "read-orders", Effect: "allow", When: `"orders-readers" in identity.groups && request.sql.kinds.all(k, k == "select") && request.sql.tables.all(t, t == "public.orders")`, Reason: "readers read"},
 		{Name: "dba", Effect: "allow", When: `"dba" in identity.groups`},
+		{Name: "public-items", Effect: "allow", When: `"items" in identity.groups && request.sql.tables.all(t, t == "public.items")`},
 		{Name: "prod-writes", Effect: "deny", When: `"env" in resource.labels && resource.labels.env == "prod" && request.sql.tables_written.size() > 0`, Reason: "no writes in prod"},
 	}},
 }
 
 func decide(t *testing.T, e *policy.Engine, groups []string, labels map[string]string, sql string) policy.Decision {
 	t.Helper()
-	return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: policy.Resource{Name: "demo", Type: "postgres", Labels: labels}, SQL: sql}, time.Now())
+	if labels["catalog"] == "none" {
+		return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: sql}, time.Now())
+	}
+	return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: policy.Resource{Name: "demo", Type: "postgres", Labels: labels}, SQL: sql, Catalog: testCatalog}, time.Now())
 }
 
 func TestDecide(t *testing.T) {
@@ -85,9 +111,12 @@ func TestDecide(t *testing.T) {
 		{"reader reads customers: default deny", readers, nil, "select * from customers", "deny", "", "no rule allows select on resource demo"},
 		{"reader drops orders", readers, nil, "drop table orders", "deny", "", "no rule allows drop_table"},
 		{"multi-statement hides a write", readers, nil, "select * from orders; delete from orders", "deny", "", "no rule allows delete, select"},
+		{"an unqualified name is every table of that name", []string{"items"}, nil, "select * from items", "deny", "", "no rule allows select"},
+		{"a qualified name is one", []string{"items"}, nil, "select * from public.items", "allow", "public-items", ""},
 		{"dba may write", []string{"dba"}, nil, "delete from customers where id = 1", "allow", "dba", "rule dba matched"},
 		{"dba may not drop database: deny wins", []string{"dba"}, nil, "drop database demo", "deny", "no-drop-database", "never"},
 		{"dba in prod: deny wins over allow", []string{"dba"}, map[string]string{"env": "prod"}, "update orders set item = 'x' where id = 1", "deny", "prod-writes", "no writes in prod"},
+		{"no catalog, no decision", []string{"dba"}, map[string]string{"catalog": "none"}, "select 1", "deny", "no-catalog", "has not read the catalog"},
 		{"unparsable is denied even for dba", []string{"dba"}, nil, "selec * frm", "deny", "", `syntax error at or near "selec"`},
 		{"unparsable is not vacuously allowed", readers, nil, "selec * frm", "deny", "", "syntax error"},
 	} {
@@ -152,7 +181,7 @@ func TestCompileErrorsRefuseTheWholeSet(t *testing.T) {
 		{Name: "oops", Effect: "deny", When: `identity.sub`},
 	}}}, 1)
 	require.NoError(t, err)
-	d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "x"}, Resource: policy.Resource{Name: "demo"}, SQL: "select 1"}, time.Now())
+	d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "x"}, Resource: policy.Resource{Name: "demo"}, SQL: "select 1", Catalog: testCatalog}, time.Now())
 	require.Equal(t, policy.EffectDeny, d.Effect)
 	require.Contains(t, d.Reason, "not bool")
 }
@@ -213,7 +242,7 @@ func TestMaskAndApprovalEffects(t *testing.T) {
 	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"db"}, Rules: rules}}, 7)
 	require.NoError(t, err)
 	decide := func(sql string, labels map[string]string) policy.Decision {
-		return e.Decide(&policy.Request{Resource: policy.Resource{Name: "db", Labels: labels}, SQL: sql}, time.Now())
+		return e.Decide(&policy.Request{Resource: policy.Resource{Name: "db", Labels: labels}, SQL: sql, Catalog: testCatalog}, time.Now())
 	}
 
 	d := decide("select * from orders", map[string]string{"missing": "y"})
@@ -225,20 +254,24 @@ func TestMaskAndApprovalEffects(t *testing.T) {
 	require.True(t, d.Allowed())
 	require.Equal(t, "read", d.Rule, "the rule that allowed it")
 	require.Contains(t, d.Reason, "masked by p/cards, p/emails")
-	require.Equal(t, []policy.MaskColumn{{Column: "public.customers.card_number", Method: "partial"}, {Column: "crm.people.email", Method: "hmac"}}, d.Mask.Columns,
+	require.Equal(t, []policy.MaskColumn{{Column: "public.customers.card_number", Method: "partial", Rule: "p/cards"}, {Column: "crm.people.email", Method: "hmac", Rule: "p/emails"}}, d.Mask.Columns,
 		"union of the mask rules; a column masked twice keeps the first rule's method")
 	require.Equal(t, []policy.MaskDetector{{Name: "card", Method: "partial"}, {Name: "regex", Pattern: "x+", Method: "hmac"}}, d.Mask.Detectors)
-	require.Equal(t, []string{"card_number"}, d.Mask.Refs, "the masked columns the statement refers to")
-	for sql, refs := range map[string][]string{
-		"select max(card_number) from customers":                     {"card_number"},
-		"select count(*) from customers where card_number like '4%'": {"card_number"},
-		"select count(*) from customers":                             nil,
-		"select c.email from customers c":                            {"email"}, // by name: crm.people.email is masked too
+	require.Equal(t, [][]policy.MaskedOutput{{{Column: 0, Method: "partial", By: "public.customers.card_number"}}}, d.Mask.Outputs, "the column itself, under an alias")
+	for sql, outs := range map[string][][]policy.MaskedOutput{
+		"select max(card_number) from customers":                                         {{{Column: 0, Method: "redact", By: "public.customers.card_number"}}},
+		"select count(*) from customers":                                                 {nil},
+		"select c.email from customers c":                                                {nil}, // public.customers.email is not masked (crm.people.email is)
+		"select p.email, p.email || '' from crm.people p, customers c where c.id = p.id": {{{Column: 0, Method: "hmac", By: "crm.people.email"}, {Column: 1, Method: "hmac", By: "crm.people.email"}}},
 	} {
 		d = decide(sql, map[string]string{"missing": "y"})
 		require.Equal(t, policy.EffectMask, d.Effect, sql)
-		require.Equal(t, refs, d.Mask.Refs, sql)
+		require.Equal(t, outs, d.Mask.Outputs, sql)
 	}
+	d = decide("select count(*) from customers where card_number like '4%'", map[string]string{"missing": "y"})
+	require.Equal(t, policy.EffectDeny, d.Effect, "probing a masked column")
+	require.Equal(t, "cards", d.Rule, "the rule that masks it")
+	require.Contains(t, d.Reason, "public.customers.card_number is masked for this caller")
 
 	d = decide("delete from customers", map[string]string{"missing": "y"})
 	require.Equal(t, policy.EffectDeny, d.Effect, "a mask rule allows nothing by itself")
@@ -296,8 +329,7 @@ var trickyPolicy = []config.Policy{{Name: "app", Resources: []string{"db"}, Rule
 		&& request.sql.kinds.all(k, k in ["select", "insert", "update", "delete"])
 		&& request.sql.tables_written.all(t, t == "public.orders")
 		&& request.sql.has_where`},
-	{Name: "no-cards", Effect: "deny", When: `"public.customers" in request.sql.tables
-		&& request.sql.columns.exists(c, c in ["card_number", "*"])`, Reason: "card numbers are not readable"},
+	{Name: "no-cards", Effect: "deny", When: `request.sql.columns.exists(c, c == "public.customers.card_number")`, Reason: "card numbers are not readable"},
 	{Name: "no-ddl", Effect: "deny", When: `request.sql.ddl`, Reason: "schema changes go through migrations"},
 	{Name: "no-role-switch", Effect: "deny", When: `request.sql.kinds.exists(k, k in ["set_role", "set_session_authorization"])`},
 	{Name: "no-writing-functions", Effect: "deny", When: `request.sql.writing_functions.size() > 0`},
@@ -351,7 +383,7 @@ func TestTrickyStatements(t *testing.T) {
 		{"writers", "create index on orders (item)", "deny", "no-ddl"},
 	} {
 		t.Run(tc.group+": "+tc.sql, func(t *testing.T) {
-			d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "x", Groups: []string{tc.group}}, Resource: policy.Resource{Name: "db"}, SQL: tc.sql}, time.Now())
+			d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "x", Groups: []string{tc.group}}, Resource: policy.Resource{Name: "db"}, SQL: tc.sql, Catalog: testCatalog}, time.Now())
 			require.Equal(t, tc.effect, d.Effect, "%s: %s", tc.sql, d.Reason)
 			if tc.rule != "" {
 				require.Equal(t, tc.rule, d.Rule)
@@ -360,31 +392,33 @@ func TestTrickyStatements(t *testing.T) {
 	}
 }
 
-// filter_columns are the columns that choose or order rows: what a query can learn about
-// a masked column without returning it.
+// filter_columns are the source columns that choose, order or compare rows (or go
+// elsewhere): what a query can learn about a masked column without returning it, however
+// the statement names it.
 func TestFilterColumns(t *testing.T) {
 	for sql, want := range map[string][]string{
-		"select id from customers where card_number like '4111%'":                               {"card_number"},
-		"select c.id from customers c join orders o on o.card = c.card_number order by o.total": {"card", "card_number", "total"},
+		"select id from customers where card_number like '4111%'":                                      {"public.customers.card_number"},
+		"select c.id from customers c join public.orders o on o.note = c.card_number order by o.total": {"public.orders.note", "public.customers.card_number", "public.orders.total"},
 		"select id from customers": {},
-		"select email, count(*) from customers group by email having max(card_number) > '4'":      {"email", "card_number"},
-		"with x as (select id from customers where ssn = '1') select * from x":                    {"ssn"},
-		"update customers set note = 'x' where card_number = '1'":                                 {"card_number"},
-		"select id from customers where id in (select customer_id from orders where amount > 10)": {"id", "customer_id", "amount"},
+		"select email, count(*) from customers group by email having max(card_number) > '4'":             {"public.customers.email", "public.customers.card_number"},
+		"with x as (select id from crm.people where ssn = '1') select * from x":                          {"crm.people.ssn"},
+		"update customers set name = 'x' where card_number = '1'":                                        {"public.customers.card_number"},
+		"select id from customers where id in (select customer_id from public.orders where amount > 10)": {"public.customers.id", "public.orders.customer_id", "public.orders.amount"},
+		"select id from customers t(a, b, c, d) where d = '1'":                                           {"public.customers.card_number"},
 	} {
-		info := policy.Analyze(sql, policy.AnalyzeOptions{Columns: true})
+		info := policy.Analyze(sql, policy.AnalyzeOptions{Columns: true, Catalog: testCatalog})
 		require.Empty(t, info.ParseError, sql)
 		require.ElementsMatch(t, want, info.FilterColumns, sql)
 	}
-	// A rule can refuse what filters on a masked column.
+	// A rule can refuse what filters on a column.
 	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"*"}, Rules: []config.Rule{
 		{Name: "read", Effect: "allow", When: "true"},
-		{Name: "no-probing-cards", Effect: "deny", When: `"card_number" in request.sql.filter_columns`, Reason: "card numbers are masked; do not filter on them"},
+		{Name: "no-probing-cards", Effect: "deny", When: `"public.customers.card_number" in request.sql.filter_columns`, Reason: "card numbers are masked; do not filter on them"},
 	}}}, 1)
 	require.NoError(t, err)
-	d := e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select id from customers where card_number like '4111%'"}, time.Now())
+	d := e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select id from customers x(i, n, e, c) where c like '4111%'", Catalog: testCatalog}, time.Now())
 	require.Equal(t, policy.EffectDeny, d.Effect)
 	require.Equal(t, "no-probing-cards", d.Rule)
-	d = e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select card_number from customers where id = 1"}, time.Now())
+	d = e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select card_number from customers where id = 1", Catalog: testCatalog}, time.Now())
 	require.Equal(t, policy.EffectAllow, d.Effect)
 }

@@ -25,6 +25,8 @@ type Service struct {
 
 	// Grants, when set, gives each request the caller's grants.
 	Grants func(subject, resource string, now time.Time) []Grant
+	// Catalogs, when set, gives each request its resource's catalog.
+	Catalogs *Catalogs
 
 	decisions *prometheus.CounterVec
 	latency   prometheus.Histogram
@@ -106,6 +108,9 @@ func (s *Service) handle(m *nats.Msg) {
 		req.Grants = nil // never the caller's word for it
 		if s.Grants != nil {
 			req.Grants = s.Grants(req.Identity.Subject, req.Resource.Name, start)
+		}
+		if s.Catalogs != nil {
+			req.Catalog = s.Catalogs.For(req.Resource.Name, req.CatalogVersion)
 		}
 		d = s.engine.Load().Decide(&req, start)
 	}

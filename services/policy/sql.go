@@ -31,12 +31,26 @@ type SQLInfo struct {
 	// ParsePosition is where the parser stopped, as PostgreSQL reports it in an error's
 	// position field: 1-based, in characters; 0 when unknown. Not a CEL input.
 	ParsePosition int `json:"-"`
+
+	// With a catalog, tables and columns are resolved (schema-qualified; views to their
+	// base tables too), columns and filter_columns are source columns
+	// ("schema.table.column") however the statement names them, and these are known:
+	Writes        []Write  `json:"writes"`         // every relation written, and how (through views, cascades, inheritance)
+	UnknownWrites []string `json:"unknown_writes"` // code that may run and write anything: DO, CALL, functions not built in, triggers, rules
+	ReadOnly      bool     `json:"read_only"`      // nothing written, no code run, no built-in with effects, no schema change
+	Unresolved    []string `json:"unresolved"`     // what could not be resolved against the catalog
+	// Lineage is the full analysis (nil without a catalog). Not a CEL input.
+	Lineage *Lineage `json:"-"`
+
+	cursors []string // the queries of DECLARE CURSOR, deparsed (without a catalog)
 }
 
 // AnalyzeOptions say which costly facts a policy needs.
 type AnalyzeOptions struct {
 	// Columns: some rule reads request.sql.columns, which needs the full parse tree.
 	Columns bool
+	// Catalog resolves the statement against the resource's catalog (lineage).
+	Catalog *Catalog
 }
 
 // writingFunctions are functions that change state though called from a SELECT.
@@ -68,8 +82,12 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	// all a rule needs about them, at a tenth of the cost of building the Go parse tree.
 	// Anything else (writes, DDL, several statements, FOR UPDATE, SELECT INTO) gets the full
 	// tree below, and so does every statement when a rule reads the columns.
-	sum, sumErr := pg_query.Summary(sql, -1)
-	if !opts.Columns && sumErr == nil && len(sum.StatementTypes) == 1 && sum.StatementTypes[0] == "SelectStmt" &&
+	var sum *pg_query.SummaryResult
+	sumErr := errNoSummary
+	if opts.Catalog == nil {
+		sum, sumErr = pg_query.Summary(sql, -1)
+	}
+	if opts.Catalog == nil && !opts.Columns && sumErr == nil && len(sum.StatementTypes) == 1 && sum.StatementTypes[0] == "SelectStmt" &&
 		!strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") && !lockOrInto.MatchString(sql) {
 		info.Kinds, info.Statements = []string{"select"}, 1
 		summarize(&info, sum)
@@ -88,56 +106,163 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	}
 	info.Statements = len(tree.Stmts)
 	kinds := map[string]bool{}
+	if opts.Catalog != nil {
+		// The lineage analysis visits every statement, nested ones included: kinds are
+		// noted on the way (walking the whole tree again cost more than the analysis).
+		lin := trace(opts.Catalog, tree, func(m protoreflect.Message) { noteKind(m, kinds, &info, nil) })
+		info.Lineage = lin
+		for _, w := range lin.Writes {
+			if k := writeKinds[w.Action]; k != "" && w.Via == "" {
+				kinds[k] = true
+			}
+		}
+	} else {
+		syntaxOnly(tree, kinds, &info)
+	}
+	for k := range kinds {
+		info.Kinds = append(info.Kinds, k)
+		if ddlKinds[k] || strings.HasPrefix(k, "create_") || strings.HasPrefix(k, "alter_") || strings.HasPrefix(k, "drop_") {
+			info.DDL = true
+		}
+	}
+	slices.Sort(info.Kinds)
+
+	if info.Lineage != nil {
+		resolved(&info, info.Lineage)
+		if fp, err := pg_query.Fingerprint(info.Text); err == nil {
+			info.Fingerprint = fp
+		}
+		finish(&info)
+		return info
+	}
+	if sumErr == nil {
+		for _, inner := range info.cursors {
+			if isum, err := pg_query.Summary(inner, -1); err == nil {
+				addTablesAndFunctions(&info, isum)
+			} else {
+				info.ParseError = "cannot analyse the cursor's query: " + err.Error()
+			}
+		}
+		summarize(&info, sum)
+	} else {
+		finish(&info)
+	}
+	return info
+}
+
+// writeKinds are the statement kinds that a write action implies (INSERT ... ON CONFLICT
+// DO UPDATE updates; MERGE inserts, updates and deletes as its clauses say).
+var writeKinds = map[string]string{"insert": "insert", "update": "update", "delete": "delete", "truncate": "truncate", "copy_from": "copy_from"}
+
+// readKinds are the statement kinds that leave the database as it was.
+var readKinds = map[string]bool{"select": true, "explain": true, "show": true, "transaction": true, "declare_cursor": true,
+	"fetch": true, "close_portal": true, "prepare": true, "execute": true, "deallocate": true, "copy": true, "copy_to": true,
+	"set": true, "variable_show": true, "discard": true, "listen": true, "unlisten": true}
+
+// resolved fills the facts a catalog resolves from the lineage.
+func resolved(info *SQLInfo, lin *Lineage) {
+	info.Tables, info.TablesRead, info.TablesWritten, info.Columns, info.FilterColumns = nil, nil, nil, nil, nil
+	for _, r := range lin.Reads {
+		info.Tables = appendUnique(info.Tables, r)
+		info.TablesRead = appendUnique(info.TablesRead, r)
+	}
+	for _, w := range lin.Writes {
+		info.Tables = appendUnique(info.Tables, w.Table)
+		info.TablesWritten = appendUnique(info.TablesWritten, w.Table)
+	}
+	for _, stmt := range lin.Outputs {
+		for _, o := range stmt {
+			for _, src := range o.Sources {
+				info.Columns = appendUnique(info.Columns, src)
+			}
+		}
+	}
+	for _, u := range lin.Uses {
+		info.Columns = appendUnique(info.Columns, u.Column)
+		info.FilterColumns = appendUnique(info.FilterColumns, u.Column)
+	}
+	info.Functions = slices.Clone(lin.Functions)
+	info.WritingFuncs = slices.Clone(lin.WritingFunctions)
+	info.Writes = slices.Clone(lin.Writes)
+	info.UnknownWrites = slices.Clone(lin.Code)
+	info.Unresolved = slices.Clone(lin.Unresolved)
+	info.ReadOnly = len(lin.Writes) == 0 && len(lin.Code) == 0 && len(lin.WritingFunctions) == 0 && !info.DDL
+	for _, k := range info.Kinds {
+		if !readKinds[k] {
+			info.ReadOnly = false
+		}
+	}
+}
+
+// noteKind notes the statement kind of m (a node of a parse tree), and has_where;
+// onCursor, when set, hears of every DECLARE CURSOR.
+func noteKind(m protoreflect.Message, kinds map[string]bool, info *SQLInfo, onCursor func(*pg_query.DeclareCursorStmt)) {
+	switch n := m.Interface().(type) {
+	case *pg_query.DropStmt:
+		kinds["drop_"+objectKind(n.RemoveType)] = true
+	case *pg_query.UpdateStmt:
+		kinds["update"] = true
+		info.HasWhere = info.HasWhere && n.WhereClause != nil
+	case *pg_query.DeleteStmt:
+		kinds["delete"] = true
+		info.HasWhere = info.HasWhere && n.WhereClause != nil
+	case *pg_query.SelectStmt:
+		// Set operations nest SelectStmts; one kind is enough.
+		kinds["select"] = true
+		if len(n.LockingClause) > 0 {
+			kinds["select_for_update"] = true
+		}
+	case *pg_query.DeclareCursorStmt:
+		kinds["declare_cursor"] = true
+		if onCursor != nil {
+			onCursor(n)
+		}
+	case *pg_query.CopyStmt:
+		kinds["copy"] = true
+		if n.IsFrom {
+			kinds["copy_from"] = true
+		} else {
+			kinds["copy_to"] = true
+		}
+		if n.IsProgram {
+			kinds["copy_program"] = true
+		}
+	case *pg_query.VariableSetStmt:
+		kinds["set"] = true
+		switch strings.ToLower(n.Name) {
+		case "role":
+			kinds["set_role"] = true
+		case "session_authorization":
+			kinds["set_session_authorization"] = true
+		}
+	default:
+		if k := stmtKind(string(m.Descriptor().Name())); k != "" {
+			kinds[k] = true
+		}
+	}
+}
+
+// syntaxOnly fills kinds, columns and filter columns from the parse tree alone (no
+// catalog): names as written.
+func syntaxOnly(tree *pg_query.ParseResult, kinds map[string]bool, info *SQLInfo) {
 	// The parser's summary does not look inside DECLARE CURSOR: the cursor's query is
 	// summarized on its own, or a cursor would read a table no rule sees.
 	var cursors []string
+	onCursor := func(n *pg_query.DeclareCursorStmt) {
+		if n.Query == nil {
+			return
+		}
+		inner, err := pg_query.Deparse(&pg_query.ParseResult{Version: tree.Version, Stmts: []*pg_query.RawStmt{{Stmt: n.Query}}})
+		if err != nil {
+			// Fail closed: a cursor whose query cannot be read is not decided on what it
+			// reads.
+			info.ParseError = "cannot analyse the cursor's query: " + err.Error()
+		}
+		cursors = append(cursors, inner)
+	}
 	for _, raw := range tree.Stmts {
 		walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
-			switch n := m.Interface().(type) {
-			case *pg_query.DropStmt:
-				kinds["drop_"+objectKind(n.RemoveType)] = true
-			case *pg_query.UpdateStmt:
-				kinds["update"] = true
-				info.HasWhere = info.HasWhere && n.WhereClause != nil
-			case *pg_query.DeleteStmt:
-				kinds["delete"] = true
-				info.HasWhere = info.HasWhere && n.WhereClause != nil
-			case *pg_query.SelectStmt:
-				// Set operations nest SelectStmts; one kind is enough.
-				kinds["select"] = true
-				if len(n.LockingClause) > 0 {
-					kinds["select_for_update"] = true
-				}
-			case *pg_query.DeclareCursorStmt:
-				kinds["declare_cursor"] = true
-				if n.Query != nil {
-					inner, err := pg_query.Deparse(&pg_query.ParseResult{Version: tree.Version, Stmts: []*pg_query.RawStmt{{Stmt: n.Query}}})
-					if err != nil {
-						// Fail closed: a cursor whose query cannot be read is not decided on
-						// what it reads.
-						info.ParseError = "cannot analyse the cursor's query: " + err.Error()
-					}
-					cursors = append(cursors, inner)
-				}
-			case *pg_query.CopyStmt:
-				kinds["copy"] = true
-				if n.IsFrom {
-					kinds["copy_from"] = true
-				} else {
-					kinds["copy_to"] = true
-				}
-				if n.IsProgram {
-					kinds["copy_program"] = true
-				}
-			case *pg_query.VariableSetStmt:
-				kinds["set"] = true
-				switch strings.ToLower(n.Name) {
-				case "role":
-					kinds["set_role"] = true
-				case "session_authorization":
-					kinds["set_session_authorization"] = true
-				}
-			case *pg_query.ColumnRef:
+			if n, ok := m.Interface().(*pg_query.ColumnRef); ok {
 				if len(n.Fields) > 0 {
 					switch f := n.Fields[len(n.Fields)-1].Node.(type) {
 					case *pg_query.Node_String_:
@@ -146,13 +271,12 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 						info.Columns = appendUnique(info.Columns, "*")
 					}
 				}
-			default:
-				if k := stmtKind(string(m.Descriptor().Name())); k != "" {
-					kinds[k] = true
-				}
+				return
 			}
+			noteKind(m, kinds, info, onCursor)
 		})
 	}
+	info.cursors = cursors
 	for _, raw := range tree.Stmts {
 		walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
 			var filters []*pg_query.Node
@@ -180,28 +304,10 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 			}
 		})
 	}
-	for k := range kinds {
-		info.Kinds = append(info.Kinds, k)
-		if ddlKinds[k] || strings.HasPrefix(k, "create_") || strings.HasPrefix(k, "alter_") || strings.HasPrefix(k, "drop_") {
-			info.DDL = true
-		}
-	}
-	slices.Sort(info.Kinds)
-
-	if sumErr == nil {
-		for _, inner := range cursors {
-			if isum, err := pg_query.Summary(inner, -1); err == nil {
-				addTablesAndFunctions(&info, isum)
-			} else {
-				info.ParseError = "cannot analyse the cursor's query: " + err.Error()
-			}
-		}
-		summarize(&info, sum)
-	} else {
-		finish(&info)
-	}
-	return info
 }
+
+// errNoSummary: the parser's summary was not asked for (the catalog resolves instead).
+var errNoSummary = errors.New("no summary")
 
 // lockOrInto finds the words that make a SELECT more than a read (FOR UPDATE/SHARE, INTO).
 var lockOrInto = regexp.MustCompile(`(?i)\b(for|into)\b`)
@@ -239,10 +345,14 @@ func addTablesAndFunctions(info *SQLInfo, sum *pg_query.SummaryResult) {
 
 // finish makes every list non-nil (CEL sees empty lists, not nulls).
 func finish(info *SQLInfo) {
-	for _, l := range []*[]string{&info.Kinds, &info.Tables, &info.TablesRead, &info.TablesWritten, &info.Functions, &info.Columns, &info.FilterColumns, &info.WritingFuncs} {
+	for _, l := range []*[]string{&info.Kinds, &info.Tables, &info.TablesRead, &info.TablesWritten, &info.Functions, &info.Columns,
+		&info.FilterColumns, &info.WritingFuncs, &info.UnknownWrites, &info.Unresolved} {
 		if *l == nil {
 			*l = []string{}
 		}
+	}
+	if info.Writes == nil {
+		info.Writes = []Write{}
 	}
 }
 

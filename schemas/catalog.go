@@ -1,0 +1,89 @@
+package schemas
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
+
+// Catalog is what a PostgreSQL resource's database holds, as the gateway's own credential
+// sees it: every relation with its columns (views with their definitions), and the
+// functions, operators and types that are not built in. The PostgreSQL proxy reads it
+// with the credential it holds and puts it in KV bucket gh_catalogs under the resource's
+// name; the policy service resolves every column a statement touches against it (masking
+// by lineage, writes through views, functions that may write) without a database
+// connection of its own.
+type Catalog struct {
+	Resource string    `json:"resource"`
+	Version  string    `json:"version"` // content hash, set by Seal
+	Fetched  time.Time `json:"fetched"`
+	// Server is server_version_num.
+	Server int `json:"server"`
+	// User is the role the gateway connects as (what "$user" means in a search_path).
+	User      string            `json:"user"`
+	Relations []CatalogRelation `json:"relations"`
+	// Functions are the functions and procedures that are not built in (OID >= 16384):
+	// user-defined and from extensions.
+	Functions []CatalogFunction `json:"functions"`
+	// Builtins are the built-in function names by volatility ("i", "s", "v"); a name with
+	// overloads of several volatilities is under the most volatile.
+	Builtins map[string][]string `json:"builtins"`
+	// Operators are the names of operators that are not built in: a statement that uses
+	// one runs user code.
+	Operators []string `json:"operators,omitempty"`
+	// Types are the qualified names of types that are not built in and have a cast or I/O
+	// function that is not built in: a cast to one runs user code.
+	Types []string `json:"types,omitempty"`
+}
+
+// CatalogRelation is a table, view, materialized view, foreign table, sequence or
+// partitioned table.
+type CatalogRelation struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	OID    uint32 `json:"oid"`
+	// Kind is pg_class.relkind: r table, p partitioned table, v view, m materialized view,
+	// f foreign table, S sequence.
+	Kind string `json:"kind"`
+	// Columns are the column names by attribute number (Columns[0] is attnum 1); a dropped
+	// column is "".
+	Columns []string `json:"columns"`
+	// View is the definition of a view or materialized view (pg_get_viewdef).
+	View string `json:"view,omitempty"`
+	// Parents are the qualified names of the tables it inherits from or is a partition of:
+	// a write to it is a write to them (and a write to them may reach it).
+	Parents []string `json:"parents,omitempty"`
+	// Triggers are its user-defined triggers (name): a write to it runs their functions.
+	Triggers []string `json:"triggers,omitempty"`
+	// Rules says it has rewrite rules other than a view's own: a statement on it may do
+	// something else entirely.
+	Rules bool `json:"rules,omitempty"`
+	// Cascades are the tables whose rows a delete or update of its rows changes through
+	// foreign keys (ON DELETE/UPDATE CASCADE, SET NULL, SET DEFAULT).
+	Cascades []string `json:"cascades,omitempty"`
+	// Calls are the functions that are not built in which its defaults, check constraints,
+	// generated columns or row-security policies call.
+	Calls []string `json:"calls,omitempty"`
+}
+
+// CatalogFunction is a function or procedure that is not built in.
+type CatalogFunction struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	// Kind is pg_proc.prokind: f function, p procedure, a aggregate, w window.
+	Kind string `json:"kind"`
+	// Volatility is pg_proc.provolatile: i immutable, s stable, v volatile.
+	Volatility string `json:"volatility"`
+	Language   string `json:"language"`
+}
+
+// Seal sets Version to the hash of everything else in the catalog (Fetched excluded:
+// the same database read twice has the same version).
+func (c *Catalog) Seal() {
+	cp := *c
+	cp.Version, cp.Fetched = "", time.Time{}
+	b, _ := json.Marshal(&cp)
+	sum := sha256.Sum256(b)
+	c.Version = hex.EncodeToString(sum[:12])
+}

@@ -1,0 +1,322 @@
+package policy_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/catalogs"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/localdb/pgtest"
+	"github.com/gatehouse/gatehouse/services/policy"
+)
+
+// lineageFixture is a database with the ways a column can hide behind another name, a
+// write behind another statement, and code behind a name.
+const lineageFixture = `
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text NOT NULL, card_number text NOT NULL);
+CREATE TABLE orders (id serial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  item text NOT NULL, amount numeric(10,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO customers (name, email, card_number) VALUES ('Ada', 'ada@example.com', '4111111111111111'), ('Alan', 'alan@example.com', '5500005555555559');
+INSERT INTO orders (customer_id, item, amount) VALUES (1, 'engine', 10), (2, 'rotor', 20);
+CREATE VIEW customer_cards AS SELECT id, card_number AS cn, upper(name) AS nm FROM customers;
+CREATE VIEW cards_of_cards AS SELECT cn AS x, nm FROM customer_cards;
+CREATE VIEW probing_view AS SELECT id FROM customers WHERE card_number LIKE '4%';
+CREATE VIEW order_view AS SELECT id, item, amount FROM orders;
+CREATE FUNCTION leak() RETURNS SETOF text LANGUAGE sql AS 'SELECT card_number FROM customers';
+CREATE FUNCTION touch() RETURNS int LANGUAGE sql AS 'UPDATE customers SET name = name RETURNING 1';
+CREATE FUNCTION count(text) RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint';
+CREATE VIEW calls_touch AS SELECT touch() AS t;
+CREATE TABLE shipments (id int, customer_id int);
+CREATE FUNCTION on_ship() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN UPDATE customers SET name = name WHERE id = NEW.customer_id; RETURN NEW; END$$;
+CREATE TRIGGER ship AFTER INSERT ON shipments FOR EACH ROW EXECUTE FUNCTION on_ship();
+CREATE TABLE customers_archive () INHERITS (customers);
+CREATE TABLE notes (id int, body text);
+CREATE RULE notes_touch AS ON INSERT TO notes DO ALSO UPDATE customers SET name = name;
+CREATE OPERATOR === (FUNCTION = int4eq, LEFTARG = int, RIGHTARG = int);
+CREATE SCHEMA crm;
+CREATE TABLE crm.notes (id int, note text);
+`
+
+// lineagePolicies: readers may run anything read-only, with card numbers partially masked
+// and emails tokenized; writers need approval for any write that reaches customers, or
+// that runs code the gateway cannot see into.
+var lineagePolicies = []config.Policy{{Name: "t", Resources: []string{"db"}, Rules: []config.Rule{
+	{Name: "read", Effect: "allow", When: `"readers" in identity.groups && request.sql.statements > 0 && request.sql.kinds.all(k, k in ["select", "copy", "copy_to", "explain"])`},
+	{Name: "cards", Effect: "mask", When: `"readers" in identity.groups`, Mask: &config.Mask{Columns: []string{"customers.card_number"}, Detectors: []string{"card"}, Method: "partial"}},
+	{Name: "emails", Effect: "mask", When: `"readers" in identity.groups`, Mask: &config.Mask{Columns: []string{"customers.email"}, Method: "hmac"}},
+	{Name: "customer-writes", Effect: "require_approval", When: `"writers" in identity.groups && (request.sql.tables_written.exists(t, t == "public.customers") || request.sql.unknown_writes.size() > 0)`, Reason: "needs approval"},
+	{Name: "write", Effect: "allow", When: `"writers" in identity.groups`},
+}}}
+
+type lineageDB struct {
+	cat *policy.Catalog
+	raw *schemas.Catalog
+	su  *pgconn.PgConn
+}
+
+func startLineageDB(t *testing.T) *lineageDB {
+	t.Helper()
+	pg := pgtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE DATABASE db"))
+	require.NoError(t, pg.Exec(ctx, "db", lineageFixture))
+	cfg, err := pgconn.ParseConfig(pg.SuperuserConnString("db"))
+	require.NoError(t, err)
+	raw, err := catalogs.ReadPostgres(ctx, cfg, "db")
+	require.NoError(t, err)
+	cat, err := policy.NewCatalog(raw)
+	require.NoError(t, err)
+	su, err := pgconn.Connect(ctx, pg.SuperuserConnString("db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { su.Close(context.Background()) })
+	return &lineageDB{cat: cat, raw: raw, su: su}
+}
+
+func (db *lineageDB) decide(t *testing.T, e *policy.Engine, group, sql string) policy.Decision {
+	t.Helper()
+	return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: []string{group}}, Resource: policy.Resource{Name: "db", Type: "postgres"},
+		SQL: sql, Catalog: db.cat}, time.Now())
+}
+
+// masked is a masked result column as a test states it: position and method.
+type masked map[int]string
+
+func TestLineageMasking(t *testing.T) {
+	db := startLineageDB(t)
+	e, err := policy.Compile(lineagePolicies, 1)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		sql  string
+		want masked // nil: refused
+		why  string // for a refusal: part of the reason
+	}{
+		{sql: "select id, name from customers", want: masked{}},
+		{sql: "select card_number from customers", want: masked{0: "partial"}},
+		{sql: "select * from customers", want: masked{2: "hmac", 3: "partial"}},
+		{sql: "select c.*, o.item from customers c join orders o on o.customer_id = c.id", want: masked{2: "hmac", 3: "partial"}},
+		// An alias column list renames; the source stays.
+		{sql: "select cn::bytea, em::bytea from customers t(i,n,em,cn)", want: masked{0: "redact", 1: "hmac"}},
+		{sql: "select cn, em from customers t(i,n,em,cn)", want: masked{0: "partial", 1: "hmac"}},
+		// Whole rows, and fields of them.
+		{sql: "select c from customers c", want: masked{0: "redact"}},
+		{sql: "select (c).card_number from customers c", want: masked{0: "redact"}},
+		{sql: "select c::text from customers c", want: masked{0: "redact"}},
+		{sql: "select row_to_json(c) from customers c", want: masked{0: "redact"}},
+		{sql: "select card_number(c) from customers c", want: masked{0: "redact"}},
+		{sql: "select (select c from customers c limit 1)", want: masked{0: "redact"}},
+		// Transformations are masked whole; hmac stays a token of the whole.
+		{sql: "select '.' || card_number, card_number::numeric + 1, card_number::char(8), upper(email) from customers", want: masked{0: "redact", 1: "redact", 2: "redact", 3: "hmac"}},
+		{sql: "select max(card_number), string_agg(email, ',') from customers", want: masked{0: "redact", 1: "hmac"}},
+		{sql: "select case when card_number like '4%' then 'visa' end from customers", want: masked{0: "redact"}},
+		// Subqueries, CTEs, set operations, LATERAL, views.
+		{sql: "select x from (select card_number as x from customers) s", want: masked{0: "partial"}},
+		{sql: "with k(x) as (select card_number from customers) select x, x || '' from k", want: masked{0: "partial", 1: "redact"}},
+		{sql: "with recursive r(n, c) as (select 1, card_number from customers union all select n + 1, c from r where n < 2) select c from r", want: masked{0: "redact"}},
+		{sql: "select id, name from customers union all select id, card_number from customers", want: masked{1: "redact"}},
+		{sql: "select o.item, l.x from orders o, lateral (select c.card_number as x from customers c where c.id = o.customer_id) l", want: masked{1: "partial"}},
+		{sql: "select cn, nm from customer_cards", want: masked{0: "partial"}},
+		{sql: "select * from cards_of_cards", want: masked{0: "partial"}},
+		{sql: "select * from customer_cards v(a, b, c)", want: masked{1: "partial"}},
+		{sql: "select * from order_view", want: masked{}},
+		{sql: "table customers", want: masked{2: "hmac", 3: "partial"}},
+		{sql: "values ((select card_number from customers limit 1))", want: masked{0: "redact"}},
+		{sql: "select id from customers_archive", want: masked{}},
+		{sql: "select card_number from customers_archive", want: masked{}}, // its own column: not the masked one
+		{sql: "select * from only customers", want: masked{2: "hmac", 3: "partial"}},
+		{sql: "copy (select card_number from customers) to stdout", want: masked{0: "partial"}},
+		{sql: "copy customers (id, email) to stdout", want: masked{1: "hmac"}},
+		{sql: "select 1; select card_number from customers", want: masked{}}, // statement 0; statement 1 checked below
+		{sql: "select id from customers where id = 1 order by name", want: masked{}},
+		{sql: "select sum(distinct length(card_number)) from customers", want: masked{0: "redact"}},
+
+		// Probing: a masked column anywhere but in a result.
+		{sql: "select id from customers where card_number like '4111%'", why: "filter rows"},
+		{sql: "select id from customers c join customers d using (card_number)", why: "join on it"},
+		{sql: "select id from customers natural join customers", why: "join on it"},
+		{sql: "select id, card_number from customers order by 2", why: "sort by it"},
+		{sql: "select card_number x, id from customers order by x", why: "sort by it"},
+		{sql: "select card_number, count(*) from customers group by 1", why: "group by it"},
+		{sql: "select distinct on (card_number) id from customers", why: "sort by it"},
+		{sql: "select distinct card_number from customers", why: "compare rows"},
+		{sql: "select row_number() over (partition by card_number) from customers", why: "window"},
+		{sql: "select id, card_number from customers union select 1, '4111111111111111' order by 2", why: "compare rows"},
+		{sql: "select card_number from customers intersect select '4111111111111111'", why: "compare rows"},
+		{sql: "select count(*) filter (where card_number > '4') from customers", why: "filter rows"},
+		{sql: "select string_agg(name, ',' order by card_number) from customers", why: "sort by it"},
+		{sql: "select * from customers c, generate_series(1, length(c.card_number))", why: "function in FROM"},
+		{sql: "select id from customers where exists (select 1 from customers d where d.card_number = '4111111111111111')", why: "filter rows"},
+		{sql: "select id from probing_view", why: "filter rows"},
+		{sql: "select i from customers t(i,n,e,c) where c = '1'", why: "filter rows"},
+		{sql: "select pg_notify('x', card_number) from customers", why: "function"},
+		{sql: "select id from customers limit (select length(card_number) from customers limit 1)", why: "filter rows"},
+		// What cannot be traced is refused.
+		{sql: "select * from leak()", why: "leak"},
+		{sql: "select leak()", why: "function public.leak (sql, volatile)"},
+		{sql: "select count(email) from customers", why: "pass it to a function"},
+		{sql: "select count(name) from customers", why: "function public.count"},
+		{sql: "select table_to_xml('customers', true, false, '')", why: "reads relations"},
+		{sql: "select query_to_xml('select card_number from customers', true, false, '')", why: "reads relations"},
+		{sql: "select * from nosuch", why: "not in the gateway's catalog"},
+		{sql: "select * from notes", why: "several schemas (crm.notes, public.notes)"},
+		{sql: "select most_common_vals from pg_stats", why: "other tables"},
+		{sql: "select 1 === 1", why: "not built in"},
+	} {
+		t.Run(tc.sql, func(t *testing.T) {
+			d := db.decide(t, e, "readers", tc.sql)
+			if tc.want == nil {
+				require.Equal(t, policy.EffectDeny, d.Effect, "%s: %s", d.Effect, d.Reason)
+				require.Contains(t, d.Reason, tc.why)
+				return
+			}
+			require.Equal(t, policy.EffectMask, d.Effect, d.Reason)
+			require.True(t, d.Mask.Planned)
+			got := masked{}
+			for _, o := range d.Mask.Outputs[0] {
+				got[o.Column] = o.Method
+			}
+			require.Equal(t, tc.want, got)
+			db.crossCheck(t, tc.sql, d)
+		})
+	}
+	d := db.decide(t, e, "readers", "select 1; select card_number from customers")
+	require.Equal(t, [][]policy.MaskedOutput{nil, {{Column: 0, Method: "partial", By: "public.customers.card_number"}}}, d.Mask.Outputs)
+	d = db.decide(t, e, "readers", "select * from public.notes")
+	require.Equal(t, policy.EffectMask, d.Effect, d.Reason)
+}
+
+// crossCheck runs a statement on PostgreSQL and holds the plan to what the server says:
+// as many result columns as the lineage has, and every column the server names as a bare
+// table column masked as that column is.
+func (db *lineageDB) crossCheck(t *testing.T, sql string, d policy.Decision) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	results, err := db.su.Exec(ctx, "BEGIN; "+sql+"; ROLLBACK").ReadAll()
+	if err != nil && strings.Contains(sql, "copy") {
+		return // COPY TO STDOUT is not read by Exec's ReadAll
+	}
+	require.NoError(t, err)
+	outs := d.Mask.Outputs
+	stmt := 0
+	for _, r := range results[1 : len(results)-1] {
+		if r.FieldDescriptions == nil {
+			stmt++
+			continue
+		}
+		require.Less(t, stmt, len(outs))
+		for i, f := range r.FieldDescriptions {
+			if f.TableOID == 0 || f.TableAttributeNumber == 0 { // an expression, or a whole row
+				continue
+			}
+			src, ok := db.cat.Column(f.TableOID, int(f.TableAttributeNumber))
+			require.True(t, ok, "column %d: table %d", i, f.TableOID)
+			if src == "public.customers.card_number" || src == "public.customers.email" {
+				require.True(t, slices.ContainsFunc(outs[stmt], func(o policy.MaskedOutput) bool { return o.Column == i }),
+					"PostgreSQL says column %d is %s, which the plan leaves unmasked: %v", i, src, outs[stmt])
+			}
+		}
+		stmt++
+	}
+}
+
+func TestLineageWrites(t *testing.T) {
+	db := startLineageDB(t)
+	e, err := policy.Compile(lineagePolicies, 1)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		sql    string
+		effect string
+		writes []string // tables written, as table:action, at least
+		code   string   // part of an unknown write
+	}{
+		{sql: "update orders set amount = 1 where id = 1", effect: "allow", writes: []string{"public.orders:update"}},
+		{sql: "update customers set name = 'x' where id = 1", effect: "require_approval", writes: []string{"public.customers:update"}},
+		{sql: "insert into customers (name, email, card_number) values ('a', 'b', 'c') on conflict (id) do update set name = excluded.name", effect: "require_approval",
+			writes: []string{"public.customers:insert", "public.customers:update"}},
+		{sql: "merge into customers c using orders o on o.customer_id = c.id when matched then update set name = 'x'", effect: "require_approval",
+			writes: []string{"public.customers:update"}},
+		{sql: "do $$ begin update customers set name = 'x'; end $$", effect: "require_approval", code: "DO block"},
+		{sql: "update customer_cards set nm = 'x'", effect: "require_approval", writes: []string{"public.customer_cards:update", "public.customers:update"}},
+		{sql: "select touch()", effect: "require_approval", code: "function public.touch (sql, volatile)"},
+		{sql: "select * from calls_touch", effect: "require_approval", code: "function public.touch"},
+		{sql: "alter table customers rename to c2", effect: "require_approval", writes: []string{"public.customers:alter"}},
+		{sql: "update c2 set name = 'x'", effect: "require_approval", code: "not in the gateway's catalog"},
+		{sql: "insert into shipments values (1, 1)", effect: "require_approval", code: "trigger ship on public.shipments"},
+		{sql: "insert into notes values (1, 'x')", effect: "require_approval", code: "rules on public.notes"},
+		{sql: "delete from customers_archive", effect: "require_approval", writes: []string{"public.customers_archive:delete", "public.customers:delete"}},
+		{sql: "delete from customers where id = 9", effect: "require_approval", writes: []string{"public.customers:delete", "public.orders:update"}},
+		{sql: "with d as (delete from customers where id = 9 returning id) select * from d", effect: "require_approval", writes: []string{"public.customers:delete"}},
+		{sql: "explain analyze delete from customers", effect: "require_approval", writes: []string{"public.customers:delete"}},
+		{sql: "truncate customers cascade", effect: "require_approval", writes: []string{"public.customers:truncate", "public.orders:truncate"}},
+		{sql: "create table t2 as select * from customers", effect: "allow", writes: []string{"public.t2:create"}},
+		{sql: "call nosuch()", effect: "require_approval", code: "procedure nosuch"},
+		{sql: "select nextval('orders_id_seq')", effect: "allow"},
+	} {
+		t.Run(tc.sql, func(t *testing.T) {
+			d := db.decide(t, e, "writers", tc.sql)
+			require.Equal(t, tc.effect, d.Effect, d.Reason)
+			info := policy.Analyze(tc.sql, policy.AnalyzeOptions{Catalog: db.cat})
+			var got []string
+			for _, w := range info.Writes {
+				got = append(got, w.Table+":"+w.Action)
+			}
+			for _, w := range tc.writes {
+				require.Contains(t, got, w)
+			}
+			if tc.code != "" {
+				require.True(t, slices.ContainsFunc(info.UnknownWrites, func(c string) bool { return strings.Contains(c, tc.code) }),
+					"unknown writes %v, want one with %q", info.UnknownWrites, tc.code)
+			}
+			require.False(t, info.ReadOnly)
+		})
+	}
+	// Reads stay reads.
+	for _, sql := range []string{"select * from public.orders", "select * from customer_cards", "select now(), random()", "explain select * from customers"} {
+		info := policy.Analyze(sql, policy.AnalyzeOptions{Catalog: db.cat})
+		require.True(t, info.ReadOnly, "%s: writes %v, code %v, functions %v", sql, info.Writes, info.UnknownWrites, info.WritingFuncs)
+	}
+}
+
+func TestLexingSettingsAreRefused(t *testing.T) {
+	db := startLineageDB(t)
+	e, err := policy.Compile(lineagePolicies, 1)
+	require.NoError(t, err)
+	for sql, refused := range map[string]bool{
+		"set client_encoding = 'SJIS'":                                  true,
+		"set names 'BIG5'":                                              true,
+		"SET LOCAL client_encoding TO gb18030":                          true,
+		"set standard_conforming_strings = off":                         true,
+		"set standard_conforming_strings to false":                      true,
+		"select set_config('client_encoding', 'SJIS', false)":           true,
+		"select set_config('standard_conforming_strings', 'off', true)": true,
+		"select set_config(name, 'x', false) from pg_settings":          true,
+		"set client_encoding = 'UTF8'":                                  false,
+		"set names 'utf-8'":                                             false,
+		"reset client_encoding":                                         false,
+		"set standard_conforming_strings = on":                          false,
+		"reset all":                                                     false,
+		"set search_path = public":                                      false,
+	} {
+		d := db.decide(t, e, "writers", sql)
+		if refused {
+			require.Equal(t, policy.EffectDeny, d.Effect, sql)
+			require.Equal(t, "gatehouse", d.Policy, sql)
+			require.False(t, d.Cacheable, "%s: a decision that depends on a literal is not shared", sql)
+			continue
+		}
+		require.NotEqual(t, "gatehouse", d.Policy, "%s: %s", sql, d.Reason)
+	}
+	// Positional ORDER BY depends on a literal too.
+	require.False(t, db.decide(t, e, "readers", "select id, name from customers order by 1").Cacheable)
+	require.True(t, db.decide(t, e, "readers", "select id, name from customers order by id").Cacheable)
+	require.Equal(t, fmt.Sprint(len(db.raw.Builtins["v"]) > 100), "true")
+}
