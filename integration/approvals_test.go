@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +97,32 @@ func heldForApproval(t *testing.T, g *gateway) {
 	require.Equal(t, "customer-writes-need-approval", a.Request.Rule)
 	notices = append(notices, <-noticeCh)
 	require.Contains(t, notices[0], "waiting for approval "+a.ID)
+	// Who sees it: its requester, its approvers, auditors; nobody else (not even that it
+	// exists).
+	visible := func(token string) (listed bool, got int) {
+		var out struct {
+			Approvals []approvals.Approval `json:"approvals"`
+		}
+		require.NoError(t, g.cliJSONAt(t, g.approvalsAPI, token, &out, "approvals", "list", "--all"))
+		for _, x := range out.Approvals {
+			listed = listed || x.ID == a.ID
+		}
+		req, err := http.NewRequest(http.MethodGet, g.approvalsAPI+"/api/v1/approvals/"+a.ID, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return listed, resp.StatusCode
+	}
+	for who, token := range map[string]string{"requester": g.token(t, "dba-oncall", "dba"), "approver": approver, "auditor": g.token(t, "auditor", "auditors")} {
+		listed, code := visible(token)
+		require.True(t, listed, who)
+		require.Equal(t, http.StatusOK, code, who)
+	}
+	listed, got := visible(g.token(t, "svc-orders", "orders-readers"))
+	require.False(t, listed, "a stranger does not see the approval or its statement")
+	require.Equal(t, http.StatusNotFound, got)
 	_, errOut, code := gh(dba, "approvals", "approve", a.ID)
 	require.NotEqual(t, 0, code)
 	require.Contains(t, errOut, "the requester cannot approve their own request")

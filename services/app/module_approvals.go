@@ -17,7 +17,7 @@ func (a *App) approvalsService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
 			svc.JS, svc.NC, svc.Verifier, svc.Log = a.bus.JS, a.bus.NC, a.verifier, a.component("approvals")
-			svc.Config, svc.Admins = a.cfg, a.cfg.Query.AdminGroups
+			svc.Config, svc.Admins, svc.Auditors = a.cfg, a.cfg.Query.AdminGroups, a.cfg.Query.AuditorGroups
 			gs, err := grants.Open(ctx, a.bus.JS)
 			if err != nil {
 				return err

@@ -55,6 +55,9 @@ type Service struct {
 	Config *config.Config
 	Grants *grants.Store
 	Admins []string
+	// Auditors may see every approval (as Admins may); others see their own requests and
+	// those whose approver groups they are in.
+	Auditors []string
 
 	mu        sync.Mutex
 	applied   uint64 // the last GH_APPROVALS sequence applied
@@ -476,16 +479,34 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
+// visibleTo reports whether who may see approval a (its statement text, requester and
+// reason): its requester, members of its approver groups, auditors and admins.
+func (s *Service) visibleTo(a *Approval, who *identity.Identity) bool {
+	if who.HasAnyGroup(s.Admins) || who.HasAnyGroup(s.Auditors) || who.HasAnyGroup(a.Request.Approvers) {
+		return true
+	}
+	return a.Requester.Subject == who.Subject && (a.Requester.Issuer == "" || a.Requester.Issuer == who.Issuer)
+}
+
 // Register adds the API: GET /api/v1/approvals[?all=1], GET /api/v1/approvals/:id,
-// POST /api/v1/approvals/:id/approve|deny {"reason": "..."}. Any verified identity may
-// list; deciding checks the approver groups of each request.
+// POST /api/v1/approvals/:id/approve|deny {"reason": "..."}. A caller sees the approvals
+// it asked for and those it may decide (auditors and admins see all); an approval it may
+// not see is answered 404, as one that does not exist. Deciding checks the approver
+// groups of each request.
 func (s *Service) Register(e *echo.Echo) {
 	e.GET("/api/v1/approvals", func(c echo.Context) error {
-		return c.JSON(http.StatusOK, map[string]any{"approvals": nonNil(s.List(c.QueryParam("all") != ""))})
+		who := identity.FromContext(c)
+		out := []Approval{}
+		for _, a := range s.List(c.QueryParam("all") != "") {
+			if s.visibleTo(&a, who) {
+				out = append(out, a)
+			}
+		}
+		return c.JSON(http.StatusOK, map[string]any{"approvals": out})
 	}, s.Verifier.Middleware(nil, ""))
 	e.GET("/api/v1/approvals/:id", func(c echo.Context) error {
 		a, ok := s.Get(c.Param("id"))
-		if !ok {
+		if !ok || !s.visibleTo(&a, identity.FromContext(c)) {
 			return echo.NewHTTPError(http.StatusNotFound, "no approval "+c.Param("id"))
 		}
 		return c.JSON(http.StatusOK, a)
@@ -601,9 +622,3 @@ func (s *Service) RequestGrant(ctx context.Context, who schemas.Identity, req Gr
 	return a, nil
 }
 
-func nonNil(l []Approval) []Approval {
-	if l == nil {
-		return []Approval{}
-	}
-	return l
-}
