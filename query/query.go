@@ -30,6 +30,7 @@ type API struct {
 	log           *slog.Logger
 	keys          map[string]ed25519.PublicKey // seals accepted by verify
 	inserted      Inserted
+	alive         GatewayAlive
 }
 
 // New makes the API.

@@ -31,6 +31,16 @@ type Verification struct {
 // SetVerifyKeys gives the public keys whose seals are accepted, by key id.
 func (a *API) SetVerifyKeys(keys map[string]ed25519.PublicKey) { a.keys = keys }
 
+// GatewayAlive reports whether the gateway process with a boot id is alive (gh_gateways).
+type GatewayAlive func(ctx context.Context, gateway string) (bool, error)
+
+// SetGatewayAlive lets verify tell a live session from one its gateway left cut.
+func (a *API) SetGatewayAlive(f GatewayAlive) { a.alive = f }
+
+// unnamedGatewayAfter is how long a session whose start names no gateway (recorded before
+// gateways were named) may go without an end before verify reports it.
+const unnamedGatewayAfter = 24 * time.Hour
+
 // verify re-reads sessions from ClickHouse and checks their chains and seals:
 // ?session=ID, or ?since=RFC3339 (default: the last 24 hours).
 func (a *API) verify(c echo.Context) error {
@@ -64,7 +74,7 @@ func (a *API) verify(c echo.Context) error {
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d sessions since %s: verify a shorter range", maxVerifySessions, since.Format(time.RFC3339)))
 		}
 	}
-	v, err := VerifySessions(ctx, a.ch, a.db, sessions, a.keys)
+	v, err := VerifySessions(ctx, a.ch, a.db, sessions, a.keys, a.alive)
 	if err != nil {
 		return a.storeError(err)
 	}
@@ -74,7 +84,11 @@ func (a *API) verify(c echo.Context) error {
 // VerifySessions re-reads sessions from the store and checks their chains and seals. The
 // events of a session whose oldest month has been dropped by retention are gone on
 // purpose: that is reported as "truncated", naming the retention run, not as missing.
-func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []string, keys map[string]ed25519.PublicKey) (Verification, error) {
+//
+// A session without a session.end is live while the gateway process its session.start
+// names is (alive); once that process is gone, the session was cut and is reported until
+// the sweeper ends it (gateway_lost). With alive nil, open sessions are not looked at.
+func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []string, keys map[string]ed25519.PublicKey, alive GatewayAlive) (Verification, error) {
 	v := Verification{Problems: []seal.Problem{}, Truncated: []seal.Problem{}}
 	var dropped map[retainedKey]retainedBy
 	for _, id := range sessions {
@@ -88,6 +102,15 @@ func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []s
 		}
 		v.Sessions++
 		v.Events += len(evs)
+		if alive != nil {
+			p, err := cutSession(ctx, id, evs, alive)
+			if err != nil {
+				return v, err
+			}
+			if p != nil {
+				v.Problems = append(v.Problems, *p)
+			}
+		}
 		for _, p := range seal.Verify(id, evs, keys) {
 			if p.Kind != "missing" || p.Seq != 1 {
 				v.Problems = append(v.Problems, p)
@@ -162,4 +185,37 @@ func retainedBefore(dropped map[retainedKey]retainedBy, resource string, first t
 		}
 	}
 	return found, found.month != 0
+}
+
+// cutSession reports a session that has no session.end and whose gateway is gone.
+func cutSession(ctx context.Context, id string, evs []schemas.Event, alive GatewayAlive) (*seal.Problem, error) {
+	var start *schemas.SessionStart
+	for i := range evs {
+		switch evs[i].Type {
+		case schemas.TypeSessionEnd:
+			return nil, nil
+		case schemas.TypeSessionStart:
+			start = &schemas.SessionStart{}
+			if err := evs[i].Decode(start); err != nil {
+				start = nil
+			}
+		}
+	}
+	last := evs[len(evs)-1]
+	if start == nil || evs[0].Resource == "_config" {
+		return nil, nil // not a session of a proxy (control records), or its start is gone
+	}
+	if start.Gateway == "" {
+		if time.Since(last.Time) < unnamedGatewayAfter {
+			return nil, nil
+		}
+		return &seal.Problem{Session: id, Seq: last.Seq, Kind: "cut", Detail: fmt.Sprintf(
+			"no session.end, and nothing since %s (the session names no gateway process to tell whether it still runs)", last.Time.Format(time.RFC3339))}, nil
+	}
+	ok, err := alive(ctx, start.Gateway)
+	if err != nil || ok {
+		return nil, err
+	}
+	return &seal.Problem{Session: id, Seq: last.Seq, Kind: "cut", Detail: fmt.Sprintf(
+		"no session.end, and gateway process %s that served it is gone (crash?): its last event is %d at %s; the sweeper ends it as gateway_lost", start.Gateway, last.Seq, last.Time.Format(time.RFC3339))}, nil
 }

@@ -47,7 +47,7 @@ func TestVerifyExplainsRetention(t *testing.T) {
 		"admin", "iss", []string{}, "human", "", uint64(0), "", "h", run, uint64(0), uint32(0)))
 	require.NoError(t, b.Send())
 
-	v, err := VerifySessions(ctx, conn, "gh", []string{"s-truncated", "s-other", "s-middle", "s-whole"}, nil)
+	v, err := VerifySessions(ctx, conn, "gh", []string{"s-truncated", "s-other", "s-middle", "s-whole"}, nil, nil)
 	require.NoError(t, err)
 	require.Equal(t, 4, v.Sessions)
 	require.Len(t, v.Truncated, 1)

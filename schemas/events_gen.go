@@ -444,6 +444,8 @@ type SessionStart struct {
 	BackendPID uint32 `json:"backend_pid,omitempty"`
 	// AuditMode is strict or buffered.
 	AuditMode string `json:"audit_mode"`
+	// Gateway is the gateway process serving the session (its boot id in KV gh_gateways): when it is gone without ending the session, a sweeper ends it as gateway_lost.
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // EventType returns "session.start".
@@ -516,15 +518,24 @@ func (v *SessionStart) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `"audit_mode":`...)
 	b = AppendJSONString(b, v.AuditMode)
+	if !(v.Gateway == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"gateway":`...)
+		b = AppendJSONString(b, v.Gateway)
+	}
 	return append(b, '}')
 }
 
 // SessionEnd is the payload of session.end events: the session ended. The last event of every session.
 type SessionEnd struct {
-	// Reason is client_closed, client_error, backend_closed, shutdown, revoked.
+	// Reason is client_closed, client_error, backend_closed, backend_error, shutdown, revoked, token_expired, max_lifetime, settings_changed, internal_error, or gateway_lost (recorded by the sweeper for a session whose gateway process died).
 	Reason string `json:"reason"`
 	// Error is what went wrong, when the session did not end cleanly.
 	Error string `json:"error,omitempty"`
+	// LastSeq is gateway_lost: the sequence number of the last event the audit trail has of the session (what the gateway held and had not published is lost).
+	LastSeq uint64 `json:"last_seq,omitempty"`
 	// Statements is statements received.
 	Statements uint64 `json:"statements"`
 	// Denied is statements denied.
@@ -549,6 +560,13 @@ func (v *SessionEnd) AppendJSON(b []byte) []byte {
 	if !(v.Error == "") {
 		b = append(b, `,"error":`...)
 		b = AppendJSONString(b, v.Error)
+	}
+	if !(v.LastSeq == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"last_seq":`...)
+		b = strconv.AppendUint(b, uint64(v.LastSeq), 10)
 	}
 	if b[len(b)-1] != '{' {
 		b = append(b, ',')
@@ -1431,7 +1449,7 @@ func (v *ApprovalUsed) AppendJSON(b []byte) []byte {
 
 // SessionTerminated is the payload of session.terminated events: the gateway ended a live session: revoked access, an expired token, or the maximum session lifetime. Followed by session.end.
 type SessionTerminated struct {
-	// Cause is revoked, token_expired or max_lifetime.
+	// Cause is revoked, token_expired, max_lifetime, or settings_changed (the backend reported client_encoding or standard_conforming_strings changed).
 	Cause string `json:"cause"`
 	// Reason is the revocation's reason.
 	Reason string `json:"reason,omitempty"`

@@ -35,6 +35,7 @@ type Publisher struct {
 
 	wait     time.Duration // how long a full spool may hold up a statement before refusing it
 	linger   time.Duration // how long a buffered session's events may wait for company
+	gateway  string        // the boot id of this gateway process, named in every session.start
 	maxBytes int64         // bound on the bytes spooled
 	sealKey  *seal.Key
 	bytes    atomic.Int64 // bytes spooled: enqueued and not yet acknowledged
@@ -78,6 +79,9 @@ type PublisherOptions struct {
 	Linger     time.Duration // how long a buffered session's events may wait to share a message (0: not at all)
 	SealKey    *seal.Key     // signs every session's chain at its end (nil: sessions are not sealed)
 }
+
+// SetGateway names the gateway process (its boot id) in every session.start (before any).
+func (p *Publisher) SetGateway(id string) { p.gateway = id }
 
 // NewPublisher starts a publisher.
 func NewPublisher(js jetstream.JetStream, o PublisherOptions, reg prometheus.Registerer, log *slog.Logger) *Publisher {

@@ -398,6 +398,7 @@ type eventBatch struct {
 // Start emits session.start.
 func (s *Session) Start(ctx context.Context, p *schemas.SessionStart) error {
 	p.AuditMode = s.Resource.Audit
+	p.Gateway = s.pub.gateway
 	return s.Emit(ctx, p)
 }
 

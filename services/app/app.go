@@ -320,6 +320,7 @@ func (a *App) devIssuerService() *Service {
 }
 
 func (a *App) publisherService() *Service {
+	var gateway *session.Gateway
 	return &Service{
 		Start: func(ctx context.Context) error {
 			var key *seal.Key
@@ -332,12 +333,27 @@ func (a *App) publisherService() *Service {
 			}
 			a.pub = session.NewPublisher(a.bus.JS, session.PublisherOptions{Spool: a.cfg.Audit.SpoolEvents,
 				SpoolBytes: a.cfg.Audit.SpoolBytes, Wait: a.cfg.Audit.SpoolWait, Linger: a.cfg.Audit.Linger, SealKey: key}, a.reg, a.component("publisher"))
+			// Sessions name this process; if it dies without ending them, the sweeper does.
+			g, err := session.StartGateway(ctx, a.bus.JS, a.cfg.Audit.GatewayTimeout, a.cfg.DataDir, a.component("gateway"))
+			if err != nil {
+				return err
+			}
+			gateway = g
+			a.pub.SetGateway(g.ID)
+			return nil
+		},
+		Run: func(ctx context.Context) error {
+			gateway.Run(ctx)
 			return nil
 		},
 		Stop: func(ctx context.Context) error {
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			return a.pub.Close(sctx)
+			err := a.pub.Close(sctx)
+			if gateway != nil && err == nil {
+				gateway.Stop(sctx) // every session was ended and its end published
+			}
+			return err
 		},
 	}
 }

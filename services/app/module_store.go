@@ -32,6 +32,7 @@ func (a *App) clickhouseService() *Service {
 func (a *App) ingestService() *Service {
 	var in *ingest.Ingester
 	var ret *ingest.Retention
+	var sweep *ingest.Sweeper
 	return &Service{
 		Start: func(ctx context.Context) error {
 			in = ingest.New(ingest.Config{Database: a.cfg.ClickHouse.Database, BatchSize: a.cfg.Ingest.BatchSize, FlushInterval: a.cfg.Ingest.FlushInterval},
@@ -54,11 +55,25 @@ func (a *App) ingestService() *Service {
 				},
 			}
 			(&ingest.RetentionAPI{Retention: ret, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups}).Register(a.echo)
+			gws, err := bus.OpenGateways(ctx, a.bus.JS, a.cfg.Audit.GatewayTimeout)
+			if err != nil {
+				return err
+			}
+			sweep = &ingest.Sweeper{CH: a.ch, Database: a.cfg.ClickHouse.Database, JS: a.bus.JS, Gateways: gws,
+				Interval: a.cfg.Audit.SweepInterval, Log: a.component("sweeper")}
+			if a.cfg.Audit.SigningKeyFile != "" {
+				if sweep.Key, err = seal.LoadKey(a.cfg.Audit.SigningKeyFile, false); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 		Run: func(ctx context.Context) error {
 			if a.cfg.Audit.Retention.Enabled() {
 				go ret.Schedule(ctx, schemas.Identity{Subject: "gatehouse-retention", Kind: "system"})
+			}
+			if sweep.Interval > 0 {
+				go sweep.Run(ctx)
 			}
 			return in.Run(ctx)
 		},
@@ -73,6 +88,11 @@ func (a *App) queryService() *Service {
 			return err
 		}
 		api.SetVerifyKeys(keys)
+		gws, err := bus.OpenGateways(ctx, a.bus.JS, a.cfg.Audit.GatewayTimeout)
+		if err != nil {
+			return err
+		}
+		api.SetGatewayAlive(func(ctx context.Context, id string) (bool, error) { return bus.Alive(ctx, gws, id) })
 		api.SetInserted(func(ctx context.Context) (uint64, error) {
 			cons, err := a.bus.JS.Consumer(ctx, bus.StreamAudit, ingest.ConsumerName)
 			if err != nil {

@@ -621,4 +621,3 @@ func (s *Service) RequestGrant(ctx context.Context, who schemas.Identity, req Gr
 	a, _ := s.Get(id)
 	return a, nil
 }
-

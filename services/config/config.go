@@ -180,6 +180,14 @@ type Audit struct {
 	MaxSQLBytes int `yaml:"max_sql_bytes"`
 	// Retention drops old months of the audit trail in ClickHouse.
 	Retention Retention `yaml:"retention"`
+	// GatewayTimeout is how long a proxy process may go without refreshing its key in
+	// gh_gateways before its open sessions count as cut (it refreshes every quarter of
+	// it). Default 30s.
+	GatewayTimeout time.Duration `yaml:"gateway_timeout"`
+	// SweepInterval is how often ingest ends the sessions of gateways that are gone
+	// (session.end gateway_lost, sealed). Default 10s; negative: this process does not
+	// sweep (another ingest copy does).
+	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
 // Retention says how long ClickHouse keeps the audit trail, per resource label. The trail
@@ -489,6 +497,8 @@ func (c *Config) ApplyDefaults() {
 	defDur(&c.Proxy.Postgres.DecisionTimeout, 2*time.Second)
 	defDur(&c.Proxy.Postgres.DecisionCacheTTL, 30*time.Second)
 	defDur(&c.Proxy.Postgres.CatalogRefresh, time.Minute)
+	defDur(&c.Audit.GatewayTimeout, 30*time.Second)
+	defDur(&c.Audit.SweepInterval, 10*time.Second)
 	defInt(&c.Proxy.Postgres.DecisionCacheSize, 100000)
 	def(&c.Audit.Mode, "buffered")
 	defInt(&c.Audit.SpoolEvents, 100000)

@@ -1,0 +1,195 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/seal"
+)
+
+// Sweeper ends the sessions that a gateway process left open when it died (kill -9, a
+// crash, a lost machine): a session whose session.start names a gateway whose key is gone
+// from gh_gateways, and that has no session.end, gets one with reason gateway_lost and the
+// last sequence number the trail has, chained after its last event and sealed (when this
+// process holds the audit signing key). It sweeps only once ingest has caught up with
+// GH_AUDIT, so that the end follows the last event the gateway published.
+type Sweeper struct {
+	CH       driver.Conn
+	Database string
+	JS       jetstream.JetStream
+	Gateways jetstream.KeyValue
+	Key      *seal.Key // nil: the ended sessions are not sealed
+	Interval time.Duration
+	// Window bounds how far back sessions are looked at (by their start); default 7 days.
+	Window time.Duration
+	Log    *slog.Logger
+}
+
+// Run sweeps every Interval until ctx ends.
+func (s *Sweeper) Run(ctx context.Context) {
+	t := time.NewTicker(s.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := s.Sweep(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.Log.Warn("sweep of cut sessions failed", "err", err)
+		case n > 0:
+			s.Log.Info("sessions cut by a lost gateway were ended", "sessions", n)
+		}
+	}
+}
+
+// Sweep ends the cut sessions it finds now and returns how many.
+func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
+	cons, err := s.JS.Consumer(ctx, bus.StreamAudit, ConsumerName)
+	if err != nil {
+		return 0, err
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if ci.NumPending > 0 || ci.NumAckPending > 0 {
+		return 0, nil // not caught up: the cut sessions' last events may still be on their way
+	}
+	open, err := OpenSessions(ctx, s.CH, s.Database, s.window())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range open {
+		if o.Gateway == "" {
+			continue // from before gateways were named: verify reports it
+		}
+		alive, err := bus.Alive(ctx, s.Gateways, o.Gateway)
+		if err != nil {
+			return n, err
+		}
+		if alive {
+			continue
+		}
+		if err := s.end(ctx, o); err != nil {
+			return n, fmt.Errorf("end session %s: %w", o.Session, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (s *Sweeper) window() time.Duration {
+	if s.Window > 0 {
+		return s.Window
+	}
+	return 7 * 24 * time.Hour
+}
+
+// OpenSession is a session with a session.start and no session.end in the store.
+type OpenSession struct {
+	Session string
+	Gateway string
+	Last    schemas.Event // the session's last event in the store
+}
+
+// OpenSessions lists the sessions started within window that have no session.end, with
+// their last event.
+func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Duration) ([]OpenSession, error) {
+	since := uint64(time.Now().Add(-window).UnixMicro())
+	rows, err := ch.Query(ctx, `SELECT session_id, any(payload) FROM `+db+`.events
+		WHERE type = ? AND time_us >= ? AND session_id NOT IN (SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ?)
+		GROUP BY session_id LIMIT 10000`, schemas.TypeSessionStart, since, schemas.TypeSessionEnd, since)
+	if err != nil {
+		return nil, err
+	}
+	var out []OpenSession
+	for rows.Next() {
+		var o OpenSession
+		var payload string
+		if err := rows.Scan(&o.Session, &payload); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		var start schemas.SessionStart
+		_ = json.Unmarshal([]byte(payload), &start)
+		o.Gateway = start.Gateway
+		out = append(out, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		row := ch.QueryRow(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_issuer,
+			identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash
+			FROM `+db+`.events FINAL WHERE session_id = ? ORDER BY seq DESC LIMIT 1`, out[i].Session)
+		e := &out[i].Last
+		var us uint64
+		if err := row.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Issuer,
+			&e.Identity.Groups, &e.Identity.Kind, &e.Identity.OnBehalfOf, &e.PolicyRevision, &e.PrevHash, &e.Hash); err != nil {
+			return nil, err
+		}
+		if len(e.Identity.Groups) == 0 {
+			e.Identity.Groups = nil
+		}
+		e.Time = time.UnixMicro(int64(us)).UTC()
+	}
+	return out, nil
+}
+
+// end records session.end gateway_lost after the session's last event, and its seal.
+func (s *Sweeper) end(ctx context.Context, o OpenSession) error {
+	last := o.Last
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	next := func(p schemas.Payload, prev *schemas.Event) (schemas.Event, error) {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return schemas.Event{}, err
+		}
+		e := schemas.Event{ID: id.String(), Type: p.EventType(), Code: schemas.Codes[p.EventType()], Time: now, SessionID: last.SessionID,
+			Seq: prev.Seq + 1, Resource: last.Resource, Identity: last.Identity, PolicyRevision: last.PolicyRevision, PrevHash: prev.Hash}
+		if e.Payload, err = json.Marshal(p); err != nil {
+			return e, err
+		}
+		e.Hash, err = e.ComputeHash()
+		return e, err
+	}
+	end, err := next(&schemas.SessionEnd{Reason: "gateway_lost", LastSeq: last.Seq,
+		Error: fmt.Sprintf("the gateway process %s serving the session stopped without ending it (crash, kill or lost machine); events it held and had not published are lost", o.Gateway)}, &last)
+	if err != nil {
+		return err
+	}
+	data := end.AppendJSON(nil)
+	subject := bus.AuditSubject(last.Resource, last.SessionID, end.Type)
+	if s.Key != nil {
+		sealed, err := next(s.Key.Seal(last.SessionID, end.Seq, end.Hash), &end)
+		if err != nil {
+			return err
+		}
+		data = sealed.AppendJSON(append(data, '\n'))
+		subject = bus.AuditSubject(last.Resource, last.SessionID, "batch")
+	}
+	m := nats.NewMsg(subject)
+	m.Data = data
+	// Several sweepers may find the same session: the duplicate window keeps one end.
+	m.Header.Set(jetstream.MsgIDHeader, "gateway-lost-"+last.SessionID)
+	if _, err := s.JS.PublishMsg(ctx, m); err != nil {
+		return err
+	}
+	s.Log.Info("session cut by a lost gateway ended", "session", last.SessionID, "gateway", o.Gateway, "last_seq", last.Seq)
+	return nil
+}
