@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/gatehouse
 PKGS    := ./... ./schemas/...
 
-.PHONY: dev test build deps generate bench clean
+.PHONY: dev test build deps generate bench fuzz-policy clean
 
 ## dev: install what is missing, build, and run Gatehouse locally with a demo
 dev: deps build
@@ -27,6 +27,13 @@ deps:
 bench: build
 	@deploy/install-deps.sh bench
 	$(BIN) bench postgres --floor
+
+## fuzz-policy: the canary leak fuzzer for longer (SEED=n DURATION=10m): masked identities try to get
+## planted values out through generated statements; prints what it tried and every leak
+SEED     ?= $(shell date +%s)
+DURATION ?= 10m
+fuzz-policy: deps
+	GATEHOUSE_FUZZ_SEED=$(SEED) GATEHOUSE_FUZZ_DURATION=$(DURATION) $(GO) test -count=1 -timeout 0 -v -run TestCanaryLeakFuzzer ./integration/
 
 ## generate: regenerate the event schema code and docs from schemas/events.yaml
 generate:

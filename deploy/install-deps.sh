@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Gatehouse needs on Debian/Ubuntu when it is missing: PostgreSQL (server and
 # psql), ClickHouse (Debian's clickhouse-server) and, for tests, pgbench, Node.js with npm
-# (node-postgres), psycopg 3 and rsyslog (with its TLS driver). Uses apt-get as
+# (node-postgres), psycopg 3, rsyslog (with its TLS driver) and sqlsmith. Uses apt-get as
 # root or through sudo; otherwise prints exactly what to install and fails.
 set -euo pipefail
 
@@ -23,6 +23,8 @@ have node || missing+=(nodejs)
 have npm || missing+=(npm)
 # psycopg 3 (over libpq) runs through the proxy in its tests (TestPsycopg), with Debian's python3.
 /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || missing+=(python3-psycopg)
+# The canary leak fuzzer generates statements with sqlsmith.
+have sqlsmith || missing+=(sqlsmith)
 # The syslog sink's tests deliver to a real rsyslogd over TLS.
 have rsyslogd || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || missing+=(rsyslog-gnutls)

@@ -25,6 +25,7 @@ type resultMask struct {
 	// statement whose results come now (a simple query may hold several).
 	outputs [][]policy.MaskedOutput
 	planned bool
+	opaque  []int
 	index   int
 	cat     *resourceCatalog
 }
@@ -54,7 +55,7 @@ func (c *conn) newResultMask(q *session.Query) (*resultMask, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &resultMask{m: m, outputs: spec.Outputs, planned: spec.Planned, cat: c.srv.cats.of(c.st.resource)}, nil
+	return &resultMask{m: m, outputs: spec.Outputs, planned: spec.Planned, opaque: spec.Opaque, cat: c.srv.cats.of(c.st.resource)}, nil
 }
 
 // nextStatement moves to the results of the next statement of a simple query.
@@ -67,7 +68,7 @@ func (rm *resultMask) nextStatement() {
 // decision's plan: by its source columns' methods, or, without a plan for the statement,
 // redacted whenever the decision masks any column (fail closed).
 func (rm *resultMask) columnMethod(i int) (method, by string) {
-	if !rm.planned || rm.index >= len(rm.outputs) {
+	if !rm.planned || rm.index >= len(rm.outputs) || slices.Contains(rm.opaque, rm.index) {
 		if rm.m.HasColumns() {
 			return mask.Redact, "no masking plan for this statement"
 		}

@@ -572,8 +572,11 @@ func bindReferenced(d, r policy.Decision, ref *Query) policy.Decision {
 	// The rows are those of the statement run by name (EXECUTE, FETCH): its plan is
 	// theirs. Run from a statement of several, the plan cannot be placed, and every column
 	// is masked.
-	if r.Mask.Planned && len(r.Mask.Outputs) == 1 && (d.Mask == nil || len(d.Mask.Outputs) <= 1) {
+	switch {
+	case r.Mask.Planned && len(r.Mask.Outputs) == 1 && len(r.Mask.Opaque) == 0 && (d.Mask == nil || len(d.Mask.Outputs) <= 1):
 		m.Outputs, m.Planned = r.Mask.Outputs, true
+	case d.Mask != nil:
+		m.Outputs, m.Planned, m.Opaque = d.Mask.Outputs, d.Mask.Planned, d.Mask.Opaque
 	}
 	out.Mask = m
 	return out

@@ -47,6 +47,9 @@ type MaskSpec struct {
 	// every column of a statement it has no plan for.
 	Outputs [][]MaskedOutput `json:"outputs,omitempty"`
 	Planned bool             `json:"planned,omitempty"`
+	// Opaque are the statements whose rows come from a statement run by name (EXECUTE,
+	// FETCH): without that statement's plan, every column of theirs is masked.
+	Opaque []int `json:"opaque,omitempty"`
 }
 
 // MaskedOutput is a result column to mask: its position, the method, and the source

@@ -16,9 +16,12 @@ import (
 // a column's source.
 type Lineage struct {
 	// Outputs are the result columns of each top-level statement, in order (nil for a
-	// statement that returns no rows). A statement that runs others by name (EXECUTE,
-	// FETCH) has nil here: the proxy takes the outputs of what it runs.
+	// statement that returns no rows).
 	Outputs [][]Output `json:"outputs,omitempty"`
+	// Opaque are the top-level statements whose rows come from a statement run by name
+	// (EXECUTE, FETCH): their columns are those of what they run, which this analysis
+	// does not see.
+	Opaque []int `json:"opaque,omitempty"`
 	// Uses are the source columns used other than as a result column, with how.
 	Uses []ColumnUse `json:"uses,omitempty"`
 	// Reads are the relations read (views and their base tables), qualified.
@@ -197,8 +200,12 @@ func Trace(c *Catalog, tree *pg_query.ParseResult) *Lineage { return trace(c, tr
 func trace(c *Catalog, tree *pg_query.ParseResult, note func(protoMessage)) *Lineage {
 	a := newAnalyzer(c)
 	a.note = note
-	for _, raw := range tree.Stmts {
+	for i, raw := range tree.Stmts {
 		a.l.Outputs = append(a.l.Outputs, a.statement(raw.Stmt, nil))
+		switch raw.Stmt.GetNode().(type) {
+		case *pg_query.Node_ExecuteStmt, *pg_query.Node_FetchStmt:
+			a.l.Opaque = append(a.l.Opaque, i)
+		}
 	}
 	return &a.l
 }

@@ -74,6 +74,7 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 	}
 	d.Mask.Outputs = make([][]MaskedOutput, len(lin.Outputs))
 	d.Mask.Planned = true
+	d.Mask.Opaque = lin.Opaque
 	for i, stmt := range lin.Outputs {
 		for j, o := range stmt {
 			var by []string

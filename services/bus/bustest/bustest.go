@@ -26,7 +26,12 @@ func StartServer(t testing.TB) string {
 // Connect starts a server and connects a Bus to it, with the streams created.
 func Connect(t testing.TB) *bus.Bus {
 	t.Helper()
-	url := StartServer(t)
+	return ConnectURL(t, StartServer(t))
+}
+
+// ConnectURL connects a Bus to the server at url, with the streams created.
+func ConnectURL(t testing.TB, url string) *bus.Bus {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b, err := bus.Connect(ctx, url, "test", bus.Options{StreamMaxBytes: 1 << 30}, slog.New(slog.NewTextHandler(io.Discard, nil)))
