@@ -40,6 +40,8 @@ Usage:
   gatehouse policy test -f FILE         run a config file's policy test cases (exit 1 on failure)
   gatehouse policy apply -f FILE        change policies in force, live (admin token)
   gatehouse policy get                  print the policies in force (admin token)
+  gatehouse catalog get --resource R    print the catalog a resource's statements are resolved
+                                        against (JSON; for policy tests' test_catalogs)
   gatehouse approvals list [--all]      approvals waiting (or all)
   gatehouse approvals approve ID [--reason R] | deny ID --reason R
                                         decide an approval (approver token)
@@ -93,6 +95,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = resourceCmd(args[1:], stdout, stderr)
 	case "policy":
 		err = policyCmd(args[1:], stdout, stderr)
+	case "catalog":
+		err = catalogCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -254,9 +254,12 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, []string{"dev-issuer", "policy", "proxy-postgres"}) }()
+	stopped := false
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		if !stopped {
+			cancel()
+			<-done
+		}
 	})
 	require.Eventually(t, a.Ready, time.Minute, 50*time.Millisecond)
 	host, port, err := net.SplitHostPort(a.PostgresAddr())
@@ -270,11 +273,6 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 		return c
 	}
 	conns := map[string]*pgconn.PgConn{"demo": connect("demo"), "demo-open": connect("demo-open")}
-	defer func() {
-		for _, c := range conns {
-			c.Close(context.Background())
-		}
-	}()
 
 	st := fuzzStats{bySource: map[string]int{}, passedBy: map[string]int{}}
 	gen := &trickGen{r: r}
@@ -322,16 +320,24 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 		}
 	}
 
-	// Every event of both resources, as stored in JetStream.
+	// Every event of both resources, as stored in JetStream once the gateway has stopped
+	// (its publisher drains what it holds before it ends).
+	for _, c := range conns {
+		c.Close(context.Background())
+	}
+	cancel()
+	stopped = true
+	require.NoError(t, <-done)
 	b := bustest.ConnectURL(t, natsURL)
-	var events []byte
+	events := 0
 	for _, res := range []string{"demo", "demo-open"} {
-		events = append(events, readEvents(t, b, res)...)
+		events += eachEvent(t, b, res, func(data []byte) {
+			if what, ok := leak(canaries, data); ok {
+				st.leaks = append(st.leaks, fmt.Sprintf("in the audit trail of %s: %s: %.300q", res, what, data))
+			}
+		})
 	}
-	require.NotEmpty(t, events)
-	if what, ok := leak(canaries, events); ok {
-		st.leaks = append(st.leaks, "in the audit trail: "+what)
-	}
+	require.Positive(t, events)
 	after := checksum(t, pg)
 
 	t.Logf("canary fuzzer, seed %d, %s: %d statements tried (%v), %d refused by policy, %d failed in PostgreSQL, %d answered (%v; %d rows), %d leaks",
@@ -388,28 +394,36 @@ func asPgError(err error, pe **pgconn.PgError) bool {
 	return ok
 }
 
-// readEvents returns every event of a resource's sessions in the stream, one per line.
-func readEvents(t *testing.T, b *bus.Bus, resource string) []byte {
+// eachEvent calls fn with every message of a resource's sessions in the stream (one or
+// more events, newline-separated), once the publisher has flushed, and returns how many.
+func eachEvent(t *testing.T, b *bus.Bus, resource string, fn func([]byte)) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var out [][]byte
-	require.Eventually(t, func() bool {
-		c, err := b.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectAudit + "." + resource + ".>"}})
-		if err != nil {
-			return false
-		}
-		out = nil
-		for {
-			m, err := c.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
-			if err != nil {
-				break
-			}
+	stream, err := b.JS.Stream(ctx, bus.StreamAudit)
+	require.NoError(t, err)
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(bus.SubjectAudit+"."+resource+".>"))
+	require.NoError(t, err)
+	total := 0
+	for _, n := range info.State.Subjects {
+		total += int(n)
+	}
+	c, err := b.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectAudit + "." + resource + ".>"}})
+	require.NoError(t, err)
+	n := 0
+	for n < total {
+		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		require.NoError(t, err)
+		got := 0
+		for m := range batch.Messages() {
 			data, err := bus.AuditData(m.Headers(), m.Data())
 			require.NoError(t, err)
-			out = append(out, data)
+			fn(data)
+			got++
 		}
-		return len(out) > 0
-	}, 30*time.Second, 100*time.Millisecond)
-	return bytes.Join(out, []byte{'\n'})
+		require.NoError(t, batch.Error())
+		require.Positive(t, got, "read %d of %d messages", n, total)
+		n += got
+	}
+	return n
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -225,6 +226,17 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	require.Eventually(t, func() bool {
 		return ch.QueryRow(ctx, "SELECT count() FROM "+g.chDB+".events WHERE type = 'auth.failed'").Scan(&authFailed) == nil && authFailed >= 4
 	}, 20*time.Second, 200*time.Millisecond, "refused connections are audited (got %d)", authFailed)
+
+	// The catalog the statements were resolved against, for policy tests: auditors and
+	// admins only.
+	var cat schemas.Catalog
+	require.NoError(t, g.cliJSONAt(t, g.policyAPI, g.token(t, "auditor", "auditors"), &cat, "catalog", "get", "--resource", "demo"))
+	require.Equal(t, "demo", cat.Resource)
+	require.NotEmpty(t, cat.Version)
+	require.True(t, slices.ContainsFunc(cat.Relations, func(r schemas.CatalogRelation) bool {
+		return r.Schema == "public" && r.Name == "customers" && slices.Equal(r.Columns, []string{"id", "name", "email", "card_number"})
+	}))
+	require.Error(t, g.cliJSONAt(t, g.policyAPI, svc, &cat, "catalog", "get", "--resource", "demo"), "a caller's token does not read the catalog")
 
 	liveChanges(t, g, svc, ch)
 	heldForApproval(t, g)

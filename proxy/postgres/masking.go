@@ -55,7 +55,7 @@ func (c *conn) newResultMask(q *session.Query) (*resultMask, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &resultMask{m: m, outputs: spec.Outputs, planned: spec.Planned, opaque: spec.Opaque, cat: c.srv.cats.of(c.st.resource)}, nil
+	return &resultMask{m: m, outputs: spec.Outputs, planned: spec.Planned, opaque: spec.Opaque, cat: c.cat}, nil
 }
 
 // nextStatement moves to the results of the next statement of a simple query.

@@ -152,6 +152,8 @@ type conn struct {
 	nameMu          sync.Mutex
 	nameChanges     []nameChange
 
+	cat *resourceCatalog // the resource's catalog (catalog.go)
+
 	// One meaning (meaning.go): statements that run unseen code are barriers.
 	codeInFlight   atomic.Int32 // barrier entries not yet answered
 	codeBeforeSync bool         // an Execute of such a statement awaits its Sync; client loop only
@@ -166,7 +168,8 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	c.qcond = sync.NewCond(&c.qmu)
 	c.txStatus.Store(uint32(st.backend.TxStatus))
 	sess.Resolve = c.resolve
-	sess.CatalogVersion = c.srv.cats.of(st.resource).version
+	c.cat = c.srv.cats.of(st.resource)
+	sess.CatalogVersion = c.cat.version
 	log := s.log.With("session", sess.ID, "sub", st.identity.Subject, "resource", st.resource.Name)
 
 	if err := sess.Start(ctx, &schemas.SessionStart{Protocol: "postgres", ClientAddr: st.conn.RemoteAddr().String(),
@@ -623,7 +626,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		if err := c.waitCode(); err != nil {
 			return nil, err
 		}
-		if rc := c.srv.cats.of(c.st.resource); rc.stale.Load() {
+		if c.cat.stale.Load() {
 			if _, err := c.srv.cats.ensure(ctx, c.st.resource); err != nil {
 				c.srv.log.Warn("catalog refresh after a schema change failed; the previous catalog stays in use", "resource", c.st.resource.Name, "err", err)
 			}

@@ -3,7 +3,11 @@ package app
 import (
 	"context"
 	"errors"
+	"net/http"
+	"slices"
 	"time"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/catalogs"
@@ -70,6 +74,18 @@ func (a *App) policyService() *Service {
 				return err
 			}
 			svc.Catalogs = held
+			// What statements are resolved against, for policy authors and auditors (it
+			// shows the schema: tables, columns, view definitions, functions).
+			a.echo.GET("/api/v1/catalogs/:resource", func(c echo.Context) error {
+				cat, err := cats.Get(c.Request().Context(), c.Param("resource"))
+				if err != nil {
+					return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
+				}
+				if cat == nil {
+					return echo.NewHTTPError(http.StatusNotFound, "no catalog for resource "+c.Param("resource")+": a proxy reads it when a session of the resource starts")
+				}
+				return c.JSON(http.StatusOK, cat)
+			}, a.verifier.Middleware(append(slices.Clone(a.cfg.Query.AdminGroups), a.cfg.Query.AuditorGroups...), "admin or auditor"))
 			(&desired.API{Store: a.desired, JS: a.bus.JS, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups, Base: a.cfg}).Register(a.echo)
 			reg, err := revoke.Follow(ctx, a.bus.JS, log, nil)
 			if err != nil {
