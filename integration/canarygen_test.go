@@ -196,7 +196,7 @@ func (g *trickGen) next() string {
 	case 14:
 		return fmt.Sprintf("select distinct %s from %s", expr, from)
 	case 15:
-		return fmt.Sprintf("copy (select %s from %s) to stdout", expr, from)
+		return fmt.Sprintf("copy (select %s.%s, %s from %s) to stdout%s", alias, cols[0], expr, from, g.pick("", "", " with (format csv)", " csv header", " with (delimiter ',')"))
 	case 16:
 		return fmt.Sprintf("select x from %s, lateral (select %s as x) l", from, expr)
 	case 17:

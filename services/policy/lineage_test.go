@@ -169,6 +169,9 @@ func TestLineageMasking(t *testing.T) {
 		{sql: "select * from notes", why: "several schemas (crm.notes, public.notes)"},
 		{sql: "select most_common_vals from pg_stats", why: "other tables"},
 		{sql: "select 1 === 1", why: "not built in"},
+		{sql: "copy (select id, card_number from customers) to stdout with (format csv)", why: "COPY in csv format"},
+		{sql: "copy customers to stdout csv", why: "COPY in csv format"},
+		{sql: "copy customers to stdout with (delimiter ',')", why: "COPY with delimiter"},
 	} {
 		t.Run(tc.sql, func(t *testing.T) {
 			d := db.decide(t, e, "readers", tc.sql)
