@@ -35,6 +35,9 @@ type Catalog struct {
 	// Types are the qualified names of types that are not built in and have a cast or I/O
 	// function that is not built in: a cast to one runs user code.
 	Types []string `json:"types,omitempty"`
+	// Trusted are the functions ("schema.name") the resource's configuration vouches for
+	// (postgres.trusted_functions): they write nothing, read no table, change no setting.
+	Trusted []string `json:"trusted,omitempty"`
 }
 
 // CatalogRelation is a table, view, materialized view, foreign table, sequence or

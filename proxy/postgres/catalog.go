@@ -178,5 +178,11 @@ func (s *Server) readCatalog(ctx context.Context, res *config.Resource) (*schema
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.StartupTimeout)
 	defer cancel()
-	return pgcatalog.ReadPostgres(ctx, cfg, res.Name)
+	c, err := pgcatalog.ReadPostgres(ctx, cfg, res.Name)
+	if err != nil {
+		return nil, err
+	}
+	c.Trusted = res.Postgres.TrustedFunctions
+	c.Seal()
+	return c, nil
 }

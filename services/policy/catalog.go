@@ -23,6 +23,7 @@ type Catalog struct {
 	stable    map[string]bool                      // built-in names with a stable (and no volatile) overload
 	operators map[string]bool
 	types     map[string]bool // qualified and bare names of types whose casts run user code
+	trusted   map[string]bool // schema.name of functions the resource's owner vouches for
 
 	mu    sync.Mutex
 	views map[*relation]*viewLineage
@@ -51,7 +52,10 @@ func NewCatalog(c *schemas.Catalog) (*Catalog, error) {
 	}
 	ix := &Catalog{src: c, relations: map[string][]*relation{}, byQName: map[string]*relation{}, byOID: map[uint32]*relation{},
 		functions: map[string][]schemas.CatalogFunction{}, volatile: map[string]bool{}, stable: map[string]bool{},
-		operators: map[string]bool{}, types: map[string]bool{}, views: map[*relation]*viewLineage{}}
+		operators: map[string]bool{}, types: map[string]bool{}, trusted: map[string]bool{}, views: map[*relation]*viewLineage{}}
+	for _, f := range c.Trusted {
+		ix.trusted[f] = true
+	}
 	for i := range c.Relations {
 		r := &relation{CatalogRelation: c.Relations[i], qname: c.Relations[i].Schema + "." + c.Relations[i].Name}
 		ix.relations[r.Name] = append(ix.relations[r.Name], r)

@@ -33,6 +33,7 @@ CREATE VIEW order_view AS SELECT id, item, amount FROM orders;
 CREATE FUNCTION leak() RETURNS SETOF text LANGUAGE sql AS 'SELECT card_number FROM customers';
 CREATE FUNCTION touch() RETURNS int LANGUAGE sql AS 'UPDATE customers SET name = name RETURNING 1';
 CREATE FUNCTION count(text) RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint';
+CREATE FUNCTION shout(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper($1)';
 CREATE VIEW calls_touch AS SELECT touch() AS t;
 CREATE TABLE shipments (id int, customer_id int);
 CREATE FUNCTION on_ship() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN UPDATE customers SET name = name WHERE id = NEW.customer_id; RETURN NEW; END$$;
@@ -73,6 +74,7 @@ func startLineageDB(t *testing.T) *lineageDB {
 	require.NoError(t, err)
 	raw, err := catalogs.ReadPostgres(ctx, cfg, "db")
 	require.NoError(t, err)
+	raw.Trusted = []string{"public.shout"}
 	cat, err := policy.NewCatalog(raw)
 	require.NoError(t, err)
 	su, err := pgconn.Connect(ctx, pg.SuperuserConnString("db"))
@@ -137,6 +139,8 @@ func TestLineageMasking(t *testing.T) {
 		{sql: "select 1; select card_number from customers", want: masked{}}, // statement 0; statement 1 checked below
 		{sql: "select id from customers where id = 1 order by name", want: masked{}},
 		{sql: "select sum(distinct length(card_number)) from customers", want: masked{0: "redact"}},
+		// A function the resource's owner vouches for is an expression like any other.
+		{sql: "select shout(name), shout(card_number) from customers", want: masked{1: "redact"}},
 
 		// Probing: a masked column anywhere but in a result.
 		{sql: "select id from customers where card_number like '4111%'", why: "filter rows"},
@@ -283,7 +287,7 @@ func TestLineageWrites(t *testing.T) {
 		})
 	}
 	// Reads stay reads.
-	for _, sql := range []string{"select * from public.orders", "select * from customer_cards", "select now(), random()", "explain select * from customers"} {
+	for _, sql := range []string{"select * from public.orders", "select * from customer_cards", "select now(), random()", "explain select * from customers", "select shout(name) from customers"} {
 		info := policy.Analyze(sql, policy.AnalyzeOptions{Catalog: db.cat})
 		require.True(t, info.ReadOnly, "%s: writes %v, code %v, functions %v", sql, info.Writes, info.UnknownWrites, info.WritingFuncs)
 	}
