@@ -146,6 +146,19 @@ func TestMasking(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "3", string(res[0].Rows[0][0]))
 	})
+	t.Run("a comment ended by a carriage return does not make two statements one cache key", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.connTo("app-masked", ""))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, "select --\r'\n', id from customers --'\n").ReadAll()
+		require.NoError(t, err) // decided, and cached under its key
+		res, err := c.Exec(ctx, "select --\r'\n', $$.$$ || card_number from customers --'\n").ReadAll()
+		require.NoError(t, err)
+		require.Len(t, res[0].Rows, 3)
+		for _, row := range res[0].Rows {
+			require.Equal(t, "****", string(row[1]), "PostgreSQL ends a -- comment at \\r: the card number is a result column, masked")
+		}
+	})
 	t.Run("errors and notices do not carry masked values", func(t *testing.T) {
 		cfg, err := pgconn.ParseConfig(env.connTo("app-masked", ""))
 		require.NoError(t, err)

@@ -8,15 +8,28 @@ import "strings"
 // comments (nested), quoted identifiers, E” strings and $tag$ quoting. ok is false when the
 // text cannot be lexed with confidence (an unterminated quote or comment): such a statement
 // is never served from the cache.
-func Normalize(sql string) (string, bool) {
+func Normalize(sql string) (string, bool) { return normalize(sql, nil) }
+
+// normalize is Normalize, telling literal (when set) the byte range of each literal it
+// replaces (tests hold those to PostgreSQL's own scanner).
+func normalize(sql string, literal func(start, end int)) (string, bool) {
 	var b strings.Builder
 	b.Grow(len(sql))
 	n := len(sql)
+	lit := func(start, end int) {
+		b.WriteByte('?')
+		if literal != nil {
+			literal(start, end)
+		}
+	}
 	for i := 0; i < n; {
 		c := sql[i]
 		switch {
 		case c == '-' && i+1 < n && sql[i+1] == '-':
-			j := strings.IndexByte(sql[i:], '\n')
+			// A comment runs to the end of the line: \n or \r, as PostgreSQL's scanner
+			// says (ending it at \n alone read `--\r'...'` as comment where PostgreSQL
+			// reads a string, and the cache key hid code).
+			j := strings.IndexAny(sql[i:], "\n\r")
 			if j < 0 {
 				j = n - i
 			}
@@ -63,7 +76,7 @@ func Normalize(sql string) (string, bool) {
 			if !ok {
 				return "", false
 			}
-			b.WriteByte('?')
+			lit(i, j)
 			i = j
 		case c == '$':
 			// $1 parameters stay; $tag$ ... $tag$ is a string.
@@ -90,14 +103,14 @@ func Normalize(sql string) (string, bool) {
 			if k < 0 {
 				return "", false
 			}
-			b.WriteByte('?')
+			lit(i, j+1+k+len(tag))
 			i = j + 1 + k + len(tag)
 		case (c >= '0' && c <= '9' || c == '.' && i+1 < n && sql[i+1] >= '0' && sql[i+1] <= '9') && (i == 0 || !identChar(sql[i-1])):
-			j := i
-			for j < n && (identChar(sql[j]) || sql[j] == '.' || (sql[j] == '+' || sql[j] == '-') && (sql[j-1] == 'e' || sql[j-1] == 'E')) {
-				j++
+			j, ok := endOfNumber(sql, i)
+			if !ok {
+				return "", false
 			}
-			b.WriteByte('?')
+			lit(i, j)
 			i = j
 		default:
 			b.WriteByte(c)
@@ -105,6 +118,60 @@ func Normalize(sql string) (string, bool) {
 		}
 	}
 	return b.String(), true
+}
+
+// endOfNumber returns the index after the number starting at i, read as PostgreSQL's
+// scanner reads it: 0x, 0o, 0b integers; decimal integers and numerics with an optional
+// exponent; underscores between digits. A number run into letters or digits that are not
+// its own (1union, 0x1g, 1e5x) is "trailing junk" to PostgreSQL 15+ and a number then a
+// word to older servers: not ok, so that such a text is never decided from the cache.
+func endOfNumber(sql string, i int) (int, bool) {
+	n := len(sql)
+	digits := func(j int, ok func(byte) bool) int {
+		for j < n && (ok(sql[j]) || sql[j] == '_' && j+1 < n && ok(sql[j+1]) && j > 0 && ok(sql[j-1])) {
+			j++
+		}
+		return j
+	}
+	dec := func(c byte) bool { return c >= '0' && c <= '9' }
+	j := i
+	if sql[i] == '0' && i+2 < n {
+		var ok func(byte) bool
+		switch sql[i+1] {
+		case 'x', 'X':
+			ok = func(c byte) bool { return dec(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+		case 'o', 'O':
+			ok = func(c byte) bool { return c >= '0' && c <= '7' }
+		case 'b', 'B':
+			ok = func(c byte) bool { return c == '0' || c == '1' }
+		}
+		if ok != nil {
+			k := i + 2
+			if k < n && sql[k] == '_' {
+				k++
+			}
+			if k < n && ok(sql[k]) {
+				j = digits(k, ok)
+				return j, j >= n || !identChar(sql[j]) && sql[j] != '.'
+			}
+			return 0, false
+		}
+	}
+	j = digits(j, dec)
+	if j < n && sql[j] == '.' && !(j+1 < n && sql[j+1] == '.') {
+		j = digits(j+1, dec)
+	}
+	if j < n && (sql[j] == 'e' || sql[j] == 'E') {
+		k := j + 1
+		if k < n && (sql[k] == '+' || sql[k] == '-') {
+			k++
+		}
+		if k >= n || !dec(sql[k]) {
+			return 0, false
+		}
+		j = digits(k, dec)
+	}
+	return j, j >= n || !identChar(sql[j]) && sql[j] != '.'
 }
 
 // endOfString returns the index after the closing quote of a string starting at i.

@@ -1,8 +1,10 @@
 package session
 
 import (
+	"strings"
 	"testing"
 
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/stretchr/testify/require"
 )
 
@@ -41,4 +43,84 @@ func FuzzNormalize(f *testing.F) {
 			t.Fatalf("normalized text longer than input: %q -> %q", s, out)
 		}
 	})
+}
+
+// literalRanges are the byte ranges PostgreSQL's own scanner (pg_query's, the policy's)
+// reads as literals and as comments; ok is false when it cannot scan sql, or the parser
+// refuses it (a statement that does not parse is never decided from the cache).
+func literalRanges(sql string) (lits, comments [][2]int, ok bool) {
+	if _, err := pg_query.Parse(sql); err != nil {
+		return nil, nil, false
+	}
+	res, err := pg_query.Scan(sql)
+	if err != nil {
+		return nil, nil, false
+	}
+	for _, tok := range res.Tokens {
+		r := [2]int{int(tok.Start), int(tok.End)}
+		switch tok.Token {
+		case pg_query.Token_SCONST, pg_query.Token_USCONST, pg_query.Token_BCONST, pg_query.Token_XCONST, pg_query.Token_ICONST, pg_query.Token_FCONST:
+			lits = append(lits, r)
+		case pg_query.Token_SQL_COMMENT, pg_query.Token_C_COMMENT:
+			comments = append(comments, r)
+		}
+	}
+	return lits, comments, true
+}
+
+// checkAgainstScanner holds Normalize to PostgreSQL's scanner: what it replaces is exactly
+// the literals the scanner sees (up to a prefix such as E, B, X or U&), so that two texts
+// with one cache key are one statement to the policy.
+func checkAgainstScanner(t *testing.T, sql string) {
+	if strings.IndexByte(sql, 0) >= 0 {
+		return // a statement is a C string on the wire: it cannot hold NUL
+	}
+	lits, _, ok := literalRanges(sql)
+	if !ok {
+		return
+	}
+	var got [][2]int
+	_, nok := normalize(sql, func(start, end int) { got = append(got, [2]int{start, end}) })
+	if !nok {
+		return // never cached
+	}
+	// A string continued over a newline ('a'\n'b') is one literal to the scanner, two to
+	// Normalize: join Normalize's when only whitespace lies between.
+	var joined [][2]int
+	for _, r := range got {
+		if k := len(joined) - 1; k >= 0 && strings.TrimSpace(sql[joined[k][1]:r[0]]) == "" && strings.ContainsAny(sql[joined[k][1]:r[0]], "\n\r") {
+			joined[k][1] = r[1]
+			continue
+		}
+		joined = append(joined, r)
+	}
+	require.Equal(t, len(lits), len(joined), "%q: scanner literals %v, normalized %v", sql, lits, joined)
+	for i := range lits {
+		require.Equal(t, lits[i][1], joined[i][1], "%q: literal %d ends at %d for the scanner, %d for Normalize", sql, i, lits[i][1], joined[i][1])
+		require.True(t, joined[i][0] >= lits[i][0] && joined[i][0] <= lits[i][0]+2, "%q: literal %d starts at %d for the scanner, %d for Normalize", sql, i, lits[i][0], joined[i][0])
+	}
+}
+
+func TestNormalizeAgreesWithThePostgreSQLScanner(t *testing.T) {
+	for _, sql := range normalizeCorpus {
+		checkAgainstScanner(t, sql)
+	}
+}
+
+// normalizeCorpus holds the lexical corners: comments ending at \r, nested comments,
+// E'' strings with escaped quotes, U& strings, dollar quotes, continuation strings,
+// quoted identifiers, numbers in every form.
+var normalizeCorpus = []string{
+	"select 1", "select --\r'\n', id from t --'\n", "select --\r'\n' ; select 2 --'\n", "select 1 --x\r\n, 2",
+	"select /* a /* b */ c */ 'x'", "select E'a\\'b', e'\\\\', 'c'", "select U&'\\0041', U&\"x\"", "select $$a$$, $t$ 'x' $t$, $1",
+	"select 'a'\n'b', 'c' 'd'", `select "a""b", "x'y"`, "select 1e5, .5, 1.5e-3, 0x1F, 1_000, 0b101, 0o17",
+	"select b'0101', x'ff', n'abc'", "select a$b from t", "select 'x'::text", "select E'\\'' from t -- '",
+	"select 1/*'*/, '*/'", "select $a$ $b$ $a$", "select 1--\n, 2", "select '--', '/*'", "select e'--\\''",
+}
+
+func FuzzNormalizeAgreesWithThePostgreSQLScanner(f *testing.F) {
+	for _, s := range normalizeCorpus {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, sql string) { checkAgainstScanner(t, sql) })
 }
