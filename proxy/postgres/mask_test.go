@@ -146,7 +146,7 @@ func TestMasking(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "3", string(res[0].Rows[0][0]))
 	})
-	t.Run("a comment ended by a carriage return does not make two statements one cache key", func(t *testing.T) {
+	t.Run("a comment ended by a carriage return: the statement is what PostgreSQL reads", func(t *testing.T) {
 		c, err := pgconn.Connect(ctx, env.connTo("app-masked", ""))
 		require.NoError(t, err)
 		defer c.Close(ctx)

@@ -108,3 +108,22 @@ func TestRevisionAnnouncementDropsTheCache(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	require.False(t, c.Decide(ctx, req("a", nil, "select 3")).Cached, "decisions of the old revision are gone")
 }
+
+// Statements that PostgreSQL reads differently never share a cached decision, however
+// their text is spelled to make a naive tokenizer read them alike.
+func TestCacheKeysFollowThePostgreSQLScanner(t *testing.T) {
+	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 5, Cacheable: true}}
+	c := newCache(t, next, time.Minute)
+	ctx := context.Background()
+	for _, pair := range [][2]string{
+		{"select --\r'\n', id from t --'\n", "select --\r'\n', secret from t --'\n"},
+		{"select --\r'\n' ; select 1 --'\n", "select --\r'\n' ; update t set x = 1 --'\n"},
+		{"select 0xe+1 from t", "select 0xe-secret from t"},
+		{"select 1e5 from t", "select 1e-secret from t"},
+	} {
+		before := next.calls
+		c.Decide(ctx, req("a", nil, pair[0]))
+		c.Decide(ctx, req("a", nil, pair[1]))
+		require.Equal(t, before+2, next.calls, "%q then %q: the second must be decided, not served the first's decision", pair[0], pair[1])
+	}
+}
