@@ -110,35 +110,45 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// with analyses the CTEs of a WITH clause into sc, each visible to the ones after it (and,
-// WITH RECURSIVE, to itself).
+// with analyses the CTEs of a WITH clause into sc, each visible to the ones after it. WITH
+// RECURSIVE makes every CTE of the clause visible to every one, itself and later ones
+// included: a name there never stands for a table of that name.
 func (a *analyzer) with(w *pg_query.WithClause, sc *scope) {
+	var ctes []*pg_query.CommonTableExpr
 	for _, n := range w.Ctes {
-		ce := n.GetCommonTableExpr()
-		if ce == nil {
-			continue
+		if ce := n.GetCommonTableExpr(); ce != nil {
+			ctes = append(ctes, ce)
 		}
-		c := &cte{name: ce.Ctename}
-		aliases := names(ce.Aliascolnames)
-		if w.Recursive {
-			// The recursive term refers to the CTE: its columns come from the non-recursive
-			// term first, then from the whole query.
-			if sel := ce.Ctequery.GetSelectStmt(); sel != nil && sel.Op != pg_query.SetOperation_SETOP_NONE && sel.Larg != nil {
-				c.cols = rename(a.selectStmt(sel.Larg, sc), aliases)
-			}
+	}
+	if !w.Recursive {
+		for _, ce := range ctes {
+			c := &cte{name: ce.Ctename, done: true}
+			c.cols = rename(a.query(ce.Ctequery, sc), names(ce.Aliascolnames))
 			sc.ctes = append(sc.ctes, c)
-			cols := rename(a.query(ce.Ctequery, sc), aliases)
-			for i := range cols {
-				if i < len(c.cols) {
-					cols[i].src = union(cols[i].src, c.cols[i].src)
-					cols[i].bare = false
-				}
-			}
-			c.cols = cols
-			continue
 		}
-		c.cols = rename(a.query(ce.Ctequery, sc), aliases)
-		sc.ctes = append(sc.ctes, c)
+		return
+	}
+	placeholders := make([]*cte, len(ctes))
+	for i, ce := range ctes {
+		placeholders[i] = &cte{name: ce.Ctename}
+		sc.ctes = append(sc.ctes, placeholders[i])
+	}
+	for i, ce := range ctes {
+		c := placeholders[i]
+		aliases := names(ce.Aliascolnames)
+		// The recursive term refers to the CTE: its columns come from the non-recursive
+		// term first, then from the whole query.
+		if sel := ce.Ctequery.GetSelectStmt(); sel != nil && sel.Op != pg_query.SetOperation_SETOP_NONE && sel.Op != pg_query.SetOperation_SET_OPERATION_UNDEFINED && sel.Larg != nil {
+			c.cols, c.done = rename(a.selectStmt(sel.Larg, sc), aliases), true
+		}
+		cols := rename(a.query(ce.Ctequery, sc), aliases)
+		for i := range cols {
+			if i < len(c.cols) {
+				cols[i].src = union(cols[i].src, c.cols[i].src)
+				cols[i].bare = false
+			}
+		}
+		c.cols, c.done = cols, true
 	}
 }
 
@@ -170,6 +180,10 @@ func (a *analyzer) targets(list []*pg_query.Node, sc *scope) []column {
 				continue
 			}
 		}
+		if ind := rt.Val.GetAIndirection(); ind != nil && len(ind.Indirection) > 0 && ind.Indirection[len(ind.Indirection)-1].GetAStar() != nil {
+			cols = append(cols, a.compositeStar(ind, sc)...)
+			continue
+		}
 		src, bare := a.exprBare(rt.Val, sc)
 		name := rt.Name
 		if name == "" {
@@ -178,6 +192,46 @@ func (a *analyzer) targets(list []*pg_query.Node, sc *scope) []column {
 		cols = append(cols, column{name: name, src: src, bare: bare})
 	}
 	return cols
+}
+
+// compositeStar expands (expr).*: one result column per field of a composite value. Its
+// fields are known when expr is a whole row of a FROM item, or a cast to a relation's row
+// type; otherwise how many columns come back is not known, which is unresolved.
+func (a *analyzer) compositeStar(ind *pg_query.A_Indirection, sc *scope) []column {
+	src := a.expr(ind.Arg, sc)
+	for _, n := range ind.Indirection[:len(ind.Indirection)-1] {
+		src = union(src, a.expr(n, sc))
+	}
+	if len(ind.Indirection) == 1 {
+		if cr := ind.Arg.GetColumnRef(); cr != nil {
+			if p := names(cr.Fields); len(p) == len(cr.Fields) && len(p) > 0 {
+				if _, known := a.columnsNamed(p[len(p)-1], sc); !known || len(p) > 1 {
+					if it := a.findItem(p, sc); it != nil && !it.unknown {
+						return it.cols // (t).* is t.*
+					}
+				}
+			}
+		}
+		if tc := ind.Arg.GetTypeCast(); tc != nil && tc.TypeName != nil {
+			if p := names(tc.TypeName.Names); len(p) > 0 && len(tc.TypeName.ArrayBounds) == 0 {
+				schema := ""
+				if len(p) > 1 {
+					schema = p[len(p)-2]
+				}
+				if rels := a.cat.lookup(schema, p[len(p)-1]); len(rels) == 1 {
+					var cols []column
+					for _, name := range rels[0].Columns {
+						if name != "" {
+							cols = append(cols, column{name: name, src: src})
+						}
+					}
+					return cols
+				}
+			}
+		}
+	}
+	a.unresolved("the fields of a composite value expanded with .*")
+	return []column{{name: "?column?", src: src}}
 }
 
 // star expands * (every column of the FROM clause) or t.* (every column of t).
@@ -535,8 +589,15 @@ func (a *analyzer) relationItem(rv *pg_query.RangeVar, sc *scope) *fromItem {
 	if rv.Schemaname == "" {
 		for s := sc; s != nil; s = s.parent {
 			for i := len(s.ctes) - 1; i >= 0; i-- {
-				if s.ctes[i].name == rv.Relname {
-					it.cols = rename(s.ctes[i].cols, aliasCols)
+				if c := s.ctes[i]; c.name == rv.Relname {
+					if !c.done {
+						// A CTE of a WITH RECURSIVE referred to before its columns are known
+						// (a later one, or itself without a non-recursive term).
+						a.unresolved("CTE %s, referred to before it is defined (WITH RECURSIVE)", c.name)
+						it.unknown = true
+						return it
+					}
+					it.cols = rename(c.cols, aliasCols)
 					return it
 				}
 			}

@@ -173,6 +173,14 @@ func TestLineageMasking(t *testing.T) {
 		{sql: "select * from notes", why: "several schemas (crm.notes, public.notes)"},
 		{sql: "select most_common_vals from pg_stats", why: "other tables"},
 		{sql: "select 1 === 1", why: "not built in"},
+		// (expr).* is a column per field.
+		{sql: "select (row(c.id, c.id, '.' || c.card_number, 0, null)::orders).* from customers c", want: masked{0: "redact", 1: "redact", 2: "redact", 3: "redact", 4: "redact"}},
+		{sql: "select (c).* from customers c", want: masked{2: "hmac", 3: "partial"}},
+		{sql: "select (c).* , 1 from customers c", want: masked{2: "hmac", 3: "partial"}},
+		{sql: "select (row(c.id, c.card_number)).* from customers c", why: "expanded with .*"},
+		// Under WITH RECURSIVE a later CTE's name is the CTE, not the table.
+		{sql: "with recursive a as (select id, item from orders), orders as (select id, '.' || card_number as item from customers) select * from a", why: "referred to before it is defined"},
+		{sql: "with recursive a as (select * from b), b as (select card_number from customers) select * from a", why: "referred to before it is defined"},
 		{sql: "copy (select id, card_number from customers) to stdout with (format csv)", why: "COPY in csv format"},
 		{sql: "copy customers to stdout csv", why: "COPY in csv format"},
 		{sql: "copy customers to stdout with (delimiter ',')", why: "COPY with delimiter"},
