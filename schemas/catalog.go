@@ -27,7 +27,8 @@ type Catalog struct {
 	// user-defined and from extensions.
 	Functions []CatalogFunction `json:"functions"`
 	// Builtins are the built-in function names by volatility ("i", "s", "v"); a name with
-	// overloads of several volatilities is under the most volatile.
+	// overloads of several volatilities is under the most volatile. A name in none of them
+	// and not in Functions is not known (created since the catalog was read?).
 	Builtins map[string][]string `json:"builtins"`
 	// Operators are the names of operators that are not built in: a statement that uses
 	// one runs user code.

@@ -170,6 +170,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	sess.Resolve = c.resolve
 	c.cat = c.srv.cats.of(st.resource)
 	sess.CatalogVersion = c.cat.version
+	sess.SchemaChanged = c.ddlDone.Load
 	log := s.log.With("session", sess.ID, "sub", st.identity.Subject, "resource", st.resource.Name)
 
 	if err := sess.Start(ctx, &schemas.SessionStart{Protocol: "postgres", ClientAddr: st.conn.RemoteAddr().String(),
@@ -614,7 +615,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		if c.codeBeforeSync {
 			// Still before the Sync of a statement that runs unseen code: the backend
 			// reports a changed setting only at the Sync, and would read this one with it.
-			c.respond(encode(pgError("ERROR", "0A000", "Gatehouse: the statement before this one runs code the gateway cannot see into (a DO block, or a function that is not built in), which may change how statements are read; send a Sync before the next statement", "")))
+			c.respond(encode(pgError("ERROR", "0A000", "Gatehouse: the statement before this one changes the schema or runs code the gateway cannot see into (a DO block, or a function that is not built in), which may change what later statements mean; send a Sync before the next statement", "")))
 			if typ != 'P' {
 				c.respond(c.readyForQuery())
 				return nil, nil
@@ -667,7 +668,9 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 			c.respond(append(encode(pgError("ERROR", "42501", "Gatehouse cannot apply the masking policy: "+err.Error(), "")), c.readyForQuery()...))
 			return nil, nil
 		}
-		en := &entry{kind: 'Q', res: c.sess.NewResult(q), mask: rm, ddl: q.Decision.DDL, barrier: q.Decision.Code}
+		// A statement that runs unseen code, or changes the schema, is a barrier: the next
+		// is decided once it is done (and the session's schema change is known).
+		en := &entry{kind: 'Q', res: c.sess.NewResult(q), mask: rm, ddl: q.Decision.DDL, barrier: q.Decision.Code || q.Decision.DDL}
 		if len(c.lastOps) > 0 {
 			en.ops, en.opsQ = c.lastOps, q
 			c.nameOpsInFlight.Add(1)
@@ -810,7 +813,7 @@ func (c *conn) onClientMessage(ctx context.Context, typ byte, raw, body []byte) 
 		}
 		c.sentSinceSync = true
 		en := &entry{kind: 'E', res: c.sess.NewResult(q), mask: rm, ddl: q.Decision.DDL}
-		if q.Decision.Code {
+		if q.Decision.Code || q.Decision.DDL {
 			c.codeBeforeSync = true
 		}
 		if len(ops) > 0 {

@@ -87,7 +87,11 @@ func cacheKey(req *policy.Request, normalized string) string {
 	groups := slices.Clone(id.Groups)
 	slices.Sort(groups)
 	var b strings.Builder
-	for _, s := range []string{id.Issuer, id.Subject, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.CatalogVersion, normalized} {
+	changed := ""
+	if req.SchemaChanged {
+		changed = "changed"
+	}
+	for _, s := range []string{id.Issuer, id.Subject, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.CatalogVersion, changed, normalized} {
 		b.WriteString(s)
 		b.WriteByte(0)
 	}

@@ -75,6 +75,9 @@ type Session struct {
 	// CatalogVersion, when set, is the version of the resource's catalog the proxy has
 	// published: decisions are asked, and cached, for it.
 	CatalogVersion func() string
+	// SchemaChanged, when set, says the session changed the schema in its open
+	// transaction (the catalog does not show it yet).
+	SchemaChanged func() bool
 
 	grants  map[string]bool // grants statements were allowed under
 	queries uint64          // statements received
@@ -530,6 +533,9 @@ func (s *Session) request(sql string) *policy.Request {
 	}
 	if s.CatalogVersion != nil {
 		r.CatalogVersion = s.CatalogVersion()
+	}
+	if s.SchemaChanged != nil {
+		r.SchemaChanged = s.SchemaChanged()
 	}
 	return r
 }

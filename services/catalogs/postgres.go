@@ -69,11 +69,10 @@ func ReadPostgres(ctx context.Context, cfg *pgconn.Config, resource string) (*sc
 	for _, r := range rows {
 		c.Functions = append(c.Functions, schemas.CatalogFunction{Schema: r[0], Name: r[1], Kind: r[2], Volatility: r[3], Language: r[4]})
 	}
-	// Built-in names under their most volatile overload ('i' < 's' < 'v'); immutable ones
-	// are left out (a name in neither list is immutable, or not a function).
+	// Built-in names under their most volatile overload ('i' < 's' < 'v').
 	if rows, err = query(ctx, conn, `SELECT v, json_agg(proname ORDER BY proname) FROM (
 		SELECT proname, max(provolatile) AS v FROM pg_catalog.pg_proc WHERE oid < 16384 GROUP BY proname) s
-		WHERE v <> 'i' GROUP BY v`); err != nil {
+		GROUP BY v`); err != nil {
 		return nil, err
 	}
 	for _, r := range rows {

@@ -21,6 +21,7 @@ type Catalog struct {
 	functions map[string][]schemas.CatalogFunction // name → the non-built-in functions of that name
 	volatile  map[string]bool                      // built-in names with a volatile overload
 	stable    map[string]bool                      // built-in names with a stable (and no volatile) overload
+	builtin   map[string]bool                      // every built-in function name
 	operators map[string]bool
 	types     map[string]bool // qualified and bare names of types whose casts run user code
 	trusted   map[string]bool // schema.name of functions the resource's owner vouches for
@@ -47,11 +48,11 @@ func NewCatalog(c *schemas.Catalog) (*Catalog, error) {
 	if c == nil {
 		return nil, errors.New("no catalog")
 	}
-	if len(c.Builtins["v"]) == 0 {
-		return nil, fmt.Errorf("catalog of resource %s lists no built-in volatile functions: it is incomplete", c.Resource)
+	if len(c.Builtins["v"]) == 0 || len(c.Builtins["i"]) == 0 {
+		return nil, fmt.Errorf("catalog of resource %s lacks the built-in functions: it is incomplete (read by an older gateway?)", c.Resource)
 	}
 	ix := &Catalog{src: c, relations: map[string][]*relation{}, byQName: map[string]*relation{}, byOID: map[uint32]*relation{},
-		functions: map[string][]schemas.CatalogFunction{}, volatile: map[string]bool{}, stable: map[string]bool{},
+		functions: map[string][]schemas.CatalogFunction{}, volatile: map[string]bool{}, stable: map[string]bool{}, builtin: map[string]bool{},
 		operators: map[string]bool{}, types: map[string]bool{}, trusted: map[string]bool{}, views: map[*relation]*viewLineage{}}
 	for _, f := range c.Trusted {
 		ix.trusted[f] = true
@@ -73,6 +74,11 @@ func NewCatalog(c *schemas.Catalog) (*Catalog, error) {
 	}
 	for _, n := range c.Builtins["v"] {
 		ix.volatile[n] = true
+	}
+	for _, l := range c.Builtins {
+		for _, n := range l {
+			ix.builtin[n] = true
+		}
 	}
 	for _, n := range c.Builtins["s"] {
 		ix.stable[n] = true

@@ -141,6 +141,10 @@ type Request struct {
 	CatalogVersion string `json:"catalog_version,omitempty"`
 	// Catalog is the resource's catalog, filled in by the policy service.
 	Catalog *Catalog `json:"-"`
+	// SchemaChanged says the session changed the schema in its open transaction, after
+	// the catalog was read: writes then reach what the catalog does not say, and reads
+	// under a mask are not traced.
+	SchemaChanged bool `json:"schema_changed,omitempty"`
 	// Grants are the caller's time-boxed grants on the resource, filled in by the policy
 	// service (never taken from the request).
 	Grants []Grant `json:"grants,omitempty"`
@@ -368,7 +372,7 @@ func grantValues(gs []Grant) []any {
 // key: write `"env" in resource.labels && ...`) denies (fail closed). A statement that does
 // not parse is decided only by rules that refer to request.sql.parse_error.
 func (e *Engine) Decide(req *Request, now time.Time) Decision {
-	info := Analyze(req.SQL, AnalyzeOptions{Columns: e.needColumns, Catalog: req.Catalog})
+	info := Analyze(req.SQL, AnalyzeOptions{Columns: e.needColumns, Catalog: req.Catalog, SchemaChanged: req.SchemaChanged})
 	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables, DDL: info.DDL,
 		// A parse error's message and position depend on the literals the proxy's cache key
 		// leaves out, so it is decided anew each time.

@@ -126,6 +126,10 @@ type analyzer struct {
 	depth int
 	l     Lineage
 	note  func(protoMessage) // hears of every statement node visited
+	// changed: a statement before this one (in this list, or, as the proxy says, in the
+	// session's open transaction) changed the schema: the catalog may no longer say what
+	// a name stands for, what a write reaches, or what a function does.
+	changed bool
 }
 
 func newAnalyzer(c *Catalog) *analyzer { return &analyzer{cat: c} }
@@ -194,14 +198,18 @@ func (a *analyzer) merge(o *analyzer) {
 }
 
 // Trace analyses every statement of a parse tree against the catalog.
-func Trace(c *Catalog, tree *pg_query.ParseResult) *Lineage { return trace(c, tree, nil) }
+func Trace(c *Catalog, tree *pg_query.ParseResult) *Lineage { return trace(c, tree, nil, false) }
 
-// trace is Trace, calling note with every statement node it visits (nested ones too).
-func trace(c *Catalog, tree *pg_query.ParseResult, note func(protoMessage)) *Lineage {
+// trace is Trace, calling note with every statement node it visits (nested ones too);
+// changed says the schema has changed since the catalog was read.
+func trace(c *Catalog, tree *pg_query.ParseResult, note func(protoMessage), changed bool) *Lineage {
 	a := newAnalyzer(c)
 	a.note = note
 	for i, raw := range tree.Stmts {
+		wasChanged := a.changed
+		a.changed = changed
 		a.l.Outputs = append(a.l.Outputs, a.statement(raw.Stmt, nil))
+		changed = changed || a.changed || wasChanged
 		switch raw.Stmt.GetNode().(type) {
 		case *pg_query.Node_ExecuteStmt, *pg_query.Node_FetchStmt:
 			a.l.Opaque = append(a.l.Opaque, i)
@@ -337,6 +345,10 @@ func (a *analyzer) statement(n *pg_query.Node, sc *scope) []Output {
 		for _, p := range s.ExecuteStmt.Params {
 			a.use(UseCall, a.expr(p, &scope{}))
 		}
+	case *pg_query.Node_TransactionStmt, *pg_query.Node_VariableShowStmt, *pg_query.Node_ListenStmt, *pg_query.Node_UnlistenStmt,
+		*pg_query.Node_NotifyStmt, *pg_query.Node_DiscardStmt, *pg_query.Node_DeallocateStmt, *pg_query.Node_FetchStmt,
+		*pg_query.Node_ClosePortalStmt, *pg_query.Node_CheckPointStmt:
+		// Neither a write nor a schema change.
 	default:
 		a.ddl(n)
 	}
@@ -358,9 +370,41 @@ func outputs(cols []column) []Output {
 // renaming, altering, dropping, indexing, adding triggers or rules to a table all change
 // it.
 func (a *analyzer) ddl(n *pg_query.Node) {
+	a.changed = true
 	action := "alter"
+	switch v := n.Node.(type) {
+	case *pg_query.Node_RenameStmt:
+		if v.RenameStmt.RenameType == pg_query.ObjectType_OBJECT_SCHEMA {
+			// Every relation of the schema changes its name (and leaves the policy's).
+			a.writeSchema(v.RenameStmt.Subname, "alter")
+			return
+		}
+	case *pg_query.Node_AlterOwnerStmt:
+		if v.AlterOwnerStmt.ObjectType == pg_query.ObjectType_OBJECT_SCHEMA {
+			if s, ok := strNode(v.AlterOwnerStmt.Object); ok {
+				a.writeSchema(s, "alter")
+			}
+		}
+	case *pg_query.Node_DropOwnedStmt:
+		a.code("DROP OWNED (it drops every object the role owns)")
+		return
+	case *pg_query.Node_ReassignOwnedStmt:
+		a.code("REASSIGN OWNED (it hands every object the role owns to another)")
+		return
+	}
 	if d, ok := n.Node.(*pg_query.Node_DropStmt); ok {
 		action = "drop"
+		if d.DropStmt.Behavior == pg_query.DropBehavior_DROP_CASCADE {
+			a.code("DROP ... CASCADE (what it drops with its objects is not seen)")
+		}
+		if d.DropStmt.RemoveType == pg_query.ObjectType_OBJECT_SCHEMA {
+			for _, o := range d.DropStmt.Objects {
+				if s, ok := strNode(o); ok {
+					a.writeSchema(s, action)
+				}
+			}
+			return
+		}
 		switch d.DropStmt.RemoveType {
 		case pg_query.ObjectType_OBJECT_TABLE, pg_query.ObjectType_OBJECT_VIEW, pg_query.ObjectType_OBJECT_MATVIEW,
 			pg_query.ObjectType_OBJECT_FOREIGN_TABLE, pg_query.ObjectType_OBJECT_SEQUENCE, pg_query.ObjectType_OBJECT_INDEX:
@@ -405,6 +449,15 @@ func (a *analyzer) noteNode(n *pg_query.Node) {
 	m := n.ProtoReflect()
 	if f := m.WhichOneof(m.Descriptor().Oneofs().Get(0)); f != nil {
 		a.note(m.Get(f).Message())
+	}
+}
+
+// writeSchema records a write of every relation of a schema.
+func (a *analyzer) writeSchema(schema, action string) {
+	for _, r := range a.cat.byQName {
+		if r.Schema == schema {
+			a.writeVia(r.qname, action, "schema "+schema)
+		}
 	}
 }
 

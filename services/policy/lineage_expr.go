@@ -257,6 +257,9 @@ func funcName(parts []*pg_query.Node) (string, string) {
 // is.
 func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) []string {
 	schema, name := funcName(fc.Funcname)
+	if src, ok := a.fieldSelection(fc, schema, name, sc); ok {
+		return src
+	}
 	a.l.Functions = appendUnique(a.l.Functions, name)
 	var src []string
 	for _, arg := range fc.Args {
@@ -280,6 +283,32 @@ func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) []string {
 		a.use(UseCall, src)
 	}
 	return src
+}
+
+// fieldSelection resolves col(t), PostgreSQL's functional notation for t.col, which it
+// takes when no function of that name exists and the one argument is a row with such a
+// column.
+func (a *analyzer) fieldSelection(fc *pg_query.FuncCall, schema, name string, sc *scope) ([]string, bool) {
+	if len(fc.Args) != 1 || schema != "" || fc.AggStar || fc.Over != nil || len(a.cat.functions[name]) > 0 || a.cat.builtin[name] {
+		return nil, false
+	}
+	cr := fc.Args[0].GetColumnRef()
+	if cr == nil {
+		return nil, false
+	}
+	p := names(cr.Fields)
+	if len(p) != len(cr.Fields) || len(p) == 0 {
+		return nil, false
+	}
+	if _, known := a.columnsNamed(p[len(p)-1], sc); known && len(p) == 1 {
+		return nil, false // a column of composite type: not traced here
+	}
+	it := a.findItem(p, sc)
+	if it == nil {
+		return nil, false
+	}
+	c, ok := findColumn(it, name)
+	return c.src, ok
 }
 
 // readsByName are built-in functions that read relations or run SQL named in their
@@ -311,6 +340,13 @@ var harmlessVolatile = map[string]bool{
 // cannot see into.
 func (a *analyzer) classify(schema, name string, fc *pg_query.FuncCall) bool {
 	effects := false
+	if len(a.cat.functions[name]) == 0 && !a.cat.builtin[name] {
+		// Neither built in nor in the catalog: created since it was read (in this statement
+		// list, or this transaction), or the server does not have it.
+		a.code("function %s, which the catalog does not know (created since it was read?)", qualify(schema, name))
+		a.unresolved("function %s, which the catalog does not know", qualify(schema, name))
+		return true
+	}
 	for _, f := range a.cat.functions[name] {
 		if (schema != "" && schema != f.Schema) || a.cat.trusted[f.Schema+"."+f.Name] {
 			continue

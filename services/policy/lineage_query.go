@@ -603,6 +603,9 @@ func (a *analyzer) relationItem(rv *pg_query.RangeVar, sc *scope) *fromItem {
 			}
 		}
 	}
+	if a.changed {
+		a.unresolved("relation %s after a schema change in this transaction or statement list (the catalog was read before it)", qualify(rv.Schemaname, rv.Relname))
+	}
 	rels := a.cat.lookup(rv.Schemaname, rv.Relname)
 	switch len(rels) {
 	case 0:

@@ -275,6 +275,16 @@ func TestLineageWrites(t *testing.T) {
 		{sql: "create table t2 as select * from customers", effect: "allow", writes: []string{"public.t2:create"}},
 		{sql: "call nosuch()", effect: "require_approval", code: "procedure nosuch"},
 		{sql: "select nextval('orders_id_seq')", effect: "allow"},
+		// Code created in the same statement list runs what the catalog does not show.
+		{sql: "create function g() returns int language sql as 'update customers set name = name returning 1'; select g()", effect: "require_approval", code: "function g, which the catalog does not know"},
+		{sql: "create function f() returns trigger language plpgsql as $$ begin return new; end $$; create trigger t after update on orders for each row execute function f(); update orders set amount = amount where id = 1",
+			effect: "require_approval", code: "after a schema change"},
+		{sql: "select pg_temp.g()", effect: "require_approval", code: "function pg_temp.g"},
+		// A schema's objects change with it.
+		{sql: "alter schema public rename to pub2", effect: "require_approval", writes: []string{"public.customers:alter"}},
+		{sql: "drop schema public cascade", effect: "require_approval", writes: []string{"public.customers:drop"}},
+		{sql: "drop owned by current_user", effect: "require_approval", code: "DROP OWNED"},
+		{sql: "drop type if exists sometype cascade", effect: "require_approval", code: "CASCADE"},
 	} {
 		t.Run(tc.sql, func(t *testing.T) {
 			d := db.decide(t, e, "writers", tc.sql)
@@ -294,6 +304,15 @@ func TestLineageWrites(t *testing.T) {
 			require.False(t, info.ReadOnly)
 		})
 	}
+	// After a schema change in the session's open transaction, a write reaches what the
+	// catalog does not show.
+	d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: []string{"writers"}}, Resource: policy.Resource{Name: "db", Type: "postgres"},
+		SQL: "update orders set amount = 1 where id = 1", Catalog: db.cat, SchemaChanged: true}, time.Now())
+	require.Equal(t, "require_approval", d.Effect, d.Reason)
+	d = e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: []string{"readers"}}, Resource: policy.Resource{Name: "db", Type: "postgres"},
+		SQL: "select * from customer_cards", Catalog: db.cat, SchemaChanged: true}, time.Now())
+	require.Equal(t, "deny", d.Effect, d.Reason)
+	require.Contains(t, d.Reason, "after a schema change")
 	// Reads stay reads.
 	for _, sql := range []string{"select * from public.orders", "select * from customer_cards", "select now(), random()", "explain select * from customers", "select shout(name) from customers"} {
 		info := policy.Analyze(sql, policy.AnalyzeOptions{Catalog: db.cat})

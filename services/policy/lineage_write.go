@@ -217,6 +217,9 @@ func (a *analyzer) writeRelation(rv *pg_query.RangeVar, action string, cascade b
 	if rv == nil {
 		return
 	}
+	if a.changed {
+		a.code("a write to %s after a schema change in this transaction or statement list: what it reaches (triggers, rules, views) is not in the catalog yet", qualify(orPublic(rv.Schemaname), rv.Relname))
+	}
 	rels := a.cat.lookup(rv.Schemaname, rv.Relname)
 	if len(rels) == 0 {
 		name := qualify(orPublic(rv.Schemaname), rv.Relname)

@@ -68,6 +68,7 @@ var testCatalog = func() *policy.Catalog {
 		Builtins: map[string][]string{
 			"v": {"nextval", "setval", "lo_unlink", "pg_terminate_backend", "set_config", "random", "pg_sleep", "pg_notify"},
 			"s": {"now", "current_setting", "pg_backend_pid"},
+			"i": {"count", "sum", "avg", "min", "max", "upper", "lower", "length", "textcat"},
 		}})
 	if err != nil {
 		panic(err)

@@ -51,6 +51,9 @@ type AnalyzeOptions struct {
 	Columns bool
 	// Catalog resolves the statement against the resource's catalog (lineage).
 	Catalog *Catalog
+	// SchemaChanged says the session changed the schema since the catalog was read (in
+	// its open transaction): what the catalog says may no longer hold.
+	SchemaChanged bool
 }
 
 // writingFunctions are functions that change state though called from a SELECT.
@@ -109,7 +112,7 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	if opts.Catalog != nil {
 		// The lineage analysis visits every statement, nested ones included: kinds are
 		// noted on the way (walking the whole tree again cost more than the analysis).
-		lin := trace(opts.Catalog, tree, func(m protoreflect.Message) { noteKind(m, kinds, &info, nil) })
+		lin := trace(opts.Catalog, tree, func(m protoreflect.Message) { noteKind(m, kinds, &info, nil) }, opts.SchemaChanged)
 		info.Lineage = lin
 		for _, w := range lin.Writes {
 			if k := writeKinds[w.Action]; k != "" && w.Via == "" {
