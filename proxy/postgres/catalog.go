@@ -166,6 +166,28 @@ func (cs *catalogs) refreshLoop(ctx context.Context) {
 	}
 }
 
+// anyMasked reports whether table oid has a column m masks (false when the catalog does
+// not know the table: a caller masks it anyway).
+func (rc *resourceCatalog) anyMasked(oid uint32, m interface{ Column(string) (string, bool) }) bool {
+	st := rc.cur.Load()
+	if st == nil {
+		return true
+	}
+	cols, ok := st.names[oid]
+	if !ok {
+		return true
+	}
+	for _, c := range cols {
+		if c == "" {
+			continue
+		}
+		if _, masked := m.Column(st.columns[oid] + c); masked {
+			return true
+		}
+	}
+	return false
+}
+
 // markStale notes that a session changed the schema of res: the catalog is read again
 // before the next decision.
 func (cs *catalogs) markStale(res *config.Resource) { cs.of(res).stale.Store(true) }

@@ -34,6 +34,7 @@ type colPlan struct {
 	name   string
 	method string // masking method, "" when the column is not masked as such
 	by     string // the source column(s)
+	whole  bool   // computed from a masked column: NULL is masked too
 	text   bool   // a text-like type: masked as a string (other types: masked values become NULL)
 	binary bool   // binary format
 }
@@ -67,19 +68,31 @@ func (rm *resultMask) nextStatement() {
 // columnMethod is how result column i of the current statement is masked by the
 // decision's plan: by its source columns' methods, or, without a plan for the statement,
 // redacted whenever the decision masks any column (fail closed).
-func (rm *resultMask) columnMethod(i int) (method, by string) {
+func (rm *resultMask) columnMethod(i int) (method, by string, whole bool) {
 	if !rm.planned || rm.index >= len(rm.outputs) || slices.Contains(rm.opaque, rm.index) {
 		if rm.m.HasColumns() {
-			return mask.Redact, "no masking plan for this statement"
+			return mask.Redact, "no masking plan for this statement", true
 		}
-		return "", ""
+		return "", "", false
 	}
 	for _, o := range rm.outputs[rm.index] {
 		if o.Column == i {
-			return o.Method, o.By
+			return o.Method, o.By, o.Whole
 		}
 	}
-	return "", ""
+	return "", "", false
+}
+
+// sensitive reports whether the current statement computes on masked columns: then what
+// PostgreSQL says of it (an error, a notice) may quote their values.
+func (rm *resultMask) sensitive() bool {
+	if !rm.m.HasColumns() {
+		return false
+	}
+	if !rm.planned || rm.index >= len(rm.outputs) || slices.Contains(rm.opaque, rm.index) {
+		return true
+	}
+	return len(rm.outputs[rm.index]) > 0
 }
 
 // planFor decides the masking of each result column: the decision's plan, and as a second
@@ -91,11 +104,17 @@ func (c *conn) planFor(rm *resultMask, cols []schemas.Column) {
 	plan := make([]colPlan, len(cols))
 	for i, col := range cols {
 		p := colPlan{name: col.Name, text: textTypes[col.TypeOID], binary: col.Format == 1}
-		p.method, p.by = rm.columnMethod(i)
+		p.method, p.by, p.whole = rm.columnMethod(i)
 		if rm.m.HasColumns() && col.TableOID != 0 {
-			src, ok := rm.cat.column(col.TableOID, col.Attnum)
-			if !ok {
+			if col.Attnum == 0 {
+				// A whole row of a table: masked whole when the table has a masked column.
+				if rm.cat.anyMasked(col.TableOID, rm.m) {
+					stricter(&p, mask.Redact, "a whole row of a table with masked columns")
+					p.whole = true
+				}
+			} else if src, ok := rm.cat.column(col.TableOID, col.Attnum); !ok {
 				stricter(&p, mask.Redact, "a source column missing from the catalog")
+				p.whole = true
 			} else if method, ok := rm.m.Column(src); ok {
 				stricter(&p, method, src)
 			}
@@ -126,15 +145,20 @@ func (c *conn) maskRow(rm *resultMask, res *session.Result, raw []byte, values [
 	}
 	changed := false
 	for i, v := range values {
-		if v == nil {
-			continue
-		}
 		var p colPlan
 		if i < len(rm.plan) {
 			p = rm.plan[i]
 		} else {
 			// Not described: the decision's plan alone (every column, without one).
-			p.method, p.by = rm.columnMethod(i)
+			p.method, p.by, p.whole = rm.columnMethod(i)
+		}
+		if v == nil {
+			if p.method != "" && p.whole && p.text {
+				// NULL or not would answer whatever the expression asked of the column.
+				values[i] = rm.m.Whole(mask.Redact, nil)
+				changed = true
+			}
+			continue
 		}
 		switch {
 		case p.method != "":
@@ -187,7 +211,7 @@ func (c *conn) maskCopyLine(rm *resultMask, res *session.Result, line []byte) []
 			body = f[:len(f)-1]
 		}
 		var out []byte
-		method, by := rm.columnMethod(i)
+		method, by, _ := rm.columnMethod(i)
 		switch {
 		case method != "":
 			out = rm.m.Whole(method, body)
@@ -281,9 +305,37 @@ func encodeDataRow(values [][]byte) []byte {
 // maskedNoticeFields are the fields of ErrorResponse/NoticeResponse that can hold data.
 var maskedNoticeFields = []byte{'M', 'D', 'H', 'W', 'q'}
 
+// withheldFields are the fields of an error or notice of a statement that computes on
+// masked columns that are withheld whole: PostgreSQL quotes values in them, in every
+// class (relation "4111..." does not exist, invalid byte sequence 0x41 0x11, ...).
+var withheldFields = []byte{'M', 'D', 'H', 'W', 'q'}
+
 // maskNotice returns the message (an ErrorResponse or NoticeResponse, type byte typ, body)
 // with its fields masked for rm, and the masked message text.
 func maskNotice(rm *resultMask, typ byte, body []byte) (raw []byte, message string) {
+	if rm.sensitive() {
+		fields, ok := noticeFields(body)
+		if ok {
+			code := ""
+			for _, f := range fields {
+				if f[0] == "C" {
+					code = f[1]
+				}
+			}
+			out := fields[:0]
+			for _, f := range fields {
+				switch {
+				case f[0] == "M":
+					f[1] = "Gatehouse: PostgreSQL's message is withheld: this statement computes on masked columns, and the message could quote their values (SQLSTATE " + code + ")"
+					message = f[1]
+				case len(f[0]) == 1 && slices.Contains(withheldFields, f[0][0]):
+					continue
+				}
+				out = append(out, f)
+			}
+			return encodeNotice(typ, out), message
+		}
+	}
 	fields, ok := noticeFields(body)
 	if !ok {
 		// A message the proxy cannot read is not passed on as it is.

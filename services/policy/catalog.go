@@ -136,14 +136,18 @@ func (c *Catalog) ColumnsOf(qname string) []string {
 // children are the relations that inherit from qname (partitions included), at any depth.
 func (c *Catalog) children(qname string) []*relation {
 	var out []*relation
+	seen := map[string]bool{qname: true}
 	var add func(string, int)
 	add = func(q string, depth int) {
 		if depth > maxDepth {
 			return
 		}
 		for _, k := range c.kids[q] {
-			out = append(out, k)
-			add(k.qname, depth+1)
+			if !seen[k.qname] {
+				seen[k.qname] = true
+				out = append(out, k)
+				add(k.qname, depth+1)
+			}
 		}
 	}
 	add(qname, 0)

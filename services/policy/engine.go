@@ -58,6 +58,9 @@ type MaskedOutput struct {
 	Column int    `json:"column"`
 	Method string `json:"method"`
 	By     string `json:"by"`
+	// Whole: the value is computed from a masked column, not the column itself. It is
+	// masked whole, NULL included (that a computed value is NULL says something too).
+	Whole bool `json:"whole,omitempty"`
 }
 
 // MaskColumn is a source column ("schema.table.column") and how to mask it.

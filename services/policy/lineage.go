@@ -300,6 +300,10 @@ func (a *analyzer) statement(n *pg_query.Node, sc *scope) []Output {
 	case *pg_query.Node_PrepareStmt:
 		return a.statement(s.PrepareStmt.Query, sc)
 	case *pg_query.Node_CreateTableAsStmt:
+		if s.CreateTableAsStmt.Query.GetExecuteStmt() != nil {
+			// CREATE TABLE ... AS EXECUTE: the rows are those of a prepared statement.
+			a.unresolved("CREATE TABLE AS EXECUTE (the rows come from a statement prepared earlier)")
+		}
 		out := a.statement(s.CreateTableAsStmt.Query, sc)
 		for _, o := range out {
 			a.use(UseWrite, o.Sources)
@@ -424,13 +428,18 @@ func (a *analyzer) ddl(n *pg_query.Node) {
 		}
 		return
 	}
-	if _, ok := n.Node.(*pg_query.Node_CreateStmt); ok {
-		action = "create"
+	var created *pg_query.RangeVar
+	if cs, ok := n.Node.(*pg_query.Node_CreateStmt); ok {
+		created = cs.CreateStmt.Relation
+		a.write(rangeVarName(a, created), "create")
+		action = "alter" // the tables it names otherwise (LIKE, INHERITS, REFERENCES) change too
 	}
 	walk(n.ProtoReflect(), func(m protoMessage) {
 		switch v := m.Interface().(type) {
 		case *pg_query.RangeVar:
-			a.writeNamed(v.Schemaname, v.Relname, action)
+			if v != created {
+				a.writeNamed(v.Schemaname, v.Relname, action)
+			}
 		case *pg_query.Node:
 		default:
 			// Statements inside a schema change (a rule's actions) have kinds too.

@@ -326,10 +326,10 @@ var readsByName = map[string]bool{
 }
 
 // harmlessVolatile are built-in volatile functions that change nothing another statement
-// or session could see.
+// or session could see. (pg_sleep is not: a sleep that depends on a masked value tells it.)
 var harmlessVolatile = map[string]bool{
 	"random": true, "random_normal": true, "gen_random_uuid": true, "clock_timestamp": true, "timeofday": true,
-	"pg_sleep": true, "pg_sleep_for": true, "pg_sleep_until": true, "currval": true, "lastval": true,
+	"currval": true, "lastval": true,
 	"pg_stat_clear_snapshot": true, "txid_current_if_assigned": true, "pg_current_xact_id_if_assigned": true,
 	"pg_backend_pid": true, "inet_client_addr": true, "now": true, "statement_timestamp": true, "transaction_timestamp": true,
 }

@@ -136,19 +136,62 @@ func (a *analyzer) with(w *pg_query.WithClause, sc *scope) {
 	for i, ce := range ctes {
 		c := placeholders[i]
 		aliases := names(ce.Aliascolnames)
-		// The recursive term refers to the CTE: its columns come from the non-recursive
-		// term first, then from the whole query.
-		if sel := ce.Ctequery.GetSelectStmt(); sel != nil && sel.Op != pg_query.SetOperation_SETOP_NONE && sel.Op != pg_query.SetOperation_SET_OPERATION_UNDEFINED && sel.Larg != nil {
-			c.cols, c.done = rename(a.selectStmt(sel.Larg, sc), aliases), true
+		sel := ce.Ctequery.GetSelectStmt()
+		if sel == nil || sel.Op == pg_query.SetOperation_SETOP_NONE || sel.Op == pg_query.SetOperation_SET_OPERATION_UNDEFINED || sel.Larg == nil {
+			c.cols, c.done = rename(a.query(ce.Ctequery, sc), aliases), true
+			a.searchCycle(ce, c)
+			continue
 		}
-		cols := rename(a.query(ce.Ctequery, sc), aliases)
-		for i := range cols {
-			if i < len(c.cols) {
-				cols[i].src = union(cols[i].src, c.cols[i].src)
-				cols[i].bare = false
+		// The recursive term refers to the CTE: its columns start as the non-recursive
+		// term's and take in what each iteration adds (a value can move from column to
+		// column), until nothing changes.
+		c.cols, c.done = rename(a.selectStmt(sel.Larg, sc), aliases), true
+		for round := 0; ; round++ {
+			if round == maxDepth {
+				a.unresolved("recursive CTE %s, whose columns' sources do not settle", c.name)
+				break
+			}
+			cols := rename(a.query(ce.Ctequery, sc), aliases)
+			changed := false
+			for j := range cols {
+				if j < len(c.cols) {
+					before := len(c.cols[j].src)
+					c.cols[j].src = union(c.cols[j].src, cols[j].src)
+					c.cols[j].bare = false
+					changed = changed || len(c.cols[j].src) != before
+				}
+			}
+			if !changed {
+				break
 			}
 		}
-		c.cols, c.done = cols, true
+		a.searchCycle(ce, c)
+	}
+}
+
+// searchCycle adds the columns a SEARCH or CYCLE clause adds to a recursive CTE (computed
+// from the columns it names, which it compares).
+func (a *analyzer) searchCycle(ce *pg_query.CommonTableExpr, c *cte) {
+	named := func(list []*pg_query.Node) []string {
+		var src []string
+		for _, n := range names(list) {
+			for _, col := range c.cols {
+				if col.name == n {
+					src = union(src, col.src)
+				}
+			}
+		}
+		return src
+	}
+	if s := ce.SearchClause; s != nil {
+		src := named(s.SearchColList)
+		a.use(UseSort, src)
+		c.cols = append(c.cols, column{name: s.SearchSeqColumn, src: src})
+	}
+	if cy := ce.CycleClause; cy != nil {
+		src := named(cy.CycleColList)
+		a.use(UseDistinct, src)
+		c.cols = append(c.cols, column{name: cy.CycleMarkColumn, src: src}, column{name: cy.CyclePathColumn, src: src})
 	}
 }
 
@@ -444,10 +487,14 @@ func (a *analyzer) functionItem(rf *pg_query.RangeFunction, sc *scope) *fromItem
 	it := &fromItem{}
 	var src []string
 	var colnames []string
+	undefined := 0 // functions without a column definition list: how many columns each gives is not known
 	for _, f := range rf.Functions {
 		parts := f.GetList().GetItems()
 		if len(parts) == 0 {
 			continue
+		}
+		if len(parts) < 2 || len(parts[1].GetList().GetItems()) == 0 {
+			undefined++
 		}
 		fsrc := a.expr(parts[0], inner)
 		a.use(UseCall, fsrc)
@@ -476,8 +523,11 @@ func (a *analyzer) functionItem(rf *pg_query.RangeFunction, sc *scope) *fromItem
 		it.name = rf.Alias.Aliasname
 		aliasCols = names(rf.Alias.Colnames)
 	}
+	if len(rf.Coldeflist) > 0 {
+		undefined = 0
+	}
 	switch {
-	case len(colnames) > 0:
+	case len(colnames) > 0 && undefined == 0:
 		for _, c := range colnames {
 			it.cols = append(it.cols, column{name: c, src: src})
 		}
@@ -577,6 +627,12 @@ func findColumn(it *fromItem, name string) (column, bool) {
 // relationItem resolves a relation in FROM: a CTE, or every relation of the catalog the
 // name can stand for (views through their definitions to their base tables).
 func (a *analyzer) relationItem(rv *pg_query.RangeVar, sc *scope) *fromItem {
+	return a.relation(rv, sc, true)
+}
+
+// relation resolves a relation name; ctes says a CTE may stand for it (never for the
+// target of INSERT, UPDATE, DELETE or MERGE, which is always a relation).
+func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope, ctes bool) *fromItem {
 	it := &fromItem{name: rv.Relname, schema: rv.Schemaname}
 	if rv.Alias != nil {
 		it.name, it.schema = rv.Alias.Aliasname, ""
@@ -586,7 +642,7 @@ func (a *analyzer) relationItem(rv *pg_query.RangeVar, sc *scope) *fromItem {
 	if rv.Alias != nil {
 		aliasCols = names(rv.Alias.Colnames)
 	}
-	if rv.Schemaname == "" {
+	if rv.Schemaname == "" && ctes {
 		for s := sc; s != nil; s = s.parent {
 			for i := len(s.ctes) - 1; i >= 0; i-- {
 				if c := s.ctes[i]; c.name == rv.Relname {

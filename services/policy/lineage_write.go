@@ -15,8 +15,7 @@ func (a *analyzer) targetItem(rv *pg_query.RangeVar, sc *scope) *fromItem {
 	if rv == nil {
 		return nil
 	}
-	it := a.relationItem(rv, sc)
-	return it
+	return a.relation(rv, sc, false)
 }
 
 func (a *analyzer) insertStmt(s *pg_query.InsertStmt, parent *scope) []column {
@@ -184,8 +183,11 @@ func (a *analyzer) copyStmt(s *pg_query.CopyStmt) []Output {
 		return nil
 	}
 	if !toClient {
-		// Rows written to a file on the server leave unmasked.
+		// Rows written to a file on the server leave unmasked, and the file is a write.
 		a.use(UseWrite, allSources(cols))
+		if !s.IsProgram {
+			a.code("COPY TO the server file %q", s.Filename)
+		}
 		return nil
 	}
 	// The proxy masks COPY output field by field, split at tabs: another format or
@@ -227,17 +229,24 @@ func (a *analyzer) writeRelation(rv *pg_query.RangeVar, action string, cascade b
 		a.code("a write to %s, which is not in the gateway's catalog of this database (created since it was read?): what it reaches is unknown", name)
 		return
 	}
+	seen := map[*relation]string{}
 	for _, r := range rels {
-		a.writeTo(r, action, "", cascade, rv.Inh, 0)
+		a.writeTo(r, action, "", cascade, rv.Inh, 0, seen)
 	}
 }
 
-func (a *analyzer) writeTo(r *relation, action, via string, cascade, inh bool, depth int) {
+// writeTo records a write of r and what it reaches; seen holds the relations already
+// followed with an action (cascades and inheritance can meet again, and loop).
+func (a *analyzer) writeTo(r *relation, action, via string, cascade, inh bool, depth int, seen map[*relation]string) {
 	if depth > maxDepth {
 		a.code("writes that cascade deeper than %d tables", maxDepth)
 		return
 	}
 	a.writeVia(r.qname, action, via)
+	if seen[r] == action {
+		return
+	}
+	seen[r] = action
 	for _, t := range r.Triggers {
 		a.code("trigger %s on %s", t, r.qname)
 	}
@@ -255,8 +264,18 @@ func (a *analyzer) writeTo(r *relation, action, via string, cascade, inh bool, d
 		if v.a != nil {
 			for _, base := range v.a.l.Reads {
 				if br := a.cat.byQName[base]; br != nil && br != r {
-					a.writeTo(br, action, "view "+r.qname, cascade, true, depth+1)
+					a.writeTo(br, action, "view "+r.qname, cascade, true, depth+1, seen)
 				}
+			}
+		}
+	case "m":
+		// REFRESH runs the definition: what it calls runs.
+		if v := a.cat.view(r, a.depth); v.a != nil {
+			for _, c := range v.a.l.Code {
+				a.code("%s", c)
+			}
+			for _, f := range v.a.l.WritingFunctions {
+				a.l.WritingFunctions = appendUnique(a.l.WritingFunctions, f)
 			}
 		}
 	case "S":
@@ -269,13 +288,13 @@ func (a *analyzer) writeTo(r *relation, action, via string, cascade, inh bool, d
 	}
 	if inh {
 		for _, child := range a.cat.children(r.qname) {
-			a.writeTo(child, action, "inheritance from "+r.qname, cascade, false, depth+1)
+			a.writeTo(child, action, "inheritance from "+r.qname, cascade, false, depth+1, seen)
 		}
 	}
 	if action == "delete" || action == "update" || action == "merge" || (action == "truncate" && cascade) {
 		for _, c := range r.Cascades {
 			if cr := a.cat.byQName[c]; cr != nil {
-				a.writeTo(cr, cascadeAction(action), "cascade from "+r.qname, false, true, depth+1)
+				a.writeTo(cr, cascadeAction(action), "cascade from "+r.qname, false, true, depth+1, seen)
 			}
 		}
 	}

@@ -98,7 +98,7 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 				}
 			}
 			if method != "" {
-				d.Mask.Outputs[i] = append(d.Mask.Outputs[i], MaskedOutput{Column: j, Method: method, By: strings.Join(by, ", ")})
+				d.Mask.Outputs[i] = append(d.Mask.Outputs[i], MaskedOutput{Column: j, Method: method, By: strings.Join(by, ", "), Whole: !o.Bare})
 			}
 		}
 	}
@@ -107,15 +107,11 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 // methodRank orders masking methods from the least to the most hiding.
 var methodRank = map[string]int{"": 0, "partial": 1, "hmac": 2, "redact": 3}
 
-// derivedMethod is how a value computed from a masked column is masked: whole. A keyed
-// token stays a token (equal inputs, equal tokens); a partial mask would show the last
-// characters of something other than the column, so it redacts.
-func derivedMethod(m string) string {
-	if m == "hmac" {
-		return "hmac"
-	}
-	return "redact"
-}
+// derivedMethod is how a value computed from a masked column is masked: whole, always
+// redacted. A partial mask would show the last characters of something other than the
+// column; a keyed token of a computed value is an oracle (case when email like 'a%' then
+// 'x' else email end gives the token of 'x' exactly when the guess holds).
+func derivedMethod(string) string { return "redact" }
 
 // writeValues are the writes as CEL sees them (request.sql.writes: table, action).
 func writeValues(ws []Write) []any {

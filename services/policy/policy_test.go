@@ -260,10 +260,10 @@ func TestMaskAndApprovalEffects(t *testing.T) {
 	require.Equal(t, []policy.MaskDetector{{Name: "card", Method: "partial"}, {Name: "regex", Pattern: "x+", Method: "hmac"}}, d.Mask.Detectors)
 	require.Equal(t, [][]policy.MaskedOutput{{{Column: 0, Method: "partial", By: "public.customers.card_number"}}}, d.Mask.Outputs, "the column itself, under an alias")
 	for sql, outs := range map[string][][]policy.MaskedOutput{
-		"select max(card_number) from customers":                                         {{{Column: 0, Method: "redact", By: "public.customers.card_number"}}},
+		"select max(card_number) from customers":                                         {{{Column: 0, Method: "redact", By: "public.customers.card_number", Whole: true}}},
 		"select count(*) from customers":                                                 {nil},
 		"select c.email from customers c":                                                {nil}, // public.customers.email is not masked (crm.people.email is)
-		"select p.email, p.email || '' from crm.people p, customers c where c.id = p.id": {{{Column: 0, Method: "hmac", By: "crm.people.email"}, {Column: 1, Method: "hmac", By: "crm.people.email"}}},
+		"select p.email, p.email || '' from crm.people p, customers c where c.id = p.id": {{{Column: 0, Method: "hmac", By: "crm.people.email"}, {Column: 1, Method: "redact", By: "crm.people.email", Whole: true}}},
 	} {
 		d = decide(sql, map[string]string{"missing": "y"})
 		require.Equal(t, policy.EffectMask, d.Effect, sql)
