@@ -30,6 +30,12 @@ type Catalog struct {
 	// overloads of several volatilities is under the most volatile. A name in none of them
 	// and not in Functions is not known (created since the catalog was read?).
 	Builtins map[string][]string `json:"builtins"`
+	// SetReturning are the names of functions (built in or not) with a set-returning
+	// overload: in a select list their row counts depend on their arguments.
+	SetReturning []string `json:"set_returning,omitempty"`
+	// EventTriggers says the database has enabled event triggers: every schema change runs
+	// their functions.
+	EventTriggers bool `json:"event_triggers,omitempty"`
 	// Operators are the names of operators that are not built in: a statement that uses
 	// one runs user code.
 	Operators []string `json:"operators,omitempty"`

@@ -82,6 +82,16 @@ func ReadPostgres(ctx context.Context, cfg *pgconn.Config, resource string) (*sc
 		}
 		c.Builtins[r[0]] = l
 	}
+	if rows, err = query(ctx, conn, `SELECT DISTINCT proname FROM pg_catalog.pg_proc WHERE proretset ORDER BY 1`); err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		c.SetReturning = append(c.SetReturning, r[0])
+	}
+	if rows, err = query(ctx, conn, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D')`); err != nil {
+		return nil, err
+	}
+	c.EventTriggers = len(rows) == 1 && rows[0][0] == "t"
 	if rows, err = query(ctx, conn, `SELECT DISTINCT oprname FROM pg_catalog.pg_operator WHERE oid >= 16384 ORDER BY 1`); err != nil {
 		return nil, err
 	}

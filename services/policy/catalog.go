@@ -22,6 +22,7 @@ type Catalog struct {
 	volatile  map[string]bool                      // built-in names with a volatile overload
 	stable    map[string]bool                      // built-in names with a stable (and no volatile) overload
 	builtin   map[string]bool                      // every built-in function name
+	setReturn map[string]bool                      // names with a set-returning overload
 	operators map[string]bool
 	types     map[string]bool // qualified and bare names of types whose casts run user code
 	trusted   map[string]bool // schema.name of functions the resource's owner vouches for
@@ -52,7 +53,7 @@ func NewCatalog(c *schemas.Catalog) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog of resource %s lacks the built-in functions: it is incomplete (read by an older gateway?)", c.Resource)
 	}
 	ix := &Catalog{src: c, relations: map[string][]*relation{}, byQName: map[string]*relation{}, byOID: map[uint32]*relation{},
-		functions: map[string][]schemas.CatalogFunction{}, volatile: map[string]bool{}, stable: map[string]bool{}, builtin: map[string]bool{},
+		functions: map[string][]schemas.CatalogFunction{}, volatile: map[string]bool{}, stable: map[string]bool{}, builtin: map[string]bool{}, setReturn: map[string]bool{},
 		operators: map[string]bool{}, types: map[string]bool{}, trusted: map[string]bool{}, views: map[*relation]*viewLineage{}}
 	for _, f := range c.Trusted {
 		ix.trusted[f] = true
@@ -82,6 +83,9 @@ func NewCatalog(c *schemas.Catalog) (*Catalog, error) {
 	}
 	for _, n := range c.Builtins["s"] {
 		ix.stable[n] = true
+	}
+	for _, n := range c.SetReturning {
+		ix.setReturn[n] = true
 	}
 	for _, o := range c.Operators {
 		ix.operators[o] = true

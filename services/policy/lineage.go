@@ -375,6 +375,9 @@ func outputs(cols []column) []Output {
 // it.
 func (a *analyzer) ddl(n *pg_query.Node) {
 	a.changed = true
+	if a.cat.src.EventTriggers {
+		a.code("event triggers (they run on every schema change)")
+	}
 	action := "alter"
 	switch v := n.Node.(type) {
 	case *pg_query.Node_RenameStmt:

@@ -282,6 +282,12 @@ func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) []string {
 		// setting, a notification, a large object, another session).
 		a.use(UseCall, src)
 	}
+	if a.cat.setReturn[name] {
+		// A set-returning function gives as many rows as its arguments make it (none for
+		// regexp_matches(card_number, '^4') when the card does not start with 4): it
+		// filters rows.
+		a.use(UseFilter, src)
+	}
 	return src
 }
 
