@@ -75,6 +75,9 @@ type CatalogRelation struct {
 	// Calls are the functions that are not built in which its defaults, check constraints,
 	// generated columns or row-security policies call.
 	Calls []string `json:"calls,omitempty"`
+	// Generated are its generated columns, each with the columns of the table it is
+	// computed from.
+	Generated map[string][]string `json:"generated,omitempty"`
 }
 
 // CatalogFunction is a function or procedure that is not built in.

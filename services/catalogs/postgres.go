@@ -47,6 +47,12 @@ func ReadPostgres(ctx context.Context, cfg *pgconn.Config, resource string) (*sc
 			return nil, fmt.Errorf("catalog: relation oid %q: %w", r[0], err)
 		}
 		rel := schemas.CatalogRelation{OID: uint32(oid), Schema: r[1], Name: r[2], Kind: r[3], View: r[5], Rules: r[8] == "t"}
+		if err := json.Unmarshal([]byte(r[11]), &rel.Generated); err != nil {
+			return nil, fmt.Errorf("catalog: relation %s.%s: generated columns: %w", r[1], r[2], err)
+		}
+		if len(rel.Generated) == 0 {
+			rel.Generated = nil
+		}
 		for _, f := range []struct {
 			dst *[]string
 			src string
@@ -146,7 +152,13 @@ SELECT c.oid, n.nspname, c.relname, c.relkind,
     OR (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid IN (SELECT k.oid FROM pg_catalog.pg_constraint k
           JOIN pg_catalog.pg_attribute a ON a.atttypid = k.contypid WHERE a.attrelid = c.oid AND k.contypid <> 0))
     OR (d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid IN (SELECT oid FROM pg_catalog.pg_policy WHERE polrelid = c.oid))
-    OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = c.oid))))
+    OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid IN (SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = c.oid)))),
+  (SELECT coalesce(json_object_agg(g.attname, (SELECT coalesce(json_agg(DISTINCT ra.attname), '[]')
+       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_attribute ra ON ra.attrelid = d.refobjid AND ra.attnum = d.refobjsubid
+       WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+         AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjsubid > 0 AND ra.attnum <> g.attnum)), '{}')
+     FROM pg_catalog.pg_attribute g JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = g.attrelid AND ad.adnum = g.attnum
+     WHERE g.attrelid = c.oid AND g.attgenerated <> '' AND NOT g.attisdropped)
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
   AND n.nspname !~ '^pg_toast' AND (n.nspname !~ '^pg_temp_' OR n.oid = pg_catalog.pg_my_temp_schema())

@@ -119,6 +119,35 @@ func (c *Catalog) Column(oid uint32, attnum int) (string, bool) {
 	return r.qname + "." + r.Columns[attnum-1], true
 }
 
+// maskNames are the names under which a mask can name source column col
+// ("schema.table.column"): itself, and the same column of every table its table inherits
+// from (a partition's or a child's rows are the parent's too).
+func (c *Catalog) maskNames(col string) []string {
+	out := []string{col}
+	i := strings.LastIndexByte(col, '.')
+	if i < 0 {
+		return out
+	}
+	table, name := col[:i], col[i+1:]
+	seen := map[string]bool{table: true}
+	var up func(string, int)
+	up = func(q string, depth int) {
+		r := c.byQName[q]
+		if r == nil || depth > maxDepth {
+			return
+		}
+		for _, p := range r.Parents {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p+"."+name)
+				up(p, depth+1)
+			}
+		}
+	}
+	up(table, 0)
+	return out
+}
+
 // Has reports whether the catalog has a relation with this qualified name.
 func (c *Catalog) Has(qname string) bool { return c.byQName[qname] != nil }
 

@@ -736,7 +736,15 @@ func (a *analyzer) relationColumns(r *relation, inh bool) []column {
 		if name == "" {
 			continue
 		}
-		cols = append(cols, column{name: name, src: []string{r.qname + "." + name}, bare: true})
+		c := column{name: name, src: []string{r.qname + "." + name}, bare: true}
+		if from, ok := r.Generated[name]; ok {
+			// A generated column is computed from others of its table.
+			for _, f := range from {
+				c.src = union(c.src, []string{r.qname + "." + f})
+			}
+			c.bare = false
+		}
+		cols = append(cols, c)
 	}
 	if inh {
 		for _, child := range a.cat.children(r.qname) {

@@ -40,6 +40,7 @@ CREATE FUNCTION on_ship() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN UPDATE cus
 CREATE TRIGGER ship AFTER INSERT ON shipments FOR EACH ROW EXECUTE FUNCTION on_ship();
 CREATE TABLE customers_archive () INHERITS (customers);
 CREATE TABLE notes (id int, body text);
+CREATE TABLE customers_cards_gen (id int, card_number text, card_last4 text GENERATED ALWAYS AS (right(card_number, 4)) STORED) INHERITS (customers);
 CREATE RULE notes_touch AS ON INSERT TO notes DO ALSO UPDATE customers SET name = name;
 CREATE OPERATOR === (FUNCTION = int4eq, LEFTARG = int, RIGHTARG = int);
 CREATE TABLE ca (id int PRIMARY KEY, p int REFERENCES ca ON DELETE CASCADE);
@@ -139,7 +140,8 @@ func TestLineageMasking(t *testing.T) {
 		{sql: "table customers", want: masked{2: "hmac", 3: "partial"}},
 		{sql: "values ((select card_number from customers limit 1))", want: masked{0: "redact"}},
 		{sql: "select id from customers_archive", want: masked{}},
-		{sql: "select card_number from customers_archive", want: masked{}}, // its own column: not the masked one
+		{sql: "select card_number from customers_archive", want: masked{0: "partial"}}, // a child's rows are the parent's: masked as the parent's column
+		{sql: "select card_last4, id from customers_cards_gen", want: masked{0: "redact"}},     // a generated column computed from a masked one
 		{sql: "select * from only customers", want: masked{2: "hmac", 3: "partial"}},
 		{sql: "copy (select card_number from customers) to stdout", want: masked{0: "partial"}},
 		{sql: "copy customers (id, email) to stdout", want: masked{1: "hmac"}},
@@ -235,7 +237,11 @@ func TestLineageMasking(t *testing.T) {
 	require.Equal(t, policy.EffectDeny, d.Effect)
 	require.Contains(t, d.Reason, "CREATE TABLE AS EXECUTE")
 	d = db.decide(t, e, "readers", "select 1; select card_number from customers")
-	require.Equal(t, [][]policy.MaskedOutput{nil, {{Column: 0, Method: "partial", By: "public.customers.card_number"}}}, d.Mask.Outputs)
+	require.Len(t, d.Mask.Outputs, 2)
+	require.Empty(t, d.Mask.Outputs[0])
+	require.Len(t, d.Mask.Outputs[1], 1)
+	require.Equal(t, "partial", d.Mask.Outputs[1][0].Method)
+	require.Contains(t, d.Mask.Outputs[1][0].By, "public.customers.card_number", "its rows include those of the tables that inherit from it")
 	d = db.decide(t, e, "readers", "select * from public.notes")
 	require.Equal(t, policy.EffectMask, d.Effect, d.Reason)
 }

@@ -32,14 +32,24 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 			d.Policy, d.Rule = p, r
 		}
 	}
-	masked := map[string]MaskColumn{}
-	for _, c := range d.Mask.Columns {
-		masked[c.Column] = c
-	}
 	lin := info.Lineage
 	if lin == nil || cat == nil {
 		refuse(d.Mask.Columns[0], "masked columns cannot be traced without the resource's catalog; refusing (fail closed)")
 		return
+	}
+	byName := map[string]MaskColumn{}
+	for _, c := range d.Mask.Columns {
+		byName[c.Column] = c
+	}
+	// A source column is masked when it, or the same column of a table it inherits from,
+	// is named by a mask.
+	maskOf := func(src string) (MaskColumn, bool) {
+		for _, n := range cat.maskNames(src) {
+			if c, ok := byName[n]; ok {
+				return c, true
+			}
+		}
+		return MaskColumn{}, false
 	}
 	// A masked column the catalog does not have, on a table it has: renamed or dropped
 	// since the policy was written. Reads of that table are refused until the policy names
@@ -57,7 +67,7 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 		}
 	}
 	for _, u := range lin.Uses {
-		if c, ok := masked[u.Column]; ok && !c.AllowProbing {
+		if c, ok := maskOf(u.Column); ok && !c.AllowProbing {
 			refuse(c, fmt.Sprintf("%s is masked for this caller; a statement that uses it to %s would reveal it row by row", u.Column, howNames[u.How]))
 			return
 		}
@@ -80,7 +90,7 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 			var by []string
 			method := ""
 			for _, src := range o.Sources {
-				c, ok := masked[src]
+				c, ok := maskOf(src)
 				if !ok {
 					continue
 				}
