@@ -374,6 +374,7 @@ func outputs(cols []column) []Output {
 // renaming, altering, dropping, indexing, adding triggers or rules to a table all change
 // it.
 func (a *analyzer) ddl(n *pg_query.Node) {
+	a.ddlExpressions(n)
 	a.changed = true
 	if a.cat.src.EventTriggers {
 		a.code("event triggers (they run on every schema change)")
@@ -462,6 +463,44 @@ func (a *analyzer) noteNode(n *pg_query.Node) {
 	if f := m.WhichOneof(m.Descriptor().Oneofs().Get(0)); f != nil {
 		a.note(m.Get(f).Message())
 	}
+}
+
+// ddlExpressions analyses the expressions inside a schema change: a default, a generated
+// column, a check, a row-security policy, an index expression, a trigger's WHEN,
+// ALTER COLUMN ... TYPE ... USING. They run on the table's rows (a masked column there is
+// written elsewhere: a generated column copying it, say) and their functions run too.
+func (a *analyzer) ddlExpressions(n *pg_query.Node) {
+	var table *pg_query.RangeVar
+	switch v := n.Node.(type) {
+	case *pg_query.Node_AlterTableStmt:
+		table = v.AlterTableStmt.Relation
+	case *pg_query.Node_IndexStmt:
+		table = v.IndexStmt.Relation
+	case *pg_query.Node_CreatePolicyStmt:
+		table = v.CreatePolicyStmt.Table
+	case *pg_query.Node_AlterPolicyStmt:
+		table = v.AlterPolicyStmt.Table
+	case *pg_query.Node_CreateTrigStmt:
+		table = v.CreateTrigStmt.Relation
+	case *pg_query.Node_CreateStmt, *pg_query.Node_CreateDomainStmt, *pg_query.Node_AlterDomainStmt:
+	default:
+		return
+	}
+	sc := &scope{}
+	if table != nil {
+		if it := a.relation(table, sc, false); it != nil {
+			sc.items = []*fromItem{it}
+		}
+	}
+	a.use(UseWrite, a.children(n.ProtoReflect(), sc))
+	// Index columns are named, not referenced.
+	walk(n.ProtoReflect(), func(m protoMessage) {
+		if ie, ok := m.Interface().(*pg_query.IndexElem); ok && ie.Name != "" {
+			if src, ok := a.lookupColumn(ie.Name, sc); ok {
+				a.use(UseWrite, src)
+			}
+		}
+	})
 }
 
 // writeSchema records a write of every relation of a schema.

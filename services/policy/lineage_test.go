@@ -233,6 +233,16 @@ func TestLineageMasking(t *testing.T) {
 	d = db.decide(t, e, "editors", "with customers as (select 1 id) delete from customers where card_number like '4%' returning id")
 	require.Equal(t, policy.EffectDeny, d.Effect)
 	require.Contains(t, d.Reason, "filter rows")
+	for _, sql := range []string{
+		"alter table customers add column leak text generated always as (email) stored",
+		"alter table customers alter column name type text using (name || card_number)",
+		"create index on customers (card_number)",
+		"create policy p on customers using (card_number like '4%')",
+	} {
+		d = db.decide(t, e, "editors", sql)
+		require.Equal(t, policy.EffectDeny, d.Effect, "%s: %s", sql, d.Reason)
+		require.Contains(t, d.Reason, "write it elsewhere", sql)
+	}
 	d = db.decide(t, e, "editors", "prepare p as select email from customers; create table t as execute p")
 	require.Equal(t, policy.EffectDeny, d.Effect)
 	require.Contains(t, d.Reason, "CREATE TABLE AS EXECUTE")
@@ -325,6 +335,9 @@ func TestLineageWrites(t *testing.T) {
 		{sql: "alter schema public rename to pub2", effect: "require_approval", writes: []string{"public.customers:alter"}},
 		{sql: "drop schema public cascade", effect: "require_approval", writes: []string{"public.customers:drop"}},
 		{sql: "drop owned by current_user", effect: "require_approval", code: "DROP OWNED"},
+		// What a schema change computes runs: its functions too.
+		{sql: "alter table orders add column z int default touch()", effect: "require_approval", code: "function public.touch"},
+		{sql: "alter table orders add constraint zz check (touch() > 0)", effect: "require_approval", code: "function public.touch"},
 		{sql: "drop type if exists sometype cascade", effect: "require_approval", code: "CASCADE"},
 	} {
 		t.Run(tc.sql, func(t *testing.T) {
