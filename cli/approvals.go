@@ -50,12 +50,12 @@ func approvalsCmd(args []string, stdout, stderr io.Writer) error {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSTATUS\tREQUESTER\tRESOURCE\tAPPROVALS\tDEADLINE\tSTATEMENT")
 		for _, a := range out.Approvals {
-			stmt := a.Request.Statement
+			stmt := approvals.Printable(a.Request.Statement)
 			if a.Request.Kind == "grant" {
 				stmt = fmt.Sprintf("grant %s for %s", a.Request.GrantRole, time.Duration(a.Request.GrantSeconds)*time.Second)
 			}
-			if len(stmt) > 60 {
-				stmt = stmt[:57] + "..."
+			if r := []rune(stmt); len(r) > 60 {
+				stmt = string(r[:57]) + "..."
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.ID, a.Status, a.Requester.Subject, a.Resource, len(a.Approvals), a.Request.Required,
 				a.Request.Deadline.Local().Format(time.TimeOnly), strings.ReplaceAll(stmt, "\n", " "))

@@ -41,7 +41,7 @@ func (g *trickGen) transform(e string) string {
 	if strings.HasSuffix(e, ".*") {
 		return g.pick("row("+e+")::text", "row_to_json(row("+e+"))::text", "array["+strings.TrimSuffix(e, ".*")+"]::text", e)
 	}
-	switch g.r.IntN(40) {
+	switch g.r.IntN(41) {
 	case 0:
 		return e
 	case 1:
@@ -120,6 +120,11 @@ func (g *trickGen) transform(e string) string {
 		return "replace(" + e + "::text, '1', '-1-')"
 	case 38:
 		return "(" + e + "::text)::float8::text"
+	case 39:
+		// Errors that quote the value they could not take, in several classes.
+		return g.pick("("+e+"::text)::regclass::text", "current_setting("+e+"::text)", "("+e+"::text)::json::text",
+			"to_tsquery("+e+"::text || ' & & ')::text", "has_table_privilege("+e+"::text, 'select')::text", "("+e+"::text)::int::text",
+			"(case when "+e+"::text like '4%' then null end)", "nullif("+e+"::text, 'x')")
 	}
 	return "row(" + e + ", 1)::text"
 }

@@ -325,6 +325,7 @@ func TestLineageWrites(t *testing.T) {
 		{sql: "copy orders to '/tmp/gatehouse-copy-test'", effect: "require_approval", code: "COPY TO the server file"},
 		{sql: "delete from ca where id = 1", effect: "allow", writes: []string{"public.ca:delete", "public.cb:update"}}, // cascades that loop end
 		{sql: "create temp table scratch (x int)", effect: "allow", writes: []string{"pg_temp.scratch:create"}},
+		{sql: "select 1 into newtable", effect: "allow", writes: []string{"public.newtable:create"}},
 		{sql: "select nextval('orders_id_seq')", effect: "allow"},
 		// Code created in the same statement list runs what the catalog does not show.
 		{sql: "create function g() returns int language sql as 'update customers set name = name returning 1'; select g()", effect: "require_approval", code: "function g, which the catalog does not know"},
@@ -367,6 +368,9 @@ func TestLineageWrites(t *testing.T) {
 		SQL: "select * from customer_cards", Catalog: db.cat, SchemaChanged: true}, time.Now())
 	require.Equal(t, "deny", d.Effect, d.Reason)
 	require.Contains(t, d.Reason, "after a schema change")
+	info := policy.Analyze("select 1 into newtable", policy.AnalyzeOptions{Catalog: db.cat})
+	require.True(t, info.DDL, "SELECT INTO creates a table")
+	require.Contains(t, info.Kinds, "select_into")
 	// Reads stay reads.
 	for _, sql := range []string{"select * from public.orders", "select * from customer_cards", "select now(), random()", "explain select * from customers", "select shout(name) from customers"} {
 		info := policy.Analyze(sql, policy.AnalyzeOptions{Catalog: db.cat})

@@ -29,7 +29,7 @@ func TestAnalyzeSQL(t *testing.T) {
 		{sql: "explain analyze delete from orders where id = 1", kinds: []string{"delete", "explain"}, tables: []string{"public.orders"}, written: []string{"public.orders"}, hasWhere: true, statements: 1},
 		{sql: "select * from orders for update", kinds: []string{"select", "select_for_update"}, tables: []string{"public.orders"}, hasWhere: true, statements: 1},
 		{sql: "-- ping", kinds: []string{}, tables: []string{}, hasWhere: true, statements: 0},
-		{sql: "select * into t2 from orders", kinds: []string{"select"}, tables: []string{"public.orders", "public.t2"}, written: []string{"public.t2"}, hasWhere: true, statements: 1},
+		{sql: "select * into t2 from orders", kinds: []string{"select", "select_into"}, tables: []string{"public.orders", "public.t2"}, written: []string{"public.t2"}, hasWhere: true, statements: 1},
 		{sql: "select 'a;b' from orders", kinds: []string{"select"}, tables: []string{"public.orders"}, hasWhere: true, statements: 1},
 		{sql: "select 1;", kinds: []string{"select"}, tables: []string{}, hasWhere: true, statements: 1},
 		// The parser's summary does not look into a cursor's query.

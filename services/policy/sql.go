@@ -72,7 +72,7 @@ var ddlKinds = map[string]bool{"rename": true, "comment": true, "grant": true, "
 	"index": true, "view": true, "create_table": true, "create_database": true, "drop_database": true,
 	"create_function": true, "create_trig": true, "rule": true, "create_schema": true, "create_seq": true,
 	"create_extension": true, "define": true, "composite_type": true, "create_enum": true,
-	"create_table_as": true, "alter_table": true, "alter_owner": true, "reindex": true, "cluster": true}
+	"create_table_as": true, "alter_table": true, "alter_owner": true, "reindex": true, "cluster": true, "select_into": true}
 
 // AnalyzeSQL parses sql with pg_query. A statement that does not parse yields ParseError and
 // empty facts; rules decide on it (denied by default), it is never passed through on a guess.
@@ -214,6 +214,9 @@ func noteKind(m protoreflect.Message, kinds map[string]bool, info *SQLInfo, onCu
 		kinds["select"] = true
 		if len(n.LockingClause) > 0 {
 			kinds["select_for_update"] = true
+		}
+		if n.IntoClause != nil {
+			kinds["select_into"] = true // creates a table
 		}
 	case *pg_query.DeclareCursorStmt:
 		kinds["declare_cursor"] = true

@@ -2,7 +2,9 @@ package policy_test
 
 import (
 	"testing"
+	"time"
 
+	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/policy"
 )
 
@@ -26,6 +28,37 @@ func FuzzAnalyzeSQL(f *testing.F) {
 				t.Fatalf("%q: table %s listed twice in %v", sql, tb, info.Tables)
 			}
 			seen[tb] = true
+		}
+	})
+}
+
+// FuzzLineage: any statement is traced against a catalog (views, inheritance, cascades)
+// without a panic, and every decision under a mask is a plan or a refusal.
+func FuzzLineage(f *testing.F) {
+	for _, s := range []string{
+		"select * from customers c join public.orders o on o.customer_id = c.id",
+		"with recursive r(n, c) as (select 1, card_number from customers union all select n + 1, c from r where n < 3) select * from r",
+		"select (c).*, c from customers c, lateral (select email) e order by 2",
+		"insert into customers select * from customers on conflict (id) do update set email = excluded.email returning *",
+		"merge into customers c using orders o on o.customer_id = c.id when matched then update set name = 'x'",
+		"select * from customers natural join customers d using (id)", "create table t as execute p",
+		"select x from rows from (generate_series(1, 2), unnest(array[1])) f(x, y)",
+		"copy (select email from customers) to stdout with (format csv)",
+		"alter table customers add column z text generated always as (email) stored",
+	} {
+		f.Add(s)
+	}
+	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "all", Effect: "allow", When: "true"},
+		{Name: "cards", Effect: "mask", When: "true", Mask: &config.Mask{Columns: []string{"customers.card_number", "crm.people.email"}, Method: "partial"}},
+	}}}, 1)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, sql string) {
+		d := e.Decide(&policy.Request{Resource: policy.Resource{Name: "demo"}, SQL: sql, Catalog: testCatalog}, time.Now())
+		if d.Effect == policy.EffectMask && (d.Mask == nil || !d.Mask.Planned) {
+			t.Fatalf("%q: a mask decision without a plan: %+v", sql, d)
 		}
 	})
 }

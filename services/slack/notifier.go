@@ -196,7 +196,7 @@ func Blocks(a *approvals.Approval, now time.Time) []slackapi.Block {
 		body = fmt.Sprintf("*Role* `%s` for %s", a.Request.GrantRole, time.Duration(a.Request.GrantSeconds)*time.Second)
 	} else {
 		// Backticks would end the code block early.
-		stmt := strings.ReplaceAll(truncate(a.Request.Statement, maxStatement), "```", "ʼʼʼ")
+		stmt := strings.ReplaceAll(truncate(approvals.Printable(a.Request.Statement), maxStatement), "```", "ʼʼʼ")
 		body = "```" + stmt + "```"
 	}
 	fields := []*slackapi.TextBlockObject{
