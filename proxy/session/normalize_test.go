@@ -108,7 +108,7 @@ func TestNormalizeAgreesWithThePostgreSQLScanner(t *testing.T) {
 }
 
 // normalizeCorpus holds the lexical corners: comments ending at \r, nested comments,
-// E'' strings with escaped quotes, U& strings, dollar quotes, continuation strings,
+// E” strings with escaped quotes, U& strings, dollar quotes, continuation strings,
 // quoted identifiers, numbers in every form.
 var normalizeCorpus = []string{
 	"select 1", "select --\r'\n', id from t --'\n", "select --\r'\n' ; select 2 --'\n", "select 1 --x\r\n, 2",

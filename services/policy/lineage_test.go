@@ -140,8 +140,8 @@ func TestLineageMasking(t *testing.T) {
 		{sql: "table customers", want: masked{2: "hmac", 3: "partial"}},
 		{sql: "values ((select card_number from customers limit 1))", want: masked{0: "redact"}},
 		{sql: "select id from customers_archive", want: masked{}},
-		{sql: "select card_number from customers_archive", want: masked{0: "partial"}}, // a child's rows are the parent's: masked as the parent's column
-		{sql: "select card_last4, id from customers_cards_gen", want: masked{0: "redact"}},     // a generated column computed from a masked one
+		{sql: "select card_number from customers_archive", want: masked{0: "partial"}},     // a child's rows are the parent's: masked as the parent's column
+		{sql: "select card_last4, id from customers_cards_gen", want: masked{0: "redact"}}, // a generated column computed from a masked one
 		{sql: "select * from only customers", want: masked{2: "hmac", 3: "partial"}},
 		{sql: "copy (select card_number from customers) to stdout", want: masked{0: "partial"}},
 		{sql: "copy customers (id, email) to stdout", want: masked{1: "hmac"}},
