@@ -45,6 +45,10 @@ type Catalog struct {
 	// Trusted are the functions ("schema.name") the resource's configuration vouches for
 	// (postgres.trusted_functions): they write nothing, read no table, change no setting.
 	Trusted []string `json:"trusted,omitempty"`
+	// Renamed maps the current name of a relation ("schema.table") or column
+	// ("schema.table.column") that was renamed since the gateway first read it to the name
+	// it had then (found by its object ID): a policy naming the old name still applies.
+	Renamed map[string]string `json:"renamed,omitempty"`
 }
 
 // CatalogRelation is a table, view, materialized view, foreign table, sequence or
@@ -99,4 +103,54 @@ func (c *Catalog) Seal() {
 	b, _ := json.Marshal(&cp)
 	sum := sha256.Sum256(b)
 	c.Version = hex.EncodeToString(sum[:12])
+}
+
+// CarryRenames sets c.Renamed from the catalog read before it: the renames prev recorded
+// for objects c still has, and every relation or column whose object ID is in both under
+// another name (mapped to the name prev knew it by).
+func (c *Catalog) CarryRenames(prev *Catalog) {
+	if prev == nil {
+		return
+	}
+	// originalTable and originalColumn are the names prev's object had when first read.
+	originalTable := func(q string) string {
+		if o, ok := prev.Renamed[q]; ok {
+			return o
+		}
+		return q
+	}
+	originalColumn := func(q, col string) string {
+		if o, ok := prev.Renamed[q+"."+col]; ok {
+			return o
+		}
+		return originalTable(q) + "." + col
+	}
+	byOID := map[uint32]*CatalogRelation{}
+	for i := range prev.Relations {
+		byOID[prev.Relations[i].OID] = &prev.Relations[i]
+	}
+	out := map[string]string{}
+	for _, r := range c.Relations {
+		p := byOID[r.OID]
+		if p == nil {
+			continue // new, or dropped and made again: not the object prev knew
+		}
+		q, pq := r.Schema+"."+r.Name, p.Schema+"."+p.Name
+		table := originalTable(pq)
+		if table != q {
+			out[q] = table
+		}
+		for i, col := range r.Columns {
+			if col == "" || i >= len(p.Columns) || p.Columns[i] == "" {
+				continue
+			}
+			// Recorded only where the table's own mapping does not already say it.
+			if o := originalColumn(pq, p.Columns[i]); o != table+"."+col {
+				out[q+"."+col] = o
+			}
+		}
+	}
+	if len(out) > 0 {
+		c.Renamed = out
+	}
 }

@@ -24,6 +24,12 @@ type CatalogSink interface {
 	PutCatalog(ctx context.Context, c *schemas.Catalog) error
 }
 
+// CatalogSource reads the catalog last published for a resource (nil, nil: none). A sink
+// that is one too lets a proxy that starts carry the renames recorded before it.
+type CatalogSource interface {
+	Get(ctx context.Context, resource string) (*schemas.Catalog, error)
+}
+
 // catalogs holds the catalog of every resource the proxy has served.
 type catalogs struct {
 	srv  *Server
@@ -77,6 +83,20 @@ func (cs *catalogs) ensure(ctx context.Context, res *config.Resource) (*resource
 	}
 	stale := rc.stale.Swap(false)
 	c, err := cs.srv.readCatalog(ctx, res)
+	if err == nil {
+		// A relation or column renamed since keeps the name the policy knows it by.
+		var prev *schemas.Catalog
+		if st := rc.cur.Load(); st != nil {
+			prev = st.c
+		} else if src, ok := cs.srv.catalogSink.(CatalogSource); ok {
+			if prev, err = src.Get(ctx, res.Name); err != nil {
+				cs.srv.log.Warn("cannot read the catalog last published; renames before it are not carried", "resource", res.Name, "err", err)
+				prev, err = nil, nil
+			}
+		}
+		c.CarryRenames(prev)
+		c.Seal()
+	}
 	if err == nil && cs.srv.catalogSink != nil {
 		if err = cs.srv.catalogSink.PutCatalog(ctx, c); err != nil {
 			err = fmt.Errorf("publish the catalog of %s: %w", res.Name, err)

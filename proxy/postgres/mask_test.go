@@ -273,3 +273,30 @@ func readAll(t *testing.T, b *bus.Bus, resource string) []byte {
 	require.NotEmpty(t, out)
 	return bytes.Join(out, []byte{'\n'})
 }
+
+// TestMaskingFollowsRenames: a masked column keeps its mask when it, its table or its
+// schema is renamed (by object ID: the policy still names it as it was).
+func TestMaskingFollowsRenames(t *testing.T) {
+	env := startProxy(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, env.connTo("app-masked", ""))
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	read := func(sql string) string {
+		res, err := c.Exec(ctx, sql).ReadAll()
+		require.NoError(t, err, sql)
+		return string(res[0].Rows[0][0])
+	}
+	require.Equal(t, "************1111", read("select card_number from customers where id = 1"))
+	for _, step := range []struct{ ddl, sql string }{
+		{"alter table customers rename column card_number to cn", "select cn from customers where id = 1"},
+		{"alter table customers rename to clients", "select cn from clients where id = 1"},
+		{"create schema app2; alter table clients set schema app2", "select cn from app2.clients where id = 1"},
+		{"alter schema app2 rename to app3", "select cn from app3.clients where id = 1"},
+	} {
+		_, err := c.Exec(ctx, step.ddl).ReadAll()
+		require.NoError(t, err, step.ddl)
+		require.Equal(t, "************1111", read(step.sql), "after %s", step.ddl)
+	}
+}

@@ -119,11 +119,29 @@ func (c *Catalog) Column(oid uint32, attnum int) (string, bool) {
 	return r.qname + "." + r.Columns[attnum-1], true
 }
 
+// Original is the name a relation ("schema.table") or column ("schema.table.column") had
+// when the gateway first read it, before renames (the name itself when none).
+func (c *Catalog) Original(name string) string {
+	if o, ok := c.src.Renamed[name]; ok {
+		return o
+	}
+	if i := strings.LastIndexByte(name, '.'); i > 0 && strings.Count(name, ".") == 2 {
+		if o, ok := c.src.Renamed[name[:i]]; ok {
+			return o + name[i:]
+		}
+	}
+	return name
+}
+
 // maskNames are the names under which a mask can name source column col
-// ("schema.table.column"): itself, and the same column of every table its table inherits
-// from (a partition's or a child's rows are the parent's too).
+// ("schema.table.column"): itself and its name before renames, and the same for the same
+// column of every table its table inherits from (a partition's or a child's rows are the
+// parent's too).
 func (c *Catalog) maskNames(col string) []string {
 	out := []string{col}
+	if o := c.Original(col); o != col {
+		out = append(out, o)
+	}
 	i := strings.LastIndexByte(col, '.')
 	if i < 0 {
 		return out
@@ -140,12 +158,26 @@ func (c *Catalog) maskNames(col string) []string {
 			if !seen[p] {
 				seen[p] = true
 				out = append(out, p+"."+name)
+				if o := c.Original(p + "." + name); o != p+"."+name {
+					out = append(out, o)
+				}
 				up(p, depth+1)
 			}
 		}
 	}
 	up(table, 0)
 	return out
+}
+
+// renamedFrom reports whether some relation or column now goes by another name than
+// original, the name it had when first read.
+func (c *Catalog) renamedFrom(original string) bool {
+	for _, o := range c.src.Renamed {
+		if o == original || strings.HasPrefix(original, o+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // Has reports whether the catalog has a relation with this qualified name.

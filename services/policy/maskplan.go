@@ -56,7 +56,7 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 	// its columns again.
 	for _, c := range d.Mask.Columns {
 		table := c.Column[:strings.LastIndexByte(c.Column, '.')]
-		if cat.Has(table) && !slices.Contains(cat.ColumnsOf(table), c.Column) && slices.Contains(info.Tables, table) {
+		if cat.Has(table) && !slices.Contains(cat.ColumnsOf(table), c.Column) && !cat.renamedFrom(c.Column) && slices.Contains(info.Tables, table) {
 			refuse(c, fmt.Sprintf("the policy masks %s, which %s does not have (renamed or dropped?); statements reading %s are refused until the policy names its columns", c.Column, table, table))
 			return
 		}

@@ -131,7 +131,7 @@ func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	slices.Sort(info.Kinds)
 
 	if info.Lineage != nil {
-		resolved(&info, info.Lineage)
+		resolved(&info, info.Lineage, opts.Catalog)
 		if fp, err := pg_query.Fingerprint(info.Text); err == nil {
 			info.Fingerprint = fp
 		}
@@ -162,27 +162,35 @@ var readKinds = map[string]bool{"select": true, "explain": true, "show": true, "
 	"fetch": true, "close_portal": true, "prepare": true, "execute": true, "deallocate": true, "copy": true, "copy_to": true,
 	"set": true, "variable_show": true, "discard": true, "listen": true, "unlisten": true}
 
-// resolved fills the facts a catalog resolves from the lineage.
-func resolved(info *SQLInfo, lin *Lineage) {
+// resolved fills the facts a catalog resolves from the lineage. A relation or column
+// renamed since the gateway first read it is listed under its name then, too, so that
+// rules naming it still match.
+func resolved(info *SQLInfo, lin *Lineage, cat *Catalog) {
+	add := func(l *[]string, name string) {
+		*l = appendUnique(*l, name)
+		if o := cat.Original(name); o != name {
+			*l = appendUnique(*l, o)
+		}
+	}
 	info.Tables, info.TablesRead, info.TablesWritten, info.Columns, info.FilterColumns = nil, nil, nil, nil, nil
 	for _, r := range lin.Reads {
-		info.Tables = appendUnique(info.Tables, r)
-		info.TablesRead = appendUnique(info.TablesRead, r)
+		add(&info.Tables, r)
+		add(&info.TablesRead, r)
 	}
 	for _, w := range lin.Writes {
-		info.Tables = appendUnique(info.Tables, w.Table)
-		info.TablesWritten = appendUnique(info.TablesWritten, w.Table)
+		add(&info.Tables, w.Table)
+		add(&info.TablesWritten, w.Table)
 	}
 	for _, stmt := range lin.Outputs {
 		for _, o := range stmt {
 			for _, src := range o.Sources {
-				info.Columns = appendUnique(info.Columns, src)
+				add(&info.Columns, src)
 			}
 		}
 	}
 	for _, u := range lin.Uses {
-		info.Columns = appendUnique(info.Columns, u.Column)
-		info.FilterColumns = appendUnique(info.FilterColumns, u.Column)
+		add(&info.Columns, u.Column)
+		add(&info.FilterColumns, u.Column)
 	}
 	info.Functions = slices.Clone(lin.Functions)
 	info.WritingFuncs = slices.Clone(lin.WritingFunctions)
