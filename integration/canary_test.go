@@ -359,7 +359,7 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 	require.Equal(t, before, after, "a read-only identity changed the database")
 	// Most generated statements probe (refused by design) or fail in PostgreSQL (a cast that
 	// does not fit): enough must still come back for the masking to have been tried.
-	require.Greater(t, st.passedBy["tricks"], st.bySource["tricks"]/30, "almost every generated statement refused: the fuzzer tested little")
+	require.Greater(t, st.passedBy["tricks"], 200, "almost every generated statement refused: the fuzzer tested little")
 }
 
 // runFuzz runs sql on c: the simple protocol (text), or the extended protocol in text or
