@@ -71,4 +71,6 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 )
 
+require mvdan.cc/sh/v3 v3.14.1 // indirect
+
 replace github.com/gatehouse/gatehouse/schemas => ./schemas

@@ -17,12 +17,16 @@ func approvalsCmd(args []string, stdout, stderr io.Writer) error {
 		return usageError{"approvals needs a subcommand: list, approve ID, or deny ID --reason R"}
 	}
 	sub := args[0]
-	fs := newFlags("approvals "+sub, "approvals list [--all] | approvals approve ID [--reason R] | approvals deny ID --reason R", stderr)
-	all := fs.Bool("all", false, "list: decided ones too")
-	reason := fs.String("reason", "", "why (required to deny)")
+	fs := newFlags("approvals "+sub, stdout)
+	all, reason := new(bool), new(string)
+	if sub == "list" {
+		all = fs.Bool("all", false, "decided ones too")
+	} else {
+		reason = fs.String("reason", "", map[string]string{"approve": "why (recorded with the decision)", "deny": "why (required; shown to the requester)"}[sub])
+	}
 	asJSON := fs.Bool("json", false, "print JSON")
 	api := addAPIFlags(fs, "", "in dev: gatehouse token --dev --sub approver-1 --groups approvers")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
 	}

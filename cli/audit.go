@@ -28,12 +28,12 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "verify" {
 		return usageError{"audit needs a subcommand: verify [--session ID | --since T], or retention [--dry-run]"}
 	}
-	fs := newFlags("audit verify", "audit verify [--session ID | --since 2026-01-02T15:04:05Z] [--json]", stderr)
+	fs := newFlags("audit verify", stdout)
 	session := fs.String("session", "", "verify one session")
 	since := fs.String("since", "", "verify every session with events since this RFC 3339 time (default: the last 24 hours)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	api := addAPIFlags(fs, "auditor", "an auditor's")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
 	}
@@ -85,11 +85,11 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func auditRetention(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("audit retention", "audit retention [--dry-run] [--json]", stderr)
+	fs := newFlags("audit retention", stdout)
 	dry := fs.Bool("dry-run", false, "list what would be dropped; drop nothing")
 	asJSON := fs.Bool("json", false, "print JSON")
 	api := addAPIFlags(fs, "admin", "an administrator's")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "postgres" {
 		return usageError{"bench needs a target: postgres, ingest or audit"}
 	}
-	fs := newFlags("bench postgres", "bench postgres [--duration 10s] [--modes simple,extended,prepared] [--clients 1,8,32]", stderr)
+	fs := newFlags("bench postgres", stdout)
 	duration := fs.Duration("duration", 10e9, "length of each pgbench run")
 	modes := fs.String("modes", "simple,extended,prepared", "pgbench query modes")
 	clients := fs.String("clients", "1,8,32", "client counts")
@@ -39,7 +39,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	heapProfile := fs.String("memprofile", "", "write a heap profile of this process to FILE after the pgbench runs (with --idle-sessions, while the idle sessions are held)")
 	traceFile := fs.String("trace", "", "write an execution trace of this process to FILE (large: narrow the run with --modes, --clients and --duration); go tool trace -pprof=sched FILE shows where goroutines waited to run")
 	linger := fs.Duration("linger", 0, "Gatehouse's audit.linger for the run (default: the configuration's default)")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseNoArgs(fs, args[1:]); err != nil {
 		return err
 	}
 	var cs []int
@@ -74,13 +74,13 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func benchIngest(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench ingest", "bench ingest [--events 1000000] [--per-message 100] [--batch 500]", stderr)
+	fs := newFlags("bench ingest", stdout)
 	events := fs.Int("events", 1000000, "events to ingest")
 	perMsg := fs.Int("per-message", 100, "events per JetStream message (a session's lingering batch)")
 	batch := fs.Int("batch", 500, "ingest batch size (JetStream messages per ClickHouse insert)")
 	asJSON := fs.Bool("json", false, "print the result as JSON too")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (ingest runs in it) to FILE")
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *events < 1 || *perMsg < 1 || *batch < 1 {
@@ -129,12 +129,12 @@ func startRecording(path string, start func(io.Writer) error, end func()) (stop 
 }
 
 func benchAudit(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench audit", "bench audit [--events 10000000] [--replay-events 100000] [--runs 3]", stderr)
+	fs := newFlags("bench audit", stdout)
 	events := fs.Int("events", 10_000_000, "events generated in ClickHouse")
 	replay := fs.Int("replay-events", 100_000, "events of the one long session whose replay is timed")
 	runs := fs.Int("runs", 3, "runs per query (medians are reported)")
 	asJSON := fs.Bool("json", false, "print the result as JSON too")
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *events < 40 || *replay < 1 || *runs < 1 {

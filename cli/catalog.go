@@ -14,11 +14,11 @@ func catalogCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "get" {
 		return usageError{"catalog needs a subcommand: get --resource NAME"}
 	}
-	fs := newFlags("catalog get", "catalog get --resource NAME [--token T] [--url URL]  (example: gatehouse catalog get --resource demo > deploy/demo.catalog.json)", stderr)
+	fs := newFlags("catalog get", stdout)
 	resource := fs.String("resource", "", "the resource whose catalog to print")
 	api := addAPIFlags(fs, "admin or auditor", "in dev: gatehouse token --dev --sub auditor --groups auditors")
 	fs.Bool("json", true, "print JSON (the only format)")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
 	}

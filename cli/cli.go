@@ -17,55 +17,30 @@ import (
 	"github.com/gatehouse/gatehouse/services/config"
 )
 
-const usage = `gatehouse — identity-aware access gateway for PostgreSQL (and more to come)
-
-Usage:
-  gatehouse dev [flags]                 run everything locally with a demo (embedded NATS,
-                                        local ClickHouse and PostgreSQL, dev OIDC issuer)
-  gatehouse run --config FILE --target=T[,T...]
-                                        run components; --list-targets lists them
-  gatehouse token --dev --sub S [--groups a,b] [--ttl 1h]
-                                        mint a development token from a running 'gatehouse dev'
-  gatehouse sessions list [--json]      list recorded sessions (auditor token)
-  gatehouse sessions replay ID [--json] print a session's statements, decisions and results
-  gatehouse evidence access|denials|grants|changes [--since T] [--until T] [--format csv|json]
-                                        evidence reports for audits (auditor token)
-  gatehouse audit verify [--session ID | --since T]
-                                        re-read the audit store and report missing, reordered or
-                                        altered events and unsealed sessions (exit 1 if any)
-  gatehouse audit retention [--dry-run] drop the months of the trail past their retention now
-                                        (audit.retention; admin token), or list what would go
-  gatehouse policy test --as SUB [--groups g] --resource R "SQL"
-                                        decide a statement offline and say which rule and why
-  gatehouse policy test -f FILE         run a config file's policy test cases (exit 1 on failure)
-  gatehouse policy apply -f FILE        change policies in force, live (admin token)
-  gatehouse policy get                  print the policies in force (admin token)
-  gatehouse catalog get --resource R    print the catalog a resource's statements are resolved
-                                        against (JSON; for policy tests' test_catalogs)
-  gatehouse approvals list [--all]      approvals waiting (or all)
-  gatehouse approvals approve ID [--reason R] | deny ID --reason R
-                                        decide an approval (approver token)
-  gatehouse grants request --resource R --role ROLE --for 2h --reason WHY
-                                        ask for elevated access for a while (needs an approval)
-  gatehouse grants list                 grants in force (yours; all with an admin token)
-  gatehouse revoke --identity SUB | --session ID | --grant ID [--reason R] [--for 1h] [--lift]
-                                        end live sessions now and refuse new ones (admin token)
-  gatehouse revocations                 list the revocations in force
-  gatehouse resource apply -f FILE      add or change resources, live (admin token)
-  gatehouse resource get                print the resources (passwords redacted)
-  gatehouse bench postgres [flags]      pgbench -S: direct vs PgBouncer vs Gatehouse, one run
-  gatehouse bench ingest [flags]        events per second from JetStream into ClickHouse
-  gatehouse bench audit [flags]         evidence reports over 10M events, replay of a 100k session
-
-Run 'gatehouse COMMAND --help' for a command's flags.
-Environment: GATEHOUSE_URL (API base, default http://127.0.0.1:8080), GATEHOUSE_TOKEN.
-`
 
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 2
+	}
+	// `gatehouse help X Y` is `gatehouse X Y --help`.
+	if args[0] == "help" && len(args) > 1 {
+		args = append(args[1:len(args):len(args)], "--help")
+	}
+	if isGroup(args[0]) {
+		switch {
+		case len(args) > 1 && isHelpArg(args[1]):
+			fmt.Fprint(stdout, groupHelp(args[0]))
+			return 0
+		case len(args) == 1 || strings.HasPrefix(args[1], "-"):
+			fmt.Fprintf(stderr, "gatehouse: %s needs a subcommand\n\n%s", args[0], groupHelp(args[0]))
+			return 2
+		}
+		if _, ok := lookupCommand(args[0] + " " + args[1]); !ok {
+			fmt.Fprintf(stderr, "gatehouse: %s has no subcommand %q\n\n%s", args[0], args[1], groupHelp(args[0]))
+			return 2
+		}
 	}
 	var err error
 	switch args[0] {
@@ -98,10 +73,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "catalog":
 		err = catalogCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "gatehouse: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "gatehouse: unknown command %q\n\n%s", args[0], usage())
 		return 2
 	}
 	if err == nil {
@@ -127,32 +102,6 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: gatehouse %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseInterspersed parses flags that may come before or after positional arguments
-// (`gatehouse sessions replay ID --json`), which the flag package alone stops at.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 // NewLogger builds the process logger from the config.
 func NewLogger(c config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level
@@ -169,11 +118,11 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func runCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "run --config FILE --target=all|T[,T...]", stderr)
+	fs := newFlags("run", stdout)
 	cfgPath := fs.String("config", "", "config file (YAML)")
 	targets := fs.String("target", "all", "comma-separated targets to run")
 	list := fs.Bool("list-targets", false, "list the targets and exit")
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *list {

@@ -18,10 +18,10 @@ import (
 func desiredCmd(kind string, args []string, stdout, stderr io.Writer) error {
 	sub := args[0]
 	path := map[string]string{"policy": "/api/v1/policies", "resource": "/api/v1/resources"}[kind]
-	fs := newFlags(kind+" "+sub, kind+" apply -f FILE | "+kind+" get [--token T] [--url URL]", stderr)
+	fs := newFlags(kind+" "+sub, stdout)
 	file := fs.String("f", "", "apply: YAML file with "+strings.TrimPrefix(path, "/api/v1/")+": [...] (a config file will do; other sections are ignored)")
 	api := addAPIFlags(fs, "admin", "in dev: gatehouse token --dev --sub admin --groups gatehouse-admins")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
 	}

@@ -55,9 +55,9 @@ SELECT * FROM (VALUES
 `
 
 func devCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev", "dev [--config deploy/gatehouse.dev.yaml]", stderr)
+	fs := newFlags("dev", stdout)
 	cfgPath := fs.String("config", "deploy/gatehouse.dev.yaml", "demo config file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	cfg, err := config.Load(*cfgPath)

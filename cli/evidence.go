@@ -14,13 +14,13 @@ func evidenceCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || !strings.Contains(" "+strings.Join(kinds, " ")+" ", " "+args[0]+" ") {
 		return usageError{"evidence needs a report: " + strings.Join(kinds, ", ")}
 	}
-	fs := newFlags("evidence "+args[0], "evidence access|privileged|denials|grants|changes [--since T] [--until T] [--format json|csv] [--label env=production]", stderr)
+	fs := newFlags("evidence "+args[0], stdout)
 	since := fs.String("since", "", "from this RFC 3339 time (default: 30 days ago)")
 	until := fs.String("until", "", "to this RFC 3339 time (default: now)")
 	format := fs.String("format", "csv", "json or csv")
 	label := fs.String("label", "", "privileged: resources with this label (default env=production)")
 	api := addAPIFlags(fs, "auditor", "an auditor's")
-	if _, err := parseInterspersed(fs, args[1:]); err != nil {
+	if _, err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	c, err := api.client(5 * time.Minute)

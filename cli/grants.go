@@ -17,14 +17,17 @@ func grantsCmd(args []string, stdout, stderr io.Writer) error {
 		return usageError{"grants needs a subcommand: request --resource R --role ROLE --for 2h --reason WHY, or list"}
 	}
 	sub := args[0]
-	fs := newFlags("grants "+sub, "grants request --resource R --role ROLE --for 2h --reason WHY | grants list", stderr)
-	resource := fs.String("resource", "", "request: the resource")
-	role := fs.String("role", "", "request: the role (see grants: in the config)")
-	dur := fs.String("for", "", "request: how long, e.g. 2h")
-	reason := fs.String("reason", "", "request: why (an incident or ticket)")
+	fs := newFlags("grants "+sub, stdout)
+	var resource, role, dur, reason *string
+	if sub == "request" {
+		resource = fs.String("resource", "", "the resource")
+		role = fs.String("role", "", "the role (see grants: in the config)")
+		dur = fs.String("for", "", "how long, e.g. 2h")
+		reason = fs.String("reason", "", "why (an incident or ticket)")
+	}
 	asJSON := fs.Bool("json", false, "print JSON")
 	api := addAPIFlags(fs, "", "")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
 	}

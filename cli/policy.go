@@ -28,16 +28,16 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "test" {
 		return usageError{"policy needs a subcommand: test, apply -f FILE, or get"}
 	}
-	fs := newFlags("policy test", `policy test [--config FILE] --as SUB [--groups g1,g2] --resource NAME "SQL"  |  policy test -f FILE`, stderr)
+	fs := newFlags("policy test", stdout)
 	cfgPath := fs.String("config", "deploy/gatehouse.dev.yaml", "config with the policies and resources")
 	file := fs.String("f", "", "run the test cases (tests:) of this config file; exit 1 if one fails")
 	as := fs.String("as", "", "subject of the caller")
 	groups := fs.String("groups", "", "comma-separated groups of the caller")
 	resource := fs.String("resource", "", "resource name")
 	grantRoles := fs.String("grants", "", "comma-separated roles the caller holds grants for")
-	catalogFile := fs.String("catalog", "", "the resource's catalog (JSON, as `gatehouse catalog get` prints it); default: the config's test_catalogs")
+	catalogFile := fs.String("catalog", "", "the resource's catalog `FILE` (JSON, as 'gatehouse catalog get' prints it); default: the config's test_catalogs")
 	asJSON := fs.Bool("json", false, "print the decision as JSON")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
 	}

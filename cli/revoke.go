@@ -12,7 +12,7 @@ import (
 
 // revokeCmd is `gatehouse revoke --identity X | --session ID | --grant ID`.
 func revokeCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("revoke", "revoke (--identity SUB | --session ID | --grant ID) [--reason R] [--for 1h] [--lift]", stderr)
+	fs := newFlags("revoke", stdout)
 	ident := fs.String("identity", "", "revoke an identity (token subject): its live sessions end, new ones are refused")
 	sess := fs.String("session", "", "end one session")
 	grant := fs.String("grant", "", "revoke a grant")
@@ -20,7 +20,7 @@ func revokeCmd(args []string, stdout, stderr io.Writer) error {
 	dur := fs.String("for", "", "the revocation lapses after this long (default: until lifted)")
 	lift := fs.Bool("lift", false, "lift the revocation instead")
 	api := addAPIFlags(fs, "admin", "in dev: gatehouse token --dev --sub admin --groups gatehouse-admins")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
@@ -59,10 +59,10 @@ func revokeCmd(args []string, stdout, stderr io.Writer) error {
 
 // revocationsCmd lists the revocations in force.
 func revocationsCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("revocations", "revocations [--json]", stderr)
+	fs := newFlags("revocations", stdout)
 	asJSON := fs.Bool("json", false, "print JSON")
 	api := addAPIFlags(fs, "admin", "in dev: gatehouse token --dev --sub admin --groups gatehouse-admins")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	c, err := api.client(time.Minute)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -31,24 +32,51 @@ type apiAccess struct {
 // addAPIFlags adds --token and --url to fs. who says whose token the command needs
 // ("admin", "auditor", or "" for anyone's); hint is added to the error without one.
 func addAPIFlags(fs *flag.FlagSet, who, hint string) *apiAccess {
-	desc := "token (default $GATEHOUSE_TOKEN)"
+	desc := "token to send (default: $GATEHOUSE_TOKEN)"
 	if who != "" {
-		desc = who + " " + desc
+		desc = "an " + who + "'s " + desc
 	}
-	return &apiAccess{token: fs.String("token", os.Getenv("GATEHOUSE_TOKEN"), desc),
-		base: fs.String("url", apiURL(), "Gatehouse HTTP address (default $GATEHOUSE_URL)"), hint: hint}
+	return &apiAccess{token: fs.String("token", "", desc),
+		base: fs.String("url", "", "Gatehouse HTTP address (default: $GATEHOUSE_URL, else http://127.0.0.1:8080)"), hint: hint}
 }
 
 // client is the API client for the flags given, or a usage error without a token.
 func (a *apiAccess) client(timeout time.Duration) (*apiClient, error) {
-	if *a.token == "" {
+	tok, from := *a.token, "--token"
+	if tok == "" {
+		tok, from = strings.TrimSpace(os.Getenv("GATEHOUSE_TOKEN")), "GATEHOUSE_TOKEN"
+	}
+	if tok == "" {
 		msg := "no token: pass --token or set GATEHOUSE_TOKEN"
 		if a.hint != "" {
 			msg += " (" + a.hint + ")"
 		}
 		return nil, usageError{msg}
 	}
-	return &apiClient{base: strings.TrimRight(*a.base, "/"), token: *a.token, http: &http.Client{Timeout: timeout}}, nil
+	if err := looksLikeToken(tok); err != nil {
+		return nil, usageError{fmt.Sprintf("%s is not a token: %v", from, err)}
+	}
+	base := *a.base
+	if base == "" {
+		base = apiURL()
+	}
+	return &apiClient{base: strings.TrimRight(base, "/"), token: tok, http: &http.Client{Timeout: timeout}}, nil
+}
+
+// looksLikeToken checks the shape of a JWT (three base64url parts) before it is sent, so
+// that a password or a truncated paste is reported as what it is, naming where it came
+// from; the API verifies the token itself.
+func looksLikeToken(tok string) error {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return fmt.Errorf("a token is a JWT, three base64url parts separated by dots; this has %d part(s)", len(parts))
+	}
+	for i, p := range parts[:2] {
+		if _, err := base64.RawURLEncoding.DecodeString(p); err != nil || p == "" {
+			return fmt.Errorf("part %d of the JWT is not base64url", i+1)
+		}
+	}
+	return nil
 }
 
 // do sends a request to the API; an answer other than 200 is an error with the API's
@@ -102,24 +130,28 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 		return usageError{"sessions needs a subcommand: list or replay ID"}
 	}
 	sub := args[0]
-	fs := newFlags("sessions "+sub, "sessions list|replay ID [--json] [--token T]", stderr)
+	fs := newFlags("sessions "+sub, stdout)
 	asJSON := fs.Bool("json", false, "print JSON")
 	api := addAPIFlags(fs, "auditor", "in dev: gatehouse token --dev --sub auditor --groups auditors")
-	identity := fs.String("identity", "", "list: only this identity")
-	resource := fs.String("resource", "", "list: only this resource")
-	limit := fs.Int("limit", 50, "list: at most this many sessions")
+	var identity, resource *string
+	var limit *int
 	var filters []*[2]string
-	for _, f := range []struct{ name, help string }{
-		{"group", "list: only identities in this group"}, {"since", "list: started at or after this RFC 3339 time"},
-		{"until", "list: started at or before this RFC 3339 time"}, {"effect", "list: with a statement allowed, denied, masked or approved"},
-		{"text", "list: with a statement containing this text"}, {"fingerprint", "list: with a statement of this fingerprint"},
-		{"before", "list: the next page (the next_before of the previous one)"},
-	} {
-		v := &[2]string{f.name}
-		fs.StringVar(&v[1], f.name, "", f.help)
-		filters = append(filters, v)
+	if sub == "list" {
+		identity = fs.String("identity", "", "only sessions of this identity (token subject)")
+		resource = fs.String("resource", "", "only sessions on this resource")
+		limit = fs.Int("limit", 50, "at most this many sessions (a page; --before gets the next)")
+		for _, f := range []struct{ name, help string }{
+			{"group", "only identities in this group"}, {"since", "started at or after this RFC 3339 time"},
+			{"until", "started at or before this RFC 3339 time"}, {"effect", "with a statement allowed, denied, masked or approved"},
+			{"text", "with a statement containing this text"}, {"fingerprint", "with a statement of this fingerprint"},
+			{"before", "the next page (the next_before of the previous one)"},
+		} {
+			v := &[2]string{f.name}
+			fs.StringVar(&v[1], f.name, "", f.help)
+			filters = append(filters, v)
+		}
 	}
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ func apiURL() string {
 }
 
 func tokenCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("token", "token --dev --sub SUBJECT [--groups g1,g2] [--ttl 1h]", stderr)
+	fs := newFlags("token", stdout)
 	dev := fs.Bool("dev", false, "mint from the development issuer of a running 'gatehouse dev' (required: production tokens come from your IdP)")
 	sub := fs.String("sub", "", "subject (identity) of the token")
 	groups := fs.String("groups", "", "comma-separated groups")
@@ -29,7 +29,7 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	kind := fs.String("kind", "", "service or human (default: service)")
 	obo := fs.String("on-behalf-of", "", "the human behind a service token (act.sub)")
 	base := fs.String("url", apiURL(), "Gatehouse HTTP address")
-	if err := fs.Parse(args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if !*dev {

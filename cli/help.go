@@ -1,0 +1,245 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// command is one command of the CLI, for its help: path is the words that name it
+// ("sessions list"), args what follows them, summary one line on what it does, and
+// examples whole command lines that work against `gatehouse dev`.
+type command struct {
+	path     string
+	args     string
+	summary  string
+	examples []string
+}
+
+// commands is every command, in the order the top-level help lists them. Main's dispatch,
+// each command's flags and this table are checked against each other by the tests
+// (every entry's --help exits 0 and shows its flags and an example).
+var commands = []command{
+	{"dev", "[--config FILE]", "run everything locally with a demo: embedded NATS, local ClickHouse and PostgreSQL, a development OIDC issuer",
+		[]string{"gatehouse dev", "gatehouse dev --config my-gatehouse.yaml"}},
+	{"run", "--config FILE [--target T[,T...]]", "run some or all components of a deployment (--list-targets lists them)",
+		[]string{"gatehouse run --config /etc/gatehouse/gatehouse.yaml --target proxy", "gatehouse run --list-targets"}},
+	{"token", "--dev --sub SUBJECT [--groups g1,g2] [--ttl 1h]", "mint a token from the development issuer of a running `gatehouse dev` (production tokens come from your IdP)",
+		[]string{"gatehouse token --dev --sub svc-orders --groups orders-readers", "export GATEHOUSE_TOKEN=$(gatehouse token --dev --sub auditor --groups auditors)"}},
+	{"sessions list", "[filters] [--json]", "list recorded sessions, newest first, with their statement counts (auditor token)",
+		[]string{"gatehouse sessions list", "gatehouse sessions list --identity svc-orders --effect deny --since 2026-01-02T00:00:00Z"}},
+	{"sessions replay", "ID [--json]", "print a session's statements, decisions, approvals and masked results in order (auditor token)",
+		[]string{"gatehouse sessions replay 01939c2e-5e0b-7a31-8f3c-2f1d1c0a9b77"}},
+	{"evidence access", "[--since T] [--until T] [--format csv|json]", "who accessed which resource, how often, with every outcome counted as itself (auditor token)",
+		[]string{"gatehouse evidence access --since 2026-01-01T00:00:00Z --until 2026-04-01T00:00:00Z"}},
+	{"evidence privileged", "[--label K=V] [--since T] [--until T] [--format csv|json]", "writes and schema changes on resources with a label, with their approvals (auditor token)",
+		[]string{"gatehouse evidence privileged --label env=production", "gatehouse evidence privileged --label env=dev --format json"}},
+	{"evidence denials", "[--since T] [--until T] [--format csv|json]", "statements denied or held for approval, with the rule and reason (auditor token)",
+		[]string{"gatehouse evidence denials --format json"}},
+	{"evidence grants", "[--since T] [--until T] [--format csv|json]", "time-boxed grants created, revoked and expired (auditor token)",
+		[]string{"gatehouse evidence grants --since 2026-01-01T00:00:00Z"}},
+	{"evidence changes", "[--since T] [--until T] [--format csv|json]", "changes to policies and resources: who, what, when, with the diff (auditor token)",
+		[]string{"gatehouse evidence changes"}},
+	{"audit verify", "[--session ID | --since T] [--json]", "re-read the audit store and report missing, reordered or altered events and unsealed sessions (exit 1 if any)",
+		[]string{"gatehouse audit verify", "gatehouse audit verify --since 2026-01-01T00:00:00Z --json"}},
+	{"audit retention", "[--dry-run] [--json]", "drop the months of the trail past their retention now (audit.retention; admin token), or list what would go",
+		[]string{"gatehouse audit retention --dry-run"}},
+	{"policy test", `--as SUB [--groups g1,g2] --resource NAME "SQL" | -f FILE`,
+		"decide a statement offline and say which rule decided and why; or run a config file's test cases (exit 1 on a failure)",
+		[]string{`gatehouse policy test --as svc-orders --groups orders-readers --resource demo "select * from customers"`, "gatehouse policy test -f deploy/gatehouse.dev.yaml"}},
+	{"policy apply", "-f FILE", "change the policies in force, live, with a recorded diff (admin token)",
+		[]string{"gatehouse policy apply -f policies.yaml"}},
+	{"policy get", "", "print the policies in force as YAML (admin token)",
+		[]string{"gatehouse policy get > policies.yaml"}},
+	{"resource apply", "-f FILE", "add or change resources, live (admin token)",
+		[]string{"gatehouse resource apply -f resources.yaml"}},
+	{"resource get", "", "print the resources as YAML, passwords redacted (admin token)",
+		[]string{"gatehouse resource get"}},
+	{"catalog get", "--resource NAME", "print the catalog a resource's statements are resolved against (JSON, for policy tests' test_catalogs)",
+		[]string{"gatehouse catalog get --resource demo > deploy/demo.catalog.json"}},
+	{"approvals list", "[--all] [--json]", "approvals waiting for a decision (--all: decided ones too)",
+		[]string{"gatehouse approvals list", "gatehouse approvals list --all --json"}},
+	{"approvals approve", "ID [--reason R]", "approve a held statement or grant (approver token; not your own)",
+		[]string{`gatehouse approvals approve 01939c2e-5e0b-7a31-8f3c-2f1d1c0a9b77 --reason "INC-42, checked the WHERE clause"`}},
+	{"approvals deny", "ID --reason R", "deny a held statement or grant (approver token)",
+		[]string{`gatehouse approvals deny 01939c2e-5e0b-7a31-8f3c-2f1d1c0a9b77 --reason "no ticket"`}},
+	{"grants request", "--resource R --role ROLE --for 2h --reason WHY", "ask for elevated access for a while (an approver must approve it)",
+		[]string{`gatehouse grants request --resource demo --role dba-write --for 2h --reason "INC-42"`}},
+	{"grants list", "[--json]", "grants in force: yours, or everyone's with an admin token",
+		[]string{"gatehouse grants list"}},
+	{"revoke", "(--identity SUB | --session ID | --grant ID) --reason R [--for 1h] [--lift]", "end live sessions now and refuse new ones (admin token)",
+		[]string{`gatehouse revoke --identity svc-orders --reason "credential leak, INC-42" --for 1h`, "gatehouse revoke --identity svc-orders --lift --reason \"rotated\""}},
+	{"revocations", "[--json]", "list the revocations in force",
+		[]string{"gatehouse revocations"}},
+	{"bench postgres", "[flags]", "pgbench -S against PostgreSQL directly, through PgBouncer and through Gatehouse, in one run",
+		[]string{"gatehouse bench postgres --floor --duration 20s --clients 8"}},
+	{"bench ingest", "[flags]", "events per second from JetStream into ClickHouse",
+		[]string{"gatehouse bench ingest --events 1000000"}},
+	{"bench audit", "[flags]", "evidence reports over 10M events and the replay of a 100k-event session",
+		[]string{"gatehouse bench audit --events 1000000 --runs 3"}},
+}
+
+func lookupCommand(path string) (command, bool) {
+	for _, c := range commands {
+		if c.path == path {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// groups are the first words of commands that have subcommands.
+func isGroup(word string) bool {
+	for _, c := range commands {
+		if strings.HasPrefix(c.path, word+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+func isHelpArg(s string) bool {
+	return s == "-h" || s == "-help" || s == "--help" || s == "help"
+}
+
+// usage is the top-level help.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("gatehouse — identity-aware access gateway for PostgreSQL (and more to come)\n\nUsage:\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(tw, "  gatehouse %s\t%s\n", c.path, c.summary)
+	}
+	tw.Flush()
+	b.WriteString(`
+Run 'gatehouse COMMAND --help' (or 'gatehouse help COMMAND') for a command's flags and examples.
+Environment: GATEHOUSE_URL (API base, default http://127.0.0.1:8080), GATEHOUSE_TOKEN (the
+token API commands send; --token overrides it).
+`)
+	return b.String()
+}
+
+// groupHelp lists a group's subcommands.
+func groupHelp(group string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: gatehouse %s SUBCOMMAND [flags]\n\nSubcommands:\n", group)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, c := range commands {
+		if strings.HasPrefix(c.path, group+" ") {
+			fmt.Fprintf(tw, "  %s %s\t%s\n", strings.TrimPrefix(c.path, group+" "), c.args, c.summary)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(&b, "\nRun 'gatehouse %s SUBCOMMAND --help' for its flags and examples.\n", group)
+	return b.String()
+}
+
+// helpFor prints a command's help: what it does, its synopsis, every flag with a one-line
+// explanation, and examples.
+func helpFor(w io.Writer, fs *flag.FlagSet) {
+	c, _ := lookupCommand(fs.Name())
+	fmt.Fprintf(w, "Usage: gatehouse %s %s\n", fs.Name(), c.args)
+	if c.summary != "" {
+		fmt.Fprintf(w, "\n%s.\n", strings.ToUpper(c.summary[:1])+c.summary[1:])
+	}
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	if len(names) > 0 {
+		fmt.Fprint(w, "\nFlags:\n")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		slices.Sort(names)
+		for _, n := range names {
+			f := fs.Lookup(n)
+			typ, text := flag.UnquoteUsage(f)
+			dash := "--"
+			if len(n) == 1 {
+				dash = "-"
+			}
+			arg := dash + n
+			if typ != "" {
+				arg += " " + placeholder(n, typ)
+			}
+			if def := f.DefValue; def != "" && def != "false" && def != "0" && def != "0s" && f.Name != "token" {
+				text += " (default " + def + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\n", arg, text)
+		}
+		tw.Flush()
+	}
+	if len(c.examples) > 0 {
+		fmt.Fprint(w, "\nExamples:\n")
+		for _, e := range c.examples {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+	}
+}
+
+// placeholder names a flag's value in help: the word its usage quotes with backquotes,
+// else a name for what common flags take.
+func placeholder(name, typ string) string {
+	if typ != "string" && typ != "value" {
+		return strings.ToUpper(typ)
+	}
+	switch name {
+	case "since", "until":
+		return "TIME"
+	case "for":
+		return "DURATION"
+	case "f", "config", "cpuprofile", "memprofile", "trace":
+		return "FILE"
+	case "groups", "grants", "modes", "clients", "target":
+		return "A,B"
+	}
+	return strings.ToUpper(name)
+}
+
+// newFlags is a command's flag set: --help prints the command's help on stdout (exit 0),
+// a bad flag a short error on stderr (exit 2). Parse it with parseFlags.
+func newFlags(name string, stdout io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors reach stderr once, through Main
+	fs.Usage = func() { helpFor(stdout, fs) }
+	return fs
+}
+
+// parseFlags parses flags that may come before or after positional arguments
+// (`gatehouse sessions replay ID --json`), which the flag package alone stops at, and
+// returns the positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	help := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = help }()
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				help()
+				return nil, err
+			}
+			return nil, usageError{fmt.Sprintf("%s (see 'gatehouse %s --help')", strings.TrimSpace(firstLine(err.Error())), fs.Name())}
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// parseNoArgs is parseFlags for a command that takes no positional arguments.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	pos, err := parseFlags(fs, args)
+	if err == nil && len(pos) > 0 {
+		err = usageError{fmt.Sprintf("%s takes no arguments (got %q; see 'gatehouse %s --help')", fs.Name(), pos, fs.Name())}
+	}
+	return err
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
