@@ -17,7 +17,6 @@ import (
 	"github.com/gatehouse/gatehouse/services/config"
 )
 
-
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {

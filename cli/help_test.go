@@ -27,7 +27,7 @@ func TestEveryCommandExplainsItself(t *testing.T) {
 			lines := strings.Split(flags, "\n")
 			require.NotEmpty(t, lines)
 			for _, l := range lines {
-				require.Regexp(t, `^  --?[a-z-]+( [A-Z,]+)?  +\S`, l, "a flag without an explanation in %q", c.path)
+				require.Regexp(t, `^  --?[a-z-]+( [A-Z,-]+)?  +\S`, l, "a flag without an explanation in %q", c.path)
 			}
 			// The same through `gatehouse help ...` and with -h.
 			code, out2, _ := run(append([]string{"help"}, words...)...)
