@@ -98,3 +98,20 @@ func TestInvalidConfigIsRefusedWithFieldPath(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "resources[0].postgres.address: required (host:port)")
 }
+
+// Without a file, policy test uses the running gateway's policies (with a token; see the
+// integration exercise), else the demo's from a checkout, else says what it needs.
+func TestPolicyTestSaysWhereItsPoliciesCameFrom(t *testing.T) {
+	t.Setenv("GATEHOUSE_TOKEN", "")
+	t.Chdir("..")
+	code, out, errOut := run("policy", "test", "--as", "svc-orders", "--groups", "orders-readers", "--resource", "demo", "delete from customers")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "policy test: policies from deploy/gatehouse.dev.yaml\n", errOut)
+	require.Contains(t, out, "DENY by default deny")
+
+	t.Chdir(t.TempDir())
+	code, _, errOut = run("policy", "test", "--as", "svc-orders", "--resource", "demo", "select 1")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "policy test needs policies: pass --config FILE")
+	require.Contains(t, errOut, "or an admin token (--token or GATEHOUSE_TOKEN)")
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,14 +31,15 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		return usageError{"policy needs a subcommand: test, apply -f FILE, or get"}
 	}
 	fs := newFlags("policy test", stdout)
-	cfgPath := fs.String("config", "deploy/gatehouse.dev.yaml", "config with the policies and resources")
+	cfgPath := fs.String("config", "", "config with the policies and resources (default: the running gateway's, with an admin token; else deploy/gatehouse.dev.yaml when it is here)")
 	file := fs.String("f", "", "run the test cases (tests:) of this config file; exit 1 if one fails")
 	as := fs.String("as", "", "subject of the caller")
 	groups := fs.String("groups", "", "comma-separated groups of the caller")
 	resource := fs.String("resource", "", "resource name")
 	grantRoles := fs.String("grants", "", "comma-separated roles the caller holds grants for")
-	catalogFile := fs.String("catalog", "", "the resource's catalog `FILE` (JSON, as 'gatehouse catalog get' prints it); default: the config's test_catalogs")
+	catalogFile := fs.String("catalog", "", "the resource's catalog `FILE` (JSON, as 'gatehouse catalog get' prints it); default: the config's test_catalogs, or the running gateway's")
 	asJSON := fs.Bool("json", false, "print the decision as JSON")
+	api := addAPIFlags(fs, "admin", "")
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
@@ -45,9 +48,30 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	if *file != "" {
 		path = *file
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
+	var cfg *config.Config
+	var cats map[string]*policy.Catalog
+	if path == "" {
+		// Neither file given: the policies in force at the running gateway, or the demo's
+		// when run from a checkout without a token.
+		if cfg, cats, path, err = livePolicies(api, *resource); err != nil {
+			return err
+		}
+		if cfg == nil {
+			path = "deploy/gatehouse.dev.yaml"
+			if _, err := os.Stat(path); err != nil {
+				return usageError{"policy test needs policies: pass --config FILE (a config with policies: and resources:), " +
+					"or an admin token (--token or GATEHOUSE_TOKEN) to test against the policies in force at " + apiURL() + " (set GATEHOUSE_URL or --url for another gateway)"}
+			}
+		}
+		fmt.Fprintf(stderr, "policy test: policies from %s\n", path)
+	}
+	if cfg == nil {
+		if cfg, err = config.Load(path); err != nil {
+			return err
+		}
+		if cats, err = loadTestCatalogs(path, cfg.TestCatalogs); err != nil {
+			return err
+		}
 	}
 	// Addresses do not matter offline; everything else must be valid.
 	if err := validateOffline(cfg); err != nil {
@@ -56,10 +80,6 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	eng, err := policy.Compile(cfg.Policies, policy.RevisionOf(cfg.Policies))
 	if err != nil {
 		return fmt.Errorf("%s: policies do not compile:\n%w", path, err)
-	}
-	cats, err := loadTestCatalogs(path, cfg.TestCatalogs)
-	if err != nil {
-		return err
 	}
 	if *catalogFile != "" {
 		c, err := loadCatalog(*catalogFile)
@@ -137,6 +157,48 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  kinds: %s\n  tables: %s\n  fingerprint: %s\n  policy revision: %d\n",
 		strings.Join(d.Kinds, ", "), strings.Join(d.Tables, ", "), d.Fingerprint, d.Revision)
 	return nil
+}
+
+// livePolicies reads the policies and resources in force, and the catalog of resource,
+// from the running gateway; nil without a token.
+func livePolicies(api *apiAccess, resource string) (*config.Config, map[string]*policy.Catalog, string, error) {
+	if *api.token == "" && os.Getenv("GATEHOUSE_TOKEN") == "" {
+		return nil, nil, "", nil
+	}
+	c, err := api.client(time.Minute)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cfg := &config.Config{}
+	for _, p := range []string{"/api/v1/policies", "/api/v1/resources"} {
+		resp, err := c.do(http.MethodGet, p, nil, "")
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("policies in force at %s: %w", c.base, err)
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, nil, "", err
+		}
+		part, err := config.Parse(b)
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("%s%s: %w", c.base, p, err)
+		}
+		cfg.Policies = append(cfg.Policies, part.Policies...)
+		cfg.Resources = append(cfg.Resources, part.Resources...)
+	}
+	cfg.ApplyDefaults()
+	cats := map[string]*policy.Catalog{}
+	if r, ok := cfg.Resource(resource); ok && r.Type == "postgres" {
+		var sc schemas.Catalog
+		if err := c.get("/api/v1/catalogs/"+url.PathEscape(resource), &sc); err != nil {
+			return nil, nil, "", fmt.Errorf("catalog of %s: %w", resource, err)
+		}
+		if cats[resource], err = policy.NewCatalog(&sc); err != nil {
+			return nil, nil, "", fmt.Errorf("catalog of %s: %w", resource, err)
+		}
+	}
+	return cfg, cats, "the gateway at " + c.base, nil
 }
 
 func describe(d policy.Decision) string {

@@ -316,6 +316,12 @@ policies:
 	out, _, code = gh("policy", "get")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "name: maintenance")
+	// `policy test` without a file tries a statement against the policies in force (and
+	// the catalog the proxy read), not a file that may differ from them.
+	out, errOut, code = gh("policy", "test", "--as", "svc-orders", "--groups", "orders-readers", "--resource", "demo", "select count(*) from orders")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, errOut, "policy test: policies from the gateway at "+g.policyAPI)
+	require.Contains(t, out, "DENY by live/maintenance: orders are closed for maintenance")
 
 	// And back.
 	_, errOut, code = gh("policy", "apply", "-f", write(`
