@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -151,6 +152,10 @@ type Request struct {
 	// Grants are the caller's time-boxed grants on the resource, filled in by the policy
 	// service (never taken from the request).
 	Grants []Grant `json:"grants,omitempty"`
+
+	// probing: this request asks whether the caller may read the catalog (for the reason
+	// of a denial), and is not itself explained.
+	probing bool
 }
 
 // Grant is what rules see of a grant (`grants`: id, role, resource, expires).
@@ -450,6 +455,9 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		}
 	}
 	enforced.fill(&d, &info, req.Resource.Name)
+	if enforced.best == nil && info.ParseError == "" && !req.probing {
+		d.Reason += e.lookedAt(req, &info, now)
+	}
 	if d.Effect == EffectMask && d.Mask != nil && len(d.Mask.Columns) > 0 {
 		planMask(&d, &info, req.Catalog)
 	}
@@ -466,6 +474,95 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		}
 	}
 	return d
+}
+
+// catalogProbe is the statement whose decision says whether a caller may know what
+// relations exist: reading pg_class tells that.
+const catalogProbe = "select relname from pg_catalog.pg_class"
+
+// maxNamed bounds the names a denial's reason lists.
+const maxNamed = 8
+
+// lookedAt says, for a statement no rule allows, what it names as written (relations and
+// functions), so that the caller can tell what the policies do not let it reach. That a
+// relation does not exist is said only to a caller the policies let read the catalog:
+// to anyone else it would tell what exists.
+func (e *Engine) lookedAt(req *Request, info *SQLInfo, now time.Time) string {
+	rels, funcs := info.Tables, info.Functions
+	var missing []string
+	if lin := info.Lineage; lin != nil {
+		rels, funcs, missing = lin.NamedRelations, lin.NamedFunctions, lin.Missing
+	}
+	var parts []string
+	if len(rels) > 0 {
+		parts = append(parts, "relation"+plural(len(rels))+" "+nameList(rels))
+	}
+	if len(funcs) > 0 {
+		parts = append(parts, "function"+plural(len(funcs))+" "+nameList(funcs))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	out := " (the statement names " + strings.Join(parts, "; ") + ")"
+	if len(missing) > 0 {
+		probe := *req
+		probe.SQL, probe.probing = catalogProbe, true
+		if pd := e.Decide(&probe, now); pd.Allowed() {
+			verb := " does not exist"
+			if len(missing) > 1 {
+				verb = " do not exist"
+			}
+			out += "; " + nameList(missing) + verb
+		}
+	}
+	return out
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// nameList lists names for a message: at most maxNamed, each quoted as PostgreSQL would
+// when it is not a plain lower-case identifier (a client's name may hold anything).
+func nameList(names []string) string {
+	var b strings.Builder
+	for i, n := range names {
+		if i == maxNamed {
+			fmt.Fprintf(&b, " and %d more", len(names)-maxNamed)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		for j, part := range strings.Split(n, ".") {
+			if j > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(quoteIdent(part))
+		}
+	}
+	return b.String()
+}
+
+func quoteIdent(s string) string {
+	plain := s != ""
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_' || i > 0 && (r >= '0' && r <= '9' || r == '$')) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	if len(s) > 63 {
+		s = s[:63] // PostgreSQL truncates identifiers to 63 bytes
+	}
+	q := strconv.Quote(s) // control characters escaped
+	return `"` + strings.ReplaceAll(q[1:len(q)-1], `\"`, `""`) + `"`
 }
 
 // match is the most restrictive rule matched so far, and every mask rule matched.

@@ -41,6 +41,12 @@ type Lineage struct {
 	Unresolved []string `json:"unresolved,omitempty"`
 	// Functions are the functions called, by name.
 	Functions []string `json:"functions,omitempty"`
+	// NamedRelations and NamedFunctions are what the statement's text names, as written
+	// (not what views it names read), and Missing the relations it names that the catalog
+	// does not have: for the reason of a denial.
+	NamedRelations []string `json:"-"`
+	NamedFunctions []string `json:"-"`
+	Missing        []string `json:"-"`
 	// LiteralDependent: the analysis depends on a literal (ORDER BY 2, set_config's setting
 	// name), so the decision must not be shared by statements that differ in literals.
 	LiteralDependent bool `json:"-"`
@@ -516,12 +522,21 @@ func (a *analyzer) writeSchema(schema, action string) {
 // stand for; as written when the catalog has none).
 func (a *analyzer) writeNamed(schema, name, action string) {
 	rels := a.cat.lookup(schema, name)
+	a.named(schema, name, len(rels) > 0)
 	if len(rels) == 0 {
 		a.write(qualify(orPublic(schema), name), action)
 		return
 	}
 	for _, r := range rels {
 		a.write(r.qname, action)
+	}
+}
+
+// named notes a relation the statement names, as written, and whether the catalog has it.
+func (a *analyzer) named(schema, name string, found bool) {
+	a.l.NamedRelations = appendUnique(a.l.NamedRelations, qualify(schema, name))
+	if !found {
+		a.l.Missing = appendUnique(a.l.Missing, qualify(schema, name))
 	}
 }
 

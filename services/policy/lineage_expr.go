@@ -261,6 +261,7 @@ func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) []string {
 		return src
 	}
 	a.l.Functions = appendUnique(a.l.Functions, name)
+	a.l.NamedFunctions = appendUnique(a.l.NamedFunctions, qualify(schema, name))
 	var src []string
 	for _, arg := range fc.Args {
 		src = union(src, a.expr(arg, sc))

@@ -663,6 +663,7 @@ func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope, ctes bool) *fromIt
 		a.unresolved("relation %s after a schema change in this transaction or statement list (the catalog was read before it)", qualify(rv.Schemaname, rv.Relname))
 	}
 	rels := a.cat.lookup(rv.Schemaname, rv.Relname)
+	a.named(rv.Schemaname, rv.Relname, len(rels) > 0)
 	switch len(rels) {
 	case 0:
 		name := qualify(orPublic(rv.Schemaname), rv.Relname)

@@ -223,6 +223,7 @@ func (a *analyzer) writeRelation(rv *pg_query.RangeVar, action string, cascade b
 		a.code("a write to %s after a schema change in this transaction or statement list: what it reaches (triggers, rules, views) is not in the catalog yet", qualify(orPublic(rv.Schemaname), rv.Relname))
 	}
 	rels := a.cat.lookup(rv.Schemaname, rv.Relname)
+	a.named(rv.Schemaname, rv.Relname, len(rels) > 0)
 	if len(rels) == 0 {
 		name := qualify(orPublic(rv.Schemaname), rv.Relname)
 		a.write(name, action)

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -422,4 +423,53 @@ func TestFilterColumns(t *testing.T) {
 	require.Equal(t, "no-probing-cards", d.Rule)
 	d = e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select card_number from customers where id = 1", Catalog: testCatalog}, time.Now())
 	require.Equal(t, policy.EffectAllow, d.Effect)
+}
+
+// A statement no rule allows is refused with what it names, as written, so that the
+// caller can tell which table or function the policies do not let it reach; that a
+// relation does not exist is said only to a caller the policies let read pg_class (to
+// anyone else it would tell what exists).
+func TestDefaultDenialSaysWhatTheStatementNames(t *testing.T) {
+	cat, err := policy.NewCatalog(&schemas.Catalog{Resource: "demo", Version: "test",
+		Relations: []schemas.CatalogRelation{
+			{Schema: "public", Name: "customers", OID: 16390, Kind: "r", Columns: []string{"id", "card_number"}},
+			{Schema: "pg_catalog", Name: "pg_class", OID: 1259, Kind: "r", Columns: []string{"oid", "relname"}},
+		},
+		Builtins: map[string][]string{"v": {"pg_sleep"}, "i": {"count"}}})
+	require.NoError(t, err)
+	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"demo"}, Rules: []config.Rule{
+		{Name: "catalog", Effect: "allow", When: `"catalog-readers" in identity.groups && request.sql.tables.all(t, t.startsWith("pg_catalog."))`},
+	}}}, 1)
+	require.NoError(t, err)
+	reason := func(sql string, groups ...string) string {
+		d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: sql, Catalog: cat}, time.Now())
+		require.Equal(t, "deny", d.Effect)
+		require.Empty(t, d.Rule)
+		return d.Reason
+	}
+	require.Equal(t, "no rule allows select on resource demo (the statement names relations customers, nosuch)",
+		reason("select * from customers join nosuch on true"))
+	require.Equal(t, "no rule allows select on resource demo (the statement names relations customers, nosuch); nosuch does not exist",
+		reason("select * from customers join nosuch on true", "catalog-readers"))
+	// To a caller who may not read the catalog, a missing table and a forbidden one are
+	// refused alike.
+	require.Equal(t, reason("select * from customers"), strings.Replace(reason("select * from customerz"), "customerz", "customers", 1))
+	require.Equal(t, "no rule allows update on resource demo (the statement names relation nosuch.t); nosuch.t does not exist",
+		reason("update nosuch.t set a = 1", "catalog-readers"))
+	require.Equal(t, "no rule allows select on resource demo (the statement names function pg_sleep)", reason("select pg_sleep(1)"))
+	require.Equal(t, "no rule allows select on resource demo (the statement names relation pg_catalog.pg_class; functions pg_catalog.pg_sleep, count)",
+		reason("select pg_catalog.pg_sleep(1), count(*) from pg_catalog.pg_class"))
+	// Names are quoted as PostgreSQL quotes them, control characters escaped; long lists cut.
+	require.Equal(t, `no rule allows select on resource demo (the statement names relation "We""ird\nName")`, reason("select * from \"We\"\"ird\nName\""))
+	require.Equal(t, "no rule allows select on resource demo (the statement names relations a, b, c, d, e, f, g, h and 2 more)",
+		reason("select * from a, b, c, d, e, f, g, h, i, j"))
+	// A view's own tables are not named: only what the statement's text names.
+	require.Equal(t, "no rule allows select on resource demo (the statement names relation pg_stat_activity)",
+		decide(t, mustCompile(t), nil, nil, "select * from pg_stat_activity").Reason)
+}
+
+func mustCompile(t *testing.T) *policy.Engine {
+	e, err := policy.Compile(demo, 7)
+	require.NoError(t, err)
+	return e
 }
