@@ -3,14 +3,14 @@ GO      ?= go
 BIN     := bin/gatehouse
 PKGS    := ./... ./schemas/...
 
-.PHONY: dev test build deps generate bench fuzz-policy clean
+.PHONY: dev test build deps test-deps generate bench fuzz-policy clean
 
-## dev: install what is missing, build, and run Gatehouse locally with a demo
+## dev: install what running needs when missing, build, and run Gatehouse locally with a demo
 dev: deps build
 	$(BIN) dev
 
 ## test: the whole test suite (unit, integration with real PostgreSQL, ClickHouse, NATS)
-test: deps
+test: test-deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(GO) test -race -count=1 -timeout 10m ./proxy/...
@@ -19,9 +19,13 @@ test: deps
 build:
 	$(GO) build -o $(BIN) .
 
-## deps: install missing system packages (apt-get, as root or with sudo)
+## deps: install the missing system packages that building and running need (apt-get, as root or with sudo)
 deps:
 	@deploy/install-deps.sh
+
+## test-deps: deps plus what only the tests use (pgbench, Node.js, psycopg, rsyslog, sqlsmith)
+test-deps:
+	@deploy/install-deps.sh test
 
 ## bench: pgbench -S against PostgreSQL directly, PgBouncer and Gatehouse, side by side
 bench: build
@@ -32,7 +36,7 @@ bench: build
 ## planted values out through generated statements; prints what it tried and every leak
 SEED     ?= $(shell date +%s)
 DURATION ?= 10m
-fuzz-policy: deps
+fuzz-policy: test-deps
 	GATEHOUSE_FUZZ_SEED=$(SEED) GATEHOUSE_FUZZ_DURATION=$(DURATION) $(GO) test -count=1 -timeout 0 -v -run TestCanaryLeakFuzzer ./integration/
 
 ## generate: regenerate the event schema code and docs from schemas/events.yaml

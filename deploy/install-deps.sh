@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
-# Installs what Gatehouse needs on Debian/Ubuntu when it is missing: PostgreSQL (server and
-# psql), ClickHouse (Debian's clickhouse-server) and, for tests, pgbench, Node.js with npm
-# (node-postgres), psycopg 3, rsyslog (with its TLS driver) and sqlsmith. Uses apt-get as
-# root or through sudo; otherwise prints exactly what to install and fails.
+# Installs what Gatehouse needs on Debian/Ubuntu when it is missing, with apt-get as root or
+# through sudo; otherwise prints exactly what to install and fails.
+#
+#   install-deps.sh         what building and running need (make dev): a C compiler (the SQL
+#                           parser, pg_query, is C), PostgreSQL (server and psql), ClickHouse
+#                           (Debian's clickhouse-server) and curl
+#   install-deps.sh test    that, plus what only the tests use (make test, make fuzz-policy):
+#                           pgbench, Node.js with npm (node-postgres), psycopg 3, rsyslog with
+#                           its TLS driver, and sqlsmith
+#   install-deps.sh bench   that of running, plus what the bench command compares against
+#                           (make bench): pgbench and PgBouncer
 set -euo pipefail
+
+variant="${1:-run}"
+case "$variant" in
+  run | test | bench) ;;
+  *)
+    echo "usage: $0 [test|bench]" >&2
+    exit 2
+    ;;
+esac
 
 have() { command -v "$1" >/dev/null 2>&1; }
 have_pg_server() {
@@ -13,23 +29,34 @@ have_pg_server() {
 have_clickhouse() { have clickhouse-server || [ -x /usr/sbin/clickhouse-server ] || have clickhouse; }
 
 missing=()
+# Building: pg_query_go is cgo.
+have gcc || have cc || missing+=(gcc)
+[ -e /usr/include/stdlib.h ] || missing+=(libc6-dev)
+# Running `gatehouse dev`: it starts PostgreSQL and ClickHouse as child processes; psql is
+# the tour's client.
 have_pg_server || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
-have curl || missing+=(curl)
-have pgbench || missing+=(postgresql)
 have_clickhouse || missing+=(clickhouse-server)
-# node-postgres runs through the proxy in its tests (TestNodePostgres).
-have node || missing+=(nodejs)
-have npm || missing+=(npm)
-# psycopg 3 (over libpq) runs through the proxy in its tests (TestPsycopg), with Debian's python3.
-/usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || missing+=(python3-psycopg)
-# The canary leak fuzzer generates statements with sqlsmith.
-have sqlsmith || missing+=(sqlsmith)
-# The syslog sink's tests deliver to a real rsyslogd over TLS.
-have rsyslogd || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
-[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || missing+=(rsyslog-gnutls)
-# `install-deps.sh bench` adds what the bench command compares against.
-if [ "${1:-}" = bench ]; then
+have curl || missing+=(curl)
+
+if [ "$variant" = test ] || [ "$variant" = bench ]; then
+  # pgbench comes with Debian's postgresql package.
+  have pgbench || missing+=(postgresql)
+fi
+if [ "$variant" = test ]; then
+  # curl drives the HTTP API in the tests (already required above).
+  # node-postgres runs through the proxy in its tests (TestNodePostgres).
+  have node || missing+=(nodejs)
+  have npm || missing+=(npm)
+  # psycopg 3 (over libpq) runs through the proxy in its tests (TestPsycopg), with Debian's python3.
+  /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || missing+=(python3-psycopg)
+  # The canary leak fuzzer generates statements with sqlsmith.
+  have sqlsmith || missing+=(sqlsmith)
+  # The syslog sink's tests deliver to a real rsyslogd over TLS.
+  have rsyslogd || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+  [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || missing+=(rsyslog-gnutls)
+fi
+if [ "$variant" = bench ]; then
   have pgbouncer || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 fi
 
@@ -38,6 +65,8 @@ if ! have go; then
   exit 1
 fi
 
+# The same package may be missing for two reasons (postgresql: server and pgbench).
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk 'NF && !seen[$0]++')
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing missing packages: ${missing[*]}" >&2
