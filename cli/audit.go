@@ -72,6 +72,7 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "%-9s session %s%s: %s\n", strings.ToUpper(p.Kind), p.Session, seq, p.Detail)
 		}
+		fmt.Fprintln(stdout, v.Covered())
 		fmt.Fprintf(stdout, "%d session(s), %d event(s) checked, %d problem(s)", v.Sessions, v.Events, len(v.Problems))
 		if len(v.Truncated) > 0 {
 			fmt.Fprintf(stdout, ", %d session(s) truncated by retention", len(v.Truncated))

@@ -77,7 +77,7 @@ func TestUsageErrors(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, `unknown command "nope"`)
 	t.Setenv("GATEHOUSE_TOKEN", "")
-	for _, args := range [][]string{{"sessions", "list"}, {"revocations"}, {"revoke", "--session", "x"}, {"grants", "list"},
+	for _, args := range [][]string{{"sessions", "list"}, {"revocations"}, {"revoke", "--session", "x", "--reason", "r"}, {"grants", "list"},
 		{"approvals", "list"}, {"audit", "verify"}, {"audit", "retention"}, {"evidence", "access"}, {"policy", "get"}} {
 		code, _, errOut = run(args...)
 		require.Equal(t, 2, code, args)

@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/gatehouse/gatehouse/query"
 )
 
 // evidenceCmd prints an evidence report: access, denials, grants or changes.
@@ -42,6 +46,13 @@ func evidenceCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer resp.Body.Close()
+	// What the report covered goes to stderr: stdout stays the report alone.
+	var cov query.Coverage
+	if h := resp.Header.Get(query.HeaderCoverage); h == "" || json.Unmarshal([]byte(h), &cov) != nil {
+		fmt.Fprintf(stderr, "evidence %s: the server did not say what the report covered\n", args[0])
+	} else {
+		fmt.Fprintln(stderr, cov.Summary())
+	}
 	_, err = io.Copy(stdout, resp.Body)
 	return err
 }

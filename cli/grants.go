@@ -40,10 +40,21 @@ func grantsCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if sub == "list" {
 		var out struct {
-			Grants []grants.Grant `json:"grants"`
+			Grants  []grants.Grant `json:"grants"`
+			Scope   string         `json:"scope"` // own or all
+			Subject string         `json:"subject"`
 		}
 		if err := c.get("/api/v1/grants", &out); err != nil {
 			return err
+		}
+		// Whose grants these are, on stderr: an empty table means "none of yours", not "none".
+		switch out.Scope {
+		case "all":
+			fmt.Fprintf(stderr, "every grant in force (an admin token): %d\n", len(out.Grants))
+		case "own":
+			fmt.Fprintf(stderr, "grants in force for %s only (yours; an admin token lists everyone's): %d\n", out.Subject, len(out.Grants))
+		default:
+			fmt.Fprintln(stderr, "the server did not say whose grants these are (yours only, unless your token is an admin's)")
 		}
 		if *asJSON {
 			return json.NewEncoder(stdout).Encode(out)

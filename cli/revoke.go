@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,7 +17,7 @@ func revokeCmd(args []string, stdout, stderr io.Writer) error {
 	ident := fs.String("identity", "", "revoke an identity (token subject): its live sessions end, new ones are refused")
 	sess := fs.String("session", "", "end one session")
 	grant := fs.String("grant", "", "revoke a grant")
-	reason := fs.String("reason", "", "why (shown to the client and recorded)")
+	reason := fs.String("reason", "", "why (required): shown to the clients whose sessions end, and recorded for the auditors")
 	dur := fs.String("for", "", "the revocation lapses after this long (default: until lifted)")
 	lift := fs.Bool("lift", false, "lift the revocation instead")
 	api := addAPIFlags(fs, "admin", "in dev: gatehouse token --dev --sub admin --groups gatehouse-admins")
@@ -34,6 +35,9 @@ func revokeCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if n != 1 || len(pos) > 0 {
 		return usageError{"revoke needs exactly one of --identity, --session or --grant"}
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return usageError{`revoke needs --reason: why access is revoked (or lifted), e.g. --reason "credential leak, INC-42"; the clients whose sessions end are told it, and the audit trail keeps it`}
 	}
 	c, err := api.client(time.Minute)
 	if err != nil {
@@ -81,7 +85,7 @@ func revocationsCmd(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tVALUE\tBY\tAT\tUNTIL\tREASON")
 	for _, r := range out.Revocations {
-		until := "lifted by hand"
+		until := "never (until lifted)"
 		if !r.Until.IsZero() {
 			until = r.Until.Local().Format(time.RFC3339)
 		}

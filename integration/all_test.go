@@ -20,6 +20,23 @@ import (
 // TestAllInOneProcess runs every component in one process (target=all, NATS embedded) with
 // the shipped demo config and policies.
 func TestAllInOneProcess(t *testing.T) {
+	g, dataDir := startAllInOne(t, "../deploy/gatehouse.dev.yaml")
+	exercise(t, g, dataDir)
+
+	// Every component's metrics are on /metrics.
+	code, body := g.apiGet(t, "", "/metrics")
+	require.Equal(t, 200, code)
+	for _, m := range []string{`gatehouse_events_published_total{type="db.query"}`, `gatehouse_policy_decisions_total{effect="deny"}`,
+		`gatehouse_policy_decisions_total{effect="allow"}`, "gatehouse_ingest_rows_total", "gatehouse_ingest_batch_size_bucket",
+		"gatehouse_ingest_lag_events", `gatehouse_postgres_connections_total{outcome="expiry"}`} {
+		require.Contains(t, string(body), m)
+	}
+}
+
+// startAllInOne starts PostgreSQL with the demo database, ClickHouse, and every component
+// in this process (target=all) with the config file at path; it returns the gateway and
+// its data directory (which holds the dev issuer's key).
+func startAllInOne(t *testing.T, path string) (*gateway, string) {
 	pg, pwFile := demoPostgres(t)
 	ch := chtest.Start(t)
 	dataDir := t.TempDir()
@@ -29,7 +46,7 @@ func TestAllInOneProcess(t *testing.T) {
 	t.Setenv("GATEHOUSE_CLICKHOUSE_ADDR", ch.Addr())
 	t.Setenv("GATEHOUSE_DEMO_PG_ADDR", pg.Addr())
 	t.Setenv("GATEHOUSE_DEMO_PG_PASSWORD_FILE", pwFile)
-	cfg, err := config.Load("../deploy/gatehouse.dev.yaml")
+	cfg, err := config.Load(path)
 	require.NoError(t, err)
 	cfg.Audit.SigningKeyFile = filepath.Join(dataDir, "audit-signing.key")
 	_, err = seal.LoadKey(cfg.Audit.SigningKeyFile, true)
@@ -55,16 +72,7 @@ func TestAllInOneProcess(t *testing.T) {
 	waitReady(t, "http://"+a.HTTPAddr())
 	host, port, err := net.SplitHostPort(a.PostgresAddr())
 	require.NoError(t, err)
-	g := &gateway{pgHost: host, pgPort: port, api: "http://" + a.HTTPAddr(), ingestAPI: "http://" + a.HTTPAddr(), policyAPI: "http://" + a.HTTPAddr(), approvalsAPI: "http://" + a.HTTPAddr(), issuer: "http://" + a.HTTPAddr(),
-		chAddr: ch.Addr(), chDB: cfg.ClickHouse.Database, backendPW: readFile(t, pwFile), pg: pg}
-	exercise(t, g, dataDir)
-
-	// Every component's metrics are on /metrics.
-	code, body := g.apiGet(t, "", "/metrics")
-	require.Equal(t, 200, code)
-	for _, m := range []string{`gatehouse_events_published_total{type="db.query"}`, `gatehouse_policy_decisions_total{effect="deny"}`,
-		`gatehouse_policy_decisions_total{effect="allow"}`, "gatehouse_ingest_rows_total", "gatehouse_ingest_batch_size_bucket",
-		"gatehouse_ingest_lag_events", `gatehouse_postgres_connections_total{outcome="expiry"}`} {
-		require.Contains(t, string(body), m)
-	}
+	base := "http://" + a.HTTPAddr()
+	return &gateway{pgHost: host, pgPort: port, api: base, ingestAPI: base, policyAPI: base, approvalsAPI: base, issuer: base,
+		chAddr: ch.Addr(), chDB: cfg.ClickHouse.Database, backendPW: readFile(t, pwFile), pg: pg}, dataDir
 }

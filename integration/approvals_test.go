@@ -311,7 +311,7 @@ func revocations(t *testing.T, g *gateway) {
 		return code == 0 && strings.Contains(out, "key leaked (INC-9)")
 	}, 10*time.Second, 20*time.Millisecond, "gatehouse revocations lists it")
 
-	_, errOut, code = gh("revoke", "--identity", "svc-orders", "--lift")
+	_, errOut, code = gh("revoke", "--identity", "svc-orders", "--lift", "--reason", "key rotated (INC-9)")
 	require.Equal(t, 0, code, errOut)
 	require.Eventually(t, func() bool {
 		c, err := conn()

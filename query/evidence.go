@@ -1,9 +1,12 @@
 package query
 
 import (
+	"context"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,135 +14,142 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// evidenceQueries are the evidence reports: SQL over the events of a time range
-// (placeholders: since, until in microseconds), their columns in order.
-var evidenceQueries = map[string]struct {
-	columns []string
-	sql     string
-}{
-	// Who accessed which resource, how often, first and last time (CC6.1, CC6.3).
-	"access": {[]string{"identity", "on_behalf_of", "resource", "sessions", "statements", "denied", "first", "last"}, `
-		SELECT identity_sub, any(identity_on_behalf_of), resource, uniqExactIf(session_id, type = 'session.start'),
-			uniqExactIf(id, type = 'db.query'), uniqExactIf(id, type = 'decision' AND visitParamExtractString(payload, 'effect') IN ('deny', 'require_approval')),
-			toString(toDateTime(intDiv(min(time_us), 1000000))), toString(toDateTime(intDiv(max(time_us), 1000000)))
-		FROM {db}.events
-		WHERE {range} AND resource != '_config' AND type != 'auth.failed'
-		GROUP BY identity_sub, resource ORDER BY identity_sub, resource`},
-	// Denied and blocked statements, with the rule (CC7.2).
-	"denials": {[]string{"time", "identity", "resource", "session", "effect", "policy", "rule", "reason", "fingerprint"}, `
-		SELECT toString(toDateTime(intDiv(time_us, 1000000))), identity_sub, resource, session_id, visitParamExtractString(payload, 'effect'),
-			visitParamExtractString(payload, 'policy'), visitParamExtractString(payload, 'rule'), visitParamExtractString(payload, 'reason'),
-			visitParamExtractString(payload, 'fingerprint')
-		FROM {db}.events
-		WHERE {range} AND type = 'decision' AND visitParamExtractString(payload, 'effect') IN ('deny', 'require_approval')
-		ORDER BY time_us, id LIMIT 1 BY id`},
-	// Writes and DDL on resources with a label (default env=production), each with the
-	// approvals in its session and the time from request to approval (CC6.2, CC8.1).
-	"privileged": {[]string{"time", "identity", "resource", "session", "kinds", "effect", "rule", "approved_by", "seconds_to_approve"}, `
-		SELECT toString(toDateTime(intDiv(time_us, 1000000))), identity_sub, resource, session_id, visitParamExtractRaw(payload, 'kinds'),
-			visitParamExtractString(payload, 'effect'), visitParamExtractString(payload, 'rule'), approvers, toString(wait)
-		FROM {db}.events
-		ANY LEFT JOIN (
-			SELECT session_id, arrayStringConcat(groupUniqArrayIf(visitParamExtractString(payload, 'by'), type = 'approval.decided' AND visitParamExtractString(payload, 'decision') = 'approve'), ' ') AS approvers,
-				if(countIf(type = 'approval.requested') > 0 AND countIf(type = 'approval.decided') > 0,
-					intDiv(maxIf(time_us, type = 'approval.decided') - minIf(time_us, type = 'approval.requested'), 1000000), 0) AS wait
-			FROM {db}.events WHERE type IN ('approval.requested', 'approval.decided') GROUP BY session_id
-		) USING session_id
-		WHERE {range} AND type = 'decision' AND visitParamExtractString(payload, 'effect') IN ('allow', 'mask', 'require_approval')
-			AND (match(visitParamExtractRaw(payload, 'kinds'), '"(insert|update|delete|merge|truncate|copy_from|grant|revoke|rename|comment|index|view|create_[a-z_]+|alter_[a-z_]+|drop_[a-z_]+)"'))
-			AND session_id IN (SELECT session_id FROM {db}.events WHERE type = 'session.start' AND position(payload, concat('"', ?, '"')) > 0)
-		ORDER BY time_us, id LIMIT 1 BY id`},
-	// Grants created and ended (CC6.2, CC6.3).
-	"grants": {[]string{"time", "event", "grant", "identity", "resource", "role", "expires", "approved_by"}, `
-		SELECT toString(toDateTime(intDiv(time_us, 1000000))), type, visitParamExtractString(payload, 'grant_id'), identity_sub,
-			visitParamExtractString(payload, 'resource'), visitParamExtractString(payload, 'role'), visitParamExtractString(payload, 'expires'),
-			visitParamExtractRaw(payload, 'approved_by')
-		FROM {db}.events
-		WHERE {range} AND type IN ('grant.created', 'grant.expired')
-		ORDER BY time_us, id LIMIT 1 BY id`},
-	// Policy and resource changes: who changed what, when, with the diff (CC6.1, CC8.1).
-	"changes": {[]string{"time", "by", "kind", "name", "action", "source", "diff"}, `
-		SELECT toString(toDateTime(intDiv(time_us, 1000000))), identity_sub, visitParamExtractString(payload, 'kind'),
-			visitParamExtractString(payload, 'name'), visitParamExtractString(payload, 'action'), visitParamExtractString(payload, 'source'),
-			visitParamExtractString(payload, 'diff')
-		FROM {db}.events
-		WHERE {range} AND type = 'policy.changed'
-		ORDER BY time_us, id LIMIT 1 BY id`},
+// HeaderCoverage carries a report's Coverage (JSON), in both formats, so that a CSV body
+// stays plain CSV.
+const HeaderCoverage = "X-Gatehouse-Coverage"
+
+// DefaultPrivilegedLabel is the label the privileged report filters on when none is given.
+const DefaultPrivilegedLabel = "env=production"
+
+// Coverage is what an evidence report covered: its range (events with since <= time <
+// until) and its filters. JSON reports carry it at the top level too.
+type Coverage struct {
+	Kind  string    `json:"kind"`
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
+	// SinceDefault and UntilDefault say the bound was not given: the last 30 days, now.
+	SinceDefault bool    `json:"since_default,omitempty"`
+	UntilDefault bool    `json:"until_default,omitempty"`
+	Filters      Filters `json:"filters"`
+	RowCount     int     `json:"row_count"`
 }
 
-// evidence answers GET /api/v1/evidence/:kind?since=&until=&format=json|csv (default: the
-// last 30 days, JSON).
+// Filters are a report's filters beyond its range.
+type Filters struct {
+	// Label is the privileged report's resource label.
+	Label *LabelFilter `json:"label,omitempty"`
+}
+
+// LabelFilter is a label filter and what it matched in the range, so that an empty report
+// says whether nothing happened or nothing carried the label.
+type LabelFilter struct {
+	Label   string `json:"label"`   // key=value
+	Default bool   `json:"default"` // not given: DefaultPrivilegedLabel
+	// Resources are the resources with a session in the range whose labels include it.
+	Resources []string `json:"resources"`
+	// InUse are the labels of every resource with a session in the range.
+	InUse []string `json:"labels_in_use"`
+}
+
+// Summary is the coverage in one line, for people (the CLI prints it on stderr).
+func (c *Coverage) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "evidence %s: covered %s to %s", c.Kind, c.Since.UTC().Format(time.RFC3339), c.Until.UTC().Format(time.RFC3339))
+	switch {
+	case c.SinceDefault && c.UntilDefault:
+		b.WriteString(" (the default: the last 30 days)")
+	case c.SinceDefault:
+		b.WriteString(" (since: the default, 30 days before until)")
+	case c.UntilDefault:
+		b.WriteString(" (until: the default, now)")
+	}
+	if l := c.Filters.Label; l != nil {
+		fmt.Fprintf(&b, "; label %s", l.Label)
+		if l.Default {
+			b.WriteString(" (the default; --label to change)")
+		}
+		if len(l.Resources) == 0 {
+			b.WriteString(": no resource with a session in this range carries it")
+		} else {
+			fmt.Fprintf(&b, ": carried by %s", strings.Join(l.Resources, ", "))
+		}
+		inUse := "none"
+		if len(l.InUse) > 0 {
+			inUse = strings.Join(l.InUse, ", ")
+		}
+		fmt.Fprintf(&b, "; labels in use in this range: %s", inUse)
+	} else {
+		b.WriteString("; no filters")
+	}
+	fmt.Fprintf(&b, "; %d row(s)", c.RowCount)
+	return b.String()
+}
+
+// evidence answers GET /api/v1/evidence/:kind?since=&until=&format=json|csv[&label=k=v]
+// (default: the last 30 days, JSON). The columns are documented in docs/evidence.md.
 func (a *API) evidence(c echo.Context) error {
-	q, ok := evidenceQueries[c.Param("kind")]
+	kind := c.Param("kind")
+	q, ok := evidenceReports[kind]
 	if !ok {
 		return echo.NewHTTPError(http.StatusNotFound, "evidence is one of access, privileged, denials, grants, changes")
 	}
-	until := time.Now()
-	since := until.Add(-30 * 24 * time.Hour)
+	cov := Coverage{Kind: kind, Until: time.Now().UTC(), UntilDefault: true, SinceDefault: true}
 	for _, p := range []struct {
 		name string
 		t    *time.Time
-	}{{"since", &since}, {"until", &until}} {
+		def  *bool
+	}{{"since", &cov.Since, &cov.SinceDefault}, {"until", &cov.Until, &cov.UntilDefault}} {
 		if v := c.QueryParam(p.name); v != "" {
 			t, err := time.Parse(time.RFC3339, v)
 			if err != nil {
 				return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("%s: %q is not an RFC 3339 time", p.name, v))
 			}
-			*p.t = t
+			*p.t, *p.def = t.UTC(), false
 		}
+	}
+	if cov.SinceDefault {
+		cov.Since = cov.Until.Add(-30 * 24 * time.Hour)
+	}
+	if !cov.Since.Before(cov.Until) {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("since (%s) must be before until (%s)", cov.Since.Format(time.RFC3339), cov.Until.Format(time.RFC3339)))
 	}
 	format := c.QueryParam("format")
 	if format != "" && format != "json" && format != "csv" {
 		return echo.NewHTTPError(http.StatusBadRequest, "format is json or csv")
 	}
-	args := []any{uint64(since.UnixMicro()), uint64(until.UnixMicro())}
-	if c.Param("kind") == "privileged" {
-		label := c.QueryParam("label")
-		if label == "" {
-			label = "env=production"
-		}
-		args = append(args, label)
-	}
-	// Rows are deduplicated by event id (uniqExact, LIMIT 1 BY) rather than with FINAL,
+	ctx := c.Request().Context()
+	// Rows are deduplicated by event id (grouping, LIMIT 1 BY) rather than with FINAL,
 	// which merges the whole table on one thread; the date bounds let ClickHouse skip the
 	// partitions outside the range (a day wider on each side: the date column is in the
-	// server's time zone). The dates come from parsed times, never from text.
-	rng := fmt.Sprintf("date >= '%s' AND date <= '%s' AND time_us >= ? AND time_us < ?",
-		since.UTC().AddDate(0, 0, -1).Format("2006-01-02"), until.UTC().AddDate(0, 0, 1).Format("2006-01-02"))
-	rows, err := a.ch.Query(c.Request().Context(), strings.ReplaceAll(replaceDB(q.sql, a.db), "{range}", rng), args...)
+	// server's time zone). Dates and microseconds come from parsed times, never from text.
+	rng := fmt.Sprintf("date >= '%s' AND date <= '%s' AND time_us >= %d AND time_us < %d",
+		cov.Since.AddDate(0, 0, -1).Format("2006-01-02"), cov.Until.AddDate(0, 0, 1).Format("2006-01-02"),
+		cov.Since.UnixMicro(), cov.Until.UnixMicro())
+	var args []any
+	if kind == "privileged" {
+		lf := &LabelFilter{Label: c.QueryParam("label")}
+		if lf.Label == "" {
+			lf.Label, lf.Default = DefaultPrivilegedLabel, true
+		}
+		if k, _, ok := strings.Cut(lf.Label, "="); !ok || k == "" {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("label: %q is not key=value", lf.Label))
+		}
+		if err := a.labelsInRange(ctx, rng, lf); err != nil {
+			return a.storeError(err)
+		}
+		cov.Filters.Label = lf
+		quoted, _ := json.Marshal(lf.Label) // as it appears in session.start's labels
+		args = append(args, string(quoted))
+	}
+	sql := strings.ReplaceAll(q.sql, "{statements}", statementsSQL)
+	sql = strings.ReplaceAll(replaceDB(sql, a.db), "{range}", rng)
+	table, err := a.table(ctx, sql, args...)
 	if err != nil {
 		return a.storeError(err)
 	}
-	defer rows.Close()
-	var table [][]string
-	types := rows.ColumnTypes()
-	for rows.Next() {
-		vals := make([]any, len(types))
-		for i, ct := range types {
-			switch ct.DatabaseTypeName() {
-			case "UInt64":
-				vals[i] = new(uint64)
-			default:
-				vals[i] = new(string)
-			}
-		}
-		if err := rows.Scan(vals...); err != nil {
-			return a.storeError(err)
-		}
-		row := make([]string, len(vals))
-		for i, v := range vals {
-			switch x := v.(type) {
-			case *uint64:
-				row[i] = strconv.FormatUint(*x, 10)
-			case *string:
-				row[i] = *x
-			}
-		}
-		table = append(table, row)
-	}
-	if err := rows.Err(); err != nil {
-		return a.storeError(err)
-	}
+	cov.RowCount = len(table)
+	b, _ := json.Marshal(cov)
+	c.Response().Header().Set(HeaderCoverage, string(b))
 	if format == "csv" {
 		c.Response().Header().Set("Content-Type", "text/csv")
 		c.Response().WriteHeader(http.StatusOK)
@@ -156,7 +166,73 @@ func (a *API) evidence(c echo.Context) error {
 		}
 		out = append(out, m)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"kind": c.Param("kind"), "since": since.UTC(), "until": until.UTC(), "rows": out})
+	return c.JSON(http.StatusOK, struct {
+		Coverage
+		Columns []string            `json:"columns"`
+		Rows    []map[string]string `json:"rows"`
+	}{cov, q.columns, out})
+}
+
+// labelsInRange fills in which resources with a session in the range carry lf's label,
+// and every label in use there.
+func (a *API) labelsInRange(ctx context.Context, rng string, lf *LabelFilter) error {
+	rows, err := a.table(ctx, "SELECT resource, visitParamExtractRaw(payload, 'labels') FROM "+a.db+".events WHERE "+rng+
+		" AND type = 'session.start' AND resource != '_config' GROUP BY resource, visitParamExtractRaw(payload, 'labels')")
+	if err != nil {
+		return err
+	}
+	lf.Resources, lf.InUse = []string{}, []string{}
+	for _, r := range rows {
+		var labels []string
+		_ = json.Unmarshal([]byte(r[1]), &labels) // absent: none
+		for _, l := range labels {
+			if !slices.Contains(lf.InUse, l) {
+				lf.InUse = append(lf.InUse, l)
+			}
+			if l == lf.Label && !slices.Contains(lf.Resources, r[0]) {
+				lf.Resources = append(lf.Resources, r[0])
+			}
+		}
+	}
+	slices.Sort(lf.Resources)
+	slices.Sort(lf.InUse)
+	return nil
+}
+
+// table runs a query whose columns are String or UInt64 and returns its rows as text.
+func (a *API) table(ctx context.Context, sql string, args ...any) ([][]string, error) {
+	rows, err := a.ch.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var table [][]string
+	types := rows.ColumnTypes()
+	for rows.Next() {
+		vals := make([]any, len(types))
+		for i, ct := range types {
+			switch ct.DatabaseTypeName() {
+			case "UInt64":
+				vals[i] = new(uint64)
+			default:
+				vals[i] = new(string)
+			}
+		}
+		if err := rows.Scan(vals...); err != nil {
+			return nil, err
+		}
+		row := make([]string, len(vals))
+		for i, v := range vals {
+			switch x := v.(type) {
+			case *uint64:
+				row[i] = strconv.FormatUint(*x, 10)
+			case *string:
+				row[i] = *x
+			}
+		}
+		table = append(table, row)
+	}
+	return table, rows.Err()
 }
 
 func replaceDB(sql, db string) string {

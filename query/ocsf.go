@@ -49,7 +49,7 @@ func OCSF(e *schemas.Event) map[string]any {
 		}
 	case schemas.TypeGrantCreated:
 		class, activity, name = ocsfUserAccessMgmt, 1, "Assign Privileges"
-	case schemas.TypeGrantExpired, schemas.TypeRevocation:
+	case schemas.TypeGrantExpired, schemas.TypeGrantRevoked, schemas.TypeRevocation:
 		class, activity, name = ocsfUserAccessMgmt, 2, "Revoke Privileges"
 	}
 	category := class / 1000

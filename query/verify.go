@@ -26,7 +26,32 @@ type Verification struct {
 	// Truncated are sessions whose oldest events were dropped by retention, as recorded in
 	// the trail: explained, not problems.
 	Truncated []seal.Problem `json:"truncated"`
+	// What was covered: one session (Session), or every session with an event at or after
+	// Since up to Until (when the check ran); SinceDefault says since was not given (the
+	// last 24 hours).
+	Session      string     `json:"session,omitempty"`
+	Since        *time.Time `json:"since,omitempty"`
+	Until        *time.Time `json:"until,omitempty"`
+	SinceDefault bool       `json:"since_default,omitempty"`
 }
+
+// Covered says what the verification covered, in one line.
+func (v *Verification) Covered() string {
+	switch {
+	case v.Session != "":
+		return "covered: session " + v.Session
+	case v.Since == nil || v.Until == nil:
+		return "covered: not stated by this server"
+	}
+	s := fmt.Sprintf("covered: every session with events from %s to %s", v.Since.UTC().Format(time.RFC3339), v.Until.UTC().Format(time.RFC3339))
+	if v.SinceDefault {
+		s += " (the default: the last 24 hours; --since to look further back)"
+	}
+	return s
+}
+
+// DefaultVerifyRange is how far back verify looks when not told.
+const DefaultVerifyRange = 24 * time.Hour
 
 // SetVerifyKeys gives the public keys whose seals are accepted, by key id.
 func (a *API) SetVerifyKeys(keys map[string]ed25519.PublicKey) { a.keys = keys }
@@ -46,17 +71,22 @@ const unnamedGatewayAfter = 24 * time.Hour
 func (a *API) verify(c echo.Context) error {
 	ctx := c.Request().Context()
 	var sessions []string
+	var covered Verification
 	if id := c.QueryParam("session"); id != "" {
 		sessions = []string{id}
+		covered.Session = id
 	} else {
-		since := time.Now().Add(-24 * time.Hour)
+		until := time.Now().UTC()
+		since := until.Add(-DefaultVerifyRange)
+		covered.SinceDefault = true
 		if s := c.QueryParam("since"); s != "" {
 			t, err := time.Parse(time.RFC3339, s)
 			if err != nil {
 				return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("since: %q is not an RFC 3339 time", s))
 			}
-			since = t
+			since, covered.SinceDefault = t.UTC(), false
 		}
+		covered.Since, covered.Until = &since, &until
 		rows, err := a.ch.Query(ctx, "SELECT DISTINCT session_id FROM "+a.db+".events WHERE time_us >= ? LIMIT ?", uint64(since.UnixMicro()), uint64(maxVerifySessions+1))
 		if err != nil {
 			return a.storeError(err)
@@ -78,6 +108,7 @@ func (a *API) verify(c echo.Context) error {
 	if err != nil {
 		return a.storeError(err)
 	}
+	v.Session, v.Since, v.Until, v.SinceDefault = covered.Session, covered.Since, covered.Until, covered.SinceDefault
 	return c.JSON(http.StatusOK, v)
 }
 

@@ -301,8 +301,10 @@ const (
 	TypeRevocation = "revocation"
 	// TypeGrantCreated: A time-boxed grant was approved and is in force: CEL rules see it in grants. Recorded on its own (resource _config); identity is the grantee.
 	TypeGrantCreated = "grant.created"
-	// TypeGrantExpired: A grant reached its expiry (or was revoked); sessions that used it end, or lose the rights on their next statement, as its role says.
+	// TypeGrantExpired: A grant reached its expiry; sessions that used it end, or lose the rights on their next statement, as its role says. Recorded on its own (resource _config); identity is the grantee. (Before grant.revoked existed, a revoked grant was recorded as grant.expired too, without expires.)
 	TypeGrantExpired = "grant.expired"
+	// TypeGrantRevoked: A grant was revoked before its expiry (gatehouse revoke --grant); the sessions that used it end. Recorded on its own (resource _config); identity is the grantee.
+	TypeGrantRevoked = "grant.revoked"
 	// TypeSessionSealed: The last event of a sealed session: the gateway's Ed25519 signature over the session's chain, so that anyone holding its public key can prove no event was added, removed, changed or reordered (gatehouse audit verify).
 	TypeSessionSealed = "session.sealed"
 	// TypeAuditRetention: A retention run dropped partitions of the audit trail older than their resource's retention period (recorded after the drop, with exactly what went; resource _config, a session of one event). Identity is who ran it: the ingest service on its schedule, or an administrator through the API.
@@ -347,6 +349,8 @@ const (
 	CodeGrantCreated = "GH6001"
 	// CodeGrantExpired is the code of grant.expired.
 	CodeGrantExpired = "GH6002"
+	// CodeGrantRevoked is the code of grant.revoked.
+	CodeGrantRevoked = "GH6003"
 	// CodeSessionSealed is the code of session.sealed.
 	CodeSessionSealed = "GH1004"
 	// CodeAuditRetention is the code of audit.retention.
@@ -373,6 +377,7 @@ var Codes = map[string]string{
 	TypeRevocation:        CodeRevocation,
 	TypeGrantCreated:      CodeGrantCreated,
 	TypeGrantExpired:      CodeGrantExpired,
+	TypeGrantRevoked:      CodeGrantRevoked,
 	TypeSessionSealed:     CodeSessionSealed,
 	TypeAuditRetention:    CodeAuditRetention,
 }
@@ -416,6 +421,8 @@ func NewPayload(typ string) (Payload, bool) {
 		return &GrantCreated{}, true
 	case TypeGrantExpired:
 		return &GrantExpired{}, true
+	case TypeGrantRevoked:
+		return &GrantRevoked{}, true
 	case TypeSessionSealed:
 		return &SessionSealed{}, true
 	case TypeAuditRetention:
@@ -1161,6 +1168,8 @@ type ApprovalRequested struct {
 	ApprovalID string `json:"approval_id"`
 	// Kind is statement or grant.
 	Kind string `json:"kind"`
+	// QueryID is kind statement: the statement held (its db.query's query_id in the requesting session), so that the trail ties each outcome to its statement; absent on events recorded before it was added.
+	QueryID uint64 `json:"query_id,omitempty"`
 	// SessionID is the session holding the statement.
 	SessionID string `json:"session_id,omitempty"`
 	// Statement is the statement, truncated, with detected sensitive values masked.
@@ -1204,8 +1213,15 @@ func (v *ApprovalRequested) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.ApprovalID)
 	b = append(b, `,"kind":`...)
 	b = AppendJSONString(b, v.Kind)
+	if !(v.QueryID == 0) {
+		b = append(b, `,"query_id":`...)
+		b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	}
 	if !(v.SessionID == "") {
-		b = append(b, `,"session_id":`...)
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"session_id":`...)
 		b = AppendJSONString(b, v.SessionID)
 	}
 	if !(v.Statement == "") {
@@ -1327,6 +1343,8 @@ func (v *ApprovalRequested) AppendJSON(b []byte) []byte {
 type ApprovalDecided struct {
 	// ApprovalID is the approval.
 	ApprovalID string `json:"approval_id"`
+	// QueryID is the statement held (its db.query's query_id in the requesting session), set where the proxy records it; absent on events recorded before it was added.
+	QueryID uint64 `json:"query_id,omitempty"`
 	// Decision is approve or deny.
 	Decision string `json:"decision"`
 	// By is the approver (also the envelope's identity on GH_APPROVALS; in a session's trail the identity is the session's).
@@ -1350,10 +1368,20 @@ func (v *ApprovalDecided) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
 	b = append(b, `"approval_id":`...)
 	b = AppendJSONString(b, v.ApprovalID)
-	b = append(b, `,"decision":`...)
+	if !(v.QueryID == 0) {
+		b = append(b, `,"query_id":`...)
+		b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"decision":`...)
 	b = AppendJSONString(b, v.Decision)
 	if !(v.By == "") {
-		b = append(b, `,"by":`...)
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"by":`...)
 		b = AppendJSONString(b, v.By)
 	}
 	if b[len(b)-1] != '{' {
@@ -1385,6 +1413,8 @@ func (v *ApprovalDecided) AppendJSON(b []byte) []byte {
 type ApprovalExpired struct {
 	// ApprovalID is the approval.
 	ApprovalID string `json:"approval_id"`
+	// QueryID is the statement held (its db.query's query_id in the requesting session), set where the proxy records it; absent on events recorded before it was added.
+	QueryID uint64 `json:"query_id,omitempty"`
 	// Deadline is the deadline that passed.
 	Deadline time.Time `json:"deadline"`
 }
@@ -1398,7 +1428,14 @@ func (v *ApprovalExpired) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
 	b = append(b, `"approval_id":`...)
 	b = AppendJSONString(b, v.ApprovalID)
-	b = append(b, `,"deadline":`...)
+	if !(v.QueryID == 0) {
+		b = append(b, `,"query_id":`...)
+		b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"deadline":`...)
 	b = appendJSONTime(b, v.Deadline)
 	return append(b, '}')
 }
@@ -1407,6 +1444,8 @@ func (v *ApprovalExpired) AppendJSON(b []byte) []byte {
 type ApprovalCancelled struct {
 	// ApprovalID is the approval.
 	ApprovalID string `json:"approval_id"`
+	// QueryID is the statement held (its db.query's query_id in the requesting session), set where the proxy records it; absent on events recorded before it was added.
+	QueryID uint64 `json:"query_id,omitempty"`
 	// Reason is cancel_request or client_disconnected.
 	Reason string `json:"reason"`
 }
@@ -1420,7 +1459,14 @@ func (v *ApprovalCancelled) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
 	b = append(b, `"approval_id":`...)
 	b = AppendJSONString(b, v.ApprovalID)
-	b = append(b, `,"reason":`...)
+	if !(v.QueryID == 0) {
+		b = append(b, `,"query_id":`...)
+		b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"reason":`...)
 	b = AppendJSONString(b, v.Reason)
 	return append(b, '}')
 }
@@ -1431,6 +1477,14 @@ type ApprovalUsed struct {
 	ApprovalID string `json:"approval_id"`
 	// SessionID is the session it ran in.
 	SessionID string `json:"session_id"`
+	// QueryID is in the session's trail: the statement that ran on it (its db.query's query_id).
+	QueryID uint64 `json:"query_id,omitempty"`
+	// ApprovedBy is who approved it (the approve decisions are on GH_APPROVALS, not in this session's trail).
+	ApprovedBy []string `json:"approved_by,omitempty"`
+	// RequestedAt is RFC 3339 time it was requested.
+	RequestedAt string `json:"requested_at,omitempty"`
+	// ApprovedAt is RFC 3339 time it was approved.
+	ApprovedAt string `json:"approved_at,omitempty"`
 }
 
 // EventType returns "approval.used".
@@ -1444,6 +1498,42 @@ func (v *ApprovalUsed) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.ApprovalID)
 	b = append(b, `,"session_id":`...)
 	b = AppendJSONString(b, v.SessionID)
+	if !(v.QueryID == 0) {
+		b = append(b, `,"query_id":`...)
+		b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	}
+	if !(len(v.ApprovedBy) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"approved_by":`...)
+		if v.ApprovedBy == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.ApprovedBy {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(v.RequestedAt == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"requested_at":`...)
+		b = AppendJSONString(b, v.RequestedAt)
+	}
+	if !(v.ApprovedAt == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"approved_at":`...)
+		b = AppendJSONString(b, v.ApprovedAt)
+	}
 	return append(b, '}')
 }
 
@@ -1595,7 +1685,7 @@ func (v *GrantCreated) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
-// GrantExpired is the payload of grant.expired events: a grant reached its expiry (or was revoked); sessions that used it end, or lose the rights on their next statement, as its role says.
+// GrantExpired is the payload of grant.expired events: a grant reached its expiry; sessions that used it end, or lose the rights on their next statement, as its role says. Recorded on its own (resource _config); identity is the grantee. (Before grant.revoked existed, a revoked grant was recorded as grant.expired too, without expires.)
 type GrantExpired struct {
 	// GrantID is the grant.
 	GrantID string `json:"grant_id"`
@@ -1603,6 +1693,8 @@ type GrantExpired struct {
 	Resource string `json:"resource"`
 	// Role is the role.
 	Role string `json:"role"`
+	// Expires is the expiry it reached (zero on events recorded before it was added).
+	Expires time.Time `json:"expires"`
 	// EndedSessions is a revocation ends the sessions that used the grant.
 	EndedSessions bool `json:"ended_sessions"`
 }
@@ -1620,8 +1712,50 @@ func (v *GrantExpired) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.Resource)
 	b = append(b, `,"role":`...)
 	b = AppendJSONString(b, v.Role)
+	b = append(b, `,"expires":`...)
+	b = appendJSONTime(b, v.Expires)
 	b = append(b, `,"ended_sessions":`...)
 	b = strconv.AppendBool(b, v.EndedSessions)
+	return append(b, '}')
+}
+
+// GrantRevoked is the payload of grant.revoked events: a grant was revoked before its expiry (gatehouse revoke --grant); the sessions that used it end. Recorded on its own (resource _config); identity is the grantee.
+type GrantRevoked struct {
+	// GrantID is the grant.
+	GrantID string `json:"grant_id"`
+	// Resource is the resource.
+	Resource string `json:"resource"`
+	// Role is the role.
+	Role string `json:"role"`
+	// Expires is the expiry it would have reached.
+	Expires time.Time `json:"expires"`
+	// By is who revoked it.
+	By string `json:"by"`
+	// Reason is the revocation's reason.
+	Reason string `json:"reason,omitempty"`
+}
+
+// EventType returns "grant.revoked".
+func (GrantRevoked) EventType() string { return TypeGrantRevoked }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *GrantRevoked) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"grant_id":`...)
+	b = AppendJSONString(b, v.GrantID)
+	b = append(b, `,"resource":`...)
+	b = AppendJSONString(b, v.Resource)
+	b = append(b, `,"role":`...)
+	b = AppendJSONString(b, v.Role)
+	b = append(b, `,"expires":`...)
+	b = appendJSONTime(b, v.Expires)
+	b = append(b, `,"by":`...)
+	b = AppendJSONString(b, v.By)
+	if !(v.Reason == "") {
+		b = append(b, `,"reason":`...)
+		b = AppendJSONString(b, v.Reason)
+	}
 	return append(b, '}')
 }
 

@@ -66,7 +66,8 @@ func (c *conn) approve(ctx context.Context, q *session.Query, sql string) *refus
 		_ = json.Unmarshal(m.Data, &reply)
 		switch {
 		case reply.Used != "":
-			c.sess.Record(&schemas.ApprovalUsed{ApprovalID: reply.Used, SessionID: c.sess.ID})
+			c.sess.Record(&schemas.ApprovalUsed{ApprovalID: reply.Used, SessionID: c.sess.ID, QueryID: q.ID,
+				ApprovedBy: reply.ApprovedBy, RequestedAt: reply.RequestedAt, ApprovedAt: reply.ApprovedAt})
 			return nil
 		case reply.Pending != "":
 			return &refusal{code: "42501", msg: fmt.Sprintf("Gatehouse: approval %s is still pending; run the identical statement again once it is approved", reply.Pending)}
@@ -105,7 +106,7 @@ func (c *conn) approve(ctx context.Context, q *session.Query, sql string) *refus
 	}
 	labels := labelList(c.st.resource.Labels)
 	now := time.Now()
-	req := &schemas.ApprovalRequested{ApprovalID: id, Kind: "statement", SessionID: c.sess.ID, Statement: text,
+	req := &schemas.ApprovalRequested{ApprovalID: id, Kind: "statement", QueryID: q.ID, SessionID: c.sess.ID, Statement: text,
 		Fingerprint: q.Decision.Fingerprint, StatementHash: hash, Labels: labels, Policy: q.Decision.Policy, Rule: q.Decision.Rule,
 		Reason: q.Decision.Reason, Approvers: spec.Approvers, Required: uint32(spec.Required), Deadline: now.Add(spec.Timeout).UTC(),
 		Mode: spec.Mode, WindowSeconds: uint64(spec.Window / time.Second)}
@@ -145,10 +146,27 @@ func (c *conn) approve(ctx context.Context, q *session.Query, sql string) *refus
 			if changed, _ := state.Apply(ev); !changed {
 				continue
 			}
-			if ev.Type == schemas.TypeApprovalDecided {
+			// Every outcome goes into the session's trail, tied to its statement: a decision,
+			// and an expiry or cancellation recorded elsewhere first (the approvals service
+			// expires at the deadline too).
+			switch ev.Type {
+			case schemas.TypeApprovalDecided:
 				var d schemas.ApprovalDecided
 				if ev.Decode(&d) == nil {
+					d.QueryID = q.ID
 					c.sess.Record(&d)
+				}
+			case schemas.TypeApprovalExpired:
+				var x schemas.ApprovalExpired
+				if ev.Decode(&x) == nil {
+					x.QueryID = q.ID
+					c.sess.Record(&x)
+				}
+			case schemas.TypeApprovalCancelled:
+				var x schemas.ApprovalCancelled
+				if ev.Decode(&x) == nil {
+					x.QueryID = q.ID
+					c.sess.Record(&x)
 				}
 			}
 			switch state.Status {
@@ -160,11 +178,11 @@ func (c *conn) approve(ctx context.Context, q *session.Query, sql string) *refus
 				return &refusal{code: "57014", msg: fmt.Sprintf("Gatehouse: approval %s was %s; the statement was not run", id, state.Status), detail: "approval " + id}
 			}
 		case <-timer.C:
-			ex := &schemas.ApprovalExpired{ApprovalID: id, Deadline: req.Deadline}
+			ex := &schemas.ApprovalExpired{ApprovalID: id, QueryID: q.ID, Deadline: req.Deadline}
 			c.publishApproval(ctx, id, schemas.TypeApprovalExpired, system, ex, id+".expired")
 			return &refusal{code: "57014", msg: fmt.Sprintf("Gatehouse: approval %s was not granted before its deadline (%s); the statement was not run", id, req.Deadline.Format(time.RFC3339)), detail: "approval " + id}
 		case why := <-cancelled:
-			cx := &schemas.ApprovalCancelled{ApprovalID: id, Reason: why}
+			cx := &schemas.ApprovalCancelled{ApprovalID: id, QueryID: q.ID, Reason: why}
 			c.publishApproval(ctx, id, schemas.TypeApprovalCancelled, c.st.identity.Identity, cx, id+".cancelled")
 			return &refusal{code: "57014", msg: "canceling statement due to user request", detail: "Gatehouse: approval " + id + " cancelled; the statement was not run"}
 		case <-ctx.Done():

@@ -114,7 +114,7 @@ func (s *Server) Revoke(rv revoke.Revocation) {
 		}
 	}
 	s.mu.Unlock()
-	msg := fmt.Sprintf("terminating connection: access revoked by %s: %s", rv.By, rv.Reason)
+	msg := fmt.Sprintf("terminating connection: access revoked by %s: %s", rv.By, rv.Why())
 	// First every client hears of it, in one pass; then backends are cancelled, causes
 	// recorded and connections closed, concurrently.
 	start := time.Now()
@@ -399,7 +399,7 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 	st.identity = id
 	if s.revocations != nil {
 		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, id.Subject, id.OnBehalfOf); ok {
-			return &startupError{"28000", "revoked", fmt.Sprintf("access revoked for %s by %s at %s: %s", rv.Value, rv.By, rv.At.Format(time.RFC3339), rv.Reason)}
+			return &startupError{"28000", "revoked", fmt.Sprintf("access revoked for %s by %s at %s: %s", rv.Value, rv.By, rv.At.Format(time.RFC3339), rv.Why())}
 		}
 	}
 	if st.backend, err = s.connectBackend(st); err != nil {

@@ -224,30 +224,37 @@ func (s *Service) expireGrants(ctx context.Context, now time.Time) {
 		if now.Before(g.Expires) {
 			continue
 		}
-		s.endGrant(ctx, g, "expired")
+		s.endGrant(ctx, g, nil)
 	}
 }
 
-// endGrant removes a grant and records why; with on_expiry end_sessions it is revoked.
-func (s *Service) endGrant(ctx context.Context, g grants.Grant, why string) {
+// endGrant removes a grant and records how it ended: revoked by rv, or (rv nil) expired,
+// when a role with on_expiry end_sessions has it revoked so that its sessions end.
+func (s *Service) endGrant(ctx context.Context, g grants.Grant, rv *revoke.Revocation) {
 	if err := s.Grants.Delete(ctx, g.ID); err != nil {
 		s.Log.Warn("grant not removed", "grant", g.ID, "err", err)
 		return
 	}
-	end := g.OnExpiry != "next_statement"
-	if end && why == "expired" {
-		rv := revoke.Revocation{Kind: revoke.KindGrant, Value: g.ID, Reason: "grant expired", By: "gatehouse", At: now(), Until: g.Expires.Add(24 * time.Hour)}
-		if err := revoke.Publish(ctx, s.JS, rv, schemas.Identity{Subject: "gatehouse", Kind: "system"}); err != nil {
-			s.Log.Warn("expired grant not revoked", "grant", g.ID, "err", err)
+	var typ string
+	var p schemas.Payload
+	if rv != nil {
+		typ, p = schemas.TypeGrantRevoked, &schemas.GrantRevoked{GrantID: g.ID, Resource: g.Resource, Role: g.Role, Expires: g.Expires, By: rv.By, Reason: rv.Reason}
+	} else {
+		end := g.OnExpiry != "next_statement"
+		if end {
+			ex := revoke.Revocation{Kind: revoke.KindGrant, Value: g.ID, Reason: revoke.ReasonGrantExpired, By: revoke.BySystem, At: now(), Until: g.Expires.Add(24 * time.Hour)}
+			if err := revoke.Publish(ctx, s.JS, ex, schemas.Identity{Subject: revoke.BySystem, Kind: "system"}); err != nil {
+				s.Log.Warn("expired grant not revoked", "grant", g.ID, "err", err)
+			}
 		}
+		typ, p = schemas.TypeGrantExpired, &schemas.GrantExpired{GrantID: g.ID, Resource: g.Resource, Role: g.Role, Expires: g.Expires, EndedSessions: end}
 	}
-	p := &schemas.GrantExpired{GrantID: g.ID, Resource: g.Resource, Role: g.Role, EndedSessions: end}
-	e, err := Event(schemas.TypeGrantExpired, schemas.Identity{Subject: g.Subject}, g.Resource, p, time.Now())
+	e, err := Event(typ, schemas.Identity{Subject: g.Subject}, g.Resource, p, time.Now())
 	if err == nil {
 		err = recordConfigEvent(ctx, s.JS, e)
 	}
 	if err != nil {
-		s.Log.Warn("grant expiry not recorded", "grant", g.ID, "err", err)
+		s.Log.Warn("grant end not recorded", "grant", g.ID, "type", typ, "err", err)
 	}
 }
 
@@ -255,7 +262,7 @@ func now() time.Time { return time.Now().UTC() }
 
 // RevokeGrant ends a grant that was revoked (gatehouse revoke --grant ID).
 func (s *Service) RevokeGrant(rv revoke.Revocation) {
-	if rv.Kind != revoke.KindGrant || s.Grants == nil || rv.By == "gatehouse" {
+	if rv.Kind != revoke.KindGrant || s.Grants == nil || rv.By == revoke.BySystem {
 		return
 	}
 	gs, err := s.Grants.List(context.Background())
@@ -264,8 +271,7 @@ func (s *Service) RevokeGrant(rv revoke.Revocation) {
 	}
 	for _, g := range gs {
 		if g.ID == rv.Value {
-			g.OnExpiry = "end_sessions"
-			s.endGrant(context.Background(), g, "revoked")
+			s.endGrant(context.Background(), g, &rv)
 		}
 	}
 }
@@ -401,11 +407,15 @@ type ClaimRequest struct {
 	SessionID     string `json:"session_id"`
 }
 
-// ClaimReply is the approval used ("" if none), or the one still pending for the same
-// statement.
+// ClaimReply is the approval used ("" if none), with who approved it and when (for the
+// session's trail, which has no other record of a fail-fast approval's decision), or the
+// one still pending for the same statement.
 type ClaimReply struct {
-	Used    string `json:"used,omitempty"`
-	Pending string `json:"pending,omitempty"`
+	Used        string   `json:"used,omitempty"`
+	ApprovedBy  []string `json:"approved_by,omitempty"`
+	RequestedAt string   `json:"requested_at,omitempty"` // RFC 3339
+	ApprovedAt  string   `json:"approved_at,omitempty"`  // RFC 3339
+	Pending     string   `json:"pending,omitempty"`
 }
 
 // catchUp waits until everything on GH_APPROVALS when it is called has been applied (a
@@ -450,20 +460,24 @@ func (s *Service) claim(m *nats.Msg) {
 			}
 		}
 		var id, resource string
+		var by []string
+		var requested, approved time.Time
 		if use != nil {
-			id, resource = use.ID, use.Resource
+			id, resource, by, requested, approved = use.ID, use.Resource, use.ApprovedBy(), use.Requested, use.DecidedAt
 			use.Used = true // at once, so that a concurrent claim cannot take it too
 		}
 		s.mu.Unlock()
 		if id != "" {
-			e, err := Event(schemas.TypeApprovalUsed, schemas.Identity{Subject: req.Subject}, resource, &schemas.ApprovalUsed{ApprovalID: id, SessionID: req.SessionID}, time.Now())
+			used := &schemas.ApprovalUsed{ApprovalID: id, SessionID: req.SessionID, ApprovedBy: by,
+				RequestedAt: requested.UTC().Format(time.RFC3339Nano), ApprovedAt: approved.UTC().Format(time.RFC3339Nano)}
+			e, err := Event(schemas.TypeApprovalUsed, schemas.Identity{Subject: req.Subject}, resource, used, time.Now())
 			if err == nil {
 				err = Publish(context.Background(), s.JS, id, e, id+".used")
 			}
 			if err != nil {
 				s.Log.Warn("fail-fast approval use not recorded; not used", "approval", id, "err", err)
 			} else {
-				reply.Used = id
+				reply.Used, reply.ApprovedBy, reply.RequestedAt, reply.ApprovedAt = id, by, used.RequestedAt, used.ApprovedAt
 			}
 		}
 	}
@@ -526,22 +540,28 @@ func (s *Service) Register(e *echo.Echo) {
 		}
 		return c.JSON(http.StatusOK, a)
 	}, s.Verifier.Middleware(nil, ""))
+	// GET /api/v1/grants lists the grants in force the caller may see: an admin's, every
+	// grant (scope "all"); anyone else's, their own (scope "own", subject the caller).
 	e.GET("/api/v1/grants", func(c echo.Context) error {
-		if s.Grants == nil {
-			return c.JSON(http.StatusOK, map[string]any{"grants": []grants.Grant{}})
-		}
-		gs, err := s.Grants.List(c.Request().Context())
-		if err != nil {
-			return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
-		}
 		who := identity.FromContext(c)
+		all := who.HasAnyGroup(s.Admins)
+		scope := "own"
+		if all {
+			scope = "all"
+		}
 		out := []grants.Grant{}
-		for _, g := range gs {
-			if g.Subject == who.Subject || who.HasAnyGroup(s.Admins) {
-				out = append(out, g)
+		if s.Grants != nil {
+			gs, err := s.Grants.List(c.Request().Context())
+			if err != nil {
+				return echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
+			}
+			for _, g := range gs {
+				if all || g.Subject == who.Subject {
+					out = append(out, g)
+				}
 			}
 		}
-		return c.JSON(http.StatusOK, map[string]any{"grants": out})
+		return c.JSON(http.StatusOK, map[string]any{"grants": out, "scope": scope, "subject": who.Subject})
 	}, s.Verifier.Middleware(nil, ""))
 	for _, d := range []string{"approve", "deny"} {
 		e.POST("/api/v1/approvals/:id/"+d, func(c echo.Context) error {

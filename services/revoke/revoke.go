@@ -39,6 +39,13 @@ const (
 	KindGrant    = "grant"
 )
 
+// BySystem is who revokes what Gatehouse ends by itself (an expired grant);
+// ReasonGrantExpired is that revocation's reason.
+const (
+	BySystem           = "gatehouse"
+	ReasonGrantExpired = "grant expired"
+)
+
 // Revocation is the state of one target.
 type Revocation struct {
 	Kind   string    `json:"kind"`
@@ -53,6 +60,15 @@ type Revocation struct {
 // Active reports whether the revocation is in force at now.
 func (r *Revocation) Active(now time.Time) bool {
 	return !r.Lifted && (r.Until.IsZero() || now.Before(r.Until))
+}
+
+// Why is the reason, for a message: "no reason given" when the revocation was published
+// without one (the API requires one; older revocations and direct publishers may lack it).
+func (r *Revocation) Why() string {
+	if strings.TrimSpace(r.Reason) == "" {
+		return "no reason given"
+	}
+	return r.Reason
 }
 
 // key is the target, kind:value.
@@ -193,7 +209,7 @@ type API struct {
 type Request struct {
 	Kind   string `json:"kind"`
 	Value  string `json:"value"`
-	Reason string `json:"reason"`
+	Reason string `json:"reason"`        // required
 	For    string `json:"for,omitempty"` // a Go duration; empty: until lifted
 	Lift   bool   `json:"lift,omitempty"`
 }
@@ -216,6 +232,11 @@ func (a *API) post(c echo.Context) error {
 	}
 	if strings.TrimSpace(req.Value) == "" || len(req.Value) > 1024 {
 		return echo.NewHTTPError(http.StatusBadRequest, "value is required (at most 1024 bytes)")
+	}
+	// The reason is what the client whose session ends is told, and what the trail keeps
+	// for the auditor: a revocation (or its lifting) without one says nothing.
+	if strings.TrimSpace(req.Reason) == "" || len(req.Reason) > 1024 {
+		return echo.NewHTTPError(http.StatusBadRequest, "reason is required (at most 1024 bytes): why access is revoked, or lifted")
 	}
 	who := identity.FromContext(c).Identity
 	rv := Revocation{Kind: req.Kind, Value: req.Value, Reason: req.Reason, By: who.Subject, At: time.Now().UTC(), Lifted: req.Lift}

@@ -128,7 +128,7 @@ func severity(e *schemas.Event) int {
 		}
 		return sevInfo
 	case schemas.TypeSessionTerminated, schemas.TypeRevocation, schemas.TypePolicyChanged, schemas.TypeAuditRetention,
-		schemas.TypeGrantCreated, schemas.TypeGrantExpired, schemas.TypeApprovalRequested, schemas.TypeApprovalDecided,
+		schemas.TypeGrantCreated, schemas.TypeGrantExpired, schemas.TypeGrantRevoked, schemas.TypeApprovalRequested, schemas.TypeApprovalDecided,
 		schemas.TypeApprovalExpired, schemas.TypeApprovalCancelled, schemas.TypeApprovalUsed:
 		return sevNotice
 	}
