@@ -226,7 +226,7 @@ func generateSQL(events int, start, end time.Time) []string {
 	sessions := fmt.Sprintf(`
 INSERT INTO gatehouse.events (%[1]s)
 SELECT toDate(t), toDateTime(t), toUInt64(t) * 1000000 + n %% 1000000, concat('e', toString(n)), type, code,
-	concat('s', toString(s)), toUInt64(seq), resource, sub, 'https://idp.example/', [grp], 'service', '', toUInt64(3), '', '',
+	concat('s', toString(s)), toUInt64(seq), resource, sub, '', 'https://idp.example/', [grp], 'service', '', toUInt64(3), '', '',
 	payload, toUInt64(n), toUInt32(0)
 FROM (
 	SELECT n, s, seq, t, resource, sub, grp, type, code,
@@ -260,7 +260,7 @@ FROM (
 	control := fmt.Sprintf(`
 INSERT INTO gatehouse.events (%[1]s)
 SELECT toDate(t), toDateTime(t), toUInt64(t) * 1000000 + k, concat('c', toString(number)), type, code,
-	if(type LIKE 'approval.%%', concat('s', toString(s)), concat('c', toString(number))), toUInt64(1), '_config', sub, 'https://idp.example/',
+	if(type LIKE 'approval.%%', concat('s', toString(s)), concat('c', toString(number))), toUInt64(1), '_config', sub, '', 'https://idp.example/',
 	['approvers'], 'human', '', toUInt64(3), '', '', payload, toUInt64(0), toUInt32(0)
 FROM (
 	SELECT number, intDiv(number, 2) * 500 AS s, number %% 2 AS k,
@@ -302,7 +302,7 @@ func insertLongSession(ctx context.Context, conn driver.Conn, n int, at time.Tim
 			return err
 		}
 		prev = e.Hash
-		if err := b.Append(t, t, uint64(t.UnixMicro()), e.ID, e.Type, e.Code, e.SessionID, e.Seq, e.Resource, id.Subject, id.Issuer, id.Groups,
+		if err := b.Append(t, t, uint64(t.UnixMicro()), e.ID, e.Type, e.Code, e.SessionID, e.Seq, e.Resource, id.Subject, id.Name, id.Issuer, id.Groups,
 			id.Kind, "", e.PolicyRevision, e.PrevHash, e.Hash, string(e.Payload), uint64(0), uint32(0)); err != nil {
 			return err
 		}

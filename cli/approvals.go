@@ -61,7 +61,7 @@ func approvalsCmd(args []string, stdout, stderr io.Writer) error {
 			if r := []rune(stmt); len(r) > 60 {
 				stmt = string(r[:57]) + "..."
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.ID, a.Status, a.Requester.Subject, a.Resource, len(a.Approvals), a.Request.Required,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.ID, a.Status, nameOf(a.Requester), a.Resource, len(a.Approvals), a.Request.Required,
 				a.Request.Deadline.Local().Format(time.TimeOnly), strings.ReplaceAll(stmt, "\n", " "))
 		}
 		return tw.Flush()

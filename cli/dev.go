@@ -188,27 +188,55 @@ func announce(ctx context.Context, a *app.App, cfg *config.Config, w io.Writer) 
 	if resp, err := http.Get(base + "/readyz"); err == nil {
 		resp.Body.Close()
 	}
-	host, port := splitHostPort(a.PostgresAddr())
-	fmt.Fprintf(w, `
-Gatehouse is running (development mode; data in %s).
+	b := bannerFor(cfg, a.PostgresAddr(), base, a.NATSURL(), a.DevIssuerURL())
+	b.write(w)
+}
 
-  PostgreSQL proxy   %s
-  HTTP API / health  %s   (GET /readyz, /metrics)
-  dev OIDC issuer    %s   (development only)
-  NATS (embedded)    %s
+// bannerFor is the banner of a gateway running cfg; devIssuerURL is where its development
+// issuer is, when cfg enables one.
+func bannerFor(cfg *config.Config, pg, api, nats, devIssuerURL string) banner {
+	b := banner{DataDir: cfg.DataDir, Postgres: pg, HTTP: api, NATS: nats,
+		TLSCert: cfg.Proxy.Postgres.TLSCertFile, Issuers: cfg.Identity.Issuers}
+	if cfg.Identity.DevIssuer {
+		b.DevIssuer = devIssuerURL
+	}
+	return b
+}
 
-Try it:
-  export PGPASSWORD=$(bin/gatehouse token --dev --sub svc-orders --groups orders-readers)
-  psql "host=%s port=%s dbname=demo user=svc-orders" -c 'select * from orders limit 3'
-  psql "host=%s port=%s dbname=demo user=svc-orders" -c 'drop table orders'      # denied: 42501
-  # TLS: sslmode=verify-full sslrootcert=%s
+// banner is what `gatehouse dev` announces once it is ready.
+type banner struct {
+	DataDir, Postgres, HTTP, NATS, TLSCert string
+	// DevIssuer is the development issuer's URL, empty when it is off (dev_issuer: false):
+	// then tokens come from Issuers, and the banner must not offer `token --dev`.
+	DevIssuer string
+	Issuers   []config.Issuer
+}
 
-  export GATEHOUSE_TOKEN=$(bin/gatehouse token --dev --sub auditor --groups auditors)
-  bin/gatehouse sessions list
-  bin/gatehouse sessions replay <session id>
-
-Stop with Ctrl-C.
-`, cfg.DataDir, a.PostgresAddr(), base, a.DevIssuerURL(), a.NATSURL(), host, port, host, port, cfg.Proxy.Postgres.TLSCertFile)
+func (b *banner) write(w io.Writer) {
+	host, port := splitHostPort(b.Postgres)
+	fmt.Fprintf(w, "\nGatehouse is running (development mode; data in %s).\n\n", b.DataDir)
+	fmt.Fprintf(w, "  PostgreSQL proxy   %s\n", b.Postgres)
+	fmt.Fprintf(w, "  HTTP API / health  %s   (GET /readyz, /metrics)\n", b.HTTP)
+	if b.DevIssuer != "" {
+		fmt.Fprintf(w, "  dev OIDC issuer    %s   (development only)\n", b.DevIssuer)
+	}
+	for _, is := range b.Issuers {
+		fmt.Fprintf(w, "  token issuer       %s   (audience %s)\n", is.Issuer, strings.Join(is.AcceptedAudiences(), ", "))
+	}
+	fmt.Fprintf(w, "  NATS (embedded)    %s\n\nTry it:\n", b.NATS)
+	service, auditor := "$(bin/gatehouse token --dev --sub svc-orders --groups orders-readers)", "$(bin/gatehouse token --dev --sub auditor --groups auditors)"
+	if b.DevIssuer == "" {
+		// No development issuer: the tokens come from the configured IdP.
+		fmt.Fprintf(w, "  # tokens come from your IdP (dev_issuer is off); docs/identity.md says how to get\n")
+		fmt.Fprintf(w, "  # one whose audience is the gateway's\n")
+		service, auditor = "<an access token for a service>", "<an access token of someone in an auditor group>"
+	}
+	fmt.Fprintf(w, "  export PGPASSWORD=%s\n", service)
+	fmt.Fprintf(w, "  psql \"host=%s port=%s dbname=demo user=svc-orders\" -c 'select * from orders limit 3'\n", host, port)
+	fmt.Fprintf(w, "  psql \"host=%s port=%s dbname=demo user=svc-orders\" -c 'drop table orders'      # denied: 42501\n", host, port)
+	fmt.Fprintf(w, "  # TLS: sslmode=verify-full sslrootcert=%s\n\n", b.TLSCert)
+	fmt.Fprintf(w, "  export GATEHOUSE_TOKEN=%s\n", auditor)
+	fmt.Fprintf(w, "  bin/gatehouse sessions list\n  bin/gatehouse sessions replay <session id>\n\nStop with Ctrl-C.\n")
 }
 
 func splitHostPort(s string) (string, string) {

@@ -14,7 +14,7 @@ import (
 // revokeCmd is `gatehouse revoke --identity X | --session ID | --grant ID`.
 func revokeCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("revoke", stdout)
-	ident := fs.String("identity", "", "revoke an identity (token subject): its live sessions end, new ones are refused")
+	ident := fs.String("identity", "", "revoke an identity, by name (e.g. email) or token subject: its live sessions end, new ones are refused")
 	sess := fs.String("session", "", "end one session")
 	grant := fs.String("grant", "", "revoke a grant")
 	reason := fs.String("reason", "", "why (required): shown to the clients whose sessions end, and recorded for the auditors")
@@ -89,7 +89,7 @@ func revocationsCmd(args []string, stdout, stderr io.Writer) error {
 		if !r.Until.IsZero() {
 			until = r.Until.Local().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Kind, r.Value, r.By, r.At.Local().Format(time.RFC3339), until, r.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Kind, r.Value, r.Revoker(), r.At.Local().Format(time.RFC3339), until, r.Reason)
 	}
 	return tw.Flush()
 }

@@ -137,7 +137,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	var limit *int
 	var filters []*[2]string
 	if sub == "list" {
-		identity = fs.String("identity", "", "only sessions of this identity (token subject)")
+		identity = fs.String("identity", "", "only sessions of this identity (its name, e.g. an email, or its token subject)")
 		resource = fs.String("resource", "", "only sessions on this resource")
 		limit = fs.Int("limit", 50, "at most this many sessions (a page; --before gets the next)")
 		for _, f := range []struct{ name, help string }{
@@ -186,13 +186,17 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 			return json.NewEncoder(stdout).Encode(out)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tSTART\tEND\tSTATEMENTS\tDENIED\tMASKED\tAPPROVED")
+		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tSTART\tEND\tSTATEMENTS\tDENIED\tMASKED\tAPPROVED\tSUBJECT")
 		for _, s := range out.Sessions {
 			end := "(open)"
 			if s.End != nil {
 				end = s.End.Local().Format(time.DateTime)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.ID, s.Identity, s.Resource, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied, s.Masked, s.Approved)
+			name := s.Name
+			if name == "" {
+				name = s.Identity
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.ID, name, s.Resource, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied, s.Masked, s.Approved, s.Identity)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -215,6 +219,23 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	return printReplay(stdout, &r)
 }
 
+// who is an identity as people read it: its name, with the token subject when that differs
+// (the subject is the key that revocations, approvals and the IdP itself know).
+func who(id schemas.Identity) string {
+	if id.Name == "" || id.Name == id.Subject {
+		return id.Subject
+	}
+	return id.Name + " [sub " + id.Subject + "]"
+}
+
+// nameOf is an identity's name, else its token subject (for tables).
+func nameOf(id schemas.Identity) string {
+	if id.Name != "" {
+		return id.Name
+	}
+	return id.Subject
+}
+
 func printReplay(w io.Writer, r *query.Replay) error {
 	for _, e := range r.Events {
 		ts := e.Time.Local().Format("15:04:05.000000")
@@ -222,7 +243,7 @@ func printReplay(w io.Writer, r *query.Replay) error {
 		case schemas.TypeSessionStart:
 			var p schemas.SessionStart
 			_ = e.Decode(&p)
-			fmt.Fprintf(w, "%s  #%d session start: %s (%s) → %s from %s, tls=%v, audit=%s\n", ts, e.Seq, e.Identity.Subject, strings.Join(e.Identity.Groups, ","), e.Resource, p.ClientAddr, p.TLS, p.AuditMode)
+			fmt.Fprintf(w, "%s  #%d session start: %s (%s) → %s from %s, tls=%v, audit=%s\n", ts, e.Seq, who(e.Identity), strings.Join(e.Identity.Groups, ","), e.Resource, p.ClientAddr, p.TLS, p.AuditMode)
 		case schemas.TypeDbQuery:
 			var p schemas.DbQuery
 			_ = e.Decode(&p)

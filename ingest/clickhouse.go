@@ -34,21 +34,26 @@ func Open(cfg config.ClickHouse) (driver.Conn, error) {
 // DateTime64, Map, JSON, LowCardinality, IPv6 or TTL. Never edit one that has shipped; add
 // a new one.
 var migrations = []string{
-	`CREATE TABLE IF NOT EXISTS {db}.events (` + eventColumnDefs + `) ENGINE = ReplacingMergeTree
+	`CREATE TABLE IF NOT EXISTS {db}.events (` + eventColumnDefsV1 + `) ENGINE = ReplacingMergeTree
 	PARTITION BY toYYYYMM(date)
 	ORDER BY (session_id, seq, id)`,
 	// 2-5: partitions per resource and month, so retention can drop a resource's old months
 	// (a partition key cannot be altered: copy into a new table and swap).
-	`CREATE TABLE IF NOT EXISTS {db}.events_by_resource (` + eventColumnDefs + `) ENGINE = ReplacingMergeTree
+	`CREATE TABLE IF NOT EXISTS {db}.events_by_resource (` + eventColumnDefsV1 + `) ENGINE = ReplacingMergeTree
 	PARTITION BY (resource, toYYYYMM(date))
 	ORDER BY (session_id, seq, id)`,
-	`INSERT INTO {db}.events_by_resource (` + EventColumns + `) SELECT ` + EventColumns + ` FROM {db}.events`,
+	`INSERT INTO {db}.events_by_resource (` + eventColumnsV1 + `) SELECT ` + eventColumnsV1 + ` FROM {db}.events`,
 	`RENAME TABLE {db}.events TO {db}.events_by_month, {db}.events_by_resource TO {db}.events`,
 	`DROP TABLE {db}.events_by_month`,
+	// 6: the caller's readable name next to the token subject (identity.name). Events
+	// recorded before it have '' (their envelope had no name; readers show the subject).
+	// ADD COLUMN only changes metadata, on a table of any size.
+	`ALTER TABLE {db}.events ADD COLUMN identity_name String DEFAULT '' AFTER identity_sub`,
 }
 
-// eventColumnDefs are the columns of the events table (every migration that creates one).
-const eventColumnDefs = `
+// eventColumnDefsV1 are the columns of the events table as migrations 1-5 created it
+// (frozen: later columns are added by later migrations).
+const eventColumnDefsV1 = `
 		date Date,
 		time DateTime,
 		time_us UInt64,
@@ -122,5 +127,9 @@ func replaceDB(s, db string) string {
 	return string(out)
 }
 
-// EventColumns is the explicit column list every insert names (old servers need it).
-const EventColumns = "date, time, time_us, id, type, code, session_id, seq, resource, identity_sub, identity_issuer, identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq, stream_index"
+// EventColumns is the explicit column list every insert names (old servers need it): the
+// events table's columns as the migrations leave it.
+const EventColumns = "date, time, time_us, id, type, code, session_id, seq, resource, identity_sub, identity_name, identity_issuer, identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq, stream_index"
+
+// eventColumnsV1 is the column list of the table migrations 1-5 made (frozen).
+const eventColumnsV1 = "date, time, time_us, id, type, code, session_id, seq, resource, identity_sub, identity_issuer, identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq, stream_index"

@@ -10,6 +10,9 @@ import (
 // MigrateTo applies the migrations up to version n (tests of upgrades).
 var MigrateTo = migrate
 
+// EventColumnsV1 is the column list of an events table before migration 6.
+const EventColumnsV1 = eventColumnsV1
+
 // Scheduled is one scheduled run (claimed among replicas).
 func (r *Retention) Scheduled(ctx context.Context, now time.Time, who schemas.Identity) (bool, error) {
 	return r.scheduled(ctx, now, who)

@@ -167,12 +167,13 @@ type parsed struct {
 // column to the driver as one slice (no per-value reflection), and building them happens
 // in the fetcher, while the previous batch is being inserted.
 type columns struct {
-	time                                            []time.Time // date and time
-	timeUS, seq, revision, streamSeq                []uint64
-	id, typ, code, session, resource                []string
-	sub, issuer, kind, onBehalfOf, prev, hash, payl []string
-	groups                                          [][]string
-	index                                           []uint32
+	time                                []time.Time // date and time
+	timeUS, seq, revision, streamSeq    []uint64
+	id, typ, code, session, resource    []string
+	sub, name, issuer, kind, onBehalfOf []string
+	prev, hash, payl                    []string
+	groups                              [][]string
+	index                               []uint32
 }
 
 func (c *columns) len() int { return len(c.id) }
@@ -187,6 +188,7 @@ func (c *columns) add(e *schemas.Event, seq uint64, index uint32) {
 	c.seq = append(c.seq, e.Seq)
 	c.resource = append(c.resource, e.Resource)
 	c.sub = append(c.sub, e.Identity.Subject)
+	c.name = append(c.name, e.Identity.Name)
 	c.issuer = append(c.issuer, e.Identity.Issuer)
 	c.groups = append(c.groups, nonNil(e.Identity.Groups))
 	c.kind = append(c.kind, e.Identity.Kind)
@@ -201,7 +203,7 @@ func (c *columns) add(e *schemas.Event, seq uint64, index uint32) {
 
 // slices is the batch in EventColumns' order.
 func (c *columns) slices() []any {
-	return []any{c.time, c.time, c.timeUS, c.id, c.typ, c.code, c.session, c.seq, c.resource, c.sub, c.issuer, c.groups,
+	return []any{c.time, c.time, c.timeUS, c.id, c.typ, c.code, c.session, c.seq, c.resource, c.sub, c.name, c.issuer, c.groups,
 		c.kind, c.onBehalfOf, c.revision, c.prev, c.hash, c.payl, c.streamSeq, c.index}
 }
 
@@ -241,7 +243,7 @@ func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
 		n += bytes.Count(data, []byte{'\n'}) + 1
 	}
 	c := &columns{}
-	for _, p := range []*[]string{&c.id, &c.typ, &c.code, &c.session, &c.resource, &c.sub, &c.issuer, &c.kind, &c.onBehalfOf, &c.prev, &c.hash, &c.payl} {
+	for _, p := range []*[]string{&c.id, &c.typ, &c.code, &c.session, &c.resource, &c.sub, &c.name, &c.issuer, &c.kind, &c.onBehalfOf, &c.prev, &c.hash, &c.payl} {
 		*p = make([]string, 0, n)
 	}
 	c.time = make([]time.Time, 0, n)

@@ -79,7 +79,7 @@ func (h *harness) count(t *testing.T) uint64 {
 // events are counted and left out.
 func TestIngestStoresEveryEventExactly(t *testing.T) {
 	h := start(t)
-	svc := schemas.Identity{Subject: "svc-orders", Issuer: "http://127.0.0.1/dev/oidc", Groups: []string{"orders-readers"}, Kind: "service", OnBehalfOf: "alice@example.com"}
+	svc := schemas.Identity{Subject: "CgpzdmMtb3JkZXJzEgVsb2NhbA", Name: "svc-orders@example.com", Issuer: "http://127.0.0.1/dev/oidc", Groups: []string{"orders-readers"}, Kind: "service", OnBehalfOf: "alice@example.com"}
 	odd := schemas.Identity{Subject: "weird \"name\"\twith\\escapes é", Issuer: "https://idp.example/", Kind: "human"} // no groups; escapes take encoding/json's path
 	v := "4111 1111 1111 1111"
 	s1 := chain(t, "s1", "demo", svc,

@@ -122,7 +122,7 @@ func TestMigrationToResourcePartitionsKeepsEvents(t *testing.T) {
 	h := start(t)
 	ctx := context.Background()
 	require.NoError(t, ingest.MigrateTo(ctx, h.ch, "old", 1))
-	b, err := h.ch.PrepareBatch(ctx, "INSERT INTO old.events ("+ingest.EventColumns+")")
+	b, err := h.ch.PrepareBatch(ctx, "INSERT INTO old.events ("+ingest.EventColumnsV1+")")
 	require.NoError(t, err)
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	for i, res := range []string{"demo", "_config"} {

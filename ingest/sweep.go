@@ -134,12 +134,12 @@ func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Du
 		return nil, err
 	}
 	for i := range out {
-		row := ch.QueryRow(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_issuer,
+		row := ch.QueryRow(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
 			identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash
 			FROM `+db+`.events FINAL WHERE session_id = ? ORDER BY seq DESC LIMIT 1`, out[i].Session)
 		e := &out[i].Last
 		var us uint64
-		if err := row.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Issuer,
+		if err := row.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Name, &e.Identity.Issuer,
 			&e.Identity.Groups, &e.Identity.Kind, &e.Identity.OnBehalfOf, &e.PolicyRevision, &e.PrevHash, &e.Hash); err != nil {
 			return nil, err
 		}

@@ -55,7 +55,7 @@ func tamperEvidence(t *testing.T, g *gateway, ch driver.Conn, since time.Time) {
 	}
 	rows.Close()
 	require.Len(t, s, 4)
-	cols := "date, time, time_us, id, type, code, session_id, seq, resource, identity_sub, identity_issuer, identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq, stream_index"
+	cols := ingest.EventColumns
 	exec := func(q string, args ...any) { require.NoError(t, ch.Exec(ctx, q, args...), q) }
 	count := func(q string, args ...any) uint64 {
 		var n uint64
@@ -254,7 +254,7 @@ func retentionRun(t *testing.T, g *gateway, ch driver.Conn) {
 	b, err := ch.PrepareBatch(ctx, "INSERT INTO "+g.chDB+".events ("+ingest.EventColumns+")")
 	require.NoError(t, err)
 	require.NoError(t, b.Append(old, old, uint64(old.UnixMicro()), "old-event", "session.end", "GH1001", "old-session", uint64(1), "demo",
-		"svc-orders", "iss", []string{}, "service", "", uint64(0), "", "h", `{"reason":"client"}`, uint64(0), uint32(0)))
+		"svc-orders", "", "iss", []string{}, "service", "", uint64(0), "", "h", `{"reason":"client"}`, uint64(0), uint32(0)))
 	require.NoError(t, b.Send())
 	run := func(token string, args ...string) (int, string) {
 		var stdout, stderr bytes.Buffer

@@ -76,7 +76,7 @@ func (a *API) export(c echo.Context) error {
 			return echo.NewHTTPError(http.StatusServiceUnavailable, "ingest position unknown: "+err.Error())
 		}
 	}
-	rows, err := a.ch.Query(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_issuer,
+	rows, err := a.ch.Query(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
 		identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq, stream_index
 		FROM `+a.db+`.events FINAL
 		WHERE (stream_seq > ? OR (stream_seq = ? AND stream_index > ?)) AND stream_seq <= ?
@@ -91,7 +91,7 @@ func (a *API) export(c echo.Context) error {
 		var e schemas.Event
 		var us uint64
 		var payload string
-		if err := rows.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Issuer,
+		if err := rows.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Name, &e.Identity.Issuer,
 			&e.Identity.Groups, &e.Identity.Kind, &e.Identity.OnBehalfOf, &e.PolicyRevision, &e.PrevHash, &e.Hash, &payload, &next.Seq, &next.Index); err != nil {
 			return a.storeError(err)
 		}

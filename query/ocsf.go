@@ -59,7 +59,7 @@ func OCSF(e *schemas.Event) map[string]any {
 		"class_uid": class, "category_uid": category, "activity_id": activity, "activity_name": name,
 		"type_uid": class*100 + activity, "severity_id": 1, "status_id": status,
 		"time": e.Time.UnixMilli(),
-		"actor": map[string]any{"user": map[string]any{"name": e.Identity.Subject, "uid": e.Identity.Subject,
+		"actor": map[string]any{"user": map[string]any{"name": actorName(&e.Identity), "uid": e.Identity.Subject,
 			"type": e.Identity.Kind, "groups": groups(e.Identity.Groups)}, "session": map[string]any{"uid": e.SessionID}},
 		"unmapped": map[string]any{"gatehouse": map[string]any{"type": e.Type, "code": e.Code, "resource": e.Resource,
 			"policy_revision": e.PolicyRevision, "hash": e.Hash, "prev_hash": e.PrevHash, "payload": payload}},
@@ -91,4 +91,13 @@ func groups(gs []string) []map[string]string {
 func str(v any) string {
 	s, _ := v.(string)
 	return s
+}
+
+// actorName is the OCSF user name: the caller's readable name, else the token subject
+// (which is the user's uid either way).
+func actorName(id *schemas.Identity) string {
+	if id.Name != "" {
+		return id.Name
+	}
+	return id.Subject
 }

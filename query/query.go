@@ -50,8 +50,11 @@ func (a *API) Register(e *echo.Echo) {
 
 // Session is one row of the session list.
 type Session struct {
-	ID         string     `json:"id"`
+	ID string `json:"id"`
+	// Identity is the caller's token subject; Name its readable name (identity.name; empty
+	// for sessions recorded before names were).
 	Identity   string     `json:"identity"`
+	Name       string     `json:"name,omitempty"`
 	Resource   string     `json:"resource"`
 	Start      time.Time  `json:"start"`
 	End        *time.Time `json:"end,omitempty"`
@@ -74,8 +77,9 @@ func (a *API) listSessions(c echo.Context) error {
 	where := []string{"type != 'auth.failed'", "resource != '_config'"} // configuration changes are not sessions
 	var args []any
 	if v := c.QueryParam("identity"); v != "" {
-		where = append(where, "identity_sub = ?")
-		args = append(args, v)
+		// A subject or a name: people know a colleague by email, not by the IdP's ID.
+		where = append(where, "(identity_sub = ? OR identity_name = ?)")
+		args = append(args, v, v)
 	}
 	if v := c.QueryParam("resource"); v != "" {
 		where = append(where, "resource = ?")
@@ -125,7 +129,7 @@ func (a *API) listSessions(c echo.Context) error {
 		hargs = append(hargs, v)
 	}
 	args = append(append(args, hargs...), limit)
-	q := fmt.Sprintf(`SELECT session_id, any(identity_sub), any(resource),
+	q := fmt.Sprintf(`SELECT session_id, any(identity_sub), anyIf(identity_name, identity_name != ''), any(resource),
 		minIf(time_us, type = 'session.start') AS start_us, maxIf(time_us, type = 'session.end') AS end_us,
 		countIf(type = 'db.query') AS statements,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') IN ('deny', 'require_approval')) AS denied,
@@ -143,7 +147,7 @@ func (a *API) listSessions(c echo.Context) error {
 	for rows.Next() {
 		var s Session
 		var start, end uint64
-		if err := rows.Scan(&s.ID, &s.Identity, &s.Resource, &start, &end, &s.Statements, &s.Denied, &s.Masked, &s.Approved, &s.Events); err != nil {
+		if err := rows.Scan(&s.ID, &s.Identity, &s.Name, &s.Resource, &start, &end, &s.Statements, &s.Denied, &s.Masked, &s.Approved, &s.Events); err != nil {
 			return a.storeError(err)
 		}
 		s.Start = time.UnixMicro(int64(start)).UTC()
@@ -288,7 +292,7 @@ func (r *sessionRows) Next() bool {
 			}
 		}
 		r.got = false
-		r.rows, r.err = r.ch.Query(r.ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_issuer,
+		r.rows, r.err = r.ch.Query(r.ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
 			identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload
 			FROM `+r.db+`.events WHERE session_id = ? AND seq >= ? AND seq < ? ORDER BY seq, id`, r.id, r.lo, r.lo+r.size)
 	}
@@ -310,7 +314,7 @@ func sameEvent(a, b *schemas.Event) bool {
 }
 
 func sessionQuery(db string) string {
-	return `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_issuer,
+	return `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
 		identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload
 		FROM ` + db + `.events FINAL WHERE session_id = ? ORDER BY seq`
 }
@@ -320,7 +324,7 @@ func scanEvent(rows driver.Rows, e *schemas.Event) error {
 	var us uint64
 	var payload string
 	*e = schemas.Event{}
-	if err := rows.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Issuer,
+	if err := rows.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Name, &e.Identity.Issuer,
 		&e.Identity.Groups, &e.Identity.Kind, &e.Identity.OnBehalfOf, &e.PolicyRevision, &e.PrevHash, &e.Hash, &payload); err != nil {
 		return err
 	}

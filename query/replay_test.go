@@ -32,10 +32,10 @@ func TestSessionRowsReadsEveryRangeInOrder(t *testing.T) {
 	at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	for i := len(want) - 1; i >= 0; i-- { // stored out of order
 		require.NoError(t, b.Append(at, at, uint64(at.UnixMicro()), "e"+itoa(want[i]), "db.query", "GH2000", "s", want[i], "demo",
-			"svc", "iss", []string{}, "service", "", uint64(0), "", "", `{}`, uint64(0), uint32(0)))
+			"svc", "", "iss", []string{}, "service", "", uint64(0), "", "", `{}`, uint64(0), uint32(0)))
 	}
 	require.NoError(t, b.Append(at, at, uint64(at.UnixMicro()), "other", "db.query", "GH2000", "s2", uint64(1), "demo",
-		"svc", "iss", []string{}, "service", "", uint64(0), "", "", `{}`, uint64(0), uint32(0)))
+		"svc", "", "iss", []string{}, "service", "", uint64(0), "", "", `{}`, uint64(0), uint32(0)))
 	require.NoError(t, b.Send())
 
 	r := &sessionRows{ctx: ctx, ch: conn, db: "gh", id: "s", size: 1000}

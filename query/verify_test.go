@@ -32,7 +32,7 @@ func TestVerifyExplainsRetention(t *testing.T) {
 			require.NoError(t, err)
 			e.Hash = h
 			require.NoError(t, b.Append(at, at, uint64(at.UnixMicro()), e.ID, e.Type, e.Code, e.SessionID, e.Seq, e.Resource,
-				"svc", "iss", []string{}, "service", "", uint64(0), e.PrevHash, e.Hash, payload, uint64(0), uint32(0)))
+				"svc", "", "iss", []string{}, "service", "", uint64(0), e.PrevHash, e.Hash, payload, uint64(0), uint32(0)))
 			prev = h
 		}
 	}
@@ -44,7 +44,7 @@ func TestVerifyExplainsRetention(t *testing.T) {
 	run := `{"dropped":[{"resource":"demo","month":202602,"newest":"2026-02-28T00:00:00Z","events":7,"keep":"720h0m0s","rule":"default"}],"events":7,"source":"api"}`
 	at := time.Date(2026, 4, 2, 9, 0, 0, 0, time.UTC)
 	require.NoError(t, b.Append(at, at, uint64(at.UnixMicro()), "r1", schemas.TypeAuditRetention, "GH7000", "r-session", uint64(1), "_config",
-		"admin", "iss", []string{}, "human", "", uint64(0), "", "h", run, uint64(0), uint32(0)))
+		"admin", "", "iss", []string{}, "human", "", uint64(0), "", "h", run, uint64(0), uint32(0)))
 	require.NoError(t, b.Send())
 
 	v, err := VerifySessions(ctx, conn, "gh", []string{"s-truncated", "s-other", "s-middle", "s-whole"}, nil, nil)

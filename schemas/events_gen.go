@@ -126,8 +126,10 @@ func (v *Column) AppendJSON(b []byte) []byte {
 
 // Identity is the verified caller of a session.
 type Identity struct {
-	// Subject is token subject (sub).
+	// Subject is token subject (sub): the stable key of the caller at its issuer, often an opaque ID.
 	Subject string `json:"subject"`
+	// Name is the caller's readable name: the first of the issuer's name_claim claims the token holds (default email, preferred_username, upn; then for service tokens the client ID: client_id, azp, cid, appid), else the subject; absent on events recorded before it was added and on the gateway's own events.
+	Name string `json:"name,omitempty"`
 	// Issuer is token issuer (iss).
 	Issuer string `json:"issuer"`
 	// Groups is groups from the token's groups claim.
@@ -144,10 +146,20 @@ func (v *Identity) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
 	b = append(b, `"subject":`...)
 	b = AppendJSONString(b, v.Subject)
-	b = append(b, `,"issuer":`...)
+	if !(v.Name == "") {
+		b = append(b, `,"name":`...)
+		b = AppendJSONString(b, v.Name)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"issuer":`...)
 	b = AppendJSONString(b, v.Issuer)
 	if !(len(v.Groups) == 0) {
-		b = append(b, `,"groups":`...)
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"groups":`...)
 		if v.Groups == nil {
 			b = append(b, "null"...)
 		} else {

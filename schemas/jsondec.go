@@ -47,6 +47,7 @@ const (
 	slotPrevHash
 	slotHash
 	slotSubject
+	slotName
 	slotIssuer
 	slotKind
 	slotOnBehalfOf
@@ -249,6 +250,8 @@ func identityMember(d *eventDecoder, k []byte, seen *uint32) bool {
 		return once(seen, 1<<2) && d.str(&id.Kind, slotKind)
 	case "on_behalf_of":
 		return once(seen, 1<<3) && d.str(&id.OnBehalfOf, slotOnBehalfOf)
+	case "name":
+		return once(seen, 1<<5) && d.str(&id.Name, slotName)
 	case "groups":
 		if !once(seen, 1<<4) || !d.consume('[') {
 			return false

@@ -11,7 +11,7 @@ func sampleEvents() [][]byte {
 	v := "4111 1111 1111 1111"
 	evs := []Event{
 		{ID: "0192-a", Type: "db.query", Code: "GH2000", Time: time.Date(2026, 11, 22, 5, 1, 2, 345678901, time.UTC), SessionID: "s-1", Seq: 7,
-			Identity: Identity{Subject: "svc-orders", Issuer: "https://idp.example/", Groups: []string{"orders-readers", "ops"}, Kind: "service", OnBehalfOf: "alice@example.com"},
+			Identity: Identity{Subject: "CgxzdmMtb3JkZXJzEgVsb2NhbA", Name: "svc-orders@example.com", Issuer: "https://idp.example/", Groups: []string{"orders-readers", "ops"}, Kind: "service", OnBehalfOf: "alice@example.com"},
 			Resource: "demo", PolicyRevision: 42, PrevHash: "ab", Hash: "cd", Payload: (&DbQuery{QueryID: 3, SQL: "select \"x\" from t where a = 'é\\n'", Protocol: "simple"}).AppendJSON(nil)},
 		{ID: "e2", Type: "db.result_chunk", Time: time.Unix(0, 0).UTC(), Identity: Identity{Groups: []string{}}, Payload: (&DbResultChunk{Columns: []Column{{Name: "c"}}, Rows: [][]*string{{&v, nil}}}).AppendJSON(nil)},
 	}
@@ -72,7 +72,7 @@ func TestUnmarshalEventMatchesEncodingJSON(t *testing.T) {
 		`{"seq":1e3}`, `{"policy_revision":0}`, `{"time":"2026-11-22T05:01:02Z"}`, `{"time":"yesterday"}`, `{"time":1}`,
 		`{"payload":null}`, `{"payload":{"a":[1,-2.5e+3,true,false,null,"\ud83d\ude00"]}}`, `{"payload":[}`, `{"payload":"\x"}`,
 		`{"payload":01}`, `{"payload":-}`, `{"payload":1.}`, `{"payload":1e}`, `{"payload":{"a":1,}}`, `{"payload":[1,]}`,
-		`{"identity":{"groups":null}}`, `{"identity":{"groups":[]}}`, `{"identity":{"groups":["a",]}}`, `{"identity":{"subject":"s","subject":"t"}}`,
+		`{"identity":{"groups":null}}`, `{"identity":{"groups":[]}}`, `{"identity":{"groups":["a",]}}`, `{"identity":{"subject":"s","subject":"t"}}`, `{"identity":{"name":"a","name":"b"}}`,
 		`{"identity":{"x":1}}`, `{"identity":[]}`, `{"unknown":1}`, `{"id":"a",}`, `{"id" "a"}`, `{"payload":{"k":"v"}} {}`,
 		"{\"payload\":\"tab\there\"}", `{"payload":"é"}`, "{\"payload\":\"\xc3\"}",
 	} {

@@ -195,7 +195,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	// A revocation that came in while the session was being set up, and the session's end
 	// when the caller's token expires (or its maximum lifetime passes).
 	if s.revocations != nil {
-		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, st.identity.Subject, st.identity.OnBehalfOf); ok {
+		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, revoke.IdentityValues(st.identity.Identity)...); ok {
 			go s.Revoke(rv)
 		}
 	}

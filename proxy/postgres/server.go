@@ -100,7 +100,7 @@ func (s *Server) Revoke(rv revoke.Revocation) {
 	for c := range s.conns {
 		switch rv.Kind {
 		case revoke.KindIdentity:
-			if c.st.identity.Subject == rv.Value || (c.st.identity.OnBehalfOf != "" && c.st.identity.OnBehalfOf == rv.Value) {
+			if rv.MatchesIdentity(c.st.identity.Identity) {
 				match = append(match, c)
 			}
 		case revoke.KindSession:
@@ -114,7 +114,7 @@ func (s *Server) Revoke(rv revoke.Revocation) {
 		}
 	}
 	s.mu.Unlock()
-	msg := fmt.Sprintf("terminating connection: access revoked by %s: %s", rv.By, rv.Why())
+	msg := fmt.Sprintf("terminating connection: access revoked by %s: %s", rv.Revoker(), rv.Why())
 	// First every client hears of it, in one pass; then backends are cancelled, causes
 	// recorded and connections closed, concurrently.
 	start := time.Now()
@@ -398,8 +398,8 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 	}
 	st.identity = id
 	if s.revocations != nil {
-		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, id.Subject, id.OnBehalfOf); ok {
-			return &startupError{"28000", "revoked", fmt.Sprintf("access revoked for %s by %s at %s: %s", rv.Value, rv.By, rv.At.Format(time.RFC3339), rv.Why())}
+		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, revoke.IdentityValues(id.Identity)...); ok {
+			return &startupError{"28000", "revoked", fmt.Sprintf("access revoked for %s by %s at %s: %s", rv.Value, rv.Revoker(), rv.At.Format(time.RFC3339), rv.Why())}
 		}
 	}
 	if st.backend, err = s.connectBackend(st); err != nil {
@@ -461,8 +461,13 @@ func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
 			cfg.RuntimeParams[k] = v
 		}
 	}
-	// PostgreSQL's own logs then attribute statements to the caller.
-	app := "gatehouse:" + st.identity.Subject
+	// PostgreSQL's own logs then attribute statements to the caller, by the name people
+	// know (the subject, an opaque ID at many IdPs, is in the audit trail next to it).
+	who := st.identity.Name
+	if who == "" {
+		who = st.identity.Subject
+	}
+	app := "gatehouse:" + who
 	if a := st.params["application_name"]; a != "" {
 		app += " " + a
 	}

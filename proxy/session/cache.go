@@ -91,7 +91,7 @@ func cacheKey(req *policy.Request, normalized string) string {
 	if req.SchemaChanged {
 		changed = "changed"
 	}
-	for _, s := range []string{id.Issuer, id.Subject, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.CatalogVersion, changed, normalized} {
+	for _, s := range []string{id.Issuer, id.Subject, id.Name, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.CatalogVersion, changed, normalized} {
 		b.WriteString(s)
 		b.WriteByte(0)
 	}

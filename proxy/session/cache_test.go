@@ -50,19 +50,23 @@ func TestCachingDecider(t *testing.T) {
 	c.Decide(ctx, req("b", []string{"x", "y"}, "select * from t where id = 3"))
 	c.Decide(ctx, req("a", []string{"x", "y"}, "select * from t where id = 3; drop table t"))
 	require.Equal(t, 4, next.calls, "other groups, another subject and another statement are decided anew")
+	named := req("a", []string{"x", "y"}, "select * from t where id = 3")
+	named.Identity.Name = "alice@example.com"
+	c.Decide(ctx, named)
+	require.Equal(t, 5, next.calls, "rules may read identity.name: another name is decided anew")
 
 	c.observe(6) // announced on gh.policy.revision
 	next.d.Revision = 6
 	c.Decide(ctx, req("a", []string{"x", "y"}, "select * from t where id = 1"))
-	require.Equal(t, 5, next.calls, "a new revision drops the cache")
+	require.Equal(t, 6, next.calls, "a new revision drops the cache")
 	d = c.Decide(ctx, req("a", []string{"x", "y"}, "select * from t where id = 1"))
 	require.True(t, d.Cached)
 	require.Equal(t, uint64(6), d.Revision)
-	require.Equal(t, 5, next.calls)
+	require.Equal(t, 6, next.calls)
 
 	c.Decide(ctx, req("a", nil, "select 'unterminated"))
 	c.Decide(ctx, req("a", nil, "select 'unterminated"))
-	require.Equal(t, 7, next.calls, "text that does not lex is never cached")
+	require.Equal(t, 8, next.calls, "text that does not lex is never cached")
 }
 
 func TestCachingDeciderKeepsWhatItMayNot(t *testing.T) {

@@ -292,7 +292,13 @@ func (a *App) identityService() *Service {
 		Start: func(ctx context.Context) error {
 			issuers := slices.Clone(a.cfg.Identity.Issuers)
 			if a.cfg.Identity.DevIssuer {
-				issuers = append(issuers, config.Issuer{Issuer: a.DevIssuerURL(), Audience: identity.DevAudience, GroupsClaim: "groups"})
+				dev := a.DevIssuerURL()
+				for i, is := range issuers {
+					if strings.TrimRight(is.Issuer, "/") == dev {
+						return fmt.Errorf("identity.issuers[%d].issuer: %q is the development issuer, which dev_issuer: true already trusts; remove one", i, is.Issuer)
+					}
+				}
+				issuers = append(issuers, config.Issuer{Issuer: dev, Audience: identity.DevAudience, GroupsClaim: "groups"})
 			}
 			if len(issuers) == 0 {
 				return errors.New("identity.issuers is empty: no token could ever be accepted")

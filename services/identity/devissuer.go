@@ -98,6 +98,10 @@ type TokenRequest struct {
 	Audience   string
 	Kind       string
 	OnBehalfOf string
+	// Name, when set, is the token's preferred_username claim (the caller's readable name).
+	Name string
+	// Extra claims are added last, over the others (tests shape tokens as other IdPs do).
+	Extra map[string]any
 }
 
 // Mint signs a token issued now.
@@ -132,6 +136,12 @@ func (d *DevIssuer) MintAt(r TokenRequest, now time.Time) (string, error) {
 	}
 	if r.OnBehalfOf != "" {
 		claims["act"] = map[string]any{"sub": r.OnBehalfOf}
+	}
+	if r.Name != "" {
+		claims["preferred_username"] = r.Name
+	}
+	for k, v := range r.Extra {
+		claims[k] = v
 	}
 	return jwt.Signed(d.signer).Claims(claims).Serialize()
 }
@@ -180,7 +190,7 @@ func (d *DevIssuer) token(c echo.Context) error {
 		}
 	}
 	tok, err := d.Mint(TokenRequest{Subject: c.FormValue("sub"), Groups: groups, TTL: ttl,
-		Audience: c.FormValue("aud"), Kind: c.FormValue("kind"), OnBehalfOf: c.FormValue("on_behalf_of")})
+		Audience: c.FormValue("aud"), Kind: c.FormValue("kind"), OnBehalfOf: c.FormValue("on_behalf_of"), Name: c.FormValue("name")})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
 	}

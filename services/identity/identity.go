@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 
@@ -94,7 +96,9 @@ func (is *issuer) get(ctx context.Context) (*oidc.IDTokenVerifier, error) {
 		is.lastError = err
 		return nil, err
 	}
-	is.verifier = p.Verifier(&oidc.Config{ClientID: is.cfg.Audience})
+	// The audience is checked by Verify against every accepted audience (go-oidc checks
+	// one).
+	is.verifier = p.Verifier(&oidc.Config{SkipClientIDCheck: true})
 	return is.verifier, nil
 }
 
@@ -119,7 +123,11 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	}
 	tok, err := ver.Verify(ctx, raw)
 	if err != nil {
-		return nil, classify(err, is.cfg.Audience)
+		return nil, classify(err)
+	}
+	if auds := is.cfg.AcceptedAudiences(); !slices.ContainsFunc(tok.Audience, func(a string) bool { return slices.Contains(auds, a) }) {
+		return nil, &Error{CheckAudience, fmt.Sprintf("token audience %s does not include %s, the audience this gateway accepts from %s: ask the issuer for a token for it",
+			quoteList(tok.Audience), quoteList(auds), tok.Issuer)}
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
@@ -133,6 +141,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	}
 	id.Groups = stringList(claims[is.cfg.GroupsClaim])
 	id.Kind = kind(claims, is.cfg.KindClaim)
+	id.Name = displayName(claims, &is.cfg, id.Kind, id.Subject)
 	if act, ok := claims["act"].(map[string]any); ok {
 		if s, ok := act["sub"].(string); ok {
 			id.OnBehalfOf = s
@@ -141,14 +150,23 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	return id, nil
 }
 
-func classify(err error, audience string) *Error {
+func quoteList(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	if len(q) == 1 {
+		return q[0]
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+func classify(err error) *Error {
 	var exp *oidc.TokenExpiredError
 	msg := err.Error()
 	switch {
 	case errors.As(err, &exp):
 		return &Error{CheckExpiry, fmt.Sprintf("token expired at %s", exp.Expiry.UTC().Format(time.RFC3339))}
-	case strings.Contains(msg, "audience"):
-		return &Error{CheckAudience, fmt.Sprintf("token audience does not include %q", audience)}
 	case strings.Contains(msg, "signature"):
 		return &Error{CheckSignature, "token signature does not verify against the issuer's published keys"}
 	case strings.Contains(msg, "issued by a different provider"):
@@ -199,6 +217,41 @@ func stringList(v any) []string {
 		return strings.Fields(strings.ReplaceAll(t, ",", " "))
 	}
 	return nil
+}
+
+// maxNameBytes bounds a name taken from a claim.
+const maxNameBytes = 256
+
+// displayName is the caller's readable name: the first of the issuer's name claims (or the
+// defaults) that holds a usable string, else the subject. A claim value that could not be
+// shown as it is (control or invisible characters, not UTF-8, longer than maxNameBytes) is
+// passed over rather than rewritten, so that identity.name is always a claim's exact value.
+func displayName(claims map[string]any, cfg *config.Issuer, kind, sub string) string {
+	names := cfg.NameClaim.Names
+	if len(names) == 0 {
+		names = config.DefaultNameClaims
+		if kind == "service" {
+			names = append(slices.Clone(names), config.DefaultServiceNameClaims...)
+		}
+	}
+	for _, c := range names {
+		if s, ok := claims[c].(string); ok && usableName(s) {
+			return s
+		}
+	}
+	return sub
+}
+
+func usableName(s string) bool {
+	if strings.TrimSpace(s) == "" || len(s) > maxNameBytes || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return false
+		}
+	}
+	return true
 }
 
 func kind(claims map[string]any, claim string) string {

@@ -28,7 +28,7 @@ func (v *Verifier) Middleware(groups []string, role string) echo.MiddlewareFunc 
 				return echo.NewHTTPError(http.StatusUnauthorized, "token rejected: "+err.Error())
 			}
 			if len(groups) > 0 && !id.HasAnyGroup(groups) {
-				return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is not in an %s group (%s)", id.Subject, role, strings.Join(groups, ", ")))
+				return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is not in an %s group (%s)", id.Name, role, strings.Join(groups, ", ")))
 			}
 			c.Set(ContextKey, id)
 			return next(c)

@@ -404,7 +404,7 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	}
 	vars := map[string]any{
 		"identity": map[string]any{
-			"sub": req.Identity.Subject, "issuer": req.Identity.Issuer, "groups": nonNil(req.Identity.Groups),
+			"sub": req.Identity.Subject, "name": req.Identity.Name, "issuer": req.Identity.Issuer, "groups": nonNil(req.Identity.Groups),
 			"kind": req.Identity.Kind, "on_behalf_of": req.Identity.OnBehalfOf, "claims": claims(req.Claims),
 		},
 		"resource": map[string]any{"name": req.Resource.Name, "type": req.Resource.Type, "labels": labels(req.Resource.Labels)},

@@ -51,7 +51,8 @@ type Revocation struct {
 	Kind   string    `json:"kind"`
 	Value  string    `json:"value"`
 	Reason string    `json:"reason,omitempty"`
-	By     string    `json:"by"`
+	By     string    `json:"by"`                // the revoker's token subject
+	ByName string    `json:"by_name,omitempty"` // the revoker's name (identity.name), when known
 	At     time.Time `json:"at"`
 	Until  time.Time `json:"until,omitzero"` // zero: until lifted
 	Lifted bool      `json:"lifted,omitempty"`
@@ -239,7 +240,7 @@ func (a *API) post(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, "reason is required (at most 1024 bytes): why access is revoked, or lifted")
 	}
 	who := identity.FromContext(c).Identity
-	rv := Revocation{Kind: req.Kind, Value: req.Value, Reason: req.Reason, By: who.Subject, At: time.Now().UTC(), Lifted: req.Lift}
+	rv := Revocation{Kind: req.Kind, Value: req.Value, Reason: req.Reason, By: who.Subject, ByName: who.Name, At: time.Now().UTC(), Lifted: req.Lift}
 	if req.For != "" {
 		d, err := time.ParseDuration(req.For)
 		if err != nil || d <= 0 {

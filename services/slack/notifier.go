@@ -146,16 +146,28 @@ func (n *Notifier) publish(ctx context.Context, a *approvals.Approval) {
 // tellOwner sends the owner of the requester (if configured) the outcome, directly.
 func (n *Notifier) tellOwner(ctx context.Context, a *approvals.Approval) {
 	owner, ok := n.cfg.Owners[a.Requester.Subject]
+	if !ok && a.Requester.Name != "" {
+		owner, ok = n.cfg.Owners[a.Requester.Name]
+	}
 	if !ok && a.Requester.OnBehalfOf != "" {
 		owner, ok = n.cfg.Owners[a.Requester.OnBehalfOf]
 	}
 	if !ok {
 		return
 	}
-	text := fmt.Sprintf("Gatehouse: the request of %s on %s (approval %s): %s", a.Requester.Subject, a.Resource, a.ID, Outcome(a))
+	text := fmt.Sprintf("Gatehouse: the request of %s on %s (approval %s): %s", displayName(&a.Requester), a.Resource, a.ID, Outcome(a))
 	if _, _, err := n.api.PostMessageContext(ctx, owner, slackapi.MsgOptionText(text, false)); err != nil {
 		n.log.Warn("slack: owner not told", "approval", a.ID, "owner", owner, "err", err)
 	}
+}
+
+// displayName is how an approver reads an identity: its name (identity.name), else its
+// token subject.
+func displayName(id *schemas.Identity) string {
+	if id.Name != "" {
+		return id.Name
+	}
+	return id.Subject
 }
 
 func summary(a *approvals.Approval) string {
@@ -163,7 +175,7 @@ func summary(a *approvals.Approval) string {
 	if a.Request.Kind == "grant" {
 		what = "the " + a.Request.GrantRole + " role"
 	}
-	return fmt.Sprintf("%s asks for approval of %s on %s (%s)", a.Requester.Subject, what, a.Resource, a.Status)
+	return fmt.Sprintf("%s asks for approval of %s on %s (%s)", displayName(&a.Requester), what, a.Resource, a.Status)
 }
 
 // maxStatement bounds the statement shown in a message (Slack's limit on a text block is
@@ -182,7 +194,10 @@ func truncate(s string, n int) string {
 
 // Blocks is the Block Kit message of an approval in its current state.
 func Blocks(a *approvals.Approval, now time.Time) []slackapi.Block {
-	who := a.Requester.Subject
+	who := displayName(&a.Requester)
+	if a.Requester.Name != "" && a.Requester.Name != a.Requester.Subject {
+		who += " (subject " + a.Requester.Subject + ")"
+	}
 	if a.Requester.OnBehalfOf != "" {
 		who += " (on behalf of " + a.Requester.OnBehalfOf + ")"
 	}
@@ -200,7 +215,9 @@ func Blocks(a *approvals.Approval, now time.Time) []slackapi.Block {
 		body = "```" + stmt + "```"
 	}
 	fields := []*slackapi.TextBlockObject{
-		md("*Requested by*\n" + who),
+		// Names and subjects come from the IdP's claims: escaped, so that one spelled
+		// <!channel> or <https://x|y> is shown, not acted on.
+		md("*Requested by*\n" + mrkdwnEscaper.Replace(who)),
 		md("*Resource*\n" + a.Resource + labels(a.Request.Labels)),
 		md(fmt.Sprintf("*Rule*\n%s / %s", a.Request.Policy, a.Request.Rule)),
 		md(fmt.Sprintf("*Approvals*\n%d of %d from %s", len(a.Approvals), max(a.Request.Required, 1), strings.Join(a.Request.Approvers, ", "))),
@@ -243,6 +260,9 @@ func Outcome(a *approvals.Approval) string {
 	}
 	return a.Status
 }
+
+// mrkdwnEscaper escapes the three characters Slack's mrkdwn gives a meaning to.
+var mrkdwnEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 func md(s string) *slackapi.TextBlockObject {
 	return slackapi.NewTextBlockObject(slackapi.MarkdownType, s, false, false)
@@ -344,8 +364,8 @@ func (n *Notifier) decide(channel, userID, approvalID, decision, reason string) 
 	}
 }
 
-// identity maps a Slack user to an approver identity: users.info gives the email, the
-// config gives the subject and groups.
+// identity maps a Slack user to an approver identity: users.info gives the email (also its
+// name), the config gives the subject and groups.
 func (n *Notifier) identity(ctx context.Context, userID string) (schemas.Identity, error) {
 	u, err := n.api.GetUserInfoContext(ctx, userID)
 	if err != nil {
@@ -356,5 +376,5 @@ func (n *Notifier) identity(ctx context.Context, userID string) (schemas.Identit
 	if email == "" || !ok {
 		return schemas.Identity{}, fmt.Errorf("Slack user %s (%s) is not a known approver", u.Name, email)
 	}
-	return schemas.Identity{Subject: m.Subject, Groups: m.Groups, Kind: "human", Issuer: "slack"}, nil
+	return schemas.Identity{Subject: m.Subject, Name: email, Groups: m.Groups, Kind: "human", Issuer: "slack"}, nil
 }
