@@ -177,7 +177,7 @@ func livePolicies(api *apiAccess, resource string) (*config.Config, map[string]*
 	for _, p := range []string{"/api/v1/policies", "/api/v1/resources"} {
 		resp, err := c.do(http.MethodGet, p, nil, "")
 		if err != nil {
-			return nil, nil, "", fmt.Errorf("policies in force at %s: %w", c.base, err)
+			return nil, nil, "", fmt.Errorf("policies in force at %s: %w (an admin token reads them; or pass --config FILE to test a file)", c.base, err)
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 		resp.Body.Close()

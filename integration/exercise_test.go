@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,22 @@ func exercise(t *testing.T, g *gateway, devKeyDir string) {
 	var app string
 	require.NoError(t, conn.QueryRow(ctx, "select application_name from pg_stat_activity where pid = pg_backend_pid()").Scan(&app))
 	require.True(t, strings.HasPrefix(app, "gatehouse:dba-oncall"), "backend application_name %q names the caller", app)
+	// pgx's largest statement (TestConnExecPreparedMaxNumberOfParams): 65,535 bind
+	// parameters in 1 MB of text is decided and runs, rather than timing out.
+	var values strings.Builder
+	var args [][]byte
+	values.WriteString("values")
+	for i := 1; i <= 65535; i++ {
+		if i > 1 {
+			values.WriteString(", ")
+		}
+		fmt.Fprintf(&values, "($%d::text)", i)
+		args = append(args, []byte(strconv.Itoa(i)))
+	}
+	big := conn.PgConn().ExecParams(ctx, values.String(), args, nil, nil, nil).Read()
+	require.NoError(t, big.Err)
+	require.Len(t, big.Rows, 65535)
+	require.Equal(t, "65535", string(big.Rows[65534][0]))
 	require.NoError(t, conn.Close(ctx))
 
 	// The audit API: auditors only.

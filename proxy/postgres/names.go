@@ -10,6 +10,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/services/sqlscan"
 )
 
 // Prepared statements and cursors live in one namespace per backend session, shared by the
@@ -102,6 +103,13 @@ type namesResult struct {
 // sqlNames parses sql and returns, in order, what its statements do to the namespace and
 // which names they run.
 func sqlNames(sql string) (ops []nameOp, uses []nameUse, err error) {
+	if len(sql) > policy.MaxDepth {
+		if d, ok := sqlscan.Depth(sql); !ok || d > policy.MaxDepth {
+			// Decided already (the policy refuses it); never handed to the parser, whose
+			// C code would recurse into it without a bound.
+			return nil, nil, fmt.Errorf("statement nests too deeply to parse")
+		}
+	}
 	tree, err := pg_query.Parse(sql)
 	if err != nil {
 		return nil, nil, err

@@ -15,13 +15,6 @@ import (
 	"github.com/gatehouse/gatehouse/services/policy"
 )
 
-// BenchmarkNormalize: the proxy's cache key for a statement.
-func BenchmarkNormalize(b *testing.B) {
-	for b.Loop() {
-		Normalize("SELECT abalance FROM pgbench_accounts WHERE aid = 48213 AND note = 'it''s' -- c")
-	}
-}
-
 // BenchmarkCachedDecision: a decision served from the proxy's cache (the hot path).
 func BenchmarkCachedDecision(b *testing.B) {
 	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 1, Cacheable: true}}

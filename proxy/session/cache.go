@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/sha256"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -14,10 +15,11 @@ import (
 
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/services/sqlscan"
 )
 
 // CachingDecider serves repeated decisions from memory: the key is the caller's identity,
-// the resource and the statement with its literals replaced (Normalize), and an entry is
+// the resource and the statement with its literals replaced (sqlscan.Normalize), and an entry is
 // valid only for the policy revision it was made under and for at most TTL. The policy
 // service says which decisions may be cached (no rule of the resource reads literal text or
 // the time); a new revision, seen in an answer or announced on gh.policy.revision, drops
@@ -32,6 +34,9 @@ type CachingDecider struct {
 	mu       sync.Mutex
 	revision uint64
 	entries  map[string]cacheEntry
+	// big holds the entries of long keys by their SHA-256, so that the cache's memory is
+	// bounded by its entry count, not by the statements' sizes (up to megabytes).
+	big map[[sha256.Size]byte]cacheEntry
 
 	hits, misses prometheus.Counter
 }
@@ -43,7 +48,7 @@ type cacheEntry struct {
 
 // NewCachingDecider wraps next. nc (optional) subscribes to revision announcements.
 func NewCachingDecider(next Decider, nc *nats.Conn, ttl time.Duration, max int, reg prometheus.Registerer, log *slog.Logger) (*CachingDecider, error) {
-	c := &CachingDecider{next: next, ttl: ttl, max: max, log: log, entries: map[string]cacheEntry{},
+	c := &CachingDecider{next: next, ttl: ttl, max: max, log: log, entries: map[string]cacheEntry{}, big: map[[sha256.Size]byte]cacheEntry{},
 		hits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "gatehouse_decision_cache_hits_total", Help: "Decisions served from the proxy's cache."}),
 		misses: prometheus.NewCounter(prometheus.CounterOpts{Name: "gatehouse_decision_cache_misses_total", Help: "Decisions asked of the policy service."}),
 	}
@@ -79,7 +84,32 @@ func (c *CachingDecider) observe(rev uint64) {
 		}
 		c.revision = rev
 		c.entries = map[string]cacheEntry{}
+		c.big = map[[sha256.Size]byte]cacheEntry{}
 	}
+}
+
+// maxRawKey: longer keys are held by their hash.
+const maxRawKey = 1 << 10
+
+func (c *CachingDecider) getLocked(key string) (cacheEntry, bool) {
+	if len(key) > maxRawKey {
+		e, ok := c.big[sha256.Sum256([]byte(key))]
+		return e, ok
+	}
+	e, ok := c.entries[key]
+	return e, ok
+}
+
+func (c *CachingDecider) putLocked(key string, e cacheEntry) {
+	if len(c.entries)+len(c.big) >= c.max {
+		// bounded: start over rather than grow
+		c.entries, c.big = map[string]cacheEntry{}, map[[sha256.Size]byte]cacheEntry{}
+	}
+	if len(key) > maxRawKey {
+		c.big[sha256.Sum256([]byte(key))] = e
+		return
+	}
+	c.entries[key] = e
 }
 
 func cacheKey(req *policy.Request, normalized string) string {
@@ -100,7 +130,7 @@ func cacheKey(req *policy.Request, normalized string) string {
 
 // Decide answers from the cache or asks next.
 func (c *CachingDecider) Decide(ctx context.Context, req *policy.Request) policy.Decision {
-	normalized, ok := Normalize(req.SQL)
+	normalized, ok := sqlscan.Normalize(req.SQL)
 	if !ok {
 		c.misses.Inc()
 		return c.next.Decide(ctx, req)
@@ -108,7 +138,7 @@ func (c *CachingDecider) Decide(ctx context.Context, req *policy.Request) policy
 	key := cacheKey(req, normalized)
 	now := time.Now()
 	c.mu.Lock()
-	e, hit := c.entries[key]
+	e, hit := c.getLocked(key)
 	if hit && now.Before(e.expires) && e.d.Revision == c.revision {
 		c.mu.Unlock()
 		c.hits.Inc()
@@ -125,11 +155,8 @@ func (c *CachingDecider) Decide(ctx context.Context, req *policy.Request) policy
 	c.observe(d.Revision)
 	if d.Cacheable {
 		c.mu.Lock()
-		if len(c.entries) >= c.max {
-			c.entries = map[string]cacheEntry{} // bounded: start over rather than grow
-		}
 		if d.Revision == c.revision {
-			c.entries[key] = cacheEntry{d: d, expires: now.Add(c.ttl)}
+			c.putLocked(key, cacheEntry{d: d, expires: now.Add(c.ttl)})
 		}
 		c.mu.Unlock()
 	}

@@ -1,6 +1,8 @@
 package policy_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,4 +33,52 @@ func BenchmarkDecide(b *testing.B) {
 			b.Fatal(d.Reason)
 		}
 	}
+}
+
+// bigInsert is an INSERT of rows×cols bind parameters, as ORMs batch (pgx's test sends 65,535).
+func bigInsert(params int) string {
+	var b strings.Builder
+	b.WriteString("insert into orders (customer_id, item, amount, note, total) values ")
+	for i := 1; i <= params; i += 5 {
+		if i > 1 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "($%d,$%d,$%d,$%d,$%d)", i, i+1, i+2, i+3, i+4)
+	}
+	return b.String()
+}
+
+// BenchmarkDecideBigInsert: a decision's time against the parameter count, up to the
+// protocol's 65,535.
+func BenchmarkDecideBigInsert(b *testing.B) {
+	e, err := policy.Compile(demo, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{5, 500, 5000, 65535} {
+		for shape, sql := range map[string]string{"insert": bigInsert(n), "values": bigValues(n)} {
+			b.Run(fmt.Sprintf("%s/params=%d/bytes=%d", shape, n, len(sql)), func(b *testing.B) {
+				req := &policy.Request{Identity: schemas.Identity{Subject: "d", Groups: []string{"dba"}},
+					Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: sql, Catalog: testCatalog}
+				for b.Loop() {
+					if d := e.Decide(req, time.Now()); d.Effect != "allow" {
+						b.Fatal(d.Reason)
+					}
+				}
+			})
+		}
+	}
+}
+
+// bigValues is pgx's TestConnExecPreparedMaxNumberOfParams: values ($1::text), ($2::text), ...
+func bigValues(params int) string {
+	var b strings.Builder
+	b.WriteString("values")
+	for i := 1; i <= params; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "($%d::text)", i)
+	}
+	return b.String()
 }

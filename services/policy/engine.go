@@ -380,7 +380,14 @@ func grantValues(gs []Grant) []any {
 // key: write `"env" in resource.labels && ...`) denies (fail closed). A statement that does
 // not parse is decided only by rules that refer to request.sql.parse_error.
 func (e *Engine) Decide(req *Request, now time.Time) Decision {
+	if len(req.SQL) > MaxStatementBytes {
+		return Decision{Revision: e.revision, Effect: EffectDeny, Policy: "gatehouse", Rule: "statement-size", SQLState: "54000",
+			Reason: fmt.Sprintf("the statement is %d bytes, over the %d bytes the policy analyses; refusing (fail closed): send it in smaller statements", len(req.SQL), MaxStatementBytes)}
+	}
 	info := Analyze(req.SQL, AnalyzeOptions{Columns: e.needColumns, Catalog: req.Catalog, SchemaChanged: req.SchemaChanged})
+	if info.tooComplex {
+		return Decision{Revision: e.revision, Effect: EffectDeny, Policy: "gatehouse", Rule: "statement-depth", SQLState: "54001", Reason: info.ParseError}
+	}
 	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables, DDL: info.DDL,
 		// A parse error's message and position depend on the literals the proxy's cache key
 		// leaves out, so it is decided anew each time.
@@ -475,6 +482,11 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	}
 	return d
 }
+
+// MaxStatementBytes bounds the statement text a decision analyses: parsing costs about a
+// microsecond a byte (see BenchmarkDecideBigInsert), so 4 MiB is a few seconds, and
+// pgx's largest statement (65,535 bind parameters in a VALUES list) is 1 MB.
+const MaxStatementBytes = 4 << 20
 
 // catalogProbe is the statement whose decision says whether a caller may know what
 // relations exist: reading pg_class tells that.

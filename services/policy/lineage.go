@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -131,6 +130,7 @@ type analyzer struct {
 	cat   *Catalog
 	depth int
 	l     Lineage
+	sets  sets               // indexes l's lists
 	note  func(protoMessage) // hears of every statement node visited
 	// changed: a statement before this one (in this list, or, as the proxy says, in the
 	// session's open transaction) changed the schema: the catalog may no longer say what
@@ -141,41 +141,27 @@ type analyzer struct {
 func newAnalyzer(c *Catalog) *analyzer { return &analyzer{cat: c} }
 
 func (a *analyzer) unresolved(format string, args ...any) {
-	s := fmt.Sprintf(format, args...)
-	if !slices.Contains(a.l.Unresolved, s) {
-		a.l.Unresolved = append(a.l.Unresolved, s)
-	}
+	addUnique(&a.sets, &a.l.Unresolved, fmt.Sprintf(format, args...))
 }
 
 func (a *analyzer) code(format string, args ...any) {
-	s := fmt.Sprintf(format, args...)
-	if !slices.Contains(a.l.Code, s) {
-		a.l.Code = append(a.l.Code, s)
-	}
+	addUnique(&a.sets, &a.l.Code, fmt.Sprintf(format, args...))
 }
 
 func (a *analyzer) use(how string, src []string) {
 	for _, s := range src {
-		u := ColumnUse{Column: s, How: how}
-		if !slices.Contains(a.l.Uses, u) {
-			a.l.Uses = append(a.l.Uses, u)
-		}
+		addUnique(&a.sets, &a.l.Uses, ColumnUse{Column: s, How: how})
 	}
 }
 
 func (a *analyzer) read(qname string) {
-	if !slices.Contains(a.l.Reads, qname) {
-		a.l.Reads = append(a.l.Reads, qname)
-	}
+	addUnique(&a.sets, &a.l.Reads, qname)
 }
 
 func (a *analyzer) write(qname, action string) { a.writeVia(qname, action, "") }
 
 func (a *analyzer) writeVia(qname, action, via string) {
-	w := Write{Table: qname, Action: action, Via: via}
-	if !slices.Contains(a.l.Writes, w) {
-		a.l.Writes = append(a.l.Writes, w)
-	}
+	addUnique(&a.sets, &a.l.Writes, Write{Table: qname, Action: action, Via: via})
 }
 
 // merge adds what another analysis found (a view's definition) to a's.
@@ -196,10 +182,10 @@ func (a *analyzer) merge(o *analyzer) {
 		a.unresolved("%s", u)
 	}
 	for _, f := range o.l.WritingFunctions {
-		a.l.WritingFunctions = appendUnique(a.l.WritingFunctions, f)
+		addUnique(&a.sets, &a.l.WritingFunctions, f)
 	}
 	for _, f := range o.l.Functions {
-		a.l.Functions = appendUnique(a.l.Functions, f)
+		addUnique(&a.sets, &a.l.Functions, f)
 	}
 }
 
@@ -227,11 +213,10 @@ func trace(c *Catalog, tree *pg_query.ParseResult, note func(protoMessage), chan
 // union returns the sources of several columns, without repeats.
 func union(lists ...[]string) []string {
 	var out []string
+	var s sets
 	for _, l := range lists {
-		for _, s := range l {
-			if !slices.Contains(out, s) {
-				out = append(out, s)
-			}
+		for _, x := range l {
+			addUnique(&s, &out, x)
 		}
 	}
 	return out
@@ -534,9 +519,9 @@ func (a *analyzer) writeNamed(schema, name, action string) {
 
 // named notes a relation the statement names, as written, and whether the catalog has it.
 func (a *analyzer) named(schema, name string, found bool) {
-	a.l.NamedRelations = appendUnique(a.l.NamedRelations, qualify(schema, name))
+	addUnique(&a.sets, &a.l.NamedRelations, qualify(schema, name))
 	if !found {
-		a.l.Missing = appendUnique(a.l.Missing, qualify(schema, name))
+		addUnique(&a.sets, &a.l.Missing, qualify(schema, name))
 	}
 }
 

@@ -260,8 +260,8 @@ func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) []string {
 	if src, ok := a.fieldSelection(fc, schema, name, sc); ok {
 		return src
 	}
-	a.l.Functions = appendUnique(a.l.Functions, name)
-	a.l.NamedFunctions = appendUnique(a.l.NamedFunctions, qualify(schema, name))
+	addUnique(&a.sets, &a.l.Functions, name)
+	addUnique(&a.sets, &a.l.NamedFunctions, qualify(schema, name))
 	var src []string
 	for _, arg := range fc.Args {
 		src = union(src, a.expr(arg, sc))
@@ -366,7 +366,7 @@ func (a *analyzer) classify(schema, name string, fc *pg_query.FuncCall) bool {
 	}
 	if name == "set_config" {
 		a.setConfig(fc)
-		a.l.WritingFunctions = appendUnique(a.l.WritingFunctions, name)
+		addUnique(&a.sets, &a.l.WritingFunctions, name)
 		return true
 	}
 	if readsByName[name] {
@@ -377,7 +377,7 @@ func (a *analyzer) classify(schema, name string, fc *pg_query.FuncCall) bool {
 		return true
 	}
 	if a.cat.volatile[name] && !harmlessVolatile[name] {
-		a.l.WritingFunctions = appendUnique(a.l.WritingFunctions, name)
+		addUnique(&a.sets, &a.l.WritingFunctions, name)
 		return true
 	}
 	return effects

@@ -276,7 +276,7 @@ func (a *analyzer) writeTo(r *relation, action, via string, cascade, inh bool, d
 				a.code("%s", c)
 			}
 			for _, f := range v.a.l.WritingFunctions {
-				a.l.WritingFunctions = appendUnique(a.l.WritingFunctions, f)
+				addUnique(&a.sets, &a.l.WritingFunctions, f)
 			}
 		}
 	case "S":

@@ -473,3 +473,27 @@ func mustCompile(t *testing.T) *policy.Engine {
 	require.NoError(t, err)
 	return e
 }
+
+// A statement nested deeper than the parser's C code survives (a chain of 100,000
+// operators overflows its stack and takes the process down) is refused before parsing,
+// with SQLSTATE 54001 as PostgreSQL refuses a statement too complex; a long flat one is
+// parsed as any other.
+func TestDeeplyNestedStatementsAreRefusedBeforeParsing(t *testing.T) {
+	e := mustCompile(t)
+	for _, sql := range []string{
+		"select 1" + strings.Repeat("+1", 100000),
+		"select 1" + strings.Repeat(" union select 1", 100000),
+		"select " + strings.Repeat("case when true then ", 100000) + "1" + strings.Repeat(" end", 100000),
+		"select 'open" + strings.Repeat("+1", 5000),
+	} {
+		d := decide(t, e, []string{"dba"}, nil, sql)
+		require.Equal(t, "deny", d.Effect)
+		require.Equal(t, "statement-depth", d.Rule)
+		require.Equal(t, "54001", d.SQLState)
+		require.Contains(t, d.Reason, "refusing (fail closed)")
+	}
+	d := decide(t, e, []string{"dba"}, nil, "select 1"+strings.Repeat(", 1+1", 100000))
+	require.Equal(t, "allow", d.Effect, d.Reason)
+	d = decide(t, e, []string{"dba"}, nil, "select 1"+strings.Repeat("+1", 3000))
+	require.Equal(t, "allow", d.Effect, d.Reason)
+}

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,7 +33,27 @@ type Service struct {
 
 	decisions *prometheus.CounterVec
 	latency   prometheus.Histogram
+
+	// Requests are decided concurrently: small ones in a lane of their own, so that a few
+	// large statements (a parse of a megabyte takes about a second) cannot hold up
+	// everyone's decisions; at most maxBigWaiting large ones wait for the large lane.
+	small, big chan struct{}
+	bigWaiting atomic.Int32
+	inflight   sync.WaitGroup
 }
+
+// Lanes of the policy service: a request over bigRequest bytes is large.
+const (
+	bigRequest    = 64 << 10
+	maxBigWaiting = 16
+)
+
+// Compressed decision requests: a proxy compresses a large one (S2) and says so in this
+// header, since NATS servers' max_payload is 1 MiB unless configured.
+const (
+	EncodingHeader = "Gatehouse-Encoding"
+	EncodingS2     = "s2"
+)
 
 // NewService makes a decision service over an engine.
 func NewService(nc *nats.Conn, e *Engine, reg prometheus.Registerer, log *slog.Logger) *Service {
@@ -41,6 +64,8 @@ func NewService(nc *nats.Conn, e *Engine, reg prometheus.Registerer, log *slog.L
 	}
 	reg.MustRegister(s.decisions, s.latency)
 	s.engine.Store(e)
+	s.small = make(chan struct{}, 4*runtime.GOMAXPROCS(0))
+	s.big = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 	return s
 }
 
@@ -61,7 +86,7 @@ func (s *Service) Revision() uint64 { return s.engine.Load().Revision() }
 
 // Start subscribes.
 func (s *Service) Start(context.Context) error {
-	sub, err := s.nc.QueueSubscribe(bus.SubjectDecide, bus.QueueDecide, s.handle)
+	sub, err := s.nc.QueueSubscribe(bus.SubjectDecide, bus.QueueDecide, s.dispatch)
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", bus.SubjectDecide, err)
 	}
@@ -90,19 +115,59 @@ func (s *Service) Announce(ctx context.Context) error {
 // AnnounceInterval is how often the revision in force is announced.
 const AnnounceInterval = 5 * time.Second
 
-// Stop drains the subscription so that requests already received are answered.
-func (s *Service) Stop(context.Context) error {
+// Stop drains the subscription and waits for the requests received to be answered.
+func (s *Service) Stop(ctx context.Context) error {
+	var err error
 	if s.sub != nil {
-		return s.sub.Drain()
+		err = s.sub.Drain()
+		// Drain returns at once; the subscription is invalid once every message received
+		// has been handed to dispatch.
+		for s.sub.IsValid() && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
-	return nil
+	s.inflight.Wait()
+	return err
+}
+
+// dispatch hands a request to its lane. The subscription waits while the small lane is
+// full (back pressure, as one goroutine would); a large request waits in a goroutine of
+// its own, and is refused at once when too many wait.
+func (s *Service) dispatch(m *nats.Msg) {
+	s.inflight.Add(1)
+	if len(m.Data) <= bigRequest && m.Header.Get(EncodingHeader) == "" {
+		s.small <- struct{}{}
+		go func() {
+			defer s.inflight.Done()
+			defer func() { <-s.small }()
+			s.handle(m)
+		}()
+		return
+	}
+	if s.bigWaiting.Add(1) > maxBigWaiting {
+		s.bigWaiting.Add(-1)
+		defer s.inflight.Done()
+		s.reply(m, time.Now(), Decision{Effect: EffectDeny, Reason: fmt.Sprintf("the policy service is deciding %d large statements already; refusing (fail closed): try again", maxBigWaiting)})
+		return
+	}
+	go func() {
+		defer s.inflight.Done()
+		s.big <- struct{}{}
+		s.bigWaiting.Add(-1)
+		defer func() { <-s.big }()
+		s.handle(m)
+	}()
 }
 
 func (s *Service) handle(m *nats.Msg) {
 	start := time.Now()
 	var req Request
 	var d Decision
-	if err := json.Unmarshal(m.Data, &req); err != nil {
+	data, err := decodeRequest(m)
+	if err == nil {
+		err = json.Unmarshal(data, &req)
+	}
+	if err != nil {
 		d = Decision{Effect: EffectDeny, Reason: "malformed decision request: " + err.Error()}
 	} else {
 		req.Grants = nil // never the caller's word for it
@@ -114,6 +179,30 @@ func (s *Service) handle(m *nats.Msg) {
 		}
 		d = s.engine.Load().Decide(&req, start)
 	}
+	s.reply(m, start, d)
+}
+
+// decodeRequest is a request's JSON, decompressed when the proxy compressed it (to at
+// most what a statement may be, and its envelope).
+func decodeRequest(m *nats.Msg) ([]byte, error) {
+	switch enc := m.Header.Get(EncodingHeader); enc {
+	case "":
+		return m.Data, nil
+	case EncodingS2:
+		n, err := s2.DecodedLen(m.Data)
+		if err != nil {
+			return nil, err
+		}
+		if n > 2*MaxStatementBytes {
+			return nil, fmt.Errorf("%d bytes decompressed is over the %d-byte bound", n, 2*MaxStatementBytes)
+		}
+		return s2.Decode(nil, m.Data)
+	default:
+		return nil, fmt.Errorf("unknown %s %q", EncodingHeader, enc)
+	}
+}
+
+func (s *Service) reply(m *nats.Msg, start time.Time, d Decision) {
 	b, _ := json.Marshal(&d)
 	if err := m.Respond(b); err != nil {
 		s.log.Warn("decision reply failed", "err", err)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	pgparser "github.com/pganalyze/pg_query_go/v6/parser"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/gatehouse/gatehouse/services/sqlscan"
 )
 
 // SQLInfo is what the real PostgreSQL parser says a statement does. It is the
@@ -43,6 +46,31 @@ type SQLInfo struct {
 	Lineage *Lineage `json:"-"`
 
 	cursors []string // the queries of DECLARE CURSOR, deparsed (without a catalog)
+	idx     sets     // indexes the lists
+	// tooComplex: refused before parsing (tooDeep).
+	tooComplex bool
+}
+
+// MaxDepth bounds how deeply a statement may nest (Depth's bound) before it is parsed:
+// pg_query's C code recurses into the parse tree without a bound, and a chain of 100,000
+// operators crashes the process. Below it, PostgreSQL's own limits apply (the parse tree
+// handed to Go is refused past 10,000 levels; a server's max_stack_depth well before).
+const MaxDepth = 4000
+
+// tooDeep says why sql is not handed to the parser, or "". A text of up to MaxDepth bytes
+// cannot nest deeper than MaxDepth; a longer one is measured (about 5 ms per MB).
+func tooDeep(sql string) string {
+	if len(sql) <= MaxDepth {
+		return ""
+	}
+	d, ok := sqlscan.Depth(sql)
+	switch {
+	case !ok:
+		return "the statement cannot be read (an unterminated quote, comment or dollar quote, or a number run into a word); refusing (fail closed)"
+	case d > MaxDepth:
+		return fmt.Sprintf("the statement nests up to %d levels deep (operators, set operations, joins, brackets), over the %d the gateway parses; refusing (fail closed)", d, MaxDepth)
+	}
+	return ""
 }
 
 // AnalyzeOptions say which costly facts a policy needs.
@@ -81,6 +109,11 @@ func AnalyzeSQL(sql string) SQLInfo { return Analyze(sql, AnalyzeOptions{}) }
 // Analyze is AnalyzeSQL with options.
 func Analyze(sql string, opts AnalyzeOptions) SQLInfo {
 	info := SQLInfo{Text: sql, HasWhere: true}
+	if reason := tooDeep(sql); reason != "" {
+		info.ParseError, info.tooComplex, info.HasWhere = reason, true, false
+		finish(&info)
+		return info
+	}
 	// Most statements are plain single SELECTs: the parser's summary (computed in C) says
 	// all a rule needs about them, at a tenth of the cost of building the Go parse tree.
 	// Anything else (writes, DDL, several statements, FOR UPDATE, SELECT INTO) gets the full
@@ -166,10 +199,11 @@ var readKinds = map[string]bool{"select": true, "explain": true, "show": true, "
 // renamed since the gateway first read it is listed under its name then, too, so that
 // rules naming it still match.
 func resolved(info *SQLInfo, lin *Lineage, cat *Catalog) {
+	var s sets
 	add := func(l *[]string, name string) {
-		*l = appendUnique(*l, name)
+		addUnique(&s, l, name)
 		if o := cat.Original(name); o != name {
-			*l = appendUnique(*l, o)
+			addUnique(&s, l, o)
 		}
 	}
 	info.Tables, info.TablesRead, info.TablesWritten, info.Columns, info.FilterColumns = nil, nil, nil, nil, nil
@@ -280,9 +314,9 @@ func syntaxOnly(tree *pg_query.ParseResult, kinds map[string]bool, info *SQLInfo
 				if len(n.Fields) > 0 {
 					switch f := n.Fields[len(n.Fields)-1].Node.(type) {
 					case *pg_query.Node_String_:
-						info.Columns = appendUnique(info.Columns, f.String_.Sval)
+						addUnique(&info.idx, &info.Columns, f.String_.Sval)
 					case *pg_query.Node_AStar:
-						info.Columns = appendUnique(info.Columns, "*")
+						addUnique(&info.idx, &info.Columns, "*")
 					}
 				}
 				return
@@ -311,7 +345,7 @@ func syntaxOnly(tree *pg_query.ParseResult, kinds map[string]bool, info *SQLInfo
 				walk(f.ProtoReflect(), func(m protoreflect.Message) {
 					if c, ok := m.Interface().(*pg_query.ColumnRef); ok && len(c.Fields) > 0 {
 						if s, ok := c.Fields[len(c.Fields)-1].Node.(*pg_query.Node_String_); ok {
-							info.FilterColumns = appendUnique(info.FilterColumns, s.String_.Sval)
+							addUnique(&info.idx, &info.FilterColumns, s.String_.Sval)
 						}
 					}
 				})
@@ -342,17 +376,17 @@ func addTablesAndFunctions(info *SQLInfo, sum *pg_query.SummaryResult) {
 		if t.SchemaName != "" {
 			name = t.SchemaName + "." + t.TableName
 		}
-		info.Tables = appendUnique(info.Tables, name)
+		addUnique(&info.idx, &info.Tables, name)
 		if t.Context == pg_query.SummaryResult_Select {
-			info.TablesRead = appendUnique(info.TablesRead, name)
+			addUnique(&info.idx, &info.TablesRead, name)
 		} else {
-			info.TablesWritten = appendUnique(info.TablesWritten, name)
+			addUnique(&info.idx, &info.TablesWritten, name)
 		}
 	}
 	for _, f := range sum.Functions {
-		info.Functions = appendUnique(info.Functions, f.Name)
+		addUnique(&info.idx, &info.Functions, f.Name)
 		if writingFunctions[f.Name] {
-			info.WritingFuncs = appendUnique(info.WritingFuncs, f.Name)
+			addUnique(&info.idx, &info.WritingFuncs, f.Name)
 		}
 	}
 }
@@ -368,13 +402,6 @@ func finish(info *SQLInfo) {
 	if info.Writes == nil {
 		info.Writes = []Write{}
 	}
-}
-
-func appendUnique(l []string, s string) []string {
-	if slices.Contains(l, s) {
-		return l
-	}
-	return append(l, s)
 }
 
 // stmtKind maps a parse-tree statement message name (DeleteStmt, DropdbStmt, ...) to a kind

@@ -1,26 +1,42 @@
-package session
+// Package sqlscan reads SQL text as PostgreSQL's scanner does, without parsing it: the
+// proxy's decision-cache key (Normalize) and the bound on how deeply a statement may nest
+// before it is handed to the parser (Depth). Its lexical rules are held to PostgreSQL's
+// own scanner by a differential test and a fuzz target.
+package sqlscan
 
 import "strings"
 
-// Normalize replaces the literals of a SQL text (numbers, quoted and dollar-quoted strings)
-// with '?', keeping everything else byte for byte, so that statements that differ only in
-// their constants share one decision-cache key. It follows PostgreSQL's lexical rules for
-// comments (nested), quoted identifiers, E” strings and $tag$ quoting. ok is false when the
-// text cannot be lexed with confidence (an unterminated quote or comment): such a statement
-// is never served from the cache.
-func Normalize(sql string) (string, bool) { return normalize(sql, nil) }
+// Kind is what a lexed range is.
+type Kind uint8
 
-// normalize is Normalize, telling literal (when set) the byte range of each literal it
-// replaces (tests hold those to PostgreSQL's own scanner).
-func normalize(sql string, literal func(start, end int)) (string, bool) {
-	var b strings.Builder
-	b.Grow(len(sql))
+const (
+	// Other is a run of anything else: keywords, identifiers, operators, punctuation.
+	Other Kind = iota
+	// Comment is a -- or /* */ comment (nested, as PostgreSQL nests them).
+	Comment
+	// QuotedIdent is a "quoted identifier".
+	QuotedIdent
+	// Literal is a number, a quoted string (E”, B”, X”, U&” without their prefix) or a
+	// dollar-quoted string.
+	Literal
+	// Param is a $1 parameter.
+	Param
+)
+
+// Lex walks sql as PostgreSQL's scanner does, with standard_conforming_strings on, and
+// calls tok for each range in order (Other for the runs between the others). It returns
+// false when the text cannot be lexed with confidence: an unterminated quote or comment,
+// or a number run into letters (PostgreSQL 15+ calls it trailing junk, older servers a
+// number then a word).
+func Lex(sql string, tok func(k Kind, start, end int)) bool {
 	n := len(sql)
-	lit := func(start, end int) {
-		b.WriteByte('?')
-		if literal != nil {
-			literal(start, end)
+	run := 0 // start of the current Other run
+	emit := func(k Kind, start, end int) {
+		if run < start {
+			tok(Other, run, start)
 		}
+		tok(k, start, end)
+		run = end
 	}
 	for i := 0; i < n; {
 		c := sql[i]
@@ -33,7 +49,7 @@ func normalize(sql string, literal func(start, end int)) (string, bool) {
 			if j < 0 {
 				j = n - i
 			}
-			b.WriteString(sql[i : i+j])
+			emit(Comment, i, i+j)
 			i += j
 		case c == '/' && i+1 < n && sql[i+1] == '*':
 			depth, j := 1, i+2
@@ -50,16 +66,16 @@ func normalize(sql string, literal func(start, end int)) (string, bool) {
 				}
 			}
 			if depth > 0 {
-				return "", false
+				return false
 			}
-			b.WriteString(sql[i:j])
+			emit(Comment, i, j)
 			i = j
 		case c == '"':
 			j := i + 1
 			for {
 				k := strings.IndexByte(sql[j:], '"')
 				if k < 0 {
-					return "", false
+					return false
 				}
 				j += k + 1
 				if j < n && sql[j] == '"' {
@@ -68,24 +84,24 @@ func normalize(sql string, literal func(start, end int)) (string, bool) {
 				}
 				break
 			}
-			b.WriteString(sql[i:j])
+			emit(QuotedIdent, i, j)
 			i = j
 		case c == '\'':
 			escapes := i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i < 2 || !identChar(sql[i-2]))
 			j, ok := endOfString(sql, i+1, escapes)
 			if !ok {
-				return "", false
+				return false
 			}
-			lit(i, j)
+			emit(Literal, i, j)
 			i = j
 		case c == '$':
-			// $1 parameters stay; $tag$ ... $tag$ is a string.
+			// $1 parameters; $tag$ ... $tag$ is a string.
 			if i+1 < n && sql[i+1] >= '0' && sql[i+1] <= '9' {
 				j := i + 1
 				for j < n && sql[j] >= '0' && sql[j] <= '9' {
 					j++
 				}
-				b.WriteString(sql[i:j])
+				emit(Param, i, j)
 				i = j
 				continue
 			}
@@ -94,28 +110,49 @@ func normalize(sql string, literal func(start, end int)) (string, bool) {
 				j++
 			}
 			if j >= n || sql[j] != '$' || (i > 0 && identChar(sql[i-1])) {
-				b.WriteByte(c)
 				i++
 				continue
 			}
 			tag := sql[i : j+1]
 			k := strings.Index(sql[j+1:], tag)
 			if k < 0 {
-				return "", false
+				return false
 			}
-			lit(i, j+1+k+len(tag))
+			emit(Literal, i, j+1+k+len(tag))
 			i = j + 1 + k + len(tag)
 		case (c >= '0' && c <= '9' || c == '.' && i+1 < n && sql[i+1] >= '0' && sql[i+1] <= '9') && (i == 0 || !identChar(sql[i-1])):
 			j, ok := endOfNumber(sql, i)
 			if !ok {
-				return "", false
+				return false
 			}
-			lit(i, j)
+			emit(Literal, i, j)
 			i = j
 		default:
-			b.WriteByte(c)
 			i++
 		}
+	}
+	if run < n {
+		tok(Other, run, n)
+	}
+	return true
+}
+
+// Normalize replaces the literals of a SQL text (numbers, quoted and dollar-quoted strings)
+// with '?', keeping everything else byte for byte, so that statements that differ only in
+// their constants share one decision-cache key. ok is false when the text cannot be lexed
+// with confidence (Lex): such a statement is never served from the cache.
+func Normalize(sql string) (string, bool) {
+	var b strings.Builder
+	b.Grow(len(sql))
+	ok := Lex(sql, func(k Kind, start, end int) {
+		if k == Literal {
+			b.WriteByte('?')
+		} else {
+			b.WriteString(sql[start:end])
+		}
+	})
+	if !ok {
+		return "", false
 	}
 	return b.String(), true
 }
@@ -124,7 +161,7 @@ func normalize(sql string, literal func(start, end int)) (string, bool) {
 // scanner reads it: 0x, 0o, 0b integers; decimal integers and numerics with an optional
 // exponent; underscores between digits. A number run into letters or digits that are not
 // its own (1union, 0x1g, 1e5x) is "trailing junk" to PostgreSQL 15+ and a number then a
-// word to older servers: not ok, so that such a text is never decided from the cache.
+// word to older servers: not ok.
 func endOfNumber(sql string, i int) (int, bool) {
 	n := len(sql)
 	digits := func(j int, ok func(byte) bool) int {

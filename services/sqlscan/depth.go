@@ -1,0 +1,130 @@
+package sqlscan
+
+import "strings"
+
+// Depth returns an upper bound of how deeply the parse tree of sql nests, from its
+// tokens alone, and false when sql cannot be lexed (Lex). PostgreSQL's parser builds a
+// left-deep tree for a chain of operators (1+1+1...), set operations (UNION ...), joins,
+// casts, NOT, CASE and the like, and pg_query's C code that hands the tree over recurses
+// into it without a bound: a chain of 100,000 crashes the process (stack overflow in C,
+// which no recover catches). Depth lets the caller refuse such a text before the parser
+// sees it.
+//
+// The bound: within each level of brackets (and CASE ... END), the operators and nesting
+// keywords of the deepest item, plus the set operations and joins of the whole level
+// (they span commas: `select 1, 2 union select 1, 2`), plus the deepest bracket inside,
+// plus one per bracket; the deepest statement of a list. Items are separated by commas,
+// and by AND and OR, whose chains the parser flattens into one list (but not the AND of
+// BETWEEN ... AND, whose right side nests).
+func Depth(sql string) (int, bool) {
+	type level struct {
+		span, item, itemChild, best int
+		between                     int  // BETWEENs waiting for their AND
+		isCase                      bool // opened by CASE, closed by END
+	}
+	stack := []level{{}}
+	deepest := 0
+	closeItem := func(l *level) {
+		l.best = max(l.best, l.item+l.itemChild)
+		l.item, l.itemChild, l.between = 0, 0, 0
+	}
+	depthOf := func(l *level) int {
+		closeItem(l)
+		return l.span + l.best
+	}
+	pop := func() {
+		d := depthOf(&stack[len(stack)-1]) + 1
+		stack = stack[:len(stack)-1]
+		p := &stack[len(stack)-1]
+		p.itemChild = max(p.itemChild, d)
+	}
+	ok := Lex(sql, func(k Kind, start, end int) {
+		if k != Other {
+			return
+		}
+		for i := start; i < end; {
+			c := sql[i]
+			top := &stack[len(stack)-1]
+			switch {
+			case c == '(' || c == '[':
+				stack = append(stack, level{})
+				i++
+			case c == ')' || c == ']':
+				// Up to the bracket's level (a CASE left open inside is closed with it).
+				for len(stack) > 1 {
+					wasCase := stack[len(stack)-1].isCase
+					pop()
+					if !wasCase {
+						break
+					}
+				}
+				i++
+			case c == ',':
+				closeItem(top)
+				i++
+			case c == ';':
+				for len(stack) > 1 { // unbalanced: the parser refuses it, but count it all
+					pop()
+				}
+				deepest = max(deepest, depthOf(&stack[0]))
+				stack[0] = level{}
+				i++
+			case identStart(c):
+				j := i + 1
+				for j < end && identChar(sql[j]) {
+					j++
+				}
+				switch w := strings.ToLower(sql[i:j]); {
+				case w == "case":
+					stack = append(stack, level{isCase: true})
+				case w == "end" && top.isCase:
+					pop()
+				case (w == "when" || w == "then" || w == "else") && top.isCase:
+					closeItem(top) // a CASE's branches are siblings
+				case w == "between":
+					top.item++
+					top.between++
+				case w == "and" && top.between > 0:
+					top.between--
+				case w == "and" || w == "or":
+					closeItem(top)
+				case setOrJoin[w]:
+					top.span++
+				case nesting[w]:
+					top.item++
+				}
+				i = j
+			case opChar(c) || c == ':':
+				// One operator, however many characters (a :: cast, ->>, <=).
+				for i < end && (opChar(sql[i]) || sql[i] == ':') {
+					i++
+				}
+				top.item++
+			default:
+				i++
+			}
+		}
+	})
+	if !ok {
+		return 0, false
+	}
+	for len(stack) > 1 {
+		pop()
+	}
+	return max(deepest, depthOf(&stack[0])), true
+}
+
+// setOrJoin are the keywords whose chains span commas; nesting the other keywords that
+// nest an expression in another.
+var (
+	setOrJoin = map[string]bool{"union": true, "intersect": true, "except": true, "join": true}
+	nesting   = map[string]bool{"not": true, "is": true, "isnull": true, "notnull": true, "like": true, "ilike": true,
+		"similar": true, "in": true, "collate": true, "at": true, "overlaps": true, "escape": true, "operator": true}
+)
+
+func identStart(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+// opChar: the characters of PostgreSQL's operators.
+func opChar(c byte) bool { return strings.IndexByte("+-*/<>=~!@#%^&|`?", c) >= 0 }
