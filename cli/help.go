@@ -71,7 +71,7 @@ var commands = []command{
 		[]string{`gatehouse grants request --resource demo --role dba-write --for 2h --reason "INC-42"`}},
 	{"grants list", "[--json]", "grants in force: yours, or everyone's with an admin token",
 		[]string{"gatehouse grants list"}},
-	{"revoke", "(--identity SUB | --session ID | --grant ID) --reason R [--for 1h] [--lift]", "end live sessions now and refuse new ones (admin token)",
+	{"revoke", "(--identity NAME|SUB | --session ID | --grant ID) --reason R [--for 1h] [--lift]", "end live sessions now and refuse new ones (admin token)",
 		[]string{`gatehouse revoke --identity svc-orders --reason "credential leak, INC-42" --for 1h`, "gatehouse revoke --identity svc-orders --lift --reason \"rotated\""}},
 	{"revocations", "[--json]", "list the revocations in force",
 		[]string{"gatehouse revocations"}},

@@ -1,15 +1,10 @@
 package cli
 
 import (
-	"bytes"
-	"encoding/base64"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,113 +12,6 @@ import (
 	"github.com/gatehouse/gatehouse/query"
 	"github.com/gatehouse/gatehouse/schemas"
 )
-
-type apiClient struct {
-	base, token string
-	http        *http.Client
-}
-
-// apiAccess is the --token and --url flags of a command that calls the HTTP API.
-type apiAccess struct {
-	token, base *string
-	hint        string // whose token, or how to get one, for the error without one
-}
-
-// addAPIFlags adds --token and --url to fs. who says whose token the command needs
-// ("admin", "auditor", or "" for anyone's); hint is added to the error without one.
-func addAPIFlags(fs *flag.FlagSet, who, hint string) *apiAccess {
-	desc := "token to send (default: $GATEHOUSE_TOKEN)"
-	if who != "" {
-		desc = "an " + who + "'s " + desc
-	}
-	return &apiAccess{token: fs.String("token", "", desc),
-		base: fs.String("url", "", "Gatehouse HTTP address (default: $GATEHOUSE_URL, else http://127.0.0.1:8080)"), hint: hint}
-}
-
-// client is the API client for the flags given, or a usage error without a token.
-func (a *apiAccess) client(timeout time.Duration) (*apiClient, error) {
-	tok, from := *a.token, "--token"
-	if tok == "" {
-		tok, from = strings.TrimSpace(os.Getenv("GATEHOUSE_TOKEN")), "GATEHOUSE_TOKEN"
-	}
-	if tok == "" {
-		msg := "no token: pass --token or set GATEHOUSE_TOKEN"
-		if a.hint != "" {
-			msg += " (" + a.hint + ")"
-		}
-		return nil, usageError{msg}
-	}
-	if err := looksLikeToken(tok); err != nil {
-		return nil, usageError{fmt.Sprintf("%s is not a token: %v", from, err)}
-	}
-	base := *a.base
-	if base == "" {
-		base = apiURL()
-	}
-	return &apiClient{base: strings.TrimRight(base, "/"), token: tok, http: &http.Client{Timeout: timeout}}, nil
-}
-
-// looksLikeToken checks the shape of a JWT (three base64url parts) before it is sent, so
-// that a password or a truncated paste is reported as what it is, naming where it came
-// from; the API verifies the token itself.
-func looksLikeToken(tok string) error {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return fmt.Errorf("a token is a JWT, three base64url parts separated by dots; this has %d part(s)", len(parts))
-	}
-	for i, p := range parts[:2] {
-		if _, err := base64.RawURLEncoding.DecodeString(p); err != nil || p == "" {
-			return fmt.Errorf("part %d of the JWT is not base64url", i+1)
-		}
-	}
-	return nil
-}
-
-// do sends a request to the API; an answer other than 200 is an error with the API's
-// message.
-func (c *apiClient) do(method, path string, body io.Reader, contentType string) (*http.Response, error) {
-	req, err := http.NewRequest(method, c.base+path, body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the Gatehouse API at %s: %w", c.base, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return nil, fmt.Errorf("%s: %s", resp.Status, apiMessage(b))
-	}
-	return resp, nil
-}
-
-// call sends a request and decodes the JSON answer (at most limit bytes) into out.
-func (c *apiClient) call(method, path string, body io.Reader, contentType string, limit int64, out any) error {
-	resp, err := c.do(method, path, body, contentType)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, out)
-}
-
-// post sends a JSON body to the API and decodes the JSON answer.
-func (c *apiClient) post(path string, body []byte, out any) error {
-	return c.call(http.MethodPost, path, bytes.NewReader(body), "application/json", 1<<20, out)
-}
-
-func (c *apiClient) get(path string, out any) error {
-	return c.call(http.MethodGet, path, nil, "", 256<<20, out)
-}
 
 func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
@@ -142,7 +30,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 		limit = fs.Int("limit", 50, "at most this many sessions (a page; --before gets the next)")
 		for _, f := range []struct{ name, help string }{
 			{"group", "only identities in this group"}, {"since", "started at or after this RFC 3339 time"},
-			{"until", "started at or before this RFC 3339 time"}, {"effect", "with a statement allowed, denied, masked or approved"},
+			{"until", "started at or before this RFC 3339 time"}, {"effect", "with a statement allowed, denied, held (for approval), approved or masked"},
 			{"text", "with a statement containing this text"}, {"fingerprint", "with a statement of this fingerprint"},
 			{"before", "the next page (the next_before of the previous one)"},
 		} {
@@ -186,7 +74,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 			return json.NewEncoder(stdout).Encode(out)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tSTART\tEND\tSTATEMENTS\tDENIED\tMASKED\tAPPROVED\tSUBJECT")
+		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tSTART\tEND\tSTATEMENTS\tDENIED\tHELD\tAPPROVED\tMASKED\tSUBJECT")
 		for _, s := range out.Sessions {
 			end := "(open)"
 			if s.End != nil {
@@ -196,7 +84,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 			if name == "" {
 				name = s.Identity
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.ID, name, s.Resource, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied, s.Masked, s.Approved, s.Identity)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.ID, name, s.Resource, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied, s.Held, s.Approved, s.Masked, s.Identity)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -309,7 +197,7 @@ func printReplay(w io.Writer, r *query.Replay) error {
 		case schemas.TypeSessionEnd:
 			var p schemas.SessionEnd
 			_ = e.Decode(&p)
-			fmt.Fprintf(w, "%s  #%d session end: %s, %d statements (%d denied)%s\n", ts, e.Seq, p.Reason, p.Statements, p.Denied, errSuffix(p.Error))
+			fmt.Fprintf(w, "%s  #%d session end: %s, %d statements (%d denied, %d held for approval)%s\n", ts, e.Seq, p.Reason, p.Statements, p.Denied, p.Held, errSuffix(p.Error))
 		case schemas.TypeApprovalRequested:
 			var p schemas.ApprovalRequested
 			_ = e.Decode(&p)

@@ -6,19 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/services/identity"
 )
-
-func apiURL() string {
-	if u := os.Getenv("GATEHOUSE_URL"); u != "" {
-		return strings.TrimRight(u, "/")
-	}
-	return "http://127.0.0.1:8080"
-}
 
 func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("token", stdout)
@@ -28,6 +19,7 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	ttl := fs.Duration("ttl", time.Hour, "lifetime (at most 24h)")
 	kind := fs.String("kind", "", "service or human (default: service)")
 	obo := fs.String("on-behalf-of", "", "the human behind a service token (act.sub)")
+	name := fs.String("name", "", "the identity's readable name, as an IdP's email claim carries it (default: none, so the subject)")
 	base := fs.String("url", apiURL(), "Gatehouse HTTP address")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
@@ -38,7 +30,7 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	if *sub == "" {
 		return usageError{"token needs --sub"}
 	}
-	form := url.Values{"sub": {*sub}, "groups": {*groups}, "ttl": {ttl.String()}, "kind": {*kind}, "on_behalf_of": {*obo}}
+	form := url.Values{"sub": {*sub}, "groups": {*groups}, "ttl": {ttl.String()}, "kind": {*kind}, "on_behalf_of": {*obo}, "name": {*name}}
 	client := &http.Client{Timeout: 10 * time.Second}
 	resp, err := client.PostForm(*base+identity.DevIssuerPath+"/token", form)
 	if err != nil {
@@ -60,12 +52,3 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 // apiMessage extracts echo's {"message": ...} from an error body.
-func apiMessage(body []byte) string {
-	var m struct {
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(body, &m) == nil && m.Message != "" {
-		return m.Message
-	}
-	return strings.TrimSpace(string(body))
-}

@@ -28,14 +28,14 @@ import (
 // evidenceColumns are the evidence reports' columns, in order: the contract with the
 // auditors' spreadsheets (docs/evidence.md).
 var evidenceColumns = map[string][]string{
-	"access": {"identity", "on_behalf_of", "resource", "sessions", "statements", "allowed", "masked", "denied",
+	"access": {"identity", "subject", "on_behalf_of", "resource", "sessions", "statements", "allowed", "masked", "denied",
 		"held", "approved", "approval_denied", "approval_expired", "approval_cancelled", "approval_pending", "held_no_outcome",
 		"no_decision", "sessions_revoked", "sessions_grant_expired", "sessions_token_expired", "sessions_ended_other", "first", "last"},
-	"denials": {"time", "identity", "resource", "session", "effect", "outcome", "policy", "rule", "reason", "fingerprint",
+	"denials": {"time", "identity", "subject", "resource", "session", "effect", "outcome", "policy", "rule", "reason", "fingerprint",
 		"approval", "denied_by", "denial_reason"},
-	"privileged": {"time", "identity", "resource", "session", "kinds", "effect", "outcome", "rule", "approval", "approved_by",
+	"privileged": {"time", "identity", "subject", "resource", "session", "kinds", "effect", "outcome", "rule", "approval", "approved_by",
 		"seconds_to_approve"},
-	"grants": {"time", "event", "grant", "identity", "resource", "role", "expires", "approved_by", "reason",
+	"grants": {"time", "event", "grant", "identity", "subject", "resource", "role", "expires", "approved_by", "reason",
 		"revoked_by", "revoke_reason", "ended_sessions"},
 }
 
@@ -335,11 +335,11 @@ func TestEvidenceSaysWhatHappened(t *testing.T) {
 	// access: every statement counted as itself.
 	n := strconv.Itoa
 	cov, note := settled("access", []map[string]string{
-		{"identity": "ev-dba", "on_behalf_of": "", "resource": "demo", "sessions": "2", "statements": "7", "allowed": "1", "masked": "0",
+		{"identity": "ev-dba", "subject": "ev-dba", "on_behalf_of": "", "resource": "demo", "sessions": "2", "statements": "7", "allowed": "1", "masked": "0",
 			"denied": "0", "held": "6", "approved": "2", "approval_denied": "1", "approval_expired": "1", "approval_cancelled": "1",
 			"approval_pending": "1", "held_no_outcome": "0", "no_decision": "0", "sessions_revoked": "0", "sessions_grant_expired": "0",
 			"sessions_token_expired": "0", "sessions_ended_other": "0", "first": "checked", "last": "checked"},
-		{"identity": "ev-svc", "on_behalf_of": "", "resource": "demo", "sessions": "2", "statements": n(3 + maskedReads), "allowed": "1",
+		{"identity": "ev-svc", "subject": "ev-svc", "on_behalf_of": "", "resource": "demo", "sessions": "2", "statements": n(3 + maskedReads), "allowed": "1",
 			"masked": n(1 + maskedReads), "denied": "1", "held": "0", "approved": "0", "approval_denied": "0", "approval_expired": "0",
 			"approval_cancelled": "0", "approval_pending": "0", "held_no_outcome": "0", "no_decision": "0", "sessions_revoked": "1",
 			"sessions_grant_expired": "1", "sessions_token_expired": "0", "sessions_ended_other": "0", "first": "checked", "last": "checked"},
@@ -353,7 +353,7 @@ func TestEvidenceSaysWhatHappened(t *testing.T) {
 	// denials: what did not run, and why.
 	holdReason := "changing customer records (or running code that could) needs a second pair of eyes"
 	denial := func(who, effect, outcome, policy, rule, reason, approval, by, why string) map[string]string {
-		return map[string]string{"time": "checked", "identity": who, "resource": "demo", "session": "checked", "effect": effect, "outcome": outcome,
+		return map[string]string{"time": "checked", "identity": who, "subject": who, "resource": "demo", "session": "checked", "effect": effect, "outcome": outcome,
 			"policy": policy, "rule": rule, "reason": reason, "fingerprint": "checked", "approval": approval, "denied_by": by, "denial_reason": why}
 	}
 	sessionOf := map[string]string{}
@@ -388,7 +388,7 @@ func TestEvidenceSaysWhatHappened(t *testing.T) {
 		if outcome == "approved" {
 			secs = "checked"
 		}
-		return map[string]string{"time": "checked", "identity": who, "resource": "demo", "session": "checked", "kinds": kinds, "effect": effect,
+		return map[string]string{"time": "checked", "identity": who, "subject": who, "resource": "demo", "session": "checked", "kinds": kinds, "effect": effect,
 			"outcome": outcome, "rule": rule, "approval": approval, "approved_by": by, "seconds_to_approve": secs}
 	}
 	cov, note = settled("privileged", []map[string]string{
@@ -416,7 +416,7 @@ func TestEvidenceSaysWhatHappened(t *testing.T) {
 	// grants: created, expired with its expiry, created, revoked with who and why.
 	rfc := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 	grantRow := func(event, id, expires, approvedBy, reason, revokedBy, revokeReason, ended string) map[string]string {
-		return map[string]string{"time": "checked", "event": event, "grant": id, "identity": "ev-svc", "resource": "demo", "role": "dba",
+		return map[string]string{"time": "checked", "event": event, "grant": id, "identity": "ev-svc", "subject": "ev-svc", "resource": "demo", "role": "dba",
 			"expires": expires, "approved_by": approvedBy, "reason": reason, "revoked_by": revokedBy, "revoke_reason": revokeReason, "ended_sessions": ended}
 	}
 	settled("grants", []map[string]string{

@@ -199,6 +199,9 @@ func sessionSearch(t *testing.T, g *gateway) {
 	check("approved", find("--effect", "approved"), func(s query.Session) bool { return s.Approved > 0 && s.Identity == "dba-oncall" })
 	check("masked", find("--effect", "masked", "--identity", "svc-orders"), func(s query.Session) bool { return s.Masked > 0 })
 	check("denied", find("--effect", "denied"), func(s query.Session) bool { return s.Denied > 0 })
+	// A statement held and approved ran: it is held (and approved), not denied.
+	check("held", find("--effect", "held"), func(s query.Session) bool { return s.Held >= s.Approved && s.Held > 0 })
+	check("approved, not denied", find("--effect", "approved", "--text", "update customers"), func(s query.Session) bool { return s.Held > 0 })
 	check("text", find("--text", "UPDATE CUSTOMERS"), func(s query.Session) bool { return s.Identity == "dba-oncall" })
 	check("group", find("--group", "orders-readers"), func(s query.Session) bool { return s.Identity == "svc-orders" })
 	require.Empty(t, find("--since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))

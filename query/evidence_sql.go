@@ -2,7 +2,9 @@ package query
 
 // The evidence reports' SQL. Every report reads the events of its range; {db} is the
 // database, {range} the range condition, {statements} the statements subquery below.
-// Everything here runs on ClickHouse 18.16: one JOIN per SELECT, no JSON functions but
+// An identity is shown by its name (the issuer's name claim) and its subject, the name
+// falling back to the subject where events carry none (recorded before names, or a token
+// without a name claim). Everything here runs on ClickHouse 18.16: one JOIN per SELECT, no JSON functions but
 // visitParam*, no window functions.
 
 // Outcomes of a statement, each named as itself (the access report counts them, the
@@ -31,7 +33,7 @@ const heldOutcomes = `('approved', 'approval_denied', 'approval_expired', 'appro
 // Grouping by statement also makes a row stored twice count once.
 const statementsSQL = `
 	SELECT session_id, visitParamExtractUInt(payload, 'query_id') AS qid,
-		any(identity_sub) AS sub, any(identity_on_behalf_of) AS obo, any(resource) AS res,
+		any(identity_sub) AS sub, anyIf(identity_name, identity_name != '') AS nm, any(identity_on_behalf_of) AS obo, any(resource) AS res,
 		minIf(time_us, type = 'db.query') AS t,
 		anyIf(payload, type = 'decision') AS decision,
 		visitParamExtractString(decision, 'effect') AS effect,
@@ -84,10 +86,10 @@ var evidenceReports = map[string]struct {
 	// sessions the gateway ended, by why (CC6.1, CC6.3). statements = allowed + masked +
 	// denied + held + no_decision; held = approved + approval_denied + approval_expired +
 	// approval_cancelled + approval_pending + held_no_outcome.
-	"access": {[]string{"identity", "on_behalf_of", "resource", "sessions", "statements", "allowed", "masked", "denied",
+	"access": {[]string{"identity", "subject", "on_behalf_of", "resource", "sessions", "statements", "allowed", "masked", "denied",
 		"held", "approved", "approval_denied", "approval_expired", "approval_cancelled", "approval_pending", "held_no_outcome",
 		"no_decision", "sessions_revoked", "sessions_grant_expired", "sessions_token_expired", "sessions_ended_other", "first", "last"}, `
-		SELECT sub, any(obo), res, sum(started), sum(stmt),
+		SELECT if(anyIf(nm, nm != '') = '', sub, anyIf(nm, nm != '')), sub, any(obo), res, sum(started), sum(stmt),
 			countIf(outcome = 'allowed'), countIf(outcome = 'masked'), countIf(outcome = 'denied'),
 			countIf(outcome IN ` + heldOutcomes + `), countIf(outcome = 'approved'), countIf(outcome = 'approval_denied'),
 			countIf(outcome = 'approval_expired'), countIf(outcome = 'approval_cancelled'), countIf(outcome = 'approval_pending'),
@@ -95,10 +97,11 @@ var evidenceReports = map[string]struct {
 			countIf(ended = 'revoked'), countIf(ended = 'grant_expired'), countIf(ended = 'token_expired'), countIf(ended = 'other'),
 			toString(toDateTime(intDiv(min(t0), 1000000))), toString(toDateTime(intDiv(max(t1), 1000000)))
 		FROM (
-			SELECT sub, obo, res, toUInt8(0) AS started, toUInt8(1) AS stmt, outcome, '' AS ended, t AS t0, t AS t1
+			SELECT sub, nm, obo, res, toUInt8(0) AS started, toUInt8(1) AS stmt, outcome, '' AS ended, t AS t0, t AS t1
 			FROM ({statements})
 			UNION ALL
-			SELECT any(identity_sub) AS sub, any(identity_on_behalf_of) AS obo, any(resource) AS res, max(type = 'session.start') AS started,
+			SELECT any(identity_sub) AS sub, anyIf(identity_name, identity_name != '') AS nm, any(identity_on_behalf_of) AS obo,
+				any(resource) AS res, max(type = 'session.start') AS started,
 				toUInt8(0) AS stmt, '' AS outcome, anyIf(` + sessionEnding + `, type = 'session.terminated') AS ended,
 				min(time_us) AS t0, max(time_us) AS t1
 			FROM {db}.events
@@ -108,9 +111,9 @@ var evidenceReports = map[string]struct {
 		GROUP BY sub, res ORDER BY sub, res`},
 	// Statements that did not run: denied by a rule, or held and not approved, with the
 	// rule, and the approver who denied (CC7.2).
-	"denials": {[]string{"time", "identity", "resource", "session", "effect", "outcome", "policy", "rule", "reason", "fingerprint",
+	"denials": {[]string{"time", "identity", "subject", "resource", "session", "effect", "outcome", "policy", "rule", "reason", "fingerprint",
 		"approval", "denied_by", "denial_reason"}, `
-		SELECT toString(toDateTime(intDiv(t, 1000000))), sub, res, session_id, effect, outcome, visitParamExtractString(decision, 'policy'),
+		SELECT toString(toDateTime(intDiv(t, 1000000))), if(nm = '', sub, nm), sub, res, session_id, effect, outcome, visitParamExtractString(decision, 'policy'),
 			visitParamExtractString(decision, 'rule'), visitParamExtractString(decision, 'reason'), visitParamExtractString(decision, 'fingerprint'),
 			approval, denied_by, denial_reason
 		FROM ({statements})
@@ -119,9 +122,9 @@ var evidenceReports = map[string]struct {
 	// Writes and schema changes attempted on resources with a label (default
 	// env=production), each with its outcome, who approved it and the time from request to
 	// approval (CC6.2, CC8.1).
-	"privileged": {[]string{"time", "identity", "resource", "session", "kinds", "effect", "outcome", "rule", "approval", "approved_by",
+	"privileged": {[]string{"time", "identity", "subject", "resource", "session", "kinds", "effect", "outcome", "rule", "approval", "approved_by",
 		"seconds_to_approve"}, `
-		SELECT toString(toDateTime(intDiv(t, 1000000))), sub, res, session_id, visitParamExtractRaw(decision, 'kinds'), effect, outcome,
+		SELECT toString(toDateTime(intDiv(t, 1000000))), if(nm = '', sub, nm), sub, res, session_id, visitParamExtractRaw(decision, 'kinds'), effect, outcome,
 			visitParamExtractString(decision, 'rule'), approval, if(outcome = 'approved', approvers, ''), approve_seconds
 		FROM ({statements})
 		WHERE match(visitParamExtractRaw(decision, 'kinds'), ` + privilegedKinds + `)
@@ -131,10 +134,10 @@ var evidenceReports = map[string]struct {
 	// (CC6.2, CC6.3). A grant revoked before grant.revoked existed was recorded as
 	// grant.expired without an expiry, before its expiry: it is shown as revoked, with the
 	// revocation's author and reason; an old expiry takes its time from grant.created.
-	"grants": {[]string{"time", "event", "grant", "identity", "resource", "role", "expires", "approved_by", "reason",
+	"grants": {[]string{"time", "event", "grant", "identity", "subject", "resource", "role", "expires", "approved_by", "reason",
 		"revoked_by", "revoke_reason", "ended_sessions"}, `
 		SELECT toString(toDateTime(intDiv(time_us, 1000000))),
-			if(old_revoked, 'grant.revoked', type), grant_id, identity_sub, visitParamExtractString(payload, 'resource'),
+			if(old_revoked, 'grant.revoked', type), grant_id, if(identity_name = '', identity_sub, identity_name), identity_sub, visitParamExtractString(payload, 'resource'),
 			visitParamExtractString(payload, 'role'), if(own_expires != '', own_expires, created_expires),
 			replaceAll(replaceRegexpAll(visitParamExtractRaw(payload, 'approved_by'), '[\\[\\]"]', ''), ',', ' '),
 			if(type = 'grant.created', visitParamExtractString(payload, 'reason'), ''),
@@ -142,11 +145,11 @@ var evidenceReports = map[string]struct {
 			multiIf(type = 'grant.revoked', visitParamExtractString(payload, 'reason'), old_revoked, rv_reason, ''),
 			multiIf(type = 'grant.created', '', type = 'grant.revoked' OR old_revoked, 'true', visitParamExtractRaw(payload, 'ended_sessions'))
 		FROM (
-			SELECT time_us, id, type, identity_sub, payload, grant_id, own_expires, created_expires,
+			SELECT time_us, id, type, identity_sub, identity_name, payload, grant_id, own_expires, created_expires,
 				type = 'grant.expired' AND own_expires = '' AND created_expires != ''
 					AND intDiv(time_us, 1000000) < toUnixTimestamp(parseDateTimeBestEffortOrZero(created_expires)) AS old_revoked
 			FROM (
-				SELECT time_us, id, type, identity_sub, payload, visitParamExtractString(payload, 'grant_id') AS grant_id,
+				SELECT time_us, id, type, identity_sub, identity_name, payload, visitParamExtractString(payload, 'grant_id') AS grant_id,
 					visitParamExtractString(payload, 'expires') AS own_expires
 				FROM {db}.events
 				WHERE {range} AND type IN ('grant.created', 'grant.revoked', 'grant.expired')
@@ -156,7 +159,7 @@ var evidenceReports = map[string]struct {
 				FROM {db}.events WHERE type = 'grant.created' GROUP BY grant_id
 			) USING grant_id
 		) ANY LEFT JOIN (
-			SELECT visitParamExtractString(payload, 'value') AS grant_id, any(identity_sub) AS rv_by, any(visitParamExtractString(payload, 'reason')) AS rv_reason
+			SELECT visitParamExtractString(payload, 'value') AS grant_id, any(if(identity_name = '', identity_sub, identity_name)) AS rv_by, any(visitParamExtractString(payload, 'reason')) AS rv_reason
 			FROM {db}.events
 			WHERE type = 'revocation' AND visitParamExtractString(payload, 'kind') = 'grant' AND identity_sub != 'gatehouse'
 				AND visitParamExtractRaw(payload, 'lifted') != 'true'
@@ -164,8 +167,8 @@ var evidenceReports = map[string]struct {
 		) USING grant_id
 		ORDER BY time_us, id`},
 	// Policy and resource changes: who changed what, when, with the diff (CC6.1, CC8.1).
-	"changes": {[]string{"time", "by", "kind", "name", "action", "source", "diff"}, `
-		SELECT toString(toDateTime(intDiv(time_us, 1000000))), identity_sub, visitParamExtractString(payload, 'kind'),
+	"changes": {[]string{"time", "by", "by_subject", "kind", "name", "action", "source", "diff"}, `
+		SELECT toString(toDateTime(intDiv(time_us, 1000000))), if(identity_name = '', identity_sub, identity_name), identity_sub, visitParamExtractString(payload, 'kind'),
 			visitParamExtractString(payload, 'name'), visitParamExtractString(payload, 'action'), visitParamExtractString(payload, 'source'),
 			visitParamExtractString(payload, 'diff')
 		FROM {db}.events

@@ -20,7 +20,19 @@ import (
 )
 
 // trailColumns are the columns a trail writes (the table may have more).
-const trailColumns = "date, time, time_us, id, type, code, session_id, seq, resource, identity_sub, identity_issuer, identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq, stream_index"
+const trailColumns = "date, time, time_us, id, type, code, session_id, seq, resource, identity_sub, identity_name, identity_issuer, identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload, stream_seq, stream_index"
+
+// names are the identities' names in the trail's events (the others have none: a token
+// without a name claim, or events from before names; reports show their subject).
+var names = map[string]string{"ev-dba": "dba@example.com"}
+
+// shown is how reports name an identity: its name, or its subject without one.
+func shown(who string) string {
+	if n := names[who]; n != "" {
+		return n
+	}
+	return who
+}
 
 // trail writes events into the store as ingest would, one session at a time.
 type trail struct {
@@ -35,7 +47,7 @@ func (tr *trail) add(session, resource, who string, at time.Time, p schemas.Payl
 	typ := p.EventType()
 	id := session + "-" + itoa(tr.seq[session])
 	require.NoError(tr.t, tr.b.Append(at, at, uint64(at.UnixMicro()), id, typ, schemas.Codes[typ], session, tr.seq[session], resource,
-		who, "iss", []string{}, "human", "", uint64(1), "", "", string(p.AppendJSON(nil)), uint64(0), uint32(0)))
+		who, names[who], "iss", []string{}, "human", "", uint64(1), "", "", string(p.AppendJSON(nil)), uint64(0), uint32(0)))
 }
 
 // rawAdd writes an event whose payload is given as text (as an older gateway wrote it).
@@ -44,7 +56,7 @@ func (tr *trail) rawAdd(session, resource, who, typ string, at time.Time, payloa
 	tr.seq[session]++
 	id := session + "-" + itoa(tr.seq[session])
 	require.NoError(tr.t, tr.b.Append(at, at, uint64(at.UnixMicro()), id, typ, schemas.Codes[typ], session, tr.seq[session], resource,
-		who, "iss", []string{}, "human", "", uint64(1), "", "", payload, uint64(0), uint32(0)))
+		who, "", "iss", []string{}, "human", "", uint64(1), "", "", payload, uint64(0), uint32(0)))
 }
 
 // Each report names every outcome as itself, checked field by field against a trail that
@@ -165,11 +177,11 @@ func TestEvidenceReportsNameEveryOutcome(t *testing.T) {
 	require.False(t, cov.SinceDefault || cov.UntilDefault)
 	require.Nil(t, cov.Filters.Label)
 	require.Equal(t, []map[string]string{
-		{"identity": "ev-dba", "on_behalf_of": "", "resource": "demo", "sessions": "1", "statements": "11", "allowed": "1", "masked": "1",
+		{"identity": "dba@example.com", "subject": "ev-dba", "on_behalf_of": "", "resource": "demo", "sessions": "1", "statements": "11", "allowed": "1", "masked": "1",
 			"denied": "1", "held": "7", "approved": "2", "approval_denied": "1", "approval_expired": "1", "approval_cancelled": "1",
 			"approval_pending": "1", "held_no_outcome": "1", "no_decision": "1", "sessions_revoked": "1", "sessions_grant_expired": "0",
 			"sessions_token_expired": "0", "sessions_ended_other": "0", "first": ts(0), "last": ts(52)},
-		{"identity": "ev-svc", "on_behalf_of": "", "resource": "demo", "sessions": "2", "statements": "2", "allowed": "0", "masked": "1",
+		{"identity": "ev-svc", "subject": "ev-svc", "on_behalf_of": "", "resource": "demo", "sessions": "2", "statements": "2", "allowed": "0", "masked": "1",
 			"denied": "0", "held": "1", "approved": "0", "approval_denied": "0", "approval_expired": "0", "approval_cancelled": "0",
 			"approval_pending": "0", "held_no_outcome": "1", "no_decision": "0", "sessions_revoked": "0", "sessions_grant_expired": "1",
 			"sessions_token_expired": "1", "sessions_ended_other": "0", "first": ts(20), "last": ts(26)},
@@ -184,7 +196,7 @@ func TestEvidenceReportsNameEveryOutcome(t *testing.T) {
 		if session == "s3" {
 			fp, policy, reason = "", "", ""
 		}
-		return map[string]string{"time": ts(s), "identity": who, "resource": "demo", "session": session, "effect": effect, "outcome": outcome,
+		return map[string]string{"time": ts(s), "identity": shown(who), "subject": who, "resource": "demo", "session": session, "effect": effect, "outcome": outcome,
 			"policy": policy, "rule": rule, "reason": reason, "fingerprint": fp, "approval": approval, "denied_by": by, "denial_reason": why}
 	}
 	require.Equal(t, []map[string]string{
@@ -200,7 +212,7 @@ func TestEvidenceReportsNameEveryOutcome(t *testing.T) {
 	cov, rows = report("privileged", "label=env%3Ddev")
 	require.Equal(t, &LabelFilter{Label: "env=dev", Resources: []string{"demo"}, InUse: []string{"env=dev", "team=orders"}}, cov.Filters.Label)
 	priv := func(s int, session, who, kinds, effect, outcome, rule, approval, by, secs string) map[string]string {
-		return map[string]string{"time": ts(s), "identity": who, "resource": "demo", "session": session, "kinds": kinds, "effect": effect,
+		return map[string]string{"time": ts(s), "identity": shown(who), "subject": who, "resource": "demo", "session": session, "kinds": kinds, "effect": effect,
 			"outcome": outcome, "rule": rule, "approval": approval, "approved_by": by, "seconds_to_approve": secs}
 	}
 	require.Equal(t, []map[string]string{
@@ -223,7 +235,7 @@ func TestEvidenceReportsNameEveryOutcome(t *testing.T) {
 	_, rows = report("grants")
 	rfc := func(t time.Time) string { return t.Format(time.RFC3339Nano) }
 	grant := func(s int, event, id, who, expires, approvedBy, reason, revokedBy, revokeReason, ended string) map[string]string {
-		return map[string]string{"time": ts(s), "event": event, "grant": id, "identity": who, "resource": "demo", "role": "dba", "expires": expires,
+		return map[string]string{"time": ts(s), "event": event, "grant": id, "identity": shown(who), "subject": who, "resource": "demo", "role": "dba", "expires": expires,
 			"approved_by": approvedBy, "reason": reason, "revoked_by": revokedBy, "revoke_reason": revokeReason, "ended_sessions": ended}
 	}
 	require.Equal(t, []map[string]string{

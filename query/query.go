@@ -59,7 +59,8 @@ type Session struct {
 	Start      time.Time  `json:"start"`
 	End        *time.Time `json:"end,omitempty"`
 	Statements uint64     `json:"statements"`
-	Denied     uint64     `json:"denied"`
+	Denied     uint64     `json:"denied"` // denied by a rule or the gateway
+	Held       uint64     `json:"held"`   // held for approval (Approved of them approved)
 	Masked     uint64     `json:"masked"`
 	Approved   uint64     `json:"approved"`
 	Events     uint64     `json:"events"`
@@ -111,6 +112,8 @@ func (a *API) listSessions(c echo.Context) error {
 	case "":
 	case "denied":
 		having = append(having, "denied > 0")
+	case "held":
+		having = append(having, "held > 0")
 	case "masked":
 		having = append(having, "masked > 0")
 	case "approved":
@@ -118,7 +121,7 @@ func (a *API) listSessions(c echo.Context) error {
 	case "allowed":
 		having = append(having, "countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'allow') > 0")
 	default:
-		return echo.NewHTTPError(http.StatusBadRequest, "effect must be allowed, denied, masked or approved")
+		return echo.NewHTTPError(http.StatusBadRequest, "effect must be allowed, denied, held, masked or approved")
 	}
 	if v := c.QueryParam("text"); v != "" {
 		having = append(having, "countIf(type = 'db.query' AND position(lower(visitParamExtractString(payload, 'sql')), lower(?)) > 0) > 0")
@@ -132,7 +135,8 @@ func (a *API) listSessions(c echo.Context) error {
 	q := fmt.Sprintf(`SELECT session_id, any(identity_sub), anyIf(identity_name, identity_name != ''), any(resource),
 		minIf(time_us, type = 'session.start') AS start_us, maxIf(time_us, type = 'session.end') AS end_us,
 		countIf(type = 'db.query') AS statements,
-		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') IN ('deny', 'require_approval')) AS denied,
+		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'deny') AS denied,
+		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'require_approval') AS held,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'mask') AS masked,
 		countIf(type = 'approval.decided' AND visitParamExtractString(payload, 'outcome') = 'approved') AS approved,
 		count() AS events
@@ -147,7 +151,7 @@ func (a *API) listSessions(c echo.Context) error {
 	for rows.Next() {
 		var s Session
 		var start, end uint64
-		if err := rows.Scan(&s.ID, &s.Identity, &s.Name, &s.Resource, &start, &end, &s.Statements, &s.Denied, &s.Masked, &s.Approved, &s.Events); err != nil {
+		if err := rows.Scan(&s.ID, &s.Identity, &s.Name, &s.Resource, &start, &end, &s.Statements, &s.Denied, &s.Held, &s.Masked, &s.Approved, &s.Events); err != nil {
 			return a.storeError(err)
 		}
 		s.Start = time.UnixMicro(int64(start)).UTC()

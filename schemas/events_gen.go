@@ -557,8 +557,10 @@ type SessionEnd struct {
 	LastSeq uint64 `json:"last_seq,omitempty"`
 	// Statements is statements received.
 	Statements uint64 `json:"statements"`
-	// Denied is statements denied.
+	// Denied is statements denied, by a rule or by the gateway (statements held for approval are counted in held, not here, whatever the approval's outcome; before 2026-12-03 they were counted here too).
 	Denied uint64 `json:"denied"`
+	// Held is statements held for approval (their outcomes are the session's approval events).
+	Held uint64 `json:"held,omitempty"`
 	// DurationUS is session duration in microseconds.
 	DurationUS uint64 `json:"duration_us"`
 	// BytesIn is bytes received from the client.
@@ -597,6 +599,13 @@ func (v *SessionEnd) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `"denied":`...)
 	b = strconv.AppendUint(b, uint64(v.Denied), 10)
+	if !(v.Held == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"held":`...)
+		b = strconv.AppendUint(b, uint64(v.Held), 10)
+	}
 	if b[len(b)-1] != '{' {
 		b = append(b, ',')
 	}

@@ -81,7 +81,8 @@ type Session struct {
 
 	grants  map[string]bool // grants statements were allowed under
 	queries uint64          // statements received
-	denied  uint64
+	denied  uint64          // statements denied (by a rule, or by the gateway)
+	held    uint64          // statements held for approval
 }
 
 // New opens a session. It emits nothing until Start.
@@ -496,7 +497,12 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	if err != nil {
 		q.Decision = policy.Decision{Effect: policy.EffectDeny, Revision: d.Revision, Reason: "statement refused: audit trail unavailable: " + err.Error()}
 	}
-	if !q.Decision.Allowed() {
+	switch {
+	case q.Decision.Effect == policy.EffectRequireApproval:
+		s.mu.Lock()
+		s.held++
+		s.mu.Unlock()
+	case !q.Decision.Allowed():
 		s.countDenied()
 	}
 	return q
@@ -674,7 +680,7 @@ func (s *Session) countDenied() {
 // shutdown.
 func (s *Session) End(ctx context.Context, reason string, cause error, bytesIn, bytesOut uint64) error {
 	s.mu.Lock()
-	p := &schemas.SessionEnd{Reason: reason, Statements: s.queries, Denied: s.denied,
+	p := &schemas.SessionEnd{Reason: reason, Statements: s.queries, Denied: s.denied, Held: s.held,
 		DurationUS: uint64(time.Since(s.start).Microseconds()), BytesIn: bytesIn, BytesOut: bytesOut}
 	s.mu.Unlock()
 	if cause != nil {

@@ -468,3 +468,28 @@ func TestShadowDecisionIsRecorded(t *testing.T) {
 	require.Equal(t, "stricter", d.ShadowRule)
 	require.Equal(t, "would be refused", d.ShadowReason)
 }
+
+// session.end counts statements denied apart from statements held for approval: a held
+// statement may be approved and run.
+func TestSessionEndCountsDeniedAndHeldApart(t *testing.T) {
+	b := bustest.Connect(t)
+	d := &switchDecider{}
+	s, _ := newSession(t, b, "buffered", d)
+	ctx := context.Background()
+	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+	for _, effect := range []string{"allow", "require_approval", "deny", "require_approval", "mask"} {
+		d.d = policy.Decision{Effect: effect, Revision: 1}
+		s.OnQuery(ctx, "select 1", "simple", "")
+	}
+	require.NoError(t, s.End(ctx, "client_closed", nil, 0, 0))
+	all := readSession(t, b, s.ID, 12)
+	var end schemas.SessionEnd
+	require.NoError(t, all[len(all)-1].Decode(&end))
+	require.Equal(t, uint64(5), end.Statements)
+	require.Equal(t, uint64(1), end.Denied)
+	require.Equal(t, uint64(2), end.Held)
+}
+
+type switchDecider struct{ d policy.Decision }
+
+func (s *switchDecider) Decide(context.Context, *policy.Request) policy.Decision { return s.d }
