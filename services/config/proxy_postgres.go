@@ -1,0 +1,43 @@
+package config
+
+import "time"
+
+// PostgresProxy configures the PostgreSQL proxy listener.
+type PostgresProxy struct {
+	Listen          string        `yaml:"listen"`
+	MaxMessageBytes int           `yaml:"max_message_bytes"`
+	StartupTimeout  time.Duration `yaml:"startup_timeout"`
+	DecisionTimeout time.Duration `yaml:"decision_timeout"`
+	// DecisionCacheTTL bounds how long a cached decision is used (it is also dropped as soon
+	// as the policy revision changes). DecisionCacheSize bounds the entries.
+	DecisionCacheTTL  time.Duration `yaml:"decision_cache_ttl"`
+	DecisionCacheSize int           `yaml:"decision_cache_size"`
+	// CatalogRefresh is how often the proxy reads each resource's catalog again (besides
+	// after a session's schema change is committed); default 1m.
+	CatalogRefresh time.Duration `yaml:"catalog_refresh"`
+	// TLSCertFile and TLSKeyFile enable TLS for clients (SSLRequest).
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// AllowPlaintextTokens lets non-loopback clients send tokens without TLS. Never in production.
+	AllowPlaintextTokens bool `yaml:"allow_plaintext_tokens"`
+}
+
+func (p *PostgresProxy) applyDefaults() {
+	def(&p.Listen, "127.0.0.1:6432")
+	def(&p.MaxMessageBytes, 16<<20)
+	def(&p.StartupTimeout, 10*time.Second)
+	def(&p.DecisionTimeout, 2*time.Second)
+	def(&p.DecisionCacheTTL, 30*time.Second)
+	def(&p.DecisionCacheSize, 100000)
+	def(&p.CatalogRefresh, time.Minute)
+}
+
+func (p *PostgresProxy) validate(path string, ck *checker) {
+	ck.hostPort(path+".listen", p.Listen)
+	if p.MaxMessageBytes < 1024 {
+		ck.add(path+".max_message_bytes", "%d is below the 1024-byte minimum", p.MaxMessageBytes)
+	}
+	if (p.TLSCertFile == "") != (p.TLSKeyFile == "") {
+		ck.add(path+".tls_cert_file", "tls_cert_file and tls_key_file go together")
+	}
+}
