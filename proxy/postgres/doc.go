@@ -44,4 +44,10 @@
 // approval included. A panic in a session's loops ends that session (internal_error), not
 // the process.
 // Protocol code talks to its session (proxy/session), never to NATS.
+//
+// Files: conn.go is a session's core (its state, start and end); client.go the client
+// loop, which hands each message to its sub-protocol: simple.go (Query), extended.go
+// (Parse, Bind, Describe, Execute, Close, Sync, Flush and the pipeline's state), copy.go
+// (COPY both ways), funccall.go (FunctionCall); backend.go the backend loop, which routes
+// each backend message to the entry it answers; relay.go the queue of those entries.
 package postgres

@@ -135,7 +135,7 @@ func stricter(p *colPlan, method, by string) {
 // returns the DataRow to send: raw itself when nothing was masked.
 func (c *conn) maskRow(rm *resultMask, res *session.Result, raw []byte, values [][]byte) []byte {
 	if rm.plan == nil && rm.stmt != nil {
-		if cols := c.describedColumns(rm.stmt); cols != nil {
+		if cols := c.described.get(rm.stmt); cols != nil {
 			cols = append([]schemas.Column(nil), cols...)
 			for i := range cols {
 				cols[i].Format = formatOf(rm.formats, i)

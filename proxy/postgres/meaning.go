@@ -124,18 +124,18 @@ const invalidUTF8 = "invalid byte sequence for encoding \"UTF8\": the gateway re
 // the next statement is read by the backend only after its answer (and any
 // ParameterStatus before it) has been seen.
 func (c *conn) waitCode() error {
-	if c.codeInFlight.Load() == 0 {
+	if c.tx.codeInFlight.Load() == 0 {
 		return nil
 	}
 	if err := c.bw.Flush(); err != nil {
 		return err
 	}
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	for c.codeInFlight.Load() > 0 && !c.closed {
-		c.qcond.Wait()
+	c.queue.mu.Lock()
+	defer c.queue.mu.Unlock()
+	for c.tx.codeInFlight.Load() > 0 && !c.queue.closed {
+		c.queue.cond.Wait()
 	}
-	if c.closed {
+	if c.queue.closed {
 		return net.ErrClosed
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -20,6 +22,22 @@ import (
 // the backend reports them done, and the extended protocol waits for them before it uses a
 // name. Otherwise a client could make the proxy believe a name stands for one statement
 // while the backend runs another (a duplicate Parse, a statement prepared in SQL).
+
+// nameState is the session's namespace as SQL changes it. The client loop alone touches
+// cursors, seen, lastOps and lastUses. The backend loop reports the changes the backend has
+// done (changes, guarded by mu; changed says there are some); opsInFlight counts the
+// statements in flight that change names: the client loop adds, release (queue.mu held)
+// takes off and signals the queue's cond.
+type nameState struct {
+	cursors     map[string]*session.Query // cursor name → the DECLARE that made it
+	seen        map[string]namesResult    // namesOf's memory
+	lastOps     []nameOp                  // what the statement just decided does to names
+	lastUses    bool                      // the statement just decided runs names (EXECUTE, FETCH)
+	opsInFlight atomic.Int32
+	changed     atomic.Bool
+	mu          sync.Mutex
+	changes     []nameChange
+}
 
 // nameOp is what one SQL statement does to the namespace.
 type nameOp struct {
@@ -74,15 +92,15 @@ func namesStatement(kinds []string) bool {
 // EXECUTE or FETCH comes back with the same text at every execution, and parsing it again
 // cost tens of microseconds each time. Client loop only.
 func (c *conn) namesOf(sql string) ([]nameOp, []nameUse, error) {
-	if r, ok := c.namesSeen[sql]; ok {
+	if r, ok := c.names.seen[sql]; ok {
 		return r.ops, r.uses, r.err
 	}
 	ops, uses, err := sqlNames(sql)
 	if len(sql) <= maxNamesSQL {
-		if c.namesSeen == nil || len(c.namesSeen) >= maxNamesSeen {
-			c.namesSeen = make(map[string]namesResult, 8)
+		if c.names.seen == nil || len(c.names.seen) >= maxNamesSeen {
+			c.names.seen = make(map[string]namesResult, 8)
 		}
-		c.namesSeen[sql] = namesResult{ops, uses, err}
+		c.names.seen[sql] = namesResult{ops, uses, err}
 	}
 	return ops, uses, err
 }
@@ -153,17 +171,17 @@ type nameChange struct {
 
 // noteNameChange records a change the backend reported done (backend loop).
 func (c *conn) noteNameChange(ch nameChange) {
-	c.nameMu.Lock()
-	c.nameChanges = append(c.nameChanges, ch)
-	c.nameMu.Unlock()
-	c.namesChanged.Store(true)
+	c.names.mu.Lock()
+	c.names.changes = append(c.names.changes, ch)
+	c.names.mu.Unlock()
+	c.names.changed.Store(true)
 }
 
 // syncNames brings the client loop's view of the namespace up to date before a message
 // that uses a name: it waits until the SQL statements in flight that change names are done
 // (flushing them to the backend first), then applies what they did.
 func (c *conn) syncNames() error {
-	if c.nameOpsInFlight.Load() > 0 {
+	if c.names.opsInFlight.Load() > 0 {
 		// In the extended protocol the backend holds its answers until a Sync or a Flush:
 		// the proxy asks for them (a Flush has no answer of its own).
 		if _, err := c.bw.Write(flushMsg); err != nil {
@@ -172,55 +190,55 @@ func (c *conn) syncNames() error {
 		if err := c.bw.Flush(); err != nil {
 			return err
 		}
-		c.qmu.Lock()
-		for c.nameOpsInFlight.Load() > 0 && !c.closed && !c.nameOpsSkipped() {
-			c.qcond.Wait()
+		c.queue.mu.Lock()
+		for c.names.opsInFlight.Load() > 0 && !c.queue.closed && !c.nameOpsSkipped() {
+			c.queue.cond.Wait()
 		}
-		closed := c.closed
-		c.qmu.Unlock()
+		closed := c.queue.closed
+		c.queue.mu.Unlock()
 		if closed {
 			return net.ErrClosed
 		}
 	}
-	if !c.namesChanged.Swap(false) {
+	if !c.names.changed.Swap(false) {
 		return nil
 	}
-	c.nameMu.Lock()
-	changes := c.nameChanges
-	c.nameChanges = nil
-	c.nameMu.Unlock()
+	c.names.mu.Lock()
+	changes := c.names.changes
+	c.names.changes = nil
+	c.names.mu.Unlock()
 	for _, ch := range changes {
 		switch ch.op.kind {
 		case "prepare":
 			c.dropStatement(ch.op.name)
-			if len(c.stmts) < maxPreparedStatements {
-				c.stmts[ch.op.name] = ch.q
+			if len(c.prep.stmts) < maxPreparedStatements {
+				c.prep.stmts[ch.op.name] = ch.q
 			}
 		case "deallocate", "discard":
 			if ch.op.name != "" {
 				c.dropStatement(ch.op.name)
 				break
 			}
-			for name := range c.stmts {
+			for name := range c.prep.stmts {
 				if name != "" { // DEALLOCATE ALL leaves the unnamed statement
 					c.dropStatement(name)
 				}
 			}
 			if ch.op.kind == "discard" {
-				clear(c.cursors)
+				clear(c.names.cursors)
 			}
 		case "declare":
-			if c.cursors == nil {
-				c.cursors = map[string]*session.Query{}
+			if c.names.cursors == nil {
+				c.names.cursors = map[string]*session.Query{}
 			}
-			if len(c.cursors) < maxPreparedStatements {
-				c.cursors[ch.op.name] = ch.q
+			if len(c.names.cursors) < maxPreparedStatements {
+				c.names.cursors[ch.op.name] = ch.q
 			}
 		case "close":
 			if ch.op.name == "" {
-				clear(c.cursors)
+				clear(c.names.cursors)
 			} else {
-				delete(c.cursors, ch.op.name)
+				delete(c.names.cursors, ch.op.name)
 			}
 		}
 	}
@@ -229,14 +247,14 @@ func (c *conn) syncNames() error {
 
 var flushMsg = []byte{'H', 0, 0, 0, 4}
 
-// nameOpsSkipped reports (qmu held) whether the backend is skipping to the next Sync after
+// nameOpsSkipped reports (queue.mu held) whether the backend is skipping to the next Sync after
 // an error and the first statement in flight that changes names comes before it: that
 // statement will not run, and waiting for it would wait for the client's Sync.
 func (c *conn) nameOpsSkipped() bool {
-	if !c.skipping.Load() {
+	if !c.queue.skipping.Load() {
 		return false
 	}
-	for _, e := range c.pending {
+	for _, e := range c.queue.pending {
 		if e.kind == 'S' {
 			return false
 		}
@@ -249,13 +267,13 @@ func (c *conn) nameOpsSkipped() bool {
 
 // dropStatement forgets prepared statement name.
 func (c *conn) dropStatement(name string) {
-	if prev, ok := c.stmts[name]; ok {
-		c.forgetDescribed(prev)
-		delete(c.stmtUsed, prev)
-		delete(c.stmtUses, prev)
-		delete(c.stmtNames, prev)
-		delete(c.approved, prev)
-		delete(c.stmts, name)
+	if prev, ok := c.prep.stmts[name]; ok {
+		c.described.forget(prev)
+		delete(c.prep.used, prev)
+		delete(c.prep.uses, prev)
+		delete(c.prep.ops, prev)
+		delete(c.prep.approved, prev)
+		delete(c.prep.stmts, name)
 	}
 }
 
@@ -264,9 +282,9 @@ func (c *conn) dropStatement(name string) {
 func (c *conn) referenced(uses []nameUse) []session.Ref {
 	var refs []session.Ref
 	for _, u := range uses {
-		m := c.stmts
+		m := c.prep.stmts
 		if u.cursor {
-			m = c.cursors
+			m = c.names.cursors
 		}
 		if q := m[u.name]; q != nil {
 			refs = append(refs, session.Ref{Q: q, Cursor: u.cursor})
