@@ -78,6 +78,16 @@ func TestSlackClickRunsTheHeldStatement(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	require.Eventually(t, a.Ready, 60*time.Second, 50*time.Millisecond)
 	base := "http://" + a.HTTPAddr()
+	// The notifier runs apart from the approvals service, meeting it only over NATS
+	// (GH_APPROVALS, gh.approvals-decide), as `gatehouse run --target notifier` does.
+	ncfg := *cfg
+	ncfg.NATS.URL = a.NATSURL()
+	notifier := app.New(&ncfg, testLogger(t))
+	ndone := make(chan error, 1)
+	go func() { ndone <- notifier.Run(ctx, []string{"notifier"}) }()
+	t.Cleanup(func() { cancel(); <-ndone })
+	require.Eventually(t, notifier.Ready, 60*time.Second, 50*time.Millisecond)
+	slackBase := "http://" + notifier.HTTPAddr()
 	host, port, err := net.SplitHostPort(a.PostgresAddr())
 	require.NoError(t, err)
 	g := &gateway{issuer: base}
@@ -109,7 +119,7 @@ func TestSlackClickRunsTheHeldStatement(t *testing.T) {
 		ts := strconv.FormatInt(time.Now().Unix(), 10)
 		mac := hmac.New(sha256.New, []byte(secret))
 		mac.Write([]byte("v0:" + ts + ":" + body))
-		req, _ := http.NewRequest(http.MethodPost, base+slacknotify.Path, strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, slackBase+slacknotify.Path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("X-Slack-Request-Timestamp", ts)
 		req.Header.Set("X-Slack-Signature", "v0="+hex.EncodeToString(mac.Sum(nil)))

@@ -43,7 +43,7 @@ func TestSplitProcesses(t *testing.T) {
 	require.NoError(t, err)
 	dirs := map[string]string{}
 	bases := map[string]string{}
-	for _, target := range []string{"dev-issuer", "policy", "approvals", "proxy-postgres", "ingest", "query"} {
+	for _, target := range []string{"dev-issuer", "policy", "approvals", "notifier", "sinks", "proxy-postgres", "ingest", "query"} {
 		port := freePort(t)
 		if target == "dev-issuer" {
 			port = issuerPort

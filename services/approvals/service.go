@@ -66,6 +66,7 @@ type Service struct {
 	waiters   map[string][]chan struct{}
 	ready     chan struct{}
 	claimSub  *nats.Subscription
+	decideSub *nats.Subscription
 }
 
 // Start rebuilds the state from GH_APPROVALS and keeps following it.
@@ -124,8 +125,38 @@ func (s *Service) Start(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	s.claimSub, err = s.NC.QueueSubscribe(SubjectClaim, "approvals", s.claim)
+	if s.claimSub, err = s.NC.QueueSubscribe(SubjectClaim, "approvals", s.claim); err != nil {
+		return err
+	}
+	s.decideSub, err = s.NC.QueueSubscribe(schemas.SubjectApprovalDecide, "approvals", s.decideRequest)
 	return err
+}
+
+// decideRequest records a decision another component sends (the notifier, for a Slack
+// click): the same checks as the API's, and the approval's state or why not in reply.
+func (s *Service) decideRequest(m *nats.Msg) {
+	var req schemas.ApprovalDecision
+	var reply schemas.ApprovalDecisionReply
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		reply.Status, reply.Error = http.StatusBadRequest, "unreadable decision: "+err.Error()
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		a, err := s.Decide(ctx, req.ApprovalID, req.By, req.Decision, req.Via, req.Reason)
+		cancel()
+		var e *Error
+		switch {
+		case errors.As(err, &e):
+			reply.Status, reply.Error = e.Status, e.Message
+		case err != nil:
+			reply.Status, reply.Error = http.StatusServiceUnavailable, err.Error()
+		default:
+			reply.Approval = &a
+		}
+	}
+	b, _ := json.Marshal(&reply)
+	if err := m.Respond(b); err != nil {
+		s.Log.Warn("decision reply failed", "err", err)
+	}
 }
 
 func (s *Service) apply(data []byte) {
@@ -289,9 +320,7 @@ func (s *Service) Get(id string) (Approval, bool) {
 	if !ok || a.ID == "" {
 		return Approval{}, false
 	}
-	c := *a
-	c.seen = nil
-	return c, true
+	return a.Snapshot(), true
 }
 
 // waitChange returns a channel closed at the approval's next change.
@@ -334,7 +363,7 @@ func (s *Service) Decide(ctx context.Context, id string, who schemas.Identity, d
 		return a, &Error{http.StatusBadRequest, "a denial needs a reason"}
 	}
 	s.mu.Lock()
-	again := s.approvals[id].seen[who.Subject+"\x00"+decision]
+	again := s.approvals[id].Counted(who.Subject, decision)
 	s.mu.Unlock()
 	if again {
 		return a, nil // the same click again: counted once
@@ -373,6 +402,9 @@ func (s *Service) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			if s.decideSub != nil {
+				_ = s.decideSub.Drain()
+			}
 			if s.claimSub != nil {
 				_ = s.claimSub.Drain()
 			}

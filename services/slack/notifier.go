@@ -1,12 +1,15 @@
 // Package slack drives approvals from Slack: a Block Kit message per approval in the
 // resource's channel with Approve and Deny buttons, updated when the approval is decided,
 // expires or is withdrawn; and the interaction endpoint that takes the clicks, verifying
-// Slack's request signature and mapping the Slack user to an approver identity.
+// Slack's request signature and mapping the Slack user to an approver identity. It meets
+// the approvals component only over NATS: it folds GH_APPROVALS itself, and records a
+// decision with a gh.approvals-decide request, so it runs as its own target.
 package slack
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,10 +22,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	slackapi "github.com/slack-go/slack"
 
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/approvals"
+	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
 )
 
@@ -37,10 +42,11 @@ type Notifier struct {
 	cfg       *config.Slack
 	api       *slackapi.Client
 	secret    string
-	approvals *approvals.Service
+	nc        *nats.Conn
+	js        jetstream.JetStream
 	log       *slog.Logger
 
-	queue chan approvals.Approval
+	queue chan schemas.Approval
 	mu    sync.Mutex
 	msgs  map[string]msgRef // approval id → its message
 	users map[string]config.SlackUser
@@ -48,8 +54,9 @@ type Notifier struct {
 
 type msgRef struct{ channel, ts string }
 
-// New reads the token and signing secret and makes a notifier for svc's approvals.
-func New(cfg *config.Slack, svc *approvals.Service, log *slog.Logger) (*Notifier, error) {
+// New reads the token and signing secret and makes a notifier of the approvals on js's
+// GH_APPROVALS, deciding through nc.
+func New(cfg *config.Slack, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*Notifier, error) {
 	token, err := readSecret(cfg.BotTokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("slack.bot_token_file: %w", err)
@@ -62,8 +69,8 @@ func New(cfg *config.Slack, svc *approvals.Service, log *slog.Logger) (*Notifier
 	if cfg.APIURL != "" {
 		opts = append(opts, slackapi.OptionAPIURL(strings.TrimRight(cfg.APIURL, "/")+"/"))
 	}
-	n := &Notifier{cfg: cfg, api: slackapi.New(token, opts...), secret: secret, approvals: svc, log: log,
-		queue: make(chan approvals.Approval, 1024), msgs: map[string]msgRef{}, users: map[string]config.SlackUser{}}
+	n := &Notifier{cfg: cfg, api: slackapi.New(token, opts...), secret: secret, nc: nc, js: js, log: log,
+		queue: make(chan schemas.Approval, 1024), msgs: map[string]msgRef{}, users: map[string]config.SlackUser{}}
 	for _, u := range cfg.Users {
 		n.users[strings.ToLower(u.Email)] = u
 	}
@@ -82,11 +89,57 @@ func readSecret(path string) (string, error) {
 	return s, nil
 }
 
-// OnChange queues an approval's new state for Slack (it never blocks the approvals service;
-// if Slack is far behind, the oldest updates are the ones dropped).
-func (n *Notifier) OnChange(a *approvals.Approval) {
+// Follow folds GH_APPROVALS, from its start, into the approvals' states, and queues each
+// change for Slack, until ctx ends. A settled approval is forgotten once queued.
+func (n *Notifier) Follow(ctx context.Context) error {
+	cc, err := n.js.OrderedConsumer(ctx, bus.StreamApprovals, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", bus.StreamApprovals, err)
+	}
+	state := map[string]*schemas.Approval{}
+	consume, err := cc.Consume(func(m jetstream.Msg) {
+		var e schemas.Event
+		var ids struct {
+			ApprovalID string `json:"approval_id"`
+			GrantID    string `json:"grant_id"`
+		}
+		if err := json.Unmarshal(m.Data(), &e); err != nil || json.Unmarshal(e.Payload, &ids) != nil {
+			n.log.Warn("unreadable message on GH_APPROVALS; ignored", "subject", m.Subject())
+			return
+		}
+		id := ids.ApprovalID
+		if id == "" {
+			id = ids.GrantID // a grant's id is its approval's
+		}
+		a := state[id]
+		if a == nil {
+			a = &schemas.Approval{}
+			state[id] = a
+		}
+		changed, err := a.Apply(&e)
+		if err != nil {
+			n.log.Warn("approval event not applied", "approval", id, "err", err)
+		}
+		if changed && a.ID != "" {
+			n.OnChange(a)
+		}
+		if a.Status != schemas.ApprovalStatusPending {
+			delete(state, id) // settled (or never requested): nothing more to show
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", bus.StreamApprovals, err)
+	}
+	<-ctx.Done()
+	consume.Stop()
+	return nil
+}
+
+// OnChange queues an approval's new state for Slack (it never blocks the stream; if Slack
+// is far behind, the oldest updates are the ones dropped).
+func (n *Notifier) OnChange(a *schemas.Approval) {
 	select {
-	case n.queue <- *a:
+	case n.queue <- a.Snapshot():
 	default:
 		n.log.Warn("slack is not keeping up; approval update dropped", "approval", a.ID)
 	}
@@ -112,14 +165,14 @@ func (n *Notifier) channelFor(resource string) string {
 }
 
 // publish posts the message of a new approval, or updates it.
-func (n *Notifier) publish(ctx context.Context, a *approvals.Approval) {
+func (n *Notifier) publish(ctx context.Context, a *schemas.Approval) {
 	n.mu.Lock()
 	ref, posted := n.msgs[a.ID]
 	n.mu.Unlock()
 	blocks := slackapi.MsgOptionBlocks(Blocks(a, time.Now())...)
 	text := slackapi.MsgOptionText(summary(a), false)
 	if !posted {
-		if a.Status != approvals.Pending {
+		if a.Status != schemas.ApprovalStatusPending {
 			return // decided before we saw it (a replay): nothing to ask
 		}
 		ch, ts, err := n.api.PostMessageContext(ctx, n.channelFor(a.Resource), text, blocks)
@@ -135,7 +188,7 @@ func (n *Notifier) publish(ctx context.Context, a *approvals.Approval) {
 	if _, _, _, err := n.api.UpdateMessageContext(ctx, ref.channel, ref.ts, text, blocks); err != nil {
 		n.log.Warn("slack: approval message not updated", "approval", a.ID, "err", err)
 	}
-	if a.Status != approvals.Pending {
+	if a.Status != schemas.ApprovalStatusPending {
 		n.mu.Lock()
 		delete(n.msgs, a.ID)
 		n.mu.Unlock()
@@ -144,7 +197,7 @@ func (n *Notifier) publish(ctx context.Context, a *approvals.Approval) {
 }
 
 // tellOwner sends the owner of the requester (if configured) the outcome, directly.
-func (n *Notifier) tellOwner(ctx context.Context, a *approvals.Approval) {
+func (n *Notifier) tellOwner(ctx context.Context, a *schemas.Approval) {
 	owner, ok := n.cfg.Owners[a.Requester.Subject]
 	if !ok && a.Requester.Name != "" {
 		owner, ok = n.cfg.Owners[a.Requester.Name]
@@ -170,7 +223,7 @@ func displayName(id *schemas.Identity) string {
 	return id.Subject
 }
 
-func summary(a *approvals.Approval) string {
+func summary(a *schemas.Approval) string {
 	what := "a statement"
 	if a.Request.Kind == "grant" {
 		what = "the " + a.Request.GrantRole + " role"
@@ -193,7 +246,7 @@ func truncate(s string, n int) string {
 }
 
 // Blocks is the Block Kit message of an approval in its current state.
-func Blocks(a *approvals.Approval, now time.Time) []slackapi.Block {
+func Blocks(a *schemas.Approval, now time.Time) []slackapi.Block {
 	who := displayName(&a.Requester)
 	if a.Requester.Name != "" && a.Requester.Name != a.Requester.Subject {
 		who += " (subject " + a.Requester.Subject + ")"
@@ -211,7 +264,7 @@ func Blocks(a *approvals.Approval, now time.Time) []slackapi.Block {
 		body = fmt.Sprintf("*Role* `%s` for %s", a.Request.GrantRole, time.Duration(a.Request.GrantSeconds)*time.Second)
 	} else {
 		// Backticks would end the code block early.
-		stmt := strings.ReplaceAll(truncate(approvals.Printable(a.Request.Statement), maxStatement), "```", "ʼʼʼ")
+		stmt := strings.ReplaceAll(truncate(schemas.Printable(a.Request.Statement), maxStatement), "```", "ʼʼʼ")
 		body = "```" + stmt + "```"
 	}
 	fields := []*slackapi.TextBlockObject{
@@ -231,7 +284,7 @@ func Blocks(a *approvals.Approval, now time.Time) []slackapi.Block {
 		blocks = append(blocks, slackapi.NewSectionBlock(md("*Reason*\n"+truncate(a.Request.Reason, 500)), nil, nil))
 	}
 	switch a.Status {
-	case approvals.Pending:
+	case schemas.ApprovalStatusPending:
 		blocks = append(blocks, slackapi.NewContextBlock("", md(fmt.Sprintf("Deadline %s (in %s) · approval `%s`", a.Request.Deadline.UTC().Format(time.RFC3339),
 			a.Request.Deadline.Sub(now).Round(time.Second), a.ID))))
 		approve := slackapi.NewButtonBlockElement("approve", a.ID, slackapi.NewTextBlockObject(slackapi.PlainTextType, "Approve", false, false))
@@ -246,16 +299,16 @@ func Blocks(a *approvals.Approval, now time.Time) []slackapi.Block {
 }
 
 // Outcome is the line that replaces the buttons once an approval is settled.
-func Outcome(a *approvals.Approval) string {
+func Outcome(a *schemas.Approval) string {
 	at := a.DecidedAt.UTC().Format(time.RFC3339)
 	switch a.Status {
-	case approvals.Approved:
+	case schemas.ApprovalStatusApproved:
 		return fmt.Sprintf(":white_check_mark: Approved by %s at %s", strings.Join(a.ApprovedBy(), ", "), at)
-	case approvals.Denied:
+	case schemas.ApprovalStatusDenied:
 		return fmt.Sprintf(":no_entry: Denied by %s at %s: %s", a.Denial.By, at, a.Denial.Reason)
-	case approvals.Expired:
+	case schemas.ApprovalStatusExpired:
 		return fmt.Sprintf(":hourglass: Expired at %s, undecided", at)
-	case approvals.Cancelled:
+	case schemas.ApprovalStatusCancelled:
 		return fmt.Sprintf(":leftwards_arrow_with_hook: Withdrawn by the requester at %s (%s)", at, a.Closed)
 	}
 	return a.Status
@@ -354,7 +407,7 @@ func (n *Notifier) decide(channel, userID, approvalID, decision, reason string) 
 	defer cancel()
 	who, err := n.identity(ctx, userID)
 	if err == nil {
-		_, err = n.approvals.Decide(ctx, approvalID, who, decision, "slack", reason)
+		err = n.record(ctx, schemas.ApprovalDecision{ApprovalID: approvalID, By: who, Decision: decision, Via: "slack", Reason: reason})
 	}
 	if err != nil {
 		n.log.Info("slack decision refused", "approval", approvalID, "user", userID, "err", err)
@@ -362,6 +415,26 @@ func (n *Notifier) decide(channel, userID, approvalID, decision, reason string) 
 			n.log.Warn("slack: explanation not sent", "err", perr)
 		}
 	}
+}
+
+// record asks the approvals component to record a decision (gh.approvals-decide).
+func (n *Notifier) record(ctx context.Context, d schemas.ApprovalDecision) error {
+	b, err := json.Marshal(&d)
+	if err != nil {
+		return err
+	}
+	m, err := n.nc.RequestWithContext(ctx, schemas.SubjectApprovalDecide, b)
+	if err != nil {
+		return fmt.Errorf("the approvals service did not take the decision: %w", err)
+	}
+	var reply schemas.ApprovalDecisionReply
+	if err := json.Unmarshal(m.Data, &reply); err != nil {
+		return fmt.Errorf("the approvals service sent an unreadable answer: %w", err)
+	}
+	if reply.Error != "" {
+		return errors.New(reply.Error)
+	}
+	return nil
 }
 
 // identity maps a Slack user to an approver identity: users.info gives the email (also its

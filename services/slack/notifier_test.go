@@ -118,14 +118,16 @@ func start(t *testing.T) (*fakeSlack, *approvals.Service, string, *bus.Bus) {
 	b := bustest.Connect(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := &approvals.Service{JS: b.JS, NC: b.NC, Log: log}
-	n, err := gslack.New(cfg, svc, log)
+	// The notifier meets the approvals service only over NATS: GH_APPROVALS and
+	// gh.approvals-decide.
+	n, err := gslack.New(cfg, b.NC, b.JS, log)
 	require.NoError(t, err)
-	svc.OnChange = n.OnChange
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	require.NoError(t, svc.Start(ctx))
 	go func() { _ = svc.Run(ctx) }()
 	go func() { _ = n.Run(ctx) }()
+	go func() { _ = n.Follow(ctx) }()
 	e := echo.New()
 	n.Register(e)
 	hs := httptest.NewServer(e)
