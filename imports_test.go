@@ -89,7 +89,6 @@ var knownViolations = map[string]string{
 	"proxy/postgres -> services/revoke":     "revocations become schemas messages matched by proxy/session",
 	"services/approvals -> services/revoke": "grant revocations published as schemas messages",
 	"services/desired -> services/policy":   "policy compilation checked by the policy component, not the store",
-	"services/slack -> services/approvals":  "the notifier consumes GH_APPROVALS and decides through the API",
 }
 
 type listed struct {
