@@ -136,9 +136,32 @@ type analyzer struct {
 	// session's open transaction) changed the schema: the catalog may no longer say what
 	// a name stands for, what a write reaches, or what a function does.
 	changed bool
+	// work is what is left of the analysis's budget (nil: unbounded, for the catalog's
+	// own views, which the database defined and which are analysed once).
+	work *int
 }
 
 func newAnalyzer(c *Catalog) *analyzer { return &analyzer{cat: c} }
+
+// maxWork bounds the steps of one statement's analysis: expressions and queries visited,
+// names looked up, columns produced. A statement is analysed in time about linear in its
+// size, but some shapes multiply (a FROM list of the same table a thousand times with a
+// thousand stars, nested WITH RECURSIVE whose fixpoint rounds analyse their bodies again,
+// thousands of CTEs in scope): past the budget (about a second) the statement is refused.
+const maxWork = 20_000_000
+
+// tooComplex unwinds an analysis that ran out of budget.
+type tooComplex struct{}
+
+// spend takes n steps from the budget.
+func (a *analyzer) spend(n int) {
+	if a.work == nil {
+		return
+	}
+	if *a.work -= n; *a.work < 0 {
+		panic(tooComplex{})
+	}
+}
 
 func (a *analyzer) unresolved(format string, args ...any) {
 	addUnique(&a.sets, &a.l.Unresolved, fmt.Sprintf(format, args...))
@@ -194,9 +217,20 @@ func Trace(c *Catalog, tree *pg_query.ParseResult) *Lineage { return trace(c, tr
 
 // trace is Trace, calling note with every statement node it visits (nested ones too);
 // changed says the schema has changed since the catalog was read.
-func trace(c *Catalog, tree *pg_query.ParseResult, note func(protoMessage), changed bool) *Lineage {
+func trace(c *Catalog, tree *pg_query.ParseResult, note func(protoMessage), changed bool) (lin *Lineage) {
 	a := newAnalyzer(c)
 	a.note = note
+	work := maxWork
+	a.work = &work
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(tooComplex); !ok {
+				panic(r)
+			}
+			lin = &a.l
+			lin.Refusal = fmt.Sprintf("the statement is too complex for the gateway to analyse (over %d steps: a FROM list, CTEs or recursive queries that multiply); refusing (fail closed)", maxWork)
+		}
+	}()
 	for i, raw := range tree.Stmts {
 		wasChanged := a.changed
 		a.changed = changed

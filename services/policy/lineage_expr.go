@@ -13,6 +13,7 @@ type protoMessage = protoreflect.Message
 // it does on the way (subqueries, functions with effects, uses inside aggregates and
 // windows).
 func (a *analyzer) expr(n *pg_query.Node, sc *scope) []string {
+	a.spend(1)
 	if n == nil || n.Node == nil {
 		return nil
 	}
@@ -200,6 +201,7 @@ func (a *analyzer) lookupColumn(name string, sc *scope) ([]string, bool) {
 func (a *analyzer) columnsNamed(name string, sc *scope) (found []column, known bool) {
 	for s := sc; s != nil; s = s.parent {
 		for _, it := range s.items {
+			a.spend(1 + len(it.cols))
 			for _, c := range it.cols {
 				if c.name == name {
 					found = append(found, c)
@@ -230,6 +232,7 @@ func (a *analyzer) findItem(qual []string, sc *scope) *fromItem {
 	}
 	for s := sc; s != nil; s = s.parent {
 		for _, top := range s.items {
+			a.spend(1 + len(top.named))
 			for _, it := range top.named {
 				if it.name == name && (schema == "" || it.schema == schema || (it.schema == "" && schema == "public")) {
 					return it

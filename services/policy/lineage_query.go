@@ -13,6 +13,7 @@ func (a *analyzer) query(n *pg_query.Node, parent *scope) []column {
 	if n == nil {
 		return nil
 	}
+	a.spend(1)
 	a.depth++
 	defer func() { a.depth-- }()
 	if a.depth > maxDepth {
@@ -278,10 +279,16 @@ func (a *analyzer) compositeStar(ind *pg_query.A_Indirection, sc *scope) []colum
 }
 
 // star expands * (every column of the FROM clause) or t.* (every column of t).
+// columnCost is what a column produced costs of the analysis's budget.
+const columnCost = 10
+
 func (a *analyzer) star(qual []string, sc *scope) []column {
 	if len(qual) == 0 {
 		var cols []column
 		for _, it := range sc.items {
+			// Before copying: columns cost memory (a thousand stars over a thousand tables
+			// are millions of them).
+			a.spend(1 + columnCost*len(it.cols))
 			cols = append(cols, a.itemColumns(it)...)
 		}
 		return cols
@@ -416,6 +423,7 @@ func (a *analyzer) from(list []*pg_query.Node, sc *scope) {
 // fromItem analyses one FROM entry. Items before it are visible to it when it is LATERAL
 // (a function in FROM always is).
 func (a *analyzer) fromItem(n *pg_query.Node, sc *scope) *fromItem {
+	a.spend(1)
 	switch v := n.Node.(type) {
 	case *pg_query.Node_RangeVar:
 		return a.relationItem(v.RangeVar, sc)
@@ -474,6 +482,7 @@ func (a *analyzer) fromItem(n *pg_query.Node, sc *scope) *fromItem {
 func (a *analyzer) innerScope(sc *scope, lateral bool) *scope {
 	in := &scope{parent: sc.parent, ctes: sc.ctes}
 	if lateral {
+		a.spend(len(sc.items))
 		in.items = slices.Clone(sc.items)
 	}
 	return in
@@ -644,6 +653,7 @@ func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope, ctes bool) *fromIt
 	}
 	if rv.Schemaname == "" && ctes {
 		for s := sc; s != nil; s = s.parent {
+			a.spend(1 + len(s.ctes))
 			for i := len(s.ctes) - 1; i >= 0; i-- {
 				if c := s.ctes[i]; c.name == rv.Relname {
 					if !c.done {

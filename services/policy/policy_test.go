@@ -497,3 +497,19 @@ func TestDeeplyNestedStatementsAreRefusedBeforeParsing(t *testing.T) {
 	d = decide(t, e, []string{"dba"}, nil, "select 1"+strings.Repeat("+1", 3000))
 	require.Equal(t, "allow", d.Effect, d.Reason)
 }
+
+// Without a catalog, a cursor's query is deparsed, and pg_query's deparser overflows the C
+// stack at about 1,500 nested subqueries or 4,700 prefix operators: such a query is
+// refused, not deparsed (found by attacking the bound).
+func TestDeepCursorQueriesAreNotDeparsed(t *testing.T) {
+	for _, sql := range []string{
+		"declare c cursor for " + strings.Repeat("select (", 1600) + "1" + strings.Repeat(")", 1600),
+		"declare c cursor for select " + strings.Repeat("+", 4700) + "1",
+	} {
+		info := policy.AnalyzeSQL(sql)
+		require.Contains(t, info.ParseError, "refusing (fail closed)")
+	}
+	info := policy.AnalyzeSQL("declare c cursor for select * from orders")
+	require.Empty(t, info.ParseError)
+	require.Contains(t, info.Tables, "public.orders")
+}

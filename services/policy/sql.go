@@ -57,6 +57,10 @@ type SQLInfo struct {
 // handed to Go is refused past 10,000 levels; a server's max_stack_depth well before).
 const MaxDepth = 4000
 
+// maxDeparseDepth bounds the nesting of a statement whose parts are deparsed (a cursor's
+// query, without a catalog).
+const maxDeparseDepth = 500
+
 // tooDeep says why sql is not handed to the parser, or "". A text of up to MaxDepth bytes
 // cannot nest deeper than MaxDepth; a longer one is measured (about 5 ms per MB).
 func tooDeep(sql string) string {
@@ -298,6 +302,13 @@ func syntaxOnly(tree *pg_query.ParseResult, kinds map[string]bool, info *SQLInfo
 	var cursors []string
 	onCursor := func(n *pg_query.DeclareCursorStmt) {
 		if n.Query == nil {
+			return
+		}
+		if d, ok := sqlscan.Depth(info.Text); !ok || d > maxDeparseDepth {
+			// pg_query's deparser recurses deeper per level than its parser (a C stack
+			// overflow at about 1,500 nested subqueries): a deep cursor query is not
+			// deparsed, and not decided on what it reads.
+			info.ParseError = fmt.Sprintf("cannot analyse the cursor's query: it nests deeper than the %d levels the gateway deparses; refusing (fail closed)", maxDeparseDepth)
 			return
 		}
 		inner, err := pg_query.Deparse(&pg_query.ParseResult{Version: tree.Version, Stmts: []*pg_query.RawStmt{{Stmt: n.Query}}})

@@ -11,16 +11,18 @@ import "strings"
 // sees it.
 //
 // The bound: within each level of brackets (and CASE ... END), the operators and nesting
-// keywords of the deepest item, plus the set operations and joins of the whole level
-// (they span commas: `select 1, 2 union select 1, 2`), plus the deepest bracket inside,
+// keywords of the deepest item, plus the set operations of the whole level and the joins
+// of its deepest set-operation branch (they span commas: `select 1, 2 union select 1,
+// 2`), plus the deepest bracket inside,
 // plus one per bracket; the deepest statement of a list. Items are separated by commas,
 // and by AND and OR, whose chains the parser flattens into one list (but not the AND of
 // BETWEEN ... AND, whose right side nests).
 func Depth(sql string) (int, bool) {
 	type level struct {
-		span, item, itemChild, best int
-		between                     int  // BETWEENs waiting for their AND
-		isCase                      bool // opened by CASE, closed by END
+		setOps, joins, maxJoins int // set operations; joins of this branch, of the deepest branch
+		item, itemChild, best   int
+		between                 int  // BETWEENs waiting for their AND
+		isCase                  bool // opened by CASE, closed by END
 	}
 	stack := []level{{}}
 	deepest := 0
@@ -30,7 +32,7 @@ func Depth(sql string) (int, bool) {
 	}
 	depthOf := func(l *level) int {
 		closeItem(l)
-		return l.span + l.best
+		return l.setOps + max(l.joins, l.maxJoins) + l.best
 	}
 	pop := func() {
 		d := depthOf(&stack[len(stack)-1]) + 1
@@ -88,18 +90,22 @@ func Depth(sql string) (int, bool) {
 					top.between--
 				case w == "and" || w == "or":
 					closeItem(top)
-				case setOrJoin[w]:
-					top.span++
+				case w == "union" || w == "intersect" || w == "except":
+					// The branches of a set operation are siblings: their joins do not nest.
+					top.setOps++
+					top.maxJoins, top.joins = max(top.maxJoins, top.joins), 0
+					closeItem(top)
+				case w == "join":
+					top.joins++
 				case nesting[w]:
 					top.item++
 				}
 				i = j
 			case opChar(c) || c == ':':
-				// One operator, however many characters (a :: cast, ->>, <=).
-				for i < end && (opChar(sql[i]) || sql[i] == ':') {
-					i++
-				}
+				// A level per character: PostgreSQL splits a run of + and - into prefix
+				// operators one character each (+++1), and :: is one cast per pair.
 				top.item++
+				i++
 			default:
 				i++
 			}
@@ -114,11 +120,9 @@ func Depth(sql string) (int, bool) {
 	return max(deepest, depthOf(&stack[0])), true
 }
 
-// setOrJoin are the keywords whose chains span commas; nesting the other keywords that
-// nest an expression in another.
+// nesting are the keywords that nest an expression in another.
 var (
-	setOrJoin = map[string]bool{"union": true, "intersect": true, "except": true, "join": true}
-	nesting   = map[string]bool{"not": true, "is": true, "isnull": true, "notnull": true, "like": true, "ilike": true,
+	nesting = map[string]bool{"not": true, "is": true, "isnull": true, "notnull": true, "like": true, "ilike": true,
 		"similar": true, "in": true, "collate": true, "at": true, "overlaps": true, "escape": true, "operator": true}
 )
 

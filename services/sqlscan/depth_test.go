@@ -84,3 +84,21 @@ func TestDepthOfAUnionChainIsItsLength(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, 1999, d)
 }
+
+// Found by attacking the bound: a run of + and - is as many prefix operators as it has
+// characters; joins in different branches of a UNION do not nest.
+func TestDepthCountsOperatorCharactersAndJoinsPerBranch(t *testing.T) {
+	d, ok := Depth("declare c cursor for select " + strings.Repeat("+", 4700) + "1")
+	require.True(t, ok)
+	require.GreaterOrEqual(t, d, 4700)
+	var parts []string
+	for i := 0; i < 2000; i++ {
+		parts = append(parts, fmt.Sprintf("select o.id as c%d from orders o join customers c on c.id = o.customer_id join items i on i.id = o.id", i))
+	}
+	d, ok = Depth(strings.Join(parts, " union all "))
+	require.True(t, ok)
+	require.Less(t, d, 2100)
+	d, ok = Depth("select 1 from a" + strings.Repeat(" join a on true", 5000) + " union select 1")
+	require.True(t, ok)
+	require.GreaterOrEqual(t, d, 5000)
+}

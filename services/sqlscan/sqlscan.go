@@ -89,6 +89,19 @@ func Lex(sql string, tok func(k Kind, start, end int)) bool {
 		case c == '\'':
 			escapes := i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i < 2 || !identChar(sql[i-2]))
 			j, ok := endOfString(sql, i+1, escapes)
+			for ok {
+				// A string followed by whitespace holding a newline and another quote goes
+				// on there, in the same mode: E'a'<newline>'\'...' is one string whose
+				// \' escapes the quote, so the second part must be read with escapes too.
+				k, cont := continuation(sql, j)
+				if !cont {
+					break
+				}
+				if k < 0 {
+					return false // a comment in the gap: not read with confidence
+				}
+				j, ok = endOfString(sql, k+1, escapes)
+			}
 			if !ok {
 				return false
 			}
@@ -209,6 +222,40 @@ func endOfNumber(sql string, i int) (int, bool) {
 		j = digits(k, dec)
 	}
 	return j, j >= n || !identChar(sql[j]) && sql[j] != '.'
+}
+
+// continuation looks after a string that ends at j for another quote that continues it:
+// only whitespace between, a newline among it (PostgreSQL's quotecontinue). It returns
+// the quote's index and true; -1 and true when a -- comment stands between the string and
+// a quote after a newline, or a /* comment follows it (PostgreSQL's rule reads some of
+// those as a continuation: the text is not lexed with confidence); false when the string
+// does not go on.
+func continuation(sql string, j int) (int, bool) {
+	newline, comment := false, false
+	for k := j; k < len(sql); {
+		switch c := sql[k]; {
+		case c == '\n' || c == '\r':
+			newline = true
+			k++
+		case c == ' ' || c == '\t' || c == '\f' || c == '\v':
+			k++
+		case c == '-' && k+1 < len(sql) && sql[k+1] == '-':
+			comment = true
+			for k < len(sql) && sql[k] != '\n' && sql[k] != '\r' {
+				k++
+			}
+		case c == '/' && k+1 < len(sql) && sql[k+1] == '*':
+			return -1, true // (comments nest) not read with confidence
+		case c == '\'' && newline:
+			if comment {
+				return -1, true
+			}
+			return k, true
+		default:
+			return 0, false
+		}
+	}
+	return 0, false
 }
 
 // endOfString returns the index after the closing quote of a string starting at i.

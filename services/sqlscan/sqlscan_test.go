@@ -120,6 +120,30 @@ var normalizeCorpus = []string{
 	"select 'a'\n'b', 'c' 'd'", `select "a""b", "x'y"`, "select 1e5, .5, 1.5e-3, 0x1F, 1_000, 0b101, 0o17",
 	"select b'0101', x'ff', n'abc'", "select a$b from t", "select 'x'::text", "select E'\\'' from t -- '",
 	"select 1/*'*/, '*/'", "select $a$ $b$ $a$", "select 1--\n, 2", "select '--', '/*'", "select e'--\\''",
+	// A string goes on after whitespace with a newline, in its own mode: E'a'\n'\''.
+	"select E'a'\n'\\'' as x, 1 -- '", "select e'a' \t\n\t '\\''; select 2 -- '", "select 'a'\r'b', 2", "select E'a'\n\n'b\\'c'",
+}
+
+// A string continued on the next line keeps its mode: the cache key of
+// E'a'<newline>'\'' ... cannot be shared with a text that hides another statement in what
+// would otherwise be read as a string.
+func TestContinuedStringsKeepTheirMode(t *testing.T) {
+	keys := map[string]bool{}
+	for _, sql := range []string{
+		"select E'a'\n'\\'' as x, 1 -- '",
+		"select E'a'\n'\\''; delete from orders -- '",
+		"select E'a'\n'\\'', (select card_number from customers) -- '",
+	} {
+		k, ok := Normalize(sql)
+		require.True(t, ok, sql)
+		require.False(t, keys[k], "%q shares its key %q with another statement", sql, k)
+		keys[k] = true
+		checkAgainstScanner(t, sql)
+	}
+	for _, sql := range []string{"select 'a' -- c\n'b'", "select 'a' /* c */\n'b'", "select 'a'\n/* c */ 'b'"} {
+		_, ok := Normalize(sql)
+		require.False(t, ok, "%q: a comment in a continuation is not read with confidence", sql)
+	}
 }
 
 func FuzzNormalizeAgreesWithThePostgreSQLScanner(f *testing.F) {
