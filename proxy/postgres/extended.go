@@ -131,8 +131,8 @@ func (c *conn) onParse(ctx context.Context, raw, body []byte) ([]byte, error) {
 		c.failPipeline(duplicateStatement(p.Name))
 		return nil, nil
 	}
-	if _, exists := c.prep.stmts[p.Name]; !exists && len(c.prep.stmts) >= maxPreparedStatements {
-		c.skipPipeline(encode(pgError("ERROR", "53400", fmt.Sprintf("too many prepared statements (limit %d); deallocate some", maxPreparedStatements), "")))
+	if _, exists := c.prep.stmts[p.Name]; p.Name != "" && !exists && len(c.prep.stmts) >= maxPreparedStatements { // the unnamed statement is one slot, replaced each time
+		c.failPipeline(encode(pgError("ERROR", "53400", fmt.Sprintf("too many prepared statements (limit %d); deallocate some", maxPreparedStatements), "")))
 		return nil, nil
 	}
 	if !utf8.ValidString(p.Query) {
@@ -256,7 +256,7 @@ func (c *conn) executeDecision(ctx context.Context, p *portal, name string) (*se
 	}
 	rm, err := c.newResultMask(q)
 	if err != nil {
-		c.skipPipeline(encode(pgError("ERROR", "42501", "Gatehouse cannot apply the masking policy: "+err.Error(), "")))
+		c.failPipeline(encode(pgError("ERROR", "42501", "Gatehouse cannot apply the masking policy: "+err.Error(), "")))
 		return nil, nil, false
 	}
 	if rm != nil {

@@ -332,6 +332,56 @@ func TestProxyFidelity(t *testing.T) {
 		require.Len(t, lines, 5000)
 		require.Equal(t, "5000,item 5000", lines[4999])
 	})
+	t.Run("pipeline: the gateway's own refusals fail the pipeline's transaction as PostgreSQL's errors do", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, "create table limits_t (v int)").ReadAll()
+		require.NoError(t, err)
+		defer func() { _, _ = c.Exec(ctx, "drop table limits_t").ReadAll() }()
+		// Fill the session's table of prepared statements to its limit (10,000 names,
+		// the gateway's own included): the Parse past it is refused.
+		p := c.StartPipeline(ctx)
+		for i := range 10001 {
+			p.SendPrepare(fmt.Sprintf("s%d", i), "select 1", nil)
+		}
+		require.NoError(t, p.Sync())
+		var res any
+		var pe *pgconn.PgError
+		for {
+			res, err = p.GetResults()
+			if _, ok := res.(*pgconn.PipelineSync); ok {
+				break
+			}
+			if err != nil {
+				require.True(t, errors.As(err, &pe), "%v", err)
+				require.Equal(t, "53400", pe.Code)
+			}
+		}
+		require.NotNil(t, pe, "the limit was reached")
+		// An insert, then a Parse over the limit, in one pipeline: the insert is rolled
+		// back with it, as PostgreSQL rolls back an implicit transaction that failed.
+		p.SendQueryParams("insert into limits_t values (1)", nil, nil, nil, nil)
+		p.SendPrepare("one-too-many", "select 1", nil)
+		require.NoError(t, p.Sync())
+		res, err = p.GetResults()
+		require.NoError(t, err)
+		require.NoError(t, res.(*pgconn.ResultReader).Read().Err)
+		_, err = p.GetResults()
+		require.True(t, errors.As(err, &pe), "%v", err)
+		require.Equal(t, "53400", pe.Code)
+		for {
+			res, err = p.GetResults()
+			if _, ok := res.(*pgconn.PipelineSync); ok || err != nil {
+				break
+			}
+		}
+		require.NoError(t, p.Close())
+		r := c.Exec(ctx, "select count(*) from limits_t")
+		rows, err := r.ReadAll()
+		require.NoError(t, err)
+		require.Equal(t, "0", string(rows[0].Rows[0][0]), "the failed pipeline's insert is rolled back")
+	})
 	t.Run("pipeline: errors in the middle and recovery; a denied Parse answers in order", func(t *testing.T) {
 		c, err := pgconn.Connect(ctx, env.conn("sslmode=disable"))
 		require.NoError(t, err)

@@ -33,8 +33,8 @@ func (c *conn) onQuery(ctx context.Context, raw, body []byte) ([]byte, error) {
 	}
 	rm, err := c.newResultMask(q)
 	if err != nil {
-		c.respond(append(encode(pgError("ERROR", "42501", "Gatehouse cannot apply the masking policy: "+err.Error(), "")), c.readyForQuery()...))
-		return nil, nil
+		// Refused as a policy refusal is: in a transaction, the transaction fails.
+		return c.refuseQuery(q, &refusal{code: "42501", msg: "Gatehouse cannot apply the masking policy: " + err.Error()})
 	}
 	// A statement that runs unseen code, or changes the schema, is a barrier: the next
 	// is decided once it is done (and the session's schema change is known).
