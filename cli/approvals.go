@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gatehouse/gatehouse/services/approvals"
+	"github.com/gatehouse/gatehouse/approvals"
 )
 
 func approvalsCmd(args []string, stdout, stderr io.Writer) error {

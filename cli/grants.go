@@ -8,8 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gatehouse/gatehouse/services/approvals"
-	"github.com/gatehouse/gatehouse/services/grants"
+	"github.com/gatehouse/gatehouse/approvals"
+	"github.com/gatehouse/gatehouse/approvals/grants"
 )
 
 func grantsCmd(args []string, stdout, stderr io.Writer) error {

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/cli"
-	"github.com/gatehouse/gatehouse/services/approvals"
+	"github.com/gatehouse/gatehouse/approvals"
 )
 
 // heldForApproval exercises statements that need an approval: held while the client waits,

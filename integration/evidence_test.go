@@ -21,8 +21,8 @@ import (
 
 	"github.com/gatehouse/gatehouse/cli"
 	"github.com/gatehouse/gatehouse/query"
-	"github.com/gatehouse/gatehouse/services/approvals"
-	"github.com/gatehouse/gatehouse/services/grants"
+	"github.com/gatehouse/gatehouse/approvals"
+	"github.com/gatehouse/gatehouse/approvals/grants"
 )
 
 // evidenceColumns are the evidence reports' columns, in order: the contract with the

@@ -27,7 +27,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/services/app"
 	"github.com/gatehouse/gatehouse/services/config"
-	slacknotify "github.com/gatehouse/gatehouse/services/slack"
+	slacknotify "github.com/gatehouse/gatehouse/notifier"
 )
 
 // TestSlackClickRunsTheHeldStatement measures, end to end, the time from an approver's

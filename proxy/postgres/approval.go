@@ -16,7 +16,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/approvals"
+	"github.com/gatehouse/gatehouse/approvals"
 	"github.com/gatehouse/gatehouse/services/policy"
 )
 

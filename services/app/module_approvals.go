@@ -3,8 +3,8 @@ package app
 import (
 	"context"
 
-	"github.com/gatehouse/gatehouse/services/approvals"
-	"github.com/gatehouse/gatehouse/services/grants"
+	"github.com/gatehouse/gatehouse/approvals"
+	"github.com/gatehouse/gatehouse/approvals/grants"
 	"github.com/gatehouse/gatehouse/services/revoke"
 )
 

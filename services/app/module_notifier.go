@@ -3,14 +3,14 @@ package app
 import (
 	"context"
 
-	"github.com/gatehouse/gatehouse/services/slack"
+	"github.com/gatehouse/gatehouse/notifier"
 )
 
 // notifierService posts approvals to Slack and takes decisions from it. It meets the
 // approvals component only over NATS (GH_APPROVALS, gh.approvals-decide), so it runs in a
 // process of its own or beside it.
 func (a *App) notifierService() *Service {
-	var n *slack.Notifier
+	var n *notifier.Notifier
 	return &Service{
 		Start: func(ctx context.Context) error {
 			if a.cfg.Slack == nil {
@@ -18,7 +18,7 @@ func (a *App) notifierService() *Service {
 				return nil
 			}
 			var err error
-			if n, err = slack.New(a.cfg.Slack, a.bus.NC, a.bus.JS, a.component("notifier")); err != nil {
+			if n, err = notifier.New(a.cfg.Slack, a.bus.NC, a.bus.JS, a.component("notifier")); err != nil {
 				return err
 			}
 			n.Register(a.echo)

@@ -13,7 +13,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/catalogs"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/desired"
-	"github.com/gatehouse/gatehouse/services/grants"
+	"github.com/gatehouse/gatehouse/approvals/grants"
 	"github.com/gatehouse/gatehouse/services/policy"
 	"github.com/gatehouse/gatehouse/services/revoke"
 )

@@ -1,4 +1,4 @@
-package slack_test
+package notifier_test
 
 import (
 	"encoding/json"
@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/approvals"
-	gslack "github.com/gatehouse/gatehouse/services/slack"
+	"github.com/gatehouse/gatehouse/approvals"
+	gslack "github.com/gatehouse/gatehouse/notifier"
 )
 
 // Approvers read who asks by name, with the IdP's subject next to it; a name is shown, never

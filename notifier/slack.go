@@ -1,10 +1,10 @@
-// Package slack drives approvals from Slack: a Block Kit message per approval in the
+// Package notifier drives approvals from Slack: a Block Kit message per approval in the
 // resource's channel with Approve and Deny buttons, updated when the approval is decided,
 // expires or is withdrawn; and the interaction endpoint that takes the clicks, verifying
 // Slack's request signature and mapping the Slack user to an approver identity. It meets
 // the approvals component only over NATS: it folds GH_APPROVALS itself, and records a
 // decision with a gh.approvals-decide request, so it runs as its own target.
-package slack
+package notifier
 
 import (
 	"context"

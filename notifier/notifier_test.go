@@ -1,4 +1,4 @@
-package slack_test
+package notifier_test
 
 import (
 	"context"
@@ -25,11 +25,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/approvals"
+	"github.com/gatehouse/gatehouse/approvals"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
-	gslack "github.com/gatehouse/gatehouse/services/slack"
+	gslack "github.com/gatehouse/gatehouse/notifier"
 )
 
 const signingSecret = "8f742231b10e8888abcd99yyyzzz85a5"

@@ -19,7 +19,7 @@ import (
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/grants"
+	"github.com/gatehouse/gatehouse/approvals/grants"
 	"github.com/gatehouse/gatehouse/services/identity"
 	"github.com/gatehouse/gatehouse/services/revoke"
 )
