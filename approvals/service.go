@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gatehouse/gatehouse/approvals/grants"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/approvals/grants"
 	"github.com/gatehouse/gatehouse/services/identity"
 	"github.com/gatehouse/gatehouse/services/revoke"
 )

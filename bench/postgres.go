@@ -415,7 +415,7 @@ policies:
 		cancel()
 		return nil, err
 	}
-	_, portStr, _ := strings.Cut(a.PostgresAddr(), ":")
+	_, portStr, _ := strings.Cut(a.ListenAddr("postgres"), ":")
 	port, _ := strconv.Atoi(portStr)
 	// Warm up: the first connection discovers the issuer.
 	if c, err := pgconn.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d dbname=bench user=bench-svc password=%s sslmode=disable", port, tok)); err == nil {

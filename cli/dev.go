@@ -188,7 +188,7 @@ func announce(ctx context.Context, a *app.App, cfg *config.Config, w io.Writer) 
 	if resp, err := http.Get(base + "/readyz"); err == nil {
 		resp.Body.Close()
 	}
-	b := bannerFor(cfg, a.PostgresAddr(), base, a.NATSURL(), a.DevIssuerURL())
+	b := bannerFor(cfg, a.ListenAddr("postgres"), base, a.NATSURL(), a.DevIssuerURL())
 	b.write(w)
 }
 

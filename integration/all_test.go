@@ -70,7 +70,7 @@ func startAllInOne(t *testing.T, path string) (*gateway, string) {
 	})
 	require.Eventually(t, a.Ready, 60*time.Second, 50*time.Millisecond)
 	waitReady(t, "http://"+a.HTTPAddr())
-	host, port, err := net.SplitHostPort(a.PostgresAddr())
+	host, port, err := net.SplitHostPort(a.ListenAddr("postgres"))
 	require.NoError(t, err)
 	base := "http://" + a.HTTPAddr()
 	return &gateway{pgHost: host, pgPort: port, api: base, ingestAPI: base, policyAPI: base, approvalsAPI: base, issuer: base,

@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/cli"
 	"github.com/gatehouse/gatehouse/approvals"
+	"github.com/gatehouse/gatehouse/cli"
 )
 
 // heldForApproval exercises statements that need an approval: held while the client waits,

@@ -273,7 +273,7 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 		}
 	})
 	require.Eventually(t, a.Ready, time.Minute, 50*time.Millisecond)
-	host, port, err := net.SplitHostPort(a.PostgresAddr())
+	host, port, err := net.SplitHostPort(a.ListenAddr("postgres"))
 	require.NoError(t, err)
 	g := &gateway{issuer: "http://" + a.HTTPAddr()}
 	tokens := map[string]string{"demo": g.token(t, "svc-orders", "orders-readers"), "demo-open": g.token(t, "svc-open", "open-readers")}

@@ -67,7 +67,7 @@ func TestDexEndToEnd(t *testing.T) {
 	})
 	require.Eventually(t, a.Ready, 60*time.Second, 50*time.Millisecond)
 	waitReady(t, "http://"+a.HTTPAddr())
-	host, port, err := net.SplitHostPort(a.PostgresAddr())
+	host, port, err := net.SplitHostPort(a.ListenAddr("postgres"))
 	require.NoError(t, err)
 	g := &gateway{pgHost: host, pgPort: port, api: "http://" + a.HTTPAddr(), issuer: "http://" + a.HTTPAddr(), chAddr: ch.Addr(), chDB: cfg.ClickHouse.Database, pg: pg}
 

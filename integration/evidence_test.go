@@ -19,10 +19,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/cli"
-	"github.com/gatehouse/gatehouse/query"
 	"github.com/gatehouse/gatehouse/approvals"
 	"github.com/gatehouse/gatehouse/approvals/grants"
+	"github.com/gatehouse/gatehouse/cli"
+	"github.com/gatehouse/gatehouse/query"
 )
 
 // evidenceColumns are the evidence reports' columns, in order: the contract with the

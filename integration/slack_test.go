@@ -25,9 +25,9 @@ import (
 	"github.com/slack-go/slack/slacktest"
 	"github.com/stretchr/testify/require"
 
+	slacknotify "github.com/gatehouse/gatehouse/notifier"
 	"github.com/gatehouse/gatehouse/services/app"
 	"github.com/gatehouse/gatehouse/services/config"
-	slacknotify "github.com/gatehouse/gatehouse/notifier"
 )
 
 // TestSlackClickRunsTheHeldStatement measures, end to end, the time from an approver's
@@ -88,7 +88,7 @@ func TestSlackClickRunsTheHeldStatement(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-ndone })
 	require.Eventually(t, notifier.Ready, 60*time.Second, 50*time.Millisecond)
 	slackBase := "http://" + notifier.HTTPAddr()
-	host, port, err := net.SplitHostPort(a.PostgresAddr())
+	host, port, err := net.SplitHostPort(a.ListenAddr("postgres"))
 	require.NoError(t, err)
 	g := &gateway{issuer: base}
 	dba := g.token(t, "dba-oncall", "dba")

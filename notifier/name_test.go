@@ -7,9 +7,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/approvals"
 	gslack "github.com/gatehouse/gatehouse/notifier"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // Approvers read who asks by name, with the IdP's subject next to it; a name is shown, never

@@ -24,12 +24,12 @@ import (
 	"github.com/slack-go/slack/slacktest"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/approvals"
+	gslack "github.com/gatehouse/gatehouse/notifier"
+	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
-	gslack "github.com/gatehouse/gatehouse/notifier"
 )
 
 const signingSecret = "8f742231b10e8888abcd99yyyzzz85a5"

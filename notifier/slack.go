@@ -39,12 +39,12 @@ const maxBody = 1 << 20
 
 // Notifier posts and updates approval messages and takes decisions from Slack.
 type Notifier struct {
-	cfg       *config.Slack
-	api       *slackapi.Client
-	secret    string
-	nc        *nats.Conn
-	js        jetstream.JetStream
-	log       *slog.Logger
+	cfg    *config.Slack
+	api    *slackapi.Client
+	secret string
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    *slog.Logger
 
 	queue chan schemas.Approval
 	mu    sync.Mutex

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,8 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/approvals"
+	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/embedded"
 	"github.com/gatehouse/gatehouse/services/config"
@@ -38,17 +39,19 @@ type App struct {
 	log *slog.Logger
 	reg *prometheus.Registry
 
-	echo      *echo.Echo
-	httpLn    net.Listener
-	httpSrv   *http.Server
-	nats      *embedded.Server
-	bus       *bus.Bus
-	natsURL   string
-	verifier  *identity.Verifier
-	dev       *identity.DevIssuer
-	ch        driver.Conn
-	pub       *session.Publisher
-	pgAddr    string
+	echo     *echo.Echo
+	httpLn   net.Listener
+	httpSrv  *http.Server
+	nats     *embedded.Server
+	bus      *bus.Bus
+	natsURL  string
+	verifier *identity.Verifier
+	dev      *identity.DevIssuer
+	ch       driver.Conn
+	pub      *session.Publisher
+	// listeners are the bound addresses of the protocol proxies, by protocol.
+	listenMu  sync.Mutex
+	listeners map[string]string
 	desired   *desired.Store
 	approvals *approvals.Service
 	// resources are the resources in force (KV, watched).
@@ -175,8 +178,22 @@ func (a *App) HTTPAddr() string {
 	return a.httpLn.Addr().String()
 }
 
-// PostgresAddr is the bound PostgreSQL proxy address ("" when not running).
-func (a *App) PostgresAddr() string { return a.pgAddr }
+// ListenAddr is the bound address of a protocol's proxy ("postgres"; "" when it does not
+// run).
+func (a *App) ListenAddr(protocol string) string {
+	a.listenMu.Lock()
+	defer a.listenMu.Unlock()
+	return a.listeners[protocol]
+}
+
+func (a *App) setListener(protocol, addr string) {
+	a.listenMu.Lock()
+	defer a.listenMu.Unlock()
+	if a.listeners == nil {
+		a.listeners = map[string]string{}
+	}
+	a.listeners[protocol] = addr
+}
 
 // NATSURL is the URL of the NATS the app uses.
 func (a *App) NATSURL() string { return a.natsURL }

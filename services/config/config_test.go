@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -121,4 +122,37 @@ func TestShippedConfigsAreValid(t *testing.T) {
 	c.ClickHouse.Address = "127.0.0.1:9000"
 	c.Resources[0].Postgres.Address = "127.0.0.1:5432"
 	require.NoError(t, c.Validate())
+}
+
+// The decision settings every proxy shares live under proxy:; the PostgreSQL proxy's old
+// keys still work, and setting both differently is an error naming both.
+func TestProxyDecisionSettingsAreShared(t *testing.T) {
+	t.Setenv("DEMO_PW", "x")
+	load := func(extra string) (*config.Config, error) {
+		c, err := config.Parse([]byte(valid + extra))
+		require.NoError(t, err)
+		return c, c.Validate()
+	}
+	c, err := load("")
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, c.Proxy.DecisionTimeout)
+	require.Equal(t, 30*time.Second, c.Proxy.DecisionCacheTTL)
+	require.Equal(t, 100000, c.Proxy.DecisionCacheSize)
+
+	c, err = load("proxy: {decision_timeout: 5s, decision_cache_size: 10}\n")
+	require.NoError(t, err)
+	require.Equal(t, 5*time.Second, c.Proxy.DecisionTimeout)
+	require.Equal(t, 10, c.Proxy.DecisionCacheSize)
+
+	c, err = load("proxy: {postgres: {decision_timeout: 4s, decision_cache_ttl: 1m}}\n")
+	require.NoError(t, err)
+	require.Equal(t, 4*time.Second, c.Proxy.DecisionTimeout, "the old key still works")
+	require.Equal(t, time.Minute, c.Proxy.DecisionCacheTTL)
+
+	_, err = load("proxy: {decision_timeout: 5s, postgres: {decision_timeout: 4s}}\n")
+	require.ErrorContains(t, err, "proxy.postgres.decision_timeout: 4s, but proxy.decision_timeout is 5s: set it once, as proxy.decision_timeout (every proxy's)")
+	_, err = load("proxy: {decision_timeout: -1s, decision_cache_size: -3, postgres: {startup_timeout: -1s}}\n")
+	require.ErrorContains(t, err, "proxy.decision_timeout: -1s: must be positive")
+	require.ErrorContains(t, err, "proxy.decision_cache_size: -3: must not be negative")
+	require.ErrorContains(t, err, "proxy.postgres.startup_timeout: -1s: must be positive")
 }

@@ -7,9 +7,10 @@ type PostgresProxy struct {
 	Listen          string        `yaml:"listen"`
 	MaxMessageBytes int           `yaml:"max_message_bytes"`
 	StartupTimeout  time.Duration `yaml:"startup_timeout"`
-	DecisionTimeout time.Duration `yaml:"decision_timeout"`
-	// DecisionCacheTTL bounds how long a cached decision is used (it is also dropped as soon
-	// as the policy revision changes). DecisionCacheSize bounds the entries.
+	// DecisionTimeout, DecisionCacheTTL and DecisionCacheSize are read as the proxy-wide
+	// settings of the same names (proxy.decision_timeout...) when those are not set: they
+	// were the PostgreSQL proxy's before every proxy shared them.
+	DecisionTimeout   time.Duration `yaml:"decision_timeout"`
 	DecisionCacheTTL  time.Duration `yaml:"decision_cache_ttl"`
 	DecisionCacheSize int           `yaml:"decision_cache_size"`
 	// CatalogRefresh is how often the proxy reads each resource's catalog again (besides
@@ -26,14 +27,17 @@ func (p *PostgresProxy) applyDefaults() {
 	def(&p.Listen, "127.0.0.1:6432")
 	def(&p.MaxMessageBytes, 16<<20)
 	def(&p.StartupTimeout, 10*time.Second)
-	def(&p.DecisionTimeout, 2*time.Second)
-	def(&p.DecisionCacheTTL, 30*time.Second)
-	def(&p.DecisionCacheSize, 100000)
 	def(&p.CatalogRefresh, time.Minute)
 }
 
 func (p *PostgresProxy) validate(path string, ck *checker) {
 	ck.hostPort(path+".listen", p.Listen)
+	if p.StartupTimeout <= 0 {
+		ck.add(path+".startup_timeout", "%s: must be positive", p.StartupTimeout)
+	}
+	if p.CatalogRefresh <= 0 {
+		ck.add(path+".catalog_refresh", "%s: must be positive", p.CatalogRefresh)
+	}
 	if p.MaxMessageBytes < 1024 {
 		ck.add(path+".max_message_bytes", "%d is below the 1024-byte minimum", p.MaxMessageBytes)
 	}

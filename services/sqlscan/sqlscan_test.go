@@ -124,9 +124,9 @@ var normalizeCorpus = []string{
 	"select E'a'\n'\\'' as x, 1 -- '", "select e'a' \t\n\t '\\''; select 2 -- '", "select 'a'\r'b', 2", "select E'a'\n\n'b\\'c'",
 }
 
-// A string continued on the next line keeps its mode: the cache key of
-// E'a'<newline>'\'' ... cannot be shared with a text that hides another statement in what
-// would otherwise be read as a string.
+// A string continued on the next line keeps its mode: the cache key of an E string whose
+// continuation starts with an escaped quote cannot be shared with a text that hides
+// another statement in what would otherwise be read as a string.
 func TestContinuedStringsKeepTheirMode(t *testing.T) {
 	keys := map[string]bool{}
 	for _, sql := range []string{
