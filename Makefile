@@ -39,7 +39,7 @@ DURATION ?= 10m
 fuzz-policy: test-deps
 	GATEHOUSE_FUZZ_SEED=$(SEED) GATEHOUSE_FUZZ_DURATION=$(DURATION) $(GO) test -count=1 -timeout 0 -v -run TestCanaryLeakFuzzer ./integration/
 
-## generate: regenerate the event schema code and docs from schemas/events.yaml
+## generate: regenerate the contract code and docs from schemas/events.yaml and schemas/messages.yaml
 generate:
 	cd schemas && $(GO) generate ./...
 

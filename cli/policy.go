@@ -89,14 +89,14 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		cats[*resource] = c
 	}
-	decide := func(sub, name string, groups, roles []string, res, sql string) (policy.Decision, error) {
+	decide := func(sub, name string, groups, roles []string, res, sql string) (schemas.DecisionReply, error) {
 		r, ok := cfg.Resource(res)
 		if !ok {
-			return policy.Decision{}, fmt.Errorf("unknown resource %q", res)
+			return schemas.DecisionReply{}, fmt.Errorf("unknown resource %q", res)
 		}
 		cat := cats[res]
 		if cat == nil && r.Type == "postgres" {
-			return policy.Decision{}, fmt.Errorf("no catalog for resource %q: statements are resolved against the database's catalog; give one with --catalog FILE or test_catalogs: {%s: FILE} in %s (gatehouse catalog get --resource %s prints it)", res, res, path, res)
+			return schemas.DecisionReply{}, fmt.Errorf("no catalog for resource %q: statements are resolved against the database's catalog; give one with --catalog FILE or test_catalogs: {%s: FILE} in %s (gatehouse catalog get --resource %s prints it)", res, res, path, res)
 		}
 		var gs []policy.Grant
 		for _, role := range roles {
@@ -105,8 +105,9 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		if name == "" {
 			name = sub // as the verifier names a token without name claims
 		}
-		return eng.Decide(&policy.Request{Identity: schemas.Identity{Subject: sub, Name: name, Groups: groups, Kind: "service"},
-			Resource: policy.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: sql, Grants: gs, Catalog: cat}, time.Now()), nil
+		req := schemas.DecisionRequest{Identity: schemas.Identity{Subject: sub, Name: name, Groups: groups, Kind: "service"},
+			Resource: schemas.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: &schemas.SQLRequest{Text: sql}}
+		return eng.Decide(&policy.Input{DecisionRequest: req, Grants: gs, Catalog: cat}, time.Now()), nil
 	}
 	if *file != "" {
 		if len(cfg.Tests) == 0 {
@@ -205,7 +206,7 @@ func livePolicies(api *apiAccess, resource string) (*config.Config, map[string]*
 	return cfg, cats, "the gateway at " + c.base, nil
 }
 
-func describe(d policy.Decision) string {
+func describe(d schemas.DecisionReply) string {
 	s := fmt.Sprintf("%s by %s: %s", strings.ToUpper(d.Effect), ruleName(d.Policy, d.Rule), d.Reason)
 	if sh := d.Shadow; sh != nil {
 		s += fmt.Sprintf(" (shadow policies would %s by %s: %s)", strings.ToUpper(sh.Effect), ruleName(sh.Policy, sh.Rule), sh.Reason)

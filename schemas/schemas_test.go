@@ -3,6 +3,7 @@ package schemas_test
 import (
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,14 +11,19 @@ import (
 	"github.com/gatehouse/gatehouse/schemas/internal/schemagen"
 )
 
-// TestGeneratedIsCurrent fails when events_gen.go or EVENTS.md does not match events.yaml:
-// run `go generate ./...` in schemas/.
+// TestGeneratedIsCurrent fails when events_gen.go, EVENTS.md, messages_gen.go or
+// MESSAGES.md does not match events.yaml and messages.yaml: run `go generate ./...` in
+// schemas/.
 func TestGeneratedIsCurrent(t *testing.T) {
-	src, err := os.ReadFile("events.yaml")
+	events, err := os.ReadFile("events.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := schemagen.Parse(src)
+	messages, err := os.ReadFile("messages.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, msg, err := schemagen.Load(events, messages)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +31,12 @@ func TestGeneratedIsCurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for file, want := range map[string][]byte{"events_gen.go": code, "EVENTS.md": schemagen.RenderMarkdown(s)} {
+	msgCode, err := schemagen.RenderMessagesGo(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string][]byte{"events_gen.go": code, "EVENTS.md": schemagen.RenderMarkdown(s),
+		"messages_gen.go": msgCode, "MESSAGES.md": schemagen.RenderMessagesMarkdown(msg)} {
 		got, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
@@ -99,5 +110,23 @@ func TestDecodeChecksType(t *testing.T) {
 	var s schemas.SessionStart
 	if err := e.Decode(&s); err == nil {
 		t.Fatal("decoded db.query as session.start")
+	}
+}
+
+// A shared group is included by name, in place; an unknown one is refused.
+func TestLoadExpandsIncludes(t *testing.T) {
+	ev, msg, err := schemagen.Load([]byte("types:\n- {name: a, code: X1, doc: d, payload: [{name: id, go: uint64}, {include: g}]}\n"),
+		[]byte("shared:\n  g: [{name: x, go: string}, {name: y, go: bool}]\nstructs:\n  S: {doc: S is s., fields: [{include: g}]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := ev.Types[0].Payload; len(p) != 3 || p[1].Name != "x" || p[2].Name != "y" {
+		t.Errorf("payload %+v", p)
+	}
+	if f := msg.Structs["S"].Fields; len(f) != 2 {
+		t.Errorf("struct %+v", f)
+	}
+	if _, _, err := schemagen.Load([]byte("types:\n- {name: a, code: X1, doc: d, payload: [{include: nope}]}\n"), []byte("structs: {}\n")); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Error("unknown include accepted")
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // Methods.
@@ -44,7 +44,7 @@ type detector struct {
 
 // New compiles spec. key is the HMAC key; without one, hmac falls back to redaction (never
 // to the clear value).
-func New(spec *policy.MaskSpec, key []byte) (*Masker, error) {
+func New(spec *schemas.MaskSpec, key []byte) (*Masker, error) {
 	m := &Masker{columns: map[string]string{}, key: key}
 	for _, c := range spec.Columns {
 		m.columns[c.Column] = c.Method
@@ -416,16 +416,16 @@ type Cache struct {
 	key    []byte
 	mu     sync.Mutex
 	m      map[string]*Masker
-	bySpec map[*policy.MaskSpec]*Masker // cached decisions share their spec: no key to build
+	bySpec map[*schemas.MaskSpec]*Masker // cached decisions share their spec: no key to build
 }
 
 // NewCache returns a cache of maskers using key for HMAC tokens.
 func NewCache(key []byte) *Cache {
-	return &Cache{key: key, m: map[string]*Masker{}, bySpec: map[*policy.MaskSpec]*Masker{}}
+	return &Cache{key: key, m: map[string]*Masker{}, bySpec: map[*schemas.MaskSpec]*Masker{}}
 }
 
 // Get returns the masker for spec.
-func (c *Cache) Get(spec *policy.MaskSpec) (*Masker, error) {
+func (c *Cache) Get(spec *schemas.MaskSpec) (*Masker, error) {
 	c.mu.Lock()
 	m, ok := c.bySpec[spec]
 	c.mu.Unlock()

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 func TestDetectors(t *testing.T) {
@@ -36,7 +36,7 @@ func TestDetectors(t *testing.T) {
 		{"phone", "call 415-555-2671", "call ****"},
 		{"phone", "version 1.2.3", "version 1.2.3"},
 	} {
-		m, err := New(&policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: tc.detector, Method: Redact}}}, nil)
+		m, err := New(&schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: tc.detector, Method: Redact}}}, nil)
 		require.NoError(t, err)
 		got, n := m.Detect([]byte(tc.in))
 		require.Equal(t, tc.want, string(got), "%s on %q", tc.detector, tc.in)
@@ -45,7 +45,7 @@ func TestDetectors(t *testing.T) {
 }
 
 func TestMethods(t *testing.T) {
-	m, err := New(&policy.MaskSpec{}, []byte(strings.Repeat("k", 32)))
+	m, err := New(&schemas.MaskSpec{}, []byte(strings.Repeat("k", 32)))
 	require.NoError(t, err)
 	require.Equal(t, "****", string(m.Whole(Redact, []byte("secret"))))
 	require.Equal(t, "**** **** **** 1111", string(m.Whole(Partial, []byte("4111 1111 1111 1111"))))
@@ -78,26 +78,26 @@ func TestMethods(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	other, _ := New(&policy.MaskSpec{}, []byte(strings.Repeat("j", 32)))
+	other, _ := New(&schemas.MaskSpec{}, []byte(strings.Repeat("j", 32)))
 	require.NotEqual(t, a, other.Whole(HMAC, []byte("ada@example.com")), "keyed")
-	nokey, _ := New(&policy.MaskSpec{}, nil)
+	nokey, _ := New(&schemas.MaskSpec{}, nil)
 	require.Equal(t, "****", string(nokey.Whole(HMAC, []byte("ada@example.com"))), "no key: redacted, never clear")
 }
 
 func TestCustomRegex(t *testing.T) {
-	m, err := New(&policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "regex", Pattern: `ORD-\d{6}`, Method: Partial}}}, nil)
+	m, err := New(&schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: "regex", Pattern: `ORD-\d{6}`, Method: Partial}}}, nil)
 	require.NoError(t, err)
 	got, n := m.Detect([]byte("ref ORD-123456 and ORD-654321"))
 	require.Equal(t, "ref ***-**3456 and ***-**4321", string(got))
 	require.Equal(t, 2, n)
-	_, err = New(&policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "regex", Pattern: `(`}}}, nil)
+	_, err = New(&schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: "regex", Pattern: `(`}}}, nil)
 	require.Error(t, err)
 }
 
 // BenchmarkMask measures masking throughput on rows with several masked columns: a source
 // column (partial), and detectors (card, email as HMAC) over free text.
 func BenchmarkMask(b *testing.B) {
-	m, err := New(&policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "card", Method: Partial}, {Name: "email", Method: HMAC}, {Name: "ssn", Method: Redact}}}, []byte(strings.Repeat("k", 32)))
+	m, err := New(&schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: "card", Method: Partial}, {Name: "email", Method: HMAC}, {Name: "ssn", Method: Redact}}}, []byte(strings.Repeat("k", 32)))
 	require.NoError(b, err)
 	row := [][]byte{[]byte("4111111111111111"), []byte("ada.lovelace@example.com"), []byte("paid with 4012 8888 8888 1881 on 2024-05-01, contact grace@example.org"), []byte("a note without anything sensitive in it at all")}
 	size := 0
@@ -120,7 +120,7 @@ func FuzzDetect(f *testing.F) {
 	for _, s := range []string{"4111111111111111", "a@b.co", "123-45-6789", "GB82 WEST 1234 5698 7654 32", "+1 (415) 555-2671", "@@..@", "x@y.", "-"} {
 		f.Add(s)
 	}
-	m, err := New(&policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "card", Method: Partial}, {Name: "email", Method: HMAC},
+	m, err := New(&schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: "card", Method: Partial}, {Name: "email", Method: HMAC},
 		{Name: "ssn", Method: Redact}, {Name: "iban", Method: Redact}, {Name: "phone", Method: Redact}}}, []byte(strings.Repeat("k", 32)))
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, s string) {
@@ -135,16 +135,16 @@ func FuzzDetect(f *testing.F) {
 
 func TestCacheSharesMaskersBySpec(t *testing.T) {
 	c := NewCache(nil)
-	spec := &policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "email", Method: Redact}}}
+	spec := &schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: "email", Method: Redact}}}
 	a, err := c.Get(spec)
 	require.NoError(t, err)
 	b, err := c.Get(spec)
 	require.NoError(t, err)
 	require.Same(t, a, b, "the same spec (a cached decision's)")
-	same := &policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "email", Method: Redact}}}
+	same := &schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: "email", Method: Redact}}}
 	d, err := c.Get(same)
 	require.NoError(t, err)
 	require.Same(t, a, d, "an equal spec (a new decision's)")
-	_, err = c.Get(&policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "regex", Pattern: "("}}})
+	_, err = c.Get(&schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: "regex", Pattern: "("}}})
 	require.Error(t, err)
 }

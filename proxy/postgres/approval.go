@@ -14,10 +14,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gatehouse/gatehouse/approvals"
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/approvals"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // Approvals connects the proxy to the approvals system: GH_APPROVALS for requests and
@@ -236,7 +235,7 @@ func isTimeout(err error) bool {
 }
 
 // defaultDetectors mask what approvers see of a statement.
-var defaultDetectors = &policy.MaskSpec{Detectors: []policy.MaskDetector{{Name: "card", Method: "partial"},
+var defaultDetectors = &schemas.MaskSpec{Detectors: []schemas.MaskDetector{{Name: "card", Method: "partial"},
 	{Name: "email", Method: "redact"}, {Name: "ssn", Method: "redact"}, {Name: "iban", Method: "redact"}, {Name: "phone", Method: "redact"}}}
 
 // truncate cuts s to at most n bytes without splitting a character.

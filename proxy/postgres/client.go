@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/gatehouse/gatehouse/proxy/session"
-	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // The client side of a session: the client loop reads the client's messages, decides
@@ -166,7 +166,7 @@ func (c *conn) beforeStatement(ctx context.Context, typ byte) (bool, error) {
 // refusalOf settles q's decision: why the statement (whose text is sql) may not run, or nil
 // when it may. A require_approval decision is settled now (approval.go).
 func (c *conn) refusalOf(ctx context.Context, q *session.Query, sql string) *refusal {
-	if q.Decision.Effect == policy.EffectRequireApproval {
+	if q.Decision.Effect == schemas.EffectRequireApproval {
 		return c.approveNow(ctx, q, q.ApprovalText(sql))
 	}
 	if !q.Decision.Allowed() {
@@ -231,7 +231,7 @@ func abortSQL(code, msg string) string {
 // resolve is the session's Resolve: what a statement that creates, drops or runs names
 // does. It notes the names the statement creates or drops (lastOps) and returns the
 // statements it runs by name.
-func (c *conn) resolve(d *policy.Decision, sql string) []session.Ref {
+func (c *conn) resolve(d *schemas.DecisionReply, sql string) []session.Ref {
 	if !namesStatement(d.Kinds) {
 		return nil
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // The extended query protocol: Parse decides a statement, Bind binds it to a portal,
@@ -157,7 +156,7 @@ func (c *conn) onParse(ctx context.Context, raw, body []byte) ([]byte, error) {
 func (c *conn) prepare(name string, q *session.Query) {
 	c.dropStatement(name) // the unnamed statement: every Parse replaces it
 	c.prep.stmts[name] = q
-	if q.Decision.Effect == policy.EffectRequireApproval {
+	if q.Decision.Effect == schemas.EffectRequireApproval {
 		// Approved just now: its first Execute runs on this approval even when it is
 		// decided again there (a statement that runs another by name is).
 		if c.prep.approved == nil {
@@ -247,7 +246,7 @@ func (c *conn) executeDecision(ctx context.Context, p *portal, name string) (*se
 	if c.prep.used[q] || c.prep.uses[q] {
 		approved := c.prep.approved[q] && !c.prep.used[q]
 		q = c.sess.Reexecute(ctx, q)
-		if !q.Decision.Allowed() && !(approved && q.Decision.Effect == policy.EffectRequireApproval) {
+		if !q.Decision.Allowed() && !(approved && q.Decision.Effect == schemas.EffectRequireApproval) {
 			// The policy changed since the statement was prepared.
 			c.sess.NewResult(q).Done("denied")
 			c.failPipeline(c.denyResponse(q))

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/gatehouse/gatehouse/proxy/session"
-	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // The function call sub-protocol: the fast-path call (libpq's PQfn, large objects) names
@@ -61,7 +61,7 @@ func (c *conn) functionCallRefusal(q *session.Query, name string) []byte {
 	if !q.Decision.Allowed() {
 		return c.denyResponse(q)
 	}
-	if q.Decision.Effect == policy.EffectMask {
+	if q.Decision.Effect == schemas.EffectMask {
 		// A fast-path result is one value of no known column, often binary (large
 		// objects): it cannot be masked, so it is not handed out where masking applies.
 		return encode(pgError("ERROR", "42501", fmt.Sprintf("Gatehouse: %s is masked for this caller, and a fast-path function call's result cannot be masked; call it with SELECT", name),

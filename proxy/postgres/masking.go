@@ -7,7 +7,6 @@ import (
 	"github.com/gatehouse/gatehouse/proxy/mask"
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // resultMask is the masking of one statement's results: the masker of its decision, and
@@ -23,7 +22,7 @@ type resultMask struct {
 	// outputs is the decision's plan (from the statement's lineage): for each statement of
 	// the message, the result columns to mask. planned says there is one; index is the
 	// statement whose results come now (a simple query may hold several).
-	outputs [][]policy.MaskedOutput
+	outputs [][]schemas.MaskedOutput
 	planned bool
 	opaque  []int
 	index   int

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/gatehouse/gatehouse/proxy/session"
-	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/services/pgtree"
 	"github.com/gatehouse/gatehouse/services/sqlscan"
 )
 
@@ -121,8 +121,8 @@ type namesResult struct {
 // sqlNames parses sql and returns, in order, what its statements do to the namespace and
 // which names they run.
 func sqlNames(sql string) (ops []nameOp, uses []nameUse, err error) {
-	if len(sql) > policy.MaxDepth {
-		if d, ok := sqlscan.Depth(sql); !ok || d > policy.MaxDepth {
+	if len(sql) > sqlscan.MaxDepth {
+		if d, ok := sqlscan.Depth(sql); !ok || d > sqlscan.MaxDepth {
 			// Decided already (the policy refuses it); never handed to the parser, whose
 			// C code would recurse into it without a bound.
 			return nil, nil, fmt.Errorf("statement nests too deeply to parse")
@@ -151,7 +151,7 @@ func sqlNames(sql string) (ops []nameOp, uses []nameUse, err error) {
 		case *pg_query.Node_ClosePortalStmt:
 			ops = append(ops, nameOp{kind: "close", name: n.ClosePortalStmt.Portalname})
 		}
-		policy.Walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
+		pgtree.Walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
 			switch n := m.Interface().(type) {
 			case *pg_query.ExecuteStmt:
 				uses = append(uses, nameUse{name: n.Name})

@@ -46,9 +46,9 @@ type engineDecider struct {
 	cats *policy.Catalogs
 }
 
-func (d engineDecider) Decide(_ context.Context, r *policy.Request) policy.Decision {
-	r.Catalog = d.cats.For(r.Resource.Name, r.CatalogVersion)
-	return d.e.Decide(r, time.Now())
+func (d engineDecider) Decide(_ context.Context, r *schemas.DecisionRequest) schemas.DecisionReply {
+	in := &policy.Input{DecisionRequest: *r, Catalog: d.cats.For(r.Resource.Name, r.SQL.CatalogVersion)}
+	return d.e.Decide(in, time.Now())
 }
 
 // heldCatalogs is the proxy's catalog sink in tests: straight to the decider's catalogs.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/policy"
@@ -17,7 +18,7 @@ import (
 
 // BenchmarkCachedDecision: a decision served from the proxy's cache (the hot path).
 func BenchmarkCachedDecision(b *testing.B) {
-	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 1, Cacheable: true}}
+	next := &countingDecider{d: schemas.DecisionReply{Effect: "allow", Revision: 1, Cacheable: true}}
 	c, err := NewCachingDecider(next, nil, time.Minute, 1000, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)

@@ -6,39 +6,39 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // A statement that runs another by name (EXECUTE, FETCH) is bound by that statement's
 // decision: a refusal wins over everything, an approval the statement needs is needed
 // (and shown to approvers) for it too, and a mask masks it unless it is held anyway.
 func TestBindReferenced(t *testing.T) {
-	approval := &policy.ApprovalSpec{Approvers: []string{"approvers"}, Mode: "fail_fast"}
-	allow := policy.Decision{Effect: policy.EffectAllow, Policy: "p", Rule: "dba-anything"}
-	deny := policy.Decision{Effect: policy.EffectDeny, Policy: "p", Rule: "no", Reason: "never"}
-	held := policy.Decision{Effect: policy.EffectRequireApproval, Policy: "p", Rule: "deletes", Reason: "deletes need approval", Approval: approval}
-	mask := policy.Decision{Effect: policy.EffectMask, Policy: "p", Rule: "cards", Mask: &policy.MaskSpec{Columns: []policy.MaskColumn{{Column: "public.customers.card_number", Method: "redact"}}}}
+	approval := &schemas.ApprovalSpec{Approvers: []string{"approvers"}, Mode: "fail_fast"}
+	allow := schemas.DecisionReply{Effect: schemas.EffectAllow, Policy: "p", Rule: "dba-anything"}
+	deny := schemas.DecisionReply{Effect: schemas.EffectDeny, Policy: "p", Rule: "no", Reason: "never"}
+	held := schemas.DecisionReply{Effect: schemas.EffectRequireApproval, Policy: "p", Rule: "deletes", Reason: "deletes need approval", Approval: approval}
+	mask := schemas.DecisionReply{Effect: schemas.EffectMask, Policy: "p", Rule: "cards", Mask: &schemas.MaskSpec{Columns: []schemas.MaskColumn{{Column: "public.customers.card_number", Method: "redact"}}}}
 	prep := &Query{sql: "PREPARE d AS delete from orders", stmtName: "d"}
 
 	got := bindReferenced(allow, held, prep)
-	require.Equal(t, policy.EffectRequireApproval, got.Effect)
+	require.Equal(t, schemas.EffectRequireApproval, got.Effect)
 	require.Equal(t, approval, got.Approval)
 	require.Equal(t, "deletes", got.Rule)
 	require.Contains(t, got.Reason, `it runs prepared statement d ("PREPARE d AS delete from orders"), which needs approval: deletes need approval`)
 
-	require.Equal(t, policy.EffectDeny, bindReferenced(got, deny, prep).Effect, "a refusal wins over an approval")
-	require.Equal(t, policy.EffectDeny, bindReferenced(bindReferenced(allow, deny, prep), held, prep).Effect)
+	require.Equal(t, schemas.EffectDeny, bindReferenced(got, deny, prep).Effect, "a refusal wins over an approval")
+	require.Equal(t, schemas.EffectDeny, bindReferenced(bindReferenced(allow, deny, prep), held, prep).Effect)
 	require.Equal(t, got, bindReferenced(got, mask, prep), "held statements run as approved, not masked")
-	require.Equal(t, policy.EffectMask, bindReferenced(allow, mask, prep).Effect)
+	require.Equal(t, schemas.EffectMask, bindReferenced(allow, mask, prep).Effect)
 	// A statement that needs an approval of its own keeps it (the approvers see what it runs).
 	own := held
-	own.Rule, own.Approval = "executes", &policy.ApprovalSpec{Approvers: []string{"dbas"}}
+	own.Rule, own.Approval = "executes", &schemas.ApprovalSpec{Approvers: []string{"dbas"}}
 	require.Equal(t, own, bindReferenced(own, held, prep))
 
 	// require_approval without an approval spec cannot be held: refused.
 	noSpec := held
 	noSpec.Approval = nil
-	require.Equal(t, policy.EffectDeny, bindReferenced(allow, noSpec, prep).Effect)
+	require.Equal(t, schemas.EffectDeny, bindReferenced(allow, noSpec, prep).Effect)
 
 	// Approvers see the statement with what it runs.
 	q := &Query{held: []*Query{prep}}

@@ -13,8 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gatehouse/gatehouse/services/bus"
-	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/sqlscan"
 )
 
@@ -42,7 +41,7 @@ type CachingDecider struct {
 }
 
 type cacheEntry struct {
-	d       policy.Decision
+	d       schemas.DecisionReply
 	expires time.Time
 }
 
@@ -54,7 +53,7 @@ func NewCachingDecider(next Decider, nc *nats.Conn, ttl time.Duration, max int, 
 	}
 	reg.MustRegister(c.hits, c.misses)
 	if nc != nil {
-		sub, err := nc.Subscribe(bus.SubjectPolicyRevision, func(m *nats.Msg) {
+		sub, err := nc.Subscribe(schemas.SubjectPolicyRevision, func(m *nats.Msg) {
 			if rev, err := strconv.ParseUint(string(m.Data), 10, 64); err == nil {
 				c.observe(rev)
 			}
@@ -112,16 +111,16 @@ func (c *CachingDecider) putLocked(key string, e cacheEntry) {
 	c.entries[key] = e
 }
 
-func cacheKey(req *policy.Request, normalized string) string {
+func cacheKey(req *schemas.DecisionRequest, normalized string) string {
 	id := req.Identity
 	groups := slices.Clone(id.Groups)
 	slices.Sort(groups)
 	var b strings.Builder
 	changed := ""
-	if req.SchemaChanged {
+	if req.SQL.SchemaChanged {
 		changed = "changed"
 	}
-	for _, s := range []string{id.Issuer, id.Subject, id.Name, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.CatalogVersion, changed, normalized} {
+	for _, s := range []string{id.Issuer, id.Subject, id.Name, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.SQL.CatalogVersion, changed, normalized} {
 		b.WriteString(s)
 		b.WriteByte(0)
 	}
@@ -129,8 +128,13 @@ func cacheKey(req *policy.Request, normalized string) string {
 }
 
 // Decide answers from the cache or asks next.
-func (c *CachingDecider) Decide(ctx context.Context, req *policy.Request) policy.Decision {
-	normalized, ok := sqlscan.Normalize(req.SQL)
+func (c *CachingDecider) Decide(ctx context.Context, req *schemas.DecisionRequest) schemas.DecisionReply {
+	if req.SQL == nil {
+		// Only SQL decisions are cached (keyed by the normalized statement).
+		c.misses.Inc()
+		return c.next.Decide(ctx, req)
+	}
+	normalized, ok := sqlscan.Normalize(req.SQL.Text)
 	if !ok {
 		c.misses.Inc()
 		return c.next.Decide(ctx, req)

@@ -17,10 +17,10 @@ import (
 
 type countingDecider struct {
 	calls int
-	d     policy.Decision
+	d     schemas.DecisionReply
 }
 
-func (c *countingDecider) Decide(context.Context, *policy.Request) policy.Decision {
+func (c *countingDecider) Decide(context.Context, *schemas.DecisionRequest) schemas.DecisionReply {
 	c.calls++
 	return c.d
 }
@@ -31,12 +31,12 @@ func newCache(t *testing.T, next Decider, ttl time.Duration) *CachingDecider {
 	return c
 }
 
-func req(sub string, groups []string, sql string) *policy.Request {
-	return &policy.Request{Identity: schemas.Identity{Subject: sub, Groups: groups}, Resource: policy.Resource{Name: "demo"}, SQL: sql}
+func req(sub string, groups []string, sql string) *schemas.DecisionRequest {
+	return &schemas.DecisionRequest{Identity: schemas.Identity{Subject: sub, Groups: groups}, Resource: schemas.Resource{Name: "demo"}, SQL: &schemas.SQLRequest{Text: sql}}
 }
 
 func TestCachingDecider(t *testing.T) {
-	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 5, Cacheable: true}}
+	next := &countingDecider{d: schemas.DecisionReply{Effect: "allow", Revision: 5, Cacheable: true}}
 	c := newCache(t, next, time.Minute)
 	ctx := context.Background()
 
@@ -70,7 +70,7 @@ func TestCachingDecider(t *testing.T) {
 }
 
 func TestCachingDeciderKeepsWhatItMayNot(t *testing.T) {
-	for name, d := range map[string]policy.Decision{
+	for name, d := range map[string]schemas.DecisionReply{
 		"not cacheable": {Effect: "allow", Revision: 1},
 		"fail closed":   {Effect: "deny", Reason: "no policy service", Cacheable: true},
 	} {
@@ -80,7 +80,7 @@ func TestCachingDeciderKeepsWhatItMayNot(t *testing.T) {
 		c.Decide(context.Background(), req("a", nil, "select 1"))
 		require.Equal(t, 2, next.calls, name)
 	}
-	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 1, Cacheable: true}}
+	next := &countingDecider{d: schemas.DecisionReply{Effect: "allow", Revision: 1, Cacheable: true}}
 	c := newCache(t, next, 0)
 	c.Decide(context.Background(), req("a", nil, "select 1"))
 	c.Decide(context.Background(), req("a", nil, "select 1"))
@@ -91,7 +91,7 @@ func TestCachingDeciderKeepsWhatItMayNot(t *testing.T) {
 // decisions of any other revision as soon as it hears it.
 func TestRevisionAnnouncementDropsTheCache(t *testing.T) {
 	b := bustest.Connect(t)
-	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 1, Cacheable: true}}
+	next := &countingDecider{d: schemas.DecisionReply{Effect: "allow", Revision: 1, Cacheable: true}}
 	c, err := NewCachingDecider(next, b.NC, time.Minute, 100, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	defer c.Close()
@@ -116,7 +116,7 @@ func TestRevisionAnnouncementDropsTheCache(t *testing.T) {
 // Statements that PostgreSQL reads differently never share a cached decision, however
 // their text is spelled to make a naive tokenizer read them alike.
 func TestCacheKeysFollowThePostgreSQLScanner(t *testing.T) {
-	next := &countingDecider{d: policy.Decision{Effect: "allow", Revision: 5, Cacheable: true}}
+	next := &countingDecider{d: schemas.DecisionReply{Effect: "allow", Revision: 5, Cacheable: true}}
 	c := newCache(t, next, time.Minute)
 	ctx := context.Background()
 	for _, pair := range [][2]string{

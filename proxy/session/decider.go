@@ -10,14 +10,13 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 
-	"github.com/gatehouse/gatehouse/services/bus"
-	"github.com/gatehouse/gatehouse/services/policy"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // Decider asks for decisions. Implementations never return an error: when they cannot get
 // an answer they return a deny that says why (fail closed).
 type Decider interface {
-	Decide(ctx context.Context, req *policy.Request) policy.Decision
+	Decide(ctx context.Context, req *schemas.DecisionRequest) schemas.DecisionReply
 }
 
 // NATSDecider asks the policy service over gh.policy.decide.
@@ -30,25 +29,29 @@ type NATSDecider struct {
 // statement (parsing costs about a microsecond a byte: timeoutPerMiB more for each MiB).
 // A large request is compressed, and one that does not fit in a NATS message is refused
 // saying so.
-func (d *NATSDecider) Decide(ctx context.Context, req *policy.Request) policy.Decision {
-	if len(req.SQL) > policy.MaxStatementBytes {
+func (d *NATSDecider) Decide(ctx context.Context, req *schemas.DecisionRequest) schemas.DecisionReply {
+	size := 0
+	if req.SQL != nil {
+		size = len(req.SQL.Text)
+	}
+	if size > schemas.MaxStatementBytes {
 		// Not worth sending: the policy service refuses it.
-		return policy.Decision{Effect: policy.EffectDeny, Policy: "gatehouse", Rule: "statement-size", SQLState: "54000",
-			Reason: fmt.Sprintf("the statement is %d bytes, over the %d bytes the policy analyses; refusing (fail closed): send it in smaller statements", len(req.SQL), policy.MaxStatementBytes)}
+		return schemas.DecisionReply{Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "statement-size", SQLState: "54000",
+			Reason: fmt.Sprintf("the statement is %d bytes, over the %d bytes the policy analyses; refusing (fail closed): send it in smaller statements", size, schemas.MaxStatementBytes)}
 	}
 	b, err := json.Marshal(req)
 	if err != nil {
 		return deny("cannot encode decision request: " + err.Error())
 	}
-	msg := &nats.Msg{Subject: bus.SubjectDecide, Data: b}
+	msg := &nats.Msg{Subject: schemas.SubjectDecide, Data: b}
 	if len(b) > compressAbove {
-		msg.Header = nats.Header{policy.EncodingHeader: {policy.EncodingS2}}
+		msg.Header = nats.Header{schemas.HeaderDecideEncoding: {schemas.EncodingS2}}
 		msg.Data = s2.Encode(nil, b)
 	}
 	if max := d.NC.MaxPayload(); max > 0 && int64(len(msg.Data)+256) > max {
-		return deny(fmt.Sprintf("the decision request for this %d-byte statement is %d bytes compressed, over the NATS server's max_payload of %d; refusing (fail closed): raise max_payload", len(req.SQL), len(msg.Data), max))
+		return deny(fmt.Sprintf("the decision request for this %d-byte statement is %d bytes compressed, over the NATS server's max_payload of %d; refusing (fail closed): raise max_payload", size, len(msg.Data), max))
 	}
-	timeout := d.Timeout + time.Duration(len(req.SQL))*timeoutPerMiB/(1<<20)
+	timeout := d.Timeout + time.Duration(size)*timeoutPerMiB/(1<<20)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	m, err := d.NC.RequestMsgWithContext(ctx, msg)
@@ -60,7 +63,7 @@ func (d *NATSDecider) Decide(ctx context.Context, req *policy.Request) policy.De
 	case err != nil:
 		return deny("policy service unreachable (" + err.Error() + "); refusing (fail closed)")
 	}
-	var dec policy.Decision
+	var dec schemas.DecisionReply
 	if err := json.Unmarshal(m.Data, &dec); err != nil || dec.Effect == "" {
 		return deny("policy service sent an unreadable decision; refusing (fail closed)")
 	}
@@ -74,6 +77,6 @@ const (
 	timeoutPerMiB = 3 * time.Second
 )
 
-func deny(reason string) policy.Decision {
-	return policy.Decision{Effect: policy.EffectDeny, Reason: reason}
+func deny(reason string) schemas.DecisionReply {
+	return schemas.DecisionReply{Effect: schemas.EffectDeny, Reason: reason}
 }

@@ -64,9 +64,8 @@ func TestNATSDeciderDecidesLargeStatements(t *testing.T) {
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 	d := &session.NATSDecider{NC: nc, Timeout: 10 * time.Second}
-	ask := func(sql string) policy.Decision {
-		return d.Decide(context.Background(), &policy.Request{Identity: schemas.Identity{Subject: "orm"},
-			Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: sql})
+	ask := func(sql string) schemas.DecisionReply {
+		return d.Decide(context.Background(), &schemas.DecisionRequest{Identity: schemas.Identity{Subject: "orm"}, Resource: schemas.Resource{Name: "demo", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: sql}})
 	}
 
 	sql := pgxMaxParams()
@@ -76,13 +75,13 @@ func TestNATSDeciderDecidesLargeStatements(t *testing.T) {
 	require.Equal(t, "reads", got.Rule)
 
 	// Over the bound: refused by the proxy before it is sent, as the policy service would.
-	huge := strings.Repeat("select 1;", policy.MaxStatementBytes/9+1)
+	huge := strings.Repeat("select 1;", schemas.MaxStatementBytes/9+1)
 	got = ask(huge)
 	require.Equal(t, "deny", got.Effect)
 	require.Equal(t, "statement-size", got.Rule)
 	require.Equal(t, "54000", got.SQLState)
-	require.Contains(t, got.Reason, fmt.Sprintf("the statement is %d bytes, over the %d bytes the policy analyses", len(huge), policy.MaxStatementBytes))
-	got = eng.Decide(&policy.Request{Resource: policy.Resource{Name: "demo"}, SQL: huge}, time.Now())
+	require.Contains(t, got.Reason, fmt.Sprintf("the statement is %d bytes, over the %d bytes the policy analyses", len(huge), schemas.MaxStatementBytes))
+	got = eng.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Resource: schemas.Resource{Name: "demo"}, SQL: &schemas.SQLRequest{Text: huge}}}, time.Now())
 	require.Equal(t, "statement-size", got.Rule, "the engine holds the bound too")
 
 	// What does not compress below max_payload is refused with what to change.
@@ -94,12 +93,12 @@ func TestNATSDeciderDecidesLargeStatements(t *testing.T) {
 
 	// A compressed request the service cannot read is refused, not guessed at.
 	m, err := nc.RequestMsg(&nats.Msg{Subject: bus.SubjectDecide, Data: []byte("not s2"),
-		Header: nats.Header{policy.EncodingHeader: {policy.EncodingS2}}}, 10*time.Second)
+		Header: nats.Header{schemas.HeaderDecideEncoding: {schemas.EncodingS2}}}, 10*time.Second)
 	require.NoError(t, err)
 	require.Contains(t, string(m.Data), `"effect":"deny"`)
 	require.Contains(t, string(m.Data), "malformed decision request")
 	m, err = nc.RequestMsg(&nats.Msg{Subject: bus.SubjectDecide, Data: []byte("{}"),
-		Header: nats.Header{policy.EncodingHeader: {"gzip"}}}, 10*time.Second)
+		Header: nats.Header{schemas.HeaderDecideEncoding: {"gzip"}}}, 10*time.Second)
 	require.NoError(t, err)
 	require.Contains(t, string(m.Data), `unknown Gatehouse-Encoding \"gzip\"`)
 
@@ -107,11 +106,10 @@ func TestNATSDeciderDecidesLargeStatements(t *testing.T) {
 	// The large ones queue for their lane, so they get a deadline that a loaded machine
 	// (or the race detector) cannot run out: this part is about the lanes.
 	patient := &session.NATSDecider{NC: nc, Timeout: 2 * time.Minute}
-	done := make(chan policy.Decision, 4)
+	done := make(chan schemas.DecisionReply, 4)
 	for range 4 {
 		go func() {
-			done <- patient.Decide(context.Background(), &policy.Request{Identity: schemas.Identity{Subject: "orm"},
-				Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: sql})
+			done <- patient.Decide(context.Background(), &schemas.DecisionRequest{Identity: schemas.Identity{Subject: "orm"}, Resource: schemas.Resource{Name: "demo", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: sql}})
 		}()
 	}
 	for range 50 {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // BenchmarkRecordStatement: what recording one pgbench-like statement costs a buffered
@@ -16,7 +15,7 @@ import (
 // sweeps send them. The proxy pays this on top of relaying the statement.
 func BenchmarkRecordStatement(b *testing.B) {
 	bus := bustest.Connect(b)
-	d := fixedDecider{Effect: policy.EffectAllow, Policy: "bench", Rule: "bench-reads", Reason: "rule bench-reads matched", Revision: 3393301679376328,
+	d := fixedDecider{Effect: schemas.EffectAllow, Policy: "bench", Rule: "bench-reads", Reason: "rule bench-reads matched", Revision: 3393301679376328,
 		Fingerprint: "348bee4e67e86ca6", Kinds: []string{"select"}, Tables: []string{"public.pgbench_accounts"}, Cacheable: true}
 	s, pub := newLingeringSession(b, bus, "buffered", d, 5*time.Millisecond)
 	ctx := context.Background()

@@ -22,7 +22,6 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // Limits bound what one session records.
@@ -71,7 +70,7 @@ type Session struct {
 	// Resolve, when set, returns the statements that sql runs by name (EXECUTE of a
 	// prepared statement, FETCH from a cursor): their decisions bind sql too. It is called
 	// on the statement's own goroutine.
-	Resolve func(d *policy.Decision, sql string) []Ref
+	Resolve func(d *schemas.DecisionReply, sql string) []Ref
 	// CatalogVersion, when set, is the version of the resource's catalog the proxy has
 	// published: decisions are asked, and cached, for it.
 	CatalogVersion func() string
@@ -409,7 +408,7 @@ func (s *Session) Start(ctx context.Context, p *schemas.SessionStart) error {
 // Query is one statement the client sent.
 type Query struct {
 	ID       uint64
-	Decision policy.Decision
+	Decision schemas.DecisionReply
 	sql      string
 	stmtName string
 	start    time.Time
@@ -451,7 +450,7 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 		text, truncated = truncateUTF8(text, s.limits.MaxSQLBytes), true
 	}
 	if err := s.add(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: truncated, Protocol: protocol, StatementName: stmtName}); err != nil {
-		q.Decision = policy.Decision{Effect: policy.EffectDeny, Reason: "statement refused: " + err.Error()}
+		q.Decision = schemas.DecisionReply{Effect: schemas.EffectDeny, Reason: "statement refused: " + err.Error()}
 		s.countDenied()
 		return q
 	}
@@ -459,16 +458,16 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 	q.Decision = s.decider.Decide(ctx, s.request(sql))
 	// What a statement does to names is looked at when it may run: allowed, or once
 	// approved (an approved PREPARE's EXECUTE needs an approval of its own).
-	if s.Resolve != nil && (q.Decision.Allowed() || q.Decision.Effect == policy.EffectRequireApproval) {
+	if s.Resolve != nil && (q.Decision.Allowed() || q.Decision.Effect == schemas.EffectRequireApproval) {
 		for _, ref := range s.Resolve(&q.Decision, sql) {
 			rd := s.decider.Decide(ctx, s.request(ref.Q.sql))
-			if ref.Cursor && rd.Effect == policy.EffectRequireApproval {
+			if ref.Cursor && rd.Effect == schemas.EffectRequireApproval {
 				// The cursor exists because its DECLARE ran, approved: reading it (psql's
 				// FETCH_COUNT does, a page at a time) is that one execution, not another.
 				continue
 			}
 			q.Decision = bindReferenced(q.Decision, rd, ref.Q)
-			if rd.Effect == policy.EffectRequireApproval {
+			if rd.Effect == schemas.EffectRequireApproval {
 				q.held = append(q.held, ref.Q)
 			}
 		}
@@ -495,10 +494,10 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 		}
 	}
 	if err != nil {
-		q.Decision = policy.Decision{Effect: policy.EffectDeny, Revision: d.Revision, Reason: "statement refused: audit trail unavailable: " + err.Error()}
+		q.Decision = schemas.DecisionReply{Effect: schemas.EffectDeny, Revision: d.Revision, Reason: "statement refused: audit trail unavailable: " + err.Error()}
 	}
 	switch {
-	case q.Decision.Effect == policy.EffectRequireApproval:
+	case q.Decision.Effect == schemas.EffectRequireApproval:
 		s.mu.Lock()
 		s.held++
 		s.mu.Unlock()
@@ -521,7 +520,7 @@ func (s *Session) Refused(sql, protocol, stmtName, reason string) *Query {
 	if len(text) > s.limits.MaxSQLBytes {
 		text, truncated = truncateUTF8(text, s.limits.MaxSQLBytes), true
 	}
-	q.Decision = policy.Decision{Effect: policy.EffectDeny, Policy: "gatehouse", Reason: reason}
+	q.Decision = schemas.DecisionReply{Effect: schemas.EffectDeny, Policy: "gatehouse", Reason: reason}
 	_ = s.add(&schemas.DbQuery{QueryID: q.ID, SQL: text, Truncated: truncated, Protocol: protocol, StatementName: stmtName})
 	_ = s.add(decisionEvent(q.ID, &q.Decision, 0))
 	_ = s.flushSoon()
@@ -530,18 +529,18 @@ func (s *Session) Refused(sql, protocol, stmtName, reason string) *Query {
 }
 
 // request is the decision request for sql.
-func (s *Session) request(sql string) *policy.Request {
-	r := &policy.Request{
+func (s *Session) request(sql string) *schemas.DecisionRequest {
+	r := &schemas.DecisionRequest{
 		Identity: s.Identity.Identity,
 		Claims:   s.Identity.Claims,
-		Resource: policy.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
-		SQL:      sql,
+		Resource: schemas.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
+		SQL:      &schemas.SQLRequest{Text: sql},
 	}
 	if s.CatalogVersion != nil {
-		r.CatalogVersion = s.CatalogVersion()
+		r.SQL.CatalogVersion = s.CatalogVersion()
 	}
 	if s.SchemaChanged != nil {
-		r.SchemaChanged = s.SchemaChanged()
+		r.SQL.SchemaChanged = s.SchemaChanged()
 	}
 	return r
 }
@@ -549,32 +548,32 @@ func (s *Session) request(sql string) *policy.Request {
 // bindReferenced applies the decision of a statement that d's statement runs by name (ref):
 // a refused one refuses it, one that needs approval needs the same approval (run by
 // itself, EXECUTE is held as the statement would be), a masked one masks its results too.
-func bindReferenced(d, r policy.Decision, ref *Query) policy.Decision {
+func bindReferenced(d, r schemas.DecisionReply, ref *Query) schemas.DecisionReply {
 	what := "prepared statement " + ref.stmtName
 	if ref.stmtName == "" {
 		what = "a statement prepared or declared earlier"
 	}
-	held := r.Effect == policy.EffectRequireApproval && r.Approval != nil
-	if held && d.Effect != policy.EffectDeny && d.Effect != policy.EffectRequireApproval {
+	held := r.Effect == schemas.EffectRequireApproval && r.Approval != nil
+	if held && d.Effect != schemas.EffectDeny && d.Effect != schemas.EffectRequireApproval {
 		out := d
-		out.Effect, out.Policy, out.Rule, out.Mask, out.Approval = policy.EffectRequireApproval, r.Policy, r.Rule, nil, r.Approval
+		out.Effect, out.Policy, out.Rule, out.Mask, out.Approval = schemas.EffectRequireApproval, r.Policy, r.Rule, nil, r.Approval
 		out.Reason = fmt.Sprintf("it runs %s (%q), which needs approval: %s", what, truncateUTF8(ref.sql, 200), r.Reason)
 		return out
 	}
 	if !r.Allowed() && !held {
 		out := d
-		out.Effect, out.Policy, out.Rule, out.Mask, out.Approval = policy.EffectDeny, r.Policy, r.Rule, nil, nil
+		out.Effect, out.Policy, out.Rule, out.Mask, out.Approval = schemas.EffectDeny, r.Policy, r.Rule, nil, nil
 		out.Reason = fmt.Sprintf("it runs %s (%q), which is refused: %s", what, truncateUTF8(ref.sql, 200), r.Reason)
 		return out
 	}
-	if r.Effect != policy.EffectMask || r.Mask == nil || d.Effect == policy.EffectRequireApproval {
+	if r.Effect != schemas.EffectMask || r.Mask == nil || d.Effect == schemas.EffectRequireApproval {
 		return d // an approval covers what it runs, unmasked as approved statements are
 	}
 	out := d
-	if d.Effect != policy.EffectMask {
-		out.Effect, out.Policy, out.Rule = policy.EffectMask, r.Policy, r.Rule
+	if d.Effect != schemas.EffectMask {
+		out.Effect, out.Policy, out.Rule = schemas.EffectMask, r.Policy, r.Rule
 	}
-	m := &policy.MaskSpec{}
+	m := &schemas.MaskSpec{}
 	if d.Mask != nil {
 		m.Columns = append(m.Columns, d.Mask.Columns...)
 		m.Detectors = append(m.Detectors, d.Mask.Detectors...)
@@ -595,7 +594,7 @@ func bindReferenced(d, r policy.Decision, ref *Query) policy.Decision {
 }
 
 // decisionEvent is the decision event for statement id.
-func decisionEvent(id uint64, d *policy.Decision, took time.Duration) *schemas.Decision {
+func decisionEvent(id uint64, d *schemas.DecisionReply, took time.Duration) *schemas.Decision {
 	e := &schemas.Decision{QueryID: id, Effect: d.Effect, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason,
 		Revision: d.Revision, Fingerprint: d.Fingerprint, Kinds: d.Kinds, Tables: d.Tables, Cached: d.Cached,
 		LatencyUS: uint64(took.Microseconds())}

@@ -24,15 +24,14 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-type fixedDecider policy.Decision
+type fixedDecider schemas.DecisionReply
 
-func (f fixedDecider) Decide(context.Context, *policy.Request) policy.Decision {
-	return policy.Decision(f)
+func (f fixedDecider) Decide(context.Context, *schemas.DecisionRequest) schemas.DecisionReply {
+	return schemas.DecisionReply(f)
 }
 
 var limits = session.Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64}
@@ -418,7 +417,7 @@ func testSpoolFullRefusesStatements(t *testing.T, linger time.Duration) {
 func TestNATSDeciderFailsClosed(t *testing.T) {
 	b := bustest.Connect(t)
 	d := &session.NATSDecider{NC: b.NC, Timeout: 300 * time.Millisecond}
-	got := d.Decide(context.Background(), &policy.Request{SQL: "select 1"})
+	got := d.Decide(context.Background(), &schemas.DecisionRequest{SQL: &schemas.SQLRequest{Text: "select 1"}})
 	require.Equal(t, "deny", got.Effect)
 	require.Contains(t, got.Reason, "no policy service is running")
 
@@ -426,7 +425,7 @@ func TestNATSDeciderFailsClosed(t *testing.T) {
 	sub, err := b.NC.QueueSubscribe(bus.SubjectDecide, bus.QueueDecide, func(*nats.Msg) {})
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
-	got = d.Decide(context.Background(), &policy.Request{SQL: "select 1"})
+	got = d.Decide(context.Background(), &schemas.DecisionRequest{SQL: &schemas.SQLRequest{Text: "select 1"}})
 	require.Equal(t, "deny", got.Effect)
 	require.Contains(t, got.Reason, "did not answer within 300ms")
 }
@@ -454,7 +453,7 @@ func TestBoundRecordsParameters(t *testing.T) {
 func TestShadowDecisionIsRecorded(t *testing.T) {
 	b := bustest.Connect(t)
 	s, _ := newSession(t, b, "buffered", fixedDecider{Effect: "allow", Policy: "p", Rule: "r", Revision: 1,
-		Shadow: &policy.Shadow{Effect: "deny", Policy: "new", Rule: "stricter", Reason: "would be refused"}})
+		Shadow: &schemas.Shadow{Effect: "deny", Policy: "new", Rule: "stricter", Reason: "would be refused"}})
 	ctx := context.Background()
 	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
 	q := s.OnQuery(ctx, "select 1", "simple", "")
@@ -478,7 +477,7 @@ func TestSessionEndCountsDeniedAndHeldApart(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
 	for _, effect := range []string{"allow", "require_approval", "deny", "require_approval", "mask"} {
-		d.d = policy.Decision{Effect: effect, Revision: 1}
+		d.d = schemas.DecisionReply{Effect: effect, Revision: 1}
 		s.OnQuery(ctx, "select 1", "simple", "")
 	}
 	require.NoError(t, s.End(ctx, "client_closed", nil, 0, 0))
@@ -490,6 +489,8 @@ func TestSessionEndCountsDeniedAndHeldApart(t *testing.T) {
 	require.Equal(t, uint64(2), end.Held)
 }
 
-type switchDecider struct{ d policy.Decision }
+type switchDecider struct{ d schemas.DecisionReply }
 
-func (s *switchDecider) Decide(context.Context, *policy.Request) policy.Decision { return s.d }
+func (s *switchDecider) Decide(context.Context, *schemas.DecisionRequest) schemas.DecisionReply {
+	return s.d
+}

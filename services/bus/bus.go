@@ -22,12 +22,12 @@ const (
 	SubjectAudit     = "gh.audit"
 	StreamApprovals  = "GH_APPROVALS"
 	SubjectApprovals = "gh.approvals"
-	SubjectDecide    = "gh.policy.decide"
-	QueueDecide      = "policy"
 	SubjectRevoke    = "gh.revoke"
-	// SubjectPolicyRevision carries the policy revision in force (decimal), announced by
-	// the policy service; proxies drop cached decisions of other revisions.
-	SubjectPolicyRevision = "gh.policy.revision"
+	// SubjectDecide, QueueDecide and SubjectPolicyRevision are the decision's names, as
+	// the contract (schemas, messages.yaml) defines them.
+	SubjectDecide         = schemas.SubjectDecide
+	QueueDecide           = schemas.QueueDecide
+	SubjectPolicyRevision = schemas.SubjectPolicyRevision
 	// KV buckets of desired state: policies and resources by name.
 	BucketPolicies  = "gh_policies"
 	BucketResources = "gh_resources"

@@ -5,15 +5,17 @@ import (
 
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
+
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // An audit message's data is one event's JSON, or several events of one session separated
 // by newlines. A proxy may send it compressed: then the header HeaderEncoding says how.
 // Every reader of GH_AUDIT goes through AuditData.
 const (
-	HeaderEncoding = "Gh-Encoding"
+	HeaderEncoding = schemas.HeaderAuditEncoding
 	// EncodingS2 is the whole data compressed as one S2 block (github.com/klauspost/compress/s2).
-	EncodingS2 = "s2"
+	EncodingS2 = schemas.EncodingS2
 	// MaxAuditData bounds an audit message's decoded size: a compressed message claiming
 	// more is refused unread.
 	MaxAuditData = 16 << 20

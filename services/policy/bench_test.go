@@ -25,8 +25,7 @@ func BenchmarkDecide(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	req := &policy.Request{Identity: schemas.Identity{Subject: "svc-orders", Groups: []string{"orders-readers"}},
-		Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: benchSQL, Catalog: testCatalog}
+	req := &policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "svc-orders", Groups: []string{"orders-readers"}}, Resource: schemas.Resource{Name: "demo", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: benchSQL}}, Catalog: testCatalog}
 	now := time.Now()
 	for b.Loop() {
 		if d := e.Decide(req, now); d.Effect != "allow" {
@@ -58,8 +57,7 @@ func BenchmarkDecideBigInsert(b *testing.B) {
 	for _, n := range []int{5, 500, 5000, 65535} {
 		for shape, sql := range map[string]string{"insert": bigInsert(n), "values": bigValues(n)} {
 			b.Run(fmt.Sprintf("%s/params=%d/bytes=%d", shape, n, len(sql)), func(b *testing.B) {
-				req := &policy.Request{Identity: schemas.Identity{Subject: "d", Groups: []string{"dba"}},
-					Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: sql, Catalog: testCatalog}
+				req := &policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "d", Groups: []string{"dba"}}, Resource: schemas.Resource{Name: "demo", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: sql}}, Catalog: testCatalog}
 				for b.Loop() {
 					if d := e.Decide(req, time.Now()); d.Effect != "allow" {
 						b.Fatal(d.Reason)

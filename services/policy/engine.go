@@ -22,72 +22,13 @@ import (
 	"github.com/gatehouse/gatehouse/services/config"
 )
 
-// Effects, least to most restrictive.
-const (
-	EffectAllow = "allow"
-	// EffectMask is a rule's way to hide values in the results of a statement that another
-	// rule allows (a mask rule allows nothing by itself), and the effect of such a decision.
-	EffectMask = "mask"
-	// EffectRequireApproval holds the statement for a human approval; until approvals exist
-	// it is refused with "approval required".
-	EffectRequireApproval = "require_approval"
-	EffectDeny            = "deny"
-)
-
-var effectRank = map[string]int{EffectAllow: 1, EffectRequireApproval: 3, EffectDeny: 4}
-
-// MaskSpec is what a mask decision hides: the union of every matching mask rule.
-type MaskSpec struct {
-	Columns   []MaskColumn   `json:"columns,omitempty"`
-	Detectors []MaskDetector `json:"detectors,omitempty"`
-	// Outputs is the masking of each statement's result columns, worked out from the
-	// statement's lineage: for statement i, the result columns whose values come from a
-	// masked column. A result column that is the masked column itself, unchanged, is masked
-	// with its method; one computed from it (a cast, a concatenation, an aggregate, a whole
-	// row) is masked whole. Planned says Outputs covers every statement; the proxy masks
-	// every column of a statement it has no plan for.
-	Outputs [][]MaskedOutput `json:"outputs,omitempty"`
-	Planned bool             `json:"planned,omitempty"`
-	// Opaque are the statements whose rows come from a statement run by name (EXECUTE,
-	// FETCH): without that statement's plan, every column of theirs is masked.
-	Opaque []int `json:"opaque,omitempty"`
-}
-
-// MaskedOutput is a result column to mask: its position, the method, and the source
-// column(s) it comes from.
-type MaskedOutput struct {
-	Column int    `json:"column"`
-	Method string `json:"method"`
-	By     string `json:"by"`
-	// Whole: the value is computed from a masked column, not the column itself. It is
-	// masked whole, NULL included (that a computed value is NULL says something too).
-	Whole bool `json:"whole,omitempty"`
-}
-
-// MaskColumn is a source column ("schema.table.column") and how to mask it.
-type MaskColumn struct {
-	Column string `json:"column"`
-	Method string `json:"method"`
-	// Rule is the mask rule ("policy/rule") that masks it.
-	Rule string `json:"rule,omitempty"`
-	// AllowProbing lets statements use the column to filter, sort, group or join.
-	AllowProbing bool `json:"allow_probing,omitempty"`
-	// RefuseDerived refuses statements that return values computed from the column (only
-	// the column itself, masked, may be returned).
-	RefuseDerived bool `json:"refuse_derived,omitempty"`
-}
-
-// MaskDetector is a content detector (built-in name, or "regex" with its pattern) and how
-// to mask what it finds.
-type MaskDetector struct {
-	Name    string `json:"name"`
-	Pattern string `json:"pattern,omitempty"`
-	Method  string `json:"method"`
-}
+// effectRank orders the effects a rule decides by, least to most restrictive (a mask rule
+// allows nothing by itself: it masks what another allows).
+var effectRank = map[string]int{schemas.EffectAllow: 1, schemas.EffectRequireApproval: 3, schemas.EffectDeny: 4}
 
 // maskSpecOf turns a rule's mask block into a spec, with qualified column names and the
 // method on every item.
-func maskSpecOf(m *config.Mask, rule string) *MaskSpec {
+func maskSpecOf(m *config.Mask, rule string) *schemas.MaskSpec {
 	if m == nil {
 		return nil
 	}
@@ -95,27 +36,27 @@ func maskSpecOf(m *config.Mask, rule string) *MaskSpec {
 	if method == "" {
 		method = "redact"
 	}
-	spec := &MaskSpec{}
+	spec := &schemas.MaskSpec{}
 	for _, c := range m.Columns {
 		if strings.Count(c, ".") == 1 {
 			c = "public." + c
 		}
-		spec.Columns = append(spec.Columns, MaskColumn{Column: c, Method: method, Rule: rule,
+		spec.Columns = append(spec.Columns, schemas.MaskColumn{Column: c, Method: method, Rule: rule,
 			AllowProbing: m.Probing == "allow", RefuseDerived: m.Derived == "refuse"})
 	}
 	for _, d := range m.Detectors {
-		spec.Detectors = append(spec.Detectors, MaskDetector{Name: d, Method: method})
+		spec.Detectors = append(spec.Detectors, schemas.MaskDetector{Name: d, Method: method})
 	}
 	for _, re := range m.Regex {
-		spec.Detectors = append(spec.Detectors, MaskDetector{Name: "regex", Pattern: re, Method: method})
+		spec.Detectors = append(spec.Detectors, schemas.MaskDetector{Name: "regex", Pattern: re, Method: method})
 	}
 	return spec
 }
 
-// merge adds o's items to s (a column masked twice keeps its first method).
-func (s *MaskSpec) merge(o *MaskSpec) {
+// mergeMask adds o's items to s (a column masked twice keeps its first method).
+func mergeMask(s, o *schemas.MaskSpec) {
 	for _, c := range o.Columns {
-		if !slices.ContainsFunc(s.Columns, func(x MaskColumn) bool { return x.Column == c.Column }) {
+		if !slices.ContainsFunc(s.Columns, func(x schemas.MaskColumn) bool { return x.Column == c.Column }) {
 			s.Columns = append(s.Columns, c)
 		}
 	}
@@ -126,32 +67,14 @@ func (s *MaskSpec) merge(o *MaskSpec) {
 	}
 }
 
-// Resource is what rules see of a resource.
-type Resource struct {
-	Name   string            `json:"name"`
-	Type   string            `json:"type"`
-	Labels map[string]string `json:"labels,omitempty"`
-}
-
-// Request asks for a decision on one statement.
-type Request struct {
-	Identity schemas.Identity `json:"identity"`
-	// Claims are the token's claims (rules reading identity.claims are not cached).
-	Claims   map[string]any `json:"claims,omitempty"`
-	Resource Resource       `json:"resource"`
-	SQL      string         `json:"sql"`
-	// CatalogVersion is the version of the resource's catalog the proxy has published
-	// (gh_catalogs): the policy service reads it when it has an older one.
-	CatalogVersion string `json:"catalog_version,omitempty"`
-	// Catalog is the resource's catalog, filled in by the policy service.
-	Catalog *Catalog `json:"-"`
-	// SchemaChanged says the session changed the schema in its open transaction, after
-	// the catalog was read: writes then reach what the catalog does not say, and reads
-	// under a mask are not traced.
-	SchemaChanged bool `json:"schema_changed,omitempty"`
-	// Grants are the caller's time-boxed grants on the resource, filled in by the policy
-	// service (never taken from the request).
-	Grants []Grant `json:"grants,omitempty"`
+// Input is what the engine decides on: the proxy's request, with what the policy service
+// adds to it (never taken from the request).
+type Input struct {
+	schemas.DecisionRequest
+	// Catalog is the resource's catalog.
+	Catalog *Catalog
+	// Grants are the caller's time-boxed grants on the resource.
+	Grants []Grant
 
 	// probing: this request asks whether the caller may read the catalog (for the reason
 	// of a denial), and is not itself explained.
@@ -166,63 +89,12 @@ type Grant struct {
 	Expires  time.Time `json:"expires"`
 }
 
-// Decision is the answer.
-type Decision struct {
-	Effect      string   `json:"effect"`
-	Policy      string   `json:"policy,omitempty"`
-	Rule        string   `json:"rule,omitempty"`
-	Reason      string   `json:"reason"`
-	Revision    uint64   `json:"revision"`
-	Fingerprint string   `json:"fingerprint,omitempty"`
-	Kinds       []string `json:"kinds,omitempty"`
-	Tables      []string `json:"tables,omitempty"`
-	// DDL says the statement changes the schema: the proxy reads the catalog again once it
-	// is committed.
-	DDL bool `json:"ddl,omitempty"`
-	// Code says the statement may run code the analysis cannot see into (a DO block, a
-	// function or trigger that is not built in): it may change session settings, so the
-	// proxy sends nothing after it until it is done and the settings checked.
-	Code bool `json:"code,omitempty"`
-	// Cacheable says the decision holds for every statement with the same normalized text
-	// (literals replaced), for this identity and resource, until the revision changes: no rule
-	// of the resource reads the literal text or the time.
-	Cacheable bool `json:"cacheable,omitempty"`
-	// Cached is set by the proxy when the decision came from its cache.
-	Cached bool `json:"cached,omitempty"`
-	// Shadow, when set, is what the decision would have been with the shadow policies
-	// enforced (a policy being tried on live traffic); it changes nothing.
-	Shadow *Shadow `json:"shadow,omitempty"`
-	// SQLState, when set, is the error code the client gets instead of 42501: a statement
-	// that does not parse is refused as PostgreSQL itself would (42601 syntax_error, with
-	// the parser's own message).
-	SQLState string `json:"sqlstate,omitempty"`
-	// Position goes with SQLState 42601: where the parser stopped, 1-based in characters,
-	// as PostgreSQL reports it (psql points at it); 0 when unknown.
-	Position int `json:"position,omitempty"`
-	// Mask, with effect mask, is what the proxy hides in the results.
-	Mask *MaskSpec `json:"mask,omitempty"`
-	// Approval, with effect require_approval, is how the statement can be approved (nil:
-	// it cannot, and is refused).
-	Approval *ApprovalSpec `json:"approval,omitempty"`
-	// Grants are the grants the caller held when an allowing decision was made: a session
-	// that used one ends when it is revoked.
-	Grants []string `json:"grants,omitempty"`
-}
-
-// ApprovalSpec is a require_approval rule's approval, with defaults filled in.
-type ApprovalSpec struct {
-	Approvers []string      `json:"approvers"`
-	Required  int           `json:"required"`
-	Timeout   time.Duration `json:"timeout"`
-	Mode      string        `json:"mode"`
-	Window    time.Duration `json:"window,omitempty"`
-}
-
-func approvalSpecOf(a *config.Approval) *ApprovalSpec {
+// approvalSpecOf is a rule's approval, with defaults filled in.
+func approvalSpecOf(a *config.Approval) *schemas.ApprovalSpec {
 	if a == nil {
 		return nil
 	}
-	s := &ApprovalSpec{Approvers: a.Approvers, Required: a.Required, Timeout: a.Timeout, Mode: a.Mode, Window: a.Window}
+	s := &schemas.ApprovalSpec{Approvers: a.Approvers, Required: a.Required, Timeout: a.Timeout, Mode: a.Mode, Window: a.Window}
 	if s.Required == 0 {
 		s.Required = 1
 	}
@@ -238,17 +110,6 @@ func approvalSpecOf(a *config.Approval) *ApprovalSpec {
 	return s
 }
 
-// Shadow is a decision that shadow policies would have made.
-type Shadow struct {
-	Effect string `json:"effect"`
-	Policy string `json:"policy,omitempty"`
-	Rule   string `json:"rule,omitempty"`
-	Reason string `json:"reason"`
-}
-
-// Allowed reports whether the statement may run (masked or not).
-func (d *Decision) Allowed() bool { return d.Effect == EffectAllow || d.Effect == EffectMask }
-
 type rule struct {
 	policy, name, effect, reason string
 	prg                          cel.Program
@@ -256,9 +117,9 @@ type rule struct {
 	// that do not parse. Other rules never match those: `kinds.all(...)` over the empty
 	// facts of an unparsable statement would otherwise be vacuously true.
 	onParseError bool
-	shadow       bool      // from a shadow policy: recorded, not enforced
-	mask         *MaskSpec // effect mask
-	approval     *ApprovalSpec
+	shadow       bool              // from a shadow policy: recorded, not enforced
+	mask         *schemas.MaskSpec // effect mask
+	approval     *schemas.ApprovalSpec
 }
 
 // Engine holds compiled rules. It is immutable; a policy change builds a new Engine.
@@ -379,16 +240,22 @@ func grantValues(gs []Grant) []any {
 // restrictive match wins; a deny rule that fails to evaluate (for instance a missing map
 // key: write `"env" in resource.labels && ...`) denies (fail closed). A statement that does
 // not parse is decided only by rules that refer to request.sql.parse_error.
-func (e *Engine) Decide(req *Request, now time.Time) Decision {
-	if len(req.SQL) > MaxStatementBytes {
-		return Decision{Revision: e.revision, Effect: EffectDeny, Policy: "gatehouse", Rule: "statement-size", SQLState: "54000",
-			Reason: fmt.Sprintf("the statement is %d bytes, over the %d bytes the policy analyses; refusing (fail closed): send it in smaller statements", len(req.SQL), MaxStatementBytes)}
+func (e *Engine) Decide(req *Input, now time.Time) schemas.DecisionReply {
+	sq := req.SQL
+	if sq == nil {
+		// Only SQL is decided today: a request for another protocol is refused.
+		return schemas.DecisionReply{Revision: e.revision, Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "protocol",
+			Reason: "the decision request has no sql part, and the policy decides only SQL statements; refusing (fail closed)"}
 	}
-	info := Analyze(req.SQL, AnalyzeOptions{Columns: e.needColumns, Catalog: req.Catalog, SchemaChanged: req.SchemaChanged})
+	if len(sq.Text) > schemas.MaxStatementBytes {
+		return schemas.DecisionReply{Revision: e.revision, Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "statement-size", SQLState: "54000",
+			Reason: fmt.Sprintf("the statement is %d bytes, over the %d bytes the policy analyses; refusing (fail closed): send it in smaller statements", len(sq.Text), schemas.MaxStatementBytes)}
+	}
+	info := Analyze(sq.Text, AnalyzeOptions{Columns: e.needColumns, Catalog: req.Catalog, SchemaChanged: sq.SchemaChanged})
 	if info.tooComplex {
-		return Decision{Revision: e.revision, Effect: EffectDeny, Policy: "gatehouse", Rule: "statement-depth", SQLState: "54001", Reason: info.ParseError}
+		return schemas.DecisionReply{Revision: e.revision, Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "statement-depth", SQLState: "54001", Reason: info.ParseError}
 	}
-	d := Decision{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables, DDL: info.DDL,
+	d := schemas.DecisionReply{Revision: e.revision, Fingerprint: info.Fingerprint, Kinds: info.Kinds, Tables: info.Tables, DDL: info.DDL,
 		// A parse error's message and position depend on the literals the proxy's cache key
 		// leaves out, so it is decided anew each time.
 		Cacheable: !e.uncacheable[req.Resource.Name] && !e.uncacheable["*"] && info.ParseError == ""}
@@ -398,13 +265,13 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		// settings: such a decision is not shared.
 		d.Cacheable = d.Cacheable && !lin.LiteralDependent
 		if lin.Refusal != "" {
-			d.Effect, d.Policy, d.Rule, d.Reason = EffectDeny, "gatehouse", "one-meaning", lin.Refusal
+			d.Effect, d.Policy, d.Rule, d.Reason = schemas.EffectDeny, "gatehouse", "one-meaning", lin.Refusal
 			return d
 		}
 	} else if req.Catalog == nil && info.ParseError == "" && info.Statements > 0 {
 		// Without the catalog nothing can be resolved: not a table behind a view, not a
 		// masked column behind an alias, not a write behind a function.
-		d.Effect, d.Policy, d.Rule = EffectDeny, "gatehouse", "no-catalog"
+		d.Effect, d.Policy, d.Rule = schemas.EffectDeny, "gatehouse", "no-catalog"
 		d.Reason = fmt.Sprintf("the gateway has not read the catalog of resource %s yet (refusing, fail closed); it reads it from the database when a session starts", req.Resource.Name)
 		d.Cacheable = false
 		return d
@@ -443,7 +310,7 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		}
 		matched := false
 		if err != nil {
-			if r.effect != EffectDeny && r.effect != EffectMask {
+			if r.effect != schemas.EffectDeny && r.effect != schemas.EffectMask {
 				continue
 			}
 			// A deny or mask rule we cannot evaluate denies: what it would hide must not leak.
@@ -465,7 +332,7 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 	if enforced.best == nil && info.ParseError == "" && !req.probing {
 		d.Reason += e.lookedAt(req, &info, now)
 	}
-	if d.Effect == EffectMask && d.Mask != nil && len(d.Mask.Columns) > 0 {
+	if d.Effect == schemas.EffectMask && d.Mask != nil && len(d.Mask.Columns) > 0 {
 		planMask(&d, &info, req.Catalog)
 	}
 	if d.Allowed() {
@@ -474,19 +341,14 @@ func (e *Engine) Decide(req *Request, now time.Time) Decision {
 		}
 	}
 	if shadowSeen {
-		var would Decision
+		var would schemas.DecisionReply
 		all.fill(&would, &info, req.Resource.Name)
 		if would.Effect != d.Effect || would.Rule != d.Rule || would.Policy != d.Policy {
-			d.Shadow = &Shadow{Effect: would.Effect, Policy: would.Policy, Rule: would.Rule, Reason: would.Reason}
+			d.Shadow = &schemas.Shadow{Effect: would.Effect, Policy: would.Policy, Rule: would.Rule, Reason: would.Reason}
 		}
 	}
 	return d
 }
-
-// MaxStatementBytes bounds the statement text a decision analyses: parsing costs about a
-// microsecond a byte (see BenchmarkDecideBigInsert), so 4 MiB is a few seconds, and
-// pgx's largest statement (65,535 bind parameters in a VALUES list) is 1 MB.
-const MaxStatementBytes = 4 << 20
 
 // catalogProbe is the statement whose decision says whether a caller may know what
 // relations exist: reading pg_class tells that.
@@ -499,7 +361,7 @@ const maxNamed = 8
 // functions), so that the caller can tell what the policies do not let it reach. That a
 // relation does not exist is said only to a caller the policies let read the catalog:
 // to anyone else it would tell what exists.
-func (e *Engine) lookedAt(req *Request, info *SQLInfo, now time.Time) string {
+func (e *Engine) lookedAt(req *Input, info *SQLInfo, now time.Time) string {
 	rels, funcs := info.Tables, info.Functions
 	var missing []string
 	if lin := info.Lineage; lin != nil {
@@ -517,8 +379,9 @@ func (e *Engine) lookedAt(req *Request, info *SQLInfo, now time.Time) string {
 	}
 	out := " (the statement names " + strings.Join(parts, "; ") + ")"
 	if len(missing) > 0 {
-		probe := *req
-		probe.SQL, probe.probing = catalogProbe, true
+		probe, sq := *req, *req.SQL
+		sq.Text = catalogProbe
+		probe.SQL, probe.probing = &sq, true
 		if pd := e.Decide(&probe, now); pd.Allowed() {
 			verb := " does not exist"
 			if len(missing) > 1 {
@@ -586,14 +449,14 @@ type match struct {
 }
 
 func (m *match) consider(r *rule, err error) {
-	if r.effect == EffectMask && err == nil {
+	if r.effect == schemas.EffectMask && err == nil {
 		// Mask rules restrict what an allowed statement returns; they allow nothing.
 		m.masks = append(m.masks, r)
 		return
 	}
 	rank := effectRank[r.effect]
 	if err != nil {
-		rank = effectRank[EffectDeny]
+		rank = effectRank[schemas.EffectDeny]
 	}
 	if m.best == nil || rank > m.rank {
 		m.best, m.err, m.rank = r, err, rank
@@ -602,9 +465,9 @@ func (m *match) consider(r *rule, err error) {
 
 // fill sets the effect, the rule and the reason of d from the match (default deny). An
 // allowed statement that mask rules matched is allowed with effect mask.
-func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
+func (m *match) fill(d *schemas.DecisionReply, info *SQLInfo, resource string) {
 	if m.best == nil {
-		d.Effect = EffectDeny
+		d.Effect = schemas.EffectDeny
 		if info.ParseError != "" {
 			d.Reason, d.SQLState, d.Position = info.ParseError, "42601", info.ParsePosition
 		} else {
@@ -617,19 +480,19 @@ func (m *match) fill(d *Decision, info *SQLInfo, resource string) {
 		d.Reason = "rule " + m.best.name + " matched"
 	}
 	if m.err != nil {
-		d.Effect = EffectDeny
+		d.Effect = schemas.EffectDeny
 		d.Reason = fmt.Sprintf("rule could not be evaluated (%v); denying", m.err)
 		return
 	}
-	if d.Effect == EffectRequireApproval {
+	if d.Effect == schemas.EffectRequireApproval {
 		d.Approval = m.best.approval
 	}
 
-	if d.Effect == EffectAllow && len(m.masks) > 0 {
-		d.Effect, d.Mask = EffectMask, &MaskSpec{}
+	if d.Effect == schemas.EffectAllow && len(m.masks) > 0 {
+		d.Effect, d.Mask = schemas.EffectMask, &schemas.MaskSpec{}
 		names := make([]string, len(m.masks))
 		for i, r := range m.masks {
-			d.Mask.merge(r.mask)
+			mergeMask(d.Mask, r.mask)
 			names[i] = r.policy + "/" + r.name
 		}
 		d.Reason += "; masked by " + strings.Join(names, ", ")

@@ -18,9 +18,8 @@ func TestRulesSeeIdentityName(t *testing.T) {
 		{Name: "alice-reads", Effect: "allow", When: `identity.name == "alice@example.com" && identity.sub == "CgVhbGljZRIFbG9jYWw" && request.sql.read_only`},
 	}}}, 1)
 	require.NoError(t, err)
-	ask := func(sub, name string) policy.Decision {
-		return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: sub, Name: name}, Resource: policy.Resource{Name: "demo", Type: "postgres"},
-			SQL: "select * from orders", Catalog: testCatalog}, time.Now())
+	ask := func(sub, name string) schemas.DecisionReply {
+		return e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: sub, Name: name}, Resource: schemas.Resource{Name: "demo", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: "select * from orders"}}, Catalog: testCatalog}, time.Now())
 	}
 	require.Equal(t, "allow", ask("CgVhbGljZRIFbG9jYWw", "alice@example.com").Effect)
 	require.Equal(t, "deny", ask("CgVhbGljZRIFbG9jYWw", "mallory@example.com").Effect)

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/gatehouse/gatehouse/services/pgtree"
 )
 
 // Lineage is what a statement does with data, resolved against the resource's catalog:
@@ -463,7 +465,7 @@ func (a *analyzer) ddl(n *pg_query.Node) {
 		a.write(rangeVarName(a, created), "create")
 		action = "alter" // the tables it names otherwise (LIKE, INHERITS, REFERENCES) change too
 	}
-	walk(n.ProtoReflect(), func(m protoMessage) {
+	pgtree.Walk(n.ProtoReflect(), func(m protoMessage) {
 		switch v := m.Interface().(type) {
 		case *pg_query.RangeVar:
 			if v != created {
@@ -519,7 +521,7 @@ func (a *analyzer) ddlExpressions(n *pg_query.Node) {
 	}
 	a.use(UseWrite, a.children(n.ProtoReflect(), sc))
 	// Index columns are named, not referenced.
-	walk(n.ProtoReflect(), func(m protoMessage) {
+	pgtree.Walk(n.ProtoReflect(), func(m protoMessage) {
 		if ie, ok := m.Interface().(*pg_query.IndexElem); ok && ie.Name != "" {
 			if src, ok := a.lookupColumn(ie.Name, sc); ok {
 				a.use(UseWrite, src)

@@ -90,10 +90,9 @@ func startLineageDB(t *testing.T) *lineageDB {
 	return &lineageDB{cat: cat, raw: raw, su: su}
 }
 
-func (db *lineageDB) decide(t *testing.T, e *policy.Engine, group, sql string) policy.Decision {
+func (db *lineageDB) decide(t *testing.T, e *policy.Engine, group, sql string) schemas.DecisionReply {
 	t.Helper()
-	return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: []string{group}}, Resource: policy.Resource{Name: "db", Type: "postgres"},
-		SQL: sql, Catalog: db.cat}, time.Now())
+	return e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "s", Groups: []string{group}}, Resource: schemas.Resource{Name: "db", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: sql}}, Catalog: db.cat}, time.Now())
 }
 
 // masked is a masked result column as a test states it: position and method.
@@ -212,11 +211,11 @@ func TestLineageMasking(t *testing.T) {
 		t.Run(tc.sql, func(t *testing.T) {
 			d := db.decide(t, e, "readers", tc.sql)
 			if tc.want == nil {
-				require.Equal(t, policy.EffectDeny, d.Effect, "%s: %s", d.Effect, d.Reason)
+				require.Equal(t, schemas.EffectDeny, d.Effect, "%s: %s", d.Effect, d.Reason)
 				require.Contains(t, d.Reason, tc.why)
 				return
 			}
-			require.Equal(t, policy.EffectMask, d.Effect, d.Reason)
+			require.Equal(t, schemas.EffectMask, d.Effect, d.Reason)
 			require.True(t, d.Mask.Planned)
 			got := masked{}
 			for _, o := range d.Mask.Outputs[0] {
@@ -228,10 +227,10 @@ func TestLineageMasking(t *testing.T) {
 	}
 	// The target of a write is the relation, whatever CTE has its name.
 	d := db.decide(t, e, "editors", "with customers as (select 1 id, 'n' name, 'e' email, 'c' card_number) update customers set name = name where id = 1 returning card_number || '', email || ''")
-	require.Equal(t, policy.EffectMask, d.Effect, d.Reason)
+	require.Equal(t, schemas.EffectMask, d.Effect, d.Reason)
 	require.Len(t, d.Mask.Outputs[0], 2, "both results come from the real customers: %v", d.Mask.Outputs)
 	d = db.decide(t, e, "editors", "with customers as (select 1 id) delete from customers where card_number like '4%' returning id")
-	require.Equal(t, policy.EffectDeny, d.Effect)
+	require.Equal(t, schemas.EffectDeny, d.Effect)
 	require.Contains(t, d.Reason, "filter rows")
 	for _, sql := range []string{
 		"alter table customers add column leak text generated always as (email) stored",
@@ -240,11 +239,11 @@ func TestLineageMasking(t *testing.T) {
 		"create policy p on customers using (card_number like '4%')",
 	} {
 		d = db.decide(t, e, "editors", sql)
-		require.Equal(t, policy.EffectDeny, d.Effect, "%s: %s", sql, d.Reason)
+		require.Equal(t, schemas.EffectDeny, d.Effect, "%s: %s", sql, d.Reason)
 		require.Contains(t, d.Reason, "write it elsewhere", sql)
 	}
 	d = db.decide(t, e, "editors", "prepare p as select email from customers; create table t as execute p")
-	require.Equal(t, policy.EffectDeny, d.Effect)
+	require.Equal(t, schemas.EffectDeny, d.Effect)
 	require.Contains(t, d.Reason, "CREATE TABLE AS EXECUTE")
 	d = db.decide(t, e, "readers", "select 1; select card_number from customers")
 	require.Len(t, d.Mask.Outputs, 2)
@@ -253,13 +252,13 @@ func TestLineageMasking(t *testing.T) {
 	require.Equal(t, "partial", d.Mask.Outputs[1][0].Method)
 	require.Contains(t, d.Mask.Outputs[1][0].By, "public.customers.card_number", "its rows include those of the tables that inherit from it")
 	d = db.decide(t, e, "readers", "select * from public.notes")
-	require.Equal(t, policy.EffectMask, d.Effect, d.Reason)
+	require.Equal(t, schemas.EffectMask, d.Effect, d.Reason)
 }
 
 // crossCheck runs a statement on PostgreSQL and holds the plan to what the server says:
 // as many result columns as the lineage has, and every column the server names as a bare
 // table column masked as that column is.
-func (db *lineageDB) crossCheck(t *testing.T, sql string, d policy.Decision) {
+func (db *lineageDB) crossCheck(t *testing.T, sql string, d schemas.DecisionReply) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -283,7 +282,7 @@ func (db *lineageDB) crossCheck(t *testing.T, sql string, d policy.Decision) {
 			src, ok := db.cat.Column(f.TableOID, int(f.TableAttributeNumber))
 			require.True(t, ok, "column %d: table %d", i, f.TableOID)
 			if src == "public.customers.card_number" || src == "public.customers.email" {
-				require.True(t, slices.ContainsFunc(outs[stmt], func(o policy.MaskedOutput) bool { return o.Column == i }),
+				require.True(t, slices.ContainsFunc(outs[stmt], func(o schemas.MaskedOutput) bool { return o.Column == i }),
 					"PostgreSQL says column %d is %s, which the plan leaves unmasked: %v", i, src, outs[stmt])
 			}
 		}
@@ -361,11 +360,9 @@ func TestLineageWrites(t *testing.T) {
 	}
 	// After a schema change in the session's open transaction, a write reaches what the
 	// catalog does not show.
-	d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: []string{"writers"}}, Resource: policy.Resource{Name: "db", Type: "postgres"},
-		SQL: "update orders set amount = 1 where id = 1", Catalog: db.cat, SchemaChanged: true}, time.Now())
+	d := e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "s", Groups: []string{"writers"}}, Resource: schemas.Resource{Name: "db", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: "update orders set amount = 1 where id = 1", SchemaChanged: true}}, Catalog: db.cat}, time.Now())
 	require.Equal(t, "require_approval", d.Effect, d.Reason)
-	d = e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: []string{"readers"}}, Resource: policy.Resource{Name: "db", Type: "postgres"},
-		SQL: "select * from customer_cards", Catalog: db.cat, SchemaChanged: true}, time.Now())
+	d = e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "s", Groups: []string{"readers"}}, Resource: schemas.Resource{Name: "db", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: "select * from customer_cards", SchemaChanged: true}}, Catalog: db.cat}, time.Now())
 	require.Equal(t, "deny", d.Effect, d.Reason)
 	require.Contains(t, d.Reason, "after a schema change")
 	info := policy.Analyze("select 1 into newtable", policy.AnalyzeOptions{Catalog: db.cat})
@@ -400,7 +397,7 @@ func TestLexingSettingsAreRefused(t *testing.T) {
 	} {
 		d := db.decide(t, e, "writers", sql)
 		if refused {
-			require.Equal(t, policy.EffectDeny, d.Effect, sql)
+			require.Equal(t, schemas.EffectDeny, d.Effect, sql)
 			require.Equal(t, "gatehouse", d.Policy, sql)
 			require.False(t, d.Cacheable, "%s: a decision that depends on a literal is not shared", sql)
 			continue

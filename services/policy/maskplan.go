@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // valueRevealing are system relations whose rows hold values of other tables' columns
@@ -25,9 +27,9 @@ var howNames = map[string]string{
 // masks and how, or turns the decision into a refusal: when the statement uses a masked
 // column other than as a result (probing), returns values computed from one that a rule
 // says may only be returned as itself, or could not be resolved (fail closed).
-func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
-	refuse := func(col MaskColumn, reason string) {
-		d.Effect, d.Mask, d.Reason = EffectDeny, nil, reason
+func planMask(d *schemas.DecisionReply, info *SQLInfo, cat *Catalog) {
+	refuse := func(col schemas.MaskColumn, reason string) {
+		d.Effect, d.Mask, d.Reason = schemas.EffectDeny, nil, reason
 		if p, r, ok := strings.Cut(col.Rule, "/"); ok {
 			d.Policy, d.Rule = p, r
 		}
@@ -37,19 +39,19 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 		refuse(d.Mask.Columns[0], "masked columns cannot be traced without the resource's catalog; refusing (fail closed)")
 		return
 	}
-	byName := map[string]MaskColumn{}
+	byName := map[string]schemas.MaskColumn{}
 	for _, c := range d.Mask.Columns {
 		byName[c.Column] = c
 	}
 	// A source column is masked when it, or the same column of a table it inherits from,
 	// is named by a mask.
-	maskOf := func(src string) (MaskColumn, bool) {
+	maskOf := func(src string) (schemas.MaskColumn, bool) {
 		for _, n := range cat.maskNames(src) {
 			if c, ok := byName[n]; ok {
 				return c, true
 			}
 		}
-		return MaskColumn{}, false
+		return schemas.MaskColumn{}, false
 	}
 	// A masked column the catalog does not have, on a table it has: renamed or dropped
 	// since the policy was written. Reads of that table are refused until the policy names
@@ -82,7 +84,7 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 			strings.Join(lin.Code, "; ")+"), which could read masked columns; refusing")
 		return
 	}
-	d.Mask.Outputs = make([][]MaskedOutput, len(lin.Outputs))
+	d.Mask.Outputs = make([][]schemas.MaskedOutput, len(lin.Outputs))
 	d.Mask.Planned = true
 	d.Mask.Opaque = lin.Opaque
 	for i, stmt := range lin.Outputs {
@@ -108,7 +110,7 @@ func planMask(d *Decision, info *SQLInfo, cat *Catalog) {
 				}
 			}
 			if method != "" {
-				d.Mask.Outputs[i] = append(d.Mask.Outputs[i], MaskedOutput{Column: j, Method: method, By: strings.Join(by, ", "), Whole: !o.Bare})
+				d.Mask.Outputs[i] = append(d.Mask.Outputs[i], schemas.MaskedOutput{Column: j, Method: method, By: strings.Join(by, ", "), Whole: !o.Bare})
 			}
 		}
 	}

@@ -89,12 +89,12 @@ var demo = []config.Policy{
 	}},
 }
 
-func decide(t *testing.T, e *policy.Engine, groups []string, labels map[string]string, sql string) policy.Decision {
+func decide(t *testing.T, e *policy.Engine, groups []string, labels map[string]string, sql string) schemas.DecisionReply {
 	t.Helper()
 	if labels["catalog"] == "none" {
-		return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: sql}, time.Now())
+		return e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: schemas.Resource{Name: "demo", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: sql}}}, time.Now())
 	}
-	return e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: policy.Resource{Name: "demo", Type: "postgres", Labels: labels}, SQL: sql, Catalog: testCatalog}, time.Now())
+	return e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: schemas.Resource{Name: "demo", Type: "postgres", Labels: labels}, SQL: &schemas.SQLRequest{Text: sql}}, Catalog: testCatalog}, time.Now())
 }
 
 func TestDecide(t *testing.T) {
@@ -183,8 +183,8 @@ func TestCompileErrorsRefuseTheWholeSet(t *testing.T) {
 		{Name: "oops", Effect: "deny", When: `identity.sub`},
 	}}}, 1)
 	require.NoError(t, err)
-	d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "x"}, Resource: policy.Resource{Name: "demo"}, SQL: "select 1", Catalog: testCatalog}, time.Now())
-	require.Equal(t, policy.EffectDeny, d.Effect)
+	d := e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "x"}, Resource: schemas.Resource{Name: "demo"}, SQL: &schemas.SQLRequest{Text: "select 1"}}, Catalog: testCatalog}, time.Now())
+	require.Equal(t, schemas.EffectDeny, d.Effect)
 	require.Contains(t, d.Reason, "not bool")
 }
 
@@ -243,53 +243,53 @@ func TestMaskAndApprovalEffects(t *testing.T) {
 	}
 	e, err := policy.Compile([]config.Policy{{Name: "p", Resources: []string{"db"}, Rules: rules}}, 7)
 	require.NoError(t, err)
-	decide := func(sql string, labels map[string]string) policy.Decision {
-		return e.Decide(&policy.Request{Resource: policy.Resource{Name: "db", Labels: labels}, SQL: sql, Catalog: testCatalog}, time.Now())
+	decide := func(sql string, labels map[string]string) schemas.DecisionReply {
+		return e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Resource: schemas.Resource{Name: "db", Labels: labels}, SQL: &schemas.SQLRequest{Text: sql}}, Catalog: testCatalog}, time.Now())
 	}
 
 	d := decide("select * from orders", map[string]string{"missing": "y"})
-	require.Equal(t, policy.EffectAllow, d.Effect, "no mask rule matched")
+	require.Equal(t, schemas.EffectAllow, d.Effect, "no mask rule matched")
 	require.Nil(t, d.Mask)
 
 	d = decide("select card_number as c from customers", map[string]string{"missing": "y"})
-	require.Equal(t, policy.EffectMask, d.Effect)
+	require.Equal(t, schemas.EffectMask, d.Effect)
 	require.True(t, d.Allowed())
 	require.Equal(t, "read", d.Rule, "the rule that allowed it")
 	require.Contains(t, d.Reason, "masked by p/cards, p/emails")
-	require.Equal(t, []policy.MaskColumn{{Column: "public.customers.card_number", Method: "partial", Rule: "p/cards"}, {Column: "crm.people.email", Method: "hmac", Rule: "p/emails"}}, d.Mask.Columns,
+	require.Equal(t, []schemas.MaskColumn{{Column: "public.customers.card_number", Method: "partial", Rule: "p/cards"}, {Column: "crm.people.email", Method: "hmac", Rule: "p/emails"}}, d.Mask.Columns,
 		"union of the mask rules; a column masked twice keeps the first rule's method")
-	require.Equal(t, []policy.MaskDetector{{Name: "card", Method: "partial"}, {Name: "regex", Pattern: "x+", Method: "hmac"}}, d.Mask.Detectors)
-	require.Equal(t, [][]policy.MaskedOutput{{{Column: 0, Method: "partial", By: "public.customers.card_number"}}}, d.Mask.Outputs, "the column itself, under an alias")
-	for sql, outs := range map[string][][]policy.MaskedOutput{
+	require.Equal(t, []schemas.MaskDetector{{Name: "card", Method: "partial"}, {Name: "regex", Pattern: "x+", Method: "hmac"}}, d.Mask.Detectors)
+	require.Equal(t, [][]schemas.MaskedOutput{{{Column: 0, Method: "partial", By: "public.customers.card_number"}}}, d.Mask.Outputs, "the column itself, under an alias")
+	for sql, outs := range map[string][][]schemas.MaskedOutput{
 		"select max(card_number) from customers":                                         {{{Column: 0, Method: "redact", By: "public.customers.card_number", Whole: true}}},
 		"select count(*) from customers":                                                 {nil},
 		"select c.email from customers c":                                                {nil}, // public.customers.email is not masked (crm.people.email is)
 		"select p.email, p.email || '' from crm.people p, customers c where c.id = p.id": {{{Column: 0, Method: "hmac", By: "crm.people.email"}, {Column: 1, Method: "redact", By: "crm.people.email", Whole: true}}},
 	} {
 		d = decide(sql, map[string]string{"missing": "y"})
-		require.Equal(t, policy.EffectMask, d.Effect, sql)
+		require.Equal(t, schemas.EffectMask, d.Effect, sql)
 		require.Equal(t, outs, d.Mask.Outputs, sql)
 	}
 	d = decide("select count(*) from customers where card_number like '4%'", map[string]string{"missing": "y"})
-	require.Equal(t, policy.EffectDeny, d.Effect, "probing a masked column")
+	require.Equal(t, schemas.EffectDeny, d.Effect, "probing a masked column")
 	require.Equal(t, "cards", d.Rule, "the rule that masks it")
 	require.Contains(t, d.Reason, "public.customers.card_number is masked for this caller")
 
 	d = decide("delete from customers", map[string]string{"missing": "y"})
-	require.Equal(t, policy.EffectDeny, d.Effect, "a mask rule allows nothing by itself")
+	require.Equal(t, schemas.EffectDeny, d.Effect, "a mask rule allows nothing by itself")
 	require.Nil(t, d.Mask)
 
 	d = decide("select * from orders", nil)
-	require.Equal(t, policy.EffectDeny, d.Effect, "a mask rule that cannot be evaluated denies")
+	require.Equal(t, schemas.EffectDeny, d.Effect, "a mask rule that cannot be evaluated denies")
 	require.Contains(t, d.Reason, "could not be evaluated")
 
 	d = decide("update customers set name = 'x' where id = 1", map[string]string{"missing": "y"})
-	require.Equal(t, policy.EffectRequireApproval, d.Effect)
+	require.Equal(t, schemas.EffectRequireApproval, d.Effect)
 	require.False(t, d.Allowed())
 	require.Equal(t, "updates need approval", d.Reason)
 
 	d = decide("update customers set name = 'x' where id = 1; truncate customers", map[string]string{"missing": "y"})
-	require.Equal(t, policy.EffectDeny, d.Effect, "deny beats require_approval")
+	require.Equal(t, schemas.EffectDeny, d.Effect, "deny beats require_approval")
 }
 
 func TestMaskRulesAreValidated(t *testing.T) {
@@ -385,7 +385,7 @@ func TestTrickyStatements(t *testing.T) {
 		{"writers", "create index on orders (item)", "deny", "no-ddl"},
 	} {
 		t.Run(tc.group+": "+tc.sql, func(t *testing.T) {
-			d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "x", Groups: []string{tc.group}}, Resource: policy.Resource{Name: "db"}, SQL: tc.sql, Catalog: testCatalog}, time.Now())
+			d := e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "x", Groups: []string{tc.group}}, Resource: schemas.Resource{Name: "db"}, SQL: &schemas.SQLRequest{Text: tc.sql}}, Catalog: testCatalog}, time.Now())
 			require.Equal(t, tc.effect, d.Effect, "%s: %s", tc.sql, d.Reason)
 			if tc.rule != "" {
 				require.Equal(t, tc.rule, d.Rule)
@@ -418,11 +418,11 @@ func TestFilterColumns(t *testing.T) {
 		{Name: "no-probing-cards", Effect: "deny", When: `"public.customers.card_number" in request.sql.filter_columns`, Reason: "card numbers are masked; do not filter on them"},
 	}}}, 1)
 	require.NoError(t, err)
-	d := e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select id from customers x(i, n, e, c) where c like '4111%'", Catalog: testCatalog}, time.Now())
-	require.Equal(t, policy.EffectDeny, d.Effect)
+	d := e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Resource: schemas.Resource{Name: "db"}, SQL: &schemas.SQLRequest{Text: "select id from customers x(i, n, e, c) where c like '4111%'"}}, Catalog: testCatalog}, time.Now())
+	require.Equal(t, schemas.EffectDeny, d.Effect)
 	require.Equal(t, "no-probing-cards", d.Rule)
-	d = e.Decide(&policy.Request{Resource: policy.Resource{Name: "db"}, SQL: "select card_number from customers where id = 1", Catalog: testCatalog}, time.Now())
-	require.Equal(t, policy.EffectAllow, d.Effect)
+	d = e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Resource: schemas.Resource{Name: "db"}, SQL: &schemas.SQLRequest{Text: "select card_number from customers where id = 1"}}, Catalog: testCatalog}, time.Now())
+	require.Equal(t, schemas.EffectAllow, d.Effect)
 }
 
 // A statement no rule allows is refused with what it names, as written, so that the
@@ -442,7 +442,7 @@ func TestDefaultDenialSaysWhatTheStatementNames(t *testing.T) {
 	}}}, 1)
 	require.NoError(t, err)
 	reason := func(sql string, groups ...string) string {
-		d := e.Decide(&policy.Request{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: policy.Resource{Name: "demo", Type: "postgres"}, SQL: sql, Catalog: cat}, time.Now())
+		d := e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Identity: schemas.Identity{Subject: "s", Groups: groups}, Resource: schemas.Resource{Name: "demo", Type: "postgres"}, SQL: &schemas.SQLRequest{Text: sql}}, Catalog: cat}, time.Now())
 		require.Equal(t, "deny", d.Effect)
 		require.Empty(t, d.Rule)
 		return d.Reason

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // Service answers gh.policy.decide requests (queue group "policy", so any number of copies
@@ -48,13 +48,6 @@ const (
 	maxBigWaiting = 16
 )
 
-// Compressed decision requests: a proxy compresses a large one (S2) and says so in this
-// header, since NATS servers' max_payload is 1 MiB unless configured.
-const (
-	EncodingHeader = "Gatehouse-Encoding"
-	EncodingS2     = "s2"
-)
-
 // NewService makes a decision service over an engine.
 func NewService(nc *nats.Conn, e *Engine, reg prometheus.Registerer, log *slog.Logger) *Service {
 	s := &Service{nc: nc, log: log,
@@ -73,7 +66,7 @@ func NewService(nc *nats.Conn, e *Engine, reg prometheus.Registerer, log *slog.L
 // proxies drop decisions cached under the old one.
 func (s *Service) SetEngine(e *Engine) {
 	s.engine.Store(e)
-	if err := s.nc.Publish(bus.SubjectPolicyRevision, []byte(strconv.FormatUint(e.Revision(), 10))); err != nil {
+	if err := s.nc.Publish(schemas.SubjectPolicyRevision, []byte(strconv.FormatUint(e.Revision(), 10))); err != nil {
 		s.log.Warn("revision announcement failed", "err", err)
 	}
 }
@@ -86,9 +79,9 @@ func (s *Service) Revision() uint64 { return s.engine.Load().Revision() }
 
 // Start subscribes.
 func (s *Service) Start(context.Context) error {
-	sub, err := s.nc.QueueSubscribe(bus.SubjectDecide, bus.QueueDecide, s.dispatch)
+	sub, err := s.nc.QueueSubscribe(schemas.SubjectDecide, schemas.QueueDecide, s.dispatch)
 	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", bus.SubjectDecide, err)
+		return fmt.Errorf("subscribe %s: %w", schemas.SubjectDecide, err)
 	}
 	s.sub = sub
 	return s.nc.Flush()
@@ -101,7 +94,7 @@ func (s *Service) Announce(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		rev := strconv.FormatUint(s.engine.Load().Revision(), 10)
-		if err := s.nc.Publish(bus.SubjectPolicyRevision, []byte(rev)); err != nil {
+		if err := s.nc.Publish(schemas.SubjectPolicyRevision, []byte(rev)); err != nil {
 			s.log.Warn("revision announcement failed", "err", err)
 		}
 		select {
@@ -135,7 +128,7 @@ func (s *Service) Stop(ctx context.Context) error {
 // its own, and is refused at once when too many wait.
 func (s *Service) dispatch(m *nats.Msg) {
 	s.inflight.Add(1)
-	if len(m.Data) <= bigRequest && m.Header.Get(EncodingHeader) == "" {
+	if len(m.Data) <= bigRequest && m.Header.Get(schemas.HeaderDecideEncoding) == "" {
 		s.small <- struct{}{}
 		go func() {
 			defer s.inflight.Done()
@@ -147,7 +140,7 @@ func (s *Service) dispatch(m *nats.Msg) {
 	if s.bigWaiting.Add(1) > maxBigWaiting {
 		s.bigWaiting.Add(-1)
 		defer s.inflight.Done()
-		s.reply(m, time.Now(), Decision{Effect: EffectDeny, Reason: fmt.Sprintf("the policy service is deciding %d large statements already; refusing (fail closed): try again", maxBigWaiting)})
+		s.reply(m, time.Now(), schemas.DecisionReply{Effect: schemas.EffectDeny, Reason: fmt.Sprintf("the policy service is deciding %d large statements already; refusing (fail closed): try again", maxBigWaiting)})
 		return
 	}
 	go func() {
@@ -161,21 +154,21 @@ func (s *Service) dispatch(m *nats.Msg) {
 
 func (s *Service) handle(m *nats.Msg) {
 	start := time.Now()
-	var req Request
-	var d Decision
+	var req Input
+	var d schemas.DecisionReply
 	data, err := decodeRequest(m)
 	if err == nil {
-		err = json.Unmarshal(data, &req)
+		err = json.Unmarshal(data, &req.DecisionRequest)
 	}
 	if err != nil {
-		d = Decision{Effect: EffectDeny, Reason: "malformed decision request: " + err.Error()}
+		d = schemas.DecisionReply{Effect: schemas.EffectDeny, Reason: "malformed decision request: " + err.Error()}
 	} else {
-		req.Grants = nil // never the caller's word for it
+		// The grants are the service's own (never the caller's word for them).
 		if s.Grants != nil {
 			req.Grants = s.Grants(req.Identity.Subject, req.Resource.Name, start)
 		}
-		if s.Catalogs != nil {
-			req.Catalog = s.Catalogs.For(req.Resource.Name, req.CatalogVersion)
+		if s.Catalogs != nil && req.SQL != nil {
+			req.Catalog = s.Catalogs.For(req.Resource.Name, req.SQL.CatalogVersion)
 		}
 		d = s.engine.Load().Decide(&req, start)
 	}
@@ -185,24 +178,24 @@ func (s *Service) handle(m *nats.Msg) {
 // decodeRequest is a request's JSON, decompressed when the proxy compressed it (to at
 // most what a statement may be, and its envelope).
 func decodeRequest(m *nats.Msg) ([]byte, error) {
-	switch enc := m.Header.Get(EncodingHeader); enc {
+	switch enc := m.Header.Get(schemas.HeaderDecideEncoding); enc {
 	case "":
 		return m.Data, nil
-	case EncodingS2:
+	case schemas.EncodingS2:
 		n, err := s2.DecodedLen(m.Data)
 		if err != nil {
 			return nil, err
 		}
-		if n > 2*MaxStatementBytes {
-			return nil, fmt.Errorf("%d bytes decompressed is over the %d-byte bound", n, 2*MaxStatementBytes)
+		if n > 2*schemas.MaxStatementBytes {
+			return nil, fmt.Errorf("%d bytes decompressed is over the %d-byte bound", n, 2*schemas.MaxStatementBytes)
 		}
 		return s2.Decode(nil, m.Data)
 	default:
-		return nil, fmt.Errorf("unknown %s %q", EncodingHeader, enc)
+		return nil, fmt.Errorf("unknown %s %q", schemas.HeaderDecideEncoding, enc)
 	}
 }
 
-func (s *Service) reply(m *nats.Msg, start time.Time, d Decision) {
+func (s *Service) reply(m *nats.Msg, start time.Time, d schemas.DecisionReply) {
 	b, _ := json.Marshal(&d)
 	if err := m.Respond(b); err != nil {
 		s.log.Warn("decision reply failed", "err", err)

@@ -11,6 +11,7 @@ import (
 	pgparser "github.com/pganalyze/pg_query_go/v6/parser"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/gatehouse/gatehouse/services/pgtree"
 	"github.com/gatehouse/gatehouse/services/sqlscan"
 )
 
@@ -51,28 +52,23 @@ type SQLInfo struct {
 	tooComplex bool
 }
 
-// MaxDepth bounds how deeply a statement may nest (Depth's bound) before it is parsed:
-// pg_query's C code recurses into the parse tree without a bound, and a chain of 100,000
-// operators crashes the process. Below it, PostgreSQL's own limits apply (the parse tree
-// handed to Go is refused past 10,000 levels; a server's max_stack_depth well before).
-const MaxDepth = 4000
-
 // maxDeparseDepth bounds the nesting of a statement whose parts are deparsed (a cursor's
 // query, without a catalog).
 const maxDeparseDepth = 500
 
-// tooDeep says why sql is not handed to the parser, or "". A text of up to MaxDepth bytes
-// cannot nest deeper than MaxDepth; a longer one is measured (about 5 ms per MB).
+// tooDeep says why sql is not handed to the parser, or "". A text of up to
+// sqlscan.MaxDepth bytes cannot nest deeper than sqlscan.MaxDepth; a longer one is
+// measured (about 5 ms per MB).
 func tooDeep(sql string) string {
-	if len(sql) <= MaxDepth {
+	if len(sql) <= sqlscan.MaxDepth {
 		return ""
 	}
 	d, ok := sqlscan.Depth(sql)
 	switch {
 	case !ok:
 		return "the statement cannot be read (an unterminated quote, comment or dollar quote, or a number run into a word); refusing (fail closed)"
-	case d > MaxDepth:
-		return fmt.Sprintf("the statement nests up to %d levels deep (operators, set operations, joins, brackets), over the %d the gateway parses; refusing (fail closed)", d, MaxDepth)
+	case d > sqlscan.MaxDepth:
+		return fmt.Sprintf("the statement nests up to %d levels deep (operators, set operations, joins, brackets), over the %d the gateway parses; refusing (fail closed)", d, sqlscan.MaxDepth)
 	}
 	return ""
 }
@@ -320,7 +316,7 @@ func syntaxOnly(tree *pg_query.ParseResult, kinds map[string]bool, info *SQLInfo
 		cursors = append(cursors, inner)
 	}
 	for _, raw := range tree.Stmts {
-		walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
+		pgtree.Walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
 			if n, ok := m.Interface().(*pg_query.ColumnRef); ok {
 				if len(n.Fields) > 0 {
 					switch f := n.Fields[len(n.Fields)-1].Node.(type) {
@@ -337,7 +333,7 @@ func syntaxOnly(tree *pg_query.ParseResult, kinds map[string]bool, info *SQLInfo
 	}
 	info.cursors = cursors
 	for _, raw := range tree.Stmts {
-		walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
+		pgtree.Walk(raw.Stmt.ProtoReflect(), func(m protoreflect.Message) {
 			var filters []*pg_query.Node
 			switch n := m.Interface().(type) {
 			case *pg_query.SelectStmt:
@@ -353,7 +349,7 @@ func syntaxOnly(tree *pg_query.ParseResult, kinds map[string]bool, info *SQLInfo
 				if f == nil {
 					continue
 				}
-				walk(f.ProtoReflect(), func(m protoreflect.Message) {
+				pgtree.Walk(f.ProtoReflect(), func(m protoreflect.Message) {
 					if c, ok := m.Interface().(*pg_query.ColumnRef); ok && len(c.Fields) > 0 {
 						if s, ok := c.Fields[len(c.Fields)-1].Node.(*pg_query.Node_String_); ok {
 							addUnique(&info.idx, &info.FilterColumns, s.String_.Sval)
@@ -455,28 +451,4 @@ func snake(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
-}
-
-// Walk calls fn for m and every message below it (a pg_query parse tree, say).
-func Walk(m protoreflect.Message, fn func(protoreflect.Message)) { walk(m, fn) }
-
-// walk calls fn for m and every message below it.
-func walk(m protoreflect.Message, fn func(protoreflect.Message)) {
-	fn(m)
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind {
-			return true
-		}
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				walk(l.Get(i).Message(), fn)
-			}
-		case fd.IsMap():
-		default:
-			walk(v.Message(), fn)
-		}
-		return true
-	})
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/policy"
 )
@@ -56,8 +57,8 @@ func FuzzLineage(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, sql string) {
-		d := e.Decide(&policy.Request{Resource: policy.Resource{Name: "demo"}, SQL: sql, Catalog: testCatalog}, time.Now())
-		if d.Effect == policy.EffectMask && (d.Mask == nil || !d.Mask.Planned) {
+		d := e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Resource: schemas.Resource{Name: "demo"}, SQL: &schemas.SQLRequest{Text: sql}}, Catalog: testCatalog}, time.Now())
+		if d.Effect == schemas.EffectMask && (d.Mask == nil || !d.Mask.Planned) {
 			t.Fatalf("%q: a mask decision without a plan: %+v", sql, d)
 		}
 	})

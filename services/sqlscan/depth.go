@@ -2,6 +2,14 @@ package sqlscan
 
 import "strings"
 
+// MaxDepth bounds how deeply a statement may nest (Depth's bound) before it is parsed:
+// pg_query's C code recurses into the parse tree without a bound, and a chain of 100,000
+// operators crashes the process. Below it, PostgreSQL's own limits apply (the parse tree
+// handed to Go is refused past 10,000 levels; a server's max_stack_depth well before).
+// The policy service and the proxy (which parses statements to resolve names) both hold
+// statements to it.
+const MaxDepth = 4000
+
 // Depth returns an upper bound of how deeply the parse tree of sql nests, from its
 // tokens alone, and false when sql cannot be lexed (Lex). PostgreSQL's parser builds a
 // left-deep tree for a chain of operators (1+1+1...), set operations (UNION ...), joins,

@@ -1,4 +1,5 @@
-// Command schemagen renders events_gen.go and EVENTS.md from events.yaml.
+// Command schemagen renders events_gen.go and EVENTS.md from events.yaml, and
+// messages_gen.go and MESSAGES.md from messages.yaml.
 package main
 
 import (
@@ -16,20 +17,31 @@ func main() {
 }
 
 func run() error {
-	src, err := os.ReadFile("events.yaml")
+	events, err := os.ReadFile("events.yaml")
 	if err != nil {
 		return err
 	}
-	s, err := schemagen.Parse(src)
+	messages, err := os.ReadFile("messages.yaml")
 	if err != nil {
 		return err
 	}
-	code, err := schemagen.RenderGo(s)
+	ev, msg, err := schemagen.Load(events, messages)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile("events_gen.go", code, 0o644); err != nil {
+	code, err := schemagen.RenderGo(ev)
+	if err != nil {
 		return err
 	}
-	return os.WriteFile("EVENTS.md", schemagen.RenderMarkdown(s), 0o644)
+	msgCode, err := schemagen.RenderMessagesGo(msg)
+	if err != nil {
+		return err
+	}
+	for file, data := range map[string][]byte{"events_gen.go": code, "EVENTS.md": schemagen.RenderMarkdown(ev),
+		"messages_gen.go": msgCode, "MESSAGES.md": schemagen.RenderMessagesMarkdown(msg)} {
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

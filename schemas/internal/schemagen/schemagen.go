@@ -1,6 +1,6 @@
 // Package schemagen renders the Go types and the Markdown reference of the event schema
-// from events.yaml. It is used by `go generate` and by the test that keeps the generated
-// files current.
+// (events.yaml) and of the other NATS messages (messages.yaml). It is used by `go generate`
+// and by the test that keeps the generated files current.
 package schemagen
 
 import (
@@ -13,12 +13,24 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Field is one JSON field of the envelope, a struct or a payload.
+// Field is one JSON field of the envelope, a struct or a payload; or, with Include, the
+// fields of a shared group in its place.
 type Field struct {
 	Name      string `yaml:"name"`
 	Go        string `yaml:"go"`
 	Doc       string `yaml:"doc"`
 	OmitEmpty bool   `yaml:"omitempty"`
+	// GoName overrides the Go name derived from Name (sqlstate: SQLState).
+	GoName string `yaml:"goname"`
+	// Include names a group of messages.yaml's shared section: its fields, inline.
+	Include string `yaml:"include"`
+}
+
+// Constant is a named value of the contract: a subject, a header, a limit.
+type Constant struct {
+	Name  string `yaml:"name"`
+	Value string `yaml:"value"` // a Go expression
+	Doc   string `yaml:"doc"`   // the Go comment, starting with the name
 }
 
 // Struct is a named helper type used by payloads.
@@ -35,11 +47,69 @@ type Type struct {
 	Payload []Field `yaml:"payload"`
 }
 
-// Schema is the whole of events.yaml.
+// Schema is the whole of events.yaml, or of messages.yaml.
 type Schema struct {
 	Envelope []Field           `yaml:"envelope"`
 	Structs  map[string]Struct `yaml:"structs"`
 	Types    []Type            `yaml:"types"`
+	// Shared are groups of fields that several types hold (the decision reply and the
+	// decision event), defined once and included by name.
+	Shared    map[string][]Field `yaml:"shared"`
+	Constants []Constant         `yaml:"constants"`
+}
+
+// Load parses events.yaml and messages.yaml and expands every include from either's shared
+// groups.
+func Load(events, messages []byte) (ev, msg *Schema, err error) {
+	if ev, err = Parse(events); err != nil {
+		return nil, nil, fmt.Errorf("events.yaml: %w", err)
+	}
+	if msg, err = Parse(messages); err != nil {
+		return nil, nil, fmt.Errorf("messages.yaml: %w", err)
+	}
+	shared := map[string][]Field{}
+	for _, s := range []*Schema{ev, msg} {
+		for n, fs := range s.Shared {
+			if _, dup := shared[n]; dup {
+				return nil, nil, fmt.Errorf("shared group %q defined twice", n)
+			}
+			shared[n] = fs
+		}
+	}
+	for _, s := range []*Schema{ev, msg} {
+		if s.Envelope, err = expand(s.Envelope, shared); err != nil {
+			return nil, nil, err
+		}
+		for n, st := range s.Structs {
+			if st.Fields, err = expand(st.Fields, shared); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", n, err)
+			}
+			s.Structs[n] = st
+		}
+		for i := range s.Types {
+			if s.Types[i].Payload, err = expand(s.Types[i].Payload, shared); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", s.Types[i].Name, err)
+			}
+		}
+	}
+	return ev, msg, nil
+}
+
+// expand replaces each include by the fields of its group.
+func expand(fields []Field, shared map[string][]Field) ([]Field, error) {
+	var out []Field
+	for _, f := range fields {
+		if f.Include == "" {
+			out = append(out, f)
+			continue
+		}
+		g, ok := shared[f.Include]
+		if !ok {
+			return nil, fmt.Errorf("include of unknown shared group %q", f.Include)
+		}
+		out = append(out, g...)
+	}
+	return out, nil
 }
 
 // Parse reads and checks a schema.
@@ -80,13 +150,21 @@ func GoName(s string) string {
 	return b.String()
 }
 
+// goName is a field's Go name.
+func (f *Field) goName() string {
+	if f.GoName != "" {
+		return f.GoName
+	}
+	return GoName(f.Name)
+}
+
 func writeFields(b *bytes.Buffer, fields []Field) {
 	for _, f := range fields {
 		tag := f.Name
 		if f.OmitEmpty {
 			tag += ",omitempty"
 		}
-		fmt.Fprintf(b, "\t// %s is %s.\n\t%s %s `json:%q`\n", GoName(f.Name), f.Doc, GoName(f.Name), f.Go, tag)
+		fmt.Fprintf(b, "\t// %s is %s.\n\t%s %s `json:%q`\n", f.goName(), f.Doc, f.goName(), f.Go, tag)
 	}
 }
 
@@ -196,7 +274,7 @@ func writeAppend(b *bytes.Buffer, typ string, fields []Field) error {
 	// sep tracks whether a comma is needed: static until the first omitempty field.
 	static := true
 	for i, f := range fields {
-		name := GoName(f.Name)
+		name := f.goName()
 		val := "v." + name
 		key := fmt.Sprintf("%q:", f.Name)
 		var empty string
