@@ -24,21 +24,12 @@ import (
 	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
-// SubjectClaim is the request a proxy makes to use a fail-fast approval: the approvals
-// service answers with the approval it consumed, if any.
-const SubjectClaim = "gh.approvals-claim"
+// SubjectClaim is the request a proxy makes to use a fail-fast approval (the contract's).
+const SubjectClaim = schemas.SubjectApprovalClaim
 
-// Publish writes an approval event to GH_APPROVALS. msgID deduplicates: a vote's is the
-// approval, the approver and the decision, so a click that arrives twice is stored once.
+// Publish writes an approval event to GH_APPROVALS (bus.PublishApproval).
 func Publish(ctx context.Context, js jetstream.JetStream, approvalID string, e *schemas.Event, msgID string) error {
-	if msgID == "" {
-		msgID = e.ID
-	}
-	_, err := js.Publish(ctx, Subject(approvalID, e.Type), e.AppendJSON(nil), jetstream.WithMsgID(msgID))
-	if err != nil {
-		return fmt.Errorf("publish %s of approval %s: %w", e.Type, approvalID, err)
-	}
-	return nil
+	return bus.PublishApproval(ctx, js, approvalID, e, msgID)
 }
 
 // Service keeps the state of every approval (rebuilt from GH_APPROVALS at start), takes
@@ -432,23 +423,10 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // ClaimRequest asks for a fail-fast approval of the identical statement.
-type ClaimRequest struct {
-	Subject       string `json:"subject"`
-	Resource      string `json:"resource"`
-	StatementHash string `json:"statement_hash"`
-	SessionID     string `json:"session_id"`
-}
+type ClaimRequest = schemas.ApprovalClaim
 
-// ClaimReply is the approval used ("" if none), with who approved it and when (for the
-// session's trail, which has no other record of a fail-fast approval's decision), or the
-// one still pending for the same statement.
-type ClaimReply struct {
-	Used        string   `json:"used,omitempty"`
-	ApprovedBy  []string `json:"approved_by,omitempty"`
-	RequestedAt string   `json:"requested_at,omitempty"` // RFC 3339
-	ApprovedAt  string   `json:"approved_at,omitempty"`  // RFC 3339
-	Pending     string   `json:"pending,omitempty"`
-}
+// ClaimReply is the contract's answer to a claim.
+type ClaimReply = schemas.ApprovalClaimReply
 
 // catchUp waits until everything on GH_APPROVALS when it is called has been applied (a
 // request published a moment ago, by a proxy, must be seen before a claim is answered).

@@ -5,10 +5,7 @@
 package approvals
 
 import (
-	"encoding/json"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
@@ -30,44 +27,16 @@ const (
 	Cancelled = schemas.ApprovalStatusCancelled
 )
 
-// Event builds an event for GH_APPROVALS: the envelope without a session chain (approvals
-// have several writers), identity the actor.
+// Event builds an event for GH_APPROVALS (bus.ApprovalEvent).
 func Event(typ string, actor schemas.Identity, resource string, p schemas.Payload, now time.Time) (*schemas.Event, error) {
-	id, err := newID()
-	if err != nil {
-		return nil, err
-	}
-	return &schemas.Event{ID: id, Type: typ, Code: schemas.Codes[typ], Time: now.UTC().Truncate(time.Microsecond),
-		Identity: actor, Resource: resource, Payload: p.AppendJSON(nil)}, nil
-}
-
-func newID() (string, error) {
-	u, err := uuid.NewV7()
-	if err != nil {
-		return "", err
-	}
-	return u.String(), nil
+	return bus.ApprovalEvent(typ, actor, resource, p, now)
 }
 
 // NewID returns a new approval id.
-func NewID() string {
-	id, err := newID()
-	if err != nil {
-		return uuid.NewString()
-	}
-	return id
-}
+func NewID() string { return bus.NewApprovalID() }
 
 // Subject is where an approval's event goes.
-func Subject(approvalID, typ string) string {
-	return bus.SubjectApprovals + "." + approvalID + "." + typ
-}
+func Subject(approvalID, typ string) string { return bus.ApprovalSubject(approvalID, typ) }
 
 // Decode reads an event from a GH_APPROVALS message.
-func Decode(data []byte) (*schemas.Event, error) {
-	var e schemas.Event
-	if err := json.Unmarshal(data, &e); err != nil {
-		return nil, err
-	}
-	return &e, nil
-}
+func Decode(data []byte) (*schemas.Event, error) { return bus.DecodeApprovalEvent(data) }

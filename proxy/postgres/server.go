@@ -63,7 +63,7 @@ type Server struct {
 	closed bool
 
 	masks       *mask.Cache
-	approvals   *Approvals
+	approvals   *session.Approvals
 	revocations *revoke.Registry
 	cats        *catalogs
 	catalogSink CatalogSink
@@ -139,7 +139,7 @@ func (s *Server) Revoke(rv revoke.Revocation) {
 }
 
 // SetApprovals connects the proxy to the approvals system (before Serve).
-func (s *Server) SetApprovals(a *Approvals) { s.approvals = a }
+func (s *Server) SetApprovals(a *session.Approvals) { s.approvals = a }
 
 // Listen binds the listener.
 func (s *Server) Listen() error {

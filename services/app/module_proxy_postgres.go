@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/gatehouse/gatehouse/proxy/postgres"
+	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/services/catalogs"
 )
 
@@ -31,7 +32,7 @@ func (a *App) proxyPostgresService() *Service {
 			return nil, err
 		}
 		srv.SetCatalogSink(cats)
-		srv.SetApprovals(&postgres.Approvals{JS: a.bus.JS, NC: a.bus.NC, Hint: "approve in Slack or with:"})
+		srv.SetApprovals(&session.Approvals{JS: a.bus.JS, NC: a.bus.NC, Hint: "approve in Slack or with:", Log: a.component("proxy-postgres")})
 		return srv, nil
 	})
 }
