@@ -28,7 +28,7 @@ func layerOf(pkg string) layer {
 	p := strings.TrimPrefix(pkg, module)
 	first, rest, _ := strings.Cut(p, "/")
 	switch {
-	case pkg == strings.TrimSuffix(module, "/"), first == "cli", first == "bench", p == "services/app", first == "integration":
+	case pkg == strings.TrimSuffix(module, "/"), first == "cli", first == "bench", first == "app", first == "integration":
 		return layer{kind: "wiring"} // integration: the end-to-end tests, which start everything
 	case first == "schemas":
 		return layer{kind: "schemas"}
@@ -150,7 +150,7 @@ func TestImportRulesRefuse(t *testing.T) {
 	for _, c := range []struct{ from, to string }{
 		{"proxy/postgres", "services/policy"}, {"proxy/postgres", "proxy/ssh"}, {"proxy/ssh", "ingest"},
 		{"proxy/session", "query"}, {"query", "ingest"}, {"notifier", "approvals"},
-		{"schemas", "services/bus"}, {"schemas/internal/x", "proxy/session"}, {"services/bus", "services/policy"}, {"ingest", "services/app"},
+		{"schemas", "services/bus"}, {"schemas/internal/x", "proxy/session"}, {"services/bus", "services/policy"}, {"ingest", "app"},
 		{"proxy/postgres", "cli"},
 	} {
 		if allowed(layerOf(module+c.from), layerOf(module+c.to)) {
@@ -159,7 +159,7 @@ func TestImportRulesRefuse(t *testing.T) {
 	}
 	for _, c := range []struct{ from, to string }{
 		{"proxy/postgres", "proxy/session"}, {"proxy/postgres", "services/bus"}, {"proxy/postgres", "schemas"},
-		{"approvals", "approvals/grants"}, {"services/app", "proxy/postgres"}, {"ingest", "services/seal"},
+		{"approvals", "approvals/grants"}, {"app", "proxy/postgres"}, {"ingest", "services/seal"},
 		{"proxy/postgres/internal/x", "proxy/postgres"},
 	} {
 		if !allowed(layerOf(module+c.from), layerOf(module+c.to)) {

@@ -16,12 +16,12 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/app"
 	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/localdb"
 )
 
 // AuditOptions configure the audit query bench.

@@ -20,7 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/embedded"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/localdb"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
 )
 
 // IngestOptions configure the ingest bench.

@@ -24,11 +24,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/localdb"
 )
 
 // Options choose what to measure.

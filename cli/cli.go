@@ -13,7 +13,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/services/config"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/catalogs"
-	"github.com/gatehouse/gatehouse/services/localdb/pgtest"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/pgtest"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/demo.catalog.json from a freshly seeded demo database")

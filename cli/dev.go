@@ -15,10 +15,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/devcert"
-	"github.com/gatehouse/gatehouse/services/localdb"
+	"github.com/gatehouse/gatehouse/services/dev/devcert"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 

@@ -20,7 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 )
 
 // chain builds a session's events with their hash chain.

@@ -11,9 +11,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 

@@ -20,11 +20,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/localdb"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
 )
 
 // The canary leak fuzzer: canary values are planted in the demo's masked columns

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
-	"github.com/gatehouse/gatehouse/services/app"
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/services/config"
 )
 

@@ -19,7 +19,7 @@ import (
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 

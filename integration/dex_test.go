@@ -14,13 +14,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/cli"
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
-	"github.com/gatehouse/gatehouse/services/app"
 	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 	"github.com/gatehouse/gatehouse/services/identity/dextest"
-	"github.com/gatehouse/gatehouse/services/localdb/chtest"
 	"github.com/gatehouse/gatehouse/services/revoke"
 	"github.com/gatehouse/gatehouse/services/seal"
 )

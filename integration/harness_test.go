@@ -22,8 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/cli"
-	"github.com/gatehouse/gatehouse/services/localdb"
-	"github.com/gatehouse/gatehouse/services/localdb/pgtest"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/pgtest"
 )
 
 // binary is bin/gatehouse built once for the tests that run separate processes.

@@ -25,8 +25,8 @@ import (
 	"github.com/slack-go/slack/slacktest"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatehouse/gatehouse/app"
 	slacknotify "github.com/gatehouse/gatehouse/notifier"
-	"github.com/gatehouse/gatehouse/services/app"
 	"github.com/gatehouse/gatehouse/services/config"
 )
 

@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
-	"github.com/gatehouse/gatehouse/services/localdb"
-	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 

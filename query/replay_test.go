@@ -12,7 +12,7 @@ import (
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/localdb/chtest"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 )
 
 // The replay reads a session range by range, in order, across ranges and across a gap

@@ -31,10 +31,10 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/devcert"
+	"github.com/gatehouse/gatehouse/services/dev/devcert"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/pgtest"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/localdb"
-	"github.com/gatehouse/gatehouse/services/localdb/pgtest"
 	"github.com/gatehouse/gatehouse/services/policy"
 	"github.com/gatehouse/gatehouse/services/revoke"
 )

@@ -14,7 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/catalogs"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/localdb/pgtest"
+	"github.com/gatehouse/gatehouse/services/dev/localdb/pgtest"
 	"github.com/gatehouse/gatehouse/services/policy"
 )
 

@@ -27,7 +27,7 @@ import (
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
-	"github.com/gatehouse/gatehouse/services/localdb"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
 	"github.com/gatehouse/gatehouse/services/sinks"
 )
 

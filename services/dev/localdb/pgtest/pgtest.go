@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse/gatehouse/services/localdb"
+	"github.com/gatehouse/gatehouse/services/dev/localdb"
 )
 
 // Start starts PostgreSQL for t.
