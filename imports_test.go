@@ -79,9 +79,8 @@ func allowed(from, to layer) bool {
 // contracts move into schemas/, the workflow into proxy/session, approvals and the
 // notifier meet over NATS).
 var knownViolations = map[string]string{
-	"proxy/postgres -> services/revoke":   "revocations become schemas messages matched by proxy/session",
-	"approvals -> services/revoke":        "grant revocations published as schemas messages",
-	"services/desired -> services/policy": "policy compilation checked by the policy component, not the store",
+	"proxy/postgres -> services/revoke": "revocations become schemas messages matched by proxy/session",
+	"approvals -> services/revoke":      "grant revocations published as schemas messages",
 }
 
 type listed struct {

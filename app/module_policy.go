@@ -86,7 +86,13 @@ func (a *App) policyService() *Service {
 				}
 				return c.JSON(http.StatusOK, cat)
 			}, a.verifier.Middleware(append(slices.Clone(a.cfg.Query.AdminGroups), a.cfg.Query.AuditorGroups...), "admin or auditor"))
-			(&desired.API{Store: a.desired, JS: a.bus.JS, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups, Base: a.cfg}).Register(a.echo)
+			(&desired.API{Store: a.desired, JS: a.bus.JS, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups, Base: a.cfg,
+				Compile: func(ps []config.Policy) (uint64, error) {
+					if _, err := policy.Compile(ps, 0); err != nil {
+						return 0, err
+					}
+					return policy.RevisionOf(ps), nil
+				}}).Register(a.echo)
 			reg, err := revoke.Follow(ctx, a.bus.JS, log, nil)
 			if err != nil {
 				return err

@@ -12,7 +12,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // maxDocument bounds an applied document.
@@ -27,6 +26,10 @@ type API struct {
 	Admins   []string
 	// Base is the running config: everything but policies and resources, which come from KV.
 	Base *config.Config
+	// Compile checks that policies compile and returns the revision they would be in force
+	// as: the policy component's, handed over by the wiring (the store does not decide what
+	// compiles). Without it, policies are not changed (fail closed).
+	Compile func([]config.Policy) (revision uint64, err error)
 }
 
 // Register adds the routes.
@@ -128,15 +131,18 @@ func (a *API) putPolicies(c echo.Context) error {
 	if err := check.Validate(); err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "policies refused: "+err.Error())
 	}
-	if _, err := policy.Compile(doc.Policies, 0); err != nil {
+	if a.Compile == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "policies cannot be checked here (no policy compiler); nothing changed")
+	}
+	if _, err := a.Compile(doc.Policies); err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "policies do not compile, nothing changed:\n"+err.Error())
 	}
 	merged := mergeByName(current, doc.Policies, func(p config.Policy) string { return p.Name })
-	if _, err := policy.Compile(merged, 0); err != nil {
+	rev, err := a.Compile(merged)
+	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "the resulting policy set does not compile, nothing changed:\n"+err.Error())
 	}
 	changes, err := a.Store.PutPolicies(ctx, doc.Policies)
-	rev := policy.RevisionOf(merged)
 	return a.finish(c, changes, rev, err)
 }
 
