@@ -13,7 +13,7 @@ import (
 	"sync"
 
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/sinks"
+	"github.com/gatehouse/gatehouse/sinks"
 )
 
 // sinksService pushes the audit trail to the configured SIEM sinks.

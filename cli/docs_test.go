@@ -405,7 +405,7 @@ func TestDocsExtraction(t *testing.T) {
 // reference, docs/policy.md.
 func TestDocsPolicyInputs(t *testing.T) {
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "../services/policy/engine.go", nil, 0)
+	f, err := parser.ParseFile(fset, "../policy/engine.go", nil, 0)
 	require.NoError(t, err)
 	var vars *ast.CompositeLit
 	ast.Inspect(f, func(n ast.Node) bool {
@@ -416,7 +416,7 @@ func TestDocsPolicyInputs(t *testing.T) {
 		}
 		return vars == nil
 	})
-	require.NotNil(t, vars, "services/policy/engine.go: the CEL variables (vars := map[string]any{...}) were not found")
+	require.NotNil(t, vars, "policy/engine.go: the CEL variables (vars := map[string]any{...}) were not found")
 	var inputs []string
 	var walk func(prefix string, lit *ast.CompositeLit)
 	walk = func(prefix string, lit *ast.CompositeLit) {

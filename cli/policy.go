@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // errTestsFailed makes `policy test -f` exit non-zero.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 const benchSQL = "SELECT o.id, o.item, o.amount FROM public.orders o WHERE o.customer_id = 42 AND o.created_at > now() - interval '1 day' ORDER BY o.id LIMIT 10"

@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/policy"
 )
 
 // FuzzAnalyzeSQL: any statement text, however malformed, is analysed without a panic (the

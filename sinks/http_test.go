@@ -20,7 +20,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
-	"github.com/gatehouse/gatehouse/services/sinks"
+	"github.com/gatehouse/gatehouse/sinks"
 )
 
 func TestHTTPSinkDeliversEveryEventOnceAcrossFailuresAndRestarts(t *testing.T) {

@@ -28,7 +28,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/dev/localdb"
-	"github.com/gatehouse/gatehouse/services/sinks"
+	"github.com/gatehouse/gatehouse/sinks"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key as PEM files.
