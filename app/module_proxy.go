@@ -6,17 +6,16 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/proxy/session"
-	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
-// protocolProxy is what the wiring needs of a protocol proxy: listen, serve, end the
-// sessions a revocation matches (each protocol its own way), shut down.
+// protocolProxy is what the wiring needs of a protocol proxy: listen, serve, its registry
+// of live sessions (which follows the revocations and ends sessions by the protocol's own
+// Terminate), shut down.
 type protocolProxy interface {
 	Listen() error
 	Addr() string
 	Serve(ctx context.Context) error
-	Revoke(revoke.Revocation)
-	SetRevocations(*revoke.Registry)
+	Sessions() *session.Registry
 	Shutdown(ctx context.Context) error
 }
 
@@ -54,11 +53,9 @@ func (a *App) proxyService(protocol string, build func(ctx context.Context, sh p
 			}
 			fctx, cancel := context.WithCancel(context.Background())
 			stopFollow = cancel
-			reg, err := revoke.Follow(fctx, a.bus.JS, a.component(name), srv.Revoke)
-			if err != nil {
+			if err := srv.Sessions().Follow(fctx, a.bus.JS); err != nil {
 				return err
 			}
-			srv.SetRevocations(reg)
 			if err := srv.Listen(); err != nil {
 				return err
 			}

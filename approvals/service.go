@@ -21,7 +21,6 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // SubjectClaim is the request a proxy makes to use a fail-fast approval (the contract's).
@@ -252,7 +251,7 @@ func (s *Service) expireGrants(ctx context.Context, now time.Time) {
 
 // endGrant removes a grant and records how it ended: revoked by rv, or (rv nil) expired,
 // when a role with on_expiry end_sessions has it revoked so that its sessions end.
-func (s *Service) endGrant(ctx context.Context, g grants.Grant, rv *revoke.Revocation) {
+func (s *Service) endGrant(ctx context.Context, g grants.Grant, rv *schemas.RevocationState) {
 	if err := s.Grants.Delete(ctx, g.ID); err != nil {
 		s.Log.Warn("grant not removed", "grant", g.ID, "err", err)
 		return
@@ -264,8 +263,8 @@ func (s *Service) endGrant(ctx context.Context, g grants.Grant, rv *revoke.Revoc
 	} else {
 		end := g.OnExpiry != "next_statement"
 		if end {
-			ex := revoke.Revocation{Kind: revoke.KindGrant, Value: g.ID, Reason: revoke.ReasonGrantExpired, By: revoke.BySystem, At: now(), Until: g.Expires.Add(24 * time.Hour)}
-			if err := revoke.Publish(ctx, s.JS, ex, schemas.Identity{Subject: revoke.BySystem, Kind: "system"}); err != nil {
+			ex := schemas.RevocationState{Kind: schemas.RevokeKindGrant, Value: g.ID, Reason: schemas.ReasonGrantExpired, By: schemas.RevokedBySystem, At: now(), Until: g.Expires.Add(24 * time.Hour)}
+			if err := bus.PublishRevocation(ctx, s.JS, ex, schemas.Identity{Subject: schemas.RevokedBySystem, Kind: "system"}); err != nil {
 				s.Log.Warn("expired grant not revoked", "grant", g.ID, "err", err)
 			}
 		}
@@ -283,8 +282,8 @@ func (s *Service) endGrant(ctx context.Context, g grants.Grant, rv *revoke.Revoc
 func now() time.Time { return time.Now().UTC() }
 
 // RevokeGrant ends a grant that was revoked (gatehouse revoke --grant ID).
-func (s *Service) RevokeGrant(rv revoke.Revocation) {
-	if rv.Kind != revoke.KindGrant || s.Grants == nil || rv.By == revoke.BySystem {
+func (s *Service) RevokeGrant(rv schemas.RevocationState) {
+	if rv.Kind != schemas.RevokeKindGrant || s.Grants == nil || rv.By == schemas.RevokedBySystem {
 		return
 	}
 	gs, err := s.Grants.List(context.Background())

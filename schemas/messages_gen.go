@@ -27,6 +27,20 @@ const (
 	EffectRequireApproval = "require_approval"
 	// EffectDeny refuses the statement, with the reply's reason.
 	EffectDeny = "deny"
+	// StreamRevoke is the stream of revocations (subjects SubjectRevoke.>), the latest per target kept: every proxy replays it before it admits a session and follows it from then on.
+	StreamRevoke = "GH_REVOKE"
+	// SubjectRevoke is the root of the revocation subjects: gh.revoke.<kind>.<value> (RevocationSubject), one per target, carrying its RevocationState.
+	SubjectRevoke = "gh.revoke"
+	// RevokeKindIdentity is a revocation of an identity: its value is a token subject, a name (identity.name), or the human behind a service token (RevocationTargets).
+	RevokeKindIdentity = "identity"
+	// RevokeKindSession is a revocation of one session: its value is the session id.
+	RevokeKindSession = "session"
+	// RevokeKindGrant is a revocation of a time-boxed grant: its value is the grant id; the sessions that used it end.
+	RevokeKindGrant = "grant"
+	// RevokedBySystem is who revokes what Gatehouse ends by itself (an expired grant).
+	RevokedBySystem = "gatehouse"
+	// ReasonGrantExpired is the reason of the revocation of an expired grant.
+	ReasonGrantExpired = "grant expired"
 )
 
 // ApprovalSpec is a require_approval rule's approval, with defaults filled in.
@@ -179,6 +193,26 @@ type Resource struct {
 	Type string `json:"type"`
 	// Labels is its labels.
 	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// RevocationState is the state of one revocation target, published on its subject of StreamRevoke (RevocationSubject): in force from At until Until (zero: until lifted), or lifted.
+type RevocationState struct {
+	// Kind is the target's kind: identity, session or grant (RevokeKind*).
+	Kind string `json:"kind"`
+	// Value is the target: a subject or name, a session id, a grant id.
+	Value string `json:"value"`
+	// Reason is why, as the client whose session ends is told.
+	Reason string `json:"reason,omitempty"`
+	// By is the revoker's token subject.
+	By string `json:"by"`
+	// ByName is the revoker's name (identity.name), when known.
+	ByName string `json:"by_name,omitempty"`
+	// At is when it was revoked (or lifted).
+	At time.Time `json:"at"`
+	// Until is when it lapses by itself; zero: until lifted.
+	Until time.Time `json:"until,omitzero"`
+	// Lifted is whether it was lifted.
+	Lifted bool `json:"lifted,omitempty"`
 }
 
 // SQLRequest is the SQL part of a decision request.

@@ -18,7 +18,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // conn is one live session: the client, the backend, and the relay between them. Two
@@ -43,13 +42,14 @@ type conn struct {
 	bytesIn  atomic.Uint64 // read from the client (client loop)
 	bytesOut atomic.Uint64 // written to the client (whoever holds wmu)
 
-	life      lifecycle     // how the session ends (below)
-	queue     answerQueue   // the answers the client waits for, in order (relay.go)
-	tx        txState       // the backend's transaction status, barriers and schema changes (backend.go)
-	pipe      pipeline      // the extended-protocol pipeline up to its Sync (extended.go)
-	prep      prepared      // prepared statements and portals (extended.go)
-	described describeCache // the columns Describe reported of prepared statements (extended.go)
-	names     nameState     // the namespace as SQL changes it (names.go)
+	life       lifecycle     // how the session ends (below)
+	unregister func()        // removes the session from the registry of live sessions
+	queue      answerQueue   // the answers the client waits for, in order (relay.go)
+	tx         txState       // the backend's transaction status, barriers and schema changes (backend.go)
+	pipe       pipeline      // the extended-protocol pipeline up to its Sync (extended.go)
+	prep       prepared      // prepared statements and portals (extended.go)
+	described  describeCache // the columns Describe reported of prepared statements (extended.go)
+	names      nameState     // the namespace as SQL changes it (names.go)
 }
 
 // lifecycle is how the session ends, once: whichever goroutine gets there first (either
@@ -97,17 +97,9 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.active.Inc()
-	// A revocation that came in while the session was being set up, and the session's end
-	// when the caller's token expires (or its maximum lifetime passes).
-	if s.revocations != nil {
-		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, revoke.IdentityValues(st.identity.Identity)...); ok {
-			go s.Revoke(rv)
-		}
-	}
-	if end, ev, msg := sessionDeadline(st); !end.IsZero() {
-		t := time.AfterFunc(time.Until(end), func() { c.terminate(ev, msg) })
-		defer t.Stop()
-	}
+	// From here a revocation (one that came in while the session was being set up too), the
+	// token's expiry or the resource's maximum lifetime ends it, by endOnWire.
+	c.unregister = s.live.Register(sess, c.endOnWire)
 
 	// Greet the client as PostgreSQL would.
 	var hello []pgproto3.Message
@@ -143,6 +135,9 @@ func (c *conn) leave() {
 	c.life.leaveOnce.Do(func() {
 		s := c.srv
 		s.cancels.remove(c.cancelKey)
+		if c.unregister != nil {
+			c.unregister()
+		}
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
@@ -235,28 +230,25 @@ func labelList(m map[string]string) []string {
 	return out
 }
 
-// sessionDeadline is when the gateway ends the session by itself: when the caller's token
-// expires (the default), or after the resource's maximum session lifetime.
-func sessionDeadline(st *startState) (time.Time, *schemas.SessionTerminated, string) {
-	if st.resource.TokenExpiry == "continue" {
-		life := st.resource.MaxSessionLifetime
-		if life <= 0 {
-			life = 12 * time.Hour
-		}
-		return time.Now().Add(life), &schemas.SessionTerminated{Cause: "max_lifetime"},
-			fmt.Sprintf("terminating connection: the session reached the maximum lifetime of %s on this resource; reconnect", life)
-	}
-	exp := st.identity.Expiry
-	return exp, &schemas.SessionTerminated{Cause: "token_expired"},
-		fmt.Sprintf("terminating connection: the access token expired at %s; reconnect with a fresh token", exp.UTC().Format(time.RFC3339))
-}
-
 // terminate ends the session from the gateway's side (revoked, token expired): the client
 // gets 57P01 with msg, a statement in flight is cancelled on the backend, and the cause is
 // recorded before session.end.
 func (c *conn) terminate(ev *schemas.SessionTerminated, msg string) {
 	if c.endClient(ev, msg, true) {
 		c.finishTerminate(ev)
+	}
+}
+
+// endOnWire is the session's Terminate (proxy/session ends it: revoked, token expired,
+// maximum lifetime): the client gets 57P01 with msg now if its writer is free; the rest
+// (waiting for a busy writer, cancelling a statement in flight on the backend, closing)
+// is returned for the registry to run.
+func (c *conn) endOnWire(ev *schemas.SessionTerminated, msg string) func() {
+	told := c.endClient(ev, msg, false)
+	return func() {
+		if told || c.endClient(ev, msg, true) {
+			c.finishTerminate(ev)
+		}
 	}
 }
 

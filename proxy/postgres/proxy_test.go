@@ -36,7 +36,6 @@ import (
 	"github.com/gatehouse/gatehouse/services/dev/localdb"
 	"github.com/gatehouse/gatehouse/services/dev/localdb/pgtest"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // engineDecider decides with a policy engine in-process (the NATS hop is tested
@@ -162,9 +161,7 @@ func startProxy(t *testing.T, maxMessage int) *proxyEnv {
 		MaskKey: []byte(testMaskKey)},
 		res, v, pub, engineDecider{eng, cats}, prometheus.NewRegistry(), log)
 	srv.SetCatalogSink(heldCatalogs{cats})
-	reg, err := revoke.Follow(t.Context(), b.JS, log, srv.Revoke)
-	require.NoError(t, err)
-	srv.SetRevocations(reg)
+	require.NoError(t, srv.Sessions().Follow(t.Context(), b.JS))
 	require.NoError(t, srv.Listen())
 	sctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})

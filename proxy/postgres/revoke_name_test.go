@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // An administrator revokes a person by the name they know (an email), not by the IdP's
@@ -33,8 +33,8 @@ func TestRevocationByName(t *testing.T) {
 	_, err = c.Exec(ctx, "select 1").ReadAll()
 	require.NoError(t, err)
 
-	rv := revoke.Revocation{Kind: revoke.KindIdentity, Value: "alice@example.com", Reason: "left the company", By: "CgVib2IxEgVsb2NhbA", ByName: "bob@example.com", At: time.Now()}
-	require.NoError(t, revoke.Publish(ctx, env.bus.JS, rv, schemas.Identity{Subject: rv.By, Name: rv.ByName}))
+	rv := schemas.RevocationState{Kind: schemas.RevokeKindIdentity, Value: "alice@example.com", Reason: "left the company", By: "CgVib2IxEgVsb2NhbA", ByName: "bob@example.com", At: time.Now()}
+	require.NoError(t, bus.PublishRevocation(ctx, env.bus.JS, rv, schemas.Identity{Subject: rv.By, Name: rv.ByName}))
 	var pgErr *pgconn.PgError
 	var ended error
 	require.Eventually(t, func() bool {
@@ -73,7 +73,7 @@ func TestRevocationByName(t *testing.T) {
 	require.True(t, terminated)
 
 	// Lifted by name, alice may connect again.
-	require.NoError(t, revoke.Publish(ctx, env.bus.JS, revoke.Revocation{Kind: revoke.KindIdentity, Value: "alice@example.com", Reason: "rehired", By: rv.By, At: time.Now(), Lifted: true}, schemas.Identity{Subject: rv.By}))
+	require.NoError(t, bus.PublishRevocation(ctx, env.bus.JS, schemas.RevocationState{Kind: schemas.RevokeKindIdentity, Value: "alice@example.com", Reason: "rehired", By: rv.By, At: time.Now(), Lifted: true}, schemas.Identity{Subject: rv.By}))
 	require.Eventually(t, func() bool {
 		c, err := connect()
 		if err == nil {

@@ -20,8 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // revokeSessions is how many sessions the revocation test holds (GH_REVOKE_SESSIONS to
@@ -68,7 +68,7 @@ func TestRevocationEndsLiveSessionsAndRefusesNewOnes(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 
 	start := time.Now()
-	require.NoError(t, revoke.Publish(ctx, env.bus.JS, revoke.Revocation{Kind: revoke.KindIdentity, Value: "svc-victim", Reason: "credential leaked (INC-7)", By: "sec-oncall", At: start}, schemas.Identity{Subject: "sec-oncall"}))
+	require.NoError(t, bus.PublishRevocation(ctx, env.bus.JS, schemas.RevocationState{Kind: schemas.RevokeKindIdentity, Value: "svc-victim", Reason: "credential leaked (INC-7)", By: "sec-oncall", At: start}, schemas.Identity{Subject: "sec-oncall"}))
 	var lat []time.Duration
 	for len(lat) < n && lines.Scan() {
 		f := strings.Fields(lines.Text())
@@ -126,7 +126,7 @@ func TestRevocationEndsLiveSessionsAndRefusesNewOnes(t *testing.T) {
 	require.Equal(t, n+1, endedRevoked)
 
 	// Lifted: the identity may connect again.
-	require.NoError(t, revoke.Publish(ctx, env.bus.JS, revoke.Revocation{Kind: revoke.KindIdentity, Value: "svc-victim", By: "sec-oncall", At: time.Now(), Lifted: true}, schemas.Identity{Subject: "sec-oncall"}))
+	require.NoError(t, bus.PublishRevocation(ctx, env.bus.JS, schemas.RevocationState{Kind: schemas.RevokeKindIdentity, Value: "svc-victim", By: "sec-oncall", At: time.Now(), Lifted: true}, schemas.Identity{Subject: "sec-oncall"}))
 	require.Eventually(t, func() bool {
 		c, err := connAs(victim)
 		if err == nil {

@@ -23,7 +23,6 @@ import (
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/identity"
-	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // Config configures the proxy.
@@ -64,7 +63,7 @@ type Server struct {
 
 	masks       *mask.Cache
 	approvals   *session.Approvals
-	revocations *revoke.Registry
+	live        *session.Registry
 	cats        *catalogs
 	catalogSink CatalogSink
 
@@ -75,7 +74,7 @@ type Server struct {
 // New makes a proxy server.
 func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher, d session.Decider, reg prometheus.Registerer, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, resources: res, verifier: v, pub: pub, decider: d, log: log,
-		cancels: newCancelRegistry(), conns: map[*conn]struct{}{}, masks: mask.NewCache(cfg.MaskKey),
+		cancels: newCancelRegistry(), conns: map[*conn]struct{}{}, masks: mask.NewCache(cfg.MaskKey), live: session.NewRegistry(log),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_postgres_connections_total",
 			Help: "Client connections, by outcome of the startup (ok, or the failed check)."}, []string{"outcome"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatehouse_postgres_sessions_active", Help: "Live sessions."}),
@@ -88,55 +87,9 @@ func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher
 // SetCatalogSink gives the proxy where to publish the catalogs it reads (before Serve).
 func (s *Server) SetCatalogSink(sink CatalogSink) { s.catalogSink = sink }
 
-// SetRevocations gives the proxy the revocations in force (before Serve); Revoke ends the
-// sessions a new one matches.
-func (s *Server) SetRevocations(r *revoke.Registry) { s.revocations = r }
-
-// Revoke ends the live sessions a revocation matches: the client gets 57P01 with the
-// reason, a statement in flight is cancelled on the backend, and the end is recorded.
-func (s *Server) Revoke(rv revoke.Revocation) {
-	s.mu.Lock()
-	var match []*conn
-	for c := range s.conns {
-		switch rv.Kind {
-		case revoke.KindIdentity:
-			if rv.MatchesIdentity(c.st.identity.Identity) {
-				match = append(match, c)
-			}
-		case revoke.KindSession:
-			if c.sess.ID == rv.Value {
-				match = append(match, c)
-			}
-		case revoke.KindGrant:
-			if c.sess.UsedGrant(rv.Value) {
-				match = append(match, c)
-			}
-		}
-	}
-	s.mu.Unlock()
-	msg := fmt.Sprintf("terminating connection: access revoked by %s: %s", rv.Revoker(), rv.Why())
-	// First every client hears of it, in one pass; then backends are cancelled, causes
-	// recorded and connections closed, concurrently.
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, c := range match {
-		ev := &schemas.SessionTerminated{Cause: "revoked", Reason: rv.Reason, Revocation: rv.Kind + ":" + rv.Value, By: rv.By}
-		told := c.endClient(ev, msg, false)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if told || c.endClient(ev, msg, true) {
-				c.finishTerminate(ev)
-			}
-		}()
-	}
-	told := time.Since(start)
-	wg.Wait()
-	if len(match) > 0 {
-		s.log.Info("sessions ended by a revocation", "kind", rv.Kind, "value", rv.Value, "sessions", len(match),
-			"since_revoked", start.Sub(rv.At), "clients_told_in", told, "closed_in", time.Since(start))
-	}
-}
+// Sessions is the registry of the proxy's live sessions: the wiring has it follow the
+// revocations (Follow) before Serve; it ends sessions through the proxy's Terminate.
+func (s *Server) Sessions() *session.Registry { return s.live }
 
 // SetApprovals connects the proxy to the approvals system (before Serve).
 func (s *Server) SetApprovals(a *session.Approvals) { s.approvals = a }
@@ -397,10 +350,8 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 		return &startupError{"28P01", "token", "token rejected: " + err.Error()}
 	}
 	st.identity = id
-	if s.revocations != nil {
-		if rv, ok := s.revocations.Check(time.Now(), revoke.KindIdentity, revoke.IdentityValues(id.Identity)...); ok {
-			return &startupError{"28000", "revoked", fmt.Sprintf("access revoked for %s by %s at %s: %s", rv.Value, rv.Revoker(), rv.At.Format(time.RFC3339), rv.Why())}
-		}
+	if err := s.live.Admit(id.Identity); err != nil {
+		return &startupError{"28000", "revoked", err.Error()}
 	}
 	if st.backend, err = s.connectBackend(st); err != nil {
 		return &startupError{"08006", "backend", fmt.Sprintf("cannot connect to resource %q: %v", res.Name, err)}

@@ -9,3 +9,13 @@ func Pending(s *Session) (raw, encoded int) {
 	defer s.mu.Unlock()
 	return len(s.raw), s.batch.n
 }
+
+// UseGrant records that a statement of s was allowed while the caller held grant id.
+func UseGrant(s *Session, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.grants == nil {
+		s.grants = map[string]bool{}
+	}
+	s.grants[id] = true
+}

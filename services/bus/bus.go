@@ -22,7 +22,7 @@ const (
 	SubjectAudit     = "gh.audit"
 	StreamApprovals  = "GH_APPROVALS"
 	SubjectApprovals = "gh.approvals"
-	SubjectRevoke    = "gh.revoke"
+	SubjectRevoke    = schemas.SubjectRevoke
 	// SubjectDecide, QueueDecide and SubjectPolicyRevision are the decision's names, as
 	// the contract (schemas, messages.yaml) defines them.
 	SubjectDecide         = schemas.SubjectDecide

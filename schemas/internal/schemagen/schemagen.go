@@ -20,6 +20,9 @@ type Field struct {
 	Go        string `yaml:"go"`
 	Doc       string `yaml:"doc"`
 	OmitEmpty bool   `yaml:"omitempty"`
+	// OmitZero omits a zero value (a zero time.Time); messages only: events' AppendJSON
+	// does not render it.
+	OmitZero bool `yaml:"omitzero"`
 	// GoName overrides the Go name derived from Name (sqlstate: SQLState).
 	GoName string `yaml:"goname"`
 	// Include names a group of messages.yaml's shared section: its fields, inline.
@@ -164,6 +167,9 @@ func writeFields(b *bytes.Buffer, fields []Field) {
 		if f.OmitEmpty {
 			tag += ",omitempty"
 		}
+		if f.OmitZero {
+			tag += ",omitzero"
+		}
 		fmt.Fprintf(b, "\t// %s is %s.\n\t%s %s `json:%q`\n", f.goName(), f.Doc, f.goName(), f.Go, tag)
 	}
 }
@@ -278,6 +284,9 @@ func writeAppend(b *bytes.Buffer, typ string, fields []Field) error {
 		val := "v." + name
 		key := fmt.Sprintf("%q:", f.Name)
 		var empty string
+		if f.OmitZero {
+			return fmt.Errorf("%s.%s: omitzero is for messages, not events", typ, f.Name)
+		}
 		if f.OmitEmpty {
 			switch {
 			case f.Go == "string":
