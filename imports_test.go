@@ -37,21 +37,13 @@ func layerOf(pkg string) layer {
 	case first == "proxy":
 		name, _, _ := strings.Cut(rest, "/")
 		return layer{kind: "proxy", name: name}
-	case first == "ingest", first == "query", first == "approvals", first == "notifier", first == "policy", first == "sinks":
+	case first == "ingest", first == "query", first == "approvals", first == "notifier", first == "policy", first == "sinks", first == "revoke":
 		return layer{kind: "component", name: first} // approvals/grants is part of approvals
 	case first == "services":
-		name, _, _ := strings.Cut(rest, "/")
-		if c, ok := servicesComponents[name]; ok {
-			return layer{kind: "component", name: c}
-		}
 		return layer{kind: "runtime"}
 	}
 	return layer{kind: "unknown"}
 }
-
-// servicesComponents are the whole components that still live under services/ (the
-// design card's layout moves them out: issue 15), by the component they belong to.
-var servicesComponents = map[string]string{"revoke": "revoke"}
 
 // allowed says whether a package of layer from may import one of layer to.
 func allowed(from, to layer) bool {

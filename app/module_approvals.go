@@ -5,7 +5,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/approvals"
 	"github.com/gatehouse/gatehouse/approvals/grants"
-	"github.com/gatehouse/gatehouse/services/revoke"
+	"github.com/gatehouse/gatehouse/revoke"
 )
 
 // approvalsService keeps the approvals' state (from GH_APPROVALS), serves the approvals API

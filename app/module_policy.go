@@ -11,11 +11,11 @@ import (
 
 	"github.com/gatehouse/gatehouse/approvals/grants"
 	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/revoke"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/catalogs"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/desired"
-	"github.com/gatehouse/gatehouse/services/revoke"
 )
 
 // policyService answers decisions with the policies in KV, recompiling on every change, and

@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gatehouse/gatehouse/services/revoke"
+	"github.com/gatehouse/gatehouse/revoke"
 )
 
 // revokeCmd is `gatehouse revoke --identity X | --session ID | --grant ID`.

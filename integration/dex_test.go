@@ -18,10 +18,10 @@ import (
 	"github.com/gatehouse/gatehouse/cli"
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
+	"github.com/gatehouse/gatehouse/revoke"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 	"github.com/gatehouse/gatehouse/services/identity/dextest"
-	"github.com/gatehouse/gatehouse/services/revoke"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 
