@@ -27,6 +27,14 @@ const (
 	EffectRequireApproval = "require_approval"
 	// EffectDeny refuses the statement, with the reply's reason.
 	EffectDeny = "deny"
+	// StreamAudit is the stream of every session event (EVENTS.md), on subjects SubjectAudit.<resource>.<session>.<type>; the event id is the JetStream message id, so a re-publish is deduplicated.
+	StreamAudit = "GH_AUDIT"
+	// SubjectAudit is the root of the audit subjects: gh.audit.<resource>.<session>.<type>.
+	SubjectAudit = "gh.audit"
+	// StreamApprovals is the stream of approval events (requested, decided, expired, cancelled, used, grants), on subjects SubjectApprovals.<approval id>.<type>: the approvals component and the notifier fold it into Approval states.
+	StreamApprovals = "GH_APPROVALS"
+	// SubjectApprovals is the root of the approval subjects: gh.approvals.<approval id>.<type>.
+	SubjectApprovals = "gh.approvals"
 	// StreamRevoke is the stream of revocations (subjects SubjectRevoke.>), the latest per target kept: every proxy replays it before it admits a session and follows it from then on.
 	StreamRevoke = "GH_REVOKE"
 	// SubjectRevoke is the root of the revocation subjects: gh.revoke.<kind>.<value> (RevocationSubject), one per target, carrying its RevocationState.

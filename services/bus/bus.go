@@ -18,10 +18,11 @@ import (
 
 // Names shared by all components: the contract between them.
 const (
-	StreamAudit      = "GH_AUDIT"
-	SubjectAudit     = "gh.audit"
-	StreamApprovals  = "GH_APPROVALS"
-	SubjectApprovals = "gh.approvals"
+	// The streams' names, as the contract (schemas, messages.yaml) defines them.
+	StreamAudit      = schemas.StreamAudit
+	SubjectAudit     = schemas.SubjectAudit
+	StreamApprovals  = schemas.StreamApprovals
+	SubjectApprovals = schemas.SubjectApprovals
 	SubjectRevoke    = schemas.SubjectRevoke
 	// SubjectDecide, QueueDecide and SubjectPolicyRevision are the decision's names, as
 	// the contract (schemas, messages.yaml) defines them.
