@@ -41,19 +41,16 @@ type Config struct {
 }
 
 // Resources resolves a database name to a resource.
-type Resources interface {
-	Resource(name string) (*config.Resource, bool)
-}
+type Resources = session.Resources
 
 // Server accepts PostgreSQL clients.
 type Server struct {
-	cfg       Config
-	resources Resources
-	verifier  *identity.Verifier
-	pub       *session.Publisher
-	decider   session.Decider
-	log       *slog.Logger
-	cancels   *cancelRegistry
+	cfg     Config
+	auth    *session.Authenticator // the resource, the token, revocations: the shared half's
+	pub     *session.Publisher
+	decider session.Decider
+	log     *slog.Logger
+	cancels *cancelRegistry
 
 	ln     net.Listener
 	wg     sync.WaitGroup
@@ -73,8 +70,9 @@ type Server struct {
 
 // New makes a proxy server.
 func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher, d session.Decider, reg prometheus.Registerer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, resources: res, verifier: v, pub: pub, decider: d, log: log,
-		cancels: newCancelRegistry(), conns: map[*conn]struct{}{}, masks: mask.NewCache(cfg.MaskKey), live: session.NewRegistry(log),
+	live := session.NewRegistry(log)
+	s := &Server{cfg: cfg, auth: &session.Authenticator{Verifier: v, Resources: res, Live: live}, pub: pub, decider: d, log: log,
+		cancels: newCancelRegistry(), conns: map[*conn]struct{}{}, masks: mask.NewCache(cfg.MaskKey), live: live,
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_postgres_connections_total",
 			Help: "Client connections, by outcome of the startup (ok, or the failed check)."}, []string{"outcome"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatehouse_postgres_sessions_active", Help: "Live sessions."}),
@@ -319,8 +317,8 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 	if dbname == "" {
 		dbname = st.params["user"]
 	}
-	res, ok := s.resources.Resource(dbname)
-	if !ok || res.Type != "postgres" {
+	res, err := s.auth.Resource(dbname, "postgres")
+	if err != nil {
 		return &startupError{"3D000", "resource", fmt.Sprintf("resource %q is not a PostgreSQL resource on this gateway (dbname selects the resource)", dbname)}
 	}
 	st.resource = res
@@ -341,18 +339,18 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 	if err != nil || token == "" {
 		return &startupError{"28P01", identity.CheckFormat, "password authentication failed: send an OIDC access token as the password"}
 	}
-	id, err := s.verifier.Verify(context.Background(), token)
-	if err != nil {
-		var ie *identity.Error
-		if errors.As(err, &ie) {
-			return &startupError{"28P01", ie.Check, "token rejected: " + ie.Msg}
-		}
+	id, err := s.auth.Authenticate(context.Background(), token)
+	var ae *session.AuthError
+	switch {
+	case errors.As(err, &ae) && ae.Class == "revoked":
+		st.identity = id
+		return &startupError{"28000", ae.Check, ae.Msg}
+	case errors.As(err, &ae):
+		return &startupError{"28P01", ae.Check, ae.Msg}
+	case err != nil:
 		return &startupError{"28P01", "token", "token rejected: " + err.Error()}
 	}
 	st.identity = id
-	if err := s.live.Admit(id.Identity); err != nil {
-		return &startupError{"28000", "revoked", err.Error()}
-	}
 	if st.backend, err = s.connectBackend(st); err != nil {
 		return &startupError{"08006", "backend", fmt.Sprintf("cannot connect to resource %q: %v", res.Name, err)}
 	}
