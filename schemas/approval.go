@@ -147,52 +147,6 @@ func (a *Approval) CanDecide(who Identity) string {
 	return ""
 }
 
-// SubjectApprovalDecide is the request to record an approver's decision (queue group
-// "approvals"): an ApprovalDecision, answered with an ApprovalDecisionReply. The caller
-// has verified the approver (the API its token, the notifier Slack's signature and user).
-const SubjectApprovalDecide = "gh.approvals-decide"
-
-// SubjectApprovalClaim is the request a proxy makes to use a fail-fast approval (queue
-// group "approvals"): an ApprovalClaim, answered with an ApprovalClaimReply.
-const SubjectApprovalClaim = "gh.approvals-claim"
-
-// ApprovalClaim asks for an approved, unused fail-fast approval of the identical statement
-// (by its hash) of the same caller on the same resource.
-type ApprovalClaim struct {
-	Subject       string `json:"subject"`
-	Resource      string `json:"resource"`
-	StatementHash string `json:"statement_hash"`
-	SessionID     string `json:"session_id"`
-}
-
-// ApprovalClaimReply is the approval used ("" if none), with who approved it and when (for
-// the session's trail, which has no other record of a fail-fast approval's decision), or
-// the one still pending for the same statement.
-type ApprovalClaimReply struct {
-	Used        string   `json:"used,omitempty"`
-	ApprovedBy  []string `json:"approved_by,omitempty"`
-	RequestedAt string   `json:"requested_at,omitempty"` // RFC 3339
-	ApprovedAt  string   `json:"approved_at,omitempty"`  // RFC 3339
-	Pending     string   `json:"pending,omitempty"`
-}
-
-// ApprovalDecision is an approver's decision on an approval.
-type ApprovalDecision struct {
-	ApprovalID string   `json:"approval_id"`
-	By         Identity `json:"by"`
-	Decision   string   `json:"decision"` // approve or deny
-	Via        string   `json:"via"`      // cli, api, slack, console
-	Reason     string   `json:"reason,omitempty"`
-}
-
-// ApprovalDecisionReply is the approval after the decision, or why it was refused (Status
-// an HTTP status: 404 no such approval, 403 not this approver's to decide, 409 decided).
-type ApprovalDecisionReply struct {
-	Approval *Approval `json:"approval,omitempty"`
-	Status   int       `json:"status,omitempty"`
-	Error    string    `json:"error,omitempty"`
-}
-
 // Printable is a statement as approvers are shown it: control characters (a carriage
 // return that makes a terminal print later text over earlier) and invisible or
 // direction-changing characters (Trojan Source: text that reads otherwise than it runs)

@@ -5,6 +5,10 @@ package schemas
 import "time"
 
 const (
+	// SubjectApprovalClaim is the request a proxy makes to use a fail-fast approval (queue group approvals): an ApprovalClaim, answered with an ApprovalClaimReply.
+	SubjectApprovalClaim = "gh.approvals-claim"
+	// SubjectApprovalDecide is the request to record an approver's decision (queue group approvals): an ApprovalDecision, answered with an ApprovalDecisionReply.
+	SubjectApprovalDecide = "gh.approvals-decide"
 	// SubjectDecide is the subject of decisions (request/reply): a proxy sends a DecisionRequest, the policy service answers with a DecisionReply.
 	SubjectDecide = "gh.policy.decide"
 	// QueueDecide is the queue group of the policy services answering SubjectDecide, so that any number of copies share the load.
@@ -50,6 +54,56 @@ const (
 	// ReasonGrantExpired is the reason of the revocation of an expired grant.
 	ReasonGrantExpired = "grant expired"
 )
+
+// ApprovalClaim asks for an approved, unused fail-fast approval of the identical statement (by its hash) of the same caller on the same resource (SubjectApprovalClaim); answered with an ApprovalClaimReply.
+type ApprovalClaim struct {
+	// Subject is the caller's token subject.
+	Subject string `json:"subject"`
+	// Resource is the resource.
+	Resource string `json:"resource"`
+	// StatementHash is hex SHA-256 of the statement as it would run.
+	StatementHash string `json:"statement_hash"`
+	// SessionID is the session that would run it.
+	SessionID string `json:"session_id"`
+}
+
+// ApprovalClaimReply is the approval used ("" if none), with who approved it and when (for the session's trail, which has no other record of a fail-fast approval's decision), or the one still pending for the same statement.
+type ApprovalClaimReply struct {
+	// Used is the approval consumed.
+	Used string `json:"used,omitempty"`
+	// ApprovedBy is who approved it.
+	ApprovedBy []string `json:"approved_by,omitempty"`
+	// RequestedAt is when it was requested, RFC 3339.
+	RequestedAt string `json:"requested_at,omitempty"`
+	// ApprovedAt is when it was approved, RFC 3339.
+	ApprovedAt string `json:"approved_at,omitempty"`
+	// Pending is an approval of the same statement still pending.
+	Pending string `json:"pending,omitempty"`
+}
+
+// ApprovalDecision is an approver's decision on an approval (SubjectApprovalDecide), sent by a component that verified the approver (the notifier: Slack's signature and user); answered with an ApprovalDecisionReply.
+type ApprovalDecision struct {
+	// ApprovalID is the approval.
+	ApprovalID string `json:"approval_id"`
+	// By is the approver.
+	By Identity `json:"by"`
+	// Decision is approve or deny.
+	Decision string `json:"decision"`
+	// Via is cli, api, slack or console.
+	Via string `json:"via"`
+	// Reason is why (required to deny).
+	Reason string `json:"reason,omitempty"`
+}
+
+// ApprovalDecisionReply is the approval after the decision, or why it was refused (status an HTTP status: 404 no such approval, 403 not this approver's to decide, 409 decided).
+type ApprovalDecisionReply struct {
+	// Approval is the approval's state after the decision (its fold, schemas.Approval).
+	Approval *Approval `json:"approval,omitempty"`
+	// Status is why not, as an HTTP status.
+	Status int `json:"status,omitempty"`
+	// Error is why not, in words.
+	Error string `json:"error,omitempty"`
+}
 
 // ApprovalSpec is a require_approval rule's approval, with defaults filled in.
 type ApprovalSpec struct {
