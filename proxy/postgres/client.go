@@ -189,7 +189,7 @@ func denial(q *session.Query) *refusal {
 	}
 	if d.Effect == "require_approval" {
 		return &refusal{code: "42501", msg: fmt.Sprintf("Gatehouse: approval required (policy %s, rule %s): %s", d.Policy, d.Rule, d.Reason),
-			hint: "this statement needs a human approval, and this gateway does not hold statements for approval yet; it is refused"}
+			hint: "this needs a human approval, which the gateway holds only for a SQL statement sent on its own (not a fast-path function call), and only when approvals are configured; it is refused"}
 	}
 	msg := "Gatehouse denied the statement: " + d.Reason
 	if d.Rule != "" {

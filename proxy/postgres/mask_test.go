@@ -142,6 +142,7 @@ func TestMasking(t *testing.T) {
 		require.ErrorAs(t, err, &pgErr)
 		require.Equal(t, "42501", pgErr.Code)
 		require.Contains(t, pgErr.Message, "approval required (policy masking, rule approve-deletes): deletes need a second pair of eyes")
+		require.Contains(t, pgErr.Hint, "only when approvals are configured", "the hint says why it is not held (this proxy has no approvals)")
 		res, err := c.Exec(ctx, "select count(*) from customers").ReadAll()
 		require.NoError(t, err)
 		require.Equal(t, "3", string(res[0].Rows[0][0]))
