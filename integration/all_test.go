@@ -1,17 +1,12 @@
 package integration
 
 import (
-	"context"
 	"net"
 	"path/filepath"
-	"runtime/pprof"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 	"github.com/gatehouse/gatehouse/services/seal"
@@ -53,23 +48,7 @@ func startAllInOne(t *testing.T, path string) (*gateway, string) {
 	require.NoError(t, err)
 	require.NoError(t, cfg.Validate())
 
-	a := app.New(cfg, testLogger(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, []string{"all"}) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			var buf strings.Builder
-			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
-			t.Errorf("gatehouse did not stop within 30s:\n%s", buf.String())
-		}
-	})
-	require.Eventually(t, a.Ready, 60*time.Second, 50*time.Millisecond)
-	waitReady(t, "http://"+a.HTTPAddr())
+	a := runApp(t, cfg, "all")
 	host, port, err := net.SplitHostPort(a.ListenAddr("postgres"))
 	require.NoError(t, err)
 	base := "http://" + a.HTTPAddr()

@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/cli"
 	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
@@ -52,21 +51,7 @@ func TestDexEndToEnd(t *testing.T) {
 	}}})
 	require.NoError(t, cfg.Validate())
 
-	a := app.New(cfg, testLogger(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, []string{"all"}) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Errorf("gatehouse did not stop within 30s")
-		}
-	})
-	require.Eventually(t, a.Ready, 60*time.Second, 50*time.Millisecond)
-	waitReady(t, "http://"+a.HTTPAddr())
+	a := runApp(t, cfg, "all")
 	host, port, err := net.SplitHostPort(a.ListenAddr("postgres"))
 	require.NoError(t, err)
 	g := &gateway{pgHost: host, pgPort: port, api: "http://" + a.HTTPAddr(), issuer: "http://" + a.HTTPAddr(), chAddr: ch.Addr(), chDB: cfg.ClickHouse.Database, pg: pg}

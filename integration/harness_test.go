@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +22,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/cli"
+	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/dev/localdb"
 	"github.com/gatehouse/gatehouse/services/dev/localdb/pgtest"
 )
@@ -210,4 +213,28 @@ func (w *syncBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+// runApp runs targets of cfg in this process until the test ends, and returns it ready.
+// At the end it must stop within 30 s (else the test fails with every goroutine's stack).
+func runApp(t *testing.T, cfg *config.Config, targets ...string) *app.App {
+	t.Helper()
+	a := app.New(cfg, testLogger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, targets) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			var buf strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			t.Errorf("gatehouse did not stop within 30s:\n%s", buf.String())
+		}
+	})
+	require.Eventually(t, a.Ready, 60*time.Second, 50*time.Millisecond)
+	waitReady(t, "http://"+a.HTTPAddr())
+	return a
 }

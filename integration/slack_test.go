@@ -25,7 +25,6 @@ import (
 	"github.com/slack-go/slack/slacktest"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/app"
 	slacknotify "github.com/gatehouse/gatehouse/notifier"
 	"github.com/gatehouse/gatehouse/services/config"
 )
@@ -71,22 +70,15 @@ func TestSlackClickRunsTheHeldStatement(t *testing.T) {
 	cfg.Slack = &config.Slack{BotTokenFile: filepath.Join(dir, "token"), SigningSecretFile: filepath.Join(dir, "secret"),
 		APIURL: fake.GetAPIURL(), Channel: "C1", Users: []config.SlackUser{{Email: "approver-1@example.com", Subject: "approver-1", Groups: []string{"approvers"}}}}
 	require.NoError(t, cfg.Validate())
-	a := app.New(cfg, testLogger(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, []string{"nats", "dev-issuer", "policy", "approvals", "proxy-postgres"}) }()
-	t.Cleanup(func() { cancel(); <-done })
-	require.Eventually(t, a.Ready, 60*time.Second, 50*time.Millisecond)
+	a := runApp(t, cfg, "nats", "dev-issuer", "policy", "approvals", "proxy-postgres")
 	base := "http://" + a.HTTPAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	// The notifier runs apart from the approvals service, meeting it only over NATS
 	// (GH_APPROVALS, gh.approvals-decide), as `gatehouse run --target notifier` does.
 	ncfg := *cfg
 	ncfg.NATS.URL = a.NATSURL()
-	notifier := app.New(&ncfg, testLogger(t))
-	ndone := make(chan error, 1)
-	go func() { ndone <- notifier.Run(ctx, []string{"notifier"}) }()
-	t.Cleanup(func() { cancel(); <-ndone })
-	require.Eventually(t, notifier.Ready, 60*time.Second, 50*time.Millisecond)
+	notifier := runApp(t, &ncfg, "notifier")
 	slackBase := "http://" + notifier.HTTPAddr()
 	host, port, err := net.SplitHostPort(a.ListenAddr("postgres"))
 	require.NoError(t, err)
