@@ -71,6 +71,9 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 )
 
-require mvdan.cc/sh/v3 v3.14.1 // indirect
+require (
+	github.com/creack/pty v1.1.24 // indirect
+	mvdan.cc/sh/v3 v3.14.1 // indirect
+)
 
 replace github.com/gatehouse/gatehouse/schemas => ./schemas

@@ -277,6 +277,29 @@ func (v *SQLError) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// TermFrame is what one channel carried at one moment, as an asciicast v2 event: [seconds, code, data].
+type TermFrame struct {
+	// TUS is microseconds since the channel was opened (asciicast's time, in microseconds).
+	TUS uint64 `json:"t_us"`
+	// Code is o: output to the client (stdout), e: its stderr, i: input from the client, r: the terminal was resized (data COLSxROWS).
+	Code string `json:"code"`
+	// Data is the bytes, as UTF-8 (a sequence split across reads is kept whole); input the host did not echo is recorded as * per byte.
+	Data string `json:"data"`
+}
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *TermFrame) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"t_us":`...)
+	b = strconv.AppendUint(b, uint64(v.TUS), 10)
+	b = append(b, `,"code":`...)
+	b = AppendJSONString(b, v.Code)
+	b = append(b, `,"data":`...)
+	b = AppendJSONString(b, v.Data)
+	return append(b, '}')
+}
+
 // Event types.
 const (
 	// TypeSessionStart: A caller authenticated and the proxy opened a backend connection for it.
@@ -321,6 +344,14 @@ const (
 	TypeSessionSealed = "session.sealed"
 	// TypeAuditRetention: A retention run dropped partitions of the audit trail older than their resource's retention period (recorded after the drop, with exactly what went; resource _config, a session of one event). Identity is who ran it: the ingest service on its schedule, or an administrator through the API.
 	TypeAuditRetention = "audit.retention"
+	// TypeSshRequest: The client opened an SSH channel, sent a channel request (exec, shell, subsystem, pty-req, env, port or agent forwarding), or an sftp operation: what policy decides, one at a time. Its decision event has the same query_id.
+	TypeSshRequest = "ssh.request"
+	// TypeSshIo: What a session channel carried, as timed frames (asciicast v2): the terminal's output and the keystrokes of a shell, the output of an exec. Bounded chunks, in order; content detectors have masked what they find.
+	TypeSshIo = "ssh.io"
+	// TypeSshExit: A session channel's program ended (or the channel closed): exit status or signal, and what it carried.
+	TypeSshExit = "ssh.exit"
+	// TypeSshFile: A file went through the session (sftp or scp): its path, direction, size and the SHA-256 of its content as it passed.
+	TypeSshFile = "ssh.file"
 )
 
 // Event codes, one per type.
@@ -367,6 +398,14 @@ const (
 	CodeSessionSealed = "GH1004"
 	// CodeAuditRetention is the code of audit.retention.
 	CodeAuditRetention = "GH7000"
+	// CodeSshRequest is the code of ssh.request.
+	CodeSshRequest = "GH2100"
+	// CodeSshIo is the code of ssh.io.
+	CodeSshIo = "GH2101"
+	// CodeSshExit is the code of ssh.exit.
+	CodeSshExit = "GH2102"
+	// CodeSshFile is the code of ssh.file.
+	CodeSshFile = "GH2103"
 )
 
 // Codes maps every event type to its code.
@@ -392,6 +431,10 @@ var Codes = map[string]string{
 	TypeGrantRevoked:      CodeGrantRevoked,
 	TypeSessionSealed:     CodeSessionSealed,
 	TypeAuditRetention:    CodeAuditRetention,
+	TypeSshRequest:        CodeSshRequest,
+	TypeSshIo:             CodeSshIo,
+	TypeSshExit:           CodeSshExit,
+	TypeSshFile:           CodeSshFile,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -439,6 +482,14 @@ func NewPayload(typ string) (Payload, bool) {
 		return &SessionSealed{}, true
 	case TypeAuditRetention:
 		return &AuditRetention{}, true
+	case TypeSshRequest:
+		return &SshRequest{}, true
+	case TypeSshIo:
+		return &SshIo{}, true
+	case TypeSshExit:
+		return &SshExit{}, true
+	case TypeSshFile:
+		return &SshFile{}, true
 	}
 	return nil, false
 }
@@ -447,16 +498,20 @@ func NewPayload(typ string) (Payload, bool) {
 type SessionStart struct {
 	// Labels is the resource's labels, as key=value.
 	Labels []string `json:"labels,omitempty"`
-	// Protocol is postgres.
+	// Protocol is postgres or ssh.
 	Protocol string `json:"protocol"`
 	// ClientAddr is client address as seen by the proxy.
 	ClientAddr string `json:"client_addr"`
-	// ClientUser is user name the client sent in its startup message.
+	// ClientUser is user name the client sent in its startup message (ssh: the SSH user name, resource+login).
 	ClientUser string `json:"client_user,omitempty"`
 	// Database is database name the client asked for.
 	Database string `json:"database,omitempty"`
-	// ApplicationName is the client's application_name.
+	// ApplicationName is the client's application_name (ssh: the client's version string).
 	ApplicationName string `json:"application_name,omitempty"`
+	// Login is ssh: the account on the host the session logs in as.
+	Login string `json:"login,omitempty"`
+	// AuthMethod is ssh: how the caller authenticated: token (its OIDC token as the password or keyboard-interactive answer) or certificate (a gateway-signed SSH certificate).
+	AuthMethod string `json:"auth_method,omitempty"`
 	// TLS is whether the client connection is TLS.
 	TLS bool `json:"tls"`
 	// BackendPID is backend process ID (PostgreSQL).
@@ -520,6 +575,20 @@ func (v *SessionStart) AppendJSON(b []byte) []byte {
 		b = append(b, `"application_name":`...)
 		b = AppendJSONString(b, v.ApplicationName)
 	}
+	if !(v.Login == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"login":`...)
+		b = AppendJSONString(b, v.Login)
+	}
+	if !(v.AuthMethod == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"auth_method":`...)
+		b = AppendJSONString(b, v.AuthMethod)
+	}
 	if b[len(b)-1] != '{' {
 		b = append(b, ',')
 	}
@@ -555,7 +624,7 @@ type SessionEnd struct {
 	Error string `json:"error,omitempty"`
 	// LastSeq is gateway_lost: the sequence number of the last event the audit trail has of the session (what the gateway held and had not published is lost).
 	LastSeq uint64 `json:"last_seq,omitempty"`
-	// Statements is statements received.
+	// Statements is statements received (ssh: requests decided).
 	Statements uint64 `json:"statements"`
 	// Denied is statements denied, by a rule or by the gateway (statements held for approval are counted in held, not here, whatever the approval's outcome; before 2026-12-03 they were counted here too).
 	Denied uint64 `json:"denied"`
@@ -626,7 +695,7 @@ func (v *SessionEnd) AppendJSON(b []byte) []byte {
 
 // AuthFailed is the payload of auth.failed events: a connection was refused before a session started (bad token, unknown resource, backend down).
 type AuthFailed struct {
-	// Protocol is postgres.
+	// Protocol is postgres or ssh.
 	Protocol string `json:"protocol"`
 	// ClientAddr is client address.
 	ClientAddr string `json:"client_addr"`
@@ -1864,5 +1933,323 @@ func (v *AuditRetention) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `"source":`...)
 	b = AppendJSONString(b, v.Source)
+	return append(b, '}')
+}
+
+// SshRequest is the payload of ssh.request events: the client opened an SSH channel, sent a channel request (exec, shell, subsystem, pty-req, env, port or agent forwarding), or an sftp operation: what policy decides, one at a time. Its decision event has the same query_id.
+type SshRequest struct {
+	// QueryID is request number within the session, starting at 1 (the decision, approvals and results name it).
+	QueryID uint64 `json:"query_id"`
+	// Channel is the channel's number within the session, from 0.
+	Channel uint32 `json:"channel"`
+	// ChannelType is session, direct-tcpip, forwarded-tcpip, auth-agent@openssh.com or x11.
+	ChannelType string `json:"channel_type"`
+	// Request is open, exec, shell, subsystem, pty-req, env, tcpip-forward, auth-agent-req, x11-req, window-change, signal, or sftp.
+	Request string `json:"request"`
+	// Command is exec: the command line (bounded, see truncated).
+	Command string `json:"command,omitempty"`
+	// Truncated is the command was cut to the configured limit.
+	Truncated bool `json:"truncated,omitempty"`
+	// Subsystem is subsystem: its name.
+	Subsystem string `json:"subsystem,omitempty"`
+	// Term is pty-req: the terminal type.
+	Term string `json:"term,omitempty"`
+	// Cols is pty-req, window-change: columns.
+	Cols uint32 `json:"cols,omitempty"`
+	// Rows is pty-req, window-change: rows.
+	Rows uint32 `json:"rows,omitempty"`
+	// EnvName is env: the variable's name (its value is not recorded).
+	EnvName string `json:"env_name,omitempty"`
+	// Host is direct-tcpip: the host to connect to; tcpip-forward: the address to listen on.
+	Host string `json:"host,omitempty"`
+	// Port is direct-tcpip, tcpip-forward: the port.
+	Port uint32 `json:"port,omitempty"`
+	// SftpOp is sftp: the operation (read, write, remove, rename, mkdir, rmdir, setstat, symlink, list, stat, realpath).
+	SftpOp string `json:"sftp_op,omitempty"`
+	// Path is sftp: the path.
+	Path string `json:"path,omitempty"`
+	// Target is sftp rename and symlink: the second path.
+	Target string `json:"target,omitempty"`
+}
+
+// EventType returns "ssh.request".
+func (SshRequest) EventType() string { return TypeSshRequest }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SshRequest) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"channel":`...)
+	b = strconv.AppendUint(b, uint64(v.Channel), 10)
+	b = append(b, `,"channel_type":`...)
+	b = AppendJSONString(b, v.ChannelType)
+	b = append(b, `,"request":`...)
+	b = AppendJSONString(b, v.Request)
+	if !(v.Command == "") {
+		b = append(b, `,"command":`...)
+		b = AppendJSONString(b, v.Command)
+	}
+	if !(!v.Truncated) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"truncated":`...)
+		b = strconv.AppendBool(b, v.Truncated)
+	}
+	if !(v.Subsystem == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"subsystem":`...)
+		b = AppendJSONString(b, v.Subsystem)
+	}
+	if !(v.Term == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"term":`...)
+		b = AppendJSONString(b, v.Term)
+	}
+	if !(v.Cols == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"cols":`...)
+		b = strconv.AppendUint(b, uint64(v.Cols), 10)
+	}
+	if !(v.Rows == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"rows":`...)
+		b = strconv.AppendUint(b, uint64(v.Rows), 10)
+	}
+	if !(v.EnvName == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"env_name":`...)
+		b = AppendJSONString(b, v.EnvName)
+	}
+	if !(v.Host == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"host":`...)
+		b = AppendJSONString(b, v.Host)
+	}
+	if !(v.Port == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"port":`...)
+		b = strconv.AppendUint(b, uint64(v.Port), 10)
+	}
+	if !(v.SftpOp == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"sftp_op":`...)
+		b = AppendJSONString(b, v.SftpOp)
+	}
+	if !(v.Path == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"path":`...)
+		b = AppendJSONString(b, v.Path)
+	}
+	if !(v.Target == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"target":`...)
+		b = AppendJSONString(b, v.Target)
+	}
+	return append(b, '}')
+}
+
+// SshIo is the payload of ssh.io events: what a session channel carried, as timed frames (asciicast v2): the terminal's output and the keystrokes of a shell, the output of an exec. Bounded chunks, in order; content detectors have masked what they find.
+type SshIo struct {
+	// QueryID is the request that started the channel's program (exec, shell or subsystem).
+	QueryID uint64 `json:"query_id"`
+	// Channel is the channel.
+	Channel uint32 `json:"channel"`
+	// Chunk is chunk number within the channel, from 0.
+	Chunk uint32 `json:"chunk"`
+	// Frames is the frames.
+	Frames []TermFrame `json:"frames"`
+	// Masked is values the content detectors masked in this chunk (the frames hold the masked values).
+	Masked []MaskedCount `json:"masked,omitempty"`
+	// HiddenInput is input bytes recorded as * because the host did not echo them (a password at a prompt).
+	HiddenInput uint64 `json:"hidden_input,omitempty"`
+	// Dropped is bytes that passed but were not recorded: the channel reached the configured recording limit.
+	Dropped uint64 `json:"dropped,omitempty"`
+}
+
+// EventType returns "ssh.io".
+func (SshIo) EventType() string { return TypeSshIo }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SshIo) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"channel":`...)
+	b = strconv.AppendUint(b, uint64(v.Channel), 10)
+	b = append(b, `,"chunk":`...)
+	b = strconv.AppendUint(b, uint64(v.Chunk), 10)
+	b = append(b, `,"frames":`...)
+	if v.Frames == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, e := range v.Frames {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = e.AppendJSON(b)
+		}
+		b = append(b, ']')
+	}
+	if !(len(v.Masked) == 0) {
+		b = append(b, `,"masked":`...)
+		if v.Masked == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Masked {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = e.AppendJSON(b)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(v.HiddenInput == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"hidden_input":`...)
+		b = strconv.AppendUint(b, uint64(v.HiddenInput), 10)
+	}
+	if !(v.Dropped == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"dropped":`...)
+		b = strconv.AppendUint(b, uint64(v.Dropped), 10)
+	}
+	return append(b, '}')
+}
+
+// SshExit is the payload of ssh.exit events: a session channel's program ended (or the channel closed): exit status or signal, and what it carried.
+type SshExit struct {
+	// QueryID is the request that started the program.
+	QueryID uint64 `json:"query_id"`
+	// Channel is the channel.
+	Channel uint32 `json:"channel"`
+	// Ended is exited (the host sent an exit status), signal (the host sent the signal that ended it), or closed (the channel closed without either: the client or the gateway closed it).
+	Ended string `json:"ended"`
+	// ExitStatus is ended exited: the program's exit status.
+	ExitStatus uint32 `json:"exit_status"`
+	// ExitSignal is the signal that ended it, when the host sent one.
+	ExitSignal string `json:"exit_signal,omitempty"`
+	// BytesIn is bytes from the client on the channel.
+	BytesIn uint64 `json:"bytes_in"`
+	// BytesOut is bytes to the client on the channel (stdout and stderr).
+	BytesOut uint64 `json:"bytes_out"`
+	// DurationUS is from the request to the channel's close, microseconds.
+	DurationUS uint64 `json:"duration_us"`
+}
+
+// EventType returns "ssh.exit".
+func (SshExit) EventType() string { return TypeSshExit }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SshExit) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"channel":`...)
+	b = strconv.AppendUint(b, uint64(v.Channel), 10)
+	b = append(b, `,"ended":`...)
+	b = AppendJSONString(b, v.Ended)
+	b = append(b, `,"exit_status":`...)
+	b = strconv.AppendUint(b, uint64(v.ExitStatus), 10)
+	if !(v.ExitSignal == "") {
+		b = append(b, `,"exit_signal":`...)
+		b = AppendJSONString(b, v.ExitSignal)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"bytes_in":`...)
+	b = strconv.AppendUint(b, uint64(v.BytesIn), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"bytes_out":`...)
+	b = strconv.AppendUint(b, uint64(v.BytesOut), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"duration_us":`...)
+	b = strconv.AppendUint(b, uint64(v.DurationUS), 10)
+	return append(b, '}')
+}
+
+// SshFile is the payload of ssh.file events: a file went through the session (sftp or scp): its path, direction, size and the SHA-256 of its content as it passed.
+type SshFile struct {
+	// QueryID is the request that opened it (sftp) or the scp command.
+	QueryID uint64 `json:"query_id"`
+	// Channel is the channel.
+	Channel uint32 `json:"channel"`
+	// Via is sftp or scp.
+	Via string `json:"via"`
+	// Path is the file's path on the host, as the client named it.
+	Path string `json:"path"`
+	// Direction is upload (client to host) or download.
+	Direction string `json:"direction"`
+	// Size is bytes transferred.
+	Size uint64 `json:"size"`
+	// Sha256 is hex SHA-256 of the bytes transferred, in order (for a file read or written out of order, of the bytes in the order they passed, see sequential).
+	Sha256 string `json:"sha256"`
+	// Sequential is the bytes passed in order from offset 0 without gaps, so sha256 is the file's content.
+	Sequential bool `json:"sequential"`
+	// Complete is the transfer finished (closed) rather than being cut off.
+	Complete bool `json:"complete"`
+}
+
+// EventType returns "ssh.file".
+func (SshFile) EventType() string { return TypeSshFile }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SshFile) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"channel":`...)
+	b = strconv.AppendUint(b, uint64(v.Channel), 10)
+	b = append(b, `,"via":`...)
+	b = AppendJSONString(b, v.Via)
+	b = append(b, `,"path":`...)
+	b = AppendJSONString(b, v.Path)
+	b = append(b, `,"direction":`...)
+	b = AppendJSONString(b, v.Direction)
+	b = append(b, `,"size":`...)
+	b = strconv.AppendUint(b, uint64(v.Size), 10)
+	b = append(b, `,"sha256":`...)
+	b = AppendJSONString(b, v.Sha256)
+	b = append(b, `,"sequential":`...)
+	b = strconv.AppendBool(b, v.Sequential)
+	b = append(b, `,"complete":`...)
+	b = strconv.AppendBool(b, v.Complete)
 	return append(b, '}')
 }

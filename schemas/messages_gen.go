@@ -159,7 +159,7 @@ type DecisionReply struct {
 	Grants []string `json:"grants,omitempty"`
 }
 
-// DecisionRequest asks the policy service (SubjectDecide) for a decision on one request: who asks, on which resource, and one part for the protocol of the request (sql today; ssh, http and kube for the proxies to come). A request over 64 KiB may be sent compressed (HeaderDecideEncoding).
+// DecisionRequest asks the policy service (SubjectDecide) for a decision on one request: who asks, on which resource, and one part for the protocol of the request (sql or ssh today; http and kube for the proxies to come). A request over 64 KiB may be sent compressed (HeaderDecideEncoding).
 type DecisionRequest struct {
 	// Identity is the caller, from its verified token.
 	Identity Identity `json:"identity"`
@@ -169,7 +169,7 @@ type DecisionRequest struct {
 	Resource Resource `json:"resource"`
 	// SQL is the SQL part: the statement and what the proxy knows of the session's catalog.
 	SQL *SQLRequest `json:"sql,omitempty"`
-	// SSH is the SSH part (not decided yet: a request without a sql part is refused).
+	// SSH is the SSH part: a channel, a channel request or an sftp operation.
 	SSH *SSHRequest `json:"ssh,omitempty"`
 	// HTTP is the HTTP part (not decided yet: a request without a sql part is refused).
 	HTTP *HTTPRequest `json:"http,omitempty"`
@@ -277,6 +277,16 @@ type RevocationState struct {
 	Lifted bool `json:"lifted,omitempty"`
 }
 
+// SFTPOperation is one sftp request, by what it does to the host's files.
+type SFTPOperation struct {
+	// Op is read, write (an open for writing, creating or truncating), remove, rename, mkdir, rmdir, setstat, symlink, list, stat, or realpath.
+	Op string `json:"op"`
+	// Path is the path, as the client sent it.
+	Path string `json:"path"`
+	// Target is rename and symlink: the second path.
+	Target string `json:"target,omitempty"`
+}
+
 // SQLRequest is the SQL part of a decision request.
 type SQLRequest struct {
 	// Text is the statement text, exactly as the backend will execute it (at most MaxStatementBytes).
@@ -287,10 +297,30 @@ type SQLRequest struct {
 	SchemaChanged bool `json:"schema_changed,omitempty"`
 }
 
-// SSHRequest is the SSH part of a decision request, for the SSH proxy to come.
+// SSHRequest is the SSH part of a decision request: one channel open, one channel request, or one sftp operation, as the client sent it. The policy service parses the command itself (request.ssh.commands).
 type SSHRequest struct {
-	// Command is the command, as the shell will run it.
+	// Login is the account on the host the session logs in as.
+	Login string `json:"login"`
+	// Channel is the channel kind: session, direct-tcpip, forwarded-tcpip, auth-agent@openssh.com or x11.
+	Channel string `json:"channel"`
+	// Request is what is asked: open (a channel other than session), exec, shell, subsystem, pty-req, env, tcpip-forward (remote port forwarding), auth-agent-req (agent forwarding), x11-req, or sftp (one sftp operation).
+	Request string `json:"request"`
+	// Command is exec: the command line exactly as the host's shell will get it (at most MaxStatementBytes).
 	Command string `json:"command,omitempty"`
+	// Subsystem is subsystem: its name (sftp).
+	Subsystem string `json:"subsystem,omitempty"`
+	// Term is pty-req: the terminal type.
+	Term string `json:"term,omitempty"`
+	// EnvName is env: the variable's name.
+	EnvName string `json:"env_name,omitempty"`
+	// EnvValue is env: the variable's value.
+	EnvValue string `json:"env_value,omitempty"`
+	// Host is direct-tcpip: the host to connect to; tcpip-forward: the address to listen on.
+	Host string `json:"host,omitempty"`
+	// Port is direct-tcpip: the port to connect to; tcpip-forward: the port to listen on.
+	Port uint32 `json:"port,omitempty"`
+	// SFTP is request sftp: the operation.
+	SFTP *SFTPOperation `json:"sftp,omitempty"`
 }
 
 // Shadow is a decision that shadow policies would have made.
