@@ -109,7 +109,7 @@ func (c *Config) ApplyDefaults() {
 	c.Server.applyDefaults()
 	c.NATS.applyDefaults()
 	c.Identity.applyDefaults()
-	c.Proxy.applyDefaults()
+	c.Proxy.applyDefaults(c.DataDir)
 	c.Audit.applyDefaults()
 	c.ClickHouse.applyDefaults()
 	c.Ingest.applyDefaults()

@@ -11,6 +11,7 @@ import (
 // listener under its name.
 type Proxy struct {
 	Postgres PostgresProxy `yaml:"postgres"`
+	SSH      SSHProxy      `yaml:"ssh"`
 	// MaskKeyFile holds the secret (at least 32 bytes) that keys the HMAC tokens of the hmac
 	// mask method. Without it, hmac masking redacts instead.
 	MaskKeyFile string `yaml:"mask_key_file"`
@@ -39,7 +40,7 @@ func (p *Proxy) LoadMaskKey() ([]byte, error) {
 	return b, nil
 }
 
-func (p *Proxy) applyDefaults() {
+func (p *Proxy) applyDefaults(dataDir string) {
 	// The decision settings were proxy.postgres's before every proxy shared them: those
 	// keys still work.
 	def(&p.DecisionTimeout, p.Postgres.DecisionTimeout)
@@ -49,6 +50,7 @@ func (p *Proxy) applyDefaults() {
 	def(&p.DecisionCacheTTL, 30*time.Second)
 	def(&p.DecisionCacheSize, 100000)
 	p.Postgres.applyDefaults()
+	p.SSH.applyDefaults(dataDir)
 }
 
 func (p *Proxy) validate(path string, ck *checker) {
@@ -72,4 +74,5 @@ func (p *Proxy) validate(path string, ck *checker) {
 	once("decision_cache_ttl", pg.DecisionCacheTTL, p.DecisionCacheTTL, pg.DecisionCacheTTL == 0)
 	once("decision_cache_size", pg.DecisionCacheSize, p.DecisionCacheSize, pg.DecisionCacheSize == 0)
 	p.Postgres.validate(path+".postgres", ck)
+	p.SSH.validate(path+".ssh", ck)
 }

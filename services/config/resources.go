@@ -21,6 +21,7 @@ type Resource struct {
 	TokenExpiry        string           `yaml:"token_expiry,omitempty"`
 	MaxSessionLifetime time.Duration    `yaml:"max_session_lifetime,omitempty"`
 	Postgres           *PostgresBackend `yaml:"postgres"`
+	SSH                *SSHBackend      `yaml:"ssh"`
 }
 
 // PostgresBackend is how the proxy reaches a PostgreSQL resource. The credential stays here.
@@ -68,6 +69,9 @@ func (r *Resource) applyDefaults(auditMode string) {
 	if r.Postgres != nil {
 		def(&r.Postgres.SSLMode, "prefer")
 	}
+	if r.SSH != nil {
+		r.SSH.applyDefaults()
+	}
 }
 
 // validateResources checks every resource and records all their names in ck, for the
@@ -88,7 +92,7 @@ func validateResources(path string, rs []Resource, ck *checker) {
 
 // validate checks one resource but its name (unique among all: validateResources).
 func (r *Resource) validate(path string, ck *checker) {
-	ck.oneOf(path+".type", r.Type, "postgres")
+	ck.oneOf(path+".type", r.Type, "postgres", "ssh")
 	ck.oneOf(path+".audit", r.Audit, "strict", "buffered")
 	if r.TokenExpiry != "" {
 		ck.oneOf(path+".token_expiry", r.TokenExpiry, "end", "continue")
@@ -102,6 +106,19 @@ func (r *Resource) validate(path string, ck *checker) {
 			return
 		}
 		r.Postgres.validate(path+".postgres", ck)
+	}
+	if r.Type == "ssh" {
+		if r.SSH == nil {
+			ck.add(path+".ssh", "required for type ssh")
+			return
+		}
+		r.SSH.validate(path+".ssh", ck)
+	}
+	if r.Type != "postgres" && r.Postgres != nil {
+		ck.add(path+".postgres", "only for type postgres (this resource is %q)", r.Type)
+	}
+	if r.Type != "ssh" && r.SSH != nil {
+		ck.add(path+".ssh", "only for type ssh (this resource is %q)", r.Type)
 	}
 }
 

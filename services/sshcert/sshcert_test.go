@@ -3,6 +3,7 @@ package sshcert
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,29 @@ func TestSignBounds(t *testing.T) {
 	}
 	if _, err := Sign(ca, cert, id, now.Add(time.Hour), now); err == nil {
 		t.Fatal("certified a certificate")
+	}
+}
+
+func TestLoadOrCreateKey(t *testing.T) {
+	path := t.TempDir() + "/keys/host"
+	a, err := LoadOrCreateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadOrCreateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a.PublicKey().Marshal()) != string(b.PublicKey().Marshal()) {
+		t.Fatal("a second load made a new key")
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode: %v %v", st.Mode(), err)
+	}
+	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreateKey(path); err == nil {
+		t.Fatal("a malformed key file was accepted")
 	}
 }
