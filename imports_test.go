@@ -37,7 +37,7 @@ func layerOf(pkg string) layer {
 	case first == "proxy":
 		name, _, _ := strings.Cut(rest, "/")
 		return layer{kind: "proxy", name: name}
-	case first == "ingest", first == "query", first == "approvals", first == "notifier", first == "policy", first == "sinks", first == "revoke":
+	case first == "ingest", first == "query", first == "approvals", first == "notifier", first == "policy", first == "sinks", first == "revoke", first == "sshca":
 		return layer{kind: "component", name: first} // approvals/grants is part of approvals
 	case first == "services":
 		return layer{kind: "runtime"}

@@ -15,6 +15,42 @@ type Identity struct {
 	// DevIssuerURL is the issuer URL the development issuer announces, when the HTTP listen
 	// address is not how others reach it (containers). Default http://<http_listen>/dev/oidc.
 	DevIssuerURL string `yaml:"dev_issuer_url"`
+	// Login is how people sign in from the CLI (`gatehouse ssh login`): the issuer and the
+	// client registered there for the device (or authorization code) flow.
+	Login Login `yaml:"login"`
+}
+
+// Login is the OIDC client the CLI signs people in with; the gateway announces it on
+// GET /api/v1/ssh/login, so that the CLI needs no configuration of its own.
+type Login struct {
+	// Issuer is the issuer the CLI signs in at: one of identity.issuers (its tokens must be
+	// accepted). Empty: the development issuer when dev_issuer is true, else the only issuer
+	// when exactly one is listed.
+	Issuer string `yaml:"issuer"`
+	// ClientID is the public client (no secret) registered at the issuer with the device
+	// authorization grant, or the authorization code flow with PKCE and a loopback redirect
+	// (default gatehouse-cli, the development issuer's).
+	ClientID string `yaml:"client_id"`
+	// Scopes are asked for at sign-in (default openid, profile, email).
+	Scopes []string `yaml:"scopes"`
+}
+
+// DefaultLoginClientID is the login client's ID when identity.login.client_id is not set.
+const DefaultLoginClientID = "gatehouse-cli"
+
+// LoginIssuer is the issuer people sign in at: identity.login.issuer, or, when empty, the
+// development issuer (devIssuerURL, when dev_issuer is true), or the only trusted issuer.
+// Empty when none applies.
+func (id *Identity) LoginIssuer(devIssuerURL string) string {
+	switch {
+	case id.Login.Issuer != "":
+		return strings.TrimRight(id.Login.Issuer, "/")
+	case id.DevIssuer:
+		return strings.TrimRight(devIssuerURL, "/")
+	case len(id.Issuers) == 1:
+		return strings.TrimRight(id.Issuers[0].Issuer, "/")
+	}
+	return ""
 }
 
 // Issuer is one trusted OIDC issuer (docs/identity.md).
@@ -119,6 +155,10 @@ func yamlKind(n *yaml.Node) string {
 }
 
 func (id *Identity) applyDefaults() {
+	def(&id.Login.ClientID, DefaultLoginClientID)
+	if id.Login.Scopes == nil {
+		id.Login.Scopes = []string{"openid", "profile", "email"}
+	}
 	for i := range id.Issuers {
 		def(&id.Issuers[i].GroupsClaim, "groups")
 	}
@@ -147,6 +187,31 @@ func (id *Identity) validate(path string, ck *checker) {
 	if id.DevIssuer && id.DevIssuerURL != "" {
 		if j, dup := seen[strings.TrimRight(id.DevIssuerURL, "/")]; dup {
 			ck.add(path+".dev_issuer_url", "%q is also %s.issuers[%d]: with dev_issuer: true the development issuer is trusted by itself; remove one", id.DevIssuerURL, path, j)
+		}
+	}
+	id.Login.validate(path+".login", id, seen, ck)
+}
+
+// validate checks the login client: an issuer whose tokens the gateway accepts, a client
+// ID, scopes without spaces.
+func (l *Login) validate(path string, id *Identity, trusted map[string]int, ck *checker) {
+	if l.Issuer != "" {
+		key := strings.TrimRight(l.Issuer, "/")
+		_, listed := trusted[key]
+		dev := id.DevIssuer && (id.DevIssuerURL == "" || strings.TrimRight(id.DevIssuerURL, "/") == key)
+		switch {
+		case !strings.HasPrefix(l.Issuer, "https://") && !strings.HasPrefix(l.Issuer, "http://"):
+			ck.add(path+".issuer", "%q must be an http(s) URL", l.Issuer)
+		case !listed && !dev:
+			ck.add(path+".issuer", "%q is not one of identity.issuers: the gateway would refuse the tokens people sign in for", l.Issuer)
+		}
+	}
+	if strings.TrimSpace(l.ClientID) == "" {
+		ck.add(path+".client_id", "empty: the client ID registered at the issuer for the CLI (default %s)", DefaultLoginClientID)
+	}
+	for i, s := range l.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
+			ck.add(fmt.Sprintf("%s.scopes[%d]", path, i), "%q is not a scope (one word)", s)
 		}
 	}
 }

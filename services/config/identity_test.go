@@ -94,3 +94,39 @@ func TestIssuerConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestLoginClient(t *testing.T) {
+	t.Setenv("DEMO_PW", "x")
+	c, err := config.Parse([]byte(valid))
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, config.DefaultLoginClientID, c.Identity.Login.ClientID)
+	require.Equal(t, []string{"openid", "profile", "email"}, c.Identity.Login.Scopes)
+	require.Equal(t, "https://idp.example.com", c.Identity.LoginIssuer(""), "the only issuer")
+
+	c, err = config.Parse([]byte(withIssuers(`identity:
+  dev_issuer: true
+  issuers: [{issuer: "https://idp.example.com", audience: gatehouse}]
+`)))
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, "http://127.0.0.1:8080/dev/oidc", c.Identity.LoginIssuer("http://127.0.0.1:8080/dev/oidc/"), "the development issuer")
+
+	c, err = config.Parse([]byte(withIssuers(`identity:
+  issuers: [{issuer: "https://idp.example.com", audience: gatehouse}]
+  login: {issuer: "https://idp.example.com/", client_id: cli, scopes: [openid, groups]}
+`)))
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, "https://idp.example.com", c.Identity.LoginIssuer(""))
+
+	c, err = config.Parse([]byte(withIssuers(`identity:
+  issuers: [{issuer: "https://idp.example.com", audience: gatehouse}]
+  login: {issuer: "https://other.example.com", client_id: " ", scopes: ["a b"]}
+`)))
+	require.NoError(t, err)
+	err = c.Validate()
+	require.ErrorContains(t, err, `identity.login.issuer: "https://other.example.com" is not one of identity.issuers`)
+	require.ErrorContains(t, err, "identity.login.client_id: empty")
+	require.ErrorContains(t, err, `identity.login.scopes[0]: "a b" is not a scope`)
+}

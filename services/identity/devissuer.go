@@ -32,14 +32,18 @@ const DevAudience = "gatehouse"
 const MaxDevTokenTTL = 24 * time.Hour
 
 // DevIssuer is a DEVELOPMENT-ONLY OIDC issuer: discovery, JWKS and a token endpoint that
-// mints a token for any subject asked for, to loopback callers only. It exists so that a
-// local trial needs no external IdP. Never enable it in production.
+// mints a token for any subject asked for, to loopback callers only, and the device
+// authorization grant (RFC 8628) whose approval page, on loopback too, signs in whoever
+// the person at the keyboard types. It exists so that a local trial needs no external IdP.
+// Never enable it in production.
 type DevIssuer struct {
 	issuer string
 	key    *rsa.PrivateKey
 	kid    string
 	signer jose.Signer
 	log    *slog.Logger
+	// devices are the pending device authorizations (RFC 8628, device.go).
+	devices devices
 }
 
 // NewDevIssuer loads or creates the signing key under dir. issuer is the public URL of the
@@ -60,7 +64,7 @@ func NewDevIssuer(issuer, dir string, log *slog.Logger) (*DevIssuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dev issuer signer: %w", err)
 	}
-	return &DevIssuer{issuer: issuer, key: key, kid: kid, signer: signer, log: log}, nil
+	return &DevIssuer{issuer: issuer, key: key, kid: kid, signer: signer, log: log, devices: newDevices()}, nil
 }
 
 func loadOrCreateKey(path string) (*rsa.PrivateKey, error) {
@@ -146,7 +150,8 @@ func (d *DevIssuer) MintAt(r TokenRequest, now time.Time) (string, error) {
 	return jwt.Signed(d.signer).Claims(claims).Serialize()
 }
 
-// Register mounts discovery, JWKS and the token endpoint under DevIssuerPath.
+// Register mounts discovery, JWKS, the token endpoint and the device flow's endpoints
+// under DevIssuerPath.
 func (d *DevIssuer) Register(e *echo.Echo) {
 	g := e.Group(DevIssuerPath, func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -163,20 +168,35 @@ func (d *DevIssuer) Register(e *echo.Echo) {
 			"response_types_supported":              []string{"token"},
 			"subject_types_supported":               []string{"public"},
 			"id_token_signing_alg_values_supported": []string{"RS256"},
-			"grant_types_supported":                 []string{"client_credentials"},
+			"grant_types_supported":                 []string{"client_credentials", DeviceGrantType},
+			"device_authorization_endpoint":         d.issuer + "/device/code",
 		})
 	})
 	g.GET("/jwks", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &d.key.PublicKey, KeyID: d.kid, Algorithm: "RS256", Use: "sig"}}})
 	})
-	g.POST("/token", d.token)
+	g.POST("/token", d.token, loopbackOnly)
+	g.POST("/device/code", d.deviceCode, loopbackOnly)
+	g.GET("/device", d.devicePage, loopbackOnly)
+	g.POST("/device", d.deviceDecide, loopbackOnly)
+}
+
+// loopbackOnly refuses callers that are not on this machine: whatever mints a token does.
+func loopbackOnly(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return echo.NewHTTPError(http.StatusForbidden, "the development issuer mints tokens for loopback clients only")
+		}
+		return next(c)
+	}
 }
 
 func (d *DevIssuer) token(c echo.Context) error {
-	host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		return echo.NewHTTPError(http.StatusForbidden, "the development issuer mints tokens for loopback clients only")
+	if c.FormValue("grant_type") == DeviceGrantType {
+		return d.deviceToken(c)
 	}
+	var err error
 	var ttl time.Duration
 	if s := c.FormValue("ttl"); s != "" {
 		if ttl, err = time.ParseDuration(s); err != nil {
