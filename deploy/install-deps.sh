@@ -7,7 +7,7 @@
 #                           (Debian's clickhouse-server) and curl
 #   install-deps.sh test    that, plus what only the tests use (make test, make fuzz-policy):
 #                           pgbench, Node.js with npm (node-postgres), psycopg 3, rsyslog with
-#                           its TLS driver, and sqlsmith
+#                           its TLS driver, sqlsmith, and OpenSSH's server with sudo and rsync
 #   install-deps.sh bench   that of running, plus what the bench command compares against
 #                           (make bench): pgbench and PgBouncer
 set -euo pipefail
@@ -55,6 +55,12 @@ if [ "$variant" = test ]; then
   # The syslog sink's tests deliver to a real rsyslogd over TLS.
   have rsyslogd || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
   [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || missing+=(rsyslog-gnutls)
+  # The SSH proxy's tests run a real sshd per test (services/dev/localssh) and, through it,
+  # sudo at a password prompt and rsync; the client side (ssh, scp, sftp) is openssh-client.
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  have sudo || [ -x /usr/bin/sudo ] || missing+=(sudo)
+  have rsync || missing+=(rsync)
+  have ssh || missing+=(openssh-client)
 fi
 if [ "$variant" = bench ]; then
   have pgbouncer || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
@@ -80,6 +86,13 @@ else
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+if printf '%s\n' "${missing[@]}" | grep -qx openssh-server; then
+  # A system sshd on port 22 would only widen the machine's attack surface: the tests start
+  # their own on loopback. Debian's unit and init script both honour this file, so the
+  # packaged server is neither started now nor at boot (delete the file to enable it).
+  $sudo mkdir -p /etc/ssh
+  $sudo touch /etc/ssh/sshd_not_to_be_run
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 # Debian starts the packaged servers as services where it can; Gatehouse runs its own
