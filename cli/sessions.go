@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"os/signal"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,6 +27,18 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	var identity, resource *string
 	var limit *int
 	var filters []*[2]string
+	var ssh sshReplayFlags
+	if sub == "replay" {
+		ssh = sshReplayFlags{
+			speed:     fs.Float64("speed", 1, "SSH: play terminal output this many times faster than it was recorded"),
+			noWait:    fs.Bool("no-wait", false, "SSH: print terminal output at once, without its pauses"),
+			noPlay:    fs.Bool("no-play", false, "SSH: print the session, its requests and decisions, without the terminal output"),
+			maxIdle:   fs.Duration("max-idle", 0, "SSH: wait at most this long between two frames of terminal output (0: as recorded)"),
+			channel:   fs.String("channel", "", "SSH: only this `N` channel (default: every channel with terminal output; with --asciicast the first)"),
+			asciicast: fs.String("asciicast", "", "SSH: write one channel's terminal to `FILE` as asciicast v2 (- for stdout) instead of printing the session"),
+			input:     fs.Bool("input", false, "SSH: with --asciicast, include what the client typed as input (i) events"),
+		}
+	}
 	if sub == "list" {
 		identity = fs.String("identity", "", "only sessions of this identity (its name, e.g. an email, or its token subject)")
 		resource = fs.String("resource", "", "only sessions on this resource")
@@ -31,7 +46,8 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 		for _, f := range []struct{ name, help string }{
 			{"group", "only identities in this group"}, {"since", "started at or after this RFC 3339 time"},
 			{"until", "started at or before this RFC 3339 time"}, {"effect", "with a statement allowed, denied, held (for approval), approved or masked"},
-			{"text", "with a statement containing this text"}, {"fingerprint", "with a statement of this fingerprint"},
+			{"text", "with a statement, SSH command or SSH/SFTP path containing this text"}, {"fingerprint", "with a statement of this fingerprint"},
+			{"protocol", "only sessions of this protocol: postgres or ssh"},
 			{"before", "the next page (the next_before of the previous one)"},
 		} {
 			v := &[2]string{f.name}
@@ -74,7 +90,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 			return json.NewEncoder(stdout).Encode(out)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tSTART\tEND\tSTATEMENTS\tDENIED\tHELD\tAPPROVED\tMASKED\tSUBJECT")
+		fmt.Fprintln(tw, "SESSION\tIDENTITY\tRESOURCE\tPROTOCOL\tLOGIN\tSTART\tEND\tSTATEMENTS\tDENIED\tHELD\tAPPROVED\tMASKED\tSUBJECT")
 		for _, s := range out.Sessions {
 			end := "(open)"
 			if s.End != nil {
@@ -84,7 +100,11 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 			if name == "" {
 				name = s.Identity
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.ID, name, s.Resource, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied, s.Held, s.Approved, s.Masked, s.Identity)
+			login := s.Login
+			if login == "" {
+				login = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.ID, name, s.Resource, s.Protocol, login, s.Start.Local().Format(time.DateTime), end, s.Statements, s.Denied, s.Held, s.Approved, s.Masked, s.Identity)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -97,12 +117,23 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return usageError{"sessions replay needs one session ID"}
 	}
+	if !(*ssh.speed > 0) {
+		return usageError{fmt.Sprintf("--speed must be above 0 (got %g)", *ssh.speed)}
+	}
 	var r query.Replay
 	if err := c.get("/api/v1/sessions/"+url.PathEscape(pos[0]), &r); err != nil {
 		return err
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(r)
+	}
+	if query.IsSSH(r.Events) {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		return replaySSH(ctx, stdout, stderr, &r, &ssh, sleepCtx)
+	}
+	if flag := ssh.sshOnly(); flag != "" {
+		return usageError{fmt.Sprintf("%s is for SSH sessions; session %s is not one", flag, r.SessionID)}
 	}
 	return printReplay(stdout, &r)
 }

@@ -28,15 +28,51 @@ package query
 // heldOutcomes are the outcomes of statements a rule held for approval.
 const heldOutcomes = `('approved', 'approval_denied', 'approval_expired', 'approval_cancelled', 'approval_pending', 'held_no_outcome')`
 
+// sshTextSQL is an SSH request (the ssh.request payload sshreq) in one line, as
+// SSHRequestText writes it: the command of an exec, `shell`, `subsystem sftp`,
+// `sftp write /path`, `open direct-tcpip db:5432`. Only the fields of the request's kind are
+// read: visitParam* finds the first "name": in the text, and a command could spell one.
+const sshTextSQL = `multiIf(ssh_request = 'exec', visitParamExtractString(sshreq, 'command'),
+			ssh_request = 'subsystem', concat('subsystem ', visitParamExtractString(sshreq, 'subsystem')),
+			ssh_request = 'sftp', concat('sftp ', visitParamExtractString(sshreq, 'sftp_op'), ' ', visitParamExtractString(sshreq, 'path'),
+				if(visitParamExtractString(sshreq, 'target') = '', '', concat(' ', visitParamExtractString(sshreq, 'target')))),
+			ssh_request = 'open' AND visitParamExtractString(sshreq, 'host') != '', concat('open ', visitParamExtractString(sshreq, 'channel_type'), ' ',
+				visitParamExtractString(sshreq, 'host'), ':', toString(visitParamExtractUInt(sshreq, 'port'))),
+			ssh_request = 'open', concat('open ', visitParamExtractString(sshreq, 'channel_type')),
+			ssh_request = 'tcpip-forward', concat('tcpip-forward ', visitParamExtractString(sshreq, 'host'), ':', toString(visitParamExtractUInt(sshreq, 'port'))),
+			ssh_request = 'pty-req', concat('pty-req ', visitParamExtractString(sshreq, 'term'), ' ', toString(visitParamExtractUInt(sshreq, 'cols')), 'x',
+				toString(visitParamExtractUInt(sshreq, 'rows'))),
+			ssh_request = 'window-change', concat('window-change ', toString(visitParamExtractUInt(sshreq, 'cols')), 'x', toString(visitParamExtractUInt(sshreq, 'rows'))),
+			ssh_request = 'env', concat('env ', visitParamExtractString(sshreq, 'env_name')),
+			ssh_request)`
+
+// sshPrivilegedSQL says whether an SSH request is one the privileged report lists: what
+// runs a program or changes the host (exec, shell, a subsystem other than sftp, an sftp
+// operation that writes), and port forwarding (a way into the host's network).
+const sshPrivilegedSQL = `(ssh_request IN ('exec', 'shell', 'tcpip-forward')
+			OR (ssh_request = 'subsystem' AND visitParamExtractString(sshreq, 'subsystem') != 'sftp')
+			OR (ssh_request = 'open' AND visitParamExtractString(sshreq, 'channel_type') IN ('direct-tcpip', 'forwarded-tcpip'))
+			OR (ssh_request = 'sftp' AND visitParamExtractString(sshreq, 'sftp_op') IN ('write', 'remove', 'rename', 'mkdir', 'rmdir', 'setstat', 'symlink')))`
+
 // statementsSQL is one row per statement in the range (session_id, qid), with its decision
-// and outcome: a statement's db.query, decision and approval events share its query_id.
-// Grouping by statement also makes a row stored twice count once.
+// and outcome: a statement's db.query (or an SSH request's ssh.request), decision and
+// approval events share its query_id. Grouping by statement also makes a row stored twice
+// count once. For an SSH request, fingerprint is the request itself (sshTextSQL) and kinds,
+// when the decision names none, its kind (exec, shell, sftp_write, ...).
 const statementsSQL = `
 	SELECT session_id, visitParamExtractUInt(payload, 'query_id') AS qid,
 		any(identity_sub) AS sub, anyIf(identity_name, identity_name != '') AS nm, any(identity_on_behalf_of) AS obo, any(resource) AS res,
-		minIf(time_us, type = 'db.query') AS t,
+		minIf(time_us, type IN ('db.query', 'ssh.request')) AS t,
 		anyIf(payload, type = 'decision') AS decision,
 		visitParamExtractString(decision, 'effect') AS effect,
+		max(type = 'ssh.request') AS is_ssh,
+		anyIf(payload, type = 'ssh.request') AS sshreq,
+		visitParamExtractString(sshreq, 'request') AS ssh_request,
+		if(is_ssh, ` + sshTextSQL + `, visitParamExtractString(decision, 'fingerprint')) AS fingerprint,
+		if(is_ssh AND visitParamExtractRaw(decision, 'kinds') IN ('', '[]'),
+			concat('["', if(ssh_request = 'sftp', concat('sftp_', visitParamExtractString(sshreq, 'sftp_op')), ssh_request), '"]'),
+			visitParamExtractRaw(decision, 'kinds')) AS kinds,
+		if(is_ssh, ` + sshPrivilegedSQL + `, match(visitParamExtractRaw(decision, 'kinds'), ` + privilegedKinds + `)) AS privileged,
 		max(type = 'approval.used' OR (type = 'approval.decided' AND visitParamExtractString(payload, 'outcome') = 'approved')) AS was_approved,
 		max(type = 'approval.decided' AND visitParamExtractString(payload, 'outcome') = 'denied') AS was_denied,
 		max(type = 'approval.expired') AS was_expired,
@@ -61,9 +97,9 @@ const statementsSQL = `
 		anyIf(visitParamExtractString(payload, 'reason'), type = 'approval.decided' AND visitParamExtractString(payload, 'outcome') = 'denied') AS denial_reason
 	FROM {db}.events
 	WHERE {range} AND resource != '_config'
-		AND type IN ('db.query', 'decision', 'approval.requested', 'approval.decided', 'approval.expired', 'approval.cancelled', 'approval.used')
+		AND type IN ('db.query', 'ssh.request', 'decision', 'approval.requested', 'approval.decided', 'approval.expired', 'approval.cancelled', 'approval.used')
 	GROUP BY session_id, qid
-	HAVING max(type = 'db.query')`
+	HAVING max(type IN ('db.query', 'ssh.request'))`
 
 // sessionEndings classifies how the gateway ended a session (session.terminated): revoked
 // (an identity, session or grant revocation), grant_expired (the grant it used expired:
@@ -114,7 +150,7 @@ var evidenceReports = map[string]struct {
 	"denials": {[]string{"time", "identity", "subject", "resource", "session", "effect", "outcome", "policy", "rule", "reason", "fingerprint",
 		"approval", "denied_by", "denial_reason"}, `
 		SELECT toString(toDateTime(intDiv(t, 1000000))), if(nm = '', sub, nm), sub, res, session_id, effect, outcome, visitParamExtractString(decision, 'policy'),
-			visitParamExtractString(decision, 'rule'), visitParamExtractString(decision, 'reason'), visitParamExtractString(decision, 'fingerprint'),
+			visitParamExtractString(decision, 'rule'), visitParamExtractString(decision, 'reason'), fingerprint,
 			approval, denied_by, denial_reason
 		FROM ({statements})
 		WHERE outcome NOT IN ('allowed', 'masked', 'approved', 'no_decision')
@@ -124,10 +160,10 @@ var evidenceReports = map[string]struct {
 	// approval (CC6.2, CC8.1).
 	"privileged": {[]string{"time", "identity", "subject", "resource", "session", "kinds", "effect", "outcome", "rule", "approval", "approved_by",
 		"seconds_to_approve"}, `
-		SELECT toString(toDateTime(intDiv(t, 1000000))), if(nm = '', sub, nm), sub, res, session_id, visitParamExtractRaw(decision, 'kinds'), effect, outcome,
+		SELECT toString(toDateTime(intDiv(t, 1000000))), if(nm = '', sub, nm), sub, res, session_id, kinds, effect, outcome,
 			visitParamExtractString(decision, 'rule'), approval, if(outcome = 'approved', approvers, ''), approve_seconds
 		FROM ({statements})
-		WHERE match(visitParamExtractRaw(decision, 'kinds'), ` + privilegedKinds + `)
+		WHERE privileged
 			AND session_id IN (SELECT session_id FROM {db}.events WHERE type = 'session.start' AND position(visitParamExtractRaw(payload, 'labels'), ?) > 0)
 		ORDER BY t, session_id, qid`},
 	// Grants created, revoked and expired, with who approved, who revoked and why

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatehouse/gatehouse/schemas"
@@ -85,7 +86,7 @@ func (a *API) export(c echo.Context) error {
 		return a.storeError(err)
 	}
 	defer rows.Close()
-	var lines [][]byte
+	var events []schemas.Event
 	next := cur
 	for rows.Next() {
 		var e schemas.Event
@@ -100,18 +101,29 @@ func (a *API) export(c echo.Context) error {
 		}
 		e.Time = time.UnixMicro(int64(us)).UTC()
 		e.Payload = json.RawMessage(payload)
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return a.storeError(err)
+	}
+	var protocols map[string]string
+	if format == "ocsf" {
+		if protocols, err = a.protocols(ctx, events); err != nil {
+			return a.storeError(err)
+		}
+	}
+	lines := make([][]byte, 0, len(events))
+	for i := range events {
+		e := &events[i]
 		var line []byte
 		if format == "ocsf" {
-			if line, err = json.Marshal(OCSF(&e)); err != nil {
+			if line, err = json.Marshal(OCSFProtocol(e, protocols[e.SessionID])); err != nil {
 				return err
 			}
 		} else {
 			line = e.AppendJSON(nil)
 		}
 		lines = append(lines, line)
-	}
-	if err := rows.Err(); err != nil {
-		return a.storeError(err)
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/x-ndjson")
@@ -124,4 +136,44 @@ func (a *API) export(c echo.Context) error {
 		}
 	}
 	return nil
+}
+
+// protocols finds the protocol of the sessions of the events whose OCSF class depends on it
+// (decisions, session ends: their payloads do not say), from the sessions' session.start.
+func (a *API) protocols(ctx context.Context, events []schemas.Event) (map[string]string, error) {
+	var ids []string
+	seen := map[string]bool{}
+	for i := range events {
+		switch events[i].Type {
+		case schemas.TypeDecision, schemas.TypeSessionEnd, schemas.TypeSessionTerminated:
+			if id := events[i].SessionID; !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	out := map[string]string{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	set := clickhouse.GroupSet{Value: make([]any, len(ids))}
+	for i, id := range ids {
+		set.Value[i] = id
+	}
+	// IN a set of session ids: the table is ordered by session_id, so only their ranges
+	// are read.
+	rows, err := a.ch.Query(ctx, `SELECT session_id, any(visitParamExtractString(payload, 'protocol')) FROM `+a.db+`.events
+		WHERE session_id IN ? AND type = 'session.start' GROUP BY session_id`, set)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, protocol string
+		if err := rows.Scan(&id, &protocol); err != nil {
+			return nil, err
+		}
+		out[id] = protocol
+	}
+	return out, rows.Err()
 }

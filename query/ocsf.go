@@ -15,18 +15,30 @@ const (
 	ocsfUserAccessMgmt    = 3005
 	ocsfDatastoreActivity = 6005
 	ocsfAPIActivity       = 6003
+	ocsfSSHActivity       = 4007
 )
 
 // OCSF maps an event to an OCSF 1.x record: the class for its kind (Datastore Activity for
 // statements and results, Authentication for session starts, ends and refusals, Authorize
 // Session for decisions, User Access Management for grants and revocations, Detection
 // Finding for blocked statements, API Activity for everything else), with the actor, the
-// resource, the time, and the native event under unmapped.
-func OCSF(e *schemas.Event) map[string]any {
-	class, activity, name := ocsfAPIActivity, 99, "Other"
-	status := 1 // success
+// resource, the time, and the native event under unmapped. The events of SSH sessions map
+// to SSH Activity (ocsfSSH); OCSF tells them by their type or their payload, and
+// OCSFProtocol those (decisions, session ends) that need the session's protocol.
+func OCSF(e *schemas.Event) map[string]any { return OCSFProtocol(e, "") }
+
+// OCSFProtocol is OCSF for an event of a session of a known protocol (postgres or ssh; ""
+// when unknown: the event's type and payload decide).
+func OCSFProtocol(e *schemas.Event, protocol string) map[string]any {
 	var payload map[string]any
 	_ = json.Unmarshal(e.Payload, &payload)
+	if eventProtocol(e.Type, payload, protocol) == "ssh" {
+		if rec := ocsfSSH(e, payload); rec != nil {
+			return rec
+		}
+	}
+	class, activity, name := ocsfAPIActivity, 99, "Other"
+	status := 1 // success
 	switch e.Type {
 	case schemas.TypeDbQuery, schemas.TypeDbBind, schemas.TypeDbResultChunk, schemas.TypeDbQueryDone:
 		class, activity, name = ocsfDatastoreActivity, 2, "Query"
@@ -52,6 +64,23 @@ func OCSF(e *schemas.Event) map[string]any {
 	case schemas.TypeGrantExpired, schemas.TypeGrantRevoked, schemas.TypeRevocation:
 		class, activity, name = ocsfUserAccessMgmt, 2, "Revoke Privileges"
 	}
+	rec := ocsfBase(e, payload, class, activity, name, status)
+	if class == ocsfDatastoreActivity || class == ocsfDetectionFinding {
+		rec["database"] = map[string]any{"name": e.Resource, "type": "PostgreSQL"}
+		if sql, _ := payload["sql"].(string); sql != "" {
+			rec["query_info"] = map[string]any{"query_string": sql}
+		}
+	}
+	if class == ocsfDetectionFinding {
+		rec["finding_info"] = map[string]any{"uid": e.ID, "title": "Statement blocked by policy",
+			"desc": strings.TrimSpace(str(payload["reason"])), "analytic": map[string]any{"name": str(payload["rule"]), "type_id": 1}}
+	}
+	return rec
+}
+
+// ocsfBase is what every record has: the class and activity, the status, the time, the
+// actor and session, and the native event under unmapped.
+func ocsfBase(e *schemas.Event, payload map[string]any, class, activity int, name string, status int) map[string]any {
 	category := class / 1000
 	rec := map[string]any{
 		"metadata": map[string]any{"version": "1.1.0", "uid": e.ID, "product": map[string]any{"name": "Gatehouse", "vendor_name": "Gatehouse"},
@@ -66,16 +95,6 @@ func OCSF(e *schemas.Event) map[string]any {
 	}
 	if e.Identity.OnBehalfOf != "" {
 		rec["actor"].(map[string]any)["invoked_by"] = e.Identity.OnBehalfOf
-	}
-	if class == ocsfDatastoreActivity || class == ocsfDetectionFinding {
-		rec["database"] = map[string]any{"name": e.Resource, "type": "PostgreSQL"}
-		if sql, _ := payload["sql"].(string); sql != "" {
-			rec["query_info"] = map[string]any{"query_string": sql}
-		}
-	}
-	if class == ocsfDetectionFinding {
-		rec["finding_info"] = map[string]any{"uid": e.ID, "title": "Statement blocked by policy",
-			"desc": strings.TrimSpace(str(payload["reason"])), "analytic": map[string]any{"name": str(payload["rule"]), "type_id": 1}}
 	}
 	return rec
 }

@@ -53,14 +53,17 @@ type Session struct {
 	ID string `json:"id"`
 	// Identity is the caller's token subject; Name its readable name (identity.name; empty
 	// for sessions recorded before names were).
-	Identity   string     `json:"identity"`
-	Name       string     `json:"name,omitempty"`
-	Resource   string     `json:"resource"`
+	Identity string `json:"identity"`
+	Name     string `json:"name,omitempty"`
+	Resource string `json:"resource"`
+	// Protocol is postgres or ssh; Login, for SSH, the account on the host.
+	Protocol   string     `json:"protocol"`
+	Login      string     `json:"login,omitempty"`
 	Start      time.Time  `json:"start"`
 	End        *time.Time `json:"end,omitempty"`
-	Statements uint64     `json:"statements"`
-	Denied     uint64     `json:"denied"` // denied by a rule or the gateway
-	Held       uint64     `json:"held"`   // held for approval (Approved of them approved)
+	Statements uint64     `json:"statements"` // SQL statements, or SSH requests
+	Denied     uint64     `json:"denied"`     // denied by a rule or the gateway
+	Held       uint64     `json:"held"`       // held for approval (Approved of them approved)
 	Masked     uint64     `json:"masked"`
 	Approved   uint64     `json:"approved"`
 	Events     uint64     `json:"events"`
@@ -124,8 +127,23 @@ func (a *API) listSessions(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, "effect must be allowed, denied, held, masked or approved")
 	}
 	if v := c.QueryParam("text"); v != "" {
-		having = append(having, "countIf(type = 'db.query' AND position(lower(visitParamExtractString(payload, 'sql')), lower(?)) > 0) > 0")
+		// SQL as sent; for SSH, the command of an exec, a subsystem's name, the paths of an
+		// sftp operation and of the files that went through.
+		having = append(having, `countIf((type = 'db.query' AND position(lower(visitParamExtractString(payload, 'sql')), lower(?)) > 0)
+			OR (type = 'ssh.request' AND (position(lower(visitParamExtractString(payload, 'command')), lower(?)) > 0
+				OR position(lower(visitParamExtractString(payload, 'subsystem')), lower(?)) > 0
+				OR position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0
+				OR position(lower(visitParamExtractString(payload, 'target')), lower(?)) > 0))
+			OR (type = 'ssh.file' AND position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0)) > 0`)
+		hargs = append(hargs, v, v, v, v, v, v)
+	}
+	switch v := c.QueryParam("protocol"); v {
+	case "":
+	case "postgres", "ssh":
+		having = append(having, "protocol = ?")
 		hargs = append(hargs, v)
+	default:
+		return echo.NewHTTPError(http.StatusBadRequest, "protocol must be postgres or ssh")
 	}
 	if v := c.QueryParam("fingerprint"); v != "" {
 		having = append(having, "countIf(type = 'decision' AND visitParamExtractString(payload, 'fingerprint') = ?) > 0")
@@ -134,7 +152,10 @@ func (a *API) listSessions(c echo.Context) error {
 	args = append(append(args, hargs...), limit)
 	q := fmt.Sprintf(`SELECT session_id, any(identity_sub), anyIf(identity_name, identity_name != ''), any(resource),
 		minIf(time_us, type = 'session.start') AS start_us, maxIf(time_us, type = 'session.end') AS end_us,
-		countIf(type = 'db.query') AS statements,
+		multiIf((anyIf(visitParamExtractString(payload, 'protocol'), type = 'session.start') AS start_protocol) != '', start_protocol,
+			countIf(type LIKE 'ssh.%%') > 0, 'ssh', 'postgres') AS protocol,
+		anyIf(visitParamExtractString(payload, 'login'), type = 'session.start') AS login,
+		countIf(type IN ('db.query', 'ssh.request')) AS statements,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'deny') AS denied,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'require_approval') AS held,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'mask') AS masked,
@@ -151,7 +172,7 @@ func (a *API) listSessions(c echo.Context) error {
 	for rows.Next() {
 		var s Session
 		var start, end uint64
-		if err := rows.Scan(&s.ID, &s.Identity, &s.Name, &s.Resource, &start, &end, &s.Statements, &s.Denied, &s.Held, &s.Masked, &s.Approved, &s.Events); err != nil {
+		if err := rows.Scan(&s.ID, &s.Identity, &s.Name, &s.Resource, &start, &end, &s.Protocol, &s.Login, &s.Statements, &s.Denied, &s.Held, &s.Masked, &s.Approved, &s.Events); err != nil {
 			return a.storeError(err)
 		}
 		s.Start = time.UnixMicro(int64(start)).UTC()
