@@ -51,6 +51,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = tokenCmd(args[1:], stdout, stderr)
 	case "sessions":
 		err = sessionsCmd(args[1:], stdout, stderr)
+	case "ssh":
+		err = sshCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
 	case "evidence":

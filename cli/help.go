@@ -30,6 +30,10 @@ var commands = []command{
 		[]string{"gatehouse run --config /etc/gatehouse/gatehouse.yaml --target proxy", "gatehouse run --list-targets"}},
 	{"token", "--dev --sub SUBJECT [--groups g1,g2] [--ttl 1h]", "mint a token from the development issuer of a running `gatehouse dev` (production tokens come from your IdP)",
 		[]string{"gatehouse token --dev --sub svc-orders --groups orders-readers", "export GATEHOUSE_TOKEN=$(gatehouse token --dev --sub auditor --groups auditors)"}},
+	{"ssh login", "[--gateway URL] [--token TOKEN] [--dir DIR] [--no-browser]",
+		"sign in (device flow, or a browser on this machine) and get a short-lived SSH certificate from the gateway's CA, valid until the token expires; prints the ~/.ssh/config lines for plain ssh",
+		[]string{"gatehouse ssh login", "gatehouse ssh login --gateway https://gatehouse.example.com --dir ~/.gatehouse/ssh-prod",
+			`gatehouse ssh login --token "$CI_OIDC_TOKEN" --dir /tmp/ci-ssh > /dev/null`}},
 	{"sessions list", "[filters] [--json]", "list recorded sessions, newest first, with their statement counts (auditor token)",
 		[]string{"gatehouse sessions list", "gatehouse sessions list --identity svc-orders --effect deny --since 2026-01-02T00:00:00Z"}},
 	{"sessions replay", "ID [--json]", "print a session's statements, decisions, approvals and masked results in order (auditor token)",
@@ -189,6 +193,8 @@ func placeholder(name, typ string) string {
 		return "TIME"
 	case "for":
 		return "DURATION"
+	case "gateway":
+		return "URL"
 	case "f", "config", "cpuprofile", "memprofile", "trace":
 		return "FILE"
 	case "groups", "grants", "modes", "clients", "target":
