@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -56,7 +57,9 @@ type API struct {
 	CA ssh.Signer
 	// HostKeys are the SSH proxy's host keys, returned for the client's known_hosts.
 	HostKeys []ssh.PublicKey
-	// SSHAddress is the host:port clients dial to reach the SSH proxy.
+	// SSHAddress is the host:port clients dial to reach the SSH proxy. A wildcard or empty
+	// host (":2222", "0.0.0.0:2222", a listen address) is answered with the host name the
+	// client reached this API at.
 	SSHAddress string
 	// Verifier checks the bearer token of a certificate request.
 	Verifier *identity.Verifier
@@ -117,7 +120,24 @@ func (a *API) login(c echo.Context) error {
 	if a.Login.Issuer == "" {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "no sign-in issuer is configured: set identity.login.issuer (one of identity.issuers)")
 	}
-	return c.JSON(http.StatusOK, LoginInfo{Issuer: a.Login.Issuer, ClientID: a.Login.ClientID, Scopes: a.Login.Scopes, SSHAddress: a.SSHAddress})
+	return c.JSON(http.StatusOK, LoginInfo{Issuer: a.Login.Issuer, ClientID: a.Login.ClientID, Scopes: a.Login.Scopes, SSHAddress: a.sshAddress(c)})
+}
+
+// sshAddress is the address clients dial: SSHAddress, its wildcard host replaced by the
+// host of the request.
+func (a *API) sshAddress(c echo.Context) string {
+	host, port, err := net.SplitHostPort(a.SSHAddress)
+	if err != nil {
+		return a.SSHAddress
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		reqHost := c.Request().Host
+		if h, _, err := net.SplitHostPort(reqHost); err == nil {
+			reqHost = h
+		}
+		host = strings.Trim(reqHost, "[]")
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func (a *API) certificate(c echo.Context) error {
@@ -136,9 +156,10 @@ func (a *API) certificate(c echo.Context) error {
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
 	}
+	addr := a.sshAddress(c)
 	hostKeys := make([]string, 0, len(a.HostKeys))
 	for _, k := range a.HostKeys {
-		hostKeys = append(hostKeys, knownhosts.Line([]string{knownhosts.Normalize(a.SSHAddress)}, k))
+		hostKeys = append(hostKeys, knownhosts.Line([]string{knownhosts.Normalize(addr)}, k))
 	}
 	until := time.Unix(int64(cert.ValidBefore), 0).UTC()
 	serial := strconv.FormatUint(cert.Serial, 10)
@@ -148,7 +169,7 @@ func (a *API) certificate(c echo.Context) error {
 	}
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))) + " " + cert.KeyId
 	return c.JSON(http.StatusOK, CertificateResponse{Certificate: line, ValidBefore: until.Format(time.RFC3339), KeyID: cert.KeyId,
-		Serial: serial, Principals: cert.ValidPrincipals, HostKeys: hostKeys, SSHAddress: a.SSHAddress})
+		Serial: serial, Principals: cert.ValidPrincipals, HostKeys: hostKeys, SSHAddress: addr})
 }
 
 // readKey reads and checks the public key of a certificate request; its errors are 400s

@@ -243,3 +243,18 @@ func TestRevokedIdentityGetsNoCertificate(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, code)
 	require.Contains(t, out["message"], "ada@example.com is revoked by admin: laptop stolen")
 }
+
+func TestWildcardSSHAddressIsTheRequestsHost(t *testing.T) {
+	f := start(t, nil)
+	f.api.SSHAddress = "0.0.0.0:2222"
+	tok := f.token(t, time.Hour)
+	code, out := f.post(t, tok, keyBody(edSigner(t).PublicKey()))
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, "127.0.0.1:2222", out["ssh_address"])
+	require.True(t, strings.HasPrefix(out["host_keys"].([]any)[0].(string), "[127.0.0.1]:2222 "))
+	f.api.SSHAddress = ":22"
+	code, out = f.post(t, tok, keyBody(edSigner(t).PublicKey()))
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, "127.0.0.1:22", out["ssh_address"])
+	require.True(t, strings.HasPrefix(out["host_keys"].([]any)[0].(string), "127.0.0.1 ssh-ed25519 "), "port 22 is written without brackets")
+}
