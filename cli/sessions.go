@@ -34,7 +34,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 			noWait:    fs.Bool("no-wait", false, "SSH: print terminal output at once, without its pauses"),
 			noPlay:    fs.Bool("no-play", false, "SSH: print the session, its requests and decisions, without the terminal output"),
 			maxIdle:   fs.Duration("max-idle", 0, "SSH: wait at most this long between two frames of terminal output (0: as recorded)"),
-			channel:   fs.String("channel", "", "SSH: only this `N` channel (default: every channel with terminal output; with --asciicast the first)"),
+			channel:   fs.String("channel", "", "SSH: only channel `N` (default: every channel with terminal output; with --asciicast the first one)"),
 			asciicast: fs.String("asciicast", "", "SSH: write one channel's terminal to `FILE` as asciicast v2 (- for stdout) instead of printing the session"),
 			input:     fs.Bool("input", false, "SSH: with --asciicast, include what the client typed as input (i) events"),
 		}
