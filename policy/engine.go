@@ -120,6 +120,10 @@ type rule struct {
 	shadow       bool              // from a shadow policy: recorded, not enforced
 	mask         *schemas.MaskSpec // effect mask
 	approval     *schemas.ApprovalSpec
+
+	// reads: the protocol parts of the request the rule reads (request.sql, request.ssh);
+	// a rule that reads one part only is not evaluated on a request of another protocol.
+	reads protoParts
 }
 
 // Engine holds compiled rules. It is immutable; a policy change builds a new Engine.
@@ -177,10 +181,11 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 				errs = append(errs, &CompileError{Path: path, Err: err.Error()})
 				continue
 			}
-			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg,
+			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg, reads: requestParts(ast),
 				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask, p.Name+"/"+r.Name), approval: approvalSpecOf(r.Approval)}
-			varies := readsField(ast, "text", "claims") || readsVar(ast, "now")
-			e.needColumns = e.needColumns || readsField(ast, "columns") || readsField(ast, "filter_columns")
+			forSQL := rl.reads != readsSSH
+			varies := forSQL && (readsField(ast, "text", "claims") || readsVar(ast, "now"))
+			e.needColumns = e.needColumns || forSQL && (readsField(ast, "columns") || readsField(ast, "filter_columns"))
 			for _, res := range p.Resources {
 				e.byRes[res] = append(e.byRes[res], rl)
 				if varies {
@@ -239,13 +244,17 @@ func grantValues(gs []Grant) []any {
 // Decide evaluates every rule for the request's resource. Default deny; the most
 // restrictive match wins; a deny rule that fails to evaluate (for instance a missing map
 // key: write `"env" in resource.labels && ...`) denies (fail closed). A statement that does
-// not parse is decided only by rules that refer to request.sql.parse_error.
+// not parse is decided only by rules that refer to request.sql.parse_error. An SSH request
+// is decided by decideSSH; a rule that reads only the other protocol's part is not evaluated.
 func (e *Engine) Decide(req *Input, now time.Time) schemas.DecisionReply {
 	sq := req.SQL
-	if sq == nil {
-		// Only SQL is decided today: a request for another protocol is refused.
+	if sq == nil && req.SSH != nil {
+		return e.decideSSH(req, now)
+	}
+	if sq == nil || req.SSH != nil {
+		// SQL and SSH are decided today: a request for another protocol, or for two, is refused.
 		return schemas.DecisionReply{Revision: e.revision, Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "protocol",
-			Reason: "the decision request has no sql part, and the policy decides only SQL statements; refusing (fail closed)"}
+			Reason: "the decision request has not exactly one sql or ssh part, and the policy decides only SQL statements and SSH requests; refusing (fail closed)"}
 	}
 	if len(sq.Text) > schemas.MaxStatementBytes {
 		return schemas.DecisionReply{Revision: e.revision, Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "statement-size", SQLState: "54000",
@@ -276,30 +285,60 @@ func (e *Engine) Decide(req *Input, now time.Time) schemas.DecisionReply {
 		d.Cacheable = false
 		return d
 	}
-	vars := map[string]any{
+	vars := baseVars(req, now)
+	vars["request"] = map[string]any{"kind": "sql", "sql": map[string]any{
+		"text": info.Text, "kinds": info.Kinds, "tables": info.Tables, "tables_read": info.TablesRead,
+		"tables_written": info.TablesWritten, "functions": info.Functions, "has_where": info.HasWhere,
+		"columns": info.Columns, "filter_columns": info.FilterColumns, "writing_functions": info.WritingFuncs, "ddl": info.DDL,
+		"statements": int64(info.Statements), "fingerprint": info.Fingerprint, "parse_error": info.ParseError,
+		"writes": writeValues(info.Writes), "unknown_writes": info.UnknownWrites, "read_only": info.ReadOnly,
+		"unresolved": info.Unresolved,
+	}}
+	enforced, all, shadowSeen := e.evaluate(req.Resource.Name, vars, func(r *rule) bool {
+		return r.reads == readsSSH || info.ParseError != "" && !r.onParseError
+	})
+	enforced.fill(&d, &info, req.Resource.Name)
+	if enforced.best == nil && info.ParseError == "" && !req.probing {
+		d.Reason += e.lookedAt(req, &info, now)
+	}
+	if d.Effect == schemas.EffectMask && d.Mask != nil && len(d.Mask.Columns) > 0 {
+		planMask(&d, &info, req.Catalog)
+	}
+	if d.Allowed() {
+		for _, g := range req.Grants {
+			d.Grants = append(d.Grants, g.ID)
+		}
+	}
+	if shadowSeen {
+		var would schemas.DecisionReply
+		all.fill(&would, &info, req.Resource.Name)
+		if would.Effect != d.Effect || would.Rule != d.Rule || would.Policy != d.Policy {
+			d.Shadow = &schemas.Shadow{Effect: would.Effect, Policy: would.Policy, Rule: would.Rule, Reason: would.Reason}
+		}
+	}
+	return d
+}
+
+// baseVars are the inputs of every request but request itself.
+func baseVars(req *Input, now time.Time) map[string]any {
+	return map[string]any{
 		"identity": map[string]any{
 			"sub": req.Identity.Subject, "name": req.Identity.Name, "issuer": req.Identity.Issuer, "groups": nonNil(req.Identity.Groups),
 			"kind": req.Identity.Kind, "on_behalf_of": req.Identity.OnBehalfOf, "claims": claims(req.Claims),
 		},
 		"resource": map[string]any{"name": req.Resource.Name, "type": req.Resource.Type, "labels": labels(req.Resource.Labels)},
-		"request": map[string]any{"kind": "sql", "sql": map[string]any{
-			"text": info.Text, "kinds": info.Kinds, "tables": info.Tables, "tables_read": info.TablesRead,
-			"tables_written": info.TablesWritten, "functions": info.Functions, "has_where": info.HasWhere,
-			"columns": info.Columns, "filter_columns": info.FilterColumns, "writing_functions": info.WritingFuncs, "ddl": info.DDL,
-			"statements": int64(info.Statements), "fingerprint": info.Fingerprint, "parse_error": info.ParseError,
-			"writes": writeValues(info.Writes), "unknown_writes": info.UnknownWrites, "read_only": info.ReadOnly,
-			"unresolved": info.Unresolved,
-		}},
-		"grants": grantValues(req.Grants),
-		"now":    now,
+		"grants":   grantValues(req.Grants),
+		"now":      now,
 	}
-	rules := append(slices.Clone(e.byRes[req.Resource.Name]), e.byRes["*"]...)
-	// Each rule is evaluated once; shadow policies' matches are kept apart: they say what
-	// would happen if those policies were enforced, and change nothing.
-	var enforced, all match
-	shadowSeen := false
+}
+
+// evaluate evaluates once each rule of the resource that skip does not leave out. Shadow
+// policies' matches are kept apart: they say what would happen if those policies were
+// enforced, and change nothing.
+func (e *Engine) evaluate(resource string, vars map[string]any, skip func(*rule) bool) (enforced, all match, shadowSeen bool) {
+	rules := append(slices.Clone(e.byRes[resource]), e.byRes["*"]...)
 	for _, r := range rules {
-		if info.ParseError != "" && !r.onParseError {
+		if skip(r) {
 			continue
 		}
 		out, _, err := r.prg.Eval(vars)
@@ -328,26 +367,7 @@ func (e *Engine) Decide(req *Input, now time.Time) schemas.DecisionReply {
 			enforced.consider(r, err)
 		}
 	}
-	enforced.fill(&d, &info, req.Resource.Name)
-	if enforced.best == nil && info.ParseError == "" && !req.probing {
-		d.Reason += e.lookedAt(req, &info, now)
-	}
-	if d.Effect == schemas.EffectMask && d.Mask != nil && len(d.Mask.Columns) > 0 {
-		planMask(&d, &info, req.Catalog)
-	}
-	if d.Allowed() {
-		for _, g := range req.Grants {
-			d.Grants = append(d.Grants, g.ID)
-		}
-	}
-	if shadowSeen {
-		var would schemas.DecisionReply
-		all.fill(&would, &info, req.Resource.Name)
-		if would.Effect != d.Effect || would.Rule != d.Rule || would.Policy != d.Policy {
-			d.Shadow = &schemas.Shadow{Effect: would.Effect, Policy: would.Policy, Rule: would.Rule, Reason: would.Reason}
-		}
-	}
-	return d
+	return enforced, all, shadowSeen
 }
 
 // catalogProbe is the statement whose decision says whether a caller may know what
