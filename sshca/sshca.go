@@ -61,6 +61,9 @@ type API struct {
 	// host (":2222", "0.0.0.0:2222", a listen address) is answered with the host name the
 	// client reached this API at.
 	SSHAddress string
+	// AddressOf, when set, gives SSHAddress at each request instead (the proxy's bound
+	// address, known once it listens).
+	AddressOf func() string
 	// Verifier checks the bearer token of a certificate request.
 	Verifier *identity.Verifier
 	// Login is where people sign in (GET /api/v1/ssh/login).
@@ -126,9 +129,13 @@ func (a *API) login(c echo.Context) error {
 // sshAddress is the address clients dial: SSHAddress, its wildcard host replaced by the
 // host of the request.
 func (a *API) sshAddress(c echo.Context) string {
-	host, port, err := net.SplitHostPort(a.SSHAddress)
+	addr := a.SSHAddress
+	if a.AddressOf != nil {
+		addr = a.AddressOf()
+	}
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return a.SSHAddress
+		return addr
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		reqHost := c.Request().Host

@@ -102,38 +102,7 @@ func (s *Session) OnQuery(ctx context.Context, sql, protocol, stmtName string) *
 			}
 		}
 	}
-	s.mu.Lock()
-	s.revision = q.Decision.Revision
-	for _, g := range q.Decision.Grants {
-		if s.grants == nil {
-			s.grants = map[string]bool{}
-		}
-		s.grants[g] = true
-	}
-	s.mu.Unlock()
-	d := &q.Decision
-	err := s.add(decisionEvent(q.ID, d, time.Since(start)))
-	if err == nil {
-		if s.strict {
-			var wait func(context.Context) error
-			if wait, err = s.flush(true); err == nil && wait != nil {
-				err = wait(ctx)
-			}
-		} else {
-			err = s.flushSoon()
-		}
-	}
-	if err != nil {
-		q.Decision = schemas.DecisionReply{Effect: schemas.EffectDeny, Revision: d.Revision, Reason: "statement refused: audit trail unavailable: " + err.Error()}
-	}
-	switch {
-	case q.Decision.Effect == schemas.EffectRequireApproval:
-		s.mu.Lock()
-		s.held++
-		s.mu.Unlock()
-	case !q.Decision.Allowed():
-		s.countDenied()
-	}
+	s.settle(ctx, q, start, "statement")
 	return q
 }
 

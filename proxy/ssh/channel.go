@@ -1,0 +1,588 @@
+package ssh
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/schemas"
+)
+
+// A session channel: the client's requests are decided one at a time before they reach
+// the host (pty-req, env, then the one program: exec, shell or subsystem); the client's
+// input reaches the host only once a program is allowed; the host's output and exit
+// status go back, recorded (record.go) and, for a program without a terminal whose
+// decision masks, masked (stream.go). sftp and scp are looked into (files.go).
+
+// channel is one session channel.
+type channel struct {
+	c      *conn
+	n      uint32 // number within the session
+	client ssh.Channel
+	host   ssh.Channel
+	start  time.Time
+
+	mu       sync.Mutex // guards the program's state below
+	program  string     // exec, shell or subsystem, once allowed
+	progID   uint64     // the request that started it
+	pty      *ptyReq
+	ended    string // exited, signal
+	status   uint32
+	signal   string
+	rec      *recorder
+	outMask  *streamMasker // the client's stdout and stderr are masked (a program without a terminal)
+	errMask  *streamMasker
+	files    fileInspector // sftp or scp, when the program is one
+	started  chan struct{} // closed when the program may read input
+	done     chan struct{} // closed when the channel is closed for good
+	cancel   chan string   // a held request gives up: the client went away
+	cw       sync.Mutex    // orders writes to the client's stdout (output and sftp replies)
+	bytesIn  uint64
+	bytesOut uint64
+}
+
+// ptyReq is what the client asked of its terminal.
+type ptyReq struct {
+	Term          string
+	Cols, Rows    uint32
+	Width, Height uint32
+	Modes         string
+}
+
+// openSession relays a session channel: the same channel is opened on the host, then the
+// client's one is accepted.
+func (c *conn) openSession(ctx context.Context, nc ssh.NewChannel) {
+	n := c.channelNumber()
+	ch := &channel{c: c, n: n, start: time.Now(), started: make(chan struct{}), done: make(chan struct{}), cancel: make(chan string, 1)}
+	if !c.track(ch) {
+		_ = nc.Reject(ssh.ResourceShortage, fmt.Sprintf("at most %d channels at once through the gateway", c.srv.cfg.MaxChannels))
+		return
+	}
+	host, hostReqs, err := c.up.conn.OpenChannel("session", nil)
+	if err != nil {
+		c.untrack(ch)
+		var oe *ssh.OpenChannelError
+		if errors.As(err, &oe) {
+			_ = nc.Reject(oe.Reason, oe.Message)
+		} else {
+			_ = nc.Reject(ssh.ConnectionFailed, "the host did not open the channel: "+err.Error())
+		}
+		return
+	}
+	client, clientReqs, err := nc.Accept()
+	if err != nil {
+		c.untrack(ch)
+		host.Close()
+		return
+	}
+	ch.client, ch.host = client, host
+	ch.rec = newRecorder(c, n, c.srv.cfg.MaxRecordedBytes)
+	c.wg.Add(1)
+	go c.contained("session channel", func() { ch.run(ctx, clientReqs, hostReqs) })
+}
+
+// run relays the channel until both sides are done with it.
+func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Request) {
+	defer ch.c.untrack(ch)
+	var pumps sync.WaitGroup
+	pumps.Add(2)
+	go func() { defer pumps.Done(); ch.pumpOut(ch.host, "o") }()
+	go func() { defer pumps.Done(); ch.pumpOut(ch.host.Stderr(), "e") }()
+	go ch.pumpIn(ctx)
+
+	hostDone := make(chan struct{})
+	go func() {
+		defer close(hostDone)
+		for r := range hostReqs {
+			ch.hostRequest(r)
+		}
+	}()
+	clientDone := make(chan struct{})
+	go func() {
+		defer close(clientDone)
+		for r := range clientReqs {
+			ch.clientRequest(ctx, r)
+		}
+		// The client closed the channel: a held request gives up, the host's side closes.
+		select {
+		case ch.cancel <- "client_disconnected":
+		default:
+		}
+		ch.host.Close()
+	}()
+	// The host's output is complete when both pumps hit EOF; its exit status and close
+	// come on the request channel.
+	pumps.Wait()
+	<-hostDone
+	ch.c.bytesOut.Add(ch.outBytes())
+	ch.client.Close()
+	<-clientDone
+	close(ch.done)
+	ch.finish()
+}
+
+func (ch *channel) outBytes() uint64 {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.bytesOut
+}
+
+// finish records how the channel's program ended, and what the recorder holds.
+func (ch *channel) finish() {
+	ch.mu.Lock()
+	prog, id := ch.program, ch.progID
+	ended, status, signal := ch.ended, ch.status, ch.signal
+	in, out := ch.bytesIn, ch.bytesOut
+	files := ch.files
+	ch.mu.Unlock()
+	if files != nil {
+		for _, f := range files.close() {
+			ch.c.sess.Record(f.event(id, ch.n))
+		}
+	}
+	ch.rec.close()
+	if prog == "" {
+		return
+	}
+	if ended == "" {
+		ended = "closed"
+	}
+	ch.c.sess.Record(&schemas.SshExit{QueryID: id, Channel: ch.n, Ended: ended, ExitStatus: status, ExitSignal: signal,
+		BytesIn: in, BytesOut: out, DurationUS: uint64(time.Since(ch.start).Microseconds())})
+	_ = ch.c.sess.Flush(context.Background())
+}
+
+// notify writes a line of the gateway's to the client's stderr, without waiting on a client
+// that does not read; the returned channel is closed once it is written.
+func (ch *channel) notify(msg string) <-chan struct{} {
+	done := make(chan struct{})
+	if ch.client == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		_, _ = io.WriteString(ch.client.Stderr(), msg)
+	}()
+	return done
+}
+
+// pumpOut relays the host's stdout or stderr to the client, masked where the program's
+// decision masks, and records it.
+func (ch *channel) pumpOut(from io.Reader, code string) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			ch.output(code, buf[:n])
+		}
+		if err != nil {
+			ch.output(code, nil) // the rest a masker held
+			if code == "o" {
+				_ = ch.client.CloseWrite()
+			}
+			return
+		}
+	}
+}
+
+// output handles a piece of the host's output; nil at its end.
+func (ch *channel) output(code string, p []byte) {
+	ch.mu.Lock()
+	m := ch.outMask
+	if code == "e" {
+		m = ch.errMask
+	}
+	files := ch.files
+	ch.mu.Unlock()
+	if files != nil && code == "o" {
+		for _, f := range files.fromHost(p) {
+			ch.c.sess.Record(f.event(ch.progID, ch.n))
+		}
+	}
+	var masked int
+	if m != nil {
+		if p == nil {
+			p, masked = m.flush()
+		} else {
+			p, masked = m.feed(p)
+		}
+		ch.rec.countMasked(masked, m)
+	}
+	if len(p) == 0 {
+		return
+	}
+	if files == nil {
+		ch.rec.output(code, p)
+	}
+	var w io.Writer = ch.client
+	if code == "e" {
+		w = ch.client.Stderr()
+		_, _ = w.Write(p)
+	} else {
+		ch.cw.Lock()
+		_, _ = w.Write(p)
+		ch.cw.Unlock()
+	}
+	ch.mu.Lock()
+	ch.bytesOut += uint64(len(p))
+	ch.mu.Unlock()
+}
+
+// pumpIn relays the client's input to the host once a program is allowed (before that it
+// waits: nothing reaches the host before the decision).
+func (ch *channel) pumpIn(ctx context.Context) {
+	select {
+	case <-ch.started:
+	case <-ch.done:
+		return
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := ch.client.Read(buf)
+		if n > 0 {
+			ch.c.bytesIn.Add(uint64(n))
+			ch.mu.Lock()
+			ch.bytesIn += uint64(n)
+			files := ch.files
+			ch.mu.Unlock()
+			p := buf[:n]
+			if files != nil {
+				fwd, reply, recs, ferr := files.fromClient(ctx, p)
+				for _, f := range recs {
+					ch.c.sess.Record(f.event(ch.progID, ch.n))
+				}
+				if len(reply) > 0 {
+					ch.cw.Lock()
+					_, _ = ch.client.Write(reply)
+					ch.cw.Unlock()
+				}
+				if ferr != nil {
+					ch.notify("gatehouse: closing the channel: " + ferr.Error() + "\r\n")
+					ch.host.Close()
+					ch.client.Close()
+					return
+				}
+				p = fwd
+			} else {
+				ch.rec.input(p)
+			}
+			if len(p) > 0 {
+				if _, werr := ch.host.Write(p); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			_ = ch.host.CloseWrite()
+			return
+		}
+	}
+}
+
+// hostRequest relays a request of the host's (exit-status, exit-signal, eow) to the client.
+func (ch *channel) hostRequest(r *ssh.Request) {
+	switch r.Type {
+	case "exit-status":
+		if len(r.Payload) >= 4 {
+			ch.mu.Lock()
+			ch.ended, ch.status = "exited", binary.BigEndian.Uint32(r.Payload)
+			ch.mu.Unlock()
+		}
+	case "exit-signal":
+		var sig struct {
+			Signal     string
+			CoreDumped bool
+			Msg, Lang  string
+		}
+		if ssh.Unmarshal(r.Payload, &sig) == nil {
+			ch.mu.Lock()
+			ch.ended, ch.signal = "signal", truncate(sig.Signal, 32)
+			ch.mu.Unlock()
+		}
+	}
+	ok, err := ch.client.SendRequest(r.Type, r.WantReply, r.Payload)
+	if r.WantReply {
+		_ = r.Reply(ok && err == nil, nil)
+	}
+}
+
+// clientRequest decides one request of the client's and relays it when allowed.
+func (ch *channel) clientRequest(ctx context.Context, r *ssh.Request) {
+	switch r.Type {
+	case "pty-req":
+		var p ptyReq
+		if ssh.Unmarshal(r.Payload, &p) != nil {
+			ch.malformed(r)
+			return
+		}
+		q := ch.decide(ctx, schemas.SshRequest{Request: "pty-req", Term: truncate(p.Term, 64), Cols: p.Cols, Rows: p.Rows},
+			&schemas.SSHRequest{Term: p.Term})
+		if ch.enforce(ctx, q, r, "pty-req", "") {
+			ch.mu.Lock()
+			ch.pty = &p
+			ch.mu.Unlock()
+			ch.rec.terminal(p.Term, p.Cols, p.Rows)
+			ch.forward(r)
+		}
+	case "env":
+		var e struct{ Name, Value string }
+		if ssh.Unmarshal(r.Payload, &e) != nil {
+			ch.malformed(r)
+			return
+		}
+		q := ch.decide(ctx, schemas.SshRequest{Request: "env", EnvName: truncate(e.Name, 256)},
+			&schemas.SSHRequest{EnvName: e.Name, EnvValue: e.Value})
+		if ch.enforce(ctx, q, r, "env", "") {
+			ch.forward(r)
+		}
+	case "exec":
+		var e struct{ Command string }
+		if ssh.Unmarshal(r.Payload, &e) != nil {
+			ch.malformed(r)
+			return
+		}
+		ch.startProgram(ctx, r, "exec", e.Command)
+	case "shell":
+		ch.startProgram(ctx, r, "shell", "")
+	case "subsystem":
+		var e struct{ Name string }
+		if ssh.Unmarshal(r.Payload, &e) != nil {
+			ch.malformed(r)
+			return
+		}
+		ch.startProgram(ctx, r, "subsystem", e.Name)
+	case "window-change":
+		var w struct{ Cols, Rows, Width, Height uint32 }
+		if ssh.Unmarshal(r.Payload, &w) == nil {
+			ch.rec.resize(w.Cols, w.Rows)
+		}
+		ch.forward(r)
+	case "signal", "break", "eow@openssh.com":
+		ch.forward(r)
+	case "auth-agent-req@openssh.com":
+		q := ch.decide(ctx, schemas.SshRequest{Request: "auth-agent-req"}, &schemas.SSHRequest{})
+		if ch.enforce(ctx, q, r, "auth-agent-req", "") {
+			ch.c.allowAgent()
+			ch.forward(r)
+		}
+	case "x11-req":
+		q := ch.c.sess.RefuseRequest(func(id uint64) schemas.Payload {
+			return &schemas.SshRequest{QueryID: id, Channel: ch.n, ChannelType: "session", Request: "x11-req"}
+		}, "x11", "X11 forwarding is never allowed through the gateway")
+		ch.enforce(ctx, q, r, "x11-req", "")
+	default:
+		q := ch.c.sess.RefuseRequest(func(id uint64) schemas.Payload {
+			return &schemas.SshRequest{QueryID: id, Channel: ch.n, ChannelType: "session", Request: truncate(r.Type, 64)}
+		}, "request-type", fmt.Sprintf("channel request %q is not relayed by the gateway", truncate(r.Type, 64)))
+		ch.enforce(ctx, q, r, r.Type, "")
+	}
+}
+
+// malformed refuses a request whose payload does not parse.
+func (ch *channel) malformed(r *ssh.Request) {
+	q := ch.c.sess.RefuseRequest(func(id uint64) schemas.Payload {
+		return &schemas.SshRequest{QueryID: id, Channel: ch.n, ChannelType: "session", Request: truncate(r.Type, 64)}
+	}, "malformed", fmt.Sprintf("malformed %q request", truncate(r.Type, 64)))
+	_ = q
+	if r.WantReply {
+		_ = r.Reply(false, nil)
+	}
+}
+
+// forward sends the client's request to the host and relays the host's answer.
+func (ch *channel) forward(r *ssh.Request) {
+	ok, err := ch.host.SendRequest(r.Type, r.WantReply, r.Payload)
+	if r.WantReply {
+		_ = r.Reply(ok && err == nil, nil)
+	}
+}
+
+// decide records the request (ev, bounded) and asks for a decision on part (as sent).
+func (ch *channel) decide(ctx context.Context, ev schemas.SshRequest, part *schemas.SSHRequest) *session.Query {
+	ev.Channel, ev.ChannelType = ch.n, "session"
+	return ch.c.sess.OnRequest(ctx, func(id uint64) schemas.Payload {
+		e := ev
+		e.QueryID = id
+		return &e
+	}, func(req *schemas.DecisionRequest) {
+		p := *part
+		p.Login, p.Channel = ch.c.t.login, "session"
+		if p.Request == "" {
+			p.Request = ev.Request
+		}
+		req.SSH = &p
+	})
+}
+
+// enforce settles a decision on request r: an allowed one (or one approved while the client
+// waits) returns true, for the caller to relay; otherwise the client is told why on stderr
+// and the request fails. what names the request for the message; text is what approvers
+// are shown.
+func (ch *channel) enforce(ctx context.Context, q *session.Query, r *ssh.Request, what, text string) bool {
+	msg, ok := ch.settle(ctx, q, what, text)
+	if !ok {
+		ch.refuse(r, msg)
+	}
+	return ok
+}
+
+// settle settles a decision: allowed (or approved while the client waits), or the message
+// that says why not.
+func (ch *channel) settle(ctx context.Context, q *session.Query, what, text string) (string, bool) {
+	d := &q.Decision
+	if d.Effect == schemas.EffectRequireApproval {
+		if text == "" {
+			text = what
+		}
+		out := ch.hold(ctx, q, text)
+		if out.Approved {
+			return "", true
+		}
+		return fmt.Sprintf("%s not run: %s", what, out.Message), false
+	}
+	if d.Allowed() {
+		return "", true
+	}
+	return fmt.Sprintf("%s denied: %s", what, d.Reason), false
+}
+
+// deniedStatus is the exit status of a program the gateway did not run (a shell's "permission
+// denied").
+const deniedStatus = 126
+
+// denyProgram ends a channel whose program is refused as a program that could not run
+// would: the reason on stderr, exit status 126, the channel closed. (Failing the request
+// instead makes OpenSSH's ssh print only "exec request failed" and drop the reason.)
+func (ch *channel) denyProgram(r *ssh.Request, msg string) {
+	if r.WantReply {
+		_ = r.Reply(true, nil)
+	}
+	_, _ = io.WriteString(ch.client.Stderr(), "gatehouse: "+msg+"\r\n")
+	_, _ = ch.client.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{deniedStatus}))
+	_ = ch.client.CloseWrite()
+	ch.client.Close()
+}
+
+// refuse tells the client why on its stderr and fails the request.
+func (ch *channel) refuse(r *ssh.Request, msg string) {
+	_, _ = io.WriteString(ch.client.Stderr(), "gatehouse: "+msg+"\r\n")
+	if r.WantReply {
+		_ = r.Reply(false, nil)
+	}
+}
+
+// hold waits for an approval of q while the client waits, telling it so on stderr.
+func (ch *channel) hold(ctx context.Context, q *session.Query, text string) session.Outcome {
+	sum := sha256.Sum256([]byte(ch.c.t.login + "\x00" + text))
+	return ch.c.sess.HoldFor(ctx, ch.c.srv.approvals, session.Hold{
+		Query: q, Statement: text, Hash: hex.EncodeToString(sum[:]),
+		Notify: func(message, hint string) {
+			msg := "gatehouse: " + message
+			if hint != "" {
+				msg += "\r\n" + hint
+			}
+			_, _ = io.WriteString(ch.client.Stderr(), msg+"\r\n")
+		},
+		Cancelled: ch.cancel,
+	})
+}
+
+// startProgram decides exec, shell or subsystem: one per channel.
+func (ch *channel) startProgram(ctx context.Context, r *ssh.Request, kind, arg string) {
+	ch.mu.Lock()
+	running := ch.program != ""
+	pty := ch.pty != nil
+	ch.mu.Unlock()
+	ev := schemas.SshRequest{Request: kind}
+	part := &schemas.SSHRequest{Request: kind}
+	text := kind
+	switch kind {
+	case "exec":
+		cmd, truncated := arg, false
+		if lim := ch.c.srv.cfg.Limits.MaxSQLBytes; lim > 0 && len(cmd) > lim {
+			cmd, truncated = truncate(cmd, lim), true
+		}
+		ev.Command, ev.Truncated = cmd, truncated
+		part.Command = arg
+		text = arg
+	case "subsystem":
+		ev.Subsystem, part.Subsystem = truncate(arg, 64), arg
+		text = "subsystem " + arg
+	}
+	if running {
+		q := ch.c.sess.RefuseRequest(func(id uint64) schemas.Payload {
+			e := ev
+			e.QueryID, e.Channel, e.ChannelType = id, ch.n, "session"
+			return &e
+		}, "one-program", "the channel runs a program already")
+		_ = q
+		ch.refuse(r, kind+" refused: the channel runs a program already")
+		return
+	}
+	if kind == "exec" && len(arg) > schemas.MaxStatementBytes {
+		q := ch.c.sess.RefuseRequest(func(id uint64) schemas.Payload {
+			e := ev
+			e.QueryID, e.Channel, e.ChannelType = id, ch.n, "session"
+			return &e
+		}, "command-size", fmt.Sprintf("the command is %d bytes, over the %d the gateway decides", len(arg), schemas.MaxStatementBytes))
+		ch.denyProgram(r, "exec denied: "+q.Decision.Reason)
+		return
+	}
+	q := ch.decide(ctx, ev, part)
+	if msg, ok := ch.settle(ctx, q, kind, text); !ok {
+		ch.denyProgram(r, msg)
+		return
+	}
+	var files fileInspector
+	switch {
+	case kind == "subsystem" && arg == "sftp":
+		files = ch.newSFTP(ctx, q.ID)
+	case kind == "exec":
+		files = ch.newSCP(ctx, q.ID, arg)
+	}
+	var om, em *streamMasker
+	if d := q.Decision; d.Effect == schemas.EffectMask && d.Mask != nil && len(d.Mask.Detectors) > 0 {
+		m, err := ch.c.srv.masks.Get(d.Mask)
+		if err != nil {
+			ch.refuse(r, "cannot mask as the policy asks: "+err.Error())
+			return
+		}
+		if !pty && files == nil {
+			om, em = newStreamMasker(m), newStreamMasker(m)
+		} else if files == nil {
+			ch.rec.maskWith(m)
+		}
+	}
+	ch.mu.Lock()
+	ch.program, ch.progID, ch.outMask, ch.errMask, ch.files = kind, q.ID, om, em, files
+	ch.mu.Unlock()
+	ch.rec.program(q.ID, pty)
+	ok, err := ch.host.SendRequest(r.Type, r.WantReply, r.Payload)
+	if r.WantReply {
+		_ = r.Reply(ok && err == nil, nil)
+	}
+	if ok || !r.WantReply {
+		close(ch.started)
+	}
+}
+
+// truncate cuts s to at most n bytes on a UTF-8 boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xc0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}

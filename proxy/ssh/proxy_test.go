@@ -1,0 +1,560 @@
+package ssh_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/proxy/ssh"
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/dev/localssh"
+	"github.com/gatehouse/gatehouse/services/dev/localssh/sshtest"
+	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/sshcert"
+)
+
+// engineDecider decides with a policy engine in-process (the NATS hop is tested elsewhere).
+type engineDecider struct{ e *policy.Engine }
+
+func (d engineDecider) Decide(_ context.Context, r *schemas.DecisionRequest) schemas.DecisionReply {
+	return d.e.Decide(&policy.Input{DecisionRequest: *r}, time.Now())
+}
+
+type resources map[string]*config.Resource
+
+func (r resources) Resource(name string) (*config.Resource, bool) { res, ok := r[name]; return res, ok }
+
+const sudoUser, sudoPassword = "ghtest-sudo", "Sudo-pw-7731"
+
+// testPolicies: a few programs, sessions, sftp reads anywhere and writes under /tmp/gh-up;
+// forwarding only by a rule (none here); a masked resource; approvals for touch.
+var testPolicies = []config.Policy{{Name: "hosts", Resources: []string{"web", "web-ca", "web-pinned-wrong", "web-mask", "web-long"}, Rules: []config.Rule{
+	{Name: "programs", Effect: "allow", When: `request.ssh.request == "exec" && request.ssh.programs.all(p, p in ["echo", "id", "cat", "ls", "printf", "sleep", "true", "sh", "head", "seq", "sha256sum", "scp", "rsync", "sudo", "whoami", "exit"])`},
+	{Name: "sessions", Effect: "allow", When: `request.ssh.request in ["pty-req", "shell", "env", "subsystem"]`},
+	{Name: "sftp-read", Effect: "allow", When: `request.ssh.request == "sftp" && request.ssh.sftp.op in ["read", "stat", "list", "realpath", "readlink", "close", "other"]`},
+	{Name: "sftp-write", Effect: "allow", When: `request.ssh.request == "sftp" && request.ssh.sftp.path.startsWith("/tmp/gh-up/")`},
+	{Name: "no-etc", Effect: "deny", When: `request.ssh.request == "exec" && request.ssh.files_written.exists(f, f.startsWith("/etc/"))`, Reason: "nothing under /etc"},
+}}, {Name: "masking", Resources: []string{"web-mask"}, Rules: []config.Rule{
+	{Name: "cards", Effect: "mask", When: `true`, Mask: &config.Mask{Detectors: []string{"card"}}},
+}}}
+
+type env struct {
+	addr     string
+	sshd     *localssh.SSHD
+	token    string
+	mint     func(identity.TokenRequest) string
+	ca       gossh.Signer
+	bus      *bus.Bus
+	dir      string
+	askpass  string // SSH_ASKPASS program printing $GH_TOKEN
+	resource map[string]*config.Resource
+}
+
+func logOut() io.Writer {
+	if os.Getenv("GATEHOUSE_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	sshtest.Require(t)
+	log := slog.New(slog.NewTextHandler(logOut(), nil))
+	sshd := sshtest.Start(t)
+	other := sshtest.Start(t) // another host: its key is not web's
+	hostCA := sshtest.Start(t, localssh.HostCA())
+	sshtest.AddUser(t, sshd, sudoUser, sudoPassword, true)
+
+	b := bustest.Connect(t)
+	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 10000, Wait: 5 * time.Second, Linger: 5 * time.Millisecond}, prometheus.NewRegistry(), log)
+	t.Cleanup(func() { _ = pub.Close(context.Background()) })
+
+	e := echo.New()
+	hs := httptest.NewServer(e)
+	t.Cleanup(hs.Close)
+	dev, err := identity.NewDevIssuer(hs.URL+identity.DevIssuerPath, t.TempDir(), log)
+	require.NoError(t, err)
+	dev.Register(e)
+	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, log)
+	mint := func(r identity.TokenRequest) string {
+		tok, err := dev.Mint(r)
+		require.NoError(t, err)
+		return tok
+	}
+
+	eng, err := policy.Compile(testPolicies, 1)
+	require.NoError(t, err)
+
+	backend := func(s *localssh.SSHD, pin string) *config.SSHBackend {
+		b := &config.SSHBackend{Address: s.Addr(), Logins: []string{"root", sudoUser}, KeyFile: sshd.ClientKeyFile, HostKey: pin, ConnectTimeout: 10 * time.Second}
+		return b
+	}
+	res := resources{
+		"web":              {Name: "web", Type: "ssh", Audit: "strict", Labels: map[string]string{"env": "test"}, SSH: backend(sshd, sshd.HostKeyLine())},
+		"web-pinned-wrong": {Name: "web-pinned-wrong", Type: "ssh", Audit: "buffered", SSH: backend(sshd, other.HostKeyLine())},
+		"web-ca":           {Name: "web-ca", Type: "ssh", Audit: "buffered", SSH: &config.SSHBackend{Address: hostCA.Addr(), Logins: []string{"root"}, KeyFile: hostCA.ClientKeyFile, HostCA: string(gossh.MarshalAuthorizedKey(hostCA.HostCAKey)), ConnectTimeout: 10 * time.Second}},
+		"web-mask":         {Name: "web-mask", Type: "ssh", Audit: "buffered", SSH: backend(sshd, sshd.HostKeyLine())},
+		"web-long":         {Name: "web-long", Type: "ssh", Audit: "buffered", TokenExpiry: "continue", MaxSessionLifetime: time.Hour, SSH: backend(sshd, sshd.HostKeyLine())},
+	}
+	_, caKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	ca, err := gossh.NewSignerFromKey(caKey)
+	require.NoError(t, err)
+	_, hk, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	hostKey, err := gossh.NewSignerFromKey(hk)
+	require.NoError(t, err)
+
+	srv := ssh.New(ssh.Config{Listen: "127.0.0.1:0", HostKeys: []gossh.Signer{hostKey}, UserCAs: []gossh.PublicKey{ca.PublicKey()},
+		AuthTimeout: 5 * time.Second, MaxConnections: 200, MaxUnauthenticated: 20, MaxChannels: 8, MaxRecordedBytes: 1 << 20,
+		Limits: session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10}},
+		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
+	require.NoError(t, srv.Sessions().Follow(t.Context(), b.JS))
+	require.NoError(t, srv.Listen())
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(sctx); close(done) }()
+	t.Cleanup(func() {
+		stop()
+		_ = srv.Shutdown(context.Background())
+		<-done
+	})
+
+	dir := t.TempDir()
+	// The gateway's host key, pinned for the clients.
+	_, port, _ := net.SplitHostPort(srv.Addr())
+	known := fmt.Sprintf("[127.0.0.1]:%s %s", port, gossh.MarshalAuthorizedKey(hostKey.PublicKey()))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "known_hosts"), []byte(known), 0o600))
+	askpass := filepath.Join(dir, "askpass")
+	require.NoError(t, os.WriteFile(askpass, []byte("#!/bin/sh\nprintf '%s\\n' \"$GH_TOKEN\"\n"), 0o700))
+	tok := mint(identity.TokenRequest{Subject: "deployer", Groups: []string{"ops"}, Name: "deployer@example.com"})
+	require.Less(t, len(tok), 1023, "the dev token must fit OpenSSH's password buffer")
+	return &env{addr: srv.Addr(), sshd: sshd, token: tok, mint: mint, ca: ca, bus: b, dir: dir, askpass: askpass, resource: res}
+}
+
+// sshArgs are the real ssh client's options for the gateway, authenticating with the token.
+func (e *env) sshArgs(extra ...string) []string {
+	_, port, _ := net.SplitHostPort(e.addr)
+	args := []string{"-p", port, "-o", "UserKnownHostsFile=" + filepath.Join(e.dir, "known_hosts"), "-o", "StrictHostKeyChecking=yes",
+		"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1",
+		"-o", "ConnectTimeout=20", "-F", "/dev/null"}
+	return append(args, extra...)
+}
+
+// ssh runs the real ssh client with the token (through SSH_ASKPASS, as scripts do).
+func (e *env) ssh(t *testing.T, token string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ssh", append(e.sshArgs(), args...)...)
+	cmd.Env = append(os.Environ(), "SSH_ASKPASS="+e.askpass, "SSH_ASKPASS_REQUIRE=force", "GH_TOKEN="+token, "DISPLAY=")
+	var o, er bytes.Buffer
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = &o, &er, strings.NewReader("")
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return o.String(), er.String(), code
+}
+
+// dial connects with x/crypto's client and the token as the password.
+func (e *env) dial(t *testing.T, user, token string) (*gossh.Client, error) {
+	t.Helper()
+	return gossh.Dial("tcp", e.addr, &gossh.ClientConfig{User: user, Auth: []gossh.AuthMethod{gossh.Password(token)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 20 * time.Second})
+}
+
+// events reads the audit trail of a resource until cond holds of it.
+func (e *env) events(t *testing.T, resource string, cond func([]schemas.Event) bool) []schemas.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		var evs []schemas.Event
+		c, err := e.bus.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectAudit + "." + resource + ".>"}})
+		require.NoError(t, err)
+		for {
+			m, err := c.Next(jetstream.FetchMaxWait(300 * time.Millisecond))
+			if err != nil {
+				break
+			}
+			data, err := bus.AuditData(m.Headers(), m.Data())
+			require.NoError(t, err)
+			for _, line := range bytes.Split(data, []byte{'\n'}) {
+				if len(bytes.TrimSpace(line)) == 0 {
+					continue
+				}
+				var ev schemas.Event
+				require.NoError(t, json.Unmarshal(line, &ev))
+				evs = append(evs, ev)
+			}
+		}
+		if cond(evs) {
+			return evs
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the audit trail of %s never met the condition; it holds %d events", resource, len(evs))
+		}
+	}
+}
+
+// ofType returns the payloads of the events of type typ.
+func ofType[T any](t *testing.T, evs []schemas.Event, typ string) []T {
+	t.Helper()
+	var out []T
+	for _, ev := range evs {
+		if ev.Type == typ {
+			var p T
+			require.NoError(t, json.Unmarshal(ev.Payload, &p))
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// sessionEnded reports whether n sessions have ended in evs.
+func sessionsEnded(n int) func([]schemas.Event) bool {
+	return func(evs []schemas.Event) bool {
+		c := 0
+		for _, ev := range evs {
+			if ev.Type == schemas.TypeSessionEnd {
+				c++
+			}
+		}
+		return c >= n
+	}
+}
+
+func TestExecWithToken(t *testing.T) {
+	e := start(t)
+	out, errOut, code := e.ssh(t, e.token, "web+root@127.0.0.1", "echo", "hello from $(whoami)")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "hello from root\n", out)
+
+	// The resource alone: its first login.
+	out, errOut, code = e.ssh(t, e.token, "web@127.0.0.1", "id -un")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "root\n", out)
+
+	// Another login the resource allows.
+	out, errOut, code = e.ssh(t, e.token, "web+"+sudoUser+"@127.0.0.1", "whoami")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, sudoUser+"\n", out)
+
+	// Exit statuses come back.
+	_, _, code = e.ssh(t, e.token, "web+root@127.0.0.1", "sh -c 'exit 7'")
+	require.Equal(t, 7, code)
+
+	evs := e.events(t, "web", sessionsEnded(4))
+	starts := ofType[schemas.SessionStart](t, evs, schemas.TypeSessionStart)
+	require.Len(t, starts, 4)
+	require.Equal(t, "ssh", starts[0].Protocol)
+	require.Equal(t, "token", starts[0].AuthMethod)
+	require.Equal(t, "root", starts[0].Login)
+	reqs := ofType[schemas.SshRequest](t, evs, schemas.TypeSshRequest)
+	var cmds []string
+	for _, r := range reqs {
+		if r.Request == "exec" {
+			cmds = append(cmds, r.Command)
+		}
+	}
+	require.Contains(t, cmds, "echo hello from $(whoami)")
+	exits := ofType[schemas.SshExit](t, evs, schemas.TypeSshExit)
+	var statuses []uint32
+	for _, x := range exits {
+		statuses = append(statuses, x.ExitStatus)
+	}
+	require.Contains(t, statuses, uint32(7))
+	ios := ofType[schemas.SshIo](t, evs, schemas.TypeSshIo)
+	var seen strings.Builder
+	for _, io := range ios {
+		for _, f := range io.Frames {
+			if f.Code == "o" {
+				seen.WriteString(f.Data)
+			}
+		}
+	}
+	require.Contains(t, seen.String(), "hello from root\n")
+	for _, ev := range evs {
+		require.NotContains(t, string(ev.Payload), e.token, "the token is never recorded")
+	}
+}
+
+func TestCommandsDecidedAsTheShellSeesThem(t *testing.T) {
+	e := start(t)
+	for _, cmd := range []string{
+		"echo hi; rm -rf /tmp/gh-nothing",
+		"echo hi && sh -c 'touch /tmp/gh-x'",
+		"echo $(touch /tmp/gh-x)",
+		"'t''ouch' /tmp/gh-x",
+		"echo x > /etc/gh-test",
+		"sudo -u root touch /tmp/gh-x",
+	} {
+		_, errOut, code := e.ssh(t, e.token, "web+root@127.0.0.1", cmd)
+		require.Equal(t, 126, code, cmd)
+		require.Contains(t, errOut, "gatehouse: exec denied", cmd)
+	}
+	_, err := os.Stat("/tmp/gh-x")
+	require.True(t, os.IsNotExist(err), "a denied command ran")
+	_, err = os.Stat("/etc/gh-test")
+	require.True(t, os.IsNotExist(err), "a denied command ran")
+}
+
+func TestAuthenticationRefusals(t *testing.T) {
+	e := start(t)
+	for name, tc := range map[string]struct{ user, token, want, check string }{
+		"bad token":         {"web+root", "not-a-token", "gatehouse:", identity.CheckFormat},
+		"unknown resource":  {"nope+root", e.token, `"nope" is not an SSH resource`, "resource"},
+		"login not allowed": {"web+nobody", e.token, `has no login "nobody"`, "resource"},
+		"host key mismatch": {"web-pinned-wrong+root", e.token, "not the one pinned", "backend"},
+		"expired token":     {"web+root", e.mint(identity.TokenRequest{Subject: "late", TTL: time.Nanosecond}), "gatehouse:", "expiry"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, errOut, code := e.ssh(t, tc.token, tc.user+"@127.0.0.1", "true")
+			require.Equal(t, 255, code)
+			require.Contains(t, errOut, tc.want)
+		})
+	}
+	evs := e.events(t, "web-pinned-wrong", func(evs []schemas.Event) bool { return len(evs) > 0 })
+	fails := ofType[schemas.AuthFailed](t, evs, schemas.TypeAuthFailed)
+	require.NotEmpty(t, fails)
+	require.Equal(t, "backend", fails[0].Check)
+	require.Equal(t, "ssh", fails[0].Protocol)
+
+	// A host whose certificate the pinned CA signed is accepted.
+	out, errOut, code := e.ssh(t, e.token, "web-ca+root@127.0.0.1", "echo", "via-ca")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "via-ca\n", out)
+}
+
+func TestCertificateLogin(t *testing.T) {
+	e := start(t)
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	signer, err := gossh.NewSignerFromKey(key)
+	require.NoError(t, err)
+	block, err := gossh.MarshalPrivateKey(key, "")
+	require.NoError(t, err)
+	keyFile := filepath.Join(e.dir, "id_ed25519")
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600))
+	id := schemas.Identity{Subject: "ada", Name: "ada@example.com", Issuer: "https://idp.example", Groups: []string{"ops"}, Kind: "human"}
+	write := func(notAfter time.Time) {
+		cert, err := sshcert.Sign(e.ca, signer.PublicKey(), id, notAfter, time.Now())
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(keyFile+"-cert.pub", gossh.MarshalAuthorizedKey(cert), 0o600))
+	}
+	write(time.Now().Add(time.Hour))
+	_, port, _ := net.SplitHostPort(e.addr)
+	run := func() (string, string, int) {
+		cmd := exec.Command("ssh", "-p", port, "-F", "/dev/null", "-o", "UserKnownHostsFile="+filepath.Join(e.dir, "known_hosts"),
+			"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", keyFile,
+			"-o", "CertificateFile="+keyFile+"-cert.pub", "web+root@127.0.0.1", "echo", "cert-ok")
+		var o, er bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &er
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return o.String(), er.String(), code
+	}
+	out, errOut, code := run()
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "cert-ok\n", out)
+	evs := e.events(t, "web", sessionsEnded(1))
+	starts := ofType[schemas.SessionStart](t, evs, schemas.TypeSessionStart)
+	require.Equal(t, "certificate", starts[0].AuthMethod)
+	require.Equal(t, "ada", evs[0].Identity.Subject)
+
+	// A certificate another CA signed is refused.
+	other, err := gossh.NewSignerFromKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32)))
+	require.NoError(t, err)
+	cert, err := sshcert.Sign(other, signer.PublicKey(), id, time.Now().Add(time.Hour), time.Now())
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(keyFile+"-cert.pub", gossh.MarshalAuthorizedKey(cert), 0o600))
+	_, errOut, code = run()
+	require.Equal(t, 255, code)
+	require.Contains(t, errOut, "not signed by this gateway's CA")
+}
+
+func TestForwardingRefusedUnlessAllowed(t *testing.T) {
+	e := start(t)
+	c, err := e.dial(t, "web+root", e.token)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Dial("tcp", e.sshd.Addr())
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "port forwarding denied")
+	_, err = c.Listen("tcp", "127.0.0.1:0")
+	require.Error(t, err, "a remote forwarding was allowed without a rule")
+	s, err := c.NewSession()
+	require.NoError(t, err)
+	ok, err := s.SendRequest("x11-req", true, gossh.Marshal(struct {
+		Single        bool
+		Proto, Cookie string
+		Screen        uint32
+	}{false, "MIT-MAGIC-COOKIE-1", "00", 0}))
+	require.NoError(t, err)
+	require.False(t, ok, "X11 forwarding was allowed")
+	ok, err = s.SendRequest("auth-agent-req@openssh.com", true, nil)
+	require.NoError(t, err)
+	require.False(t, ok, "agent forwarding was allowed without a rule")
+	s.Close()
+
+	// The channel limit holds.
+	var open []gossh.Session
+	var last error
+	for i := 0; i < 12; i++ {
+		s, err := c.NewSession()
+		if err != nil {
+			last = err
+			break
+		}
+		open = append(open, *s)
+	}
+	require.Error(t, last)
+	require.Contains(t, last.Error(), "at most 8 channels")
+}
+
+func TestMaskingExecOutput(t *testing.T) {
+	e := start(t)
+	// The card number is written in two halves with a pause between them: the halves must
+	// still be found as one value.
+	out, errOut, code := e.ssh(t, e.token, "web-mask+root@127.0.0.1", "a=41; b=55; printf \"${a}11 1111\"; sleep 0.3; printf ' 1111 1111 done\\n'; printf \"to stderr ${b}00 0000 0000 0004\\n\" >&2")
+	require.Equal(t, 0, code, errOut)
+	require.NotContains(t, out, "4111")
+	require.Contains(t, out, "done")
+	require.NotContains(t, errOut, "5500 0000")
+	evs := e.events(t, "web-mask", sessionsEnded(1))
+	for _, ev := range evs {
+		require.NotContains(t, string(ev.Payload), "1111 1111 1111", ev.Type)
+		require.NotContains(t, string(ev.Payload), "5500 0000 0000", ev.Type)
+	}
+	ios := ofType[schemas.SshIo](t, evs, schemas.TypeSshIo)
+	require.NotEmpty(t, ios)
+	masked := uint64(0)
+	for _, io := range ios {
+		for _, m := range io.Masked {
+			masked += m.Count
+		}
+	}
+	require.Equal(t, uint64(2), masked)
+}
+
+func TestBadInputIsBounded(t *testing.T) {
+	e := start(t)
+	// Garbage instead of an SSH version line, and a client that never finishes the key
+	// exchange: closed (the latter within the auth timeout).
+	c, err := net.Dial("tcp", e.addr)
+	require.NoError(t, err)
+	_, _ = c.Write(bytes.Repeat([]byte{0xff}, 70000))
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = io.ReadAll(c)
+	if err != nil { // reset: the server closed with the garbage unread
+		require.Contains(t, err.Error(), "reset", "the connection should end, not time out")
+	}
+	c.Close()
+
+	idle, err := net.Dial("tcp", e.addr)
+	require.NoError(t, err)
+	_ = idle.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err = io.ReadAll(idle) // the server's version line, then EOF at the auth timeout
+	require.NoError(t, err, "a client that never finishes the key exchange must be cut off")
+	idle.Close()
+
+	// Many half-open connections: past the limit they are turned away at once, and once they
+	// are gone a real client gets in.
+	var conns []net.Conn
+	for i := 0; i < 60; i++ {
+		c, err := net.Dial("tcp", e.addr)
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	refused := 0
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		var b [1]byte
+		if _, err := c.Read(b[:]); err == io.EOF {
+			refused++
+		}
+	}
+	require.GreaterOrEqual(t, refused, 40-1, "connections past the limit of 20 unauthenticated were not refused")
+	for _, c := range conns {
+		c.Close()
+	}
+	require.Eventually(t, func() bool {
+		out, _, code := e.ssh(t, e.token, "web+root@127.0.0.1", "echo back")
+		return code == 0 && out == "back\n"
+	}, 30*time.Second, 200*time.Millisecond)
+}
+
+func TestRevocationEndsALiveSession(t *testing.T) {
+	e := start(t)
+	c, err := e.dial(t, "web+root", e.token)
+	require.NoError(t, err)
+	defer c.Close()
+	s, err := c.NewSession()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	s.Stderr = &stderr
+	out, err := s.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, s.Start("echo started; sleep 600"))
+	line := make([]byte, 8)
+	_, err = io.ReadFull(out, line)
+	require.NoError(t, err)
+	require.Equal(t, "started\n", string(line))
+
+	require.NoError(t, bus.PublishRevocation(context.Background(), e.bus.JS, schemas.RevocationState{Kind: schemas.RevokeKindIdentity,
+		Value: "deployer", Reason: "left the team", By: "admin", At: time.Now()}, schemas.Identity{Subject: "admin"}))
+	waited := make(chan error, 1)
+	go func() { waited <- s.Wait() }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the revoked session is still running")
+	}
+	require.Contains(t, stderr.String(), "access revoked by admin")
+	evs := e.events(t, "web", sessionsEnded(1))
+	ends := ofType[schemas.SessionEnd](t, evs, schemas.TypeSessionEnd)
+	require.Equal(t, "revoked", ends[0].Reason)
+	terms := ofType[schemas.SessionTerminated](t, evs, schemas.TypeSessionTerminated)
+	require.Len(t, terms, 1)
+
+	// And the revoked identity cannot come back.
+	_, errOut, code := e.ssh(t, e.token, "web+root@127.0.0.1", "true")
+	require.Equal(t, 255, code)
+	require.Contains(t, errOut, "revoked")
+}
+
+var _ = strconv.Itoa

@@ -1,0 +1,251 @@
+package ssh
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gatehouse/gatehouse/proxy/mask"
+	"github.com/gatehouse/gatehouse/schemas"
+)
+
+// The record of a session channel: what it carried as timed frames (asciicast v2: output
+// "o", stderr "e", input "i", resize "r"), in ssh.io events of bounded size, flushed when
+// a chunk is full, when the channel ends, and a second after its first frame otherwise.
+//
+// Input typed at a terminal is recorded as the host echoed it: a keystroke the host did not
+// echo (a password at a sudo, su or passwd prompt; the terminal's echo is off there) is
+// recorded as '*'. Keystrokes wait in the recorder until the host's answer to the line
+// they end shows whether it echoed them (echo.go).
+
+// flushAfter is how long a frame waits for more before its chunk is sent.
+const flushAfter = time.Second
+
+// recorder records one channel.
+type recorder struct {
+	c        *conn
+	n        uint32
+	max      int64 // bytes recorded at most
+	chunkMax int
+
+	mu       sync.Mutex
+	start    time.Time
+	id       uint64 // the program's request
+	pty      bool
+	frames   []schemas.TermFrame
+	size     int
+	chunk    uint32
+	recorded int64
+	dropped  uint64
+	hidden   uint64
+	masked   uint64
+	carry    [2][]byte // an incomplete UTF-8 sequence at the end of "o" and "e" output
+	om       [2]*streamMasker
+	omSince  [2]time.Time // when the bytes the recording masker holds came
+	echo     echoTracker
+	timer    *time.Timer
+	closed   bool
+}
+
+func newRecorder(c *conn, n uint32, max int64) *recorder {
+	chunk := c.srv.cfg.Limits.ResultChunkBytes
+	if chunk <= 0 {
+		chunk = 64 << 10
+	}
+	return &recorder{c: c, n: n, max: max, chunkMax: chunk, start: time.Now()}
+}
+
+// program says which request started the channel's program, and whether it has a terminal.
+func (r *recorder) program(id uint64, pty bool) {
+	r.mu.Lock()
+	r.id, r.pty = id, pty
+	r.mu.Unlock()
+}
+
+// terminal notes the terminal's size when a pty is granted (replay's screen size).
+func (r *recorder) terminal(term string, cols, rows uint32) {
+	r.resize(cols, rows)
+}
+
+// maskWith masks what the recording keeps of the output (a terminal, whose client gets it
+// unmasked: a terminal's stream cannot be changed without breaking what it draws).
+func (r *recorder) maskWith(m *mask.Masker) {
+	r.mu.Lock()
+	r.om = [2]*streamMasker{newStreamMasker(m), newStreamMasker(m)}
+	r.mu.Unlock()
+}
+
+// countMasked adds values masked on the way to the client (their record is masked too).
+func (r *recorder) countMasked(n int, _ *streamMasker) {
+	if n == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.masked += uint64(n)
+	r.mu.Unlock()
+}
+
+func codeIndex(code string) int {
+	if code == "e" {
+		return 1
+	}
+	return 0
+}
+
+// output records a piece of the host's output.
+func (r *recorder) output(code string, p []byte) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pty {
+		for _, f := range r.echo.output(p) {
+			r.addLocked("i", f.data, f.t)
+			r.hidden += uint64(f.hidden)
+		}
+	}
+	i := codeIndex(code)
+	t := now
+	if m := r.om[i]; m != nil {
+		if !r.omSince[i].IsZero() {
+			t = r.omSince[i] // what was held came first
+		}
+		var n int
+		p, n = m.feed(p)
+		r.masked += uint64(n)
+		if len(m.held) > 0 {
+			if len(p) > 0 || r.omSince[i].IsZero() {
+				r.omSince[i] = now
+			}
+		} else {
+			r.omSince[i] = time.Time{}
+		}
+	}
+	r.outputLocked(i, code, p, t)
+}
+
+func (r *recorder) outputLocked(i int, code string, p []byte, t time.Time) {
+	if len(p) == 0 {
+		return
+	}
+	b := append(r.carry[i], p...)
+	// Keep an incomplete UTF-8 sequence at the end for the next piece.
+	cut := len(b)
+	for k := 1; k <= 3 && k <= len(b); k++ {
+		c := b[len(b)-k]
+		if c < 0x80 {
+			break
+		}
+		if c >= 0xc0 {
+			if !utf8.FullRune(b[len(b)-k:]) {
+				cut = len(b) - k
+			}
+			break
+		}
+	}
+	r.carry[i] = append([]byte(nil), b[cut:]...)
+	r.addLocked(code, b[:cut], t)
+}
+
+// input records a piece of the client's input.
+func (r *recorder) input(p []byte) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.pty {
+		r.addLocked("i", p, now)
+		return
+	}
+	for _, f := range r.echo.input(p, now) {
+		r.addLocked("i", f.data, f.t)
+		r.hidden += uint64(f.hidden)
+	}
+}
+
+// resize records the terminal's new size.
+func (r *recorder) resize(cols, rows uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.addLocked("r", []byte(fmt.Sprintf("%dx%d", cols, rows)), time.Now())
+}
+
+// addLocked adds a frame, within the channel's recording limit.
+func (r *recorder) addLocked(code string, data []byte, t time.Time) {
+	if len(data) == 0 || r.closed {
+		return
+	}
+	if r.recorded+int64(len(data)) > r.max {
+		r.dropped += uint64(len(data))
+		return
+	}
+	r.recorded += int64(len(data))
+	s := string(data)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	tu := t.Sub(r.start).Microseconds()
+	if tu < 0 {
+		tu = 0
+	}
+	r.frames = append(r.frames, schemas.TermFrame{TUS: uint64(tu), Code: code, Data: s})
+	// Control characters take six bytes in JSON: bound the encoded size, not the raw one.
+	r.size += 2*len(s) + 32
+	if r.size >= r.chunkMax {
+		r.flushLocked()
+		return
+	}
+	if r.timer == nil {
+		r.timer = time.AfterFunc(flushAfter, func() {
+			r.mu.Lock()
+			r.timer = nil
+			r.flushLocked()
+			r.mu.Unlock()
+		})
+	}
+}
+
+// flushLocked records the frames gathered as one ssh.io event.
+func (r *recorder) flushLocked() {
+	if len(r.frames) == 0 && r.dropped == 0 && r.hidden == 0 {
+		return
+	}
+	ev := &schemas.SshIo{QueryID: r.id, Channel: r.n, Chunk: r.chunk, Frames: r.frames, HiddenInput: r.hidden, Dropped: r.dropped}
+	if r.masked > 0 {
+		ev.Masked = []schemas.MaskedCount{{Name: "output", By: "detectors", Count: r.masked}}
+	}
+	r.chunk++
+	r.frames, r.size, r.hidden, r.dropped, r.masked = nil, 0, 0, 0, 0
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	r.c.sess.Record(ev)
+}
+
+// close records what is left: held output, keystrokes whose echo never came (as hidden).
+func (r *recorder) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, code := range []string{"o", "e"} {
+		if m := r.om[i]; m != nil {
+			p, n := m.flush()
+			r.masked += uint64(n)
+			t := r.omSince[i]
+			if t.IsZero() {
+				t = time.Now()
+			}
+			r.outputLocked(i, code, p, t)
+		}
+		if len(r.carry[i]) > 0 {
+			r.addLocked(code, r.carry[i], time.Now())
+			r.carry[i] = nil
+		}
+	}
+	for _, f := range r.echo.flush() {
+		r.addLocked("i", f.data, f.t)
+		r.hidden += uint64(f.hidden)
+	}
+	r.flushLocked()
+	r.closed = true
+}

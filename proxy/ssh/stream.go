@@ -1,0 +1,69 @@
+package ssh
+
+import (
+	"github.com/gatehouse/gatehouse/proxy/mask"
+)
+
+// A stream is masked as it passes, in pieces that arrive as the host writes them: a value
+// split across two reads (or written in two halves with a pause between them, which a
+// caller who wants it unmasked would try) must still be found whole. What the detectors
+// find (card numbers, IBANs, e-mail addresses, phone numbers, SSNs) is made only of letters,
+// digits and a few separators; so the masker holds back the trailing run of such
+// characters of what it has seen — a value that may go on — and lets everything before it
+// through, masked. The run goes out with what follows it, or at the end of the stream.
+// A run longer than maxHeldRun goes out but for its last maxHeldRun bytes (no detected
+// value is that long).
+//
+// A regex detector whose matches contain other characters is applied to each piece
+// between such characters as it passes; a match split by the arrival of the bytes exactly
+// there is not found.
+
+// maxHeldRun bounds what the masker holds back.
+const maxHeldRun = 256
+
+// valueByte reports whether c may be part of a detected value.
+func valueByte(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' ||
+		c == ' ' || c == '-' || c == '.' || c == '@' || c == '+' || c == '_' || c == '%' || c == '(' || c == ')' || c >= 0x80
+}
+
+// streamMasker masks one direction of a stream.
+type streamMasker struct {
+	m    *mask.Masker
+	held []byte
+	// counts of values masked, for the record
+	masked uint64
+}
+
+func newStreamMasker(m *mask.Masker) *streamMasker { return &streamMasker{m: m} }
+
+// feed takes the next piece and returns what may go out now, masked, and how many values
+// it masked.
+func (s *streamMasker) feed(p []byte) ([]byte, int) {
+	buf := append(s.held, p...)
+	cut := len(buf)
+	for cut > 0 && valueByte(buf[cut-1]) {
+		cut--
+	}
+	if len(buf)-cut > maxHeldRun {
+		cut = len(buf) - maxHeldRun
+	}
+	out, n := s.m.Detect(buf[:cut])
+	// Detect returns its input when it finds nothing: copy before buf is reused.
+	out = append([]byte(nil), out...)
+	s.held = append(s.held[:0], buf[cut:]...)
+	s.masked += uint64(n)
+	return out, n
+}
+
+// flush returns what is held, masked: the stream ended.
+func (s *streamMasker) flush() ([]byte, int) {
+	if len(s.held) == 0 {
+		return nil, 0
+	}
+	out, n := s.m.Detect(s.held)
+	out = append([]byte(nil), out...)
+	s.held = s.held[:0]
+	s.masked += uint64(n)
+	return out, n
+}
