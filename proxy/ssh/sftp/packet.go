@@ -214,14 +214,13 @@ func (f *framer) next() ([]byte, error) {
 	return p, nil
 }
 
-// feed appends bytes; compact drops consumed ones so the buffer never holds
-// more than one partial packet.
+// feed appends bytes. The consumed front of the buffer is sliced off by
+// next, so a packet fed one byte at a time costs no more than one fed whole.
 func (f *framer) feed(p []byte) { f.buf = append(f.buf, p...) }
 
+// compact releases the buffer once nothing is left in it.
 func (f *framer) compact() {
 	if len(f.buf) == 0 {
 		f.buf = nil
-		return
 	}
-	f.buf = append([]byte(nil), f.buf...)
 }
