@@ -202,12 +202,18 @@ func (ch *channel) output(code string, p []byte) {
 	if code == "e" {
 		m = ch.errMask
 	}
-	files := ch.files
+	files, id := ch.files, ch.progID
 	ch.mu.Unlock()
-	if files != nil && code == "o" {
-		for _, f := range files.fromHost(p) {
-			ch.c.sess.Record(f.event(ch.progID, ch.n))
+	if files != nil && code == "o" && p != nil {
+		fwd, recs, err := files.fromHost(p)
+		for _, f := range recs {
+			ch.c.sess.Record(f.event(id, ch.n))
 		}
+		if err != nil {
+			ch.brokenFiles(err)
+			return
+		}
+		p = fwd
 	}
 	var masked int
 	if m != nil {
@@ -257,7 +263,7 @@ func (ch *channel) pumpIn(ctx context.Context) {
 			ch.mu.Unlock()
 			p := buf[:n]
 			if files != nil {
-				fwd, reply, recs, ferr := files.fromClient(ctx, p)
+				fwd, reply, recs, ferr := files.fromClient(p)
 				for _, f := range recs {
 					ch.c.sess.Record(f.event(ch.progID, ch.n))
 				}
@@ -267,9 +273,7 @@ func (ch *channel) pumpIn(ctx context.Context) {
 					ch.cw.Unlock()
 				}
 				if ferr != nil {
-					ch.notify("gatehouse: closing the channel: " + ferr.Error() + "\r\n")
-					ch.host.Close()
-					ch.client.Close()
+					ch.brokenFiles(ferr)
 					return
 				}
 				p = fwd
@@ -287,6 +291,14 @@ func (ch *channel) pumpIn(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// brokenFiles closes a file channel whose protocol the inspector cannot follow (a malformed
+// packet, a limit reached): what it cannot read, it cannot decide.
+func (ch *channel) brokenFiles(err error) {
+	<-ch.notify("gatehouse: closing the channel: " + err.Error() + "\r\n")
+	ch.host.Close()
+	ch.client.Close()
 }
 
 // hostRequest relays a request of the host's (exit-status, exit-signal, eow) to the client.
@@ -546,9 +558,9 @@ func (ch *channel) startProgram(ctx context.Context, r *ssh.Request, kind, arg s
 	var files fileInspector
 	switch {
 	case kind == "subsystem" && arg == "sftp":
-		files = ch.newSFTP(ctx, q.ID)
+		files = ch.newSFTP(ctx)
 	case kind == "exec":
-		files = ch.newSCP(ctx, q.ID, arg)
+		files = ch.newSCP(ctx, arg)
 	}
 	var om, em *streamMasker
 	if d := q.Decision; d.Effect == schemas.EffectMask && d.Mask != nil && len(d.Mask.Detectors) > 0 {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -357,36 +359,57 @@ func TestAuthenticationRefusals(t *testing.T) {
 	require.Equal(t, "via-ca\n", out)
 }
 
-func TestCertificateLogin(t *testing.T) {
-	e := start(t)
+// certKey makes a key and a certificate the gateway's CA signed for id, valid until
+// notAfter, and returns the key file (the certificate is next to it, -cert.pub).
+func (e *env) certKey(t *testing.T, id schemas.Identity, notAfter time.Time) (keyFile string, signer gossh.Signer) {
+	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
-	signer, err := gossh.NewSignerFromKey(key)
+	signer, err = gossh.NewSignerFromKey(key)
 	require.NoError(t, err)
 	block, err := gossh.MarshalPrivateKey(key, "")
 	require.NoError(t, err)
-	keyFile := filepath.Join(e.dir, "id_ed25519")
+	keyFile = filepath.Join(t.TempDir(), "id_ed25519")
 	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600))
-	id := schemas.Identity{Subject: "ada", Name: "ada@example.com", Issuer: "https://idp.example", Groups: []string{"ops"}, Kind: "human"}
-	write := func(notAfter time.Time) {
-		cert, err := sshcert.Sign(e.ca, signer.PublicKey(), id, notAfter, time.Now())
+	cert, err := sshcert.Sign(e.ca, signer.PublicKey(), id, notAfter, time.Now())
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(keyFile+"-cert.pub", gossh.MarshalAuthorizedKey(cert), 0o600))
+	return keyFile, signer
+}
+
+// certArgs are ssh (and sftp, scp) options that log in with the certificate of keyFile.
+func (e *env) certArgs(keyFile string) []string {
+	return []string{"-F", "/dev/null", "-o", "UserKnownHostsFile=" + filepath.Join(e.dir, "known_hosts"),
+		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", keyFile,
+		"-o", "CertificateFile=" + keyFile + "-cert.pub"}
+}
+
+// run runs a client program, returning its output and exit code.
+func run(t *testing.T, name string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var o, er bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &er
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
 		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(keyFile+"-cert.pub", gossh.MarshalAuthorizedKey(cert), 0o600))
 	}
-	write(time.Now().Add(time.Hour))
+	return o.String(), er.String(), code
+}
+
+var ada = schemas.Identity{Subject: "ada", Name: "ada@example.com", Issuer: "https://idp.example", Groups: []string{"ops"}, Kind: "human"}
+
+func TestCertificateLogin(t *testing.T) {
+	e := start(t)
+	id := ada
+	keyFile, signer := e.certKey(t, id, time.Now().Add(time.Hour))
 	_, port, _ := net.SplitHostPort(e.addr)
 	run := func() (string, string, int) {
-		cmd := exec.Command("ssh", "-p", port, "-F", "/dev/null", "-o", "UserKnownHostsFile="+filepath.Join(e.dir, "known_hosts"),
-			"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", keyFile,
-			"-o", "CertificateFile="+keyFile+"-cert.pub", "web+root@127.0.0.1", "echo", "cert-ok")
-		var o, er bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &er
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return o.String(), er.String(), code
+		return run(t, "ssh", append(append([]string{"-p", port}, e.certArgs(keyFile)...), "web+root@127.0.0.1", "echo", "cert-ok")...)
 	}
 	out, errOut, code := run()
 	require.Equal(t, 0, code, errOut)
@@ -558,3 +581,91 @@ func TestRevocationEndsALiveSession(t *testing.T) {
 }
 
 var _ = strconv.Itoa
+
+// TestFiles: sftp, scp and rsync through the gateway, with sftp operations decided path by
+// path and every file's content hashed.
+func TestFiles(t *testing.T) {
+	e := start(t)
+	keyFile, _ := e.certKey(t, ada, time.Now().Add(time.Hour))
+	_, port, _ := net.SplitHostPort(e.addr)
+	up := filepath.Join("/tmp/gh-up", strconv.FormatInt(time.Now().UnixNano(), 36))
+	require.NoError(t, os.MkdirAll(up, 0o755))
+	t.Cleanup(func() { os.RemoveAll(up) })
+	local := t.TempDir()
+	src := filepath.Join(local, "src.bin")
+	content := make([]byte, 300<<10+17)
+	_, _ = rand.Read(content)
+	require.NoError(t, os.WriteFile(src, content, 0o600))
+	sum := sha256.Sum256(content)
+	want := hex.EncodeToString(sum[:])
+
+	batch := filepath.Join(local, "batch")
+	require.NoError(t, os.WriteFile(batch, []byte(fmt.Sprintf("put %s %s/a.bin\nget %s/a.bin %s/dl.bin\n-put %s /etc/gh-denied.bin\nls %s\nrename %s/a.bin %s/b.bin\n",
+		src, up, up, local, src, up, up, up)), 0o600))
+	out, errOut, code := run(t, "sftp", append(append([]string{"-P", port, "-b", batch}, e.certArgs(keyFile)...), "web+root@127.0.0.1")...)
+	require.Equal(t, 0, code, out+errOut)
+	require.Contains(t, errOut, "denied", "the refused put says why")
+	got, err := os.ReadFile(filepath.Join(up, "b.bin"))
+	require.NoError(t, err)
+	require.Equal(t, content, got)
+	dl, err := os.ReadFile(filepath.Join(local, "dl.bin"))
+	require.NoError(t, err)
+	require.Equal(t, content, dl)
+	_, err = os.Stat("/etc/gh-denied.bin")
+	require.True(t, os.IsNotExist(err), "a refused sftp write reached the host")
+
+	// scp (the sftp protocol, OpenSSH's default) and rsync over ssh.
+	_, errOut, code = run(t, "scp", append(append([]string{"-P", port}, e.certArgs(keyFile)...), src, "web+root@127.0.0.1:"+up+"/c.bin")...)
+	require.Equal(t, 0, code, errOut)
+	sshCmd := "ssh -p " + port + " " + strings.Join(e.certArgs(keyFile), " ")
+	_, errOut, code = run(t, "rsync", "-e", sshCmd, src, "web+root@127.0.0.1:"+up+"/d.bin")
+	require.Equal(t, 0, code, errOut)
+	for _, f := range []string{"c.bin", "d.bin"} {
+		got, err := os.ReadFile(filepath.Join(up, f))
+		require.NoError(t, err)
+		require.Equal(t, content, got, f)
+	}
+
+	evs := e.events(t, "web", sessionsEnded(3))
+	files := ofType[schemas.SshFile](t, evs, schemas.TypeSshFile)
+	var uploads, downloads []schemas.SshFile
+	for _, f := range files {
+		if f.Direction == "upload" {
+			uploads = append(uploads, f)
+		} else {
+			downloads = append(downloads, f)
+		}
+	}
+	require.Len(t, downloads, 1)
+	require.Equal(t, want, downloads[0].Sha256)
+	require.True(t, downloads[0].Complete && downloads[0].Sequential)
+	paths := map[string]schemas.SshFile{}
+	for _, f := range uploads {
+		paths[f.Path] = f
+	}
+	for _, p := range []string{up + "/a.bin", up + "/c.bin"} {
+		f, ok := paths[p]
+		require.True(t, ok, "no ssh.file for %s: %+v", p, uploads)
+		require.Equal(t, want, f.Sha256, p)
+		require.Equal(t, uint64(len(content)), f.Size)
+		require.True(t, f.Complete && f.Sequential, p)
+		require.Equal(t, "sftp", f.Via)
+	}
+	// The refused write is on record with its decision.
+	reqs := ofType[schemas.SshRequest](t, evs, schemas.TypeSshRequest)
+	decs := ofType[schemas.Decision](t, evs, schemas.TypeDecision)
+	denied := map[uint64]bool{}
+	for _, d := range decs {
+		if d.Effect == schemas.EffectDeny {
+			denied[d.QueryID] = true
+		}
+	}
+	found := false
+	for _, r := range reqs {
+		if r.Request == "sftp" && r.SftpOp == "write" && r.Path == "/etc/gh-denied.bin" {
+			found = true
+			require.True(t, denied[r.QueryID])
+		}
+	}
+	require.True(t, found, "the refused sftp write is not in the trail")
+}
