@@ -19,9 +19,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -668,4 +670,134 @@ func TestFiles(t *testing.T) {
 		}
 	}
 	require.True(t, found, "the refused sftp write is not in the trail")
+}
+
+// terminal is a client program on a pseudo-terminal, as a person runs it.
+type terminal struct {
+	t    *testing.T
+	f    *os.File
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	seen bytes.Buffer
+	done chan struct{}
+}
+
+func startTerminal(t *testing.T, name string, args ...string) *terminal {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	f, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: 100, Rows: 30})
+	require.NoError(t, err)
+	term := &terminal{t: t, f: f, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		defer close(term.done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := f.Read(buf)
+			term.mu.Lock()
+			term.seen.Write(buf[:n])
+			term.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		f.Close()
+	})
+	return term
+}
+
+// expect waits until the terminal has shown s (after from), and returns where it ends.
+func (term *terminal) expect(from int, s string) int {
+	term.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		term.mu.Lock()
+		out := term.seen.String()
+		term.mu.Unlock()
+		if from <= len(out) {
+			if i := strings.Index(out[from:], s); i >= 0 {
+				return from + i + len(s)
+			}
+		}
+		select {
+		case <-term.done:
+			term.t.Fatalf("the terminal ended before showing %q; it showed:\n%s", s, out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			term.t.Fatalf("the terminal never showed %q; it showed:\n%s", s, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (term *terminal) typeText(s string) {
+	_, err := term.f.Write([]byte(s))
+	require.NoError(term.t, err)
+}
+
+// TestInteractiveShell: a shell on a terminal, driven as a person would; what is typed and
+// shown is recorded, a password typed at a sudo prompt is not, and the recorded output is
+// what the client saw.
+func TestInteractiveShell(t *testing.T) {
+	e := start(t)
+	keyFile, _ := e.certKey(t, ada, time.Now().Add(time.Hour))
+	_, port, _ := net.SplitHostPort(e.addr)
+	term := startTerminal(t, "ssh", append(append([]string{"-tt", "-p", port}, e.certArgs(keyFile)...), "web+"+sudoUser+"@127.0.0.1")...)
+	at := term.expect(0, "$ ")
+	term.typeText("echo $((6*7))-done\r")
+	at = term.expect(at, "42-done")
+	at = term.expect(at, "$ ")
+	term.typeText("sudo -k; sudo -p 'pw-prompt password for %u: ' echo SUDO-OK\r")
+	at = term.expect(at, "pw-prompt password for "+sudoUser+": ")
+	term.typeText(sudoPassword + "\r")
+	at = term.expect(at, "SUDO-OK")
+	at = term.expect(at, "$ ")
+	term.typeText("exit\r")
+	select {
+	case <-term.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the shell did not end")
+	}
+	_ = at
+
+	evs := e.events(t, "web", sessionsEnded(1))
+	reqs := ofType[schemas.SshRequest](t, evs, schemas.TypeSshRequest)
+	var kinds []string
+	for _, r := range reqs {
+		kinds = append(kinds, r.Request)
+	}
+	require.Contains(t, kinds, "pty-req")
+	require.Contains(t, kinds, "shell")
+	var input, output strings.Builder
+	hidden := uint64(0)
+	for _, io := range ofType[schemas.SshIo](t, evs, schemas.TypeSshIo) {
+		hidden += io.HiddenInput
+		for _, f := range io.Frames {
+			switch f.Code {
+			case "i":
+				input.WriteString(f.Data)
+			case "o":
+				output.WriteString(f.Data)
+			}
+		}
+	}
+	require.Contains(t, input.String(), "echo $((6*7))-done\r", "typed commands are recorded")
+	require.NotContains(t, input.String(), sudoPassword, "the password typed at the sudo prompt is recorded")
+	require.Contains(t, input.String(), strings.Repeat("*", len(sudoPassword))+"\r")
+	require.Equal(t, uint64(len(sudoPassword)), hidden)
+	for _, ev := range evs {
+		require.NotContains(t, string(ev.Payload), sudoPassword, ev.Type)
+	}
+	term.mu.Lock()
+	seen := term.seen.String()
+	term.mu.Unlock()
+	require.Contains(t, output.String(), "42-done")
+	require.True(t, strings.Contains(seen, output.String()), "the recorded output is not what the client saw:\nrecorded %q\nseen %q", output.String(), seen)
+	exits := ofType[schemas.SshExit](t, evs, schemas.TypeSshExit)
+	require.Len(t, exits, 1)
+	require.Equal(t, "exited", exits[0].Ended)
 }
