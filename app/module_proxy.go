@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gatehouse/gatehouse/proxy/session"
 )
 
@@ -44,7 +46,8 @@ func (a *App) proxyService(protocol string, build func(ctx context.Context, sh p
 				return err
 			}
 			if cache, err = session.NewCachingDecider(&session.NATSDecider{NC: a.bus.NC, Timeout: pc.DecisionTimeout},
-				a.bus.NC, pc.DecisionCacheTTL, pc.DecisionCacheSize, a.reg, a.component(name)); err != nil {
+				// Each proxy of a process has its cache, its metrics labelled with the proxy.
+				a.bus.NC, pc.DecisionCacheTTL, pc.DecisionCacheSize, prometheus.WrapRegistererWith(prometheus.Labels{"proxy": protocol}, a.reg), a.component(name)); err != nil {
 				return fmt.Errorf("decision cache: %w", err)
 			}
 			limits := session.Limits{ResultChunkBytes: a.cfg.Audit.ResultChunkBytes, MaxResultBytes: a.cfg.Audit.MaxResultBytes, MaxSQLBytes: a.cfg.Audit.MaxSQLBytes}
