@@ -292,3 +292,47 @@ func TestRealClientAndServer(t *testing.T) {
 		_, _ = io.Discard.Write(toServer)
 	}
 }
+
+// OpenSSH 9's scp speaks SFTP unless given -O: the same relay, as its ssh.
+func TestRealScpOverSFTP(t *testing.T) {
+	server := sftpServer(t)
+	if _, err := exec.LookPath("scp"); err != nil {
+		t.Skip("no scp")
+	}
+	dir := t.TempDir()
+	content := make([]byte, 200000)
+	_, _ = rand.Read(content)
+	src := filepath.Join(dir, "up.bin")
+	require.NoError(t, os.WriteFile(src, content, 0o644))
+	self, err := os.Executable()
+	require.NoError(t, err)
+	for i, args := range [][]string{
+		{src, "host:" + filepath.Join(dir, "copy.bin")},
+		{src, "host:" + filepath.Join(dir, "forbidden.bin")},
+		{"host:" + filepath.Join(dir, "copy.bin"), filepath.Join(dir, "back.bin")},
+	} {
+		out := filepath.Join(dir, fmt.Sprintf("record%d.json", i))
+		cmd := exec.Command("scp", append([]string{"-q", "-S", self}, args...)...)
+		cmd.Env = append(os.Environ(), "SFTP_RELAY_OUT="+out, "SFTP_RELAY_SERVER="+server)
+		output, err := cmd.CombinedOutput()
+		var rec record
+		b, rerr := os.ReadFile(out)
+		require.NoError(t, rerr, "%s", output)
+		require.NoError(t, json.Unmarshal(b, &rec))
+		require.Empty(t, rec.Err)
+		switch i {
+		case 0:
+			require.NoError(t, err, "%s", output)
+			require.Len(t, rec.Files, 1)
+			require.Equal(t, sftp.File{Open: rec.Files[0].Open, Path: filepath.Join(dir, "copy.bin"), Direction: sftp.Upload, Size: uint64(len(content)), SHA256: sha(content), Sequential: true, Complete: true}, rec.Files[0])
+		case 1:
+			require.Error(t, err)
+			require.Empty(t, rec.Files)
+			require.NoFileExists(t, filepath.Join(dir, "forbidden.bin"))
+		case 2:
+			require.NoError(t, err, "%s", output)
+			require.Len(t, rec.Files, 1)
+			require.Equal(t, sftp.File{Open: rec.Files[0].Open, Path: filepath.Join(dir, "copy.bin"), Direction: sftp.Download, Size: uint64(len(content)), SHA256: sha(content), Sequential: true, EOF: true, Complete: true}, rec.Files[0])
+		}
+	}
+}
