@@ -377,3 +377,34 @@ func TestServerPacketsAreForwardedWhole(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, p, fwd)
 }
+
+func TestResponsesFlowWhileDecideWaits(t *testing.T) {
+	release := make(chan struct{})
+	asking := make(chan struct{})
+	s := sftp.NewStream(sftp.Limits{}, func(op sftp.Op) (bool, string) {
+		if op.Path == "/needs/approval" {
+			close(asking)
+			<-release // a person deciding
+		}
+		return true, ""
+	})
+	_, _, _, err := s.FromClient(cat(pkt(tInit, 3), pkt(tOpen, 1, "/a", 0x01, attrs{})))
+	require.NoError(t, err)
+	_, _, err = s.FromServer(cat(pkt(tVersion, 3), pkt(tHandle, 1, "h")))
+	require.NoError(t, err)
+	_, _, _, err = s.FromClient(pkt(tRead, 2, "h", uint64(0), 10))
+	require.NoError(t, err)
+
+	done := make(chan []byte)
+	go func() {
+		fwd, _, _, err := s.FromClient(pkt(tRemove, 3, "/needs/approval"))
+		require.NoError(t, err)
+		done <- fwd
+	}()
+	<-asking
+	fwd, _, err := s.FromServer(pkt(tData, 2, "0123456789"))
+	require.NoError(t, err, "the download goes on while policy waits")
+	require.NotEmpty(t, fwd)
+	close(release)
+	require.Equal(t, pkt(tRemove, 3, "/needs/approval"), <-done)
+}
