@@ -2214,6 +2214,8 @@ type SshFile struct {
 	Via string `json:"via"`
 	// Path is the file's path on the host, as the client named it.
 	Path string `json:"path"`
+	// AltPath is scp upload to a target named without -d: the host writes to the target itself when it is not an existing directory (alt_path), else into it (path); the gateway cannot tell which, and both were decided.
+	AltPath string `json:"alt_path,omitempty"`
 	// Direction is upload (client to host) or download.
 	Direction string `json:"direction"`
 	// Size is bytes transferred.
@@ -2241,15 +2243,34 @@ func (v *SshFile) AppendJSON(b []byte) []byte {
 	b = AppendJSONString(b, v.Via)
 	b = append(b, `,"path":`...)
 	b = AppendJSONString(b, v.Path)
-	b = append(b, `,"direction":`...)
+	if !(v.AltPath == "") {
+		b = append(b, `,"alt_path":`...)
+		b = AppendJSONString(b, v.AltPath)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"direction":`...)
 	b = AppendJSONString(b, v.Direction)
-	b = append(b, `,"size":`...)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"size":`...)
 	b = strconv.AppendUint(b, uint64(v.Size), 10)
-	b = append(b, `,"sha256":`...)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"sha256":`...)
 	b = AppendJSONString(b, v.Sha256)
-	b = append(b, `,"sequential":`...)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"sequential":`...)
 	b = strconv.AppendBool(b, v.Sequential)
-	b = append(b, `,"complete":`...)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"complete":`...)
 	b = strconv.AppendBool(b, v.Complete)
 	return append(b, '}')
 }

@@ -303,7 +303,7 @@ type SSHRequest struct {
 	Login string `json:"login"`
 	// Channel is the channel kind: session, direct-tcpip, forwarded-tcpip, auth-agent@openssh.com or x11.
 	Channel string `json:"channel"`
-	// Request is what is asked: open (a channel other than session), exec, shell, subsystem, pty-req, env, tcpip-forward (remote port forwarding), auth-agent-req (agent forwarding), x11-req, or sftp (one sftp operation).
+	// Request is what is asked: open (a channel other than session), exec, shell, subsystem, pty-req, env, tcpip-forward (remote port forwarding), auth-agent-req (agent forwarding), x11-req, or sftp (one file operation: of the sftp subsystem, or a file or directory an upload of the classic scp protocol creates).
 	Request string `json:"request"`
 	// Command is exec: the command line exactly as the host's shell will get it (at most MaxStatementBytes).
 	Command string `json:"command,omitempty"`

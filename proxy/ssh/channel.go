@@ -179,7 +179,7 @@ func (ch *channel) notify(msg string) <-chan struct{} {
 // pumpOut relays the host's stdout or stderr to the client, masked where the program's
 // decision masks, and records it.
 func (ch *channel) pumpOut(from io.Reader, code string) {
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 16<<10)
 	for {
 		n, err := from.Read(buf)
 		if n > 0 {
@@ -252,7 +252,7 @@ func (ch *channel) pumpIn(ctx context.Context) {
 	case <-ch.done:
 		return
 	}
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 16<<10)
 	for {
 		n, err := ch.client.Read(buf)
 		if n > 0 {

@@ -3,6 +3,7 @@ package ssh
 import (
 	"context"
 
+	"github.com/gatehouse/gatehouse/proxy/ssh/scp"
 	"github.com/gatehouse/gatehouse/proxy/ssh/sftp"
 	"github.com/gatehouse/gatehouse/schemas"
 )
@@ -25,13 +26,13 @@ type fileInspector interface {
 
 // fileRecord is one file that went through.
 type fileRecord struct {
-	via, path, direction, sha256 string
+	via, path, alt, direction, sha256 string
 	size                         uint64
 	sequential, complete         bool
 }
 
 func (f fileRecord) event(id uint64, channel uint32) *schemas.SshFile {
-	return &schemas.SshFile{QueryID: id, Channel: channel, Via: f.via, Path: truncate(f.path, 4096), Direction: f.direction,
+	return &schemas.SshFile{QueryID: id, Channel: channel, Via: f.via, Path: truncate(f.path, 4096), AltPath: truncate(f.alt, 4096), Direction: f.direction,
 		Size: f.size, Sha256: f.sha256, Sequential: f.sequential, Complete: f.complete}
 }
 
@@ -42,19 +43,7 @@ type sftpInspector struct{ s *sftp.Stream }
 // for approval when a rule asks) as a request of its own.
 func (ch *channel) newSFTP(ctx context.Context) fileInspector {
 	return &sftpInspector{s: sftp.NewStream(sftp.Limits{}, func(op sftp.Op) (bool, string) {
-		q := ch.c.sess.OnRequest(ctx, func(id uint64) schemas.Payload {
-			return &schemas.SshRequest{QueryID: id, Channel: ch.n, ChannelType: "session", Request: "sftp", SftpOp: op.Kind,
-				Path: truncate(op.Path, 4096), Target: truncate(op.Target, 4096)}
-		}, func(req *schemas.DecisionRequest) {
-			req.SSH = &schemas.SSHRequest{Login: ch.c.t.login, Channel: "session", Request: "sftp", Subsystem: "sftp",
-				SFTP: &schemas.SFTPOperation{Op: op.Kind, Path: op.Path, Target: op.Target}}
-		})
-		text := "sftp " + op.Kind + " " + op.Path
-		if op.Target != "" {
-			text += " → " + op.Target
-		}
-		msg, ok := ch.settle(ctx, q, "sftp "+op.Kind+" of "+op.Path, text)
-		return ok, "gatehouse: " + msg
+		return ch.decideFile(ctx, op.Kind, op.Path, op.Target)
 	})}
 }
 
@@ -79,6 +68,59 @@ func sftpRecords(files []sftp.File) []fileRecord {
 	return out
 }
 
-// newSCP inspects an exec that is the classic scp protocol's remote end; nil for any other
-// command.
-func (ch *channel) newSCP(ctx context.Context, cmd string) fileInspector { return nil }
+// decideFile decides one file operation of the sftp subsystem or of the classic scp
+// protocol, recorded as a request of its own (request sftp: policy decides file operations
+// by path whichever protocol carries them).
+func (ch *channel) decideFile(ctx context.Context, kind, path, target string) (bool, string) {
+	q := ch.c.sess.OnRequest(ctx, func(id uint64) schemas.Payload {
+		return &schemas.SshRequest{QueryID: id, Channel: ch.n, ChannelType: "session", Request: "sftp", SftpOp: kind,
+			Path: truncate(path, 4096), Target: truncate(target, 4096)}
+	}, func(req *schemas.DecisionRequest) {
+		req.SSH = &schemas.SSHRequest{Login: ch.c.t.login, Channel: "session", Request: "sftp",
+			SFTP: &schemas.SFTPOperation{Op: kind, Path: path, Target: target}}
+	})
+	text := "sftp " + kind + " " + path
+	if target != "" {
+		text += " → " + target
+	}
+	msg, ok := ch.settle(ctx, q, kind+" of "+path, text)
+	return ok, "gatehouse: " + msg
+}
+
+// scpInspector is the inspector of an `scp -t` (upload) or `scp -f` (download) exec.
+type scpInspector struct{ s *scp.Stream }
+
+// newSCP inspects an exec that is the classic scp protocol's remote end (`scp -O` on the
+// client): each file and directory an upload creates is decided by its path before its
+// content flows; nil for any other command (decided and relayed as a plain exec).
+func (ch *channel) newSCP(ctx context.Context, cmd string) fileInspector {
+	c, ok := scp.ParseCommand(cmd)
+	if !ok {
+		return nil
+	}
+	return &scpInspector{s: scp.NewStream(c, scp.Limits{}, func(op scp.Op) (bool, string) {
+		return ch.decideFile(ctx, op.Kind, op.Path, "")
+	})}
+}
+
+func (i *scpInspector) fromClient(p []byte) ([]byte, []byte, []fileRecord, error) {
+	fwd, reply, files, err := i.s.FromClient(p)
+	return fwd, reply, scpRecords(files), err
+}
+
+func (i *scpInspector) fromHost(p []byte) ([]byte, []fileRecord, error) {
+	fwd, files, err := i.s.FromServer(p)
+	return fwd, scpRecords(files), err
+}
+
+func (i *scpInspector) close() []fileRecord { return scpRecords(i.s.Close()) }
+
+func scpRecords(files []scp.File) []fileRecord {
+	var out []fileRecord
+	for _, f := range files {
+		// scp sends a file whole and in order: its hash is the content's.
+		out = append(out, fileRecord{via: "scp", path: f.Path, alt: f.Alt, direction: f.Direction, sha256: f.SHA256, size: f.Size,
+			sequential: true, complete: f.Complete})
+	}
+	return out
+}

@@ -59,7 +59,7 @@ const sudoUser, sudoPassword = "ghtest-sudo", "Sudo-pw-7731"
 // testPolicies: a few programs, sessions, sftp reads anywhere and writes under /tmp/gh-up;
 // forwarding only by a rule (none here); a masked resource; approvals for touch.
 var testPolicies = []config.Policy{{Name: "hosts", Resources: []string{"web", "web-ca", "web-pinned-wrong", "web-mask", "web-long"}, Rules: []config.Rule{
-	{Name: "programs", Effect: "allow", When: `request.ssh.request == "exec" && request.ssh.programs.all(p, p in ["echo", "id", "cat", "ls", "printf", "sleep", "true", "sh", "head", "seq", "sha256sum", "scp", "rsync", "sudo", "whoami", "exit"])`},
+	{Name: "programs", Effect: "allow", When: `request.ssh.request == "exec" && request.ssh.programs.all(p, p in ["echo", "id", "cat", "ls", "printf", "sleep", "true", "sh", "head", "seq", "sha256sum", "scp", "rsync", "sudo", "whoami", "exit", "stty"])`},
 	{Name: "sessions", Effect: "allow", When: `request.ssh.request in ["pty-req", "shell", "env", "subsystem"]`},
 	{Name: "sftp-read", Effect: "allow", When: `request.ssh.request == "sftp" && request.ssh.sftp.op in ["read", "stat", "list", "realpath", "readlink", "close", "other"]`},
 	{Name: "sftp-write", Effect: "allow", When: `request.ssh.request == "sftp" && request.ssh.sftp.path.startsWith("/tmp/gh-up/")`},
@@ -87,7 +87,7 @@ func logOut() io.Writer {
 	return io.Discard
 }
 
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
 	t.Helper()
 	sshtest.Require(t)
 	log := slog.New(slog.NewTextHandler(logOut(), nil))
@@ -363,7 +363,7 @@ func TestAuthenticationRefusals(t *testing.T) {
 
 // certKey makes a key and a certificate the gateway's CA signed for id, valid until
 // notAfter, and returns the key file (the certificate is next to it, -cert.pub).
-func (e *env) certKey(t *testing.T, id schemas.Identity, notAfter time.Time) (keyFile string, signer gossh.Signer) {
+func (e *env) certKey(t testing.TB, id schemas.Identity, notAfter time.Time) (keyFile string, signer gossh.Signer) {
 	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
@@ -387,7 +387,7 @@ func (e *env) certArgs(keyFile string) []string {
 }
 
 // run runs a client program, returning its output and exit code.
-func run(t *testing.T, name string, args ...string) (stdout, stderr string, code int) {
+func run(t testing.TB, name string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -619,6 +619,19 @@ func TestFiles(t *testing.T) {
 	// scp (the sftp protocol, OpenSSH's default) and rsync over ssh.
 	_, errOut, code = run(t, "scp", append(append([]string{"-P", port}, e.certArgs(keyFile)...), src, "web+root@127.0.0.1:"+up+"/c.bin")...)
 	require.Equal(t, 0, code, errOut)
+	// The classic scp protocol (scp -O): each file decided by its path, hashed both ways.
+	_, errOut, code = run(t, "scp", append(append([]string{"-O", "-P", port}, e.certArgs(keyFile)...), src, "web+root@127.0.0.1:"+up+"/e.bin")...)
+	require.Equal(t, 0, code, errOut)
+	_, errOut, code = run(t, "scp", append(append([]string{"-O", "-P", port}, e.certArgs(keyFile)...), src, "web+root@127.0.0.1:/etc/gh-denied-scp.bin")...)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "denied")
+	_, err = os.Stat("/etc/gh-denied-scp.bin")
+	require.True(t, os.IsNotExist(err), "a refused scp upload reached the host")
+	_, errOut, code = run(t, "scp", append(append([]string{"-O", "-P", port}, e.certArgs(keyFile)...), "web+root@127.0.0.1:"+up+"/e.bin", filepath.Join(local, "e.bin"))...)
+	require.Equal(t, 0, code, errOut)
+	got, err = os.ReadFile(filepath.Join(local, "e.bin"))
+	require.NoError(t, err)
+	require.Equal(t, content, got)
 	sshCmd := "ssh -p " + port + " " + strings.Join(e.certArgs(keyFile), " ")
 	_, errOut, code = run(t, "rsync", "-e", sshCmd, src, "web+root@127.0.0.1:"+up+"/d.bin")
 	require.Equal(t, 0, code, errOut)
@@ -628,8 +641,21 @@ func TestFiles(t *testing.T) {
 		require.Equal(t, content, got, f)
 	}
 
-	evs := e.events(t, "web", sessionsEnded(3))
+	evs := e.events(t, "web", sessionsEnded(6))
 	files := ofType[schemas.SshFile](t, evs, schemas.TypeSshFile)
+	var viaSCP []schemas.SshFile
+	for _, f := range files {
+		if f.Via == "scp" {
+			viaSCP = append(viaSCP, f)
+		}
+	}
+	require.Len(t, viaSCP, 2, "%+v", viaSCP)
+	for _, f := range viaSCP {
+		require.Contains(t, []string{f.Path, f.AltPath}, up+"/e.bin")
+		require.Equal(t, want, f.Sha256)
+		require.True(t, f.Complete)
+	}
+	require.ElementsMatch(t, []string{"upload", "download"}, []string{viaSCP[0].Direction, viaSCP[1].Direction})
 	var uploads, downloads []schemas.SshFile
 	for _, f := range files {
 		if f.Direction == "upload" {
@@ -638,9 +664,11 @@ func TestFiles(t *testing.T) {
 			downloads = append(downloads, f)
 		}
 	}
-	require.Len(t, downloads, 1)
-	require.Equal(t, want, downloads[0].Sha256)
-	require.True(t, downloads[0].Complete && downloads[0].Sequential)
+	require.Len(t, downloads, 2)
+	for _, d := range downloads {
+		require.Equal(t, want, d.Sha256)
+		require.True(t, d.Complete && d.Sequential)
+	}
 	paths := map[string]schemas.SshFile{}
 	for _, f := range uploads {
 		paths[f.Path] = f
