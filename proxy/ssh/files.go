@@ -27,8 +27,8 @@ type fileInspector interface {
 // fileRecord is one file that went through.
 type fileRecord struct {
 	via, path, alt, direction, sha256 string
-	size                         uint64
-	sequential, complete         bool
+	size                              uint64
+	sequential, complete              bool
 }
 
 func (f fileRecord) event(id uint64, channel uint32) *schemas.SshFile {
