@@ -30,7 +30,7 @@ func (a *App) proxySSHService() *Service {
 		cfg := ssh.Config{
 			Listen: pc.Listen, HostKeys: []gossh.Signer{hostKey}, UserCAs: []gossh.PublicKey{ca.PublicKey()},
 			AuthTimeout: pc.AuthTimeout, MaxConnections: pc.MaxConnections, MaxUnauthenticated: pc.MaxUnauthenticated,
-			MaxChannels: pc.MaxChannels, MaxRecordedBytes: pc.MaxRecordedBytes, Limits: sh.limits, MaskKey: sh.maskKey,
+			MaxChannels: pc.MaxChannels, MaxRecordedBytes: pc.MaxRecordedBytes, Limits: sh.limits, MaskKey: sh.maskKey, Ciphers: pc.Ciphers,
 		}
 		srv := ssh.New(cfg, a.resources, a.verifier, a.pub, sh.decider, a.reg, a.component("proxy-ssh"))
 		srv.SetApprovals(&session.Approvals{JS: a.bus.JS, NC: a.bus.NC, Hint: "approve in Slack or with:", Log: a.component("proxy-ssh")})

@@ -72,6 +72,7 @@ func (s *Server) refusal(ctx context.Context, meta ssh.ConnMetadata, st *authSta
 // serverConfig is the handshake's configuration for one connection, its callbacks filling st.
 func (s *Server) serverConfig(ctx context.Context, st *authState) *ssh.ServerConfig {
 	cfg := &ssh.ServerConfig{
+		Config:        ssh.Config{Ciphers: s.cfg.Ciphers},
 		MaxAuthTries:  maxAuthTries,
 		ServerVersion: "SSH-2.0-Gatehouse",
 		PasswordCallback: func(meta ssh.ConnMetadata, password []byte) (*ssh.Permissions, error) {

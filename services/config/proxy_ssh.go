@@ -31,7 +31,14 @@ type SSHProxy struct {
 	// MaxRecordedBytes bounds what one channel records of its terminal or program output and
 	// input (past it, bytes pass and are counted as not recorded).
 	MaxRecordedBytes int64 `yaml:"max_recorded_bytes"`
+	// Ciphers are the ciphers offered to clients; empty: AES-GCM only (fast in Go, spoken
+	// by every OpenSSH since 6.2). Add chacha20-poly1305@openssh.com or aes128-ctr for
+	// clients that lack it.
+	Ciphers []string `yaml:"ciphers"`
 }
+
+// sshCiphers are the ciphers the proxy can offer.
+var sshCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"}
 
 func (p *SSHProxy) applyDefaults(dataDir string) {
 	def(&p.Listen, "127.0.0.1:2222")
@@ -53,6 +60,9 @@ func (p *SSHProxy) validate(path string, ck *checker) {
 		if v <= 0 {
 			ck.add(path+"."+name, "%d: must be positive", v)
 		}
+	}
+	for i, c := range p.Ciphers {
+		ck.oneOf(fmt.Sprintf("%s.ciphers[%d]", path, i), c, sshCiphers...)
 	}
 	if p.MaxRecordedBytes < 0 {
 		ck.add(path+".max_recorded_bytes", "%d: must not be negative", p.MaxRecordedBytes)

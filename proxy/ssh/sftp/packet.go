@@ -187,40 +187,79 @@ func statusPacket(id, code uint32, msg string) []byte {
 	return b
 }
 
-// framer cuts a byte stream into whole packets.
+// framer cuts a byte stream into whole packets. Bytes are copied only when a packet is
+// split across pieces (its start is held until the rest comes); whole packets in a piece
+// are looked at and forwarded where they are.
 type framer struct {
-	buf []byte
-	max uint32
+	buf   []byte // the start of a packet whose rest has not come
+	spare []byte // the other buffer: what a previous call's forward may still point into
+	max   uint32
 }
 
-// next returns the next whole packet (length field included) from the
-// buffered bytes, or nil when more bytes are needed.
-func (f *framer) next() ([]byte, error) {
-	if len(f.buf) < 4 {
+// packetAt returns the whole packet at the start of b (length field included), or nil when
+// b does not hold all of it yet.
+func (f *framer) packetAt(b []byte) ([]byte, error) {
+	if len(b) < 4 {
 		return nil, nil
 	}
-	n := binary.BigEndian.Uint32(f.buf)
+	n := binary.BigEndian.Uint32(b)
 	if n > f.max {
 		return nil, fmt.Errorf("%w: packet of %d bytes exceeds the limit of %d", ErrLimit, n, f.max)
 	}
 	if n < 5 {
 		return nil, fmt.Errorf("%w: packet length %d is shorter than a type and an id", errMalformed, n)
 	}
-	if uint64(len(f.buf)) < 4+uint64(n) {
+	if uint64(len(b)) < 4+uint64(n) {
 		return nil, nil
 	}
-	p := f.buf[: 4+n : 4+n]
-	f.buf = f.buf[4+n:]
-	return p, nil
+	return b[: 4+n : 4+n], nil
 }
 
-// feed appends bytes. The consumed front of the buffer is sliced off by
-// next, so a packet fed one byte at a time costs no more than one fed whole.
-func (f *framer) feed(p []byte) { f.buf = append(f.buf, p...) }
-
-// compact releases the buffer once nothing is left in it.
-func (f *framer) compact() {
-	if len(f.buf) == 0 {
-		f.buf = nil
+// frame takes the next piece of the stream and calls each for every packet it completes,
+// in order; it returns the packets each asked to forward, back to back. forward points into
+// p or into the framer's buffers: it is valid until the next call.
+func (f *framer) frame(p []byte, each func(pkt []byte) (forward bool, err error)) (forward []byte, err error) {
+	data := p
+	if len(f.buf) > 0 {
+		f.buf = append(f.buf, p...)
+		data = f.buf
 	}
+	off := 0
+	var ranges [][2]int
+	for err == nil {
+		var pkt []byte
+		if pkt, err = f.packetAt(data[off:]); err != nil || pkt == nil {
+			break
+		}
+		var fwd bool
+		fwd, err = each(pkt)
+		if fwd {
+			if k := len(ranges) - 1; k >= 0 && ranges[k][1] == off {
+				ranges[k][1] = off + len(pkt)
+			} else {
+				ranges = append(ranges, [2]int{off, off + len(pkt)})
+			}
+		}
+		off += len(pkt)
+	}
+	switch len(ranges) {
+	case 0:
+	case 1:
+		forward = data[ranges[0][0]:ranges[0][1]]
+	default:
+		for _, r := range ranges {
+			forward = append(forward, data[r[0]:r[1]]...)
+		}
+	}
+	// Keep the start of an incomplete packet, in the buffer forward does not point into.
+	rest := data[off:]
+	if len(data) > 0 && len(f.buf) > 0 && &data[0] == &f.buf[0] {
+		f.spare, f.buf = f.buf, append(f.spare[:0], rest...)
+	} else {
+		f.buf = append(f.buf[:0], rest...)
+	}
+	if len(f.buf) == 0 && cap(f.buf) > 64<<10 {
+		f.buf = nil // an idle channel holds no large buffer
+	}
+	return forward, err
 }

@@ -176,31 +176,24 @@ func (s *Stream) Version() uint32 {
 //
 // reply must reach the client between two forwards of FromServer, never in
 // the middle of one (FromServer only ever returns whole packets, so writing
-// both under one lock is enough).
+// both under one lock is enough). forward may point into p: it is valid until
+// the next call.
 func (s *Stream) FromClient(p []byte) (forward, reply []byte, ops []Op, err error) {
 	if err := s.broken(); err != nil {
 		return nil, nil, nil, err
 	}
-	s.in.feed(p)
-	defer s.in.compact()
-	for {
-		pkt, err := s.in.next()
-		if err == nil && pkt == nil {
-			return forward, reply, ops, nil
-		}
-		if err == nil {
-			var fwd bool
-			var rep []byte
-			fwd, rep, ops, err = s.clientPacket(pkt, ops)
-			if fwd {
-				forward = append(forward, pkt...)
-			}
-			reply = append(reply, rep...)
-		}
-		if err != nil {
-			return forward, reply, ops, s.setErr(fmt.Errorf("from client: %w", err))
-		}
+	forward, err = s.in.frame(p, func(pkt []byte) (bool, error) {
+		var fwd bool
+		var rep []byte
+		var err error
+		fwd, rep, ops, err = s.clientPacket(pkt, ops)
+		reply = append(reply, rep...)
+		return fwd, err
+	})
+	if err != nil {
+		return forward, reply, ops, s.setErr(fmt.Errorf("from client: %w", err))
 	}
+	return forward, reply, ops, nil
 }
 
 // FromServer takes bytes the server sent, in any pieces. It returns the bytes
@@ -210,21 +203,15 @@ func (s *Stream) FromServer(p []byte) (forward []byte, files []File, err error) 
 	if err := s.broken(); err != nil {
 		return nil, nil, err
 	}
-	s.out.feed(p)
-	defer s.out.compact()
-	for {
-		pkt, err := s.out.next()
-		if err == nil && pkt == nil {
-			return forward, files, nil
-		}
-		if err == nil {
-			files, err = s.serverPacket(pkt, files)
-			forward = append(forward, pkt...)
-		}
-		if err != nil {
-			return forward, files, s.setErr(fmt.Errorf("from server: %w", err))
-		}
+	forward, err = s.out.frame(p, func(pkt []byte) (bool, error) {
+		var err error
+		files, err = s.serverPacket(pkt, files)
+		return true, err
+	})
+	if err != nil {
+		return forward, files, s.setErr(fmt.Errorf("from server: %w", err))
 	}
+	return forward, files, nil
 }
 
 // Close ends the stream and returns the files whose handles are still open,
