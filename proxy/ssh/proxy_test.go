@@ -517,10 +517,10 @@ func TestBadInputIsBounded(t *testing.T) {
 	require.NoError(t, err, "a client that never finishes the key exchange must be cut off")
 	idle.Close()
 
-	// Many half-open connections: past the limit they are turned away at once, and once they
-	// are gone a real client gets in.
+	// A thousand half-open connections: past the limit they are turned away at once, and once
+	// they are gone a real client gets in.
 	var conns []net.Conn
-	for i := 0; i < 60; i++ {
+	for i := 0; i < 1000; i++ {
 		c, err := net.Dial("tcp", e.addr)
 		require.NoError(t, err)
 		conns = append(conns, c)
@@ -533,7 +533,7 @@ func TestBadInputIsBounded(t *testing.T) {
 			refused++
 		}
 	}
-	require.GreaterOrEqual(t, refused, 40-1, "connections past the limit of 20 unauthenticated were not refused")
+	require.GreaterOrEqual(t, refused, 1000-20, "connections past the limit of 20 unauthenticated were not refused")
 	for _, c := range conns {
 		c.Close()
 	}
@@ -828,4 +828,56 @@ func TestInteractiveShell(t *testing.T) {
 	exits := ofType[schemas.SshExit](t, evs, schemas.TypeSshExit)
 	require.Len(t, exits, 1)
 	require.Equal(t, "exited", exits[0].Ended)
+}
+
+// TestTerminalRecordingIsMasked: on a terminal the client gets the output as the host wrote
+// it (a terminal's stream cannot be rewritten without breaking what it draws), and the
+// recording is masked.
+func TestTerminalRecordingIsMasked(t *testing.T) {
+	e := start(t)
+	c, err := e.dial(t, "web-mask+root", e.token)
+	require.NoError(t, err)
+	defer c.Close()
+	s, err := c.NewSession()
+	require.NoError(t, err)
+	require.NoError(t, s.RequestPty("xterm", 24, 80, gossh.TerminalModes{}))
+	var out bytes.Buffer
+	s.Stdout = &out
+	require.NoError(t, s.Run(`a=41; printf "${a}11 1111"; sleep 0.2; printf " 1111 1111 end\n"`))
+	require.Contains(t, out.String(), "4111 1111 1111 1111 end")
+	c.Close()
+	evs := e.events(t, "web-mask", sessionsEnded(1))
+	var rec strings.Builder
+	for _, io := range ofType[schemas.SshIo](t, evs, schemas.TypeSshIo) {
+		for _, f := range io.Frames {
+			rec.WriteString(f.Data)
+		}
+	}
+	require.Contains(t, rec.String(), "end")
+	require.NotContains(t, rec.String(), "4111 1111 1111 1111")
+}
+
+// TestTokenExpiryEndsTheSession: the session ends when the caller's token expires, and
+// the client is told.
+func TestTokenExpiryEndsTheSession(t *testing.T) {
+	e := start(t)
+	tok := e.mint(identity.TokenRequest{Subject: "short-lived", Groups: []string{"ops"}, TTL: 3 * time.Second})
+	c, err := e.dial(t, "web+root", tok)
+	require.NoError(t, err)
+	defer c.Close()
+	s, err := c.NewSession()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	s.Stderr = &stderr
+	done := make(chan error, 1)
+	go func() { done <- s.Run("sleep 600") }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the session outlived its token")
+	}
+	require.Contains(t, stderr.String(), "the access token expired")
+	evs := e.events(t, "web", sessionsEnded(1))
+	ends := ofType[schemas.SessionEnd](t, evs, schemas.TypeSessionEnd)
+	require.Equal(t, "token_expired", ends[0].Reason)
 }
