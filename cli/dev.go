@@ -103,6 +103,13 @@ func devCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		res.Postgres.Address, res.Postgres.PasswordFile, res.Postgres.Password = pg.Addr(), pwFile, ""
 	}
+	demoHost, err := startDemoHost(ctx, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	if demoHost != nil {
+		defer demoHost.Stop()
+	}
 	if cfg.Proxy.Postgres.TLSCertFile == "" {
 		if cfg.Proxy.Postgres.TLSCertFile, cfg.Proxy.Postgres.TLSKeyFile, err = devcert.Ensure(cfg.DataDir); err != nil {
 			return fmt.Errorf("dev TLS certificate: %w", err)
@@ -189,6 +196,7 @@ func announce(ctx context.Context, a *app.App, cfg *config.Config, w io.Writer) 
 		resp.Body.Close()
 	}
 	b := bannerFor(cfg, a.ListenAddr("postgres"), base, a.NATSURL(), a.DevIssuerURL())
+	b.SSH = a.ListenAddr("ssh")
 	b.write(w)
 }
 
@@ -197,6 +205,7 @@ func announce(ctx context.Context, a *app.App, cfg *config.Config, w io.Writer) 
 func bannerFor(cfg *config.Config, pg, api, nats, devIssuerURL string) banner {
 	b := banner{DataDir: cfg.DataDir, Postgres: pg, HTTP: api, NATS: nats,
 		TLSCert: cfg.Proxy.Postgres.TLSCertFile, Issuers: cfg.Identity.Issuers}
+	_, b.DemoHost = cfg.Resource(demoHostName)
 	if cfg.Identity.DevIssuer {
 		b.DevIssuer = devIssuerURL
 	}
@@ -210,12 +219,19 @@ type banner struct {
 	// then tokens come from Issuers, and the banner must not offer `token --dev`.
 	DevIssuer string
 	Issuers   []config.Issuer
+	// SSH is the SSH proxy's address (empty: not running); DemoHost says the demo SSH
+	// host is configured.
+	SSH      string
+	DemoHost bool
 }
 
 func (b *banner) write(w io.Writer) {
 	host, port := splitHostPort(b.Postgres)
 	fmt.Fprintf(w, "\nGatehouse is running (development mode; data in %s).\n\n", b.DataDir)
 	fmt.Fprintf(w, "  PostgreSQL proxy   %s\n", b.Postgres)
+	if b.SSH != "" {
+		fmt.Fprintf(w, "  SSH proxy          %s\n", b.SSH)
+	}
 	fmt.Fprintf(w, "  HTTP API / health  %s   (GET /readyz, /metrics)\n", b.HTTP)
 	if b.DevIssuer != "" {
 		fmt.Fprintf(w, "  dev OIDC issuer    %s   (development only)\n", b.DevIssuer)
@@ -235,6 +251,13 @@ func (b *banner) write(w io.Writer) {
 	fmt.Fprintf(w, "  psql \"host=%s port=%s dbname=demo user=svc-orders\" -c 'select * from orders limit 3'\n", host, port)
 	fmt.Fprintf(w, "  psql \"host=%s port=%s dbname=demo user=svc-orders\" -c 'drop table orders'      # denied: 42501\n", host, port)
 	fmt.Fprintf(w, "  # TLS: sslmode=verify-full sslrootcert=%s\n\n", b.TLSCert)
+	if b.DemoHost && b.DevIssuer != "" {
+		fmt.Fprintf(w, "  # SSH: demo-host is this machine, as root; ops may run read-only tools, a shell waits for an approval\n")
+		fmt.Fprintf(w, "  export GATEHOUSE_TOKEN=$(bin/gatehouse token --dev --sub oncall --groups ops)\n")
+		fmt.Fprintf(w, "  bin/gatehouse ssh login --gateway %s > %s\n", b.HTTP, filepath.Join(b.DataDir, "ssh_config"))
+		fmt.Fprintf(w, "  ssh -F %s demo-host+root@gatehouse uptime\n", filepath.Join(b.DataDir, "ssh_config"))
+		fmt.Fprintf(w, "  ssh -F %s demo-host+root@gatehouse 'rm -rf /tmp/x'      # denied\n\n", filepath.Join(b.DataDir, "ssh_config"))
+	}
 	fmt.Fprintf(w, "  export GATEHOUSE_TOKEN=%s\n", auditor)
 	fmt.Fprintf(w, "  bin/gatehouse sessions list\n  bin/gatehouse sessions replay <session id>\n\nStop with Ctrl-C.\n")
 }

@@ -402,24 +402,65 @@ func TestDocsExtraction(t *testing.T) {
 }
 
 // Every input a policy rule can read (the variables Decide hands to CEL) is in the policy
-// reference, docs/policy.md.
+// reference, docs/policy.md: the inputs of every request (baseVars), the SQL request's
+// (vars["request"] in engine.go), the SSH request's (vars["request"] in ssh.go and the map
+// sshValues returns, with its sftp map).
 func TestDocsPolicyInputs(t *testing.T) {
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "../policy/engine.go", nil, 0)
-	require.NoError(t, err)
-	var vars *ast.CompositeLit
-	ast.Inspect(f, func(n ast.Node) bool {
-		if a, ok := n.(*ast.AssignStmt); ok && len(a.Lhs) == 1 && len(a.Rhs) == 1 {
-			if id, ok := a.Lhs[0].(*ast.Ident); ok && id.Name == "vars" {
-				vars, _ = a.Rhs[0].(*ast.CompositeLit)
+	parse := func(path string) *ast.File {
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		require.NoError(t, err)
+		return f
+	}
+	engine, ssh := parse("../policy/engine.go"), parse("../policy/ssh.go")
+	// requestLit is the map literal assigned to vars["request"] in f.
+	requestLit := func(f *ast.File) (lit *ast.CompositeLit) {
+		ast.Inspect(f, func(n ast.Node) bool {
+			if a, ok := n.(*ast.AssignStmt); ok && len(a.Lhs) == 1 && len(a.Rhs) == 1 {
+				if ix, ok := a.Lhs[0].(*ast.IndexExpr); ok {
+					if id, ok := ix.X.(*ast.Ident); ok && id.Name == "vars" {
+						lit, _ = a.Rhs[0].(*ast.CompositeLit)
+					}
+				}
 			}
+			return lit == nil
+		})
+		return lit
+	}
+	// returned is the map literal function fn of f returns, and the map literals assigned
+	// to its local variables by name.
+	returned := func(f *ast.File, fn string) (ret *ast.CompositeLit, locals map[string]*ast.CompositeLit) {
+		locals = map[string]*ast.CompositeLit{}
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || fd.Name.Name != fn {
+				continue
+			}
+			ast.Inspect(fd.Body, func(n ast.Node) bool {
+				switch x := n.(type) {
+				case *ast.ReturnStmt:
+					if len(x.Results) == 1 {
+						if lit, ok := x.Results[0].(*ast.CompositeLit); ok {
+							ret = lit
+						}
+					}
+				case *ast.AssignStmt:
+					if len(x.Lhs) == 1 && len(x.Rhs) == 1 {
+						if id, ok := x.Lhs[0].(*ast.Ident); ok {
+							if lit, ok := x.Rhs[0].(*ast.CompositeLit); ok {
+								locals[id.Name] = lit
+							}
+						}
+					}
+				}
+				return true
+			})
 		}
-		return vars == nil
-	})
-	require.NotNil(t, vars, "policy/engine.go: the CEL variables (vars := map[string]any{...}) were not found")
+		return ret, locals
+	}
 	var inputs []string
-	var walk func(prefix string, lit *ast.CompositeLit)
-	walk = func(prefix string, lit *ast.CompositeLit) {
+	var walk func(prefix string, lit *ast.CompositeLit, locals map[string]*ast.CompositeLit)
+	walk = func(prefix string, lit *ast.CompositeLit, locals map[string]*ast.CompositeLit) {
 		for _, el := range lit.Elts {
 			kv, ok := el.(*ast.KeyValueExpr)
 			if !ok {
@@ -432,14 +473,34 @@ func TestDocsPolicyInputs(t *testing.T) {
 			name := prefix + strings.Trim(k.Value, `"`)
 			if sub, ok := kv.Value.(*ast.CompositeLit); ok {
 				if _, isMap := sub.Type.(*ast.MapType); isMap {
-					walk(name+".", sub)
+					walk(name+".", sub, locals)
+					continue
+				}
+			}
+			if id, ok := kv.Value.(*ast.Ident); ok && locals[id.Name] != nil {
+				walk(name+".", locals[id.Name], locals)
+				continue
+			}
+			if call, ok := kv.Value.(*ast.CallExpr); ok {
+				if fn, ok := call.Fun.(*ast.Ident); ok && fn.Name == "sshValues" {
+					lit, loc := returned(ssh, "sshValues")
+					require.NotNil(t, lit, "policy/ssh.go: sshValues returns no map literal")
+					walk(name+".", lit, loc)
 					continue
 				}
 			}
 			inputs = append(inputs, name)
 		}
 	}
-	walk("", vars)
+	base, _ := returned(engine, "baseVars")
+	require.NotNil(t, base, "policy/engine.go: baseVars returns no map literal")
+	walk("", base, nil)
+	sqlReq, sshReq := requestLit(engine), requestLit(ssh)
+	require.NotNil(t, sqlReq, `policy/engine.go: vars["request"] = map[string]any{...} not found`)
+	require.NotNil(t, sshReq, `policy/ssh.go: vars["request"] = map[string]any{...} not found`)
+	walk("request.", sqlReq, nil)
+	walk("request.", sshReq, nil)
+	require.Contains(t, inputs, "request.ssh.sftp.path", "the walk over the SSH inputs found too little: %v", inputs)
 	require.Contains(t, inputs, "request.sql.kinds", "the walk over the CEL variables found too little: %v", inputs)
 	doc, err := os.ReadFile("../docs/policy.md")
 	require.NoError(t, err)
