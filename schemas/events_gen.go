@@ -346,7 +346,7 @@ const (
 	TypeAuditRetention = "audit.retention"
 	// TypeSshRequest: The client opened an SSH channel, sent a channel request (exec, shell, subsystem, pty-req, env, port or agent forwarding), or an sftp operation: what policy decides, one at a time. Its decision event has the same query_id.
 	TypeSshRequest = "ssh.request"
-	// TypeSshIo: What a session channel carried, as timed frames (asciicast v2): the terminal's output and the keystrokes of a shell, the output of an exec. Bounded chunks, in order; content detectors have masked what they find.
+	// TypeSshIo: What a session channel carried, as timed frames (asciicast v2): the terminal's output and the keystrokes typed at it, the output of a program without a terminal (whose input is recorded by its SHA-256 in ssh.exit). Bounded chunks, in order; content detectors have masked what they find.
 	TypeSshIo = "ssh.io"
 	// TypeSshExit: A session channel's program ended (or the channel closed): exit status or signal, and what it carried.
 	TypeSshExit = "ssh.exit"
@@ -2071,7 +2071,7 @@ func (v *SshRequest) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
-// SshIo is the payload of ssh.io events: what a session channel carried, as timed frames (asciicast v2): the terminal's output and the keystrokes of a shell, the output of an exec. Bounded chunks, in order; content detectors have masked what they find.
+// SshIo is the payload of ssh.io events: what a session channel carried, as timed frames (asciicast v2): the terminal's output and the keystrokes typed at it, the output of a program without a terminal (whose input is recorded by its SHA-256 in ssh.exit). Bounded chunks, in order; content detectors have masked what they find.
 type SshIo struct {
 	// QueryID is the request that started the channel's program (exec, shell or subsystem).
 	QueryID uint64 `json:"query_id"`
@@ -2161,6 +2161,8 @@ type SshExit struct {
 	ExitSignal string `json:"exit_signal,omitempty"`
 	// BytesIn is bytes from the client on the channel.
 	BytesIn uint64 `json:"bytes_in"`
+	// StdinSha256 is a program without a terminal: hex SHA-256 of what the client sent to its standard input (bytes_in bytes), which is not recorded as frames (it may carry secrets: a password for sudo -S, a token for --password-stdin).
+	StdinSha256 string `json:"stdin_sha256,omitempty"`
 	// BytesOut is bytes to the client on the channel (stdout and stderr).
 	BytesOut uint64 `json:"bytes_out"`
 	// DurationUS is from the request to the channel's close, microseconds.
@@ -2191,6 +2193,13 @@ func (v *SshExit) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `"bytes_in":`...)
 	b = strconv.AppendUint(b, uint64(v.BytesIn), 10)
+	if !(v.StdinSha256 == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"stdin_sha256":`...)
+		b = AppendJSONString(b, v.StdinSha256)
+	}
 	if b[len(b)-1] != '{' {
 		b = append(b, ',')
 	}

@@ -145,6 +145,16 @@ func (m *Masker) Detect(v []byte) ([]byte, int) {
 	return v, n
 }
 
+// Spans returns where the detectors find values in v, [start, end) each (they may overlap
+// across detectors): a stream cut between two pieces must not cut through one.
+func (m *Masker) Spans(v []byte) [][2]int {
+	var out [][2]int
+	for _, d := range m.detectors {
+		out = append(out, d.find(v)...)
+	}
+	return out
+}
+
 // partial keeps the last four letters or digits and replaces the others with '*';
 // separators (spaces, dashes, dots, @) stay, so the shape of the value is kept.
 func partial(v []byte) []byte {

@@ -86,6 +86,10 @@ func (c *conn) openSession(ctx context.Context, nc ssh.NewChannel) {
 	}
 	ch.client, ch.host = client, host
 	ch.rec = newRecorder(c, n, c.srv.cfg.MaxRecordedBytes)
+	ch.rec.overflow = func() {
+		c.srv.log.Warn("keystrokes past the recording bound: closing the channel", "session", c.sess.ID, "channel", n)
+		ch.brokenFiles(errors.New("what is typed here passed the recording limit, and nothing typed goes unrecorded"))
+	}
 	c.wg.Add(1)
 	go c.contained("session channel", func() { ch.run(ctx, clientReqs, hostReqs) })
 }
@@ -157,7 +161,7 @@ func (ch *channel) finish() {
 		ended = "closed"
 	}
 	ch.c.sess.Record(&schemas.SshExit{QueryID: id, Channel: ch.n, Ended: ended, ExitStatus: status, ExitSignal: signal,
-		BytesIn: in, BytesOut: out, DurationUS: uint64(time.Since(ch.start).Microseconds())})
+		BytesIn: in, StdinSha256: ch.rec.stdinSum(), BytesOut: out, DurationUS: uint64(time.Since(ch.start).Microseconds())})
 	_ = ch.c.sess.Flush(context.Background())
 }
 
@@ -293,8 +297,9 @@ func (ch *channel) pumpIn(ctx context.Context) {
 	}
 }
 
-// brokenFiles closes a file channel whose protocol the inspector cannot follow (a malformed
-// packet, a limit reached): what it cannot read, it cannot decide.
+// brokenFiles closes a channel the gateway cannot follow: a file protocol it cannot read
+// (a malformed packet, a limit reached: what it cannot read, it cannot decide), keystrokes
+// past the recording bound.
 func (ch *channel) brokenFiles(err error) {
 	<-ch.notify("gatehouse: closing the channel: " + err.Error() + "\r\n")
 	ch.host.Close()

@@ -1,7 +1,10 @@
 package ssh
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"hash"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +25,15 @@ import (
 
 // flushAfter is how long a frame waits for more before its chunk is sent.
 const flushAfter = time.Second
+
+// What a channel records is bounded (proxy.ssh.max_recorded_bytes): output past the bound
+// passes, counted as dropped. Keystrokes have a bound of their own (a quarter of it, at
+// least 1 MiB), so that a flood of output cannot leave what is typed afterwards
+// unrecorded; past it the channel is closed — nothing typed goes unrecorded. Without a
+// terminal, what the client sends is a program's input, not keystrokes: it may carry
+// secrets (a password for sudo -S, a token for --password-stdin), so it is recorded by its
+// SHA-256 and size (ssh.exit), not as frames.
+const minInputRecord = 1 << 20
 
 // recorder records one channel.
 type recorder struct {
@@ -47,20 +59,39 @@ type recorder struct {
 	echo     echoTracker
 	timer    *time.Timer
 	closed   bool
+	inMax    int64 // keystrokes recorded at most
+	inBytes  int64
+	stdin    hash.Hash // a program without a terminal: its input
+	// overflow is called (once, without the lock) when keystrokes pass their bound.
+	overflow func()
+	over     bool
 }
 
-func newRecorder(c *conn, n uint32, max int64) *recorder {
+func newRecorder(c *conn, n uint32, limit int64) *recorder {
 	chunk := c.srv.cfg.Limits.ResultChunkBytes
 	if chunk <= 0 {
 		chunk = 64 << 10
 	}
-	return &recorder{c: c, n: n, max: max, chunkMax: chunk, start: time.Now()}
+	return &recorder{c: c, n: n, max: limit, chunkMax: chunk, start: time.Now(), inMax: max(limit/4, minInputRecord)}
+}
+
+// stdinSum is the SHA-256 of a program's input without a terminal ("" with one).
+func (r *recorder) stdinSum() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stdin == nil {
+		return ""
+	}
+	return hex.EncodeToString(r.stdin.Sum(nil))
 }
 
 // program says which request started the channel's program, and whether it has a terminal.
 func (r *recorder) program(id uint64, pty bool) {
 	r.mu.Lock()
 	r.id, r.pty = id, pty
+	if !pty {
+		r.stdin = sha256.New()
+	}
 	r.mu.Unlock()
 }
 
@@ -152,15 +183,28 @@ func (r *recorder) outputLocked(i int, code string, p []byte, t time.Time) {
 func (r *recorder) input(p []byte) {
 	now := time.Now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if !r.pty {
-		r.addLocked("i", p, now)
+		if r.stdin != nil {
+			r.stdin.Write(p)
+		}
+		r.mu.Unlock()
+		return
+	}
+	r.inBytes += int64(len(p))
+	if r.inBytes > r.inMax {
+		over := !r.over
+		r.over = true
+		r.mu.Unlock()
+		if over && r.overflow != nil {
+			r.overflow()
+		}
 		return
 	}
 	for _, f := range r.echo.input(p, now) {
 		r.addLocked("i", f.data, f.t)
 		r.hidden += uint64(f.hidden)
 	}
+	r.mu.Unlock()
 }
 
 // resize records the terminal's new size.
@@ -175,11 +219,13 @@ func (r *recorder) addLocked(code string, data []byte, t time.Time) {
 	if len(data) == 0 || r.closed {
 		return
 	}
-	if r.recorded+int64(len(data)) > r.max {
-		r.dropped += uint64(len(data))
-		return
+	if code != "i" { // keystrokes are bounded apart (input)
+		if r.recorded+int64(len(data)) > r.max {
+			r.dropped += uint64(len(data))
+			return
+		}
+		r.recorded += int64(len(data))
 	}
-	r.recorded += int64(len(data))
 	s := string(data)
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")

@@ -11,8 +11,8 @@ import (
 // digits and a few separators; so the masker holds back the trailing run of such
 // characters of what it has seen — a value that may go on — and lets everything before it
 // through, masked. The run goes out with what follows it, or at the end of the stream.
-// A run longer than maxHeldRun goes out but for its last maxHeldRun bytes (no detected
-// value is that long).
+// A run longer than maxHeldRun goes out but for its last maxHeldRun bytes, cut where no
+// detected value crosses the cut (no detected value is that long).
 //
 // A regex detector whose matches contain other characters is applied to each piece
 // between such characters as it passes; a match split by the arrival of the bytes exactly
@@ -46,7 +46,17 @@ func (s *streamMasker) feed(p []byte) ([]byte, int) {
 		cut--
 	}
 	if len(buf)-cut > maxHeldRun {
+		// A long run goes out but for its tail, cut where no value the detectors find in
+		// what is here crosses the cut (a value longer than the tail is not one of theirs).
 		cut = len(buf) - maxHeldRun
+		for moved := true; moved; {
+			moved = false
+			for _, sp := range s.m.Spans(buf) {
+				if sp[0] < cut && sp[1] > cut {
+					cut, moved = sp[0], true
+				}
+			}
+		}
 	}
 	out, n := s.m.Detect(buf[:cut])
 	// Detect returns its input when it finds nothing: copy before buf is reused.

@@ -1,6 +1,9 @@
 package sftp
 
-import "fmt"
+import (
+	"fmt"
+	"path"
+)
 
 // Status codes the gateway answers with itself.
 const (
@@ -267,7 +270,15 @@ func (s *Stream) parseFsetstat(d *decoder, c *call) {
 func (s *Stream) parseRename(d *decoder, c *call) {
 	from := d.path("old path", s.limits.MaxPath)
 	to := d.path("new path", s.limits.MaxPath)
-	s.op(c, KindRename, from, to, "")
+	s.renameOps(c, from, to, "")
+}
+
+// renameOps decides a rename as what it does: the rename, a write of the new name and a
+// removal of the old one, so that a rule on where writes may land sees where it lands.
+func (s *Stream) renameOps(c *call, from, to, ext string) {
+	s.op(c, KindRename, from, to, ext)
+	s.op(c, KindWrite, to, from, ext)
+	s.op(c, KindRemove, from, "", ext)
 }
 
 // parseSymlink reads SYMLINK as OpenSSH sends it: the link's target first,
@@ -277,4 +288,9 @@ func (s *Stream) parseSymlink(d *decoder, c *call) {
 	target := d.path("symlink target", s.limits.MaxPath)
 	link := d.path("link path", s.limits.MaxPath)
 	s.op(c, KindSymlink, link, target, "")
+	// What is written through the link lands at its target: decided as a write there too.
+	if !path.IsAbs(target) {
+		target = path.Join(path.Dir(link), target)
+	}
+	s.op(c, KindWrite, target, link, "")
 }

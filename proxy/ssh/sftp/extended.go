@@ -6,7 +6,7 @@ var extendedParsers = map[string]func(s *Stream, d *decoder, c *call, name strin
 	"posix-rename@openssh.com": func(s *Stream, d *decoder, c *call, name string) {
 		from := d.path("old path", s.limits.MaxPath)
 		to := d.path("new path", s.limits.MaxPath)
-		s.op(c, KindRename, from, to, name)
+		s.renameOps(c, from, to, name)
 	},
 	"statvfs@openssh.com":     extPathOp(KindStat, false),
 	"lsetstat@openssh.com":    extPathOp(KindSetstat, true),
@@ -15,13 +15,13 @@ var extendedParsers = map[string]func(s *Stream, d *decoder, c *call, name strin
 		user := d.path("user name", s.limits.MaxPath)
 		s.op(c, KindRealpath, "~"+user, "", name)
 	},
-	// A hard link makes the new name write the old file's content and read
-	// it: both are decided.
+	// A hard link is a second name for the old file: whatever is written
+	// through either name writes both, so both are decided as written.
 	"hardlink@openssh.com": func(s *Stream, d *decoder, c *call, name string) {
 		from := d.path("old path", s.limits.MaxPath)
 		to := d.path("new path", s.limits.MaxPath)
 		s.op(c, KindWrite, to, from, name)
-		s.op(c, KindRead, from, "", name)
+		s.op(c, KindWrite, from, to, name)
 	},
 	// On a handle already decided, or telling nothing about files.
 	"fsync@openssh.com":              func(s *Stream, d *decoder, c *call, _ string) { s.handleArg(d, c) },

@@ -240,11 +240,17 @@ func TestRealClientAndServer(t *testing.T) {
 		{"write", r("forbidden-upload.txt"), ""},
 		{"read", r("big.bin"), ""},
 		{"mkdir", r("d"), ""},
+		// A rename is also the write of where it lands and the removal of where it was;
+		// the first refusal ends a request's decisions.
 		{"rename", r("small.txt"), r("d/s.txt")},
+		{"write", r("d/s.txt"), r("small.txt")},
+		{"remove", r("small.txt"), ""},
 		{"rename", r("d/s.txt"), r("forbidden2.txt")},
 		{"remove", r("d/s.txt"), ""},
 		{"rmdir", r("d"), ""},
+		// What is written through a link lands at its target.
 		{"symlink", r("link"), "big.bin"},
+		{"write", r("big.bin"), r("link")},
 	}, decided)
 
 	type filev struct {

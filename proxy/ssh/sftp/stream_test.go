@@ -145,11 +145,15 @@ func TestDecisions(t *testing.T) {
 		{"rmdir", pkt(tRmdir, 1, "d"), []sftp.Op{{Kind: "rmdir", Path: "d"}}},
 		{"realpath", pkt(tRealpath, 1, "."), []sftp.Op{{Kind: "realpath", Path: "."}}},
 		{"readlink", pkt(tReadlink, 1, "l"), []sftp.Op{{Kind: "readlink", Path: "l"}}},
-		{"rename", pkt(tRename, 1, "a", "b"), []sftp.Op{{Kind: "rename", Path: "a", Target: "b"}}},
+		// A rename is decided as the write of where it lands and the removal of where it was.
+		{"rename", pkt(tRename, 1, "a", "b"), []sftp.Op{{Kind: "rename", Path: "a", Target: "b"}, {Kind: "write", Path: "b", Target: "a"}, {Kind: "remove", Path: "a"}}},
 		// OpenSSH: target first, then the link created.
-		{"symlink", pkt(tSymlink, 1, "/etc/shadow", "link"), []sftp.Op{{Kind: "symlink", Path: "link", Target: "/etc/shadow"}}},
-		{"posix-rename", pkt(tExtended, 1, "posix-rename@openssh.com", "a", "b"), []sftp.Op{{Kind: "rename", Path: "a", Target: "b", Ext: "posix-rename@openssh.com"}}},
-		{"hardlink", pkt(tExtended, 1, "hardlink@openssh.com", "/etc/shadow", "x"), []sftp.Op{{Kind: "write", Path: "x", Target: "/etc/shadow", Ext: "hardlink@openssh.com"}, {Kind: "read", Path: "/etc/shadow", Ext: "hardlink@openssh.com"}}},
+		// What is written through a link lands at its target (relative: from the link's directory).
+		{"symlink", pkt(tSymlink, 1, "/etc/shadow", "link"), []sftp.Op{{Kind: "symlink", Path: "link", Target: "/etc/shadow"}, {Kind: "write", Path: "/etc/shadow", Target: "link"}}},
+		{"relative symlink", pkt(tSymlink, 1, "../../etc", "/srv/up/l"), []sftp.Op{{Kind: "symlink", Path: "/srv/up/l", Target: "../../etc"}, {Kind: "write", Path: "/etc", Target: "/srv/up/l"}}},
+		{"posix-rename", pkt(tExtended, 1, "posix-rename@openssh.com", "a", "b"), []sftp.Op{{Kind: "rename", Path: "a", Target: "b", Ext: "posix-rename@openssh.com"},
+			{Kind: "write", Path: "b", Target: "a", Ext: "posix-rename@openssh.com"}, {Kind: "remove", Path: "a", Ext: "posix-rename@openssh.com"}}},
+		{"hardlink", pkt(tExtended, 1, "hardlink@openssh.com", "/etc/shadow", "x"), []sftp.Op{{Kind: "write", Path: "x", Target: "/etc/shadow", Ext: "hardlink@openssh.com"}, {Kind: "write", Path: "/etc/shadow", Target: "x", Ext: "hardlink@openssh.com"}}},
 		{"statvfs", pkt(tExtended, 1, "statvfs@openssh.com", "/"), []sftp.Op{{Kind: "stat", Path: "/", Ext: "statvfs@openssh.com"}}},
 		{"lsetstat", pkt(tExtended, 1, "lsetstat@openssh.com", "l", attrs{}), []sftp.Op{{Kind: "setstat", Path: "l", Ext: "lsetstat@openssh.com"}}},
 		{"expand-path", pkt(tExtended, 1, "expand-path@openssh.com", "~/x"), []sftp.Op{{Kind: "realpath", Path: "~/x", Ext: "expand-path@openssh.com"}}},
