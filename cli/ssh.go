@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/user"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -139,9 +140,12 @@ func expandHome(p string) (string, error) {
 }
 
 // configPath is a path as ssh_config takes it: ~/ for the home directory, quoted when it
-// holds a space.
+// holds a space. ssh reads ~ as the account's home directory (passwd), not $HOME: where
+// they differ, the path stays absolute.
 func configPath(p string) string {
-	if home, err := os.UserHomeDir(); err == nil && home != "" && strings.HasPrefix(p, home+string(filepath.Separator)) {
+	home, err := os.UserHomeDir()
+	if u, uerr := user.Current(); err == nil && uerr == nil && home != "" && filepath.Clean(u.HomeDir) == filepath.Clean(home) &&
+		strings.HasPrefix(p, home+string(filepath.Separator)) {
 		p = "~/" + strings.TrimPrefix(p, home+string(filepath.Separator))
 	}
 	if strings.ContainsAny(p, " \t") {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -110,18 +111,35 @@ func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Req
 			ch.hostRequest(r)
 		}
 	}()
+	// The client's requests are decided one at a time by a worker, so that the client's
+	// closing the channel (or going away) is seen while a request waits for an approval:
+	// the wait gives up, and what was still queued is dropped.
 	clientDone := make(chan struct{})
+	queue := make(chan *ssh.Request, 64)
+	var gone atomic.Bool
 	go func() {
 		defer close(clientDone)
-		for r := range clientReqs {
+		for r := range queue {
+			if gone.Load() {
+				if r.WantReply {
+					_ = r.Reply(false, nil)
+				}
+				continue
+			}
 			ch.clientRequest(ctx, r)
 		}
-		// The client closed the channel: a held request gives up, the host's side closes.
+		ch.host.Close()
+	}()
+	go func() {
+		for r := range clientReqs {
+			queue <- r
+		}
+		gone.Store(true)
 		select {
 		case ch.cancel <- "client_disconnected":
 		default:
 		}
-		ch.host.Close()
+		close(queue)
 	}()
 	// The host's output is complete when both pumps hit EOF; its exit status and close
 	// come on the request channel.

@@ -64,6 +64,8 @@ var testPolicies = []config.Policy{{Name: "hosts", Resources: []string{"web", "w
 	{Name: "sftp-read", Effect: "allow", When: `request.ssh.request == "sftp" && request.ssh.sftp.op in ["read", "stat", "list", "realpath", "readlink", "close", "other"]`},
 	{Name: "sftp-write", Effect: "allow", When: `request.ssh.request == "sftp" && request.ssh.sftp.path.startsWith("/tmp/gh-up/")`},
 	{Name: "no-etc", Effect: "deny", When: `request.ssh.request == "exec" && request.ssh.files_written.exists(f, f.startsWith("/etc/"))`, Reason: "nothing under /etc"},
+	{Name: "touch-needs-approval", Effect: "require_approval", When: `request.ssh.request == "exec" && request.ssh.programs == ["touch"]`,
+		Reason: "touching needs a second person", Approval: &config.Approval{Approvers: []string{"approvers"}, Timeout: 10 * time.Minute}},
 }}, {Name: "masking", Resources: []string{"web-mask"}, Rules: []config.Rule{
 	{Name: "cards", Effect: "mask", When: `true`, Mask: &config.Mask{Detectors: []string{"card"}}},
 }}}
@@ -140,6 +142,7 @@ func start(t testing.TB) *env {
 		AuthTimeout: 5 * time.Second, MaxConnections: 200, MaxUnauthenticated: 20, MaxChannels: 8, MaxRecordedBytes: 1 << 20,
 		Limits: session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10}},
 		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
+	srv.SetApprovals(&session.Approvals{JS: b.JS, NC: b.NC, Hint: "approve with:", Log: log})
 	require.NoError(t, srv.Sessions().Follow(t.Context(), b.JS))
 	require.NoError(t, srv.Listen())
 	sctx, stop := context.WithCancel(context.Background())
@@ -880,4 +883,29 @@ func TestTokenExpiryEndsTheSession(t *testing.T) {
 	evs := e.events(t, "web", sessionsEnded(1))
 	ends := ofType[schemas.SessionEnd](t, evs, schemas.TypeSessionEnd)
 	require.Equal(t, "token_expired", ends[0].Reason)
+}
+
+// TestHeldExecGivesUpWhenTheClientGoes: an exec waits for an approval, told so on stderr;
+// the client goes away: the wait ends at once (approval.cancelled, client_disconnected) and
+// so does the session — not at the approval's deadline.
+func TestHeldExecGivesUpWhenTheClientGoes(t *testing.T) {
+	e := start(t)
+	c, err := e.dial(t, "web+root", e.token)
+	require.NoError(t, err)
+	s, err := c.NewSession()
+	require.NoError(t, err)
+	stderr, err := s.StderrPipe()
+	require.NoError(t, err)
+	go func() { _ = s.Start("touch /tmp/gh-held-never") }()
+	line := make([]byte, 64)
+	n, err := io.ReadAtLeast(stderr, line, len("gatehouse: waiting for approval"))
+	require.NoError(t, err)
+	require.Contains(t, string(line[:n]), "gatehouse: waiting for approval")
+	c.Close()
+	evs := e.events(t, "web", sessionsEnded(1))
+	cancelled := ofType[schemas.ApprovalCancelled](t, evs, schemas.TypeApprovalCancelled)
+	require.Len(t, cancelled, 1)
+	require.Equal(t, "client_disconnected", cancelled[0].Reason)
+	_, err = os.Stat("/tmp/gh-held-never")
+	require.True(t, os.IsNotExist(err), "the held command ran")
 }
