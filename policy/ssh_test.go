@@ -149,6 +149,185 @@ func TestAnalyzeShell(t *testing.T) {
 	}
 }
 
+// TestAnalyzeShellEvaluatedValues: bash evaluates code in values, not only in the text: a
+// subscript in a name a builtin assigns, a variable's value in arithmetic, an indirect name,
+// a prompt string. What such a command runs is not in its text: dynamic.
+func TestAnalyzeShellEvaluatedValues(t *testing.T) {
+	for _, cmd := range []string{
+		// Names with a subscript, given to builtins that assign or test them.
+		`printf -v 'x[$(touch m)]' 1`,
+		`printf -v'x[$(touch m)]' 1`,
+		`builtin printf -v 'x[$(touch m)]' 1`,
+		`command printf -v 'x[$(touch m)]' 1`,
+		`o=-v; printf $o 'x[$(touch m)]' 1`,
+		`printf "$f" 'x[$(touch m)]' 1`,
+		`echo 'x[$(touch m)]' | xargs printf -v`,
+		`read 'a[$(touch m)]' <<< 1`,
+		`read -a 'a[$(touch m)]' <<< 1`,
+		`read -ra "$n" <<< 1`,
+		`read $opts x`,
+		`read -e x`,
+		`mapfile 'a[$(touch m)]' < f`,
+		`readarray -t "$n" < f`,
+		`mapfile -C 'touch m' -c 1 x < f`,
+		`unset 'a[$(touch m)]'`,
+		`unset "$x"`,
+		`wait -p 'a[$(touch m)]'`,
+		`getopts a 'a[$(touch m)]'`,
+		`getopts $x`,
+		`[[ -v 'x[$(touch m)]' ]]`,
+		`[[ -R 'x[$(touch m)]' ]]`,
+		`x='a[$(touch m)]'; [[ -v $x ]]`,
+		`test -v 'x[$(touch m)]'`,
+		`[ -v 'x[$(touch m)]' ]`,
+		`[ ! -v 'x[$(touch m)]' ]`,
+		`[ -v "$x" ]`,
+		`[ "$op" "$x" ]`,
+		`[ $x ]`,
+		`[ -n $x ]`,
+		`[ "$@" ]`,
+		`[ -n "$a" -a -v "$b" ]`,
+		`builtin test -v 'x[$(touch m)]'`,
+		`declare 'a[$(touch m)]=1'`,
+		`declare -n r='a[$(touch m)]'; echo $r`,
+		`f() { local -n r=x; }; f`,
+		`typeset -n r=x`,
+		`declare -i i='a[$(touch m)]'`,
+		`declare -a a='($(touch m))'`,
+		`declare -a 'a=($(touch m))'`,
+		`export -a a='($(touch m))'`,
+		`a=(1); declare a='($(touch m))'`,
+		`a=(1); y='($(touch m))'; declare a="$y"`,
+		`declare $opts x=1`,
+		`builtin declare -n r=x`,
+		// Values evaluated as arithmetic: a name's value is arithmetic in turn.
+		`[[ 'x[$(touch m)]' -eq 0 ]]`,
+		`[[ x -lt 1 ]]`,
+		`[[ $x -eq 1 ]]`,
+		`x='a[$(touch m)]'; echo $((x))`,
+		`x='a[$(touch m)]'; echo $((x++))`,
+		`echo $(( 'a[$(touch m)]' ))`,
+		`echo $(( "$x" ))`,
+		`echo $(( $(echo 1) ))`,
+		`printf -v x '%s' 'a[$(touch m)]'; echo $((x))`,
+		`echo $[x]`,
+		`((x))`,
+		`let x`,
+		`let 'a[$(touch m)]'`,
+		`command let x`,
+		`for ((i=0; i<x; i++)); do echo; done`,
+		`echo ${x:y}`,
+		`echo "${x:0:$n}"`,
+		`echo "${@:x}"`,
+		`echo "${a[i]}"`,
+		`echo "${a[$(touch m)]}"`,
+		`echo "${#a[i]}"`,
+		`a[i]=1`,
+		`a=([i]=1)`,
+		`declare -A m=([k]=1)`,
+		`case 1 in $((x))) ;; esac`,
+		`OPTIND='a[$(touch m)]'; getopts a x`,
+		`OPTIND=$x`,
+		`read OPTIND`,
+		// Indirection and prompt strings.
+		`x='a[$(touch m)]'; echo ${!x}`,
+		`echo "${!a[1]}"`,
+		`x='$(touch m)'; echo "${x@P}"`,
+		`a=('$(touch m)'); echo "${a[@]@P}"`,
+		// Assignments to what a name runs, by a builtin.
+		`printf -v PATH %s /tmp/bin; ls`,
+		`command printf -v PATH %s /tmp/bin; ls`,
+		`read PATH <<< /tmp/bin; ls`,
+		`mapfile -t PATH <<< /tmp/bin; ls`,
+		`declare 'PATH=/tmp/bin'; ls`,
+		`builtin export PATH=/tmp/bin; ls`,
+		`command declare PS4='$(touch m)'; set -x; ls`,
+		`unset PATH; ls`,
+		`: ${PATH:=/tmp/bin}; ls`,
+		`getopts a PATH`,
+		`BASH_CMDS[ls]=/tmp/x; ls`,
+		`BASH_CMDS=([ls]=/tmp/x); ls`,
+		`BASH_ALIASES[ls]='touch m'`,
+		`hash -p /tmp/x ls; ls`,
+		`EXECIGNORE=/usr/bin/ls; ls`,
+		`LD_BIND_NOW=1 ls`,
+		`set -k; ls PATH=/tmp/bin`,
+		`set -o keyword; ls PATH=/tmp/bin`,
+		`set -eko pipefail`,
+		`set $opts`,
+		`bash -k -c 'ls PATH=/tmp/bin'`,
+		`bash -o keyword -c 'ls PATH=/tmp/bin'`,
+		`for PATH in /tmp/bin; do ls; done`,
+		`select PATH in /tmp/bin; do ls; done`,
+		`exec {PATH}>/dev/null; ls`,
+		`coproc PATH { sleep 1; }; ls`,
+		`for OPTIND in 'a[$(touch m)]'; do :; done`,
+		// Builtins that run or load code.
+		`enable -f ./x.so x`,
+		`compgen -W '$(touch m)' x`,
+		`fc -s`,
+	} {
+		t.Run(cmd, func(t *testing.T) {
+			info := policy.AnalyzeShell(cmd)
+			require.Empty(t, info.ParseError)
+			require.True(t, info.Dynamic, "dynamic (programs %v)", info.Programs)
+		})
+	}
+	// What bash evaluates here is provably inert: integer constants, plain names.
+	for _, cmd := range []string{
+		`echo $((1+2))`,
+		`echo $(( (0x1f * 2#101) % 7 ))`,
+		`echo $(($# + $? - ${#x}))`,
+		`echo $[1+1]`,
+		`[[ -f /etc/x ]]`,
+		`[[ $a == b* && $b != c ]]`,
+		`[[ $x =~ ^a ]]`,
+		`[[ -v x ]]`,
+		`[[ 1 -eq 1 && $? -ne 0 ]]`,
+		`[ -f "$f" ]`,
+		`[ "$x" = y ]`,
+		`[ "$x" ]`,
+		`[ ! -z "$x" ]`,
+		`[ -v x ] && [ ! -v y ]`,
+		`test -n "$x" && test "$a" -lt 3`,
+		`[ -f a -a -d b ]`,
+		`printf '%s\n' "$x"`,
+		`printf "Result: $x\n"`,
+		`printf -v x %s 1`,
+		`printf -- "$f"`,
+		`read -r line`,
+		`while read -r a b; do echo "$a"; done < f`,
+		`read -p "$p" -t 5 x`,
+		`mapfile -t lines < f`,
+		`unset x y`,
+		`unset -f f`,
+		`declare -r x=1`,
+		`declare -a a=(1 2)`,
+		`export FOO=bar`,
+		`export FOO="$BAR"`,
+		`f() { local x=1 y; }; f`,
+		`echo ${!p*} ${!a[@]} "${a[@]}" "${a[1]}" "${x:1:2}" ${x@Q} ${x^^}`,
+		`a[1]=x; a=(1 2 3); a+=(4)`,
+		`echo ${x:-default} ${y:=value}`,
+		`set -euo pipefail`,
+		`set -- a b`,
+		`OPTIND=1`,
+		`getopts ab opt`,
+		`wait -n`,
+		`sleep 1 & wait -p pid`,
+		`hash -r`,
+		`export -n FOO`,
+		`for f in a b; do echo "$f"; done`,
+		`exec {fd}>/dev/null`,
+	} {
+		t.Run(cmd, func(t *testing.T) {
+			info := policy.AnalyzeShell(cmd)
+			require.Empty(t, info.ParseError)
+			require.False(t, info.Dynamic, "not dynamic (programs %v)", info.Programs)
+		})
+	}
+}
+
 func TestAnalyzeShellCommands(t *testing.T) {
 	info := policy.AnalyzeShell(`"/bin/../bin/rm" -rf "$HOME" '/a b'; ls *.go`)
 	require.Equal(t, []policy.ShellCommand{
@@ -249,6 +428,37 @@ func TestDecideSSHExecAllowList(t *testing.T) {
 	require.Equal(t, schemas.EffectDeny, d.Effect)
 	require.Equal(t, "command-depth", d.Rule)
 	require.Contains(t, d.Reason, "too deeply nested")
+}
+
+// TestDecideSSHExecEvaluatedValues: the allow-list docs/policy.md recommends refuses what
+// bash evaluates in values (the attack's commands), and still allows the plain forms.
+func TestDecideSSHExecEvaluatedValues(t *testing.T) {
+	e, err := policy.Compile([]config.Policy{{Name: "web", Resources: []string{"web-1"}, Rules: []config.Rule{
+		{Name: "tools", Effect: "allow", When: `request.ssh.request == "exec" && !request.ssh.dynamic && ` +
+			`request.ssh.programs.all(p, p in ["echo", "printf", "cat", "ls", "test", "[", "read"])`},
+	}}}, 1)
+	require.NoError(t, err)
+	for _, cmd := range []string{
+		`printf -v 'x[$(touch m)]' 1`,
+		`[[ -v 'x[$(touch m)]' ]]; echo ok`,
+		`[[ 'x[$(touch m)]' -eq 0 ]]; echo ok`,
+		`x='a[$(touch m)]'; echo $((x))`,
+		`x='a[$(touch m)]'; echo ${!x}`,
+		`x='$(touch m)'; echo "${x@P}"`,
+		`echo $(( 'a[$(touch m)]' ))`,
+		`printf -v x '%s' 'a[$(touch m)]'; echo $((x))`,
+		`printf -v PATH %s /tmp/bin; ls`,
+		`[ -v 'x[$(touch m)]' ]`,
+		`read PATH <<< /tmp/bin; ls`,
+		`for PATH in /tmp/bin; do ls; done`,
+	} {
+		d := decideSSH(t, e, nil, exec(cmd))
+		require.Equal(t, schemas.EffectDeny, d.Effect, cmd)
+	}
+	for _, cmd := range []string{`echo $((1+2))`, `[[ -f /etc/x ]] && cat /etc/x`, `printf '%s\n' "$HOME"`, `[ -n "$x" ] && echo "$x"`} {
+		d := decideSSH(t, e, nil, exec(cmd))
+		require.Equal(t, schemas.EffectAllow, d.Effect, "%s: %s", cmd, d.Reason)
+	}
 }
 
 func TestDecideSSHParseErrorRules(t *testing.T) {
