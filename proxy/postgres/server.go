@@ -107,30 +107,14 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve accepts connections until ctx ends.
 func (s *Server) Serve(ctx context.Context) error {
-	go func() {
-		<-ctx.Done()
-		s.ln.Close()
-	}()
 	go s.cats.refreshLoop(ctx)
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
+	return session.Accept(ctx, s.ln, func(c net.Conn) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.handle(ctx, c)
 		}()
-	}
+	})
 }
 
 // Shutdown ends every session (FATAL 57P01 to the client) and waits for them.
@@ -141,14 +125,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.shutdown()
 	}
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return session.Drain(ctx, &s.wg)
 }
 
 // startupError is a failure before the session starts: what the client is told and the

@@ -120,23 +120,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve accepts connections until ctx ends.
 func (s *Server) Serve(ctx context.Context) error {
-	go func() {
-		<-ctx.Done()
-		s.ln.Close()
-	}()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
+	return session.Accept(ctx, s.ln, func(c net.Conn) {
 		// Limits first: a flood of connections (half-open ones that never finish the key
 		// exchange included) is turned away before it costs a goroutine's handshake.
 		if s.open.Load() >= int64(s.cfg.MaxConnections) || s.unauth.Load() >= int64(s.cfg.MaxUnauthenticated) {
@@ -144,7 +128,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.log.Warn("connection refused: too many connections", "client", c.RemoteAddr().String(),
 				"open", s.open.Load(), "unauthenticated", s.unauth.Load())
 			c.Close()
-			continue
+			return
 		}
 		s.open.Add(1)
 		s.unauth.Add(1)
@@ -154,7 +138,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			defer s.open.Add(-1)
 			s.handle(ctx, c)
 		}()
-	}
+	})
 }
 
 // Shutdown ends every session (the clients are told) and waits for them.
@@ -165,12 +149,5 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.shutdown()
 	}
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return session.Drain(ctx, &s.wg)
 }
