@@ -144,6 +144,9 @@ func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Req
 	// The host's output is complete when both pumps hit EOF; its exit status and close
 	// come on the request channel.
 	pumps.Wait()
+	// EOF covers stderr too: only once both are done (stderr after EOF is a protocol error
+	// OpenSSH disconnects for).
+	_ = ch.client.CloseWrite()
 	<-hostDone
 	ch.c.bytesOut.Add(ch.outBytes())
 	ch.client.Close()
@@ -209,9 +212,6 @@ func (ch *channel) pumpOut(from io.Reader, code string) {
 		}
 		if err != nil {
 			ch.output(code, nil) // the rest a masker held
-			if code == "o" {
-				_ = ch.client.CloseWrite()
-			}
 			return
 		}
 	}
