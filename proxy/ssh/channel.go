@@ -85,7 +85,9 @@ func (c *conn) openSession(ctx context.Context, nc ssh.NewChannel) {
 		host.Close()
 		return
 	}
+	ch.mu.Lock() // tellAll may look at the channel from now
 	ch.client, ch.host = client, host
+	ch.mu.Unlock()
 	ch.rec = newRecorder(c, n, c.srv.cfg.MaxRecordedBytes)
 	ch.rec.overflow = func() {
 		c.srv.log.Warn("keystrokes past the recording bound: closing the channel", "session", c.sess.ID, "channel", n)
@@ -190,13 +192,16 @@ func (ch *channel) finish() {
 // that does not read; the returned channel is closed once it is written.
 func (ch *channel) notify(msg string) <-chan struct{} {
 	done := make(chan struct{})
-	if ch.client == nil {
+	ch.mu.Lock()
+	client := ch.client
+	ch.mu.Unlock()
+	if client == nil {
 		close(done)
 		return done
 	}
 	go func() {
 		defer close(done)
-		_, _ = io.WriteString(ch.client.Stderr(), msg)
+		_, _ = io.WriteString(client.Stderr(), msg)
 	}()
 	return done
 }

@@ -253,9 +253,13 @@ func (f *framer) frame(p []byte, each func(pkt []byte) (forward bool, err error)
 	}
 	// Keep the start of an incomplete packet, in the buffer forward does not point into.
 	rest := data[off:]
-	if len(data) > 0 && len(f.buf) > 0 && &data[0] == &f.buf[0] {
+	switch {
+	case len(f.buf) > 0 && off == 0:
+		// Nothing taken: the buffer holds the start of the same packet, as it is (a packet
+		// fed a byte at a time is not copied again at each byte).
+	case len(f.buf) > 0:
 		f.spare, f.buf = f.buf, append(f.spare[:0], rest...)
-	} else {
+	default:
 		f.buf = append(f.buf[:0], rest...)
 	}
 	if len(f.buf) == 0 && cap(f.buf) > 64<<10 {
