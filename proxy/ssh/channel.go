@@ -46,7 +46,7 @@ type channel struct {
 	started  chan struct{} // closed when the program may read input
 	done     chan struct{} // closed when the channel is closed for good
 	cancel   chan string   // a held request gives up: the client went away
-	cw       sync.Mutex    // orders writes to the client's stdout (output and sftp replies)
+	cw       sync.Mutex    // orders what goes to the client: stdout (output and sftp replies), stderr, EOF
 	bytesIn  uint64
 	bytesOut uint64
 }
@@ -148,7 +148,7 @@ func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Req
 	pumps.Wait()
 	// EOF covers stderr too: only once both are done (stderr after EOF is a protocol error
 	// OpenSSH disconnects for).
-	_ = ch.client.CloseWrite()
+	ch.closeClientWrite()
 	<-hostDone
 	ch.c.bytesOut.Add(ch.outBytes())
 	ch.client.Close()
@@ -201,7 +201,7 @@ func (ch *channel) notify(msg string) <-chan struct{} {
 	}
 	go func() {
 		defer close(done)
-		_, _ = io.WriteString(client.Stderr(), msg)
+		ch.toClient(true, []byte(msg))
 	}()
 	return done
 }
@@ -257,18 +257,30 @@ func (ch *channel) output(code string, p []byte) {
 	if files == nil {
 		ch.rec.output(code, p)
 	}
-	var w io.Writer = ch.client
-	if code == "e" {
-		w = ch.client.Stderr()
-		_, _ = w.Write(p)
-	} else {
-		ch.cw.Lock()
-		_, _ = w.Write(p)
-		ch.cw.Unlock()
-	}
+	ch.toClient(code == "e", p)
 	ch.mu.Lock()
 	ch.bytesOut += uint64(len(p))
 	ch.mu.Unlock()
+}
+
+// toClient writes p to the client's stdout or stderr. Every write to the client and its EOF
+// go through here, one at a time: an sftp reply must not land inside a packet of the host's,
+// and x/crypto's channel does not order an EOF against a concurrent write.
+func (ch *channel) toClient(stderr bool, p []byte) {
+	ch.cw.Lock()
+	defer ch.cw.Unlock()
+	if stderr {
+		_, _ = ch.client.Stderr().Write(p)
+		return
+	}
+	_, _ = ch.client.Write(p)
+}
+
+// closeClientWrite sends the client EOF (nothing more on stdout or stderr).
+func (ch *channel) closeClientWrite() {
+	ch.cw.Lock()
+	defer ch.cw.Unlock()
+	_ = ch.client.CloseWrite()
 }
 
 // pumpIn relays the client's input to the host once a program is allowed (before that it
@@ -295,9 +307,7 @@ func (ch *channel) pumpIn(ctx context.Context) {
 					ch.c.sess.Record(f.event(ch.progID, ch.n))
 				}
 				if len(reply) > 0 {
-					ch.cw.Lock()
-					_, _ = ch.client.Write(reply)
-					ch.cw.Unlock()
+					ch.toClient(false, reply)
 				}
 				if ferr != nil {
 					ch.brokenFiles(ferr)
@@ -507,15 +517,15 @@ func (ch *channel) denyProgram(r *ssh.Request, msg string) {
 	if r.WantReply {
 		_ = r.Reply(true, nil)
 	}
-	_, _ = io.WriteString(ch.client.Stderr(), "gatehouse: "+msg+"\r\n")
+	ch.toClient(true, []byte("gatehouse: "+msg+"\r\n"))
 	_, _ = ch.client.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{deniedStatus}))
-	_ = ch.client.CloseWrite()
+	ch.closeClientWrite()
 	ch.client.Close()
 }
 
 // refuse tells the client why on its stderr and fails the request.
 func (ch *channel) refuse(r *ssh.Request, msg string) {
-	_, _ = io.WriteString(ch.client.Stderr(), "gatehouse: "+msg+"\r\n")
+	ch.toClient(true, []byte("gatehouse: "+msg+"\r\n"))
 	if r.WantReply {
 		_ = r.Reply(false, nil)
 	}
@@ -531,7 +541,7 @@ func (ch *channel) hold(ctx context.Context, q *session.Query, text string) sess
 			if hint != "" {
 				msg += "\r\n" + hint
 			}
-			_, _ = io.WriteString(ch.client.Stderr(), msg+"\r\n")
+			ch.toClient(true, []byte(msg+"\r\n"))
 		},
 		Cancelled: ch.cancel,
 	})
