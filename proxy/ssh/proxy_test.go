@@ -615,3 +615,37 @@ func TestForwardingAllowedByARule(t *testing.T) {
 	_, err = c.Dial("tcp", "127.0.0.1:1")
 	require.ErrorContains(t, err, "port forwarding denied", "another destination was allowed")
 }
+
+// TestKeyboardInteractiveToken: the token as the answer to the keyboard-interactive prompt
+// (what clients that never send passwords use), and a wrong answer refused with the reason.
+func TestKeyboardInteractiveToken(t *testing.T) {
+	e := start(t)
+	answer := func(token string) gossh.KeyboardInteractiveChallenge {
+		return func(_, instruction string, questions []string, echos []bool) ([]string, error) {
+			if len(questions) == 0 {
+				return nil, nil
+			}
+			require.Equal(t, []string{"Token: "}, questions)
+			require.Equal(t, []bool{false}, echos, "the token is not echoed")
+			return []string{token}, nil
+		}
+	}
+	var banner strings.Builder
+	dial := func(token string) (*gossh.Client, error) {
+		return gossh.Dial("tcp", e.addr, &gossh.ClientConfig{User: "web+root", Auth: []gossh.AuthMethod{gossh.KeyboardInteractive(answer(token))},
+			HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 20 * time.Second,
+			BannerCallback: func(msg string) error { banner.WriteString(msg); return nil }})
+	}
+	c, err := dial(e.token)
+	require.NoError(t, err)
+	s, err := c.NewSession()
+	require.NoError(t, err)
+	out, err := s.Output("echo kbd")
+	require.NoError(t, err)
+	require.Equal(t, "kbd\n", string(out))
+	c.Close()
+
+	_, err = dial("not-a-token")
+	require.Error(t, err)
+	require.Contains(t, banner.String(), "gatehouse:", "the refusal says why")
+}
