@@ -206,14 +206,27 @@ func (ch *channel) notify(msg string) <-chan struct{} {
 	return done
 }
 
+// A channel's pumps read into a small buffer while it is idle (most open sessions are), and
+// a large one once a read fills it (a transfer).
+const pumpStart, pumpMax = 2 << 10, 32 << 10
+
+// grow is the buffer for the next read, after one of n bytes into buf.
+func grow(buf []byte, n int) []byte {
+	if n == len(buf) && len(buf) < pumpMax {
+		return make([]byte, pumpMax)
+	}
+	return buf
+}
+
 // pumpOut relays the host's stdout or stderr to the client, masked where the program's
 // decision masks, and records it.
 func (ch *channel) pumpOut(from io.Reader, code string) {
-	buf := make([]byte, 16<<10)
+	buf := make([]byte, pumpStart)
 	for {
 		n, err := from.Read(buf)
 		if n > 0 {
 			ch.output(code, buf[:n])
+			buf = grow(buf, n)
 		}
 		if err != nil {
 			ch.output(code, nil) // the rest a masker held
@@ -291,7 +304,7 @@ func (ch *channel) pumpIn(ctx context.Context) {
 	case <-ch.done:
 		return
 	}
-	buf := make([]byte, 16<<10)
+	buf := make([]byte, pumpStart)
 	for {
 		n, err := ch.client.Read(buf)
 		if n > 0 {
@@ -322,6 +335,7 @@ func (ch *channel) pumpIn(ctx context.Context) {
 					return
 				}
 			}
+			buf = grow(buf, n)
 		}
 		if err != nil {
 			_ = ch.host.CloseWrite()
