@@ -177,7 +177,11 @@ func (s *Server) authFailed(ctx context.Context, meta ssh.ConnMetadata, st *auth
 	if r, err := s.auth.Resource(name, "ssh"); err == nil {
 		res = r
 	}
-	s.connections.WithLabelValues("auth").Inc()
+	outcome := "auth"
+	if check == "backend" {
+		outcome = "backend"
+	}
+	s.connections.WithLabelValues(outcome).Inc()
 	s.log.Info("authentication refused", "client", meta.RemoteAddr().String(), "user", meta.User(), "check", check, "reason", msg)
 	sess := session.New(id, res, s.pub, s.decider, s.cfg.Limits)
 	_ = sess.Emit(ctx, &schemas.AuthFailed{Protocol: "ssh", ClientAddr: meta.RemoteAddr().String(),
