@@ -38,7 +38,8 @@ type Hold struct {
 	// Notify tells the waiting client that it waits, and for what (each protocol its own
 	// way: a NOTICE, a line on stderr, a header).
 	Notify func(message, hint string)
-	// Cancelled ends the wait with a reason: the client cancelled, or went away.
+	// Cancelled ends the wait with a reason: the client cancelled, or went away (a closed
+	// channel: client_disconnected, for every hold waiting on it).
 	Cancelled <-chan string
 }
 
@@ -180,6 +181,9 @@ func (s *Session) HoldFor(ctx context.Context, ap *Approvals, h Hold) Outcome {
 			return Outcome{End: "deadline", ApprovalID: id,
 				Message: fmt.Sprintf("approval %s was not granted before its deadline (%s); the statement was not run", id, req.Deadline.Format(time.RFC3339))}
 		case why := <-h.Cancelled:
+			if why == "" { // closed: every hold of the client's gives up
+				why = "client_disconnected"
+			}
 			cx := &schemas.ApprovalCancelled{ApprovalID: id, QueryID: q.ID, Reason: why}
 			s.publishApproval(ctx, ap, id, schemas.TypeApprovalCancelled, s.Identity.Identity, cx, id+".cancelled")
 			return Outcome{End: "client_cancelled", ApprovalID: id, Message: "approval " + id + " cancelled; the statement was not run"}

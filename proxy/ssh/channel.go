@@ -32,23 +32,24 @@ type channel struct {
 	host   ssh.Channel
 	start  time.Time
 
-	mu       sync.Mutex // guards the program's state below
-	program  string     // exec, shell or subsystem, once allowed
-	progID   uint64     // the request that started it
-	pty      *ptyReq
-	ended    string // exited, signal
-	status   uint32
-	signal   string
-	rec      *recorder
-	outMask  *streamMasker // the client's stdout and stderr are masked (a program without a terminal)
-	errMask  *streamMasker
-	files    fileInspector // sftp or scp, when the program is one
-	started  chan struct{} // closed when the program may read input
-	done     chan struct{} // closed when the channel is closed for good
-	cancel   chan string   // a held request gives up: the client went away
-	cw       sync.Mutex    // orders what goes to the client: stdout (output and sftp replies), stderr, EOF
-	bytesIn  uint64
-	bytesOut uint64
+	mu         sync.Mutex // guards the program's state below
+	program    string     // exec, shell or subsystem, once allowed
+	progID     uint64     // the request that started it
+	pty        *ptyReq
+	ended      string // exited, signal
+	status     uint32
+	signal     string
+	rec        *recorder
+	outMask    *streamMasker // the client's stdout and stderr are masked (a program without a terminal)
+	errMask    *streamMasker
+	files      fileInspector // sftp or scp, when the program is one
+	started    chan struct{} // closed when the program may read input
+	done       chan struct{} // closed when the channel is closed for good
+	cancel     chan string   // closed when the client went away: every held request gives up
+	cancelOnce sync.Once
+	cw         sync.Mutex // orders what goes to the client: stdout (output and sftp replies), stderr, EOF
+	bytesIn    uint64
+	bytesOut   uint64
 }
 
 // ptyReq is what the client asked of its terminal.
@@ -63,7 +64,7 @@ type ptyReq struct {
 // client's one is accepted.
 func (c *conn) openSession(ctx context.Context, nc ssh.NewChannel) {
 	n := c.channelNumber()
-	ch := &channel{c: c, n: n, start: time.Now(), started: make(chan struct{}), done: make(chan struct{}), cancel: make(chan string, 1)}
+	ch := &channel{c: c, n: n, start: time.Now(), started: make(chan struct{}), done: make(chan struct{}), cancel: make(chan string)}
 	if !c.track(ch) {
 		_ = nc.Reject(ssh.ResourceShortage, fmt.Sprintf("at most %d channels at once through the gateway", c.srv.cfg.MaxChannels))
 		return
@@ -102,13 +103,14 @@ func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Req
 	defer ch.c.untrack(ch)
 	var pumps sync.WaitGroup
 	pumps.Add(2)
-	go func() { defer pumps.Done(); ch.pumpOut(ch.host, "o") }()
-	go func() { defer pumps.Done(); ch.pumpOut(ch.host.Stderr(), "e") }()
-	go ch.pumpIn(ctx)
+	go func() { defer pumps.Done(); defer ch.c.recovered("stdout pump"); ch.pumpOut(ch.host, "o") }()
+	go func() { defer pumps.Done(); defer ch.c.recovered("stderr pump"); ch.pumpOut(ch.host.Stderr(), "e") }()
+	go func() { defer ch.c.recovered("input pump"); ch.pumpIn(ctx) }()
 
 	hostDone := make(chan struct{})
 	go func() {
 		defer close(hostDone)
+		defer ch.c.recovered("host requests")
 		for r := range hostReqs {
 			ch.hostRequest(r)
 		}
@@ -121,6 +123,7 @@ func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Req
 	var gone atomic.Bool
 	go func() {
 		defer close(clientDone)
+		defer ch.c.recovered("client requests")
 		for r := range queue {
 			if gone.Load() {
 				if r.WantReply {
@@ -134,13 +137,19 @@ func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Req
 	}()
 	go func() {
 		for r := range clientReqs {
-			queue <- r
+			select {
+			case queue <- r:
+			default:
+				// The worker is held (an approval) and the client keeps asking: what does
+				// not fit is refused, so that this loop never blocks x/crypto's, which must
+				// go on reading the connection (its close, other channels).
+				if r.WantReply {
+					_ = r.Reply(false, nil)
+				}
+			}
 		}
 		gone.Store(true)
-		select {
-		case ch.cancel <- "client_disconnected":
-		default:
-		}
+		ch.cancelOnce.Do(func() { close(ch.cancel) })
 		close(queue)
 	}()
 	// The host's output is complete when both pumps hit EOF; its exit status and close
@@ -185,8 +194,14 @@ func (ch *channel) finish() {
 	}
 	ch.c.sess.Record(&schemas.SshExit{QueryID: id, Channel: ch.n, Ended: ended, ExitStatus: status, ExitSignal: signal,
 		BytesIn: in, StdinSha256: ch.rec.stdinSum(), BytesOut: out, DurationUS: uint64(time.Since(ch.start).Microseconds())})
-	_ = ch.c.sess.Flush(context.Background())
+	fctx, cancel := context.WithTimeout(context.Background(), flushWait)
+	_ = ch.c.sess.Flush(fctx)
+	cancel()
 }
+
+// flushWait bounds how long the end of a channel or a session waits for JetStream to
+// acknowledge its record in strict mode (what it has not acknowledged stays in the spool).
+const flushWait = 5 * time.Second
 
 // notify writes a line of the gateway's to the client's stderr, without waiting on a client
 // that does not read; the returned channel is closed once it is written.
@@ -392,11 +407,19 @@ func (ch *channel) clientRequest(ctx context.Context, r *ssh.Request) {
 		q := ch.decide(ctx, schemas.SshRequest{Request: "pty-req", Term: truncate(p.Term, 64), Cols: p.Cols, Rows: p.Rows},
 			&schemas.SSHRequest{Term: p.Term})
 		if ch.enforce(ctx, q, r, "pty-req", "") {
-			ch.mu.Lock()
-			ch.pty = &p
-			ch.mu.Unlock()
-			ch.rec.terminal(p.Term, p.Cols, p.Rows)
-			ch.forward(r)
+			// A terminal is the host's to grant (no-pty, PermitTTY no): only one it granted
+			// makes the channel's input keystrokes.
+			ok, err := ch.host.SendRequest(r.Type, true, r.Payload)
+			granted := ok && err == nil
+			if granted {
+				ch.mu.Lock()
+				ch.pty = &p
+				ch.mu.Unlock()
+				ch.rec.terminal(p.Term, p.Cols, p.Rows)
+			}
+			if r.WantReply {
+				_ = r.Reply(granted, nil)
+			}
 		}
 	case "env":
 		var e struct{ Name, Value string }
@@ -630,7 +653,7 @@ func (ch *channel) startProgram(ctx context.Context, r *ssh.Request, kind, arg s
 	ch.mu.Lock()
 	ch.program, ch.progID, ch.outMask, ch.errMask, ch.files = kind, q.ID, om, em, files
 	ch.mu.Unlock()
-	ch.rec.program(q.ID, pty)
+	ch.rec.program(q.ID, pty, files != nil)
 	ok, err := ch.host.SendRequest(r.Type, r.WantReply, r.Payload)
 	if r.WantReply {
 		_ = r.Reply(ok && err == nil, nil)

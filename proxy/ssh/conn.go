@@ -79,6 +79,7 @@ func (s *Server) run(ctx context.Context, sc *ssh.ServerConn, chans <-chan ssh.N
 		Database: st.target.resource.Name, ApplicationName: string(sc.ClientVersion()), Login: st.target.login, AuthMethod: st.method,
 		Labels: labelList(st.target.resource.Labels)}); err != nil {
 		s.connections.WithLabelValues("audit").Inc()
+		go ssh.DiscardRequests(reqs)
 		refuseAll(chans, "session refused: audit trail unavailable: "+err.Error())
 		sc.Close()
 		return
@@ -87,6 +88,8 @@ func (s *Server) run(ctx context.Context, sc *ssh.ServerConn, chans <-chan ssh.N
 	if s.closed {
 		s.mu.Unlock()
 		c.setReason("shutdown")
+		go ssh.DiscardRequests(reqs)
+		refuseAll(chans, "the gateway is shutting down")
 		sc.Close()
 		c.finish(ctx, nil)
 		return
@@ -140,6 +143,16 @@ func (c *conn) contained(what string, f func()) {
 	f()
 }
 
+// recovered turns a panic in one of a session's own goroutines (its pumps, its request
+// workers: they read what the client and the host send) into the end of that session.
+func (c *conn) recovered(what string) {
+	if r := recover(); r != nil {
+		c.srv.log.Error("panic in ssh session", "where", what, "session", c.sess.ID, "panic", r, "stack", string(debug.Stack()))
+		c.setReason("internal_error")
+		c.close()
+	}
+}
+
 // setReason sets why the session ends, the first time.
 func (c *conn) setReason(r string) {
 	c.endReason.CompareAndSwap(nil, r)
@@ -184,8 +197,12 @@ func (c *conn) endOnWire(ev *schemas.SessionTerminated, msg string) func() {
 	told := c.tellAll("\r\ngatehouse: " + msg + "\r\n")
 	return func() {
 		waitTold(told)
-		_ = c.sess.Flush(context.Background())
+		// Closed first: the trail already holds session.terminated ahead of session.end,
+		// and a slow JetStream must not keep a revoked caller connected.
 		c.close()
+		fctx, cancel := context.WithTimeout(context.Background(), flushWait)
+		_ = c.sess.Flush(fctx)
+		cancel()
 	}
 }
 

@@ -565,6 +565,11 @@ func TestHeldExecGivesUpWhenTheClientGoes(t *testing.T) {
 	n, err := io.ReadAtLeast(stderr, line, len("gatehouse: waiting for approval"))
 	require.NoError(t, err)
 	require.Contains(t, string(line[:n]), "gatehouse: waiting for approval")
+	// A person resizing the window while they wait: many requests on the held channel, more
+	// than any queue holds, must not stop the gateway from seeing the client go.
+	for i := 0; i < 300; i++ {
+		require.NoError(t, s.WindowChange(24+i%10, 80))
+	}
 	c.Close()
 	evs := e.events(t, "web", sessionsEnded(1))
 	cancelled := ofType[schemas.ApprovalCancelled](t, evs, schemas.TypeApprovalCancelled)

@@ -86,10 +86,12 @@ func (r *recorder) stdinSum() string {
 }
 
 // program says which request started the channel's program, and whether it has a terminal.
-func (r *recorder) program(id uint64, pty bool) {
+// A program without a terminal has its input hashed (stdinSum); a file channel's input is
+// its files, hashed file by file (ssh.file).
+func (r *recorder) program(id uint64, pty, files bool) {
 	r.mu.Lock()
 	r.id, r.pty = id, pty
-	if !pty {
+	if !pty && !files {
 		r.stdin = sha256.New()
 	}
 	r.mu.Unlock()

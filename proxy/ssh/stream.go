@@ -1,6 +1,8 @@
 package ssh
 
 import (
+	"bytes"
+
 	"github.com/gatehouse/gatehouse/proxy/mask"
 )
 
@@ -48,14 +50,26 @@ func (s *streamMasker) feed(p []byte) ([]byte, int) {
 	if len(buf)-cut > maxHeldRun {
 		// A long run goes out but for its tail, cut where no value the detectors find in
 		// what is here crosses the cut (a value longer than the tail is not one of theirs).
-		cut = len(buf) - maxHeldRun
+		limit := len(buf) - maxHeldRun
+		cut = limit
+		spans := s.m.Spans(buf)
 		for moved := true; moved; {
 			moved = false
-			for _, sp := range s.m.Spans(buf) {
+			for _, sp := range spans {
 				if sp[0] < cut && sp[1] > cut {
 					cut, moved = sp[0], true
 				}
 			}
+		}
+		if limit-cut > maxHeldRun {
+			// A "value" that long is not one of the detectors' (an e-mail address's parts
+			// have no bound): what is held stays bounded, and the part of it that goes out
+			// is redacted whole (fail closed).
+			out, n := s.m.Detect(buf[:cut])
+			out = append(append([]byte(nil), out...), bytes.Repeat([]byte{'*'}, limit-cut)...)
+			s.held = append(s.held[:0], buf[limit:]...)
+			s.masked += uint64(n + 1)
+			return out, n + 1
 		}
 	}
 	out, n := s.m.Detect(buf[:cut])
