@@ -62,10 +62,11 @@ type authState struct {
 }
 
 // refusal is an authentication failure: what the client is told (as a banner: OpenSSH
-// prints it) and the check that failed, for the auth.failed event.
-func (s *Server) refusal(ctx context.Context, meta ssh.ConnMetadata, st *authState, check, msg string) error {
+// prints it) and the check that failed, for the auth.failed event, recorded as the
+// attempt's caller (who, nil when the attempt proved no identity).
+func (s *Server) refusal(ctx context.Context, meta ssh.ConnMetadata, st *authState, who *identity.Identity, check, msg string) error {
 	st.failures++
-	s.authFailed(ctx, meta, st, check, msg)
+	s.authFailed(ctx, meta, who, check, msg)
 	return &ssh.BannerError{Err: errors.New(check + ": " + msg), Message: "gatehouse: " + msg + "\n"}
 }
 
@@ -80,14 +81,14 @@ func (s *Server) serverConfig(ctx context.Context, st *authState) *ssh.ServerCon
 		},
 		KeyboardInteractiveCallback: func(meta ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
 			if _, err := s.parseUser(meta.User()); err != nil {
-				return nil, s.refusal(ctx, meta, st, "resource", err.Error())
+				return nil, s.refusal(ctx, meta, st, nil, "resource", err.Error())
 			}
 			answers, err := client("", "Gatehouse: send your OIDC access token.", []string{"Token: "}, []bool{false})
 			if err != nil {
 				return nil, err
 			}
 			if len(answers) != 1 {
-				return nil, s.refusal(ctx, meta, st, identity.CheckFormat, "expected one answer: the token")
+				return nil, s.refusal(ctx, meta, st, nil, identity.CheckFormat, "expected one answer: the token")
 			}
 			return s.tokenAuth(ctx, meta, st, answers[0])
 		},
@@ -98,7 +99,7 @@ func (s *Server) serverConfig(ctx context.Context, st *authState) *ssh.ServerCon
 				return nil, errors.New("plain keys are not accepted: use your token or `gatehouse ssh login`")
 			}
 			if _, _, err := sshcert.Verify(s.cfg.UserCAs, key, time.Now()); err != nil {
-				return nil, s.refusal(ctx, meta, st, "certificate", "certificate refused: "+err.Error())
+				return nil, s.refusal(ctx, meta, st, nil, "certificate", "certificate refused: "+err.Error())
 			}
 			return &ssh.Permissions{}, nil
 		},
@@ -106,12 +107,11 @@ func (s *Server) serverConfig(ctx context.Context, st *authState) *ssh.ServerCon
 		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 			id, until, err := sshcert.Verify(s.cfg.UserCAs, key, time.Now())
 			if err != nil {
-				return nil, s.refusal(ctx, meta, st, "certificate", "certificate refused: "+err.Error())
+				return nil, s.refusal(ctx, meta, st, nil, "certificate", "certificate refused: "+err.Error())
 			}
 			who := &identity.Identity{Identity: id, Expiry: until}
 			if err := s.auth.Live.Admit(id); err != nil {
-				st.identity = who
-				return nil, s.refusal(ctx, meta, st, "revoked", err.Error())
+				return nil, s.refusal(ctx, meta, st, who, "revoked", err.Error())
 			}
 			return s.admit(ctx, meta, st, who, "certificate")
 		},
@@ -125,26 +125,27 @@ func (s *Server) serverConfig(ctx context.Context, st *authState) *ssh.ServerCon
 // tokenAuth admits a caller by its OIDC token.
 func (s *Server) tokenAuth(ctx context.Context, meta ssh.ConnMetadata, st *authState, token string) (*ssh.Permissions, error) {
 	if _, err := s.parseUser(meta.User()); err != nil {
-		return nil, s.refusal(ctx, meta, st, "resource", err.Error())
+		return nil, s.refusal(ctx, meta, st, nil, "resource", err.Error())
 	}
 	token = strings.TrimSpace(token)
 	if token == "" {
-		return nil, s.refusal(ctx, meta, st, identity.CheckFormat, "send an OIDC access token as the password")
+		return nil, s.refusal(ctx, meta, st, nil, identity.CheckFormat, "send an OIDC access token as the password")
 	}
 	id, err := s.auth.Authenticate(ctx, token)
 	if err != nil {
 		var ae *session.AuthError
 		msg, check := "token rejected: "+err.Error(), "token"
+		var who *identity.Identity
 		if errors.As(err, &ae) {
 			msg, check = ae.Msg, ae.Check
 			if ae.Class == "revoked" {
-				st.identity = id
+				who = id
 			}
 		}
 		if len(token) == openSSHPasswordMax {
 			msg += fmt.Sprintf(" (the token arrived with exactly %d bytes, the most OpenSSH passes as a password: a longer token is cut; use `gatehouse ssh login`, which needs no password)", openSSHPasswordMax)
 		}
-		return nil, s.refusal(ctx, meta, st, check, msg)
+		return nil, s.refusal(ctx, meta, st, who, check, msg)
 	}
 	return s.admit(ctx, meta, st, id, "token")
 }
@@ -155,22 +156,21 @@ func (s *Server) tokenAuth(ctx context.Context, meta ssh.ConnMetadata, st *authS
 func (s *Server) admit(ctx context.Context, meta ssh.ConnMetadata, st *authState, id *identity.Identity, method string) (*ssh.Permissions, error) {
 	t, err := s.parseUser(meta.User())
 	if err != nil {
-		return nil, s.refusal(ctx, meta, st, "resource", err.Error())
+		return nil, s.refusal(ctx, meta, st, nil, "resource", err.Error())
 	}
-	st.target, st.identity, st.method = t, id, method
 	up, err := dialUpstream(ctx, t)
 	if err != nil {
-		return nil, s.refusal(ctx, meta, st, "backend", fmt.Sprintf("cannot connect to resource %s as %s: %v", t.resource.Name, t.login, err))
+		return nil, s.refusal(ctx, meta, st, id, "backend", fmt.Sprintf("cannot connect to resource %s as %s: %v", t.resource.Name, t.login, err))
 	}
-	st.upstream = up
+	st.target, st.identity, st.method, st.upstream = t, id, method, up
 	return &ssh.Permissions{}, nil
 }
 
 // authFailed records a refused attempt as auth.failed (a session of one event).
-func (s *Server) authFailed(ctx context.Context, meta ssh.ConnMetadata, st *authState, check, msg string) {
+func (s *Server) authFailed(ctx context.Context, meta ssh.ConnMetadata, who *identity.Identity, check, msg string) {
 	id := &identity.Identity{}
-	if st.identity != nil {
-		id = st.identity
+	if who != nil {
+		id = who
 	}
 	res := &config.Resource{Name: "_unknown", Audit: "buffered"}
 	name, _, _ := strings.Cut(meta.User(), loginSeparator)
@@ -187,6 +187,9 @@ func (s *Server) authFailed(ctx context.Context, meta ssh.ConnMetadata, st *auth
 	_ = sess.Emit(ctx, &schemas.AuthFailed{Protocol: "ssh", ClientAddr: meta.RemoteAddr().String(),
 		ClientUser: meta.User(), Database: res.Name, Check: check, Message: msg})
 }
+
+// errHostKey is a host whose key is not the pinned one (nor signed by the pinned CA).
+var errHostKey = errors.New("the host's key is not the one pinned for this resource")
 
 // upstream is the gateway's connection to the host.
 type upstream struct {
@@ -217,14 +220,20 @@ func dialUpstream(ctx context.Context, t *target) (*upstream, error) {
 		return nil, err
 	}
 	_ = raw.SetDeadline(time.Now().Add(timeout))
+	checkHost := func(host string, remote net.Addr, key ssh.PublicKey) error {
+		if err := hostKey(host, remote, key); err != nil {
+			return fmt.Errorf("%w (%v)", errHostKey, err)
+		}
+		return nil
+	}
 	c, chans, reqs, err := ssh.NewClientConn(raw, b.Address, &ssh.ClientConfig{
-		User: t.login, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: hostKey,
+		User: t.login, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: checkHost,
 		ClientVersion: "SSH-2.0-Gatehouse", Timeout: timeout,
 	})
 	if err != nil {
 		raw.Close()
-		if strings.Contains(err.Error(), "host key mismatch") || strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "authority") {
-			return nil, fmt.Errorf("the host's key is not the one pinned for this resource (%v); refusing to connect", err)
+		if errors.Is(err, errHostKey) {
+			return nil, fmt.Errorf("%v; refusing to connect", err)
 		}
 		return nil, err
 	}

@@ -47,7 +47,8 @@ type channel struct {
 	done       chan struct{} // closed when the channel is closed for good
 	cancel     chan string   // closed when the client went away: every held request gives up
 	cancelOnce sync.Once
-	cw         sync.Mutex // orders what goes to the client: stdout (output and sftp replies), stderr, EOF
+	exitReqs   []*ssh.Request // the host's exit-status / exit-signal, relayed at the end
+	cw         sync.Mutex     // orders what goes to the client: stdout (output and sftp replies), stderr, EOF
 	bytesIn    uint64
 	bytesOut   uint64
 }
@@ -105,7 +106,8 @@ func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Req
 	pumps.Add(2)
 	go func() { defer pumps.Done(); defer ch.c.recovered("stdout pump"); ch.pumpOut(ch.host, "o") }()
 	go func() { defer pumps.Done(); defer ch.c.recovered("stderr pump"); ch.pumpOut(ch.host.Stderr(), "e") }()
-	go func() { defer ch.c.recovered("input pump"); ch.pumpIn(ctx) }()
+	inDone := make(chan struct{})
+	go func() { defer close(inDone); defer ch.c.recovered("input pump"); ch.pumpIn(ctx) }()
 
 	hostDone := make(chan struct{})
 	go func() {
@@ -159,10 +161,20 @@ func (ch *channel) run(ctx context.Context, clientReqs, hostReqs <-chan *ssh.Req
 	// OpenSSH disconnects for).
 	ch.closeClientWrite()
 	<-hostDone
+	ch.mu.Lock()
+	exits := ch.exitReqs
+	ch.mu.Unlock()
+	for _, r := range exits {
+		ok, err := ch.client.SendRequest(r.Type, r.WantReply, r.Payload)
+		if r.WantReply {
+			_ = r.Reply(ok && err == nil, nil)
+		}
+	}
 	ch.c.bytesOut.Add(ch.outBytes())
 	ch.client.Close()
 	<-clientDone
 	close(ch.done)
+	<-inDone // what the client sent last is decided and recorded before the channel's end
 	ch.finish()
 }
 
@@ -388,6 +400,14 @@ func (ch *channel) hostRequest(r *ssh.Request) {
 			ch.ended, ch.signal = "signal", truncate(sig.Signal, 32)
 			ch.mu.Unlock()
 		}
+	}
+	if r.Type == "exit-status" || r.Type == "exit-signal" {
+		// Relayed at the channel's end, after the last output and EOF (run), in the order
+		// the host sent them in: data, EOF, exit status, close.
+		ch.mu.Lock()
+		ch.exitReqs = append(ch.exitReqs, r)
+		ch.mu.Unlock()
+		return
 	}
 	ok, err := ch.client.SendRequest(r.Type, r.WantReply, r.Payload)
 	if r.WantReply {
@@ -627,6 +647,9 @@ func (ch *channel) startProgram(ctx context.Context, r *ssh.Request, kind, arg s
 	}
 	q := ch.decide(ctx, ev, part)
 	if msg, ok := ch.settle(ctx, q, kind, text); !ok {
+		ch.mu.Lock()
+		ch.program = "denied" // no other program on this channel, whatever the client asks
+		ch.mu.Unlock()
 		ch.denyProgram(r, msg)
 		return
 	}

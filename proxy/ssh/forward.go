@@ -124,10 +124,15 @@ func (c *conn) remoteForward(ctx context.Context, r *ssh.Request) {
 		}
 	}
 	ok, payload, err := c.up.conn.SendRequest(r.Type, r.WantReply, r.Payload)
-	if ok && err == nil && r.Type == "tcpip-forward" {
+	if ok && err == nil {
 		f := c.fw()
 		f.mu.Lock()
-		f.remote++
+		switch {
+		case r.Type == "tcpip-forward":
+			f.remote++
+		case f.remote > 0: // cancel-tcpip-forward
+			f.remote--
+		}
 		f.mu.Unlock()
 	}
 	if r.WantReply {

@@ -244,12 +244,16 @@ func (r *recorder) addLocked(code string, data []byte, t time.Time) {
 		return
 	}
 	if r.timer == nil {
-		r.timer = time.AfterFunc(flushAfter, func() {
+		var t *time.Timer
+		t = time.AfterFunc(flushAfter, func() {
 			r.mu.Lock()
-			r.timer = nil
-			r.flushLocked()
+			if r.timer == t { // not a timer a flush has replaced meanwhile
+				r.timer = nil
+				r.flushLocked()
+			}
 			r.mu.Unlock()
 		})
+		r.timer = t
 	}
 }
 
