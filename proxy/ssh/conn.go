@@ -25,11 +25,12 @@ type conn struct {
 	up     *upstream
 	t      *target
 
-	chMu     sync.Mutex
-	channels map[*channel]struct{}
-	nextCh   uint32 // channel numbers within the session, from 0
-	forwards *forwarding
-	wg       sync.WaitGroup
+	chMu       sync.Mutex
+	channels   map[*channel]struct{}
+	nextCh     uint32 // channel numbers within the session, from 0
+	forwards   *forwarding
+	forwarding int // forwarding channels open (direct-tcpip, forwarded-tcpip, agent)
+	wg         sync.WaitGroup
 
 	bytesIn, bytesOut atomic.Uint64
 
@@ -288,15 +289,33 @@ func (c *conn) channelNumber() uint32 {
 	return n
 }
 
-// track adds a live channel, within the connection's limit.
+// track adds a live session channel, within the connection's limit (which counts its
+// forwarding channels too).
 func (c *conn) track(ch *channel) bool {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
-	if len(c.channels) >= c.srv.cfg.MaxChannels {
+	if len(c.channels)+c.forwarding >= c.srv.cfg.MaxChannels {
 		return false
 	}
 	c.channels[ch] = struct{}{}
 	return true
+}
+
+// reserve counts a forwarding channel within the connection's limit; release gives it back.
+func (c *conn) reserve() bool {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	if len(c.channels)+c.forwarding >= c.srv.cfg.MaxChannels {
+		return false
+	}
+	c.forwarding++
+	return true
+}
+
+func (c *conn) release() {
+	c.chMu.Lock()
+	c.forwarding--
+	c.chMu.Unlock()
 }
 
 func (c *conn) untrack(ch *channel) {

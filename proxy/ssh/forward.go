@@ -63,6 +63,16 @@ func (c *conn) openDirect(ctx context.Context, nc ssh.NewChannel) {
 		OriginHost string
 		OriginPort uint32
 	}
+	if !c.reserve() {
+		_ = nc.Reject(ssh.ResourceShortage, fmt.Sprintf("at most %d channels at once through the gateway", c.srv.cfg.MaxChannels))
+		return
+	}
+	reserved := true
+	defer func() {
+		if reserved {
+			c.release()
+		}
+	}()
 	n := c.channelNumber()
 	if ssh.Unmarshal(nc.ExtraData(), &d) != nil {
 		c.sess.RefuseRequest(func(id uint64) schemas.Payload {
@@ -96,8 +106,9 @@ func (c *conn) openDirect(ctx context.Context, nc ssh.NewChannel) {
 		return
 	}
 	go ssh.DiscardRequests(creqs)
+	reserved = false // the pipe gives it back
 	c.wg.Add(1)
-	go c.contained("forwarding", func() { c.pipe(client, host) })
+	go c.contained("forwarding", func() { defer c.release(); c.pipe(client, host) })
 }
 
 // remoteForward decides a remote forwarding (tcpip-forward) and relays it to the host; a
@@ -146,6 +157,16 @@ func (c *conn) relayFromHost(ctx context.Context, nc ssh.NewChannel, allowed boo
 		_ = nc.Reject(ssh.Prohibited, "not allowed through the gateway")
 		return
 	}
+	if !c.reserve() {
+		_ = nc.Reject(ssh.ResourceShortage, "too many channels on this connection")
+		return
+	}
+	reserved := true
+	defer func() {
+		if reserved {
+			c.release()
+		}
+	}()
 	client, creqs, err := c.client.OpenChannel(nc.ChannelType(), nc.ExtraData())
 	if err != nil {
 		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("the client refused the channel: %v", err))
@@ -158,8 +179,9 @@ func (c *conn) relayFromHost(ctx context.Context, nc ssh.NewChannel, allowed boo
 		return
 	}
 	go ssh.DiscardRequests(hreqs)
+	reserved = false // the pipe gives it back
 	c.wg.Add(1)
-	go c.contained("forwarding", func() { c.pipe(client, host) })
+	go c.contained("forwarding", func() { defer c.release(); c.pipe(client, host) })
 }
 
 // pipe copies both ways until both are done, counting the bytes.

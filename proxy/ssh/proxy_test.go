@@ -654,3 +654,35 @@ func TestKeyboardInteractiveToken(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, banner.String(), "gatehouse:", "the refusal says why")
 }
+
+// TestTypedValuesMaskedInARecording: on a masked resource, a card number typed at a shell is
+// masked in the recorded keystrokes, as in the recorded output.
+func TestTypedValuesMaskedInARecording(t *testing.T) {
+	e := start(t)
+	keyFile, _ := e.certKey(t, ada, time.Now().Add(time.Hour))
+	_, port, _ := net.SplitHostPort(e.addr)
+	term := startTerminal(t, "ssh", append(append([]string{"-tt", "-p", port}, e.certArgs(keyFile)...), "web-mask+root@127.0.0.1")...)
+	at := term.expect(0, "# ")
+	term.typeText("echo 4111 1111 1111 1111 typed\r")
+	at = term.expect(at, "typed\r\n")
+	term.expect(at, "# ")
+	term.typeText("exit\r")
+	select {
+	case <-term.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the shell did not end")
+	}
+	evs := e.events(t, "web-mask", sessionsEnded(1))
+	var input strings.Builder
+	for _, io := range ofType[schemas.SshIo](t, evs, schemas.TypeSshIo) {
+		for _, f := range io.Frames {
+			if f.Code == "i" {
+				input.WriteString(f.Data)
+			}
+		}
+	}
+	require.Contains(t, input.String(), "typed")
+	for _, ev := range evs {
+		require.NotContains(t, string(ev.Payload), "4111 1111 1111 1111", ev.Type)
+	}
+}

@@ -133,10 +133,7 @@ func (r *recorder) output(code string, p []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.pty {
-		for _, f := range r.echo.output(p) {
-			r.addLocked("i", f.data, f.t)
-			r.hidden += uint64(f.hidden)
-		}
+		r.addInputLocked(r.echo.output(p))
 	}
 	i := codeIndex(code)
 	t := now
@@ -202,11 +199,33 @@ func (r *recorder) input(p []byte) {
 		}
 		return
 	}
-	for _, f := range r.echo.input(p, now) {
-		r.addLocked("i", f.data, f.t)
+	r.addInputLocked(r.echo.input(p, now))
+	r.mu.Unlock()
+}
+
+// addInputLocked records keystrokes the echo tracker has decided (a typed line, mostly).
+// Where the recording is masked, what was typed is masked too: a card number typed or
+// pasted at the terminal is found in its line, which is then one frame (at its first key's
+// time).
+func (r *recorder) addInputLocked(fs []inFrame) {
+	if len(fs) == 0 {
+		return
+	}
+	if r.om[0] == nil {
+		for _, f := range fs {
+			r.addLocked("i", f.data, f.t)
+			r.hidden += uint64(f.hidden)
+		}
+		return
+	}
+	var line []byte
+	for _, f := range fs {
+		line = append(line, f.data...)
 		r.hidden += uint64(f.hidden)
 	}
-	r.mu.Unlock()
+	masked, n := r.om[0].m.Detect(line)
+	r.masked += uint64(n)
+	r.addLocked("i", masked, fs[0].t)
 }
 
 // resize records the terminal's new size.
@@ -294,10 +313,7 @@ func (r *recorder) close() {
 			r.carry[i] = nil
 		}
 	}
-	for _, f := range r.echo.flush() {
-		r.addLocked("i", f.data, f.t)
-		r.hidden += uint64(f.hidden)
-	}
+	r.addInputLocked(r.echo.flush())
 	r.flushLocked()
 	r.closed = true
 }
