@@ -551,7 +551,6 @@ func readsField(ast *cel.Ast, names ...string) bool {
 			if slices.Contains(names, k.SelectExpr.GetField()) {
 				found = true
 			}
-			walk(k.SelectExpr.GetOperand())
 		case *exprpb.Expr_CallExpr:
 			if k.CallExpr.GetFunction() == "_[_]" && len(k.CallExpr.GetArgs()) == 2 {
 				// request.sql["text"], or an index we cannot see through.
@@ -559,28 +558,35 @@ func readsField(ast *cel.Ast, names ...string) bool {
 					found = true
 				}
 			}
-			walk(k.CallExpr.GetTarget())
-			for _, a := range k.CallExpr.GetArgs() {
-				walk(a)
-			}
-		case *exprpb.Expr_ListExpr:
-			for _, el := range k.ListExpr.GetElements() {
-				walk(el)
-			}
-		case *exprpb.Expr_StructExpr:
-			for _, en := range k.StructExpr.GetEntries() {
-				walk(en.GetMapKey())
-				walk(en.GetValue())
-			}
-		case *exprpb.Expr_ComprehensionExpr:
-			c := k.ComprehensionExpr
-			for _, x := range []*exprpb.Expr{c.GetIterRange(), c.GetAccuInit(), c.GetLoopCondition(), c.GetLoopStep(), c.GetResult()} {
-				walk(x)
-			}
+		}
+		for _, c := range celChildren(e) {
+			walk(c)
 		}
 	}
 	walk(checked.GetExpr())
 	return found
+}
+
+// celChildren are the expressions directly inside e, for the walks over a rule's syntax.
+func celChildren(e *exprpb.Expr) []*exprpb.Expr {
+	switch k := e.GetExprKind().(type) {
+	case *exprpb.Expr_SelectExpr:
+		return []*exprpb.Expr{k.SelectExpr.GetOperand()}
+	case *exprpb.Expr_CallExpr:
+		return append([]*exprpb.Expr{k.CallExpr.GetTarget()}, k.CallExpr.GetArgs()...)
+	case *exprpb.Expr_ListExpr:
+		return k.ListExpr.GetElements()
+	case *exprpb.Expr_StructExpr:
+		var out []*exprpb.Expr
+		for _, en := range k.StructExpr.GetEntries() {
+			out = append(out, en.GetMapKey(), en.GetValue())
+		}
+		return out
+	case *exprpb.Expr_ComprehensionExpr:
+		c := k.ComprehensionExpr
+		return []*exprpb.Expr{c.GetIterRange(), c.GetAccuInit(), c.GetLoopCondition(), c.GetLoopStep(), c.GetResult()}
+	}
+	return nil
 }
 
 func claims(m map[string]any) map[string]any {

@@ -202,7 +202,6 @@ func requestParts(ast *cel.Ast) protoParts {
 				parts |= part(k.SelectExpr.GetField())
 				return
 			}
-			walk(k.SelectExpr.GetOperand())
 		case *exprpb.Expr_CallExpr:
 			args := k.CallExpr.GetArgs()
 			if k.CallExpr.GetFunction() == "_[_]" && len(args) == 2 && isRequest(args[0]) {
@@ -214,24 +213,9 @@ func requestParts(ast *cel.Ast) protoParts {
 				walk(args[1])
 				return
 			}
-			walk(k.CallExpr.GetTarget())
-			for _, a := range args {
-				walk(a)
-			}
-		case *exprpb.Expr_ListExpr:
-			for _, el := range k.ListExpr.GetElements() {
-				walk(el)
-			}
-		case *exprpb.Expr_StructExpr:
-			for _, en := range k.StructExpr.GetEntries() {
-				walk(en.GetMapKey())
-				walk(en.GetValue())
-			}
-		case *exprpb.Expr_ComprehensionExpr:
-			c := k.ComprehensionExpr
-			for _, x := range []*exprpb.Expr{c.GetIterRange(), c.GetAccuInit(), c.GetLoopCondition(), c.GetLoopStep(), c.GetResult()} {
-				walk(x)
-			}
+		}
+		for _, c := range celChildren(e) {
+			walk(c)
 		}
 	}
 	walk(checked.GetExpr())
