@@ -188,6 +188,121 @@ func (v *Identity) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// KubeAttributes is what the Kubernetes API server's request-info parser reads of a request (the kube part of its decision request).
+type KubeAttributes struct {
+	// Verb is get, list, watch, create, update, patch, delete, deletecollection, or the lower-case method of a non-resource path.
+	Verb string `json:"verb"`
+	// ApiGroup is the API group, empty for the core group.
+	ApiGroup string `json:"api_group,omitempty"`
+	// ApiVersion is the API version.
+	ApiVersion string `json:"api_version,omitempty"`
+	// Resource is the API resource (plural).
+	Resource string `json:"resource,omitempty"`
+	// Subresource is the subresource.
+	Subresource string `json:"subresource,omitempty"`
+	// Namespace is the namespace.
+	Namespace string `json:"namespace,omitempty"`
+	// Name is the object's name.
+	Name string `json:"name,omitempty"`
+	// Command is exec: the command and its arguments.
+	Command []string `json:"command,omitempty"`
+	// Container is exec and attach: the container.
+	Container string `json:"container,omitempty"`
+	// Ports is portforward: the pod ports.
+	Ports []string `json:"ports,omitempty"`
+}
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *KubeAttributes) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"verb":`...)
+	b = AppendJSONString(b, v.Verb)
+	if !(v.ApiGroup == "") {
+		b = append(b, `,"api_group":`...)
+		b = AppendJSONString(b, v.ApiGroup)
+	}
+	if !(v.ApiVersion == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"api_version":`...)
+		b = AppendJSONString(b, v.ApiVersion)
+	}
+	if !(v.Resource == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"resource":`...)
+		b = AppendJSONString(b, v.Resource)
+	}
+	if !(v.Subresource == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"subresource":`...)
+		b = AppendJSONString(b, v.Subresource)
+	}
+	if !(v.Namespace == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"namespace":`...)
+		b = AppendJSONString(b, v.Namespace)
+	}
+	if !(v.Name == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"name":`...)
+		b = AppendJSONString(b, v.Name)
+	}
+	if !(len(v.Command) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"command":`...)
+		if v.Command == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Command {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(v.Container == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"container":`...)
+		b = AppendJSONString(b, v.Container)
+	}
+	if !(len(v.Ports) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"ports":`...)
+		if v.Ports == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Ports {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	return append(b, '}')
+}
+
 // MaskedCount is how many values of one result column were masked.
 type MaskedCount struct {
 	// Column is column index in the result (for COPY, the field index).
@@ -300,6 +415,37 @@ func (v *TermFrame) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// WSFrame is one WebSocket message as it passed the gateway.
+type WSFrame struct {
+	// TUS is microseconds since the upgrade.
+	TUS uint64 `json:"t_us"`
+	// From is client or server.
+	From string `json:"from"`
+	// Op is text, binary, close, ping or pong.
+	Op string `json:"op"`
+	// Data is text as is (masked by the content detectors), binary as base64; at most the recording limit per message.
+	Data string `json:"data"`
+	// Bytes is the message's length.
+	Bytes uint64 `json:"bytes"`
+}
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *WSFrame) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"t_us":`...)
+	b = strconv.AppendUint(b, uint64(v.TUS), 10)
+	b = append(b, `,"from":`...)
+	b = AppendJSONString(b, v.From)
+	b = append(b, `,"op":`...)
+	b = AppendJSONString(b, v.Op)
+	b = append(b, `,"data":`...)
+	b = AppendJSONString(b, v.Data)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendUint(b, uint64(v.Bytes), 10)
+	return append(b, '}')
+}
+
 // Event types.
 const (
 	// TypeSessionStart: A caller authenticated and the proxy opened a backend connection for it.
@@ -352,6 +498,18 @@ const (
 	TypeSshExit = "ssh.exit"
 	// TypeSshFile: A file went through the session (sftp or scp): its path, direction, size and the SHA-256 of its content as it passed.
 	TypeSshFile = "ssh.file"
+	// TypeHttpRequest: The client sent an HTTP request (to an HTTP resource, or to the Kubernetes API): what the gateway decided and forwarded, with the credentials left out and the body recorded up to the resource's limit, masked by the content detectors.
+	TypeHttpRequest = "http.request"
+	// TypeHttpResponse: The response's status and headers, as sent to the client (the body follows in http.body events).
+	TypeHttpResponse = "http.response"
+	// TypeHttpBody: A bounded chunk of a response body as sent to the client, masked (by field path and content detectors); bodies are recorded up to the resource's limit.
+	TypeHttpBody = "http.body"
+	// TypeHttpWs: WebSocket messages after an allowed upgrade, in order, bounded per connection by the recording limit.
+	TypeHttpWs = "http.ws"
+	// TypeHttpDone: A request finished: answered in full, refused, cut (the client went, the upstream failed, the session was revoked).
+	TypeHttpDone = "http.done"
+	// TypeKubeIo: What a Kubernetes exec or attach carried, as timed terminal frames (asciicast v2), like ssh.io: output, error output, keystrokes (on a terminal) and resizes; a non-terminal stdin is recorded by SHA-256 in stdin_sha256 of the last chunk.
+	TypeKubeIo = "kube.io"
 )
 
 // Event codes, one per type.
@@ -406,6 +564,18 @@ const (
 	CodeSshExit = "GH2102"
 	// CodeSshFile is the code of ssh.file.
 	CodeSshFile = "GH2103"
+	// CodeHttpRequest is the code of http.request.
+	CodeHttpRequest = "GH2200"
+	// CodeHttpResponse is the code of http.response.
+	CodeHttpResponse = "GH2201"
+	// CodeHttpBody is the code of http.body.
+	CodeHttpBody = "GH2202"
+	// CodeHttpWs is the code of http.ws.
+	CodeHttpWs = "GH2203"
+	// CodeHttpDone is the code of http.done.
+	CodeHttpDone = "GH2204"
+	// CodeKubeIo is the code of kube.io.
+	CodeKubeIo = "GH2300"
 )
 
 // Codes maps every event type to its code.
@@ -435,6 +605,12 @@ var Codes = map[string]string{
 	TypeSshIo:             CodeSshIo,
 	TypeSshExit:           CodeSshExit,
 	TypeSshFile:           CodeSshFile,
+	TypeHttpRequest:       CodeHttpRequest,
+	TypeHttpResponse:      CodeHttpResponse,
+	TypeHttpBody:          CodeHttpBody,
+	TypeHttpWs:            CodeHttpWs,
+	TypeHttpDone:          CodeHttpDone,
+	TypeKubeIo:            CodeKubeIo,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -490,6 +666,18 @@ func NewPayload(typ string) (Payload, bool) {
 		return &SshExit{}, true
 	case TypeSshFile:
 		return &SshFile{}, true
+	case TypeHttpRequest:
+		return &HttpRequest{}, true
+	case TypeHttpResponse:
+		return &HttpResponse{}, true
+	case TypeHttpBody:
+		return &HttpBody{}, true
+	case TypeHttpWs:
+		return &HttpWs{}, true
+	case TypeHttpDone:
+		return &HttpDone{}, true
+	case TypeKubeIo:
+		return &KubeIo{}, true
 	}
 	return nil, false
 }
@@ -2281,5 +2469,452 @@ func (v *SshFile) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `"complete":`...)
 	b = strconv.AppendBool(b, v.Complete)
+	return append(b, '}')
+}
+
+// HttpRequest is the payload of http.request events: the client sent an HTTP request (to an HTTP resource, or to the Kubernetes API): what the gateway decided and forwarded, with the credentials left out and the body recorded up to the resource's limit, masked by the content detectors.
+type HttpRequest struct {
+	// QueryID is request number within the session, from 1 (the decision has the same number).
+	QueryID uint64 `json:"query_id"`
+	// Method is the method.
+	Method string `json:"method"`
+	// Host is the host the client addressed.
+	Host string `json:"host,omitempty"`
+	// Path is the normalised path (what was decided and forwarded).
+	Path string `json:"path"`
+	// RawPath is the path as the client sent it, when normalising changed it.
+	RawPath string `json:"raw_path,omitempty"`
+	// Query is the query string as forwarded.
+	Query string `json:"query,omitempty"`
+	// Route is the route template the path matched.
+	Route string `json:"route,omitempty"`
+	// Headers is the request headers as name: value, credentials (authorization, cookie, the token header, proxy-authorization) as name: [redacted].
+	Headers []string `json:"headers,omitempty"`
+	// Body is the body as text, up to the recording limit (binary as base64), content detectors applied.
+	Body string `json:"body,omitempty"`
+	// BodyBytes is the body's length as forwarded.
+	BodyBytes uint64 `json:"body_bytes"`
+	// BodyTruncated is the body was longer than the recording limit.
+	BodyTruncated bool `json:"body_truncated,omitempty"`
+	// BodySha256 is hex SHA-256 of the whole body as forwarded.
+	BodySha256 string `json:"body_sha256,omitempty"`
+	// Websocket is the client asked to upgrade to a WebSocket.
+	Websocket bool `json:"websocket,omitempty"`
+	// Kube is a request to the Kubernetes API: what its request-info parser read.
+	Kube *KubeAttributes `json:"kube,omitempty"`
+}
+
+// EventType returns "http.request".
+func (HttpRequest) EventType() string { return TypeHttpRequest }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *HttpRequest) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"method":`...)
+	b = AppendJSONString(b, v.Method)
+	if !(v.Host == "") {
+		b = append(b, `,"host":`...)
+		b = AppendJSONString(b, v.Host)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"path":`...)
+	b = AppendJSONString(b, v.Path)
+	if !(v.RawPath == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"raw_path":`...)
+		b = AppendJSONString(b, v.RawPath)
+	}
+	if !(v.Query == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"query":`...)
+		b = AppendJSONString(b, v.Query)
+	}
+	if !(v.Route == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"route":`...)
+		b = AppendJSONString(b, v.Route)
+	}
+	if !(len(v.Headers) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"headers":`...)
+		if v.Headers == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Headers {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(v.Body == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"body":`...)
+		b = AppendJSONString(b, v.Body)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"body_bytes":`...)
+	b = strconv.AppendUint(b, uint64(v.BodyBytes), 10)
+	if !(!v.BodyTruncated) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"body_truncated":`...)
+		b = strconv.AppendBool(b, v.BodyTruncated)
+	}
+	if !(v.BodySha256 == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"body_sha256":`...)
+		b = AppendJSONString(b, v.BodySha256)
+	}
+	if !(!v.Websocket) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"websocket":`...)
+		b = strconv.AppendBool(b, v.Websocket)
+	}
+	if !(v.Kube == nil) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"kube":`...)
+		if v.Kube == nil {
+			b = append(b, "null"...)
+		} else {
+			b = v.Kube.AppendJSON(b)
+		}
+	}
+	return append(b, '}')
+}
+
+// HttpResponse is the payload of http.response events: the response's status and headers, as sent to the client (the body follows in http.body events).
+type HttpResponse struct {
+	// QueryID is the request.
+	QueryID uint64 `json:"query_id"`
+	// Status is the status code sent to the client.
+	Status uint32 `json:"status"`
+	// Headers is the response headers as name: value, set-cookie as set-cookie: [redacted].
+	Headers []string `json:"headers,omitempty"`
+	// From is upstream (the service answered) or gateway (the gateway answered: a denial, an approval, an upstream that could not be reached).
+	From string `json:"from"`
+}
+
+// EventType returns "http.response".
+func (HttpResponse) EventType() string { return TypeHttpResponse }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *HttpResponse) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendUint(b, uint64(v.Status), 10)
+	if !(len(v.Headers) == 0) {
+		b = append(b, `,"headers":`...)
+		if v.Headers == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Headers {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = AppendJSONString(b, e)
+			}
+			b = append(b, ']')
+		}
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"from":`...)
+	b = AppendJSONString(b, v.From)
+	return append(b, '}')
+}
+
+// HttpBody is the payload of http.body events: a bounded chunk of a response body as sent to the client, masked (by field path and content detectors); bodies are recorded up to the resource's limit.
+type HttpBody struct {
+	// QueryID is the request.
+	QueryID uint64 `json:"query_id"`
+	// Chunk is chunk number within the response, from 0.
+	Chunk uint32 `json:"chunk"`
+	// Data is the body bytes as text (binary as base64).
+	Data string `json:"data"`
+	// Binary is data is base64.
+	Binary bool `json:"binary,omitempty"`
+	// Masked is values masked in this chunk, by field path or detector.
+	Masked []MaskedCount `json:"masked,omitempty"`
+}
+
+// EventType returns "http.body".
+func (HttpBody) EventType() string { return TypeHttpBody }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *HttpBody) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"chunk":`...)
+	b = strconv.AppendUint(b, uint64(v.Chunk), 10)
+	b = append(b, `,"data":`...)
+	b = AppendJSONString(b, v.Data)
+	if !(!v.Binary) {
+		b = append(b, `,"binary":`...)
+		b = strconv.AppendBool(b, v.Binary)
+	}
+	if !(len(v.Masked) == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"masked":`...)
+		if v.Masked == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Masked {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = e.AppendJSON(b)
+			}
+			b = append(b, ']')
+		}
+	}
+	return append(b, '}')
+}
+
+// HttpWs is the payload of http.ws events: webSocket messages after an allowed upgrade, in order, bounded per connection by the recording limit.
+type HttpWs struct {
+	// QueryID is the upgrade request.
+	QueryID uint64 `json:"query_id"`
+	// Chunk is chunk number, from 0.
+	Chunk uint32 `json:"chunk"`
+	// Frames is the messages.
+	Frames []WSFrame `json:"frames"`
+	// Masked is values the content detectors masked in this chunk.
+	Masked []MaskedCount `json:"masked,omitempty"`
+	// Dropped is bytes that passed but were not recorded: the recording limit was reached.
+	Dropped uint64 `json:"dropped,omitempty"`
+}
+
+// EventType returns "http.ws".
+func (HttpWs) EventType() string { return TypeHttpWs }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *HttpWs) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"chunk":`...)
+	b = strconv.AppendUint(b, uint64(v.Chunk), 10)
+	b = append(b, `,"frames":`...)
+	if v.Frames == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, e := range v.Frames {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = e.AppendJSON(b)
+		}
+		b = append(b, ']')
+	}
+	if !(len(v.Masked) == 0) {
+		b = append(b, `,"masked":`...)
+		if v.Masked == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Masked {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = e.AppendJSON(b)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(v.Dropped == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"dropped":`...)
+		b = strconv.AppendUint(b, uint64(v.Dropped), 10)
+	}
+	return append(b, '}')
+}
+
+// HttpDone is the payload of http.done events: a request finished: answered in full, refused, cut (the client went, the upstream failed, the session was revoked).
+type HttpDone struct {
+	// QueryID is the request.
+	QueryID uint64 `json:"query_id"`
+	// Status is ok (the response was sent whole), denied, error (the upstream could not be reached or failed mid-response), client_closed, revoked, or refused (the gateway refused the request before any decision: see error).
+	Status string `json:"status"`
+	// Code is the HTTP status the client got.
+	Code uint32 `json:"code,omitempty"`
+	// Error is what went wrong.
+	Error string `json:"error,omitempty"`
+	// BytesOut is response body bytes sent to the client.
+	BytesOut uint64 `json:"bytes_out"`
+	// BytesRecorded is response body bytes recorded in http.body (fewer past the limit).
+	BytesRecorded uint64 `json:"bytes_recorded"`
+	// Masked is values masked in the whole response.
+	Masked uint64 `json:"masked,omitempty"`
+	// Exit is Kubernetes exec: how the command ended, as the API server reported it (Success, or the failure message with its exit code).
+	Exit string `json:"exit,omitempty"`
+	// DurationUS is from the request reaching the gateway to its end, microseconds.
+	DurationUS uint64 `json:"duration_us"`
+}
+
+// EventType returns "http.done".
+func (HttpDone) EventType() string { return TypeHttpDone }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *HttpDone) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"status":`...)
+	b = AppendJSONString(b, v.Status)
+	if !(v.Code == 0) {
+		b = append(b, `,"code":`...)
+		b = strconv.AppendUint(b, uint64(v.Code), 10)
+	}
+	if !(v.Error == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"error":`...)
+		b = AppendJSONString(b, v.Error)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"bytes_out":`...)
+	b = strconv.AppendUint(b, uint64(v.BytesOut), 10)
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"bytes_recorded":`...)
+	b = strconv.AppendUint(b, uint64(v.BytesRecorded), 10)
+	if !(v.Masked == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"masked":`...)
+		b = strconv.AppendUint(b, uint64(v.Masked), 10)
+	}
+	if !(v.Exit == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"exit":`...)
+		b = AppendJSONString(b, v.Exit)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"duration_us":`...)
+	b = strconv.AppendUint(b, uint64(v.DurationUS), 10)
+	return append(b, '}')
+}
+
+// KubeIo is the payload of kube.io events: what a Kubernetes exec or attach carried, as timed terminal frames (asciicast v2), like ssh.io: output, error output, keystrokes (on a terminal) and resizes; a non-terminal stdin is recorded by SHA-256 in stdin_sha256 of the last chunk.
+type KubeIo struct {
+	// QueryID is the exec or attach request.
+	QueryID uint64 `json:"query_id"`
+	// Chunk is chunk number, from 0.
+	Chunk uint32 `json:"chunk"`
+	// Frames is the frames.
+	Frames []TermFrame `json:"frames"`
+	// Masked is values the content detectors masked in this chunk.
+	Masked []MaskedCount `json:"masked,omitempty"`
+	// Dropped is bytes that passed but were not recorded: the recording limit was reached.
+	Dropped uint64 `json:"dropped,omitempty"`
+	// StdinSha256 is set on the last chunk of a stream without a terminal that had input: hex SHA-256 of all of it.
+	StdinSha256 string `json:"stdin_sha256,omitempty"`
+}
+
+// EventType returns "kube.io".
+func (KubeIo) EventType() string { return TypeKubeIo }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *KubeIo) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"chunk":`...)
+	b = strconv.AppendUint(b, uint64(v.Chunk), 10)
+	b = append(b, `,"frames":`...)
+	if v.Frames == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, e := range v.Frames {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = e.AppendJSON(b)
+		}
+		b = append(b, ']')
+	}
+	if !(len(v.Masked) == 0) {
+		b = append(b, `,"masked":`...)
+		if v.Masked == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, e := range v.Masked {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = e.AppendJSON(b)
+			}
+			b = append(b, ']')
+		}
+	}
+	if !(v.Dropped == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"dropped":`...)
+		b = strconv.AppendUint(b, uint64(v.Dropped), 10)
+	}
+	if !(v.StdinSha256 == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"stdin_sha256":`...)
+		b = AppendJSONString(b, v.StdinSha256)
+	}
 	return append(b, '}')
 }

@@ -159,7 +159,7 @@ type DecisionReply struct {
 	Grants []string `json:"grants,omitempty"`
 }
 
-// DecisionRequest asks the policy service (SubjectDecide) for a decision on one request: who asks, on which resource, and one part for the protocol of the request (sql or ssh today; http and kube for the proxies to come). A request over 64 KiB may be sent compressed (HeaderDecideEncoding).
+// DecisionRequest asks the policy service (SubjectDecide) for a decision on one request: who asks, on which resource, and one part for the protocol of the request (sql, ssh, http; http and kube for the Kubernetes API). A request over 64 KiB may be sent compressed (HeaderDecideEncoding).
 type DecisionRequest struct {
 	// Identity is the caller, from its verified token.
 	Identity Identity `json:"identity"`
@@ -171,30 +171,72 @@ type DecisionRequest struct {
 	SQL *SQLRequest `json:"sql,omitempty"`
 	// SSH is the SSH part: a channel, a channel request or an sftp operation.
 	SSH *SSHRequest `json:"ssh,omitempty"`
-	// HTTP is the HTTP part (not decided yet: a request without a sql part is refused).
+	// HTTP is the HTTP part: one request to an HTTP resource or to the Kubernetes API.
 	HTTP *HTTPRequest `json:"http,omitempty"`
-	// Kube is the Kubernetes part (not decided yet: a request without a sql part is refused).
+	// Kube is the Kubernetes part, beside the http part, for a request to the Kubernetes API.
 	Kube *KubeRequest `json:"kube,omitempty"`
 }
 
-// HTTPRequest is the HTTP part of a decision request, for the HTTP proxy to come.
+// HTTPRequest is the HTTP part of a decision request: one request to an HTTP resource (or to the Kubernetes API, with its kube part beside it), as the gateway will forward it.
 type HTTPRequest struct {
-	// Method is the request method.
-	Method string `json:"method,omitempty"`
-	// Path is the normalised path, which is also the path forwarded.
-	Path string `json:"path,omitempty"`
+	// Method is the request method, upper case.
+	Method string `json:"method"`
+	// Host is the host the client addressed (Host header, without the gateway's port), lower case.
+	Host string `json:"host,omitempty"`
+	// Path is the normalised path, which is also the path forwarded: percent-decoded where that changes no meaning, dot segments and repeated slashes removed (a path that cannot be normalised without changing its meaning, an encoded slash for one, is refused before any decision).
+	Path string `json:"path"`
+	// Route is the resource's route template the path matched (e.g. /customers/{id}), when the resource declares routes.
+	Route string `json:"route,omitempty"`
+	// Params is the path parameters of the matched route.
+	Params map[string]string `json:"params,omitempty"`
+	// Query is the query parameters, decoded.
+	Query map[string][]string `json:"query,omitempty"`
+	// Headers is the request headers, names in lower case, repeated values joined with a comma; the credentials (authorization, cookie, proxy-authorization and the resource's token header) are left out.
+	Headers map[string]string `json:"headers,omitempty"`
+	// ContentType is the body's media type, without parameters.
+	ContentType string `json:"content_type,omitempty"`
+	// BodyBytes is the body's length (-1 when the client streams a body of unknown length).
+	BodyBytes int64 `json:"body_bytes,omitempty"`
+	// Body is a JSON body, parsed, when it is at most the resource's decision body limit; absent otherwise (rules that read it then see null).
+	Body any `json:"body,omitempty"`
+	// BodyUnread is the body is JSON but was not parsed: larger than the limit, or streamed, or malformed (see body_error).
+	BodyUnread bool `json:"body_unread,omitempty"`
+	// BodyError is why a JSON body could not be parsed.
+	BodyError string `json:"body_error,omitempty"`
+	// Websocket is the request asks to upgrade to a WebSocket.
+	Websocket bool `json:"websocket,omitempty"`
 }
 
-// KubeRequest is the Kubernetes part of a decision request, for the Kubernetes proxy to come.
+// KubeRequest is the Kubernetes part of a decision request, as the API server's own request-info parser (k8s.io/apiserver) reads the normalised path.
 type KubeRequest struct {
-	// Verb is the API verb.
-	Verb string `json:"verb,omitempty"`
-	// Resource is the API resource.
+	// Verb is the API verb: get, list, watch, create, update, patch, delete, deletecollection, or for a non-resource path the lower-case method.
+	Verb string `json:"verb"`
+	// ResourceRequest is whether the path names an API resource (false for /version, /healthz, /openapi and the like).
+	ResourceRequest bool `json:"resource_request,omitempty"`
+	// ApiGroup is the API group, empty for the core group.
+	ApiGroup string `json:"api_group,omitempty"`
+	// ApiVersion is the API version.
+	ApiVersion string `json:"api_version,omitempty"`
+	// Resource is the API resource (plural, e.g. pods).
 	Resource string `json:"resource,omitempty"`
-	// Namespace is the namespace, empty for a cluster-wide resource.
-	Namespace string `json:"namespace,omitempty"`
-	// Subresource is the subresource.
+	// Subresource is the subresource (exec, attach, portforward, log, status, ...).
 	Subresource string `json:"subresource,omitempty"`
+	// Namespace is the namespace, empty for a cluster-wide resource or all namespaces.
+	Namespace string `json:"namespace,omitempty"`
+	// Name is the object's name, empty for a collection.
+	Name string `json:"name,omitempty"`
+	// Command is exec: the command and its arguments.
+	Command []string `json:"command,omitempty"`
+	// Container is exec and attach: the container.
+	Container string `json:"container,omitempty"`
+	// Stdin is exec and attach: whether the client sends standard input.
+	Stdin bool `json:"stdin,omitempty"`
+	// Tty is exec and attach: whether a terminal is asked for.
+	Tty bool `json:"tty,omitempty"`
+	// Ports is portforward: the pod ports.
+	Ports []string `json:"ports,omitempty"`
+	// Impersonate is the user the caller asked to impersonate (Impersonate-User); the gateway refuses such requests before asking, it is here for the record.
+	Impersonate string `json:"impersonate,omitempty"`
 }
 
 // MaskColumn is a source column ("schema.table.column") and how to mask it.
@@ -221,12 +263,26 @@ type MaskDetector struct {
 	Method string `json:"method"`
 }
 
+// MaskField is a field of a JSON body to mask, by a path: $ the whole document, .name a member (or ['name']), [*] every element of an array, .* every member of an object, [N] one element, ..name a member at any depth.
+type MaskField struct {
+	// Path is the path, e.g. $.customers[*].card_number.
+	Path string `json:"path"`
+	// Method is redact, partial or hmac; a value that is not a string (a number, an object) is replaced whole by the redacted string.
+	Method string `json:"method"`
+	// Rule is the mask rule (policy/rule) that masks it.
+	Rule string `json:"rule,omitempty"`
+}
+
 // MaskSpec is what a mask decision hides: the union of every matching mask rule.
 type MaskSpec struct {
 	// Columns is the masked source columns.
 	Columns []MaskColumn `json:"columns,omitempty"`
 	// Detectors is the content detectors applied to every value.
 	Detectors []MaskDetector `json:"detectors,omitempty"`
+	// Fields is HTTP: the fields of JSON response bodies to mask, by path.
+	Fields []MaskField `json:"fields,omitempty"`
+	// KubeSecrets is Kubernetes: the values of data and stringData of every Secret object in the response (an object, a list's items, a watch event's object, a table row's object) are masked; set for requests on secrets unless a matching allow rule reveals them.
+	KubeSecrets bool `json:"kube_secrets,omitempty"`
 	// Outputs is the masking of each statement's result columns, worked out from the statement's lineage: for statement i, the result columns whose values come from a masked column. A result column that is the masked column itself, unchanged, is masked with its method; one computed from it (a cast, a concatenation, an aggregate, a whole row) is masked whole.
 	Outputs [][]MaskedOutput `json:"outputs,omitempty"`
 	// Planned is whether Outputs covers every statement; the proxy masks every column of a statement it has no plan for.
@@ -251,7 +307,7 @@ type MaskedOutput struct {
 type Resource struct {
 	// Name is the resource's name from the configuration.
 	Name string `json:"name"`
-	// Type is its type (postgres).
+	// Type is its type: postgres, ssh, http or kubernetes.
 	Type string `json:"type"`
 	// Labels is its labels.
 	Labels map[string]string `json:"labels,omitempty"`

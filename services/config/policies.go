@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/gatehouse/gatehouse/services/jsonmask"
+
 	"fmt"
 	"regexp"
 	"slices"
@@ -27,7 +29,13 @@ type Rule struct {
 	// Approval, with effect require_approval, says who approves and how; without it the
 	// statement is refused with "approval required".
 	Approval *Approval `yaml:"approval,omitempty"`
+	// Reveal, on an allow rule, lets what the gateway masks by default through for the
+	// requests the rule allows: secrets (the data of Kubernetes Secret objects).
+	Reveal []string `yaml:"reveal,omitempty"`
 }
+
+// Reveals are what an allow rule can reveal.
+var Reveals = []string{"secrets"}
 
 // Mask says what a rule with effect mask hides in results.
 type Mask struct {
@@ -40,6 +48,9 @@ type Mask struct {
 	Detectors []string `yaml:"detectors"`
 	// Regex are custom detectors (RE2 syntax).
 	Regex []string `yaml:"regex"`
+	// Fields are fields of JSON bodies (HTTP responses) by path: $.customers[*].card_number,
+	// $..password, $.data.* (syntax: services/jsonmask).
+	Fields []string `yaml:"fields"`
 	// Method is redact (default), partial (keep the last 4 characters) or hmac
 	// (deterministic keyed token: equal values give equal tokens).
 	Method string `yaml:"method"`
@@ -82,6 +93,13 @@ func (r *Rule) validate(path string, ck *checker) {
 	} else {
 		r.Mask.validate(path+".mask", ck)
 	}
+	for i, v := range r.Reveal {
+		if r.Effect != "allow" {
+			ck.add(path+".reveal", "only rules with effect allow reveal")
+			break
+		}
+		ck.oneOf(fmt.Sprintf("%s.reveal[%d]", path, i), v, Reveals...)
+	}
 	if r.Approval != nil {
 		if r.Effect != "require_approval" {
 			ck.add(path+".approval", "only rules with effect require_approval take an approval")
@@ -93,9 +111,14 @@ func (r *Rule) validate(path string, ck *checker) {
 
 // validate checks the mask of a rule with effect mask; m may be nil (a problem then).
 func (m *Mask) validate(path string, ck *checker) {
-	if m == nil || len(m.Columns)+len(m.Detectors)+len(m.Regex) == 0 {
-		ck.add(path, "effect mask needs mask.columns, mask.detectors or mask.regex")
+	if m == nil || len(m.Columns)+len(m.Detectors)+len(m.Regex)+len(m.Fields) == 0 {
+		ck.add(path, "effect mask needs mask.columns, mask.fields, mask.detectors or mask.regex")
 		return
+	}
+	for i, f := range m.Fields {
+		if _, err := jsonmask.ParsePath(f); err != nil {
+			ck.add(fmt.Sprintf("%s.fields[%d]", path, i), "%v", err)
+		}
 	}
 	for i, c := range m.Columns {
 		parts := strings.Split(c, ".")

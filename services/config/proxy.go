@@ -12,6 +12,7 @@ import (
 type Proxy struct {
 	Postgres PostgresProxy `yaml:"postgres"`
 	SSH      SSHProxy      `yaml:"ssh"`
+	HTTP     HTTPProxy     `yaml:"http"`
 	// MaskKeyFile holds the secret (at least 32 bytes) that keys the HMAC tokens of the hmac
 	// mask method. Without it, hmac masking redacts instead.
 	MaskKeyFile string `yaml:"mask_key_file"`
@@ -51,6 +52,7 @@ func (p *Proxy) applyDefaults(dataDir string) {
 	def(&p.DecisionCacheSize, 100000)
 	p.Postgres.applyDefaults()
 	p.SSH.applyDefaults(dataDir)
+	p.HTTP.applyDefaults()
 }
 
 func (p *Proxy) validate(path string, ck *checker) {
@@ -75,4 +77,5 @@ func (p *Proxy) validate(path string, ck *checker) {
 	once("decision_cache_size", pg.DecisionCacheSize, p.DecisionCacheSize, pg.DecisionCacheSize == 0)
 	p.Postgres.validate(path+".postgres", ck)
 	p.SSH.validate(path+".ssh", ck)
+	p.HTTP.validate(path+".http", ck)
 }

@@ -22,6 +22,12 @@ type Resource struct {
 	MaxSessionLifetime time.Duration    `yaml:"max_session_lifetime,omitempty"`
 	Postgres           *PostgresBackend `yaml:"postgres"`
 	SSH                *SSHBackend      `yaml:"ssh"`
+	// HTTP is how an http resource is reached; Kubernetes how a kubernetes resource's API
+	// server is (its credential must be allowed to impersonate: callers' own user and
+	// groups are sent as Impersonate-User and Impersonate-Group, so the cluster's RBAC
+	// applies too).
+	HTTP       *HTTPBackend `yaml:"http"`
+	Kubernetes *HTTPBackend `yaml:"kubernetes"`
 }
 
 // PostgresBackend is how the proxy reaches a PostgreSQL resource. The credential stays here.
@@ -72,6 +78,12 @@ func (r *Resource) applyDefaults(auditMode string) {
 	if r.SSH != nil {
 		r.SSH.applyDefaults()
 	}
+	if r.HTTP != nil {
+		r.HTTP.applyDefaults()
+	}
+	if r.Kubernetes != nil {
+		r.Kubernetes.applyDefaults()
+	}
 }
 
 // validateResources checks every resource and records all their names in ck, for the
@@ -92,7 +104,7 @@ func validateResources(path string, rs []Resource, ck *checker) {
 
 // validate checks one resource but its name (unique among all: validateResources).
 func (r *Resource) validate(path string, ck *checker) {
-	ck.oneOf(path+".type", r.Type, "postgres", "ssh")
+	ck.oneOf(path+".type", r.Type, "postgres", "ssh", "http", "kubernetes")
 	ck.oneOf(path+".audit", r.Audit, "strict", "buffered")
 	if r.TokenExpiry != "" {
 		ck.oneOf(path+".token_expiry", r.TokenExpiry, "end", "continue")
@@ -113,6 +125,20 @@ func (r *Resource) validate(path string, ck *checker) {
 			return
 		}
 		r.SSH.validate(path+".ssh", ck)
+	}
+	for _, b := range []struct {
+		typ, key string
+		be       *HTTPBackend
+	}{{"http", "http", r.HTTP}, {"kubernetes", "kubernetes", r.Kubernetes}} {
+		switch {
+		case r.Type == b.typ && b.be == nil:
+			ck.add(path+"."+b.key, "required for type %s", b.typ)
+			return
+		case r.Type == b.typ:
+			b.be.validate(path+"."+b.key, ck)
+		case b.be != nil:
+			ck.add(path+"."+b.key, "only for type %s (this resource is %q)", b.typ, r.Type)
+		}
 	}
 	if r.Type != "postgres" && r.Postgres != nil {
 		ck.add(path+".postgres", "only for type postgres (this resource is %q)", r.Type)
