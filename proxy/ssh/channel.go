@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/gatehouse/gatehouse/proxy/mask"
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
 )
@@ -40,8 +41,8 @@ type channel struct {
 	status     uint32
 	signal     string
 	rec        *recorder
-	outMask    *streamMasker // the client's stdout and stderr are masked (a program without a terminal)
-	errMask    *streamMasker
+	outMask    *mask.Stream // the client's stdout and stderr are masked (a program without a terminal)
+	errMask    *mask.Stream
 	files      fileInspector // sftp or scp, when the program is one
 	started    chan struct{} // closed when the program may read input
 	done       chan struct{} // closed when the channel is closed for good
@@ -285,9 +286,9 @@ func (ch *channel) output(code string, p []byte) {
 	var masked int
 	if m != nil {
 		if p == nil {
-			p, masked = m.flush()
+			p, masked = m.Flush()
 		} else {
-			p, masked = m.feed(p)
+			p, masked = m.Feed(p)
 		}
 		ch.rec.countMasked(masked, m)
 	}
@@ -660,7 +661,7 @@ func (ch *channel) startProgram(ctx context.Context, r *ssh.Request, kind, arg s
 	case kind == "exec":
 		files = ch.newSCP(ctx, arg)
 	}
-	var om, em *streamMasker
+	var om, em *mask.Stream
 	if d := q.Decision; d.Effect == schemas.EffectMask && d.Mask != nil && len(d.Mask.Detectors) > 0 {
 		m, err := ch.c.srv.masks.Get(d.Mask)
 		if err != nil {
@@ -668,7 +669,7 @@ func (ch *channel) startProgram(ctx context.Context, r *ssh.Request, kind, arg s
 			return
 		}
 		if !pty && files == nil {
-			om, em = newStreamMasker(m), newStreamMasker(m)
+			om, em = mask.NewStream(m), mask.NewStream(m)
 		} else if files == nil {
 			ch.rec.maskWith(m)
 		}

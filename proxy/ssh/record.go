@@ -54,7 +54,7 @@ type recorder struct {
 	hidden   uint64
 	masked   uint64
 	carry    [2][]byte // an incomplete UTF-8 sequence at the end of "o" and "e" output
-	om       [2]*streamMasker
+	om       [2]*mask.Stream
 	omSince  [2]time.Time // when the bytes the recording masker holds came
 	echo     echoTracker
 	timer    *time.Timer
@@ -106,12 +106,12 @@ func (r *recorder) terminal(term string, cols, rows uint32) {
 // unmasked: a terminal's stream cannot be changed without breaking what it draws).
 func (r *recorder) maskWith(m *mask.Masker) {
 	r.mu.Lock()
-	r.om = [2]*streamMasker{newStreamMasker(m), newStreamMasker(m)}
+	r.om = [2]*mask.Stream{mask.NewStream(m), mask.NewStream(m)}
 	r.mu.Unlock()
 }
 
 // countMasked adds values masked on the way to the client (their record is masked too).
-func (r *recorder) countMasked(n int, _ *streamMasker) {
+func (r *recorder) countMasked(n int, _ *mask.Stream) {
 	if n == 0 {
 		return
 	}
@@ -142,9 +142,9 @@ func (r *recorder) output(code string, p []byte) {
 			t = r.omSince[i] // what was held came first
 		}
 		var n int
-		p, n = m.feed(p)
+		p, n = m.Feed(p)
 		r.masked += uint64(n)
-		if len(m.held) > 0 {
+		if m.Held() > 0 {
 			if len(p) > 0 || r.omSince[i].IsZero() {
 				r.omSince[i] = now
 			}
@@ -223,7 +223,7 @@ func (r *recorder) addInputLocked(fs []inFrame) {
 		line = append(line, f.data...)
 		r.hidden += uint64(f.hidden)
 	}
-	masked, n := r.om[0].m.Detect(line)
+	masked, n := r.om[0].Masker().Detect(line)
 	r.masked += uint64(n)
 	r.addLocked("i", masked, fs[0].t)
 }
@@ -300,7 +300,7 @@ func (r *recorder) close() {
 	defer r.mu.Unlock()
 	for i, code := range []string{"o", "e"} {
 		if m := r.om[i]; m != nil {
-			p, n := m.flush()
+			p, n := m.Flush()
 			r.masked += uint64(n)
 			t := r.omSince[i]
 			if t.IsZero() {

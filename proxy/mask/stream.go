@@ -1,10 +1,6 @@
-package ssh
+package mask
 
-import (
-	"bytes"
-
-	"github.com/gatehouse/gatehouse/proxy/mask"
-)
+import "bytes"
 
 // A stream is masked as it passes, in pieces that arrive as the host writes them: a value
 // split across two reads (or written in two halves with a pause between them, which a
@@ -29,19 +25,20 @@ func valueByte(c byte) bool {
 		c == ' ' || c == '-' || c == '.' || c == '@' || c == '+' || c == '_' || c == '%' || c == '(' || c == ')' || c >= 0x80
 }
 
-// streamMasker masks one direction of a stream.
-type streamMasker struct {
-	m    *mask.Masker
+// Stream masks one direction of a stream.
+type Stream struct {
+	m    *Masker
 	held []byte
 	// counts of values masked, for the record
 	masked uint64
 }
 
-func newStreamMasker(m *mask.Masker) *streamMasker { return &streamMasker{m: m} }
+// NewStream masks a stream with m.
+func NewStream(m *Masker) *Stream { return &Stream{m: m} }
 
-// feed takes the next piece and returns what may go out now, masked, and how many values
+// Feed takes the next piece and returns what may go out now, masked, and how many values
 // it masked.
-func (s *streamMasker) feed(p []byte) ([]byte, int) {
+func (s *Stream) Feed(p []byte) ([]byte, int) {
 	buf := append(s.held, p...)
 	cut := len(buf)
 	for cut > 0 && valueByte(buf[cut-1]) {
@@ -80,8 +77,8 @@ func (s *streamMasker) feed(p []byte) ([]byte, int) {
 	return out, n
 }
 
-// flush returns what is held, masked: the stream ended.
-func (s *streamMasker) flush() ([]byte, int) {
+// Flush returns what is held, masked: the stream ended.
+func (s *Stream) Flush() ([]byte, int) {
 	if len(s.held) == 0 {
 		return nil, 0
 	}
@@ -91,3 +88,9 @@ func (s *streamMasker) flush() ([]byte, int) {
 	s.masked += uint64(n)
 	return out, n
 }
+
+// Held is how many bytes the stream holds back, waiting to see whether a value goes on.
+func (s *Stream) Held() int { return len(s.held) }
+
+// Masker is the masker the stream applies.
+func (s *Stream) Masker() *Masker { return s.m }
