@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/gatehouse
 PKGS    := ./... ./schemas/...
 
-.PHONY: dev test build deps test-deps generate bench fuzz-policy clean
+.PHONY: dev test build deps test-deps generate bench fuzz-policy kube-fixture clean
 
 ## dev: install what running needs when missing, build, and run Gatehouse locally with a demo
 dev: deps build
@@ -42,6 +42,11 @@ fuzz-policy: test-deps
 ## generate: regenerate the contract code and docs from schemas/events.yaml and schemas/messages.yaml
 generate:
 	cd schemas && $(GO) generate ./...
+
+## kube-fixture: build once (or find in the cache) the Kubernetes test cluster's binaries: kube-apiserver,
+## etcd and a fake kubelet, from the Go module proxy, into GATEHOUSE_CACHE/kube (default ~/.cache/gatehouse/kube)
+kube-fixture:
+	$(GO) run ./services/dev/localkube/cmd/build
 
 clean:
 	rm -rf bin .gatehouse
