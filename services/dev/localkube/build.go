@@ -239,7 +239,8 @@ func (g *goCmd) run(ctx context.Context, dir string, args ...string) ([]byte, er
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	fmt.Fprintf(g.log, "localkube: (in %s) go %s\n", dir, strings.Join(args, " "))
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
+		// go mod download -json reports its errors in the JSON, on stdout.
+		msg := strings.TrimSpace(stderr.String() + "\n" + stdout.String())
 		if unreachable(msg) {
 			return nil, fmt.Errorf("%w: the Go module proxy cannot be reached (GOPROXY=%s): go %s: %s",
 				ErrUnavailable, goEnv("GOPROXY"), strings.Join(args, " "), lastLines(msg, 5))

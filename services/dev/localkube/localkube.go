@@ -75,24 +75,31 @@ type Cluster struct {
 	// that make client certificates of their own (CN the user, O the groups).
 	CAFile, CAKeyFile string
 
-	// The admin, AdminUser in system:masters, as a bearer token and a client certificate.
-	// AdminKubeconfig uses the client certificate.
+	// The admin, AdminUser in system:masters, as a bearer token and as a client
+	// certificate. AdminKubeconfig uses the client certificate.
 	AdminToken                  string
 	AdminCertFile, AdminKeyFile string
 	AdminKubeconfig             string
-	GatewayToken                string
-	GatewayCertFile             string
-	GatewayKeyFile              string
-	GatewayKubeconfig           string // uses GatewayToken
-	AuditLog                    string // JSON lines, one audit event each
-	APIServerLog, EtcdLog       string
-	KubeletLog                  string
-	EtcdURL                     string // http://127.0.0.1:PORT
-	KubeletPort                 int    // the fake kubelet's HTTPS port on 127.0.0.1
-	Binaries                    *Binaries
-	http                        *http.Client
-	etcd, apiserver, kubelet    *proc
-	stopOnce                    sync.Once
+
+	// The gateway, GatewayUser, as a bearer token and as a client certificate.
+	// GatewayKubeconfig uses the token.
+	GatewayToken                    string
+	GatewayCertFile, GatewayKeyFile string
+	GatewayKubeconfig               string
+
+	// AuditLog is the API server's audit log: JSON lines, one audit.k8s.io/v1 Event each
+	// (stages ResponseStarted, ResponseComplete and Panic, at Metadata level).
+	AuditLog string
+	// The servers' own logs.
+	APIServerLog, EtcdLog, KubeletLog string
+
+	EtcdURL     string // http://127.0.0.1:PORT
+	KubeletPort int    // the fake kubelet's HTTPS port on 127.0.0.1
+	Binaries    *Binaries
+
+	http                     *http.Client
+	etcd, apiserver, kubelet *proc
+	stopOnce                 sync.Once
 }
 
 // Start starts etcd, kube-apiserver and the fake kubelet with their files in dir (created if
@@ -139,6 +146,9 @@ func Start(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 	}
 	if err := c.createGatewayRBAC(ctx); err != nil {
 		return nil, fmt.Errorf("gateway RBAC: %w", err)
+	}
+	if err := c.aggregateClusterRoles(ctx); err != nil {
+		return nil, fmt.Errorf("aggregate cluster roles: %w", err)
 	}
 	if err := c.startKubelet(ctx); err != nil {
 		return nil, err
@@ -419,27 +429,6 @@ func (c *Cluster) startKubelet(ctx context.Context) error {
 		return fmt.Errorf("fake kubelet did not start: %w\n%s", err, logTail(c.KubeletLog, 20))
 	}
 	return nil
-}
-
-func (c *Cluster) createGatewayRBAC(ctx context.Context) error {
-	const rbac = "/apis/rbac.authorization.k8s.io/v1"
-	if err := c.create(ctx, rbac+"/clusterroles", obj{
-		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-		"metadata": meta(GatewayClusterRole),
-		"rules": []obj{{
-			"apiGroups": []string{""},
-			"resources": []string{"users", "groups"},
-			"verbs":     []string{"impersonate"},
-		}},
-	}); err != nil {
-		return err
-	}
-	return c.create(ctx, rbac+"/clusterrolebindings", obj{
-		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-		"metadata": meta(GatewayClusterRole),
-		"roleRef":  obj{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": GatewayClusterRole},
-		"subjects": []obj{{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": GatewayUser}},
-	})
 }
 
 // createNode registers the fake kubelet as a ready node at 127.0.0.1:KubeletPort.

@@ -169,6 +169,17 @@ stringData: {password: hunter2}
 
 	t.Run("port-forward", func(t *testing.T) { testPortForward(t, c) })
 
+	// kubectl speaks WebSockets to the API server, which translates to SPDY for the kubelet;
+	// with them turned off, SPDY goes through as it is.
+	t.Run("SPDY", func(t *testing.T) {
+		t.Setenv("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+		t.Setenv("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
+		require.Equal(t, "hi\n", admin(t, c, "", "exec", "shell", "-c", "main", "--", "echo", "hi"))
+		require.Equal(t, "a\nb\n", admin(t, c, "a\nb\n", "exec", "-i", "shell", "-c", "main", "--", "cat"))
+		require.Equal(t, "ping\n", admin(t, c, "ping\n", "attach", "-i", "shell", "-c", "main"))
+		testPortForward(t, c)
+	})
+
 	t.Run("another pod", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -194,6 +205,24 @@ stringData: {password: hunter2}
 		require.Empty(t, processesIn(c.Dir))
 		_ = client.Wait() // its connection is gone
 	})
+}
+
+// An unreachable module proxy is the one failure that tests skip on.
+func TestBuildWithoutModuleProxy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	ln.Close()
+	t.Setenv("GATEHOUSE_CACHE", t.TempDir())
+	t.Setenv("GOMODCACHE", t.TempDir()) // nothing downloaded yet
+	t.Setenv("GOPROXY", "http://"+closed)
+	t.Setenv("GOSUMDB", "off")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err = localkube.Build(ctx, io.Discard)
+	require.ErrorIs(t, err, localkube.ErrUnavailable)
+	require.ErrorContains(t, err, "the Go module proxy cannot be reached")
+	t.Log(err)
 }
 
 func testPortForward(t *testing.T, c *localkube.Cluster) {
@@ -253,10 +282,8 @@ func testImpersonation(t *testing.T, c *localkube.Cluster) {
 	_, err = kubectl(t, c, c.GatewayKubeconfig, "", "--as=alice", "--as-group=dev", "get", "pods")
 	require.ErrorContains(t, err, `User "alice" cannot list resource "pods"`)
 
-	// Not the built-in view role: its rules are aggregated by kube-controller-manager, which
-	// does not run.
-	admin(t, c, "", "create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", "default")
-	admin(t, c, "", "create", "rolebinding", "dev-pod-reader", "--role=pod-reader", "--group=dev", "-n", "default")
+	// The built-in view role, aggregated by Start.
+	admin(t, c, "", "create", "rolebinding", "dev-view", "--clusterrole=view", "--group=dev", "-n", "default")
 	var out string
 	require.EventuallyWithT(t, func(ct *assert.CollectT) {
 		out, err = kubectl(t, c, c.GatewayKubeconfig, "", "--as=alice", "--as-group=dev", "get", "pods", "-o", "name")
