@@ -45,6 +45,9 @@ func layerOf(pkg string) layer {
 	return layer{kind: "unknown"}
 }
 
+// profileOf is the protocol a proxy is a profile of.
+var profileOf = map[string]string{"kube": "http"}
+
 // allowed says whether a package of layer from may import one of layer to.
 func allowed(from, to layer) bool {
 	switch from.kind {
@@ -58,8 +61,10 @@ func allowed(from, to layer) bool {
 		return to.kind == "shared" || to.kind == "runtime" || to.kind == "schemas"
 	case "proxy":
 		// Wire only: its session, the runtime, the contracts; never a component or
-		// another proxy.
-		return to.kind == "shared" || to.kind == "runtime" || to.kind == "schemas" || (to.kind == "proxy" && to.name == from.name)
+		// another proxy — but for a profile of a protocol: the Kubernetes API is HTTP, and
+		// its proxy the HTTP proxy with a profile (proxy/kube imports proxy/http).
+		return to.kind == "shared" || to.kind == "runtime" || to.kind == "schemas" || (to.kind == "proxy" && to.name == from.name) ||
+			(to.kind == "proxy" && profileOf[from.name] == to.name)
 	case "component":
 		// Components meet only through schemas/ over NATS.
 		return to.kind == "runtime" || to.kind == "schemas" || (to.kind == "component" && to.name == from.name)

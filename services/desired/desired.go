@@ -362,3 +362,7 @@ func Record(ctx context.Context, js jetstream.JetStream, c Change, who schemas.I
 	}
 	return nil
 }
+
+// All returns the resources in force, by name: read only (a change replaces the map; it
+// is never changed in place, so a caller may key a cache on its identity).
+func (l *LiveResources) All() map[string]*config.Resource { return *l.m.Load() }

@@ -1,0 +1,264 @@
+package http
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/config"
+)
+
+// upstreams keeps one transport per service (URL, CA, client certificate), so that
+// connections to it are reused.
+type upstreams struct {
+	mu sync.Mutex
+	m  map[string]*upstream
+}
+
+type upstream struct {
+	base *url.URL
+	rt   *http.Transport
+	// the client certificate's files' modification times: a rotated pair makes a new transport
+	stamp string
+}
+
+func (u *upstreams) init() { u.m = map[string]*upstream{} }
+
+func fileStamp(files ...string) string {
+	var b strings.Builder
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%s:%d:%d;", f, st.ModTime().UnixNano(), st.Size())
+		}
+	}
+	return b.String()
+}
+
+// get is the transport for a backend.
+func (u *upstreams) get(be *config.HTTPBackend) (*upstream, error) {
+	key := be.URL + "\x00" + be.CAFile + "\x00" + be.ServerName + "\x00" + be.ClientCertFile
+	stamp := fileStamp(be.CAFile, be.ClientCertFile, be.ClientKeyFile)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if up := u.m[key]; up != nil && up.stamp == stamp {
+		return up, nil
+	}
+	base, err := url.Parse(be.URL)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: be.ServerName}
+	if be.CAFile != "" {
+		pem, err := os.ReadFile(be.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("ca_file: no certificate in it")
+		}
+		tc.RootCAs = pool
+	}
+	if be.ClientCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(be.ClientCertFile, be.ClientKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	rt := &http.Transport{
+		Proxy:                 nil, // the gateway calls the service itself, never through an environment proxy
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tc,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: be.Timeout,
+		ExpectContinueTimeout: time.Second,
+		// The gateway asks for compressed responses and reads them decompressed (masking
+		// needs the text); the client gets them uncompressed.
+		DisableCompression: false,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+	if old := u.m[key]; old != nil {
+		old.rt.CloseIdleConnections()
+	}
+	up := &upstream{base: base, rt: rt, stamp: stamp}
+	u.m[key] = up
+	return up, nil
+}
+
+// forward relays an allowed request to the service and its response, masked and recorded,
+// to the client.
+func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange, prof Profile, d *schemas.DecisionReply, b *body) {
+	up, err := s.upstreams.get(x.Backend)
+	if err != nil {
+		s.answer(w, x, problem{Type: probUpstream, Status: http.StatusBadGateway, Detail: "the gateway cannot reach " + x.Resource.Name + ": " + err.Error()}, "error")
+		return
+	}
+	bearerTok, user, pass, err := x.Backend.Credential()
+	if err != nil {
+		s.answer(w, x, problem{Type: probUpstream, Status: http.StatusBadGateway, Detail: "the gateway's credential for " + x.Resource.Name + " cannot be read"}, "error")
+		s.log.Error("backend credential", "resource", x.Resource.Name, "err", err)
+		return
+	}
+	masker, err := s.responseMasker(x, prof, d)
+	if err != nil {
+		s.answer(w, x, problem{Type: probDenied, Status: http.StatusForbidden, Detail: "the response cannot be masked: " + err.Error()}, "denied")
+		return
+	}
+	if masker != nil && x.Upgrade != "" {
+		s.answer(w, x, problem{Type: probDenied, Status: http.StatusForbidden, Detail: "a masked response cannot be relayed over an upgraded connection: the decision masks, so the upgrade is refused"}, "denied")
+		return
+	}
+	x.rec = newBodyRecorder(x, masker)
+	var reqBody io.Reader = http.NoBody
+	length := int64(0)
+	if len(b.head) > 0 || b.rest != nil {
+		reqBody = strings.NewReader(string(b.head))
+		length = int64(len(b.head))
+		if b.rest != nil {
+			reqBody = io.MultiReader(reqBody, b.rest)
+			length = b.size
+		}
+	}
+	rp := &httputil.ReverseProxy{
+		Transport:     up.rt,
+		FlushInterval: -1,
+		BufferPool:    bufferPool{},
+		ErrorLog:      nil,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			out := pr.Out
+			out.URL = &url.URL{Scheme: up.base.Scheme, Host: up.base.Host, Path: joinPath(up.base.Path, x.Path),
+				RawPath: joinPath(up.base.EscapedPath(), x.EncodedPath), RawQuery: x.RawQuery}
+			out.Host = up.base.Host
+			out.RequestURI = ""
+			out.Body = io.NopCloser(reqBody)
+			out.ContentLength = length
+			if length < 0 || (b.rest != nil && b.size < 0) {
+				out.ContentLength = -1
+			}
+			if len(b.head) == 0 && b.rest == nil {
+				out.Body = http.NoBody
+			}
+			h := out.Header
+			h.Del(x.Backend.TokenHeader)
+			h.Del("Authorization")
+			h.Del("Accept-Encoding") // the transport asks for gzip and decompresses
+			h.Del("Forwarded")
+			h.Del("X-Real-Ip")
+			for k := range h {
+				if strings.HasPrefix(strings.ToLower(k), "x-gatehouse-") {
+					h.Del(k)
+				}
+			}
+			if x.Upgrade == "websocket" {
+				// No compression extension: the gateway records and masks what it reads.
+				h.Del("Sec-Websocket-Extensions")
+			}
+			pr.SetXForwarded() // replaces any X-Forwarded-* the client sent
+			switch {
+			case bearerTok != "":
+				h.Set("Authorization", "Bearer "+bearerTok)
+			case user != "":
+				h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
+			}
+			h.Set("X-Gatehouse-Session", x.cs.sess.ID)
+			h.Set("X-Gatehouse-Subject", x.Identity.Subject)
+			prof.Outgoing(&x.Exchange, out)
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			return s.response(x, prof, masker, resp)
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			x.mu.Lock()
+			x.from = "gateway"
+			x.mu.Unlock()
+			if cut := x.cutReason(); cut != "" || errors.Is(context.Cause(ctx), errCut) {
+				panic(http.ErrAbortHandler)
+			}
+			if ctx.Err() != nil {
+				x.finishErr = "client_closed"
+				return
+			}
+			x.finishErr = "error"
+			s.log.Warn("upstream request failed", "resource", x.Resource.Name, "err", err)
+			p := problem{Type: probUpstream, Status: http.StatusBadGateway, Detail: "the service did not answer: " + upstreamError(err), Session: x.cs.sess.ID, Request: x.QueryID}
+			if errors.Is(err, errUnmaskable) {
+				p = problem{Type: probDenied, Status: http.StatusBadGateway, Detail: err.Error(), Session: x.cs.sess.ID, Request: x.QueryID}
+			}
+			bb := writeProblem(w, p)
+			x.status = p.Status
+			x.cs.sess.Record(&schemas.HttpResponse{QueryID: x.QueryID, Status: uint32(p.Status), Headers: responseHeaders(w.Header()), From: "gateway"})
+			x.rec.write(bb)
+			x.out += uint64(len(bb))
+		},
+	}
+	defer s.done(x)
+	rp.ServeHTTP(&countingWriter{ResponseWriter: w, x: x}, x.Request)
+}
+
+// upstreamError says what went wrong without the service's internal address.
+func upstreamError(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case strings.Contains(err.Error(), "connection refused"):
+		return "connection refused"
+	}
+	return "the connection failed"
+}
+
+func joinPath(base, p string) string {
+	if base == "" || base == "/" {
+		return p
+	}
+	return strings.TrimSuffix(base, "/") + p
+}
+
+// countingWriter counts the body bytes sent to the client.
+type countingWriter struct {
+	http.ResponseWriter
+	x *exchange
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.x.out += uint64(n)
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// bufferPool lends the reverse proxy its copy buffers.
+type bufferPool struct{}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(copyBufs.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { copyBufs.Put(&b) }

@@ -1,0 +1,735 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+// Exchange is one request as the proxy and its profile see it.
+type Exchange struct {
+	Resource *config.Resource
+	Backend  *config.HTTPBackend
+	Identity *identity.Identity
+	// Request is the client's request; Path is its normalised path below the resource's
+	// prefix (decided and forwarded), EncodedPath the same encoded, Query its parameters.
+	Request     *http.Request
+	Path        string
+	EncodedPath string
+	Query       url.Values
+	RawQuery    string
+	// HTTP is the decision's http part; Kube, set by a profile, its kube part, and Attrs
+	// what the http.request event records of it.
+	HTTP  *schemas.HTTPRequest
+	Kube  *schemas.KubeRequest
+	Attrs *schemas.KubeAttributes
+	// Session is the caller's session (for a profile that records events of its own).
+	Session *session.Session
+	// QueryID is the request's number in the session, once recorded.
+	QueryID uint64
+	// Upgrade is the protocol the client asks to upgrade to (websocket, SPDY/3.1), or "".
+	Upgrade string
+
+	owner *exchange
+}
+
+// exchange is the proxy's state of a request.
+type exchange struct {
+	Exchange
+	s      *Server
+	cs     *connSession
+	start  time.Time
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	cutBy  string // revoked, shutdown: why the request was cut
+	status int
+	from   string
+	out    uint64 // body bytes sent to the client
+	rec    *bodyRecorder
+	done   bool
+	// finishErr is how a request that did not end ok ended (error, client_closed); exit
+	// what a profile read of a stream's end (a Kubernetes exec's status).
+	finishErr string
+	exit      string
+}
+
+// SetExit records how a stream's program ended (a profile's recorder calls it).
+func (x *Exchange) SetExit(s string) {
+	x.owner.mu.Lock()
+	x.owner.exit = s
+	x.owner.mu.Unlock()
+}
+
+// errCut is the cause of a request cut by the gateway (revocation, shutdown).
+var errCut = errors.New("request cut by the gateway")
+
+// cut ends a request in flight: its upstream request is cancelled, its response (a watch,
+// a WebSocket) cut off.
+func (x *exchange) cut(cause, msg string) {
+	x.mu.Lock()
+	if x.cutBy == "" {
+		x.cutBy = cause
+	}
+	x.mu.Unlock()
+	x.cancel(fmt.Errorf("%w: %s", errCut, msg))
+}
+
+func (x *exchange) cutReason() string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.cutBy
+}
+
+// ServeHTTP serves one request: route, normalise, authenticate, decide, then forward,
+// hold or refuse.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	cc, _ := r.Context().Value(connKey{}).(*clientConn)
+	if cc == nil {
+		writeProblem(w, problem{Type: probRequest, Status: http.StatusInternalServerError, Detail: "no connection state"})
+		return
+	}
+	w.Header().Set("Server", "gatehouse")
+	rawPath, rawQuery := splitTarget(r)
+	decoded, _, err := NormalizePath(rawPath)
+	if err != nil {
+		s.refuse(w, "", http.StatusBadRequest, err.Error())
+		return
+	}
+	res, be, prof, rest, ok := s.route(r, decoded)
+	if !ok {
+		s.refuse(w, "", http.StatusNotFound, "no resource on this gateway serves "+hostOf(r)+decoded)
+		return
+	}
+	typ := res.Type
+	query, canonQuery, err := NormalizeQuery(rawQuery)
+	if err != nil {
+		s.refuse(w, typ, http.StatusBadRequest, err.Error())
+		return
+	}
+	if res.RequireTLS && r.TLS == nil {
+		s.refuse(w, typ, http.StatusForbidden, "resource "+res.Name+" requires TLS")
+		return
+	}
+	token, terr := bearer(r, be.TokenHeader)
+	if terr != "" {
+		s.refuse(w, typ, http.StatusBadRequest, terr)
+		return
+	}
+	id, err := s.auth.Authenticate(r.Context(), token)
+	if err != nil {
+		var ae *session.AuthError
+		status := http.StatusUnauthorized
+		check, msg := "token", err.Error()
+		if errors.As(err, &ae) {
+			check, msg = ae.Check, ae.Msg
+			if ae.Class == "revoked" {
+				status = http.StatusForbidden
+			}
+		}
+		s.authFailed(r, res, id, check, msg)
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
+		}
+		s.requests.WithLabelValues(typ, "refused").Inc()
+		writeProblem(w, problem{Type: probAuth, Status: status, Detail: msg})
+		return
+	}
+	cs, err := cc.session(r.Context(), token, id, res, r, func(sess *session.Session) error {
+		return sess.Start(r.Context(), &schemas.SessionStart{Protocol: typ, ClientAddr: r.RemoteAddr, ClientUser: id.Subject,
+			Database: res.Name, ApplicationName: truncate(r.UserAgent(), 200), AuthMethod: "token", TLS: r.TLS != nil,
+			Labels: labelList(res.Labels)})
+	})
+	if err != nil {
+		s.requests.WithLabelValues(typ, "refused").Inc()
+		writeProblem(w, problem{Type: probAudit, Status: http.StatusServiceUnavailable, Detail: "session refused: " + err.Error()})
+		return
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	x := &exchange{s: s, cs: cs, start: start, cancel: cancel}
+	x.owner = x
+	x.Resource, x.Backend, x.Identity, x.Request, x.Session = res, be, id, r.WithContext(ctx), cs.sess
+	x.Path = rest
+	_, x.EncodedPath, _ = NormalizePath(rest)
+	x.Query, x.RawQuery = query, canonQuery
+	cs.begin(x)
+	defer func() { cs.finish(x, 0, x.out) }()
+	s.serve(ctx, w, x, prof, rawPath)
+}
+
+// serve decides and answers one authenticated request.
+func (s *Server) serve(ctx context.Context, w http.ResponseWriter, x *exchange, prof Profile, rawPath string) {
+	r := x.Request
+	typ := x.Resource.Type
+	// The body: one meaning too. A compressed body is refused (the service would read what
+	// the policy could not); a JSON body up to the limit is parsed for the rules.
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		s.early(w, x, http.StatusUnsupportedMediaType, "a request body with Content-Encoding "+ce+" is refused: the gateway decides on what the service will read")
+		return
+	}
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		s.early(w, x, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit (%d)", r.ContentLength, s.cfg.MaxBodyBytes))
+		return
+	}
+	up, refusal := upgradeOf(r)
+	if refusal != "" {
+		s.early(w, x, http.StatusBadRequest, refusal)
+		return
+	}
+	if up != "" && up != "websocket" && !prof.Upgrades(up) {
+		s.early(w, x, http.StatusBadRequest, "upgrade to "+up+" is refused: only WebSocket upgrades are relayed")
+		return
+	}
+	x.Upgrade = up
+	body, err := readBody(w, r, s.cfg, x.Backend)
+	if err != nil {
+		status := http.StatusBadRequest
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		s.early(w, x, status, err.Error())
+		return
+	}
+	x.HTTP = &schemas.HTTPRequest{Method: r.Method, Host: hostOf(r), Path: x.Path, Query: x.Query, Headers: decisionHeaders(r.Header, x.Backend.TokenHeader),
+		ContentType: mediaType(r.Header.Get("Content-Type")), BodyBytes: body.size, Websocket: up == "websocket"}
+	if body.parsed {
+		x.HTTP.Body = body.json
+	} else if body.jsonErr != "" {
+		x.HTTP.BodyUnread, x.HTTP.BodyError = true, body.jsonErr
+	}
+	if route, params := matchRoute(x.Backend, x.Path); route != "" {
+		x.HTTP.Route, x.HTTP.Params = route, params
+	}
+	if status, msg := prof.Prepare(&x.Exchange); status != 0 {
+		s.early(w, x, status, msg)
+		return
+	}
+	q := x.cs.sess.OnRequest(ctx, func(id uint64) schemas.Payload {
+		return requestEvent(id, x, rawPath, body)
+	}, func(req *schemas.DecisionRequest) {
+		req.HTTP, req.Kube = x.HTTP, x.Kube
+	})
+	x.QueryID = q.ID
+	d := q.Decision
+	switch {
+	case d.Effect == schemas.EffectRequireApproval:
+		s.requests.WithLabelValues(typ, "held").Inc()
+		out := x.cs.sess.HoldFor(ctx, s.approvals, session.Hold{Query: q, Statement: approvalText(x), Hash: requestHash(x, body),
+			Notify: func(string, string) {}, Cancelled: cancelled(ctx)})
+		if !out.Approved {
+			status, typ := http.StatusForbidden, probApproval
+			if out.End == "requested" || out.End == "pending" {
+				status = http.StatusAccepted
+			}
+			s.answer(w, x, problem{Type: typ, Status: status, Detail: out.Message, ApprovalID: out.ApprovalID, Rule: d.Rule}, "denied")
+			return
+		}
+	case !d.Allowed():
+		s.requests.WithLabelValues(typ, "denied").Inc()
+		s.answer(w, x, problem{Type: probDenied, Status: http.StatusForbidden, Detail: d.Reason, Rule: d.Rule}, "denied")
+		return
+	}
+	s.requests.WithLabelValues(typ, "forwarded").Inc()
+	s.forward(ctx, w, x, prof, &d, body)
+}
+
+// answer sends the gateway's own answer to a decided request and records it.
+func (s *Server) answer(w http.ResponseWriter, x *exchange, p problem, status string) {
+	p.Session, p.Request = x.cs.sess.ID, x.QueryID
+	b := writeProblem(w, p)
+	x.cs.sess.Record(&schemas.HttpResponse{QueryID: x.QueryID, Status: uint32(p.Status), Headers: responseHeaders(w.Header()), From: "gateway"})
+	x.cs.sess.Record(&schemas.HttpBody{QueryID: x.QueryID, Data: string(b)})
+	x.cs.sess.Record(&schemas.HttpDone{QueryID: x.QueryID, Status: status, Code: uint32(p.Status), Error: p.Detail,
+		BytesOut: uint64(len(b)), BytesRecorded: uint64(len(b)), DurationUS: uint64(time.Since(x.start).Microseconds())})
+	_ = x.cs.sess.Flush(context.WithoutCancel(x.Request.Context()))
+}
+
+// early refuses a request of a session before any decision: it is recorded as a request
+// refused by the gateway.
+func (s *Server) early(w http.ResponseWriter, x *exchange, status int, msg string) {
+	s.requests.WithLabelValues(x.Resource.Type, "refused").Inc()
+	q := x.cs.sess.RefuseRequest(func(id uint64) schemas.Payload {
+		return &schemas.HttpRequest{QueryID: id, Method: x.Request.Method, Host: hostOf(x.Request), Path: x.Path, Query: x.RawQuery}
+	}, "request", msg)
+	x.QueryID = q.ID
+	s.answer(w, x, problem{Type: probRequest, Status: status, Detail: msg}, "refused")
+}
+
+// refuse answers a request no session takes (no resource, a malformed path).
+func (s *Server) refuse(w http.ResponseWriter, typ string, status int, msg string) {
+	if typ == "" {
+		typ = "none"
+	}
+	s.requests.WithLabelValues(typ, "refused").Inc()
+	t := probRequest
+	if status == http.StatusNotFound {
+		t = probRoute
+	}
+	writeProblem(w, problem{Type: t, Status: status, Detail: msg})
+}
+
+// cancelled turns the request's end into a hold's cancellation.
+func cancelled(ctx context.Context) <-chan string {
+	ch := make(chan string, 1)
+	go func() {
+		<-ctx.Done()
+		ch <- "client_disconnected"
+	}()
+	return ch
+}
+
+// splitTarget returns the raw path and query of the request target, as the client sent
+// them (before any decoding).
+func splitTarget(r *http.Request) (string, string) {
+	t := r.RequestURI
+	if strings.HasPrefix(t, "/") {
+		p, q, _ := strings.Cut(t, "?")
+		return p, q
+	}
+	// Absolute form (or *): the URL Go parsed, in its original encoding.
+	return r.URL.EscapedPath(), r.URL.RawQuery
+}
+
+// hostOf is the host the client addressed, without port, lower case.
+func hostOf(r *http.Request) string {
+	h := r.Host
+	if hh, _, err := net.SplitHostPort(h); err == nil {
+		h = hh
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}
+
+// route finds the resource of a request: by host name first, then by the longest path
+// prefix; rest is the path below the prefix.
+func (s *Server) route(r *http.Request, path string) (*config.Resource, *config.HTTPBackend, Profile, string, bool) {
+	t := s.table()
+	host := hostOf(r)
+	if rs := t.hosts[host]; len(rs) > 0 {
+		for _, res := range rs {
+			be := backendOf(res)
+			if be.PathPrefix == "" || underPrefix(path, be.PathPrefix) {
+				return res, be, s.profiles[res.Type], strip(path, be.PathPrefix), true
+			}
+		}
+	}
+	for _, res := range t.prefixes { // longest first
+		be := backendOf(res)
+		if underPrefix(path, be.PathPrefix) {
+			return res, be, s.profiles[res.Type], strip(path, be.PathPrefix), true
+		}
+	}
+	return nil, nil, nil, "", false
+}
+
+// routeTable is the resources the proxy serves, by host and by path prefix, made again
+// when the resources change.
+type routeTable struct {
+	of       map[string]*config.Resource
+	hosts    map[string][]*config.Resource
+	prefixes []*config.Resource // resources routed by prefix alone, longest prefix first
+}
+
+func (s *Server) table() *routeTable {
+	all := s.res.All()
+	if t := s.routes.Load(); t != nil && sameMap(t.of, all) {
+		return t
+	}
+	t := &routeTable{of: all, hosts: map[string][]*config.Resource{}}
+	names := make([]string, 0, len(all))
+	for n := range all {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		res := all[n]
+		be := backendOf(res)
+		if be == nil || s.profiles[res.Type] == nil {
+			continue
+		}
+		for _, h := range be.Hosts {
+			h = strings.ToLower(h)
+			t.hosts[h] = append(t.hosts[h], res)
+		}
+		if len(be.Hosts) == 0 && be.PathPrefix != "" {
+			t.prefixes = append(t.prefixes, res)
+		}
+	}
+	for _, rs := range t.hosts { // a host with prefixes: longest prefix first
+		sort.SliceStable(rs, func(i, j int) bool { return len(backendOf(rs[i]).PathPrefix) > len(backendOf(rs[j]).PathPrefix) })
+	}
+	sort.SliceStable(t.prefixes, func(i, j int) bool {
+		return len(backendOf(t.prefixes[i]).PathPrefix) > len(backendOf(t.prefixes[j]).PathPrefix)
+	})
+	s.routes.Store(t)
+	return t
+}
+
+// sameMap reports whether a and b are the same map (not merely equal).
+func sameMap(a, b map[string]*config.Resource) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+func backendOf(res *config.Resource) *config.HTTPBackend {
+	switch res.Type {
+	case "http":
+		return res.HTTP
+	case "kubernetes":
+		return res.Kubernetes
+	}
+	return nil
+}
+
+func underPrefix(path, prefix string) bool {
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+func strip(path, prefix string) string {
+	rest := strings.TrimPrefix(path, prefix)
+	if rest == "" {
+		return "/"
+	}
+	return rest
+}
+
+// bearer takes the caller's token from the resource's token header.
+func bearer(r *http.Request, header string) (string, string) {
+	vals := r.Header.Values(header)
+	if len(vals) > 1 {
+		return "", "more than one " + header + " header"
+	}
+	if len(vals) == 0 {
+		return "", ""
+	}
+	v := strings.TrimSpace(vals[0])
+	if scheme, tok, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "bearer") {
+		return strings.TrimSpace(tok), ""
+	}
+	if strings.EqualFold(header, "authorization") {
+		return "", "the Authorization header must carry a Bearer token"
+	}
+	return v, ""
+}
+
+// upgradeOf is the protocol a request asks to upgrade to ("" for none, "websocket" for a
+// WebSocket), or why the request is refused.
+func upgradeOf(r *http.Request) (string, string) {
+	if r.ProtoMajor == 2 && r.Method == http.MethodConnect {
+		return "", "extended CONNECT is not relayed"
+	}
+	if !headerHasToken(r.Header, "Connection", "upgrade") {
+		if r.Header.Get("Upgrade") != "" {
+			return "", ""
+		}
+		return "", ""
+	}
+	up := r.Header.Values("Upgrade")
+	if len(up) != 1 || strings.Contains(up[0], ",") {
+		return "", "one Upgrade protocol at a time"
+	}
+	p := strings.TrimSpace(up[0])
+	if strings.EqualFold(p, "websocket") {
+		return "websocket", ""
+	}
+	return p, ""
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// credentialHeaders are left out of what rules see and recorded as [redacted].
+func isCredentialHeader(name, tokenHeader string) bool {
+	switch strings.ToLower(name) {
+	case "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key":
+		return true
+	}
+	return strings.EqualFold(name, tokenHeader)
+}
+
+func decisionHeaders(h http.Header, tokenHeader string) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, vs := range h {
+		if isCredentialHeader(k, tokenHeader) {
+			continue
+		}
+		out[strings.ToLower(k)] = strings.Join(vs, ",")
+	}
+	return out
+}
+
+func recordedHeaders(h http.Header, tokenHeader string) []string {
+	out := make([]string, 0, len(h))
+	for k, vs := range h {
+		for _, v := range vs {
+			if isCredentialHeader(k, tokenHeader) {
+				v = "[redacted]"
+			}
+			out = append(out, strings.ToLower(k)+": "+truncate(v, 1024))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func responseHeaders(h http.Header) []string { return recordedHeaders(h, "") }
+
+func mediaType(ct string) string {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.ToLower(strings.TrimSpace(mt))
+}
+
+// body is a request body as read for the decision: whole in memory (up to the decision
+// limit), or its head with the rest still to stream.
+type body struct {
+	head    []byte
+	rest    io.Reader // nil: head is the whole body
+	size    int64     // -1: unknown (the rest streams)
+	parsed  bool
+	json    any
+	jsonErr string
+	sum     string
+}
+
+// readBody reads a request body up to the resource's decision limit and parses it as JSON
+// when it looks like JSON (whatever its Content-Type says: a service may parse it anyway).
+// JSON that does not parse strictly, or has duplicate keys, is refused: services disagree
+// on what it means.
+func readBody(w http.ResponseWriter, r *http.Request, cfg Config, be *config.HTTPBackend) (*body, error) {
+	b := &body{}
+	if r.Body == nil || r.Body == http.NoBody {
+		return b, nil
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(cfg.BodyTimeout))
+	r.Body = http.MaxBytesReader(w, r.Body, cfg.MaxBodyBytes)
+	limit := be.DecideBodyBytes
+	head, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the request body: %w", err)
+	}
+	if int64(len(head)) <= limit {
+		_ = rc.SetReadDeadline(time.Time{})
+		b.head, b.size = head, int64(len(head))
+		sum := sha256.Sum256(head)
+		b.sum = hex.EncodeToString(sum[:])
+		if looksJSON(head, r.Header.Get("Content-Type")) {
+			v, err := strictJSON(head)
+			if err != nil {
+				return nil, fmt.Errorf("the request body is not valid JSON: %v", err)
+			}
+			b.json, b.parsed = v, true
+		}
+		return b, nil
+	}
+	b.head, b.rest, b.size = head, r.Body, -1
+	if r.ContentLength > 0 {
+		b.size = r.ContentLength
+	}
+	if looksJSON(head, r.Header.Get("Content-Type")) {
+		b.jsonErr = fmt.Sprintf("the JSON body is larger than the decision limit (%d bytes)", limit)
+	}
+	return b, nil
+}
+
+func looksJSON(b []byte, ct string) bool {
+	mt := mediaType(ct)
+	if mt == "application/json" || strings.HasSuffix(mt, "+json") {
+		return true
+	}
+	t := bytes.TrimLeft(b, " \t\r\n")
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[')
+}
+
+// strictJSON parses one JSON document: valid UTF-8, no duplicate keys, nothing after it.
+func strictJSON(b []byte) (any, error) {
+	if !utf8.Valid(b) {
+		return nil, errors.New("invalid UTF-8")
+	}
+	if err := noDuplicateKeys(b); err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON document")
+	}
+	return numbersToFloat(v), nil
+}
+
+// numbersToFloat turns json.Number into float64 (rules compare numbers), refusing none.
+func numbersToFloat(v any) any {
+	switch t := v.(type) {
+	case json.Number:
+		if i, err := t.Int64(); err == nil {
+			return float64(i)
+		}
+		f, _ := t.Float64()
+		return f
+	case map[string]any:
+		for k, e := range t {
+			t[k] = numbersToFloat(e)
+		}
+	case []any:
+		for i, e := range t {
+			t[i] = numbersToFloat(e)
+		}
+	}
+	return v
+}
+
+// noDuplicateKeys refuses an object with a key twice (one parser takes the first, another
+// the last: the policy and the service would read different values).
+func noDuplicateKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	type frame struct {
+		obj  bool
+		keys map[string]bool
+		key  bool // the next string token is a key
+	}
+	var stack []*frame
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				depth++
+				if depth > 256 {
+					return errors.New("nested deeper than 256 levels")
+				}
+				if top != nil && top.obj {
+					top.key = true
+				}
+				stack = append(stack, &frame{obj: t == '{', keys: map[string]bool{}, key: t == '{'})
+			default:
+				depth--
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1].obj {
+					stack[len(stack)-1].key = true
+				}
+			}
+		case string:
+			if top != nil && top.obj && top.key {
+				if top.keys[t] {
+					return fmt.Errorf("duplicate key %q", t)
+				}
+				top.keys[t] = true
+				top.key = false
+				continue
+			}
+			if top != nil && top.obj {
+				top.key = true
+			}
+		default:
+			if top != nil && top.obj {
+				top.key = true
+			}
+		}
+	}
+}
+
+// requestEvent is the http.request event of a request.
+func requestEvent(id uint64, x *exchange, rawPath string, b *body) *schemas.HttpRequest {
+	ev := &schemas.HttpRequest{QueryID: id, Method: x.Request.Method, Host: x.HTTP.Host, Path: x.Path, Query: x.RawQuery,
+		Route: x.HTTP.Route, Headers: recordedHeaders(x.Request.Header, x.Backend.TokenHeader), Websocket: x.Upgrade == "websocket",
+		BodySha256: b.sum, Kube: x.Attrs}
+	if rawPath != x.Path && !strings.HasSuffix(rawPath, x.Path) {
+		ev.RawPath = truncate(rawPath, 4096)
+	}
+	if b.size > 0 {
+		ev.BodyBytes = uint64(b.size)
+	}
+	if len(b.head) > 0 {
+		rec := b.head
+		if int64(len(rec)) > x.Backend.RecordBodyBytes {
+			rec, ev.BodyTruncated = rec[:x.Backend.RecordBodyBytes], true
+		}
+		if b.rest != nil {
+			ev.BodyTruncated = true
+		}
+		ev.Body = recordText(rec, x.s.requestMasker())
+	}
+	return ev
+}
+
+// approvalText is what approvers are shown of a held request.
+func approvalText(x *exchange) string {
+	t := x.Request.Method + " " + x.Path
+	if x.RawQuery != "" {
+		t += "?" + x.RawQuery
+	}
+	if x.Kube != nil && len(x.Kube.Command) > 0 {
+		t += "\n" + strings.Join(x.Kube.Command, " ")
+	}
+	return truncate(t, 2000)
+}
+
+// requestHash identifies a request as it would run, for fail-fast approvals: method, path,
+// query and body.
+func requestHash(x *exchange, b *body) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s", x.Resource.Name, x.Request.Method, x.Path, x.RawQuery, b.sum)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func labelList(l map[string]string) []string {
+	out := make([]string, 0, len(l))
+	for k, v := range l {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}

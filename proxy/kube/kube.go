@@ -1,0 +1,132 @@
+// Package kube is the Kubernetes API's profile of the HTTP proxy: each request is read by
+// the API server's own request-info parser (k8s.io/apiserver), so that rules decide on the
+// verb, API group, resource, subresource, namespace and name the API server will act on;
+// the caller's identity is passed on by impersonation (the cluster's RBAC applies too);
+// Secret values are masked in every shape a response can carry them unless a rule reveals
+// them; and exec and attach streams are recorded as timed terminal frames.
+package kube
+
+import (
+	"net/http"
+	"strings"
+
+	apirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	ghttp "github.com/gatehouse/gatehouse/proxy/http"
+	"github.com/gatehouse/gatehouse/schemas"
+)
+
+// Profile is the Kubernetes API's profile.
+type Profile struct{}
+
+var infoFactory = &apirequest.RequestInfoFactory{
+	APIPrefixes:          sets.NewString("api", "apis"),
+	GrouplessAPIPrefixes: sets.NewString("api"),
+}
+
+// identityHeaders are what the API server takes as the caller's identity from a
+// request: a caller's own are refused, the gateway sets them.
+func isIdentityHeader(name string) bool {
+	n := strings.ToLower(name)
+	return strings.HasPrefix(n, "impersonate-") || strings.HasPrefix(n, "x-remote-")
+}
+
+// Prepare reads the request as the API server will.
+func (Profile) Prepare(x *ghttp.Exchange) (int, string) {
+	for k := range x.Request.Header {
+		if isIdentityHeader(k) {
+			return http.StatusForbidden, "the " + k + " header is refused: the gateway tells the API server who the caller is"
+		}
+	}
+	// The parser reads the URL: give it the normalised path and query (what is forwarded).
+	r := x.Request.Clone(x.Request.Context())
+	r.URL.Path, r.URL.RawPath, r.URL.RawQuery = x.Path, "", x.RawQuery
+	info, err := infoFactory.NewRequestInfo(r)
+	if err != nil {
+		return http.StatusBadRequest, "the request cannot be read as a Kubernetes API request: " + err.Error()
+	}
+	k := &schemas.KubeRequest{Verb: info.Verb, ResourceRequest: info.IsResourceRequest, ApiGroup: info.APIGroup,
+		ApiVersion: info.APIVersion, Resource: info.Resource, Subresource: info.Subresource, Namespace: info.Namespace, Name: info.Name}
+	switch info.Subresource {
+	case "exec", "attach":
+		k.Command = x.Query["command"]
+		k.Container = x.Query.Get("container")
+		k.Stdin = x.Query.Get("stdin") == "true" || x.Query.Get("stdin") == "1"
+		k.Tty = x.Query.Get("tty") == "true" || x.Query.Get("tty") == "1"
+	case "portforward":
+		k.Ports = x.Query["ports"]
+	}
+	x.Kube = k
+	x.Attrs = &schemas.KubeAttributes{Verb: k.Verb, ApiGroup: k.ApiGroup, ApiVersion: k.ApiVersion, Resource: k.Resource,
+		Subresource: k.Subresource, Namespace: k.Namespace, Name: k.Name, Command: k.Command, Container: k.Container, Ports: k.Ports}
+	return 0, ""
+}
+
+// Outgoing impersonates the caller: user and groups from its token.
+func (Profile) Outgoing(x *ghttp.Exchange, out *http.Request) {
+	h := out.Header
+	for k := range h {
+		if isIdentityHeader(k) {
+			h.Del(k)
+		}
+	}
+	user := x.Identity.Name
+	if user == "" {
+		user = x.Identity.Subject
+	}
+	h.Set("Impersonate-User", user)
+	for _, g := range x.Identity.Groups {
+		h.Add("Impersonate-Group", g)
+	}
+	h.Set("Impersonate-Extra-Gatehouse-Session", x.Session.ID)
+	h.Set("Impersonate-Extra-Gatehouse-Subject", x.Identity.Subject)
+	if x.Kube != nil && x.Kube.Resource == "secrets" {
+		// Masking reads JSON: no protobuf or YAML for what may carry Secrets.
+		h.Set("Accept", jsonAccept(out.Header.Get("Accept")))
+	}
+}
+
+// jsonAccept keeps the JSON media types of an Accept header (a table included), or asks
+// for plain JSON.
+func jsonAccept(a string) string {
+	var keep []string
+	for _, p := range strings.Split(a, ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(p), ";")
+		if strings.TrimSpace(mt) == "application/json" {
+			keep = append(keep, strings.TrimSpace(p))
+		}
+	}
+	if len(keep) == 0 {
+		return "application/json"
+	}
+	return strings.Join(keep, ", ")
+}
+
+// secretFields are where Secret values are, in every shape of response: an object, a
+// list's items, a watch event's object, a table row's object — and the last-applied
+// annotation kubectl apply leaves, which holds the whole object.
+var secretFields = []schemas.MaskField{
+	{Path: "$..data.*", Method: "redact", Rule: "gatehouse/kube-secrets"},
+	{Path: "$..stringData.*", Method: "redact", Rule: "gatehouse/kube-secrets"},
+	{Path: "$..['kubectl.kubernetes.io/last-applied-configuration']", Method: "redact", Rule: "gatehouse/kube-secrets"},
+}
+
+// Masks masks Secret values when the decision says so.
+func (Profile) Masks(x *ghttp.Exchange, d *schemas.DecisionReply) []schemas.MaskField {
+	if d.Mask != nil && d.Mask.KubeSecrets {
+		return secretFields
+	}
+	return nil
+}
+
+// Upgrade records exec and attach streams as terminal frames.
+func (Profile) Upgrade(x *ghttp.Exchange) ghttp.MessageRecorder {
+	if x.Kube != nil && (x.Kube.Subresource == "exec" || x.Kube.Subresource == "attach") {
+		return newTermRecorder(x)
+	}
+	return nil
+}
+
+// Upgrades: SPDY is how older clients stream exec, attach and port-forward.
+func (Profile) Upgrades(proto string) bool { return false }
