@@ -50,14 +50,22 @@ func maskSpecOf(m *config.Mask, rule string) *schemas.MaskSpec {
 	for _, re := range m.Regex {
 		spec.Detectors = append(spec.Detectors, schemas.MaskDetector{Name: "regex", Pattern: re, Method: method})
 	}
+	for _, f := range m.Fields {
+		spec.Fields = append(spec.Fields, schemas.MaskField{Path: f, Method: method, Rule: rule})
+	}
 	return spec
 }
 
-// mergeMask adds o's items to s (a column masked twice keeps its first method).
+// mergeMask adds o's items to s (a column or a field masked twice keeps its first method).
 func mergeMask(s, o *schemas.MaskSpec) {
 	for _, c := range o.Columns {
 		if !slices.ContainsFunc(s.Columns, func(x schemas.MaskColumn) bool { return x.Column == c.Column }) {
 			s.Columns = append(s.Columns, c)
+		}
+	}
+	for _, f := range o.Fields {
+		if !slices.ContainsFunc(s.Fields, func(x schemas.MaskField) bool { return x.Path == f.Path }) {
+			s.Fields = append(s.Fields, f)
 		}
 	}
 	for _, d := range o.Detectors {
@@ -121,9 +129,18 @@ type rule struct {
 	mask         *schemas.MaskSpec // effect mask
 	approval     *schemas.ApprovalSpec
 
-	// reads: the protocol parts of the request the rule reads (request.sql, request.ssh);
-	// a rule that reads one part only is not evaluated on a request of another protocol.
+	// reads: the protocol parts of the request the rule reads (request.sql, request.ssh,
+	// request.http, request.kube); a rule is not evaluated on a request that has none of
+	// the parts it reads.
 	reads protoParts
+	// revealSecrets: an allow rule with reveal: [secrets] (Kubernetes Secret data passes).
+	revealSecrets bool
+	// readsBody: the rule may read request.http.body (a require_approval rule that cannot
+	// be evaluated because the body was not parsed denies).
+	readsBody bool
+	// namesSubresource: the rule reads request.kube.subresource by name, so it may allow
+	// exec, attach, portforward, proxy and ephemeral containers (see kube.go).
+	namesSubresource bool
 }
 
 // Engine holds compiled rules. It is immutable; a policy change builds a new Engine.
@@ -182,8 +199,10 @@ func Compile(policies []config.Policy, revision uint64) (*Engine, error) {
 				continue
 			}
 			rl := &rule{policy: p.Name, name: r.Name, effect: r.Effect, reason: r.Reason, prg: prg, reads: requestParts(ast),
-				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask, p.Name+"/"+r.Name), approval: approvalSpecOf(r.Approval)}
-			forSQL := rl.reads != readsSSH
+				onParseError: strings.Contains(r.When, "parse_error"), shadow: p.Shadow, mask: maskSpecOf(r.Mask, p.Name+"/"+r.Name), approval: approvalSpecOf(r.Approval),
+				revealSecrets: r.Effect == schemas.EffectAllow && slices.Contains(r.Reveal, "secrets"),
+				readsBody:     readsField(ast, "body"), namesSubresource: selectsField(ast, "subresource")}
+			forSQL := rl.reads == 0 || rl.reads&readsSQL != 0
 			varies := forSQL && (readsField(ast, "text", "claims") || readsVar(ast, "now"))
 			e.needColumns = e.needColumns || forSQL && (readsField(ast, "columns") || readsField(ast, "filter_columns"))
 			for _, res := range p.Resources {
@@ -245,17 +264,19 @@ func grantValues(gs []Grant) []any {
 // restrictive match wins; a deny rule that fails to evaluate (for instance a missing map
 // key: write `"env" in resource.labels && ...`) denies (fail closed). A statement that does
 // not parse is decided only by rules that refer to request.sql.parse_error. An SSH request
-// is decided by decideSSH; a rule that reads only the other protocol's part is not evaluated.
+// is decided by decideSSH, an HTTP or Kubernetes one by decideHTTP; a rule that reads only
+// other protocols' parts is not evaluated. A request without exactly one protocol, or
+// whose protocol is not its resource's, is refused.
 func (e *Engine) Decide(req *Input, now time.Time) schemas.DecisionReply {
-	sq := req.SQL
-	if sq == nil && req.SSH != nil {
+	switch proto, refusal := protocolOf(&req.DecisionRequest); {
+	case refusal != "":
+		return schemas.DecisionReply{Revision: e.revision, Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "protocol", Reason: refusal}
+	case proto == protoSSH:
 		return e.decideSSH(req, now)
+	case proto == protoHTTP || proto == protoKube:
+		return e.decideHTTP(req, now)
 	}
-	if sq == nil || req.SSH != nil {
-		// SQL and SSH are decided today: a request for another protocol, or for two, is refused.
-		return schemas.DecisionReply{Revision: e.revision, Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "protocol",
-			Reason: "the decision request has not exactly one sql or ssh part, and the policy decides only SQL statements and SSH requests; refusing (fail closed)"}
-	}
+	sq := req.SQL
 	if len(sq.Text) > schemas.MaxStatementBytes {
 		return schemas.DecisionReply{Revision: e.revision, Effect: schemas.EffectDeny, Policy: "gatehouse", Rule: "statement-size", SQLState: "54000",
 			Reason: fmt.Sprintf("the statement is %d bytes, over the %d bytes the policy analyses; refusing (fail closed): send it in smaller statements", len(sq.Text), schemas.MaxStatementBytes)}
@@ -294,9 +315,9 @@ func (e *Engine) Decide(req *Input, now time.Time) schemas.DecisionReply {
 		"writes": writeValues(info.Writes), "unknown_writes": info.UnknownWrites, "read_only": info.ReadOnly,
 		"unresolved": info.Unresolved,
 	}}
-	enforced, all, shadowSeen := e.evaluate(req.Resource.Name, vars, func(r *rule) bool {
-		return r.reads == readsSSH || info.ParseError != "" && !r.onParseError
-	})
+	enforced, all, shadowSeen := e.evaluate(req.Resource.Name, vars, evalOptions{use: maskUse{columns: true}, skip: func(r *rule) bool {
+		return !r.reads.appliesTo(readsSQL) || info.ParseError != "" && !r.onParseError
+	}})
 	enforced.fill(&d, &info, req.Resource.Name)
 	if enforced.best == nil && info.ParseError == "" && !req.probing {
 		d.Reason += e.lookedAt(req, &info, now)
@@ -332,13 +353,43 @@ func baseVars(req *Input, now time.Time) map[string]any {
 	}
 }
 
-// evaluate evaluates once each rule of the resource that skip does not leave out. Shadow
+// evalOptions say how a protocol's rules are evaluated.
+type evalOptions struct {
+	// skip leaves rules out (those of other protocols).
+	skip func(*rule) bool
+	// use is what of a mask means something on the protocol.
+	use maskUse
+	// strict says which rules deny when they fail to evaluate whatever their effect (deny
+	// and mask rules always do).
+	strict func(*rule) bool
+}
+
+// maskUse is what of a mask rule means something on a protocol's requests: content
+// detectors always, columns on SQL, fields on HTTP. A mask rule with nothing that does
+// masks nothing there.
+type maskUse struct{ columns, fields bool }
+
+func (u maskUse) useful(s *schemas.MaskSpec) bool {
+	return s != nil && (len(s.Detectors) > 0 || u.columns && len(s.Columns) > 0 || u.fields && len(s.Fields) > 0)
+}
+
+func (u maskUse) trim(s *schemas.MaskSpec) {
+	if !u.columns {
+		s.Columns = nil
+	}
+	if !u.fields {
+		s.Fields = nil
+	}
+}
+
+// evaluate evaluates once each rule of the resource that o.skip does not leave out. Shadow
 // policies' matches are kept apart: they say what would happen if those policies were
 // enforced, and change nothing.
-func (e *Engine) evaluate(resource string, vars map[string]any, skip func(*rule) bool) (enforced, all match, shadowSeen bool) {
+func (e *Engine) evaluate(resource string, vars map[string]any, o evalOptions) (enforced, all match, shadowSeen bool) {
+	enforced.use, all.use = o.use, o.use
 	rules := append(slices.Clone(e.byRes[resource]), e.byRes["*"]...)
 	for _, r := range rules {
-		if skip(r) {
+		if o.skip(r) {
 			continue
 		}
 		out, _, err := r.prg.Eval(vars)
@@ -349,7 +400,7 @@ func (e *Engine) evaluate(resource string, vars map[string]any, skip func(*rule)
 		}
 		matched := false
 		if err != nil {
-			if r.effect != schemas.EffectDeny && r.effect != schemas.EffectMask {
+			if r.effect != schemas.EffectDeny && r.effect != schemas.EffectMask && (o.strict == nil || !o.strict(r)) {
 				continue
 			}
 			// A deny or mask rule we cannot evaluate denies: what it would hide must not leak.
@@ -460,19 +511,27 @@ func quoteIdent(s string) string {
 	return `"` + strings.ReplaceAll(q[1:len(q)-1], `\"`, `""`) + `"`
 }
 
-// match is the most restrictive rule matched so far, and every mask rule matched.
+// match is the most restrictive rule matched so far, every mask rule matched whose mask
+// means something on the protocol, and every allow rule matched.
 type match struct {
-	best  *rule
-	rank  int
-	err   error
-	masks []*rule
+	best   *rule
+	rank   int
+	err    error
+	masks  []*rule
+	allows []*rule
+	use    maskUse
 }
 
 func (m *match) consider(r *rule, err error) {
 	if r.effect == schemas.EffectMask && err == nil {
 		// Mask rules restrict what an allowed statement returns; they allow nothing.
-		m.masks = append(m.masks, r)
+		if m.use.useful(r.mask) {
+			m.masks = append(m.masks, r)
+		}
 		return
+	}
+	if r.effect == schemas.EffectAllow && err == nil {
+		m.allows = append(m.allows, r)
 	}
 	rank := effectRank[r.effect]
 	if err != nil {
@@ -515,6 +574,7 @@ func (m *match) fill(d *schemas.DecisionReply, info *SQLInfo, resource string) {
 			mergeMask(d.Mask, r.mask)
 			names[i] = r.policy + "/" + r.name
 		}
+		m.use.trim(d.Mask)
 		d.Reason += "; masked by " + strings.Join(names, ", ")
 	}
 }

@@ -302,17 +302,24 @@ policies:
       - {name: a, effect: mask, when: "true"}
       - {name: b, effect: mask, when: "true", mask: {columns: [card_number], detectors: [dna], regex: ["("], method: scramble}}
       - {name: c, effect: allow, when: "true", mask: {detectors: [email]}}
+      - {name: d, effect: mask, when: "true", mask: {fields: ["customers[*]", "$.a[x]"]}}
+      - {name: e, effect: deny, when: "true", reveal: [secrets]}
+      - {name: f, effect: allow, when: "true", reveal: [passwords]}
 `))
 	require.NoError(t, err)
 	err = c.Validate()
 	require.Error(t, err)
 	for _, want := range []string{
-		"policies[0].rules[0].mask: effect mask needs mask.columns, mask.detectors or mask.regex",
+		"policies[0].rules[0].mask: effect mask needs mask.columns, mask.fields, mask.detectors or mask.regex",
 		`policies[0].rules[1].mask.columns[0]: "card_number" is not table.column or schema.table.column`,
 		`policies[0].rules[1].mask.detectors[0]: unknown detector "dna"`,
 		"policies[0].rules[1].mask.regex[0]: error parsing regexp",
 		`policies[0].rules[1].mask.method: unknown method "scramble"`,
 		"policies[0].rules[2].mask: only rules with effect mask take a mask",
+		`policies[0].rules[3].mask.fields[0]: "customers[*]": a path starts with $`,
+		`policies[0].rules[3].mask.fields[1]: "$.a[x]": [x] is not [*], [N] or ['name']`,
+		"policies[0].rules[4].reveal: only rules with effect allow reveal",
+		`policies[0].rules[5].reveal[0]: `,
 	} {
 		require.Contains(t, err.Error(), want)
 	}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -160,6 +161,9 @@ func (s *Service) handle(m *nats.Msg) {
 	if err == nil {
 		err = json.Unmarshal(data, &req.DecisionRequest)
 	}
+	if err == nil && req.HTTP != nil && req.HTTP.Body != nil {
+		req.HTTP.Body, err = exactBody(data)
+	}
 	if err != nil {
 		d = schemas.DecisionReply{Effect: schemas.EffectDeny, Reason: "malformed decision request: " + err.Error()}
 	} else {
@@ -173,6 +177,26 @@ func (s *Service) handle(m *nats.Msg) {
 		d = s.engine.Load().Decide(&req, start)
 	}
 	s.reply(m, start, d)
+}
+
+// exactBody is the http part's body decoded again with its numbers kept as written
+// (json.Number): decoded as float64, an identifier past 2^53 would compare as another.
+func exactBody(data []byte) (any, error) {
+	var raw struct {
+		HTTP struct {
+			Body json.RawMessage `json:"body"`
+		} `json:"http"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw.HTTP.Body))
+	dec.UseNumber()
+	var body any
+	if err := dec.Decode(&body); err != nil {
+		return nil, fmt.Errorf("http.body: %w", err)
+	}
+	return body, nil
 }
 
 // decodeRequest is a request's JSON, decompressed when the proxy compressed it (to at

@@ -7,7 +7,6 @@ package policy
 import (
 	"fmt"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,20 +72,16 @@ func (e *Engine) decideSSH(req *Input, now time.Time) schemas.DecisionReply {
 	}
 	vars := baseVars(req, now)
 	vars["request"] = map[string]any{"kind": "ssh", "ssh": sshValues(s, &info)}
-	enforced, all, shadowSeen := e.evaluate(req.Resource.Name, vars, func(r *rule) bool {
-		return r.reads == readsSQL || info.ParseError != "" && !r.onParseError
-	})
+	// Only content detectors mask a terminal's output: columns and fields mean nothing here.
+	enforced, all, shadowSeen := e.evaluate(req.Resource.Name, vars, evalOptions{skip: func(r *rule) bool {
+		return !r.reads.appliesTo(readsSSH) || info.ParseError != "" && !r.onParseError
+	}})
 	fill := func(m match, d *schemas.DecisionReply) {
-		// Only content detectors mask a terminal's output; columns mean nothing here.
-		m.masks = slices.DeleteFunc(slices.Clone(m.masks), func(r *rule) bool { return r.mask == nil || len(r.mask.Detectors) == 0 })
 		if m.best == nil {
 			d.Effect, d.Reason = schemas.EffectDeny, sshDenial(s, &info, req.Resource.Name)
 			return
 		}
 		m.fill(d, nil, req.Resource.Name)
-		if d.Mask != nil {
-			d.Mask.Columns = nil
-		}
 	}
 	fill(enforced, &d)
 	if d.Allowed() {
@@ -163,15 +158,24 @@ func sshDenial(s *schemas.SSHRequest, info *ShellInfo, resource string) string {
 type protoParts uint8
 
 const (
-	readsSQL protoParts = 1 << iota // request.sql
-	readsSSH                        // request.ssh
+	readsSQL  protoParts = 1 << iota // request.sql
+	readsSSH                         // request.ssh
+	readsHTTP                        // request.http
+	readsKube                        // request.kube
+
+	readsAll = readsSQL | readsSSH | readsHTTP | readsKube
 )
+
+// appliesTo reports whether a rule reading p is evaluated on a request with the parts
+// present: it reads none of the protocol parts (identity, resource, request.kind), or one
+// the request has. A Kubernetes request has its http part too.
+func (p protoParts) appliesTo(present protoParts) bool { return p == 0 || p&present != 0 }
 
 // requestParts says which protocol parts a rule reads. A rule that uses request otherwise
 // than by a constant field (request[k], request.all(...)) reads them all; a rule that reads
-// neither (identity, resource, request.kind) applies to every request of its resources.
+// none (identity, resource, request.kind) applies to every request of its resources.
 func requestParts(ast *cel.Ast) protoParts {
-	all := readsSQL | readsSSH
+	all := readsAll
 	checked, err := cel.AstToCheckedExpr(ast)
 	if err != nil {
 		return all
@@ -182,6 +186,10 @@ func requestParts(ast *cel.Ast) protoParts {
 			return readsSQL
 		case "ssh":
 			return readsSSH
+		case "http":
+			return readsHTTP
+		case "kube":
+			return readsKube
 		}
 		return 0
 	}

@@ -535,7 +535,7 @@ func TestDecideSSHAndSQLRulesApart(t *testing.T) {
 	d = e.Decide(&policy.Input{DecisionRequest: schemas.DecisionRequest{Resource: schemas.Resource{Name: "web-1"}}}, time.Now())
 	require.Equal(t, schemas.EffectDeny, d.Effect)
 	require.Equal(t, "protocol", d.Rule)
-	require.Contains(t, d.Reason, "sql or ssh part")
+	require.Contains(t, d.Reason, "no sql, ssh or http part")
 }
 
 func TestDecideSSHMaskAndApproval(t *testing.T) {
