@@ -144,7 +144,7 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 		Transport:     up.rt,
 		FlushInterval: -1,
 		BufferPool:    bufferPool{},
-		ErrorLog:      nil,
+		ErrorLog:      s.errLog,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
 			out.URL = &url.URL{Scheme: up.base.Scheme, Host: up.base.Host, Path: joinPath(up.base.Path, x.Path),

@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,6 +79,8 @@ type Server struct {
 	closed bool
 	open   atomic.Int64
 
+	errLog   *stdlog.Logger
+
 	requests *prometheus.CounterVec
 	active   prometheus.Gauge
 }
@@ -94,6 +97,7 @@ func New(cfg Config, res Resources, v *identity.Verifier, pub *session.Publisher
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gatehouse_http_sessions_active", Help: "Live HTTP sessions (a caller's token on one connection)."}),
 	}
 	s.upstreams.init()
+	s.errLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	if reg != nil {
 		reg.MustRegister(s.requests, s.active)
 	}
@@ -129,7 +133,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:          s.errLog,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnContext: func(cctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(cctx, connKey{}, s.newConn(c))
