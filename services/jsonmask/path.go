@@ -1,5 +1,3 @@
-// Package jsonmask masks fields of JSON documents as they stream, chosen by path, and
-// runs content detectors over every other string, without holding a document whole.
 package jsonmask
 
 import (

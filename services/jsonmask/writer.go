@@ -1,6 +1,7 @@
 package jsonmask
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -48,13 +49,15 @@ type Spec struct {
 	// decides its method. A string is replaced by Mask(method, its text); any other value
 	// (number, true, false, null, object, array) by the string Redacted.
 	Fields []Field
-	// Mask masks the text of a matched string (unescaped; valid only during the call) and
-	// returns the replacement text, which the Writer quotes. Nil: Redacted for every method.
+	// Mask masks the text of a matched string (unescaped; valid only during the call, not
+	// to be modified) and returns the replacement text, which the Writer quotes (bytes
+	// that are not UTF-8 become U+FFFD). Nil: Redacted for every method.
 	Mask func(method string, v []byte) []byte
 	// Detect, if set, is run on the text of every other string value (not on keys) and on
 	// every number (a number with a fraction or exponent in plain digits: 4111e12 →
 	// 4111000000000000). It returns the masked text and how many values it masked; with n
 	// 0 the value is left exactly as it was written. A masked number becomes a string.
+	// Like Mask, it must not modify its argument, nor keep it past the call.
 	Detect func(s []byte) (masked []byte, n int)
 	// MaxValue bounds the bytes (as written, quotes included) of a value the Writer holds
 	// to inspect: a longer one that must be inspected is replaced whole by Redacted rather
@@ -178,6 +181,7 @@ type Writer struct {
 	dec  []byte
 	num  []byte
 	out  []byte
+	pend []byte // output not yet copied into out: a piece of the current Write's input
 	off  int64
 	err  error
 	werr error
@@ -244,7 +248,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 			if w.state >= stString && w.vstart >= w.from {
 				e = w.vstart
 			}
-			w.emit(p[w.from:e])
+			w.emitRef(p[w.from:e])
 		}
 		w.err = err
 	} else {
@@ -319,8 +323,23 @@ func (w *Writer) syntax(i int, msg string) error {
 	return &SyntaxError{Msg: msg, Offset: w.off + int64(i)}
 }
 
+// emitRef adds b, a piece of the current Write's input, to the output. The first piece
+// after a flush is kept by reference: pass-through output is mostly one piece per Write,
+// written without a copy (Write flushes before it returns).
+func (w *Writer) emitRef(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if w.pend == nil && len(w.out) == 0 {
+		w.pend = b
+		return
+	}
+	w.emit(b)
+}
+
 // emit adds b to the output, writing to dst when enough is held.
 func (w *Writer) emit(b []byte) {
+	w.settle()
 	if len(w.out)+len(b) > flushAt {
 		w.flush()
 		if len(b) > flushAt {
@@ -331,7 +350,21 @@ func (w *Writer) emit(b []byte) {
 	w.out = append(w.out, b...)
 }
 
+// settle moves the piece kept by reference into the output buffer (or to dst if large).
+func (w *Writer) settle() {
+	if w.pend == nil {
+		return
+	}
+	if len(w.pend) >= flushAt/4 {
+		w.write(w.pend)
+	} else {
+		w.out = append(w.out, w.pend...)
+	}
+	w.pend = nil
+}
+
 func (w *Writer) emitQuoted(s []byte) {
+	w.settle()
 	w.out = appendQuoted(w.out, s)
 	if len(w.out) > flushAt {
 		w.flush()
@@ -339,6 +372,7 @@ func (w *Writer) emitQuoted(s []byte) {
 }
 
 func (w *Writer) flush() {
+	w.settle()
 	if len(w.out) > 0 {
 		w.write(w.out)
 		w.out = w.out[:0]
@@ -357,7 +391,7 @@ func (w *Writer) cut(p []byte, i int) {
 	w.from = i
 	switch w.mode {
 	case modePass:
-		w.emit(seg)
+		w.emitRef(seg)
 	case modeHold:
 		if len(w.val)+len(seg) <= w.maxValue {
 			w.val = append(w.val, seg...)
@@ -442,6 +476,21 @@ var strPlain = func() (t [256]bool) {
 	return t
 }()
 
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// special8 reports whether any of the 8 bytes in x is not strPlain.
+func special8(x uint64) bool {
+	quote := x ^ ('"' * ones)
+	bslash := x ^ ('\\' * ones)
+	t := (x - 0x20*ones) | (quote - ones) | (bslash - ones)
+	// a byte below 0x20, or equal to " or \\ (zero after the xor), sets its high bit
+	// when subtracted from (a borrow only runs on from such a byte); a byte from 0x80 has it
+	return (t|x)&highs != 0
+}
+
 func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' }
 
 // scan runs the scanner over p and returns how much of it it took (all of it, or up to the
@@ -460,6 +509,9 @@ func (w *Writer) scan(p []byte) (int, error) {
 				w.u8lo, w.u8hi = 0x80, 0xBF
 				i++
 				continue
+			}
+			for i+8 <= len(p) && !special8(binary.LittleEndian.Uint64(p[i:])) {
+				i += 8
 			}
 			for i < len(p) && strPlain[p[i]] {
 				i++

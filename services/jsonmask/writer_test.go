@@ -2,8 +2,10 @@ package jsonmask
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -439,10 +441,10 @@ func TestMalformed(t *testing.T) {
 		{`{"b":"1234567890123` + "\x01" + `"}`, 19, `{"b":`},
 		{`{"b":"\u12G4"}`, 10, `{"b":`},
 		{`{"b":"` + "\xff" + `"}`, 6, `{"b":`},
-		{`{"b":"` + "\xc0\xaf" + `"}`, 6, `{"b":`},          // overlong /
-		{`{"b":"` + "\xed\xa0\x80" + `"}`, 7, `{"b":`},      // a surrogate in UTF-8
-		{`{"b":"` + "\xe2\x82" + `"}`, 8, `{"b":`},          // cut short
-		{`{"b":"` + "\xf4\x90\x80\x80" + `"}`, 7, `{"b":`},  // past U+10FFFF
+		{`{"b":"` + "\xc0\xaf" + `"}`, 6, `{"b":`},         // overlong /
+		{`{"b":"` + "\xed\xa0\x80" + `"}`, 7, `{"b":`},     // a surrogate in UTF-8
+		{`{"b":"` + "\xe2\x82" + `"}`, 8, `{"b":`},         // cut short
+		{`{"b":"` + "\xf4\x90\x80\x80" + `"}`, 7, `{"b":`}, // past U+10FFFF
 		{`{"b":01}`, 6, `{"b":`},
 		{`{"b":1.}`, 7, `{"b":`},
 		{`{"b":-}`, 6, `{"b":`},
@@ -567,3 +569,33 @@ func TestNoAllocs(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestSpecial8(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for pos := range 8 {
+			var b [8]byte
+			for i := range b {
+				b[i] = 'a'
+			}
+			b[pos] = byte(c)
+			require.Equal(t, !strPlain[c], special8(binary.LittleEndian.Uint64(b[:])), "byte %#x at %d", c, pos)
+		}
+	}
+}
+
+func TestSpecial8Random(t *testing.T) {
+	alphabet := []byte{0, 1, 0x1f, 0x20, 0x21, '"', 0x23, '\\', 0x5b, 0x5d, 0x7f, 0x80, 0x81, 0xa0, 0xff, 'a'}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 200000 {
+		var b [8]byte
+		want := false
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+			if r.IntN(3) > 0 {
+				b[i] = 'a'
+			}
+			want = want || !strPlain[b[i]]
+		}
+		require.Equal(t, want, special8(binary.LittleEndian.Uint64(b[:])), "%q", b)
+	}
+}
