@@ -39,7 +39,7 @@ var ErrClosed = errors.New("jsonmask: write after close")
 // Field is a field to mask.
 type Field struct {
 	Path   Path
-	Method string // redact, partial or hmac: passed to Spec.Mask for a string value
+	Method string // redact (if empty), partial or hmac: passed to Spec.Mask for a string
 	Name   string // the name its masked values are counted under; Path.String() if empty
 }
 
@@ -143,6 +143,7 @@ type Writer struct {
 	m        matcher
 	fields   []Field
 	names    []string
+	methods  []string
 	mask     func(string, []byte) []byte
 	detect   func([]byte) ([]byte, int)
 	maxValue int
@@ -219,7 +220,12 @@ func NewWriter(dst io.Writer, spec *Spec) *Writer {
 	}
 	w.keyLimit = w.m.keyLimit()
 	w.names = make([]string, len(spec.Fields))
+	w.methods = make([]string, len(spec.Fields))
 	for i, f := range spec.Fields {
+		w.methods[i] = f.Method
+		if f.Method == "" {
+			w.methods[i] = Redact
+		}
 		w.names[i] = f.Name
 		if f.Name == "" {
 			w.names[i] = f.Path.String()
@@ -309,7 +315,7 @@ func (w *Writer) countsSince(base []uint64) []Count {
 		}
 		switch f := len(w.fields); {
 		case i < f:
-			out = append(out, Count{Name: w.names[i], Method: w.fields[i].Method, Count: n})
+			out = append(out, Count{Name: w.names[i], Method: w.methods[i], Count: n})
 		case i == f:
 			out = append(out, Count{Name: DetectorsName, Count: n})
 		default:
@@ -884,7 +890,7 @@ func (w *Writer) endString(p []byte, e int) {
 			text = w.dec
 		}
 		if w.vfield >= 0 {
-			w.emitQuoted(w.maskText(w.fields[w.vfield].Method, text))
+			w.emitQuoted(w.maskText(w.methods[w.vfield], text))
 			w.counts[w.vfield]++
 			w.val = w.val[:0]
 			return

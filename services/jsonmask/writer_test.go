@@ -179,6 +179,14 @@ func TestFieldName(t *testing.T) {
 	_, err = w.Write([]byte(`{"a":1}{"a":2}`))
 	require.NoError(t, err)
 	require.Equal(t, []Count{{Name: "policy/rule", Method: HMAC, Count: 2}}, w.Masked())
+
+	// no method is redact
+	var b bytes.Buffer
+	w = NewWriter(&b, &Spec{Fields: []Field{{Path: p}}, Mask: tagMask})
+	_, err = w.Write([]byte(`{"a":"x"}`))
+	require.NoError(t, err)
+	require.Equal(t, `{"a":"redact(x)"}`, b.String())
+	require.Equal(t, []Count{{Name: "$.a", Method: Redact, Count: 1}}, w.Masked())
 }
 
 // TestPassThrough: when nothing is masked, the output is the input byte for byte.
