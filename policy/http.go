@@ -29,11 +29,29 @@ func httpValues(h *schemas.HTTPRequest) map[string]any {
 		headers = map[string]string{}
 	}
 	return map[string]any{
-		"method": h.Method, "host": h.Host, "path": h.Path, "segments": pathSegments(h.Path), "route": h.Route,
+		"method": strings.ToUpper(h.Method), "host": h.Host, "path": h.Path, "segments": pathSegments(h.Path), "route": h.Route,
 		"params": params, "query": query, "headers": headers, "content_type": h.ContentType,
 		"body_bytes": h.BodyBytes, "body": jsonValue(h.Body), "body_unread": h.BodyUnread, "body_error": h.BodyError,
 		"websocket": h.Websocket,
 	}
+}
+
+// unnormalised says why a path is not one the proxy normalised, or "".
+func unnormalised(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return "it does not start with /"
+	case strings.Contains(p, "//"):
+		return "it has an empty segment"
+	case strings.ContainsAny(p, "\x00?#"):
+		return "it holds a NUL byte, a ? or a #"
+	}
+	for _, s := range strings.Split(p, "/") {
+		if s == "." || s == ".." {
+			return "it has a dot segment"
+		}
+	}
+	return ""
 }
 
 // pathSegments are the segments of a normalised path: /customers/42 is ["customers", "42"].
@@ -104,6 +122,13 @@ func bodyState(h *schemas.HTTPRequest) string {
 func (e *Engine) decideHTTP(req *Input, now time.Time) schemas.DecisionReply {
 	h, k := req.HTTP, req.Kube
 	d := schemas.DecisionReply{Revision: e.revision}
+	if why := unnormalised(h.Path); why != "" {
+		// The proxy normalises the path it decides and forwards; a path that is not would
+		// be read one way here and perhaps another by the backend.
+		d.Effect, d.Policy, d.Rule = schemas.EffectDeny, "gatehouse", "one-meaning"
+		d.Reason = "the path " + plain(h.Path, maxAsked) + " is not normalised (" + why + "); refusing (fail closed)"
+		return d
+	}
 	present, kind := readsHTTP, "http"
 	request := map[string]any{"http": httpValues(h)}
 	if k != nil {
@@ -171,7 +196,7 @@ func httpDenial(h *schemas.HTTPRequest, k *schemas.KubeRequest, resource string)
 	if k != nil {
 		return "no rule allows " + kubeAsked(k, h.Path) + " on " + plain(resource, 64)
 	}
-	asked := plain(h.Method, 32) + " " + plain(h.Path, maxAsked)
+	asked := plain(strings.ToUpper(h.Method), 32) + " " + plain(h.Path, maxAsked)
 	if h.Websocket {
 		asked += " (WebSocket)"
 	}

@@ -288,3 +288,21 @@ func TestDecideHTTPShadow(t *testing.T) {
 	require.Equal(t, &schemas.Shadow{Effect: "deny", Policy: "trial", Rule: "no-delete", Reason: "soon"}, d.Shadow)
 	require.Nil(t, decideHTTP(t, e, nil, schemas.HTTPRequest{Method: "GET", Path: "/x"}).Shadow)
 }
+
+func TestDecideHTTPOneMeaning(t *testing.T) {
+	e := compile(t, "orders-api",
+		config.Rule{Name: "all", Effect: "allow", When: `true`},
+		config.Rule{Name: "no-admin", Effect: "deny", When: `request.http.path.startsWith("/admin/")`},
+		config.Rule{Name: "no-delete", Effect: "deny", When: `request.http.method == "DELETE"`},
+	)
+	for _, p := range []string{"", "admin/x", "/x/../admin/x", "/./admin/x", "//admin/x", "/x/..", "/a?b", "/a#b", "/a\x00b"} {
+		d := decideHTTP(t, e, nil, schemas.HTTPRequest{Method: "GET", Path: p})
+		require.Equal(t, schemas.EffectDeny, d.Effect, p)
+		require.Equal(t, "one-meaning", d.Rule, p)
+		require.Contains(t, d.Reason, "is not normalised", p)
+	}
+	require.Equal(t, schemas.EffectAllow, decideHTTP(t, e, nil, schemas.HTTPRequest{Method: "GET", Path: "/a/b/"}).Effect)
+	require.Equal(t, schemas.EffectAllow, decideHTTP(t, e, nil, schemas.HTTPRequest{Method: "GET", Path: "/a/..b/.c"}).Effect)
+	d := decideHTTP(t, e, nil, schemas.HTTPRequest{Method: "delete", Path: "/x"})
+	require.Equal(t, "no-delete", d.Rule, "methods are compared upper case")
+}

@@ -66,6 +66,11 @@ func commandLine(argv []string) string {
 func kubeCommand(k *schemas.KubeRequest) (line string, info ShellInfo, refusal string) {
 	info = ShellInfo{Programs: []string{}}
 	if len(k.Command) == 0 {
+		if k.ResourceRequest && k.Subresource == "exec" {
+			// The API server refuses it too; rules would see no programs, and
+			// programs.all(...) over none is true.
+			return "", info, "an exec without a command (refusing, fail closed)"
+		}
 		return "", info, ""
 	}
 	line = commandLine(k.Command)

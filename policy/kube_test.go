@@ -130,6 +130,13 @@ func TestDecideKubeExec(t *testing.T) {
 	d = decideKube(t, e, oncall, execReq("prod", "web-1", "ls", "a\x00b"))
 	require.Equal(t, schemas.EffectDeny, d.Effect)
 	require.Equal(t, "command-depth", d.Rule)
+	d = decideKube(t, e, oncall, execReq("prod", "web-1"))
+	require.Equal(t, schemas.EffectDeny, d.Effect, "no programs are not all allowed ones")
+	require.Equal(t, "command-depth", d.Rule)
+	require.Contains(t, d.Reason, "an exec without a command")
+	d = decideKube(t, e, oncall, execReq("prod", "web-1", "bash", "-c", strings.Repeat("sudo ", 20)+"ls"))
+	require.Equal(t, "command-depth", d.Rule)
+	require.Contains(t, d.Reason, "too deeply nested")
 
 	// Rules for objects do not open sessions in pods: the verb of exec, attach and
 	// portforward is create whatever the method, and only a rule naming the subresource
