@@ -53,6 +53,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = sessionsCmd(args[1:], stdout, stderr)
 	case "ssh":
 		err = sshCmd(args[1:], stdout, stderr)
+	case "kubeconfig":
+		err = kubeconfigCmd(args[1:], stdout, stderr)
+	case "kube":
+		err = kubeCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
 	case "evidence":

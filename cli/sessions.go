@@ -30,13 +30,13 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 	var ssh sshReplayFlags
 	if sub == "replay" {
 		ssh = sshReplayFlags{
-			speed:     fs.Float64("speed", 1, "SSH: play terminal output this many times faster than it was recorded"),
-			noWait:    fs.Bool("no-wait", false, "SSH: print terminal output at once, without its pauses"),
-			noPlay:    fs.Bool("no-play", false, "SSH: print the session, its requests and decisions, without the terminal output"),
-			maxIdle:   fs.Duration("max-idle", 0, "SSH: wait at most this long between two frames of terminal output (0: as recorded)"),
-			channel:   fs.String("channel", "", "SSH: only channel `N` (default: every channel with terminal output; with --asciicast the first one)"),
-			asciicast: fs.String("asciicast", "", "SSH: write one channel's terminal to `FILE` as asciicast v2 (- for stdout) instead of printing the session"),
-			input:     fs.Bool("input", false, "SSH: with --asciicast, include what the client typed as input (i) events"),
+			speed:     fs.Float64("speed", 1, "SSH, kubectl exec: play terminal output this many times faster than it was recorded"),
+			noWait:    fs.Bool("no-wait", false, "SSH, kubectl exec: print terminal output at once, without its pauses"),
+			noPlay:    fs.Bool("no-play", false, "SSH, HTTP, Kubernetes: print the session, its requests and decisions, without the terminal output"),
+			maxIdle:   fs.Duration("max-idle", 0, "SSH, kubectl exec: wait at most this long between two frames of terminal output (0: as recorded)"),
+			channel:   fs.String("channel", "", "SSH: only channel `N`; Kubernetes: only the exec of request N (default: every one with terminal output; with --asciicast the first one)"),
+			asciicast: fs.String("asciicast", "", "SSH, kubectl exec: write one channel's or exec's terminal to `FILE` as asciicast v2 (- for stdout) instead of printing the session"),
+			input:     fs.Bool("input", false, "SSH, kubectl exec: with --asciicast, include what the client typed as input (i) events"),
 		}
 	}
 	if sub == "list" {
@@ -46,8 +46,8 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 		for _, f := range []struct{ name, help string }{
 			{"group", "only identities in this group"}, {"since", "started at or after this RFC 3339 time"},
 			{"until", "started at or before this RFC 3339 time"}, {"effect", "with a statement allowed, denied, held (for approval), approved or masked"},
-			{"text", "with a statement, SSH command or SSH/SFTP path containing this text"}, {"fingerprint", "with a statement of this fingerprint"},
-			{"protocol", "only sessions of this protocol: postgres or ssh"},
+			{"text", "with a statement, SSH command, SSH/SFTP path, or HTTP/Kubernetes request path, query or body containing this text"}, {"fingerprint", "with a statement of this fingerprint"},
+			{"protocol", "only sessions of this protocol: postgres, ssh, http or kubernetes"},
 			{"before", "the next page (the next_before of the previous one)"},
 		} {
 			v := &[2]string{f.name}
@@ -132,8 +132,13 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) error {
 		defer stop()
 		return replaySSH(ctx, stdout, stderr, &r, &ssh, sleepCtx)
 	}
+	if query.IsHTTP(r.Events) {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		return replayHTTP(ctx, stdout, stderr, &r, &ssh, sleepCtx)
+	}
 	if flag := ssh.sshOnly(); flag != "" {
-		return usageError{fmt.Sprintf("%s is for SSH sessions; session %s is not one", flag, r.SessionID)}
+		return usageError{fmt.Sprintf("%s is for SSH and Kubernetes sessions; session %s is not one", flag, r.SessionID)}
 	}
 	return printReplay(stdout, &r)
 }

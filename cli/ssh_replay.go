@@ -123,7 +123,7 @@ func replaySSH(ctx context.Context, stdout, stderr io.Writer, r *query.Replay, f
 				return fmt.Errorf("session %s has no terminal output to write (channels: %s)", r.SessionID, channelList(s, false))
 			}
 		}
-		if err := writeAsciicast(stdout, *f.asciicast, s, pick, *f.input); err != nil {
+		if err := writeAsciicast(stdout, *f.asciicast, pick, query.AsciicastTitle(s, pick), *f.input); err != nil {
 			return err
 		}
 		where := *f.asciicast
@@ -143,24 +143,34 @@ func replaySSH(ctx context.Context, stdout, stderr io.Writer, r *query.Replay, f
 		if (pick != nil && c != pick) || !c.HasOutput() {
 			continue
 		}
-		how := "Ctrl-C stops it; --no-wait prints it at once"
-		if p.noWait {
-			how = "at once"
-		} else if p.speed != 1 {
-			how = fmt.Sprintf("%g× speed; Ctrl-C stops it", p.speed)
-		}
-		fmt.Fprintf(stdout, "\n▶ channel %s: %s of terminal output (%s)\n", c.Describe(), c.Duration().Round(time.Millisecond), how)
-		if err := p.play(ctx, stdout, c.Frames); err != nil {
-			if ctx.Err() != nil {
-				resetTerminal(stdout)
-				fmt.Fprintf(stderr, "\nreplay interrupted in channel %d\n", c.Number)
-				return nil
-			}
+		if stopped, err := p.playTerminal(ctx, stdout, stderr, "channel "+c.Describe(), fmt.Sprintf("channel %d", c.Number), c.Terminal()); stopped || err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "\n■ end of channel %d\n", c.Number)
 	}
 	return nil
+}
+
+// playTerminal plays one recorded terminal under a heading (what it is, and its short
+// name for the end line). An interrupted replay (ctx done) resets the terminal and reports
+// stopped, without an error.
+func (p *player) playTerminal(ctx context.Context, stdout, stderr io.Writer, heading, name string, t query.Terminal) (stopped bool, err error) {
+	how := "Ctrl-C stops it; --no-wait prints it at once"
+	if p.noWait {
+		how = "at once"
+	} else if p.speed != 1 {
+		how = fmt.Sprintf("%g× speed; Ctrl-C stops it", p.speed)
+	}
+	fmt.Fprintf(stdout, "\n▶ %s: %s of terminal output (%s)\n", heading, t.Duration().Round(time.Millisecond), how)
+	if err := p.play(ctx, stdout, t.Frames); err != nil {
+		if ctx.Err() != nil {
+			resetTerminal(stdout)
+			fmt.Fprintf(stderr, "\nreplay interrupted in %s\n", name)
+			return true, nil
+		}
+		return false, err
+	}
+	fmt.Fprintf(stdout, "\n■ end of %s\n", name)
+	return false, nil
 }
 
 // resetTerminal undoes what a replay cut short may have left set on a terminal (the
@@ -173,8 +183,10 @@ func resetTerminal(w io.Writer) {
 	}
 }
 
-func writeAsciicast(stdout io.Writer, path string, s *query.SSHSession, c *query.SSHChannel, input bool) error {
-	opt := query.AsciicastOptions{Title: query.AsciicastTitle(s, c), Input: input}
+// writeAsciicast writes a recorded terminal (an SSH channel's, a Kubernetes exec's) to
+// path as asciicast v2, or to stdout for "-".
+func writeAsciicast(stdout io.Writer, path string, c query.Recording, title string, input bool) error {
+	opt := query.AsciicastOptions{Title: title, Input: input}
 	if path == "-" {
 		return query.WriteAsciicast(stdout, c, opt)
 	}
@@ -235,7 +247,7 @@ func printSSHSession(w io.Writer, s *query.SSHSession, r *query.Replay) {
 	for _, c := range s.Channels {
 		fmt.Fprintf(w, "channel %s, opened %s\n", c.Describe(), c.Opened.Local().Format("15:04:05.000000"))
 		for _, q := range c.Requests {
-			fmt.Fprintf(w, "  %s  #%d request %d %s: %s\n", q.Time.Local().Format("15:04:05.000000"), q.Seq, q.Request.QueryID, requestLine(q), decisionLine(q))
+			fmt.Fprintf(w, "  %s  #%d request %d %s: %s\n", q.Time.Local().Format("15:04:05.000000"), q.Seq, q.Request.QueryID, requestLine(q), decisionLine(&q.Verdict))
 		}
 		for _, fl := range c.Files {
 			state := "complete"
@@ -300,7 +312,7 @@ func requestLine(q *query.SSHRequest) string {
 }
 
 // decisionLine is a request's decision and, when it was held, what became of it.
-func decisionLine(q *query.SSHRequest) string {
+func decisionLine(q *query.Verdict) string {
 	d := q.Decision
 	if d == nil {
 		return "no decision recorded"

@@ -211,7 +211,7 @@ func TestSSHFlagsOnAPostgresSession(t *testing.T) {
 	url := serve(t, r)
 	code, _, errOut := run("sessions", "replay", "pg-1", "--url", url, "--token", testToken, "--asciicast", "x.cast")
 	require.Equal(t, 2, code)
-	require.Contains(t, errOut, "--asciicast is for SSH sessions; session pg-1 is not one")
+	require.Contains(t, errOut, "--asciicast is for SSH and Kubernetes sessions; session pg-1 is not one")
 	code, out, errOut := run("sessions", "replay", "pg-1", "--url", url, "--token", testToken)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "#1 session start: svc () → demo from 127.0.0.1:1")

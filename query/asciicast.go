@@ -19,6 +19,20 @@ type AsciicastOptions struct {
 	Input bool
 }
 
+// Terminal is a recorded terminal: when it began, the terminal's type and size (empty and
+// 0 when the client sent none) and its frames in play order (PlayOrder).
+type Terminal struct {
+	Opened     time.Time
+	Term       string
+	Cols, Rows uint32
+	Frames     []schemas.TermFrame
+}
+
+// Recording is what has a recorded terminal: an SSH channel, a Kubernetes exec.
+type Recording interface {
+	Terminal() Terminal
+}
+
 // Asciicast's defaults for a channel without a pty-req (an exec): the size asciinema
 // players assume.
 const (
@@ -26,12 +40,14 @@ const (
 	asciicastRows = 24
 )
 
-// WriteAsciicast writes a channel's terminal as an asciicast v2 file
-// (https://docs.asciinema.org/manual/asciicast/v2/): a header line with the size and
-// terminal of its pty-req and the time its channel opened, then one [seconds, code, data]
-// line per frame in play order. Output and stderr are both "o" (the client's terminal
-// showed them as one stream), resizes "r" with COLSxROWS, input "i" with opt.Input.
-func WriteAsciicast(w io.Writer, c *SSHChannel, opt AsciicastOptions) error {
+// WriteAsciicast writes a recorded terminal (an SSH channel's, a Kubernetes exec's) as an
+// asciicast v2 file (https://docs.asciinema.org/manual/asciicast/v2/): a header line with
+// its size and terminal (an SSH channel's pty-req) and the time it began, then one
+// [seconds, code, data] line per frame in play order. Output and stderr are both "o" (the
+// client's terminal showed them as one stream), resizes "r" with COLSxROWS, input "i"
+// with opt.Input.
+func WriteAsciicast(w io.Writer, r Recording, opt AsciicastOptions) error {
+	c := r.Terminal()
 	bw := bufio.NewWriter(w)
 	cols, rows := c.Cols, c.Rows
 	if cols == 0 || rows == 0 {
@@ -76,6 +92,35 @@ func WriteAsciicast(w io.Writer, c *SSHChannel, opt AsciicastOptions) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// HasOutput says whether the terminal has output to play.
+func (t Terminal) HasOutput() bool {
+	for _, f := range t.Frames {
+		if (f.Code == "o" || f.Code == "e") && f.Data != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Output is what the client was sent, in order: the o and e frames.
+func (t Terminal) Output() []byte {
+	var b []byte
+	for _, f := range t.Frames {
+		if f.Code == "o" || f.Code == "e" {
+			b = append(b, f.Data...)
+		}
+	}
+	return b
+}
+
+// Duration is the time of the last frame.
+func (t Terminal) Duration() time.Duration {
+	if len(t.Frames) == 0 {
+		return 0
+	}
+	return time.Duration(t.Frames[len(t.Frames)-1].TUS) * time.Microsecond
 }
 
 // appendSeconds appends microseconds as seconds with six decimals.

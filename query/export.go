@@ -139,13 +139,15 @@ func (a *API) export(c echo.Context) error {
 }
 
 // protocols finds the protocol of the sessions of the events whose OCSF class depends on it
-// (decisions, session ends: their payloads do not say), from the sessions' session.start.
+// (decisions, session ends, the responses of HTTP and Kubernetes requests: their payloads
+// do not say), from the sessions' session.start.
 func (a *API) protocols(ctx context.Context, events []schemas.Event) (map[string]string, error) {
 	var ids []string
 	seen := map[string]bool{}
 	for i := range events {
 		switch events[i].Type {
-		case schemas.TypeDecision, schemas.TypeSessionEnd, schemas.TypeSessionTerminated:
+		case schemas.TypeDecision, schemas.TypeSessionEnd, schemas.TypeSessionTerminated,
+			schemas.TypeHttpResponse, schemas.TypeHttpBody, schemas.TypeHttpWs, schemas.TypeHttpDone:
 			if id := events[i].SessionID; !seen[id] {
 				seen[id] = true
 				ids = append(ids, id)

@@ -16,6 +16,7 @@ const (
 	ocsfDatastoreActivity = 6005
 	ocsfAPIActivity       = 6003
 	ocsfSSHActivity       = 4007
+	// ocsfHTTPActivity (4002) is in ocsf_http.go.
 )
 
 // OCSF maps an event to an OCSF 1.x record: the class for its kind (Datastore Activity for
@@ -23,17 +24,25 @@ const (
 // Session for decisions, User Access Management for grants and revocations, Detection
 // Finding for blocked statements, API Activity for everything else), with the actor, the
 // resource, the time, and the native event under unmapped. The events of SSH sessions map
-// to SSH Activity (ocsfSSH); OCSF tells them by their type or their payload, and
-// OCSFProtocol those (decisions, session ends) that need the session's protocol.
+// to SSH Activity (ocsfSSH), the requests of HTTP sessions to HTTP Activity and those of
+// Kubernetes sessions to API Activity (ocsfHTTP); OCSF tells them by their type or their
+// payload, and OCSFProtocol those (decisions, session ends, a Kubernetes session's
+// responses) that need the session's protocol.
 func OCSF(e *schemas.Event) map[string]any { return OCSFProtocol(e, "") }
 
-// OCSFProtocol is OCSF for an event of a session of a known protocol (postgres or ssh; ""
+// OCSFProtocol is OCSF for an event of a session of a known protocol (postgres, ssh, http
+// or kubernetes; ""
 // when unknown: the event's type and payload decide).
 func OCSFProtocol(e *schemas.Event, protocol string) map[string]any {
 	var payload map[string]any
 	_ = json.Unmarshal(e.Payload, &payload)
-	if eventProtocol(e.Type, payload, protocol) == "ssh" {
+	switch eventProtocol(e.Type, payload, protocol) {
+	case "ssh":
 		if rec := ocsfSSH(e, payload); rec != nil {
+			return rec
+		}
+	case "http", "kubernetes":
+		if rec := ocsfHTTP(e, payload, eventProtocol(e.Type, payload, protocol) == "kubernetes"); rec != nil {
 			return rec
 		}
 	}

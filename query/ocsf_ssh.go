@@ -43,6 +43,15 @@ func eventProtocol(typ string, payload map[string]any, known string) string {
 		return "postgres"
 	case schemas.TypeSessionStart, schemas.TypeAuthFailed:
 		return str(payload["protocol"])
+	case schemas.TypeKubeIo:
+		return "kubernetes"
+	case schemas.TypeHttpRequest:
+		if payload["kube"] != nil {
+			return "kubernetes"
+		}
+		return "http"
+	case schemas.TypeHttpResponse, schemas.TypeHttpBody, schemas.TypeHttpWs, schemas.TypeHttpDone:
+		return "http" // a Kubernetes session's are told by its session.start (export's protocols)
 	}
 	return ""
 }
@@ -129,28 +138,15 @@ func ocsfSSH(e *schemas.Event, payload map[string]any) map[string]any {
 		default:
 			ssh(99, "Allow", ocsfStatusSuccess)
 		}
-		rule := p.Policy + "/" + p.Rule
-		if p.Rule == "" {
-			rule = "default deny"
-		}
 		rec["status_detail"] = strings.TrimSpace(p.Reason)
-		rec["message"] = fmt.Sprintf("request %d: %s by %s", p.QueryID, p.Effect, rule)
+		rec["message"] = fmt.Sprintf("request %d: %s by %s", p.QueryID, p.Effect, decidedBy(&p))
 	case schemas.TypeSshIo:
 		var p schemas.SshIo
 		if e.Decode(&p) != nil {
 			return nil
 		}
-		var in, out uint64
-		for _, f := range p.Frames {
-			switch f.Code {
-			case "i":
-				in += uint64(len(f.Data))
-			case "o", "e":
-				out += uint64(len(f.Data))
-			}
-		}
 		ssh(6, "Traffic", ocsfStatusSuccess)
-		rec["traffic"] = traffic(in, out)
+		rec["traffic"] = termTraffic(p.Frames)
 	case schemas.TypeSshExit:
 		var p schemas.SshExit
 		if e.Decode(&p) != nil {
@@ -195,6 +191,14 @@ func ocsfSSH(e *schemas.Event, payload map[string]any) map[string]any {
 	return rec
 }
 
+// decidedBy names the rule that made a decision: policy/rule, or the default deny.
+func decidedBy(p *schemas.Decision) string {
+	if p.Rule == "" {
+		return "default deny"
+	}
+	return p.Policy + "/" + p.Rule
+}
+
 // sshAuthType is OCSF's auth_type_id and caption for how the caller authenticated: a
 // gateway-signed certificate is Certificate Based; a token, sent as a password or a
 // keyboard-interactive answer, is Other ("Token").
@@ -224,6 +228,20 @@ func setSrc(rec map[string]any, addr string) {
 		src["port"] = n
 	}
 	rec["src_endpoint"] = src
+}
+
+// termTraffic is the traffic of terminal frames: typed input in, output and stderr out.
+func termTraffic(frames []schemas.TermFrame) map[string]any {
+	var in, out uint64
+	for _, f := range frames {
+		switch f.Code {
+		case "i":
+			in += uint64(len(f.Data))
+		case "o", "e":
+			out += uint64(len(f.Data))
+		}
+	}
+	return traffic(in, out)
 }
 
 // traffic is OCSF's network traffic: bytes_in from the client, bytes_out to it.

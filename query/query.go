@@ -56,12 +56,12 @@ type Session struct {
 	Identity string `json:"identity"`
 	Name     string `json:"name,omitempty"`
 	Resource string `json:"resource"`
-	// Protocol is postgres or ssh; Login, for SSH, the account on the host.
+	// Protocol is postgres, ssh, http or kubernetes; Login, for SSH, the account on the host.
 	Protocol   string     `json:"protocol"`
 	Login      string     `json:"login,omitempty"`
 	Start      time.Time  `json:"start"`
 	End        *time.Time `json:"end,omitempty"`
-	Statements uint64     `json:"statements"` // SQL statements, or SSH requests
+	Statements uint64     `json:"statements"` // SQL statements, SSH or HTTP requests
 	Denied     uint64     `json:"denied"`     // denied by a rule or the gateway
 	Held       uint64     `json:"held"`       // held for approval (Approved of them approved)
 	Masked     uint64     `json:"masked"`
@@ -128,22 +128,26 @@ func (a *API) listSessions(c echo.Context) error {
 	}
 	if v := c.QueryParam("text"); v != "" {
 		// SQL as sent; for SSH, the command of an exec, a subsystem's name, the paths of an
-		// sftp operation and of the files that went through.
+		// sftp operation and of the files that went through; for HTTP and Kubernetes, a
+		// request's path, query string (a kubectl exec's command is there) and recorded body.
 		having = append(having, `countIf((type = 'db.query' AND position(lower(visitParamExtractString(payload, 'sql')), lower(?)) > 0)
 			OR (type = 'ssh.request' AND (position(lower(visitParamExtractString(payload, 'command')), lower(?)) > 0
 				OR position(lower(visitParamExtractString(payload, 'subsystem')), lower(?)) > 0
 				OR position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0
 				OR position(lower(visitParamExtractString(payload, 'target')), lower(?)) > 0))
-			OR (type = 'ssh.file' AND position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0)) > 0`)
-		hargs = append(hargs, v, v, v, v, v, v)
+			OR (type = 'ssh.file' AND position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0)
+			OR (type = 'http.request' AND (position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0
+				OR position(lower(visitParamExtractString(payload, 'query')), lower(?)) > 0
+				OR position(lower(visitParamExtractString(payload, 'body')), lower(?)) > 0))) > 0`)
+		hargs = append(hargs, v, v, v, v, v, v, v, v, v)
 	}
 	switch v := c.QueryParam("protocol"); v {
 	case "":
-	case "postgres", "ssh":
+	case "postgres", "ssh", "http", "kubernetes":
 		having = append(having, "protocol = ?")
 		hargs = append(hargs, v)
 	default:
-		return echo.NewHTTPError(http.StatusBadRequest, "protocol must be postgres or ssh")
+		return echo.NewHTTPError(http.StatusBadRequest, "protocol must be postgres, ssh, http or kubernetes")
 	}
 	if v := c.QueryParam("fingerprint"); v != "" {
 		having = append(having, "countIf(type = 'decision' AND visitParamExtractString(payload, 'fingerprint') = ?) > 0")
@@ -153,9 +157,11 @@ func (a *API) listSessions(c echo.Context) error {
 	q := fmt.Sprintf(`SELECT session_id, any(identity_sub), anyIf(identity_name, identity_name != ''), any(resource),
 		minIf(time_us, type = 'session.start') AS start_us, maxIf(time_us, type = 'session.end') AS end_us,
 		multiIf((anyIf(visitParamExtractString(payload, 'protocol'), type = 'session.start') AS start_protocol) != '', start_protocol,
-			countIf(type LIKE 'ssh.%%') > 0, 'ssh', 'postgres') AS protocol,
+			countIf(type LIKE 'ssh.%%') > 0, 'ssh',
+			countIf(type = 'kube.io' OR (type = 'http.request' AND visitParamHas(payload, 'kube'))) > 0, 'kubernetes',
+			countIf(type LIKE 'http.%%') > 0, 'http', 'postgres') AS protocol,
 		anyIf(visitParamExtractString(payload, 'login'), type = 'session.start') AS login,
-		countIf(type IN ('db.query', 'ssh.request')) AS statements,
+		countIf(type IN ('db.query', 'ssh.request', 'http.request')) AS statements,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'deny') AS denied,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'require_approval') AS held,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'mask') AS masked,

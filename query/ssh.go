@@ -15,16 +15,8 @@ import (
 // that went through, and the terminal frames in play order. Built from a Replay's events
 // (SSHSessionOf); the CLI prints and plays it, and writes asciicast files from it.
 type SSHSession struct {
-	ID       string
-	Identity schemas.Identity
-	Resource string
-	Start    *schemas.SessionStart // nil: the trail has no session.start
-	Started  time.Time
-	End      *schemas.SessionEnd // nil: open, or cut
-	Ended    time.Time
-	// Terminated is why the gateway ended the session, if it did.
-	Terminated *schemas.SessionTerminated
-	Channels   []*SSHChannel // by channel number
+	SessionHead
+	Channels []*SSHChannel // by channel number
 }
 
 // SSHChannel is one channel of an SSH session.
@@ -53,21 +45,10 @@ type SSHChannel struct {
 
 // SSHRequest is one ssh.request with what the trail says happened to it.
 type SSHRequest struct {
-	Seq      uint64
-	Time     time.Time
-	Request  schemas.SshRequest
-	Decision *schemas.Decision // nil: none recorded
-	// Approval is its approval, if one was requested or used; Approvers who approved it.
-	Approval  string
-	Approvers []string
-	// DeniedBy and DenialReason: an approver who denied it, and why.
-	DeniedBy, DenialReason string
-	// Outcome is named as the evidence reports name it (allowed, masked, denied, approved,
-	// approval_denied, approval_expired, approval_cancelled, approval_pending,
-	// held_no_outcome, no_decision).
-	Outcome string
-
-	approved, denied, expired, cancelled, requested bool
+	Seq     uint64
+	Time    time.Time
+	Request schemas.SshRequest
+	Verdict
 }
 
 // Text is the request as the evidence reports and OCSF show it: the command of an exec,
@@ -140,34 +121,19 @@ func SSHSessionOf(events []schemas.Event) *SSHSession {
 		return c
 	}
 	requests := map[uint64]*SSHRequest{}
-	request := func(qid uint64) *SSHRequest {
+	verdict := func(qid uint64) *Verdict {
 		if r := requests[qid]; r != nil {
-			return r
+			return &r.Verdict
 		}
-		return &SSHRequest{} // a decision or approval of no recorded request: kept nowhere
+		return &Verdict{} // a decision or approval of no recorded request: kept nowhere
 	}
 	chunks := map[uint32][]schemas.SshIo{}
 	for i := range events {
 		e := &events[i]
-		if s.ID == "" {
-			s.ID, s.Identity, s.Resource = e.SessionID, e.Identity, e.Resource
+		if s.apply(e) || applyVerdict(e, verdict) {
+			continue
 		}
 		switch e.Type {
-		case schemas.TypeSessionStart:
-			var p schemas.SessionStart
-			if e.Decode(&p) == nil {
-				s.Start, s.Started, s.Identity = &p, e.Time, e.Identity
-			}
-		case schemas.TypeSessionEnd:
-			var p schemas.SessionEnd
-			if e.Decode(&p) == nil {
-				s.End, s.Ended = &p, e.Time
-			}
-		case schemas.TypeSessionTerminated:
-			var p schemas.SessionTerminated
-			if e.Decode(&p) == nil {
-				s.Terminated = &p
-			}
 		case schemas.TypeSshRequest:
 			var p schemas.SshRequest
 			if e.Decode(&p) != nil {
@@ -185,52 +151,6 @@ func SSHSessionOf(events []schemas.Event) *SSHSession {
 				c.Term, c.Cols, c.Rows = p.Term, p.Cols, p.Rows
 			case "exec", "shell", "subsystem":
 				c.Program = r
-			}
-		case schemas.TypeDecision:
-			var p schemas.Decision
-			if e.Decode(&p) == nil {
-				request(p.QueryID).Decision = &p
-			}
-		case schemas.TypeApprovalRequested:
-			var p schemas.ApprovalRequested
-			if e.Decode(&p) == nil && p.QueryID != 0 {
-				r := request(p.QueryID)
-				r.requested, r.Approval = true, p.ApprovalID
-			}
-		case schemas.TypeApprovalDecided:
-			var p schemas.ApprovalDecided
-			if e.Decode(&p) == nil && p.QueryID != 0 {
-				r := request(p.QueryID)
-				if p.Decision == "approve" && p.By != "" && !slices.Contains(r.Approvers, p.By) {
-					r.Approvers = append(r.Approvers, p.By)
-				}
-				switch p.Outcome {
-				case "approved":
-					r.approved = true
-				case "denied":
-					r.denied, r.DeniedBy, r.DenialReason = true, p.By, p.Reason
-				}
-			}
-		case schemas.TypeApprovalExpired:
-			var p schemas.ApprovalExpired
-			if e.Decode(&p) == nil && p.QueryID != 0 {
-				request(p.QueryID).expired = true
-			}
-		case schemas.TypeApprovalCancelled:
-			var p schemas.ApprovalCancelled
-			if e.Decode(&p) == nil && p.QueryID != 0 {
-				request(p.QueryID).cancelled = true
-			}
-		case schemas.TypeApprovalUsed:
-			var p schemas.ApprovalUsed
-			if e.Decode(&p) == nil && p.QueryID != 0 {
-				r := request(p.QueryID)
-				r.approved, r.Approval = true, p.ApprovalID
-				for _, a := range p.ApprovedBy {
-					if !slices.Contains(r.Approvers, a) {
-						r.Approvers = append(r.Approvers, a)
-					}
-				}
 			}
 		case schemas.TypeSshIo:
 			var p schemas.SshIo
@@ -252,7 +172,7 @@ func SSHSessionOf(events []schemas.Event) *SSHSession {
 		}
 	}
 	for _, r := range requests {
-		r.Outcome = outcome(r)
+		r.Outcome = outcome(&r.Verdict)
 	}
 	for n, cs := range chunks {
 		c := channels[n]
@@ -276,37 +196,6 @@ func SSHSessionOf(events []schemas.Event) *SSHSession {
 	}
 	slices.SortFunc(s.Channels, func(a, b *SSHChannel) int { return cmp.Compare(a.Number, b.Number) })
 	return s
-}
-
-// outcome names what happened to a request as the evidence reports do (evidence_sql.go).
-func outcome(r *SSHRequest) string {
-	if r.Decision == nil {
-		return "no_decision"
-	}
-	switch r.Decision.Effect {
-	case "allow":
-		return "allowed"
-	case "mask":
-		return "masked"
-	case "deny":
-		return "denied"
-	case "require_approval":
-	default:
-		return "no_decision"
-	}
-	switch {
-	case r.approved:
-		return "approved"
-	case r.denied:
-		return "approval_denied"
-	case r.expired:
-		return "approval_expired"
-	case r.cancelled:
-		return "approval_cancelled"
-	case r.requested:
-		return "approval_pending"
-	}
-	return "held_no_outcome"
 }
 
 // PlayOrder puts a channel's frames (in the order recorded) in the order to play them: by
@@ -338,34 +227,19 @@ func PlayOrder(frames []schemas.TermFrame) []schemas.TermFrame {
 	return out
 }
 
-// Output is what the channel sent the client, in order: its o and e frames.
-func (c *SSHChannel) Output() []byte {
-	var b []byte
-	for _, f := range c.Frames {
-		if f.Code == "o" || f.Code == "e" {
-			b = append(b, f.Data...)
-		}
-	}
-	return b
+// Terminal is the channel's recorded terminal.
+func (c *SSHChannel) Terminal() Terminal {
+	return Terminal{Opened: c.Opened, Term: c.Term, Cols: c.Cols, Rows: c.Rows, Frames: c.Frames}
 }
+
+// Output is what the channel sent the client, in order: its o and e frames.
+func (c *SSHChannel) Output() []byte { return c.Terminal().Output() }
 
 // HasOutput says whether the channel has terminal output to play.
-func (c *SSHChannel) HasOutput() bool {
-	for _, f := range c.Frames {
-		if (f.Code == "o" || f.Code == "e") && f.Data != "" {
-			return true
-		}
-	}
-	return false
-}
+func (c *SSHChannel) HasOutput() bool { return c.Terminal().HasOutput() }
 
 // Duration is the time of the channel's last frame.
-func (c *SSHChannel) Duration() time.Duration {
-	if len(c.Frames) == 0 {
-		return 0
-	}
-	return time.Duration(c.Frames[len(c.Frames)-1].TUS) * time.Microsecond
-}
+func (c *SSHChannel) Duration() time.Duration { return c.Terminal().Duration() }
 
 // Describe is the channel in a few words: `0 (shell, xterm 120x40)`, `1 (exec "uptime")`.
 func (c *SSHChannel) Describe() string {

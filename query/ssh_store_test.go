@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -32,33 +33,9 @@ import (
 // privileged requests) and the OCSF export (SSH Activity; PostgreSQL unchanged).
 func TestSSHSessionThroughTheStore(t *testing.T) {
 	ctx := context.Background()
-	b := bustest.Connect(t)
-	chs := chtest.Start(t)
-	conn, err := ingest.Open(config.ClickHouse{Address: chs.Addr(), Username: "default"})
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	in := ingest.New(ingest.Config{Database: "gh", BatchSize: 50, FlushInterval: 50 * time.Millisecond}, b.JS, conn, prometheus.NewRegistry(), log)
-	require.NoError(t, in.Start(ctx))
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = in.Run(rctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-
 	ssh := sshEvents(t, "ssh-1")
 	pg := pgEvents(t, "pg-1")
-	for _, events := range [][]schemas.Event{ssh, pg} {
-		var msg []byte
-		for i := range events {
-			msg = append(events[i].AppendJSON(msg), '\n')
-		}
-		_, err := b.JS.Publish(ctx, bus.AuditSubject(events[0].Resource, events[0].SessionID, "batch"), msg)
-		require.NoError(t, err)
-	}
-	require.Eventually(t, func() bool {
-		var n uint64
-		return conn.QueryRow(ctx, "SELECT count() FROM gh.events").Scan(&n) == nil && n == uint64(len(ssh)+len(pg))
-	}, 30*time.Second, 50*time.Millisecond)
+	conn, log := ingestSessions(t, ssh, pg)
 
 	a := New(conn, "gh", nil, nil, log)
 
@@ -101,7 +78,7 @@ func TestSSHSessionThroughTheStore(t *testing.T) {
 	require.Equal(t, []string{"ssh-1"}, ids(list("protocol=ssh&effect=approved")))
 	code, body := get(t, a.listSessions, "/api/v1/sessions?protocol=telnet")
 	require.Equal(t, http.StatusBadRequest, code)
-	require.Contains(t, body, "protocol must be postgres or ssh")
+	require.Contains(t, body, "protocol must be postgres, ssh, http or kubernetes")
 
 	// The replay: every event, the chain intact, the terminal as it was sent.
 	code, body = get(t, a.replay, "/api/v1/sessions/ssh-1", "id", "ssh-1")
@@ -212,6 +189,40 @@ func TestSSHSessionThroughTheStore(t *testing.T) {
 	require.Equal(t, []string{"3002/1"}, classes["pg-1 session.start"])
 	require.Equal(t, []string{"3003/2"}, classes["pg-1 decision"])
 	require.Equal(t, []string{"3002/2"}, classes["pg-1 session.end"])
+}
+
+// ingestSessions runs ingest from a test NATS into a ClickHouse 18.16 of its own, publishes
+// the sessions' events to GH_AUDIT and waits until the store has them all.
+func ingestSessions(t *testing.T, sessions ...[]schemas.Event) (driver.Conn, *slog.Logger) {
+	t.Helper()
+	ctx := context.Background()
+	b := bustest.Connect(t)
+	chs := chtest.Start(t)
+	conn, err := ingest.Open(config.ClickHouse{Address: chs.Addr(), Username: "default"})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	in := ingest.New(ingest.Config{Database: "gh", BatchSize: 50, FlushInterval: 50 * time.Millisecond}, b.JS, conn, prometheus.NewRegistry(), log)
+	require.NoError(t, in.Start(ctx))
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = in.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	total := 0
+	for _, events := range sessions {
+		var msg []byte
+		for i := range events {
+			msg = append(events[i].AppendJSON(msg), '\n')
+		}
+		_, err := b.JS.Publish(ctx, bus.AuditSubject(events[0].Resource, events[0].SessionID, "batch"), msg)
+		require.NoError(t, err)
+		total += len(events)
+	}
+	require.Eventually(t, func() bool {
+		var n uint64
+		return conn.QueryRow(ctx, "SELECT count() FROM gh.events").Scan(&n) == nil && n == uint64(total)
+	}, 30*time.Second, 50*time.Millisecond)
+	return conn, log
 }
 
 // pgEvents is a PostgreSQL session of one statement, chained.

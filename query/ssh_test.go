@@ -218,17 +218,17 @@ func outcomes(rs []*SSHRequest) []string {
 func TestSSHRequestOutcomes(t *testing.T) {
 	held := &schemas.Decision{Effect: "require_approval"}
 	for _, c := range []struct {
-		r    SSHRequest
+		r    Verdict
 		want string
 	}{
-		{SSHRequest{}, "no_decision"},
-		{SSHRequest{Decision: &schemas.Decision{Effect: "mask"}}, "masked"},
-		{SSHRequest{Decision: held, requested: true, approved: true}, "approved"},
-		{SSHRequest{Decision: held, requested: true, denied: true}, "approval_denied"},
-		{SSHRequest{Decision: held, requested: true, expired: true}, "approval_expired"},
-		{SSHRequest{Decision: held, requested: true, cancelled: true}, "approval_cancelled"},
-		{SSHRequest{Decision: held, requested: true}, "approval_pending"},
-		{SSHRequest{Decision: held}, "held_no_outcome"},
+		{Verdict{}, "no_decision"},
+		{Verdict{Decision: &schemas.Decision{Effect: "mask"}}, "masked"},
+		{Verdict{Decision: held, requested: true, approved: true}, "approved"},
+		{Verdict{Decision: held, requested: true, denied: true}, "approval_denied"},
+		{Verdict{Decision: held, requested: true, expired: true}, "approval_expired"},
+		{Verdict{Decision: held, requested: true, cancelled: true}, "approval_cancelled"},
+		{Verdict{Decision: held, requested: true}, "approval_pending"},
+		{Verdict{Decision: held}, "held_no_outcome"},
 	} {
 		require.Equal(t, c.want, outcome(&c.r))
 	}
