@@ -1,5 +1,7 @@
 package jsonmask
 
+import "bytes"
+
 // matcher runs every field's path at once over the keys and indexes leading to a value,
 // as a set of positions (an NFA): position k is "steps[k] is the next step of its field".
 type matcher struct {
@@ -46,7 +48,16 @@ func (m *matcher) keyLimit() int { return 6*m.maxName + 6 }
 // advance appends to st the positions of the child reached from the positions from by a
 // key (obj) or an index, and returns the field whose path ends there (the first in order),
 // or -1. long says the key is longer than any name (its bytes were not kept).
+//
+// A key with a NUL in it also stands for its text before the NUL: a reader in C (or
+// anything that hands names on as C strings) takes "card_number\u0000x" for card_number.
 func (m *matcher) advance(st, from []int32, obj bool, key []byte, long bool, idx int) ([]int32, int) {
+	alt := key
+	if obj && !long {
+		if i := bytes.IndexByte(key, 0); i >= 0 {
+			alt = key[:i]
+		}
+	}
 	m.gen++
 	if m.gen == 0 { // wrapped: old stamps could collide
 		clear(m.stamp)
@@ -72,7 +83,7 @@ func (m *matcher) advance(st, from []int32, obj bool, key []byte, long bool, idx
 		case s.IsIndex:
 			ok = !obj && s.Index == idx
 		default:
-			ok = obj && !long && string(key) == s.Name
+			ok = obj && !long && (string(key) == s.Name || string(alt) == s.Name)
 		}
 		if !ok {
 			continue

@@ -142,7 +142,6 @@ type Writer struct {
 	dst      io.Writer
 	m        matcher
 	fields   []Field
-	names    []string
 	methods  []string
 	mask     func(string, []byte) []byte
 	detect   func([]byte) ([]byte, int)
@@ -219,16 +218,11 @@ func NewWriter(dst io.Writer, spec *Spec) *Writer {
 		w.maxDepth = DefaultMaxDepth
 	}
 	w.keyLimit = w.m.keyLimit()
-	w.names = make([]string, len(spec.Fields))
 	w.methods = make([]string, len(spec.Fields))
 	for i, f := range spec.Fields {
 		w.methods[i] = f.Method
 		if f.Method == "" {
 			w.methods[i] = Redact
-		}
-		w.names[i] = f.Name
-		if f.Name == "" {
-			w.names[i] = f.Path.String()
 		}
 	}
 	return w
@@ -315,7 +309,11 @@ func (w *Writer) countsSince(base []uint64) []Count {
 		}
 		switch f := len(w.fields); {
 		case i < f:
-			out = append(out, Count{Name: w.names[i], Method: w.methods[i], Count: n})
+			name := w.fields[i].Name
+			if name == "" {
+				name = w.fields[i].Path.String()
+			}
+			out = append(out, Count{Name: name, Method: w.methods[i], Count: n})
 		case i == f:
 			out = append(out, Count{Name: DetectorsName, Count: n})
 		default:

@@ -293,6 +293,8 @@ func TestKeysUnescaped(t *testing.T) {
 		{`{"\u00e9":"1","é":"2","e\u0301":"3"}`, `{"\u00e9":"[redacted]","é":"[redacted]","e\u0301":"3"}`},
 		{`{"\ud83d\ude00":"1","\ud83d":"2"}`, `{"\ud83d\ude00":"[redacted]","\ud83d":"2"}`},
 		{`{"back\\slash":"1","back\slash":"2"}`, `{"back\\slash":"[redacted]",`}, // \s is no escape
+		// a NUL ends the name for readers in C
+		{`{"card_number\u0000":"1","card_number\u0000x":"2","\u0000card_number":"3"}`, `{"card_number\u0000":"[redacted]","card_number\u0000x":"[redacted]","\u0000card_number":"3"}`},
 		// duplicate keys: each is masked
 		{`{"card_number":"1","card_number":"2","card_number":{"x":"3"}}`, `{"card_number":"[redacted]","card_number":"[redacted]","card_number":"[redacted]"}`},
 		// a key that is not a member name: the value of a member named card_number is not
@@ -606,4 +608,36 @@ func TestSpecial8Random(t *testing.T) {
 		}
 		require.Equal(t, want, special8(binary.LittleEndian.Uint64(b[:])), "%q", b)
 	}
+}
+
+// TestMaskedValueNotHeld: a masked object, however large, is consumed as it comes.
+func TestMaskedValueNotHeld(t *testing.T) {
+	var b bytes.Buffer
+	w := NewWriter(&b, &Spec{Fields: fields(t, "$.a"), Detect: digits, MaxValue: 1 << 10})
+	_, err := w.Write([]byte(`{"a":[`))
+	require.NoError(t, err)
+	piece := []byte(`{"k":"` + strings.Repeat("123456789012345 ", 100) + `","n":[1,2,{"x":null}]},`)
+	for range 2000 {
+		_, err := w.Write(piece)
+		require.NoError(t, err)
+		require.Empty(t, w.val)
+		require.Equal(t, `{"a":`, b.String())
+	}
+	_, err = w.Write([]byte(`0],"b":"123456789012345"}`))
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	require.Equal(t, `{"a":"[redacted]","b":"###############"}`, b.String())
+	require.LessOrEqual(t, cap(w.val), 2<<10)
+	require.LessOrEqual(t, cap(w.out), 64<<10)
+}
+
+// TestWholeValues: $ masks every value of a stream whole.
+func TestWholeValues(t *testing.T) {
+	spec := &Spec{Fields: fields(t, "$")}
+	in := "{\"a\":1}\n[1,[2]]\n\"s\" 12 true null {}"
+	got, counts, err := run(spec, in)
+	require.NoError(t, err)
+	require.Equal(t, "\"[redacted]\"\n\"[redacted]\"\n\"[redacted]\" \"[redacted]\" \"[redacted]\" \"[redacted]\" \"[redacted]\"", got)
+	require.Equal(t, []Count{{Name: "$", Method: Redact, Count: 7}}, counts)
+	checkSplits(t, spec, in)
 }
