@@ -129,6 +129,10 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 		s.answer(w, x, problem{Type: probDenied, Status: http.StatusForbidden, Detail: "a masked response cannot be relayed over an upgraded connection: the decision masks, so the upgrade is refused"}, "denied")
 		return
 	}
+	if x.Upgrade != "" && x.Upgrade != "websocket" && prof.Upgrade(&x.Exchange) == nil {
+		s.answer(w, x, problem{Type: probRequest, Status: http.StatusBadRequest, Detail: "an upgrade to " + x.Upgrade + " cannot be recorded, so it is not relayed: use WebSocket (kubectl 1.30 or later does)"}, "refused")
+		return
+	}
 	x.rec = newBodyRecorder(x, masker)
 	var reqBody io.Reader = http.NoBody
 	length := int64(0)

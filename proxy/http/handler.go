@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,7 @@ type exchange struct {
 	Exchange
 	s      *Server
 	cs     *connSession
+	prof   Profile
 	start  time.Time
 	cancel context.CancelCauseFunc
 	mu     sync.Mutex
@@ -166,7 +168,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	x := &exchange{s: s, cs: cs, start: start, cancel: cancel}
+	x := &exchange{s: s, cs: cs, start: start, cancel: cancel, prof: prof}
 	x.owner = x
 	x.Resource, x.Backend, x.Identity, x.Request, x.Session = res, be, id, r.WithContext(ctx), cs.sess
 	x.Path = rest
@@ -257,7 +259,18 @@ func (s *Server) serve(ctx context.Context, w http.ResponseWriter, x *exchange, 
 // answer sends the gateway's own answer to a decided request and records it.
 func (s *Server) answer(w http.ResponseWriter, x *exchange, p problem, status string) {
 	p.Session, p.Request = x.cs.sess.ID, x.QueryID
-	b := writeProblem(w, p)
+	var b []byte
+	if rf, ok := x.prof.(Refuser); ok {
+		ct, body := rf.Refusal(p.Status, p.Detail)
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(p.Status)
+		_, _ = w.Write(body)
+		b = body
+	} else {
+		b = writeProblem(w, p)
+	}
 	x.cs.sess.Record(&schemas.HttpResponse{QueryID: x.QueryID, Status: uint32(p.Status), Headers: responseHeaders(w.Header()), From: "gateway"})
 	x.cs.sess.Record(&schemas.HttpBody{QueryID: x.QueryID, Data: string(b)})
 	x.cs.sess.Record(&schemas.HttpDone{QueryID: x.QueryID, Status: status, Code: uint32(p.Status), Error: p.Detail,

@@ -24,6 +24,12 @@ type Profile interface {
 	Upgrades(proto string) bool
 }
 
+// Refuser is a profile that renders the gateway's refusals its API's way (the Kubernetes
+// API's Status objects) rather than as problem documents.
+type Refuser interface {
+	Refusal(status int, detail string) (contentType string, body []byte)
+}
+
 // MessageRecorder records the messages of an upgraded connection its API's way. Message
 // gets each whole message (data bounded: complete reports whether it is whole), Close
 // the end.

@@ -7,6 +7,7 @@
 package kube
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 
@@ -79,8 +80,6 @@ func (Profile) Outgoing(x *ghttp.Exchange, out *http.Request) {
 	for _, g := range x.Identity.Groups {
 		h.Add("Impersonate-Group", g)
 	}
-	h.Set("Impersonate-Extra-Gatehouse-Session", x.Session.ID)
-	h.Set("Impersonate-Extra-Gatehouse-Subject", x.Identity.Subject)
 	if x.Kube != nil && x.Kube.Resource == "secrets" {
 		// Masking reads JSON: no protobuf or YAML for what may carry Secrets.
 		h.Set("Accept", jsonAccept(out.Header.Get("Accept")))
@@ -120,13 +119,33 @@ func (Profile) Masks(x *ghttp.Exchange, d *schemas.DecisionReply) []schemas.Mask
 	return nil
 }
 
+// Refusal renders the gateway's refusals as the API server's own Status objects, so that
+// kubectl shows their reason.
+func (Profile) Refusal(status int, detail string) (string, []byte) {
+	reason := map[int]string{400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "RequestEntityTooLarge",
+		415: "UnsupportedMediaType", 202: "Accepted", 502: "InternalError", 503: "ServiceUnavailable"}[status]
+	if reason == "" {
+		reason = "InternalError"
+	}
+	st := map[string]any{"kind": "Status", "apiVersion": "v1", "metadata": map[string]any{}, "status": "Failure",
+		"message": "gatehouse: " + detail, "reason": reason, "code": status}
+	b, _ := json.Marshal(st)
+	return "application/json", append(b, '\n')
+}
+
 // Upgrade records exec and attach streams as terminal frames.
 func (Profile) Upgrade(x *ghttp.Exchange) ghttp.MessageRecorder {
+	if x.Upgrade != "websocket" {
+		return nil // SPDY: decided, but not relayed (the gateway records WebSocket streams)
+	}
 	if x.Kube != nil && (x.Kube.Subresource == "exec" || x.Kube.Subresource == "attach") {
 		return newTermRecorder(x)
 	}
 	return nil
 }
 
-// Upgrades: SPDY is how older clients stream exec, attach and port-forward.
-func (Profile) Upgrades(proto string) bool { return false }
+// Upgrades takes SPDY/3.1 upgrades to decide them: kubectl falls back to SPDY when its
+// WebSocket upgrade is refused, and the caller must see the policy's reason; an allowed
+// one is refused after the decision (only WebSocket streams are recorded, which every
+// kubectl since 1.30 speaks).
+func (Profile) Upgrades(proto string) bool { return strings.EqualFold(proto, "SPDY/3.1") }
