@@ -34,13 +34,13 @@ func (d *detectMasker) end(out []byte) ([]byte, error) {
 
 // filter is a response body on its way to the client: masked, and recorded as it is read.
 type filter struct {
-	src  io.ReadCloser
-	m    bodyMasker // nil: passed as is
-	rec  *bodyRecorder
-	buf  []byte
-	out  []byte
-	off  int
-	err  error
+	src io.ReadCloser
+	m   bodyMasker // nil: passed as is
+	rec *bodyRecorder
+	buf []byte
+	out []byte
+	off int
+	err error
 }
 
 func newFilter(src io.ReadCloser, rm *respMask, contentType string, rec *bodyRecorder) io.ReadCloser {

@@ -95,7 +95,7 @@ func (u *upstreams) get(be *config.HTTPBackend) (*upstream, error) {
 		ExpectContinueTimeout: time.Second,
 		// The gateway asks for compressed responses and reads them decompressed (masking
 		// needs the text); the client gets them uncompressed.
-		DisableCompression: false,
+		DisableCompression:     false,
 		MaxResponseHeaderBytes: 1 << 20,
 	}
 	if old := u.m[key]; old != nil {

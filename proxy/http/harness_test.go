@@ -48,7 +48,7 @@ func (d engineDecider) Decide(_ context.Context, r *schemas.DecisionRequest) sch
 type resources map[string]*config.Resource
 
 func (r resources) Resource(name string) (*config.Resource, bool) { res, ok := r[name]; return res, ok }
-func (r resources) All() map[string]*config.Resource               { return r }
+func (r resources) All() map[string]*config.Resource              { return r }
 
 // upstreamSecret is the credential the gateway holds for the service.
 const upstreamSecret = "svc-secret-7f3a"

@@ -41,7 +41,7 @@ type MessageRecorder interface {
 // plain is the profile of resources of type http.
 type plain struct{}
 
-func (plain) Prepare(*Exchange) (int, string)                              { return 0, "" }
+func (plain) Prepare(*Exchange) (int, string)                             { return 0, "" }
 func (plain) Outgoing(*Exchange, *http.Request)                           {}
 func (plain) Masks(*Exchange, *schemas.DecisionReply) []schemas.MaskField { return nil }
 func (plain) Upgrade(*Exchange) MessageRecorder                           { return nil }

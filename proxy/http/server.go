@@ -79,7 +79,7 @@ type Server struct {
 	closed bool
 	open   atomic.Int64
 
-	errLog   *stdlog.Logger
+	errLog *stdlog.Logger
 
 	requests *prometheus.CounterVec
 	active   prometheus.Gauge

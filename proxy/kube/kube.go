@@ -11,8 +11,8 @@ import (
 	"net/http"
 	"strings"
 
-	apirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apimachinery/pkg/util/sets"
+	apirequest "k8s.io/apiserver/pkg/endpoints/request"
 
 	ghttp "github.com/gatehouse/gatehouse/proxy/http"
 	"github.com/gatehouse/gatehouse/schemas"

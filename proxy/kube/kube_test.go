@@ -46,7 +46,7 @@ func (d engineDecider) Decide(_ context.Context, r *schemas.DecisionRequest) sch
 type resources map[string]*config.Resource
 
 func (r resources) Resource(name string) (*config.Resource, bool) { res, ok := r[name]; return res, ok }
-func (r resources) All() map[string]*config.Resource               { return r }
+func (r resources) All() map[string]*config.Resource              { return r }
 
 var kubePolicies = []config.Policy{{Name: "cluster", Resources: []string{"prod-cluster"}, Rules: []config.Rule{
 	{Name: "reads", Effect: "allow", When: `request.kube.verb in ["get", "list", "watch"] && request.kube.subresource == ""`},
