@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"os"
 
 	ghttp "github.com/gatehouse/gatehouse/proxy/http"
 	"github.com/gatehouse/gatehouse/proxy/kube"
@@ -22,8 +23,8 @@ func (a *App) proxyHTTPService() *Service {
 			MaxHeaderBytes: pc.MaxHeaderBytes, MaxBodyBytes: pc.MaxBodyBytes, MaxConnections: pc.MaxConnections,
 			Limits: sh.limits, MaskKey: sh.maskKey,
 		}
+		certFile, keyFile := pc.TLSCertFile, pc.TLSKeyFile
 		if !pc.InsecurePlaintext {
-			certFile, keyFile := pc.TLSCertFile, pc.TLSKeyFile
 			if certFile == "" {
 				var err error
 				if certFile, keyFile, err = devcert.Ensure(a.cfg.DataDir); err != nil {
@@ -39,6 +40,18 @@ func (a *App) proxyHTTPService() *Service {
 		srv := ghttp.New(cfg, a.resources, a.verifier, a.pub, sh.decider, a.reg, a.component("proxy-http"))
 		srv.SetProfile("kubernetes", kube.Profile{})
 		srv.SetApprovals(&session.Approvals{JS: a.bus.JS, NC: a.bus.NC, Hint: "approve in Slack or with:", Log: a.component("proxy-http")})
+		// `gatehouse kubeconfig` learns the gateway's address and certificate here.
+		a.registerKubeAPI(func() string {
+			if addr := a.ListenAddr("http"); addr != "" {
+				return addr
+			}
+			return pc.Listen
+		}, func() ([]byte, error) {
+			if certFile == "" {
+				return nil, nil
+			}
+			return os.ReadFile(certFile)
+		})
 		return srv, nil
 	})
 }
