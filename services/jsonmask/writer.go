@@ -171,7 +171,6 @@ type Writer struct {
 	val      []byte
 	vfield   int  // the field masking the held value, or -1
 	vinspect bool // the held value must be inspected whole (not only kept whole)
-	over     bool // the held value outgrew maxValue
 
 	keyWant bool // the current key is matched against names
 	kstart  int
@@ -273,7 +272,7 @@ func (w *Writer) Close() error {
 	switch {
 	case w.state == stTop:
 	case len(w.stack) == 1 && (w.state == stNumZero || w.state == stNumInt || w.state == stNumFrac || w.state == stNumExp):
-		w.endNumber(nil, 0)
+		w.endScalar(nil, 0)
 	default:
 		w.err = &SyntaxError{Msg: "unexpected end of input", Offset: w.off}
 	}
@@ -402,7 +401,6 @@ func (w *Writer) cut(p []byte, i int) {
 			return
 		}
 		if w.vinspect {
-			w.over = true
 			w.val = w.val[:0]
 			w.mode = modeSuppress
 			return
@@ -415,13 +413,12 @@ func (w *Writer) cut(p []byte, i int) {
 	}
 }
 
-// held returns the held value ending at p[e] (exclusive), or nil (with w.over set) if it
+// held returns the held value ending at p[e] (exclusive), or nil if it
 // is longer than maxValue.
 func (w *Writer) held(p []byte, e int) []byte {
 	seg := p[w.from:e]
 	w.from = e
 	if len(w.val)+len(seg) > w.maxValue {
-		w.over = true
 		w.val = w.val[:0]
 		return nil
 	}
@@ -444,16 +441,20 @@ func (w *Writer) release(p []byte, e int) {
 func (w *Writer) endChunk(p []byte) {
 	switch w.state {
 	case stString, stEsc, stHex:
-		if w.inKey && w.keyWant {
-			w.keepKey(p[w.kstart:])
+		if w.inKey {
+			if w.keyWant {
+				w.keepKey(p[w.kstart:])
+			}
+		} else if w.mode == modePass && w.vinspect {
+			// to be inspected whole: keep the part seen so far
+			w.cut(p, w.vstart)
+			w.mode = modeHold
 		}
 	case stNumMinus, stNumZero, stNumInt, stNumDot, stNumFrac, stNumE, stNumESign, stNumExp, stLit:
 		if w.mode == modePass {
-			// a scalar is written whole: keep the part seen so far
+			// a number or literal is written whole: keep the part seen so far
 			w.cut(p, w.vstart)
 			w.mode = modeHold
-			w.vinspect = false
-			w.vfield = -1
 		}
 	}
 	w.cut(p, len(p))
@@ -530,7 +531,7 @@ func (w *Writer) scan(p []byte) (int, error) {
 				if w.inKey {
 					w.endKey(p, i-1)
 				} else {
-					w.endString(p, i)
+					w.endScalar(p, i)
 				}
 			case c == '\\':
 				w.sawEsc = true
@@ -605,7 +606,7 @@ func (w *Writer) scan(p []byte) (int, error) {
 			case c >= '0' && c <= '9': // after a leading zero
 				return i, w.syntax(i, "invalid number (leading zero)")
 			default:
-				w.endNumber(p, i) // c is read again after the number
+				w.endScalar(p, i) // c is read again after the number
 			}
 		case stNumDot:
 			if c < '0' || c > '9' {
@@ -635,7 +636,7 @@ func (w *Writer) scan(p []byte) (int, error) {
 			}
 			i++
 			if w.litPos++; w.litPos == len(w.lit) {
-				w.endLiteral(p, i)
+				w.endScalar(p, i)
 			}
 		}
 	}
@@ -797,11 +798,6 @@ func (w *Writer) beginValue(p []byte, i int, c byte) error {
 		w.state = stString
 		w.inKey = false
 		w.sawEsc = false
-		w.vstart = i
-		if match >= 0 || w.detect != nil && w.skipAt == 0 {
-			w.hold(p, i, match)
-		}
-		return nil
 	case c == '-' || c >= '0' && c <= '9':
 		switch {
 		case c == '-':
@@ -822,24 +818,19 @@ func (w *Writer) beginValue(p []byte, i int, c byte) error {
 	}
 	w.litPos = 1
 	w.vstart = i
-	switch {
-	case match >= 0:
+	w.vfield = -1
+	w.vinspect = w.detect != nil && w.skipAt == 0 && w.state != stLit
+	if match >= 0 {
+		// masked: a string is held to be given to Mask, anything else dropped
 		w.cut(p, i)
-		w.mode = modeSuppress
 		w.vfield = match
-	case w.detect != nil && w.skipAt == 0 && w.state != stLit:
-		w.hold(p, i, -1)
+		w.vinspect = true
+		w.mode = modeSuppress
+		if c == '"' {
+			w.mode = modeHold
+		}
 	}
 	return nil
-}
-
-// hold starts keeping the value that starts at p[i] to inspect it whole.
-func (w *Writer) hold(p []byte, i int, field int) {
-	w.cut(p, i)
-	w.mode = modeHold
-	w.vfield = field
-	w.vinspect = true
-	w.over = false
 }
 
 // endValue moves on after a value.
@@ -866,46 +857,85 @@ func (w *Writer) endContainer(p []byte, i int) {
 	w.endValue()
 }
 
-// endString ends a string value whose closing quote is p[e-1].
-func (w *Writer) endString(p []byte, e int) {
+// endScalar ends the string, number or literal whose last byte is p[e-1]. One that fits
+// in a Write stays where it is in p unless it is masked; one that spans Writes is in w.val.
+func (w *Writer) endScalar(p []byte, e int) {
 	w.endValue()
 	if w.skipAt > 0 {
 		return
 	}
 	switch w.mode {
 	case modePass:
-		return
+		if !w.vinspect {
+			return
+		}
+		raw := p[w.vstart:e]
+		if len(raw) > w.maxValue {
+			w.cut(p, w.vstart)
+			w.from = e
+			w.redactWhole()
+			return
+		}
+		if repl, ok := w.inspect(raw); ok {
+			w.cut(p, w.vstart)
+			w.from = e
+			w.emitQuoted(repl)
+		}
 	case modeHold:
+		if !w.vinspect {
+			w.release(p, e)
+			return
+		}
 		raw := w.held(p, e)
 		w.mode = modePass
 		if raw == nil {
-			w.oversize()
+			w.redactWhole()
 			return
 		}
-		text := raw[1 : len(raw)-1]
-		if w.sawEsc {
-			w.dec = unescape(w.dec[:0], text)
-			text = w.dec
-		}
-		if w.vfield >= 0 {
-			w.emitQuoted(w.maskText(w.methods[w.vfield], text))
-			w.counts[w.vfield]++
-			w.val = w.val[:0]
-			return
-		}
-		masked, n := w.detect(text)
-		if n == 0 {
-			w.emit(raw)
+		if repl, ok := w.inspect(raw); ok {
+			w.emitQuoted(repl)
 		} else {
-			w.emitQuoted(masked)
-			w.counts[len(w.fields)] += uint64(n)
+			w.emit(raw)
 		}
 		w.val = w.val[:0]
 	case modeSuppress:
 		w.from = e
 		w.mode = modePass
-		w.oversize()
+		w.redactWhole()
 	}
+}
+
+// inspect returns what replaces the string or number raw (as written), if anything does.
+func (w *Writer) inspect(raw []byte) ([]byte, bool) {
+	var text []byte
+	if raw[0] == '"' {
+		text = raw[1 : len(raw)-1]
+		if w.sawEsc {
+			w.dec = unescape(w.dec[:0], text)
+			text = w.dec
+		}
+		if w.vfield >= 0 {
+			w.counts[w.vfield]++
+			return w.maskText(w.methods[w.vfield], text), true
+		}
+	} else {
+		text = raw
+		for _, c := range raw {
+			if c == '.' || c == 'e' || c == 'E' {
+				if plain, ok := appendPlain(w.num[:0], raw); ok {
+					w.num = plain
+					text = plain
+				}
+				break
+			}
+		}
+	}
+	masked, n := w.detect(text)
+	if n == 0 {
+		return nil, false
+	}
+	w.counts[len(w.fields)] += uint64(n)
+	return masked, true
 }
 
 var redacted = []byte(Redacted)
@@ -917,82 +947,13 @@ func (w *Writer) maskText(method string, v []byte) []byte {
 	return w.mask(method, v)
 }
 
-// oversize replaces a value that outgrew maxValue before it could be inspected.
-func (w *Writer) oversize() {
+// redactWhole replaces a value masked whole: one a field masks that is not a string or is too
+// long to hold, or one the detectors cannot read because it is too long to hold.
+func (w *Writer) redactWhole() {
 	w.emitQuoted(redacted)
 	if w.vfield >= 0 {
 		w.counts[w.vfield]++
 	} else {
 		w.counts[len(w.fields)+1]++
-	}
-	w.over = false
-}
-
-// endNumber ends a number whose last byte is p[e-1].
-func (w *Writer) endNumber(p []byte, e int) {
-	w.endValue()
-	if w.skipAt > 0 {
-		return
-	}
-	switch w.mode {
-	case modePass:
-		return
-	case modeHold:
-		if !w.vinspect {
-			w.release(p, e)
-			return
-		}
-		raw := w.held(p, e)
-		w.mode = modePass
-		if raw == nil {
-			w.oversize()
-			return
-		}
-		text := raw
-		for _, c := range raw {
-			if c == '.' || c == 'e' || c == 'E' {
-				if plain, ok := appendPlain(w.num[:0], raw); ok {
-					w.num = plain
-					text = plain
-				}
-				break
-			}
-		}
-		masked, n := w.detect(text)
-		if n == 0 {
-			w.emit(raw)
-		} else {
-			w.emitQuoted(masked)
-			w.counts[len(w.fields)] += uint64(n)
-		}
-		w.val = w.val[:0]
-	case modeSuppress:
-		w.from = e
-		w.mode = modePass
-		if w.vfield >= 0 {
-			w.emitQuoted(redacted)
-			w.counts[w.vfield]++
-			w.vfield = -1
-		} else {
-			w.oversize()
-		}
-	}
-}
-
-// endLiteral ends true, false or null, whose last byte is p[e-1].
-func (w *Writer) endLiteral(p []byte, e int) {
-	w.endValue()
-	if w.skipAt > 0 {
-		return
-	}
-	switch w.mode {
-	case modeHold: // a literal split across writes
-		w.release(p, e)
-	case modeSuppress:
-		w.from = e
-		w.mode = modePass
-		w.emitQuoted(redacted)
-		w.counts[w.vfield]++
-		w.vfield = -1
 	}
 }
