@@ -75,6 +75,17 @@ func FuzzWriter(f *testing.F) {
 		if err == nil {
 			require.Equal(t, out, out2)
 		}
+		if len(in) <= 128 {
+			cuts := make([]int, 0, len(in))
+			for i := 1; i < len(in); i++ {
+				cuts = append(cuts, i)
+			}
+			out2, err2 := runPieces(spec, string(in), cuts...)
+			require.Equal(t, err, err2)
+			if err == nil {
+				require.Equal(t, out, out2)
+			}
+		}
 	})
 }
 
