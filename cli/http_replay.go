@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/query"
@@ -136,9 +137,9 @@ func printHTTPSession(w io.Writer, s *query.HTTPSession, r *query.Replay) {
 // it, indented.
 func printHTTPRequest(w io.Writer, q *query.HTTPRequest) {
 	p := &q.Request
-	fmt.Fprintf(w, "%s  #%d request %d %s: %s\n", q.Time.Local().Format("15:04:05.000000"), q.Seq, p.QueryID, httpRequestLine(q), decisionLine(&q.Verdict))
+	fmt.Fprintf(w, "%s  #%d request %d %s: %s\n", q.Time.Local().Format("15:04:05.000000"), q.Seq, p.QueryID, printable(httpRequestLine(q)), decisionLine(&q.Verdict))
 	if p.RawPath != "" {
-		fmt.Fprintf(w, "    sent as:  %s (normalised to the path above)\n", p.RawPath)
+		fmt.Fprintf(w, "    sent as:  %s (normalised to the path above)\n", printable(p.RawPath))
 	}
 	if p.Body != "" || p.BodyBytes > 0 {
 		fmt.Fprintf(w, "    body:     %d bytes%s%s\n", p.BodyBytes, truncatedNote(p.BodyTruncated), excerptSuffix(p.Body))
@@ -202,9 +203,9 @@ func printHTTPRequest(w io.Writer, q *query.HTTPRequest) {
 			masked = fmt.Sprintf(", %d value(s) masked", d.Masked)
 		}
 		fmt.Fprintf(w, "    done:     %s%s after %s, %d bytes out (%d recorded)%s%s\n", d.Status, code,
-			(time.Duration(d.DurationUS) * time.Microsecond).Round(time.Millisecond), d.BytesOut, d.BytesRecorded, masked, errSuffix(d.Error))
+			(time.Duration(d.DurationUS) * time.Microsecond).Round(time.Millisecond), d.BytesOut, d.BytesRecorded, masked, errSuffix(printable(d.Error)))
 		if d.Exit != "" {
-			fmt.Fprintf(w, "    exit:     %s\n", d.Exit)
+			fmt.Fprintf(w, "    exit:     %s\n", printable(d.Exit))
 		}
 	}
 }
@@ -231,15 +232,38 @@ func truncatedNote(t bool) string {
 }
 
 // excerptSuffix is `: <the first bodyExcerpt characters of s on one line>…`, or "" for an
-// empty s. What is printed is what the trail holds: masked already.
+// empty s. What is printed is what the trail holds (masked already), control characters
+// escaped.
 func excerptSuffix(s string) string {
 	if s == "" {
 		return ""
 	}
 	one := strings.Join(strings.Fields(s), " ")
 	if utf8.RuneCountInString(one) <= bodyExcerpt {
-		return ": " + strconv.Quote(one)
+		return ": " + printable(one)
 	}
 	r := []rune(one)
-	return ": " + strconv.Quote(string(r[:bodyExcerpt])) + "…"
+	return ": " + printable(string(r[:bodyExcerpt])) + "…"
+}
+
+// printable is s with its control characters (a terminal's escape sequences, carriage
+// returns) written as Go escapes, so that what a client or service sent cannot drive the
+// auditor's terminal; the bytes of an invalid UTF-8 sequence likewise.
+func printable(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

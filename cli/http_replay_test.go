@@ -68,13 +68,13 @@ func TestKubeReplayPrintsRequestsAndPlaysExec(t *testing.T) {
 		"client_closed, 4 request(s) (1 denied, 1 held for approval)",
 		" request 1 get secrets -n shop db (GET /api/v1/namespaces/shop/secrets/db): MASK by k8s/secrets-masked\n",
 		"    response: 200 (from the upstream)\n",
-		`    response body: 1 chunk(s) recorded, 1 value(s) masked: "{\"kind\":\"Secret\",\"data\":{\"password\":\"[masked]\"}} xxxxx`,
-		"xxx\"…\n",
+		`    response body: 1 chunk(s) recorded, 1 value(s) masked: {"kind":"Secret","data":{"password":"[masked]"}} xxxxx`,
+		"xxx…\n",
 		"    done:     ok 200 after 8ms, 350 bytes out (350 recorded), 1 value(s) masked\n",
 		" request 2 delete pods -n shop web-1 (DELETE /api/v1/namespaces/shop/pods/web-1): DENY by k8s/no-deletes: dev may not delete pods\n",
 		"    response: 403 (from the gateway)\n",
 		" request 3 create jobs -n shop (POST /apis/batch/v1/namespaces/shop/jobs): REQUIRE_APPROVAL by k8s/jobs: jobs need a lead → approved by bob@example.com (approval ap-3)\n",
-		`    body:     14 bytes: "{\"kind\":\"Job\"}"` + "\n",
+		`    body:     14 bytes: {"kind":"Job"}` + "\n",
 		" request 4 create pods/exec -n shop web-1 [sh] (POST /api/v1/namespaces/shop/pods/web-1/exec?command=sh&tty=true): ALLOW by k8s/dev-exec\n",
 		"    terminal: 4 frame(s) over 1s; 100x30\n",
 		"    exit:     command terminated with non-zero exit code: exit status 3\n",
@@ -132,6 +132,8 @@ func TestHTTPReplay(t *testing.T) {
 	add(&schemas.HttpResponse{QueryID: 1, Status: 200, From: "upstream"})
 	add(&schemas.HttpBody{QueryID: 1, Data: "{\"id\": 7,\n  \"email\": \"[email]\"}"})
 	add(&schemas.HttpDone{QueryID: 1, Status: "ok", Code: 200, BytesOut: 30, BytesRecorded: 30, DurationUS: 1500})
+	add(&schemas.HttpRequest{QueryID: 3, Method: "POST", Path: "/x\x1b[2J", Body: "a\x1b]0;pwned\x07b \xff \ufffd", BodyBytes: 12})
+	add(&schemas.HttpDone{QueryID: 3, Status: "refused", Error: "bad \x1b[31mpath"})
 	add(&schemas.HttpRequest{QueryID: 2, Method: "GET", Path: "/live", Websocket: true})
 	add(&schemas.Decision{QueryID: 2, Effect: "allow", Policy: "orders", Rule: "reads"})
 	add(&schemas.HttpWs{QueryID: 2, Frames: []schemas.WSFrame{{From: "client", Op: "text", Data: "hi", Bytes: 2}, {From: "server", Op: "text", Data: "yo", Bytes: 2},
@@ -146,7 +148,7 @@ func TestHTTPReplay(t *testing.T) {
 		"  resource: orders-api (the trail has no session.start)\n",
 		" request 1 GET /orders/7 (route /orders/{id}): ALLOW by orders/reads\n",
 		"    sent as:  /orders/%2e/7 (normalised to the path above)\n",
-		`    response body: 1 chunk(s) recorded: "{\"id\": 7, \"email\": \"[email]\"}"` + "\n",
+		`    response body: 1 chunk(s) recorded: {"id": 7, "email": "[email]"}` + "\n",
 		"    done:     ok 200 after 2ms, 30 bytes out (30 recorded)\n",
 		" request 2 GET /live [websocket]: ALLOW by orders/reads\n",
 		"    websocket: 1 message(s) from the client, 2 from the server, 1 value(s) masked\n",
@@ -156,6 +158,12 @@ func TestHTTPReplay(t *testing.T) {
 		require.Contains(t, out, want)
 	}
 	require.NotContains(t, out, "▶")
+	// What a client or service sent cannot drive the auditor's terminal.
+	require.NotContains(t, out, "\x1b")
+	require.NotContains(t, out, "\a")
+	require.Contains(t, out, ` request 3 POST /x\x1b[2J: no decision recorded`+"\n")
+	require.Contains(t, out, `    body:     12 bytes: a\x1b]0;pwned\ab `+"\ufffd \ufffd\n", "invalid UTF-8 arrives as U+FFFD")
+	require.Contains(t, out, `    done:     refused after 0s, 0 bytes out (0 recorded): bad \x1b[31mpath`+"\n")
 	code, _, errOut = run("sessions", "replay", "http-1", "--url", url, "--token", testToken, "--asciicast", "-")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "session http-1 has no terminal output to write (requests with terminal output: none)")

@@ -283,6 +283,12 @@ func kubeconfigCmd(args []string, stdout, stderr io.Writer) error {
 	if err := api.get(app.KubeClustersPath+url.PathEscape(*resource), &cl); err != nil {
 		return fmt.Errorf("ask the gateway for resource %s: %w", *resource, err)
 	}
+	if u, err := url.Parse(cl.Server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("the gateway answered resource %s with server %q, not an http(s) URL", *resource, cl.Server)
+	}
+	if cl.Resource == "" {
+		cl.Resource = *resource
+	}
 	b, err := kubeconfigYAML(cl, k.base, self)
 	if err != nil {
 		return err

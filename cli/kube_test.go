@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -228,6 +229,8 @@ func TestKubeconfig(t *testing.T) {
 		switch r.URL.Path {
 		case app.KubeClustersPath + "dev-k8s":
 			_ = json.NewEncoder(w).Encode(app.KubeCluster{Resource: "dev-k8s", Server: "https://127.0.0.1:8443/k8s/dev", CAPEM: caPEM})
+		case app.KubeClustersPath + "broken":
+			_, _ = w.Write([]byte(`{"resource":"broken","server":"127.0.0.1:8443"}`))
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			_, _ = w.Write([]byte(`{"message":"no kubernetes resource \"orders\""}`))
@@ -289,7 +292,76 @@ func TestKubeconfig(t *testing.T) {
 	code, _, errOut = run("kubeconfig", "--resource", "orders", "--url", srv.URL)
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, `ask the gateway for resource orders: 404 Not Found: no kubernetes resource "orders"`)
+	code, _, errOut = run("kubeconfig", "--resource", "broken", "--url", srv.URL)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `the gateway answered resource broken with server "127.0.0.1:8443", not an http(s) URL`)
 	code, _, errOut = run("kubeconfig")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "needs --resource NAME")
+}
+
+// TestKubeCredentialHelperProcess is not a test: run by the credential plugin script of
+// TestKubectlThroughTheKubeconfig, it is `gatehouse` with the arguments after "--".
+func TestKubeCredentialHelperProcess(t *testing.T) {
+	if os.Getenv("GATEHOUSE_TEST_HELPER") != "1" {
+		t.Skip("run by TestKubectlThroughTheKubeconfig")
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	os.Exit(Main(args, os.Stdout, os.Stderr))
+}
+
+// Real kubectl reads the kubeconfig written, runs the credential plugin (client-go's exec
+// protocol, v1), trusts the CA given, and calls the server with the token under the
+// resource's path prefix; without a token and a terminal, it shows the plugin's advice.
+func TestKubectlThroughTheKubeconfig(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("no kubectl on this machine")
+	}
+	cache := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cache)
+	tok := fakeJWT("ada", time.Now().Add(time.Hour))
+	var seen []string
+	gw := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.URL.Path)
+		if r.Header.Get("Authorization") != "Bearer "+tok {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"major":"1","minor":"31","gitVersion":"v1.31.0-gatehouse"}`))
+	}))
+	t.Cleanup(gw.Close)
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: gw.Certificate().Raw})
+
+	self, err := os.Executable()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	plugin := filepath.Join(dir, "gatehouse")
+	require.NoError(t, os.WriteFile(plugin, []byte("#!/bin/sh\nGATEHOUSE_TEST_HELPER=1 exec '"+self+"' -test.run=TestKubeCredentialHelperProcess -- \"$@\"\n"), 0o755))
+	b, err := kubeconfigYAML(app.KubeCluster{Resource: "dev-k8s", Server: gw.URL + "/k8s/dev", CAPEM: string(caPEM)}, "http://127.0.0.1:1", plugin)
+	require.NoError(t, err)
+	cfg := filepath.Join(dir, "kubeconfig")
+	require.NoError(t, os.WriteFile(cfg, b, 0o600))
+
+	t.Setenv("GATEHOUSE_TOKEN", tok)
+	out, err := exec.Command(kubectl, "--kubeconfig", cfg, "version", "-o", "json").CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), `"gitVersion": "v1.31.0-gatehouse"`)
+	require.NotEmpty(t, seen)
+	for _, p := range seen {
+		require.Equal(t, "/k8s/dev/version", p, "under the resource's path prefix")
+	}
+
+	// No token, no cache, no terminal: kubectl fails with the plugin's advice.
+	t.Setenv("GATEHOUSE_TOKEN", "")
+	out, err = exec.Command(kubectl, "--kubeconfig", cfg, "version", "-o", "json").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "run `gatehouse kube credential --resource dev-k8s --url http://127.0.0.1:1` once in a terminal")
 }

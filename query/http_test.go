@@ -249,6 +249,11 @@ func TestOCSFMapsHTTPSessions(t *testing.T) {
 	require.Equal(t, "denied", done[1]["status_code"])
 	require.Equal(t, map[string]any{"bytes_in": 3.0, "bytes_out": 8.0, "bytes": 11.0}, recs["http.ws"][0]["traffic"])
 
+	require.Equal(t, map[string]any{"bytes_in": 0.0, "bytes_out": 18.0, "bytes": 18.0}, recs["http.body"][0]["traffic"])
+	bin := events[4]
+	bin.Payload = (&schemas.HttpBody{QueryID: 1, Data: base64.StdEncoding.EncodeToString([]byte{1, 2, 3, 4, 5}), Binary: true}).AppendJSON(nil)
+	require.Equal(t, map[string]any{"bytes_in": 0.0, "bytes_out": 5.0, "bytes": 5.0}, roundTrip(t, OCSFProtocol(&bin, "http"))["traffic"])
+
 	// Without the session's protocol, a request still says it is HTTP.
 	require.EqualValues(t, 4002, roundTrip(t, OCSF(&events[1]))["class_uid"])
 	// PATCH, which OCSF 1.1 lacks, is Other.

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strings"
 
@@ -117,8 +118,12 @@ func ocsfHTTP(e *schemas.Event, payload map[string]any, kube bool) map[string]an
 		if e.Decode(&p) != nil {
 			return nil
 		}
+		n := uint64(len(p.Data))
+		if p.Binary {
+			n = uint64(base64.StdEncoding.DecodedLen(len(p.Data)) - strings.Count(p.Data, "="))
+		}
 		base(99, "Traffic", ocsfStatusSuccess)
-		rec["traffic"] = traffic(0, uint64(len(p.Data)))
+		rec["traffic"] = traffic(0, n)
 	case schemas.TypeHttpWs:
 		var p schemas.HttpWs
 		if e.Decode(&p) != nil {
