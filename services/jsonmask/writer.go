@@ -283,8 +283,8 @@ func (w *Writer) Close() error {
 	return w.err
 }
 
-// Masked returns how many values each field and the detectors masked so far, leaving out
-// zeros.
+// Masked returns how many values each field and the detectors masked so far: the fields
+// in the order of Spec.Fields, then DetectorsName, then OversizeName, leaving out zeros.
 func (w *Writer) Masked() []Count {
 	return w.countsSince(nil)
 }
