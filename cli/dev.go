@@ -110,6 +110,13 @@ func devCmd(args []string, stdout, stderr io.Writer) error {
 	if demoHost != nil {
 		defer demoHost.Stop()
 	}
+	demoAPI, err := startDemoAPI(cfg)
+	if err != nil {
+		return err
+	}
+	if demoAPI != nil {
+		defer demoAPI.Stop()
+	}
 	if cfg.Proxy.Postgres.TLSCertFile == "" {
 		if cfg.Proxy.Postgres.TLSCertFile, cfg.Proxy.Postgres.TLSKeyFile, err = devcert.Ensure(cfg.DataDir); err != nil {
 			return fmt.Errorf("dev TLS certificate: %w", err)
@@ -197,6 +204,7 @@ func announce(ctx context.Context, a *app.App, cfg *config.Config, w io.Writer) 
 	}
 	b := bannerFor(cfg, a.ListenAddr("postgres"), base, a.NATSURL(), a.DevIssuerURL())
 	b.SSH = a.ListenAddr("ssh")
+	b.HTTPProxy = a.ListenAddr("http")
 	b.write(w)
 }
 
@@ -206,6 +214,7 @@ func bannerFor(cfg *config.Config, pg, api, nats, devIssuerURL string) banner {
 	b := banner{DataDir: cfg.DataDir, Postgres: pg, HTTP: api, NATS: nats,
 		TLSCert: cfg.Proxy.Postgres.TLSCertFile, Issuers: cfg.Identity.Issuers}
 	_, b.DemoHost = cfg.Resource(demoHostName)
+	_, b.DemoAPI = cfg.Resource(demoAPIName)
 	if cfg.Identity.DevIssuer {
 		b.DevIssuer = devIssuerURL
 	}
@@ -223,6 +232,10 @@ type banner struct {
 	// host is configured.
 	SSH      string
 	DemoHost bool
+	// HTTPProxy is the HTTP proxy's address (empty: not running); DemoAPI says the demo
+	// HTTP service is configured.
+	HTTPProxy string
+	DemoAPI   bool
 }
 
 func (b *banner) write(w io.Writer) {
@@ -231,6 +244,9 @@ func (b *banner) write(w io.Writer) {
 	fmt.Fprintf(w, "  PostgreSQL proxy   %s\n", b.Postgres)
 	if b.SSH != "" {
 		fmt.Fprintf(w, "  SSH proxy          %s\n", b.SSH)
+	}
+	if b.HTTPProxy != "" {
+		fmt.Fprintf(w, "  HTTP proxy         https://%s   (HTTP services, the Kubernetes API)\n", b.HTTPProxy)
 	}
 	fmt.Fprintf(w, "  HTTP API / health  %s   (GET /readyz, /metrics)\n", b.HTTP)
 	if b.DevIssuer != "" {
@@ -257,6 +273,11 @@ func (b *banner) write(w io.Writer) {
 		fmt.Fprintf(w, "  bin/gatehouse ssh login --gateway %s > %s\n", b.HTTP, filepath.Join(b.DataDir, "ssh_config"))
 		fmt.Fprintf(w, "  ssh -F %s demo-host+root@gatehouse uptime\n", filepath.Join(b.DataDir, "ssh_config"))
 		fmt.Fprintf(w, "  ssh -F %s demo-host+root@gatehouse 'rm -rf /tmp/x'      # denied\n\n", filepath.Join(b.DataDir, "ssh_config"))
+	}
+	if b.DemoAPI && b.HTTPProxy != "" && b.DevIssuer != "" {
+		fmt.Fprintf(w, "  # HTTP: demo-api; card numbers and emails masked, refunds over 100 wait for an approval\n")
+		fmt.Fprintf(w, "  curl --cacert %s -H \"Authorization: Bearer $PGPASSWORD\" https://%s/demo-api/customers\n", b.TLSCert, b.HTTPProxy)
+		fmt.Fprintf(w, "  curl --cacert %s -H \"Authorization: Bearer $PGPASSWORD\" -X DELETE https://%s/demo-api/customers/1   # denied\n\n", b.TLSCert, b.HTTPProxy)
 	}
 	fmt.Fprintf(w, "  export GATEHOUSE_TOKEN=%s\n", auditor)
 	fmt.Fprintf(w, "  bin/gatehouse sessions list\n  bin/gatehouse sessions replay <session id>\n\nStop with Ctrl-C.\n")

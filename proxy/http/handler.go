@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/proxy/session"
@@ -598,28 +599,64 @@ func strictJSON(b []byte) (any, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("data after the JSON document")
 	}
-	return numbersToFloat(v), nil
+	return foldKeys(v), nil
 }
 
-// numbersToFloat turns json.Number into float64 (rules compare numbers), refusing none.
-func numbersToFloat(v any) any {
+// foldKeys gives rules the body's member names folded to lower case: services differ in
+// whether "AMOUNT" is "amount" (Go's encoding/json matches names without regard to case,
+// the Kelvin sign and the long s included), so rules read the folded name, and a body with
+// two names that fold alike is refused (noDuplicateKeys). Numbers stay json.Number, so
+// the policy reads them exactly.
+func foldKeys(v any) any {
 	switch t := v.(type) {
-	case json.Number:
-		if i, err := t.Int64(); err == nil {
-			return float64(i)
-		}
-		f, _ := t.Float64()
-		return f
 	case map[string]any:
+		out := make(map[string]any, len(t))
 		for k, e := range t {
-			t[k] = numbersToFloat(e)
+			out[foldKey(k)] = foldKeys(e)
 		}
+		return out
 	case []any:
 		for i, e := range t {
-			t[i] = numbersToFloat(e)
+			t[i] = foldKeys(e)
 		}
 	}
 	return v
+}
+
+// foldKey maps each character to one representative of its case-folding orbit: the
+// lower-case ASCII letter where the orbit has one (K, k and the Kelvin sign are k; S, s and
+// ſ are s), else its smallest lower-case letter (σ, ς and Σ are ς), else the smallest.
+func foldKey(k string) string {
+	ascii := true
+	for i := 0; i < len(k); i++ {
+		if k[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToLower(k)
+	}
+	var b strings.Builder
+	for _, r := range k {
+		best, lower := r, rune(-1)
+		if unicode.IsLower(r) {
+			lower = r
+		}
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < best {
+				best = f
+			}
+			if unicode.IsLower(f) && (lower < 0 || f < lower || f >= 'a' && f <= 'z') && !(lower >= 'a' && lower <= 'z') {
+				lower = f
+			}
+		}
+		if lower >= 0 {
+			best = lower
+		}
+		b.WriteRune(best)
+	}
+	return b.String()
 }
 
 // noDuplicateKeys refuses an object with a key twice (one parser takes the first, another
@@ -666,10 +703,10 @@ func noDuplicateKeys(b []byte) error {
 			}
 		case string:
 			if top != nil && top.obj && top.key {
-				if top.keys[t] {
-					return fmt.Errorf("duplicate key %q", t)
+				if top.keys[foldKey(t)] {
+					return fmt.Errorf("duplicate key %q (names are compared without regard to case)", t)
 				}
-				top.keys[t] = true
+				top.keys[foldKey(t)] = true
 				top.key = false
 				continue
 			}

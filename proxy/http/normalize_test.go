@@ -45,3 +45,11 @@ func TestNormalizeQuery(t *testing.T) {
 		}
 	}
 }
+
+func TestFoldKey(t *testing.T) {
+	for in, want := range map[string]string{"AMOUNT": "amount", "Amount": "amount", "\u212Aey": "key", "\u017Fum": "sum", "straße": "straße", "ÉTÉ": "été", "Σ": "ς", "σ": "ς"} {
+		if got := ghttp.FoldKey(in); got != want {
+			t.Errorf("foldKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -180,6 +180,15 @@ func TestLimits(t *testing.T) {
 	body, code, _ = e.curl(t, e.token, "-X", "POST", "-H", "Content-Type: application/json", "--data", `{"amount": 10, "amount": 5000}`, e.url+"/orders/payments")
 	require.Equal(t, 400, code, body)
 	require.Contains(t, body, "duplicate key")
+	// Member names are read without regard to case (a Go service reads "AMOUNT" as amount):
+	// rules see them folded, and two names that fold alike are refused.
+	for _, b := range []string{`{"AMOUNT": 200000}`, `{"Amount": 200000}`, "{\"\u212Aey\": 1, \"amount\": 200000}"} {
+		body, code, _ = e.curl(t, e.token, "-X", "POST", "-H", "Content-Type: application/json", "--data", b, e.url+"/orders/payments")
+		require.Equal(t, 403, code, "%s: %s", b, body)
+		require.Contains(t, body, "payments over 100000 are refused")
+	}
+	body, code, _ = e.curl(t, e.token, "-X", "POST", "-H", "Content-Type: text/plain", "--data", `{"amount": 5, "AMOUNT": 200000}`, e.url+"/orders/payments")
+	require.Equal(t, 400, code, body)
 	// Slowloris: headers trickling in are cut off at the read-header timeout.
 	c := e.rawConn(t)
 	io.WriteString(c, "GET /orders/x HTTP/1.1\r\nHost: x\r\n")

@@ -1,0 +1,4 @@
+package http
+
+// FoldKey is foldKey, for tests.
+var FoldKey = foldKey
