@@ -39,7 +39,7 @@ func startAllInOne(t *testing.T, path string) (*gateway, string) {
 	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_PG_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_SSH_LISTEN", "127.0.0.1:0")
-	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
+	t.Setenv("GATEHOUSE_HTTP_PROXY_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_CLICKHOUSE_ADDR", ch.Addr())
 	t.Setenv("GATEHOUSE_DEMO_PG_ADDR", pg.Addr())
 	t.Setenv("GATEHOUSE_DEMO_PG_PASSWORD_FILE", pwFile)

@@ -245,7 +245,7 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_PG_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_SSH_LISTEN", "127.0.0.1:0")
-	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
+	t.Setenv("GATEHOUSE_HTTP_PROXY_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_NATS_URL", natsURL)
 	t.Setenv("GATEHOUSE_CLICKHOUSE_ADDR", "127.0.0.1:1")
 	t.Setenv("GATEHOUSE_DEMO_PG_ADDR", pg.Addr())

@@ -41,7 +41,7 @@ func TestCrashedGatewaySessionsAreEnded(t *testing.T) {
 	require.NoError(t, err)
 	dataDir := t.TempDir()
 	env := []string{"GATEHOUSE_NATS_URL=" + natsURL, "GATEHOUSE_CLICKHOUSE_ADDR=" + ch.Addr(), "GATEHOUSE_DEMO_PG_ADDR=" + pg.Addr(),
-		"GATEHOUSE_DEMO_PG_PASSWORD_FILE=" + pwFile, "GATEHOUSE_DEV_ISSUER_URL=" + issuer + "/dev/oidc", "GATEHOUSE_PG_LISTEN=127.0.0.1:" + pgPort, "GATEHOUSE_SSH_LISTEN=127.0.0.1:0", "GATEHOUSE_HTTP_LISTEN=127.0.0.1:0",
+		"GATEHOUSE_DEMO_PG_PASSWORD_FILE=" + pwFile, "GATEHOUSE_DEV_ISSUER_URL=" + issuer + "/dev/oidc", "GATEHOUSE_PG_LISTEN=127.0.0.1:" + pgPort, "GATEHOUSE_SSH_LISTEN=127.0.0.1:0", "GATEHOUSE_HTTP_PROXY_LISTEN=127.0.0.1:0",
 		"GATEHOUSE_AUDIT_SIGNING_KEY=" + keyFile, "GATEHOUSE_DATA_DIR=" + dataDir, "GATEHOUSE_HTTP_LISTEN=127.0.0.1:" + httpPort}
 	src, err := os.ReadFile("../deploy/gatehouse.dev.yaml")
 	require.NoError(t, err)

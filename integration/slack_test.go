@@ -64,7 +64,7 @@ func TestSlackClickRunsTheHeldStatement(t *testing.T) {
 	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_PG_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_SSH_LISTEN", "127.0.0.1:0")
-	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
+	t.Setenv("GATEHOUSE_HTTP_PROXY_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_DEMO_PG_ADDR", pg.Addr())
 	t.Setenv("GATEHOUSE_DEMO_PG_PASSWORD_FILE", pwFile)
 	cfg, err := config.Load("../deploy/gatehouse.dev.yaml")

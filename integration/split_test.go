@@ -33,7 +33,7 @@ func TestSplitProcesses(t *testing.T) {
 		"GATEHOUSE_DEMO_PG_ADDR=" + pg.Addr(),
 		"GATEHOUSE_DEMO_PG_PASSWORD_FILE=" + pwFile,
 		"GATEHOUSE_DEV_ISSUER_URL=" + issuer + "/dev/oidc",
-		"GATEHOUSE_PG_LISTEN=127.0.0.1:" + pgPort, "GATEHOUSE_SSH_LISTEN=127.0.0.1:0", "GATEHOUSE_HTTP_LISTEN=127.0.0.1:0",
+		"GATEHOUSE_PG_LISTEN=127.0.0.1:" + pgPort, "GATEHOUSE_SSH_LISTEN=127.0.0.1:0", "GATEHOUSE_HTTP_PROXY_LISTEN=127.0.0.1:0",
 	}
 	keyFile := filepath.Join(t.TempDir(), "audit-signing.key")
 	_, err := seal.LoadKey(keyFile, true)

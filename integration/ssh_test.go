@@ -36,7 +36,7 @@ func TestSSHThroughTheGateway(t *testing.T) {
 	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_PG_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_SSH_LISTEN", "127.0.0.1:0")
-	t.Setenv("GATEHOUSE_HTTP_LISTEN", "127.0.0.1:0")
+	t.Setenv("GATEHOUSE_HTTP_PROXY_LISTEN", "127.0.0.1:0")
 	t.Setenv("GATEHOUSE_CLICKHOUSE_ADDR", ch.Addr())
 	t.Setenv("GATEHOUSE_DEMO_PG_ADDR", "127.0.0.1:1") // no session of the demo database here
 	cfg, err := config.Load("../deploy/gatehouse.dev.yaml")
