@@ -7,9 +7,10 @@
 #                           (Debian's clickhouse-server) and curl
 #   install-deps.sh test    that, plus what only the tests use (make test, make fuzz-policy):
 #                           pgbench, Node.js with npm (node-postgres), psycopg 3, rsyslog with
-#                           its TLS driver, sqlsmith, and OpenSSH's server with sudo and rsync
-#   install-deps.sh bench   that of running, plus what the bench command compares against
-#                           (make bench): pgbench and PgBouncer
+#                           its TLS driver, sqlsmith, OpenSSH's server with sudo and rsync, and
+#                           nginx (an upstream and a reverse proxy in the HTTP proxy's tests)
+#   install-deps.sh bench   that of running, plus what the bench commands compare against and
+#                           drive (make bench, make bench-http): pgbench, PgBouncer, nginx and wrk
 set -euo pipefail
 
 variant="${1:-run}"
@@ -62,8 +63,15 @@ if [ "$variant" = test ]; then
   have rsync || missing+=(rsync)
   have ssh || missing+=(openssh-client)
 fi
+if [ "$variant" = test ] || [ "$variant" = bench ]; then
+  # nginx serves files and reverse-proxies in the HTTP proxy's tests (services/dev/localnginx)
+  # and is the reverse proxy gatehouse bench http compares with; nginx-light is enough.
+  [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+fi
 if [ "$variant" = bench ]; then
   have pgbouncer || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  # wrk drives gatehouse bench http.
+  have wrk || missing+=(wrk)
 fi
 
 if ! have go; then
@@ -93,7 +101,28 @@ if printf '%s\n' "${missing[@]}" | grep -qx openssh-server; then
   $sudo mkdir -p /etc/ssh
   $sudo touch /etc/ssh/sshd_not_to_be_run
 fi
+nginx_new=""
+printf '%s\n' "${missing[@]}" | grep -q '^nginx' && nginx_new=1
+policy_rc=""
+if [ -n "$nginx_new" ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+  # A system nginx on port 80 is not needed either (the tests and the bench start their own
+  # on loopback), and nginx has no not-to-be-run file: policy-rc.d answering 101 keeps the
+  # package's scripts from starting it during the install, and it is disabled at boot below.
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod 755 /usr/sbin/policy-rc.d
+  policy_rc=1
+fi
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+status=0
+$sudo apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
+[ -n "$policy_rc" ] && $sudo rm -f /usr/sbin/policy-rc.d
+if [ -n "$nginx_new" ]; then
+  if have systemctl && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+  elif have update-rc.d; then
+    $sudo update-rc.d nginx disable >/dev/null 2>&1 || true
+  fi
+fi
 # Debian starts the packaged servers as services where it can; Gatehouse runs its own
 # copies as child processes, so the packaged ones are not needed.
+exit $status
