@@ -11,6 +11,9 @@ dev: deps build
 
 ## test: the whole test suite (unit, integration with real PostgreSQL, ClickHouse, NATS)
 test: test-deps
+	@# Kubernetes' binaries first, outside go test's timeout (a cold build takes 10-20 minutes);
+	@# on failure the localkube tests say why (and skip when there is no module proxy).
+	-@$(MAKE) --no-print-directory kube-fixture
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(GO) test -race -count=1 -timeout 10m ./proxy/...

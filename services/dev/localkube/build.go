@@ -52,9 +52,12 @@ type Binaries struct {
 
 // manifest is the cache's record of what was built and how long it took.
 type manifest struct {
-	KubeVersion string                   `json:"kubeVersion"`
-	EtcdVersion string                   `json:"etcdVersion"`
-	Durations   map[string]time.Duration `json:"durations"` // by binary file name
+	KubeVersion string            `json:"kubeVersion"`
+	EtcdVersion string            `json:"etcdVersion"`
+	Durations   map[string]string `json:"durations"` // by build step, as time.Duration prints
+	// Recipes says how each step's binaries were built; a step whose recipe has changed
+	// since (another version, other flags) is built again.
+	Recipes map[string]string `json:"recipes"`
 }
 
 // CacheDir is where Build keeps its binaries: $GATEHOUSE_CACHE/kube/<KubeVersion>, or
@@ -106,15 +109,20 @@ func Build(ctx context.Context, log io.Writer) (*Binaries, error) {
 		b.Kubectl = p
 	}
 
+	type buildStep struct {
+		name, recipe string
+		run          func(*goCmd) error
+	}
 	var steps []buildStep
-	if missing(b.APIServer) || (b.Kubectl == filepath.Join(dir, "kubectl") && missing(b.Kubectl)) {
-		steps = append(steps, buildStep{"kube-apiserver", func(g *goCmd) error { return buildKubernetes(ctx, g, b) }})
+	stale := func(name, recipe string) bool { return m.Recipes[name] != recipe }
+	if missing(b.APIServer) || (b.Kubectl == filepath.Join(dir, "kubectl") && missing(b.Kubectl)) || stale("kube-apiserver", kubeRecipe()) {
+		steps = append(steps, buildStep{"kube-apiserver", kubeRecipe(), func(g *goCmd) error { return buildKubernetes(ctx, g, b) }})
 	}
-	if missing(b.Etcd) {
-		steps = append(steps, buildStep{"etcd", func(g *goCmd) error { return buildEtcd(ctx, g, b.Etcd) }})
+	if missing(b.Etcd) || stale("etcd", etcdRecipe()) {
+		steps = append(steps, buildStep{"etcd", etcdRecipe(), func(g *goCmd) error { return buildEtcd(ctx, g, b.Etcd) }})
 	}
-	if missing(b.Kubelet) {
-		steps = append(steps, buildStep{filepath.Base(b.Kubelet), func(g *goCmd) error { return buildKubelet(ctx, g, b.Kubelet) }})
+	if missing(b.Kubelet) || stale(filepath.Base(b.Kubelet), kubeletRecipe()) {
+		steps = append(steps, buildStep{filepath.Base(b.Kubelet), kubeletRecipe(), func(g *goCmd) error { return buildKubelet(ctx, g, b.Kubelet) }})
 	}
 	if len(steps) > 0 {
 		g, err := newGoCmd(log)
@@ -127,23 +135,31 @@ func Build(ctx context.Context, log io.Writer) (*Binaries, error) {
 			if err := s.run(g); err != nil {
 				return nil, fmt.Errorf("build %s: %w", s.name, err)
 			}
-			m.Durations[s.name] = time.Since(start).Round(time.Second)
-			fmt.Fprintf(log, "localkube: built %s in %s\n", s.name, m.Durations[s.name])
+			took := time.Since(start).Round(time.Second)
+			m.Durations[s.name] = took.String()
+			m.Recipes[s.name] = s.recipe
+			fmt.Fprintf(log, "localkube: built %s in %s\n", s.name, took)
 		}
 		b.Built = true
+		// Kubelets built from other sources (other checkouts) are dropped, with their
+		// records; a checkout that still wants one builds it again, in a second.
+		old, _ := filepath.Glob(filepath.Join(dir, "fake-kubelet-*"))
+		for _, f := range old {
+			if name := filepath.Base(f); f != b.Kubelet && !strings.HasSuffix(f, ".tmp") {
+				os.Remove(f)
+				delete(m.Durations, name)
+				delete(m.Recipes, name)
+			}
+		}
 		if err := writeManifest(dir, m); err != nil {
 			return nil, err
 		}
 	}
 	for _, name := range []string{"kube-apiserver", "etcd", filepath.Base(b.Kubelet)} {
-		b.BuildDuration += m.Durations[name]
+		d, _ := time.ParseDuration(m.Durations[name])
+		b.BuildDuration += d
 	}
 	return b, nil
-}
-
-type buildStep struct {
-	name string
-	run  func(*goCmd) error
 }
 
 func missing(path string) bool {
@@ -152,17 +168,19 @@ func missing(path string) bool {
 }
 
 func sourceHash() string {
-	sum := sha256.Sum256(append([]byte(stagingVersion+ptyVersion), fakeKubeletSource...))
-	return hex.EncodeToString(sum[:6])
+	return digest(stagingVersion + ptyVersion + string(fakeKubeletSource))
 }
 
 func readManifest(dir string) manifest {
-	m := manifest{KubeVersion: KubeVersion, EtcdVersion: EtcdVersion, Durations: map[string]time.Duration{}}
+	m := manifest{KubeVersion: KubeVersion, EtcdVersion: EtcdVersion, Durations: map[string]string{}}
 	if data, err := os.ReadFile(filepath.Join(dir, "build.json")); err == nil {
 		_ = json.Unmarshal(data, &m)
 	}
 	if m.Durations == nil {
-		m.Durations = map[string]time.Duration{}
+		m.Durations = map[string]string{}
+	}
+	if m.Recipes == nil {
+		m.Recipes = map[string]string{}
 	}
 	return m
 }
@@ -251,9 +269,9 @@ func (g *goCmd) run(ctx context.Context, dir string, args ...string) ([]byte, er
 }
 
 // build compiles pkg in module dir to out (written whole or not at all).
-func (g *goCmd) build(ctx context.Context, dir, pkg, out string) error {
+func (g *goCmd) build(ctx context.Context, dir, pkg, out, ldflags string) error {
 	tmp := out + ".tmp"
-	if _, err := g.run(ctx, dir, "build", "-p", "2", "-trimpath", "-ldflags=-s -w", "-o", tmp, pkg); err != nil {
+	if _, err := g.run(ctx, dir, "build", "-p", "2", "-trimpath", "-ldflags="+ldflags, "-o", tmp, pkg); err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -333,13 +351,36 @@ func buildKubernetes(ctx context.Context, g *goCmd, b *Binaries) error {
 	if err := os.WriteFile(filepath.Join(tmp, "go.mod"), []byte(mod.String()), 0o644); err != nil {
 		return err
 	}
-	if err := g.build(ctx, tmp, "k8s.io/kubernetes/cmd/kube-apiserver", b.APIServer); err != nil {
+	if err := g.build(ctx, tmp, "k8s.io/kubernetes/cmd/kube-apiserver", b.APIServer, kubeLDFlags()); err != nil {
 		return err
 	}
 	if b.Kubectl == filepath.Join(b.Dir, "kubectl") {
-		return g.build(ctx, tmp, "k8s.io/kubernetes/cmd/kubectl", b.Kubectl)
+		return g.build(ctx, tmp, "k8s.io/kubernetes/cmd/kubectl", b.Kubectl, kubeLDFlags())
 	}
 	return nil
+}
+
+// kubeLDFlags strips the symbols and stamps the version, as Kubernetes' own build
+// (hack/lib/version.sh) does: unstamped, the server calls itself v0.0.0-master, which
+// clients that read /version (kubectl version, client-go's checks) cannot parse.
+func kubeLDFlags() string {
+	major, minor, _ := strings.Cut(strings.TrimPrefix(KubeVersion, "v"), ".")
+	minor, _, _ = strings.Cut(minor, ".")
+	flags := "-s -w"
+	for _, pkg := range []string{"k8s.io/client-go/pkg/version", "k8s.io/component-base/version"} {
+		flags += fmt.Sprintf(" -X %[1]s.gitVersion=%[2]s -X %[1]s.gitMajor=%[3]s -X %[1]s.gitMinor=%[4]s -X %[1]s.gitTreeState=clean",
+			pkg, KubeVersion, major, minor)
+	}
+	return flags
+}
+
+func kubeRecipe() string    { return digest(KubeVersion + " " + stagingVersion + " " + kubeLDFlags()) }
+func etcdRecipe() string    { return digest(EtcdVersion + " " + etcdMain) }
+func kubeletRecipe() string { return sourceHash() }
+
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:6])
 }
 
 // parseKubeGoMod returns the go version of k8s.io/kubernetes's go.mod and the modules it
@@ -396,7 +437,7 @@ func buildSmall(ctx context.Context, g *goCmd, goMod, mainGo, out string) error 
 	if err := os.WriteFile(filepath.Join(tmp, "main.go"), []byte(mainGo), 0o644); err != nil {
 		return err
 	}
-	return g.build(ctx, tmp, ".", out)
+	return g.build(ctx, tmp, ".", out, "-s -w")
 }
 
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {

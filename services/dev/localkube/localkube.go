@@ -12,10 +12,20 @@
 // the kubelet's own streaming code and running commands on this machine, so that kubectl
 // exec, attach and port-forward work through the API server. CreatePod makes a pod bound to
 // that node and marks it running; Start creates one, default/shell with container main.
+//
+// Without kube-controller-manager some things a real cluster does do not happen: no
+// namespace gets a default service account (the ServiceAccount admission plugin is off), a
+// deleted namespace stays Terminating, nothing is garbage-collected, and pods are not
+// scheduled (CreatePod binds them itself). Aggregated ClusterRoles (admin, edit, view) are
+// aggregated once by Start.
+//
+// kubetest wraps Build and Start for tests.
 package localkube
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -98,6 +108,7 @@ type Cluster struct {
 	Binaries    *Binaries
 
 	http                     *http.Client
+	ca                       *ca
 	etcd, apiserver, kubelet *proc
 	stopOnce                 sync.Once
 }
@@ -173,6 +184,20 @@ func (c *Cluster) Stop() {
 	})
 }
 
+// ClientCert makes a client certificate that the API server takes as user in groups (CN
+// the user, O the groups), signed by the cluster's CA, and returns its certificate and key
+// files (PEM, in Dir/pki).
+func (c *Cluster) ClientCert(user string, groups ...string) (certFile, keyFile string, err error) {
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '_'
+	}, user)
+	sum := sha256.Sum256([]byte(user))
+	return c.ca.issue(c.path("pki"), "user-"+safe+"-"+hex.EncodeToString(sum[:4]), false, user, groups)
+}
+
 func (c *Cluster) path(name string) string { return filepath.Join(c.Dir, name) }
 
 // writeFiles makes the CA, certificates, keys, token file and audit policy.
@@ -185,7 +210,7 @@ func (c *Cluster) writeFiles() error {
 	if err != nil {
 		return fmt.Errorf("CA: %w", err)
 	}
-	c.CAFile, c.CAKeyFile = ca.certFile, ca.keyFile
+	c.CAFile, c.CAKeyFile, c.ca = ca.certFile, ca.keyFile, ca
 	for _, f := range []struct {
 		name      string
 		server    bool

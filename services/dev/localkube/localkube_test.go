@@ -5,17 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,99 +21,25 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/dev/localkube"
+	"github.com/gatehouse/gatehouse/services/dev/localkube/kubetest"
 )
 
-var (
-	buildOnce sync.Once
-	bins      *localkube.Binaries
-	buildErr  error
-	buildLog  bytes.Buffer
-)
-
-// binaries builds once per test process (a cold build takes many minutes: run
-// `make kube-fixture` first, or give go test a long -timeout). It skips only when the
-// Go module proxy or toolchain cannot be reached.
-func binaries(t *testing.T) *localkube.Binaries {
-	t.Helper()
-	buildOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Minute)
-		defer cancel()
-		bins, buildErr = localkube.Build(ctx, &buildLog)
-	})
-	if errors.Is(buildErr, localkube.ErrUnavailable) {
-		t.Skipf("cannot build the Kubernetes fixture: %v", buildErr)
-	}
-	require.NoError(t, buildErr, "build log:\n%s", buildLog.String())
-	t.Logf("binaries in %s (build time %s, built now: %v)", bins.Dir, bins.BuildDuration, bins.Built)
-	return bins
-}
-
-func start(t *testing.T) *localkube.Cluster {
-	t.Helper()
-	b := binaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	c, err := localkube.Start(ctx, t.TempDir(), localkube.Options{Binaries: b})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			for _, f := range []string{c.APIServerLog, c.KubeletLog, c.EtcdLog} {
-				data, _ := os.ReadFile(f)
-				t.Logf("%s:\n%s", filepath.Base(f), tail(string(data), 40))
-			}
-		}
-	})
-	return c
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// kubectl runs the real kubectl with kubeconfig; it returns stdout, and stderr in the error.
 func kubectl(t *testing.T, c *localkube.Cluster, kubeconfig, stdin string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.Binaries.Kubectl, append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if err != nil {
-		err = &kubectlError{args: args, err: err, stderr: stderr.String()}
-	}
-	return stdout.String(), err
+	return kubetest.Kubectl(t, c, kubeconfig, stdin, args...)
 }
-
-type kubectlError struct {
-	args   []string
-	err    error
-	stderr string
-}
-
-func (e *kubectlError) Error() string {
-	return "kubectl " + strings.Join(e.args, " ") + ": " + e.err.Error() + ": " + strings.TrimSpace(e.stderr)
-}
-
-func (e *kubectlError) Unwrap() error { return e.err }
 
 func admin(t *testing.T, c *localkube.Cluster, stdin string, args ...string) string {
 	t.Helper()
-	out, err := kubectl(t, c, c.AdminKubeconfig, stdin, args...)
-	require.NoError(t, err)
-	return out
+	return kubetest.Admin(t, c, stdin, args...)
 }
 
 func TestCluster(t *testing.T) {
-	c := start(t)
+	c := kubetest.Start(t)
+	t.Logf("binaries in %s (build time %s, built now: %v)", c.Binaries.Dir, c.Binaries.BuildDuration, c.Binaries.Built)
 
 	t.Run("namespaces", func(t *testing.T) {
+		t.Logf("kubectl %s:\n%s", c.Binaries.Kubectl, admin(t, c, "", "version"))
 		out := admin(t, c, "", "get", "ns", "-o", "name")
 		require.Contains(t, out, "namespace/default")
 		require.Contains(t, out, "namespace/kube-system")
@@ -189,6 +112,18 @@ stringData: {password: hunter2}
 	})
 
 	t.Run("impersonation", func(t *testing.T) { testImpersonation(t, c) })
+
+	t.Run("client certificate", func(t *testing.T) {
+		cert, key, err := c.ClientCert("bob", "dev")
+		require.NoError(t, err)
+		creds := []string{"--client-certificate=" + cert, "--client-key=" + key}
+		// dev may view default (the impersonation test bound it), nothing more.
+		out, err := kubectl(t, c, c.AdminKubeconfig, "", append(creds, "get", "pods", "-o", "name")...)
+		require.NoError(t, err)
+		require.Contains(t, out, "pod/shell")
+		_, err = kubectl(t, c, c.AdminKubeconfig, "", append(creds, "get", "nodes")...)
+		require.ErrorContains(t, err, `User "bob" cannot list resource "nodes"`)
+	})
 
 	t.Run("stop leaves no process", func(t *testing.T) {
 		// A command that would run for minutes, its client still connected.
