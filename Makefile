@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/gatehouse
 PKGS    := ./... ./schemas/...
 
-.PHONY: dev test build deps test-deps generate bench fuzz-policy kube-fixture clean
+.PHONY: dev test build deps test-deps generate bench bench-http fuzz-policy kube-fixture clean
 
 ## dev: install what running needs when missing, build, and run Gatehouse locally with a demo
 dev: deps build
@@ -34,6 +34,13 @@ test-deps:
 bench: build
 	@deploy/install-deps.sh bench
 	$(BIN) bench postgres --floor
+
+## bench-http: wrk against a Go HTTP service directly, through nginx and through Gatehouse, side by side
+## (ROUNDS=n rounds, targets alternating; medians)
+ROUNDS ?= 5
+bench-http: build
+	@deploy/install-deps.sh bench
+	$(BIN) bench http --rounds $(ROUNDS)
 
 ## fuzz-policy: the canary leak fuzzer for longer (SEED=n DURATION=10m): masked identities try to get
 ## planted values out through generated statements; prints what it tried and every leak

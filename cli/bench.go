@@ -22,8 +22,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "audit" {
 		return benchAudit(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "http" {
+		return benchHTTP(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "postgres" {
-		return usageError{"bench needs a target: postgres, ingest or audit"}
+		return usageError{"bench needs a target: postgres, http, ingest or audit"}
 	}
 	fs := newFlags("bench postgres", stdout)
 	duration := fs.Duration("duration", 10e9, "length of each pgbench run")
@@ -64,6 +67,45 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	res, err := bench.Postgres(ctx, bench.Options{Duration: *duration, Modes: strings.Split(*modes, ","), Clients: cs, Scale: *scale,
 		PgBouncer: !*noBouncer, Strict: !*noStrict, Floor: *floor, IdleSessions: *idle, HeapProfile: *heapProfile, Linger: *linger, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	return nil
+}
+
+func benchHTTP(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench http", stdout)
+	duration := fs.Duration("duration", 10e9, "length of each wrk run")
+	conns := fs.String("connections", "1,64", "wrk connection counts (comma-separated); each is measured against every target")
+	rounds := fs.Int("rounds", 3, "rounds: every target is measured once per round and connection count, targets alternating; medians across rounds are reported")
+	asJSON := fs.Bool("json", false, "print the results (and every run) as JSON after the table")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (Gatehouse and the Go upstream run in it) to FILE")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	var cs []int
+	for _, s := range strings.Split(*conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return usageError{fmt.Sprintf("--connections: %q is not a positive number", s)}
+		}
+		cs = append(cs, n)
+	}
+	if *rounds < 1 || *duration < 1e9 {
+		return usageError{"--rounds must be positive and --duration at least 1s"}
+	}
+	stop, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ctx, cancel := signalContext()
+	defer cancel()
+	res, err := bench.HTTP(ctx, bench.HTTPOptions{Duration: *duration, Connections: cs, Rounds: *rounds,
+		Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
 	if err != nil {
 		return err
 	}

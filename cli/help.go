@@ -91,6 +91,8 @@ var commands = []command{
 		[]string{"gatehouse revocations"}},
 	{"bench postgres", "[flags]", "pgbench -S against PostgreSQL directly, through PgBouncer and through Gatehouse, in one run",
 		[]string{"gatehouse bench postgres --floor --duration 20s --clients 8"}},
+	{"bench http", "[flags]", "HTTP requests (wrk) to a Go service directly, through nginx and through Gatehouse (allowed, and masked), targets alternating over rounds, in one run",
+		[]string{"gatehouse bench http --rounds 5 --duration 10s --connections 1,64"}},
 	{"bench ingest", "[flags]", "events per second from JetStream into ClickHouse",
 		[]string{"gatehouse bench ingest --events 1000000"}},
 	{"bench audit", "[flags]", "evidence reports over 10M events and the replay of a 100k-event session",
