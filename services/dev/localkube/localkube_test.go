@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,17 +182,25 @@ func testPortForward(t *testing.T, c *localkube.Cluster) {
 		"port-forward", "--address=127.0.0.1", "pod/shell", ":"+strconv.Itoa(remote))
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var stderr bytes.Buffer
+	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	drained := make(chan struct{})
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-drained // Wait closes stdout: reads first
+		_ = cmd.Wait()
+	}()
 
 	// "Forwarding from 127.0.0.1:LOCAL -> REMOTE"
 	sc := bufio.NewScanner(stdout)
-	require.True(t, sc.Scan(), "kubectl port-forward printed nothing: %s", stderr.String())
+	if !sc.Scan() {
+		close(drained)
+		t.Fatalf("kubectl port-forward printed nothing: %s", stderr.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout); close(drained) }()
 	m := regexp.MustCompile(`127\.0\.0\.1:(\d+) -> (\d+)`).FindStringSubmatch(sc.Text())
 	require.NotNil(t, m, sc.Text())
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
 
 	for i := range 3 { // each connection is a stream pair of its own
 		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+m[1], 10*time.Second)
@@ -206,6 +215,24 @@ func testPortForward(t *testing.T, c *localkube.Cluster) {
 		require.Equal(t, msg, string(got))
 		conn.Close()
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a command writes while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func testImpersonation(t *testing.T, c *localkube.Cluster) {
