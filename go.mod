@@ -74,6 +74,7 @@ require (
 )
 
 require (
+	github.com/moby/spdystream v0.5.1
 	k8s.io/apimachinery v0.37.2 // indirect
 	k8s.io/apiserver v0.37.2 // indirect
 )

@@ -133,13 +133,26 @@ func (Profile) Refusal(status int, detail string) (string, []byte) {
 	return "application/json", append(b, '\n')
 }
 
-// Upgrade records exec and attach streams as terminal frames.
+// Upgrade records exec and attach streams as terminal frames, over WebSocket or SPDY/3.1;
+// a port-forward over SPDY/3.1 by its connections (over WebSocket it is recorded as
+// http.ws, nil).
 func (Profile) Upgrade(x *ghttp.Exchange) ghttp.MessageRecorder {
-	if x.Upgrade != "websocket" {
-		return nil // SPDY: decided, but not relayed (the gateway records WebSocket streams)
+	if x.Kube == nil {
+		return nil
 	}
-	if x.Kube != nil && (x.Kube.Subresource == "exec" || x.Kube.Subresource == "attach") {
+	stream := x.Kube.Subresource == "exec" || x.Kube.Subresource == "attach"
+	fail := func(err error) {
+		x.SetExit("gatehouse: the SPDY connection cannot be recorded, recording stopped: " + err.Error())
+	}
+	switch {
+	case x.Upgrade == "websocket" && stream:
 		return newTermRecorder(x)
+	case x.Upgrade == "websocket" || !strings.EqualFold(x.Upgrade, "SPDY/3.1"):
+		return nil
+	case stream:
+		return newSPDYRecorder(execSink{term: newTermRecorder(x)}, fail)
+	case x.Kube.Subresource == "portforward":
+		return newSPDYRecorder(newPortSink(x), fail)
 	}
 	return nil
 }
