@@ -1,0 +1,285 @@
+// Attacks on the Kubernetes profile's promises (Secrets masked in every shape, the caller
+// cannot choose its identity, exec decided on what the API server runs and recorded), kept
+// as regression tests: each test here is an attack the gateway withstood.
+
+package kube_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/policy"
+	ghttp "github.com/gatehouse/gatehouse/proxy/http"
+	"github.com/gatehouse/gatehouse/proxy/kube"
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/dev/devcert"
+	"github.com/gatehouse/gatehouse/services/dev/localkube/kubetest"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+// attackPolicies are the harness's rules and a few an operator might add: Secrets in
+// default may be written (their values still masked: no reveal), and exec with stdin is
+// refused (no interactive sessions).
+var attackPolicies = []config.Policy{{Name: "cluster", Resources: []string{"prod-cluster"}, Rules: append(append([]config.Rule{}, kubePolicies[0].Rules...),
+	config.Rule{Name: "secret-writes", Effect: "allow", When: `request.kube.resource == "secrets" && request.kube.namespace == "default" && request.kube.verb in ["create", "patch", "update", "delete"]`},
+	config.Rule{Name: "no-interactive", Effect: "deny", When: `request.kube.subresource == "exec" && (request.kube.stdin || request.kube.tty)`, Reason: "no interactive exec"},
+)}}
+
+// aenv is the harness's env with what raw attacks need: the gateway's address and CA.
+type aenv struct {
+	*env
+	addr   string
+	caFile string
+}
+
+// startAttack is the harness's start with attackPolicies.
+func startAttack(t *testing.T) *aenv {
+	t.Helper()
+	c := kubetest.Start(t)
+	log := slog.New(slog.NewTextHandler(logOut(), nil))
+	b := bustest.Connect(t)
+	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 10000, Wait: 5 * time.Second, Linger: 5 * time.Millisecond}, prometheus.NewRegistry(), log)
+	t.Cleanup(func() { _ = pub.Close(context.Background()) })
+	e := echo.New()
+	hs := httptest.NewServer(e)
+	t.Cleanup(hs.Close)
+	dev, err := identity.NewDevIssuer(hs.URL+identity.DevIssuerPath, t.TempDir(), log)
+	require.NoError(t, err)
+	dev.Register(e)
+	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, log)
+	mint := func(r identity.TokenRequest) string {
+		tok, err := dev.Mint(r)
+		require.NoError(t, err)
+		return tok
+	}
+	eng, err := policy.Compile(attackPolicies, 1)
+	require.NoError(t, err)
+	res := resources{"prod-cluster": {Name: "prod-cluster", Type: "kubernetes", Audit: "buffered", Kubernetes: &config.HTTPBackend{
+		URL: c.URL, CAFile: c.CAFile, Bearer: c.GatewayToken, PathPrefix: "/k8s/prod", TokenHeader: "Authorization",
+		DecideBodyBytes: 1 << 20, RecordBodyBytes: 64 << 10, Timeout: 30 * time.Second}}}
+	dir := t.TempDir()
+	certFile, keyFile, err := devcert.Ensure(dir)
+	require.NoError(t, err)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	require.NoError(t, err)
+	srv := ghttp.New(ghttp.Config{Listen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, BodyTimeout: 10 * time.Second,
+		MaxHeaderBytes: 64 << 10, MaxBodyBytes: 8 << 20, MaxConnections: 200,
+		Limits: session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10}},
+		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
+	srv.SetProfile("kubernetes", kube.Profile{})
+	require.NoError(t, srv.Sessions().Follow(t.Context(), b.JS))
+	require.NoError(t, srv.Listen())
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(sctx); close(done) }()
+	t.Cleanup(func() {
+		stop()
+		_ = srv.Shutdown(context.Background())
+		<-done
+	})
+	kubetest.Admin(t, c, "", "create", "clusterrolebinding", "devs-edit", "--clusterrole=edit", "--group=devs")
+	caPEM, err := os.ReadFile(certFile)
+	require.NoError(t, err)
+	n := 0
+	kc := func(token string) string {
+		n++
+		p := filepath.Join(dir, fmt.Sprintf("kubeconfig-%d", n))
+		cfg := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters:\n- name: gw\n  cluster:\n    server: https://%s/k8s/prod\n    certificate-authority-data: %s\nusers:\n- name: caller\n  user:\n    token: %s\ncontexts:\n- name: gw\n  context: {cluster: gw, user: caller, namespace: default}\ncurrent-context: gw\n", srv.Addr(), b64(caPEM), token)
+		require.NoError(t, os.WriteFile(p, []byte(cfg), 0o600))
+		return p
+	}
+	tok := mint(identity.TokenRequest{Subject: "u-123", Name: "alice@example.com", Groups: []string{"devs"}})
+	return &aenv{env: &env{cluster: c, bus: b, kubeconfig: kc, mint: mint, token: tok}, addr: srv.Addr(), caFile: certFile}
+}
+
+// curl calls the gateway's cluster path with the caller's token; it returns the body and
+// the status.
+func (e *aenv) curl(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	base := []string{"-sS", "--cacert", e.caFile, "-o", "-", "-w", "\n%{http_code}", "-H", "Authorization: Bearer " + e.token}
+	out, _ := exec.CommandContext(ctx, "curl", append(base, args...)...).Output()
+	s := string(out)
+	code := 0
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		fmt.Sscanf(s[i+1:], "%d", &code)
+		s = s[:i]
+	}
+	return s, code
+}
+
+func (e *aenv) u(p string) string { return "https://" + e.addr + "/k8s/prod" + p }
+
+func (e *aenv) tlsConfig(t *testing.T) *tls.Config {
+	pem, err := os.ReadFile(e.caFile)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &tls.Config{RootCAs: pool}
+}
+
+// wsExec runs an exec over WebSocket (v5.channel.k8s.io) with the query given, sends stdin
+// and closes it, and returns what came back on stdout, or the refusal.
+func (e *aenv) wsExec(t *testing.T, query, stdin string) (string, int, error) {
+	t.Helper()
+	d := websocket.Dialer{TLSClientConfig: e.tlsConfig(t), Subprotocols: []string{"v5.channel.k8s.io"}, HandshakeTimeout: 20 * time.Second}
+	h := http.Header{"Authorization": {"Bearer " + e.token}}
+	c, resp, err := d.Dial("wss://"+e.addr+"/k8s/prod/api/v1/namespaces/default/pods/shell/exec?"+query, h)
+	if err != nil {
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		return "", code, err
+	}
+	defer c.Close()
+	if stdin != "" {
+		require.NoError(t, c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, stdin...)))
+		require.NoError(t, c.WriteMessage(websocket.BinaryMessage, []byte{255, 0}))
+	}
+	var out strings.Builder
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		_, p, err := c.ReadMessage()
+		if err != nil {
+			break
+		}
+		if len(p) > 0 && p[0] == 1 {
+			out.Write(p[1:])
+		}
+		if len(p) > 0 && p[0] == 3 {
+			break
+		}
+	}
+	return out.String(), 101, nil
+}
+
+// Attack: Secret values in every shape a caller can ask for — protobuf, YAML, CBOR, tables
+// with the whole object, partial metadata (the last-applied annotation), watch streams,
+// compressed responses — and in the responses to writes: dry-run create, server-side
+// apply, patch, delete.
+func TestAttackSecretShapes(t *testing.T) {
+	e := startAttack(t)
+	kubetest.Admin(t, e.cluster, "", "create", "secret", "generic", "db", "--from-literal=password=hunter2-s3cret")
+	kubetest.Admin(t, e.cluster, "apiVersion: v1\nkind: Secret\nmetadata: {name: applied, namespace: default}\nstringData: {token: tok-applied-9911}\n", "apply", "-f", "-")
+	clear := []string{"aHVudGVyMi1zM2NyZXQ=", "hunter2-s3cret", "tok-applied-9911", "dG9rLWFwcGxpZWQtOTkxMQ==", "dry-run-v4lue", "ZHJ5LXJ1bi12NGx1ZQ==",
+		"ssa-v4lue", "c3NhLXY0bHVl", "patched-v4lue", "cGF0Y2hlZC12NGx1ZQ==", "\x0ehunter2-s3cret"}
+	check := func(what, out string) {
+		t.Helper()
+		for _, c := range clear {
+			require.NotContains(t, out, c, what)
+		}
+	}
+	for _, accept := range []string{
+		"application/vnd.kubernetes.protobuf", "application/yaml", "application/cbor", "*/*", "",
+		"application/json;as=Table;v=v1;g=meta.k8s.io", "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
+		"application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io", "application/vnd.kubernetes.protobuf, application/json",
+		"application/json;q=0.1, application/vnd.kubernetes.protobuf;q=1",
+	} {
+		for _, p := range []string{"/api/v1/namespaces/default/secrets/db", "/api/v1/namespaces/default/secrets/applied", "/api/v1/namespaces/default/secrets?includeObject=Object",
+			"/api/v1/secrets?includeObject=Object", "/api/v1/namespaces/default/secrets?watch=1&timeoutSeconds=1", "/api/v1/namespaces/default/secrets/db/"} {
+			out, code := e.curl(t, "--compressed", "-H", "Accept: "+accept, e.u(p))
+			check(fmt.Sprintf("%s %s (%d)", accept, p, code), out)
+		}
+	}
+	// Two Accept headers: the second is not left behind.
+	out, _ := e.curl(t, "-H", "Accept: application/json", "-H", "Accept: application/vnd.kubernetes.protobuf", e.u("/api/v1/namespaces/default/secrets/db"))
+	check("two accepts", out)
+	// Watch over WebSocket: refused (a masked response is never relayed upgraded).
+	d := websocket.Dialer{TLSClientConfig: e.tlsConfig(t), HandshakeTimeout: 20 * time.Second}
+	c, resp, err := d.Dial("wss://"+e.addr+"/k8s/prod/api/v1/namespaces/default/secrets?watch=1", http.Header{"Authorization": {"Bearer " + e.token}})
+	if err == nil {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, p, _ := c.ReadMessage()
+		c.Close()
+		check("ws watch", string(p))
+		t.Fatalf("a watch of Secrets was relayed over WebSocket")
+	}
+	require.NotNil(t, resp)
+	require.Equal(t, 403, resp.StatusCode)
+
+	// Writes: the responses carry the object. (kubectl may fail to decode a masked value as
+	// base64 in typed output: what counts is that no value is in what it printed.)
+	write := func(what, stdin string, args ...string) {
+		t.Helper()
+		out, err := e.kubectl(t, e.token, stdin, args...)
+		if err != nil {
+			msg := err.Error()
+			if i := strings.Index(msg, ": exit status"); i >= 0 {
+				msg = msg[i:] // the part before is the command line, which holds our own values
+			}
+			out += msg
+		}
+		t.Logf("%s: %s", what, truncate(out, 300))
+		check(what, out)
+	}
+	write("dry-run create", "", "create", "secret", "generic", "dry", "--from-literal=k=dry-run-v4lue", "--dry-run=server", "-o", "yaml")
+	write("dry-run create json", "", "create", "secret", "generic", "dry", "--from-literal=k=dry-run-v4lue", "--dry-run=server", "-o", "json")
+	write("server-side apply", "apiVersion: v1\nkind: Secret\nmetadata: {name: ssa, namespace: default}\nstringData: {k: ssa-v4lue}\n", "apply", "--server-side", "-f", "-", "-o", "yaml")
+	write("client-side apply", "apiVersion: v1\nkind: Secret\nmetadata: {name: csa, namespace: default}\nstringData: {k: ssa-v4lue}\n", "apply", "-f", "-", "-o", "json")
+	write("patch", "", "patch", "secret", "db", "-p", `{"stringData":{"p":"patched-v4lue"}}`, "-o", "json")
+	write("json patch", "", "patch", "secret", "db", "--type=json", "-p", `[{"op":"add","path":"/data/q","value":"cGF0Y2hlZC12NGx1ZQ=="}]`, "-o", "json")
+	for _, p := range []string{"/api/v1/namespaces/default/secrets?dryRun=All", "/api/v1/namespaces/default/secrets"} {
+		out, code := e.curl(t, "-X", "POST", "-H", "Content-Type: application/json", "--data", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"raw"},"stringData":{"k":"dry-run-v4lue"}}`, e.u(p))
+		check(fmt.Sprintf("raw create %s (%d)", p, code), out)
+	}
+	out, _ = e.curl(t, "-X", "DELETE", e.u("/api/v1/namespaces/default/secrets/ssa"))
+	check("delete", out)
+	out, _ = e.curl(t, "-X", "DELETE", "-H", "Accept: application/vnd.kubernetes.protobuf", e.u("/api/v1/namespaces/default/secrets/csa?dryRun=All"))
+	check("delete protobuf dry-run", out)
+	// Errors that echo the object (a create that conflicts) do not carry values either.
+	write("conflicting create", "", "create", "secret", "generic", "db", "--from-literal=password=hunter2-s3cret", "-o", "json")
+}
+
+// Attack: choosing one's identity at the API server — impersonation headers in every
+// spelling, X-Remote-* (the front-proxy headers), kubectl --as/--as-group/--as-uid.
+func TestAttackImpersonation(t *testing.T) {
+	e := startAttack(t)
+	for _, h := range []string{"Impersonate-User: system:admin", "impersonate-group: system:masters", "Impersonate-Uid: 0",
+		"Impersonate-Extra-Scopes: all", "X-Remote-User: system:admin", "X-Remote-Group: system:masters", "x-remote-extra-a: b",
+		"IMPERSONATE-USER: system:admin"} {
+		for _, proto := range []string{"--http1.1", "--http2"} {
+			out, code := e.curl(t, proto, "-H", h, e.u("/api/v1/namespaces/kube-system/secrets"))
+			require.Equal(t, 403, code, "%s %s: %s", h, proto, out)
+		}
+	}
+	for _, as := range [][]string{{"--as=system:admin"}, {"--as-group=system:masters", "--as=x"}, {"--as-uid=0", "--as=x"}} {
+		_, err := e.kubectl(t, e.token, "", append([]string{"get", "pods"}, as...)...)
+		require.Error(t, err, "%v", as)
+	}
+	// The API server sees the caller, impersonated by the gateway, never system:masters.
+	out, err := e.kubectl(t, e.token, "", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+	if err == nil {
+		require.Equal(t, "alice@example.com", out)
+	}
+}
+
+var _ = schemas.TypeKubeIo
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
