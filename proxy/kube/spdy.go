@@ -347,13 +347,17 @@ func (e execSink) end() { e.term.Close() }
 // at its end: its port, type and byte counts each way (the error stream's text too). What
 // the connections carry is not recorded.
 type portSink struct {
-	x      *ghttp.Exchange
+	record func(frames []schemas.WSFrame, chunk uint32)
 	start  time.Time
 	frames []schemas.WSFrame
 	chunk  uint32
 }
 
-func newPortSink(x *ghttp.Exchange) *portSink { return &portSink{x: x, start: time.Now()} }
+func newPortSink(x *ghttp.Exchange) *portSink {
+	return &portSink{start: time.Now(), record: func(frames []schemas.WSFrame, chunk uint32) {
+		x.Session.Record(&schemas.HttpWs{QueryID: x.QueryID, Chunk: chunk, Frames: frames})
+	}}
+}
 
 func (p *portSink) data(fromClient bool, s *spdyStream, d []byte) {
 	if s.typ == "error" && !fromClient && len(s.errText)+len(d) <= 4<<10 {
@@ -377,7 +381,7 @@ func (p *portSink) emit() {
 	if len(p.frames) == 0 {
 		return
 	}
-	p.x.Session.Record(&schemas.HttpWs{QueryID: p.x.QueryID, Chunk: p.chunk, Frames: p.frames})
+	p.record(p.frames, p.chunk)
 	p.chunk++
 	p.frames = nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/moby/spdystream/spdy"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // msgLog is a terminal recorder that keeps the channel.k8s.io messages it is handed.
@@ -189,4 +191,46 @@ func FuzzSPDYRecorder(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSPDYPortForward: a port-forward's connections are recorded by port, type and byte
+// counts when they end (reset, closed both ways, or the connection's end); what they carry
+// is not.
+func TestSPDYPortForward(t *testing.T) {
+	fin := spdy.ControlFrameHeader{Flags: spdy.ControlFlagFin}
+	client := spdyFrames(t,
+		&spdy.SynStreamFrame{StreamId: 1, Headers: hdr("streamtype", "error", "port", "8080", "requestid", "0"), CFHeader: fin},
+		&spdy.SynStreamFrame{StreamId: 3, Headers: hdr("streamtype", "data", "port", "8080", "requestid", "0")},
+		&spdy.DataFrame{StreamId: 3, Data: []byte("GET / HTTP/1.0\r\n\r\n"), Flags: spdy.DataFlagFin},
+		&spdy.SynStreamFrame{StreamId: 5, Headers: hdr("streamtype", "error", "port", "9090", "requestid", "1"), CFHeader: fin},
+		&spdy.SynStreamFrame{StreamId: 7, Headers: hdr("streamtype", "data", "port", "9090", "requestid", "1")},
+		&spdy.DataFrame{StreamId: 7, Data: []byte("x")},
+	)
+	server := spdyFrames(t,
+		&spdy.SynReplyFrame{StreamId: 1},
+		&spdy.SynReplyFrame{StreamId: 3},
+		&spdy.DataFrame{StreamId: 3, Data: []byte("HTTP/1.0 200 OK\r\n\r\nhello")},
+		&spdy.DataFrame{StreamId: 3, Flags: spdy.DataFlagFin},
+		&spdy.DataFrame{StreamId: 1, Data: []byte("no error"), Flags: spdy.DataFlagFin},
+		&spdy.SynReplyFrame{StreamId: 5},
+		&spdy.DataFrame{StreamId: 5, Data: []byte("dial tcp 127.0.0.1:9090: connection refused\n")},
+		&spdy.RstStreamFrame{StreamId: 5, Status: spdy.Cancel},
+	)
+	var got []string
+	sink := &portSink{record: func(frames []schemas.WSFrame, chunk uint32) {
+		require.Equal(t, uint32(0), chunk)
+		for _, f := range frames {
+			got = append(got, f.From+" "+f.Op+" "+f.Data)
+		}
+	}}
+	r := newSPDYRecorder(sink, nil)
+	require.NoError(t, r.Raw(true, client))
+	require.NoError(t, r.Raw(false, server))
+	r.Close()
+	require.Equal(t, []string{
+		"server text port 8080 data stream: 18 bytes from the client, 24 from the server",
+		"server text port 8080 error stream: 0 bytes from the client, 8 from the server: no error",
+		"server text port 9090 error stream: 0 bytes from the client, 44 from the server: dial tcp 127.0.0.1:9090: connection refused",
+		"server text port 9090 data stream: 1 bytes from the client, 0 from the server",
+	}, got)
 }
