@@ -26,10 +26,10 @@ import (
 // (each direction has its own header decompression state): an exec's streams are handed to
 // the terminal recorder as the channel.k8s.io messages of WebSocket would be, so that both
 // are recorded the same; a port-forward's connections are recorded by their port and byte
-// counts. Bytes that are not SPDY/3.1 frames, a frame over the size limit or too many open
-// streams stop the recording, which is marked failed.
+// counts. Bytes that are not SPDY/3.1 frames, a control frame over the size limit or too
+// many open streams stop the recording, which is marked failed.
 
-// maxSPDYFrame bounds one frame's payload (client-go writes data in 32 KiB frames).
+// maxSPDYFrame bounds a control frame's payload (a data frame is read as it passes).
 const maxSPDYFrame = 1 << 20
 
 // maxSPDYStreams bounds the streams open at once (an exec has five; a port-forward two
@@ -70,6 +70,7 @@ type spdyRecorder struct {
 	mu      sync.Mutex
 	dirs    [2]*spdyReader // from the service, from the client
 	streams map[spdy.StreamId]*spdyStream
+	maxID   [2]spdy.StreamId // the highest stream opened, of the server's (even) and client's (odd)
 	sink    spdySink
 	fail    func(error)
 	err     error
@@ -155,7 +156,7 @@ func (r *spdyRecorder) frameLocked(fromClient bool, f spdy.Frame) error {
 	case *spdy.RstStreamFrame:
 		r.endLocked(f.StreamId)
 	case *spdy.DataFrame:
-		r.dataLocked(fromClient, f)
+		return r.dataLocked(fromClient, f)
 	case *spdy.PingFrame, *spdy.GoAwayFrame, *spdy.WindowUpdateFrame, *spdy.SettingsFrame:
 		// flow control and connection management: nothing to record
 	default:
@@ -171,6 +172,9 @@ func (r *spdyRecorder) openLocked(fromClient bool, f *spdy.SynStreamFrame) error
 	if len(r.streams) >= maxSPDYStreams {
 		return fmt.Errorf("%w: more than %d streams open", errSPDYProtocol, maxSPDYStreams)
 	}
+	if f.StreamId > r.maxID[f.StreamId&1] {
+		r.maxID[f.StreamId&1] = f.StreamId
+	}
 	s := &spdyStream{id: f.StreamId, typ: f.Headers.Get("streamtype"), port: f.Headers.Get("port")}
 	r.streams[f.StreamId] = s
 	if f.CFHeader.Flags&spdy.ControlFlagUnidirectional != 0 {
@@ -185,10 +189,13 @@ func (r *spdyRecorder) openLocked(fromClient bool, f *spdy.SynStreamFrame) error
 	return nil
 }
 
-func (r *spdyRecorder) dataLocked(fromClient bool, f *spdy.DataFrame) {
+func (r *spdyRecorder) dataLocked(fromClient bool, f *spdy.DataFrame) error {
 	s := r.streams[f.StreamId]
 	if s == nil {
-		return // data after a reset may still be in flight: the stream is over
+		if f.StreamId > r.maxID[f.StreamId&1] {
+			return fmt.Errorf("%w: data on stream %d, never opened", errSPDYProtocol, f.StreamId)
+		}
+		return nil // data after a reset may still be in flight: the stream is over
 	}
 	if len(f.Data) > 0 {
 		if fromClient {
@@ -199,6 +206,7 @@ func (r *spdyRecorder) dataLocked(fromClient bool, f *spdy.DataFrame) {
 		r.sink.data(fromClient, s, f.Data)
 	}
 	r.finLocked(fromClient, f.StreamId, f.Flags&spdy.DataFlagFin != 0)
+	return nil
 }
 
 // finLocked closes the sender's half of a stream; a stream closed both ways is over.
@@ -224,12 +232,15 @@ func (r *spdyRecorder) endLocked(id spdy.StreamId) {
 	}
 }
 
-// spdyReader reads the frames of one direction: the bytes of a frame are gathered until it
-// is whole, then read by the SPDY framer (which keeps the direction's header
-// decompression state) from them alone.
+// spdyReader reads the frames of one direction: a control frame's bytes are gathered until
+// it is whole, then read by the SPDY framer (which keeps the direction's header
+// decompression state) from them alone; a data frame's payload is passed on as it comes,
+// so that a data frame of any size SPDY allows (16 MiB) is read without holding it.
 type spdyReader struct {
 	buf    []byte
 	need   int
+	data   spdy.DataFrame // the data frame being passed on
+	left   int            // its payload bytes still to come
 	src    bytes.Reader
 	framer *spdy.Framer
 }
@@ -245,9 +256,24 @@ func newSPDYReader() (*spdyReader, error) {
 	return d, nil
 }
 
-// feed reads p, calling frame for each whole frame.
+// feed reads p, calling frame for each whole control frame and for each piece of a data
+// frame's payload (the FIN flag on its last piece only).
 func (d *spdyReader) feed(p []byte, frame func(spdy.Frame) error) error {
-	for len(p) > 0 {
+	for len(p) > 0 || d.left == 0 && d.data.StreamId != 0 {
+		if d.data.StreamId != 0 {
+			n := min(d.left, len(p))
+			d.left -= n
+			piece := &spdy.DataFrame{StreamId: d.data.StreamId, Data: p[:n]}
+			p = p[n:]
+			if d.left == 0 {
+				piece.Flags = d.data.Flags
+				d.data = spdy.DataFrame{}
+			}
+			if err := frame(piece); err != nil {
+				return err
+			}
+			continue
+		}
 		if len(d.buf) < 8 {
 			n := min(8-len(d.buf), len(p))
 			d.buf = append(d.buf, p[:n]...)
@@ -256,12 +282,21 @@ func (d *spdyReader) feed(p []byte, frame func(spdy.Frame) error) error {
 				return nil
 			}
 			word := binary.BigEndian.Uint32(d.buf)
-			if word&0x80000000 != 0 && (word>>16)&0x7fff != spdy.Version {
-				return fmt.Errorf("%w: version %d", errSPDYProtocol, (word>>16)&0x7fff)
-			}
 			length := int(binary.BigEndian.Uint32(d.buf[4:]) & 0xffffff)
+			if word&0x80000000 == 0 {
+				if word == 0 {
+					return fmt.Errorf("%w: a data frame on stream 0", errSPDYProtocol)
+				}
+				d.data = spdy.DataFrame{StreamId: spdy.StreamId(word), Flags: spdy.DataFlags(d.buf[4])}
+				d.left = length
+				d.buf = d.buf[:0]
+				continue
+			}
+			if v := (word >> 16) & 0x7fff; v != spdy.Version {
+				return fmt.Errorf("%w: version %d", errSPDYProtocol, v)
+			}
 			if length > maxSPDYFrame {
-				return fmt.Errorf("%w: a frame of %d bytes is over the limit (%d)", errSPDYProtocol, length, maxSPDYFrame)
+				return fmt.Errorf("%w: a control frame of %d bytes is over the limit (%d)", errSPDYProtocol, length, maxSPDYFrame)
 			}
 			d.need = 8 + length
 		}
