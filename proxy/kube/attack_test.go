@@ -5,13 +5,18 @@
 package kube_test
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/moby/spdystream"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -29,6 +35,7 @@ import (
 	"github.com/gatehouse/gatehouse/proxy/kube"
 	"github.com/gatehouse/gatehouse/proxy/session"
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/dev/devcert"
@@ -54,6 +61,15 @@ type aenv struct {
 // startAttack is the harness's start with attackPolicies.
 func startAttack(t *testing.T) *aenv {
 	t.Helper()
+	return startAttackWith(t, attackPolicies, false)
+}
+
+// startAttackWith is the harness's start with the policies given.
+//
+// h1 puts an HTTP/1.1-only TLS reverse proxy between the gateway and the API server (the
+// gateway's transport otherwise speaks HTTP/2 to it, over which SPDY upgrades cannot go).
+func startAttackWith(t *testing.T, policies []config.Policy, h1 bool) *aenv {
+	t.Helper()
 	c := kubetest.Start(t)
 	log := slog.New(slog.NewTextHandler(logOut(), nil))
 	b := bustest.Connect(t)
@@ -71,16 +87,32 @@ func startAttack(t *testing.T) *aenv {
 		require.NoError(t, err)
 		return tok
 	}
-	eng, err := policy.Compile(attackPolicies, 1)
+	eng, err := policy.Compile(policies, 1)
 	require.NoError(t, err)
-	res := resources{"prod-cluster": {Name: "prod-cluster", Type: "kubernetes", Audit: "buffered", Kubernetes: &config.HTTPBackend{
-		URL: c.URL, CAFile: c.CAFile, Bearer: c.GatewayToken, PathPrefix: "/k8s/prod", TokenHeader: "Authorization",
-		DecideBodyBytes: 1 << 20, RecordBodyBytes: 64 << 10, Timeout: 30 * time.Second}}}
 	dir := t.TempDir()
 	certFile, keyFile, err := devcert.Ensure(dir)
 	require.NoError(t, err)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	require.NoError(t, err)
+	beURL, beCA := c.URL, c.CAFile
+	if h1 {
+		caPEM, err := os.ReadFile(c.CAFile)
+		require.NoError(t, err)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		target, err := url.Parse(c.URL)
+		require.NoError(t, err)
+		rp := httputil.NewSingleHostReverseProxy(target)
+		rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+		front := httptest.NewUnstartedServer(rp)
+		front.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
+		front.StartTLS()
+		t.Cleanup(front.Close)
+		beURL, beCA = front.URL, certFile
+	}
+	res := resources{"prod-cluster": {Name: "prod-cluster", Type: "kubernetes", Audit: "buffered", Kubernetes: &config.HTTPBackend{
+		URL: beURL, CAFile: beCA, Bearer: c.GatewayToken, PathPrefix: "/k8s/prod", TokenHeader: "Authorization",
+		DecideBodyBytes: 1 << 20, RecordBodyBytes: 64 << 10, Timeout: 30 * time.Second}}}
 	srv := ghttp.New(ghttp.Config{Listen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
 		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, BodyTimeout: 10 * time.Second,
 		MaxHeaderBytes: 64 << 10, MaxBodyBytes: 8 << 20, MaxConnections: 200,
@@ -282,4 +314,107 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// Helpers for SPDY/3.1 attacks.
+
+// bufConn reads what a bufio.Reader already holds before the connection.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// spdyExec opens an exec over SPDY/3.1 (v4.channel.k8s.io) as kubectl before 1.30 does, and
+// returns its stdin and stdout streams.
+func (e *aenv) spdyExec(t *testing.T, query string) (*spdystream.Stream, *spdystream.Stream, net.Conn) {
+	t.Helper()
+	c, err := tls.Dial("tcp", e.addr, &tls.Config{RootCAs: e.tlsConfig(t).RootCAs, NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	_, err = io.WriteString(c, "POST /k8s/prod/api/v1/namespaces/default/pods/shell/exec?"+query+" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+e.token+
+		"\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	if resp.StatusCode != 101 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	sc, err := spdystream.NewConnection(bufConn{c, br}, false)
+	require.NoError(t, err)
+	go sc.Serve(spdystream.NoOpStreamHandler)
+	open := func(typ string) *spdystream.Stream {
+		s, err := sc.CreateStream(http.Header{"Streamtype": {typ}}, nil, false)
+		require.NoError(t, err)
+		require.NoError(t, s.WaitTimeout(10*time.Second))
+		return s
+	}
+	open("error")
+	in := open("stdin")
+	out := open("stdout")
+	return in, out, c
+}
+
+// readUntil reads a stream until it has seen want.
+func readUntil(t *testing.T, s *spdystream.Stream, want string) bool {
+	var got strings.Builder
+	done := make(chan bool, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := s.Read(buf)
+			got.Write(buf[:n])
+			if strings.Contains(got.String(), want) {
+				done <- true
+				return
+			}
+			if err != nil {
+				done <- false
+				return
+			}
+		}
+	}()
+	select {
+	case ok := <-done:
+		return ok
+	case <-time.After(20 * time.Second):
+		return false
+	}
+}
+
+
+// Attack: a revoked caller keeps its exec session (cat waiting on stdin) open.
+func TestAttackRevokeExec(t *testing.T) {
+	e := startAttackWith(t, kubePolicies, false)
+	d := websocket.Dialer{TLSClientConfig: e.tlsConfig(t), Subprotocols: []string{"v5.channel.k8s.io"}, HandshakeTimeout: 20 * time.Second}
+	c, _, err := d.Dial("wss://"+e.addr+"/k8s/prod/api/v1/namespaces/default/pods/shell/exec?command=cat&container=main&stdin=true&stdout=true",
+		http.Header{"Authorization": {"Bearer " + e.token}})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, "ping\n"...)))
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		_, p, err := c.ReadMessage()
+		require.NoError(t, err)
+		if len(p) > 0 && p[0] == 1 && strings.Contains(string(p[1:]), "ping") {
+			break
+		}
+	}
+	require.NoError(t, bus.PublishRevocation(t.Context(), e.bus.JS, schemas.RevocationState{Kind: schemas.RevokeKindIdentity, Value: "u-123",
+		Reason: "incident", By: "sec", At: time.Now()}, schemas.Identity{Subject: "sec"}))
+	cut := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	for {
+		_ = c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, "still here\n"...))
+		if _, _, err := c.ReadMessage(); err != nil {
+			break
+		}
+	}
+	require.Less(t, time.Since(cut), 10*time.Second, "the revoked caller's exec went on")
+	// And a new request by the revoked caller is refused.
+	_, err = e.kubectl(t, e.token, "", "get", "pods")
+	require.Error(t, err)
 }
