@@ -31,6 +31,9 @@ type upstreams struct {
 type upstream struct {
 	base *url.URL
 	rt   *http.Transport
+	// rt1 speaks HTTP/1.1 only: upgrades other than WebSocket (SPDY) exist only there, and
+	// Go's transport keeps only WebSocket upgrades off HTTP/2 by itself.
+	rt1 *http.Transport
 	// the client certificate's files' modification times: a rotated pair makes a new transport
 	stamp string
 }
@@ -100,8 +103,13 @@ func (u *upstreams) get(be *config.HTTPBackend) (*upstream, error) {
 	}
 	if old := u.m[key]; old != nil {
 		old.rt.CloseIdleConnections()
+		old.rt1.CloseIdleConnections()
 	}
-	up := &upstream{base: base, rt: rt, stamp: stamp}
+	rt1 := rt.Clone()
+	rt1.ForceAttemptHTTP2 = false
+	rt1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	rt1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	up := &upstream{base: base, rt: rt, rt1: rt1, stamp: stamp}
 	u.m[key] = up
 	return up, nil
 }
@@ -144,8 +152,12 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 			length = b.size
 		}
 	}
+	var rt http.RoundTripper = up.rt
+	if x.Upgrade != "" && x.Upgrade != "websocket" {
+		rt = up.rt1
+	}
 	rp := &httputil.ReverseProxy{
-		Transport:     up.rt,
+		Transport:     rt,
 		FlushInterval: -1,
 		BufferPool:    bufferPool{},
 		ErrorLog:      s.errLog,

@@ -220,11 +220,29 @@ func newUpgradeTap(rwc io.ReadWriteCloser, rec MessageRecorder, websocket bool) 
 	return t
 }
 
+// RawRecorder is a MessageRecorder of an upgrade other than WebSocket that parses the raw
+// bytes itself (SPDY): an error cuts the connection (what cannot be read is not relayed).
+type RawRecorder interface {
+	Raw(fromClient bool, p []byte) error
+}
+
+// raw hands raw bytes to the recorder.
+func (t *upgradeTap) raw(fromClient bool, p []byte) error {
+	if rr, ok := t.rec.(RawRecorder); ok {
+		return rr.Raw(fromClient, p)
+	}
+	t.rec.Message(fromClient, "raw", p, uint64(len(p)), true)
+	return nil
+}
+
 func (t *upgradeTap) Read(p []byte) (int, error) {
 	n, err := t.rwc.Read(p)
 	if n > 0 {
 		if t.fromSrv == nil {
-			t.rec.Message(false, "raw", p[:n], uint64(n), true)
+			if rerr := t.raw(false, p[:n]); rerr != nil {
+				t.Close()
+				return 0, rerr
+			}
 		} else if perr := t.fromSrv.feed(p[:n]); perr != nil {
 			t.Close()
 			return 0, perr
@@ -235,7 +253,10 @@ func (t *upgradeTap) Read(p []byte) (int, error) {
 
 func (t *upgradeTap) Write(p []byte) (int, error) {
 	if t.fromCli == nil {
-		t.rec.Message(true, "raw", p, uint64(len(p)), true)
+		if err := t.raw(true, p); err != nil {
+			t.Close()
+			return 0, err
+		}
 	} else if err := t.fromCli.feed(p); err != nil {
 		t.Close()
 		return 0, err

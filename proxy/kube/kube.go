@@ -157,8 +157,7 @@ func (Profile) Upgrade(x *ghttp.Exchange) ghttp.MessageRecorder {
 	return nil
 }
 
-// Upgrades takes SPDY/3.1 upgrades to decide them: kubectl falls back to SPDY when its
-// WebSocket upgrade is refused, and the caller must see the policy's reason; an allowed
-// one is refused after the decision (only WebSocket streams are recorded, which every
-// kubectl since 1.30 speaks).
+// Upgrades takes SPDY/3.1 upgrades (exec, attach, port-forward of older clients, and
+// kubectl's fallback when its WebSocket upgrade is refused): decided like the rest, and
+// recorded by reading the SPDY frames.
 func (Profile) Upgrades(proto string) bool { return strings.EqualFold(proto, "SPDY/3.1") }

@@ -44,11 +44,7 @@ func startWith(t *testing.T, policies []config.Policy) *env {
 	return start(t)
 }
 
-// spdyToService makes the gateway reach the API server over HTTP/1.1: Go's transport asks for
-// HTTP/2, on which only a WebSocket upgrade is kept on HTTP/1.1, so a SPDY/3.1 upgrade fails
-// ("http2: invalid Upgrade request header") until proxy/http sends upgrades over HTTP/1.1.
-// It must be called before start (the transport reads it on its first request).
-func spdyToService(t *testing.T) { t.Setenv("GODEBUG", "http2client=0") }
+
 
 // kubectlEnv is env.kubectl with variables added to kubectl's environment.
 func (e *env) kubectlEnv(t *testing.T, vars []string, token, stdin string, args ...string) (string, error) {
@@ -74,7 +70,6 @@ func (e *env) kubectlCmd(t *testing.T, vars []string, token string, args ...stri
 // TestExecOverSPDY: kubectl exec over SPDY/3.1 is decided, relayed and recorded as over
 // WebSocket: the output as terminal frames, stdin without a terminal by its hash, the exit.
 func TestExecOverSPDY(t *testing.T) {
-	spdyToService(t)
 	e := start(t)
 	vars := []string{spdyExec}
 	out, err := e.kubectlEnv(t, vars, e.token, "", "exec", "shell", "-c", "main", "--", "echo", "hi")
@@ -215,7 +210,6 @@ var portForwardPolicies = []config.Policy{{Name: "cluster", Resources: []string{
 // over WebSocket (its default) and over SPDY/3.1, the SPDY connections recorded by port and
 // byte counts.
 func TestPortForward(t *testing.T) {
-	spdyToService(t)
 	e := startWith(t, portForwardPolicies)
 	port := echoServer(t)
 	for _, tc := range []struct {

@@ -110,6 +110,13 @@ func (b *HTTPBackend) applyDefaults() {
 	def(&b.Timeout, 60*time.Second)
 }
 
+// Defaulted returns a copy of b with its unset fields at their defaults (a resource made
+// in code or through the API may not have been through ApplyDefaults).
+func (b HTTPBackend) Defaulted() *HTTPBackend {
+	b.applyDefaults()
+	return &b
+}
+
 func (b *HTTPBackend) validate(path string, ck *checker) {
 	u, err := url.Parse(b.URL)
 	switch {
@@ -172,8 +179,8 @@ func (b *HTTPBackend) validate(path string, ck *checker) {
 	if b.DecideBodyBytes < 0 || b.RecordBodyBytes < 0 {
 		ck.add(path+".decide_body_bytes", "body limits must not be negative")
 	}
-	if b.Timeout <= 0 {
-		ck.add(path+".timeout", "%s: must be positive", b.Timeout)
+	if b.Timeout < 0 {
+		ck.add(path+".timeout", "%s: must not be negative (0: the default, 60s)", b.Timeout)
 	}
 }
 
