@@ -125,7 +125,7 @@ func TestAttackUnreadBodyEvadesApproval(t *testing.T) {
 		f := t.TempDir() + fmt.Sprintf("/b%d", i)
 		require.NoError(t, writeFile(f, c.body))
 		n := len(e.up.seen)
-		args := []string{"-X", "POST", "--data-binary", "@" + f}
+		args := []string{"-m", "8", "-X", "POST", "--data-binary", "@" + f} // a held request waits for its approval: 0
 		if c.ct != "" {
 			args = append(args, "-H", "Content-Type: "+c.ct)
 		} else {
@@ -326,3 +326,22 @@ func TestAttackCaseFoldedDuplicateKey(t *testing.T) {
 
 
 
+
+// Attack: the amount in a type the approval rule's comparison does not take (a string, a
+// list, an object, a huge number): a rule that cannot be evaluated must not let the
+// payment through without approval.
+func TestAttackApprovalRuleTypeConfusion(t *testing.T) {
+	e := start(t)
+	for _, b := range []string{`{"amount":"5000"}`, `{"amount":["5000"]}`, `{"amount":{"value":5000}}`, `{"amount":1e400}`, `{"amount":5000.0000000000000001}`,
+		`{"amount":null}`, `{"amount":true}`, `{"Amount":5000}`, `{"amount\u0000":5000}`} {
+		n := len(e.up.seen)
+		body, code, _ := e.curl(t, e.token, "-m", "8", "-X", "POST", "-H", "Content-Type: application/json", "--data", b, e.url+"/orders/payments") // held: 0
+		t.Logf("%s -> %d %s", b, code, body)
+		if code == 200 {
+			e.up.mu.Lock()
+			got := len(e.up.seen) - n
+			e.up.mu.Unlock()
+			require.Zero(t, got, "%s: forwarded without approval", b)
+		}
+	}
+}
