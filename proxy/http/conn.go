@@ -73,9 +73,30 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	}
 }
 
+// known is the live session of this token on the connection, if there is one, or why the
+// token is refused (its session was revoked or its token expired).
+func (c *clientConn) known(token string, res *config.Resource) (*connSession, string) {
+	key := sessionKey(token, res)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cs := c.sess[key]
+	if cs == nil {
+		return nil, ""
+	}
+	if cs.dead != "" {
+		return nil, cs.dead
+	}
+	cs.lastUsed = time.Now()
+	return cs, ""
+}
+
+func sessionKey(token string, res *config.Resource) [32]byte {
+	return sha256.Sum256([]byte(res.Name + "\x00" + token))
+}
+
 // session finds or starts the session of this token on the connection.
 func (c *clientConn) session(ctx context.Context, token string, id *identity.Identity, res *config.Resource, r *http.Request, start func(*session.Session) error) (*connSession, error) {
-	key := sha256.Sum256([]byte(res.Name + "\x00" + token))
+	key := sessionKey(token, res)
 	c.mu.Lock()
 	if cs := c.sess[key]; cs != nil {
 		if cs.dead != "" {
@@ -125,6 +146,7 @@ func (c *clientConn) session(ctx context.Context, token string, id *identity.Ide
 	}
 	cs.unregister = c.s.live.Register(sess, cs.terminate)
 	c.s.active.Inc()
+	c.s.sessions.Add(1)
 	return cs, nil
 }
 
@@ -168,6 +190,7 @@ func (cs *connSession) end(ctx context.Context, reason string) {
 		cs.unregister()
 	}
 	cs.c.s.active.Dec()
+	defer cs.c.s.sessions.Done()
 	ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := cs.sess.End(ectx, reason, nil, in, out); err != nil {

@@ -158,7 +158,9 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 	}
 	rp := &httputil.ReverseProxy{
 		Transport:     rt,
-		FlushInterval: -1,
+		// Streaming responses (no length: a watch, a masked body) and server-sent events are
+		// flushed at once by the reverse proxy itself; others go out as its buffer fills.
+		FlushInterval: 0,
 		BufferPool:    bufferPool{},
 		ErrorLog:      s.errLog,
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -185,6 +187,12 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 				if strings.HasPrefix(strings.ToLower(k), "x-gatehouse-") {
 					h.Del(k)
 				}
+			}
+			if masker != nil {
+				// A part of a masked document is not a masked part: the service is asked for
+				// the whole (a Range slice would carry the clear bytes), conditionally or not.
+				h.Del("Range")
+				h.Del("If-Range")
 			}
 			if x.Upgrade == "websocket" {
 				// No compression extension: the gateway records and masks what it reads.

@@ -111,7 +111,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Type: probRequest, Status: http.StatusInternalServerError, Detail: "no connection state"})
 		return
 	}
-	w.Header().Set("Server", "gatehouse")
 	rawPath, rawQuery := splitTarget(r)
 	decoded, _, err := NormalizePath(rawPath)
 	if err != nil {
@@ -138,35 +137,47 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, typ, http.StatusBadRequest, terr)
 		return
 	}
-	id, err := s.auth.Authenticate(r.Context(), token)
-	if err != nil {
-		var ae *session.AuthError
-		status := http.StatusUnauthorized
-		check, msg := "token", err.Error()
-		if errors.As(err, &ae) {
-			check, msg = ae.Check, ae.Msg
-			if ae.Class == "revoked" {
-				status = http.StatusForbidden
+	// A token this connection's session already verified is not verified again: the
+	// live-session registry ends the session (and refuses the token from then on) when it
+	// expires or is revoked.
+	cs, dead := cc.known(token, res)
+	if dead != "" {
+		s.requests.WithLabelValues(typ, "refused").Inc()
+		writeProblem(w, problem{Type: probAuth, Status: http.StatusForbidden, Detail: dead})
+		return
+	}
+	if cs == nil {
+		id, err := s.auth.Authenticate(r.Context(), token)
+		if err != nil {
+			var ae *session.AuthError
+			status := http.StatusUnauthorized
+			check, msg := "token", err.Error()
+			if errors.As(err, &ae) {
+				check, msg = ae.Check, ae.Msg
+				if ae.Class == "revoked" {
+					status = http.StatusForbidden
+				}
 			}
+			s.authFailed(r, res, id, check, msg)
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
+			}
+			s.requests.WithLabelValues(typ, "refused").Inc()
+			writeProblem(w, problem{Type: probAuth, Status: status, Detail: msg})
+			return
 		}
-		s.authFailed(r, res, id, check, msg)
-		if status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
+		cs, err = cc.session(r.Context(), token, id, res, r, func(sess *session.Session) error {
+			return sess.Start(r.Context(), &schemas.SessionStart{Protocol: typ, ClientAddr: r.RemoteAddr, ClientUser: id.Subject,
+				Database: res.Name, ApplicationName: truncate(r.UserAgent(), 200), AuthMethod: "token", TLS: r.TLS != nil,
+				Labels: labelList(res.Labels)})
+		})
+		if err != nil {
+			s.requests.WithLabelValues(typ, "refused").Inc()
+			writeProblem(w, problem{Type: probAudit, Status: http.StatusServiceUnavailable, Detail: "session refused: " + err.Error()})
+			return
 		}
-		s.requests.WithLabelValues(typ, "refused").Inc()
-		writeProblem(w, problem{Type: probAuth, Status: status, Detail: msg})
-		return
 	}
-	cs, err := cc.session(r.Context(), token, id, res, r, func(sess *session.Session) error {
-		return sess.Start(r.Context(), &schemas.SessionStart{Protocol: typ, ClientAddr: r.RemoteAddr, ClientUser: id.Subject,
-			Database: res.Name, ApplicationName: truncate(r.UserAgent(), 200), AuthMethod: "token", TLS: r.TLS != nil,
-			Labels: labelList(res.Labels)})
-	})
-	if err != nil {
-		s.requests.WithLabelValues(typ, "refused").Inc()
-		writeProblem(w, problem{Type: probAudit, Status: http.StatusServiceUnavailable, Detail: "session refused: " + err.Error()})
-		return
-	}
+	id := cs.sess.Identity
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	x := &exchange{s: s, cs: cs, start: start, cancel: cancel, prof: prof}
@@ -341,14 +352,14 @@ func (s *Server) route(r *http.Request, path string) (*config.Resource, *config.
 	host := hostOf(r)
 	if rs := t.hosts[host]; len(rs) > 0 {
 		for _, res := range rs {
-			be := backendOf(res)
+			be := t.backends[res]
 			if be.PathPrefix == "" || underPrefix(path, be.PathPrefix) {
 				return res, be, s.profiles[res.Type], strip(path, be.PathPrefix), true
 			}
 		}
 	}
 	for _, res := range t.prefixes { // longest first
-		be := backendOf(res)
+		be := t.backends[res]
 		if underPrefix(path, be.PathPrefix) {
 			return res, be, s.profiles[res.Type], strip(path, be.PathPrefix), true
 		}
@@ -360,6 +371,7 @@ func (s *Server) route(r *http.Request, path string) (*config.Resource, *config.
 // when the resources change.
 type routeTable struct {
 	of       map[string]*config.Resource
+	backends map[*config.Resource]*config.HTTPBackend // with defaults filled in
 	hosts    map[string][]*config.Resource
 	prefixes []*config.Resource // resources routed by prefix alone, longest prefix first
 }
@@ -369,7 +381,7 @@ func (s *Server) table() *routeTable {
 	if t := s.routes.Load(); t != nil && sameMap(t.of, all) {
 		return t
 	}
-	t := &routeTable{of: all, hosts: map[string][]*config.Resource{}}
+	t := &routeTable{of: all, hosts: map[string][]*config.Resource{}, backends: map[*config.Resource]*config.HTTPBackend{}}
 	names := make([]string, 0, len(all))
 	for n := range all {
 		names = append(names, n)
@@ -381,6 +393,7 @@ func (s *Server) table() *routeTable {
 		if be == nil || s.profiles[res.Type] == nil {
 			continue
 		}
+		t.backends[res] = be.Defaulted()
 		for _, h := range be.Hosts {
 			h = strings.ToLower(h)
 			t.hosts[h] = append(t.hosts[h], res)

@@ -43,6 +43,7 @@ func writeProblem(w http.ResponseWriter, p problem) []byte {
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Server", "gatehouse")
 	w.WriteHeader(p.Status)
 	_, _ = w.Write(b)
 	return b

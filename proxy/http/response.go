@@ -77,6 +77,19 @@ func (s *Server) response(x *exchange, prof Profile, rm *respMask, resp *http.Re
 		resp.Body = newUpgradeTap(rwc, rec, x.Upgrade == "websocket")
 		return nil
 	}
+	if rm != nil {
+		// What describes the service's representation does not describe the masked one,
+		// a HEAD's answer included.
+		resp.Header.Del("Content-Md5")
+		resp.Header.Del("Etag")
+		resp.Header.Del("Accept-Ranges")
+		if resp.StatusCode == http.StatusPartialContent || resp.Header.Get("Content-Range") != "" {
+			return errUnmaskable // asked for the whole; a part is not sent
+		}
+		if x.Request.Method == http.MethodHead {
+			resp.Header.Del("Content-Length")
+		}
+	}
 	if rm != nil && resp.Body != http.NoBody && resp.ContentLength != 0 {
 		if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 			return errUnmaskable
@@ -88,8 +101,6 @@ func (s *Server) response(x *exchange, prof Profile, rm *respMask, resp *http.Re
 		}
 		resp.Header.Del("Content-Length")
 		resp.ContentLength = -1
-		resp.Header.Del("Content-Md5")
-		resp.Header.Del("Etag") // the representation the client gets is not the service's
 	}
 	x.cs.sess.Record(&schemas.HttpResponse{QueryID: x.QueryID, Status: uint32(resp.StatusCode), Headers: responseHeaders(resp.Header), From: "upstream"})
 	resp.Body = newFilter(resp.Body, rm, resp.Header.Get("Content-Type"), x.rec)

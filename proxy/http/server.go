@@ -78,6 +78,9 @@ type Server struct {
 	conns  map[net.Conn]*clientConn
 	closed bool
 	open   atomic.Int64
+	// sessions counts the sessions not ended yet: Shutdown waits for their ends to be
+	// recorded (before the audit publisher closes).
+	sessions sync.WaitGroup
 
 	errLog *stdlog.Logger
 
@@ -187,8 +190,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.cancelAll("shutdown")
 	}
 	err := s.srv.Shutdown(ctx)
+	s.mu.Lock()
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
 	for _, c := range conns {
 		c.close("shutdown")
+	}
+	if werr := session.Drain(ctx, &s.sessions); werr != nil && err == nil {
+		err = werr
 	}
 	return err
 }
