@@ -418,3 +418,43 @@ func TestAttackRevokeExec(t *testing.T) {
 	_, err = e.kubectl(t, e.token, "", "get", "pods")
 	require.Error(t, err)
 }
+
+// Attack: a SPDY data frame over the recorder's frame limit (1 MiB; SPDY allows 16 MiB).
+// The API server takes it; does the gateway cut the session, or relay it unrecorded?
+// (Found relayed unrecorded before 9298253: the recorder stopped and the relay went on.)
+func TestAttackSPDYOversizedFrame(t *testing.T) {
+	for _, h1 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h1-front=%v", h1), func(t *testing.T) { spdyOversizedFrame(t, h1) })
+	}
+}
+
+func spdyOversizedFrame(t *testing.T, h1 bool) {
+	e := startAttackWith(t, kubePolicies, h1)
+	in, out, conn := e.spdyExec(t, "command=cat&container=main&stdin=true&stdout=true")
+	_, err := in.Write([]byte("before-the-gap\n"))
+	require.NoError(t, err)
+	require.True(t, readUntil(t, out, "before-the-gap"))
+	_, err = in.Write([]byte(strings.Repeat("z", 1<<20+100) + "\n"))
+	require.NoError(t, err)
+	_, _ = in.Write([]byte("after-the-gap\n"))
+	relayed := readUntil(t, out, "after-the-gap")
+	t.Logf("relayed after the big frame: %v", relayed)
+	_ = in.Close()
+	time.Sleep(time.Second)
+	conn.Close()
+	evs := e.events(t, "prod-cluster", func(evs []schemas.Event) bool { return len(ofType[schemas.HttpDone](t, evs, schemas.TypeHttpDone)) > 0 })
+	var frames strings.Builder
+	for _, io := range ofType[schemas.KubeIo](t, evs, schemas.TypeKubeIo) {
+		for _, f := range io.Frames {
+			frames.WriteString(f.Code + ":" + f.Data)
+		}
+	}
+	for _, d := range ofType[schemas.HttpDone](t, evs, schemas.TypeHttpDone) {
+		t.Logf("done: status %s exit %q", d.Status, d.Exit)
+	}
+	t.Logf("relayed after the big frame: %v; recorded before-the-gap: %v, after-the-gap: %v", relayed,
+		strings.Contains(frames.String(), "before-the-gap"), strings.Contains(frames.String(), "after-the-gap"))
+	if relayed {
+		require.Contains(t, frames.String(), "after-the-gap", "the session went on after the recording stopped")
+	}
+}
