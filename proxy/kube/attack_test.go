@@ -7,12 +7,12 @@ package kube_test
 import (
 	"bufio"
 	"context"
-	"io"
-	"net"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -25,8 +25,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/moby/spdystream"
 	"github.com/labstack/echo/v4"
+	"github.com/moby/spdystream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -384,7 +384,6 @@ func readUntil(t *testing.T, s *spdystream.Stream, want string) bool {
 		return false
 	}
 }
-
 
 // Attack: a revoked caller keeps its exec session (cat waiting on stdin) open.
 func TestAttackRevokeExec(t *testing.T) {

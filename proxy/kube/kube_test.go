@@ -72,7 +72,13 @@ func logOut() io.Writer {
 	return io.Discard
 }
 
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
+	t.Helper()
+	return startWith(t, kubePolicies)
+}
+
+// startWith is start with other policies.
+func startWith(t testing.TB, policies []config.Policy) *env {
 	t.Helper()
 	c := kubetest.Start(t)
 	log := slog.New(slog.NewTextHandler(logOut(), nil))
@@ -91,7 +97,7 @@ func start(t *testing.T) *env {
 		require.NoError(t, err)
 		return tok
 	}
-	eng, err := policy.Compile(kubePolicies, 1)
+	eng, err := policy.Compile(policies, 1)
 	require.NoError(t, err)
 	res := resources{"prod-cluster": {Name: "prod-cluster", Type: "kubernetes", Audit: "buffered", Kubernetes: &config.HTTPBackend{
 		URL: c.URL, CAFile: c.CAFile, Bearer: c.GatewayToken, PathPrefix: "/k8s/prod", TokenHeader: "Authorization",

@@ -34,18 +34,6 @@ const (
 	spdyPortForward = "KUBECTL_PORT_FORWARD_WEBSOCKETS=false"
 )
 
-// startWith is start with other policies. start compiles kubePolicies when it is called,
-// so they are swapped for the call (the package's tests do not run in parallel).
-func startWith(t *testing.T, policies []config.Policy) *env {
-	t.Helper()
-	saved := kubePolicies
-	kubePolicies = policies
-	defer func() { kubePolicies = saved }()
-	return start(t)
-}
-
-
-
 // kubectlEnv is env.kubectl with variables added to kubectl's environment.
 func (e *env) kubectlEnv(t *testing.T, vars []string, token, stdin string, args ...string) (string, error) {
 	t.Helper()
