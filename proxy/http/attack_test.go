@@ -322,11 +322,6 @@ func TestAttackCaseFoldedDuplicateKey(t *testing.T) {
 	require.NotContains(t, body, `"service_read_amount":5000`, "the policy decided on amount 10 and the service paid 5000 without approval")
 }
 
-
-
-
-
-
 // Attack: the amount in a type the approval rule's comparison does not take (a string, a
 // list, an object, a huge number): a rule that cannot be evaluated must not let the
 // payment through without approval.
