@@ -48,8 +48,10 @@ type Exchange struct {
 	Session *session.Session
 	// QueryID is the request's number in the session, once recorded.
 	QueryID uint64
-	// Upgrade is the protocol the client asks to upgrade to (websocket, SPDY/3.1), or "".
-	Upgrade string
+	// Upgrade is the protocol the client asks to upgrade to (websocket, SPDY/3.1), or "";
+	// Subprotocol, once the service switched, the WebSocket subprotocol it chose.
+	Upgrade     string
+	Subprotocol string
 
 	owner *exchange
 }

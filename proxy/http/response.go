@@ -66,6 +66,7 @@ func (s *Server) response(x *exchange, prof Profile, rm *respMask, resp *http.Re
 		if !ok {
 			return errors.New("the service switched protocols without a connection to relay")
 		}
+		x.Subprotocol = resp.Header.Get("Sec-Websocket-Protocol")
 		rec := prof.Upgrade(&x.Exchange)
 		if rec == nil && x.Upgrade == "websocket" {
 			rec = newWSRecorder(x, rm)

@@ -53,15 +53,37 @@ func (Profile) Prepare(x *ghttp.Exchange) (int, string) {
 	case "exec", "attach":
 		k.Command = x.Query["command"]
 		k.Container = x.Query.Get("container")
-		k.Stdin = x.Query.Get("stdin") == "true" || x.Query.Get("stdin") == "1"
-		k.Tty = x.Query.Get("tty") == "true" || x.Query.Get("tty") == "1"
+		k.Stdin = queryBool(x.Query, "stdin")
+		k.Tty = queryBool(x.Query, "tty")
 	case "portforward":
-		k.Ports = x.Query["ports"]
+		// As the API server reads them: every value, split on commas.
+		for _, v := range x.Query["ports"] {
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					k.Ports = append(k.Ports, p)
+				}
+			}
+		}
 	}
 	x.Kube = k
 	x.Attrs = &schemas.KubeAttributes{Verb: k.Verb, ApiGroup: k.ApiGroup, ApiVersion: k.ApiVersion, Resource: k.Resource,
 		Subresource: k.Subresource, Namespace: k.Namespace, Name: k.Name, Command: k.Command, Container: k.Container, Ports: k.Ports}
 	return 0, ""
+}
+
+// queryBool reads a boolean option as the API server does (apimachinery's conversion of a
+// query value): present and not "false" or "0", in any case, is true — "TRUE", "yes" and
+// an empty value included.
+func queryBool(q map[string][]string, key string) bool {
+	v, ok := q[key]
+	if !ok || len(v) == 0 {
+		return false
+	}
+	switch strings.ToLower(v[0]) {
+	case "false", "0":
+		return false
+	}
+	return true
 }
 
 // Outgoing impersonates the caller: user and groups from its token.

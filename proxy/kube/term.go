@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -42,10 +43,14 @@ type termRecorder struct {
 	stdin   hash.Hash
 	stdinN  uint64
 	partial [3][]byte // a UTF-8 sequence split across messages, per stream
+	// b64: the negotiated subprotocol is (v4.)base64.channel.k8s.io, where every message (the
+	// API server does not look at the frame type) is an ASCII stream digit and base64.
+	b64 bool
 }
 
 func newTermRecorder(x *ghttp.Exchange) *termRecorder {
-	return &termRecorder{x: x, start: time.Now(), last: time.Now(), stdin: sha256.New()}
+	return &termRecorder{x: x, start: time.Now(), last: time.Now(), stdin: sha256.New(),
+		b64: strings.Contains(strings.ToLower(x.Subprotocol), "base64.channel.k8s.io")}
 }
 
 func (r *termRecorder) Message(fromClient bool, op string, data []byte, size uint64, complete bool) {
@@ -55,9 +60,11 @@ func (r *termRecorder) Message(fromClient bool, op string, data []byte, size uin
 	if len(data) == 0 {
 		return
 	}
+	// The API server reads a message by the negotiated subprotocol, whatever its frame type
+	// (text or binary): so does the recorder.
 	stream := data[0]
 	payload := data[1:]
-	if op == "text" {
+	if r.b64 {
 		stream -= '0'
 		d, err := base64.StdEncoding.DecodeString(string(payload))
 		if err != nil {
