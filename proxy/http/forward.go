@@ -157,7 +157,7 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 		rt = up.rt1
 	}
 	rp := &httputil.ReverseProxy{
-		Transport:     rt,
+		Transport: rt,
 		// Streaming responses (no length: a watch, a masked body) and server-sent events are
 		// flushed at once by the reverse proxy itself; others go out as its buffer fills.
 		FlushInterval: 0,
@@ -181,10 +181,8 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 			h.Del(x.Backend.TokenHeader)
 			h.Del("Authorization")
 			h.Del("Accept-Encoding") // the transport asks for gzip and decompresses
-			h.Del("Forwarded")
-			h.Del("X-Real-Ip")
 			for k := range h {
-				if strings.HasPrefix(strings.ToLower(k), "x-gatehouse-") {
+				if identityHeader(k) {
 					h.Del(k)
 				}
 			}
@@ -198,7 +196,12 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 				// No compression extension: the gateway records and masks what it reads.
 				h.Del("Sec-Websocket-Extensions")
 			}
-			pr.SetXForwarded() // replaces any X-Forwarded-* the client sent
+			pr.SetXForwarded()
+			if !x.byHost {
+				// The Host of a request routed by path is whatever the client wrote: a service
+				// building links from X-Forwarded-Host is not pointed at it.
+				h.Del("X-Forwarded-Host")
+			}
 			switch {
 			case bearerTok != "":
 				h.Set("Authorization", "Bearer "+bearerTok)
@@ -259,13 +262,20 @@ func joinPath(base, p string) string {
 	return strings.TrimSuffix(base, "/") + p
 }
 
-// countingWriter counts the body bytes sent to the client.
+// countingWriter counts the body bytes sent to the client, and bounds each write in time: a
+// client that stops reading is cut off after the body timeout rather than holding its
+// connection, its upstream request and its buffers.
 type countingWriter struct {
 	http.ResponseWriter
-	x *exchange
+	x  *exchange
+	rc *http.ResponseController
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.rc == nil {
+		c.rc = http.NewResponseController(c.ResponseWriter)
+	}
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.x.s.cfg.BodyTimeout))
 	n, err := c.ResponseWriter.Write(p)
 	c.x.out += uint64(n)
 	return n, err

@@ -62,6 +62,7 @@ type exchange struct {
 	s      *Server
 	cs     *connSession
 	prof   Profile
+	byHost bool // routed by its Host (one of the resource's hosts), not by path
 	start  time.Time
 	cancel context.CancelCauseFunc
 	mu     sync.Mutex
@@ -116,27 +117,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rawPath, rawQuery := splitTarget(r)
 	decoded, _, err := NormalizePath(rawPath)
 	if err != nil {
-		s.refuse(w, "", http.StatusBadRequest, err.Error())
+		s.refuse(w, r, nil, http.StatusBadRequest, err.Error())
 		return
 	}
-	res, be, prof, rest, ok := s.route(r, decoded)
+	res, be, prof, rest, byHost, ok := s.route(r, decoded)
 	if !ok {
-		s.refuse(w, "", http.StatusNotFound, "no resource on this gateway serves "+hostOf(r)+decoded)
+		s.refuse(w, r, nil, http.StatusNotFound, "no resource on this gateway serves "+hostOf(r)+decoded)
 		return
 	}
 	typ := res.Type
 	query, canonQuery, err := NormalizeQuery(rawQuery)
 	if err != nil {
-		s.refuse(w, typ, http.StatusBadRequest, err.Error())
+		s.refuse(w, r, res, http.StatusBadRequest, err.Error())
 		return
 	}
 	if res.RequireTLS && r.TLS == nil {
-		s.refuse(w, typ, http.StatusForbidden, "resource "+res.Name+" requires TLS")
+		s.refuse(w, r, res, http.StatusForbidden, "resource "+res.Name+" requires TLS")
 		return
 	}
 	token, terr := bearer(r, be.TokenHeader)
 	if terr != "" {
-		s.refuse(w, typ, http.StatusBadRequest, terr)
+		s.refuse(w, r, res, http.StatusBadRequest, terr)
 		return
 	}
 	// A token this connection's session already verified is not verified again: the
@@ -182,7 +183,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := cs.sess.Identity
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	x := &exchange{s: s, cs: cs, start: start, cancel: cancel, prof: prof}
+	x := &exchange{s: s, cs: cs, start: start, cancel: cancel, prof: prof, byHost: byHost}
 	x.owner = x
 	x.Resource, x.Backend, x.Identity, x.Request, x.Session = res, be, id, r.WithContext(ctx), cs.sess
 	x.Path = rest
@@ -205,6 +206,10 @@ func (s *Server) serve(ctx context.Context, w http.ResponseWriter, x *exchange, 
 	}
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		s.early(w, x, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit (%d)", r.ContentLength, s.cfg.MaxBodyBytes))
+		return
+	}
+	if msg := methodRefusal(r, x.Query); msg != "" {
+		s.early(w, x, http.StatusBadRequest, msg)
 		return
 	}
 	up, refusal := upgradeOf(r)
@@ -303,16 +308,33 @@ func (s *Server) early(w http.ResponseWriter, x *exchange, status int, msg strin
 	s.answer(w, x, problem{Type: probRequest, Status: status, Detail: msg}, "refused")
 }
 
-// refuse answers a request no session takes (no resource, a malformed path).
-func (s *Server) refuse(w http.ResponseWriter, typ string, status int, msg string) {
-	if typ == "" {
-		typ = "none"
+// refuse answers a request no session takes (no resource, a malformed path): it is
+// recorded as auth.failed (check request) on its resource (or _unknown), with the caller's
+// identity when it sent a token that verifies — probing leaves a trace.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, res *config.Resource, status int, msg string) {
+	typ := "none"
+	if res != nil {
+		typ = res.Type
 	}
 	s.requests.WithLabelValues(typ, "refused").Inc()
 	t := probRequest
 	if status == http.StatusNotFound {
 		t = probRoute
 	}
+	if res == nil {
+		res = &config.Resource{Name: "_unknown", Type: "http", Audit: "buffered"}
+	}
+	var id *identity.Identity
+	if authEvents.peek() {
+		header := "Authorization"
+		if be := backendOf(res); be != nil && be.TokenHeader != "" {
+			header = be.TokenHeader
+		}
+		if tok, _ := bearer(r, header); tok != "" {
+			id, _ = s.auth.Authenticate(r.Context(), tok)
+		}
+	}
+	s.authFailed(r, res, id, "request", msg+" ("+r.Method+" "+truncate(r.RequestURI, 1024)+")")
 	writeProblem(w, problem{Type: t, Status: status, Detail: msg})
 }
 
@@ -349,24 +371,24 @@ func hostOf(r *http.Request) string {
 
 // route finds the resource of a request: by host name first, then by the longest path
 // prefix; rest is the path below the prefix.
-func (s *Server) route(r *http.Request, path string) (*config.Resource, *config.HTTPBackend, Profile, string, bool) {
+func (s *Server) route(r *http.Request, path string) (res *config.Resource, be *config.HTTPBackend, prof Profile, rest string, byHost, ok bool) {
 	t := s.table()
 	host := hostOf(r)
 	if rs := t.hosts[host]; len(rs) > 0 {
 		for _, res := range rs {
 			be := t.backends[res]
 			if be.PathPrefix == "" || underPrefix(path, be.PathPrefix) {
-				return res, be, s.profiles[res.Type], strip(path, be.PathPrefix), true
+				return res, be, s.profiles[res.Type], strip(path, be.PathPrefix), true, true
 			}
 		}
 	}
 	for _, res := range t.prefixes { // longest first
 		be := t.backends[res]
 		if underPrefix(path, be.PathPrefix) {
-			return res, be, s.profiles[res.Type], strip(path, be.PathPrefix), true
+			return res, be, s.profiles[res.Type], strip(path, be.PathPrefix), false, true
 		}
 	}
-	return nil, nil, nil, "", false
+	return nil, nil, nil, "", false, false
 }
 
 // routeTable is the resources the proxy serves, by host and by path prefix, made again
@@ -458,6 +480,49 @@ func bearer(r *http.Request, header string) (string, string) {
 		return "", "the Authorization header must carry a Bearer token"
 	}
 	return v, ""
+}
+
+// overrideHeaders make some frameworks run another method or path than the request's:
+// the policy would decide one request and the service run another.
+var overrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Original-Method",
+	"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri"}
+
+// methodRefusal says why a request's method cannot be decided as the service would read it:
+// methods are case-sensitive (a service may take "get" for something else than GET, rules
+// compare upper case), and method or path overrides are refused.
+func methodRefusal(r *http.Request, q url.Values) string {
+	for i := 0; i < len(r.Method); i++ {
+		if c := r.Method[i]; c >= 'a' && c <= 'z' {
+			return "method " + strconv.Quote(r.Method) + " is refused: methods are case-sensitive; send it in upper case"
+		}
+	}
+	for _, h := range overrideHeaders {
+		if len(r.Header.Values(h)) > 0 {
+			return "the " + h + " header is refused: the method and path decided are the ones the service gets"
+		}
+	}
+	if _, ok := q["_method"]; ok {
+		return "a _method query parameter is refused: the method decided is the one the service gets"
+	}
+	return ""
+}
+
+// identityHeader reports whether a request header is one that services behind an
+// authenticating proxy take as the caller's identity (or its address): a caller's own are
+// dropped, the gateway sets its own.
+func identityHeader(name string) bool {
+	n := strings.ToLower(name)
+	for _, p := range []string{"x-forwarded-", "x-remote-", "x-auth-request-", "x-gatehouse-", "impersonate-"} {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	switch n {
+	case "forwarded", "remote-user", "x-user", "x-webauth-user", "x-real-ip", "x-client-ip", "true-client-ip",
+		"cf-connecting-ip", "x-cluster-client-ip", "x-original-forwarded-for", "x-authenticated-user", "x-ms-client-principal-name":
+		return true
+	}
+	return false
 }
 
 // upgradeOf is the protocol a request asks to upgrade to ("" for none, "websocket" for a
@@ -569,6 +634,11 @@ func readBody(w http.ResponseWriter, r *http.Request, cfg Config, be *config.HTT
 		b.head, b.size = head, int64(len(head))
 		sum := sha256.Sum256(head)
 		b.sum = hex.EncodeToString(sum[:])
+		if mediaType(r.Header.Get("Content-Type")) == "application/x-www-form-urlencoded" {
+			if f, err := url.ParseQuery(string(head)); err == nil && f.Has("_method") {
+				return nil, errors.New("a _method form field is refused: the method decided is the one the service gets")
+			}
+		}
 		if looksJSON(head, r.Header.Get("Content-Type")) {
 			v, err := strictJSON(head)
 			if err != nil {

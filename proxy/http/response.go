@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -95,10 +96,12 @@ func (s *Server) response(x *exchange, prof Profile, rm *respMask, resp *http.Re
 		if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 			return errUnmaskable
 		}
-		if len(rm.fields) > 0 && !isJSON(resp.Header.Get("Content-Type")) {
-			if resp.StatusCode < 300 {
-				return errUnmaskable
-			}
+		ct := resp.Header.Get("Content-Type")
+		if len(rm.fields) > 0 && !isJSON(ct) {
+			return errUnmaskable // an error page too: services echo records in them
+		}
+		if !scannable(ct) {
+			return errUnmaskable // the detectors read text, in UTF-8
 		}
 		resp.Header.Del("Content-Length")
 		resp.ContentLength = -1
@@ -106,6 +109,28 @@ func (s *Server) response(x *exchange, prof Profile, rm *respMask, resp *http.Re
 	x.cs.sess.Record(&schemas.HttpResponse{QueryID: x.QueryID, Status: uint32(resp.StatusCode), Headers: responseHeaders(resp.Header), From: "upstream"})
 	resp.Body = newFilter(resp.Body, rm, resp.Header.Get("Content-Type"), x.rec)
 	return nil
+}
+
+// scannable reports whether the detectors can read a body of this type: text in UTF-8 (or
+// ASCII). A gzip file, an image, a PDF or UTF-16 text would carry what they look for
+// unseen.
+func scannable(ct string) bool {
+	mt := mediaType(ct)
+	if _, params, err := mime.ParseMediaType(ct); err == nil {
+		if cs := strings.ToLower(params["charset"]); cs != "" && cs != "utf-8" && cs != "utf8" && cs != "us-ascii" {
+			return false
+		}
+	}
+	switch {
+	case isJSON(ct), strings.HasPrefix(mt, "text/"), strings.HasSuffix(mt, "+xml"):
+		return true
+	}
+	switch mt {
+	case "application/xml", "application/javascript", "application/x-www-form-urlencoded", "application/yaml",
+		"application/x-yaml", "application/csv", "application/graphql-response+json":
+		return true
+	}
+	return false
 }
 
 func isJSON(ct string) bool {
@@ -300,6 +325,13 @@ type rateLimit struct {
 }
 
 var authEvents rateLimit
+
+// peek reports whether allow would allow now, without counting.
+func (l *rateLimit) peek() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sec != time.Now().Unix() || l.count < authEventsPerSecond
+}
 
 func (l *rateLimit) allow() bool {
 	l.mu.Lock()

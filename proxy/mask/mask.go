@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/schemas"
 )
@@ -207,41 +209,130 @@ func contains(v []byte, c byte) bool {
 	return false
 }
 
-// findCards finds 13 to 19 digits, optionally grouped by single spaces or dashes, that pass
-// the Luhn check and are not part of a longer number.
+// findCards finds 13 to 19 digits (of any script: full-width and Arabic-Indic digits are
+// read as digits), optionally grouped by single separators (space, tab, line break, no-break
+// space, '-', '.', '/', '_', dashes), that pass the Luhn check and are not part of a longer
+// number.
 func findCards(v []byte) [][2]int {
 	var out [][2]int
+	var digits [20]byte
 	for i := 0; i < len(v); {
-		if !isDigit(v[i]) || (i > 0 && (isDigit(v[i-1]) || v[i-1] == '.')) {
+		_, w0 := cardDigit(v, i)
+		if w0 == 0 {
 			i++
 			continue
 		}
-		digits := make([]byte, 0, 19)
-		j, end := i, i
-		for j < len(v) && len(digits) <= 19 {
-			if isDigit(v[j]) {
-				digits = append(digits, v[j])
-				j++
-				end = j
+		if i > 0 && (v[i-1] == '.' || precededByDigit(v, i)) {
+			i += w0
+			continue
+		}
+		// The run of digit groups; a card is the longest run of whole groups from its start
+		// that is 13 to 19 digits and passes the Luhn check ("4111111111111111.50" is a card
+		// and its cents).
+		n := 0
+		j := i
+		var ends [20][2]int // after each group: its end, digits so far
+		groups := 0
+		for j < len(v) && n <= 19 {
+			if d, w := cardDigit(v, j); w > 0 {
+				digits[n] = d
+				n++
+				j += w
+				if groups > 0 && ends[groups-1][0] == j-w {
+					ends[groups-1] = [2]int{j, n}
+				} else if groups < len(ends) {
+					ends[groups] = [2]int{j, n}
+					groups++
+				}
 				continue
 			}
-			if (v[j] == ' ' || v[j] == '-') && j+1 < len(v) && isDigit(v[j+1]) && len(digits) > 0 {
-				j++
-				continue
+			if w := cardSep(v, j); w > 0 && n > 0 && j+w < len(v) {
+				if _, dw := cardDigit(v, j+w); dw > 0 {
+					j += w
+					continue
+				}
 			}
 			break
 		}
-		if n := len(digits); n >= 13 && n <= 19 && (end == len(v) || !isDigit(v[end])) && luhn(digits) {
-			out = append(out, [2]int{i, end})
-			i = end
+		found := false
+		for g := groups - 1; g >= 0; g-- {
+			end, k := ends[g][0], ends[g][1]
+			if k >= 13 && k <= 19 && luhn(digits[:k]) && (end == len(v) || !startsDigit(v, end)) {
+				out = append(out, [2]int{i, end})
+				i = end
+				found = true
+				break
+			}
+		}
+		if found {
 			continue
 		}
 		// Not a card: skip this run of digits.
-		for i < len(v) && isDigit(v[i]) {
-			i++
+		for i < len(v) {
+			_, w := cardDigit(v, i)
+			if w == 0 {
+				break
+			}
+			i += w
 		}
 	}
 	return out
+}
+
+// cardDigit is the decimal digit at v[j] ('0'-'9', whatever its script) and its width in
+// bytes, or width 0.
+func cardDigit(v []byte, j int) (byte, int) {
+	c := v[j]
+	if c >= '0' && c <= '9' {
+		return c, 1
+	}
+	if c < 0x80 {
+		return 0, 0
+	}
+	r, w := utf8.DecodeRune(v[j:])
+	if r == utf8.RuneError || !unicode.IsDigit(r) {
+		return 0, 0
+	}
+	// Decimal digits come in runs of ten from a zero (some runs follow each other).
+	k := rune(0)
+	for unicode.IsDigit(r - k - 1) {
+		k++
+	}
+	return '0' + byte(k%10), w
+}
+
+func startsDigit(v []byte, j int) bool {
+	_, w := cardDigit(v, j)
+	return w > 0
+}
+
+// precededByDigit reports whether the character before v[i] is a digit.
+func precededByDigit(v []byte, i int) bool {
+	if isDigit(v[i-1]) {
+		return true
+	}
+	if v[i-1] < 0x80 {
+		return false
+	}
+	r, _ := utf8.DecodeLastRune(v[:i])
+	return r != utf8.RuneError && unicode.IsDigit(r)
+}
+
+// cardSep is the width of a separator between the groups of a card number at v[j], or 0.
+func cardSep(v []byte, j int) int {
+	switch v[j] {
+	case ' ', '-', '.', '/', '_', '\t', '\n', '\r':
+		return 1
+	}
+	if v[j] < 0x80 {
+		return 0
+	}
+	r, w := utf8.DecodeRune(v[j:])
+	switch r {
+	case 0xA0, 0x2007, 0x2009, 0x202F, 0x3000, 0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2212, 0xFF0D, 0xFF0E, 0xFF0F:
+		return w
+	}
+	return 0
 }
 
 func luhn(digits []byte) bool {

@@ -22,7 +22,7 @@ const maxHeldRun = 256
 // valueByte reports whether c may be part of a detected value.
 func valueByte(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' ||
-		c == ' ' || c == '-' || c == '.' || c == '@' || c == '+' || c == '_' || c == '%' || c == '(' || c == ')' || c >= 0x80
+		c == ' ' || c == '-' || c == '.' || c == '/' || c == '@' || c == '+' || c == '_' || c == '%' || c == '(' || c == ')' || c >= 0x80
 }
 
 // Stream masks one direction of a stream.
@@ -41,8 +41,18 @@ func NewStream(m *Masker) *Stream { return &Stream{m: m} }
 func (s *Stream) Feed(p []byte) ([]byte, int) {
 	buf := append(s.held, p...)
 	cut := len(buf)
-	for cut > 0 && valueByte(buf[cut-1]) {
-		cut--
+	for cut > 0 {
+		switch {
+		case valueByte(buf[cut-1]):
+			cut--
+			continue
+		case cut >= 2 && cut < len(buf) && (buf[cut-1] == '\t' || buf[cut-1] == '\n' || buf[cut-1] == '\r') &&
+			isDigit(buf[cut-2]) && isDigit(buf[cut]):
+			// A line break or tab between digits may separate a card number's groups.
+			cut--
+			continue
+		}
+		break
 	}
 	if len(buf)-cut > maxHeldRun {
 		// A long run goes out but for its tail, cut where no value the detectors find in
