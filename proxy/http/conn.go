@@ -18,22 +18,26 @@ import (
 // A session is one caller's token on one client connection: its requests (many, on a
 // kept-alive or HTTP/2 connection) share the session's trail. A connection that carries a
 // second token (a refreshed one, another caller) has a session for each. The sessions of a
-// connection end when it closes, or when their last request ends after that (a WebSocket
-// or a watch outlives the connection's idle state).
+// connection end when it closes — an upgraded (hijacked) connection when its upgrade ends —
+// or when their last request ends after that (a watch outlives the connection's idle
+// state). A request holds its session from the moment it finds it (a reservation) to its
+// end, so a session never ends under a request that is about to record into it.
 
 // maxSessionsPerConn bounds the sessions one connection holds: a client rotating tokens
-// on one connection ends its oldest idle sessions.
+// on one connection ends its least recently used idle sessions; with none idle, a new token
+// is refused.
 const maxSessionsPerConn = 8
 
 type connKey struct{}
 
 // clientConn is one client connection.
 type clientConn struct {
-	s    *Server
-	raw  net.Conn
-	mu   sync.Mutex
-	sess map[[32]byte]*connSession
-	gone bool
+	s        *Server
+	raw      net.Conn
+	mu       sync.Mutex
+	sess     map[[32]byte]*connSession
+	gone     bool
+	hijacked bool // the connection was taken over by an upgrade (WebSocket, SPDY)
 }
 
 // connSession is a session on a connection.
@@ -41,9 +45,9 @@ type connSession struct {
 	c          *clientConn
 	key        [32]byte
 	sess       *session.Session
-	res        *config.Resource
 	unregister func()
 	active     map[*exchange]struct{}
+	reserved   int    // requests that found the session and have not begun yet
 	dead       string // why new requests are refused: the session was revoked or ended
 	lastUsed   time.Time
 	bytesIn    uint64
@@ -68,93 +72,137 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	s.mu.Lock()
 	cc := s.conns[c]
 	s.mu.Unlock()
-	if cc != nil && st == http.StateClosed {
-		cc.close("client_closed")
+	if cc == nil {
+		return
 	}
+	if st == http.StateHijacked {
+		// net/http reports nothing more of a hijacked connection: it is closed when the
+		// upgraded request's handler ends (upgradeEnded).
+		cc.mu.Lock()
+		cc.hijacked = true
+		cc.mu.Unlock()
+		return
+	}
+	cc.close("client_closed")
 }
 
-// known is the live session of this token on the connection, if there is one, or why the
-// token is refused (its session was revoked or its token expired).
-func (c *clientConn) known(token string, res *config.Resource) (*connSession, string) {
-	key := sessionKey(token, res)
+// upgradeEnded closes a connection whose upgrade (the only request it still carried) ended.
+func (c *clientConn) upgradeEnded() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	cs := c.sess[key]
-	if cs == nil {
-		return nil, ""
+	h := c.hijacked
+	c.mu.Unlock()
+	if h {
+		c.close("client_closed")
 	}
-	if cs.dead != "" {
-		return nil, cs.dead
-	}
-	cs.lastUsed = time.Now()
-	return cs, ""
 }
 
 func sessionKey(token string, res *config.Resource) [32]byte {
 	return sha256.Sum256([]byte(res.Name + "\x00" + token))
 }
 
-// session finds or starts the session of this token on the connection.
-func (c *clientConn) session(ctx context.Context, token string, id *identity.Identity, res *config.Resource, r *http.Request, start func(*session.Session) error) (*connSession, error) {
+// known is the live session of this token on the connection, reserved for the caller's
+// request, if there is one; or why the token is refused (its session was revoked or its
+// token expired).
+func (c *clientConn) known(token string, res *config.Resource) (*connSession, string) {
 	key := sessionKey(token, res)
 	c.mu.Lock()
-	if cs := c.sess[key]; cs != nil {
-		if cs.dead != "" {
-			c.mu.Unlock()
-			return nil, errors.New(cs.dead)
+	defer c.mu.Unlock()
+	cs := c.sess[key]
+	if cs == nil || cs.ended {
+		return nil, ""
+	}
+	if cs.dead != "" {
+		return nil, cs.dead
+	}
+	cs.lastUsed = time.Now()
+	cs.reserved++
+	return cs, ""
+}
+
+// session finds or starts the session of this token on the connection, reserved for the
+// caller's request.
+func (c *clientConn) session(ctx context.Context, token string, id *identity.Identity, res *config.Resource, start func(*session.Session) error) (*connSession, error) {
+	key := sessionKey(token, res)
+	if cs, dead := c.known(token, res); cs != nil || dead != "" {
+		if dead != "" {
+			return nil, errors.New(dead)
 		}
-		cs.lastUsed = time.Now()
-		c.mu.Unlock()
 		return cs, nil
 	}
-	if c.gone {
-		c.mu.Unlock()
+	c.mu.Lock()
+	gone := c.gone
+	c.mu.Unlock()
+	if gone {
 		return nil, errors.New("the connection is closing")
 	}
-	c.mu.Unlock()
 	sess := session.New(id, res, c.s.pub, c.s.decider, c.s.cfg.Limits)
 	if err := start(sess); err != nil {
 		return nil, err
 	}
-	cs := &connSession{c: c, key: key, sess: sess, res: res, active: map[*exchange]struct{}{}, lastUsed: time.Now()}
+	// Registered and counted before anyone can find it, so that whoever ends it finds it
+	// whole.
+	cs := &connSession{c: c, key: key, sess: sess, active: map[*exchange]struct{}{}, lastUsed: time.Now(), reserved: 1}
+	c.s.sessions.Add(1)
+	c.s.active.Inc()
+	cs.unregister = c.s.live.Register(sess, cs.terminate)
 	c.mu.Lock()
-	if old := c.sess[key]; old != nil || c.gone {
-		// Another request of the same token started it first, or the connection went.
-		c.mu.Unlock()
-		_ = sess.End(ctx, "client_closed", nil, 0, 0)
-		if old != nil {
-			return old, nil
+	if old := c.sess[key]; (old != nil && !old.ended && old.dead == "") || c.gone {
+		// Another request of the same token started one first, or the connection went: this
+		// one ends at once (its trail: start and end), the request uses the other.
+		if old != nil && !c.gone {
+			old.reserved++
 		}
-		return nil, errors.New("the connection is closing")
+		gone := c.gone
+		cs.reserved = 0
+		c.mu.Unlock()
+		cs.end(ctx, "client_closed")
+		if gone {
+			return nil, errors.New("the connection is closing")
+		}
+		return old, nil
 	}
 	var evict []*connSession
-	if len(c.sess) >= maxSessionsPerConn {
+	for len(c.sess) >= maxSessionsPerConn {
+		var lru *connSession
 		for _, o := range c.sess {
-			if len(o.active) == 0 {
-				evict = append(evict, o)
-				delete(c.sess, o.key)
-				if len(c.sess) < maxSessionsPerConn {
-					break
-				}
+			if len(o.active) == 0 && o.reserved == 0 && (lru == nil || o.lastUsed.Before(lru.lastUsed)) {
+				lru = o
 			}
 		}
+		if lru == nil {
+			c.mu.Unlock()
+			cs.reserved = 0
+			cs.end(ctx, "client_closed")
+			return nil, errors.New("too many sessions on one connection: open another connection")
+		}
+		delete(c.sess, lru.key)
+		evict = append(evict, lru)
 	}
 	c.sess[key] = cs
 	c.mu.Unlock()
 	for _, o := range evict {
 		o.end(context.Background(), "replaced")
 	}
-	cs.unregister = c.s.live.Register(sess, cs.terminate)
-	c.s.active.Inc()
-	c.s.sessions.Add(1)
 	return cs, nil
 }
 
-// begin and finish bracket a request of the session.
+// begin and finish bracket a request of the session (begin takes up the reservation).
 func (cs *connSession) begin(x *exchange) {
 	cs.c.mu.Lock()
+	cs.reserved--
 	cs.active[x] = struct{}{}
 	cs.c.mu.Unlock()
+}
+
+// release gives a reservation back (the request ended before it began).
+func (cs *connSession) release() {
+	cs.c.mu.Lock()
+	cs.reserved--
+	endNow := (cs.c.gone || cs.dead != "") && len(cs.active) == 0 && cs.reserved == 0
+	cs.c.mu.Unlock()
+	if endNow {
+		cs.end(context.Background(), "client_closed")
+	}
 }
 
 func (cs *connSession) finish(x *exchange, in, out uint64) {
@@ -162,18 +210,14 @@ func (cs *connSession) finish(x *exchange, in, out uint64) {
 	delete(cs.active, x)
 	cs.bytesIn += in
 	cs.bytesOut += out
-	endNow := (cs.c.gone || cs.dead != "") && len(cs.active) == 0
+	endNow := (cs.c.gone || cs.dead != "") && len(cs.active) == 0 && cs.reserved == 0
 	cs.c.mu.Unlock()
 	if endNow {
-		reason := "client_closed"
-		if cs.endReason != "" {
-			reason = cs.endReason
-		}
-		cs.end(context.Background(), reason)
+		cs.end(context.Background(), "client_closed")
 	}
 }
 
-// end records the session's end (once).
+// end records the session's end (once); reason gives way to the cause of a termination.
 func (cs *connSession) end(ctx context.Context, reason string) {
 	cs.c.mu.Lock()
 	if cs.ended {
@@ -185,13 +229,16 @@ func (cs *connSession) end(ctx context.Context, reason string) {
 	if cs.endReason != "" {
 		reason = cs.endReason
 	}
+	if cs.c.sess[cs.key] == cs {
+		delete(cs.c.sess, cs.key)
+	}
 	cs.c.mu.Unlock()
 	if cs.unregister != nil {
 		cs.unregister()
 	}
 	cs.c.s.active.Dec()
 	defer cs.c.s.sessions.Done()
-	ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := cs.sess.End(ectx, reason, nil, in, out); err != nil {
 		cs.c.s.log.Warn("session end not recorded", "session", cs.sess.ID, "err", err)
@@ -204,12 +251,14 @@ func (cs *connSession) terminate(ev *schemas.SessionTerminated, msg string) func
 	cs.sess.Record(ev)
 	cs.c.mu.Lock()
 	cs.dead = "session ended: " + msg
-	cs.endReason = ev.Cause
+	if cs.endReason == "" {
+		cs.endReason = ev.Cause
+	}
 	active := make([]*exchange, 0, len(cs.active))
 	for x := range cs.active {
 		active = append(active, x)
 	}
-	idle := len(cs.active) == 0
+	idle := len(cs.active) == 0 && cs.reserved == 0
 	cs.c.mu.Unlock()
 	return func() {
 		for _, x := range active {
@@ -224,12 +273,16 @@ func (cs *connSession) terminate(ev *schemas.SessionTerminated, msg string) func
 	}
 }
 
-// cancelAll cuts every request in flight on the connection (shutdown).
+// cancelAll cuts every request in flight on the connection (shutdown); the connection is
+// marked gone first, so that no request begins after the cut.
 func (c *clientConn) cancelAll(reason string) {
 	c.mu.Lock()
 	var xs []*exchange
 	for _, cs := range c.sess {
-		cs.endReason = reason
+		if cs.endReason == "" {
+			cs.endReason = reason
+		}
+		cs.dead = "the gateway is shutting down"
 		for x := range cs.active {
 			xs = append(xs, x)
 		}
@@ -251,7 +304,7 @@ func (c *clientConn) close(reason string) {
 	c.gone = true
 	var idle []*connSession
 	for _, cs := range c.sess {
-		if len(cs.active) == 0 {
+		if len(cs.active) == 0 && cs.reserved == 0 {
 			idle = append(idle, cs)
 		}
 	}

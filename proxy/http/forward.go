@@ -34,8 +34,10 @@ type upstream struct {
 	// rt1 speaks HTTP/1.1 only: upgrades other than WebSocket (SPDY) exist only there, and
 	// Go's transport keeps only WebSocket upgrades off HTTP/2 by itself.
 	rt1 *http.Transport
-	// the client certificate's files' modification times: a rotated pair makes a new transport
-	stamp string
+	// the client certificate's files' modification times: a rotated pair makes a new
+	// transport (looked at once a second at most)
+	stamp   string
+	checked time.Time
 }
 
 func (u *upstreams) init() { u.m = map[string]*upstream{} }
@@ -55,11 +57,16 @@ func fileStamp(files ...string) string {
 
 // get is the transport for a backend.
 func (u *upstreams) get(be *config.HTTPBackend) (*upstream, error) {
-	key := be.URL + "\x00" + be.CAFile + "\x00" + be.ServerName + "\x00" + be.ClientCertFile
-	stamp := fileStamp(be.CAFile, be.ClientCertFile, be.ClientKeyFile)
+	key := be.URL + "\x00" + be.CAFile + "\x00" + be.ServerName + "\x00" + be.ClientCertFile + "\x00" + be.ClientKeyFile + "\x00" + be.Timeout.String()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if up := u.m[key]; up != nil && up.stamp == stamp {
+	up := u.m[key]
+	if up != nil && time.Since(up.checked) < time.Second {
+		return up, nil // the files were looked at less than a second ago
+	}
+	stamp := fileStamp(be.CAFile, be.ClientCertFile, be.ClientKeyFile)
+	if up != nil && up.stamp == stamp {
+		up.checked = time.Now()
 		return up, nil
 	}
 	base, err := url.Parse(be.URL)
@@ -101,15 +108,15 @@ func (u *upstreams) get(be *config.HTTPBackend) (*upstream, error) {
 		DisableCompression:     false,
 		MaxResponseHeaderBytes: 1 << 20,
 	}
-	if old := u.m[key]; old != nil {
-		old.rt.CloseIdleConnections()
-		old.rt1.CloseIdleConnections()
+	if up != nil {
+		up.rt.CloseIdleConnections()
+		up.rt1.CloseIdleConnections()
 	}
 	rt1 := rt.Clone()
 	rt1.ForceAttemptHTTP2 = false
 	rt1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	rt1.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	up := &upstream{base: base, rt: rt, rt1: rt1, stamp: stamp}
+	up = &upstream{base: base, rt: rt, rt1: rt1, stamp: stamp, checked: time.Now()}
 	u.m[key] = up
 	return up, nil
 }
@@ -130,7 +137,8 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 	}
 	masker, err := s.responseMasker(x, prof, d)
 	if err != nil {
-		s.answer(w, x, problem{Type: probDenied, Status: http.StatusForbidden, Detail: "the response cannot be masked: " + err.Error()}, "denied")
+		s.log.Error("mask spec", "resource", x.Resource.Name, "err", err)
+		s.answer(w, x, problem{Type: probUpstream, Status: http.StatusInternalServerError, Detail: "the gateway cannot mask this response, so it is not sent"}, "error")
 		return
 	}
 	if masker != nil && x.Upgrade != "" {
@@ -232,11 +240,10 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, x *exchange
 			if errors.Is(err, errUnmaskable) {
 				p = problem{Type: probDenied, Status: http.StatusBadGateway, Detail: err.Error(), Session: x.cs.sess.ID, Request: x.QueryID}
 			}
-			bb := writeProblem(w, p)
+			bb := writeProblem(w, p) // counted by the counting writer
 			x.status = p.Status
 			x.cs.sess.Record(&schemas.HttpResponse{QueryID: x.QueryID, Status: uint32(p.Status), Headers: responseHeaders(w.Header()), From: "gateway"})
 			x.rec.write(bb)
-			x.out += uint64(len(bb))
 		},
 	}
 	defer s.done(x)

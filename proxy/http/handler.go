@@ -76,6 +76,8 @@ type exchange struct {
 	// what a profile read of a stream's end (a Kubernetes exec's status).
 	finishErr string
 	exit      string
+	in        uint64      // request body bytes forwarded
+	tap       *upgradeTap // an upgraded connection's
 }
 
 // SetExit records how a stream's program ended (a profile's recorder calls it).
@@ -169,7 +171,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeProblem(w, problem{Type: probAuth, Status: status, Detail: msg})
 			return
 		}
-		cs, err = cc.session(r.Context(), token, id, res, r, func(sess *session.Session) error {
+		cs, err = cc.session(r.Context(), token, id, res, func(sess *session.Session) error {
 			return sess.Start(r.Context(), &schemas.SessionStart{Protocol: typ, ClientAddr: r.RemoteAddr, ClientUser: id.Subject,
 				Database: res.Name, ApplicationName: truncate(r.UserAgent(), 200), AuthMethod: "token", TLS: r.TLS != nil,
 				Labels: labelList(res.Labels)})
@@ -187,10 +189,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.owner = x
 	x.Resource, x.Backend, x.Identity, x.Request, x.Session = res, be, id, r.WithContext(ctx), cs.sess
 	x.Path = rest
-	_, x.EncodedPath, _ = NormalizePath(rest)
+	x.EncodedPath = encodePath(rest)
 	x.Query, x.RawQuery = query, canonQuery
 	cs.begin(x)
-	defer func() { cs.finish(x, 0, x.out) }()
+	defer func() {
+		cs.finish(x, x.in, x.out)
+		cc.upgradeEnded()
+	}()
 	s.serve(ctx, w, x, prof, rawPath)
 }
 
@@ -239,6 +244,9 @@ func (s *Server) serve(ctx context.Context, w http.ResponseWriter, x *exchange, 
 	} else if body.jsonErr != "" {
 		x.HTTP.BodyUnread, x.HTTP.BodyError = true, body.jsonErr
 	}
+	if body.size > 0 {
+		x.in = uint64(body.size)
+	}
 	if route, params := matchRoute(x.Backend, x.Path); route != "" {
 		x.HTTP.Route, x.HTTP.Params = route, params
 	}
@@ -256,7 +264,16 @@ func (s *Server) serve(ctx context.Context, w http.ResponseWriter, x *exchange, 
 	switch {
 	case d.Effect == schemas.EffectRequireApproval:
 		s.requests.WithLabelValues(typ, "held").Inc()
-		out := x.cs.sess.HoldFor(ctx, s.approvals, session.Hold{Query: q, Statement: approvalText(x), Hash: requestHash(x, body),
+		if body.rest != nil {
+			// Approvers approve what runs: a body the gateway has not read whole cannot be shown
+			// nor tied to the approval.
+			s.answer(w, x, problem{Type: probApproval, Status: http.StatusRequestEntityTooLarge, Rule: d.Rule,
+				Detail: fmt.Sprintf("this request needs an approval, and its body is larger than the %d bytes an approval can cover", x.Backend.DecideBodyBytes)}, "denied")
+			return
+		}
+		// The hold lives as long as the gateway (its context); the request's end cancels it,
+		// with its reason.
+		out := x.cs.sess.HoldFor(s.lifetime(), s.approvals, session.Hold{Query: q, Statement: approvalText(x, body), Hash: requestHash(x, body),
 			Notify: func(string, string) {}, Cancelled: cancelled(ctx)})
 		if !out.Approved {
 			status, typ := http.StatusForbidden, probApproval
@@ -338,12 +355,17 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, res *config.Reso
 	writeProblem(w, problem{Type: t, Status: status, Detail: msg})
 }
 
-// cancelled turns the request's end into a hold's cancellation.
+// cancelled turns the request's end into a hold's cancellation, with its reason: the
+// gateway cut it (revoked, shutdown) or the client went.
 func cancelled(ctx context.Context) <-chan string {
 	ch := make(chan string, 1)
 	go func() {
 		<-ctx.Done()
-		ch <- "client_disconnected"
+		why := "client_disconnected"
+		if errors.Is(context.Cause(ctx), errCut) {
+			why = "revoked"
+		}
+		ch <- why
 	}()
 	return ch
 }
@@ -811,8 +833,8 @@ func requestEvent(id uint64, x *exchange, rawPath string, b *body) *schemas.Http
 	ev := &schemas.HttpRequest{QueryID: id, Method: x.Request.Method, Host: x.HTTP.Host, Path: x.Path, Query: x.RawQuery,
 		Route: x.HTTP.Route, Headers: recordedHeaders(x.Request.Header, x.Backend.TokenHeader), Websocket: x.Upgrade == "websocket",
 		BodySha256: b.sum, Kube: x.Attrs}
-	if rawPath != x.Path && !strings.HasSuffix(rawPath, x.Path) {
-		ev.RawPath = truncate(rawPath, 4096)
+	if rawPath != joinPath(x.Backend.PathPrefix, x.EncodedPath) {
+		ev.RawPath = truncate(rawPath, 4096) // normalising changed it: both are recorded
 	}
 	if b.size > 0 {
 		ev.BodyBytes = uint64(b.size)
@@ -830,14 +852,18 @@ func requestEvent(id uint64, x *exchange, rawPath string, b *body) *schemas.Http
 	return ev
 }
 
-// approvalText is what approvers are shown of a held request.
-func approvalText(x *exchange) string {
+// approvalText is what approvers are shown of a held request: method, path, query, the
+// exec command, and the body (masked as it is recorded).
+func approvalText(x *exchange, b *body) string {
 	t := x.Request.Method + " " + x.Path
 	if x.RawQuery != "" {
 		t += "?" + x.RawQuery
 	}
 	if x.Kube != nil && len(x.Kube.Command) > 0 {
 		t += "\n" + strings.Join(x.Kube.Command, " ")
+	}
+	if len(b.head) > 0 {
+		t += "\n\n" + recordText(b.head, x.s.requestMasker())
 	}
 	return truncate(t, 2000)
 }

@@ -80,6 +80,15 @@ func NormalizePath(raw string) (decoded, encoded string, err error) {
 	return db.String(), eb.String(), nil
 }
 
+// encodePath encodes a normalised (decoded) path canonically, segment by segment.
+func encodePath(decoded string) string {
+	segs := strings.Split(decoded, "/")
+	for i, s := range segs {
+		segs[i] = escapeSegment(s)
+	}
+	return strings.Join(segs, "/")
+}
+
 func hasControl(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] == 0x7f {

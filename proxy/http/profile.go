@@ -38,6 +38,14 @@ type MessageRecorder interface {
 	Close()
 }
 
+// PieceRecorder is a MessageRecorder that takes each WebSocket message's payload in pieces
+// as they pass, with no bound on a message's length (Message is then not called for data
+// messages): a recorder that must see every byte the service reads (a Kubernetes exec's
+// stdin) implements it.
+type PieceRecorder interface {
+	Piece(fromClient bool, op string, p []byte, first, last bool)
+}
+
 // plain is the profile of resources of type http.
 type plain struct{}
 

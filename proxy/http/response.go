@@ -76,7 +76,8 @@ func (s *Server) response(x *exchange, prof Profile, rm *respMask, resp *http.Re
 			return errors.New("the upgraded connection cannot be recorded")
 		}
 		x.cs.sess.Record(&schemas.HttpResponse{QueryID: x.QueryID, Status: uint32(resp.StatusCode), Headers: responseHeaders(resp.Header), From: "upstream"})
-		resp.Body = newUpgradeTap(rwc, rec, x.Upgrade == "websocket")
+		x.tap = newUpgradeTap(rwc, rec, x.Upgrade == "websocket")
+		resp.Body = x.tap
 		return nil
 	}
 	if rm != nil {
@@ -158,6 +159,14 @@ func (s *Server) done(x *exchange) {
 	case x.Request.Context().Err() != nil:
 		status = "client_closed"
 	}
+	tap := x.tap
+	x.mu.Unlock()
+	if tap != nil {
+		// The upgrade's last recording goes before its end (a copy goroutine of the reverse
+		// proxy may still be finishing: what it reads from now on is not recorded).
+		tap.closeRecorder()
+	}
+	x.mu.Lock()
 	code, exit := x.status, x.exit
 	x.mu.Unlock()
 	masked, recorded := x.rec.close()

@@ -74,6 +74,7 @@ type Server struct {
 
 	ln     net.Listener
 	srv    *http.Server
+	ctx    context.Context // Serve's: the gateway's lifetime
 	mu     sync.Mutex
 	conns  map[net.Conn]*clientConn
 	closed bool
@@ -131,7 +132,10 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve serves requests until ctx ends or Shutdown.
 func (s *Server) Serve(ctx context.Context) error {
-	s.srv = &http.Server{
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
+	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
@@ -143,13 +147,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		},
 		ConnState: s.connState,
 	}
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
 	ln := s.ln
 	if s.cfg.TLS != nil {
 		tc := s.cfg.TLS.Clone()
 		if len(tc.NextProtos) == 0 {
 			tc.NextProtos = []string{"h2", "http/1.1"}
 		}
-		s.srv.TLSConfig = tc
+		srv.TLSConfig = tc
 		ln = tls.NewListener(ln, tc)
 	}
 	ln = &limitListener{Listener: ln, s: s}
@@ -159,7 +166,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer cancel()
 		_ = s.Shutdown(sctx)
 	}()
-	err := s.srv.Serve(ln)
+	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -178,8 +185,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range s.conns {
 		conns = append(conns, c)
 	}
+	srv := s.srv
 	s.mu.Unlock()
-	if s.srv == nil {
+	if srv == nil {
 		if s.ln != nil {
 			return s.ln.Close()
 		}
@@ -189,7 +197,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.cancelAll("shutdown")
 	}
-	err := s.srv.Shutdown(ctx)
+	err := srv.Shutdown(ctx)
 	s.mu.Lock()
 	for _, c := range s.conns {
 		conns = append(conns, c)
@@ -202,6 +210,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = werr
 	}
 	return err
+}
+
+// lifetime is the gateway's lifetime context (Serve's).
+func (s *Server) lifetime() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil {
+		return context.Background()
+	}
+	return s.ctx
 }
 
 // limitListener turns away connections past MaxConnections.

@@ -3,6 +3,7 @@ package http
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -41,6 +42,10 @@ type wsParser struct {
 	msgSize uint64
 	ctl     []byte
 	deliver func(op string, data []byte, size uint64, complete bool)
+	// pieces, when set, takes data messages' payloads as they pass (PieceRecorder).
+	pieces  func(op string, p []byte, first, last bool)
+	scratch []byte
+	started bool // pieces: the current message's first piece went out
 }
 
 func newWSParser(client bool, deliver func(op string, data []byte, size uint64, complete bool)) *wsParser {
@@ -167,6 +172,12 @@ func (w *wsParser) payload(p []byte) {
 		w.ctl = w.unmask(w.ctl, p)
 		return
 	}
+	if w.pieces != nil {
+		w.scratch = w.unmask(w.scratch[:0], p)
+		w.pieces(opName(w.msgOp), w.scratch, !w.started, false)
+		w.started = true
+		return
+	}
 	w.msgSize += uint64(len(p))
 	if room := maxRecordedMessage - len(w.msg); room > 0 {
 		if len(p) > room {
@@ -196,7 +207,12 @@ func (w *wsParser) frameEnd() {
 		return
 	}
 	if w.fin {
-		w.deliver(opName(w.msgOp), w.msg, w.msgSize, w.msgSize <= maxRecordedMessage)
+		if w.pieces != nil {
+			w.pieces(opName(w.msgOp), nil, !w.started, true)
+			w.started = false
+		} else {
+			w.deliver(opName(w.msgOp), w.msg, w.msgSize, w.msgSize <= maxRecordedMessage)
+		}
 		w.msgOp = 0
 	}
 }
@@ -209,6 +225,8 @@ type upgradeTap struct {
 	fromSrv   *wsParser
 	fromCli   *wsParser
 	closeOnce sync.Once
+	mu        sync.Mutex // orders the parsers' deliveries with closeRecorder
+	closed    bool
 }
 
 func newUpgradeTap(rwc io.ReadWriteCloser, rec MessageRecorder, websocket bool) *upgradeTap {
@@ -216,6 +234,10 @@ func newUpgradeTap(rwc io.ReadWriteCloser, rec MessageRecorder, websocket bool) 
 	if websocket {
 		t.fromSrv = newWSParser(false, func(op string, d []byte, size uint64, complete bool) { rec.Message(false, op, d, size, complete) })
 		t.fromCli = newWSParser(true, func(op string, d []byte, size uint64, complete bool) { rec.Message(true, op, d, size, complete) })
+		if pr, ok := rec.(PieceRecorder); ok {
+			t.fromSrv.pieces = func(op string, p []byte, first, last bool) { pr.Piece(false, op, p, first, last) }
+			t.fromCli.pieces = func(op string, p []byte, first, last bool) { pr.Piece(true, op, p, first, last) }
+		}
 	}
 	return t
 }
@@ -235,15 +257,33 @@ func (t *upgradeTap) raw(fromClient bool, p []byte) error {
 	return nil
 }
 
+// guard runs f, the reading of one direction's bytes, unless the recorder is closed;
+// a panic in a parser is an error that cuts the connection (it runs on a copy goroutine of
+// the reverse proxy, where a panic would end the process).
+func (t *upgradeTap) guard(f func() error) (err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reading the upgraded connection failed: %v", r)
+		}
+	}()
+	return f()
+}
+
 func (t *upgradeTap) Read(p []byte) (int, error) {
 	n, err := t.rwc.Read(p)
 	if n > 0 {
-		if t.fromSrv == nil {
-			if rerr := t.raw(false, p[:n]); rerr != nil {
-				t.Close()
-				return 0, rerr
+		perr := t.guard(func() error {
+			if t.fromSrv == nil {
+				return t.raw(false, p[:n])
 			}
-		} else if perr := t.fromSrv.feed(p[:n]); perr != nil {
+			return t.fromSrv.feed(p[:n])
+		})
+		if perr != nil {
 			t.Close()
 			return 0, perr
 		}
@@ -252,12 +292,12 @@ func (t *upgradeTap) Read(p []byte) (int, error) {
 }
 
 func (t *upgradeTap) Write(p []byte) (int, error) {
-	if t.fromCli == nil {
-		if err := t.raw(true, p); err != nil {
-			t.Close()
-			return 0, err
+	if err := t.guard(func() error {
+		if t.fromCli == nil {
+			return t.raw(true, p)
 		}
-	} else if err := t.fromCli.feed(p); err != nil {
+		return t.fromCli.feed(p)
+	}); err != nil {
 		t.Close()
 		return 0, err
 	}
@@ -266,8 +306,18 @@ func (t *upgradeTap) Write(p []byte) (int, error) {
 
 func (t *upgradeTap) Close() error {
 	err := t.rwc.Close()
-	t.closeOnce.Do(t.rec.Close)
+	t.closeRecorder()
 	return err
+}
+
+// closeRecorder closes the recorder once; messages after it are not recorded.
+func (t *upgradeTap) closeRecorder() {
+	t.closeOnce.Do(func() {
+		t.mu.Lock()
+		t.closed = true
+		t.mu.Unlock()
+		t.rec.Close()
+	})
 }
 
 // wsRecorder records WebSocket messages as http.ws events, bounded by the resource's

@@ -1,21 +1,19 @@
-/*
-BREAK (high): exec decided on stdin/tty the API server does not read. Prepare sets
-request.kube.stdin/tty only for the values "true" and "1"; the API server converts query
-booleans with runtime.Convert_Slice_string_To_bool (k8s.io/apimachinery v0.37.2
-pkg/runtime/conversion.go:70), for which every value but "0" and "false" (any case) is
-true — "TRUE", "True", "yes", "on", and the empty string. A policy that refuses
-interactive exec (deny when request.kube.stdin || request.kube.tty) is bypassed with
-stdin=TRUE: observed, the honest stdin=true is refused with 403, and
-`wss://GW/k8s/prod/api/v1/namespaces/default/pods/shell/exec?command=cat&container=main&stdout=true&stdin=TRUE`
-(v5.channel.k8s.io) runs cat with the caller's stdin, which comes back on stdout
-("typed-through-the-gateway"). With tty=TRUE the session is a terminal at the API server
-while the gateway's recorder, reading Kube.Tty=false, records the keystrokes only as a
-SHA-256 (promise 5: a terminal exec's input is recorded as keystrokes). Fix: parse these
-query booleans as the API server does (false only for absent, "0", "false" any case).
-
-Copy into proxy/kube/ (it uses startAttack and wsExec from proxy/kube/attack_test.go) and run:
-  go test ./proxy/kube/ -run TestAttackExecBoolSpelling -count=1 -v
-*/
+// Found by the attack round and fixed (was: high): exec decided on stdin/tty the API server does not read. Prepare sets
+// request.kube.stdin/tty only for the values "true" and "1"; the API server converts query
+// booleans with runtime.Convert_Slice_string_To_bool (k8s.io/apimachinery v0.37.2
+// pkg/runtime/conversion.go:70), for which every value but "0" and "false" (any case) is
+// true — "TRUE", "True", "yes", "on", and the empty string. A policy that refuses
+// interactive exec (deny when request.kube.stdin || request.kube.tty) is bypassed with
+// stdin=TRUE: observed, the honest stdin=true is refused with 403, and
+// `wss://GW/k8s/prod/api/v1/namespaces/default/pods/shell/exec?command=cat&container=main&stdout=true&stdin=TRUE`
+// (v5.channel.k8s.io) runs cat with the caller's stdin, which comes back on stdout
+// ("typed-through-the-gateway"). With tty=TRUE the session is a terminal at the API server
+// while the gateway's recorder, reading Kube.Tty=false, records the keystrokes only as a
+// SHA-256 (promise 5: a terminal exec's input is recorded as keystrokes). Fix: parse these
+// query booleans as the API server does (false only for absent, "0", "false" any case).
+//
+// Copy into proxy/kube/ (it uses startAttack and wsExec from proxy/kube/attack_test.go) and run:
+//   go test ./proxy/kube/ -run TestAttackExecBoolSpelling -count=1 -v
 
 package kube_test
 

@@ -1,22 +1,20 @@
-/*
-BREAK (medium, recording): a terminal's keystrokes (or a non-terminal exec's stdin) sent in
-WebSocket TEXT frames on the binary v5.channel.k8s.io protocol reach the pod unrecorded.
-The API server's wsstream (k8s.io/streaming pkg/httpstream/wsstream/conn.go: handle ->
-websocket.Message.Receive, codec chosen by the subprotocol) reads a frame's bytes whatever
-its opcode, so "\x00text-typed\r" in a text frame is stdin. The gateway's termRecorder
-treats every text frame as base64.channel.k8s.io (stream -= '0', base64-decode), fails to
-decode, and drops it: no "i" frame for a terminal, nothing in the stdin SHA-256 for a
-non-terminal exec. Observed (exec cat, tty=true): recorded "i:binary-typed\r" but no
-"i:text-typed" although the pod got and echoed it. Promised: exec sessions are recorded
-(stdin of a non-terminal exec as a hash). Fix: decide the codec from the negotiated
-subprotocol, not the opcode (or refuse text frames on binary protocols).
-Variant (TestAttackExecBase64BinaryFrames, same file): on base64.channel.k8s.io a BINARY
-frame "0<base64>" is stdin to the API server and stream 48 (dropped) to the recorder —
-observed "i:text-typed" recorded, "binary-typed" echoed by the pod and not recorded.
-
-Copy into proxy/kube/ (it uses startAttackWith from proxy/kube/attack_test.go) and run:
-  go test ./proxy/kube/ -run "TestAttackExecTextFrames|TestAttackExecBase64BinaryFrames" -count=1 -v
-*/
+// Found by the attack round and fixed (was: medium, recording): a terminal's keystrokes (or a non-terminal exec's stdin) sent in
+// WebSocket TEXT frames on the binary v5.channel.k8s.io protocol reach the pod unrecorded.
+// The API server's wsstream (k8s.io/streaming pkg/httpstream/wsstream/conn.go: handle ->
+// websocket.Message.Receive, codec chosen by the subprotocol) reads a frame's bytes whatever
+// its opcode, so "\x00text-typed\r" in a text frame is stdin. The gateway's termRecorder
+// treats every text frame as base64.channel.k8s.io (stream -= '0', base64-decode), fails to
+// decode, and drops it: no "i" frame for a terminal, nothing in the stdin SHA-256 for a
+// non-terminal exec. Observed (exec cat, tty=true): recorded "i:binary-typed\r" but no
+// "i:text-typed" although the pod got and echoed it. Promised: exec sessions are recorded
+// (stdin of a non-terminal exec as a hash). Fix: decide the codec from the negotiated
+// subprotocol, not the opcode (or refuse text frames on binary protocols).
+// Variant (TestAttackExecBase64BinaryFrames, same file): on base64.channel.k8s.io a BINARY
+// frame "0<base64>" is stdin to the API server and stream 48 (dropped) to the recorder —
+// observed "i:text-typed" recorded, "binary-typed" echoed by the pod and not recorded.
+//
+// Copy into proxy/kube/ (it uses startAttackWith from proxy/kube/attack_test.go) and run:
+//   go test ./proxy/kube/ -run "TestAttackExecTextFrames|TestAttackExecBase64BinaryFrames" -count=1 -v
 
 package kube_test
 

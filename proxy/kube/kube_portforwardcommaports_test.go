@@ -1,18 +1,16 @@
-/*
-BREAK (medium; policy-dependent): port-forward decided on a port list the API server reads
-differently. Prepare sets request.kube.ports = x.Query["ports"] (each query value as is);
-the API server converts the parameter with metav1.Convert_Slice_string_To_Slice_int32
-(k8s.io/apimachinery v0.37.2 pkg/apis/meta/v1/conversion.go:285), which splits each value
-on commas. A rule refusing a port (`"2222" in request.kube.ports`) is bypassed with
-ports=8080,2222: observed, ports=2222 and ports=8080&ports=2222 -> 403, ports=8080,2222 ->
-101 from the API server (upgrade accepted; the recorded kube attributes say
-ports ["8080,2222"]). An allow-list rule (`request.kube.ports.all(p, p == "8080")`) fails
-closed, so the break needs a deny-list style rule. Fix: split ports values on ',' (and
-refuse what does not parse as a port) before deciding.
-
-Copy into proxy/kube/ (it uses startAttackWith from proxy/kube/attack_test.go) and run:
-  go test ./proxy/kube/ -run TestAttackPortForwardCommaPorts -count=1 -v
-*/
+// Found by the attack round and fixed (was: medium; policy-dependent): port-forward decided on a port list the API server reads
+// differently. Prepare sets request.kube.ports = x.Query["ports"] (each query value as is);
+// the API server converts the parameter with metav1.Convert_Slice_string_To_Slice_int32
+// (k8s.io/apimachinery v0.37.2 pkg/apis/meta/v1/conversion.go:285), which splits each value
+// on commas. A rule refusing a port (`"2222" in request.kube.ports`) is bypassed with
+// ports=8080,2222: observed, ports=2222 and ports=8080&ports=2222 -> 403, ports=8080,2222 ->
+// 101 from the API server (upgrade accepted; the recorded kube attributes say
+// ports ["8080,2222"]). An allow-list rule (`request.kube.ports.all(p, p == "8080")`) fails
+// closed, so the break needs a deny-list style rule. Fix: split ports values on ',' (and
+// refuse what does not parse as a port) before deciding.
+//
+// Copy into proxy/kube/ (it uses startAttackWith from proxy/kube/attack_test.go) and run:
+//   go test ./proxy/kube/ -run TestAttackPortForwardCommaPorts -count=1 -v
 
 package kube_test
 
