@@ -32,7 +32,7 @@ func startAttack(t *testing.T, h http.Handler) *env {
 	t.Cleanup(hs.Close)
 	be := *e.resource["orders"].HTTP
 	be.URL, be.PathPrefix = hs.URL, "/attack"
-	e.resource["orders-nginx"] = &config.Resource{Name: "orders-nginx", Type: "http", Audit: "strict", HTTP: &be}
+	e.addResource(&config.Resource{Name: "orders-nginx", Type: "http", Audit: "strict", HTTP: &be})
 	return e
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/desired"
 	"github.com/gatehouse/gatehouse/services/dev/devcert"
 	"github.com/gatehouse/gatehouse/services/identity"
 )
@@ -49,6 +50,20 @@ type resources map[string]*config.Resource
 
 func (r resources) Resource(name string) (*config.Resource, bool) { res, ok := r[name]; return res, ok }
 func (r resources) All() map[string]*config.Resource              { return r }
+
+func (r resources) list() []config.Resource {
+	var out []config.Resource
+	for _, res := range r {
+		out = append(out, *res)
+	}
+	return out
+}
+
+// addResource adds (or replaces) a resource the gateway serves, as a live change does.
+func (e *env) addResource(r *config.Resource) {
+	e.resource[r.Name] = r
+	e.live.Set(e.resource.list())
+}
 
 // upstreamSecret is the credential the gateway holds for the service.
 const upstreamSecret = "svc-secret-7f3a"
@@ -75,7 +90,8 @@ type env struct {
 	bus      *bus.Bus
 	up       *upstream
 	srv      *ghttp.Server
-	resource resources
+	resource resources // what the test reads; addResource changes what the gateway serves
+	live     *desired.LiveResources
 }
 
 func logOut() io.Writer {
@@ -122,11 +138,12 @@ func start(t testing.TB) *env {
 	require.NoError(t, err)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	require.NoError(t, err)
+	live := desired.NewLiveResources(res.list())
 	srv := ghttp.New(ghttp.Config{Listen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
 		ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second, BodyTimeout: 10 * time.Second,
 		MaxHeaderBytes: 16 << 10, MaxBodyBytes: 8 << 20, MaxConnections: 200,
 		Limits: session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10}},
-		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
+		live, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
 	srv.SetApprovals(&session.Approvals{JS: b.JS, NC: b.NC, Hint: "approve with:", Log: log})
 	require.NoError(t, srv.Sessions().Follow(t.Context(), b.JS))
 	require.NoError(t, srv.Listen())
@@ -139,7 +156,7 @@ func start(t testing.TB) *env {
 		<-done
 	})
 	tok := mint(identity.TokenRequest{Subject: "svc-billing", Groups: []string{"billing"}, Name: "billing@example.com"})
-	return &env{addr: srv.Addr(), url: "https://" + srv.Addr(), caFile: certFile, token: tok, mint: mint, bus: b, up: up, srv: srv, resource: res}
+	return &env{addr: srv.Addr(), url: "https://" + srv.Addr(), caFile: certFile, token: tok, mint: mint, bus: b, up: up, srv: srv, resource: res, live: live}
 }
 
 // client is a Go HTTP client trusting the gateway's certificate.

@@ -57,7 +57,7 @@ func startNginx(t *testing.T, bigRecords int) *nginxEnv {
 	e := start(t)
 	be := *e.resource["orders"].HTTP
 	be.URL, be.PathPrefix = ng.URL, "/nginx"
-	e.resource["orders-nginx"] = &config.Resource{Name: "orders-nginx", Type: "http", Audit: "strict", HTTP: &be}
+	e.addResource(&config.Resource{Name: "orders-nginx", Type: "http", Audit: "strict", HTTP: &be})
 	return &nginxEnv{env: e, nginx: ng, big: int64(b.Len())}
 }
 
