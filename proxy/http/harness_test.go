@@ -23,14 +23,13 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/policy"
 	ghttp "github.com/gatehouse/gatehouse/proxy/http"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/proxy/session/sessiontest"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
@@ -106,20 +105,8 @@ func start(t testing.TB) *env {
 	log := slog.New(slog.NewTextHandler(logOut(), nil))
 	up := startUpstream(t)
 	b := bustest.Connect(t)
-	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 10000, Wait: 5 * time.Second, Linger: 5 * time.Millisecond}, prometheus.NewRegistry(), log)
-	t.Cleanup(func() { _ = pub.Close(context.Background()) })
-	e := echo.New()
-	hs := httptest.NewServer(e)
-	t.Cleanup(hs.Close)
-	dev, err := identity.NewDevIssuer(hs.URL+identity.DevIssuerPath, t.TempDir(), log)
-	require.NoError(t, err)
-	dev.Register(e)
-	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, log)
-	mint := func(r identity.TokenRequest) string {
-		tok, err := dev.Mint(r)
-		require.NoError(t, err)
-		return tok
-	}
+	pub := sessiontest.Publisher(t, b, log)
+	v, mint := sessiontest.Issuer(t, log)
 	eng, err := policy.Compile(testPolicies, 1)
 	require.NoError(t, err)
 	backend := func(u string, prefix string, hosts ...string) *config.HTTPBackend {
@@ -195,57 +182,16 @@ func (e *env) curl(t *testing.T, token string, args ...string) (string, int, str
 // events reads the audit trail of a resource until cond holds of it.
 func (e *env) events(t *testing.T, resource string, cond func([]schemas.Event) bool) []schemas.Event {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		var evs []schemas.Event
-		c, err := e.bus.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectAudit + "." + resource + ".>"}})
-		require.NoError(t, err)
-		for {
-			m, err := c.Next(jetstream.FetchMaxWait(300 * time.Millisecond))
-			if err != nil {
-				break
-			}
-			data, err := bus.AuditData(m.Headers(), m.Data())
-			require.NoError(t, err)
-			for _, line := range bytes.Split(data, []byte{'\n'}) {
-				if len(bytes.TrimSpace(line)) == 0 {
-					continue
-				}
-				var ev schemas.Event
-				require.NoError(t, json.Unmarshal(line, &ev))
-				evs = append(evs, ev)
-			}
-		}
-		if cond(evs) {
-			return evs
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the audit trail of %s never met the condition; it holds %d events", resource, len(evs))
-		}
-	}
+	return sessiontest.Events(t, e.bus, resource, cond)
 }
 
 func ofType[T any](t *testing.T, evs []schemas.Event, typ string) []T {
 	t.Helper()
-	var out []T
-	for _, ev := range evs {
-		if ev.Type == typ {
-			var p T
-			require.NoError(t, json.Unmarshal(ev.Payload, &p))
-			out = append(out, p)
-		}
-	}
-	return out
+	return sessiontest.OfType[T](t, evs, typ)
 }
 
 func hasType(evs []schemas.Event, typ string, match func(json.RawMessage) bool) bool {
-	for _, ev := range evs {
-		if ev.Type == typ && (match == nil || match(ev.Payload)) {
-			return true
-		}
-	}
-	return false
+	return sessiontest.HasType(evs, typ, match)
 }
 
 // upstream is the service behind the gateway: it records what it was sent.

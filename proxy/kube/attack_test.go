@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/labstack/echo/v4"
 	"github.com/moby/spdystream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -34,6 +33,7 @@ import (
 	ghttp "github.com/gatehouse/gatehouse/proxy/http"
 	"github.com/gatehouse/gatehouse/proxy/kube"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/proxy/session/sessiontest"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
@@ -73,20 +73,8 @@ func startAttackWith(t *testing.T, policies []config.Policy, h1 bool) *aenv {
 	c := kubetest.Start(t)
 	log := slog.New(slog.NewTextHandler(logOut(), nil))
 	b := bustest.Connect(t)
-	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 10000, Wait: 5 * time.Second, Linger: 5 * time.Millisecond}, prometheus.NewRegistry(), log)
-	t.Cleanup(func() { _ = pub.Close(context.Background()) })
-	e := echo.New()
-	hs := httptest.NewServer(e)
-	t.Cleanup(hs.Close)
-	dev, err := identity.NewDevIssuer(hs.URL+identity.DevIssuerPath, t.TempDir(), log)
-	require.NoError(t, err)
-	dev.Register(e)
-	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, log)
-	mint := func(r identity.TokenRequest) string {
-		tok, err := dev.Mint(r)
-		require.NoError(t, err)
-		return tok
-	}
+	pub := sessiontest.Publisher(t, b, log)
+	v, mint := sessiontest.Issuer(t, log)
 	eng, err := policy.Compile(policies, 1)
 	require.NoError(t, err)
 	dir := t.TempDir()

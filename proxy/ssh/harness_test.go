@@ -8,13 +8,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,14 +23,13 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/proxy/session/sessiontest"
 	"github.com/gatehouse/gatehouse/proxy/ssh"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
@@ -107,21 +104,9 @@ func startWith(t testing.TB, pols []config.Policy) *env {
 	sshtest.AddUser(t, sshd, sudoUser, sudoPassword, true)
 
 	b := bustest.Connect(t)
-	pub := session.NewPublisher(b.JS, session.PublisherOptions{Spool: 10000, Wait: 5 * time.Second, Linger: 5 * time.Millisecond}, prometheus.NewRegistry(), log)
-	t.Cleanup(func() { _ = pub.Close(context.Background()) })
+	pub := sessiontest.Publisher(t, b, log)
 
-	e := echo.New()
-	hs := httptest.NewServer(e)
-	t.Cleanup(hs.Close)
-	dev, err := identity.NewDevIssuer(hs.URL+identity.DevIssuerPath, t.TempDir(), log)
-	require.NoError(t, err)
-	dev.Register(e)
-	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, log)
-	mint := func(r identity.TokenRequest) string {
-		tok, err := dev.Mint(r)
-		require.NoError(t, err)
-		return tok
-	}
+	v, mint := sessiontest.Issuer(t, log)
 
 	// A local forwarding to the host's own sshd is allowed on web-fwd, nothing else.
 	policies := append(slices.Clone(pols), config.Policy{Name: "forwarding", Resources: []string{"web-fwd"}, Rules: []config.Rule{
@@ -224,49 +209,13 @@ func (e *env) dial(t *testing.T, user, token string) (*gossh.Client, error) {
 // events reads the audit trail of a resource until cond holds of it.
 func (e *env) events(t *testing.T, resource string, cond func([]schemas.Event) bool) []schemas.Event {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		var evs []schemas.Event
-		c, err := e.bus.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectAudit + "." + resource + ".>"}})
-		require.NoError(t, err)
-		for {
-			m, err := c.Next(jetstream.FetchMaxWait(300 * time.Millisecond))
-			if err != nil {
-				break
-			}
-			data, err := bus.AuditData(m.Headers(), m.Data())
-			require.NoError(t, err)
-			for _, line := range bytes.Split(data, []byte{'\n'}) {
-				if len(bytes.TrimSpace(line)) == 0 {
-					continue
-				}
-				var ev schemas.Event
-				require.NoError(t, json.Unmarshal(line, &ev))
-				evs = append(evs, ev)
-			}
-		}
-		if cond(evs) {
-			return evs
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the audit trail of %s never met the condition; it holds %d events", resource, len(evs))
-		}
-	}
+	return sessiontest.Events(t, e.bus, resource, cond)
 }
 
 // ofType returns the payloads of the events of type typ.
 func ofType[T any](t *testing.T, evs []schemas.Event, typ string) []T {
 	t.Helper()
-	var out []T
-	for _, ev := range evs {
-		if ev.Type == typ {
-			var p T
-			require.NoError(t, json.Unmarshal(ev.Payload, &p))
-			out = append(out, p)
-		}
-	}
-	return out
+	return sessiontest.OfType[T](t, evs, typ)
 }
 
 // sessionEnded reports whether n sessions have ended in evs.
