@@ -37,6 +37,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gatehouse/gatehouse/services/dev/devproc"
 )
 
 // Names of what Start creates.
@@ -109,7 +111,7 @@ type Cluster struct {
 
 	http                     *http.Client
 	ca                       *ca
-	etcd, apiserver, kubelet *proc
+	etcd, apiserver, kubelet *devproc.Proc
 	stopOnce                 sync.Once
 }
 
@@ -178,9 +180,9 @@ func Start(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 // returns once all of them are gone. It may be called more than once.
 func (c *Cluster) Stop() {
 	c.stopOnce.Do(func() {
-		c.kubelet.kill()
-		c.apiserver.kill()
-		c.etcd.kill()
+		c.kubelet.Kill()
+		c.apiserver.Kill()
+		c.etcd.Kill()
 	})
 }
 
@@ -276,7 +278,7 @@ func freePort() (int, error) {
 // port taken meanwhile by someone else makes the server exit; then it is tried again on
 // new ports, a few times.
 func startServer(ctx context.Context, name, logPath string, timeout time.Duration,
-	launch func() (*proc, error), ready func(context.Context) error) (*proc, error) {
+	launch func() (*devproc.Proc, error), ready func(context.Context) error) (*devproc.Proc, error) {
 	var lastErr error
 	for attempt := 0; attempt < 4; attempt++ {
 		p, err := launch()
@@ -287,9 +289,9 @@ func startServer(ctx context.Context, name, logPath string, timeout time.Duratio
 		if err == nil {
 			return p, nil
 		}
-		p.kill()
+		p.Kill()
 		lastErr = fmt.Errorf("%s did not become ready: %w\n%s", name, err, logTail(logPath, 30))
-		if !p.exited() || ctx.Err() != nil || !strings.Contains(logTail(logPath, 50), "address already in use") {
+		if !p.Exited() || ctx.Err() != nil || !strings.Contains(logTail(logPath, 50), "address already in use") {
 			break
 		}
 	}
@@ -297,7 +299,7 @@ func startServer(ctx context.Context, name, logPath string, timeout time.Duratio
 }
 
 // waitReady polls ready until it succeeds, the process exits, or timeout passes.
-func waitReady(ctx context.Context, p *proc, timeout time.Duration, ready func(context.Context) error) error {
+func waitReady(ctx context.Context, p *devproc.Proc, timeout time.Duration, ready func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -308,8 +310,8 @@ func waitReady(ctx context.Context, p *proc, timeout time.Duration, ready func(c
 			return nil
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("exited (%v); last check: %w", p.err, err)
+		case <-p.Done:
+			return fmt.Errorf("exited (%v); last check: %w", p.Err, err)
 		case <-ctx.Done():
 			return fmt.Errorf("%w; last check: %v", ctx.Err(), err)
 		case <-tick.C:
@@ -328,7 +330,7 @@ func logTail(path string, n int) string {
 func (c *Cluster) startEtcd(ctx context.Context) error {
 	data := c.path("etcd")
 	var err error
-	c.etcd, err = startServer(ctx, "etcd", c.EtcdLog, time.Minute, func() (*proc, error) {
+	c.etcd, err = startServer(ctx, "etcd", c.EtcdLog, time.Minute, func() (*devproc.Proc, error) {
 		client, err := freePort()
 		if err != nil {
 			return nil, err
@@ -339,7 +341,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		}
 		c.EtcdURL = "http://127.0.0.1:" + strconv.Itoa(client)
 		peerURL := "http://127.0.0.1:" + strconv.Itoa(peer)
-		return startProc("etcd", c.Binaries.Etcd, []string{
+		return devproc.Start("etcd", c.Binaries.Etcd, []string{
 			"--name=localkube",
 			"--data-dir=" + data,
 			"--listen-client-urls=" + c.EtcdURL,
@@ -361,7 +363,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 func (c *Cluster) startAPIServer(ctx context.Context, extra []string) error {
 	pki := c.path("pki")
 	var err error
-	c.apiserver, err = startServer(ctx, "kube-apiserver", c.APIServerLog, 3*time.Minute, func() (*proc, error) {
+	c.apiserver, err = startServer(ctx, "kube-apiserver", c.APIServerLog, 3*time.Minute, func() (*devproc.Proc, error) {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
@@ -397,7 +399,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, extra []string) error {
 			// No other API server shares the kubernetes service's endpoints.
 			"--endpoint-reconciler-type=none",
 		}
-		return startProc("kube-apiserver", c.Binaries.APIServer, append(args, extra...), c.APIServerLog)
+		return devproc.Start("kube-apiserver", c.Binaries.APIServer, append(args, extra...), c.APIServerLog)
 	}, func(ctx context.Context) error {
 		if err := httpOK(ctx, c.http, c.URL+"/readyz", c.AdminToken, "ok"); err != nil {
 			return err
@@ -431,7 +433,7 @@ func httpOK(ctx context.Context, client *http.Client, url, token, want string) e
 
 func (c *Cluster) startKubelet(ctx context.Context) error {
 	portFile := c.path("fake-kubelet.port")
-	p, err := startProc("fake-kubelet", c.Binaries.Kubelet, []string{
+	p, err := devproc.Start("fake-kubelet", c.Binaries.Kubelet, []string{
 		"-cert=" + c.path("pki/kubelet.crt"),
 		"-key=" + c.path("pki/kubelet.key"),
 		"-client-ca=" + c.CAFile,

@@ -19,12 +19,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gatehouse/gatehouse/services/dev/devproc"
 )
 
 // Path is where Debian's nginx packages install the server.
@@ -62,14 +63,14 @@ type Nginx struct {
 	AccessLog string
 
 	ready string // what the readiness location answers: this instance's own mark
-	proc  *proc
+	proc  *devproc.Proc
 }
 
 // Addr is the server's host:port.
 func (n *Nginx) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.Port)) }
 
 // Pid is the nginx master process's ID.
-func (n *Nginx) Pid() int { return n.proc.cmd.Process.Pid }
+func (n *Nginx) Pid() int { return n.proc.Pid() }
 
 // readyPath answers the readiness probe in both modes, before any proxying.
 const readyPath = "/.localnginx-ready"
@@ -139,13 +140,13 @@ func (n *Nginx) start(ctx context.Context, cfg Config) error {
 	logStart := fileSize(n.ErrorLog)
 	// -e: the error log before the configuration is read (Debian's default is stderr);
 	// -p: relative paths are the directory's, not /usr/share/nginx.
-	p, err := startProc(Path, []string{"-e", n.ErrorLog, "-p", n.Dir + "/", "-c", n.Conf}, filepath.Join(n.Dir, "stderr.log"))
+	p, err := devproc.Start("nginx", Path, []string{"-e", n.ErrorLog, "-p", n.Dir + "/", "-c", n.Conf}, filepath.Join(n.Dir, "stderr.log"))
 	if err != nil {
 		return err
 	}
 	n.proc = p
 	if err := n.waitReady(ctx); err != nil {
-		_ = p.stop(syscall.SIGKILL, 10*time.Second)
+		_ = p.StopGroup(syscall.SIGKILL, 10*time.Second)
 		log := readFrom(n.ErrorLog, logStart)
 		if strings.Contains(log, "Address already in use") {
 			return fmt.Errorf("%w: %d", errPortTaken, n.Port)
@@ -237,8 +238,8 @@ func (n *Nginx) waitReady(ctx context.Context) error {
 	defer tick.Stop()
 	var last error
 	for {
-		if n.proc.exited() {
-			return fmt.Errorf("nginx exited: %v", n.proc.err)
+		if n.proc.Exited() {
+			return fmt.Errorf("nginx exited: %v", n.proc.Err)
 		}
 		resp, err := c.Get(n.URL + readyPath)
 		if err == nil {
@@ -264,62 +265,7 @@ func (n *Nginx) Stop() error {
 	if n == nil || n.proc == nil {
 		return nil
 	}
-	return n.proc.stop(syscall.SIGTERM, 10*time.Second)
-}
-
-// proc is the nginx master, our child, in a process group of its own with its workers.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the master has exited (err says how)
-	err  error
-}
-
-func startProc(bin string, args []string, logPath string) (*proc, error) {
-	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	// The master dies with us even if we are killed; its workers notice their master gone.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); lf.Close(); close(p.done) }()
-	return p, nil
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop signals the master and waits for it; the group (its workers) is killed after it, so
-// that a worker the master lost track of goes too.
-func (p *proc) stop(sig syscall.Signal, timeout time.Duration) error {
-	pid := p.cmd.Process.Pid
-	if p.exited() {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		return nil
-	}
-	_ = syscall.Kill(pid, sig)
-	var err error
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		err = fmt.Errorf("nginx did not stop within %s; killed", timeout)
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-p.done
-	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	return err
+	return n.proc.StopGroup(syscall.SIGTERM, 10*time.Second)
 }
 
 func fileSize(path string) int64 {

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/gatehouse/gatehouse/services/dev/devproc"
 	"github.com/gatehouse/gatehouse/services/dev/localdb"
 )
 
@@ -55,7 +56,7 @@ type SSHD struct {
 	KnownHostsFile string
 	Log            string // sshd's own log (LogLevel VERBOSE)
 
-	proc *proc
+	proc *devproc.Proc
 }
 
 // Option changes how Start configures sshd.
@@ -72,16 +73,16 @@ func HostCA() Option { return func(o *options) { o.hostCA = true } }
 func (s *SSHD) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 
 // Pid is the listening sshd's process ID.
-func (s *SSHD) Pid() int { return s.proc.cmd.Process.Pid }
+func (s *SSHD) Pid() int { return s.proc.Pid() }
 
 // Stop ends every session (SIGKILL to each process sshd started, frozen first so none
 // escapes), then stops sshd itself with SIGTERM and waits, killing it after 10 s. Unlike a
 // real sshd's restart it leaves no session behind: no process of the fixture outlives Stop.
-func (s *SSHD) Stop() error { return s.proc.stopTree(syscall.SIGTERM, 10*time.Second) }
+func (s *SSHD) Stop() error { return s.proc.StopTree(syscall.SIGTERM, 10*time.Second) }
 
 // Kill kills sshd and every session at once (SIGKILL), as a crashed backend host would:
 // clients see their connections drop.
-func (s *SSHD) Kill() { _ = s.proc.stopTree(syscall.SIGKILL, 10*time.Second) }
+func (s *SSHD) Kill() { _ = s.proc.StopTree(syscall.SIGKILL, 10*time.Second) }
 
 const sshdConfig = `# Written by Gatehouse's test fixture (services/dev/localssh).
 Port %[2]d
@@ -180,13 +181,13 @@ func (s *SSHD) start(ctx context.Context) error {
 	}
 	logStart := fileSize(s.Log)
 	// -D: stay in the foreground as our child; -e: log to stderr, which is the log file.
-	p, err := startProc(SSHDPath, []string{"-D", "-e", "-f", conf}, s.Log)
+	p, err := devproc.Start("sshd", SSHDPath, []string{"-D", "-e", "-f", conf}, s.Log)
 	if err != nil {
 		return err
 	}
 	s.proc = p
 	if err := s.waitReady(ctx); err != nil {
-		_ = p.stopTree(syscall.SIGKILL, 10*time.Second)
+		_ = p.StopTree(syscall.SIGKILL, 10*time.Second)
 		log := readFrom(s.Log, logStart)
 		if strings.Contains(log, "Address already in use") {
 			return fmt.Errorf("%w: %d", errPortTaken, port)
@@ -201,8 +202,8 @@ func (s *SSHD) start(ctx context.Context) error {
 // fails to authenticate, which is expected.
 func (s *SSHD) waitReady(ctx context.Context) error {
 	for {
-		if s.proc.exited() {
-			return fmt.Errorf("sshd exited during startup (%v)", s.proc.err)
+		if s.proc.Exited() {
+			return fmt.Errorf("sshd exited during startup (%v)", s.proc.Err)
 		}
 		ours, err := s.probe(ctx)
 		if ours {
@@ -214,7 +215,7 @@ func (s *SSHD) waitReady(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("sshd not answering on %s: %w (last: %v)", s.Addr(), ctx.Err(), err)
-		case <-s.proc.done:
+		case <-s.proc.Done:
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
