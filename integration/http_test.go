@@ -65,6 +65,8 @@ func TestHTTPAndKubernetesThroughTheGateway(t *testing.T) {
 			{Name: "cards", Effect: "mask", When: `true`, Mask: &config.Mask{Fields: []string{"$.customers[*].card_number"}, Detectors: []string{"email"}}},
 			{Name: "refunds", Effect: "require_approval", When: `"ops" in identity.groups && request.http.method == "POST" && request.http.path == "/refunds"`,
 				Reason: "refunds need a second person", Approval: approval},
+			{Name: "bulk-refunds", Effect: "require_approval", When: `"ops" in identity.groups && request.http.method == "POST" && request.http.path == "/bulk-refunds"`,
+				Reason: "bulk refunds are approved ahead", Approval: &config.Approval{Approvers: []string{"approvers"}, Timeout: 2 * time.Minute, Mode: "fail_fast", Window: 10 * time.Minute}},
 		}},
 		config.Policy{Name: "cluster", Resources: []string{"prod-cluster"}, Rules: []config.Rule{
 			{Name: "reads", Effect: "allow", When: `"ops" in identity.groups && request.kube.verb in ["get", "list", "watch"] && request.kube.subresource == ""`},
@@ -139,6 +141,15 @@ func TestHTTPAndKubernetesThroughTheGateway(t *testing.T) {
 	r := <-held
 	require.Equal(t, 201, r.code, r.body)
 	require.Contains(t, r.body, `"amount":250`)
+
+	// fail_fast: answered 202 with the approval's id at once; the identical request runs once
+	// approved (the demo service has no /bulk-refunds: its 404 shows the request reached it).
+	code, body = do("POST", "/shop/bulk-refunds", `{"ids": [1, 2]}`)
+	require.Equal(t, 202, code, body)
+	require.Contains(t, body, `"approval_id"`)
+	approve("bulk-refunds")
+	code, body = do("POST", "/shop/bulk-refunds", `{"ids": [1, 2]}`)
+	require.Equal(t, 404, code, body)
 
 	// kubectl with the kubeconfig `gatehouse kubeconfig` writes (its credential plugin is
 	// this gatehouse binary, reading GATEHOUSE_TOKEN).

@@ -439,7 +439,16 @@ func (s *Server) table() *routeTable {
 		if be == nil || s.profiles[res.Type] == nil {
 			continue
 		}
-		t.backends[res] = be.Defaulted()
+		dbe := be.Defaulted()
+		if dbe.OpenAPIFile != "" {
+			paths, err := openAPIPaths(dbe.OpenAPIFile)
+			if err != nil {
+				s.log.Error("resource's OpenAPI document not read: its routes are the configured ones only", "resource", res.Name, "err", err)
+			}
+			dbe.Routes = append(append([]string(nil), dbe.Routes...), paths...)
+		}
+		dbe.Routes = orderRoutes(dbe.Routes)
+		t.backends[res] = dbe
 		for _, h := range be.Hosts {
 			h = strings.ToLower(h)
 			t.hosts[h] = append(t.hosts[h], res)

@@ -73,6 +73,7 @@ var testPolicies = []config.Policy{{Name: "api", Resources: []string{"orders", "
 	{Name: "big-payments", Effect: "require_approval", When: `request.http.method == "POST" && request.http.path == "/payments" && request.http.body.amount > 1000.0`,
 		Reason: "payments over 1000 need a second person", Approval: &config.Approval{Approvers: []string{"approvers"}, Timeout: 10 * time.Minute}},
 	{Name: "huge-payments", Effect: "deny", When: `request.http.method == "POST" && request.http.body.amount > 100000.0`, Reason: "payments over 100000 are refused"},
+	{Name: "no-customer-42", Effect: "deny", When: `request.http.route == "/customers/{id}" && request.http.params.id == "42"`, Reason: "customer 42 is off limits"},
 	{Name: "no-deletes", Effect: "deny", When: `request.http.method == "DELETE"`, Reason: "deletes go through the change process"},
 	{Name: "admin", Effect: "deny", When: `request.http.path.startsWith("/admin")`, Reason: "the admin API is closed"},
 	{Name: "cards", Effect: "mask", When: `request.http.path.startsWith("/customers") || request.http.path.startsWith("/big") || request.http.path.startsWith("/text")`,
