@@ -19,10 +19,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gatehouse/gatehouse/app"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/dev/localnginx"
-	"github.com/gatehouse/gatehouse/services/identity"
 )
 
 // HTTPOptions choose what gatehouse bench http measures.
@@ -353,27 +351,9 @@ policies:
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := app.New(cfg, log)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(rctx, []string{"nats", "policy", "dev-issuer", "proxy-http"}) }()
-	for !a.Ready() {
-		select {
-		case err := <-done:
-			cancel()
-			return nil, fmt.Errorf("gatehouse: %w", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	d, err := identity.NewDevIssuer(a.DevIssuerURL(), cfg.DataDir, log)
+	a, tok, stop, err := startGatehouse(ctx, cfg, "proxy-http", log)
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	tok, err := d.Mint(identity.TokenRequest{Subject: "bench-svc", Groups: []string{"bench"}, TTL: 12 * time.Hour})
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	return &httpGateway{url: "http://" + a.ListenAddr("http"), token: tok, stop: func() { cancel(); <-done }}, nil
+	return &httpGateway{url: "http://" + a.ListenAddr("http"), token: tok, stop: stop}, nil
 }

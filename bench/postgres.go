@@ -393,26 +393,8 @@ policies:
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := app.New(cfg, log)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(rctx, []string{"nats", "policy", "dev-issuer", "proxy-postgres"}) }()
-	for !a.Ready() {
-		select {
-		case err := <-done:
-			cancel()
-			return nil, fmt.Errorf("gatehouse: %w", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	d, err := identity.NewDevIssuer(a.DevIssuerURL(), cfg.DataDir, log)
+	a, tok, stop, err := startGatehouse(ctx, cfg, "proxy-postgres", log)
 	if err != nil {
-		cancel()
-		return nil, err
-	}
-	tok, err := d.Mint(identity.TokenRequest{Subject: "bench-svc", Groups: []string{"bench"}, TTL: 12 * time.Hour})
-	if err != nil {
-		cancel()
 		return nil, err
 	}
 	_, portStr, _ := strings.Cut(a.ListenAddr("postgres"), ":")
@@ -421,18 +403,18 @@ policies:
 	if c, err := pgconn.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d dbname=bench user=bench-svc password=%s sslmode=disable", port, tok)); err == nil {
 		c.Close(ctx)
 	} else {
-		cancel()
+		stop()
 		return nil, fmt.Errorf("connect through gatehouse: %w", err)
 	}
 	nc, err := nats.Connect(a.NATSURL())
 	if err != nil {
-		cancel()
+		stop()
 		return nil, fmt.Errorf("connect to the embedded NATS: %w", err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		cancel()
+		stop()
 		return nil, err
 	}
 	audit := func() (uint64, uint64, error) {
@@ -446,7 +428,7 @@ policies:
 		}
 		return info.State.Bytes, info.State.Msgs, nil
 	}
-	return &gateway{port: port, token: tok, audit: audit, stop: func() { nc.Close(); cancel(); <-done }}, nil
+	return &gateway{port: port, token: tok, audit: audit, stop: func() { nc.Close(); stop() }}, nil
 }
 
 // idleSessions opens n idle sessions through Gatehouse (which runs in this process) and
@@ -512,4 +494,34 @@ func openIdle(ctx context.Context, connString string, n int, held func() error) 
 		}
 	}
 	return perConn, took, nil
+}
+
+// startGatehouse runs Gatehouse with cfg — NATS embedded, the policy service, the dev
+// issuer and one proxy target — until it is ready, and mints a token of the bench's
+// service; stop ends it.
+func startGatehouse(ctx context.Context, cfg *config.Config, target string, log *slog.Logger) (*app.App, string, func(), error) {
+	a := app.New(cfg, log)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(rctx, []string{"nats", "policy", "dev-issuer", target}) }()
+	for !a.Ready() {
+		select {
+		case err := <-done:
+			cancel()
+			return nil, "", nil, fmt.Errorf("gatehouse: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stop := func() { cancel(); <-done }
+	d, err := identity.NewDevIssuer(a.DevIssuerURL(), cfg.DataDir, log)
+	if err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	tok, err := d.Mint(identity.TokenRequest{Subject: "bench-svc", Groups: []string{"bench"}, TTL: 12 * time.Hour})
+	if err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	return a, tok, stop, nil
 }

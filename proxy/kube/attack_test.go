@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,28 +18,18 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/moby/spdystream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/policy"
-	ghttp "github.com/gatehouse/gatehouse/proxy/http"
-	"github.com/gatehouse/gatehouse/proxy/kube"
-	"github.com/gatehouse/gatehouse/proxy/session"
-	"github.com/gatehouse/gatehouse/proxy/session/sessiontest"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
-	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/dev/devcert"
 	"github.com/gatehouse/gatehouse/services/dev/localkube/kubetest"
-	"github.com/gatehouse/gatehouse/services/identity"
 )
 
 // attackPolicies are the harness's rules and a few an operator might add: Secrets in
@@ -66,70 +55,33 @@ func startAttack(t *testing.T) *aenv {
 
 // startAttackWith is the harness's start with the policies given.
 //
-// h1 puts an HTTP/1.1-only TLS reverse proxy between the gateway and the API server (the
-// gateway's transport otherwise speaks HTTP/2 to it, over which SPDY upgrades cannot go).
+// h1 puts an HTTP/1.1-only TLS reverse proxy between the gateway and the API server (an
+// API server reached through such a proxy: SPDY upgrades must still pass, recorded).
 func startAttackWith(t *testing.T, policies []config.Policy, h1 bool) *aenv {
 	t.Helper()
-	c := kubetest.Start(t)
-	log := slog.New(slog.NewTextHandler(logOut(), nil))
-	b := bustest.Connect(t)
-	pub := sessiontest.Publisher(t, b, log)
-	v, mint := sessiontest.Issuer(t, log)
-	eng, err := policy.Compile(policies, 1)
-	require.NoError(t, err)
-	dir := t.TempDir()
-	certFile, keyFile, err := devcert.Ensure(dir)
-	require.NoError(t, err)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	require.NoError(t, err)
-	beURL, beCA := c.URL, c.CAFile
+	var fronts []front
 	if h1 {
-		caPEM, err := os.ReadFile(c.CAFile)
-		require.NoError(t, err)
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(caPEM)
-		target, err := url.Parse(c.URL)
-		require.NoError(t, err)
-		rp := httputil.NewSingleHostReverseProxy(target)
-		rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
-		front := httptest.NewUnstartedServer(rp)
-		front.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
-		front.StartTLS()
-		t.Cleanup(front.Close)
-		beURL, beCA = front.URL, certFile
+		fronts = append(fronts, http1Front)
 	}
-	res := resources{"prod-cluster": {Name: "prod-cluster", Type: "kubernetes", Audit: "buffered", Kubernetes: &config.HTTPBackend{
-		URL: beURL, CAFile: beCA, Bearer: c.GatewayToken, PathPrefix: "/k8s/prod", TokenHeader: "Authorization",
-		DecideBodyBytes: 1 << 20, RecordBodyBytes: 64 << 10, Timeout: 30 * time.Second}}}
-	srv := ghttp.New(ghttp.Config{Listen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, BodyTimeout: 10 * time.Second,
-		MaxHeaderBytes: 64 << 10, MaxBodyBytes: 8 << 20, MaxConnections: 200,
-		Limits: session.Limits{ResultChunkBytes: 64 << 10, MaxResultBytes: 1 << 20, MaxSQLBytes: 64 << 10}},
-		res, v, pub, engineDecider{eng}, prometheus.NewRegistry(), log)
-	srv.SetProfile("kubernetes", kube.Profile{})
-	require.NoError(t, srv.Sessions().Follow(t.Context(), b.JS))
-	require.NoError(t, srv.Listen())
-	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(sctx); close(done) }()
-	t.Cleanup(func() {
-		stop()
-		_ = srv.Shutdown(context.Background())
-		<-done
-	})
-	kubetest.Admin(t, c, "", "create", "clusterrolebinding", "devs-edit", "--clusterrole=edit", "--group=devs")
-	caPEM, err := os.ReadFile(certFile)
+	e := startWith(t, policies, fronts...)
+	return &aenv{env: e, addr: e.addr, caFile: e.caFile}
+}
+
+// http1Front is an HTTP/1.1-only TLS reverse proxy in front of the API server.
+func http1Front(t testing.TB, apiURL, caFile string, cert tls.Certificate, certFile string) (string, string) {
+	caPEM, err := os.ReadFile(caFile)
 	require.NoError(t, err)
-	n := 0
-	kc := func(token string) string {
-		n++
-		p := filepath.Join(dir, fmt.Sprintf("kubeconfig-%d", n))
-		cfg := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters:\n- name: gw\n  cluster:\n    server: https://%s/k8s/prod\n    certificate-authority-data: %s\nusers:\n- name: caller\n  user:\n    token: %s\ncontexts:\n- name: gw\n  context: {cluster: gw, user: caller, namespace: default}\ncurrent-context: gw\n", srv.Addr(), b64(caPEM), token)
-		require.NoError(t, os.WriteFile(p, []byte(cfg), 0o600))
-		return p
-	}
-	tok := mint(identity.TokenRequest{Subject: "u-123", Name: "alice@example.com", Groups: []string{"devs"}})
-	return &aenv{env: &env{cluster: c, bus: b, kubeconfig: kc, mint: mint, token: tok}, addr: srv.Addr(), caFile: certFile}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	target, err := url.Parse(apiURL)
+	require.NoError(t, err)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	fs := httptest.NewUnstartedServer(rp)
+	fs.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
+	fs.StartTLS()
+	t.Cleanup(fs.Close)
+	return fs.URL, certFile
 }
 
 // curl calls the gateway's cluster path with the caller's token; it returns the body and

@@ -60,7 +60,14 @@ type env struct {
 	kubeconfig func(token string) string
 	mint       func(identity.TokenRequest) string
 	token      string
+	addr       string // the gateway's
+	caFile     string // its certificate
 }
+
+// front puts something between the gateway and the API server: given the API server's
+// URL and CA file and the gateway's certificate, it returns the URL and CA the gateway
+// calls instead.
+type front func(t testing.TB, url, caFile string, cert tls.Certificate, certFile string) (string, string)
 
 func logOut() io.Writer {
 	if os.Getenv("GATEHOUSE_TEST_LOG") != "" {
@@ -74,8 +81,9 @@ func start(t testing.TB) *env {
 	return startWith(t, kubePolicies)
 }
 
-// startWith is start with other policies.
-func startWith(t testing.TB, policies []config.Policy) *env {
+// startWith is start with other policies (and, when fronts has one, something between the
+// gateway and the API server).
+func startWith(t testing.TB, policies []config.Policy, fronts ...front) *env {
 	t.Helper()
 	c := kubetest.Start(t)
 	log := slog.New(slog.NewTextHandler(logOut(), nil))
@@ -84,14 +92,18 @@ func startWith(t testing.TB, policies []config.Policy) *env {
 	v, mint := sessiontest.Issuer(t, log)
 	eng, err := policy.Compile(policies, 1)
 	require.NoError(t, err)
-	res := resources{"prod-cluster": {Name: "prod-cluster", Type: "kubernetes", Audit: "buffered", Kubernetes: &config.HTTPBackend{
-		URL: c.URL, CAFile: c.CAFile, Bearer: c.GatewayToken, PathPrefix: "/k8s/prod", TokenHeader: "Authorization",
-		DecideBodyBytes: 1 << 20, RecordBodyBytes: 64 << 10, Timeout: 30 * time.Second}}}
 	dir := t.TempDir()
 	certFile, keyFile, err := devcert.Ensure(dir)
 	require.NoError(t, err)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	require.NoError(t, err)
+	beURL, beCA := c.URL, c.CAFile
+	for _, f := range fronts {
+		beURL, beCA = f(t, beURL, beCA, cert, certFile)
+	}
+	res := resources{"prod-cluster": {Name: "prod-cluster", Type: "kubernetes", Audit: "buffered", Kubernetes: &config.HTTPBackend{
+		URL: beURL, CAFile: beCA, Bearer: c.GatewayToken, PathPrefix: "/k8s/prod", TokenHeader: "Authorization",
+		DecideBodyBytes: 1 << 20, RecordBodyBytes: 64 << 10, Timeout: 30 * time.Second}}}
 	srv := ghttp.New(ghttp.Config{Listen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
 		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, BodyTimeout: 10 * time.Second,
 		MaxHeaderBytes: 64 << 10, MaxBodyBytes: 8 << 20, MaxConnections: 200,
@@ -136,7 +148,7 @@ current-context: gw
 		return p
 	}
 	tok := mint(identity.TokenRequest{Subject: "u-123", Name: "alice@example.com", Groups: []string{"devs"}})
-	return &env{cluster: c, bus: b, kubeconfig: kc, mint: mint, token: tok}
+	return &env{cluster: c, bus: b, kubeconfig: kc, mint: mint, token: tok, addr: srv.Addr(), caFile: certFile}
 }
 
 func b64(b []byte) string {
