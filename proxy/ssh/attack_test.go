@@ -486,7 +486,7 @@ func TestAttackRecordPasswordTypedSlowlyHeld(t *testing.T) {
 	s.Stdout = &out
 	require.NoError(t, s.Shell())
 	waitFor := func(sub string) {
-		require.Eventually(t, func() bool { return strings.Contains(out.String(), sub) }, 2*time.Minute, 20*time.Millisecond, "never saw %q", sub)
+		require.Eventually(t, func() bool { return strings.Contains(out.String(), sub) }, 2*time.Minute, 20*time.Millisecond, "never saw %q in %q", sub, out.String())
 	}
 	_, _ = io.WriteString(in, "sudo -k; sudo -p \"p$(echo w): \" echo SUDO-$((1+1))\r")
 	waitFor("pw: ")

@@ -52,7 +52,9 @@ type resources map[string]*config.Resource
 
 func (r resources) Resource(name string) (*config.Resource, bool) { res, ok := r[name]; return res, ok }
 
-const sudoUser, sudoPassword = "ghtest-sudo", "Sudo-pw-7731"
+// sudoUser is a system account: its name is this package's own (packages test in
+// parallel, and services/dev/localssh sets other passwords on its users).
+const sudoUser, sudoPassword = "ghtest-px-sudo", "Sudo-pw-7731"
 
 // testPolicies: a few programs, sessions, sftp reads anywhere and writes under /tmp/gh-up;
 // forwarding only by a rule (none here); a masked resource; approvals for touch.

@@ -22,10 +22,11 @@ import (
 	"github.com/gatehouse/gatehouse/services/dev/localssh/sshtest"
 )
 
-// Test accounts: they stay on the machine, as the proxy's tests' users will.
+// Test accounts: they stay on the machine. The names are this package's own: packages
+// test in parallel, and proxy/ssh has a sudo user with another password.
 const (
-	loginUser = "ghtest-login"
-	sudoUser  = "ghtest-sudo"
+	loginUser = "ghtest-ls-login"
+	sudoUser  = "ghtest-ls-sudo"
 )
 
 func TestLoginAsRootAndUser(t *testing.T) {
