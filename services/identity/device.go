@@ -46,15 +46,16 @@ type deviceAuth struct {
 	deviceCode string
 	userCode   string // normalised: userCodeLen letters, no dash
 	clientID   string
+	scope      string
 	// formToken is put in the approval page only, and required by its POST: a page of
 	// another origin cannot read it, so it cannot approve a code on the person's behalf.
 	formToken string
 	expires   time.Time
 	interval  time.Duration
 	lastPoll  time.Time
-	// token and ttl are set when the person approved, denied when they refused.
+	// token and who are set when the person approved, denied when they refused.
 	token  string
-	ttl    time.Duration
+	who    person
 	denied bool
 }
 
@@ -145,7 +146,7 @@ func (d *DevIssuer) deviceCode(c echo.Context) error {
 		return oauthError(c, http.StatusServiceUnavailable, "temporarily_unavailable",
 			fmt.Sprintf("%d sign-ins are already waiting for approval; try again when some have expired", ds.max))
 	}
-	a := &deviceAuth{deviceCode: randomString(32), clientID: clientID, formToken: randomString(18),
+	a := &deviceAuth{deviceCode: randomString(32), clientID: clientID, scope: c.FormValue("scope"), formToken: randomString(18),
 		expires: now.Add(deviceCodeTTL), interval: deviceInterval}
 	for a.userCode == "" || ds.byUser[a.userCode] != nil {
 		a.userCode = newUserCode()
@@ -190,8 +191,9 @@ func (d *DevIssuer) deviceToken(c echo.Context) error {
 	if a.token == "" {
 		return oauthError(c, http.StatusBadRequest, "authorization_pending", "waiting for the person to approve the sign-in at the verification page")
 	}
-	ds.remove(a) // a device code gives one token
-	return c.JSON(http.StatusOK, map[string]any{"access_token": a.token, "token_type": "Bearer", "expires_in": int(a.ttl.Seconds())})
+	ds.remove(a) // a device code gives one set of tokens
+	_, err := d.answerTokens(c, a.clientID, a.scope, "", a.who)
+	return err
 }
 
 // pending returns the authorization waiting for a decision under a user code, if any.
@@ -205,7 +207,7 @@ func (ds *devices) pending(userCode string) *deviceAuth {
 
 var devicePageTmpl = template.Must(template.New("device").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>Gatehouse development sign-in</title>
-<style>body{font-family:sans-serif;max-width:34em;margin:2em auto}label{display:block;margin:.6em 0}input{width:100%}</style></head>
+<link rel="stylesheet" href="{{.CSS}}"></head>
 <body><h1>Gatehouse development sign-in</h1>
 <p><strong>Development only:</strong> this issuer signs in whoever you type, for loopback clients only.</p>
 {{if .Message}}<p>{{.Message}}</p>{{end}}
@@ -222,18 +224,14 @@ var devicePageTmpl = template.Must(template.New("device").Parse(`<!doctype html>
 `))
 
 type devicePage struct {
-	Action, UserCode, FormToken, Subject, Message string
-	Ask                                           bool
+	CSS, Action, UserCode, FormToken, Subject, Message string
+	Ask                                                bool
 }
 
 func (d *DevIssuer) renderDevice(c echo.Context, status int, p devicePage) error {
-	h := c.Response().Header()
 	// No script, no framing (no clickjacking of the Approve button), forms only to here.
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Referrer-Policy", "no-referrer")
-	p.Action = d.issuer + "/device"
+	pageHeaders(c, "")
+	p.CSS, p.Action = DevIssuerPath+"/signin.css", d.issuer+"/device"
 	var b strings.Builder
 	if err := devicePageTmpl.Execute(&b, p); err != nil {
 		return err
@@ -311,7 +309,7 @@ func (d *DevIssuer) deviceDecide(c echo.Context) error {
 		again.Message = "Cannot sign in: " + err.Error() + "."
 		return d.renderDevice(c, http.StatusBadRequest, again)
 	}
-	a.token, a.ttl = tok, ttl
+	a.token, a.who = tok, person{Subject: sub, Name: strings.TrimSpace(c.FormValue("name")), Groups: groups, TTL: ttl}
 	d.log.Info("device sign-in approved", "client_id", a.clientID, "sub", sub, "groups", groups, "ttl", ttl)
 	return d.renderDevice(c, http.StatusOK, devicePage{Message: fmt.Sprintf("Signed in as %s. You can close this page and return to your terminal.", sub)})
 }

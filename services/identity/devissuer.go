@@ -32,9 +32,10 @@ const DevAudience = "gatehouse"
 const MaxDevTokenTTL = 24 * time.Hour
 
 // DevIssuer is a DEVELOPMENT-ONLY OIDC issuer: discovery, JWKS and a token endpoint that
-// mints a token for any subject asked for, to loopback callers only, and the device
-// authorization grant (RFC 8628) whose approval page, on loopback too, signs in whoever
-// the person at the keyboard types. It exists so that a local trial needs no external IdP.
+// mints a token for any subject asked for, to loopback callers only; the device
+// authorization grant (RFC 8628) and the authorization code flow with PKCE, whose pages,
+// on loopback too, sign in whoever the person at the keyboard picks; ID tokens, and
+// refresh tokens rotated at each use. It exists so that a local trial needs no external IdP.
 // Never enable it in production.
 type DevIssuer struct {
 	issuer string
@@ -44,6 +45,8 @@ type DevIssuer struct {
 	log    *slog.Logger
 	// devices are the pending device authorizations (RFC 8628, device.go).
 	devices devices
+	// auth is the authorization code flow's state and the refresh tokens (authcode.go).
+	auth authState
 }
 
 // NewDevIssuer loads or creates the signing key under dir. issuer is the public URL of the
@@ -64,7 +67,7 @@ func NewDevIssuer(issuer, dir string, log *slog.Logger) (*DevIssuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dev issuer signer: %w", err)
 	}
-	return &DevIssuer{issuer: issuer, key: key, kid: kid, signer: signer, log: log, devices: newDevices()}, nil
+	return &DevIssuer{issuer: issuer, key: key, kid: kid, signer: signer, log: log, devices: newDevices(), auth: newAuthState()}, nil
 }
 
 func loadOrCreateKey(path string) (*rsa.PrivateKey, error) {
@@ -150,8 +153,8 @@ func (d *DevIssuer) MintAt(r TokenRequest, now time.Time) (string, error) {
 	return jwt.Signed(d.signer).Claims(claims).Serialize()
 }
 
-// Register mounts discovery, JWKS, the token endpoint and the device flow's endpoints
-// under DevIssuerPath.
+// Register mounts discovery, JWKS, the token endpoint, the device flow's and the
+// authorization code flow's endpoints under DevIssuerPath.
 func (d *DevIssuer) Register(e *echo.Echo) {
 	g := e.Group(DevIssuerPath, func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -165,11 +168,16 @@ func (d *DevIssuer) Register(e *echo.Echo) {
 			"jwks_uri":                              d.issuer + "/jwks",
 			"token_endpoint":                        d.issuer + "/token",
 			"authorization_endpoint":                d.issuer + "/authorize",
-			"response_types_supported":              []string{"token"},
+			"response_types_supported":              []string{"code"},
 			"subject_types_supported":               []string{"public"},
 			"id_token_signing_alg_values_supported": []string{"RS256"},
-			"grant_types_supported":                 []string{"client_credentials", DeviceGrantType},
+			"grant_types_supported":                 []string{"authorization_code", "refresh_token", "client_credentials", DeviceGrantType},
 			"device_authorization_endpoint":         d.issuer + "/device/code",
+			"code_challenge_methods_supported":      []string{"S256"},
+			"token_endpoint_auth_methods_supported": []string{"none"},
+			"scopes_supported":                      []string{"openid", "profile", "email", "groups", "offline_access"},
+			"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "name", "email",
+				"preferred_username", "groups"},
 		})
 	})
 	g.GET("/jwks", func(c echo.Context) error {
@@ -179,6 +187,9 @@ func (d *DevIssuer) Register(e *echo.Echo) {
 	g.POST("/device/code", d.deviceCode, loopbackOnly)
 	g.GET("/device", d.devicePage, loopbackOnly)
 	g.POST("/device", d.deviceDecide, loopbackOnly)
+	g.GET("/authorize", d.authorize, loopbackOnly)
+	g.POST("/authorize", d.authorizeDecide, loopbackOnly)
+	g.GET("/signin.css", signInStyle)
 }
 
 // loopbackOnly refuses callers that are not on this machine: whatever mints a token does.
@@ -193,8 +204,13 @@ func loopbackOnly(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func (d *DevIssuer) token(c echo.Context) error {
-	if c.FormValue("grant_type") == DeviceGrantType {
+	switch c.FormValue("grant_type") {
+	case DeviceGrantType:
 		return d.deviceToken(c)
+	case "authorization_code":
+		return d.codeToken(c)
+	case "refresh_token":
+		return d.refreshToken(c)
 	}
 	var err error
 	var ttl time.Duration
