@@ -80,7 +80,7 @@ var modules = map[string]module{
 	"server":         {build: (*App).serverService},
 	"nats":           {public: true, help: "embedded NATS with JetStream (when nats.url is empty)", build: (*App).natsService},
 	"bus":            {deps: []string{"nats"}, build: (*App).busService},
-	"identity":       {deps: []string{"server"}, build: (*App).identityService},
+	"identity":       {deps: []string{"bus", "server"}, build: (*App).identityService},
 	"publisher":      {deps: []string{"bus"}, build: (*App).publisherService},
 	"clickhouse":     {build: (*App).clickhouseService},
 	"dev-issuer":     {deps: []string{"server"}, public: true, help: "development-only OIDC issuer (never in production)", build: (*App).devIssuerService},
@@ -326,7 +326,7 @@ func (a *App) identityService() *Service {
 			var vctx context.Context
 			vctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
 			a.verifier = identity.NewVerifier(vctx, issuers, a.component("identity"))
-			return nil
+			return a.useWebSessions(ctx)
 		},
 		Stop: func(context.Context) error { cancel(); return nil },
 	}

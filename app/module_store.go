@@ -105,7 +105,7 @@ func (a *App) queryService() *Service {
 			return info.AckFloor.Stream, nil
 		})
 		api.Register(a.echo)
-		return nil
+		return a.registerConsole()
 	}}
 }
 

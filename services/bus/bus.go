@@ -34,6 +34,9 @@ const (
 	BucketResources = "gh_resources"
 	BucketGrants    = "gh_grants"
 	BucketLocks     = "gh_locks"
+	// BucketWebSessions holds the web console's browser sessions (by the SHA-256 of their
+	// cookie), sign-ins under way and the SAML assertions already used.
+	BucketWebSessions = "gh_web_sessions"
 	// BucketCatalogs holds each PostgreSQL resource's catalog (schemas.Catalog), by
 	// resource name: put by the proxies, read by the policy service.
 	BucketCatalogs = "gh_catalogs"

@@ -30,6 +30,7 @@ type Config struct {
 	ClickHouse ClickHouse `yaml:"clickhouse"`
 	Ingest     Ingest     `yaml:"ingest"`
 	Query      Query      `yaml:"query"`
+	Console    Console    `yaml:"console"`
 	Resources  []Resource `yaml:"resources"`
 	Policies   []Policy   `yaml:"policies"`
 	// Grants are the roles that can be asked for, for a while, with an approval.
@@ -114,6 +115,7 @@ func (c *Config) ApplyDefaults() {
 	c.ClickHouse.applyDefaults()
 	c.Ingest.applyDefaults()
 	c.Query.applyDefaults()
+	c.Console.applyDefaults(c.Server.HTTPListen)
 	for i := range c.Grants {
 		c.Grants[i].applyDefaults()
 	}
@@ -133,6 +135,7 @@ func (c *Config) Validate() error {
 	c.Proxy.validate("proxy", &ck)
 	c.Audit.validate("audit", &ck)
 	c.Ingest.validate("ingest", &ck)
+	c.Console.validate("console", &ck)
 	// Resources first: policies, grants and tests refer to them by name.
 	validateResources("resources", c.Resources, &ck)
 	validateUnique("policies", "name", "policy", c.Policies, &ck, func(p *Policy) string { return p.Name })

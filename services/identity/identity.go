@@ -4,6 +4,7 @@ package identity
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -59,6 +60,7 @@ type Verifier struct {
 	log     *slog.Logger
 	issuers map[string]*issuer
 	now     func() time.Time
+	web     *WebSessions
 }
 
 type issuer struct {
@@ -129,6 +131,43 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 		return nil, &Error{CheckAudience, fmt.Sprintf("token audience %s does not include %s, the audience this gateway accepts from %s: ask the issuer for a token for it",
 			quoteList(tok.Audience), quoteList(auds), tok.Issuer)}
 	}
+	return fromToken(is, tok)
+}
+
+// VerifyIDToken checks an ID token a sign-in returned (the web console's OIDC sign-in):
+// signature, issuer (one of the trusted issuers), expiry, an audience of clientID, and
+// the nonce the sign-in sent. Groups and name are read as for access tokens.
+func (v *Verifier) VerifyIDToken(ctx context.Context, raw, clientID, nonce string) (*Identity, error) {
+	if len(raw) > maxTokenBytes {
+		return nil, &Error{CheckFormat, fmt.Sprintf("ID token is %d bytes, more than the %d allowed", len(raw), maxTokenBytes)}
+	}
+	iss, err := unverifiedIssuer(raw)
+	if err != nil {
+		return nil, &Error{CheckFormat, "ID token: " + err.Error()}
+	}
+	is, ok := v.issuers[strings.TrimRight(iss, "/")]
+	if !ok {
+		return nil, &Error{CheckIssuer, fmt.Sprintf("ID token issuer %q is not trusted by this gateway", iss)}
+	}
+	ver, err := is.get(v.ctx)
+	if err != nil {
+		return nil, &Error{CheckDiscovery, fmt.Sprintf("cannot reach issuer %q to verify the ID token; try again later", iss)}
+	}
+	tok, err := ver.Verify(ctx, raw)
+	if err != nil {
+		return nil, classify(err)
+	}
+	if !slices.Contains(tok.Audience, clientID) {
+		return nil, &Error{CheckAudience, fmt.Sprintf("ID token audience %s does not include the console's client ID %q", quoteList(tok.Audience), clientID)}
+	}
+	if nonce == "" || subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(nonce)) != 1 {
+		return nil, &Error{CheckClaims, "ID token nonce does not match the sign-in's (a replayed or foreign token)"}
+	}
+	return fromToken(is, tok)
+}
+
+// fromToken reads the identity from a verified token's claims.
+func fromToken(is *issuer, tok *oidc.IDToken) (*Identity, error) {
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
 		return nil, &Error{CheckClaims, "token claims are not a JSON object"}

@@ -1,0 +1,264 @@
+// Package console is the web console: the pages approvers and compliance teams use
+// (approvals, sessions and their replay, evidence, grants, resources and policies), and
+// how people sign in to it (OIDC with PKCE, SAML 2.0) into a browser session. The pages
+// are a client of the same API scripts use (/api/v1), with the session cookie and its
+// CSRF token instead of a bearer token; their assets are embedded in the binary and load
+// nothing from anywhere else.
+package console
+
+import (
+	"context"
+	"crypto/subtle"
+	"embed"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+//go:embed web
+var webFS embed.FS
+
+// Roles are the groups of the API's roles, shown to the pages so that they offer only what
+// the person may do (the API checks again).
+type Roles struct {
+	Auditor []string
+	Admin   []string
+}
+
+// Options configure the console.
+type Options struct {
+	// PublicURL is the console's address as browsers see it (no trailing slash).
+	PublicURL string
+	Sessions  *identity.WebSessions
+	Verifier  *identity.Verifier
+	Roles     Roles
+	// OIDC signs people in with an OIDC provider, when set.
+	OIDC *OIDCOptions
+	// SAML signs people in with a SAML identity provider, when set.
+	SAML *SAMLOptions
+	Log  *slog.Logger
+}
+
+// Console serves the pages and the sign-in.
+type Console struct {
+	opts   Options
+	oidc   *oidcLogin
+	saml   *samlLogin
+	assets fs.FS
+}
+
+// New makes the console. The identity providers are reached lazily: one that is down at
+// start only fails the sign-ins that need it.
+func New(opts Options) (*Console, error) {
+	if opts.Sessions == nil || opts.Verifier == nil {
+		return nil, errors.New("console: sessions and verifier are required")
+	}
+	assets, err := fs.Sub(webFS, "web")
+	if err != nil {
+		return nil, err
+	}
+	c := &Console{opts: opts, assets: assets}
+	if opts.OIDC != nil {
+		c.oidc = newOIDCLogin(c, opts.PublicURL, *opts.OIDC)
+	}
+	if opts.SAML != nil {
+		if c.saml, err = newSAMLLogin(c, opts.PublicURL, *opts.SAML); err != nil {
+			return nil, err
+		}
+	}
+	if c.oidc == nil && c.saml == nil {
+		return nil, errors.New("console: no way to sign in (neither OIDC nor SAML is configured)")
+	}
+	return c, nil
+}
+
+// Pages are the console's page paths (the single-page app answers each with index.html).
+var Pages = []string{"/", "/approvals", "/sessions", "/sessions/:id", "/evidence", "/grants", "/resources"}
+
+// Register mounts the pages, the assets, the sign-in and GET /api/v1/me.
+func (c *Console) Register(e *echo.Echo) {
+	g := e.Group("", securityHeaders)
+	for _, p := range Pages {
+		g.GET(p, c.page)
+	}
+	g.GET("/assets/*", c.asset)
+	g.GET("/auth/login", c.loginPage)
+	g.POST("/auth/logout", c.logout)
+	if c.oidc != nil {
+		g.GET("/auth/oidc/login", c.oidc.start)
+		g.GET("/auth/oidc/callback", c.oidc.callback)
+	}
+	if c.saml != nil {
+		c.saml.register(g)
+	}
+	e.GET("/api/v1/me", c.me, c.opts.Verifier.Middleware(nil, ""))
+}
+
+// CSP is the console's Content-Security-Policy: its own scripts and styles only, nothing
+// inline, no frames, forms only to itself. 'wasm-unsafe-eval' lets the terminal player
+// compile its WebAssembly terminal (it allows no JavaScript eval).
+const CSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; font-src 'self'; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", CSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		return next(c)
+	}
+}
+
+// page answers a page path with the app, or sends a person who is not signed in to the
+// sign-in page (and back here afterwards).
+func (c *Console) page(ctx echo.Context) error {
+	r := ctx.Request()
+	if _, err := c.opts.Sessions.Lookup(r.Context(), r); err != nil {
+		var se *identity.SessionError
+		if !errors.As(err, &se) {
+			return c.errorPage(ctx, http.StatusServiceUnavailable, "The console cannot read sessions right now", err.Error())
+		}
+		q := "?next=" + urlQueryEscape(r.URL.RequestURI())
+		if c.opts.Sessions.HasCookie(r) {
+			q += "&ended=1" // an expired or tampered cookie: say so on the sign-in page
+		}
+		return ctx.Redirect(http.StatusSeeOther, "/auth/login"+q)
+	}
+	ctx.Response().Header().Set("Cache-Control", "no-store")
+	b, err := fs.ReadFile(c.assets, "index.html")
+	if err != nil {
+		return err
+	}
+	return ctx.HTMLBlob(http.StatusOK, b)
+}
+
+func (c *Console) asset(ctx echo.Context) error {
+	name := ctx.Param("*")
+	if name == "" || strings.Contains(name, "..") || name == "index.html" {
+		return echo.NewHTTPError(http.StatusNotFound)
+	}
+	f, err := c.assets.Open(name)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusNotFound)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.IsDir() {
+		return echo.NewHTTPError(http.StatusNotFound)
+	}
+	ctx.Response().Header().Set("Cache-Control", "public, max-age=300")
+	http.ServeContent(ctx.Response(), ctx.Request(), name, time.Time{}, f.(readSeeker))
+	return nil
+}
+
+type readSeeker interface {
+	Read([]byte) (int, error)
+	Seek(int64, int) (int64, error)
+}
+
+// Me is GET /api/v1/me: who is signed in, with what roles, and (for a browser session) the
+// CSRF token its state changes need.
+type Me struct {
+	Subject string   `json:"subject"`
+	Name    string   `json:"name"`
+	Issuer  string   `json:"issuer"`
+	Groups  []string `json:"groups"`
+	Roles   []string `json:"roles"`
+	Method  string   `json:"method,omitempty"`
+	CSRF    string   `json:"csrf,omitempty"`
+	// Expires is when the browser session ends at the latest.
+	Expires *time.Time `json:"expires,omitempty"`
+}
+
+func (c *Console) me(ctx echo.Context) error {
+	id := identity.FromContext(ctx)
+	m := Me{Subject: id.Subject, Name: id.Name, Issuer: id.Issuer, Groups: id.Groups, Roles: []string{}}
+	if m.Groups == nil {
+		m.Groups = []string{}
+	}
+	if id.HasAnyGroup(c.opts.Roles.Auditor) {
+		m.Roles = append(m.Roles, "auditor")
+	}
+	if id.HasAnyGroup(c.opts.Roles.Admin) {
+		m.Roles = append(m.Roles, "admin")
+	}
+	if s := identity.WebSessionFromContext(ctx); s != nil {
+		m.Method, m.CSRF = s.Method, s.CSRF
+		end := s.Created.Add(c.opts.Sessions.Absolute)
+		if !s.Expiry.IsZero() && s.Expiry.Before(end) {
+			end = s.Expiry
+		}
+		m.Expires = &end
+	}
+	ctx.Response().Header().Set("Cache-Control", "no-store")
+	return ctx.JSON(http.StatusOK, m)
+}
+
+func (c *Console) logout(ctx echo.Context) error {
+	r := ctx.Request()
+	s, err := c.opts.Sessions.Lookup(r.Context(), r)
+	if err == nil {
+		if err := identity.CheckCSRF(r, s); err != nil {
+			return c.errorPage(ctx, http.StatusForbidden, "Sign-out refused", err.Error())
+		}
+	}
+	if err := c.opts.Sessions.End(r.Context(), ctx); err != nil {
+		return c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-out failed", err.Error())
+	}
+	if s != nil {
+		c.opts.Log.Info("console sign-out", "name", s.Identity.Name, "method", s.Method)
+	}
+	return ctx.Redirect(http.StatusSeeOther, "/auth/login?signed_out=1")
+}
+
+// localPath is next when it is a path on this site, else "/": a sign-in never sends the
+// browser elsewhere (an open redirect).
+func localPath(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n\t") || len(next) > 2048 {
+		return "/"
+	}
+	return next
+}
+
+// startSession signs id in: a new browser session, and the browser sent on to next.
+func (c *Console) startSession(ctx echo.Context, id *identity.Identity, method string, expiry time.Time, next string) error {
+	if _, err := c.opts.Sessions.Create(ctx.Request().Context(), ctx, id.Identity, method, expiry); err != nil {
+		return c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-in failed", err.Error())
+	}
+	c.opts.Log.Info("console sign-in", "name", id.Name, "subject", id.Subject, "issuer", id.Issuer, "groups", id.Groups, "method", method)
+	return ctx.Redirect(http.StatusSeeOther, localPath(next))
+}
+
+// signinCookie ties a sign-in's answer to the browser that started it.
+const signinCookie = "gh_signin"
+
+// bindBrowser sets a fresh sign-in cookie for path and returns its value, to be kept with
+// the pending sign-in.
+func (c *Console) bindBrowser(ctx echo.Context, path string, site http.SameSite) string {
+	v := identity.RandomToken(24)
+	ctx.SetCookie(&http.Cookie{Name: signinCookie, Value: v, Path: path, MaxAge: int(pendingLifetime.Seconds()),
+		Secure: c.opts.Sessions.Secure || site == http.SameSiteNoneMode, HttpOnly: true, SameSite: site})
+	return v
+}
+
+// sameBrowser reports whether the request carries the sign-in cookie want.
+func (c *Console) sameBrowser(ctx echo.Context, want string) bool {
+	ck, err := ctx.Request().Cookie(signinCookie)
+	return err == nil && want != "" && subtle.ConstantTimeCompare([]byte(ck.Value), []byte(want)) == 1
+}
+
+// shortContext bounds a call to an identity provider.
+func shortContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 15*time.Second)
+}
+
