@@ -63,6 +63,7 @@ func (a *App) proxyService(protocol string, build func(ctx context.Context, sh p
 				return err
 			}
 			a.setListener(protocol, srv.Addr())
+			a.registerConnectAPI() // `gatehouse connect` learns the proxies' addresses here
 			return nil
 		},
 		Run: func(ctx context.Context) error { return srv.Serve(ctx) },
