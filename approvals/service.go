@@ -512,7 +512,8 @@ func (s *Service) visibleTo(a *Approval, who *identity.Identity) bool {
 }
 
 // Register adds the API: GET /api/v1/approvals[?all=1], GET /api/v1/approvals/:id,
-// POST /api/v1/approvals/:id/approve|deny {"reason": "..."}. A caller sees the approvals
+// POST /api/v1/approvals/:id/approve|deny {"reason": "..."} (recorded with via console
+// when made with a browser session, else api, or cli when the body says so). A caller sees the approvals
 // it asked for and those it may decide (auditors and admins see all); an approval it may
 // not see is answered 404, as one that does not exist. Deciding checks the approver
 // groups of each request.
@@ -583,8 +584,13 @@ func (s *Service) Register(e *echo.Echo) {
 					return echo.NewHTTPError(http.StatusBadRequest, "body: "+err.Error())
 				}
 			}
+			// The channel is the gateway's word, not the caller's: a browser session is the
+			// console; a bearer token is the API, or the CLI when it says so.
 			via := "api"
-			if body.Via == "cli" {
+			switch {
+			case identity.WebSessionFromContext(c) != nil:
+				via = "console"
+			case body.Via == "cli":
 				via = "cli"
 			}
 			who := identity.FromContext(c).Identity

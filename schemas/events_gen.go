@@ -1627,7 +1627,7 @@ type ApprovalDecided struct {
 	Decision string `json:"decision"`
 	// By is the approver (also the envelope's identity on GH_APPROVALS; in a session's trail the identity is the session's).
 	By string `json:"by,omitempty"`
-	// Via is cli, api or slack.
+	// Via is cli, api, console (the API with a browser session) or slack.
 	Via string `json:"via"`
 	// Reason is the approver's reason (required to deny).
 	Reason string `json:"reason,omitempty"`
