@@ -8,7 +8,8 @@
 #   install-deps.sh test    that, plus what only the tests use (make test, make fuzz-policy):
 #                           pgbench, Node.js with npm (node-postgres), psycopg 3, rsyslog with
 #                           its TLS driver, sqlsmith, OpenSSH's server with sudo and rsync, and
-#                           nginx (an upstream and a reverse proxy in the HTTP proxy's tests)
+#                           nginx (an upstream and a reverse proxy in the HTTP proxy's tests),
+#                           and Chromium (the web console's browser tests)
 #   install-deps.sh bench   that of running, plus what the bench commands compare against and
 #                           drive (make bench, make bench-http): pgbench, PgBouncer, nginx and wrk
 set -euo pipefail
@@ -62,6 +63,8 @@ if [ "$variant" = test ]; then
   have sudo || [ -x /usr/bin/sudo ] || missing+=(sudo)
   have rsync || missing+=(rsync)
   have ssh || missing+=(openssh-client)
+  # The web console's end-to-end tests drive Debian's Chromium headless (chromedp).
+  have chromium || [ -x /usr/bin/chromium ] || missing+=(chromium)
 fi
 if [ "$variant" = test ] || [ "$variant" = bench ]; then
   # nginx serves files and reverse-proxies in the HTTP proxy's tests (services/dev/localnginx)
