@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/gatehouse
 PKGS    := ./... ./schemas/...
 
-.PHONY: dev test build deps test-deps generate bench bench-http fuzz-policy kube-fixture clean
+.PHONY: dev test build deps test-deps generate bench bench-http fuzz-policy kube-fixture console-assets clean
 
 ## dev: install what running needs when missing, build, and run Gatehouse locally with a demo
 dev: deps build
@@ -57,6 +57,18 @@ generate:
 ## etcd and a fake kubelet, from the Go module proxy, into GATEHOUSE_CACHE/kube (default ~/.cache/gatehouse/kube)
 kube-fixture:
 	$(GO) run ./services/dev/localkube/cmd/build
+
+## console-assets: the web console's vendored packages (query/console/ui/package-lock.json): npm ci, then copy
+## the terminal player (JS bundle, CSS, licence) into query/console/web/vendor and axe-core into query/console/testdata;
+## the copies are committed, so building and testing need no npm
+CONSOLE_UI := query/console/ui
+console-assets:
+	cd $(CONSOLE_UI) && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p query/console/web/vendor query/console/testdata
+	cp $(CONSOLE_UI)/node_modules/asciinema-player/dist/bundle/asciinema-player.min.js \
+		$(CONSOLE_UI)/node_modules/asciinema-player/dist/bundle/asciinema-player.css query/console/web/vendor/
+	cp $(CONSOLE_UI)/node_modules/asciinema-player/LICENSE query/console/web/vendor/asciinema-player.LICENSE.txt
+	cp $(CONSOLE_UI)/node_modules/axe-core/axe.min.js query/console/testdata/axe.min.js
 
 clean:
 	rm -rf bin .gatehouse
