@@ -131,15 +131,15 @@ func (a *API) evidence(c echo.Context) error {
 		if lf.Label == "" {
 			lf.Label, lf.Default = DefaultPrivilegedLabel, true
 		}
-		if k, _, ok := strings.Cut(lf.Label, "="); !ok || k == "" {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("label: %q is not key=value", lf.Label))
+		quoted, err := labelNeedle(lf.Label)
+		if err != nil {
+			return err
 		}
 		if err := a.labelsInRange(ctx, rng, lf); err != nil {
 			return a.storeError(err)
 		}
 		cov.Filters.Label = lf
-		quoted, _ := json.Marshal(lf.Label) // as it appears in session.start's labels
-		args = append(args, string(quoted))
+		args = append(args, quoted)
 	}
 	sql := strings.ReplaceAll(q.sql, "{statements}", statementsSQL)
 	sql = strings.ReplaceAll(replaceDB(sql, a.db), "{range}", rng)
@@ -171,6 +171,18 @@ func (a *API) evidence(c echo.Context) error {
 		Columns []string            `json:"columns"`
 		Rows    []map[string]string `json:"rows"`
 	}{cov, q.columns, out})
+}
+
+// labelNeedle checks a label filter (key=value) and returns it as it appears in a
+// session.start's labels (a JSON string, quotes included, so that env=prod does not find
+// env=production): what the SQL looks for with position(visitParamExtractRaw(payload,
+// 'labels'), ?).
+func labelNeedle(label string) (string, error) {
+	if k, _, ok := strings.Cut(label, "="); !ok || k == "" {
+		return "", echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("label: %q is not key=value", label))
+	}
+	quoted, _ := json.Marshal(label)
+	return string(quoted), nil
 }
 
 // labelsInRange fills in which resources with a session in the range carry lf's label,

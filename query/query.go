@@ -69,6 +69,9 @@ type Session struct {
 	Events     uint64     `json:"events"`
 }
 
+// maxLabelFilters bounds the label= filters of one search.
+const maxLabelFilters = 16
+
 func (a *API) listSessions(c echo.Context) error {
 	limit := 50
 	if s := c.QueryParam("limit"); s != "" {
@@ -148,6 +151,20 @@ func (a *API) listSessions(c echo.Context) error {
 		hargs = append(hargs, v)
 	default:
 		return echo.NewHTTPError(http.StatusBadRequest, "protocol must be postgres, ssh, http or kubernetes")
+	}
+	// Sessions on resources with every label given, as the resource had them when the
+	// session started (its session.start records them).
+	labels := c.QueryParams()["label"]
+	if len(labels) > maxLabelFilters {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("at most %d label filters", maxLabelFilters))
+	}
+	for _, l := range labels {
+		needle, err := labelNeedle(l)
+		if err != nil {
+			return err
+		}
+		having = append(having, "countIf(type = 'session.start' AND position(visitParamExtractRaw(payload, 'labels'), ?) > 0) > 0")
+		hargs = append(hargs, needle)
 	}
 	if v := c.QueryParam("fingerprint"); v != "" {
 		having = append(having, "countIf(type = 'decision' AND visitParamExtractString(payload, 'fingerprint') = ?) > 0")

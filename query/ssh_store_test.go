@@ -76,7 +76,17 @@ func TestSSHSessionThroughTheStore(t *testing.T) {
 		require.Equal(t, want, ids(list("text="+url.QueryEscape(q))), q)
 	}
 	require.Equal(t, []string{"ssh-1"}, ids(list("protocol=ssh&effect=approved")))
-	code, body := get(t, a.listSessions, "/api/v1/sessions?protocol=telnet")
+	// By label, as the session.start recorded the resource's (every one given must match).
+	for q, want := range map[string][]string{
+		"label=env=production": {"ssh-1"}, "label=team=orders": {"pg-1"}, "label=env=dev&label=team=orders": {"pg-1"},
+		"label=env=production&label=team=orders": {}, "label=env=prod": {}, "label=env=dev&protocol=ssh": {},
+	} {
+		require.Equal(t, want, ids(list(q)), q)
+	}
+	code, body := get(t, a.listSessions, "/api/v1/sessions?label=production")
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, body, `label: \"production\" is not key=value`)
+	code, body = get(t, a.listSessions, "/api/v1/sessions?protocol=telnet")
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, body, "protocol must be postgres, ssh, http or kubernetes")
 
@@ -231,7 +241,7 @@ func pgEvents(t *testing.T, session string) []schemas.Event {
 	var out []schemas.Event
 	prev := ""
 	for i, p := range []schemas.Payload{
-		&schemas.SessionStart{Protocol: "postgres", ClientAddr: "127.0.0.1:5000", AuditMode: "strict"},
+		&schemas.SessionStart{Labels: []string{"env=dev", "team=orders"}, Protocol: "postgres", ClientAddr: "127.0.0.1:5000", AuditMode: "strict"},
 		&schemas.DbQuery{QueryID: 1, SQL: "select * from orders", Protocol: "simple"},
 		&schemas.Decision{QueryID: 1, Effect: "allow", Kinds: []string{"select"}},
 		&schemas.SessionEnd{Reason: "client_closed", Statements: 1},
