@@ -38,6 +38,9 @@ type Coverage struct {
 type Filters struct {
 	// Label is the privileged report's resource label.
 	Label *LabelFilter `json:"label,omitempty"`
+	// Kind (policy or resource) and Name narrow the changes report to one kind, one name.
+	Kind string `json:"kind,omitempty"`
+	Name string `json:"name,omitempty"`
 }
 
 // LabelFilter is a label filter and what it matched in the range, so that an empty report
@@ -78,15 +81,21 @@ func (c *Coverage) Summary() string {
 			inUse = strings.Join(l.InUse, ", ")
 		}
 		fmt.Fprintf(&b, "; labels in use in this range: %s", inUse)
-	} else {
+	} else if c.Filters.Kind == "" && c.Filters.Name == "" {
 		b.WriteString("; no filters")
+	}
+	if c.Filters.Kind != "" {
+		fmt.Fprintf(&b, "; kind %s", c.Filters.Kind)
+	}
+	if c.Filters.Name != "" {
+		fmt.Fprintf(&b, "; name %s", c.Filters.Name)
 	}
 	fmt.Fprintf(&b, "; %d row(s)", c.RowCount)
 	return b.String()
 }
 
 // evidence answers GET /api/v1/evidence/:kind?since=&until=&format=json|csv[&label=k=v]
-// (default: the last 30 days, JSON). The columns are documented in docs/evidence.md.
+// (privileged)[&kind=policy|resource&name=N] (changes) (default: the last 30 days, JSON). The columns are documented in docs/evidence.md.
 func (a *API) evidence(c echo.Context) error {
 	kind := c.Param("kind")
 	q, ok := evidenceReports[kind]
@@ -141,7 +150,23 @@ func (a *API) evidence(c echo.Context) error {
 		cov.Filters.Label = lf
 		args = append(args, quoted)
 	}
-	sql := strings.ReplaceAll(q.sql, "{statements}", statementsSQL)
+	changes := ""
+	if kind == "changes" {
+		switch v := c.QueryParam("kind"); v {
+		case "":
+		case "policy", "resource":
+			changes += " AND visitParamExtractString(payload, 'kind') = ?"
+			args, cov.Filters.Kind = append(args, v), v
+		default:
+			return echo.NewHTTPError(http.StatusBadRequest, "kind is policy or resource")
+		}
+		if v := c.QueryParam("name"); v != "" {
+			changes += " AND visitParamExtractString(payload, 'name') = ?"
+			args, cov.Filters.Name = append(args, v), v
+		}
+	}
+	sql := strings.ReplaceAll(q.sql, "{changes}", changes)
+	sql = strings.ReplaceAll(sql, "{statements}", statementsSQL)
 	sql = strings.ReplaceAll(replaceDB(sql, a.db), "{range}", rng)
 	table, err := a.table(ctx, sql, args...)
 	if err != nil {

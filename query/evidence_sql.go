@@ -202,12 +202,14 @@ var evidenceReports = map[string]struct {
 			GROUP BY grant_id
 		) USING grant_id
 		ORDER BY time_us, id`},
-	// Policy and resource changes: who changed what, when, with the diff (CC6.1, CC8.1).
-	"changes": {[]string{"time", "by", "by_subject", "kind", "name", "action", "source", "diff"}, `
+	// Policy and resource changes: who changed what, when, with the diff, and the policy
+	// revision in force after it (0 for a resource, and for what the config file seeded)
+	// (CC6.1, CC8.1). {changes} narrows it to one kind and name (kind=, name=).
+	"changes": {[]string{"time", "by", "by_subject", "kind", "name", "action", "source", "diff", "revision"}, `
 		SELECT toString(toDateTime(intDiv(time_us, 1000000))), if(identity_name = '', identity_sub, identity_name), identity_sub, visitParamExtractString(payload, 'kind'),
 			visitParamExtractString(payload, 'name'), visitParamExtractString(payload, 'action'), visitParamExtractString(payload, 'source'),
-			visitParamExtractString(payload, 'diff')
+			visitParamExtractString(payload, 'diff'), policy_revision
 		FROM {db}.events
-		WHERE {range} AND type = 'policy.changed'
+		WHERE {range} AND type = 'policy.changed'{changes}
 		ORDER BY time_us, id LIMIT 1 BY id`},
 }
