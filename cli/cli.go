@@ -51,6 +51,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = tokenCmd(args[1:], stdout, stderr)
 	case "sessions":
 		err = sessionsCmd(args[1:], stdout, stderr)
+	case "login":
+		err = loginCmd(args[1:], stdout, stderr)
+	case "logout":
+		err = logoutCmd(args[1:], stdout, stderr)
+	case "connect":
+		err = connectCmd(args[1:], stdout, stderr)
 	case "ssh":
 		err = sshCmd(args[1:], stdout, stderr)
 	case "kubeconfig":

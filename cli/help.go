@@ -28,8 +28,17 @@ var commands = []command{
 		[]string{"gatehouse dev", "gatehouse dev --config my-gatehouse.yaml"}},
 	{"run", "--config FILE [--target T[,T...]]", "run some or all components of a deployment (--list-targets lists them)",
 		[]string{"gatehouse run --config /etc/gatehouse/gatehouse.yaml --target proxy", "gatehouse run --list-targets"}},
-	{"token", "--dev --sub SUBJECT [--groups g1,g2] [--ttl 1h]", "mint a token from the development issuer of a running `gatehouse dev` (production tokens come from your IdP)",
-		[]string{"gatehouse token --dev --sub svc-orders --groups orders-readers", "export GATEHOUSE_TOKEN=$(gatehouse token --dev --sub auditor --groups auditors)"}},
+	{"login", "[--server URL] [--device] [--no-browser]",
+		"sign in at the gateway's issuer (a browser on this machine with PKCE, or the device flow) and keep the tokens in your config directory (mode 0600), renewed with the refresh token; prints who signed in, never the token",
+		[]string{"gatehouse login", "gatehouse login --server https://gatehouse.example.com --device"}},
+	{"logout", "[--server URL]", "forget the sign-in of gatehouse login (delete its token file)",
+		[]string{"gatehouse logout"}},
+	{"connect", "RESOURCE [--server URL] [--print] [--user ACCOUNT] [-- CLIENT ARGS]",
+		"reach a resource through the gateway with your sign-in: psql for postgres (the token in PGPASSWORD), kubectl for kubernetes (a kubeconfig under your config directory), ssh with the certificate of gatehouse ssh login; --print prints the command instead",
+		[]string{"gatehouse connect demo -- -c 'select 1'", "gatehouse connect demo --print", "gatehouse connect dev-k8s -- get pods", "gatehouse connect demo-host --user root -- uptime"}},
+	{"token", "--dev --sub SUBJECT [--groups g1,g2] [--ttl 1h] | --cached", "mint a token from the development issuer of a running `gatehouse dev` (production tokens come from your IdP), or print the token of gatehouse login (--cached)",
+		[]string{"gatehouse token --dev --sub svc-orders --groups orders-readers", "export GATEHOUSE_TOKEN=$(gatehouse token --dev --sub auditor --groups auditors)",
+			"export PGPASSWORD=$(gatehouse token --cached)"}},
 	{"ssh login", "[--gateway URL] [--token TOKEN] [--dir DIR] [--no-browser]",
 		"sign in (device flow, or a browser on this machine) and get a short-lived SSH certificate from the gateway's CA, valid until the token expires; prints the ~/.ssh/config lines for plain ssh",
 		[]string{"gatehouse ssh login", "gatehouse ssh login --gateway https://gatehouse.example.com --dir ~/.gatehouse/ssh-prod",
@@ -205,10 +214,14 @@ func placeholder(name, typ string) string {
 		return "TIME"
 	case "for":
 		return "DURATION"
-	case "gateway":
+	case "gateway", "server":
 		return "URL"
 	case "f", "config", "cpuprofile", "memprofile", "trace":
 		return "FILE"
+	case "ssh-dir":
+		return "DIR"
+	case "user":
+		return "ACCOUNT"
 	case "groups", "grants", "modes", "clients", "target":
 		return "A,B"
 	}

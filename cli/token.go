@@ -2,10 +2,12 @@ package cli
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/services/identity"
@@ -21,8 +23,21 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	obo := fs.String("on-behalf-of", "", "the human behind a service token (act.sub)")
 	name := fs.String("name", "", "the identity's readable name, as an IdP's email claim carries it (default: none, so the subject)")
 	base := fs.String("url", apiURL(), "Gatehouse HTTP address")
+	cached := fs.Bool("cached", false, "print the access token gatehouse login keeps instead, renewed with its refresh token when it expires within a minute (for scripts)")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
+	}
+	if *cached {
+		if *dev || *sub != "" {
+			return usageError{"token --cached prints the sign-in's token: it takes no --dev or --sub"}
+		}
+		server := ""
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "url" {
+				server = strings.TrimRight(*base, "/")
+			}
+		})
+		return cachedTokenCmd(wantServer(server), stdout)
 	}
 	if !*dev {
 		return usageError{"token needs --dev: only the development issuer mints tokens; in production use your IdP"}
