@@ -43,6 +43,8 @@ func (a *API) Register(e *echo.Echo) {
 	g := e.Group("/api/v1", a.verifier.Middleware(a.auditorGroups, "auditor"))
 	g.GET("/sessions", a.listSessions)
 	g.GET("/sessions/:id", a.replay)
+	g.GET("/sessions/:id/terminals", a.terminals)
+	g.GET("/sessions/:id/asciicast", a.asciicast)
 	g.GET("/audit/verify", a.verify)
 	g.GET("/export", a.export)
 	g.GET("/evidence/:kind", a.evidence)
