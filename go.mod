@@ -79,4 +79,11 @@ require (
 	k8s.io/apiserver v0.37.2 // indirect
 )
 
+require (
+	github.com/beevik/etree v1.8.1
+	github.com/crewjam/saml v0.6.3
+	github.com/russellhaering/goxmldsig v1.6.1
+	github.com/jonboulle/clockwork v0.5.0 // indirect
+)
+
 replace github.com/gatehouse/gatehouse/schemas => ./schemas
