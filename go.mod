@@ -74,16 +74,19 @@ require (
 )
 
 require (
-	github.com/moby/spdystream v0.5.1
-	k8s.io/apimachinery v0.37.2 // indirect
-	k8s.io/apiserver v0.37.2 // indirect
+	github.com/beevik/etree v1.8.1 // indirect
+	github.com/chromedp/cdproto v0.160.1 // indirect
+	github.com/chromedp/chromedp v0.23.1 // indirect
+	github.com/crewjam/saml v0.6.3 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
+	github.com/jonboulle/clockwork v0.5.0 // indirect
+	github.com/russellhaering/goxmldsig v1.6.1 // indirect
 )
 
 require (
-	github.com/beevik/etree v1.8.1
-	github.com/crewjam/saml v0.6.3
-	github.com/russellhaering/goxmldsig v1.6.1
-	github.com/jonboulle/clockwork v0.5.0 // indirect
+	github.com/moby/spdystream v0.5.1
+	k8s.io/apimachinery v0.37.2 // indirect
+	k8s.io/apiserver v0.37.2 // indirect
 )
 
 replace github.com/gatehouse/gatehouse/schemas => ./schemas

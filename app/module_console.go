@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -89,7 +90,37 @@ func (a *App) registerConsole() error {
 	return nil
 }
 
-// samlOptions reads the service provider's keys and the IdP's metadata source.
+// samlOptions reads the service provider's keys and the IdP's metadata (from its file, or
+// fetched from its URL: at most 1 MiB, within 15 s).
 func samlOptions(s *config.ConsoleSAML) (*console.SAMLOptions, error) {
-	return &console.SAMLOptions{}, nil
+	o := &console.SAMLOptions{EntityID: s.EntityID, GroupsAttribute: s.GroupsAttribute, NameAttribute: s.NameAttribute,
+		MaxClockSkew: s.MaxClockSkew}
+	var err error
+	if o.Certificate, err = console.ReadSAMLCertificate(s.CertificateFile); err != nil {
+		return nil, fmt.Errorf("console.saml.certificate_file: %w", err)
+	}
+	if o.Key, err = console.ReadSAMLKey(s.KeyFile, o.Certificate); err != nil {
+		return nil, fmt.Errorf("console.saml.key_file: %w", err)
+	}
+	if s.IdPMetadataFile != "" {
+		b, err := os.ReadFile(s.IdPMetadataFile)
+		if err == nil {
+			o.IDPMetadata, err = console.ParseSAMLMetadata(b)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("console.saml.idp_metadata_file: %w", err)
+		}
+		return o, nil
+	}
+	// The metadata names the keys whose signatures sign people in: over plain HTTP anyone on
+	// the way could swap them.
+	if u, err := url.Parse(s.IdPMetadataURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && config.IsLoopbackHost(u.Hostname()))) {
+		return nil, fmt.Errorf("console.saml.idp_metadata_url: %q: want an https URL (http only on this machine), or use idp_metadata_file", s.IdPMetadataURL)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if o.IDPMetadata, err = console.FetchSAMLMetadata(ctx, &http.Client{Timeout: 15 * time.Second}, s.IdPMetadataURL); err != nil {
+		return nil, fmt.Errorf("console.saml.idp_metadata_url: %w", err)
+	}
+	return o, nil
 }

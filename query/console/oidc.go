@@ -68,7 +68,14 @@ func (l *oidcLogin) config(ctx context.Context) (*oauth2.Config, error) {
 		}
 		l.provider = p
 	}
-	return &oauth2.Config{ClientID: l.opts.ClientID, ClientSecret: l.opts.ClientSecret, Endpoint: l.provider.Endpoint(),
+	ep := l.provider.Endpoint()
+	// Say how the client authenticates: left to detection, the library tries one way and
+	// then the other, and the second try of a code the first spent is refused as a replay.
+	ep.AuthStyle = oauth2.AuthStyleInHeader
+	if l.opts.ClientSecret == "" {
+		ep.AuthStyle = oauth2.AuthStyleInParams // a public client: client_id in the form, PKCE
+	}
+	return &oauth2.Config{ClientID: l.opts.ClientID, ClientSecret: l.opts.ClientSecret, Endpoint: ep,
 		RedirectURL: l.redirect, Scopes: l.opts.Scopes}, nil
 }
 

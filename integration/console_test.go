@@ -1,0 +1,215 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+)
+
+// consoleMe is GET /api/v1/me as the console's pages read it.
+type consoleMe struct {
+	Subject string   `json:"subject"`
+	Name    string   `json:"name"`
+	Groups  []string `json:"groups"`
+	Roles   []string `json:"roles"`
+	Method  string   `json:"method"`
+	CSRF    string   `json:"csrf"`
+}
+
+// me asks the API who the browser is signed in as (status, and the answer on 200).
+func (b *browser) me() (int, consoleMe) {
+	b.t.Helper()
+	var r struct {
+		Status int       `json:"status"`
+		Me     consoleMe `json:"me"`
+	}
+	raw := eval[json.RawMessage](b, `fetch('/api/v1/me').then(async r => ({status: r.status, me: r.ok ? await r.json() : {}}))`)
+	require.NoError(b.t, json.Unmarshal(raw, &r))
+	return r.Status, r.Me
+}
+
+// fetchStatus makes a request from the page (same origin, with its cookies) and returns
+// the status and body.
+func (b *browser) fetchStatus(method, path, body string, headers map[string]string) (int, string) {
+	b.t.Helper()
+	h, _ := json.Marshal(headers)
+	bd, _ := json.Marshal(body)
+	var r struct {
+		Status int    `json:"status"`
+		Body   string `json:"body"`
+	}
+	expr := `fetch(` + jsString(path) + `, {method: ` + jsString(method) + `, headers: ` + string(h) + `, body: ` + method + `_BODY})` +
+		`.then(async r => ({status: r.status, body: await r.text()}))`
+	if method == http.MethodGet || method == http.MethodHead {
+		expr = strings.Replace(expr, method+"_BODY", "undefined", 1)
+	} else {
+		expr = strings.Replace(expr, method+"_BODY", string(bd), 1)
+	}
+	raw := eval[json.RawMessage](b, expr)
+	require.NoError(b.t, json.Unmarshal(raw, &r))
+	return r.Status, r.Body
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// signInOIDC signs the browser in through the development issuer's sign-in page as one of
+// its demo people, starting from path; it ends on path.
+func (b *browser) signInOIDC(path, person string) {
+	b.t.Helper()
+	b.open(path, `a[href^="/auth/oidc/login"]`)
+	require.Contains(b.t, b.location(), "/auth/login?next=")
+	b.run(chromedp.Click(chromedp.CSS(`a[href^="/auth/oidc/login"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button[name="pick"][value="`+person+`"]`)))
+	require.Contains(b.t, b.location(), "/dev/oidc/authorize")
+	require.Contains(b.t, b.location(), "code_challenge_method=S256", "the console signs in without PKCE")
+	b.run(chromedp.Click(chromedp.CSS(`button[name="pick"][value="`+person+`"]`)))
+	b.waitJS(`location.pathname === ` + jsString(strings.SplitN(path, "?", 2)[0]) + ` && document.readyState === "complete"`)
+	code, me := b.me()
+	require.Equal(b.t, http.StatusOK, code)
+	require.Equal(b.t, person, me.Name)
+	require.Equal(b.t, "oidc", me.Method)
+	require.NotEmpty(b.t, me.CSRF)
+}
+
+// TestConsole drives the web console in headless Chromium against the whole platform
+// (target all, the shipped demo config): sign-in, the pages, and what must be refused.
+func TestConsole(t *testing.T) {
+	g, _ := startAllInOne(t, "../deploy/gatehouse.dev.yaml")
+	base := g.api
+
+	t.Run("SignInWithOIDC", func(t *testing.T) {
+		b := newBrowser(t, base, "oidc")
+		b.signInOIDC("/sessions", "bob@example.com")
+		_, me := b.me()
+		require.Contains(t, me.Roles, "auditor")
+
+		// Sign-out ends the session: the cookie the browser had no longer works.
+		cookie := eval[string](b, `document.cookie`)
+		require.NotContains(t, cookie, "gh_session", "the session cookie is readable by scripts")
+		b.run(chromedp.Click(chromedp.CSS(`[data-testid="signout"]`)), chromedp.WaitVisible(chromedp.CSS(`.auth-card`)))
+		require.Contains(t, b.text(`.auth-card`), "signed out")
+		code, _ := b.me()
+		require.Equal(t, http.StatusUnauthorized, code)
+	})
+
+	t.Run("RefusedSignIns", func(t *testing.T) {
+		b := newBrowser(t, base, "refused")
+		// A callback with a state this console never issued (a forged answer).
+		b.open("/auth/oidc/callback?code=abc&state="+url.QueryEscape("not-a-state"), `.auth-card`)
+		require.Contains(t, b.text(`.auth-card`), "wrong or replayed state")
+		b.shot("refused-state")
+
+		// A sign-in started elsewhere (an attacker's own, to sign the victim in as the
+		// attacker): its answer, opened in this browser, is refused.
+		cb := oidcCallbackURL(t, base, nil)
+		b.open(strings.TrimPrefix(cb, base), `.auth-card`)
+		require.Contains(t, b.text(`.auth-card`), "started in another browser")
+
+		// An answer used twice: the second is refused, even in the browser that began it.
+		jar, _ := cookiejar.New(nil)
+		cb = oidcCallbackURL(t, base, jar)
+		hc := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := hc.Get(cb)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+		resp, err = hc.Get(cb)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+		require.Contains(t, string(body), "wrong or replayed state")
+
+		// An altered session cookie, and one whose session was ended: both are sent to
+		// sign in again, with a clear notice; neither reaches the API.
+		b.signInOIDC("/sessions", "alice@example.com")
+		ck := b.sessionCookie()
+		b.setSessionCookie(ck.Name, flipChar(ck.Value))
+		code, _ := b.me()
+		require.Equal(t, http.StatusUnauthorized, code)
+		b.open("/approvals", `.auth-card`)
+		require.Contains(t, b.location(), "/auth/login")
+		require.Contains(t, b.text(`.auth-card`), "session has ended")
+		b.shot("session-ended")
+	})
+}
+
+// oidcCallbackURL starts a console sign-in with an HTTP client (with jar, its cookies),
+// signs in at the development issuer as alice, and returns the callback URL the issuer
+// sends the browser to, without following it.
+func oidcCallbackURL(t *testing.T, base string, jar http.CookieJar) string {
+	t.Helper()
+	hc := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Get(base + "/auth/oidc/login?next=/sessions")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	authz, err := url.Parse(resp.Header.Get("Location"))
+	require.NoError(t, err)
+	// The issuer's sign-in page carries the pending request's id in its form.
+	resp, err = hc.Get(authz.String())
+	require.NoError(t, err)
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="request" value="([^"]+)"`).FindSubmatch(page)
+	require.NotNil(t, m, "no pending request in the issuer's page:\n%s", page)
+	form := url.Values{"request": {html.UnescapeString(string(m[1]))}, "pick": {"alice@example.com"}}
+	resp, err = hc.PostForm(authz.Scheme+"://"+authz.Host+authz.Path, form)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusFound, resp.StatusCode)
+	cb := resp.Header.Get("Location")
+	require.True(t, strings.HasPrefix(cb, base+"/auth/oidc/callback?"), cb)
+	return cb
+}
+
+func flipChar(s string) string {
+	b := []byte(s)
+	if b[2] == 'A' {
+		b[2] = 'B'
+	} else {
+		b[2] = 'A'
+	}
+	return string(b)
+}
+
+// sessionCookie is the browser's console session cookie.
+func (b *browser) sessionCookie() *network.Cookie {
+	b.t.Helper()
+	cks := get(b, func(ctx context.Context, tg *chromedp.Target) ([]*network.Cookie, error) {
+		r, err := cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{URLs: []string{b.base + "/"}})
+		return r.Cookies, err
+	})
+	for _, c := range cks {
+		if strings.HasSuffix(c.Name, "gh_session") {
+			require.True(b.t, c.HTTPOnly)
+			return c
+		}
+	}
+	b.t.Fatalf("no session cookie among %d", len(cks))
+	return nil
+}
+
+// setSessionCookie replaces the browser's session cookie.
+func (b *browser) setSessionCookie(name, value string) {
+	b.t.Helper()
+	httpOnly := true
+	get(b, func(ctx context.Context, tg *chromedp.Target) (cdp.Empty, error) {
+		return cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: name, Value: value, URL: b.base + "/", Path: "/", HTTPOnly: &httpOnly})
+	})
+}
