@@ -325,16 +325,17 @@ var signInTmpl = template.Must(template.New("signin").Parse(`<!doctype html>
 <p class="warn"><strong>Development only:</strong> this issuer signs in whoever you choose, for loopback clients only.</p>
 {{if .Message}}<p>{{.Message}}</p>{{end}}
 {{if .Request}}<p class="muted">Signing in to <strong>{{.ClientID}}</strong>, which will receive the sign-in at {{.RedirectURI}}.</p>
+<!-- Sign in comes first: it is the button Enter presses. -->
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="request" value="{{.Request}}">
-<p class="people">Sign in as a demo person:<br>
-{{range .People}}<button name="pick" value="{{.Subject}}" title="groups: {{.Groups}}">{{.Subject}}</button>
-{{end}}</p>
-<p>Or as anyone:</p>
 <label>Subject and name <input name="sub" value="{{.Subject}}"></label>
 <label>Groups, comma-separated <input name="groups" value="{{.Groups}}"></label>
 <label>Token lifetime <input name="ttl" value="{{.TTL}}"></label>
-<button name="action" value="signin">Sign in</button> <button name="action" value="cancel">Cancel</button>
+<button name="action" value="signin">Sign in</button>
+<p class="people">Or sign in as a demo person:<br>
+{{range .People}}<button name="pick" value="{{.Subject}}" title="groups: {{.Groups}}">{{.Subject}}</button>
+{{end}}</p>
+<p><button name="action" value="cancel">Cancel</button></p>
 </form>{{end}}
 </body></html>
 `))

@@ -133,6 +133,8 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 	require.NotContains(t, body, "<style")
 	require.NotContains(t, body, "style=")
 	require.Contains(t, body, `href="/dev/oidc/signin.css"`)
+	// Enter in a field presses the first button: Sign in, not a demo person.
+	require.Less(t, strings.Index(body, `value="signin"`), strings.Index(body, `name="pick"`))
 	for _, who := range []string{"alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com"} {
 		require.Contains(t, body, `value="`+who+`"`)
 	}

@@ -141,7 +141,13 @@ func (d *DevIssuer) codeToken(c echo.Context) error {
 		return oauthError(c, http.StatusBadRequest, "invalid_grant", "unknown or expired code (a code lives 60 seconds)")
 	}
 	delete(s.codes, code)
-	s.used[code] = usedCode{expires: ac.expires}
+	if len(s.used) >= maxCodes {
+		s.sweep(now)
+	}
+	// When full, the replay of this code is refused all the same, as unknown.
+	if len(s.used) < maxCodes {
+		s.used[code] = usedCode{expires: ac.expires}
+	}
 	s.mu.Unlock()
 	verifier := c.FormValue("code_verifier")
 	switch {
