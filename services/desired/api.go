@@ -18,12 +18,15 @@ import (
 const maxDocument = 4 << 20
 
 // API serves the desired state: GET and PUT /api/v1/policies and /api/v1/resources (YAML
-// documents `policies: [...]` and `resources: [...]`), for members of the admin groups.
+// documents `policies: [...]` and `resources: [...]`): admins read and change them, auditors
+// read them.
 type API struct {
 	Store    *Store
 	JS       jetstream.JetStream
 	Verifier *identity.Verifier
 	Admins   []string
+	// Auditors may read policies and resources (not change them).
+	Auditors []string
 	// Base is the running config: everything but policies and resources, which come from KV.
 	Base *config.Config
 	// Compile checks that policies compile and returns the revision they would be in force
@@ -34,9 +37,11 @@ type API struct {
 
 // Register adds the routes.
 func (a *API) Register(e *echo.Echo) {
-	e.GET("/api/v1/policies", a.getPolicies, a.Verifier.Middleware(a.Admins, "admin"))
+	// Auditors read them too (the console's Resources and policies page), secrets redacted.
+	readers := append(append([]string{}, a.Admins...), a.Auditors...)
+	e.GET("/api/v1/policies", a.getPolicies, a.Verifier.Middleware(readers, "admin or auditor"))
 	e.PUT("/api/v1/policies", a.putPolicies, a.Verifier.Middleware(a.Admins, "admin"))
-	e.GET("/api/v1/resources", a.getResources, a.Verifier.Middleware(a.Admins, "admin"))
+	e.GET("/api/v1/resources", a.getResources, a.Verifier.Middleware(readers, "admin or auditor"))
 	e.PUT("/api/v1/resources", a.putResources, a.Verifier.Middleware(a.Admins, "admin"))
 }
 
@@ -72,14 +77,11 @@ func (a *API) getResources(c echo.Context) error {
 	if err != nil {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "read resources: "+err.Error())
 	}
-	for i := range rs {
-		if rs[i].Postgres != nil && rs[i].Postgres.Password != "" {
-			pg := *rs[i].Postgres
-			pg.Password = "<redacted>"
-			rs[i].Postgres = &pg
-		}
+	b, err := yaml.Marshal(Document{Resources: rs})
+	if err != nil {
+		return err
 	}
-	return yamlResponse(c, Document{Resources: rs})
+	return c.Blob(http.StatusOK, "application/yaml", []byte(redact(string(b))))
 }
 
 func yamlResponse(c echo.Context, d Document) error {

@@ -223,15 +223,26 @@ func diff(kind, name string, before, after []byte) string {
 	return d
 }
 
-// redact hides inline passwords: a diff goes into the audit trail.
+// redact hides inline secrets (a PostgreSQL password, an HTTP backend's bearer token and
+// basic_password, any *_secret): a diff goes into the audit trail, and resources are shown to auditors.
+// Paths to files holding them (*_file) are not secrets.
 func redact(y string) string {
 	lines := strings.Split(y, "\n")
 	for i, l := range lines {
-		if k, _, ok := strings.Cut(strings.TrimSpace(l), ":"); ok && k == "password" {
+		k, v, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(l), "- "), ":")
+		if ok && secretKey(k) && strings.TrimSpace(v) != "" && strings.TrimSpace(v) != `""` {
 			lines[i] = l[:strings.Index(l, ":")+1] + " '<redacted>'"
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+func secretKey(k string) bool {
+	if strings.HasSuffix(k, "_file") {
+		return false
+	}
+	return k == "password" || strings.HasSuffix(k, "_password") || strings.Contains(k, "secret") || k == "token" || strings.HasSuffix(k, "_token") ||
+		k == "bearer"
 }
 
 // Watch calls fn with the full set of a bucket's values whenever it changes (and once with

@@ -1,0 +1,33 @@
+package desired
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
+
+	"github.com/gatehouse/gatehouse/services/config"
+)
+
+// Inline secrets of every kind of resource stay out of diffs (the audit trail) and out of
+// what GET /api/v1/resources shows; the paths of files that hold them do not.
+func TestRedactHidesInlineSecrets(t *testing.T) {
+	rs := []config.Resource{
+		{Name: "db", Postgres: &config.PostgresBackend{Address: "127.0.0.1:5432", User: "u", Password: "pg-Secret-1"}},
+		{Name: "api", HTTP: &config.HTTPBackend{URL: "https://api.internal", BasicUser: "svc", BasicPassword: "basic-Secret-2", BearerFile: "/etc/gh/bearer"}},
+		{Name: "api2", HTTP: &config.HTTPBackend{URL: "https://api2.internal", Bearer: "bearer-Secret-3"}},
+	}
+	b, err := yaml.Marshal(Document{Resources: rs})
+	require.NoError(t, err)
+	out := redact(string(b))
+	for _, s := range []string{"pg-Secret-1", "basic-Secret-2", "bearer-Secret-3"} {
+		require.Contains(t, string(b), s)
+		require.NotContains(t, out, s)
+	}
+	require.Contains(t, out, "/etc/gh/bearer", "a file's path is not a secret")
+	require.Equal(t, 3, strings.Count(out, "<redacted>"))
+
+	d := diff("resource", "api", nil, b)
+	require.NotContains(t, d, "basic-Secret-2")
+}
