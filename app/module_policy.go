@@ -74,6 +74,10 @@ func (a *App) policyService() *Service {
 				return err
 			}
 			svc.Catalogs = held
+			// What the decision service would answer now, for policy authors and auditors
+			// (the console's policy test).
+			(&policy.TestAPI{Service: svc, Resource: a.resources.Resource, Verifier: a.verifier,
+				Groups: append(slices.Clone(a.cfg.Query.AdminGroups), a.cfg.Query.AuditorGroups...)}).Register(a.echo)
 			// What statements are resolved against, for policy authors and auditors (it
 			// shows the schema: tables, columns, view definitions, functions).
 			a.echo.GET("/api/v1/catalogs/:resource", func(c echo.Context) error {
