@@ -381,3 +381,33 @@ func TestDeviceFlowGivesRefreshAndIDTokens(t *testing.T) {
 	_, fresh := postForm(t, di.d.Issuer()+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {out["refresh_token"].(string)}})
 	require.NotEmpty(t, fresh["access_token"], fresh)
 }
+
+// VerifyIDToken (the console's sign-in) takes an ID token only for its client and with the
+// nonce its sign-in sent.
+func TestVerifyIDTokenChecksAudienceAndNonce(t *testing.T) {
+	ci := newCodeIssuer(t)
+	loc := ci.signIn(t, ci.authorizeURL(nil), url.Values{"pick": {"alice@example.com"}})
+	st, tok := ci.exchange(t, url.Values{"code": {loc.Query().Get("code")}})
+	require.Equal(t, http.StatusOK, st, tok)
+	idTok := tok["id_token"].(string)
+	v := NewVerifier(t.Context(), []config.Issuer{{Issuer: ci.iss, Audience: DevAudience, GroupsClaim: "groups"}}, slog.New(slog.DiscardHandler))
+
+	id, err := v.VerifyIDToken(t.Context(), idTok, "gatehouse-cli", "n-0S6_WzA2Mj")
+	require.NoError(t, err)
+	require.Equal(t, "alice@example.com", id.Name)
+	require.Equal(t, []string{"approvers"}, id.Groups)
+
+	_, err = v.VerifyIDToken(t.Context(), idTok, "gatehouse-cli", "another-nonce")
+	require.ErrorContains(t, err, "nonce does not match")
+	_, err = v.VerifyIDToken(t.Context(), idTok, "gatehouse-cli", "")
+	require.ErrorContains(t, err, "nonce does not match")
+	_, err = v.VerifyIDToken(t.Context(), idTok, "gatehouse-console", "n-0S6_WzA2Mj")
+	require.ErrorContains(t, err, "audience")
+	// An access token is not an ID token for the console: its audience is the gateway's.
+	_, err = v.VerifyIDToken(t.Context(), tok["access_token"].(string), "gatehouse-cli", "n-0S6_WzA2Mj")
+	require.Error(t, err)
+	// Nor does a token from an issuer the gateway does not trust pass.
+	other := NewVerifier(t.Context(), nil, slog.New(slog.DiscardHandler))
+	_, err = other.VerifyIDToken(t.Context(), idTok, "gatehouse-cli", "n-0S6_WzA2Mj")
+	require.ErrorContains(t, err, "not trusted")
+}

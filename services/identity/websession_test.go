@@ -66,7 +66,11 @@ func newWebSessionEnv(t *testing.T) *webSessionEnv {
 	return env
 }
 
-func (env *webSessionEnv) advance(d time.Duration) { env.mu.Lock(); env.now = env.now.Add(d); env.mu.Unlock() }
+func (env *webSessionEnv) advance(d time.Duration) {
+	env.mu.Lock()
+	env.now = env.now.Add(d)
+	env.mu.Unlock()
+}
 
 func (env *webSessionEnv) do(ck *http.Cookie, method, path string, hdr map[string]string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, path, nil)
