@@ -218,6 +218,9 @@ func bannerFor(cfg *config.Config, pg, api, nats, devIssuerURL string) banner {
 	if cfg.Identity.DevIssuer {
 		b.DevIssuer = devIssuerURL
 	}
+	if !cfg.Console.Disabled {
+		b.Console = api + "/"
+	}
 	return b
 }
 
@@ -236,6 +239,8 @@ type banner struct {
 	// HTTP service is configured.
 	HTTPProxy string
 	DemoAPI   bool
+	// Console is the web console's URL (empty: off).
+	Console string
 }
 
 func (b *banner) write(w io.Writer) {
@@ -247,6 +252,13 @@ func (b *banner) write(w io.Writer) {
 	}
 	if b.HTTPProxy != "" {
 		fmt.Fprintf(w, "  HTTP proxy         https://%s   (HTTP services, the Kubernetes API)\n", b.HTTPProxy)
+	}
+	if b.Console != "" {
+		who := ""
+		if b.DevIssuer != "" {
+			who = "   (sign in as alice@example.com to approve, bob@example.com to audit)"
+		}
+		fmt.Fprintf(w, "  web console        %s%s\n", b.Console, who)
 	}
 	fmt.Fprintf(w, "  HTTP API / health  %s   (GET /readyz, /metrics)\n", b.HTTP)
 	if b.DevIssuer != "" {
