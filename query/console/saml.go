@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/beevik/etree"
@@ -231,8 +232,7 @@ func (l *samlLogin) acs(ctx echo.Context) error {
 	// the assertion is what is kept and trusted, so it must carry the IdP's own signature.
 	if !slices.Contains(signed.ids, a.ID) {
 		l.c.opts.Log.Warn("saml response refused", "reason", "assertion not signed", "idp", l.opts.IDPMetadata.EntityID)
-		return l.c.errorPage(ctx, http.StatusUnauthorized, "Sign-in refused",
-			"The assertion in the SAML response is not signed by the identity provider (a signed response around an unsigned assertion is not enough). Set the identity provider to sign assertions.")
+		return l.c.errorPage(ctx, http.StatusUnauthorized, "Sign-in refused", unsignedAssertion)
 	}
 	id, expiry, err := l.identity(a)
 	if err != nil {
@@ -240,6 +240,8 @@ func (l *samlLogin) acs(ctx echo.Context) error {
 	}
 	return l.c.startSession(ctx, id, "saml", expiry, p.Next)
 }
+
+const unsignedAssertion = "The assertion in the SAML response is not signed by the identity provider (a signed response around an unsigned assertion is not enough). Set the identity provider to sign assertions."
 
 // forResponse is the service provider for checking one response: it records the assertions
 // whose own signature verified, and refuses an assertion whose ID it has seen before.
@@ -268,6 +270,8 @@ func (l *samlLogin) refuse(ctx echo.Context, err error) error {
 		status, msg = http.StatusBadRequest, "This assertion was already used to sign in (a replayed SAML response). Start again."
 	case errors.Is(err, saml.ErrRequestIDMismatch):
 		status, msg = http.StatusBadRequest, "The SAML response does not answer the sign-in request this browser started (its InResponseTo does not match): unsolicited responses are not accepted. Start again."
+	case strings.Contains(detail, "signature element not present"): // crewjam's errSignatureElementNotPresent is not exported
+		msg = unsignedAssertion
 	case errors.Is(err, saml.ErrInvalidSignature), errors.Is(err, saml.ErrUntrustedCertificate), errors.Is(err, saml.ErrCertificateNotValidNow):
 		msg = "The signature on the SAML response does not verify with the identity provider's certificate from its metadata (forged, or signed with another key). If the identity provider changed its key, update its metadata in console.saml."
 	case errors.Is(err, saml.ErrAudienceMismatch):
