@@ -47,6 +47,7 @@ func (a *API) Register(e *echo.Echo) {
 	g.GET("/sessions/:id/asciicast", a.asciicast)
 	g.GET("/audit/verify", a.verify)
 	g.GET("/export", a.export)
+	g.GET("/evidence/charts", a.charts)
 	g.GET("/evidence/:kind", a.evidence)
 }
 
