@@ -31,6 +31,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/desired"
 	"github.com/gatehouse/gatehouse/services/identity"
 	"github.com/gatehouse/gatehouse/services/seal"
+	"github.com/gatehouse/gatehouse/sshca"
 )
 
 // App is one Gatehouse process running a set of targets.
@@ -326,6 +327,14 @@ func (a *App) identityService() *Service {
 			var vctx context.Context
 			vctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
 			a.verifier = identity.NewVerifier(vctx, issuers, a.component("identity"))
+			// Where people sign in (gatehouse login), from any process that checks tokens.
+			li := sshca.LoginInfo{Issuer: a.cfg.Identity.LoginIssuer(a.DevIssuerURL()), ClientID: a.cfg.Identity.Login.ClientID, Scopes: a.cfg.Identity.Login.Scopes}
+			a.echo.GET(LoginPath, func(c echo.Context) error {
+				if li.Issuer == "" {
+					return echo.NewHTTPError(http.StatusNotFound, "no sign-in issuer is configured (identity.login.issuer)")
+				}
+				return c.JSON(http.StatusOK, li)
+			})
 			return a.useWebSessions(ctx)
 		},
 		Stop: func(context.Context) error { cancel(); return nil },

@@ -24,6 +24,9 @@ import (
 const (
 	KubeClustersPath = "/api/v1/kube/clusters/"
 	KubeLoginPath    = "/api/v1/kube/login"
+	// LoginPath is where any process that checks tokens says where people sign in
+	// (gatehouse login): {issuer, client_id, scopes}.
+	LoginPath = "/api/v1/login"
 )
 
 // KubeCluster is the answer of GET /api/v1/kube/clusters/{resource}: the URL kubectl is

@@ -6,6 +6,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
@@ -39,7 +40,7 @@ type apiAccess struct {
 // addAPIFlags adds --token and --url to fs. who says whose token the command needs
 // ("admin", "auditor", or "" for anyone's); hint is added to the error without one.
 func addAPIFlags(fs *flag.FlagSet, who, hint string) *apiAccess {
-	desc := "token to send (default: $GATEHOUSE_TOKEN)"
+	desc := "token to send (default: $GATEHOUSE_TOKEN, else the token of gatehouse login)"
 	if who != "" {
 		desc = "an " + who + "'s " + desc
 	}
@@ -53,8 +54,22 @@ func (a *apiAccess) client(timeout time.Duration) (*apiClient, error) {
 	if tok == "" {
 		tok, from = strings.TrimSpace(os.Getenv("GATEHOUSE_TOKEN")), "GATEHOUSE_TOKEN"
 	}
+	base := *a.base
 	if tok == "" {
-		msg := "no token: pass --token or set GATEHOUSE_TOKEN"
+		// Signed in with gatehouse login: its token (renewed when due), for its gateway.
+		if path, err := loginCachePath(); err == nil {
+			if c, err := readLoginCache(path); err == nil && (base == "" || strings.TrimRight(base, "/") == c.Server) {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				defer cancel()
+				if tok, err = c.fresh(ctx, &http.Client{Timeout: timeout}, path, time.Now()); err != nil {
+					return nil, err
+				}
+				from, base = "gatehouse login", c.Server
+			}
+		}
+	}
+	if tok == "" {
+		msg := "no token: pass --token, set GATEHOUSE_TOKEN, or sign in with gatehouse login"
 		if a.hint != "" {
 			msg += " (" + a.hint + ")"
 		}
@@ -63,7 +78,6 @@ func (a *apiAccess) client(timeout time.Duration) (*apiClient, error) {
 	if err := looksLikeToken(tok); err != nil {
 		return nil, usageError{fmt.Sprintf("%s is not a token: %v", from, err)}
 	}
-	base := *a.base
 	if base == "" {
 		base = apiURL()
 	}

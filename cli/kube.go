@@ -187,18 +187,22 @@ func (k *kubeSession) token(ctx context.Context, interactive bool) (string, erro
 	return tok, nil
 }
 
-// loginInfo asks the gateway where to sign in: the Kubernetes API's answer, else the SSH
-// CA's (a gateway without the HTTP proxy's routes).
+// loginInfo asks the gateway where to sign in (GET /api/v1/login; the Kubernetes API's or
+// the SSH CA's answer from gateways without it).
 func (k *kubeSession) loginInfo(ctx context.Context) (sshca.LoginInfo, error) {
 	var li sshca.LoginInfo
-	err := getJSON(ctx, k.hc, k.base+app.KubeLoginPath, &li)
-	if err != nil {
-		if err2 := getJSON(ctx, k.hc, k.base+sshca.LoginPath, &li); err2 == nil {
+	var first error
+	// Any process that checks tokens answers the first; older gateways, the others.
+	for _, p := range []string{app.LoginPath, app.KubeLoginPath, sshca.LoginPath} {
+		err := getJSON(ctx, k.hc, k.base+p, &li)
+		if err == nil {
 			return li, nil
 		}
-		return li, fmt.Errorf("ask the gateway where to sign in: %w", err)
+		if first == nil {
+			first = err
+		}
 	}
-	return li, nil
+	return li, fmt.Errorf("ask the gateway where to sign in: %w", first)
 }
 
 // cachedToken is a token cache file: the gateway it is for, the issuer it came from, the

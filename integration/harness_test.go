@@ -38,6 +38,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "gatehouse")
+	// Commands without a token would use the sign-in of whoever runs the tests.
+	os.Setenv("GATEHOUSE_CONFIG_DIR", filepath.Join(dir, "config"))
 	cmd := exec.Command("go", "build", "-o", binary, "github.com/gatehouse/gatehouse")
 	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
