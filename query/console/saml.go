@@ -120,9 +120,12 @@ func newSAMLLogin(c *Console, publicURL string, o SAMLOptions) (*samlLogin, erro
 		IDPMetadata: o.IDPMetadata, SignatureMethod: method,
 		AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
 		// The IdP chooses the NameID's format; the request asks for none in particular.
-		AuthnNameIDFormat:    saml.UnspecifiedNameIDFormat,
-		AllowIDPInitiated:    false,
-		RejectSHA1Signatures: true,
+		AuthnNameIDFormat: saml.UnspecifiedNameIDFormat,
+		// The metadata says how long to cache it rather than a validUntil two days ahead,
+		// which an IdP that imported the file once would hold against it later.
+		MetadataOmitValidUntil: true,
+		AllowIDPInitiated:      false,
+		RejectSHA1Signatures:   true,
 	}
 	if sp.GetSSOBindingLocation(saml.HTTPRedirectBinding) == "" {
 		return nil, fmt.Errorf("console: the SAML identity provider %s has no single sign-on service with the HTTP-Redirect binding in its metadata", o.IDPMetadata.EntityID)
@@ -234,9 +237,9 @@ func (l *samlLogin) acs(ctx echo.Context) error {
 		l.c.opts.Log.Warn("saml response refused", "reason", "assertion not signed", "idp", l.opts.IDPMetadata.EntityID)
 		return l.c.errorPage(ctx, http.StatusUnauthorized, "Sign-in refused", unsignedAssertion)
 	}
-	id, expiry, err := l.identity(a)
-	if err != nil {
-		return l.c.errorPage(ctx, http.StatusUnauthorized, "Sign-in refused", err.Error())
+	id, expiry, refusal := l.identity(a)
+	if refusal != "" {
+		return l.c.errorPage(ctx, http.StatusUnauthorized, "Sign-in refused", refusal)
 	}
 	return l.c.startSession(ctx, id, "saml", expiry, p.Next)
 }
@@ -264,7 +267,7 @@ func (l *samlLogin) refuse(ctx echo.Context, err error) error {
 	l.c.opts.Log.Warn("saml response refused", "idp", l.opts.IDPMetadata.EntityID, "err", truncate(detail, 300))
 	skew := l.opts.MaxClockSkew
 	var bad saml.ErrBadStatus
-	status, msg := http.StatusUnauthorized, "The SAML response was refused."
+	status, msg := http.StatusUnauthorized, "The SAML response was refused: "+truncate(detail, 200)+"."
 	switch {
 	case errors.Is(err, saml.ErrAssertionReplayed):
 		status, msg = http.StatusBadRequest, "This assertion was already used to sign in (a replayed SAML response). Start again."
@@ -294,12 +297,16 @@ func (l *samlLogin) refuse(ctx echo.Context, err error) error {
 	return l.c.errorPage(ctx, status, "Sign-in refused", msg)
 }
 
-// identity is who the assertion says signed in, and until when the IdP vouches for it.
-func (l *samlLogin) identity(a *saml.Assertion) (*identity.Identity, time.Time, error) {
+// identity is who the assertion says signed in, and until when the IdP vouches for it; or
+// why the assertion cannot sign anyone in.
+func (l *samlLogin) identity(a *saml.Assertion) (*identity.Identity, time.Time, string) {
 	if a.Subject == nil || a.Subject.NameID == nil || a.Subject.NameID.Value == "" {
-		return nil, time.Time{}, errors.New("The assertion names no one (it has no NameID).")
+		return nil, time.Time{}, "The assertion names no one (it has no NameID)."
 	}
 	sub := a.Subject.NameID.Value
+	if len(sub) > 1024 {
+		return nil, time.Time{}, "The assertion's NameID is longer than 1024 bytes."
+	}
 	name := sub
 	if v := attributeValues(a, l.opts.NameAttribute); len(v) > 0 {
 		name = v[0]
@@ -311,11 +318,11 @@ func (l *samlLogin) identity(a *saml.Assertion) (*identity.Identity, time.Time, 
 		}
 	}
 	if !expiry.IsZero() && !time.Now().Before(expiry) {
-		return nil, time.Time{}, fmt.Errorf("The identity provider's session for %s ended at %s (SessionNotOnOrAfter).", name, expiry.UTC().Format(time.RFC3339))
+		return nil, time.Time{}, fmt.Sprintf("The identity provider's session for %s ended at %s (SessionNotOnOrAfter).", name, expiry.UTC().Format(time.RFC3339))
 	}
 	id := &identity.Identity{Identity: schemas.Identity{Subject: sub, Name: name, Issuer: l.opts.IDPMetadata.EntityID,
 		Groups: attributeValues(a, l.opts.GroupsAttribute), Kind: "human"}, Expiry: expiry}
-	return id, expiry, nil
+	return id, expiry, ""
 }
 
 // attributeValues are the values of the attributes named name (by Name or FriendlyName),
