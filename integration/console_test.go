@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"html"
@@ -16,6 +17,9 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/approvals"
+	"github.com/gatehouse/gatehouse/cli"
 )
 
 // consoleMe is GET /api/v1/me as the console's pages read it.
@@ -101,10 +105,78 @@ func TestConsole(t *testing.T) {
 		// Sign-out ends the session: the cookie the browser had no longer works.
 		cookie := eval[string](b, `document.cookie`)
 		require.NotContains(t, cookie, "gh_session", "the session cookie is readable by scripts")
-		b.run(chromedp.Click(chromedp.CSS(`[data-testid="signout"]`)), chromedp.WaitVisible(chromedp.CSS(`.auth-card`)))
+		b.run(chromedp.Click(chromedp.CSS(`[data-testid="logout"]`)), chromedp.WaitVisible(chromedp.CSS(`.auth-card`)))
 		require.Contains(t, b.text(`.auth-card`), "signed out")
 		code, _ := b.me()
 		require.Equal(t, http.StatusUnauthorized, code)
+	})
+
+	t.Run("Approvals", func(t *testing.T) {
+		alice := newBrowser(t, base, "approver")
+		alice.signInOIDC("/approvals", "alice@example.com")
+		dba := g.token(t, "dba-oncall", "dba")
+
+		// Approved in the console: the waiting psql goes on and its statement runs.
+		stmt := "update customers set name = 'Ada (console)' where id = 1"
+		done := g.psqlAsync(t, dba, "dba", stmt)
+		id := alice.approvalFor(stmt)
+		alice.shot("approvals")
+		alice.accessible("approvals")
+		card := `[data-testid="approval"][data-approval-id="` + id + `"]`
+		alice.run(chromedp.SendKeys(chromedp.CSS(card+` [data-testid="approval-reason"]`), "ticket OPS-1"),
+			chromedp.Click(chromedp.CSS(card+` [data-testid="approve"]`)))
+		r := <-done
+		require.NoError(t, r.err, r.stderr)
+		require.Contains(t, r.stdout, "UPDATE 1")
+		// The decision is recorded as the console's, by alice, with the reason.
+		a := g.approval(t, id)
+		require.Equal(t, "approved", a.Status)
+		require.Len(t, a.Approvals, 1)
+		require.Equal(t, "console", a.Approvals[0].Via)
+		require.Equal(t, "alice@example.com", a.Approvals[0].By)
+		require.Equal(t, "ticket OPS-1", a.Approvals[0].Reason)
+		// It leaves the pending list and shows among the recently decided.
+		alice.waitJS(`!document.querySelector('` + card + `')`)
+		alice.waitText(`[data-testid="approvals-recent"]`, "ticket OPS-1")
+
+		// Denied: psql gets the refusal with the reason.
+		stmt = "update customers set name = 'Ada (denied)' where id = 1"
+		done = g.psqlAsync(t, dba, "dba", stmt)
+		id = alice.approvalFor(stmt)
+		card = `[data-testid="approval"][data-approval-id="` + id + `"]`
+		// A denial needs a reason: without one the page asks for it and sends nothing.
+		alice.run(chromedp.Click(chromedp.CSS(card + ` [data-testid="deny"]`)))
+		alice.waitText(card+` [data-testid="approval-error"]`, "needs a reason")
+		alice.run(chromedp.SendKeys(chromedp.CSS(card+` [data-testid="approval-reason"]`), "not during the freeze"),
+			chromedp.Click(chromedp.CSS(card+` [data-testid="deny"]`)))
+		r = <-done
+		require.Error(t, r.err)
+		require.Contains(t, r.stderr, "not during the freeze")
+		a = g.approval(t, id)
+		require.Equal(t, "denied", a.Status)
+		require.Equal(t, "console", a.Denial.Via)
+
+		// An auditor sees approvals but may not decide them; a state change without the
+		// CSRF token is refused whoever sends it.
+		bob := newBrowser(t, base, "auditor")
+		bob.signInOIDC("/approvals", "bob@example.com")
+		stmt = "update customers set name = 'Ada (auditor)' where id = 1"
+		done = g.psqlAsync(t, dba, "dba", stmt)
+		id = alice.approvalFor(stmt)
+		_, me := bob.me()
+		code, body := bob.fetchStatus(http.MethodPost, "/api/v1/approvals/"+id+"/approve", `{"reason":"lgtm"}`,
+			map[string]string{"Content-Type": "application/json", "X-CSRF-Token": me.CSRF})
+		require.Equal(t, http.StatusForbidden, code, body)
+		code, body = alice.fetchStatus(http.MethodPost, "/api/v1/approvals/"+id+"/approve", `{"reason":"lgtm"}`,
+			map[string]string{"Content-Type": "application/json"})
+		require.Equal(t, http.StatusForbidden, code, body)
+		require.Contains(t, body, "CSRF")
+		require.Equal(t, "pending", g.approval(t, id).Status, "a refused decision changed the approval")
+		// Decided by someone else (here through the API): the page drops it by itself.
+		card = `[data-testid="approval"][data-approval-id="` + id + `"]`
+		require.Equal(t, 0, cliMain(t, "approvals", "deny", id, "--reason", "decided elsewhere", "--url", g.approvalsAPI, "--token", g.token(t, "approver-2", "approvers")))
+		alice.waitJS(`!document.querySelector('` + card + `')`)
+		<-done
 	})
 
 	t.Run("RefusedSignIns", func(t *testing.T) {
@@ -212,4 +284,55 @@ func (b *browser) setSessionCookie(name, value string) {
 	get(b, func(ctx context.Context, tg *chromedp.Target) (cdp.Empty, error) {
 		return cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: name, Value: value, URL: b.base + "/", Path: "/", HTTPOnly: &httpOnly})
 	})
+}
+
+// psqlResult is how a psql run ended.
+type psqlResult struct {
+	stdout, stderr string
+	err            error
+}
+
+// psqlAsync runs sql through the proxy with psql in the background.
+func (g *gateway) psqlAsync(t *testing.T, token, user, sql string) <-chan psqlResult {
+	t.Helper()
+	done := make(chan psqlResult, 1)
+	go func() {
+		out, errOut, err := g.psql(t, token, user, sql)
+		done <- psqlResult{out, errOut, err}
+	}()
+	return done
+}
+
+// approvalFor waits for the approvals page to show the approval of stmt, and returns its
+// id.
+func (b *browser) approvalFor(stmt string) string {
+	b.t.Helper()
+	find := `[...document.querySelectorAll('[data-testid="approval"]')].find(e => e.querySelector('[data-testid="approval-statement"]')?.textContent === ` + jsString(stmt) + `)`
+	b.waitJS(`!!` + find)
+	return eval[string](b, find+`.dataset.approvalId`)
+}
+
+// approval reads an approval through the API as an auditor.
+func (g *gateway) approval(t *testing.T, id string) approvals.Approval {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, g.approvalsAPI+"/api/v1/approvals/"+id, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+g.token(t, "auditor", "auditors"))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var a approvals.Approval
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&a))
+	return a
+}
+
+// cliMain runs the CLI and returns its exit code.
+func cliMain(t *testing.T, args ...string) int {
+	var out, errOut bytes.Buffer
+	code := cli.Main(args, &out, &errOut)
+	if code != 0 {
+		t.Logf("gatehouse %s: %s", strings.Join(args, " "), errOut.String())
+	}
+	return code
 }
