@@ -171,3 +171,18 @@ export function fromLocal(v) {
   const d = new Date(v);
   return isNaN(d) ? '' : utc(d);
 }
+
+// diffBlock shows a unified diff with added and removed lines marked (by colour and by
+// their + and - signs, kept).
+export function diffBlock(text, attrs = {}) {
+  const pre = h('pre', { class: 'diff', ...attrs });
+  for (const line of String(text ?? '').split('\n')) {
+    let cls = '';
+    if (line.startsWith('+++') || line.startsWith('---')) cls = 'hunk';
+    else if (line.startsWith('+')) cls = 'add';
+    else if (line.startsWith('-')) cls = 'del';
+    else if (line.startsWith('@@')) cls = 'hunk';
+    pre.append(h('span', { class: cls, text: line || ' ' }));
+  }
+  return pre;
+}
