@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"html"
 	"io"
@@ -13,14 +12,21 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/approvals"
 	"github.com/gatehouse/gatehouse/cli"
+	"github.com/gatehouse/gatehouse/services/dev/browsertest"
 )
+
+// browser is a headless Chromium signed in to the console (or about to be).
+type browser struct{ *browsertest.Browser }
+
+func newBrowser(t *testing.T, base, name string) *browser {
+	return &browser{browsertest.New(t, base, name)}
+}
 
 // consoleMe is GET /api/v1/me as the console's pages read it.
 type consoleMe struct {
@@ -34,60 +40,33 @@ type consoleMe struct {
 
 // me asks the API who the browser is signed in as (status, and the answer on 200).
 func (b *browser) me() (int, consoleMe) {
-	b.t.Helper()
+	b.T.Helper()
 	var r struct {
 		Status int       `json:"status"`
 		Me     consoleMe `json:"me"`
 	}
-	raw := eval[json.RawMessage](b, `fetch('/api/v1/me').then(async r => ({status: r.status, me: r.ok ? await r.json() : {}}))`)
-	require.NoError(b.t, json.Unmarshal(raw, &r))
+	raw := browsertest.Eval[json.RawMessage](b.Browser, `fetch('/api/v1/me').then(async r => ({status: r.status, me: r.ok ? await r.json() : {}}))`)
+	require.NoError(b.T, json.Unmarshal(raw, &r))
 	return r.Status, r.Me
-}
-
-// fetchStatus makes a request from the page (same origin, with its cookies) and returns
-// the status and body.
-func (b *browser) fetchStatus(method, path, body string, headers map[string]string) (int, string) {
-	b.t.Helper()
-	h, _ := json.Marshal(headers)
-	bd, _ := json.Marshal(body)
-	var r struct {
-		Status int    `json:"status"`
-		Body   string `json:"body"`
-	}
-	expr := `fetch(` + jsString(path) + `, {method: ` + jsString(method) + `, headers: ` + string(h) + `, body: ` + method + `_BODY})` +
-		`.then(async r => ({status: r.status, body: await r.text()}))`
-	if method == http.MethodGet || method == http.MethodHead {
-		expr = strings.Replace(expr, method+"_BODY", "undefined", 1)
-	} else {
-		expr = strings.Replace(expr, method+"_BODY", string(bd), 1)
-	}
-	raw := eval[json.RawMessage](b, expr)
-	require.NoError(b.t, json.Unmarshal(raw, &r))
-	return r.Status, r.Body
-}
-
-func jsString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }
 
 // signInOIDC signs the browser in through the development issuer's sign-in page as one of
 // its demo people, starting from path; it ends on path.
 func (b *browser) signInOIDC(path, person string) {
-	b.t.Helper()
-	b.open(path, `a[href^="/auth/oidc/login"]`)
-	require.Contains(b.t, b.location(), "/auth/login?next=")
-	b.run(chromedp.Click(chromedp.CSS(`a[href^="/auth/oidc/login"]`)),
+	b.T.Helper()
+	b.Open(path, `a[href^="/auth/oidc/login"]`)
+	require.Contains(b.T, b.Location(), "/auth/login?next=")
+	b.Run(chromedp.Click(chromedp.CSS(`a[href^="/auth/oidc/login"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`button[name="pick"][value="`+person+`"]`)))
-	require.Contains(b.t, b.location(), "/dev/oidc/authorize")
-	require.Contains(b.t, b.location(), "code_challenge_method=S256", "the console signs in without PKCE")
-	b.run(chromedp.Click(chromedp.CSS(`button[name="pick"][value="`+person+`"]`)))
-	b.waitJS(`location.pathname === ` + jsString(strings.SplitN(path, "?", 2)[0]) + ` && document.readyState === "complete"`)
+	require.Contains(b.T, b.Location(), "/dev/oidc/authorize")
+	require.Contains(b.T, b.Location(), "code_challenge_method=S256", "the console signs in without PKCE")
+	b.Run(chromedp.Click(chromedp.CSS(`button[name="pick"][value="` + person + `"]`)))
+	b.WaitJS(`location.pathname === ` + browsertest.JSString(strings.SplitN(path, "?", 2)[0]) + ` && document.readyState === "complete"`)
 	code, me := b.me()
-	require.Equal(b.t, http.StatusOK, code)
-	require.Equal(b.t, person, me.Name)
-	require.Equal(b.t, "oidc", me.Method)
-	require.NotEmpty(b.t, me.CSRF)
+	require.Equal(b.T, http.StatusOK, code)
+	require.Equal(b.T, person, me.Name)
+	require.Equal(b.T, "oidc", me.Method)
+	require.NotEmpty(b.T, me.CSRF)
 }
 
 // TestConsole drives the web console in headless Chromium against the whole platform
@@ -103,10 +82,10 @@ func TestConsole(t *testing.T) {
 		require.Contains(t, me.Roles, "auditor")
 
 		// Sign-out ends the session: the cookie the browser had no longer works.
-		cookie := eval[string](b, `document.cookie`)
+		cookie := browsertest.Eval[string](b.Browser, `document.cookie`)
 		require.NotContains(t, cookie, "gh_session", "the session cookie is readable by scripts")
-		b.run(chromedp.Click(chromedp.CSS(`[data-testid="logout"]`)), chromedp.WaitVisible(chromedp.CSS(`.auth-card`)))
-		require.Contains(t, b.text(`.auth-card`), "signed out")
+		b.Run(chromedp.Click(chromedp.CSS(`[data-testid="logout"]`)), chromedp.WaitVisible(chromedp.CSS(`.auth-card`)))
+		require.Contains(t, b.Text(`.auth-card`), "signed out")
 		code, _ := b.me()
 		require.Equal(t, http.StatusUnauthorized, code)
 	})
@@ -120,10 +99,10 @@ func TestConsole(t *testing.T) {
 		stmt := "update customers set name = 'Ada (console)' where id = 1"
 		done := g.psqlAsync(t, dba, "dba", stmt)
 		id := alice.approvalFor(stmt)
-		alice.shot("approvals")
-		alice.accessible("approvals")
+		alice.Shot("approvals")
+		alice.Accessible("approvals")
 		card := `[data-testid="approval"][data-approval-id="` + id + `"]`
-		alice.run(chromedp.SendKeys(chromedp.CSS(card+` [data-testid="approval-reason"]`), "ticket OPS-1"),
+		alice.Run(chromedp.SendKeys(chromedp.CSS(card+` [data-testid="approval-reason"]`), "ticket OPS-1"),
 			chromedp.Click(chromedp.CSS(card+` [data-testid="approve"]`)))
 		r := <-done
 		require.NoError(t, r.err, r.stderr)
@@ -136,8 +115,8 @@ func TestConsole(t *testing.T) {
 		require.Equal(t, "alice@example.com", a.Approvals[0].By)
 		require.Equal(t, "ticket OPS-1", a.Approvals[0].Reason)
 		// It leaves the pending list and shows among the recently decided.
-		alice.waitJS(`!document.querySelector('` + card + `')`)
-		alice.waitText(`[data-testid="approvals-recent"]`, "ticket OPS-1")
+		alice.WaitJS(`!document.querySelector('` + card + `')`)
+		alice.WaitText(`[data-testid="approvals-recent"]`, "ticket OPS-1")
 
 		// Denied: psql gets the refusal with the reason.
 		stmt = "update customers set name = 'Ada (denied)' where id = 1"
@@ -145,9 +124,9 @@ func TestConsole(t *testing.T) {
 		id = alice.approvalFor(stmt)
 		card = `[data-testid="approval"][data-approval-id="` + id + `"]`
 		// A denial needs a reason: without one the page asks for it and sends nothing.
-		alice.run(chromedp.Click(chromedp.CSS(card + ` [data-testid="deny"]`)))
-		alice.waitText(card+` [data-testid="approval-error"]`, "needs a reason")
-		alice.run(chromedp.SendKeys(chromedp.CSS(card+` [data-testid="approval-reason"]`), "not during the freeze"),
+		alice.Run(chromedp.Click(chromedp.CSS(card + ` [data-testid="deny"]`)))
+		alice.WaitText(card+` [data-testid="approval-error"]`, "needs a reason")
+		alice.Run(chromedp.SendKeys(chromedp.CSS(card+` [data-testid="approval-reason"]`), "not during the freeze"),
 			chromedp.Click(chromedp.CSS(card+` [data-testid="deny"]`)))
 		r = <-done
 		require.Error(t, r.err)
@@ -164,10 +143,10 @@ func TestConsole(t *testing.T) {
 		done = g.psqlAsync(t, dba, "dba", stmt)
 		id = alice.approvalFor(stmt)
 		_, me := bob.me()
-		code, body := bob.fetchStatus(http.MethodPost, "/api/v1/approvals/"+id+"/approve", `{"reason":"lgtm"}`,
+		code, body := bob.Fetch(http.MethodPost, "/api/v1/approvals/"+id+"/approve", `{"reason":"lgtm"}`,
 			map[string]string{"Content-Type": "application/json", "X-CSRF-Token": me.CSRF})
 		require.Equal(t, http.StatusForbidden, code, body)
-		code, body = alice.fetchStatus(http.MethodPost, "/api/v1/approvals/"+id+"/approve", `{"reason":"lgtm"}`,
+		code, body = alice.Fetch(http.MethodPost, "/api/v1/approvals/"+id+"/approve", `{"reason":"lgtm"}`,
 			map[string]string{"Content-Type": "application/json"})
 		require.Equal(t, http.StatusForbidden, code, body)
 		require.Contains(t, body, "CSRF")
@@ -175,22 +154,22 @@ func TestConsole(t *testing.T) {
 		// Decided by someone else (here through the API): the page drops it by itself.
 		card = `[data-testid="approval"][data-approval-id="` + id + `"]`
 		require.Equal(t, 0, cliMain(t, "approvals", "deny", id, "--reason", "decided elsewhere", "--url", g.approvalsAPI, "--token", g.token(t, "approver-2", "approvers")))
-		alice.waitJS(`!document.querySelector('` + card + `')`)
+		alice.WaitJS(`!document.querySelector('` + card + `')`)
 		<-done
 	})
 
 	t.Run("RefusedSignIns", func(t *testing.T) {
 		b := newBrowser(t, base, "refused")
 		// A callback with a state this console never issued (a forged answer).
-		b.open("/auth/oidc/callback?code=abc&state="+url.QueryEscape("not-a-state"), `.auth-card`)
-		require.Contains(t, b.text(`.auth-card`), "wrong or replayed state")
-		b.shot("refused-state")
+		b.Open("/auth/oidc/callback?code=abc&state="+url.QueryEscape("not-a-state"), `.auth-card`)
+		require.Contains(t, b.Text(`.auth-card`), "wrong or replayed state")
+		b.Shot("refused-state")
 
 		// A sign-in started elsewhere (an attacker's own, to sign the victim in as the
 		// attacker): its answer, opened in this browser, is refused.
 		cb := oidcCallbackURL(t, base, nil)
-		b.open(strings.TrimPrefix(cb, base), `.auth-card`)
-		require.Contains(t, b.text(`.auth-card`), "started in another browser")
+		b.Open(strings.TrimPrefix(cb, base), `.auth-card`)
+		require.Contains(t, b.Text(`.auth-card`), "started in another browser")
 
 		// An answer used twice: the second is refused, even in the browser that began it.
 		jar, _ := cookiejar.New(nil)
@@ -211,13 +190,13 @@ func TestConsole(t *testing.T) {
 		// sign in again, with a clear notice; neither reaches the API.
 		b.signInOIDC("/sessions", "alice@example.com")
 		ck := b.sessionCookie()
-		b.setSessionCookie(ck.Name, flipChar(ck.Value))
+		b.SetCookie(b.Base+"/", ck.Name, flipChar(ck.Value))
 		code, _ := b.me()
 		require.Equal(t, http.StatusUnauthorized, code)
-		b.open("/approvals", `.auth-card`)
-		require.Contains(t, b.location(), "/auth/login")
-		require.Contains(t, b.text(`.auth-card`), "session has ended")
-		b.shot("session-ended")
+		b.Open("/approvals", `.auth-card`)
+		require.Contains(t, b.Location(), "/auth/login")
+		require.Contains(t, b.Text(`.auth-card`), "session has ended")
+		b.Shot("session-ended")
 	})
 }
 
@@ -262,28 +241,15 @@ func flipChar(s string) string {
 
 // sessionCookie is the browser's console session cookie.
 func (b *browser) sessionCookie() *network.Cookie {
-	b.t.Helper()
-	cks := get(b, func(ctx context.Context, tg *chromedp.Target) ([]*network.Cookie, error) {
-		r, err := cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{URLs: []string{b.base + "/"}})
-		return r.Cookies, err
-	})
-	for _, c := range cks {
+	b.T.Helper()
+	for _, c := range b.Cookies(b.Base + "/") {
 		if strings.HasSuffix(c.Name, "gh_session") {
-			require.True(b.t, c.HTTPOnly)
+			require.True(b.T, c.HTTPOnly)
 			return c
 		}
 	}
-	b.t.Fatalf("no session cookie among %d", len(cks))
+	b.T.Fatal("no session cookie")
 	return nil
-}
-
-// setSessionCookie replaces the browser's session cookie.
-func (b *browser) setSessionCookie(name, value string) {
-	b.t.Helper()
-	httpOnly := true
-	get(b, func(ctx context.Context, tg *chromedp.Target) (cdp.Empty, error) {
-		return cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: name, Value: value, URL: b.base + "/", Path: "/", HTTPOnly: &httpOnly})
-	})
 }
 
 // psqlResult is how a psql run ended.
@@ -306,10 +272,10 @@ func (g *gateway) psqlAsync(t *testing.T, token, user, sql string) <-chan psqlRe
 // approvalFor waits for the approvals page to show the approval of stmt, and returns its
 // id.
 func (b *browser) approvalFor(stmt string) string {
-	b.t.Helper()
-	find := `[...document.querySelectorAll('[data-testid="approval"]')].find(e => e.querySelector('[data-testid="approval-statement"]')?.textContent === ` + jsString(stmt) + `)`
-	b.waitJS(`!!` + find)
-	return eval[string](b, find+`.dataset.approvalId`)
+	b.T.Helper()
+	find := `[...document.querySelectorAll('[data-testid="approval"]')].find(e => e.querySelector('[data-testid="approval-statement"]')?.textContent === ` + browsertest.JSString(stmt) + `)`
+	b.WaitJS(`!!` + find)
+	return browsertest.Eval[string](b.Browser, find+`.dataset.approvalId`)
 }
 
 // approval reads an approval through the API as an auditor.
