@@ -326,7 +326,8 @@ func TestSAMLSignIn(t *testing.T) {
 	require.NotNil(t, bind, "no browser-binding cookie")
 	require.True(t, bind.HttpOnly)
 	require.Equal(t, "/auth/saml/", bind.Path)
-	require.Equal(t, http.SameSiteLaxMode, bind.SameSite, "a console on loopback http binds with a Lax cookie")
+	require.Equal(t, http.SameSiteNoneMode, bind.SameSite, "the IdP's cross-site POST would not carry the binding cookie")
+	require.True(t, bind.Secure)
 
 	resp, body = env.signIn(t, b, "/approvals")
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)
