@@ -54,8 +54,8 @@ type Console struct {
 	assets fs.FS
 }
 
-// New makes the console. The identity providers are reached lazily: one that is down at
-// start only fails the sign-ins that need it.
+// New makes the console. The OIDC provider is discovered lazily (one that is down at start
+// only fails the sign-ins that need it); the SAML IdP's metadata is given, read at start.
 func New(opts Options) (*Console, error) {
 	if opts.Sessions == nil || opts.Verifier == nil {
 		return nil, errors.New("console: sessions and verifier are required")
