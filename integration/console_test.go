@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"html"
@@ -8,9 +9,13 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -156,6 +161,62 @@ func TestConsole(t *testing.T) {
 		require.Equal(t, 0, cliMain(t, "approvals", "deny", id, "--reason", "decided elsewhere", "--url", g.approvalsAPI, "--token", g.token(t, "approver-2", "approvers")))
 		alice.WaitJS(`!document.querySelector('` + card + `')`)
 		<-done
+	})
+
+	t.Run("CLILoginAndConnect", func(t *testing.T) {
+		// gatehouse login with the browser flow: the sign-in page opened in Chromium, as the
+		// person would; then gatehouse connect runs the real psql with the cached token.
+		cfgDir := t.TempDir()
+		env := append(os.Environ(), "GATEHOUSE_CONFIG_DIR="+cfgDir, "GATEHOUSE_TOKEN=")
+		login := exec.Command(binary, "login", "--server", base, "--no-browser")
+		login.Env = env
+		stderr, err := login.StderrPipe()
+		require.NoError(t, err)
+		var stdout bytes.Buffer
+		login.Stdout = &stdout
+		require.NoError(t, login.Start())
+		authURL := make(chan string, 1)
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				if l := strings.TrimSpace(sc.Text()); strings.HasPrefix(l, "http") && strings.Contains(l, "/authorize?") {
+					authURL <- l
+				}
+			}
+		}()
+		var u string
+		select {
+		case u = <-authURL:
+		case <-time.After(60 * time.Second):
+			t.Fatal("gatehouse login printed no sign-in URL")
+		}
+		require.Contains(t, u, "code_challenge_method=S256")
+		b := newBrowser(t, base, "cli-login")
+		b.Open(u, `input[name="sub"]`)
+		b.Run(chromedp.SetValue(chromedp.CSS(`input[name="sub"]`), "dba-oncall"),
+			chromedp.SetValue(chromedp.CSS(`input[name="groups"]`), "dba"),
+			chromedp.Click(chromedp.CSS(`button[value="signin"]`)))
+		b.WaitText("body", "Signed in")
+		require.NoError(t, login.Wait(), stdout.String())
+		require.Contains(t, stdout.String(), "as dba-oncall (groups: dba)")
+		st, err := os.Stat(filepath.Join(cfgDir, "token.json"))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+		connect := exec.Command(binary, "connect", "demo", "--server", base, "--", "-X", "-A", "-t", "-c", "select count(*) > 0 from orders")
+		connect.Env = append(env, "PGCONNECT_TIMEOUT=10")
+		out, err := connect.CombinedOutput()
+		require.NoError(t, err, string(out))
+		require.Equal(t, "t", strings.TrimSpace(string(out)))
+		// The token never shows on a command line: psql got it from the environment.
+		require.NotContains(t, string(out), "eyJ")
+
+		// API commands use the sign-in too.
+		list := exec.Command(binary, "approvals", "list", "--json")
+		list.Env = append(env, "GATEHOUSE_URL="+base)
+		out, err = list.CombinedOutput()
+		require.NoError(t, err, string(out))
+		require.Contains(t, string(out), `"approvals"`)
 	})
 
 	t.Run("RefusedSignIns", func(t *testing.T) {
