@@ -241,7 +241,7 @@ function approvalItem(a, mine, me, onDecided) {
   const err = h('div', { class: 'error', role: 'alert', id: 'approval-error-' + id, 'data-testid': 'approval-error' });
   const approve = h('button', { type: 'button', class: 'approve', id: 'approve-' + id, 'data-testid': 'approve', 'data-approval-id': id, text: 'Approve' });
   const deny = h('button', { type: 'button', class: 'danger', id: 'deny-' + id, 'data-testid': 'deny', 'data-approval-id': id, text: 'Deny' });
-  const form = h('form', { class: 'decide', 'aria-labelledby': headId, onsubmit: e => e.preventDefault() },
+  const form = h('form', { class: 'decide', onsubmit: e => e.preventDefault() },
     field('Reason (required to deny)', reason),
     h('div', { class: 'actions' }, approve, deny),
     err);

@@ -175,7 +175,7 @@ export function fromLocal(v) {
 // diffBlock shows a unified diff with added and removed lines marked (by colour and by
 // their + and - signs, kept).
 export function diffBlock(text, attrs = {}) {
-  const pre = h('pre', { class: 'diff', ...attrs });
+  const pre = h('pre', { class: 'diff', tabindex: '0', ...attrs });
   for (const line of String(text ?? '').split('\n')) {
     let cls = '';
     if (line.startsWith('+++') || line.startsWith('---')) cls = 'hunk';

@@ -50,7 +50,7 @@ export function render(main, ctx) {
     } catch (err) {
       sec.append(h('p', { class: 'warn-box', text: 'Shown as the API wrote it (' + err.message + ').' }));
     }
-    sec.append(h('details', null, h('summary', { text: `${title} as YAML` }), h('pre', { 'data-testid': `${hid.slice(2)}-yaml`, text })));
+    sec.append(h('details', null, h('summary', { text: `${title} as YAML` }), h('pre', { class: 'scroll', tabindex: '0', 'aria-label': `${title} as YAML`, 'data-testid': `${hid.slice(2)}-yaml`, text })));
   }
 }
 

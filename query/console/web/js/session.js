@@ -219,7 +219,7 @@ function verificationSection(id, res, m, signal) {
 
 async function terminalsSection(sec, id, res, events, signal) {
   let list = res.terminals;
-  if (!Array.isArray(list)) {
+  if (!Array.isArray(list) && events.some(e => TERMINAL_TYPES.has(e.type))) {
     try {
       const t = await api(`/api/v1/sessions/${encodeURIComponent(id)}/terminals`, { signal });
       list = Array.isArray(t) ? t : t.terminals;
@@ -228,7 +228,7 @@ async function terminalsSection(sec, id, res, events, signal) {
       list = null;
     }
   }
-  if (!Array.isArray(list)) list = terminalsFromEvents(events);
+  if (!Array.isArray(list)) list = terminalsFromEvents(events); // a server without the list
   if (list.length === 0) {
     sec.remove();
     return null;
@@ -381,17 +381,17 @@ function statementNode(li, it) {
   }
   if (e.type === 'http.request') {
     if (p.headers?.length) sub.prepend(headersDetails(p.headers, 'Request headers'));
-    if (p.body) sub.prepend(h('details', null, h('summary', { text: `Request body (${p.body_bytes} bytes${p.body_truncated ? ', recorded in part' : ''})` }), h('pre', { text: printable(p.body) })));
+    if (p.body) sub.prepend(h('details', null, h('summary', { text: `Request body (${p.body_bytes} bytes${p.body_truncated ? ', recorded in part' : ''})` }), h('pre', { class: 'scroll', tabindex: '0', 'aria-label': 'Request body', text: printable(p.body) })));
   }
-  if (chunks.length) sub.append(resultDetails(chunks));
+  if (chunks.length) sub.append(resultDetails(chunks, `Result rows of statement ${p.query_id} (event ${e.seq})`));
   if (bodies.length) {
     const masked = bodies.reduce((n, b) => n + (b.masked || []).reduce((k, x) => k + (x.count || 0), 0), 0);
     sub.append(lazyDetails(`Response body (${bodies.length} chunk${bodies.length === 1 ? '' : 's'}${masked ? `, ${masked} values masked` : ''})`,
-      () => h('pre', { 'data-testid': 'timeline-result' }, printable(bodies.map(b => b.data).join('')))));
+      () => h('pre', { class: 'scroll', tabindex: '0', 'aria-label': 'Response body', 'data-testid': 'timeline-result' }, printable(bodies.map(b => b.data).join('')))));
   }
   if (ws.length) {
     sub.append(lazyDetails(`WebSocket messages (${ws.reduce((n, w) => n + (w.frames || []).length, 0)})`,
-      () => h('pre', null, printable(ws.flatMap(w => (w.frames || []).map(f => JSON.stringify(f))).join('\n')))));
+      () => h('pre', { class: 'scroll', tabindex: '0', 'aria-label': 'WebSocket messages' }, printable(ws.flatMap(w => (w.frames || []).map(f => JSON.stringify(f))).join('\n')))));
   }
   if (sub.childElementCount) li.append(sub);
 }
@@ -433,7 +433,7 @@ function lazyDetails(summary, build) {
   return d;
 }
 
-function resultDetails(chunks) {
+function resultDetails(chunks, name) {
   const cols = chunks.find(c => c.columns?.length)?.columns || [];
   const rows = chunks.flatMap(c => c.rows || []);
   const masked = {};
@@ -448,7 +448,7 @@ function resultDetails(chunks) {
       h('thead', null, h('tr', null, (cols.length ? cols : (rows[0] || []).map((_, i) => ({ name: 'column ' + (i + 1) }))).map(c =>
         h('th', { scope: 'col', text: c.name + (masked[c.name] ? ' (masked)' : '') })))),
       h('tbody', null, shown.map(r => h('tr', null, (r || []).map(v => v === null ? h('td', { class: 'muted', text: 'NULL' }) : h('td', { class: 'mono', text: printable(v) }))))));
-    append(wrap, [h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Result rows' }, t)]);
+    append(wrap, [h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': name }, t)]);
     if (rows.length > ROWS) wrap.append(h('p', { class: 'muted', text: `First ${ROWS} of ${rows.length} recorded rows shown.` }));
     if (truncated) wrap.append(h('p', { class: 'muted', text: `${truncated} values recorded only in part (the client got them whole).` }));
     return wrap;
