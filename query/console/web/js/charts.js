@@ -7,11 +7,13 @@ const W = 720;
 const PAD = { top: 16, right: 16, bottom: 48, left: 56 };
 const COLORS = 8;
 
+// niceMax is the axis' top: four steps of 1, 2 or 5 times a power of ten (counts get whole
+// numbers on every grid line).
 function niceMax(v) {
-  if (v <= 0) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+  const q = Math.max(v, 1) / 4;
+  const p = Math.pow(10, Math.floor(Math.log10(q)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= q) return Math.max(m * p, 1) * 4;
+  return 40 * p;
 }
 
 // legend lists series with their colour swatch (the swatch is decoration: the name says it).

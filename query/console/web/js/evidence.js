@@ -195,7 +195,7 @@ function approvalChart(sec, approvals) {
     rows: rows.map(a => ({
       label: a.approver,
       parts: [{ name: 'approved', value: Number(a.approved) || 0, cls: 'cok' }, { name: 'denied', value: Number(a.denied) || 0, cls: 'cbad' }],
-      note: `${a.decided} · median ${duration(a.median_seconds)}`,
+      note: `${a.decided} decided, median ${duration(a.median_seconds)}`,
     })) }));
   sec.append(legend(['approved', 'denied'], n => (n === 'approved' ? 'cok' : 'cbad')));
   sec.append(table('Approvals by approver', [

@@ -436,17 +436,23 @@ function lazyDetails(summary, build) {
 function resultDetails(chunks, name) {
   const cols = chunks.find(c => c.columns?.length)?.columns || [];
   const rows = chunks.flatMap(c => c.rows || []);
-  const masked = {};
-  for (const c of chunks) for (const x of c.masked || []) masked[x.column] = (masked[x.column] || 0) + (x.count || 0);
+  const masked = new Map(); // column index -> {name, how, count}
+  for (const c of chunks) {
+    for (const x of c.masked || []) {
+      const m = masked.get(x.column) || { name: x.name || cols[x.column]?.name || `column ${x.column + 1}`, how: [x.method, x.by].filter(Boolean).join(' by '), count: 0 };
+      m.count += x.count || 0;
+      masked.set(x.column, m);
+    }
+  }
   const truncated = chunks.reduce((n, c) => n + (c.values_truncated || 0), 0);
-  const maskedText = Object.entries(masked).map(([k, v]) => `${k}: ${v}`).join(', ');
-  return lazyDetails(`Result: ${rows.length} row${rows.length === 1 ? '' : 's'} recorded${maskedText ? '; masked ' + maskedText : ''}`, () => {
+  const maskedText = [...masked.values()].map(m => `${m.name} ${m.count}×${m.how ? ' (' + m.how + ')' : ''}`).join(', ');
+  return lazyDetails(`Result: ${rows.length} row${rows.length === 1 ? '' : 's'} recorded${maskedText ? '; masked: ' + maskedText : ''}`, () => {
     const wrap = h('div');
     const shown = rows.slice(0, ROWS);
     const t = h('table', { 'data-testid': 'timeline-result' },
       h('caption', { class: 'visually-hidden', text: 'Result rows as recorded (masked values as the client got them)' }),
-      h('thead', null, h('tr', null, (cols.length ? cols : (rows[0] || []).map((_, i) => ({ name: 'column ' + (i + 1) }))).map(c =>
-        h('th', { scope: 'col', text: c.name + (masked[c.name] ? ' (masked)' : '') })))),
+      h('thead', null, h('tr', null, (cols.length ? cols : (rows[0] || []).map((_, i) => ({ name: 'column ' + (i + 1) }))).map((c, i) =>
+        h('th', { scope: 'col', text: c.name + (masked.has(i) ? ' (masked)' : '') })))),
       h('tbody', null, shown.map(r => h('tr', null, (r || []).map(v => v === null ? h('td', { class: 'muted', text: 'NULL' }) : h('td', { class: 'mono', text: printable(v) }))))));
     append(wrap, [h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': name }, t)]);
     if (rows.length > ROWS) wrap.append(h('p', { class: 'muted', text: `First ${ROWS} of ${rows.length} recorded rows shown.` }));
