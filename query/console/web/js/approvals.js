@@ -66,15 +66,27 @@ export function render(main, ctx) {
   let stopped = false;
   let inflight = null;
 
+  // The pending list is read every 2 s; the whole list (for "recently decided") at the
+  // start, every 30 s, and whenever a request leaves the pending list.
+  const RECENT_MS = 30000;
+  let recentAt = 0;
+  let recentDue = true;
+
   async function poll() {
     if (stopped) return;
     clearTimeout(timer);
     if (document.visibilityState === 'hidden') return; // resumed by visibilitychange
     inflight = new AbortController();
     try {
-      const res = await api('/api/v1/approvals?all=1', { signal: inflight.signal });
+      const res = await api('/api/v1/approvals', { signal: inflight.signal });
       pollError.textContent = '';
       update(res.approvals || []);
+      if (recentDue || Date.now() - recentAt > RECENT_MS) {
+        const all = await api('/api/v1/approvals?all=1', { signal: inflight.signal });
+        recentAt = Date.now();
+        recentDue = false;
+        renderRecent((all.approvals || []).filter(a => a.status !== 'pending'));
+      }
     } catch (err) {
       if (err.name === 'AbortError') return;
       pollError.textContent = 'Approvals could not be read: ' + errorText(err);
@@ -85,10 +97,10 @@ export function render(main, ctx) {
     if (!stopped) timer = setTimeout(poll, POLL_MS);
   }
 
-  function update(all) {
-    const pending = all.filter(a => a.status === 'pending');
+  function update(pending) {
     const seen = new Set();
     for (const a of pending) {
+      if (a.status !== 'pending') continue;
       seen.add(a.id);
       const cur = items.get(a.id);
       const mine = canDecide(a, me);
@@ -104,22 +116,30 @@ export function render(main, ctx) {
     }
     for (const [id, item] of items) {
       if (seen.has(id)) continue;
-      const a = all.find(x => x.id === id);
       item.li.remove();
       items.delete(id);
-      if (!item.decidedHere) {
-        announce(`${what(item.a)} is no longer pending: ${a ? a.status : 'removed'}${a && a.status !== 'expired' && a.status !== 'cancelled' ? ' elsewhere' : ''}.`);
-      }
+      recentDue = true;
+      if (!item.decidedHere) gone(item);
     }
     const n = decideList.childElementCount;
     status.textContent = n === 0 ? 'Nothing is waiting for your decision.' : `${n} request${n === 1 ? '' : 's'} waiting for your decision.`;
     waitingEmpty.hidden = waitingList.childElementCount > 0;
-    renderRecent(all.filter(a => a.status !== 'pending'));
     first = false;
+  }
+
+  // gone announces a request that left the pending list without a decision made here.
+  async function gone(item) {
+    let how = 'no longer pending';
+    try {
+      const a = await api('/api/v1/approvals/' + encodeURIComponent(item.a.id));
+      how = a.status === 'approved' || a.status === 'denied' ? `${a.status} by ${decidedBy(a)}` : a.status;
+    } catch { /* announced without the outcome */ }
+    announce(`${what(item.a)} from ${item.a.requester?.name || item.a.requester?.subject}: ${how}.`);
   }
 
   function onDecided(item, a) {
     item.decidedHere = true;
+    recentDue = true;
     announce(`${what(a)}: ${a.status === 'pending' ? 'your approval is counted; more are needed' : a.status}.`);
     if (a.status !== 'pending') {
       item.li.remove();
@@ -146,7 +166,7 @@ export function render(main, ctx) {
     }
     recent.append(table('The 25 most recently decided approvals', [
       { label: 'Decided', cell: a => time(a.decided_at, { none: '—' }) },
-      { label: 'Request', cell: a => what(a) },
+      { label: 'Request', cell: a => h('span', null, what(a), a.request?.statement ? [h('br'), h('code', { text: short(printable(a.request.statement)) })] : null) },
       { label: 'Requester', cell: a => who(a.requester) },
       { label: 'Outcome', cell: a => badge(a.status, a.status) },
       { label: 'By', cell: a => decidedBy(a) },
@@ -172,6 +192,10 @@ export function render(main, ctx) {
     inflight?.abort();
     document.removeEventListener('visibilitychange', onVisibility);
   };
+}
+
+function short(s, n = 100) {
+  return s.length > n ? s.slice(0, n - 1) + '…' : s;
 }
 
 function decidedBy(a) {

@@ -38,7 +38,7 @@ const TYPE_NAMES = {
 
 export function render(main, ctx) {
   const id = ctx.params.id;
-  ctx.heading('Session');
+  const h1 = ctx.heading('Session');
   const ctl = new AbortController();
   const cleanups = [() => ctl.abort()];
   const status = h('p', { class: 'muted', id: 'session-status', 'data-testid': 'session-status', role: 'status', text: 'Loading the session’s events…' });
@@ -58,6 +58,11 @@ export function render(main, ctx) {
     const events = res.events || [];
     status.textContent = `${events.length.toLocaleString()} events.`;
     const model = buildModel(events);
+    const name = model.identity ? model.identity.name || model.identity.subject : '';
+    if (name || model.resource) {
+      h1.textContent = `Session of ${name || 'unknown'} on ${model.resource || 'unknown'}`;
+      document.title = h1.textContent + ' · Gatehouse';
+    }
     main.append(summarySection(model));
     main.append(verificationSection(id, res, model, ctl.signal));
     const terms = h('section', { id: 'terminals', 'data-testid': 'terminals', 'aria-labelledby': 'h-terminals' });
