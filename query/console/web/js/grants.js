@@ -110,11 +110,11 @@ export function render(main, ctx) {
       return { a, outcome, end };
     }).sort((x, y) => new Date(y.end) - new Date(x.end));
     clear(ended).append(done.length === 0 ? h('p', { class: 'muted', text: 'None to show.' }) : table('Grants that ended, and requests not granted', [
-      { label: 'Ended', cell: d => time(d.end, { short: true }), rowHeader: true },
+      { label: 'Expiry or decision', cell: d => time(d.end, { short: true }), rowHeader: true },
       { label: 'Who', cell: d => who(d.a.requester) },
       { label: 'Role', cell: d => d.a.request.grant_role },
       { label: 'Resource', cell: d => d.a.resource },
-      { label: 'Outcome', cell: d => badge(d.outcome === 'approved' ? 'granted' : d.outcome === 'revoked' ? 'revoked (or removed)' : d.outcome, d.outcome === 'expired' ? '' : d.outcome) },
+      { label: 'Outcome', cell: d => badge(d.outcome === 'approved' ? 'granted' : d.outcome === 'revoked' ? 'revoked before its expiry' : d.outcome, d.outcome === 'expired' ? '' : d.outcome) },
       { label: 'Decided by', cell: d => d.a.denial ? d.a.denial.by : (d.a.approvals || []).map(v => v.by).join(', ') },
       { label: 'Reason', cell: d => d.a.denial?.reason || d.a.request.reason || '' },
     ], done.slice(0, 50), { id: 'grants-ended-table', 'data-testid': 'grants-ended-table' }));

@@ -1,7 +1,7 @@
 // Resources and policies (/resources): what is in force (read-only), the history of
 // changes with who, when and the diff, and a "try it" box that asks the policy service what
 // it would decide for a statement or a command.
-import { h, clear, time, errorBox, badge, field, diffBlock, table } from './dom.js';
+import { h, clear, time, duration, errorBox, badge, field, diffBlock, table } from './dom.js';
 import { api, query } from './api.js';
 import { parseYAML } from './yaml.js';
 
@@ -164,7 +164,7 @@ function policyTester(sec, getResources) {
         resourceEl = input;
         return;
       }
-      select.append(h('option', { value: '', text: 'Choose a resource' }), testable.map(r => h('option', { value: r.name, text: `${r.name} (${r.type})` })));
+      select.append(h('option', { value: '', text: 'Choose a resource' }), ...testable.map(r => h('option', { value: r.name, text: `${r.name} (${r.type})` })));
       if (testable.length === 1) select.value = testable[0].name;
       select.dispatchEvent(new Event('change'));
     },
@@ -179,8 +179,15 @@ function decisionView(r) {
   add('Reason', h('span', { 'data-testid': 'policy-test-reason', text: r.reason || '' }));
   add('Kinds', (r.kinds || []).join(', '));
   add('Tables', (r.tables || []).join(', '));
-  if (r.mask) add('Masking', value(r.mask));
-  if (r.approval) add('Approval', value(r.approval));
+  if (r.mask) {
+    add('Masked columns', (r.mask.columns || []).map(c => `${c.column}: ${c.method}${c.rule ? ' (' + c.rule + ')' : ''}`).join('; '));
+    add('Detectors', (r.mask.detectors || []).map(d => `${d.name}: ${d.method}`).join('; '));
+  }
+  if (r.approval) {
+    const a = r.approval;
+    const timeout = typeof a.timeout === 'number' ? duration(a.timeout / 1e9) : a.timeout;
+    add('Approval', `${Math.max(a.required || 1, 1)} of ${(a.approvers || []).join(', ')}, within ${timeout}, ${a.mode === 'fail_fast' ? 'fail fast' : 'the client waits'}`);
+  }
   add('Grants used', (r.grants || []).join(', '));
   if (r.shadow) add('Shadow policies', `${r.shadow.effect} (${[r.shadow.policy, r.shadow.rule].filter(Boolean).join(' / ')})`);
   add('Decided for', r.identity ? `${r.identity.name || r.identity.subject}${r.identity.groups?.length ? ' (groups: ' + r.identity.groups.join(', ') + ')' : ''}` : '');
