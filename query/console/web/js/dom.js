@@ -105,9 +105,10 @@ export function duration(seconds) {
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
   if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
   const m = Math.floor(seconds / 60);
-  if (m < 60) return `${m} min ${Math.round(seconds % 60)} s`;
+  const sec = Math.round(seconds % 60);
+  if (m < 60) return sec ? `${m} min ${sec} s` : `${m} min`;
   const hr = Math.floor(m / 60);
-  if (hr < 48) return `${hr} h ${m % 60} min`;
+  if (hr < 48) return m % 60 ? `${hr} h ${m % 60} min` : `${hr} h`;
   return `${Math.floor(hr / 24)} d ${hr % 24} h`;
 }
 

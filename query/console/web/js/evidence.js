@@ -135,52 +135,62 @@ function cell(col, v) {
 
 async function loadCharts(sec, range, signal) {
   const hours = (new Date(range.until) - new Date(range.since)) / 3600e3;
-  const bucket = hours <= 72 ? 'hour' : 'day';
   let res;
   try {
-    res = await api('/api/v1/evidence/charts' + query({ ...range, bucket }), { signal });
+    res = await api('/api/v1/evidence/charts' + query({ ...range, bucket: hours <= 72 ? 'hour' : 'day' }), { signal });
   } catch (err) {
     if (err.name === 'AbortError') return;
-    clear(sec).append(h('h2', { id: 'h-charts', text: 'Charts' }),
-      err.status === 404 ? h('p', { class: 'notice', text: 'This server does not draw charts yet (GET /api/v1/evidence/charts); the reports below have the same data.' }) : errorBox(err, 'charts-error'));
+    clear(sec).append(h('h2', { id: 'h-charts', text: 'Charts' }), errorBox(err, 'charts-error'));
     return;
   }
   clear(sec).append(h('h2', { id: 'h-charts', text: 'Charts' }));
-  activityCharts(sec, res.activity || [], bucket);
+  activityCharts(sec, res);
   approvalChart(sec, res.approvals || []);
 }
 
-function activityCharts(sec, activity, bucket) {
+// bucketStarts are the UTC hours or days from since to until (the API leaves out buckets
+// without activity; the chart shows them as empty).
+function bucketStarts(since, until, bucket) {
+  const step = bucket === 'hour' ? 3600e3 : 86400e3;
+  const out = [];
+  let t = Math.floor(new Date(since).getTime() / step) * step;
+  for (const end = new Date(until).getTime(); t < end && out.length < 1000; t += step) out.push(t);
+  return out;
+}
+
+function activityCharts(sec, res) {
+  const activity = res.activity || [];
+  const bucket = res.bucket === 'hour' ? 'hour' : 'day';
   const resources = [...new Set(activity.map(a => a.resource))].sort();
-  const times = [...new Set(activity.map(a => a.time))].sort();
-  const fmt = new Intl.DateTimeFormat(undefined, bucket === 'hour' ? { month: 'short', day: 'numeric', hour: '2-digit' } : { month: 'short', day: 'numeric' });
-  const buckets = key => times.map(t => {
+  const starts = bucketStarts(res.since, res.until, bucket);
+  // Days are UTC days (as the API counts them); hours are shown in local time.
+  const fmt = new Intl.DateTimeFormat(undefined, bucket === 'hour' ? { month: 'short', day: 'numeric', hour: '2-digit' } : { month: 'short', day: 'numeric', timeZone: 'UTC' });
+  const buckets = key => starts.map(t => {
     const values = {};
-    for (const a of activity) if (a.time === t) values[a.resource] = (values[a.resource] || 0) + (Number(a[key]) || 0);
-    const d = new Date(t);
-    return { label: isNaN(d) ? t : fmt.format(d), short: isNaN(d) ? t : fmt.format(d), values };
+    for (const a of activity) if (new Date(a.time).getTime() === t) values[a.resource] = (values[a.resource] || 0) + (Number(a[key]) || 0);
+    return { label: fmt.format(new Date(t)), values };
   });
-  const per = bucket === 'hour' ? 'per hour' : 'per day';
+  const per = bucket === 'hour' ? 'per hour' : 'per day (UTC)';
   sec.append(h('h3', { id: 'h-chart-statements', text: `Statements and requests ${per}, by resource` }));
   if (!activity.length) {
     sec.append(h('p', { class: 'muted', text: 'No activity in this period.' }));
-  } else {
-    const total = k => activity.reduce((n, a) => n + (Number(a[k]) || 0), 0);
-    sec.append(stackedBars({ id: 'chart-statements', title: `Statements and requests ${per}, by resource`, yLabel: 'statements',
-      desc: `${total('statements')} statements and requests on ${resources.length} resources; the table below lists them.`, buckets: buckets('statements'), series: resources }));
-    sec.append(legend(resources));
-    sec.append(h('h3', { id: 'h-chart-denied', text: `Denials ${per}, by resource` }));
-    sec.append(stackedBars({ id: 'chart-denied', title: `Denials ${per}, by resource`, yLabel: 'denied',
-      desc: `${total('denied')} denied in the period; the table below lists them.`, buckets: buckets('denied'), series: resources }));
-    sec.append(legend(resources));
-    sec.append(h('details', null, h('summary', { text: 'Activity as a table' }),
-      table('Statements and denials by time and resource', [
-        { label: 'Time', cell: a => time(a.time, { short: true }), rowHeader: true },
-        { label: 'Resource', cell: a => a.resource },
-        { label: 'Statements', class: 'num', cell: a => String(a.statements) },
-        { label: 'Denied', class: 'num', cell: a => String(a.denied) },
-      ], activity, { id: 'chart-activity-table', 'data-testid': 'chart-activity-table' })));
+    return;
   }
+  const total = k => activity.reduce((n, a) => n + (Number(a[k]) || 0), 0);
+  sec.append(stackedBars({ id: 'chart-statements', title: `Statements and requests ${per}, by resource`, yLabel: 'statements',
+    desc: `${total('statements')} statements and requests on ${resources.length} resources; the table below lists them.`, buckets: buckets('statements'), series: resources }));
+  sec.append(legend(resources));
+  sec.append(h('h3', { id: 'h-chart-denied', text: `Denials ${per}, by resource` }));
+  sec.append(stackedBars({ id: 'chart-denied', title: `Denials ${per}, by resource`, yLabel: 'denied',
+    desc: `${total('denied')} denied in the period; the table below lists them.`, buckets: buckets('denied'), series: resources }));
+  sec.append(legend(resources));
+  sec.append(h('details', null, h('summary', { text: 'Activity as a table' }),
+    table('Statements and denials by time and resource', [
+      { label: bucket === 'hour' ? 'Hour' : 'Day (UTC)', cell: a => (bucket === 'hour' ? time(a.time, { short: true }) : h('time', { datetime: a.time, text: fmt.format(new Date(a.time)) })), rowHeader: true },
+      { label: 'Resource', cell: a => a.resource },
+      { label: 'Statements', class: 'num', cell: a => String(a.statements) },
+      { label: 'Denied', class: 'num', cell: a => String(a.denied) },
+    ], activity, { id: 'chart-activity-table', 'data-testid': 'chart-activity-table' })));
 }
 
 function approvalChart(sec, approvals) {

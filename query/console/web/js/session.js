@@ -5,7 +5,7 @@
 import { h, clear, time, duration, errorBox, errorText, badge, who, append } from './dom.js';
 import { api, query } from './api.js';
 import { printable } from './approvals.js';
-import { terminalsFromEvents, playerSection } from './player.js';
+import { playerSection } from './player.js';
 
 const FIRST = 100; // items rendered at once
 const MORE = 200; // items added as the list is scrolled (or "Show more")
@@ -67,7 +67,7 @@ export function render(main, ctx) {
     main.append(verificationSection(id, res, model, ctl.signal));
     const terms = h('section', { id: 'terminals', 'data-testid': 'terminals', 'aria-labelledby': 'h-terminals' });
     main.append(terms);
-    terminalsSection(terms, id, res, events, ctl.signal).then(stop => stop && cleanups.push(stop));
+    terminalsSection(terms, id, events, ctl.signal).then(stop => stop && cleanups.push(stop));
     main.append(timelineSection(model, cleanups));
   }
 }
@@ -222,23 +222,26 @@ function verificationSection(id, res, m, signal) {
     h('h2', { id: 'h-verification', text: 'Integrity' }), chain, seal);
 }
 
-async function terminalsSection(sec, id, res, events, signal) {
-  let list = res.terminals;
-  if (!Array.isArray(list) && events.some(e => TERMINAL_TYPES.has(e.type))) {
-    try {
-      const t = await api(`/api/v1/sessions/${encodeURIComponent(id)}/terminals`, { signal });
-      list = Array.isArray(t) ? t : t.terminals;
-    } catch (err) {
-      if (err.name === 'AbortError') return null;
-      list = null;
-    }
+// terminalsSection lists the session's recorded terminals (SSH channels, Kubernetes
+// execs), when its events have any.
+async function terminalsSection(sec, id, events, signal) {
+  if (!events.some(e => TERMINAL_TYPES.has(e.type))) {
+    sec.remove();
+    return null;
   }
-  if (!Array.isArray(list)) list = terminalsFromEvents(events); // a server without the list
+  let list;
+  try {
+    list = (await api(`/api/v1/sessions/${encodeURIComponent(id)}/terminals`, { signal })).terminals || [];
+  } catch (err) {
+    if (err.name === 'AbortError') return null;
+    clear(sec).append(h('h2', { id: 'h-terminals', text: 'Terminal recordings' }), errorBox(err, 'terminals-error'));
+    return null;
+  }
   if (list.length === 0) {
     sec.remove();
     return null;
   }
-  return playerSection(sec, id, list, events);
+  return playerSection(sec, id, list);
 }
 
 function timelineSection(m, cleanups) {
