@@ -163,6 +163,74 @@ func TestConsole(t *testing.T) {
 		<-done
 	})
 
+	t.Run("Pages", func(t *testing.T) {
+		// carol is an admin, an auditor and an approver: every page shows everything.
+		b := newBrowser(t, base, "admin")
+		b.signInOIDC("/sessions", "carol@example.com")
+		auditor := g.token(t, "auditor", "auditors")
+
+		// Sessions: search by text, then open the session the held statements ran in.
+		b.WaitJS(`!!document.querySelector('[data-testid="sessions-table"]')`)
+		b.Shot("sessions")
+		b.Accessible("sessions")
+		// Events reach ClickHouse within seconds: wait for the API to find the session.
+		require.Eventually(t, func() bool {
+			code, body := g.apiGet(t, auditor, "/api/v1/sessions?text="+url.QueryEscape("Ada (console)"))
+			return code == http.StatusOK && strings.Contains(string(body), `"id"`)
+		}, time.Minute, 100*time.Millisecond)
+		b.Run(chromedp.SetValue(chromedp.CSS(`[data-testid="search-text"]`), "Ada (console)"),
+			chromedp.Click(chromedp.CSS(`[data-testid="search-submit"]`)))
+		b.WaitJS(`location.search.includes("text=Ada") && document.querySelectorAll('[data-testid="session-link"]').length === 1`)
+		b.Run(chromedp.Click(chromedp.CSS(`[data-testid="session-link"]`)))
+		b.WaitJS(`location.pathname.startsWith("/sessions/") && !!document.querySelector('[data-testid="timeline-statement"]')`)
+		b.WaitText(`[data-testid="timeline"]`, "Ada (console)")
+		b.WaitText(`[data-testid="timeline"]`, "customer-writes-need-approval")
+		b.WaitJS(`document.querySelector('[data-testid="verify-chain"]')?.dataset.status === "verified"`)
+		b.Shot("session")
+		b.Accessible("session")
+
+		// Evidence: the page's CSV download is the API's CSV, byte for byte.
+		b.Open("/evidence", `[data-testid="download-access-csv"]`)
+		b.WaitJS(`!!document.querySelector('[data-testid="chart-activity-table"]')`)
+		b.Shot("evidence")
+		b.Accessible("evidence")
+		href := browsertest.Eval[string](b.Browser, `document.querySelector('[data-testid="download-access-csv"]').getAttribute('href')`)
+		require.True(t, strings.HasPrefix(href, "/api/v1/evidence/access?"), href)
+		code, pageCSV := b.Fetch(http.MethodGet, href, "", nil)
+		require.Equal(t, http.StatusOK, code, pageCSV)
+		apiCode, apiCSV := g.apiGet(t, auditor, href)
+		require.Equal(t, http.StatusOK, apiCode)
+		require.Equal(t, string(apiCSV), pageCSV)
+		require.Contains(t, pageCSV, "dba-oncall")
+
+		// Grants: ask for one; it waits for an approval.
+		b.Open("/grants", `[data-testid="grant-form"]`)
+		b.Shot("grants")
+		b.Accessible("grants")
+
+		// Resources and policies, and a statement tried against the live policies.
+		b.Open("/resources", `[data-testid="policy-test-form"]`)
+		b.WaitJS(`!!document.querySelector('[data-testid="policy-test-resource"] option[value="demo"]')`)
+		b.Run(chromedp.SetValue(chromedp.CSS(`[data-testid="policy-test-resource"]`), "demo"),
+			chromedp.Click(chromedp.CSS(`[data-testid="policy-test-form"] details summary`)),
+			chromedp.SetValue(chromedp.CSS(`[data-testid="policy-test-statement"]`), "drop table orders"),
+			chromedp.SetValue(chromedp.CSS(`[data-testid="policy-test-subject"]`), "svc-orders"),
+			chromedp.SetValue(chromedp.CSS(`[data-testid="policy-test-groups"]`), "orders-readers"),
+			chromedp.Click(chromedp.CSS(`[data-testid="policy-test-submit"]`)))
+		b.WaitText(`[data-testid="policy-test-effect"]`, "deny")
+		b.Shot("resources")
+		b.Accessible("resources")
+
+		// Readable on a phone: no page is wider than the screen.
+		b.Run(chromedp.EmulateViewport(390, 844))
+		for _, p := range []string{"/approvals", "/sessions", "/evidence", "/grants", "/resources"} {
+			b.Open(p, `#page-heading`)
+			b.WaitJS(`document.readyState === "complete"`)
+			require.LessOrEqual(t, browsertest.Eval[int](b.Browser, `document.documentElement.scrollWidth`), 390, "%s is wider than a phone's screen", p)
+		}
+		b.Shot("phone-resources")
+	})
+
 	t.Run("CLILoginAndConnect", func(t *testing.T) {
 		// gatehouse login with the browser flow: the sign-in page opened in Chromium, as the
 		// person would; then gatehouse connect runs the real psql with the cached token.

@@ -141,7 +141,16 @@ func (b *Browser) WaitJS(expr string) {
 		last = err
 		time.Sleep(50 * time.Millisecond)
 	}
-	b.T.Fatalf("browser %s: %s never became true (last error %v) at %s", b.name, expr, last, b.Location())
+	b.Shot("failed")
+	b.T.Fatalf("browser %s: %s never became true (last error %v) at %s; the page says:\n%s", b.name, expr, last, b.Location(), b.pageText())
+}
+
+// pageText is the start of the page's text, for a failure's message.
+func (b *Browser) pageText() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	s, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 3000) : ""`))
+	return s
 }
 
 // WaitText waits until sel's text contains want.
@@ -160,6 +169,9 @@ func JSString(s string) string {
 // status and the body.
 func (b *Browser) Fetch(method, path, body string, headers map[string]string) (int, string) {
 	b.T.Helper()
+	if headers == nil {
+		headers = map[string]string{}
+	}
 	h, _ := json.Marshal(headers)
 	bodyJS := "undefined"
 	if method != "GET" && method != "HEAD" {
