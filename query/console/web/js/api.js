@@ -71,7 +71,13 @@ export async function api(path, opts = {}) {
   if (opts.text) return res.text();
   if (opts.response) return res;
   if (res.status === 204) return null;
-  return res.json();
+  try {
+    return await res.json();
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    // A streamed answer (a session's replay) that stopped midway.
+    throw new APIError(res.status, 'the answer could not be read whole (it was cut off): ' + err.message);
+  }
 }
 
 // query builds a query string from an object, leaving out empty values.

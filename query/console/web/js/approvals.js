@@ -1,7 +1,7 @@
 // Approvals (/ and /approvals): the pending approvals the person may decide, approve or
 // deny with a reason, live (polled every 2 s while the tab is visible), and the recently
 // decided ones.
-import { h, clear, announce, time, relative, errorBox, errorText, table, badge, who, field } from './dom.js';
+import { h, clear, announce, time, relative, errorText, table, badge, who, field } from './dom.js';
 import { api } from './api.js';
 
 const POLL_MS = 2000;
