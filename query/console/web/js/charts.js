@@ -22,6 +22,11 @@ export function legend(names, classOf) {
     h('li', null, h('span', { class: ['swatch', classOf ? classOf(n, i) : 'c' + (i % COLORS)], 'aria-hidden': 'true' }), n)));
 }
 
+// scroller keeps a chart readable on a phone: at least 36rem wide, scrolled sideways.
+function scroller(svg, title) {
+  return h('div', { class: 'chart-wrap', tabindex: '0', role: 'region', 'aria-label': title + ' (chart)' }, svg);
+}
+
 // stackedBars draws one bar per bucket, stacked by series: buckets [{label, values: {series: n}}].
 export function stackedBars({ id, title, desc, buckets, series, yLabel }) {
   const H = 280;
@@ -60,7 +65,7 @@ export function stackedBars({ id, title, desc, buckets, series, yLabel }) {
   });
   g.append(s('line', { class: 'axis', x1: 0, x2: iw, y1: ih, y2: ih }));
   g.append(s('line', { class: 'axis', x1: 0, x2: 0, y1: 0, y2: ih }));
-  return svg;
+  return scroller(svg, title);
 }
 
 // hBars draws horizontal bars per row, stacked by parts: rows [{label, parts: [{name, value, cls}], note}].
@@ -86,5 +91,5 @@ export function hBars({ id, title, desc, rows }) {
     svg.append(s('text', { x: x + 6, y: y + 17, text: r.note || '' }));
   });
   svg.append(s('line', { class: 'axis', x1: left, x2: left, y1: PAD.top - 4, y2: PAD.top + rows.length * row }));
-  return svg;
+  return scroller(svg, title);
 }
