@@ -353,6 +353,7 @@ function statementNode(li, it) {
   else if (e.type === 'ssh.request') text = `[channel ${p.channel}] ${sshText(p)}`;
   else text = `${p.method} ${p.path}${p.query ? '?' + p.query : ''}${p.raw_path ? `   (sent as ${p.raw_path})` : ''}`;
   li.append(h('pre', { class: 'statement', 'data-testid': 'timeline-statement' }, printable(text)));
+  if (p.kube) li.append(h('p', { class: 'muted', 'data-testid': 'timeline-kube' }, kubeText(p.kube)));
   if (d) {
     const bits = [];
     if (d.policy || d.rule) bits.push(`rule ${[d.policy, d.rule].filter(Boolean).join(' / ')}`);
@@ -402,6 +403,15 @@ function statementNode(li, it) {
       () => h('pre', { class: 'scroll', tabindex: '0', 'aria-label': 'WebSocket messages' }, printable(ws.flatMap(w => (w.frames || []).map(f => JSON.stringify(f))).join('\n')))));
   }
   if (sub.childElementCount) li.append(sub);
+}
+
+// kubeText is a Kubernetes request as its API server reads it: verb, resource, where.
+function kubeText(k) {
+  const res = [k.resource, k.subresource].filter(Boolean).join('/');
+  const group = k.api_group ? `${k.api_group}/${k.api_version || ''}` : k.api_version || '';
+  const where = [k.namespace ? 'namespace ' + k.namespace : '', k.name ? 'name ' + k.name : ''].filter(Boolean).join(', ');
+  return `Kubernetes: ${k.verb}${res ? ' ' + res : ''}${group ? ' (' + group + ')' : ''}${where ? ', ' + where : ''}` +
+    `${k.container ? ', container ' + k.container : ''}${k.command?.length ? ', command ' + k.command.join(' ') : ''}${k.ports?.length ? ', ports ' + k.ports.join(', ') : ''}`;
 }
 
 function doneNode(q) {
