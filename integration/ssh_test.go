@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/gatehouse/gatehouse/approvals"
 	"github.com/gatehouse/gatehouse/cli"
 	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/dev/browsertest"
 	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
 	"github.com/gatehouse/gatehouse/services/dev/localssh/sshtest"
 	"github.com/gatehouse/gatehouse/services/seal"
@@ -159,6 +161,9 @@ func TestSSHThroughTheGateway(t *testing.T) {
 	}
 	require.Equal(t, want, replayed, "the replay is not what the client saw")
 
+	// The console plays it in the terminal player, with the output the client saw.
+	consolePlays(t, base, sessions.Sessions[0].ID, sessions.Sessions[1].ID)
+
 	// A revocation ends a live session, telling the client why.
 	c, err := gossh.Dial("tcp", "127.0.0.1:"+port, &gossh.ClientConfig{User: "web+root", Auth: []gossh.AuthMethod{gossh.Password(ops)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 20 * time.Second})
@@ -184,4 +189,28 @@ func TestSSHThroughTheGateway(t *testing.T) {
 		t.Fatal("the revoked SSH session is still running")
 	}
 	require.Contains(t, liveErr.String(), "incident over")
+}
+
+// consolePlays signs an auditor in to the console and plays the terminal recording of
+// whichever of the sessions has one: the player shows the output the client saw.
+func consolePlays(t *testing.T, base string, ids ...string) {
+	b := newBrowser(t, base, "ssh-replay")
+	b.signInOIDC("/sessions?protocol=ssh", "bob@example.com")
+	for _, id := range ids {
+		b.Open("/sessions/"+id, `[data-testid="timeline"]`)
+		// The recordings section goes away (none) or offers the player (once listed).
+		b.WaitJS(`!!document.querySelector('[data-testid="verification"]') && (!document.querySelector('[data-testid="terminals"]') || !!document.querySelector('[data-testid="player-load"]'))`)
+		if !browsertest.Eval[bool](b.Browser, `!!document.querySelector('[data-testid="player-load"]')`) {
+			continue // the session whose command waited for approval printed nothing
+		}
+		b.Run(chromedp.Click(chromedp.CSS(`[data-testid="player-load"]`)))
+		b.WaitJS(`!!document.querySelector('[data-testid="player"] .ap-playback-button')`)
+		b.Run(chromedp.Click(chromedp.CSS(`[data-testid="player"] .ap-playback-button`)))
+		b.WaitText(`[data-testid="player"]`, "500")
+		require.Contains(t, b.Text(`[data-testid="player"]`), "499")
+		b.Shot("ssh-player")
+		b.Accessible("ssh-player")
+		return
+	}
+	t.Fatal("no SSH session offered its terminal recording in the console")
 }
