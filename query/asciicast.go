@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/schemas"
@@ -73,6 +74,11 @@ func WriteAsciicast(w io.Writer, r Recording, opt AsciicastOptions) error {
 		case "o", "e":
 			code = "o"
 		case "r":
+			// A resize to no size (a window-change without one) is not a terminal size:
+			// players stop on it.
+			if cols, rows, ok := strings.Cut(f.Data, "x"); !ok || cols == "0" || rows == "0" {
+				continue
+			}
 		case "i":
 			if !opt.Input {
 				continue

@@ -7,10 +7,14 @@
 package console
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
+	"encoding/hex"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -158,14 +162,18 @@ func (c *Console) asset(ctx echo.Context) error {
 	if err != nil || st.IsDir() {
 		return echo.NewHTTPError(http.StatusNotFound)
 	}
-	ctx.Response().Header().Set("Cache-Control", "public, max-age=300")
-	http.ServeContent(ctx.Response(), ctx.Request(), name, time.Time{}, f.(readSeeker))
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return err
+	}
+	// Revalidated every time (a 304 when unchanged): after an upgrade no browser mixes old
+	// and new modules. The ETag is the content's hash.
+	sum := sha256.Sum256(b)
+	h := ctx.Response().Header()
+	h.Set("Cache-Control", "no-cache")
+	h.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
+	http.ServeContent(ctx.Response(), ctx.Request(), name, time.Time{}, bytes.NewReader(b))
 	return nil
-}
-
-type readSeeker interface {
-	Read([]byte) (int, error)
-	Seek(int64, int) (int64, error)
 }
 
 // Me is GET /api/v1/me: who is signed in, with what roles, and (for a browser session) the
@@ -263,4 +271,3 @@ func (c *Console) sameBrowser(ctx echo.Context, want string) bool {
 func shortContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, 15*time.Second)
 }
-

@@ -171,4 +171,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
-
