@@ -550,6 +550,25 @@ func (s *Service) Register(e *echo.Echo) {
 		}
 		return c.JSON(http.StatusOK, a)
 	}, s.Verifier.Middleware(nil, ""))
+	// GET /api/v1/grants/roles lists the roles that can be asked for (the config's grants:
+	// role, resources, approver groups, approvals needed, the longest grant), so that a
+	// person asking for one need not know the config.
+	e.GET("/api/v1/grants/roles", func(c echo.Context) error {
+		type role struct {
+			Role               string   `json:"role"`
+			Resources          []string `json:"resources"`
+			Approvers          []string `json:"approvers"`
+			Required           int      `json:"required"`
+			MaxDurationSeconds int64    `json:"max_duration_seconds"`
+		}
+		out := []role{}
+		if s.Config != nil {
+			for _, g := range s.Config.Grants {
+				out = append(out, role{Role: g.Role, Resources: g.Resources, Approvers: g.Approvers, Required: g.Required, MaxDurationSeconds: int64(g.MaxDuration.Seconds())})
+			}
+		}
+		return c.JSON(http.StatusOK, map[string]any{"roles": out})
+	}, s.Verifier.Middleware(nil, ""))
 	// GET /api/v1/grants lists the grants in force the caller may see: an admin's, every
 	// grant (scope "all"); anyone else's, their own (scope "own", subject the caller).
 	e.GET("/api/v1/grants", func(c echo.Context) error {

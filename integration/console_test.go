@@ -205,6 +205,12 @@ func TestConsole(t *testing.T) {
 
 		// Grants: ask for one; it waits for an approval.
 		b.Open("/grants", `[data-testid="grant-form"]`)
+		b.WaitJS(`!!document.querySelector('#grant-roles option[value="dba"]')`) // the config's roles are offered
+		b.Run(chromedp.SetValue(chromedp.CSS(`[data-testid="grant-resource"]`), "demo"),
+			chromedp.SetValue(chromedp.CSS(`[data-testid="grant-role"]`), "dba"),
+			chromedp.SetValue(chromedp.CSS(`[data-testid="grant-reason"]`), "INC-42 console"),
+			chromedp.Click(chromedp.CSS(`[data-testid="grant-submit"]`)))
+		b.WaitText(`[data-testid="grants-pending"]`, "INC-42 console")
 		b.Shot("grants")
 		b.Accessible("grants")
 

@@ -71,6 +71,12 @@ export function render(main, ctx) {
     const grants = gs.grants || [];
     const reqs = (as.approvals || []).filter(a => a.request?.kind === 'grant');
     const roles = new Set([...grants.map(g => g.role), ...reqs.map(a => a.request.grant_role)].filter(Boolean));
+    try {
+      // The roles that can be asked for, from the config.
+      for (const r of (await api('/api/v1/grants/roles', { signal: ctl.signal })).roles || []) roles.add(r.role);
+    } catch (err) {
+      if (err.name === 'AbortError') return;
+    }
     clear(roleList).append(...[...roles].sort().map(r => h('option', { value: r })));
 
     const p = reqs.filter(a => a.status === 'pending');
