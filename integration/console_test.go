@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -235,6 +237,49 @@ func TestConsole(t *testing.T) {
 			require.LessOrEqual(t, browsertest.Eval[int](b.Browser, `document.documentElement.scrollWidth`), 390, "%s is wider than a phone's screen", p)
 		}
 		b.Shot("phone-resources")
+	})
+
+	t.Run("LongSession", func(t *testing.T) {
+		// A session of more than 10,000 events stays usable: the page shows its first items
+		// and adds more on demand, instead of building every row at once.
+		var script strings.Builder
+		for i := range 2600 {
+			fmt.Fprintf(&script, "select %d as n;\n", i)
+		}
+		f := filepath.Join(t.TempDir(), "long.sql")
+		require.NoError(t, os.WriteFile(f, []byte(script.String()), 0o600))
+		cmd := exec.Command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", fmt.Sprintf("host=%s port=%s dbname=demo user=dba sslmode=disable", g.pgHost, g.pgPort), "-f", f)
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+g.token(t, "long-runner", "dba"))
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(out))
+		auditor := g.token(t, "auditor", "auditors")
+		var id string
+		require.Eventually(t, func() bool {
+			var list struct {
+				Sessions []struct {
+					ID     string `json:"id"`
+					Events int    `json:"events"`
+					End    string `json:"end"`
+				} `json:"sessions"`
+			}
+			if g.cliJSON(t, auditor, &list, "sessions", "list", "--identity", "long-runner") != nil || len(list.Sessions) != 1 {
+				return false
+			}
+			id = list.Sessions[0].ID
+			return list.Sessions[0].End != "" && list.Sessions[0].Events > 10000
+		}, 2*time.Minute, 500*time.Millisecond)
+
+		b := newBrowser(t, base, "long")
+		b.signInOIDC("/sessions", "bob@example.com")
+		start := time.Now()
+		b.Open("/sessions/"+id, `[data-testid="timeline-item"]`)
+		b.WaitJS(`!!document.querySelector('[data-testid="timeline-more"]') && document.querySelector('[data-testid="verify-chain"]')?.dataset.status === "verified"`)
+		t.Logf("a session of 10,000+ events: first items and a verified chain shown after %s", time.Since(start).Round(time.Millisecond))
+		rows := browsertest.Eval[int](b.Browser, `document.querySelectorAll('[data-testid="timeline-item"]').length`)
+		require.LessOrEqual(t, rows, 200, "the page built every row at once")
+		b.Run(chromedp.Click(chromedp.CSS(`[data-testid="timeline-more"]`)))
+		b.WaitJS(`document.querySelectorAll('[data-testid="timeline-item"]').length > ` + strconv.Itoa(rows))
+		b.Accessible("long-session")
 	})
 
 	t.Run("CLILoginAndConnect", func(t *testing.T) {
