@@ -94,7 +94,7 @@ var modules = map[string]module{
 	"notifier":       {deps: []string{"bus", "server"}, public: true, help: "Slack messages for approvals (slack: in the config), over NATS", build: (*App).notifierService},
 	"sinks":          {deps: []string{"bus", "server"}, public: true, help: "push the audit trail to the configured SIEM sinks", build: (*App).sinksService},
 	"ingest":         {deps: []string{"bus", "clickhouse", "desired", "identity", "server"}, public: true, help: "JetStream → ClickHouse, and retention", build: (*App).ingestService},
-	"query":          {deps: []string{"bus", "clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay, audit verify, export", build: (*App).queryService},
+	"query":          {deps: []string{"bus", "clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay, audit verify, export; the web console", build: (*App).queryService},
 	"all":            {deps: []string{"policy", "approvals", "notifier", "proxy-postgres", "proxy-ssh", "proxy-http", "ingest", "query", "sinks"}, public: true, help: "every component, NATS embedded unless nats.url is set"},
 }
 
