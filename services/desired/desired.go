@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -224,17 +225,54 @@ func diff(kind, name string, before, after []byte) string {
 }
 
 // redact hides inline secrets (a PostgreSQL password, an HTTP backend's bearer token and
-// basic_password, any *_secret): a diff goes into the audit trail, and resources are shown to auditors.
-// Paths to files holding them (*_file) are not secrets.
+// basic_password, any *_secret or *_password, the password in a URL's userinfo): a diff
+// goes into the audit trail, and resources are shown to auditors. It works on the YAML's
+// tree, so a value of any style (a multi-line block, a quoted string) is hidden whole.
+// Paths to files holding secrets (*_file) are not secrets. YAML that does not parse is
+// hidden entirely.
 func redact(y string) string {
-	lines := strings.Split(y, "\n")
-	for i, l := range lines {
-		k, v, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(l), "- "), ":")
-		if ok && secretKey(k) && strings.TrimSpace(v) != "" && strings.TrimSpace(v) != `""` {
-			lines[i] = l[:strings.Index(l, ":")+1] + " '<redacted>'"
+	if strings.TrimSpace(y) == "" {
+		return y
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(y), &doc); err != nil {
+		return "<redacted: not YAML>\n"
+	}
+	redactNode(&doc)
+	b, err := yaml.Marshal(&doc)
+	if err != nil {
+		return "<redacted>\n"
+	}
+	return string(b)
+}
+
+func redactNode(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			switch {
+			case secretKey(k.Value) && !(v.Kind == yaml.ScalarNode && v.Value == ""):
+				*v = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "<redacted>"}
+			case v.Kind == yaml.ScalarNode && strings.Contains(v.Value, "@"):
+				v.Value, v.Style = redactURL(v.Value), 0
+			}
 		}
 	}
-	return strings.Join(lines, "\n")
+	for _, c := range n.Content {
+		redactNode(c)
+	}
+}
+
+// redactURL hides the password of a URL's userinfo (http://user:pass@host).
+func redactURL(s string) string {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil || u.User == nil || u.Host == "" {
+		return s
+	}
+	if _, ok := u.User.Password(); !ok {
+		return s
+	}
+	return u.Redacted()
 }
 
 func secretKey(k string) bool {

@@ -17,17 +17,23 @@ func TestRedactHidesInlineSecrets(t *testing.T) {
 		{Name: "db", Postgres: &config.PostgresBackend{Address: "127.0.0.1:5432", User: "u", Password: "pg-Secret-1"}},
 		{Name: "api", HTTP: &config.HTTPBackend{URL: "https://api.internal", BasicUser: "svc", BasicPassword: "basic-Secret-2", BearerFile: "/etc/gh/bearer"}},
 		{Name: "api2", HTTP: &config.HTTPBackend{URL: "https://api2.internal", Bearer: "bearer-Secret-3"}},
+		// A token pasted with its newline is a multi-line YAML block; a URL may carry a password.
+		{Name: "api3", HTTP: &config.HTTPBackend{URL: "https://svc:url-Secret-4@api3.internal/v1", Bearer: "bearer-Secret-5\nsecond-line-Secret-6\n"}},
 	}
 	b, err := yaml.Marshal(Document{Resources: rs})
 	require.NoError(t, err)
 	out := redact(string(b))
-	for _, s := range []string{"pg-Secret-1", "basic-Secret-2", "bearer-Secret-3"} {
+	for _, s := range []string{"pg-Secret-1", "basic-Secret-2", "bearer-Secret-3", "url-Secret-4", "bearer-Secret-5", "second-line-Secret-6"} {
 		require.Contains(t, string(b), s)
 		require.NotContains(t, out, s)
 	}
 	require.Contains(t, out, "/etc/gh/bearer", "a file's path is not a secret")
-	require.Equal(t, 3, strings.Count(out, "<redacted>"))
+	require.Equal(t, 4, strings.Count(out, "<redacted>"))
+	require.Contains(t, out, "https://svc:xxxxx@api3.internal/v1", "the URL is kept, without its password")
 
 	d := diff("resource", "api", nil, b)
-	require.NotContains(t, d, "basic-Secret-2")
+	for _, s := range []string{"basic-Secret-2", "url-Secret-4", "second-line-Secret-6"} {
+		require.NotContains(t, d, s)
+	}
+	require.Equal(t, "<redacted: not YAML>\n", redact("a: [unclosed\npassword: x"))
 }
