@@ -25,6 +25,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/approvals"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/bus/embedded"
 	"github.com/gatehouse/gatehouse/services/config"
@@ -230,7 +231,17 @@ func (a *App) serverService() *Service {
 			})
 			e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
 			if a.cfg.Server.Pprof {
-				e.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
+				// Profiles and stacks are for someone on this machine: a loopback caller that
+				// names a loopback host (not a page under a DNS-rebound name).
+				e.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux), func(next echo.HandlerFunc) echo.HandlerFunc {
+					return func(c echo.Context) error {
+						host, _, _ := net.SplitHostPort(c.Request().RemoteAddr)
+						if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || !identity.LoopbackHost(c.Request().Host) {
+							return echo.NewHTTPError(http.StatusForbidden, "/debug/pprof answers loopback callers, for a loopback host, only")
+						}
+						return next(c)
+					}
+				})
 			}
 			a.echo = e
 			a.httpSrv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
@@ -334,6 +345,16 @@ func (a *App) identityService() *Service {
 					return echo.NewHTTPError(http.StatusNotFound, "no sign-in issuer is configured (identity.login.issuer)")
 				}
 				return c.JSON(http.StatusOK, li)
+			})
+			// Revoked identities are refused by every API of this process, not only by
+			// the proxies (an approver revoked must not approve).
+			revs, err := bus.FollowRevocations(vctx, a.bus.JS, a.component("identity"), nil)
+			if err != nil {
+				return err
+			}
+			a.verifier.UseRevocations(func(id schemas.Identity) (string, bool) {
+				rv, ok := revs.Check(time.Now(), schemas.RevokeKindIdentity, schemas.RevocationTargets(id)...)
+				return rv.Reason, ok
 			})
 			return a.useWebSessions(ctx)
 		},

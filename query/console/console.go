@@ -242,6 +242,12 @@ func localPath(next string) string {
 
 // startSession signs id in: a new browser session, and the browser sent on to next.
 func (c *Console) startSession(ctx echo.Context, id *identity.Identity, method string, expiry time.Time, next string) error {
+	if reason, ok := c.opts.Verifier.Revoked(id.Identity); ok {
+		c.opts.Log.Warn("console sign-in of a revoked identity refused", "name", id.Name, "subject", id.Subject, "method", method)
+		return c.errorPage(ctx, http.StatusForbidden, "Sign-in refused", "Your access to Gatehouse is revoked: "+reason)
+	}
+	// The sign-in is over: its browser binding is no longer needed.
+	ctx.SetCookie(&http.Cookie{Name: signinCookie, Value: "", Path: "/auth/" + method + "/", MaxAge: -1, HttpOnly: true})
 	if _, err := c.opts.Sessions.Create(ctx.Request().Context(), ctx, id.Identity, method, expiry); err != nil {
 		return c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-in failed", err.Error())
 	}

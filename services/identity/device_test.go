@@ -255,3 +255,27 @@ func TestDeviceEndpointsAreLoopbackOnly(t *testing.T) {
 		require.Equal(t, http.StatusForbidden, w.Code, r.URL.Path)
 	}
 }
+
+// A page under another site's name that a DNS rebinding points at 127.0.0.1 reaches the
+// issuer from loopback, but names its own host: it mints nothing.
+func TestDevIssuerRefusesForeignHostNames(t *testing.T) {
+	e := echo.New()
+	d, err := NewDevIssuer("http://127.0.0.1:8080/dev/oidc", t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	d.Register(e)
+	mint := func(host string) int {
+		r := httptest.NewRequest(http.MethodPost, DevIssuerPath+"/token", strings.NewReader("sub=admin&groups=gatehouse-admins"))
+		r.RemoteAddr = "127.0.0.1:4444"
+		r.Host = host
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		e.ServeHTTP(w, r)
+		return w.Code
+	}
+	for _, h := range []string{"evil.example:8080", "evil.example", "127.0.0.1.evil.example:8080", "localhost.evil.example"} {
+		require.Equal(t, http.StatusForbidden, mint(h), h)
+	}
+	for _, h := range []string{"127.0.0.1:8080", "localhost:8080", "[::1]:8080", "127.0.0.1"} {
+		require.Equal(t, http.StatusOK, mint(h), h)
+	}
+}

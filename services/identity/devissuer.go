@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -193,14 +194,35 @@ func (d *DevIssuer) Register(e *echo.Echo) {
 }
 
 // loopbackOnly refuses callers that are not on this machine: whatever mints a token does.
+// The Host the request names must be this machine too: a web page on another site whose
+// name a DNS rebinding points at 127.0.0.1 reaches the loopback address, but under its
+// own name, and must not mint tokens.
 func loopbackOnly(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 			return echo.NewHTTPError(http.StatusForbidden, "the development issuer mints tokens for loopback clients only")
 		}
+		if !LoopbackHost(c.Request().Host) {
+			return echo.NewHTTPError(http.StatusForbidden, "the development issuer answers requests for 127.0.0.1, ::1 or localhost only (this one names "+strconv.Quote(c.Request().Host)+")")
+		}
 		return next(c)
 	}
+}
+
+// LoopbackHost reports whether a Host header (host or host:port) names this machine: a
+// loopback address or localhost.
+func LoopbackHost(hostport string) bool {
+	h := hostport
+	if x, _, err := net.SplitHostPort(hostport); err == nil {
+		h = x
+	}
+	h = strings.Trim(h, "[]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (d *DevIssuer) token(c echo.Context) error {

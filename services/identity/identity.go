@@ -61,6 +61,7 @@ type Verifier struct {
 	issuers map[string]*issuer
 	now     func() time.Time
 	web     *WebSessions
+	revoked func(schemas.Identity) (string, bool)
 }
 
 type issuer struct {

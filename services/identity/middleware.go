@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/gatehouse/gatehouse/schemas"
 )
 
 // ContextKey is where Middleware leaves the verified *Identity in the echo context.
@@ -18,6 +20,21 @@ const webSessionKey = "web-session"
 // UseWebSessions lets Middleware accept a browser session cookie where a request has no
 // bearer token (the web console). Without it, only bearer tokens are accepted.
 func (v *Verifier) UseWebSessions(w *WebSessions) { v.web = w }
+
+// UseRevocations makes Middleware refuse identities revoked by an administrator
+// (POST /api/v1/revocations, kind identity): revoked says whether id is, and why. A
+// browser session of a revoked identity is ended.
+func (v *Verifier) UseRevocations(revoked func(id schemas.Identity) (reason string, ok bool)) {
+	v.revoked = revoked
+}
+
+// Revoked says whether id is revoked, and why (never, without UseRevocations).
+func (v *Verifier) Revoked(id schemas.Identity) (string, bool) {
+	if v.revoked == nil {
+		return "", false
+	}
+	return v.revoked(id)
+}
 
 // WebSessions are the browser sessions Middleware accepts (nil when none).
 func (v *Verifier) WebSessions() *WebSessions { return v.web }
@@ -32,6 +49,12 @@ func (v *Verifier) Middleware(groups []string, role string) echo.MiddlewareFunc 
 			id, err := v.authenticate(c)
 			if err != nil {
 				return err
+			}
+			if reason, ok := v.Revoked(id.Identity); ok {
+				if v.web != nil && WebSessionFromContext(c) != nil {
+					_ = v.web.End(c.Request().Context(), c)
+				}
+				return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is revoked: %s", id.Name, reason))
 			}
 			if len(groups) > 0 && !id.HasAnyGroup(groups) {
 				return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s is not in an %s group (%s)", id.Name, role, strings.Join(groups, ", ")))
