@@ -294,10 +294,10 @@ func liveChanges(t *testing.T, g *gateway, svc string, ch interface {
 	}
 	require.NoError(t, count())
 
-	// Only admins may change policies.
+	// Only admins may change policies; admins and auditors read them.
 	var stdout, stderr bytes.Buffer
 	require.NotEqual(t, 0, cli.Main([]string{"policy", "get", "--url", g.policyAPI, "--token", svc}, &stdout, &stderr))
-	require.Contains(t, stderr.String(), "403 Forbidden: svc-orders is not in an admin group")
+	require.Contains(t, stderr.String(), "403 Forbidden: svc-orders is not in an admin or auditor group")
 
 	// A policy that does not compile is refused whole, with CEL's message and position; the
 	// policies in force stay.

@@ -102,6 +102,20 @@ func validName(s string) bool {
 	return true
 }
 
+// validKey reports whether s can be a NATS KV key as it is: letters, digits and - _ . = /,
+// not starting or ending with '.', at most 128 bytes.
+func validKey(s string) bool {
+	if s == "" || len(s) > 128 || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r == '.' || r == '=' || r == '/' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // def sets *v to d when it is unset (the zero value).
 func def[T comparable](v *T, d T) {
 	var zero T

@@ -72,6 +72,10 @@ var MaskMethods = []string{"redact", "partial", "hmac"}
 
 // validate checks one policy but its name (unique among all: Config.Validate).
 func (pol *Policy) validate(path string, ck *checker) {
+	// The name is a key of the gh_policies bucket (and shows in events and URLs).
+	if pol.Name != "" && !validKey(pol.Name) {
+		ck.add(path+".name", "%q may hold only letters, digits and - _ . = / (not starting or ending with '.'), at most 128 bytes", pol.Name)
+	}
 	if len(pol.Resources) == 0 {
 		ck.add(path+".resources", "required (resource names, or \"*\")")
 	}
