@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -38,8 +39,10 @@ func (a *App) useWebSessions(ctx context.Context) error {
 // configured listen address left it to the system (":0").
 func (a *App) consolePublicURL() string {
 	u := a.cfg.Console.PublicURL
-	if strings.HasSuffix(u, ":0") && u == "http://"+a.cfg.Server.HTTPListen {
-		return "http://" + a.HTTPAddr()
+	if host, ok := strings.CutSuffix(u, ":0"); ok {
+		if _, port, err := net.SplitHostPort(a.HTTPAddr()); err == nil {
+			return host + ":" + port
+		}
 	}
 	return u
 }

@@ -84,6 +84,9 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"syslog sink without port", "sinks: [{name: s, type: syslog, address: siem.example}]", `sinks[0].address: "siem.example" is not host:port`},
 		{"syslog sink bad facility", "sinks: [{name: s, type: syslog, address: \"siem:6514\", facility: kernel}]", `sinks[0].facility: "kernel" is not a syslog facility`},
 		{"syslog sink half a client cert", "sinks: [{name: s, type: syslog, address: \"siem:6514\", tls: {cert_file: c.pem}}]", "sinks[0].tls: cert_file and key_file go together"},
+		{"policy name not a key", strings.Replace(valid, "  - name: p\n", "  - name: \"p q*\"\n", 1), `policies[0].name: "p q*" may hold only letters`},
+		{"console over http off this machine", "console: {public_url: \"http://gatehouse.example.com\"}", `console.public_url: "http://gatehouse.example.com": a console off this machine needs https`},
+		{"console saml without keys", "console: {saml: {idp_metadata_file: m.xml}}", "console.saml.certificate_file: required"},
 		{"issuer not a URL", strings.Replace(valid, "https://idp.example.com", "idp", 1), `identity.issuers[0].issuer: "idp" must be an http(s) URL`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,8 +14,9 @@ type Console struct {
 	Disabled bool `yaml:"disabled"`
 	// PublicURL is the console's address as browsers and identity providers reach it
 	// (redirect and assertion consumer URLs are built from it). Default
-	// http://<server.http_listen>. Anything but https is refused off a loopback host:
-	// the session cookie would travel in clear.
+	// http://<server.http_listen> (http://127.0.0.1:<port> when it listens on every
+	// address). Anything but https is refused off a loopback host: the session cookie would
+	// travel in clear.
 	PublicURL string `yaml:"public_url"`
 	// IdleTimeout ends a browser session unused this long (default 30m); AbsoluteTimeout
 	// ends it this long after sign-in whatever happens (default 12h).
@@ -68,7 +69,15 @@ type ConsoleSAML struct {
 const DefaultConsoleClientID = "gatehouse-console"
 
 func (c *Console) applyDefaults(httpListen string) {
-	def(&c.PublicURL, "http://"+httpListen)
+	if c.PublicURL == "" {
+		// A server listening on every address is reached from this machine as 127.0.0.1
+		// by default (a published container port); anything else names public_url.
+		host, port, err := net.SplitHostPort(httpListen)
+		if ip := net.ParseIP(host); err == nil && (host == "" || (ip != nil && ip.IsUnspecified())) {
+			httpListen = net.JoinHostPort("127.0.0.1", port)
+		}
+		c.PublicURL = "http://" + httpListen
+	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 30 * time.Minute

@@ -38,6 +38,8 @@ const (
 	CSRFHeader = "X-CSRF-Token"
 	// CSRFField is the form field that carries it on a plain HTML form.
 	CSRFField = "csrf"
+	// PollHeader marks a page's background poll, which does not count as use.
+	PollHeader = "X-Gatehouse-Poll"
 )
 
 // ErrNoSession: no session has that ID (never had, ended, or expired).
@@ -185,7 +187,9 @@ func (w *WebSessions) Lookup(ctx context.Context, r *http.Request) (*WebSession,
 		_ = w.kv.Delete(ctx, key)
 		return nil, &SessionError{"the identity provider's sign-in has expired: sign in again"}
 	}
-	if now.Sub(s.LastSeen) >= touchEvery {
+	// A page's background poll (X-Gatehouse-Poll) is not the person at work: an open tab
+	// alone does not keep a session from ending when idle.
+	if now.Sub(s.LastSeen) >= touchEvery && r.Header.Get(PollHeader) == "" {
 		s.LastSeen = now
 		if b, err := json.Marshal(&s); err == nil {
 			_, _ = w.kv.Put(ctx, key, b)

@@ -165,6 +165,15 @@ func TestWebSessionTimeouts(t *testing.T) {
 	// Ended is ended: coming back does not revive it.
 	require.Equal(t, http.StatusUnauthorized, env.do(ck, http.MethodGet, "/api/who", nil).Code)
 
+	// A page polling in the background is answered, but does not keep the session alive.
+	ck = env.signIn(t)
+	for range 14 {
+		env.advance(2 * time.Minute)
+		require.Equal(t, http.StatusOK, env.do(ck, http.MethodGet, "/api/who", map[string]string{PollHeader: "1"}).Code)
+	}
+	env.advance(3 * time.Minute)
+	require.Equal(t, http.StatusUnauthorized, env.do(ck, http.MethodGet, "/api/who", map[string]string{PollHeader: "1"}).Code, "polling kept an idle session alive")
+
 	// However busy, a session ends at its absolute timeout.
 	ck = env.signIn(t)
 	used := 0

@@ -32,10 +32,13 @@ function signInAgain() {
 }
 
 // api calls the API and returns its JSON answer (or text, with {text: true}); an error
-// answer throws an APIError with the API's message.
+// answer throws an APIError with the API's message. {poll: true} marks a background poll.
 export async function api(path, opts = {}) {
   const method = opts.method || 'GET';
   const headers = { Accept: opts.text ? 'application/yaml, text/plain, */*' : 'application/json' };
+  // A page's own polling is not the person at work: it does not keep the session from
+  // ending when idle.
+  if (opts.poll) headers['X-Gatehouse-Poll'] = '1';
   let body;
   if (opts.body !== undefined) {
     headers['Content-Type'] = 'application/json';

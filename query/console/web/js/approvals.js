@@ -78,11 +78,11 @@ export function render(main, ctx) {
     if (document.visibilityState === 'hidden') return; // resumed by visibilitychange
     inflight = new AbortController();
     try {
-      const res = await api('/api/v1/approvals', { signal: inflight.signal });
+      const res = await api('/api/v1/approvals', { signal: inflight.signal, poll: true });
       pollError.textContent = '';
       update(res.approvals || []);
       if (recentDue || Date.now() - recentAt > RECENT_MS) {
-        const all = await api('/api/v1/approvals?all=1', { signal: inflight.signal });
+        const all = await api('/api/v1/approvals?all=1', { signal: inflight.signal, poll: true });
         recentAt = Date.now();
         recentDue = false;
         renderRecent((all.approvals || []).filter(a => a.status !== 'pending'));
