@@ -26,12 +26,19 @@ func (a *App) useWebSessions(ctx context.Context) error {
 	if c.Disabled {
 		return nil
 	}
+	// Both buckets are bounded: when full, new sign-ins fail, and nothing else does (the
+	// audit stream's storage is not theirs to take).
 	kv, err := a.bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebSessions, History: 1,
-		TTL: c.AbsoluteTimeout + time.Hour, Storage: jetstream.FileStorage})
+		TTL: c.AbsoluteTimeout + time.Hour, MaxBytes: 256 << 20, MaxValueSize: 16 << 10, Storage: jetstream.FileStorage})
 	if err != nil {
 		return fmt.Errorf("web sessions bucket: %w", err)
 	}
-	a.verifier.UseWebSessions(identity.NewWebSessions(kv, c.IdleTimeout, c.AbsoluteTimeout, c.Secure()))
+	pending, err := a.bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebPending, History: 1,
+		TTL: bus.WebPendingTTL, MaxBytes: 64 << 20, MaxValueSize: 4 << 10, Storage: jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("web sign-ins bucket: %w", err)
+	}
+	a.verifier.UseWebSessions(identity.NewWebSessions(kv, pending, c.IdleTimeout, c.AbsoluteTimeout, c.Secure()))
 	return nil
 }
 

@@ -110,7 +110,7 @@ func (l *oidcLogin) callback(ctx echo.Context) error {
 	}
 	var p pendingOIDC
 	if err := l.c.opts.Sessions.Take(r.Context(), "oidc."+state, &p); err != nil {
-		if errors.Is(err, identity.ErrNoSession) {
+		if errors.Is(err, identity.ErrNoPending) {
 			return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
 				"This sign-in answer does not belong to a sign-in started here, or was already used (wrong or replayed state). Start again.")
 		}

@@ -200,7 +200,7 @@ func (l *samlLogin) acs(ctx echo.Context) error {
 	}
 	var p pendingSAML
 	if err := l.c.opts.Sessions.Take(r.Context(), "saml."+relay, &p); err != nil {
-		if errors.Is(err, identity.ErrNoSession) {
+		if errors.Is(err, identity.ErrNoPending) {
 			return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
 				"This SAML response does not belong to a sign-in started here, or was already used (unknown or replayed RelayState). Start again.")
 		}
@@ -377,8 +377,8 @@ func (s *signedAssertions) VerifySignedElement(vc *dsig.ValidationContext, el *e
 // onceCache records each assertion's ID with WebSessions.Once, in the store every console
 // process shares: an assertion is accepted once, whichever process it is posted to. crewjam
 // asks to keep the record until the assertion's last acceptable moment, which is at most
-// MaxIssueDelay after its IssueInstant (a few minutes); the store keeps it for the bucket's
-// TTL (absolute_timeout + 1h), longer than that.
+// MaxIssueDelay after its IssueInstant (max_clock_skew + 1m, at most 6 minutes); the store
+// keeps it for the pending bucket's TTL (bus.WebPendingTTL, 15 minutes), longer than that.
 type onceCache struct {
 	ctx      context.Context
 	sessions *identity.WebSessions

@@ -37,6 +37,11 @@ const (
 	// BucketWebSessions holds the web console's browser sessions (by the SHA-256 of their
 	// cookie), sign-ins under way and the SAML assertions already used.
 	BucketWebSessions = "gh_web_sessions"
+	// BucketWebPending holds the web console's sign-ins under way and the SAML assertions
+	// already used, for WebPendingTTL: anyone may start a sign-in, so these records are
+	// short-lived and bounded apart from the sessions.
+	BucketWebPending = "gh_web_pending"
+	WebPendingTTL    = 15 * time.Minute
 	// BucketCatalogs holds each PostgreSQL resource's catalog (schemas.Catalog), by
 	// resource name: put by the proxies, read by the policy service.
 	BucketCatalogs = "gh_catalogs"

@@ -42,8 +42,8 @@ const (
 	PollHeader = "X-Gatehouse-Poll"
 )
 
-// ErrNoSession: no session has that ID (never had, ended, or expired).
-var ErrNoSession = errors.New("no such session")
+// ErrNoPending: no sign-in under way has that secret (never had, taken, or expired).
+var ErrNoPending = errors.New("no such sign-in under way")
 
 // WebSession is a signed-in browser session.
 type WebSession struct {
@@ -64,12 +64,17 @@ type KV interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 	Put(ctx context.Context, key string, value []byte) (uint64, error)
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
 }
 
 // WebSessions creates, finds and ends browser sessions.
 type WebSessions struct {
 	kv KV
+	// pending holds the short-lived records of sign-ins under way and of SAML assertions
+	// used: apart from the sessions, with its own short TTL and size bound, since anyone
+	// may start a sign-in.
+	pending KV
 	// Idle ends a session unused this long; Absolute ends it this long after sign-in.
 	Idle, Absolute time.Duration
 	// Secure marks the cookie Secure with the __Host- prefix. Off only where the console is
@@ -82,9 +87,9 @@ type WebSessions struct {
 // kept to within this.
 const touchEvery = time.Minute
 
-// NewWebSessions keeps sessions in kv.
-func NewWebSessions(kv KV, idle, absolute time.Duration, secure bool) *WebSessions {
-	return &WebSessions{kv: kv, Idle: idle, Absolute: absolute, Secure: secure, now: time.Now}
+// NewWebSessions keeps sessions in kv, and sign-ins under way in pending.
+func NewWebSessions(kv, pending KV, idle, absolute time.Duration, secure bool) *WebSessions {
+	return &WebSessions{kv: kv, pending: pending, Idle: idle, Absolute: absolute, Secure: secure, now: time.Now}
 }
 
 // SetClock replaces the clock (tests).
@@ -119,6 +124,11 @@ func (w *WebSessions) Create(ctx context.Context, c echo.Context, id schemas.Ide
 	s := &WebSession{Identity: id, Method: method, CSRF: RandomToken(32), Created: now, LastSeen: now}
 	if !expiry.IsZero() && expiry.Before(now.Add(w.Absolute)) {
 		s.Expiry = expiry
+	}
+	// A sign-in in a browser that still holds a session ends that one: a copy of the old
+	// cookie must not outlive it.
+	if old, ok := w.sessionID(c.Request()); ok {
+		_ = w.kv.Delete(ctx, storeKey("s", old))
 	}
 	sid := RandomToken(32)
 	b, err := json.Marshal(s)
@@ -173,7 +183,10 @@ func (w *WebSessions) Lookup(ctx context.Context, r *http.Request) (*WebSession,
 	}
 	var s WebSession
 	if err := json.Unmarshal(e.Value(), &s); err != nil {
-		return nil, fmt.Errorf("read the session: %w", err)
+		// Not a session this version can read (a corrupted record, another version's):
+		// ended, rather than every page failing until it expires.
+		_ = w.kv.Delete(ctx, key)
+		return nil, &SessionError{"the session could not be read: sign in again"}
 	}
 	now := w.now()
 	switch {
@@ -192,7 +205,8 @@ func (w *WebSessions) Lookup(ctx context.Context, r *http.Request) (*WebSession,
 	if now.Sub(s.LastSeen) >= touchEvery && r.Header.Get(PollHeader) == "" {
 		s.LastSeen = now
 		if b, err := json.Marshal(&s); err == nil {
-			_, _ = w.kv.Put(ctx, key, b)
+			// Only over the revision read: a sign-out in between (a delete) is not undone.
+			_, _ = w.kv.Update(ctx, key, b, e.Revision())
 		}
 	}
 	return &s, nil
@@ -200,12 +214,12 @@ func (w *WebSessions) Lookup(ctx context.Context, r *http.Request) (*WebSession,
 
 // End deletes the request's session and clears its cookie.
 func (w *WebSessions) End(ctx context.Context, c echo.Context) error {
+	c.SetCookie(w.cookie("", -1)) // whatever happens to the record, this browser is signed out
 	if sid, ok := w.sessionID(c.Request()); ok {
 		if err := w.kv.Delete(ctx, storeKey("s", sid)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("end the session: %w", err)
 		}
 	}
-	c.SetCookie(w.cookie("", -1))
 	return nil
 }
 
@@ -253,27 +267,27 @@ func (w *WebSessions) Pending(ctx context.Context, secret string, v any) error {
 	if err != nil {
 		return err
 	}
-	if _, err := w.kv.Create(ctx, storeKey("p", secret), b); err != nil {
+	if _, err := w.pending.Create(ctx, storeKey("p", secret), b); err != nil {
 		return fmt.Errorf("store the pending sign-in: %w", err)
 	}
 	return nil
 }
 
-// Take reads and deletes the record Pending kept under secret; ErrNoSession when there is
-// none (unknown, or already taken).
+// Take reads and deletes the record Pending kept under secret; ErrNoPending when there is
+// none (unknown, taken, or expired).
 func (w *WebSessions) Take(ctx context.Context, secret string, v any) error {
 	key := storeKey("p", secret)
-	e, err := w.kv.Get(ctx, key)
+	e, err := w.pending.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return ErrNoSession
+		return ErrNoPending
 	}
 	if err != nil {
 		return err
 	}
 	// Deleting with the revision read makes a second taker fail even when both read first.
-	if err := w.kv.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+	if err := w.pending.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || isWrongRevision(err) {
-			return ErrNoSession
+			return ErrNoPending
 		}
 		return err
 	}
@@ -283,7 +297,7 @@ func (w *WebSessions) Take(ctx context.Context, secret string, v any) error {
 // Once records that secret (a SAML assertion ID) has been used: false when it was
 // already.
 func (w *WebSessions) Once(ctx context.Context, secret string) (bool, error) {
-	if _, err := w.kv.Create(ctx, storeKey("o", secret), []byte{1}); err != nil {
+	if _, err := w.pending.Create(ctx, storeKey("o", secret), []byte{1}); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return false, nil
 		}

@@ -37,7 +37,7 @@ func newWebSessionEnv(t *testing.T) *webSessionEnv {
 	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebSessions, History: 1, TTL: 13 * time.Hour})
 	require.NoError(t, err)
 	env := &webSessionEnv{kv: kv, now: time.Now()}
-	env.ws = NewWebSessions(kv, 30*time.Minute, 12*time.Hour, false)
+	env.ws = NewWebSessions(kv, kv, 30*time.Minute, 12*time.Hour, false)
 	env.ws.SetClock(func() time.Time { env.mu.Lock(); defer env.mu.Unlock(); return env.now })
 	v := NewVerifier(ctx, nil, slog.New(slog.DiscardHandler))
 	v.UseWebSessions(env.ws)
@@ -222,7 +222,7 @@ func TestPendingIsTakenOnce(t *testing.T) {
 		if err == nil {
 			ok++
 		} else {
-			require.ErrorIs(t, err, ErrNoSession)
+			require.ErrorIs(t, err, ErrNoPending)
 		}
 	}
 	require.Equal(t, 1, ok, "a pending sign-in was taken more than once")
@@ -248,4 +248,51 @@ func TestWebSessionCookieOverTLSIsHostPrefixedAndSecure(t *testing.T) {
 	require.Equal(t, http.StatusOK, env.do(ck, http.MethodGet, "/api/who", nil).Code)
 	// The plain-HTTP cookie name is not accepted where the Secure one is expected.
 	require.Equal(t, http.StatusUnauthorized, env.do(&http.Cookie{Name: SessionCookieNotTLS, Value: ck.Value}, http.MethodGet, "/api/who", nil).Code)
+}
+
+// signOutKV signs the session out (deletes it) just before a use is written back, as a
+// sign-out on another replica would between the read and the write.
+type signOutKV struct{ jetstream.KeyValue }
+
+func (k signOutKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	_ = k.KeyValue.Delete(ctx, key)
+	return k.KeyValue.Update(ctx, key, value, rev)
+}
+
+// Recording a use never brings back a session signed out meanwhile.
+func TestWebSessionUseDoesNotUndoASignOut(t *testing.T) {
+	env := newWebSessionEnv(t)
+	ck := env.signIn(t)
+	env.ws.kv = signOutKV{env.kv}
+	env.advance(2 * time.Minute) // due for a write-back
+	require.Equal(t, http.StatusOK, env.do(ck, http.MethodGet, "/api/who", nil).Code)
+	env.ws.kv = env.kv
+	require.Equal(t, http.StatusUnauthorized, env.do(ck, http.MethodGet, "/api/who", nil).Code, "a signed-out session came back")
+}
+
+// Signing in again in the same browser ends the session it had: a copy of the old cookie
+// stops working.
+func TestWebSessionSignInAgainEndsTheOldOne(t *testing.T) {
+	env := newWebSessionEnv(t)
+	old := env.signIn(t)
+	req := httptest.NewRequest(http.MethodPost, "/signin", nil)
+	req.AddCookie(old)
+	rec := httptest.NewRecorder()
+	env.e.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusOK, rec.Code)
+	fresh := rec.Result().Cookies()[0]
+	require.NotEqual(t, old.Value, fresh.Value)
+	require.Equal(t, http.StatusOK, env.do(fresh, http.MethodGet, "/api/who", nil).Code)
+	require.Equal(t, http.StatusUnauthorized, env.do(old, http.MethodGet, "/api/who", nil).Code)
+}
+
+// A record this version cannot read ends the session instead of failing every page.
+func TestWebSessionUnreadableRecordEndsIt(t *testing.T) {
+	env := newWebSessionEnv(t)
+	ck := env.signIn(t)
+	_, err := env.kv.Put(context.Background(), storeKey("s", ck.Value), []byte("{not json"))
+	require.NoError(t, err)
+	rec := env.do(ck, http.MethodGet, "/api/who", nil)
+	require.Equal(t, http.StatusUnauthorized, rec.Code)
+	require.Contains(t, rec.Body.String(), "could not be read")
 }
