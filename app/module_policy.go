@@ -90,7 +90,7 @@ func (a *App) policyService() *Service {
 				}
 				return c.JSON(http.StatusOK, cat)
 			}, a.verifier.Middleware(append(slices.Clone(a.cfg.Query.AdminGroups), a.cfg.Query.AuditorGroups...), "admin or auditor"))
-			(&desired.API{Store: a.desired, JS: a.bus.JS, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups, Base: a.cfg,
+			(&desired.API{Store: a.desired, JS: a.bus.JS, Verifier: a.verifier, Admins: a.cfg.Query.AdminGroups, Auditors: a.cfg.Query.AuditorGroups, Base: a.cfg,
 				Compile: func(ps []config.Policy) (uint64, error) {
 					if _, err := policy.Compile(ps, 0); err != nil {
 						return 0, err
