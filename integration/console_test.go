@@ -163,6 +163,31 @@ func TestConsole(t *testing.T) {
 		require.Equal(t, 0, cliMain(t, "approvals", "deny", id, "--reason", "decided elsewhere", "--url", g.approvalsAPI, "--token", g.token(t, "approver-2", "approvers")))
 		alice.WaitJS(`!document.querySelector('` + card + `')`)
 		<-done
+
+		// Revoked, an approver approves nothing more, in the console or with a token, and
+		// the browser session ends.
+		admin := g.token(t, "admin-1", "gatehouse-admins")
+		_, aliceMe := alice.me()
+		require.Equal(t, 0, cliMain(t, "revoke", "--identity", "alice@example.com", "--reason", "left the team", "--url", base, "--token", admin))
+		stmt = "update customers set name = 'Ada (revoked)' where id = 1"
+		done = g.psqlAsync(t, dba, "dba", stmt)
+		id = bob.approvalFor(stmt)
+		// Revocations reach every process within moments: wait with a token, not the browser.
+		aliceToken := g.token(t, "alice@example.com", "approvers")
+		require.Eventually(t, func() bool {
+			status, _ := g.apiGet(t, aliceToken, "/api/v1/approvals")
+			return status == http.StatusForbidden
+		}, 30*time.Second, 20*time.Millisecond)
+		code, body = alice.Fetch(http.MethodPost, "/api/v1/approvals/"+id+"/approve", `{"reason":"still here"}`,
+			map[string]string{"Content-Type": "application/json", "X-CSRF-Token": aliceMe.CSRF})
+		require.Equal(t, http.StatusForbidden, code, body)
+		require.Contains(t, body, "revoked: left the team")
+		code, _ = alice.me()
+		require.Equal(t, http.StatusUnauthorized, code, "the revoked person's browser session goes on")
+		require.Equal(t, "pending", g.approval(t, id).Status)
+		require.Equal(t, 0, cliMain(t, "approvals", "deny", id, "--reason", "cleanup", "--url", g.approvalsAPI, "--token", g.token(t, "approver-2", "approvers")))
+		<-done
+		require.Equal(t, 0, cliMain(t, "revoke", "--identity", "alice@example.com", "--lift", "--reason", "back", "--url", base, "--token", admin))
 	})
 
 	t.Run("Pages", func(t *testing.T) {
