@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -132,7 +133,7 @@ func (c *Console) page(ctx echo.Context) error {
 	if _, err := c.opts.Sessions.Lookup(r.Context(), r); err != nil {
 		var se *identity.SessionError
 		if !errors.As(err, &se) {
-			return c.errorPage(ctx, http.StatusServiceUnavailable, "The console cannot read sessions right now", err.Error())
+			return c.unavailable(ctx, "The console cannot read sessions right now", err)
 		}
 		q := "?next=" + urlQueryEscape(r.URL.RequestURI())
 		if c.opts.Sessions.HasCookie(r) {
@@ -217,13 +218,17 @@ func (c *Console) me(ctx echo.Context) error {
 func (c *Console) logout(ctx echo.Context) error {
 	r := ctx.Request()
 	s, err := c.opts.Sessions.Lookup(r.Context(), r)
-	if err == nil {
+	var se *identity.SessionError
+	switch {
+	case err == nil:
 		if err := identity.CheckCSRF(r, s); err != nil {
 			return c.errorPage(ctx, http.StatusForbidden, "Sign-out refused", err.Error())
 		}
+	case !errors.As(err, &se):
+		return c.unavailable(ctx, "Sign-out failed", err) // not unchecked: the store could not say
 	}
 	if err := c.opts.Sessions.End(r.Context(), ctx); err != nil {
-		return c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-out failed", err.Error())
+		return c.unavailable(ctx, "Sign-out failed", err)
 	}
 	if s != nil {
 		c.opts.Log.Info("console sign-out", "name", s.Identity.Name, "method", s.Method)
@@ -234,10 +239,25 @@ func (c *Console) logout(ctx echo.Context) error {
 // localPath is next when it is a path on this site, else "/": a sign-in never sends the
 // browser elsewhere (an open redirect).
 func localPath(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n\t") || len(next) > 2048 {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") || len(next) > 2048 {
+		return "/"
+	}
+	for i := 0; i < len(next); i++ {
+		if next[i] < 0x20 || next[i] == 0x7f {
+			return "/" // a client that drops control characters would read /\x0b/x as //x
+		}
+	}
+	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
 		return "/"
 	}
 	return next
+}
+
+// unavailable is the page for a store that cannot be reached: the cause is logged, the
+// person is told to try again (not shown NATS's words).
+func (c *Console) unavailable(ctx echo.Context, title string, err error) error {
+	c.opts.Log.Error("console: the session store failed", "err", err, "path", ctx.Request().URL.Path)
+	return c.errorPage(ctx, http.StatusServiceUnavailable, title, "Gatehouse cannot reach its session store right now; try again in a moment.")
 }
 
 // startSession signs id in: a new browser session, and the browser sent on to next.
@@ -246,10 +266,9 @@ func (c *Console) startSession(ctx echo.Context, id *identity.Identity, method s
 		c.opts.Log.Warn("console sign-in of a revoked identity refused", "name", id.Name, "subject", id.Subject, "method", method)
 		return c.errorPage(ctx, http.StatusForbidden, "Sign-in refused", "Your access to Gatehouse is revoked: "+reason)
 	}
-	// The sign-in is over: its browser binding is no longer needed.
-	ctx.SetCookie(&http.Cookie{Name: signinCookie, Value: "", Path: "/auth/" + method + "/", MaxAge: -1, HttpOnly: true})
+	c.unbindBrowser(ctx, method) // the sign-in is over
 	if _, err := c.opts.Sessions.Create(ctx.Request().Context(), ctx, id.Identity, method, expiry); err != nil {
-		return c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-in failed", err.Error())
+		return c.unavailable(ctx, "Sign-in failed", err)
 	}
 	c.opts.Log.Info("console sign-in", "name", id.Name, "subject", id.Subject, "issuer", id.Issuer, "groups", id.Groups, "method", method)
 	return ctx.Redirect(http.StatusSeeOther, localPath(next))
@@ -258,19 +277,38 @@ func (c *Console) startSession(ctx echo.Context, id *identity.Identity, method s
 // signinCookie ties a sign-in's answer to the browser that started it.
 const signinCookie = "gh_signin"
 
-// bindBrowser sets a fresh sign-in cookie for path and returns its value, to be kept with
-// the pending sign-in.
-func (c *Console) bindBrowser(ctx echo.Context, path string, site http.SameSite) string {
+// signinCookieFor is the sign-in cookie of a flow (oidc, saml): its name and path. Over
+// https it is a __Host- cookie (path /, no domain), which no sibling subdomain can plant to
+// tie a victim's browser to the planter's own sign-in; over loopback http (gatehouse dev),
+// gh_signin under /auth/<flow>/.
+func (c *Console) signinCookieFor(flow string) (name, path string) {
+	if c.opts.Sessions.Secure {
+		return "__Host-" + signinCookie + "-" + flow, "/"
+	}
+	return signinCookie, "/auth/" + flow + "/"
+}
+
+// bindBrowser sets a fresh sign-in cookie for the flow and returns its value, to be kept
+// with the pending sign-in.
+func (c *Console) bindBrowser(ctx echo.Context, flow string, site http.SameSite) string {
 	v := identity.RandomToken(24)
-	ctx.SetCookie(&http.Cookie{Name: signinCookie, Value: v, Path: path, MaxAge: int(pendingLifetime.Seconds()),
+	name, path := c.signinCookieFor(flow)
+	ctx.SetCookie(&http.Cookie{Name: name, Value: v, Path: path, MaxAge: int(pendingLifetime.Seconds()),
 		Secure: c.opts.Sessions.Secure || site == http.SameSiteNoneMode, HttpOnly: true, SameSite: site})
 	return v
 }
 
-// sameBrowser reports whether the request carries the sign-in cookie want.
-func (c *Console) sameBrowser(ctx echo.Context, want string) bool {
-	ck, err := ctx.Request().Cookie(signinCookie)
+// sameBrowser reports whether the request carries the flow's sign-in cookie want.
+func (c *Console) sameBrowser(ctx echo.Context, flow, want string) bool {
+	name, _ := c.signinCookieFor(flow)
+	ck, err := ctx.Request().Cookie(name)
 	return err == nil && want != "" && subtle.ConstantTimeCompare([]byte(ck.Value), []byte(want)) == 1
+}
+
+// unbindBrowser clears the flow's sign-in cookie once the sign-in is over.
+func (c *Console) unbindBrowser(ctx echo.Context, flow string) {
+	name, path := c.signinCookieFor(flow)
+	ctx.SetCookie(&http.Cookie{Name: name, Value: "", Path: path, MaxAge: -1, Secure: c.opts.Sessions.Secure, HttpOnly: true})
 }
 
 // shortContext bounds a call to an identity provider.

@@ -102,7 +102,8 @@ func TestSecurityHeadersAndAssets(t *testing.T) {
 // next never sends the browser to another site.
 func TestSignInNeverRedirectsElsewhere(t *testing.T) {
 	e := newOIDCConsole(t)
-	for _, next := range []string{"//evil.example/x", "https://evil.example", "/\\evil.example", "javascript:alert(1)", "\\\\evil", "/ok\r\nSet-Cookie: x=1"} {
+	for _, next := range []string{"//evil.example/x", "https://evil.example", "/\\evil.example", "javascript:alert(1)", "\\\\evil", "/ok\r\nSet-Cookie: x=1",
+		"/\x0b/evil.example", "/\x0c/evil.example", "/\x7f/evil.example", "/x\x00y"} {
 		rec := serve(e, http.MethodGet, "/auth/login?next="+url.QueryEscape(next), nil)
 		require.Equal(t, http.StatusOK, rec.Code)
 		require.Contains(t, rec.Body.String(), `href="/auth/oidc/login?next=%2f"`, "next %q reached the page", next)

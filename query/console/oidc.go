@@ -91,9 +91,9 @@ func (l *oidcLogin) start(ctx echo.Context) error {
 			fmt.Sprintf("Discovery of %s failed; try again in a moment.", l.opts.Issuer))
 	}
 	state, p := identity.RandomToken(24), pendingOIDC{Nonce: identity.RandomToken(24), Verifier: oauth2.GenerateVerifier(),
-		Next: localPath(ctx.QueryParam("next")), Created: time.Now(), Browser: l.c.bindBrowser(ctx, "/auth/oidc/", http.SameSiteLaxMode)}
+		Next: localPath(ctx.QueryParam("next")), Created: time.Now(), Browser: l.c.bindBrowser(ctx, "oidc", http.SameSiteLaxMode)}
 	if err := l.c.opts.Sessions.Pending(r.Context(), "oidc."+state, p); err != nil {
-		return l.c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-in failed", err.Error())
+		return l.c.unavailable(ctx, "Sign-in failed", err)
 	}
 	return ctx.Redirect(http.StatusSeeOther, cfg.AuthCodeURL(state, oidc.Nonce(p.Nonce), oauth2.S256ChallengeOption(p.Verifier)))
 }
@@ -114,9 +114,9 @@ func (l *oidcLogin) callback(ctx echo.Context) error {
 			return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
 				"This sign-in answer does not belong to a sign-in started here, or was already used (wrong or replayed state). Start again.")
 		}
-		return l.c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-in failed", err.Error())
+		return l.c.unavailable(ctx, "Sign-in failed", err)
 	}
-	if !l.c.sameBrowser(ctx, p.Browser) {
+	if !l.c.sameBrowser(ctx, "oidc", p.Browser) {
 		return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
 			"This sign-in was started in another browser (or its cookie was lost): a sign-in must end where it began. Start again.")
 	}

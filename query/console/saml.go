@@ -171,9 +171,9 @@ func (l *samlLogin) start(ctx echo.Context) error {
 		// The IdP's answer comes back as a cross-site POST, which carries no Lax cookie: the
 		// binding cookie is SameSite=None, so Secure — which browsers also accept from a
 		// loopback console over plain http (a Chromium test signs in that way).
-		Browser: l.c.bindBrowser(ctx, "/auth/saml/", http.SameSiteNoneMode)}
+		Browser: l.c.bindBrowser(ctx, "saml", http.SameSiteNoneMode)}
 	if err := l.c.opts.Sessions.Pending(ctx.Request().Context(), "saml."+relay, p); err != nil {
-		return l.c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-in failed", err.Error())
+		return l.c.unavailable(ctx, "Sign-in failed", err)
 	}
 	return ctx.Redirect(http.StatusSeeOther, to.String())
 }
@@ -204,9 +204,9 @@ func (l *samlLogin) acs(ctx echo.Context) error {
 			return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
 				"This SAML response does not belong to a sign-in started here, or was already used (unknown or replayed RelayState). Start again.")
 		}
-		return l.c.errorPage(ctx, http.StatusServiceUnavailable, "Sign-in failed", err.Error())
+		return l.c.unavailable(ctx, "Sign-in failed", err)
 	}
-	if !l.c.sameBrowser(ctx, p.Browser) {
+	if !l.c.sameBrowser(ctx, "saml", p.Browser) {
 		return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
 			"This sign-in was started in another browser (or its cookie was lost): a sign-in must end where it began. Start again.")
 	}

@@ -549,14 +549,16 @@ func TestSAMLBindingCookieOverHTTPS(t *testing.T) {
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)
 	var bind *http.Cookie
 	for _, ck := range resp.Cookies() {
-		if ck.Name == "gh_signin" {
+		if ck.Name == "__Host-gh_signin-saml" {
 			bind = ck
 		}
 	}
-	require.NotNil(t, bind)
+	require.NotNil(t, bind, "over https the binding cookie is a __Host- cookie (no sibling subdomain can plant it)")
 	require.Equal(t, http.SameSiteNoneMode, bind.SameSite)
 	require.True(t, bind.Secure)
 	require.True(t, bind.HttpOnly)
+	require.Equal(t, "/", bind.Path)
+	require.Empty(t, bind.Domain)
 }
 
 func TestSAMLMetadataParsing(t *testing.T) {
