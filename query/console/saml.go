@@ -295,8 +295,8 @@ func (l *samlLogin) identity(a *saml.Assertion) (*identity.Identity, time.Time, 
 		return nil, time.Time{}, "The assertion's NameID is longer than 1024 bytes."
 	}
 	name := sub
-	if v := attributeValues(a, l.opts.NameAttribute); len(v) > 0 {
-		name = v[0]
+	if v := attributeValues(a, l.opts.NameAttribute); len(v) > 0 && identity.UsableName(v[0]) {
+		name = v[0] // a name with control or invisible characters could pass for another's
 	}
 	var expiry time.Time
 	for _, s := range a.AuthnStatements {

@@ -596,3 +596,23 @@ func TestSAMLMetadataParsing(t *testing.T) {
 	_, err := console.FetchSAMLMetadata(context.Background(), http.DefaultClient, big.URL)
 	require.ErrorContains(t, err, "larger than")
 }
+
+// A name attribute that could pass for someone else's (invisible or control characters) is
+// not shown: the NameID is.
+func TestSAMLUnusableNameFallsBackToNameID(t *testing.T) {
+	env := newSAMLEnv(t, false)
+	env.assert(t, func(a *saml.Assertion) {
+		for i, st := range a.AttributeStatements {
+			for j, at := range st.Attributes {
+				if at.Name == "cn" || at.FriendlyName == "cn" {
+					a.AttributeStatements[i].Attributes[j].Values = []saml.AttributeValue{{Type: "xs:string", Value: "Bob\u202e moc.elpmaxe@ecila"}}
+				}
+			}
+		}
+	})
+	b := newBrowser(t)
+	resp, body := env.signIn(t, b, "/")
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)
+	m := env.me(t, b)
+	require.Equal(t, "alice@example.com", m.Name)
+}

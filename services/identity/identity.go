@@ -161,6 +161,15 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, raw, clientID, nonce strin
 	if !slices.Contains(tok.Audience, clientID) {
 		return nil, &Error{CheckAudience, fmt.Sprintf("ID token audience %s does not include the console's client ID %q", quoteList(tok.Audience), clientID)}
 	}
+	// OIDC Core 3.1.3.7: with several audiences, or an azp at all, the authorized party must
+	// be this client (a token issued to another client that also names this one is not ours).
+	var azp struct {
+		AZP string `json:"azp"`
+	}
+	_ = tok.Claims(&azp)
+	if (len(tok.Audience) > 1 || azp.AZP != "") && azp.AZP != clientID {
+		return nil, &Error{CheckAudience, fmt.Sprintf("ID token was issued to %q (azp), not to the console's client ID %q", azp.AZP, clientID)}
+	}
 	if nonce == "" || subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(nonce)) != 1 {
 		return nil, &Error{CheckClaims, "ID token nonce does not match the sign-in's (a replayed or foreign token)"}
 	}
@@ -281,6 +290,11 @@ func displayName(claims map[string]any, cfg *config.Issuer, kind, sub string) st
 	}
 	return sub
 }
+
+// UsableName reports whether s can be shown as a name as it is: UTF-8, no control or
+// invisible characters, not blank, at most 256 bytes (names from SAML attributes are held
+// to what names from token claims are).
+func UsableName(s string) bool { return usableName(s) }
 
 func usableName(s string) bool {
 	if strings.TrimSpace(s) == "" || len(s) > maxNameBytes || !utf8.ValidString(s) {

@@ -120,3 +120,26 @@ func TestMintLimits(t *testing.T) {
 	_, err = d.Mint(identity.TokenRequest{Subject: "x", TTL: 48 * time.Hour})
 	require.ErrorContains(t, err, "longer than")
 }
+
+// An ID token for the console: its client among the audiences and, with several audiences
+// or an azp at all, the authorized party (OIDC Core 3.1.3.7).
+func TestVerifyIDTokenAuthorizedParty(t *testing.T) {
+	d, iss := devServer(t)
+	v := verifier(t, iss)
+	mint := func(extra map[string]any) string {
+		tok, err := d.Mint(identity.TokenRequest{Subject: "alice", TTL: time.Minute, Extra: extra})
+		require.NoError(t, err)
+		return tok
+	}
+	_, err := v.VerifyIDToken(t.Context(), mint(map[string]any{"aud": "gatehouse-console", "nonce": "n1"}), "gatehouse-console", "n1")
+	require.NoError(t, err)
+	_, err = v.VerifyIDToken(t.Context(), mint(map[string]any{"aud": []string{"gatehouse-console", "other-app"}, "azp": "gatehouse-console", "nonce": "n1"}), "gatehouse-console", "n1")
+	require.NoError(t, err)
+	// Issued to another client that also names the console: not the console's.
+	_, err = v.VerifyIDToken(t.Context(), mint(map[string]any{"aud": []string{"other-app", "gatehouse-console"}, "azp": "other-app", "nonce": "n1"}), "gatehouse-console", "n1")
+	requireCheck(t, err, identity.CheckAudience)
+	_, err = v.VerifyIDToken(t.Context(), mint(map[string]any{"aud": []string{"other-app", "gatehouse-console"}, "nonce": "n1"}), "gatehouse-console", "n1")
+	requireCheck(t, err, identity.CheckAudience)
+	_, err = v.VerifyIDToken(t.Context(), mint(map[string]any{"aud": "gatehouse-console", "azp": "other-app", "nonce": "n1"}), "gatehouse-console", "n1")
+	requireCheck(t, err, identity.CheckAudience)
+}
