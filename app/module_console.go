@@ -68,6 +68,9 @@ func (a *App) registerConsole() error {
 			issuer = a.cfg.Identity.LoginIssuer(a.DevIssuerURL())
 		}
 		if issuer != "" {
+			if !a.trustsIssuer(issuer) {
+				return fmt.Errorf("console.oidc.issuer: %q is not one of identity.issuers (the ID tokens it signs would be refused)", issuer)
+			}
 			o := &console.OIDCOptions{Issuer: strings.TrimRight(issuer, "/"), ClientID: c.OIDC.ClientID, Scopes: c.OIDC.Scopes,
 				HTTPClient: &http.Client{Timeout: 15 * time.Second}}
 			if c.OIDC.ClientSecretFile != "" {
@@ -133,4 +136,19 @@ func samlOptions(s *config.ConsoleSAML) (*console.SAMLOptions, error) {
 		return nil, fmt.Errorf("console.saml.idp_metadata_url: %w", err)
 	}
 	return o, nil
+}
+
+// trustsIssuer reports whether tokens from issuer are accepted: one of identity.issuers,
+// or the development issuer when it is on.
+func (a *App) trustsIssuer(issuer string) bool {
+	issuer = strings.TrimRight(issuer, "/")
+	if a.cfg.Identity.DevIssuer && issuer == strings.TrimRight(a.DevIssuerURL(), "/") {
+		return true
+	}
+	for _, is := range a.cfg.Identity.Issuers {
+		if strings.TrimRight(is.Issuer, "/") == issuer {
+			return true
+		}
+	}
+	return false
 }

@@ -38,6 +38,10 @@ type oidcLogin struct {
 
 	mu       sync.Mutex
 	provider *oidc.Provider
+	// lastTry and lastErr: a provider that is down is asked at most once a second, not
+	// once per request of anyone who opens the sign-in link.
+	lastTry time.Time
+	lastErr error
 }
 
 // pendingOIDC is kept under the state until the callback takes it, once.
@@ -62,11 +66,16 @@ func (l *oidcLogin) config(ctx context.Context) (*oauth2.Config, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.provider == nil {
+		if l.lastErr != nil && time.Since(l.lastTry) < time.Second {
+			return nil, l.lastErr
+		}
+		l.lastTry = time.Now()
 		p, err := oidc.NewProvider(oidc.ClientContext(ctx, l.opts.HTTPClient), l.opts.Issuer)
 		if err != nil {
+			l.lastErr = err
 			return nil, err
 		}
-		l.provider = p
+		l.provider, l.lastErr = p, nil
 	}
 	ep := l.provider.Endpoint()
 	// Say how the client authenticates: left to detection, the library tries one way and

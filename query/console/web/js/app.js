@@ -21,7 +21,11 @@ function match(path) {
     const m = r.re.exec(path);
     if (m) {
       const params = {};
-      (r.params || []).forEach((p, i) => { params[p] = decodeURIComponent(m[i + 1]); });
+      try {
+        (r.params || []).forEach((p, i) => { params[p] = decodeURIComponent(m[i + 1]); });
+      } catch {
+        return null; // a malformed %-escape: no such page, rather than a broken one
+      }
       return { route: r, params };
     }
   }
