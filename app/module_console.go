@@ -38,7 +38,7 @@ func (a *App) useWebSessions(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("web sign-ins bucket: %w", err)
 	}
-	a.verifier.UseWebSessions(identity.NewWebSessions(kv, pending, c.IdleTimeout, c.AbsoluteTimeout, c.Secure()))
+	a.verifier.UseWebSessions(identity.NewWebSessions(kv, pending, c.IdleTimeout, c.AbsoluteTimeout, a.consolePublicURL()))
 	return nil
 }
 

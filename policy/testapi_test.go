@@ -60,7 +60,7 @@ func TestPolicyTestAPIDecidesWithWhatIsInForce(t *testing.T) {
 
 	kv, err := b.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "test_web_sessions"})
 	require.NoError(t, err)
-	web := identity.NewWebSessions(kv, kv, time.Hour, 8*time.Hour, false)
+	web := identity.NewWebSessions(kv, kv, time.Hour, 8*time.Hour, "http://127.0.0.1:1")
 	v := identity.NewVerifier(ctx, nil, log)
 	v.UseWebSessions(web)
 	e := echo.New()

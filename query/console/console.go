@@ -221,7 +221,7 @@ func (c *Console) logout(ctx echo.Context) error {
 	var se *identity.SessionError
 	switch {
 	case err == nil:
-		if err := identity.CheckCSRF(r, s); err != nil {
+		if err := c.opts.Sessions.CheckCSRF(r, s); err != nil {
 			return c.errorPage(ctx, http.StatusForbidden, "Sign-out refused", err.Error())
 		}
 	case !errors.As(err, &se):

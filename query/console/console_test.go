@@ -27,7 +27,7 @@ func newOIDCConsole(t *testing.T) *echo.Echo {
 	b := bustest.Connect(t)
 	kv, err := b.JS.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: bus.BucketWebSessions, History: 1, TTL: time.Hour})
 	require.NoError(t, err)
-	sessions := identity.NewWebSessions(kv, kv, 30*time.Minute, 12*time.Hour, false)
+	sessions := identity.NewWebSessions(kv, kv, 30*time.Minute, 12*time.Hour, "http://127.0.0.1:1")
 	v := identity.NewVerifier(context.Background(), nil, slog.New(slog.DiscardHandler))
 	v.UseWebSessions(sessions)
 	c, err := console.New(console.Options{PublicURL: "http://127.0.0.1:1", Sessions: sessions, Verifier: v, Log: slog.New(slog.DiscardHandler),

@@ -83,7 +83,11 @@ func newSAMLEnv(t *testing.T, secure bool) *samlEnv {
 	b := bustest.Connect(t)
 	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebSessions, History: 1, TTL: 13 * time.Hour})
 	require.NoError(t, err)
-	sessions := identity.NewWebSessions(kv, kv, 30*time.Minute, 12*time.Hour, secure)
+	publicURL := "http://127.0.0.1"
+	if secure {
+		publicURL = "https://console.example.com" // Secure cookies; the Go client sends no Origin
+	}
+	sessions := identity.NewWebSessions(kv, kv, 30*time.Minute, 12*time.Hour, publicURL)
 	verifier := identity.NewVerifier(ctx, nil, slog.New(slog.DiscardHandler))
 	verifier.UseWebSessions(sessions)
 	e := echo.New()

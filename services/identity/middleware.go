@@ -77,7 +77,7 @@ func (v *Verifier) authenticate(c echo.Context) (*Identity, error) {
 		case err != nil:
 			return nil, echo.NewHTTPError(http.StatusServiceUnavailable, err.Error())
 		}
-		if err := CheckCSRF(r, s); err != nil {
+		if err := v.web.CheckCSRF(r, s); err != nil {
 			return nil, echo.NewHTTPError(http.StatusForbidden, err.Error())
 		}
 		c.Set(webSessionKey, s)

@@ -80,6 +80,9 @@ type WebSessions struct {
 	// Secure marks the cookie Secure with the __Host- prefix. Off only where the console is
 	// served over plain HTTP on a loopback address (gatehouse dev).
 	Secure bool
+	// Origin is the console's public origin (https://gatehouse.example.com): a state
+	// change from it is this server's own even when a proxy in front changed the Host.
+	Origin string
 	now    func() time.Time
 }
 
@@ -87,9 +90,11 @@ type WebSessions struct {
 // kept to within this.
 const touchEvery = time.Minute
 
-// NewWebSessions keeps sessions in kv, and sign-ins under way in pending.
-func NewWebSessions(kv, pending KV, idle, absolute time.Duration, secure bool) *WebSessions {
-	return &WebSessions{kv: kv, pending: pending, Idle: idle, Absolute: absolute, Secure: secure, now: time.Now}
+// NewWebSessions keeps sessions in kv, and sign-ins under way in pending, for the console
+// at publicURL (its origin: scheme://host[:port]; https makes the cookies Secure).
+func NewWebSessions(kv, pending KV, idle, absolute time.Duration, publicURL string) *WebSessions {
+	origin := strings.TrimRight(publicURL, "/")
+	return &WebSessions{kv: kv, pending: pending, Idle: idle, Absolute: absolute, Secure: strings.HasPrefix(origin, "https://"), Origin: origin, now: time.Now}
 }
 
 // SetClock replaces the clock (tests).
@@ -225,8 +230,9 @@ func (w *WebSessions) End(ctx context.Context, c echo.Context) error {
 
 // CheckCSRF verifies a state change made with session s: the X-CSRF-Token header (or the
 // csrf form field of a form post) equals the session's token, and a browser's Origin, when
-// sent, is this server's own.
-func CheckCSRF(r *http.Request, s *WebSession) error {
+// sent, is this server's own: the console's public origin (scheme, host and port, as
+// browsers see it behind a proxy), or the host the request names.
+func (w *WebSessions) CheckCSRF(r *http.Request, s *WebSession) error {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return nil
@@ -234,7 +240,7 @@ func CheckCSRF(r *http.Request, s *WebSession) error {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
 		return fmt.Errorf("a %s request from another site (Sec-Fetch-Site: %s) is refused", r.Method, site)
 	}
-	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r) {
+	if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(o, w.Origin) && !sameOrigin(o, r) {
 		return fmt.Errorf("a %s request from origin %s is refused: it is not this server's", r.Method, o)
 	}
 	tok := r.Header.Get(CSRFHeader)

@@ -37,7 +37,7 @@ func newWebSessionEnv(t *testing.T) *webSessionEnv {
 	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebSessions, History: 1, TTL: 13 * time.Hour})
 	require.NoError(t, err)
 	env := &webSessionEnv{kv: kv, now: time.Now()}
-	env.ws = NewWebSessions(kv, kv, 30*time.Minute, 12*time.Hour, false)
+	env.ws = NewWebSessions(kv, kv, 30*time.Minute, 12*time.Hour, "http://127.0.0.1:1")
 	env.ws.SetClock(func() time.Time { env.mu.Lock(); defer env.mu.Unlock(); return env.now })
 	v := NewVerifier(ctx, nil, slog.New(slog.DiscardHandler))
 	v.UseWebSessions(env.ws)
@@ -142,6 +142,11 @@ func TestWebSessionCSRF(t *testing.T) {
 
 	rec = env.do(ck, http.MethodPost, "/api/change", map[string]string{CSRFHeader: tok, "Origin": "http://example.com", "Sec-Fetch-Site": "same-origin"})
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	// Behind a proxy that rewrote the Host, the console's public origin is still its own.
+	rec = env.do(ck, http.MethodPost, "/api/change", map[string]string{CSRFHeader: tok, "Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-origin"})
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	rec = env.do(ck, http.MethodPost, "/api/change", map[string]string{CSRFHeader: tok, "Origin": "http://127.0.0.1:2"})
+	require.Equal(t, http.StatusForbidden, rec.Code, "another port is another origin")
 
 	// Another session's token is not this one's.
 	other := env.signIn(t)
