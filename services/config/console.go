@@ -128,9 +128,6 @@ func (c *Console) validate(path string, ck *checker) {
 	}
 }
 
-// Secure reports whether the console is served over TLS (its cookies are then Secure).
-func (c *Console) Secure() bool { return strings.HasPrefix(c.PublicURL, "https://") }
-
 // IsLoopbackHost reports whether host (a name or an address) is this machine.
 func IsLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
