@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/labstack/echo/v4"
@@ -217,12 +218,7 @@ func LoopbackHost(hostport string) bool {
 	if x, _, err := net.SplitHostPort(hostport); err == nil {
 		h = x
 	}
-	h = strings.Trim(h, "[]")
-	if strings.EqualFold(h, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
+	return config.IsLoopbackHost(strings.Trim(h, "[]"))
 }
 
 func (d *DevIssuer) token(c echo.Context) error {
