@@ -108,25 +108,9 @@ func (is *issuer) get(ctx context.Context) (*oidc.IDTokenVerifier, error) {
 // Verify checks signature, issuer, audience and expiry of raw and returns the identity. A
 // failure is an *Error naming the check.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
-	if len(raw) > maxTokenBytes {
-		return nil, &Error{CheckFormat, fmt.Sprintf("token is %d bytes, more than the %d allowed", len(raw), maxTokenBytes)}
-	}
-	iss, err := unverifiedIssuer(raw)
+	is, tok, err := v.verifyRaw(ctx, raw, "token", "password is not a token: ")
 	if err != nil {
-		return nil, &Error{CheckFormat, "password is not a token: " + err.Error()}
-	}
-	is, ok := v.issuers[strings.TrimRight(iss, "/")]
-	if !ok {
-		return nil, &Error{CheckIssuer, fmt.Sprintf("token issuer %q is not trusted by this gateway", iss)}
-	}
-	ver, err := is.get(v.ctx)
-	if err != nil {
-		v.log.Warn("oidc discovery failed", "issuer", iss, "err", err)
-		return nil, &Error{CheckDiscovery, fmt.Sprintf("cannot reach token issuer %q to verify the token; try again later", iss)}
-	}
-	tok, err := ver.Verify(ctx, raw)
-	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	if auds := is.cfg.AcceptedAudiences(); !slices.ContainsFunc(tok.Audience, func(a string) bool { return slices.Contains(auds, a) }) {
 		return nil, &Error{CheckAudience, fmt.Sprintf("token audience %s does not include %s, the audience this gateway accepts from %s: ask the issuer for a token for it",
@@ -139,24 +123,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 // signature, issuer (one of the trusted issuers), expiry, an audience of clientID, and
 // the nonce the sign-in sent. Groups and name are read as for access tokens.
 func (v *Verifier) VerifyIDToken(ctx context.Context, raw, clientID, nonce string) (*Identity, error) {
-	if len(raw) > maxTokenBytes {
-		return nil, &Error{CheckFormat, fmt.Sprintf("ID token is %d bytes, more than the %d allowed", len(raw), maxTokenBytes)}
-	}
-	iss, err := unverifiedIssuer(raw)
+	is, tok, err := v.verifyRaw(ctx, raw, "ID token", "ID token: ")
 	if err != nil {
-		return nil, &Error{CheckFormat, "ID token: " + err.Error()}
-	}
-	is, ok := v.issuers[strings.TrimRight(iss, "/")]
-	if !ok {
-		return nil, &Error{CheckIssuer, fmt.Sprintf("ID token issuer %q is not trusted by this gateway", iss)}
-	}
-	ver, err := is.get(v.ctx)
-	if err != nil {
-		return nil, &Error{CheckDiscovery, fmt.Sprintf("cannot reach issuer %q to verify the ID token; try again later", iss)}
-	}
-	tok, err := ver.Verify(ctx, raw)
-	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	if !slices.Contains(tok.Audience, clientID) {
 		return nil, &Error{CheckAudience, fmt.Sprintf("ID token audience %s does not include the console's client ID %q", quoteList(tok.Audience), clientID)}
@@ -174,6 +143,34 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, raw, clientID, nonce strin
 		return nil, &Error{CheckClaims, "ID token nonce does not match the sign-in's (a replayed or foreign token)"}
 	}
 	return fromToken(is, tok)
+}
+
+// verifyRaw checks what every token must pass — its size, a trusted issuer, the issuer's
+// signature, expiry — and returns the issuer and the verified token. what names the token
+// in messages ("token", "ID token"); formatPrefix starts the message of one that is not a
+// JWT at all.
+func (v *Verifier) verifyRaw(ctx context.Context, raw, what, formatPrefix string) (*issuer, *oidc.IDToken, error) {
+	if len(raw) > maxTokenBytes {
+		return nil, nil, &Error{CheckFormat, fmt.Sprintf("%s is %d bytes, more than the %d allowed", what, len(raw), maxTokenBytes)}
+	}
+	iss, err := unverifiedIssuer(raw)
+	if err != nil {
+		return nil, nil, &Error{CheckFormat, formatPrefix + err.Error()}
+	}
+	is, ok := v.issuers[strings.TrimRight(iss, "/")]
+	if !ok {
+		return nil, nil, &Error{CheckIssuer, fmt.Sprintf("%s issuer %q is not trusted by this gateway", what, iss)}
+	}
+	ver, err := is.get(v.ctx)
+	if err != nil {
+		v.log.Warn("oidc discovery failed", "issuer", iss, "err", err)
+		return nil, nil, &Error{CheckDiscovery, fmt.Sprintf("cannot reach %s issuer %q to verify the %s; try again later", what, iss, what)}
+	}
+	tok, err := ver.Verify(ctx, raw)
+	if err != nil {
+		return nil, nil, classify(err)
+	}
+	return is, tok, nil
 }
 
 // fromToken reads the identity from a verified token's claims.
