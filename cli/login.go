@@ -50,7 +50,8 @@ func loginCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	c := &loginCache{Server: base, Issuer: ts.Issuer, ClientID: ts.ClientID, TokenEndpoint: ts.TokenEndpoint}
 	c.update(ts.tokenAnswer, time.Now())
-	if err := writeLoginCache(path, c); err != nil {
+	// Under the lock: a renewal under way must not write the previous sign-in over this one.
+	if err := withLoginLock(ctx, path, func() error { return writeLoginCache(path, c) }); err != nil {
 		return err
 	}
 	name, groups := whoIs(c.AccessToken)
@@ -85,8 +86,17 @@ func logoutCmd(args []string, stdout, _ io.Writer) error {
 	if want := strings.TrimRight(*server, "/"); err == nil && want != "" && want != c.Server {
 		return fmt.Errorf("signed in to %s, not %s: nothing removed", c.Server, want)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("sign out: %w", err)
+	// Under the lock: a renewal under way must not write the sign-in back.
+	ctx, cancel := signalContext()
+	defer cancel()
+	err = withLoginLock(ctx, path, func() error {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sign out: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if c != nil {
 		fmt.Fprintf(stdout, "Signed out of %s (removed %s).\n", c.Server, path)

@@ -298,3 +298,71 @@ func TestShellAndLibpqQuoting(t *testing.T) {
 	require.NotContains(t, strings.Join(cc.argv, " "), "SECRET")
 	require.Equal(t, `PGPASSWORD="$PGPASSWORD" psql 'host=db.example.com port=5432 dbname=orders sslmode=disable user='\''ann o\'\''neil'\''' -X`, cc.shell())
 }
+
+// Commands renewing at once (kubectl's credential plugin, connect, token --cached) take
+// turns: one spends the refresh token, the others use what it wrote. The development
+// issuer refuses a refresh token spent twice, so without the lock all but one would fail
+// and the cache could end with a refresh token already rotated away.
+func TestLoginConcurrentRenewalsTakeTurns(t *testing.T) {
+	dir := signInEnv(t)
+	g := newLoginGateway(t)
+	browserLogin(t, g, url.Values{"pick": {"carol@example.com"}})
+	for round := 0; round < 3; round++ {
+		c := readCache(t, dir)
+		c.Expiry = time.Now().Add(10 * time.Second)
+		writeCache(t, dir, c)
+		const n = 8
+		type result struct {
+			code     int
+			out, err string
+		}
+		results := make(chan result, n)
+		start := make(chan struct{})
+		for i := 0; i < n; i++ {
+			go func() {
+				<-start
+				code, out, errOut := run("token", "--cached")
+				results <- result{code, out, errOut}
+			}()
+		}
+		close(start)
+		renewed := map[string]bool{}
+		for i := 0; i < n; i++ {
+			r := <-results
+			require.Equal(t, 0, r.code, r.err)
+			renewed[r.out] = true
+		}
+		after := readCache(t, dir)
+		require.Equal(t, map[string]bool{after.AccessToken + "\n": true}, renewed, "every command got the one renewal")
+		require.NotEqual(t, c.RefreshToken, after.RefreshToken)
+		require.WithinDuration(t, time.Now().Add(time.Hour), after.Expiry, time.Minute)
+	}
+	// The refresh token kept is the one in force: it renews once more.
+	c := readCache(t, dir)
+	c.Expiry = time.Now().Add(-time.Minute)
+	writeCache(t, dir, c)
+	code, out, errOut := run("token", "--cached")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, readCache(t, dir).AccessToken+"\n", out)
+}
+
+// A sign-out waits for a renewal under way and is not undone by it.
+func TestLogoutWaitsForTheLock(t *testing.T) {
+	dir := signInEnv(t)
+	writeCache(t, dir, loginCache{Server: "http://127.0.0.1:1", AccessToken: "x.y.z", Expiry: time.Now().Add(time.Hour)})
+	path := filepath.Join(dir, "token.json")
+	held := make(chan struct{})
+	release := make(chan struct{})
+	go func() {
+		_ = withLoginLock(t.Context(), path, func() error { close(held); <-release; return nil })
+	}()
+	<-held
+	out, errOut, done := runAsync("logout")
+	require.Never(t, func() bool { _, err := os.Stat(path); return err != nil }, 200*time.Millisecond, 20*time.Millisecond,
+		"logout removed the file while a renewal held the lock")
+	close(release)
+	require.Equal(t, 0, exitCode(t, done, errOut), errOut.String())
+	require.Contains(t, out.String(), "Signed out")
+	_, err := os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist)
+}

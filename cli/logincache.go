@@ -4,6 +4,10 @@ package cli
 // them, in token.json under the user's config directory (mode 0600, directory 0700,
 // replaced whole). A token that expires within a minute is renewed with the refresh token
 // before it is used; the issuer rotates refresh tokens, so the file is rewritten each time.
+// Every change (a renewal, a sign-in, a sign-out) holds token.json.lock (flock), and a
+// renewal reads the file again once it holds it: commands run at once (kubectl's credential
+// plugin, connect, token --cached) renew once, with the refresh token in force, and the
+// others use what it wrote.
 
 import (
 	"context"
@@ -16,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -100,11 +105,39 @@ func (c *loginCache) update(ta tokenAnswer, now time.Time) {
 }
 
 // fresh returns an access token with more than tokenMinLife left: the cached one, or one
-// renewed with the refresh token (and written back to path).
+// renewed with the refresh token (and written back to path). The renewal holds the lock
+// and starts from the file as it is then: when another command renewed it meanwhile, its
+// token is used as is, and the refresh token it was given is the one spent next.
 func (c *loginCache) fresh(ctx context.Context, hc *http.Client, path string, now time.Time) (string, error) {
 	if c.Expiry.Sub(now) > tokenMinLife {
 		return c.AccessToken, nil
 	}
+	var tok string
+	err := withLoginLock(ctx, path, func() error {
+		cur, err := readLoginCache(path)
+		if errors.Is(err, errNotSignedIn) {
+			return fmt.Errorf("your sign-in to %s was removed (gatehouse logout?): run `gatehouse login --server %s`", c.Server, c.Server)
+		}
+		if err != nil {
+			return err
+		}
+		if cur.Server != c.Server {
+			return fmt.Errorf("the sign-in changed to %s meanwhile (another gatehouse login): run the command again", cur.Server)
+		}
+		*c = *cur
+		if c.Expiry.Sub(time.Now()) > tokenMinLife {
+			tok = c.AccessToken
+			return nil
+		}
+		tok, err = c.renew(ctx, hc, path, now)
+		return err
+	})
+	return tok, err
+}
+
+// renew spends the refresh token and writes what the issuer gave to path; the caller holds
+// the lock.
+func (c *loginCache) renew(ctx context.Context, hc *http.Client, path string, now time.Time) (string, error) {
 	again := fmt.Sprintf("run `gatehouse login --server %s` again", c.Server)
 	if c.RefreshToken == "" || c.TokenEndpoint == "" {
 		return "", fmt.Errorf("your sign-in to %s expired at %s and cannot be renewed (the issuer gave no refresh token): %s",
@@ -127,6 +160,45 @@ func (c *loginCache) fresh(ctx context.Context, hc *http.Client, path string, no
 		return "", err
 	}
 	return c.AccessToken, nil
+}
+
+// loginLockWait bounds the wait for another command's renewal (its token request times
+// out after 30 seconds).
+const loginLockWait = 45 * time.Second
+
+// withLoginLock runs fn holding path+".lock" exclusively (flock: the kernel drops it when
+// its holder exits, so a crashed command leaves no stale lock). It waits at most
+// loginLockWait for another command to finish.
+func withLoginLock(ctx context.Context, path string, fn func() error) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("keep the sign-in: %w", err)
+	}
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("lock the sign-in: %w", err)
+	}
+	defer f.Close()
+	deadline := time.Now().Add(loginLockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			return fmt.Errorf("lock the sign-in (%s): %w", f.Name(), err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another gatehouse command has held %s for %s (renewing the sign-in): try again when it is done", f.Name(), loginLockWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	defer func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
+	return fn()
 }
 
 // wantServer is the gateway a command asks for: --server, else $GATEHOUSE_URL, else "".
