@@ -394,6 +394,9 @@ func TestConsole(t *testing.T) {
 		// An altered session cookie, and one whose session was ended: both are sent to
 		// sign in again, with a clear notice; neither reaches the API.
 		b.signInOIDC("/sessions", "alice@example.com")
+		// Off the app first (to the server-rendered sign-in page): the app, finding its
+		// session gone, would navigate to sign in by itself and race the test's navigation.
+		b.Open("/auth/login", `.auth-card`)
 		ck := b.sessionCookie()
 		b.SetCookie(b.Base+"/", ck.Name, flipChar(ck.Value))
 		code, _ := b.me()

@@ -46,13 +46,9 @@ type oidcLogin struct {
 
 // pendingOIDC is kept under the state until the callback takes it, once.
 type pendingOIDC struct {
-	Nonce    string    `json:"nonce"`
-	Verifier string    `json:"verifier"`
-	Next     string    `json:"next"`
-	Created  time.Time `json:"created"`
-	// Browser is the random value of the sign-in cookie set on the browser that started
-	// the sign-in: an answer arriving in another browser (login CSRF) is refused.
-	Browser string `json:"browser"`
+	signIn
+	Nonce    string `json:"nonce"`
+	Verifier string `json:"verifier"`
 }
 
 func newOIDCLogin(c *Console, publicURL string, o OIDCOptions) *oidcLogin {
@@ -99,9 +95,8 @@ func (l *oidcLogin) start(ctx echo.Context) error {
 		return l.c.errorPage(ctx, http.StatusBadGateway, "The identity provider cannot be reached",
 			fmt.Sprintf("Discovery of %s failed; try again in a moment.", l.opts.Issuer))
 	}
-	state, p := identity.RandomToken(24), pendingOIDC{Nonce: identity.RandomToken(24), Verifier: oauth2.GenerateVerifier(),
-		Next: localPath(ctx.QueryParam("next")), Created: time.Now(), Browser: l.c.bindBrowser(ctx, "oidc", http.SameSiteLaxMode)}
-	if err := l.c.opts.Sessions.Pending(r.Context(), "oidc."+state, p); err != nil {
+	state, p := identity.RandomToken(24), &pendingOIDC{Nonce: identity.RandomToken(24), Verifier: oauth2.GenerateVerifier()}
+	if err := l.c.startSignIn(ctx, "oidc", state, http.SameSiteLaxMode, p); err != nil {
 		return l.c.unavailable(ctx, "Sign-in failed", err)
 	}
 	return ctx.Redirect(http.StatusSeeOther, cfg.AuthCodeURL(state, oidc.Nonce(p.Nonce), oauth2.S256ChallengeOption(p.Verifier)))
@@ -118,19 +113,9 @@ func (l *oidcLogin) callback(ctx echo.Context) error {
 		return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused", "The answer from the identity provider has no valid state.")
 	}
 	var p pendingOIDC
-	if err := l.c.opts.Sessions.Take(r.Context(), "oidc."+state, &p); err != nil {
-		if errors.Is(err, identity.ErrNoPending) {
-			return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
-				"This sign-in answer does not belong to a sign-in started here, or was already used (wrong or replayed state). Start again.")
-		}
-		return l.c.unavailable(ctx, "Sign-in failed", err)
-	}
-	if !l.c.sameBrowser(ctx, "oidc", p.Browser) {
-		return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
-			"This sign-in was started in another browser (or its cookie was lost): a sign-in must end where it began. Start again.")
-	}
-	if time.Since(p.Created) > pendingLifetime {
-		return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused", "The sign-in took more than 10 minutes. Start again.")
+	if ok, done := l.c.takeSignIn(ctx, "oidc", state, &p,
+		"This sign-in answer does not belong to a sign-in started here, or was already used (wrong or replayed state). Start again."); !ok {
+		return done
 	}
 	if e := q.Get("error"); e != "" {
 		return l.c.errorPage(ctx, http.StatusUnauthorized, "Sign-in failed",

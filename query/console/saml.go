@@ -67,12 +67,8 @@ type samlLogin struct {
 
 // pendingSAML is kept under the RelayState until the ACS takes it, once.
 type pendingSAML struct {
-	RequestID string    `json:"request_id"`
-	Next      string    `json:"next"`
-	Created   time.Time `json:"created"`
-	// Browser is the value of the sign-in cookie set on the browser that started the
-	// sign-in: a response posted from another browser (login CSRF) is refused.
-	Browser string `json:"browser"`
+	signIn
+	RequestID string `json:"request_id"`
 }
 
 func newSAMLLogin(c *Console, publicURL string, o SAMLOptions) (*samlLogin, error) {
@@ -167,12 +163,10 @@ func (l *samlLogin) start(ctx echo.Context) error {
 	if err != nil {
 		return l.c.errorPage(ctx, http.StatusInternalServerError, "Sign-in failed", "The SAML request could not be signed: "+err.Error())
 	}
-	p := pendingSAML{RequestID: req.ID, Next: localPath(ctx.QueryParam("next")), Created: time.Now(),
-		// The IdP's answer comes back as a cross-site POST, which carries no Lax cookie: the
-		// binding cookie is SameSite=None, so Secure — which browsers also accept from a
-		// loopback console over plain http (a Chromium test signs in that way).
-		Browser: l.c.bindBrowser(ctx, "saml", http.SameSiteNoneMode)}
-	if err := l.c.opts.Sessions.Pending(ctx.Request().Context(), "saml."+relay, p); err != nil {
+	// The IdP's answer comes back as a cross-site POST, which carries no Lax cookie: the
+	// binding cookie is SameSite=None, so Secure — which browsers also accept from a
+	// loopback console over plain http (a Chromium test signs in that way).
+	if err := l.c.startSignIn(ctx, "saml", relay, http.SameSiteNoneMode, &pendingSAML{RequestID: req.ID}); err != nil {
 		return l.c.unavailable(ctx, "Sign-in failed", err)
 	}
 	return ctx.Redirect(http.StatusSeeOther, to.String())
@@ -199,19 +193,9 @@ func (l *samlLogin) acs(ctx echo.Context) error {
 			"This SAML response was not asked for by this console (it has no RelayState): sign-ins started at the identity provider are not accepted. Start from the console's sign-in page.")
 	}
 	var p pendingSAML
-	if err := l.c.opts.Sessions.Take(r.Context(), "saml."+relay, &p); err != nil {
-		if errors.Is(err, identity.ErrNoPending) {
-			return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
-				"This SAML response does not belong to a sign-in started here, or was already used (unknown or replayed RelayState). Start again.")
-		}
-		return l.c.unavailable(ctx, "Sign-in failed", err)
-	}
-	if !l.c.sameBrowser(ctx, "saml", p.Browser) {
-		return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused",
-			"This sign-in was started in another browser (or its cookie was lost): a sign-in must end where it began. Start again.")
-	}
-	if time.Since(p.Created) > pendingLifetime {
-		return l.c.errorPage(ctx, http.StatusBadRequest, "Sign-in refused", "The sign-in took more than 10 minutes. Start again.")
+	if ok, done := l.c.takeSignIn(ctx, "saml", relay, &p,
+		"This SAML response does not belong to a sign-in started here, or was already used (unknown or replayed RelayState). Start again."); !ok {
+		return done
 	}
 	sp, signed := l.forResponse(r.Context())
 	a, err := sp.ParseResponse(r, []string{p.RequestID})
