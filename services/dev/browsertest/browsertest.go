@@ -83,16 +83,29 @@ func (b *Browser) Run(steps ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-// Get runs an action that returns a value, failing the test on error.
+// Get runs an action that returns a value, failing the test on error. An action that met
+// a page being replaced (the page navigated by itself) is run again on the new page.
 func Get[T any](b *Browser, a chromedp.Action[T]) T {
 	b.T.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 90*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, a)
-	if err != nil {
-		b.T.Fatalf("browser %s: %v (at %s)", b.name, err, b.Location())
+	for {
+		v, err := chromedp.Run(ctx, a)
+		if err == nil {
+			return v
+		}
+		if !pageReplaced(err) || ctx.Err() != nil {
+			b.T.Fatalf("browser %s: %v (at %s)", b.name, err, b.Location())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return v
+}
+
+// pageReplaced reports whether err says the page an evaluation ran in went away.
+func pageReplaced(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "Execution context was destroyed") || strings.Contains(s, "Cannot find context with specified id") ||
+		strings.Contains(s, "Inspected target navigated or closed")
 }
 
 // Eval evaluates a JavaScript expression in the page (a promise is awaited).
