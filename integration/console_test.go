@@ -369,6 +369,7 @@ func TestConsole(t *testing.T) {
 		b.Open("/auth/oidc/callback?code=abc&state="+url.QueryEscape("not-a-state"), `.auth-card`)
 		require.Contains(t, b.Text(`.auth-card`), "wrong or replayed state")
 		b.Shot("refused-state")
+		b.Accessible("refused-state")
 
 		// A sign-in started elsewhere (an attacker's own, to sign the victim in as the
 		// attacker): its answer, opened in this browser, is refused.
