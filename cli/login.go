@@ -29,6 +29,9 @@ func loginCmd(args []string, stdout, stderr io.Writer) error {
 	if base == "" {
 		base = apiURL()
 	}
+	if err := checkLoginServer(base); err != nil {
+		return err
+	}
 	path, err := loginCachePath()
 	if err != nil {
 		return err

@@ -143,6 +143,9 @@ func (c *loginCache) renew(ctx context.Context, hc *http.Client, path string, no
 		return "", fmt.Errorf("your sign-in to %s expired at %s and cannot be renewed (the issuer gave no refresh token): %s",
 			c.Server, c.Expiry.Local().Format(time.RFC3339), again)
 	}
+	if err := checkEndpoint("token_endpoint", c.TokenEndpoint); err != nil {
+		return "", fmt.Errorf("your sign-in to %s cannot be renewed (%v): %s", c.Server, err, again)
+	}
 	var ta tokenAnswer
 	code, err := postForm(ctx, hc, c.TokenEndpoint, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {c.RefreshToken},
 		"client_id": {c.ClientID}}, &ta)

@@ -4,6 +4,12 @@ package cli
 // login` and the kube credential plugin: discovery, the device authorization grant (RFC
 // 8628), and the authorization code flow with PKCE (RFC 7636) and a loopback redirect
 // (RFC 8252 7.3). Tokens are returned, never printed.
+//
+// What the issuer says is not trusted: every endpoint must be https, or http to this
+// machine, before it is called or opened (a file:, UNC or custom-scheme URL handed to
+// xdg-open/open/explorer would run whatever the desktop runs for it); every string from it
+// reaches the terminal through printable (no escape sequences); an ID token must carry the
+// nonce this sign-in sent.
 
 import (
 	"context"
@@ -42,10 +48,54 @@ func getJSON(ctx context.Context, hc *http.Client, u string, out any) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s: %s", u, resp.Status, apiMessage(b))
+		return fmt.Errorf("%s: %s: %s", u, resp.Status, printable(apiMessage(b)))
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("%s: %w", u, err)
+	}
+	return nil
+}
+
+// checkEndpoint refuses a URL that sign-in must not call or open: anything but https, or
+// http to a loopback host (127.0.0.0/8, ::1, localhost). name says whose URL it is.
+func checkEndpoint(name, u string) error {
+	if err := secureURL(u); err != nil {
+		return fmt.Errorf("the issuer's %s %q is refused: %v", name, printable(u), err)
+	}
+	return nil
+}
+
+// secureURL says why u is not https, or http to this machine.
+func secureURL(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || p.Opaque != "" || p.User != nil {
+		return errors.New("not an absolute http(s) URL")
+	}
+	switch {
+	case p.Scheme == "https":
+		return nil
+	case p.Scheme == "http" && isLoopbackHost(p.Hostname()):
+		return nil
+	case p.Scheme == "http":
+		return errors.New("plain http to another machine: what it carries would travel in clear")
+	}
+	return fmt.Errorf("scheme %q: only https (or http to this machine) is used", printable(p.Scheme))
+}
+
+// isLoopbackHost says whether host names this machine: a loopback IP or localhost.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkLoginServer refuses to sign in to a gateway the token would reach in clear.
+func checkLoginServer(base string) error {
+	if err := secureURL(base); err != nil {
+		return usageError{fmt.Sprintf("refusing to sign in to %s: %v: the token would travel in clear, readable and usable by anyone on the way; use https://, or http only to this machine (127.0.0.1, ::1, localhost)",
+			printable(base), err)}
 	}
 	return nil
 }
@@ -68,11 +118,12 @@ type tokenAnswer struct {
 	ErrorDescription string `json:"error_description"`
 }
 
+// err is the answer's error as the terminal may show it.
 func (t *tokenAnswer) err() error {
 	if t.ErrorDescription != "" {
-		return fmt.Errorf("%s: %s", t.Error, t.ErrorDescription)
+		return fmt.Errorf("%s: %s", printable(t.Error), printable(t.ErrorDescription))
 	}
-	return errors.New(t.Error)
+	return errors.New(printable(t.Error))
 }
 
 // tokenSet is what a sign-in gives: the tokens, and where to renew them.
@@ -102,7 +153,7 @@ func postForm(ctx context.Context, hc *http.Client, u string, form url.Values, o
 		return resp.StatusCode, err
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return resp.StatusCode, fmt.Errorf("%s: %s: %s", u, resp.Status, apiMessage(b))
+		return resp.StatusCode, fmt.Errorf("%s: %s: %s", u, resp.Status, printable(apiMessage(b)))
 	}
 	return resp.StatusCode, nil
 }
@@ -142,19 +193,31 @@ func signIn(ctx context.Context, hc *http.Client, li sshca.LoginInfo, browser bo
 // signInTokens signs in at the issuer li names with the flow opts asks for and returns
 // every token the issuer gave.
 func signInTokens(ctx context.Context, hc *http.Client, li sshca.LoginInfo, opts signInOptions, stderr io.Writer) (*tokenSet, error) {
+	if err := checkEndpoint("issuer", li.Issuer); err != nil {
+		return nil, fmt.Errorf("the gateway names a sign-in issuer sign-in cannot use: %w", err)
+	}
 	var ep oidcEndpoints
 	if err := getJSON(ctx, hc, strings.TrimRight(li.Issuer, "/")+"/.well-known/openid-configuration", &ep); err != nil {
-		return nil, fmt.Errorf("discover the issuer %s: %w", li.Issuer, err)
+		return nil, fmt.Errorf("discover the issuer %s: %w", printable(li.Issuer), err)
 	}
 	if strings.TrimRight(ep.Issuer, "/") != strings.TrimRight(li.Issuer, "/") {
-		return nil, fmt.Errorf("the discovery document of %s names another issuer, %q", li.Issuer, ep.Issuer)
+		return nil, fmt.Errorf("the discovery document of %s names another issuer, %q", printable(li.Issuer), ep.Issuer)
 	}
 	if ep.TokenEndpoint == "" {
-		return nil, fmt.Errorf("the issuer %s has no token endpoint", li.Issuer)
+		return nil, fmt.Errorf("the issuer %s has no token endpoint", printable(li.Issuer))
+	}
+	for _, e := range []struct{ name, u string }{{"token_endpoint", ep.TokenEndpoint},
+		{"authorization_endpoint", ep.AuthorizationEndpoint}, {"device_authorization_endpoint", ep.DeviceAuthorizationEndpoint}} {
+		if e.u == "" {
+			continue
+		}
+		if err := checkEndpoint(e.name, e.u); err != nil {
+			return nil, fmt.Errorf("discover the issuer %s: %w", printable(li.Issuer), err)
+		}
 	}
 	device := ep.DeviceAuthorizationEndpoint != "" && (opts.mode != preferBrowser || ep.AuthorizationEndpoint == "")
 	if opts.mode == deviceOnly && ep.DeviceAuthorizationEndpoint == "" {
-		return nil, fmt.Errorf("the issuer %s does not offer the device flow: sign in without --device", li.Issuer)
+		return nil, fmt.Errorf("the issuer %s does not offer the device flow: sign in without --device", printable(li.Issuer))
 	}
 	var ta *tokenAnswer
 	var err error
@@ -164,7 +227,7 @@ func signInTokens(ctx context.Context, hc *http.Client, li sshca.LoginInfo, opts
 	case ep.AuthorizationEndpoint != "":
 		ta, err = browserSignIn(ctx, hc, ep, li, opts, stderr)
 	default:
-		return nil, fmt.Errorf("the issuer %s offers neither the device flow nor an authorization endpoint: pass a token with --token", li.Issuer)
+		return nil, fmt.Errorf("the issuer %s offers neither the device flow nor an authorization endpoint: pass a token with --token", printable(li.Issuer))
 	}
 	if err != nil {
 		return nil, err
@@ -186,13 +249,13 @@ func deviceSignIn(ctx context.Context, hc *http.Client, ep oidcEndpoints, li ssh
 		tokenAnswer
 	}
 	if _, err := postForm(ctx, hc, ep.DeviceAuthorizationEndpoint, url.Values{"client_id": {li.ClientID}, "scope": {strings.Join(li.Scopes, " ")}}, &da); err != nil {
-		return nil, fmt.Errorf("start the sign-in at %s: %w", ep.DeviceAuthorizationEndpoint, err)
+		return nil, fmt.Errorf("start the sign-in at %s: %w", printable(ep.DeviceAuthorizationEndpoint), err)
 	}
 	if da.Error != "" || da.DeviceCode == "" || da.UserCode == "" || da.VerificationURI == "" {
 		if da.Error == "" {
 			da.Error = "the answer lacks device_code, user_code or verification_uri"
 		}
-		return nil, fmt.Errorf("start the sign-in at %s: %w", ep.DeviceAuthorizationEndpoint, da.err())
+		return nil, fmt.Errorf("start the sign-in at %s: %w", printable(ep.DeviceAuthorizationEndpoint), da.err())
 	}
 	expiresIn := time.Duration(da.ExpiresIn) * time.Second
 	if expiresIn <= 0 {
@@ -204,9 +267,9 @@ func deviceSignIn(ctx context.Context, hc *http.Client, ep oidcEndpoints, li ssh
 	}
 	if da.VerificationURIComplete != "" {
 		fmt.Fprintf(stderr, "To sign in, open this page in a browser:\n\n  %s\n\nand check that it shows the code %s (or open %s and type the code).\n",
-			da.VerificationURIComplete, da.UserCode, da.VerificationURI)
+			printable(da.VerificationURIComplete), printable(da.UserCode), printable(da.VerificationURI))
 	} else {
-		fmt.Fprintf(stderr, "To sign in, open %s in a browser and type the code %s\n", da.VerificationURI, da.UserCode)
+		fmt.Fprintf(stderr, "To sign in, open %s in a browser and type the code %s\n", printable(da.VerificationURI), printable(da.UserCode))
 	}
 	fmt.Fprintf(stderr, "Waiting for the sign-in (the code expires in %s) ...\n", expiresIn)
 	expired := fmt.Errorf("the sign-in code expired before it was approved: run %s again", opts.again)
@@ -224,7 +287,7 @@ func deviceSignIn(ctx context.Context, hc *http.Client, ep oidcEndpoints, li ssh
 		code, err := postForm(ctx, hc, ep.TokenEndpoint, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:device_code"},
 			"device_code": {da.DeviceCode}, "client_id": {li.ClientID}}, &ta)
 		if err != nil {
-			return nil, fmt.Errorf("poll the token endpoint %s: %w", ep.TokenEndpoint, err)
+			return nil, fmt.Errorf("poll the token endpoint %s: %w", printable(ep.TokenEndpoint), err)
 		}
 		switch {
 		case code == http.StatusOK && ta.AccessToken != "":
@@ -240,7 +303,7 @@ func deviceSignIn(ctx context.Context, hc *http.Client, ep oidcEndpoints, li ssh
 		case ta.Error != "":
 			return nil, fmt.Errorf("sign-in failed: %w", ta.err())
 		default:
-			return nil, fmt.Errorf("the token endpoint %s answered %d without a token", ep.TokenEndpoint, code)
+			return nil, fmt.Errorf("the token endpoint %s answered %d without a token", printable(ep.TokenEndpoint), code)
 		}
 	}
 }
@@ -282,7 +345,7 @@ func browserSignIn(ctx context.Context, hc *http.Client, ep oidcEndpoints, li ss
 			http.Error(w, "This sign-in answer is not for the waiting gatehouse command (state differs).", http.StatusBadRequest)
 			return // not ours: keep waiting for the right one
 		case v.Get("error") != "":
-			res.err = fmt.Errorf("sign-in failed: %s: %s", v.Get("error"), v.Get("error_description"))
+			res.err = fmt.Errorf("sign-in failed: %s: %s", printable(v.Get("error")), printable(v.Get("error_description")))
 		case v.Get("code") == "":
 			res.err = errors.New("the issuer redirected back without a code")
 		default:
@@ -302,7 +365,7 @@ func browserSignIn(ctx context.Context, hc *http.Client, ep oidcEndpoints, li ss
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 
-	fmt.Fprintf(stderr, "To sign in, open this page in a browser on this machine:\n\n  %s\n\n", authURL)
+	fmt.Fprintf(stderr, "To sign in, open this page in a browser on this machine:\n\n  %s\n\n", printable(authURL))
 	if opts.browser {
 		openBrowser(authURL)
 	}
@@ -322,18 +385,19 @@ func browserSignIn(ctx context.Context, hc *http.Client, ep oidcEndpoints, li ss
 	code, err := postForm(ctx, hc, ep.TokenEndpoint, url.Values{"grant_type": {"authorization_code"}, "code": {res.code},
 		"redirect_uri": {redirect}, "client_id": {li.ClientID}, "code_verifier": {verifier}}, &ta)
 	if err != nil {
-		return nil, fmt.Errorf("exchange the sign-in code at %s: %w", ep.TokenEndpoint, err)
+		return nil, fmt.Errorf("exchange the sign-in code at %s: %w", printable(ep.TokenEndpoint), err)
 	}
 	if code != http.StatusOK || ta.AccessToken == "" {
 		if ta.Error == "" {
 			ta.Error = fmt.Sprintf("status %d without a token", code)
 		}
-		return nil, fmt.Errorf("exchange the sign-in code at %s: %w", ep.TokenEndpoint, ta.err())
+		return nil, fmt.Errorf("exchange the sign-in code at %s: %w", printable(ep.TokenEndpoint), ta.err())
 	}
-	// An ID token answering another sign-in (its nonce differs) was not asked for here.
+	// An ID token must answer this sign-in: one without the nonce sent, or with another,
+	// may be replayed from another sign-in.
 	if ta.IDToken != "" {
-		if n, ok := tokenClaims(ta.IDToken)["nonce"].(string); ok && n != nonce {
-			return nil, errors.New("the issuer's ID token answers another sign-in (nonce differs)")
+		if n, _ := tokenClaims(ta.IDToken)["nonce"].(string); n != nonce {
+			return nil, errors.New("the issuer's ID token does not answer this sign-in (its nonce is missing or differs): refused")
 		}
 	}
 	fmt.Fprintln(stderr, "Signed in.")
@@ -364,8 +428,12 @@ func randomURLString(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// openBrowser asks the desktop to open u; when it cannot, the printed URL is the way.
-func openBrowser(u string) {
+// openBrowser asks the desktop to open u (an https URL, or http to this machine: the
+// caller checked); when it cannot, the printed URL is the way. A variable: tests record.
+var openBrowser = func(u string) {
+	if secureURL(u) != nil {
+		return
+	}
 	name := "xdg-open"
 	switch runtime.GOOS {
 	case "darwin":
