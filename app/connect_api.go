@@ -2,14 +2,17 @@ package app
 
 // The API `gatehouse connect` reads: how a client reaches a resource through the gateway
 // (the proxy's address as clients dial it, the database name, whether the proxy speaks
-// TLS). It names no backend: what lies behind the proxy stays in the configuration.
+// TLS, and the certificate the PostgreSQL proxy presents). It names no backend: what lies
+// behind the proxy stays in the configuration.
 //
 //	GET /api/v1/connect/{resource}  bearer token (anyone's): ConnectInfo
 
 import (
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 
@@ -32,8 +35,12 @@ type ConnectInfo struct {
 	Port int    `json:"port"`
 	// Database is a postgres client's dbname: the resource's name picks the resource.
 	Database string `json:"database,omitempty"`
-	// TLS says the proxy speaks TLS (postgres: sslmode=require works; http: https).
+	// TLS says the proxy speaks TLS (postgres: sslmode=verify-full works; http: https).
 	TLS bool `json:"tls"`
+	// CAPEM is, for postgres over TLS, the certificates (PEM) of proxy.postgres.tls_cert_file,
+	// for a client's sslrootcert: a self-signed certificate, or a chain whose last is the
+	// root clients are to trust. Never a key.
+	CAPEM string `json:"ca_pem,omitempty"`
 	// URL is where an http or kubernetes resource is served.
 	URL string `json:"url,omitempty"`
 }
@@ -46,6 +53,8 @@ type connectAPI struct {
 	addr func(protocol string) string
 	// tls says whether a protocol's proxy speaks TLS.
 	tls func(protocol string) bool
+	// postgresCA is the PEM of the PostgreSQL proxy's certificate file (nil without TLS).
+	postgresCA func() ([]byte, error)
 }
 
 // connectRegistered holds the apps whose connect route is registered: every proxy module
@@ -77,6 +86,12 @@ func (a *App) registerConnectAPI() {
 				return pc.Postgres.TLSCertFile != ""
 			}
 			return !pc.HTTP.InsecurePlaintext
+		},
+		postgresCA: func() ([]byte, error) {
+			if pc.Postgres.TLSCertFile == "" {
+				return nil, nil
+			}
+			return os.ReadFile(pc.Postgres.TLSCertFile)
 		}}
 	k.register(a.echo, a.verifier)
 }
@@ -106,6 +121,13 @@ func (k *connectAPI) connect(c echo.Context) error {
 	switch r.Type {
 	case "postgres":
 		out.Database = r.Name
+		if out.TLS && k.postgresCA != nil {
+			b, err := k.postgresCA()
+			if err != nil {
+				return echo.NewHTTPError(http.StatusServiceUnavailable, "the PostgreSQL proxy's certificate cannot be read")
+			}
+			out.CAPEM = string(certificatesPEM(b))
+		}
 	case "http", "kubernetes":
 		b := r.HTTP
 		if r.Type == "kubernetes" {
@@ -124,4 +146,19 @@ func (k *connectAPI) connect(c echo.Context) error {
 		}
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// certificatesPEM is the CERTIFICATE blocks of a PEM file, nothing else: a certificate file
+// may hold the key too (tls.LoadX509KeyPair reads either from one file).
+func certificatesPEM(b []byte) []byte {
+	var out []byte
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return out
+		}
+		if blk.Type == "CERTIFICATE" {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: blk.Type, Bytes: blk.Bytes})...)
+		}
+	}
 }

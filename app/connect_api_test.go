@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/dev/devcert"
 	"github.com/gatehouse/gatehouse/services/identity"
 )
 
@@ -70,4 +72,55 @@ func TestConnectAPI(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, code)
 	code, _ = get("demo", "")
 	require.Equal(t, http.StatusUnauthorized, code)
+}
+
+// For postgres over TLS the answer carries the proxy's certificate for sslrootcert, and
+// only the certificate: a file holding the key too gives the certificate alone.
+func TestConnectAPIPostgresCA(t *testing.T) {
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := echo.New()
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	dev, err := identity.NewDevIssuer(srv.URL+identity.DevIssuerPath, t.TempDir(), discard)
+	require.NoError(t, err)
+	dev.Register(e)
+	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, discard)
+	certFile, keyFile, err := devcert.Ensure(t.TempDir())
+	require.NoError(t, err)
+	certPEM, err := os.ReadFile(certFile)
+	require.NoError(t, err)
+	keyPEM, err := os.ReadFile(keyFile)
+	require.NoError(t, err)
+	resources := map[string]*config.Resource{
+		"demo":  {Name: "demo", Type: "postgres", Postgres: &config.PostgresBackend{Address: "10.0.0.9:5432"}},
+		"web-1": {Name: "web-1", Type: "ssh"},
+	}
+	pgTLS := true
+	k := &connectAPI{resource: func(n string) (*config.Resource, bool) { r, ok := resources[n]; return r, ok },
+		addr:       func(p string) string { return "127.0.0.1:6432" },
+		tls:        func(p string) bool { return p == "postgres" && pgTLS },
+		postgresCA: func() ([]byte, error) { return append(append([]byte{}, keyPEM...), certPEM...), nil }}
+	k.register(e, v)
+	tok, err := dev.Mint(identity.TokenRequest{Subject: "dave@example.com", TTL: time.Hour})
+	require.NoError(t, err)
+	get := func(name string) ConnectInfo {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+ConnectPath+name, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
+		require.NotContains(t, string(b), "PRIVATE KEY")
+		var ci ConnectInfo
+		require.NoError(t, json.Unmarshal(b, &ci))
+		return ci
+	}
+	ci := get("demo")
+	require.True(t, ci.TLS)
+	require.Equal(t, string(certPEM), ci.CAPEM)
+	require.Empty(t, get("web-1").CAPEM)
+	pgTLS = false
+	require.Empty(t, get("demo").CAPEM)
 }

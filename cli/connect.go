@@ -6,11 +6,20 @@ package cli
 // a kubeconfig whose credential plugin is given the token in GATEHOUSE_TOKEN), ssh (with
 // the certificate of `gatehouse ssh login`). --print prints the command instead, the
 // token written as the variable that holds it.
+//
+// The gateway's answer builds a command line, so it is checked before use: the resource is
+// the name the person typed, the host, port and account must be plain names (no leading
+// '-', nothing a client could read as an option or a second parameter), ssh gets `--`
+// before its destination, and psql verifies the proxy's certificate (sslmode=verify-full
+// with the CA the gateway gives) or, without TLS, is run only to this machine.
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -63,6 +72,9 @@ func connectCmd(args []string, stdout, stderr io.Writer) error {
 		return usageError{"connect needs one RESOURCE (see 'gatehouse connect --help'); the client's own arguments go after --"}
 	}
 	resource := pos[0]
+	if !plainName(resource, false) {
+		return usageError{fmt.Sprintf("%q is not a resource name (letters, digits, '-' and '_', not starting with '-')", resource)}
+	}
 	ctx, cancel := signalContext()
 	defer cancel()
 	hc := &http.Client{Timeout: 30 * time.Second}
@@ -75,21 +87,29 @@ func connectCmd(args []string, stdout, stderr io.Writer) error {
 	if err := api.get(app.ConnectPath+url.PathEscape(resource), &info); err != nil {
 		return fmt.Errorf("ask the gateway for resource %s: %w", resource, err)
 	}
+	if err := checkConnectInfo(resource, info); err != nil {
+		return err
+	}
 	var cc clientCommand
 	switch info.Protocol {
 	case "postgres":
 		name, _ := whoIs(tok)
-		cc = psqlCommand(info, name, tok, extra)
+		if cc, err = psqlCommand(info, resource, name, tok, extra); err != nil {
+			return err
+		}
 	case "kubernetes":
-		if cc, err = kubectlCommand(api, info, tok, extra, stderr); err != nil {
+		if cc, err = kubectlCommand(api, resource, tok, extra, stderr); err != nil {
 			return err
 		}
 	case "ssh":
-		if cc, err = sshCommand(info, *account, *sshDir, extra); err != nil {
+		if cc, err = sshCommand(info, resource, *account, *sshDir, extra); err != nil {
 			return err
 		}
 	case "http":
-		fmt.Fprintf(stdout, "curl -H \"Authorization: Bearer $(gatehouse token --cached)\" %s/\n", shellQuote(info.URL))
+		if u, err := url.Parse(info.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("the gateway answered resource %s with the URL %s, which is not http(s): refused", resource, printable(fmt.Sprintf("%q", info.URL)))
+		}
+		fmt.Fprintf(stdout, "curl -H \"Authorization: Bearer $(gatehouse token --cached)\" %s/\n", printable(shellQuote(info.URL)))
 		return nil
 	default:
 		return fmt.Errorf("resource %s is of type %q, which gatehouse connect does not know", resource, info.Protocol)
@@ -104,23 +124,116 @@ func connectCmd(args []string, stdout, stderr io.Writer) error {
 	return cc.run(stdout, stderr)
 }
 
+// checkConnectInfo refuses an answer that is not about the resource asked for, or whose
+// host or port a client could read as something else (an option, a second parameter).
+func checkConnectInfo(resource string, info app.ConnectInfo) error {
+	bad := func(what, v string) error {
+		return fmt.Errorf("the gateway's answer for resource %s has %s %s, which gatehouse connect does not use: refused (an old or misbehaving gateway, or someone between you and it)",
+			resource, what, printable(fmt.Sprintf("%q", v)))
+	}
+	switch {
+	case info.Resource != resource:
+		return bad("the resource", info.Resource)
+	case info.Protocol == "http" || info.Protocol == "kubernetes":
+		return nil // no host on a command line: the URL (checked by its user) is what counts
+	case !plainHost(info.Host):
+		return bad("the host", info.Host)
+	case info.Port <= 0 || info.Port > 65535:
+		return bad("the port", strconv.Itoa(info.Port))
+	case info.Database != "" && info.Database != resource:
+		return bad("the database", info.Database)
+	}
+	return nil
+}
+
+// plainName says whether s is a name as resources and accounts are written: letters,
+// digits, '-', '_' (and '.' when dots), not empty, not starting with '-'.
+func plainName(s string, dots bool) bool {
+	if s == "" || s[0] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || dots && r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// plainHost says whether s is an IP address or a DNS name (letters, digits, '-', '.'),
+// not starting with '-'.
+func plainHost(s string) bool {
+	if net.ParseIP(s) != nil && !strings.Contains(s, "%") {
+		return true
+	}
+	return len(s) <= 253 && plainName(s, true) && !strings.Contains(s, "_")
+}
+
 // psqlCommand runs psql against the PostgreSQL proxy: dbname picks the resource, user is
 // recorded (as client_user) but not who the gateway takes the caller for: the token is.
-func psqlCommand(info app.ConnectInfo, name, tok string, extra []string) clientCommand {
-	ssl := "disable"
-	if info.TLS {
-		ssl = "require"
+// The token opens the gateway's API too, so psql sends it only over TLS it verifies
+// (verify-full against the CA the gateway gives, kept under the config directory; without
+// one, libpq's own: PGSSLROOTCERT or ~/.postgresql/root.crt), or in clear to this machine.
+func psqlCommand(info app.ConnectInfo, resource, name, tok string, extra []string) (clientCommand, error) {
+	conn := fmt.Sprintf("host=%s port=%d dbname=%s", libpqQuote(info.Host), info.Port, libpqQuote(resource))
+	switch {
+	case info.TLS && info.CAPEM != "":
+		ca, err := writeProxyCA(resource, info.CAPEM)
+		if err != nil {
+			return clientCommand{}, err
+		}
+		conn += " sslmode=verify-full sslrootcert=" + libpqQuote(ca)
+	case info.TLS:
+		conn += " sslmode=verify-full"
+	case isLoopbackHost(info.Host):
+		conn += " sslmode=disable"
+	default:
+		return clientCommand{}, fmt.Errorf("the PostgreSQL proxy for %s (%s) does not speak TLS, and psql would send your token, which also opens the gateway's API, in clear to another machine: refused; ask the operator to set proxy.postgres.tls_cert_file",
+			resource, net.JoinHostPort(info.Host, strconv.Itoa(info.Port)))
 	}
-	conn := fmt.Sprintf("host=%s port=%d dbname=%s sslmode=%s", libpqQuote(info.Host), info.Port, libpqQuote(info.Database), ssl)
 	if name != "" {
 		conn += " user=" + libpqQuote(name)
 	}
-	return clientCommand{argv: append([]string{psqlProgram, conn}, extra...), env: []string{"PGPASSWORD=" + tok}, secretVar: "PGPASSWORD"}
+	return clientCommand{argv: append([]string{psqlProgram, conn}, extra...), env: []string{"PGPASSWORD=" + tok}, secretVar: "PGPASSWORD"}, nil
 }
 
-// libpqQuote quotes a connection string value when it needs it (libpq's rules).
+// writeProxyCA keeps the PostgreSQL proxy's certificate (PEM, as the gateway gave it) at
+// postgres/RESOURCE.crt under the config directory, for sslrootcert. Only certificates are
+// kept; anything else is refused.
+func writeProxyCA(resource, caPEM string) (string, error) {
+	rest := []byte(caPEM)
+	var certs []byte
+	for {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); b.Type != "CERTIFICATE" || err != nil {
+			return "", fmt.Errorf("the gateway's certificate for resource %s is not a PEM certificate: refused", resource)
+		}
+		certs = append(certs, pem.EncodeToMemory(b)...)
+	}
+	if len(certs) == 0 {
+		return "", fmt.Errorf("the gateway's certificate for resource %s is not a PEM certificate: refused", resource)
+	}
+	cache, err := loginCachePath()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(filepath.Dir(cache), "postgres", resource+".crt")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("keep the proxy's certificate: %w", err)
+	}
+	if err := writeFileAtomic(path, certs, 0o600); err != nil {
+		return "", fmt.Errorf("keep the proxy's certificate: %w", err)
+	}
+	return path, nil
+}
+
+// libpqQuote quotes a connection string value unless it is plain (libpq's rules: any
+// other character, a space of any kind among them, could end the value).
 func libpqQuote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " '\\\t\n") {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:@/+") == "" {
 		return s
 	}
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
@@ -129,13 +242,18 @@ func libpqQuote(s string) string {
 // kubectlCommand writes the resource's kubeconfig (as `gatehouse kubeconfig` does) under
 // the config directory and runs kubectl with it; the credential plugin reads the token
 // from GATEHOUSE_TOKEN.
-func kubectlCommand(api *apiClient, info app.ConnectInfo, tok string, extra []string, stderr io.Writer) (clientCommand, error) {
+func kubectlCommand(api *apiClient, resource, tok string, extra []string, stderr io.Writer) (clientCommand, error) {
 	var cl app.KubeCluster
-	if err := api.get(app.KubeClustersPath+url.PathEscape(info.Resource), &cl); err != nil {
-		return clientCommand{}, fmt.Errorf("ask the gateway for kubernetes resource %s: %w", info.Resource, err)
+	if err := api.get(app.KubeClustersPath+url.PathEscape(resource), &cl); err != nil {
+		return clientCommand{}, fmt.Errorf("ask the gateway for kubernetes resource %s: %w", resource, err)
 	}
-	if cl.Resource == "" {
-		cl.Resource = info.Resource
+	if cl.Resource != "" && cl.Resource != resource {
+		return clientCommand{}, fmt.Errorf("the gateway answered for kubernetes resource %s with another, %s: refused", resource, printable(fmt.Sprintf("%q", cl.Resource)))
+	}
+	cl.Resource = resource // it names the kubeconfig's file
+	// kubectl sends the token to the server: over TLS, or in clear to this machine only.
+	if err := secureURL(cl.Server); err != nil {
+		return clientCommand{}, fmt.Errorf("the gateway serves kubernetes resource %s at %s: %v: refused (kubectl would send your token there)", resource, printable(fmt.Sprintf("%q", cl.Server)), err)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -163,7 +281,7 @@ func kubectlCommand(api *apiClient, info app.ConnectInfo, tok string, extra []st
 
 // sshCommand runs ssh to RESOURCE+ACCOUNT at the SSH proxy with the certificate of
 // `gatehouse ssh login`, which it needs valid.
-func sshCommand(info app.ConnectInfo, account, dir string, extra []string) (clientCommand, error) {
+func sshCommand(info app.ConnectInfo, resource, account, dir string, extra []string) (clientCommand, error) {
 	keyDir, err := expandHome(dir)
 	if err != nil {
 		return clientCommand{}, err
@@ -192,9 +310,46 @@ func sshCommand(info app.ConnectInfo, account, dir string, extra []string) (clie
 		}
 		account = u.Username
 	}
+	if !plainName(account, true) {
+		return clientCommand{}, usageError{fmt.Sprintf("%s is not an account name ssh can be given (letters, digits, '.', '-' and '_', not starting with '-'): pass --user ACCOUNT",
+			printable(fmt.Sprintf("%q", account)))}
+	}
+	// The person's ssh options go before --, the destination after it (ssh reads nothing
+	// after -- as an option), then the remote command.
+	opts, command := sshSplitArgs(extra)
 	argv := []string{sshProgram, "-i", key, "-o", "CertificateFile=" + certPath, "-o", "UserKnownHostsFile=" + kh, "-o", "IdentitiesOnly=yes",
-		"-p", strconv.Itoa(info.Port), info.Resource + "+" + account + "@" + info.Host}
-	return clientCommand{argv: append(argv, extra...)}, nil
+		"-p", strconv.Itoa(info.Port)}
+	argv = append(append(argv, opts...), "--", resource+"+"+account+"@"+info.Host)
+	return clientCommand{argv: append(argv, command...)}, nil
+}
+
+// sshOptionsWithValue are ssh's options that take a value (OpenSSH's getopt string).
+const sshOptionsWithValue = "BbcDEeFIiJLlmOoPpQRSWw"
+
+// sshSplitArgs splits what follows `connect RESOURCE --` for ssh as ssh itself reads the
+// words after its destination: leading options (and their values) are options, the rest
+// is the remote command. A -- of the person's own ends the options.
+func sshSplitArgs(extra []string) (opts, command []string) {
+	i := 0
+	for i < len(extra) {
+		a := extra[i]
+		if a == "--" {
+			return extra[:i], extra[i+1:]
+		}
+		if len(a) < 2 || a[0] != '-' {
+			break
+		}
+		i++
+		for j := 1; j < len(a); j++ {
+			if strings.IndexByte(sshOptionsWithValue, a[j]) >= 0 {
+				if j == len(a)-1 && i < len(extra) {
+					i++ // the value is the next word
+				}
+				break
+			}
+		}
+	}
+	return extra[:i], extra[i:]
 }
 
 // shell is the command as a shell line, the secret written as its variable.
