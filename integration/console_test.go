@@ -251,6 +251,8 @@ func TestConsole(t *testing.T) {
 			chromedp.SetValue(chromedp.CSS(`[data-testid="policy-test-groups"]`), "orders-readers"),
 			chromedp.Click(chromedp.CSS(`[data-testid="policy-test-submit"]`)))
 		b.WaitText(`[data-testid="policy-test-effect"]`, "deny")
+		// The history of changes: the policies seeded from the config, with who and the diff.
+		b.WaitJS(`[...document.querySelectorAll('[data-testid="change-diff"]')].some(d => d.textContent.includes("customer-writes-need-approval"))`)
 		b.Shot("resources")
 		b.Accessible("resources")
 
