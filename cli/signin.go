@@ -48,10 +48,10 @@ func getJSON(ctx context.Context, hc *http.Client, u string, out any) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s: %s", u, resp.Status, printable(apiMessage(b)))
+		return fmt.Errorf("%s: %s: %s", printable(u), resp.Status, printable(apiMessage(b)))
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s: %w", u, err)
+		return fmt.Errorf("%s: %w", printable(u), err)
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func postForm(ctx context.Context, hc *http.Client, u string, form url.Values, o
 		return resp.StatusCode, err
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return resp.StatusCode, fmt.Errorf("%s: %s: %s", u, resp.Status, printable(apiMessage(b)))
+		return resp.StatusCode, fmt.Errorf("%s: %s: %s", printable(u), resp.Status, printable(apiMessage(b)))
 	}
 	return resp.StatusCode, nil
 }
