@@ -96,7 +96,8 @@ func (k *kubeAPI) cluster(c echo.Context) error {
 		if err != nil {
 			return echo.NewHTTPError(http.StatusServiceUnavailable, "the HTTP proxy's certificate: "+err.Error())
 		}
-		out.CAPEM = string(pem)
+		// Certificates only: the file may hold the key too, which no caller may have.
+		out.CAPEM = string(certificatesPEM(pem))
 	}
 	return c.JSON(http.StatusOK, out)
 }

@@ -42,7 +42,8 @@ func TestKubeAPI(t *testing.T) {
 		resource: func(n string) (*config.Resource, bool) { r, ok := resources[n]; return r, ok },
 		httpAddr: func() string { return addr },
 		caPEM: func() ([]byte, error) {
-			return []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), certErr
+			// The file holds the key too: only the certificate may be handed out.
+			return []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nS0VZ\n-----END PRIVATE KEY-----\n"), certErr
 		},
 		login: sshca.Login{Issuer: dev.Issuer(), ClientID: "gatehouse-cli", Scopes: []string{"openid"}},
 	}
