@@ -14,8 +14,11 @@ import (
 	"github.com/gatehouse/gatehouse/services/identity"
 )
 
-// maxDocument bounds an applied document.
-const maxDocument = 4 << 20
+// maxDocument bounds an applied document, maxDocumentItems its policies and resources.
+const (
+	maxDocument      = 4 << 20
+	maxDocumentItems = 1000
+)
 
 // API serves the desired state: GET and PUT /api/v1/policies and /api/v1/resources (YAML
 // documents `policies: [...]` and `resources: [...]`): admins read and change them, auditors
@@ -104,6 +107,10 @@ func readDocument(c echo.Context) (*Document, error) {
 	cfg, err := config.Parse(body)
 	if err != nil {
 		return nil, echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	// Each one applied is a KV write, an audit event and (policies) a compile: bounded.
+	if n := len(cfg.Policies) + len(cfg.Resources); n > maxDocumentItems {
+		return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("the document has %d policies and resources; at most %d are applied at once", n, maxDocumentItems))
 	}
 	return &Document{Policies: cfg.Policies, Resources: cfg.Resources}, nil
 }

@@ -1,9 +1,13 @@
 package desired
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
@@ -36,4 +40,20 @@ func TestRedactHidesInlineSecrets(t *testing.T) {
 		require.NotContains(t, d, s)
 	}
 	require.Equal(t, "<redacted: not YAML>\n", redact("a: [unclosed\npassword: x"))
+}
+
+// An applied document holds at most maxDocumentItems policies and resources.
+func TestDocumentItemsAreBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("policies:\n")
+	for i := range maxDocumentItems + 1 {
+		fmt.Fprintf(&b, "  - {name: p%d, resources: [\"*\"], rules: [{name: r, effect: allow, when: \"true\"}]}\n", i)
+	}
+	e := echo.New()
+	c := e.NewContext(httptest.NewRequest(http.MethodPut, "/api/v1/policies", strings.NewReader(b.String())), httptest.NewRecorder())
+	_, err := readDocument(c)
+	var he *echo.HTTPError
+	require.ErrorAs(t, err, &he)
+	require.Equal(t, http.StatusRequestEntityTooLarge, he.Code)
+	require.Contains(t, he.Message, "at most 1000")
 }
