@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/labstack/echo/v4"
@@ -159,9 +160,14 @@ func exchangeError(err error) string {
 	return truncate(err.Error(), 300)
 }
 
+// truncate cuts what an identity provider said to at most n bytes, on a character
+// boundary (a cut inside one would show as U+FFFD on the page).
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }
