@@ -3,14 +3,11 @@ package app
 import (
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/config"
@@ -21,14 +18,7 @@ import (
 // The connect route answers how to reach a resource through its proxy, to any valid
 // token, and names no backend.
 func TestConnectAPI(t *testing.T) {
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := echo.New()
-	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
-	dev, err := identity.NewDevIssuer(srv.URL+identity.DevIssuerPath, t.TempDir(), discard)
-	require.NoError(t, err)
-	dev.Register(e)
-	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, discard)
+	e, srv, dev, v := apiServer(t)
 	resources := map[string]*config.Resource{
 		"demo":    {Name: "demo", Type: "postgres", Postgres: &config.PostgresBackend{Address: "10.0.0.9:5432", Database: "backend_db"}},
 		"web-1":   {Name: "web-1", Type: "ssh"},
@@ -77,14 +67,7 @@ func TestConnectAPI(t *testing.T) {
 // For postgres over TLS the answer carries the proxy's certificate for sslrootcert, and
 // only the certificate: a file holding the key too gives the certificate alone.
 func TestConnectAPIPostgresCA(t *testing.T) {
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := echo.New()
-	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
-	dev, err := identity.NewDevIssuer(srv.URL+identity.DevIssuerPath, t.TempDir(), discard)
-	require.NoError(t, err)
-	dev.Register(e)
-	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, discard)
+	e, srv, dev, v := apiServer(t)
 	certFile, keyFile, err := devcert.Ensure(t.TempDir())
 	require.NoError(t, err)
 	certPEM, err := os.ReadFile(certFile)

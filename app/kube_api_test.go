@@ -3,14 +3,10 @@ package app
 import (
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/config"
@@ -22,14 +18,7 @@ import (
 // wildcard host replaced by the one the client used, plus the path prefix) and the
 // proxy's certificate, to a valid token only; other resources are 404s.
 func TestKubeAPI(t *testing.T) {
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := echo.New()
-	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
-	dev, err := identity.NewDevIssuer(srv.URL+identity.DevIssuerPath, t.TempDir(), discard)
-	require.NoError(t, err)
-	dev.Register(e)
-	v := identity.NewVerifier(t.Context(), []config.Issuer{{Issuer: dev.Issuer(), Audience: identity.DevAudience, GroupsClaim: "groups"}}, discard)
+	e, srv, dev, v := apiServer(t)
 	resources := map[string]*config.Resource{
 		"dev-k8s":  {Name: "dev-k8s", Type: "kubernetes", Kubernetes: &config.HTTPBackend{URL: "https://10.0.0.1:6443", PathPrefix: "/k8s/dev"}},
 		"by-host":  {Name: "by-host", Type: "kubernetes", Kubernetes: &config.HTTPBackend{URL: "https://10.0.0.2:6443", Hosts: []string{"k8s.example.com"}}},
