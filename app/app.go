@@ -277,8 +277,8 @@ func (a *App) serverService() *Service {
 func (a *App) natsService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
-			if a.cfg.NATS.URL != "" {
-				a.natsURL = a.cfg.NATS.URL
+			if url := a.cfg.NATS.ServerURL(); url != "" {
+				a.natsURL = url
 				return nil
 			}
 			srv, err := embedded.Start(a.cfg.NATS.EmbeddedListen, filepath.Join(a.cfg.DataDir, "jetstream"))
@@ -307,7 +307,7 @@ func (a *App) busService() *Service {
 				// The embedded server is in this process: no loopback TCP between them.
 				extra = append(extra, nats.InProcessServer(a.nats))
 			}
-			b, err := bus.Connect(ctx, a.natsURL, "gatehouse", bus.Options{StreamMaxBytes: a.cfg.NATS.StreamMaxBytes, DuplicateWindow: a.cfg.NATS.DuplicateWindow}, a.component("bus"), extra...)
+			b, err := bus.Connect(ctx, a.natsURL, "gatehouse", a.busOptions(), a.component("bus"), extra...)
 			if err != nil {
 				return err
 			}
@@ -316,6 +316,13 @@ func (a *App) busService() *Service {
 		},
 		Stop: func(ctx context.Context) error { a.bus.Close(); return nil },
 	}
+}
+
+// busOptions are the nats section as the bus takes it.
+func (a *App) busOptions() bus.Options {
+	n := &a.cfg.NATS
+	return bus.Options{StreamMaxBytes: n.StreamMaxBytes, DuplicateWindow: n.DuplicateWindow, Replicas: n.Replicas,
+		Bind: n.Streams == config.StreamsBind, Security: n.Security()}
 }
 
 func (a *App) identityService() *Service {
@@ -389,6 +396,19 @@ func (a *App) publisherService() *Service {
 			}
 			a.pub = session.NewPublisher(a.bus.JS, session.PublisherOptions{Spool: a.cfg.Audit.SpoolEvents,
 				SpoolBytes: a.cfg.Audit.SpoolBytes, Wait: a.cfg.Audit.SpoolWait, Linger: a.cfg.Audit.Linger, SealKey: key}, a.reg, a.component("publisher"))
+			if dir := a.cfg.Audit.SpoolDir; dir != config.SpoolNone {
+				// What a killed predecessor left is published before the proxies serve and
+				// before its gateway key goes (the sweeper then ends its sessions after it).
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+				n, err := a.pub.OpenSpool(rctx, dir)
+				cancel()
+				if err != nil {
+					return err
+				}
+				if n > 0 {
+					a.component("publisher").Info("the audit spool's journal was published", "messages", n)
+				}
+			}
 			// Sessions name this process; if it dies without ending them, the sweeper does.
 			g, err := session.StartGateway(ctx, a.bus.JS, a.cfg.Audit.GatewayTimeout, a.cfg.DataDir, a.component("gateway"))
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,23 +24,52 @@ import (
 // good on the others and a sign-out ends it everywhere.
 func (a *App) useWebSessions(ctx context.Context) error {
 	c := a.cfg.Console
-	if c.Disabled {
+	if c.Disabled || a.proxiesOnly() {
 		return nil
 	}
-	// Both buckets are bounded: when full, new sign-ins fail, and nothing else does (the
-	// audit stream's storage is not theirs to take).
-	kv, err := a.bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebSessions, History: 1,
-		TTL: c.AbsoluteTimeout + time.Hour, MaxBytes: 256 << 20, MaxValueSize: 16 << 10, Storage: jetstream.FileStorage})
+	kv, pending, err := a.openWebBuckets(ctx)
 	if err != nil {
-		return fmt.Errorf("web sessions bucket: %w", err)
-	}
-	pending, err := a.bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebPending, History: 1,
-		TTL: bus.WebPendingTTL, MaxBytes: 64 << 20, MaxValueSize: 4 << 10, Storage: jetstream.FileStorage})
-	if err != nil {
-		return fmt.Errorf("web sign-ins bucket: %w", err)
+		return err
 	}
 	a.verifier.UseWebSessions(identity.NewWebSessions(kv, pending, c.IdleTimeout, c.AbsoluteTimeout, a.consolePublicURL()))
 	return nil
+}
+
+// proxiesOnly reports whether this process runs protocol proxies alone with
+// least-privilege credentials (nats.streams: bind): their credentials do not reach the
+// console's sessions (which name who is signed in, and whose forgery would be a sign-in),
+// and their APIs take tokens.
+func (a *App) proxiesOnly() bool {
+	if a.cfg.NATS.Streams != config.StreamsBind {
+		return false
+	}
+	// The modules of a proxy-only process: its proxies and what they depend on.
+	support := []string{"server", "nats", "bus", "identity", "publisher", "desired"}
+	for _, n := range a.running {
+		if !strings.HasPrefix(n, "proxy-") && !slices.Contains(support, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// openWebBuckets opens (creates) the web console's buckets: sessions and sign-ins under
+// way.
+func (a *App) openWebBuckets(ctx context.Context) (sessions, pending jetstream.KeyValue, err error) {
+	c := a.cfg.Console
+	// Both buckets are bounded: when full, new sign-ins fail, and nothing else does (the
+	// audit stream's storage is not theirs to take).
+	sessions, err = a.bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebSessions, History: 1,
+		TTL: c.AbsoluteTimeout + time.Hour, MaxBytes: 256 << 20, MaxValueSize: 16 << 10, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, nil, fmt.Errorf("web sessions bucket: %w", err)
+	}
+	pending, err = a.bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketWebPending, History: 1,
+		TTL: bus.WebPendingTTL, MaxBytes: 64 << 20, MaxValueSize: 4 << 10, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, nil, fmt.Errorf("web sign-ins bucket: %w", err)
+	}
+	return sessions, pending, nil
 }
 
 // consolePublicURL is console.public_url, with the port this process listens on when the

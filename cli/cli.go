@@ -83,6 +83,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = policyCmd(args[1:], stdout, stderr)
 	case "catalog":
 		err = catalogCmd(args[1:], stdout, stderr)
+	case "nats":
+		err = natsCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage())
 		return 0

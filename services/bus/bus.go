@@ -54,22 +54,38 @@ func AuditSubject(resource, session, typ string) string {
 	return SubjectAudit + "." + resource + "." + session + "." + typ
 }
 
-// Options configure the streams.
+// Options configure the connection and the streams.
 type Options struct {
 	StreamMaxBytes  int64
 	DuplicateWindow time.Duration
+	// Replicas is the replica count of every stream and KV bucket Gatehouse creates (0 is 1).
+	Replicas int
+	// Bind: create nothing, only bind to the streams and buckets a provisioning step made
+	// (`gatehouse nats provision`); least-privilege credentials may not create them.
+	Bind bool
+	// Security is how to authenticate and check the server.
+	Security Security
 }
 
 // Bus is a connection to NATS with JetStream.
 type Bus struct {
 	NC *nats.Conn
+	// JS is JetStream as every component sees it: whatever it creates (streams, KV
+	// buckets) gets the bus's replicas, and with Options.Bind "create" binds to what
+	// exists (see provisioner).
 	JS jetstream.JetStream
 }
 
-// Connect connects to url and makes sure the streams exist. name identifies the client in
-// NATS monitoring. extra options may make the connection in-process (an embedded server).
+// Connect connects to url (one server, or several of a cluster comma-separated) and makes
+// sure the streams exist (with Options.Bind: that they exist). name identifies the client
+// in NATS monitoring. extra options may make the connection in-process (an embedded
+// server).
 func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logger, extra ...nats.Option) (*Bus, error) {
-	nc, err := nats.Connect(url, append([]nats.Option{
+	sec, err := opts.Security.Options()
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	nopts := append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
@@ -79,16 +95,26 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	}, extra...)...)
+		// A permission violation means this component tried what its credentials do not
+		// allow: a bug, or credentials of another component. The subject says which.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Error("nats error", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Error("nats error", "err", err)
+		}),
+	}, sec...)
+	nc, err := nats.Connect(url, append(nopts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", url, err)
+		return nil, fmt.Errorf("connect nats %s: %w%s", redactURLs(url), err, connectHint(err, opts.Security))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	b := &Bus{NC: nc, JS: js}
+	b := &Bus{NC: nc, JS: &provisioner{JetStream: js, replicas: max(opts.Replicas, 1), bind: opts.Bind}}
 	if err := b.ensureStreams(ctx, opts); err != nil {
 		nc.Close()
 		return nil, err
@@ -97,28 +123,14 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 }
 
 func (b *Bus) ensureStreams(ctx context.Context, o Options) error {
-	if o.DuplicateWindow == 0 {
-		o.DuplicateWindow = 2 * time.Minute
-	}
-	if o.StreamMaxBytes == 0 {
-		o.StreamMaxBytes = 8 << 30
-	}
-	for _, sc := range []jetstream.StreamConfig{
-		{Name: StreamAudit, Subjects: []string{SubjectAudit + ".>"}},
-		{Name: StreamApprovals, Subjects: []string{SubjectApprovals + ".>"}},
-	} {
-		sc.Storage = jetstream.FileStorage
-		sc.Retention = jetstream.LimitsPolicy
-		sc.Discard = jetstream.DiscardOld
-		sc.MaxBytes = o.StreamMaxBytes
-		sc.Duplicates = o.DuplicateWindow
+	for _, sc := range streams(o) {
 		// Several components start at once in split mode; the create is idempotent.
 		var err error
 		for attempt := 0; attempt < 20; attempt++ {
 			if _, err = b.JS.CreateOrUpdateStream(ctx, sc); err == nil {
 				break
 			}
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNotProvisioned) || errors.Is(err, ErrDenied) {
 				break
 			}
 			select {
@@ -128,10 +140,33 @@ func (b *Bus) ensureStreams(ctx context.Context, o Options) error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
 	return nil
+}
+
+// streams are the streams every component needs, as Connect creates them.
+func streams(o Options) []jetstream.StreamConfig {
+	if o.DuplicateWindow == 0 {
+		o.DuplicateWindow = 2 * time.Minute
+	}
+	if o.StreamMaxBytes == 0 {
+		o.StreamMaxBytes = 8 << 30
+	}
+	var out []jetstream.StreamConfig
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: StreamAudit, Subjects: []string{SubjectAudit + ".>"}},
+		{Name: StreamApprovals, Subjects: []string{SubjectApprovals + ".>"}},
+	} {
+		sc.Storage = jetstream.FileStorage
+		sc.Retention = jetstream.LimitsPolicy
+		sc.Discard = jetstream.DiscardOld
+		sc.MaxBytes = o.StreamMaxBytes
+		sc.Duplicates = o.DuplicateWindow
+		out = append(out, sc)
+	}
+	return out
 }
 
 // Close drains the connection: pending publishes are flushed first.
@@ -174,9 +209,9 @@ func RecordControl(ctx context.Context, js jetstream.JetStream, e schemas.Event)
 // name a piece of work and its period ("retention.<unix time of the interval>"), so that
 // of several replicas exactly one does it.
 func Claim(ctx context.Context, js jetstream.JetStream, key, owner string) (bool, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketLocks, History: 1, TTL: 7 * 24 * time.Hour, Storage: jetstream.FileStorage})
+	kv, err := OpenLocks(ctx, js)
 	if err != nil {
-		return false, fmt.Errorf("locks bucket: %w", err)
+		return false, err
 	}
 	if _, err := kv.Create(ctx, key, []byte(owner)); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
@@ -185,4 +220,13 @@ func Claim(ctx context.Context, js jetstream.JetStream, key, owner string) (bool
 		return false, fmt.Errorf("claim %s: %w", key, err)
 	}
 	return true, nil
+}
+
+// OpenLocks opens (creates) the locks bucket of Claim.
+func OpenLocks(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketLocks, History: 1, TTL: 7 * 24 * time.Hour, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("locks bucket: %w", err)
+	}
+	return kv, nil
 }

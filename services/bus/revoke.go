@@ -25,7 +25,7 @@ func EnsureRevokeStream(ctx context.Context, js jetstream.JetStream) error {
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: schemas.StreamRevoke, Subjects: []string{schemas.SubjectRevoke + ".>"},
 		Storage: jetstream.FileStorage, MaxMsgsPerSubject: 1, Discard: jetstream.DiscardOld})
 	if err != nil {
-		return fmt.Errorf("create stream %s: %w", schemas.StreamRevoke, err)
+		return fmt.Errorf("stream %s: %w", schemas.StreamRevoke, err)
 	}
 	return nil
 }
