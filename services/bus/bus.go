@@ -85,6 +85,7 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
+	denied := &violations{}
 	nopts := append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -98,6 +99,7 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 		// A permission violation means this component tried what its credentials do not
 		// allow: a bug, or credentials of another component. The subject says which.
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			denied.notify(err)
 			if sub != nil {
 				log.Error("nats error", "subject", sub.Subject, "err", err)
 				return
@@ -114,7 +116,7 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	b := &Bus{NC: nc, JS: &provisioner{JetStream: js, replicas: max(opts.Replicas, 1), bind: opts.Bind}}
+	b := &Bus{NC: nc, JS: &provisioner{JetStream: js, replicas: max(opts.Replicas, 1), bind: opts.Bind, denied: denied}}
 	if err := b.ensureStreams(ctx, opts); err != nil {
 		nc.Close()
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +37,57 @@ type provisioner struct {
 	jetstream.JetStream
 	replicas int
 	bind     bool
+	denied   *violations
+}
+
+// violations passes the server's permission violations on JetStream's API (which the
+// server reports apart from the request, which is then never answered) to the creates
+// waiting for an answer, so that a refused create fails at once, not at its deadline.
+type violations struct {
+	mu      sync.Mutex
+	waiters map[chan struct{}]bool
+}
+
+func (v *violations) notify(err error) {
+	if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "$JS.API.") {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for ch := range v.waiters {
+		close(ch)
+		delete(v.waiters, ch)
+	}
+}
+
+// guard runs call with a context that ends when a violation is reported meanwhile.
+func guard[T any](p *provisioner, ctx context.Context, call func(context.Context) (T, error)) (T, error) {
+	ch := make(chan struct{})
+	p.denied.mu.Lock()
+	if p.denied.waiters == nil {
+		p.denied.waiters = map[chan struct{}]bool{}
+	}
+	p.denied.waiters[ch] = true
+	p.denied.mu.Unlock()
+	defer func() {
+		p.denied.mu.Lock()
+		delete(p.denied.waiters, ch)
+		p.denied.mu.Unlock()
+	}()
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-ch:
+			cancel(ErrDenied)
+		case <-cctx.Done():
+		}
+	}()
+	v, err := call(cctx)
+	if err != nil && errors.Is(context.Cause(cctx), ErrDenied) {
+		return v, fmt.Errorf("%w: %s", ErrDenied, provisionHint)
+	}
+	return v, p.explain(err)
 }
 
 // CreateOrUpdateStream creates or updates cfg with the bus's replicas, or binds to it.
@@ -44,8 +96,7 @@ func (p *provisioner) CreateOrUpdateStream(ctx context.Context, cfg jetstream.St
 		return p.bindStream(ctx, cfg.Name)
 	}
 	cfg.Replicas = p.replicas
-	s, err := p.JetStream.CreateOrUpdateStream(ctx, cfg)
-	return s, p.explain(err)
+	return guard(p, ctx, func(ctx context.Context) (jetstream.Stream, error) { return p.JetStream.CreateOrUpdateStream(ctx, cfg) })
 }
 
 // CreateStream creates cfg with the bus's replicas, or binds to it.
@@ -54,8 +105,7 @@ func (p *provisioner) CreateStream(ctx context.Context, cfg jetstream.StreamConf
 		return p.bindStream(ctx, cfg.Name)
 	}
 	cfg.Replicas = p.replicas
-	s, err := p.JetStream.CreateStream(ctx, cfg)
-	return s, p.explain(err)
+	return guard(p, ctx, func(ctx context.Context) (jetstream.Stream, error) { return p.JetStream.CreateStream(ctx, cfg) })
 }
 
 // UpdateStream updates cfg with the bus's replicas; with Bind it is refused.
@@ -64,8 +114,7 @@ func (p *provisioner) UpdateStream(ctx context.Context, cfg jetstream.StreamConf
 		return nil, errors.New("nats.streams is bind: streams are changed by `gatehouse nats provision`")
 	}
 	cfg.Replicas = p.replicas
-	s, err := p.JetStream.UpdateStream(ctx, cfg)
-	return s, p.explain(err)
+	return guard(p, ctx, func(ctx context.Context) (jetstream.Stream, error) { return p.JetStream.UpdateStream(ctx, cfg) })
 }
 
 // CreateOrUpdateKeyValue creates or updates cfg with the bus's replicas, or binds to it.
@@ -74,8 +123,9 @@ func (p *provisioner) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.
 		return p.bindKV(ctx, cfg.Bucket)
 	}
 	cfg.Replicas = p.replicas
-	kv, err := p.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
-	return kv, p.explain(err)
+	return guard(p, ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return p.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+	})
 }
 
 // CreateKeyValue creates cfg with the bus's replicas, or binds to it.
@@ -84,8 +134,7 @@ func (p *provisioner) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValue
 		return p.bindKV(ctx, cfg.Bucket)
 	}
 	cfg.Replicas = p.replicas
-	kv, err := p.JetStream.CreateKeyValue(ctx, cfg)
-	return kv, p.explain(err)
+	return guard(p, ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return p.JetStream.CreateKeyValue(ctx, cfg) })
 }
 
 // UpdateKeyValue updates cfg with the bus's replicas; with Bind it is refused.
@@ -94,8 +143,7 @@ func (p *provisioner) UpdateKeyValue(ctx context.Context, cfg jetstream.KeyValue
 		return nil, errors.New("nats.streams is bind: buckets are changed by `gatehouse nats provision`")
 	}
 	cfg.Replicas = p.replicas
-	kv, err := p.JetStream.UpdateKeyValue(ctx, cfg)
-	return kv, p.explain(err)
+	return guard(p, ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return p.JetStream.UpdateKeyValue(ctx, cfg) })
 }
 
 func (p *provisioner) bindStream(ctx context.Context, name string) (jetstream.Stream, error) {

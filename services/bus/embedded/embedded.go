@@ -54,6 +54,37 @@ func Start(listen, storeDir string) (*Server, error) {
 	return &Server{ns: ns}, nil
 }
 
+// StartFile starts NATS from a nats-server configuration file (as `nats-server -c` would:
+// users and permissions, TLS, cluster routes, JetStream) and waits until it accepts
+// connections. Tests run real clusters and authorization with it.
+func StartFile(conf string) (*Server, error) {
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		return nil, fmt.Errorf("nats config %s: %w", conf, err)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats %s: %w", conf, err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("nats %s: not ready after 30s", conf)
+	}
+	return &Server{ns: ns}, nil
+}
+
+// Name is the server's name.
+func (s *Server) Name() string { return s.ns.Name() }
+
+// JetStreamReady reports whether the server's JetStream is enabled and, in a cluster,
+// has a meta leader.
+func (s *Server) JetStreamReady() bool {
+	return s.ns.JetStreamEnabled() && (!s.ns.JetStreamIsClustered() || s.ns.JetStreamIsCurrent())
+}
+
 // URL is the client URL of the server.
 func (s *Server) URL() string { return s.ns.ClientURL() }
 
