@@ -1,7 +1,17 @@
--- Demo database for docker-compose: the role the gateway uses, and the demo tables.
-CREATE ROLE gatehouse_demo LOGIN PASSWORD 'demo-password-change-me';
+-- Demo database for docker-compose, run once by the postgres image on an empty data
+-- directory (psql -v ON_ERROR_STOP=1 as the superuser, whose password psql has). Under
+-- scram-sha-256 psql cannot switch to another user without that user's password, so
+-- everything runs as the superuser, and SET ROLE makes the gateway's role own the tables.
+-- The role's password is the container's DEMO_PG_PASSWORD (the one the gateway is given).
+\getenv demo_password DEMO_PG_PASSWORD
+\if :{?demo_password}
+\else
+  DO $$ BEGIN RAISE EXCEPTION 'DEMO_PG_PASSWORD is not set: the gateway could not log in as gatehouse_demo'; END $$;
+\endif
+CREATE ROLE gatehouse_demo LOGIN PASSWORD :'demo_password';
 CREATE DATABASE demo OWNER gatehouse_demo;
-\connect demo gatehouse_demo
+\connect demo
+SET ROLE gatehouse_demo;
 CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text NOT NULL, card_number text NOT NULL);
 CREATE TABLE orders (id serial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers(id), item text NOT NULL,
   amount numeric(10,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
