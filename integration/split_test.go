@@ -22,9 +22,14 @@ func freePort(t *testing.T) string {
 // TestSplitProcesses runs each component as its own `gatehouse run --target=...` process
 // against one external NATS, and checks that they behave as target=all does.
 func TestSplitProcesses(t *testing.T) {
+	runSplit(t, bustest.StartServer(t), nil)
+}
+
+// runSplit runs the acceptance with every component in its own process against the NATS
+// at natsURL; envFor, when set, adds a target's environment (its NATS credentials).
+func runSplit(t *testing.T, natsURL string, envFor func(target string) []string) {
 	pg, pwFile := demoPostgres(t)
 	ch := chtest.Start(t)
-	natsURL := bustest.StartServer(t)
 	issuerPort, pgPort := freePort(t), freePort(t)
 	issuer := "http://127.0.0.1:" + issuerPort
 	common := []string{
@@ -51,6 +56,9 @@ func TestSplitProcesses(t *testing.T) {
 		dirs[target] = t.TempDir()
 		bases[target] = "http://127.0.0.1:" + port
 		env := append(append([]string{}, common...), "GATEHOUSE_HTTP_LISTEN=127.0.0.1:"+port, "GATEHOUSE_DATA_DIR="+dirs[target])
+		if envFor != nil {
+			env = append(env, envFor(target)...)
+		}
 		startProcess(t, env, "run", "--config", cfg, "--target="+target)
 	}
 	for _, base := range bases {
