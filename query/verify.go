@@ -142,6 +142,7 @@ func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []s
 				v.Problems = append(v.Problems, *p)
 			}
 		}
+		v.Problems = append(v.Problems, incompleteStatements(id, evs)...)
 		for _, p := range seal.Verify(id, evs, keys) {
 			if p.Kind != "missing" || p.Seq != 1 {
 				v.Problems = append(v.Problems, p)

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -265,6 +266,34 @@ func (c *conn) onReadyForQuery(m *answer) {
 	m.skipped = c.queue.skipping.Swap(false)
 }
 
+// durableLocked (wmu held) makes what the session recorded outlive this process before a
+// ReadyForQuery in the client's buffer leaves it: the client learns from it that its
+// statements are complete (their completions are recorded by then: advance). In buffered
+// mode that is a write to the spool's journal, in strict mode JetStream's acknowledgement.
+func (c *conn) durableLocked() error {
+	if !c.completion {
+		return nil
+	}
+	if err := c.sess.Durable(context.Background()); err != nil {
+		return err
+	}
+	c.completion = false
+	return nil
+}
+
+// auditLost ends the session because its audit trail cannot take its events: the client
+// gets a FATAL error instead of the completion it was about to get.
+func (c *conn) auditLost(err error) {
+	c.srv.log.Error("audit trail unavailable; ending the session", "session", c.sess.ID, "err", err)
+	c.setReason("internal_error")
+	c.wmu.Lock()
+	c.cw.Reset(c.client) // what is buffered must not reach the client without its audit
+	c.completion = false
+	c.wmu.Unlock()
+	c.writeClient(encode(pgError("FATAL", "58000", "terminating connection: audit trail unavailable: "+err.Error(), "")), true)
+	c.closeBoth()
+}
+
 // forward relays message m to the client, pops the entries it completes, and flushes
 // once no further backend message is buffered. It reports false when the client is gone.
 func (c *conn) forward(m *answer, r *msgReader) bool {
@@ -273,8 +302,19 @@ func (c *conn) forward(m *answer, r *msgReader) bool {
 	// ends the proxy's own query.
 	if m.head == nil || !m.head.swallow || (m.typ == 'Z' && m.head.kind != 'R') {
 		c.wmu.Lock()
+		if c.cw.Available() < len(m.raw) {
+			// The buffer goes out to make room: a completion in it must be durable first.
+			if err := c.durableLocked(); err != nil {
+				c.wmu.Unlock()
+				c.auditLost(err)
+				return false
+			}
+		}
 		c.bytesOut.Add(uint64(len(m.raw)))
 		_, werr = c.cw.Write(m.raw)
+		if m.typ == 'Z' {
+			c.completion = true
+		}
 		c.wmu.Unlock()
 	}
 	if werr != nil {
@@ -283,10 +323,15 @@ func (c *conn) forward(m *answer, r *msgReader) bool {
 		return false
 	}
 	if m.popped || m.typ == 'Z' {
-		c.advance(m.typ == 'Z', m.skipped)
+		c.advance(m.typ == 'Z', m.skipped) // records the statements' completions
 	}
 	if !r.buffered() {
 		c.wmu.Lock()
+		if err := c.durableLocked(); err != nil {
+			c.wmu.Unlock()
+			c.auditLost(err)
+			return false
+		}
 		werr = c.cw.Flush()
 		c.wmu.Unlock()
 		if werr != nil {

@@ -36,11 +36,14 @@ type conn struct {
 	cr        *msgReader // the client's, for the disconnect watch while a statement is held
 	cancelKey *cancelKey
 
-	cw       *bufio.Writer // to the client; guarded by wmu
-	wmu      sync.Mutex
-	bw       *bufio.Writer // to the backend; client loop only
-	bytesIn  atomic.Uint64 // read from the client (client loop)
-	bytesOut atomic.Uint64 // written to the client (whoever holds wmu)
+	cw  *bufio.Writer // to the client; guarded by wmu
+	wmu sync.Mutex
+	// completion: cw holds a ReadyForQuery whose statements' events are not yet durable
+	// (durableLocked); guarded by wmu.
+	completion bool
+	bw         *bufio.Writer // to the backend; client loop only
+	bytesIn    atomic.Uint64 // read from the client (client loop)
+	bytesOut   atomic.Uint64 // written to the client (whoever holds wmu)
 
 	life       lifecycle     // how the session ends (below)
 	unregister func()        // removes the session from the registry of live sessions
@@ -274,6 +277,10 @@ func (c *conn) endClient(ev *schemas.SessionTerminated, msg string, wait bool) b
 	// A client that does not read gets no more than a moment.
 	_ = c.client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	b := encode(pgError("FATAL", "57P01", msg, ""))
+	if c.durableLocked() != nil {
+		c.cw.Reset(c.client) // completions the trail cannot take do not go out
+		c.completion = false
+	}
 	c.bytesOut.Add(uint64(len(b)))
 	_, _ = c.cw.Write(b)
 	_ = c.cw.Flush()
@@ -310,6 +317,11 @@ func (c *conn) shutdown() {
 func (c *conn) writeClient(b []byte, flush bool) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if (flush || c.cw.Available() < len(b)) && c.durableLocked() != nil {
+		// The audit trail cannot take the completions buffered: they do not go out.
+		c.cw.Reset(c.client)
+		c.completion = false
+	}
 	c.bytesOut.Add(uint64(len(b)))
 	_, _ = c.cw.Write(b)
 	if flush {

@@ -38,6 +38,7 @@ type Publisher struct {
 	gateway  string        // the boot id of this gateway process, named in every session.start
 	maxBytes int64         // bound on the bytes spooled
 	sealKey  *seal.Key
+	journal  *journal     // the crash-safe copy of the spool (nil: memory only)
 	bytes    atomic.Int64 // bytes spooled: enqueued and not yet acknowledged
 	mu       sync.RWMutex // guards closed against sends on queue
 	closed   bool
@@ -63,6 +64,7 @@ type pending struct {
 	ack     chan error // nil when nobody waits
 	msg     *nats.Msg  // as sent (compressed), for retries
 	wire    []byte     // the compressed data's buffer; back to its pool once acknowledged
+	segs    []segRef   // the journal records that hold its events, acknowledged with it
 }
 
 type inflight struct {
@@ -233,6 +235,9 @@ func (p *Publisher) confirm() {
 		p.spool.Dec()
 		p.bytes.Add(-in.p.size)
 		if err == nil {
+			for _, r := range in.p.segs {
+				r.seg.ack(r.n)
+			}
 			// Counted per type, not per event: a batch holds a few types many times.
 			var counts [16]struct {
 				t string
@@ -264,7 +269,7 @@ func (p *Publisher) confirm() {
 		putBatchBuf(in.p.data)
 		putWireBuf(in.p.wire)
 		putTypes(in.p.types)
-		in.p.data, in.p.wire, in.p.msg, in.p.types = nil, nil, nil, nil
+		in.p.data, in.p.wire, in.p.msg, in.p.types, in.p.segs = nil, nil, nil, nil, nil
 	}
 }
 
@@ -347,8 +352,12 @@ func (p *Publisher) Close(ctx context.Context) error {
 	p.mu.Unlock()
 	select {
 	case <-p.done:
+		if p.journal != nil {
+			p.journal.close()
+		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("audit spool not drained: %w", ctx.Err())
+		// The journal keeps what was not acknowledged: the next start publishes it.
+		return fmt.Errorf("audit spool not drained (the spool directory keeps the rest for the next start): %w", ctx.Err())
 	}
 }

@@ -62,6 +62,7 @@ type Session struct {
 	batch    eventBatch
 	taken    []rawEvent // raw taken for encoding (spare slice, swapped with raw)
 	hasher   hash.Hash  // SHA-256, reused
+	subject  string     // the audit subject's prefix, gh.audit.<resource>.<session>.
 	payload  []byte     // scratch for the payload's encoding
 	encoded  []byte     // scratch for the event's encoding
 
@@ -300,6 +301,9 @@ func (s *Session) encodeLocked(p schemas.Payload, t time.Time, revision uint64) 
 	} else {
 		b.firstID, b.firstType = string(s.id[:]), typ
 	}
+	if b.n == b.jn {
+		b.jfrom, b.jfirst = len(b.data), s.id
+	}
 	b.data = append(b.data, data[:i+len(`"hash":"`)]...)
 	b.data = append(b.data, s.prevHex[:]...)
 	b.data = append(b.data, data[i+len(`"hash":"`):]...)
@@ -346,7 +350,10 @@ func (s *Session) sendEncLocked(await bool, enqueue func(*pending) error) (func(
 	if b.n > 1 {
 		typ = BatchSubjectToken
 	}
-	pe := &pending{subject: bus.AuditSubject(s.Resource.Name, s.ID, typ), id: b.firstID, types: b.types, data: b.data, size: int64(len(b.data))}
+	if err := s.journalLocked(); err != nil {
+		return nil, err
+	}
+	pe := &pending{subject: bus.AuditSubject(s.Resource.Name, s.ID, typ), id: b.firstID, types: b.types, data: b.data, size: int64(len(b.data)), segs: b.segs}
 	if await {
 		pe.ack = make(chan error, 1)
 	}
@@ -370,6 +377,59 @@ func (s *Session) sendEncLocked(await bool, enqueue func(*pending) error) (func(
 	}, nil
 }
 
+// journalLocked (enc held) writes the batch's events not yet in the spool's journal to it,
+// as one record.
+func (s *Session) journalLocked() error {
+	j, b := s.pub.journal, &s.batch
+	if j == nil || b.n == b.jn {
+		return nil
+	}
+	typ := BatchSubjectToken
+	if b.n-b.jn == 1 {
+		typ = b.types[b.jn]
+	}
+	if s.subject == "" {
+		s.subject = bus.AuditSubject(s.Resource.Name, s.ID, "")
+	}
+	seg, err := j.write(s.subject, typ, b.jfirst[:], b.data[b.jfrom:])
+	if err != nil {
+		return err
+	}
+	b.jn = b.n
+	if k := len(b.segs); k > 0 && b.segs[k-1].seg == seg {
+		b.segs[k-1].n++
+	} else {
+		b.segs = append(b.segs, segRef{seg, 1})
+	}
+	return nil
+}
+
+// Durable makes what the session has recorded outlive this process before the proxy tells
+// its client that a statement is complete: in strict mode JetStream has acknowledged it;
+// in buffered mode it is in the spool's journal (and goes to JetStream with its batch as
+// before). Without a journal, buffered mode promises nothing more than the memory spool.
+// An error means the completion must not reach the client (the proxy ends the session).
+func (s *Session) Durable(ctx context.Context) error {
+	if s.strict {
+		return s.Flush(ctx)
+	}
+	if s.pub.journal == nil {
+		return nil
+	}
+	s.enc.Lock()
+	defer s.enc.Unlock()
+	s.mu.Lock()
+	taken := s.takeRawLocked()
+	s.mu.Unlock()
+	spill := func() error { _, err := s.sendEncLocked(false, s.pub.tryEnqueue); return err }
+	if err := s.encodeRawLocked(taken, spill); err != nil {
+		s.mu.Lock()
+		s.flushErr = err // the next statement flushes at once, as after a failed sweep
+		s.mu.Unlock()
+	}
+	return s.journalLocked()
+}
+
 // BatchSubjectToken ends the subject of a message that holds several events (newline-
 // separated JSON, in sequence order); a message with one event ends with its type.
 const BatchSubjectToken = "batch"
@@ -381,6 +441,13 @@ type eventBatch struct {
 	firstType string
 	types     []string
 	n         int
+
+	// The journal's part (journal.go): the first jn events are written to it, in the
+	// records segs counts; the others start at data[jfrom:], the first of them jfirst.
+	jn     int
+	jfrom  int
+	jfirst [36]byte
+	segs   []segRef
 }
 
 // Start emits session.start.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 )
 
@@ -14,6 +15,14 @@ type Audit struct {
 	SpoolEvents int `yaml:"spool_events"`
 	// SpoolBytes bounds the bytes of those messages in the same way. Default 256 MiB.
 	SpoolBytes int `yaml:"spool_bytes"`
+	// SpoolDir holds the spool's crash-safe journal (default data_dir/spool): every event
+	// is written there before it goes to JetStream, and a statement's events before its
+	// client is told the statement is complete, so a proxy process killed at any moment
+	// loses nothing it answered; the next start on the same directory publishes what is
+	// left. One directory per proxy process (it is locked). "none" keeps the spool in
+	// memory only (faster by a write per statement; a crash loses what JetStream had not
+	// acknowledged).
+	SpoolDir string `yaml:"spool_dir"`
 	// SpoolWait is how long a statement may wait for room in a full spool before it is
 	// refused (backpressure for bursts such as huge pipelines).
 	SpoolWait time.Duration `yaml:"spool_wait"`
@@ -47,8 +56,12 @@ type Audit struct {
 // maxEventPart bounds what one audit event may carry of a result or a statement.
 const maxEventPart = 256 << 10
 
-func (a *Audit) applyDefaults() {
+// SpoolNone is the SpoolDir that keeps the spool in memory only.
+const SpoolNone = "none"
+
+func (a *Audit) applyDefaults(dataDir string) {
 	def(&a.Mode, "buffered")
+	def(&a.SpoolDir, filepath.Join(dataDir, "spool"))
 	def(&a.SpoolEvents, 100000)
 	def(&a.SpoolBytes, 256<<20)
 	def(&a.SpoolWait, 5*time.Second)

@@ -111,7 +111,7 @@ func (c *Config) ApplyDefaults() {
 	c.NATS.applyDefaults()
 	c.Identity.applyDefaults()
 	c.Proxy.applyDefaults(c.DataDir)
-	c.Audit.applyDefaults()
+	c.Audit.applyDefaults(c.DataDir)
 	c.ClickHouse.applyDefaults()
 	c.Ingest.applyDefaults()
 	c.Query.applyDefaults()

@@ -72,6 +72,8 @@ type Problem struct {
 	Seq     uint64 `json:"seq,omitempty"`
 	Kind    string `json:"kind"` // missing, reordered, altered, duplicate, unsealed, bad_seal (truncated: see query.Verification)
 	Detail  string `json:"detail"`
+	// Query is the statement's number in its session, for a problem of one statement.
+	Query uint64 `json:"query,omitempty"`
 }
 
 // Verify checks one session's events as stored (ordered by sequence number): the chain,

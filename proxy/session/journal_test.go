@@ -1,0 +1,214 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+type allow struct{}
+
+func (allow) Decide(context.Context, *schemas.DecisionRequest) schemas.DecisionReply {
+	return schemas.DecisionReply{Effect: schemas.EffectAllow, Revision: 1}
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func newJournaled(t *testing.T, js jetstream.JetStream, dir string) *Publisher {
+	t.Helper()
+	p := NewPublisher(js, PublisherOptions{Spool: 1000, Wait: time.Second, Linger: time.Hour}, prometheus.NewRegistry(), quiet)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := p.OpenSpool(ctx, dir)
+	require.NoError(t, err)
+	return p
+}
+
+// statements records n answered statements the way the PostgreSQL proxy does: Durable
+// before the completion would go to the client.
+func statements(t *testing.T, s *Session, n int) {
+	ctx := context.Background()
+	for i := range n {
+		q := s.OnQuery(ctx, "select "+string(rune('a'+i%26)), "simple", "")
+		require.True(t, q.Decision.Allowed(), q.Decision.Reason)
+		r := s.NewResult(q)
+		r.Columns([]schemas.Column{{Name: "v", TypeOID: 25}})
+		r.Row([][]byte{[]byte("x")})
+		r.Tag("SELECT 1")
+		r.Done("ok")
+		require.NoError(t, s.Durable(ctx))
+	}
+}
+
+func segments(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, segmentPrefix+"*"+segmentSuffix))
+	require.NoError(t, err)
+	return m
+}
+
+// readTrail reads every event of a session from GH_AUDIT, deduplicated by id (the audit
+// store keeps one event per id), in sequence order.
+func readTrail(t *testing.T, b *bus.Bus, session string, want int) []schemas.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		c, err := b.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.SubjectAudit + ".demo." + session + ".>"}})
+		require.NoError(t, err)
+		seen := map[string]bool{}
+		bySeq := map[uint64]schemas.Event{}
+		for {
+			m, err := c.Next(jetstream.FetchMaxWait(300 * time.Millisecond))
+			if err != nil {
+				break
+			}
+			data, err := bus.AuditData(m.Headers(), m.Data())
+			require.NoError(t, err)
+			for _, line := range bytes.Split(data, []byte{'\n'}) {
+				var e schemas.Event
+				require.NoError(t, json.Unmarshal(line, &e))
+				if !seen[e.ID] {
+					seen[e.ID] = true
+					bySeq[e.Seq] = e
+				}
+			}
+		}
+		if len(bySeq) >= want || ctx.Err() != nil {
+			out := make([]schemas.Event, 0, len(bySeq))
+			for i := uint64(1); i <= uint64(len(bySeq)); i++ {
+				e, ok := bySeq[i]
+				require.True(t, ok, "event %d of %d missing", i, len(bySeq))
+				out = append(out, e)
+			}
+			require.GreaterOrEqual(t, len(out), want)
+			return out
+		}
+	}
+}
+
+// A process whose JetStream never acknowledges anything dies (its journal's lock is let
+// go, its goroutines never publish): every event of every statement it answered is in its
+// journal, and the next process on the directory publishes them — a whole chain — before
+// it serves, then removes the segments.
+func TestJournalKeepsWhatADeadProcessAnswered(t *testing.T) {
+	b := bustest.Connect(t)
+	dir := t.TempDir()
+
+	// The dead process: a NATS server without the audit stream, so nothing is acknowledged.
+	nc, err := nats.Connect(bustest.StartServer(t))
+	require.NoError(t, err)
+	defer nc.Close()
+	deadJS, err := jetstream.New(nc)
+	require.NoError(t, err)
+	dead := newJournaled(t, deadJS, dir)
+	id := &identity.Identity{}
+	id.Subject = "svc-orders"
+	s := New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, dead, allow{}, Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64})
+	require.NoError(t, s.Start(context.Background(), &schemas.SessionStart{Protocol: "postgres"}))
+	statements(t, s, 100)
+	require.NotEmpty(t, segments(t, dir))
+	_ = dead.journal.lock.Close() // the process is gone: its lock with it
+
+	// A record the dead process was writing when it died: torn, never acknowledged.
+	seg := segments(t, dir)
+	f, err := os.OpenFile(seg[len(seg)-1], os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.Write([]byte{0x31, 0x53, 0x48, 0x47, 0xff, 0, 0, 0, 1, 2})
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	next := newJournaled(t, b.JS, dir)
+	defer next.Close(context.Background())
+	evs := readTrail(t, b, s.ID, 1+100*4)
+	require.Len(t, evs, 1+100*4, "session.start and four events per statement")
+	require.NoError(t, schemas.VerifyChain(evs))
+	require.Empty(t, segments(t, dir), "segments are removed once JetStream has them")
+}
+
+func TestJournalDirectoryIsLocked(t *testing.T) {
+	b := bustest.Connect(t)
+	dir := t.TempDir()
+	p := newJournaled(t, b.JS, dir)
+	defer p.Close(context.Background())
+	other := NewPublisher(b.JS, PublisherOptions{Spool: 10}, prometheus.NewRegistry(), quiet)
+	_, err := other.OpenSpool(context.Background(), dir)
+	require.ErrorContains(t, err, "in use by another Gatehouse process")
+}
+
+// A journal that cannot be written (the disk is full, here: its directory is gone) refuses
+// statements and makes Durable fail, so the proxy withholds the completion; once it can be
+// written again, statements run.
+func TestJournalThatCannotBeWrittenFailsClosed(t *testing.T) {
+	b := bustest.Connect(t)
+	dir := t.TempDir()
+	p := newJournaled(t, b.JS, dir)
+	defer p.Close(context.Background())
+	id := &identity.Identity{}
+	id.Subject = "svc-orders"
+	s := New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, p, allow{}, Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64})
+	require.NoError(t, s.Start(context.Background(), &schemas.SessionStart{Protocol: "postgres"}))
+	statements(t, s, 3)
+
+	// Full: the current segment refuses writes (a read-only descriptor stands in for ENOSPC).
+	p.journal.mu.Lock()
+	good := p.journal.cur.f
+	ro, err := os.Open(p.journal.cur.path)
+	require.NoError(t, err)
+	p.journal.cur.f = ro
+	p.journal.mu.Unlock()
+	q := s.OnQuery(context.Background(), "select 1", "simple", "")
+	r := s.NewResult(q)
+	r.Done("ok")
+	require.ErrorContains(t, s.Durable(context.Background()), "audit spool: write")
+
+	p.journal.mu.Lock()
+	p.journal.cur.f = good
+	p.journal.mu.Unlock()
+	_ = ro.Close()
+	statements(t, s, 3)
+	require.NoError(t, s.End(context.Background(), "client_closed", nil, 0, 0))
+	evs := readTrail(t, b, s.ID, 1+6*4+3+1) // the refused one has no result
+	require.NoError(t, schemas.VerifyChain(evs))
+	require.NoError(t, p.Close(context.Background()))
+	require.Empty(t, segments(t, dir), "a clean stop leaves no segment")
+}
+
+func TestParseRecordRefusesDamage(t *testing.T) {
+	j := &journal{dir: t.TempDir(), log: quiet}
+	seg, err := j.write("gh.audit.demo.s.", "batch", []byte("0190-id"), []byte(`{"a":1}`+"\n"+`{"b":2}`))
+	require.NoError(t, err)
+	raw, err := os.ReadFile(seg.path)
+	require.NoError(t, err)
+	r, n, ok := parseRecord(raw)
+	require.True(t, ok)
+	require.Equal(t, len(raw), n)
+	require.Equal(t, record{subject: "gh.audit.demo.s.batch", id: "0190-id", data: []byte(`{"a":1}` + "\n" + `{"b":2}`)}, r)
+	for i := range raw {
+		bad := bytes.Clone(raw)
+		bad[i] ^= 0x40
+		_, _, ok := parseRecord(bad)
+		require.False(t, ok, "a flipped bit at %d must be refused", i)
+	}
+	for i := range len(raw) {
+		_, _, ok := parseRecord(raw[:i])
+		require.False(t, ok, "a record cut at %d must be refused", i)
+	}
+}
