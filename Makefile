@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/gatehouse
 PKGS    := ./... ./schemas/...
 
-.PHONY: dev test build deps test-deps generate bench bench-http fuzz-policy kube-fixture console-assets clean
+.PHONY: dev test build deps test-deps generate bench bench-http fuzz-policy kube-fixture helm-fixture console-assets clean
 
 ## dev: install what running needs when missing, build, and run Gatehouse locally with a demo
 dev: deps build
@@ -14,6 +14,7 @@ test: test-deps
 	@# Kubernetes' binaries first, outside go test's timeout (a cold build takes 10-20 minutes);
 	@# on failure the localkube tests say why (and skip when there is no module proxy).
 	-@$(MAKE) --no-print-directory kube-fixture
+	-@$(MAKE) --no-print-directory helm-fixture
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(GO) test -race -count=1 -timeout 10m ./proxy/...
@@ -57,6 +58,11 @@ generate:
 ## etcd and a fake kubelet, from the Go module proxy, into GATEHOUSE_CACHE/kube (default ~/.cache/gatehouse/kube)
 kube-fixture:
 	$(GO) run ./services/dev/localkube/cmd/build
+
+## helm-fixture: build once (or find in the cache) the Helm command the chart's test renders and lints
+## deploy/helm/gatehouse with, from the Go module proxy, into GATEHOUSE_CACHE/helm (default ~/.cache/gatehouse/helm)
+helm-fixture:
+	$(GO) run ./services/dev/localhelm/cmd/build
 
 ## console-assets: the web console's vendored packages (query/console/ui/package-lock.json): npm ci, then copy
 ## the terminal player (JS bundle, CSS, licence) into query/console/web/vendor and axe-core into query/console/testdata;
