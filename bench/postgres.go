@@ -52,6 +52,9 @@ type Options struct {
 	Floor bool
 	// Linger is Gatehouse's audit.linger (0: the default).
 	Linger time.Duration
+	// MemorySpool also measures a second Gatehouse whose spool is in memory only
+	// (audit.spool_dir: none): the cost of the crash-safe journal is the difference.
+	MemorySpool bool
 	Log    *slog.Logger
 	Out    io.Writer
 }
@@ -133,13 +136,22 @@ func Postgres(ctx context.Context, o Options) ([]Result, error) {
 	}
 
 	fmt.Fprintln(o.Out, "starting Gatehouse (embedded NATS, policy, proxy) ...")
-	gw, err := startGateway(ctx, work, pg, o.Linger, o.Log)
+	gw, err := startGateway(ctx, work, "gatehouse", pg, o.Linger, o.Log)
 	if err != nil {
 		return nil, err
 	}
 	defer gw.stop()
 	self := func() (time.Duration, error) { return localdb.ProcCPUTime(os.Getpid()) }
 	targets = append(targets, target{"gatehouse:bench", gw.port, "bench-svc", gw.token, self, gw.audit})
+	if o.MemorySpool {
+		fmt.Fprintln(o.Out, "starting a second Gatehouse with its spool in memory only ...")
+		mem, err := startGateway(ctx, work, "gatehouse-memspool", pg, o.Linger, o.Log)
+		if err != nil {
+			return nil, err
+		}
+		defer mem.stop()
+		targets = append(targets, target{"gh-memspool:bench", mem.port, "bench-svc", mem.token, self, mem.audit})
+	}
 	if o.Strict {
 		targets = append(targets, target{"gatehouse-strict:bench-strict", gw.port, "bench-svc", gw.token, self, gw.audit})
 	}
@@ -359,13 +371,18 @@ type gateway struct {
 // issuer and the PostgreSQL proxy, with an allow-reads policy for the bench identity, a
 // mask rule on a column pgbench does not read, and audit events published to JetStream
 // (buffered for "bench", strict for "bench-strict").
-func startGateway(ctx context.Context, work string, pg *localdb.Postgres, linger time.Duration, log *slog.Logger) (*gateway, error) {
+func startGateway(ctx context.Context, work, name string, pg *localdb.Postgres, linger time.Duration, log *slog.Logger) (*gateway, error) {
 	pw := filepath.Join(work, "bench-password")
 	if err := os.WriteFile(pw, []byte(benchPass), 0o600); err != nil {
 		return nil, err
 	}
+	spool := ""
+	if name == "gatehouse-memspool" {
+		spool = "audit: {spool_dir: none}"
+	}
 	yaml := fmt.Sprintf(`
-data_dir: %[1]s/gatehouse
+data_dir: %[1]s/%[4]s
+%[5]s
 log: {level: warn}
 server: {http_listen: "127.0.0.1:0"}
 identity: {dev_issuer: true}
@@ -382,7 +399,7 @@ policies:
       # Masking is active on a column pgbench -S does not read: every statement is decided
       # "mask", and its results are checked column by column.
       - {name: mask-filler, effect: mask, when: "true", mask: {columns: [pgbench_accounts.filler], method: redact}}
-`, work, pg.Addr(), pw)
+`, work, pg.Addr(), pw, name, spool)
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		return nil, err

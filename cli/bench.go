@@ -35,6 +35,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	scale := fs.Int("scale", 10, "pgbench scale factor")
 	noBouncer := fs.Bool("no-pgbouncer", false, "skip PgBouncer")
 	noStrict := fs.Bool("no-strict", false, "skip Gatehouse in strict audit mode")
+	memSpool := fs.Bool("memory-spool", false, "also measure a second Gatehouse whose audit spool is in memory only (audit.spool_dir: none): the crash-safe journal's cost")
 	floor := fs.Bool("floor", false, "also measure a bare Go relay (goroutine pair per session, no parsing, no audit): the floor for a Go proxy")
 	idle := fs.Int("idle-sessions", 0, "also hold this many idle sessions through Gatehouse and report memory per session")
 	asJSON := fs.Bool("json", false, "print the results as JSON after the table")
@@ -66,7 +67,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	res, err := bench.Postgres(ctx, bench.Options{Duration: *duration, Modes: strings.Split(*modes, ","), Clients: cs, Scale: *scale,
-		PgBouncer: !*noBouncer, Strict: !*noStrict, Floor: *floor, IdleSessions: *idle, HeapProfile: *heapProfile, Linger: *linger, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
+		PgBouncer: !*noBouncer, Strict: !*noStrict, Floor: *floor, IdleSessions: *idle, HeapProfile: *heapProfile, Linger: *linger, MemorySpool: *memSpool, Log: NewLogger(config.Log{Level: "warn"}, stderr), Out: stdout})
 	if err != nil {
 		return err
 	}

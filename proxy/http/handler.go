@@ -311,7 +311,7 @@ func (s *Server) answer(w http.ResponseWriter, x *exchange, p problem, status st
 	x.cs.sess.Record(&schemas.HttpBody{QueryID: x.QueryID, Data: string(b)})
 	x.cs.sess.Record(&schemas.HttpDone{QueryID: x.QueryID, Status: status, Code: uint32(p.Status), Error: p.Detail,
 		BytesOut: uint64(len(b)), BytesRecorded: uint64(len(b)), DurationUS: uint64(time.Since(x.start).Microseconds())})
-	_ = x.cs.sess.Flush(context.WithoutCancel(x.Request.Context()))
+	_ = x.cs.sess.Durable(context.WithoutCancel(x.Request.Context()))
 }
 
 // early refuses a request of a session before any decision: it is recorded as a request

@@ -177,7 +177,7 @@ func (s *Server) done(x *exchange) {
 		BytesOut: x.out, BytesRecorded: recorded, Masked: masked, Exit: exit,
 		DurationUS: uint64(time.Since(x.start).Microseconds())})
 	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = x.cs.sess.Flush(fctx)
+	_ = x.cs.sess.Durable(fctx)
 	cancel()
 }
 

@@ -414,7 +414,7 @@ func (s *Session) Durable(ctx context.Context) error {
 		return s.Flush(ctx)
 	}
 	if s.pub.journal == nil {
-		return nil
+		return s.flushSoon()
 	}
 	s.enc.Lock()
 	defer s.enc.Unlock()

@@ -208,7 +208,7 @@ func (ch *channel) finish() {
 	ch.c.sess.Record(&schemas.SshExit{QueryID: id, Channel: ch.n, Ended: ended, ExitStatus: status, ExitSignal: signal,
 		BytesIn: in, StdinSha256: ch.rec.stdinSum(), BytesOut: out, DurationUS: uint64(time.Since(ch.start).Microseconds())})
 	fctx, cancel := context.WithTimeout(context.Background(), flushWait)
-	_ = ch.c.sess.Flush(fctx)
+	_ = ch.c.sess.Durable(fctx)
 	cancel()
 }
 
