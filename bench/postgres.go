@@ -55,8 +55,8 @@ type Options struct {
 	// MemorySpool also measures a second Gatehouse whose spool is in memory only
 	// (audit.spool_dir: none): the cost of the crash-safe journal is the difference.
 	MemorySpool bool
-	Log    *slog.Logger
-	Out    io.Writer
+	Log         *slog.Logger
+	Out         io.Writer
 }
 
 // Result is one pgbench run.
