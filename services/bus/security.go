@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -155,7 +156,11 @@ func checkCreds(file string) error {
 	if err != nil {
 		return fmt.Errorf("credentials_file: %w", err)
 	}
-	if _, err := nkeys.ParseDecoratedJWT(b); err != nil {
+	tok, err := nkeys.ParseDecoratedJWT(b)
+	if err == nil {
+		_, err = jwt.DecodeUserClaims(tok)
+	}
+	if err != nil {
 		return fmt.Errorf("credentials_file %s: no user JWT in it: %v", file, err)
 	}
 	if _, err := nkeys.ParseDecoratedNKey(b); err != nil {
