@@ -395,7 +395,7 @@ func (a *App) publisherService() *Service {
 				key = k
 			}
 			a.pub = session.NewPublisher(a.bus.JS, session.PublisherOptions{Spool: a.cfg.Audit.SpoolEvents,
-				SpoolBytes: a.cfg.Audit.SpoolBytes, Wait: a.cfg.Audit.SpoolWait, Linger: a.cfg.Audit.Linger, SealKey: key}, a.reg, a.component("publisher"))
+				SpoolBytes: a.cfg.Audit.SpoolBytes, Wait: a.cfg.Audit.SpoolWait, Linger: a.cfg.Audit.Linger, SealKey: key, OfflineLimit: a.cfg.Audit.OfflineLimit}, a.reg, a.component("publisher"))
 			if dir := a.cfg.Audit.SpoolDir; dir != config.SpoolNone {
 				// What a killed predecessor left is published before the proxies serve and
 				// before its gateway key goes (the sweeper then ends its sessions after it).

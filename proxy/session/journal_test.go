@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -211,4 +212,42 @@ func TestParseRecordRefusesDamage(t *testing.T) {
 		_, _, ok := parseRecord(raw[:i])
 		require.False(t, ok, "a record cut at %d must be refused", i)
 	}
+}
+
+// A proxy cut off from JetStream (here: a server without the audit stream, so nothing is
+// acknowledged) keeps the sessions it has, refuses new ones once an event has waited past
+// the offline limit, and admits them again once JetStream takes the spool.
+func TestOfflineLimitRefusesNewSessions(t *testing.T) {
+	url := bustest.StartServer(t)
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	p := NewPublisher(js, PublisherOptions{Spool: 1000, Wait: time.Second, OfflineLimit: 300 * time.Millisecond}, prometheus.NewRegistry(), quiet)
+	id := &identity.Identity{}
+	id.Subject = "svc-orders"
+	open := func() (*Session, error) {
+		s := New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, p, allow{}, Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64})
+		return s, s.Start(context.Background(), &schemas.SessionStart{Protocol: "postgres"})
+	}
+	s, err := open()
+	require.NoError(t, err, "nothing has waited yet")
+	require.Eventually(t, func() bool {
+		_, err := open()
+		return errors.Is(err, ErrOffline)
+	}, 30*time.Second, 20*time.Millisecond, "new sessions are refused once an event waited past the limit")
+	_, err = open()
+	require.ErrorContains(t, err, "audit.offline_limit")
+	statements(t, s, 2) // the open session goes on
+
+	// The link returns: JetStream takes the spool, sessions are admitted again.
+	b := bustest.ConnectURL(t, url)
+	require.Eventually(t, func() bool { _, err := open(); return err == nil }, 30*time.Second, 50*time.Millisecond)
+	require.NoError(t, s.End(context.Background(), "client_closed", nil, 0, 0))
+	evs := readTrail(t, b, s.ID, 1+2*4+1)
+	require.NoError(t, schemas.VerifyChain(evs))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Close(ctx))
 }

@@ -38,7 +38,9 @@ type Publisher struct {
 	gateway  string        // the boot id of this gateway process, named in every session.start
 	maxBytes int64         // bound on the bytes spooled
 	sealKey  *seal.Key
-	journal  *journal     // the crash-safe copy of the spool (nil: memory only)
+	journal  *journal // the crash-safe copy of the spool (nil: memory only)
+	offline  time.Duration
+	waiting  atomic.Int64 // since when (unix ns) the oldest message has waited for its ack; 0: none
 	bytes    atomic.Int64 // bytes spooled: enqueued and not yet acknowledged
 	mu       sync.RWMutex // guards closed against sends on queue
 	closed   bool
@@ -65,6 +67,7 @@ type pending struct {
 	msg     *nats.Msg  // as sent (compressed), for retries
 	wire    []byte     // the compressed data's buffer; back to its pool once acknowledged
 	segs    []segRef   // the journal records that hold its events, acknowledged with it
+	at      int64      // when it was spooled (unix ns)
 }
 
 type inflight struct {
@@ -80,6 +83,9 @@ type PublisherOptions struct {
 	Wait       time.Duration // how long a statement waits for room before it is refused
 	Linger     time.Duration // how long a buffered session's events may wait to share a message (0: not at all)
 	SealKey    *seal.Key     // signs every session's chain at its end (nil: sessions are not sealed)
+	// OfflineLimit refuses new sessions once a message has waited this long for JetStream
+	// (a proxy cut off from NATS; 0: no limit but the spool's size).
+	OfflineLimit time.Duration
 }
 
 // SetGateway names the gateway process (its boot id) in every session.start (before any).
@@ -90,7 +96,7 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions, reg prometheus.Reg
 	if o.SpoolBytes <= 0 {
 		o.SpoolBytes = 256 << 20
 	}
-	p := &Publisher{js: js, log: log, wait: o.Wait, linger: o.Linger, maxBytes: int64(o.SpoolBytes), sealKey: o.SealKey,
+	p := &Publisher{js: js, log: log, wait: o.Wait, linger: o.Linger, maxBytes: int64(o.SpoolBytes), sealKey: o.SealKey, offline: o.OfflineLimit,
 		queue:    make(chan *pending, o.Spool),
 		inflight: make(chan inflight, 4096),
 		done:     make(chan struct{}),
@@ -110,6 +116,7 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions, reg prometheus.Reg
 // enqueue adds a message to the spool. When the spool is full it waits up to the
 // configured time for room (backpressure on the statement), then refuses.
 func (p *Publisher) enqueue(pe *pending) error {
+	pe.at = time.Now().UnixNano()
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -148,8 +155,28 @@ func (p *Publisher) accept(pe *pending) {
 	p.bytes.Add(pe.size)
 }
 
+// ErrOffline refuses new sessions while JetStream has not acknowledged anything for longer
+// than the offline limit.
+var ErrOffline = errors.New("audit trail unreachable")
+
+// admit says whether a new session may start: not while the spool's oldest message has
+// waited for JetStream longer than the offline limit (fail closed; the sessions already
+// open go on until the spool is full).
+func (p *Publisher) admit() error {
+	since := p.waiting.Load()
+	if p.offline <= 0 || since == 0 {
+		return nil
+	}
+	if waited := time.Since(time.Unix(0, since)); waited > p.offline {
+		return fmt.Errorf("%w: JetStream has acknowledged nothing for %s (audit.offline_limit %s); new sessions are refused until it does",
+			ErrOffline, waited.Round(time.Second), p.offline)
+	}
+	return nil
+}
+
 // tryEnqueue adds a message to the spool if there is room now.
 func (p *Publisher) tryEnqueue(pe *pending) error {
+	pe.at = time.Now().UnixNano()
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -222,6 +249,7 @@ func (p *Publisher) send() {
 func (p *Publisher) confirm() {
 	defer close(p.done)
 	for in := range p.inflight {
+		p.waiting.Store(in.p.at)
 		err := in.err
 		if err == nil {
 			select {
@@ -263,6 +291,7 @@ func (p *Publisher) confirm() {
 				p.published.WithLabelValues(c.t).Add(float64(c.n))
 			}
 		}
+		p.waiting.Store(0)
 		if in.p.ack != nil {
 			in.p.ack <- err
 		}

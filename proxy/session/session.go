@@ -452,6 +452,9 @@ type eventBatch struct {
 
 // Start emits session.start.
 func (s *Session) Start(ctx context.Context, p *schemas.SessionStart) error {
+	if err := s.pub.admit(); err != nil {
+		return err
+	}
 	p.AuditMode = s.Resource.Audit
 	p.Gateway = s.pub.gateway
 	return s.Emit(ctx, p)

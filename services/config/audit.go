@@ -23,6 +23,11 @@ type Audit struct {
 	// memory only (faster by a write per statement; a crash loses what JetStream had not
 	// acknowledged).
 	SpoolDir string `yaml:"spool_dir"`
+	// OfflineLimit refuses new sessions once an event has waited this long for JetStream
+	// (a proxy cut off from NATS, e.g. in a remote network): the sessions already open go
+	// on until the spool is full, and the spool catches up when the link returns. Default
+	// 1m; negative leaves only the spool's size as the bound.
+	OfflineLimit time.Duration `yaml:"offline_limit"`
 	// SpoolWait is how long a statement may wait for room in a full spool before it is
 	// refused (backpressure for bursts such as huge pipelines).
 	SpoolWait time.Duration `yaml:"spool_wait"`
@@ -65,6 +70,7 @@ func (a *Audit) applyDefaults(dataDir string) {
 	def(&a.SpoolEvents, 100000)
 	def(&a.SpoolBytes, 256<<20)
 	def(&a.SpoolWait, 5*time.Second)
+	def(&a.OfflineLimit, time.Minute)
 	def(&a.Linger, 5*time.Millisecond)
 	def(&a.ResultChunkBytes, 64<<10)
 	def(&a.MaxResultBytes, 1<<20)
