@@ -199,11 +199,11 @@ func connectHint(err error, s Security) string {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
 		return " (check nats.credentials_file, nats.nkey_file or nats.user and nats.password_file)"
 	case strings.Contains(err.Error(), "certificate required"), strings.Contains(err.Error(), "bad certificate"):
-		return " (the server wants a client certificate it trusts: set nats.tls.cert_file and nats.tls.key_file)"
+		return " (the server wants a client certificate signed by a CA the server trusts: set nats.tls.cert_file and nats.tls.key_file)"
 	case strings.Contains(err.Error(), "tls") && s.TLS.CertFile == "":
 		// A server that requires a client certificate closes the connection after the
 		// handshake of a client without one; TLS 1.3 gives no better reason.
-		return " (the server closed the TLS connection: if it requires mutual TLS, set nats.tls.cert_file and nats.tls.key_file)"
+		return " (the server closed the TLS connection: if it requires mutual TLS, set nats.tls.cert_file and nats.tls.key_file, signed by a CA the server trusts)"
 	case strings.Contains(err.Error(), "tls"):
 		return " (the server closed the TLS connection: is nats.tls.cert_file signed by a CA the server trusts?)"
 	}

@@ -110,12 +110,12 @@ func TestTLS(t *testing.T) {
 
 	_, err = connect(bus.Security{TLS: bus.TLS{CAFile: ca.file}}, url)
 	require.Error(t, err, "mutual TLS: no client certificate, no connection")
-	require.ErrorContains(t, err, "set nats.tls.cert_file and nats.tls.key_file")
+	require.ErrorContains(t, err, "nats.tls.cert_file and nats.tls.key_file")
 
 	// A client certificate from another CA is refused by the server.
 	otherCert, otherKey := other.issue(t, "intruder", false)
 	_, err = connect(bus.Security{TLS: bus.TLS{CAFile: ca.file, CertFile: otherCert, KeyFile: otherKey}}, url)
-	require.ErrorContains(t, err, "signed by a CA the server trusts")
+	require.ErrorContains(t, err, "a CA the server trusts")
 
 	_, err = connect(bus.Security{}, "nats://"+url[len("tls://"):])
 	require.Error(t, err)
