@@ -251,3 +251,21 @@ func TestOfflineLimitRefusesNewSessions(t *testing.T) {
 	defer cancel()
 	require.NoError(t, p.Close(ctx))
 }
+
+func BenchmarkJournalWrite(b *testing.B) {
+	j, _, err := openJournal(b.TempDir(), quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.close()
+	data := bytes.Repeat([]byte("x"), 700)
+	id := []byte("01a23c43-e971-7add-9240-2f1eacf693de")
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		seg, err := j.write("gh.audit.demo.01a23c43-e971-7add-9240-2f1eacf693de.", "batch", id, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		seg.ack(1)
+	}
+}
