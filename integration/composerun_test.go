@@ -72,6 +72,7 @@ func TestComposeRuns(t *testing.T) {
 		svc      composeService
 		cfg      *config.Config
 		listens  map[string]string // container port → local address
+		httpPort string            // the container port of server.http_listen
 		httpBase string
 	}
 	var names []string
@@ -177,6 +178,9 @@ func TestComposeRuns(t *testing.T) {
 		}
 		for _, l := range listeners(composeCfg, svc.targets()) {
 			port, _ := portOf(t, l.addr)
+			if l.key == "server.http_listen" {
+				r.httpPort = port
+			}
 			require.Contains(t, []string{ports[name]["http"], ports[name]["postgres"]}, test[l.key],
 				"service %s: %s does not follow %s or %s, so the test cannot run it beside the others", name, l.key, envHTTP, envPGListen)
 			r.listens[port] = test[l.key]
@@ -189,6 +193,7 @@ func TestComposeRuns(t *testing.T) {
 
 	// Published ports: each reaches a listener the service really opens.
 	published := map[string]string{} // host port → local address
+	publishedHTTP := map[string]string{}
 	for _, r := range runs {
 		for _, p := range r.svc.Ports {
 			pp := parsePort(t, p)
@@ -198,15 +203,19 @@ func TestComposeRuns(t *testing.T) {
 			require.NoError(t, err, "service %s publishes %s, but nothing listens", r.name, p)
 			c.Close()
 			published[pp.hostPort] = addr
+			if pp.containerPort == r.httpPort {
+				publishedHTTP[pp.hostPort] = addr
+			}
 		}
 	}
-	// apiAt finds the published port that serves a route (401 without a token: it exists and
-	// wants one; a port without it answers 404).
+	// apiAt finds the published HTTP port that serves a route (401 without a token: it exists
+	// and wants one; a port without it answers 404).
+	client := &http.Client{Timeout: 10 * time.Second}
 	apiAt := func(method, path string) string {
-		for _, addr := range published {
+		for _, addr := range publishedHTTP {
 			req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, strings.NewReader("{}"))
 			require.NoError(t, err)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				continue
 			}
