@@ -153,19 +153,25 @@ func TestComposeRuns(t *testing.T) {
 			}
 		}
 	}
-	var runs []*running
 	for _, name := range names {
-		svc := compose.Services[name]
-		argv, env, cfg := command(name, svc)
-		if oneShot[name] {
-			for range 2 { // the second start (docker compose up again) must succeed too
-				cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-				cmd.Env = append(os.Environ(), env...)
-				out, err := cmd.CombinedOutput()
-				require.NoError(t, err, "one-shot service %s: %s", name, out)
-			}
+		if !oneShot[name] {
 			continue
 		}
+		argv, env, _ := command(name, compose.Services[name])
+		for range 2 { // the second start (docker compose up again) must succeed too
+			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+			cmd.Env = append(os.Environ(), env...)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "one-shot service %s: %s", name, out)
+		}
+	}
+	var runs []*running
+	for _, name := range names {
+		if oneShot[name] {
+			continue
+		}
+		svc := compose.Services[name]
+		argv, env, cfg := command(name, svc)
 		require.NotNil(t, cfg, "service %s runs no config", name)
 		require.Equal(t, binary, argv[0], "service %s does not run the image's gatehouse", name)
 		startProcess(t, env, argv[1:]...)
