@@ -172,9 +172,37 @@ func TestPermissionsRefuseWhatAProxyMayNotDo(t *testing.T) {
 		require.ErrorIs(t, err, nats.ErrPermissionViolation, "subscribing to %s", subject)
 	}
 
-	// The notifier asks the approvals service to decide; it may not record a decision.
+	// The notifier reads GH_APPROVALS and asks the approvals service to decide; it may not
+	// record a decision.
 	notifier, err := connectAs(t, url, keys, "notifier", true)
 	require.NoError(t, err)
+	oc, err := notifier.JS.OrderedConsumer(ctx, bus.StreamApprovals, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	first, err := oc.Next(jetstream.FetchMaxWait(5 * time.Second))
+	require.NoError(t, err)
+	require.Equal(t, bus.ApprovalSubject("a1", schemas.TypeApprovalRequested), first.Subject())
+	asub, err := approvals.NC.QueueSubscribe(schemas.SubjectApprovalDecide, "approvals", func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
+	require.NoError(t, err)
+	require.NoError(t, approvals.NC.Flush())
+	reply, err = notifier.NC.Request(schemas.SubjectApprovalDecide, []byte(`{}`), 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ok", string(reply.Data))
+	require.NoError(t, asub.Unsubscribe())
+
+	// A sink consumes GH_AUDIT with a durable consumer of its own.
+	sinks, err := connectAs(t, url, keys, "sinks", true)
+	require.NoError(t, err)
+	cons, err := sinks.JS.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{Durable: "sink-siem", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	for m := range batch.Messages() {
+		require.NoError(t, m.DoubleAck(ctx))
+	}
+	require.NoError(t, batch.Error())
+	_, err = sinks.JS.Publish(short(), bus.AuditSubject("demo", "s2", "db.query"), []byte(`{}`))
+	refused("a sink publishing an event", err)
+
 	_, err = notifier.JS.Publish(short(), bus.ApprovalSubject("a2", schemas.TypeApprovalDecided), []byte(`{}`))
 	refused("the notifier publishing approval.decided", err)
 }
