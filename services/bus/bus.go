@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -111,6 +112,12 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w%s", redactURLs(url), err, connectHint(err, opts.Security))
 	}
+	if !opts.Security.Empty() {
+		if err := checkInbox(nc); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
@@ -122,6 +129,25 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 		return nil, err
 	}
 	return b, nil
+}
+
+// checkInbox makes sure replies can reach this connection: with least-privilege users
+// each may subscribe to its own inbox prefix only, and a wrong nats.inbox_prefix would
+// otherwise show as every request timing out. The server answers a refused subscription
+// before the flush's PONG.
+func checkInbox(nc *nats.Conn) error {
+	sub, err := nc.SubscribeSync(nc.NewRespInbox())
+	if err != nil {
+		return fmt.Errorf("nats inbox: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("nats inbox: %w", err)
+	}
+	if last := nc.LastError(); last != nil && errors.Is(last, nats.ErrPermissionViolation) && strings.Contains(last.Error(), sub.Subject) {
+		return fmt.Errorf("nats.inbox_prefix: these credentials may not receive replies on %s (set the prefix `gatehouse nats config` prints for this component)", sub.Subject)
+	}
+	return nil
 }
 
 func (b *Bus) ensureStreams(ctx context.Context, o Options) error {

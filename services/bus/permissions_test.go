@@ -78,6 +78,10 @@ func TestPermissionsRefuseWhatAProxyMayNotDo(t *testing.T) {
 	require.ErrorContains(t, err, "gatehouse nats provision")
 	t.Logf("refused create after %v: %v", time.Since(start), err)
 
+	// Replies reach a component on its own inbox prefix only: another's is refused at once.
+	_, err = connectAs(t, url, keys, "proxy-postgres", true, nats.CustomInboxPrefix(bus.InboxPrefix("policy")))
+	require.ErrorContains(t, err, "nats.inbox_prefix: these credentials may not receive replies on _INBOX.policy.")
+
 	proxy, err := connectAs(t, url, keys, "proxy-postgres", true, nats.PermissionErrOnSubscribe(true))
 	require.NoError(t, err)
 	policy, err := connectAs(t, url, keys, "policy", true)
