@@ -30,7 +30,7 @@ const chartDir = "../deploy/helm/gatehouse"
 // values, with the NATS dependency off (an external NATS), and with secrets, TLS and
 // replicas set, and checks what was rendered: every enabled target has a Deployment running
 // it with its replicas, its container ports are the listeners its config opens, Services
-// point at ports that exist, the config in the ConfigMap passes Gatehouse's validation with
+// point at ports that exist, disruption budgets select their Deployment's pods, the config in the ConfigMap passes Gatehouse's validation with
 // the environment the pods get, no secret value is in a ConfigMap, and the services that
 // seal mount the signing key where the config says. Helm is built from the Go module proxy
 // once (localhelm); the test skips only when the proxy cannot be reached. The NATS chart
@@ -65,6 +65,7 @@ func TestHelmChart(t *testing.T) {
 		out := run("template", "gh", chart, "--namespace", "gatehouse")
 		r := checkRendered(t, out, nil)
 		require.Equal(t, "nats://gh-nats:4222", r.config.NATS.URL, "the NATS chart's client Service")
+		require.Equal(t, 3, r.config.NATS.Replicas, "streams on the NATS chart's three nodes")
 		require.ElementsMatch(t, []string{"policy", "approvals", "notifier", "proxy-postgres", "ingest", "query"}, slices.Collect(maps.Keys(r.deployments)))
 		require.Equal(t, 2, r.deployments["proxy-postgres"].Spec.Replicas)
 	})
@@ -78,6 +79,7 @@ func TestHelmChart(t *testing.T) {
 			"--set-json", `config.resources=[{"name":"orders-db","type":"postgres","postgres":{"address":"orders:5432","database":"orders","user":"gatehouse","password":"${ORDERS_DB_PASSWORD}"}}]`)
 		r := checkRendered(t, out, secrets)
 		require.Equal(t, "nats://nats.example:4222", r.config.NATS.URL)
+		require.Equal(t, 1, r.config.NATS.Replicas, "an external NATS: config.nats.replicas says")
 		require.Equal(t, 5, r.deployments["query"].Spec.Replicas)
 		require.ElementsMatch(t, []string{"dev-issuer", "policy", "approvals", "notifier", "sinks", "proxy-postgres", "proxy-ssh", "proxy-http", "ingest", "query"},
 			slices.Collect(maps.Keys(r.deployments)), "every target")
@@ -214,6 +216,16 @@ func checkRendered(t *testing.T, out string, secrets []string) rendered {
 		b, err := base64.StdEncoding.DecodeString(v)
 		require.NoError(t, err, "Secret %s, %s", name, key)
 		return string(b), true
+	}
+	// A disruption budget selects the pods of its Deployment.
+	for name, pdb := range byKind["PodDisruptionBudget"] {
+		d, ok := byKind["Deployment"][name]
+		require.True(t, ok, "PodDisruptionBudget %s has no Deployment", name)
+		require.Greater(t, d.Spec.Replicas, 1, "PodDisruptionBudget %s for a single copy would block every drain", name)
+		require.NotEmpty(t, pdb.Spec.Selector.MatchLabels, name)
+		for k, v := range pdb.Spec.Selector.MatchLabels {
+			require.Equal(t, v, d.Spec.Template.Metadata.Labels[k], "PodDisruptionBudget %s selects other pods", name)
+		}
 	}
 	r := rendered{deployments: map[string]k8sObject{}}
 	for name, d := range byKind["Deployment"] {

@@ -69,6 +69,11 @@ server:
   http_listen: 0.0.0.0:{{ .Values.ports.http }}
 nats:
   url: {{ include "gatehouse.natsURL" . | quote }}
+  {{- if .Values.nats.enabled }}
+  {{- $cluster := .Values.nats.config.cluster }}
+  # Streams and KV buckets on 3 nodes when the NATS chart runs a cluster of 3 or more.
+  replicas: {{ ternary 3 1 (and $cluster.enabled (ge (int $cluster.replicas) 3)) }}
+  {{- end }}
 proxy:
   postgres:
     listen: 0.0.0.0:{{ .Values.ports.postgres }}
