@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -18,7 +19,8 @@ import (
 )
 
 // The spool's crash-safe half: a journal of append-only segment files in the spool
-// directory. Every message is written to it before it is handed to JetStream, and a
+// directory, each allocated whole (fallocate) and mapped into memory, so that a record is a
+// copy, not a system call. Every message is written to it before it is handed to JetStream, and a
 // statement's events before its client learns that the statement is complete
 // (Session.Durable). A write lands in the page cache, which outlives the process (kill -9,
 // a panic, the OOM killer) though not the machine. A segment is removed once JetStream has
@@ -28,8 +30,9 @@ import (
 //
 // A record is a header — magic, body length, CRC-32C of the body — and a body: the
 // subject (uint16 length), the first event's id (uint8 length) and the events as the
-// message carries them (newline-separated JSON). Records are written one at a time, so a
-// process that dies mid-write leaves at most its last record torn; the replay stops there.
+// message carries them (newline-separated JSON). Records are written one at a time, body
+// first, header last, so a process that dies mid-write leaves at most its last record torn
+// (or no header at all); the replay stops there. The rest of a segment is zeros.
 
 const (
 	journalMagic  = 0x31534847 // "GHS1", little-endian
@@ -37,7 +40,7 @@ const (
 	segmentPrefix = "seg-"
 	segmentSuffix = ".log"
 	// segmentBytes is how large a segment grows before the next record opens another.
-	segmentBytes = 32 << 20
+	segmentBytes = 8 << 20
 	// maxRecordBody bounds a record read back: a message must fit in NATS's max_payload.
 	maxRecordBody = 64 << 20
 )
@@ -51,10 +54,10 @@ type journal struct {
 	lock *os.File
 	log  *slog.Logger
 
-	mu   sync.Mutex // orders writes and rotation
-	cur  *segment
-	next uint64 // the next segment's number
-	buf  []byte // a record being written (under mu)
+	mu      sync.Mutex // orders writes and rotation
+	cur     *segment
+	next    uint64 // the next segment's number
+	segSize int64  // a segment's size (segmentBytes; tests make it smaller)
 }
 
 // segment is one file of the journal.
@@ -62,6 +65,7 @@ type segment struct {
 	j       *journal
 	path    string
 	f       *os.File     // nil for a segment replayed from a previous process
+	mem     []byte       // the file, mapped (MAP_SHARED: what is copied there outlives the process)
 	size    int64        // bytes written (under j.mu)
 	written atomic.Int64 // records written
 	acked   atomic.Int64 // records JetStream has acknowledged
@@ -98,7 +102,7 @@ func openJournal(dir string, log *slog.Logger) (*journal, []string, error) {
 		lock.Close()
 		return nil, nil, fmt.Errorf("audit spool directory: %w", err)
 	}
-	j := &journal{dir: dir, lock: lock, log: log}
+	j := &journal{dir: dir, lock: lock, log: log, segSize: segmentBytes}
 	var old []string
 	for _, e := range entries {
 		var n uint64
@@ -128,52 +132,78 @@ func (j *journal) write(prefix, typ string, id, data []byte) (*segment, error) {
 	if len(prefix)+len(typ) > 0xffff || len(id) > 0xff {
 		return nil, fmt.Errorf("audit spool: subject or id too long")
 	}
+	body := 2 + len(prefix) + len(typ) + 1 + len(id) + len(data)
+	n := int64(recordHeader + body)
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.cur == nil || j.cur.size >= segmentBytes {
+	if n > j.segSize {
+		return nil, fmt.Errorf("audit spool: a message of %d bytes is larger than a segment", n)
+	}
+	if j.cur == nil || j.cur.size+n > j.segSize {
 		if err := j.rotateLocked(); err != nil {
 			return nil, err
 		}
 	}
-	body := 2 + len(prefix) + len(typ) + 1 + len(id) + len(data)
-	b := append(j.buf[:0], make([]byte, recordHeader)...)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(prefix)+len(typ)))
-	b = append(b, prefix...)
-	b = append(b, typ...)
-	b = append(b, byte(len(id)))
-	b = append(b, id...)
-	b = append(b, data...)
-	binary.LittleEndian.PutUint32(b[0:], journalMagic)
-	binary.LittleEndian.PutUint32(b[4:], uint32(body))
-	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[recordHeader:], castagnoli))
-	if cap(b) <= 1<<20 {
-		j.buf = b
-	} else {
-		j.buf = nil
-	}
 	s := j.cur
-	if _, err := s.f.WriteAt(b, s.size); err != nil {
-		// A record written in part must not stay in front of the next one.
-		_ = s.f.Truncate(s.size)
-		return nil, fmt.Errorf("audit spool: write %s: %w", s.path, err)
+	if err := s.copyRecord(prefix, typ, id, data, body); err != nil {
+		return nil, err
 	}
-	s.size += int64(len(b))
+	s.size += n
 	s.written.Add(1)
 	return s, nil
 }
 
-// rotateLocked seals the current segment and opens the next.
+// copyRecord writes a record at the segment's end: body, then header. The segment's blocks
+// are allocated, so the copy cannot run out of space; should the mapping fault anyway
+// (the file truncated under us, an I/O error), the fault is an error, not a crash.
+func (s *segment) copyRecord(prefix, typ string, id, data []byte, body int) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("audit spool: write %s: %v", s.path, r)
+		}
+	}()
+	m := s.mem[s.size : s.size+int64(recordHeader+body)]
+	b := m[recordHeader:]
+	binary.LittleEndian.PutUint16(b, uint16(len(prefix)+len(typ)))
+	k := 2
+	k += copy(b[k:], prefix)
+	k += copy(b[k:], typ)
+	b[k] = byte(len(id))
+	k++
+	k += copy(b[k:], id)
+	copy(b[k:], data)
+	binary.LittleEndian.PutUint32(m[8:], crc32.Checksum(b, castagnoli))
+	binary.LittleEndian.PutUint32(m[4:], uint32(body))
+	binary.LittleEndian.PutUint32(m[0:], journalMagic) // last: the record is whole
+	return nil
+}
+
+// rotateLocked seals the current segment and opens the next, its space allocated up front:
+// a full disk is an error here, where it can be refused, never a fault in a copy.
 func (j *journal) rotateLocked() error {
 	path := filepath.Join(j.dir, fmt.Sprintf("%s%016x%s", segmentPrefix, j.next, segmentSuffix))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("audit spool: new segment: %w", err)
+	}
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return fmt.Errorf("audit spool: new segment %s: %w", path, err)
+	}
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, j.segSize); err != nil {
+		return fail(fmt.Errorf("allocate %d bytes: %w", j.segSize, err))
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, int(j.segSize), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		return fail(fmt.Errorf("map: %w", err))
 	}
 	j.next++
 	if prev := j.cur; prev != nil {
 		prev.seal()
 	}
-	j.cur = &segment{j: j, path: path, f: f}
+	j.cur = &segment{j: j, path: path, f: f, mem: mem}
 	return nil
 }
 
@@ -193,14 +223,23 @@ func (s *segment) removeIfDone() {
 	if !s.sealed.Load() || s.acked.Load() < s.written.Load() || !s.gone.CompareAndSwap(false, true) {
 		return
 	}
-	if s.f != nil {
-		_ = s.f.Close()
-	}
+	s.release()
 	if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.j.log.Warn("cannot remove an acknowledged audit spool segment", "segment", s.path, "err", err)
 	}
 	if s.removed != nil {
 		s.removed()
+	}
+}
+
+// release unmaps and closes the segment's file.
+func (s *segment) release() {
+	if s.mem != nil {
+		_ = syscall.Munmap(s.mem)
+		s.mem = nil
+	}
+	if s.f != nil {
+		_ = s.f.Close()
 	}
 }
 
@@ -214,7 +253,7 @@ func (j *journal) close() {
 	if cur != nil {
 		cur.seal()
 		if !cur.gone.Load() {
-			_ = cur.f.Close()
+			cur.release()
 		}
 	}
 	_ = j.lock.Close()
@@ -228,7 +267,8 @@ type record struct {
 }
 
 // readSegment reads the records of a segment a previous process left. A torn or corrupt
-// record ends the reading: what follows it is reported as dropped bytes.
+// record ends the reading: what follows it is reported as dropped bytes (the zeros of the
+// segment's unused end are not).
 func readSegment(path string) (recs []record, dropped int, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -237,7 +277,11 @@ func readSegment(path string) (recs []record, dropped int, err error) {
 	for off := 0; off < len(b); {
 		r, n, ok := parseRecord(b[off:])
 		if !ok {
-			return recs, len(b) - off, nil
+			rest := b[off:]
+			if i := slices.IndexFunc(rest, func(c byte) bool { return c != 0 }); i < 0 {
+				return recs, 0, nil
+			}
+			return recs, len(rest), nil
 		}
 		recs = append(recs, r)
 		off += n

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,9 +131,9 @@ func TestJournalKeepsWhatADeadProcessAnswered(t *testing.T) {
 
 	// A record the dead process was writing when it died: torn, never acknowledged.
 	seg := segments(t, dir)
-	f, err := os.OpenFile(seg[len(seg)-1], os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(seg[len(seg)-1], os.O_WRONLY, 0)
 	require.NoError(t, err)
-	_, err = f.Write([]byte{0x31, 0x53, 0x48, 0x47, 0xff, 0, 0, 0, 1, 2})
+	_, err = f.WriteAt([]byte{0x31, 0x53, 0x48, 0x47, 0xff, 0, 0, 0, 1, 2}, dead.journal.cur.size)
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 
@@ -154,36 +155,40 @@ func TestJournalDirectoryIsLocked(t *testing.T) {
 	require.ErrorContains(t, err, "in use by another Gatehouse process")
 }
 
-// A journal that cannot be written (the disk is full, here: its directory is gone) refuses
-// statements and makes Durable fail, so the proxy withholds the completion; once it can be
-// written again, statements run.
-func TestJournalThatCannotBeWrittenFailsClosed(t *testing.T) {
-	b := bustest.Connect(t)
+// A journal on a full disk refuses: the statement whose events cannot be written has its
+// completion withheld (Durable fails), and once there is room again statements run and
+// nothing recorded is lost.
+func TestJournalOnAFullDiskFailsClosed(t *testing.T) {
 	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a 1 MiB tmpfs for the spool (needs root): %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	b := bustest.Connect(t)
 	p := newJournaled(t, b.JS, dir)
-	defer p.Close(context.Background())
+	p.journal.segSize = 256 << 10
 	id := &identity.Identity{}
 	id.Subject = "svc-orders"
 	s := New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, p, allow{}, Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64})
 	require.NoError(t, s.Start(context.Background(), &schemas.SessionStart{Protocol: "postgres"}))
 	statements(t, s, 3)
 
-	// Full: the current segment refuses writes (a read-only descriptor stands in for ENOSPC).
+	// The disk fills up; the next record needs a new segment.
+	filler := filepath.Join(dir, "filler")
+	require.NoError(t, os.WriteFile(filler, make([]byte, 700<<10), 0o600))
 	p.journal.mu.Lock()
-	good := p.journal.cur.f
-	ro, err := os.Open(p.journal.cur.path)
-	require.NoError(t, err)
-	p.journal.cur.f = ro
+	p.journal.cur.size = p.journal.segSize
 	p.journal.mu.Unlock()
 	q := s.OnQuery(context.Background(), "select 1", "simple", "")
-	r := s.NewResult(q)
-	r.Done("ok")
-	require.ErrorContains(t, s.Durable(context.Background()), "audit spool: write")
+	s.NewResult(q).Done("ok")
+	require.ErrorContains(t, s.Durable(context.Background()), "no space left on device")
+	_, err := (func() (*Session, error) {
+		n := New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, p, allow{}, Limits{ResultChunkBytes: 1024})
+		return n, n.Start(context.Background(), &schemas.SessionStart{Protocol: "postgres"})
+	})()
+	require.ErrorContains(t, err, "no space left on device", "no new session either")
 
-	p.journal.mu.Lock()
-	p.journal.cur.f = good
-	p.journal.mu.Unlock()
-	_ = ro.Close()
+	require.NoError(t, os.Remove(filler))
 	statements(t, s, 3)
 	require.NoError(t, s.End(context.Background(), "client_closed", nil, 0, 0))
 	evs := readTrail(t, b, s.ID, 1+6*4+3+1) // the refused one has no result
@@ -193,11 +198,12 @@ func TestJournalThatCannotBeWrittenFailsClosed(t *testing.T) {
 }
 
 func TestParseRecordRefusesDamage(t *testing.T) {
-	j := &journal{dir: t.TempDir(), log: quiet}
+	j := &journal{dir: t.TempDir(), log: quiet, segSize: 4096}
 	seg, err := j.write("gh.audit.demo.s.", "batch", []byte("0190-id"), []byte(`{"a":1}`+"\n"+`{"b":2}`))
 	require.NoError(t, err)
 	raw, err := os.ReadFile(seg.path)
 	require.NoError(t, err)
+	raw = raw[:seg.size]
 	r, n, ok := parseRecord(raw)
 	require.True(t, ok)
 	require.Equal(t, len(raw), n)
