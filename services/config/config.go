@@ -134,6 +134,7 @@ func (c *Config) Validate() error {
 	c.Identity.validate("identity", &ck)
 	c.Proxy.validate("proxy", &ck)
 	c.Audit.validate("audit", &ck)
+	c.ClickHouse.validate("clickhouse", &ck)
 	c.Ingest.validate("ingest", &ck)
 	c.Console.validate("console", &ck)
 	// Resources first: policies, grants and tests refer to them by name.
