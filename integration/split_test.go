@@ -25,9 +25,23 @@ func TestSplitProcesses(t *testing.T) {
 	runSplit(t, bustest.StartServer(t), nil)
 }
 
+// TestSplitTwoCopies runs two copies of every component (the dev issuer aside): decisions,
+// approval claims and decisions are answered by either copy of a queue group, the ingest
+// copies share the durable consumer, both sweep and retention is claimed by one; the
+// acceptance sees one deployment, with every event once and every session verified.
+func TestSplitTwoCopies(t *testing.T) {
+	runSplitCopies(t, bustest.StartServer(t), nil, 2)
+}
+
 // runSplit runs the acceptance with every component in its own process against the NATS
 // at natsURL; envFor, when set, adds a target's environment (its NATS credentials).
 func runSplit(t *testing.T, natsURL string, envFor func(target string) []string) {
+	runSplitCopies(t, natsURL, envFor, 1)
+}
+
+// runSplitCopies is runSplit with copies processes of each component; the acceptance
+// talks to the first copy's APIs and PostgreSQL listener.
+func runSplitCopies(t *testing.T, natsURL string, envFor func(target string) []string, copies int) {
 	pg, pwFile := demoPostgres(t)
 	ch := chtest.Start(t)
 	issuerPort, pgPort := freePort(t), freePort(t)
@@ -48,6 +62,7 @@ func runSplit(t *testing.T, natsURL string, envFor func(target string) []string)
 	require.NoError(t, err)
 	dirs := map[string]string{}
 	bases := map[string]string{}
+	var copiesReady []string
 	for _, target := range []string{"dev-issuer", "policy", "approvals", "notifier", "sinks", "proxy-postgres", "proxy-ssh", "ingest", "query"} {
 		port := freePort(t)
 		if target == "dev-issuer" {
@@ -60,6 +75,19 @@ func runSplit(t *testing.T, natsURL string, envFor func(target string) []string)
 			env = append(env, envFor(target)...)
 		}
 		startProcess(t, env, "run", "--config", cfg, "--target="+target)
+		for i := 1; i < copies && target != "dev-issuer"; i++ {
+			extra := freePort(t)
+			env := append(append([]string{}, common...), "GATEHOUSE_HTTP_LISTEN=127.0.0.1:"+extra, "GATEHOUSE_DATA_DIR="+t.TempDir(),
+				"GATEHOUSE_PG_LISTEN=127.0.0.1:"+freePort(t)) // the later setting wins
+			if envFor != nil {
+				env = append(env, envFor(target)...)
+			}
+			startProcess(t, env, "run", "--config", cfg, "--target="+target)
+			copiesReady = append(copiesReady, "http://127.0.0.1:"+extra)
+		}
+	}
+	for _, base := range copiesReady {
+		waitReady(t, base)
 	}
 	for _, base := range bases {
 		waitReady(t, base)
