@@ -50,6 +50,17 @@ DURATION ?= 10m
 fuzz-policy: test-deps
 	GATEHOUSE_FUZZ_SEED=$(SEED) GATEHOUSE_FUZZ_DURATION=$(DURATION) $(GO) test -count=1 -timeout 0 -v -run TestCanaryLeakFuzzer ./integration/
 
+## chaos: the fault-injection suite in full (docs/chaos.md): every component killed in turn, ClickHouse down for a
+## minute, the proxy cut off from NATS past audit.offline_limit, dead and slow SIEM sinks, disk full on the spool, then a
+## soak of SOAK_SESSIONS sessions for SOAK; the report (table, soak.csv, soak.svg) goes to CHAOS_REPORT (default: a temp
+## dir, printed). A bounded version runs in make test.
+SOAK          ?= 10m
+SOAK_SESSIONS ?= 1000
+CHAOS_REPORT  ?=
+chaos: test-deps
+	GATEHOUSE_CHAOS=full GATEHOUSE_CHAOS_SOAK=$(SOAK) GATEHOUSE_CHAOS_SOAK_SESSIONS=$(SOAK_SESSIONS) GATEHOUSE_CHAOS_REPORT=$(CHAOS_REPORT) \
+		$(GO) test -count=1 -timeout 0 -v -run 'TestChaos$$' ./integration/
+
 ## generate: regenerate the contract code and docs from schemas/events.yaml and schemas/messages.yaml
 generate:
 	cd schemas && $(GO) generate ./...

@@ -143,7 +143,7 @@ policies:
 	replace("  - name: demo-orders\n    resources: [demo]\n", "  - name: demo-orders\n    resources: [demo, demo-strict]\n")
 	c += "sinks:\n"
 	for _, name := range []string{"siem-good", "siem-dead", "siem-slow"} {
-		c += fmt.Sprintf("  - {name: %s, type: http, url: %q, batch_size: 200, flush: 200ms}\n", name, sinks[name].URL())
+		c += fmt.Sprintf("  - {name: %s, type: http, url: %q, flush: 200ms}\n", name, sinks[name].URL())
 	}
 	f := filepath.Join(t.TempDir(), "gatehouse-chaos.yaml")
 	require.NoError(t, os.WriteFile(f, []byte(c), 0o644))
