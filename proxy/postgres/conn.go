@@ -203,6 +203,19 @@ func (c *conn) recordEnd(ctx context.Context, cause error) {
 	if errors.Is(cause, io.EOF) || errors.Is(cause, net.ErrClosed) || reason == "shutdown" {
 		cause = nil
 	}
+	// Statements still running as the session ends (revoked, expired, the client gone)
+	// get their completion, interrupted: the trail says how each one ended.
+	c.queue.mu.Lock()
+	var running []*session.Result
+	for _, e := range c.queue.pending {
+		if e.res != nil {
+			running = append(running, e.res)
+		}
+	}
+	c.queue.mu.Unlock()
+	for _, r := range running {
+		r.Done("interrupted")
+	}
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := c.sess.End(ectx, reason, cause, c.bytesIn.Load(), c.bytesOut.Load()); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse/gatehouse/schemas"
@@ -284,6 +285,7 @@ type Result struct {
 	err      *schemas.SQLError
 	masked   []schemas.MaskedCount // this chunk's, by column
 	cut      uint32                // this chunk's values recorded in part
+	done     atomic.Bool           // Done was recorded: a statement has one completion
 }
 
 // NewResult starts recording the results of q.
@@ -393,8 +395,12 @@ func (r *Result) flush() {
 	r.columns, r.rows, r.size = nil, nil, 0
 }
 
-// Done records the end of the statement. status is ok, error, denied or skipped.
+// Done records the end of the statement, once. status is ok, error, denied, skipped, or
+// interrupted (the session ended while the statement ran: revoked, expired, cut off).
 func (r *Result) Done(status string) {
+	if r.done.Swap(true) {
+		return
+	}
 	r.flush()
 	_ = r.s.add(&schemas.DbQueryDone{QueryID: r.q.ID, Status: status, CommandTags: r.tags, Rows: r.total,
 		RowsRecorded: r.recorded, Error: r.err, DurationUS: uint64(time.Since(r.q.start).Microseconds())})
