@@ -101,17 +101,16 @@ func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
 			}
 		},
 	})
-	out = append(out, fault{name: "proxy cut off from NATS", down: o.cut,
-		inject: c.link.Cut, remove: c.link.Restore,
-		check: func(w windowCounts, r *faultResult) {
-			if w.okInsideUncached > 0 {
-				r.fail("fail closed: %d statements that needed a decision were answered while the proxy could not reach NATS", w.okInsideUncached)
-			}
-			if w.okInsideStrict > 0 {
-				r.fail("fail closed: %d strict statements were answered while the proxy could not reach NATS", w.okInsideStrict)
-			}
-		},
-	})
+	failClosed := func(w windowCounts, r *faultResult) {
+		if w.okInsideUncached > 0 {
+			r.fail("fail closed: %d statements that needed a decision were answered while the proxy could not reach NATS", w.okInsideUncached)
+		}
+		if w.okInsideStrict > 0 {
+			r.fail("fail closed: %d strict statements were answered while the proxy could not reach NATS", w.okInsideStrict)
+		}
+	}
+	out = append(out, fault{name: "proxy cut off from NATS (reset)", down: o.cut, inject: c.link.Cut, remove: c.link.Restore, check: failClosed})
+	out = append(out, fault{name: "proxy partitioned from NATS (packets dropped)", down: o.cut, inject: c.link.Stall, remove: c.link.Restore, check: failClosed})
 	for _, s := range []struct{ name, mode string }{{"siem-dead", "dead"}, {"siem-slow", "slow"}} {
 		rx := c.sinks[s.name]
 		var from, to time.Time

@@ -12,7 +12,7 @@ import (
 
 // writeChaosReport writes the run's results as Markdown to report.md in the report
 // directory, and logs the same table.
-func writeChaosReport(t *testing.T, o chaosOptions, results []faultResult, inv *invariants, soak *soakResult, load *chaosLoad) {
+func writeChaosReport(t *testing.T, o chaosOptions, results []faultResult, inv *invariants, soak *soakResult, load *chaosLoad, phases []string) {
 	var b strings.Builder
 	mode := "bounded"
 	if o.full {
@@ -20,7 +20,8 @@ func writeChaosReport(t *testing.T, o chaosOptions, results []faultResult, inv *
 	}
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# Chaos run (%s), %s\n\n", mode, time.Now().UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "Machine: %s, %d CPUs. Load: %d clients (half on demo, buffered; half on demo-strict, strict).\n\n", host, runtime.NumCPU(), len(load.clients))
+	fmt.Fprintf(&b, "Machine: %s, %d CPUs. Load: %d clients (half on demo, buffered; half on demo-strict, strict). Time: %s.\n\n",
+		host, runtime.NumCPU(), len(load.clients), strings.Join(phases, ", "))
 	b.WriteString("| fault | down | ready after | load recovered after | trail in ClickHouse after | answered during (buffered/strict) | refused during (buffered/strict) | connects failed | outcome |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	d := func(x time.Duration) string {

@@ -285,9 +285,12 @@ func (c *chaosCluster) proc(target string) *process {
 // with GATEHOUSE_CHAOS=full (`make chaos`).
 func TestChaos(t *testing.T) {
 	o := chaosOptionsFromEnv(t)
+	began := time.Now()
 	c := startChaosCluster(t)
 	load := startLoad(t, c, o.clients)
 	load.waitAnswered(t, 50, 2*time.Minute)
+	phases := []string{"setup " + time.Since(began).Round(time.Second).String()}
+	mark := time.Now()
 
 	var results []faultResult
 	for _, f := range chaosFaults(c, o) {
@@ -301,12 +304,17 @@ func TestChaos(t *testing.T) {
 		t.Logf("fault %s: %s", f.name, r.summary())
 	}
 	load.stop()
+	phases = append(phases, "faults "+time.Since(mark).Round(time.Second).String())
+	mark = time.Now()
 	inv := checkInvariants(t, c, load)
+	phases = append(phases, "checks "+time.Since(mark).Round(time.Second).String())
 	var soak *soakResult
 	if o.soak > 0 {
+		mark = time.Now()
 		soak = runSoak(t, c, o)
+		phases = append(phases, "soak "+time.Since(mark).Round(time.Second).String())
 	}
-	writeChaosReport(t, o, results, inv, soak, load)
+	writeChaosReport(t, o, results, inv, soak, load, phases)
 	for _, r := range results {
 		require.Empty(t, r.failures, "fault %s", r.name)
 	}

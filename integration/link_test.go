@@ -3,23 +3,28 @@ package integration
 import (
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
 // link is a TCP relay the test controls, put between a process and a server (a proxy and
-// NATS): cut drops every connection through it and refuses new ones, as a lost route
-// does for a client that notices (a reset); restore lets connections through again.
+// NATS): Cut drops every connection through it and refuses new ones, as a lost route
+// does for a client that notices (a reset); Stall passes no byte either way but keeps the
+// connections open, as a partition that drops packets does (nobody notices but by
+// timeouts); Restore lets bytes through again.
 type link struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	cut     bool
+	stalled chan struct{} // closed when the link is not stalled
+	conns   map[net.Conn]bool
+	wg      sync.WaitGroup
 }
 
 // newLink relays 127.0.0.1:<free port> to target until the test ends.
@@ -27,12 +32,14 @@ func newLink(t *testing.T, target string) *link {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	l := &link{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	l := &link{ln: ln, target: target, conns: map[net.Conn]bool{}, stalled: make(chan struct{})}
+	close(l.stalled)
 	l.wg.Add(1)
 	go l.accept()
 	t.Cleanup(func() {
 		ln.Close()
 		l.Cut()
+		l.Restore() // what a stall holds is let go, to closed connections
 		l.wg.Wait()
 	})
 	return l
@@ -51,11 +58,52 @@ func (l *link) Cut() {
 	}
 }
 
-// Restore lets connections through again.
+// Stall holds every byte, both ways, until Restore.
+func (l *link) Stall() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.stalled:
+		l.stalled = make(chan struct{})
+	default:
+	}
+}
+
+// Restore lets connections and bytes through again.
 func (l *link) Restore() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cut = false
+	select {
+	case <-l.stalled:
+	default:
+		close(l.stalled)
+	}
+}
+
+// gate returns once the link is not stalled.
+func (l *link) gate() {
+	l.mu.Lock()
+	ch := l.stalled
+	l.mu.Unlock()
+	<-ch
+}
+
+// pipe copies from src to dst, holding what it read while the link is stalled.
+func (l *link) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			l.gate()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (l *link) accept() {
@@ -90,8 +138,8 @@ func (l *link) relay(c net.Conn) {
 	}
 	defer l.untrack(up)
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	go func() { l.pipe(up, c); done <- struct{}{} }()
+	go func() { l.pipe(c, up); done <- struct{}{} }()
 	<-done
 	c.Close()
 	up.Close()
@@ -116,7 +164,7 @@ func (l *link) untrack(c net.Conn) {
 }
 
 // TestLink checks the relay: bytes pass, a cut ends the connection and refuses new
-// ones, a restore lets them through again.
+// ones, a stall holds bytes without ending anything, a restore lets them through again.
 func TestLink(t *testing.T) {
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -158,4 +206,20 @@ func TestLink(t *testing.T) {
 	require.Error(t, roundTrip(), "a cut link lets nothing through")
 	l.Restore()
 	require.NoError(t, roundTrip())
+
+	c, err = net.Dial("tcp", l.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	l.Stall()
+	_, err = c.Write([]byte("y"))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+	_, err = io.ReadFull(c, make([]byte, 1))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "a stalled link passes nothing")
+	l.Restore()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	b := make([]byte, 1)
+	_, err = io.ReadFull(c, b)
+	require.NoError(t, err, "what was held passes once restored")
+	require.Equal(t, "y", string(b))
 }
