@@ -91,12 +91,13 @@ var modules = map[string]module{
 	"proxy-postgres": {deps: []string{"bus", "desired", "identity", "publisher", "server"}, public: true, help: "PostgreSQL proxy", build: (*App).proxyPostgresService},
 	"proxy-ssh":      {deps: []string{"bus", "desired", "identity", "publisher", "server"}, public: true, help: "SSH proxy (and the CA that signs `gatehouse ssh login` certificates)", build: (*App).proxySSHService},
 	"proxy-http":     {deps: []string{"bus", "desired", "identity", "publisher", "server"}, public: true, help: "HTTP proxy: HTTP services and the Kubernetes API", build: (*App).proxyHTTPService},
+	"mcp":            {deps: []string{"bus", "desired", "identity", "publisher", "server", "proxy-postgres"}, public: true, help: "MCP server for AI agents (streamable HTTP at mcp.path), through the PostgreSQL proxy of this process", build: (*App).mcpService},
 	"approvals":      {deps: []string{"bus", "identity", "server"}, public: true, help: "approvals: state from GH_APPROVALS, API, deadlines", build: (*App).approvalsService},
 	"notifier":       {deps: []string{"bus", "server"}, public: true, help: "Slack messages for approvals (slack: in the config), over NATS", build: (*App).notifierService},
 	"sinks":          {deps: []string{"bus", "server"}, public: true, help: "push the audit trail to the configured SIEM sinks", build: (*App).sinksService},
 	"ingest":         {deps: []string{"bus", "clickhouse", "desired", "identity", "server"}, public: true, help: "JetStream → ClickHouse, and retention", build: (*App).ingestService},
 	"query":          {deps: []string{"bus", "clickhouse", "identity", "server"}, public: true, help: "HTTP API: sessions, replay, audit verify, export; the web console", build: (*App).queryService},
-	"all":            {deps: []string{"policy", "approvals", "notifier", "proxy-postgres", "proxy-ssh", "proxy-http", "ingest", "query", "sinks"}, public: true, help: "every component, NATS embedded unless nats.url is set"},
+	"all":            {deps: []string{"policy", "approvals", "notifier", "proxy-postgres", "proxy-ssh", "proxy-http", "mcp", "ingest", "query", "sinks"}, public: true, help: "every component, NATS embedded unless nats.url is set"},
 }
 
 // Targets lists the public targets with their help, sorted.

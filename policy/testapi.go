@@ -95,9 +95,9 @@ func (t *TestAPI) test(c echo.Context) error {
 		switch who.Kind {
 		case "":
 			who.Kind = "human"
-		case "human", "service":
+		case "human", "service", "agent":
 		default:
-			return echo.NewHTTPError(http.StatusBadRequest, "identity.kind is human or service")
+			return echo.NewHTTPError(http.StatusBadRequest, "identity.kind is human, service or agent")
 		}
 	}
 	in := &Input{DecisionRequest: schemas.DecisionRequest{Identity: who, Resource: schemas.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}}}

@@ -134,9 +134,9 @@ type Identity struct {
 	Issuer string `json:"issuer"`
 	// Groups is groups from the token's groups claim.
 	Groups []string `json:"groups,omitempty"`
-	// Kind is service or human.
+	// Kind is service, human or agent (an AI agent, the MCP server's callers).
 	Kind string `json:"kind"`
-	// OnBehalfOf is the human behind a service token, when the token says so (act.sub).
+	// OnBehalfOf is the person behind a service's or an agent's token, when the token says so (act.sub).
 	OnBehalfOf string `json:"on_behalf_of,omitempty"`
 }
 
@@ -510,6 +510,10 @@ const (
 	TypeHttpDone = "http.done"
 	// TypeKubeIo: What a Kubernetes exec or attach carried, as timed terminal frames (asciicast v2), like ssh.io: output, error output, keystrokes (on a terminal) and resizes; a non-terminal stdin is recorded by SHA-256 in stdin_sha256 of the last chunk.
 	TypeKubeIo = "kube.io"
+	// TypeMcpCall: An AI agent called a tool of the MCP server (session resource _mcp): the tool, its arguments as received (bounded), the MCP client that sent it. What a statement does on its resource is recorded there too, by the PostgreSQL proxy, in a session whose application_name names this call.
+	TypeMcpCall = "mcp.call"
+	// TypeMcpResult: What a tool call returned to the agent, as it was sent: already masked by the proxy that ran it, bounded.
+	TypeMcpResult = "mcp.result"
 )
 
 // Event codes, one per type.
@@ -576,6 +580,10 @@ const (
 	CodeHttpDone = "GH2204"
 	// CodeKubeIo is the code of kube.io.
 	CodeKubeIo = "GH2300"
+	// CodeMcpCall is the code of mcp.call.
+	CodeMcpCall = "GH2400"
+	// CodeMcpResult is the code of mcp.result.
+	CodeMcpResult = "GH2401"
 )
 
 // Codes maps every event type to its code.
@@ -611,6 +619,8 @@ var Codes = map[string]string{
 	TypeHttpWs:            CodeHttpWs,
 	TypeHttpDone:          CodeHttpDone,
 	TypeKubeIo:            CodeKubeIo,
+	TypeMcpCall:           CodeMcpCall,
+	TypeMcpResult:         CodeMcpResult,
 }
 
 // NewPayload returns an empty payload of the given event type.
@@ -678,6 +688,10 @@ func NewPayload(typ string) (Payload, bool) {
 		return &HttpDone{}, true
 	case TypeKubeIo:
 		return &KubeIo{}, true
+	case TypeMcpCall:
+		return &McpCall{}, true
+	case TypeMcpResult:
+		return &McpResult{}, true
 	}
 	return nil, false
 }
@@ -2916,5 +2930,158 @@ func (v *KubeIo) AppendJSON(b []byte) []byte {
 		b = append(b, `"stdin_sha256":`...)
 		b = AppendJSONString(b, v.StdinSha256)
 	}
+	return append(b, '}')
+}
+
+// McpCall is the payload of mcp.call events: an AI agent called a tool of the MCP server (session resource _mcp): the tool, its arguments as received (bounded), the MCP client that sent it. What a statement does on its resource is recorded there too, by the PostgreSQL proxy, in a session whose application_name names this call.
+type McpCall struct {
+	// QueryID is call number within the MCP session, from 1 (its mcp.result has the same number).
+	QueryID uint64 `json:"query_id"`
+	// Tool is list_resources, describe_resource, query or approval_status.
+	Tool string `json:"tool"`
+	// Target is the resource the call names, if any.
+	Target string `json:"target,omitempty"`
+	// Arguments is the arguments as JSON, up to audit.max_sql_bytes.
+	Arguments string `json:"arguments,omitempty"`
+	// ArgumentsTruncated is the arguments were longer than recorded.
+	ArgumentsTruncated bool `json:"arguments_truncated,omitempty"`
+	// Client is the MCP client's name and version as it said in initialize (the agent's own claim, not verified).
+	Client string `json:"client,omitempty"`
+}
+
+// EventType returns "mcp.call".
+func (McpCall) EventType() string { return TypeMcpCall }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *McpCall) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"tool":`...)
+	b = AppendJSONString(b, v.Tool)
+	if !(v.Target == "") {
+		b = append(b, `,"target":`...)
+		b = AppendJSONString(b, v.Target)
+	}
+	if !(v.Arguments == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"arguments":`...)
+		b = AppendJSONString(b, v.Arguments)
+	}
+	if !(!v.ArgumentsTruncated) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"arguments_truncated":`...)
+		b = strconv.AppendBool(b, v.ArgumentsTruncated)
+	}
+	if !(v.Client == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"client":`...)
+		b = AppendJSONString(b, v.Client)
+	}
+	return append(b, '}')
+}
+
+// McpResult is the payload of mcp.result events: what a tool call returned to the agent, as it was sent: already masked by the proxy that ran it, bounded.
+type McpResult struct {
+	// QueryID is the call.
+	QueryID uint64 `json:"query_id"`
+	// Status is ok, denied (by policy, or an approval denied), pending_approval (held: the agent got the approval id), expired (an approval's deadline passed), error (the statement failed on its resource, or could not reach it), refused (by the MCP server before any decision: a limit, bad arguments, an unknown resource or approval), or limited (answered in part: rows or bytes cut at a limit).
+	Status string `json:"status"`
+	// Decision is what the call's statement was decided, as the agent could tell: allow (allowed, possibly masked: its decision event says), deny, require_approval.
+	Decision string `json:"decision,omitempty"`
+	// Sqlstate is the SQLSTATE of an error or denial.
+	Sqlstate string `json:"sqlstate,omitempty"`
+	// Message is the error, denial or refusal the agent was told.
+	Message string `json:"message,omitempty"`
+	// ApprovalID is the approval a held statement waits for, or that approval_status was asked about.
+	ApprovalID string `json:"approval_id,omitempty"`
+	// ApplicationName is the application_name of the PostgreSQL proxy session that ran the statement (gatehouse-mcp/<MCP session>/<query_id>): its session.start, decision and result events are there.
+	ApplicationName string `json:"application_name,omitempty"`
+	// Rows is rows returned to the agent.
+	Rows uint64 `json:"rows,omitempty"`
+	// Result is the result as the agent got it (JSON), up to audit.result_chunk_bytes.
+	Result string `json:"result,omitempty"`
+	// ResultBytes is the result's length.
+	ResultBytes uint64 `json:"result_bytes,omitempty"`
+	// DurationUS is from the call reaching the gateway to its answer, microseconds.
+	DurationUS uint64 `json:"duration_us"`
+}
+
+// EventType returns "mcp.result".
+func (McpResult) EventType() string { return TypeMcpResult }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *McpResult) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"query_id":`...)
+	b = strconv.AppendUint(b, uint64(v.QueryID), 10)
+	b = append(b, `,"status":`...)
+	b = AppendJSONString(b, v.Status)
+	if !(v.Decision == "") {
+		b = append(b, `,"decision":`...)
+		b = AppendJSONString(b, v.Decision)
+	}
+	if !(v.Sqlstate == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"sqlstate":`...)
+		b = AppendJSONString(b, v.Sqlstate)
+	}
+	if !(v.Message == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"message":`...)
+		b = AppendJSONString(b, v.Message)
+	}
+	if !(v.ApprovalID == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"approval_id":`...)
+		b = AppendJSONString(b, v.ApprovalID)
+	}
+	if !(v.ApplicationName == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"application_name":`...)
+		b = AppendJSONString(b, v.ApplicationName)
+	}
+	if !(v.Rows == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"rows":`...)
+		b = strconv.AppendUint(b, uint64(v.Rows), 10)
+	}
+	if !(v.Result == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"result":`...)
+		b = AppendJSONString(b, v.Result)
+	}
+	if !(v.ResultBytes == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"result_bytes":`...)
+		b = strconv.AppendUint(b, uint64(v.ResultBytes), 10)
+	}
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"duration_us":`...)
+	b = strconv.AppendUint(b, uint64(v.DurationUS), 10)
 	return append(b, '}')
 }

@@ -31,6 +31,7 @@ type Config struct {
 	Ingest     Ingest     `yaml:"ingest"`
 	Query      Query      `yaml:"query"`
 	Console    Console    `yaml:"console"`
+	MCP        MCP        `yaml:"mcp"`
 	Resources  []Resource `yaml:"resources"`
 	Policies   []Policy   `yaml:"policies"`
 	// Grants are the roles that can be asked for, for a while, with an approval.
@@ -116,6 +117,7 @@ func (c *Config) ApplyDefaults() {
 	c.Ingest.applyDefaults()
 	c.Query.applyDefaults()
 	c.Console.applyDefaults(c.Server.HTTPListen)
+	c.MCP.applyDefaults()
 	for i := range c.Grants {
 		c.Grants[i].applyDefaults()
 	}
@@ -137,6 +139,7 @@ func (c *Config) Validate() error {
 	c.ClickHouse.validate("clickhouse", &ck)
 	c.Ingest.validate("ingest", &ck)
 	c.Console.validate("console", &ck)
+	c.MCP.validate("mcp", &ck)
 	// Resources first: policies, grants and tests refer to them by name.
 	validateResources("resources", c.Resources, &ck)
 	validateUnique("policies", "name", "policy", c.Policies, &ck, func(p *Policy) string { return p.Name })

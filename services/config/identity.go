@@ -64,7 +64,8 @@ type Issuer struct {
 	Audiences []string `yaml:"audiences"`
 	// GroupsClaim names the claim holding the caller's groups (default groups).
 	GroupsClaim string `yaml:"groups_claim"`
-	// KindClaim names a claim saying "service" or "human"; empty means service when the
+	// KindClaim names a claim saying "service", "human" or "agent" (an AI agent, the MCP
+	// server's callers); empty means service when the
 	// token has no email, human otherwise.
 	KindClaim string `yaml:"kind_claim"`
 	// NameClaim is the claim, or the list of claims tried in order, whose string value is

@@ -307,7 +307,8 @@ func usableName(s string) bool {
 
 func kind(claims map[string]any, claim string) string {
 	for _, c := range []string{claim, "gh_kind"} {
-		if s, ok := claims[c].(string); ok && (s == "service" || s == "human") {
+		// agent: an AI agent (the MCP server's callers); its person, if any, is act.sub.
+		if s, ok := claims[c].(string); ok && (s == "service" || s == "human" || s == "agent") {
 			return s
 		}
 	}

@@ -1,0 +1,206 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+
+	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/services/config"
+	"github.com/gatehouse/gatehouse/services/identity"
+)
+
+// MetadataPrefix is where protected-resource metadata is served (RFC 9728): the
+// endpoint's path follows it.
+const MetadataPrefix = "/.well-known/oauth-protected-resource"
+
+// AuditResource is the resource name of the MCP sessions' trail (gh.audit._mcp.…): a
+// name no configured resource can have.
+const AuditResource = "_mcp"
+
+// Config is what the MCP server needs: its section of the config, and what the wiring
+// resolved.
+type Config struct {
+	config.MCP
+	// ResourceURL is the endpoint's URL as agents reach it (the protected resource).
+	ResourceURL string
+	// AuthorizationServers are the issuers whose tokens the gateway accepts.
+	AuthorizationServers []string
+	// Postgres is the address of the gateway's own PostgreSQL proxy (loopback), through
+	// which the query tool runs statements.
+	Postgres string
+	// AuditMode is strict or buffered, for the MCP sessions' trail.
+	AuditMode string
+	// Limits bound what the trail records.
+	Limits session.Limits
+	// Version is the gateway's, told to clients in initialize.
+	Version string
+}
+
+// Resources are the resources in force.
+type Resources interface {
+	All() map[string]*config.Resource
+}
+
+// Server is the MCP server.
+type Server struct {
+	cfg      Config
+	res      Resources
+	verifier *identity.Verifier
+	pub      *session.Publisher
+	log      *slog.Logger
+	sdk      *sdk.Server
+	stream   *sdk.StreamableHTTPHandler
+	limits   *limiter
+	parked   *parking
+	res0     *config.Resource
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[string]*mcpSession
+	wg       sync.WaitGroup
+}
+
+// New makes the MCP server. verifier checks the agents' tokens (and revocations); pub
+// publishes the MCP sessions' trail.
+func New(cfg Config, res Resources, verifier *identity.Verifier, pub *session.Publisher, log *slog.Logger) (*Server, error) {
+	if cfg.Postgres == "" {
+		return nil, errors.New("mcp: the query tool needs the PostgreSQL proxy in this process (target proxy-postgres)")
+	}
+	if cfg.ResourceURL == "" {
+		return nil, errors.New("mcp: no resource URL (mcp.resource_url)")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, res: res, verifier: verifier, pub: pub, log: log, ctx: ctx, cancel: cancel,
+		limits:   newLimiter(cfg.CallsPerMinute, cfg.RowsPerHour),
+		sessions: map[string]*mcpSession{},
+		res0:     &config.Resource{Name: AuditResource, Type: "mcp", Audit: cfg.AuditMode},
+	}
+	s.parked = newParking(cfg.MaxParked, cfg.ParkedResults)
+	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: cfg.Version}, &sdk.ServerOptions{
+		Instructions: "Gatehouse runs your SQL on the resources list_resources names, through the gateway's policy: " +
+			"results may be masked, statements may be denied (the reason says why) or held for a person's approval " +
+			"(you get an approval id at once; ask approval_status later). Every call is recorded.",
+		Logger:       log,
+		Capabilities: &sdk.ServerCapabilities{Tools: &sdk.ToolCapabilities{}},
+	})
+	s.addTools()
+	s.stream = sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
+		MaxRequestBodyBytes: int64(cfg.MaxRequestBytes),
+		SessionTimeout:      30 * time.Minute,
+		Logger:              log,
+	})
+	return s, nil
+}
+
+// MetadataURL is the URL of the protected-resource metadata, as WWW-Authenticate names
+// it.
+func (s *Server) MetadataURL() string {
+	base, path := splitURL(s.cfg.ResourceURL)
+	return base + MetadataPrefix + path
+}
+
+// splitURL splits an absolute URL into its origin and its path.
+func splitURL(u string) (origin, path string) {
+	i := strings.Index(u, "://")
+	if j := strings.IndexByte(u[i+3:], '/'); i >= 0 && j >= 0 {
+		return u[:i+3+j], u[i+3+j:]
+	}
+	return u, ""
+}
+
+// Metadata serves the protected-resource metadata (RFC 9728): this endpoint, and the
+// issuers whose tokens it takes.
+func (s *Server) Metadata() http.Handler {
+	return auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
+		Resource:               s.cfg.ResourceURL,
+		AuthorizationServers:   s.cfg.AuthorizationServers,
+		BearerMethodsSupported: []string{"header"},
+		ResourceName:           "Gatehouse MCP server",
+	})
+}
+
+// Handler is the streamable HTTP endpoint: bearer token, per-agent request bound, then
+// the SDK.
+func (s *Server) Handler() http.Handler {
+	return auth.RequireBearerToken(s.verify, &auth.RequireBearerTokenOptions{ResourceMetadataURL: s.MetadataURL()})(s.throttle(s.stream))
+}
+
+// verify checks an agent's token: what every proxy checks (services/identity), and no
+// revocation in force. The message names the check that failed, never the token.
+func (s *Server) verify(ctx context.Context, tok string, r *http.Request) (*auth.TokenInfo, error) {
+	id, err := s.verifier.Verify(ctx, tok)
+	if err != nil {
+		s.log.Info("mcp token rejected", "remote", r.RemoteAddr, "err", err)
+		return nil, fmt.Errorf("%w: %s", auth.ErrInvalidToken, err.Error())
+	}
+	if reason, revoked := s.verifier.Revoked(id.Identity); revoked {
+		return nil, fmt.Errorf("%w: %s is revoked: %s", auth.ErrInvalidToken, id.Name, reason)
+	}
+	// UserID ties the MCP session to this identity: the SDK refuses the session to
+	// another token's.
+	return &auth.TokenInfo{Expiration: id.Expiry, UserID: agentKey(id),
+		Extra: map[string]any{extraIdentity: id, extraToken: tok, extraAddr: r.RemoteAddr}}, nil
+}
+
+const (
+	extraIdentity = "gatehouse.identity"
+	extraToken    = "gatehouse.token"
+	extraAddr     = "gatehouse.addr"
+)
+
+// agentKey is what limits and parked statements are kept by: issuer and subject.
+func agentKey(id *identity.Identity) string { return id.Issuer + "\x00" + id.Subject }
+
+// throttle bounds the HTTP requests of one agent (every JSON-RPC message, not only tool
+// calls: listing tools a thousand times a second is refused too).
+func (s *Server) throttle(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ti := auth.TokenInfoFromContext(r.Context())
+		if ti == nil {
+			http.Error(w, "no verified token", http.StatusUnauthorized) // unreachable behind RequireBearerToken
+			return
+		}
+		if !s.limits.request(ti.UserID, time.Now()) {
+			w.Header().Set("Retry-After", "60")
+			http.Error(w, fmt.Sprintf("too many requests: this gateway takes at most %d requests a minute from one agent (mcp.calls_per_minute × 4 + 60)", s.limits.requestsPerMinute()), http.StatusTooManyRequests)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Close ends the MCP sessions' trails, and the statements parked for approval.
+func (s *Server) Close(ctx context.Context) error {
+	s.cancel()
+	s.parked.closeAll()
+	s.mu.Lock()
+	open := make([]*mcpSession, 0, len(s.sessions))
+	for _, m := range s.sessions {
+		open = append(open, m)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, m := range open {
+		errs = append(errs, m.end(ctx, "shutdown"))
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
