@@ -35,12 +35,12 @@ func (a *App) ingestService() *Service {
 	var sweep *ingest.Sweeper
 	return &Service{
 		Start: func(ctx context.Context) error {
-			in = ingest.New(ingest.Config{Database: a.cfg.ClickHouse.Database, BatchSize: a.cfg.Ingest.BatchSize, FlushInterval: a.cfg.Ingest.FlushInterval},
+			in = ingest.New(ingest.Config{Database: a.cfg.ClickHouse.Database, Cluster: a.cfg.ClickHouse.Cluster, BatchSize: a.cfg.Ingest.BatchSize, FlushInterval: a.cfg.Ingest.FlushInterval},
 				a.bus.JS, a.ch, a.reg, a.component("ingest"))
 			if err := in.Start(ctx); err != nil {
 				return err
 			}
-			ret = &ingest.Retention{Database: a.cfg.ClickHouse.Database, CH: a.ch, Config: a.cfg.Audit.Retention, Log: a.component("retention"),
+			ret = &ingest.Retention{Database: a.cfg.ClickHouse.Database, Cluster: a.cfg.ClickHouse.Cluster.Name, CH: a.ch, Config: a.cfg.Audit.Retention, Log: a.component("retention"),
 				Labels: func(name string) (map[string]string, bool) {
 					r, ok := a.resources.Resource(name)
 					if !ok {

@@ -16,14 +16,28 @@ import (
 
 // Open connects to ClickHouse over the native protocol (the HTTP protocol of clickhouse-go
 // does not work with ClickHouse 18.16).
+//
+// Several addresses are tried in order. On a cluster every statement runs with
+// insert_distributed_sync=1: an insert into the Distributed table returns only once every
+// shard has its rows, because ingest acknowledges JetStream after the insert (an
+// asynchronous insert queued on a node that is then lost would lose acknowledged events).
 func Open(cfg config.ClickHouse) (driver.Conn, error) {
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:         []string{cfg.Address},
+	opts := &clickhouse.Options{
+		Addr:         cfg.Addresses(),
 		Auth:         clickhouse.Auth{Username: cfg.Username, Password: cfg.Password},
 		DialTimeout:  5 * time.Second,
 		ReadTimeout:  60 * time.Second,
 		MaxOpenConns: 8,
-	})
+	}
+	if cfg.Cluster.Enabled() {
+		// Integer settings only: servers before 19.x take settings in a binary form in which
+		// clickhouse-go can send integers, not strings.
+		opts.Settings = clickhouse.Settings{"insert_distributed_sync": 1}
+		if cfg.Cluster.InsertQuorum > 1 {
+			opts.Settings["insert_quorum"] = cfg.Cluster.InsertQuorum
+		}
+	}
+	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: %w", cfg.Address, err)
 	}

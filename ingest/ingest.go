@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/config"
 )
 
 // ConsumerName is the durable consumer of GH_AUDIT. Every ingest copy shares it, so the
@@ -23,7 +24,9 @@ const ConsumerName = "ingest"
 
 // Config configures batching.
 type Config struct {
-	Database      string
+	Database string
+	// Cluster, when enabled, selects the cluster schema (MigrateCluster).
+	Cluster       config.ClickHouseCluster
 	BatchSize     int
 	FlushInterval time.Duration
 }
@@ -66,7 +69,7 @@ func New(cfg Config, js jetstream.JetStream, ch driver.Conn, reg prometheus.Regi
 // migrations with backoff for as long as it takes, and events wait in JetStream meanwhile.
 func (in *Ingester) Start(ctx context.Context) error {
 	var err error
-	if err := Migrate(ctx, in.ch, in.cfg.Database); err != nil {
+	if err := MigrateStore(ctx, in.ch, config.ClickHouse{Database: in.cfg.Database, Cluster: in.cfg.Cluster}); err != nil {
 		in.log.Warn("clickhouse not ready; migrations will be retried", "err", err)
 	} else {
 		in.migrated = true
@@ -93,7 +96,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err := Migrate(ctx, in.ch, in.cfg.Database); err != nil {
+		if err := MigrateStore(ctx, in.ch, config.ClickHouse{Database: in.cfg.Database, Cluster: in.cfg.Cluster}); err != nil {
 			in.log.Warn("clickhouse not ready; retrying migrations", "backoff", backoff, "err", err)
 			continue
 		}

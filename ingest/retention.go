@@ -24,8 +24,11 @@ import (
 // something as an audit.retention event.
 type Retention struct {
 	Database string
-	CH       driver.Conn
-	Config   config.Retention
+	// Cluster is the ClickHouse cluster of clickhouse.cluster ("" for one server): the
+	// partitions are then those of events_local on every shard, dropped ON CLUSTER.
+	Cluster string
+	CH      driver.Conn
+	Config  config.Retention
 	// Labels returns a resource's labels (false for a resource that no longer exists).
 	Labels func(resource string) (map[string]string, bool)
 	// Record publishes the audit.retention event.
@@ -47,8 +50,14 @@ type partition struct {
 
 // Plan lists the partitions a run at now would drop, oldest first.
 func (r *Retention) Plan(ctx context.Context, now time.Time) ([]partition, error) {
-	rows, err := r.CH.Query(ctx, `SELECT partition, max(max_date), sum(rows) FROM system.parts
-		WHERE database = ? AND table = 'events' AND active GROUP BY partition`, r.Database)
+	// On a cluster, system.parts of one server shows its own shard only: cluster() asks one
+	// replica of every shard.
+	parts, table := "system.parts", "events"
+	if r.Cluster != "" {
+		parts, table = "cluster('"+r.Cluster+"', system, parts)", "events_local"
+	}
+	rows, err := r.CH.Query(ctx, `SELECT partition, max(max_date), sum(rows) FROM `+parts+`
+		WHERE database = ? AND table = ? AND active GROUP BY partition`, r.Database, table)
 	if err != nil {
 		return nil, fmt.Errorf("list partitions: %w", err)
 	}
@@ -88,6 +97,16 @@ func (r *Retention) Plan(ctx context.Context, now time.Time) ([]partition, error
 		return out[i].Resource < out[j].Resource
 	})
 	return out, nil
+}
+
+// dropPartition is the statement that drops a partition: on a cluster, from events_local
+// on every server (ClickHouse runs it on one replica per shard; the others follow
+// through ZooKeeper).
+func (r *Retention) dropPartition(expr string) string {
+	if r.Cluster != "" {
+		return "ALTER TABLE " + r.Database + ".events_local ON CLUSTER " + r.Cluster + " DROP PARTITION " + expr
+	}
+	return "ALTER TABLE " + r.Database + ".events DROP PARTITION " + expr
 }
 
 // keep is the retention period of a resource and the rule that sets it.
@@ -133,7 +152,7 @@ func (r *Retention) Run(ctx context.Context, now time.Time, who schemas.Identity
 		if !dryRun {
 			// ALTER ... DROP PARTITION takes the partition expression; expr matched
 			// partitionExpr, so it holds nothing but a plain name and a number.
-			if err := r.CH.Exec(ctx, "ALTER TABLE "+r.Database+".events DROP PARTITION "+p.expr); err != nil {
+			if err := r.CH.Exec(ctx, r.dropPartition(p.expr)); err != nil {
 				res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", p.expr, err))
 				r.Log.Error("retention: drop partition failed", "partition", p.expr, "err", err)
 				continue

@@ -107,11 +107,13 @@ type OpenSession struct {
 }
 
 // OpenSessions lists the sessions started within window that have no session.end, with
-// their last event.
+// their last event. GLOBAL NOT IN: on a cluster, events is a Distributed table, and a
+// plain IN over it inside a query on it is refused (distributed_product_mode); GLOBAL
+// runs the subquery once and gives its set to every shard (on one server it is a plain IN).
 func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Duration) ([]OpenSession, error) {
 	since := uint64(time.Now().Add(-window).UnixMicro())
 	rows, err := ch.Query(ctx, `SELECT session_id, any(payload) FROM `+db+`.events
-		WHERE type = ? AND time_us >= ? AND session_id NOT IN (SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ?)
+		WHERE type = ? AND time_us >= ? AND session_id GLOBAL NOT IN (SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ?)
 		GROUP BY session_id LIMIT 10000`, schemas.TypeSessionStart, since, schemas.TypeSessionEnd, since)
 	if err != nil {
 		return nil, err

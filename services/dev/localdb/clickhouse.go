@@ -14,8 +14,11 @@ import (
 type ClickHouse struct {
 	Dir  string
 	Port int // native protocol
-	bin  []string
-	proc *proc
+	// Extra is configuration merged into the server's (a file in config.d): a cluster's
+	// remote_servers, macros and zookeeper.
+	Extra string
+	bin   []string
+	proc  *proc
 }
 
 // Addr is the native-protocol host:port.
@@ -64,6 +67,13 @@ func chBinary() ([]string, error) {
 // StartClickHouse writes a loopback-only config under dir and starts ClickHouse on port
 // (0 = a free port).
 func StartClickHouse(ctx context.Context, dir string, port int) (*ClickHouse, error) {
+	return StartClickHouseWith(ctx, dir, port, "")
+}
+
+// StartClickHouseWith is StartClickHouse with extra configuration: the body of a
+// <yandex> element (a cluster's remote_servers, macros, zookeeper), merged into the
+// server's configuration from config.d.
+func StartClickHouseWith(ctx context.Context, dir string, port int, extra string) (*ClickHouse, error) {
 	bin, err := chBinary()
 	if err != nil {
 		return nil, err
@@ -73,16 +83,15 @@ func StartClickHouse(ctx context.Context, dir string, port int) (*ClickHouse, er
 			return nil, err
 		}
 	}
-	dir, err = filepath.Abs(dir)
-	if err != nil {
+	if dir, err = filepath.Abs(dir); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"log", "data", "tmp", "user_files", "format_schemas"} {
+	for _, d := range []string{"log", "data", "tmp", "user_files", "format_schemas", "config.d"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	c := &ClickHouse{Dir: dir, Port: port, bin: bin}
+	c := &ClickHouse{Dir: dir, Port: port, Extra: extra, bin: bin}
 	return c, c.start(ctx)
 }
 
@@ -101,6 +110,12 @@ func (c *ClickHouse) start(ctx context.Context) error {
 	}
 	if err := os.WriteFile(filepath.Join(c.Dir, "users.xml"), []byte(chUsers), 0o644); err != nil {
 		return err
+	}
+	if c.Extra != "" {
+		extra := "<?xml version=\"1.0\"?>\n<yandex>\n" + c.Extra + "\n</yandex>\n"
+		if err := os.WriteFile(filepath.Join(c.Dir, "config.d", "extra.xml"), []byte(extra), 0o644); err != nil {
+			return err
+		}
 	}
 	args := append(append([]string{}, c.bin[1:]...), "--config-file="+cfg)
 	cmd := exec.Command(c.bin[0], args...)

@@ -1,0 +1,114 @@
+package ingest
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/gatehouse/gatehouse/services/config"
+)
+
+// clusterMigrations are the schema of a ClickHouse cluster (clickhouse.cluster), applied
+// in order, once each, ON CLUSTER. events_local holds the rows on every server
+// (ReplicatedReplacingMergeTree: the replicas of a shard share them through ZooKeeper) with
+// the single-server table's columns, partitions and order; events is a Distributed table
+// over it, so readers and ingest keep naming {db}.events. The sharding key is a hash of
+// session_id: copies of an event, and a whole session, are on one shard, which keeps
+// deduplication by id exact.
+//
+// Applied migrations are recorded per server (an INSERT cannot be ON CLUSTER), so a
+// migration may run again when ingest next connects to another server: each one must be
+// idempotent (IF NOT EXISTS, IF EXISTS). Never edit one that has shipped; add a new one.
+// {cluster}, {zk} and {key} come from the configuration.
+var clusterMigrations = []string{
+	`CREATE TABLE IF NOT EXISTS {db}.events_local ON CLUSTER {cluster} (` + eventColumnDefsV2 + `)
+	ENGINE = ReplicatedReplacingMergeTree('{zk}/events_local', '{replica}')
+	PARTITION BY (resource, toYYYYMM(date))
+	ORDER BY (session_id, seq, id)`,
+	`CREATE TABLE IF NOT EXISTS {db}.events ON CLUSTER {cluster} (` + eventColumnDefsV2 + `)
+	ENGINE = Distributed({cluster}, {db}, events_local, {key})`,
+}
+
+// eventColumnDefsV2 are the events table's columns after migration 6, in EventColumns'
+// order (frozen: the cluster schema's first migration creates them at once).
+const eventColumnDefsV2 = `
+		date Date,
+		time DateTime,
+		time_us UInt64,
+		id String,
+		type String,
+		code String,
+		session_id String,
+		seq UInt64,
+		resource String,
+		identity_sub String,
+		identity_name String DEFAULT '',
+		identity_issuer String,
+		identity_groups Array(String),
+		identity_kind String,
+		identity_on_behalf_of String,
+		policy_revision UInt64,
+		prev_hash String,
+		hash String,
+		payload String,
+		stream_seq UInt64,
+		stream_index UInt32
+	`
+
+// MigrateStore applies the migrations of the configured layout: the single-server schema,
+// or the cluster's.
+func MigrateStore(ctx context.Context, conn driver.Conn, cfg config.ClickHouse) error {
+	if !cfg.Cluster.Enabled() {
+		return Migrate(ctx, conn, cfg.Database)
+	}
+	return MigrateCluster(ctx, conn, cfg.Database, cfg.Cluster)
+}
+
+// MigrateCluster creates the database on every server of the cluster and applies pending
+// cluster migrations. The servers need remote_servers with the cluster, macros {shard} and
+// {replica}, zookeeper and distributed_ddl (docs/operations.md).
+func MigrateCluster(ctx context.Context, conn driver.Conn, db string, cl config.ClickHouseCluster) error {
+	// A single-server events table is not turned into a cluster silently: CREATE TABLE IF
+	// NOT EXISTS would leave it as it is, and its rows would not be on the cluster.
+	var engine string
+	err := conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = 'events'", db).Scan(&engine)
+	switch {
+	case err == nil && engine != "Distributed":
+		return fmt.Errorf("clickhouse.cluster is set, but %s.events on this server is a single-server table (%s): move its rows to a new database on the cluster (INSERT INTO <new>.events SELECT ... FROM %s.events) and point clickhouse.database at it", db, engine, db)
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("read %s.events: %w", db, err)
+	}
+	on := " ON CLUSTER " + cl.Name
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db+on); err != nil {
+		return fmt.Errorf("create database %s on cluster %s: %w", db, cl.Name, err)
+	}
+	if err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+db+".schema_migrations_cluster"+on+" (version UInt32, applied DateTime) ENGINE = MergeTree ORDER BY version"); err != nil {
+		return fmt.Errorf("create schema_migrations_cluster: %w", err)
+	}
+	var applied uint32
+	if err := conn.QueryRow(ctx, "SELECT toUInt32(count()) FROM "+db+".schema_migrations_cluster").Scan(&applied); err != nil {
+		return fmt.Errorf("read schema_migrations_cluster: %w", err)
+	}
+	r := strings.NewReplacer("{db}", db, "{cluster}", cl.Name, "{zk}", cl.ZooKeeperPath, "{key}", cl.ShardingKey)
+	for i := int(applied); i < len(clusterMigrations); i++ {
+		if err := conn.Exec(ctx, r.Replace(clusterMigrations[i])); err != nil {
+			return fmt.Errorf("cluster migration %d: %w", i+1, err)
+		}
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations_cluster (version, applied)")
+		if err != nil {
+			return fmt.Errorf("record cluster migration %d: %w", i+1, err)
+		}
+		if err := b.Append(uint32(i+1), time.Now()); err != nil {
+			return fmt.Errorf("record cluster migration %d: %w", i+1, err)
+		}
+		if err := b.Send(); err != nil {
+			return fmt.Errorf("record cluster migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
