@@ -204,15 +204,17 @@ func (c *conn) recordEnd(ctx context.Context, cause error) {
 		cause = nil
 	}
 	// Statements still running as the session ends (revoked, expired, the client gone)
-	// get their completion, interrupted: the trail says how each one ended.
-	c.queue.mu.Lock()
+	// get their completion, interrupted: the trail says how each one ended. Not when a
+	// stuck loop holds the queue (the reaper's case): then the end goes without them.
 	var running []*session.Result
-	for _, e := range c.queue.pending {
-		if e.res != nil {
-			running = append(running, e.res)
+	if c.queue.mu.TryLock() {
+		for _, e := range c.queue.pending {
+			if e.res != nil {
+				running = append(running, e.res)
+			}
 		}
+		c.queue.mu.Unlock()
 	}
-	c.queue.mu.Unlock()
 	for _, r := range running {
 		r.Done("interrupted")
 	}
