@@ -11,6 +11,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/proxy/mcp"
 	"github.com/gatehouse/gatehouse/proxy/session"
+	"github.com/gatehouse/gatehouse/services/catalogs"
 )
 
 // mcpService is the MCP server for AI agents (target mcp), on the HTTP server at
@@ -31,6 +32,10 @@ func (a *App) mcpService() *Service {
 			if resURL == "" {
 				resURL = "http://" + a.HTTPAddr() + mc.Path
 			}
+			cats, err := catalogs.Open(ctx, a.bus.JS)
+			if err != nil {
+				return err
+			}
 			var issuers []string
 			for _, is := range a.cfg.Identity.Issuers {
 				issuers = append(issuers, strings.TrimRight(is.Issuer, "/"))
@@ -41,7 +46,8 @@ func (a *App) mcpService() *Service {
 			srv, err = mcp.New(mcp.Config{MCP: mc, ResourceURL: resURL, AuthorizationServers: issuers, Postgres: pg,
 				AuditMode: a.cfg.Audit.Mode, Version: "dev",
 				Limits: session.Limits{ResultChunkBytes: a.cfg.Audit.ResultChunkBytes, MaxResultBytes: a.cfg.Audit.MaxResultBytes, MaxSQLBytes: a.cfg.Audit.MaxSQLBytes}},
-				a.resources, a.verifier, a.pub, a.component("mcp"))
+				mcp.Deps{Resources: a.resources, Verifier: a.verifier, Publisher: a.pub, Catalogs: cats,
+					Decider: &session.NATSDecider{NC: a.bus.NC, Timeout: a.cfg.Proxy.DecisionTimeout}}, a.component("mcp"))
 			if err != nil {
 				return err
 			}

@@ -144,7 +144,7 @@ func TestMCPServer(t *testing.T) {
 	for _, tl := range tools.Tools {
 		names = append(names, tl.Name)
 	}
-	require.ElementsMatch(t, []string{"list_resources", "query", "approval_status"}, names)
+	require.ElementsMatch(t, []string{"list_resources", "describe_resource", "query", "approval_status"}, names)
 
 	res, _ := call(t, cs, "list_resources", nil)
 	require.False(t, res.IsError, text(res))
@@ -161,6 +161,34 @@ func TestMCPServer(t *testing.T) {
 		require.NotContains(t, *row[1], "@", "the email is masked")
 		require.Regexp(t, `^\*+\d{4}$`, *row[2], "the card number is masked but its last four")
 	}
+
+	// The schema as far as policy lets the caller see it: masked columns marked; an agent
+	// that may read nothing sees no relation.
+	res, _ = call(t, cs, "describe_resource", map[string]any{"resource": "demo"})
+	require.False(t, res.IsError, text(res))
+	var desc struct {
+		Relations []struct {
+			Schema, Name string
+			Columns      []struct{ Name, Masked string }
+		}
+	}
+	require.NoError(t, json.Unmarshal(mustJSON(t, res.StructuredContent), &desc))
+	masked := map[string]string{}
+	var rels []string
+	for _, r := range desc.Relations {
+		rels = append(rels, r.Schema+"."+r.Name)
+		for _, c := range r.Columns {
+			masked[r.Name+"."+c.Name] = c.Masked
+		}
+	}
+	require.ElementsMatch(t, []string{"public.customers", "public.orders"}, rels)
+	require.Equal(t, "partial", masked["customers.card_number"])
+	require.Equal(t, "hmac", masked["customers.email"])
+	require.Equal(t, "", masked["customers.name"])
+	nobody := g.connect(t, g.mint(t, url.Values{"sub": {"agent-nobody"}, "kind": {"agent"}}))
+	res, _ = call(t, nobody, "describe_resource", map[string]any{"resource": "demo"})
+	require.False(t, res.IsError, text(res))
+	require.NotContains(t, string(mustJSON(t, res.StructuredContent)), "customers")
 
 	// Denied, with the rule's reason.
 	res, out = call(t, cs, "query", map[string]any{"resource": "demo", "sql": "delete from orders"})
@@ -210,7 +238,7 @@ func TestMCPServer(t *testing.T) {
 	require.NoError(t, err)
 	defer b.Close()
 	evs := sessiontest.Events(t, b, "_mcp", func(evs []schemas.Event) bool {
-		return len(sessiontest.OfType[schemas.McpResult](t, evs, schemas.TypeMcpResult)) >= 9
+		return len(sessiontest.OfType[schemas.McpResult](t, evs, schemas.TypeMcpResult)) >= 10
 	})
 	var sawMasked, sawDenied, sawHeld bool
 	for _, ev := range evs {

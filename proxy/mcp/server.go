@@ -51,12 +51,25 @@ type Resources interface {
 	All() map[string]*config.Resource
 }
 
+// Deps are what the MCP server works with: the resources in force, the token verifier
+// (with the revocations), the publisher of the MCP sessions' trail, the decider (for
+// describe_resource) and the resources' catalogs.
+type Deps struct {
+	Resources Resources
+	Verifier  *identity.Verifier
+	Publisher *session.Publisher
+	Decider   session.Decider
+	Catalogs  Catalogs
+}
+
 // Server is the MCP server.
 type Server struct {
 	cfg      Config
 	res      Resources
 	verifier *identity.Verifier
 	pub      *session.Publisher
+	decider  session.Decider
+	catalogs Catalogs
 	log      *slog.Logger
 	sdk      *sdk.Server
 	stream   *sdk.StreamableHTTPHandler
@@ -72,9 +85,8 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
-// New makes the MCP server. verifier checks the agents' tokens (and revocations); pub
-// publishes the MCP sessions' trail.
-func New(cfg Config, res Resources, verifier *identity.Verifier, pub *session.Publisher, log *slog.Logger) (*Server, error) {
+// New makes the MCP server.
+func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 	if cfg.Postgres == "" {
 		return nil, errors.New("mcp: the query tool needs the PostgreSQL proxy in this process (target proxy-postgres)")
 	}
@@ -82,7 +94,7 @@ func New(cfg Config, res Resources, verifier *identity.Verifier, pub *session.Pu
 		return nil, errors.New("mcp: no resource URL (mcp.resource_url)")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, res: res, verifier: verifier, pub: pub, log: log, ctx: ctx, cancel: cancel,
+	s := &Server{cfg: cfg, res: d.Resources, verifier: d.Verifier, pub: d.Publisher, decider: d.Decider, catalogs: d.Catalogs, log: log, ctx: ctx, cancel: cancel,
 		limits:   newLimiter(cfg.CallsPerMinute, cfg.RowsPerHour),
 		sessions: map[string]*mcpSession{},
 		res0:     &config.Resource{Name: AuditResource, Type: "mcp", Audit: cfg.AuditMode},

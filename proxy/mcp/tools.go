@@ -42,6 +42,9 @@ func (s *Server) addTools() {
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "list_resources", Title: "List resources",
 		Description: "The resources of this gateway that the tools take (PostgreSQL databases for query). Whether a statement may run is decided for each statement.",
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true}}, s.listResources)
+	sdk.AddTool(s.sdk, &sdk.Tool{Name: "describe_resource", Title: "Describe a resource",
+		Description: "The tables and views of a PostgreSQL resource that you may read, with their columns; masked columns are marked with how they are masked (a masked column cannot be used to filter, sort, group or join). Relations you may not read are not listed.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true}}, s.describe)
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: "query", Title: "Run SQL",
 		Description: "Run one SQL statement on a PostgreSQL resource through the gateway's policy. Results are bounded and may be masked. " +
 			"A denied statement says why. A statement that needs a person's approval returns status pending_approval with an approval_id at once: " +
@@ -64,7 +67,7 @@ func (s *Server) listResources(ctx context.Context, req *sdk.CallToolRequest, _ 
 		if r.Type != "postgres" {
 			continue // the tools for HTTP and SSH resources are to come
 		}
-		out.Resources = append(out.Resources, ResourceInfo{Name: name, Type: r.Type, Labels: r.Labels, Tools: []string{"query"}})
+		out.Resources = append(out.Resources, ResourceInfo{Name: name, Type: r.Type, Labels: r.Labels, Tools: []string{"describe_resource", "query"}})
 	}
 	slices.SortFunc(out.Resources, func(a, b ResourceInfo) int { return strings.Compare(a.Name, b.Name) })
 	names := make([]string, len(out.Resources))
