@@ -7,9 +7,10 @@
 #                           (Debian's clickhouse-server) and curl
 #   install-deps.sh test    that, plus what only the tests use (make test, make fuzz-policy):
 #                           pgbench, Node.js with npm (node-postgres), psycopg 3, rsyslog with
-#                           its TLS driver, sqlsmith, OpenSSH's server with sudo and rsync, and
+#                           its TLS driver, sqlsmith, OpenSSH's server with sudo and rsync,
 #                           nginx (an upstream and a reverse proxy in the HTTP proxy's tests),
-#                           and Chromium (the web console's browser tests)
+#                           Chromium (the web console's browser tests) and ZooKeeper (the
+#                           ClickHouse cluster tests)
 #   install-deps.sh bench   that of running, plus what the bench commands compare against and
 #                           drive (make bench, make bench-http): pgbench, PgBouncer, nginx and wrk
 set -euo pipefail
@@ -65,6 +66,9 @@ if [ "$variant" = test ]; then
   have ssh || missing+=(openssh-client)
   # The web console's end-to-end tests drive Debian's Chromium headless (chromedp).
   have chromium || [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # The ClickHouse cluster tests (two or more servers, replicated tables, ON CLUSTER) run
+  # Debian's ZooKeeper (it brings a Java runtime).
+  [ -e /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 fi
 if [ "$variant" = test ] || [ "$variant" = bench ]; then
   # nginx serves files and reverse-proxies in the HTTP proxy's tests (services/dev/localnginx)
