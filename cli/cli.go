@@ -85,6 +85,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = catalogCmd(args[1:], stdout, stderr)
 	case "nats":
 		err = natsCmd(args[1:], stdout, stderr)
+	case "mcp":
+		err = mcpCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage())
 		return 0

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -367,6 +369,51 @@ func TestMCPLimits(t *testing.T) {
 	cs2 := g.connect(t, g.mint(t, url.Values{"sub": {"agent-calm"}, "groups": {"orders-readers"}, "kind": {"agent"}}))
 	res, _ = call(t, cs2, "list_resources", nil)
 	require.False(t, res.IsError, text(res))
+}
+
+// TestMCPStdio: `gatehouse mcp` bridges stdio to the gateway, driven by the official SDK's
+// client over its command transport: tools listed, a masked query, a denial, a malformed
+// line answered with a parse error, a bad token's 401 told as a JSON-RPC error.
+func TestMCPStdio(t *testing.T) {
+	g := startMCPGateway(t, nil)
+	agent := g.mint(t, url.Values{"sub": {"agent-laptop"}, "groups": {"orders-readers"}, "kind": {"agent"}, "on_behalf_of": {"carol@example.com"}})
+	cmd := exec.Command(binary, "mcp", "--url", g.base)
+	cmd.Env = append(os.Environ(), "GATEHOUSE_TOKEN="+agent)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	c := mcp.NewClient(&mcp.Implementation{Name: "stdio-agent", Version: "0.1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	require.NoError(t, err, stderr.String())
+	tools, err := cs.ListTools(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, tools.Tools, 4)
+	res, out := call(t, cs, "query", map[string]any{"resource": "demo", "sql": "select card_number from customers order by id limit 1"})
+	require.False(t, res.IsError, text(res))
+	require.Regexp(t, `^\*+\d{4}$`, *out.Rows[0][0])
+	res, out = call(t, cs, "query", map[string]any{"resource": "demo", "sql": "drop table orders"})
+	require.True(t, res.IsError)
+	require.Equal(t, "denied", out.Status)
+	require.NoError(t, cs.Close())
+	require.NotContains(t, stderr.String(), agent, "the token is never printed")
+
+	// Raw lines: a malformed one gets a parse error; a token for another audience gets
+	// the gateway's 401 as a JSON-RPC error, naming the check.
+	other := g.mint(t, url.Values{"sub": {"agent-x"}, "kind": {"agent"}, "aud": {"another-service"}})
+	raw := exec.Command(binary, "mcp", "--url", g.base)
+	raw.Env = append(os.Environ(), "GATEHOUSE_TOKEN="+other)
+	raw.Stdin = strings.NewReader("{not json\n" + `{"jsonrpc":"2.0","id":7,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}` + "\n")
+	var rawOut, rawErr bytes.Buffer
+	raw.Stdout, raw.Stderr = &rawOut, &rawErr
+	require.NoError(t, raw.Run(), rawErr.String())
+	lines := strings.Split(strings.TrimSpace(rawOut.String()), "\n")
+	require.Len(t, lines, 2, rawOut.String())
+	require.Contains(t, lines[0], `"code":-32700`)
+	require.Contains(t, lines[1], `"id":7`)
+	require.Contains(t, lines[1], "401")
+	require.Contains(t, lines[1], "another-service")
+	require.NotContains(t, rawOut.String()+rawErr.String(), other)
 }
 
 func mustJSON(t *testing.T, v any) []byte {
