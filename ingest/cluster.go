@@ -73,6 +73,9 @@ func MigrateStore(ctx context.Context, conn driver.Conn, cfg config.ClickHouse) 
 // cluster migrations. The servers need remote_servers with the cluster, macros {shard} and
 // {replica}, zookeeper and distributed_ddl (docs/operations.md).
 func MigrateCluster(ctx context.Context, conn driver.Conn, db string, cl config.ClickHouseCluster) error {
+	if cl.Name == "" || cl.ZooKeeperPath == "" || cl.ShardingKey == "" {
+		return fmt.Errorf("cluster migrations need the cluster's name, zookeeper_path and sharding_key (clickhouse.cluster)")
+	}
 	// A single-server events table is not turned into a cluster silently: CREATE TABLE IF
 	// NOT EXISTS would leave it as it is, and its rows would not be on the cluster.
 	var engine string
