@@ -33,7 +33,9 @@ import (
 // events (count FINAL = uniqExact(id) = what was published), a session's events are on
 // one shard, replay and verify read every session back intact from the Distributed table,
 // the sweeper's open-session query works on it, and retention drops an old partition on
-// every server.
+// every server. The first configured address has no server (connections go to the next);
+// with two replicas, the replica ingest uses is killed: no batch is acknowledged until it
+// is back (insert_quorum 2), and then none is missing on either.
 func TestCluster(t *testing.T) {
 	zk := chtest.StartZooKeeper(t)
 	t.Run("2 shards x 1 replica", func(t *testing.T) { testCluster(t, zk, 2, 1) })
@@ -44,7 +46,10 @@ func testCluster(t *testing.T, zk *localdb.ZooKeeper, shards, replicas int) {
 	ctx := context.Background()
 	cl := chtest.StartCluster(t, zk, shards, replicas)
 	b := bustest.Connect(t)
-	cfg := config.ClickHouse{Address: cl.Addrs(), Database: "gh", Username: "default", Cluster: config.ClickHouseCluster{
+	// The first address has no server: connections go to the next.
+	dead, err := localdb.FreePort()
+	require.NoError(t, err)
+	cfg := config.ClickHouse{Address: fmt.Sprintf("127.0.0.1:%d,", dead) + cl.Addrs(), Database: "gh", Username: "default", Cluster: config.ClickHouseCluster{
 		Name: chtest.ClusterName, ZooKeeperPath: fmt.Sprintf("/clickhouse/tables/{shard}/gh%dx%d", shards, replicas), ShardingKey: "cityHash64(session_id)"}}
 	if replicas > 1 {
 		cfg.Cluster.InsertQuorum = replicas
@@ -231,10 +236,40 @@ func testCluster(t *testing.T, zk *localdb.ZooKeeper, shards, replicas int) {
 	require.NoError(t, err)
 	require.Empty(t, plan)
 
+	if replicas > 1 {
+		// A replica is lost: the first address, the server ingest was using. Ingest moves
+		// to the next address; with insert_quorum 2 no batch is acknowledged while only one
+		// replica can take it, so the new events wait in JetStream; the lost replica comes
+		// back, the batch goes in on both, and nothing is missing.
+		cl.Servers[0].Kill()
+		late := clusterSession(t, key, "late", "orders", now.Add(time.Minute), 3, true)
+		publishEvents(t, b.JS, late)
+		require.Never(t, caughtUp, 3*time.Second, 100*time.Millisecond, "acknowledged with one replica of two")
+		restarted := time.Now()
+		require.NoError(t, cl.Servers[0].Restart(ctx))
+		require.Eventually(t, caughtUp, 60*time.Second, 100*time.Millisecond)
+		t.Logf("replica lost: the late session acknowledged %s after the replica's restart began", time.Since(restarted).Round(100*time.Millisecond))
+		require.Equal(t, uint64(total-old+len(late)), countFinal(t, conn))
+		for i, s := range cl.Servers {
+			c, err := ingest.Open(config.ClickHouse{Address: s.Addr(), Username: "default"})
+			require.NoError(t, err)
+			defer c.Close()
+			require.Eventually(t, func() bool {
+				return sessionCounts(t, c, "SELECT session_id, count() FROM gh.events_local FINAL WHERE session_id = 'late' GROUP BY session_id")["late"] == uint64(len(late))
+			}, 30*time.Second, 100*time.Millisecond, "replica %d", i+1)
+		}
+		got, err := query.ReadSession(ctx, conn, "gh", "late")
+		require.NoError(t, err)
+		require.Equal(t, late, got)
+	}
+
 	// Migrating again is a no-op; a single-server events table is not silently kept.
 	require.NoError(t, ingest.MigrateStore(ctx, conn, cfg))
-	require.NoError(t, ingest.Migrate(ctx, conn, "single"))
-	err = ingest.MigrateCluster(ctx, conn, "single", cfg.Cluster)
+	c0, err := ingest.Open(config.ClickHouse{Address: cl.Servers[0].Addr(), Username: "default"})
+	require.NoError(t, err)
+	defer c0.Close()
+	require.NoError(t, ingest.Migrate(ctx, c0, "single"))
+	err = ingest.MigrateCluster(ctx, c0, "single", cfg.Cluster)
 	require.ErrorContains(t, err, "single.events on this server is a single-server table (ReplacingMergeTree)")
 }
 
