@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -214,6 +215,7 @@ type fuzzStats struct {
 	tried, refused, failed, passed, rows int
 	bySource, passedBy                   map[string]int
 	leaks                                []string
+	mismatches                           []string // the MCP query tool and the proxy decided differently
 }
 
 func envOr(name, def string) string {
@@ -262,11 +264,13 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 		{Name: "emails", Effect: "mask", When: `"open-readers" in identity.groups`, Mask: &config.Mask{Columns: []string{"customers.email"}, Detectors: []string{"email"}, Method: "hmac"}},
 	}})
 	cfg.Audit.SigningKeyFile = ""
+	// The MCP server's query tool is driven too; its limits are not under test here.
+	cfg.MCP.CallsPerMinute, cfg.MCP.RowsPerHour = 100000, 100000000
 	require.NoError(t, cfg.Validate())
 	a := app.New(cfg, testLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, []string{"dev-issuer", "policy", "proxy-postgres"}) }()
+	go func() { done <- a.Run(ctx, []string{"dev-issuer", "policy", "proxy-postgres", "mcp"}) }()
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
@@ -286,6 +290,8 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 		return c
 	}
 	conns := map[string]*pgconn.PgConn{"demo": connect("demo"), "demo-open": connect("demo-open")}
+	endpoint := "http://" + a.HTTPAddr() + cfg.MCP.Path
+	agents := map[string]*mcp.ClientSession{"demo": connectMCPAt(t, endpoint, tokens["demo"]), "demo-open": connectMCPAt(t, endpoint, tokens["demo-open"])}
 
 	st := fuzzStats{bySource: map[string]int{}, passedBy: map[string]int{}}
 	gen := &trickGen{r: r}
@@ -311,6 +317,35 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 		}
 		st.tried++
 		st.bySource[source]++
+		if r.IntN(4) == 0 {
+			// Through the MCP server's query tool.
+			out, outcome := runMCPQuery(agents[res], res, sql)
+			st.bySource["mcp"]++
+			switch outcome {
+			case "passed":
+				st.passed++
+				st.passedBy["mcp"]++
+				st.passedBy[source]++ // the masking was tried all the same
+			case "refused", "bounded":
+				st.refused++
+			default:
+				st.failed++
+			}
+			if what, ok := canaries.leak(out); ok {
+				st.leaks = append(st.leaks, fmt.Sprintf("%s (%s, %s, through the MCP query tool): %s\n  in: %.300q", what, res, source, sql, out))
+			}
+			// The same path: the statement sent directly is refused by the gateway exactly
+			// when the tool refused it.
+			var derr error
+			if outcome != "bounded" {
+				_, derr = runFuzz(c, sql, 0)
+			}
+			var pe *pgconn.PgError
+			if direct := asPgError(derr, &pe) && pe.Code == "42501" && strings.HasPrefix(pe.Message, "Gatehouse"); outcome != "bounded" && direct != (outcome == "refused") {
+				st.mismatches = append(st.mismatches, fmt.Sprintf("%s (%s): through MCP %s, directly %v\n  MCP said: %.300s", sql, res, outcome, derr, out))
+			}
+			continue
+		}
 		out, err := runFuzz(c, sql, r.IntN(3))
 		if err != nil {
 			var pe *pgconn.PgError
@@ -338,12 +373,15 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 	for _, c := range conns {
 		c.Close(context.Background())
 	}
+	for _, cs := range agents {
+		_ = cs.Close()
+	}
 	cancel()
 	stopped = true
 	require.NoError(t, <-done)
 	b := bustest.ConnectURL(t, natsURL)
 	events := 0
-	for _, res := range []string{"demo", "demo-open"} {
+	for _, res := range []string{"demo", "demo-open", "_mcp"} {
 		events += eachEvent(t, b, res, func(data []byte) {
 			if what, ok := canaries.leak(data); ok {
 				st.leaks = append(st.leaks, fmt.Sprintf("in the audit trail of %s: %s: %.300q", res, what, data))
@@ -358,10 +396,16 @@ func TestCanaryLeakFuzzer(t *testing.T) {
 	for _, l := range st.leaks {
 		t.Errorf("LEAK: %s", l)
 	}
+	for i, m := range st.mismatches {
+		if i < 20 {
+			t.Errorf("MCP and the proxy disagree: %s", m)
+		}
+	}
 	require.Equal(t, before, after, "a read-only identity changed the database")
 	// Most generated statements probe (refused by design) or fail in PostgreSQL (a cast that
 	// does not fit): enough must still come back for the masking to have been tried.
 	require.Greater(t, st.passedBy["tricks"], 200, "almost every generated statement refused: the fuzzer tested little")
+	require.Positive(t, st.passedBy["mcp"], "no statement through the MCP query tool came back")
 }
 
 // runFuzz runs sql on c: the simple protocol (text), or the extended protocol in text or
