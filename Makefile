@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/gatehouse
 PKGS    := ./... ./schemas/...
 
-.PHONY: dev test build deps test-deps generate bench bench-http fuzz-policy kube-fixture helm-fixture console-assets clean
+.PHONY: dev test build deps test-deps generate bench bench-http fuzz-policy kube-fixture helm-fixture inspector-fixture console-assets clean
 
 ## dev: install what running needs when missing, build, and run Gatehouse locally with a demo
 dev: deps build
@@ -15,6 +15,7 @@ test: test-deps
 	@# on failure the localkube tests say why (and skip when there is no module proxy).
 	-@$(MAKE) --no-print-directory kube-fixture
 	-@$(MAKE) --no-print-directory helm-fixture
+	-@$(MAKE) --no-print-directory inspector-fixture
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(GO) test -race -count=1 -timeout 10m ./proxy/...
@@ -74,6 +75,13 @@ kube-fixture:
 ## deploy/helm/gatehouse with, from the Go module proxy, into GATEHOUSE_CACHE/helm (default ~/.cache/gatehouse/helm)
 helm-fixture:
 	$(GO) run ./services/dev/localhelm/cmd/build
+
+## inspector-fixture: install once (or find in the cache) the MCP Inspector that TestMCPInspector runs in its
+## command-line mode, from npm, into GATEHOUSE_CACHE/inspector (default ~/.cache/gatehouse/inspector)
+INSPECTOR_DIR = $${GATEHOUSE_CACHE:-$$HOME/.cache/gatehouse}/inspector
+inspector-fixture:
+	@test -x $(INSPECTOR_DIR)/node_modules/.bin/mcp-inspector || \
+		npm install --prefix $(INSPECTOR_DIR) --no-audit --no-fund @modelcontextprotocol/inspector@0.17.2
 
 ## console-assets: the web console's vendored packages (query/console/ui/package-lock.json): npm ci, then copy
 ## the terminal player (JS bundle, CSS, licence) into query/console/web/vendor and axe-core into query/console/testdata;

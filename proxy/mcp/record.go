@@ -18,6 +18,7 @@ import (
 // mcpSession is the trail of one MCP session (resource _mcp): session.start at its first
 // tool call, mcp.call and mcp.result for each, session.end when the MCP session ends.
 type mcpSession struct {
+	ss    *sdk.ServerSession
 	sess  *session.Session
 	calls atomic.Uint64
 	once  sync.Once
@@ -54,7 +55,7 @@ func (s *Server) sessionFor(ctx context.Context, ss *sdk.ServerSession, id *iden
 	if ok {
 		return m, nil
 	}
-	m = &mcpSession{sess: session.New(id, s.res0, s.pub, nil, s.cfg.Limits)}
+	m = &mcpSession{ss: ss, sess: session.New(id, s.res0, s.pub, nil, s.cfg.Limits)}
 	if err := m.sess.Start(ctx, &schemas.SessionStart{Protocol: "mcp", ClientAddr: addr, ApplicationName: clientName(ss)}); err != nil {
 		return nil, err
 	}

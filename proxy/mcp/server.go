@@ -206,6 +206,7 @@ func (s *Server) Close(ctx context.Context) error {
 	var errs []error
 	for _, m := range open {
 		errs = append(errs, m.end(ctx, "shutdown"))
+		_ = m.ss.Close() // its watcher returns
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
