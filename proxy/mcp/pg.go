@@ -42,6 +42,9 @@ type Result struct {
 // approval <id> (...".
 var approvalNotice = regexp.MustCompile(`^Gatehouse: waiting for approval ([0-9a-fA-F-]{36}) `)
 
+// approvalRef finds the approval an error of the proxy is about.
+var approvalRef = regexp.MustCompile(`(?:approval|requested as) ([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})`)
+
 // execution is a statement running on its own connection to the PostgreSQL proxy.
 type execution struct {
 	conn *pgconn.PgConn
@@ -176,10 +179,15 @@ func pgResult(err error) Result {
 	if pe.Hint != "" {
 		r.Message += "; " + pe.Hint
 	}
+	if m := approvalRef.FindStringSubmatch(pe.Message + " " + pe.Detail); m != nil && strings.HasPrefix(pe.Message, "Gatehouse") {
+		// An approval denied, expired, or (fail-fast) requested or still pending: the
+		// message says what to do.
+		r.ApprovalID = m[1]
+	}
 	switch {
 	case pe.Code == "42501" && strings.HasPrefix(pe.Message, "Gatehouse"):
 		r.Status, r.decision = StatusDenied, "deny"
-		if strings.Contains(pe.Message, "approval required") {
+		if strings.Contains(pe.Message, "approval") {
 			r.decision = "require_approval"
 		}
 	case pe.Code == "57014" && strings.HasPrefix(pe.Message, "Gatehouse"):
