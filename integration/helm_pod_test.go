@@ -40,7 +40,7 @@ type k8sObject struct {
 			TargetPort string `yaml:"targetPort"`
 		} `yaml:"ports"`
 		// StatefulSet
-		ServiceName          string `yaml:"serviceName"`
+		ServiceName          string          `yaml:"serviceName"`
 		VolumeClaimTemplates []claimTemplate `yaml:"volumeClaimTemplates"`
 		// Deployment, StatefulSet, Job
 		Template struct {

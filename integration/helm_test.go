@@ -28,16 +28,27 @@ import (
 const chartDir = "../deploy/helm/gatehouse"
 
 // TestHelmChart lints deploy/helm/gatehouse and renders it (helm template) with its default
-// values, with the NATS dependency off (an external NATS), and with secrets, TLS and
-// replicas set, and checks what was rendered: every enabled target has a Deployment running
-// it with its replicas, its container ports are the listeners its config opens, Services
-// point at ports that exist, disruption budgets select their Deployment's pods, the config in the ConfigMap passes Gatehouse's validation with
-// the environment the pods get, no secret value is in a ConfigMap, and the services that
-// seal mount the signing key where the config says. Helm is built from the Go module proxy
-// once (localhelm); the test skips only when the proxy cannot be reached. The NATS chart
-// (a dependency from a chart repository, which is not reachable here) is replaced by an empty
-// stand-in named nats: helm checks that a dependency is present even when its condition is
-// off, and renders nothing of it when it is off or empty.
+// values, with the NATS dependency off (an external NATS), with secrets, TLS and replicas
+// set, with least-privilege NATS (on the bundled cluster and on an external one), NATS TLS,
+// a ClickHouse cluster and both kinds of spool volume, and checks what was rendered: every
+// enabled target has a Deployment (a proxy with its spool on a claim: a StatefulSet)
+// running it with its replicas, its container ports are the listeners its config opens,
+// Services point at ports that exist, disruption budgets select their workload's pods, the
+// config in the ConfigMap passes Gatehouse's validation with the environment the pods get
+// and with placeholder files (an nkey seed, a certificate and key) where the config names
+// files of Secrets the chart takes by name, no secret value is in a ConfigMap, the services
+// that seal mount the signing key where the config says, and a proxy's audit.spool_dir is
+// on its data volume. With natsAuth: every component binds, as its own user (its seed,
+// from the Secret key USER.nk, and its inbox prefix), and mounts no other user's seed; the
+// provisioning Job is a hook (pre-install with an external NATS, post-install with the
+// bundled one, pre-upgrade), after its ConfigMap, whose config validates with the
+// provision user's seed and the components' replicas. The chart's own refusals and a
+// ClickHouse cluster config that validation refuses are checked too. Helm is built from
+// the Go module proxy once (localhelm); the test skips only when the proxy cannot be
+// reached. The NATS chart (a dependency from a chart repository, which is not reachable
+// here) is replaced by an empty stand-in named nats: helm checks that a dependency is
+// present even when its condition is off, and renders nothing of it when it is off or
+// empty.
 func TestHelmChart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
