@@ -143,10 +143,11 @@ func (a *API) listSessions(c echo.Context) error {
 				OR position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0
 				OR position(lower(visitParamExtractString(payload, 'target')), lower(?)) > 0))
 			OR (type = 'ssh.file' AND position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0)
+			OR (type = 'mcp.call' AND position(lower(visitParamExtractString(payload, 'arguments')), lower(?)) > 0)
 			OR (type = 'http.request' AND (position(lower(visitParamExtractString(payload, 'path')), lower(?)) > 0
 				OR position(lower(visitParamExtractString(payload, 'query')), lower(?)) > 0
 				OR position(lower(visitParamExtractString(payload, 'body')), lower(?)) > 0))) > 0`)
-		hargs = append(hargs, v, v, v, v, v, v, v, v, v)
+		hargs = append(hargs, v, v, v, v, v, v, v, v, v, v)
 	}
 	switch v := c.QueryParam("protocol"); v {
 	case "":
@@ -182,8 +183,9 @@ func (a *API) listSessions(c echo.Context) error {
 			countIf(type = 'kube.io' OR (type = 'http.request' AND visitParamHas(payload, 'kube'))) > 0, 'kubernetes',
 			countIf(type LIKE 'http.%%') > 0, 'http', 'postgres') AS protocol,
 		anyIf(visitParamExtractString(payload, 'login'), type = 'session.start') AS login,
-		countIf(type IN ('db.query', 'ssh.request', 'http.request')) AS statements,
-		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'deny') AS denied,
+		countIf(type IN ('db.query', 'ssh.request', 'http.request', 'mcp.call')) AS statements,
+		countIf((type = 'decision' AND visitParamExtractString(payload, 'effect') = 'deny')
+			OR (type = 'mcp.result' AND visitParamExtractString(payload, 'status') = 'denied')) AS denied,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'require_approval') AS held,
 		countIf(type = 'decision' AND visitParamExtractString(payload, 'effect') = 'mask') AS masked,
 		countIf(type = 'approval.decided' AND visitParamExtractString(payload, 'outcome') = 'approved') AS approved,
