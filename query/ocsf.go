@@ -72,8 +72,26 @@ func OCSFProtocol(e *schemas.Event, protocol string) map[string]any {
 		class, activity, name = ocsfUserAccessMgmt, 1, "Assign Privileges"
 	case schemas.TypeGrantExpired, schemas.TypeGrantRevoked, schemas.TypeRevocation:
 		class, activity, name = ocsfUserAccessMgmt, 2, "Revoke Privileges"
+	case schemas.TypeMcpCall, schemas.TypeMcpResult:
+		// An agent's tool call (API Activity); what its statement did is the resource's
+		// own session's (Datastore Activity, Detection Finding).
+		switch str(payload["status"]) {
+		case "", "ok", "limited", "pending_approval":
+		default:
+			status = 2
+		}
 	}
 	rec := ocsfBase(e, payload, class, activity, name, status)
+	if e.Type == schemas.TypeMcpCall || e.Type == schemas.TypeMcpResult {
+		api := map[string]any{"operation": "tools/call", "service": map[string]any{"name": "Gatehouse MCP"}}
+		if tool := str(payload["tool"]); tool != "" {
+			api["operation"] = "tools/call " + tool
+		}
+		rec["api"] = api
+		if msg := str(payload["message"]); status == 2 && msg != "" {
+			rec["status_detail"] = msg
+		}
+	}
 	if class == ocsfDatastoreActivity || class == ocsfDetectionFinding {
 		rec["database"] = map[string]any{"name": e.Resource, "type": "PostgreSQL"}
 		if sql, _ := payload["sql"].(string); sql != "" {
