@@ -12,9 +12,9 @@ import (
 	"github.com/gatehouse/gatehouse/query"
 )
 
-// evidenceCmd prints an evidence report: access, denials, grants or changes.
+// evidenceCmd prints an evidence report: access, privileged, denials, grants, changes or agents.
 func evidenceCmd(args []string, stdout, stderr io.Writer) error {
-	kinds := []string{"access", "privileged", "denials", "grants", "changes"}
+	kinds := []string{"access", "privileged", "denials", "grants", "changes", "agents"}
 	if len(args) == 0 || !strings.Contains(" "+strings.Join(kinds, " ")+" ", " "+args[0]+" ") {
 		return usageError{"evidence needs a report: " + strings.Join(kinds, ", ")}
 	}

@@ -100,7 +100,7 @@ func (a *API) evidence(c echo.Context) error {
 	kind := c.Param("kind")
 	q, ok := evidenceReports[kind]
 	if !ok {
-		return echo.NewHTTPError(http.StatusNotFound, "evidence is one of access, privileged, denials, grants, changes")
+		return echo.NewHTTPError(http.StatusNotFound, "evidence is one of access, privileged, denials, grants, changes, agents")
 	}
 	cov := Coverage{Kind: kind, Until: time.Now().UTC(), UntilDefault: true, SinceDefault: true}
 	for _, p := range []struct {

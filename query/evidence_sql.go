@@ -202,6 +202,30 @@ var evidenceReports = map[string]struct {
 			GROUP BY grant_id
 		) USING grant_id
 		ORDER BY time_us, id`},
+	// What AI agents did through the MCP server: per agent, the person it acted for, the
+	// resource and the tool, its tool calls counted by how each ended, and the rows they
+	// returned. The statements themselves are in access, denials and privileged too (the
+	// PostgreSQL proxy recorded them in the resource's sessions).
+	"agents": {[]string{"identity", "subject", "on_behalf_of", "resource", "tool", "calls", "ok", "limited", "denied", "pending_approval",
+		"expired", "refused", "error", "no_result", "rows", "first", "last"}, `
+		SELECT if(anyIf(nm, nm != '') = '', sub, anyIf(nm, nm != '')), sub, obo, target, tool, count(),
+			countIf(status = 'ok'), countIf(status = 'limited'), countIf(status = 'denied'), countIf(status = 'pending_approval'),
+			countIf(status = 'expired'), countIf(status = 'refused'), countIf(status = 'error'), countIf(status = ''),
+			sum(rows), toString(toDateTime(intDiv(min(t), 1000000))), toString(toDateTime(intDiv(max(t), 1000000)))
+		FROM (
+			SELECT session_id, visitParamExtractUInt(payload, 'query_id') AS qid,
+				any(identity_sub) AS sub, anyIf(identity_name, identity_name != '') AS nm, any(identity_on_behalf_of) AS obo,
+				anyIf(visitParamExtractString(payload, 'tool'), type = 'mcp.call') AS tool,
+				anyIf(visitParamExtractString(payload, 'target'), type = 'mcp.call') AS target,
+				anyIf(visitParamExtractString(payload, 'status'), type = 'mcp.result') AS status,
+				anyIf(visitParamExtractUInt(payload, 'rows'), type = 'mcp.result') AS rows,
+				min(time_us) AS t
+			FROM {db}.events
+			WHERE {range} AND resource = '_mcp' AND type IN ('mcp.call', 'mcp.result')
+			GROUP BY session_id, qid
+			HAVING max(type = 'mcp.call')
+		)
+		GROUP BY sub, obo, target, tool ORDER BY sub, obo, target, tool`},
 	// Policy and resource changes: who changed what, when, with the diff, and the policy
 	// revision in force after it (0 for a resource, and for what the config file seeded)
 	// (CC6.1, CC8.1). {changes} narrows it to one kind and name (kind=, name=).
