@@ -106,13 +106,14 @@ func TestHelmChart(t *testing.T) {
 		require.Equal(t, secrets[0], r.config.ClickHouse.Password)
 	})
 	t.Run("least-privilege NATS on the bundled cluster, mutual TLS, ClickHouse cluster", func(t *testing.T) {
-		out := run("template", "gh", chart, "--namespace", "gatehouse",
-			"--set", "natsAuth.enabled=true", "--set", "natsAuth.existingSecrets.provision=ops-nats-provision",
+		values := []string{"--set", "natsAuth.enabled=true", "--set", "natsAuth.existingSecrets.provision=ops-nats-provision",
 			"--set", "natsTLS.caSecret=nats-ca", "--set", "natsTLS.clientSecret=nats-client", "--set", "natsTLS.clientSecrets.proxy-ssh=nats-client-ssh",
 			"--set", "targets.proxy-ssh.enabled=true", "--set", "targets.proxy-http.enabled=true", "--set", "targets.sinks.enabled=true",
 			"--set", "clickhouse.address=ch1:9000\\,ch2:9000", "--set", "clickhouse.cluster.name=audit",
 			"--set", "clickhouse.cluster.zookeeperPath=/clickhouse/tables/{shard}/gh", "--set", "clickhouse.cluster.shardingKey=sipHash64(session_id)",
-			"--set", "clickhouse.cluster.insertQuorum=2")
+			"--set", "clickhouse.cluster.insertQuorum=2"}
+		run(append([]string{"lint", "--strict", chart}, values...)...)
+		out := run(append([]string{"template", "gh", chart, "--namespace", "gatehouse"}, values...)...)
 		r := checkRendered(t, out, nil)
 		users := []string{"policy", "approvals", "notifier", "sinks", "proxy-postgres", "proxy-ssh", "proxy-http", "ingest", "query"}
 		require.ElementsMatch(t, users, slices.Collect(maps.Keys(r.workloads)))
@@ -185,6 +186,7 @@ func TestHelmChart(t *testing.T) {
 			{[]string{"--set", "natsAuth.enabled=true", "--set", "targets.dev-issuer.enabled=true"}, "dev-issuer is for trials and has no NATS user"},
 			{[]string{"--set", "nats.enabled=false", "--set", "externalNats.url=nats://n1:4222", "--set", "natsTLS.caSecret=nats-ca"}, "every URL must say tls://"},
 			{[]string{"--set", "natsTLS.clientSecrets.policy=policy-client"}, "no client certificate Secret for approvals"},
+			{[]string{"--set", "proxySpool.volume=hostPath"}, "proxySpool.volume"},
 		} {
 			cmd := exec.CommandContext(ctx, helm, append([]string{"template", "gh", chart}, tc.args...)...)
 			cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home+"/config", "HELM_CACHE_HOME="+home+"/cache", "HELM_DATA_HOME="+home+"/data")

@@ -129,6 +129,9 @@ or RELEASE-gatehouse-nats-USER. */}}
 {{/* Whether target keeps its data dir (the audit spool's journal) on a PersistentVolumeClaim
 of its own: the proxies with proxySpool.volume pvc, run as StatefulSets. */}}
 {{- define "gatehouse.persistent" -}}
+{{- if not (has .root.Values.proxySpool.volume (list "pvc" "emptyDir")) -}}
+{{- fail (printf "proxySpool.volume: %q is not pvc or emptyDir" .root.Values.proxySpool.volume) -}}
+{{- end -}}
 {{- if and (eq .root.Values.proxySpool.volume "pvc") (has .target (list "proxy-postgres" "proxy-ssh" "proxy-http")) -}}true{{- end -}}
 {{- end -}}
 
