@@ -276,18 +276,17 @@ func (k kinds) secretValue(t *testing.T, name, key string) (string, bool) {
 func (k kinds) podConfig(t *testing.T, what string, pod podSpec, cfgPath string, ph placeholders) (*config.Config, map[string]secretRef) {
 	t.Helper()
 	c := pod.Containers[0]
-	var cmName, key string
+	var cmName, key string // the ConfigMap key at cfgPath: a subPath mount, or a file of a directory mount
 	for _, m := range c.VolumeMounts {
-		switch {
-		case m.SubPath != "" && m.MountPath == cfgPath:
-			key = m.SubPath
-		case m.SubPath == "" && m.MountPath == filepath.Dir(cfgPath):
-			key = filepath.Base(cfgPath)
-		default:
+		v, ok := pod.volume(m.Name)
+		if !ok || v.ConfigMap == nil {
 			continue
 		}
-		if v, ok := pod.volume(m.Name); ok && v.ConfigMap != nil {
-			cmName = v.ConfigMap.Name
+		switch {
+		case m.SubPath != "" && m.MountPath == cfgPath:
+			cmName, key = v.ConfigMap.Name, m.SubPath
+		case m.SubPath == "" && m.MountPath == filepath.Dir(cfgPath):
+			cmName, key = v.ConfigMap.Name, filepath.Base(cfgPath)
 		}
 	}
 	require.NotEmpty(t, cmName, "%s: %s is not mounted from a ConfigMap", what, cfgPath)
@@ -298,8 +297,8 @@ func (k kinds) podConfig(t *testing.T, what string, pod podSpec, cfgPath string,
 	env := map[string]string{}
 	for _, ef := range c.EnvFrom {
 		if s, ok := k["Secret"][ef.SecretRef.Name]; ok {
-			for key := range s.Data {
-				env[key], _ = k.secretValue(t, ef.SecretRef.Name, key)
+			for name := range s.Data {
+				env[name], _ = k.secretValue(t, ef.SecretRef.Name, name)
 			}
 		}
 	}
