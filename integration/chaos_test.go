@@ -314,6 +314,16 @@ func TestChaos(t *testing.T) {
 		soak = runSoak(t, c, o)
 		phases = append(phases, "soak "+time.Since(mark).Round(time.Second).String())
 	}
+	// Every component stops as an operator stops it (SIGINT), in reverse start order; how
+	// long each took goes into the report (a stop past 20 s is a kill).
+	var stops []string
+	for i := len(chaosTargets) - 1; i >= 0; i-- {
+		target := chaosTargets[i]
+		began := time.Now()
+		c.proc(target).stop()
+		stops = append(stops, fmt.Sprintf("%s %s", target, time.Since(began).Round(10*time.Millisecond)))
+	}
+	phases = append(phases, "stops: "+strings.Join(stops, ", "))
 	writeChaosReport(t, o, results, inv, soak, load, phases)
 	for _, r := range results {
 		require.Empty(t, r.failures, "fault %s", r.name)
