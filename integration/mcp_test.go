@@ -343,7 +343,9 @@ func TestMCPAuth(t *testing.T) {
 
 // TestMCPLimits: calls per minute and rows per hour hold per agent.
 func TestMCPLimits(t *testing.T) {
-	g := startMCPGateway(t, func(c *config.Config) { c.MCP.CallsPerMinute = 5; c.MCP.RowsPerHour = 3; c.MCP.MaxRows = 2 })
+	g := startMCPGateway(t, func(c *config.Config) {
+		c.MCP.CallsPerMinute, c.MCP.RowsPerHour, c.MCP.MaxRows, c.MCP.SessionsPerMinute = 5, 3, 2, 2
+	})
 	agent := g.mint(t, url.Values{"sub": {"agent-busy"}, "groups": {"orders-readers"}, "kind": {"agent"}})
 	cs := g.connect(t, agent)
 
@@ -364,6 +366,14 @@ func TestMCPLimits(t *testing.T) {
 	res, _ := call(t, cs, "list_resources", nil)
 	require.True(t, res.IsError)
 	require.Contains(t, text(res), "mcp.calls_per_minute")
+
+	// Two new MCP sessions a minute: the second opens, the third is refused (429).
+	g.connect(t, agent)
+	c := mcp.NewClient(&mcp.Implementation{Name: "again", Version: "1"}, nil)
+	_, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: g.endpoint,
+		HTTPClient: &http.Client{Transport: &bearer{agent, http.DefaultTransport}}, DisableStandaloneSSE: true, MaxRetries: -1}, nil)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "Too Many Requests")
 
 	// Another agent has its own budget.
 	cs2 := g.connect(t, g.mint(t, url.Values{"sub": {"agent-calm"}, "groups": {"orders-readers"}, "kind": {"agent"}}))

@@ -10,24 +10,24 @@ import (
 // passed are dropped when the table grows, so it stays bounded by the agents active in
 // the last hour.
 type limiter struct {
-	calls, rows int
+	calls, rows, sessions int
 
 	mu     sync.Mutex
 	agents map[string]*usage
 }
 
 type usage struct {
-	minute         time.Time // start of the minute window
-	calls, request int
-	hour           time.Time // start of the hour window
-	rows           int
+	minute                   time.Time // start of the minute window
+	calls, request, sessions int
+	hour                     time.Time // start of the hour window
+	rows                     int
 }
 
 // maxAgents is when the table is swept for idle agents.
 const maxAgents = 10000
 
-func newLimiter(callsPerMinute, rowsPerHour int) *limiter {
-	return &limiter{calls: callsPerMinute, rows: rowsPerHour, agents: map[string]*usage{}}
+func newLimiter(callsPerMinute, rowsPerHour, sessionsPerMinute int) *limiter {
+	return &limiter{calls: callsPerMinute, rows: rowsPerHour, sessions: sessionsPerMinute, agents: map[string]*usage{}}
 }
 
 func (l *limiter) requestsPerMinute() int { return l.calls*4 + 60 }
@@ -47,7 +47,7 @@ func (l *limiter) getLocked(agent string, now time.Time) *usage {
 		l.agents[agent] = u
 	}
 	if now.Sub(u.minute) >= time.Minute {
-		u.minute, u.calls, u.request = now.Truncate(time.Minute), 0, 0
+		u.minute, u.calls, u.request, u.sessions = now.Truncate(time.Minute), 0, 0, 0
 	}
 	if now.Sub(u.hour) >= time.Hour {
 		u.hour, u.rows = now.Truncate(time.Hour), 0
@@ -64,6 +64,18 @@ func (l *limiter) request(agent string, now time.Time) bool {
 		return false
 	}
 	u.request++
+	return true
+}
+
+// session counts a new MCP session; false: over mcp.sessions_per_minute.
+func (l *limiter) session(agent string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.getLocked(agent, now)
+	if u.sessions >= l.sessions {
+		return false
+	}
+	u.sessions++
 	return true
 }
 

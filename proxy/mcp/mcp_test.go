@@ -9,7 +9,9 @@ import (
 )
 
 func TestLimiterWindowsPerAgent(t *testing.T) {
-	l := newLimiter(2, 5)
+	l := newLimiter(2, 5, 1)
+	require.True(t, l.session("a", time.Date(2026, 12, 3, 10, 0, 30, 0, time.UTC)))
+	require.False(t, l.session("a", time.Date(2026, 12, 3, 10, 0, 30, 0, time.UTC)), "one new session a minute")
 	now := time.Date(2026, 12, 3, 10, 0, 30, 0, time.UTC)
 	require.True(t, l.call("a", now))
 	require.True(t, l.call("a", now))

@@ -1,9 +1,12 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -95,7 +98,7 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, res: d.Resources, verifier: d.Verifier, pub: d.Publisher, decider: d.Decider, catalogs: d.Catalogs, log: log, ctx: ctx, cancel: cancel,
-		limits:   newLimiter(cfg.CallsPerMinute, cfg.RowsPerHour),
+		limits:   newLimiter(cfg.CallsPerMinute, cfg.RowsPerHour, cfg.SessionsPerMinute),
 		sessions: map[string]*mcpSession{},
 		res0:     &config.Resource{Name: AuditResource, Type: "mcp", Audit: cfg.AuditMode},
 	}
@@ -184,13 +187,52 @@ func (s *Server) throttle(next http.Handler) http.Handler {
 			http.Error(w, "no verified token", http.StatusUnauthorized) // unreachable behind RequireBearerToken
 			return
 		}
-		if !s.limits.request(ti.UserID, time.Now()) {
+		now := time.Now()
+		if !s.limits.request(ti.UserID, now) {
 			w.Header().Set("Retry-After", "60")
 			http.Error(w, fmt.Sprintf("too many requests: this gateway takes at most %d requests a minute from one agent (mcp.calls_per_minute × 4 + 60)", s.limits.requestsPerMinute()), http.StatusTooManyRequests)
 			return
 		}
+		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" && s.initializes(r) && !s.limits.session(ti.UserID, now) {
+			w.Header().Set("Retry-After", "60")
+			http.Error(w, fmt.Sprintf("too many new MCP sessions: this gateway opens at most %d a minute for one agent (mcp.sessions_per_minute); reuse a session", s.cfg.SessionsPerMinute), http.StatusTooManyRequests)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// initializes says whether r's body is an initialize (a new MCP session). It reads at
+// most mcp.max_request_bytes of it and puts back what it read.
+func (s *Server) initializes(r *http.Request) bool {
+	if r.Body == nil {
+		return false
+	}
+	head, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.MaxRequestBytes)+1))
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+	if err != nil {
+		return false
+	}
+	var one struct {
+		Method string `json:"method"`
+	}
+	if json.Unmarshal(head, &one) == nil {
+		return one.Method == "initialize"
+	}
+	var batch []struct {
+		Method string `json:"method"`
+	}
+	if json.Unmarshal(head, &batch) == nil {
+		for _, m := range batch {
+			if m.Method == "initialize" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Close ends the MCP sessions' trails, and the statements parked for approval.

@@ -19,6 +19,9 @@ type MCP struct {
 	ResourceURL string `yaml:"resource_url"`
 	// CallsPerMinute bounds tool calls per agent (default 60).
 	CallsPerMinute int `yaml:"calls_per_minute"`
+	// SessionsPerMinute bounds the MCP sessions an agent opens (initialize) a minute
+	// (default 10); an idle session ends after 30 minutes.
+	SessionsPerMinute int `yaml:"sessions_per_minute"`
 	// RowsPerHour bounds the rows the query tool returns to one agent in an hour (default
 	// 10000); a query that would pass it is cut where it reaches it.
 	RowsPerHour int `yaml:"rows_per_hour"`
@@ -41,6 +44,7 @@ type MCP struct {
 func (m *MCP) applyDefaults() {
 	def(&m.Path, "/mcp")
 	def(&m.CallsPerMinute, 60)
+	def(&m.SessionsPerMinute, 10)
 	def(&m.RowsPerHour, 10000)
 	def(&m.MaxRows, 200)
 	def(&m.MaxResultBytes, 256<<10)
@@ -67,6 +71,7 @@ func (m *MCP) validate(path string, ck *checker) {
 		}
 	}
 	bound("calls_per_minute", m.CallsPerMinute, 1, 100000)
+	bound("sessions_per_minute", m.SessionsPerMinute, 1, 10000)
 	bound("rows_per_hour", m.RowsPerHour, 1, 100000000)
 	bound("max_rows", m.MaxRows, 1, 100000)
 	bound("max_result_bytes", m.MaxResultBytes, 1024, 64<<20)
