@@ -339,6 +339,21 @@ func TestMCPAuth(t *testing.T) {
 	require.Equal(t, 413, resp.StatusCode, body)
 	resp, _ = post(agent, initialize)
 	require.Equal(t, 200, resp.StatusCode)
+
+	// A tool call without a session (protocol 2026-07-28, sessionless) is not served: every
+	// call is made in an MCP session, one trail tied to one identity.
+	req, err := http.NewRequest("POST", g.endpoint, strings.NewReader(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_resources","arguments":{}}}`))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Authorization", "Bearer "+agent)
+	sresp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	sbody, _ := io.ReadAll(sresp.Body)
+	sresp.Body.Close()
+	t.Logf("sessionless call: %d %s", sresp.StatusCode, sbody)
+	require.NotContains(t, string(sbody), `"resources"`)
 }
 
 // TestMCPLimits: calls per minute and rows per hour hold per agent.

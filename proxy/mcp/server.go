@@ -109,6 +109,10 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 			"(you get an approval id at once; ask approval_status later). Every call is recorded.",
 		Logger:       log,
 		Capabilities: &sdk.ServerCapabilities{Tools: &sdk.ToolCapabilities{}},
+		// The versions with sessions: an MCP session is one trail, tied to the identity
+		// that opened it and bounded per agent (2026-07-28 has no sessions: every request
+		// would be a session of its own).
+		SupportedProtocolVersions: []string{"2025-11-25", "2025-06-18", "2025-03-26"},
 	})
 	s.addTools()
 	s.stream = sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
