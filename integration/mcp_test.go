@@ -339,6 +339,21 @@ func TestMCPAuth(t *testing.T) {
 	require.Equal(t, 413, resp.StatusCode, body)
 	resp, _ = post(agent, initialize)
 	require.Equal(t, 200, resp.StatusCode)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	require.NotEmpty(t, sid)
+
+	// Another agent's valid token cannot use this agent's MCP session.
+	thief := g.mint(t, url.Values{"sub": {"agent-z"}, "groups": {"orders-readers"}, "kind": {"agent"}})
+	req0, err := http.NewRequest("POST", g.endpoint, strings.NewReader(`{"jsonrpc":"2.0","id":3,"method":"tools/list"}`))
+	require.NoError(t, err)
+	req0.Header.Set("Content-Type", "application/json")
+	req0.Header.Set("Accept", "application/json, text/event-stream")
+	req0.Header.Set("Mcp-Session-Id", sid)
+	req0.Header.Set("Authorization", "Bearer "+thief)
+	tresp, err := http.DefaultClient.Do(req0)
+	require.NoError(t, err)
+	tresp.Body.Close()
+	require.Contains(t, []int{403, 404}, tresp.StatusCode, "another identity's session")
 
 	// A tool call without a session (protocol 2026-07-28, sessionless) is not served: every
 	// call is made in an MCP session, one trail tied to one identity.
