@@ -61,6 +61,8 @@ type App struct {
 
 	ready   atomic.Bool
 	running []string
+	// requested are the targets as asked for (before all is expanded).
+	requested []string
 }
 
 // New makes an app for cfg. The config must be valid.
@@ -157,7 +159,7 @@ func (a *App) Run(ctx context.Context, targets []string) error {
 	if a.cfg.Identity.DevIssuer && slices.Contains(targets, "all") && !slices.Contains(names, "dev-issuer") {
 		names = slices.Insert(names, slices.Index(names, "identity"), "dev-issuer")
 	}
-	a.running = names
+	a.running, a.requested = names, targets
 	var svcs []*Service
 	for _, n := range names {
 		if b := modules[n].build; b != nil {

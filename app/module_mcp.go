@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,11 @@ func (a *App) mcpService() *Service {
 	return &Service{
 		Start: func(ctx context.Context) error {
 			pg, err := loopback(a.ListenAddr("postgres"))
+			if err != nil && !slices.Contains(a.requested, "mcp") {
+				// Part of all, not asked for: the rest of the gateway runs without it.
+				a.component("mcp").Warn("MCP server not started: the PostgreSQL proxy of this process is not reachable over loopback; run target mcp where it is", "err", err)
+				return nil
+			}
 			if err != nil {
 				return fmt.Errorf("mcp: the PostgreSQL proxy of this process: %w", err)
 			}
