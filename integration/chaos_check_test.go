@@ -9,11 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/cli"
+	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
 )
 
 // The invariants every chaos run checks once the load has stopped, over everything it did.
@@ -28,6 +32,7 @@ type invariants struct {
 	forwarded, forwardedUndecided   int
 	sinkMissing                     map[string]int
 	sinkCaughtUp                    map[string]time.Duration // when each sink had every answered statement
+	backlog                         map[string]string        // GH_AUDIT consumers' pending messages once the checks reach the sinks
 	trailWait, verifyWait, sinkWait time.Duration
 	failures                        []string
 	notes                           []string
@@ -284,6 +289,7 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad) *invariants
 	}
 
 	// Every sink has every answered statement (at least once: a sink may repeat a batch).
+	inv.backlog = c.consumerBacklog(ctx)
 	sinksFrom := time.Now()
 	inv.sinkWait, _ = waitFor(3*time.Minute, func() bool {
 		done := true
@@ -319,4 +325,39 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad) *invariants
 		t.Logf("invariant broken: %s", f)
 	}
 	return inv
+}
+
+// consumerBacklog is what each GH_AUDIT consumer (ingest's, each sink's) has not yet
+// taken or acknowledged, as JetStream counts it.
+func (c *chaosCluster) consumerBacklog(ctx context.Context) map[string]string {
+	out := map[string]string{}
+	nc, err := nats.Connect("nats://" + c.natsAddr)
+	if err != nil {
+		out["error"] = err.Error()
+		return out
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		out["error"] = err.Error()
+		return out
+	}
+	names := []string{ingest.ConsumerName}
+	for name := range c.sinks {
+		names = append(names, "sink-"+name)
+	}
+	for _, name := range names {
+		cons, err := js.Consumer(ctx, bus.StreamAudit, name)
+		if err != nil {
+			out[name] = err.Error()
+			continue
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			out[name] = err.Error()
+			continue
+		}
+		out[name] = fmt.Sprintf("%d pending, %d awaiting ack", ci.NumPending, ci.NumAckPending)
+	}
+	return out
 }
