@@ -129,7 +129,7 @@ func (tr *chaosTrail) missing(load *chaosLoad) []string {
 //   - every session is ended and sealed, or reported by `gatehouse audit verify`, which
 //     reports no broken chain and no answered statement as incomplete;
 //   - every SIEM sink received every answered statement.
-func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad) *invariants {
+func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad, faults []faultResult) *invariants {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	inv := &invariants{reported: map[string]int{}, sinkMissing: map[string]int{}, sinkCaughtUp: map[string]time.Duration{}}
@@ -291,6 +291,27 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad) *invariants
 	// Every sink has every answered statement (at least once: a sink may repeat a batch).
 	inv.backlog = c.consumerBacklog(ctx)
 	sinksFrom := time.Now()
+	// When were the statements a sink does not have yet answered? (Which fault's window.)
+	for name, rx := range c.sinks {
+		var first, last time.Time
+		n := 0
+		for _, lc := range load.clients {
+			for _, r := range lc.snapshot() {
+				if r.ok && !rx.has(lc.k, r.i) {
+					n++
+					if first.IsZero() || r.end.Before(first) {
+						first = r.end
+					}
+					if r.end.After(last) {
+						last = r.end
+					}
+				}
+			}
+		}
+		if n > 0 {
+			inv.notes = append(inv.notes, fmt.Sprintf("when the checks reached the sinks, %s lacked %d answered statements, answered %s", name, n, faultSpan(faults, first, last)))
+		}
+	}
 	inv.sinkWait, _ = waitFor(3*time.Minute, func() bool {
 		done := true
 		for name, rx := range c.sinks {
@@ -313,6 +334,11 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad) *invariants
 		}
 		return done
 	})
+	for name, rx := range c.sinks {
+		if r := rx.refusals(); len(r) > 0 {
+			inv.notes = append(inv.notes, fmt.Sprintf("the test's receiver of sink %s refused batches: %v", name, r))
+		}
+	}
 	for name, n := range inv.sinkMissing {
 		if n > 0 {
 			inv.fail("sink %s never received %d answered statements", name, n)
@@ -360,4 +386,21 @@ func (c *chaosCluster) consumerBacklog(ctx context.Context) map[string]string {
 		out[name] = fmt.Sprintf("%d pending, %d awaiting ack", ci.NumPending, ci.NumAckPending)
 	}
 	return out
+}
+
+// faultSpan says when [first, last] was, relative to the faults.
+func faultSpan(faults []faultResult, first, last time.Time) string {
+	where := func(at time.Time) string {
+		for i := len(faults) - 1; i >= 0; i-- {
+			f := faults[i]
+			if !f.injected.IsZero() && !at.Before(f.injected) {
+				if at.Before(f.removed) {
+					return fmt.Sprintf("%s into the fault %q", at.Sub(f.injected).Round(100*time.Millisecond), f.name)
+				}
+				return fmt.Sprintf("%s after the removal of %q", at.Sub(f.removed).Round(100*time.Millisecond), f.name)
+			}
+		}
+		return "before the first fault"
+	}
+	return "from " + where(first) + " to " + where(last)
 }

@@ -37,6 +37,8 @@ type fault struct {
 // faultResult is a fault's outcome.
 type faultResult struct {
 	name     string
+	injected time.Time
+	removed  time.Time
 	down     time.Duration
 	ready    time.Duration // from the fault's removal to the component ready again
 	recovery time.Duration // from the fault's removal to every client answered again
@@ -155,6 +157,7 @@ func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
 func runFault(t *testing.T, c *chaosCluster, load *chaosLoad, o chaosOptions, f fault) faultResult {
 	r := faultResult{name: f.name, down: f.down}
 	injected := time.Now()
+	r.injected = injected
 	f.inject()
 	time.Sleep(f.down) // the fault's intended duration
 	if f.effective {
@@ -165,6 +168,7 @@ func runFault(t *testing.T, c *chaosCluster, load *chaosLoad, o chaosOptions, f 
 		}
 	}
 	removed := time.Now()
+	r.removed = removed
 	f.remove()
 	r.ready = time.Since(removed)
 	var ok bool
@@ -247,6 +251,7 @@ type sinkReceiver struct {
 	markers map[string]bool // client-statement of every db.query received
 	events  int
 	takes   []time.Time // when each batch was taken
+	refused []string    // why batches were refused (not the dead mode's)
 	revived chan struct{}
 }
 
@@ -299,7 +304,8 @@ func (s *sinkReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	n := 0
 	for sc.Scan() {
 		var e ev
-		if json.Unmarshal(sc.Bytes(), &e) != nil {
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			s.reject(fmt.Sprintf("bad event: %v", err))
 			http.Error(w, "bad event", http.StatusBadRequest)
 			return
 		}
@@ -310,7 +316,8 @@ func (s *sinkReceiver) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if sc.Err() != nil {
+	if err := sc.Err(); err != nil {
+		s.reject(fmt.Sprintf("read: %v", err))
 		http.Error(w, "read", http.StatusBadRequest)
 		return
 	}
@@ -341,4 +348,20 @@ func (s *sinkReceiver) has(k, i int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.markers[fmt.Sprintf("%d-%d", k, i)]
+}
+
+// reject records why a batch was refused.
+func (s *sinkReceiver) reject(why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.refused) < 10 {
+		s.refused = append(s.refused, why)
+	}
+}
+
+// refusals are the reasons batches were refused.
+func (s *sinkReceiver) refusals() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string{}, s.refused...)
 }

@@ -306,7 +306,7 @@ func TestChaos(t *testing.T) {
 	load.stop()
 	phases = append(phases, "faults "+time.Since(mark).Round(time.Second).String())
 	mark = time.Now()
-	inv := checkInvariants(t, c, load)
+	inv := checkInvariants(t, c, load, results)
 	phases = append(phases, "checks "+time.Since(mark).Round(time.Second).String())
 	var soak *soakResult
 	if o.soak > 0 {
