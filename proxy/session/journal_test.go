@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -160,13 +161,13 @@ func TestJournalDirectoryIsLocked(t *testing.T) {
 // nothing recorded is lost.
 func TestJournalOnAFullDiskFailsClosed(t *testing.T) {
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
-		t.Skipf("cannot mount a 1 MiB tmpfs for the spool (needs root): %v", err)
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("cannot mount an 8 MiB tmpfs for the spool (needs root): %v", err)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
 	b := bustest.Connect(t)
 	p := newJournaled(t, b.JS, dir)
-	p.journal.segSize = 256 << 10
+	p.journal.segSize = 2 << 20
 	id := &identity.Identity{}
 	id.Subject = "svc-orders"
 	s := New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, p, allow{}, Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64})
@@ -175,7 +176,7 @@ func TestJournalOnAFullDiskFailsClosed(t *testing.T) {
 
 	// The disk fills up; the next record needs a new segment.
 	filler := filepath.Join(dir, "filler")
-	require.NoError(t, os.WriteFile(filler, make([]byte, 700<<10), 0o600))
+	require.NoError(t, os.WriteFile(filler, make([]byte, 5<<20), 0o600))
 	p.journal.mu.Lock()
 	p.journal.cur.size = p.journal.segSize
 	p.journal.mu.Unlock()
@@ -193,8 +194,46 @@ func TestJournalOnAFullDiskFailsClosed(t *testing.T) {
 	require.NoError(t, s.End(context.Background(), "client_closed", nil, 0, 0))
 	evs := readTrail(t, b, s.ID, 1+6*4+3+1) // the refused one has no result
 	require.NoError(t, schemas.VerifyChain(evs))
+
+	// Full for long: a session's statements are refused; what it records stops at a bound
+	// (a batch that could never be written again was the chaos suite's finding); its end
+	// is kept; once there is room, all of it is published and new statements run.
+	long := New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, p, allow{}, Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64})
+	require.NoError(t, long.Start(context.Background(), &schemas.SessionStart{Protocol: "postgres"}))
+	require.NoError(t, os.WriteFile(filler, make([]byte, 5<<20), 0o600))
+	p.journal.mu.Lock()
+	p.journal.cur.size = p.journal.segSize
+	p.journal.mu.Unlock()
+	stalled := false
+	for i := 0; i < 100000 && !stalled; i++ {
+		q := long.OnQuery(context.Background(), strings.Repeat("x", 60), "simple", "")
+		long.NewResult(q).Done("ok")
+		_ = long.Durable(context.Background())
+		stalled = strings.Contains(q.Decision.Reason, ErrStalled.Error())
+	}
+	require.True(t, stalled, "a session that cannot hand over its events stops recording")
+	long.enc.Lock()
+	held := len(long.batch.data)
+	long.enc.Unlock()
+	require.Less(t, held, 2*maxStalledBatch, "what it holds is bounded")
+	require.ErrorContains(t, long.End(context.Background(), "client_closed", nil, 0, 0), "kept")
+	require.NoError(t, os.Remove(filler))
+	trail := sessiontestRead(t, b, long.ID)
+	require.Equal(t, schemas.TypeSessionEnd, trail[len(trail)-1].Type, "the end is published once there is room")
+	require.NoError(t, schemas.VerifyChain(trail))
 	require.NoError(t, p.Close(context.Background()))
 	require.Empty(t, segments(t, dir), "a clean stop leaves no segment")
+}
+
+// sessiontestRead reads a session's whole trail once its session.end is in.
+func sessiontestRead(t *testing.T, b *bus.Bus, session string) []schemas.Event {
+	t.Helper()
+	var evs []schemas.Event
+	require.Eventually(t, func() bool {
+		evs = readTrail(t, b, session, 1)
+		return evs[len(evs)-1].Type == schemas.TypeSessionEnd
+	}, 30*time.Second, 100*time.Millisecond)
+	return evs
 }
 
 func TestParseRecordRefusesDamage(t *testing.T) {

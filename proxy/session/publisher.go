@@ -52,6 +52,9 @@ type Publisher struct {
 	dirty   []*Session // sessions holding lingering events
 	pending bool       // a sweep is scheduled
 
+	smu      sync.Mutex            // guards stranded
+	stranded map[*Session]struct{} // sessions whose batch the spool refused: offered again until taken
+
 	published *prometheus.CounterVec
 	retries   prometheus.Counter
 	spool     prometheus.Gauge
@@ -203,6 +206,49 @@ func (p *Publisher) later(s *Session) {
 		time.AfterFunc(p.linger, p.sweep)
 	}
 	p.lmu.Unlock()
+}
+
+// strand keeps offering s's batch to the spool (every 100ms) until it is taken: a session
+// that stalled on a full spool or disk, or one whose end could not be handed over.
+func (p *Publisher) strand(s *Session) {
+	p.smu.Lock()
+	defer p.smu.Unlock()
+	if p.stranded == nil {
+		p.stranded = map[*Session]struct{}{}
+	}
+	if len(p.stranded) == 0 {
+		time.AfterFunc(100*time.Millisecond, p.retryStranded)
+	}
+	p.stranded[s] = struct{}{}
+}
+
+func (p *Publisher) retryStranded() {
+	p.mu.RLock()
+	closed := p.closed
+	p.mu.RUnlock()
+	if closed {
+		return // what was journaled is published by the next start
+	}
+	p.smu.Lock()
+	ss := make([]*Session, 0, len(p.stranded))
+	for s := range p.stranded {
+		ss = append(ss, s)
+	}
+	p.smu.Unlock()
+	var taken []*Session
+	for _, s := range ss {
+		if s.retryStranded() {
+			taken = append(taken, s)
+		}
+	}
+	p.smu.Lock()
+	defer p.smu.Unlock()
+	for _, s := range taken {
+		delete(p.stranded, s)
+	}
+	if len(p.stranded) > 0 {
+		time.AfterFunc(100*time.Millisecond, p.retryStranded)
+	}
 }
 
 // sweep flushes the sessions whose events have lingered.

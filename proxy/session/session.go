@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,6 +35,9 @@ type Session struct {
 	ID       string
 	Identity *identity.Identity
 	Resource *config.Resource
+	// Agent is the tool call of the gateway's MCP server the session runs for (AgentCalls),
+	// or nil; set before Start. Every decision request of the session carries it.
+	Agent *schemas.AgentRequest
 
 	pub     *Publisher
 	decider Decider
@@ -48,9 +52,10 @@ type Session struct {
 	mu       sync.Mutex
 	raw      []rawEvent // recorded, not yet encoded
 	revision uint64
-	ended    bool  // session.end is taken: nothing may follow it
-	lingers  bool  // the publisher will flush (buffered mode)
-	flushErr error // the last lingering flush failed: the next statement flushes itself
+	ended    bool        // session.end is taken: nothing may follow it
+	lingers  bool        // the publisher will flush (buffered mode)
+	flushErr error       // the last lingering flush failed: the next statement flushes itself
+	stalled  atomic.Bool // the batch is at maxStalledBatch and the spool refuses it
 
 	enc      sync.Mutex // orders seq, the hash chain and the batch
 	seq      uint64
@@ -139,6 +144,9 @@ func (s *Session) Emit(ctx context.Context, p schemas.Payload) error {
 // with its decision, then its results with its end); in buffered mode the events of all
 // statements within the linger time (flushSoon).
 func (s *Session) add(p schemas.Payload) error {
+	if s.stalled.Load() {
+		return ErrStalled
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
@@ -351,6 +359,7 @@ func (s *Session) sendEncLocked(await bool, enqueue func(*pending) error) (func(
 		typ = BatchSubjectToken
 	}
 	if err := s.journalLocked(); err != nil {
+		s.stallIfFull()
 		return nil, err
 	}
 	pe := &pending{subject: bus.AuditSubject(s.Resource.Name, s.ID, typ), id: b.firstID, types: b.types, data: b.data, size: int64(len(b.data)), segs: b.segs}
@@ -358,9 +367,11 @@ func (s *Session) sendEncLocked(await bool, enqueue func(*pending) error) (func(
 		pe.ack = make(chan error, 1)
 	}
 	if err := enqueue(pe); err != nil {
+		s.stallIfFull()
 		return nil, err
 	}
 	*b = eventBatch{}
+	s.stalled.Store(false)
 	s.mu.Lock()
 	s.flushErr = nil
 	s.mu.Unlock()
@@ -375,6 +386,35 @@ func (s *Session) sendEncLocked(await bool, enqueue func(*pending) error) (func(
 			return fmt.Errorf("waiting for JetStream to acknowledge %s: %w", typ, ctx.Err())
 		}
 	}, nil
+}
+
+// maxStalledBatch bounds the batch of a session whose events the spool does not take (a
+// full disk, JetStream away for long): past it the session records nothing more and
+// refuses what would need recording (ErrStalled), and the publisher keeps offering the
+// batch until it is taken. It stays well inside a segment and NATS's 1 MiB max_payload.
+const maxStalledBatch = 512 << 10
+
+// ErrStalled refuses what a session would record while its batch waits for the spool.
+var ErrStalled = errors.New("audit spool unavailable: this session's recorded events wait for room (disk full or JetStream unreachable)")
+
+// stallIfFull (enc held), after the spool refused the batch: a batch at its bound stops
+// the session recording, and the publisher retries it.
+func (s *Session) stallIfFull() {
+	if len(s.batch.data) >= maxStalledBatch && !s.stalled.Swap(true) {
+		s.pub.strand(s)
+	}
+}
+
+// retryStranded (enc free) offers the session's batch to the spool again.
+func (s *Session) retryStranded() bool {
+	s.enc.Lock()
+	defer s.enc.Unlock()
+	if s.batch.n == 0 {
+		s.stalled.Store(false)
+		return true
+	}
+	_, err := s.sendEncLocked(false, s.pub.tryEnqueue)
+	return err == nil
 }
 
 // journalLocked (enc held) writes the batch's events not yet in the spool's journal to it,
@@ -498,13 +538,11 @@ func (s *Session) endLocked(p *schemas.SessionEnd) (func(context.Context) error,
 	taken, revision := s.takeRawLocked(), s.revision
 	s.lingers = false
 	s.mu.Unlock()
-	err := s.encodeRawLocked(taken, func() error { _, err := s.sendEncLocked(false, s.pub.enqueue); return err })
-	if _, serr := s.sendEncLocked(false, s.pub.enqueue); err == nil {
-		err = serr
-	}
-	if err != nil {
-		return nil, err
-	}
+	// What the session still holds goes first; when the spool cannot take it (a full
+	// disk, a full spool), session.end and the seal follow it in the same batch, which
+	// the publisher hands over once it can (strand): the end is recorded either way.
+	_ = s.encodeRawLocked(taken, func() error { _, err := s.sendEncLocked(false, s.pub.enqueue); return err })
+	_, _ = s.sendEncLocked(false, s.pub.enqueue)
 	if err := s.encodeLocked(p, time.Now(), revision); err != nil {
 		return nil, err
 	}
@@ -513,7 +551,12 @@ func (s *Session) endLocked(p *schemas.SessionEnd) (func(context.Context) error,
 			return nil, err
 		}
 	}
-	return s.sendEncLocked(s.strict, s.pub.enqueue)
+	wait, err := s.sendEncLocked(s.strict, s.pub.enqueue)
+	if err != nil {
+		s.pub.strand(s)
+		return nil, fmt.Errorf("%w (kept: handed to the spool once it takes it)", err)
+	}
+	return wait, nil
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.
