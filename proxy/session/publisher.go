@@ -41,6 +41,7 @@ type Publisher struct {
 	journal  *journal // the crash-safe copy of the spool (nil: memory only)
 	offline  time.Duration
 	waiting  atomic.Int64 // since when (unix ns) the oldest message has waited for its ack; 0: none
+	retried  atomic.Int64 // when (unix ns) a retried publish last went through
 	bytes    atomic.Int64 // bytes spooled: enqueued and not yet acknowledged
 	mu       sync.RWMutex // guards closed against sends on queue
 	closed   bool
@@ -400,15 +401,23 @@ func putWireBuf(b []byte) {
 func (p *Publisher) retry(pe *pending, err error) error {
 	deadline := time.Now().Add(10 * time.Minute)
 	backoff := 50 * time.Millisecond
+	// Once a retry has gone through, JetStream is back: the messages that failed behind
+	// it are retried at once, not after a pause each (after a long outage thousands of
+	// them are in flight; a pause each held the recovery for seconds).
+	wait := time.Since(time.Unix(0, p.retried.Load())) > time.Second
 	for time.Now().Before(deadline) {
 		p.retries.Inc()
 		p.log.Warn("event publish failed; retrying", "event", pe.id, "subject", pe.subject, "err", err)
-		time.Sleep(backoff)
-		backoff = min(backoff*2, 5*time.Second)
+		if wait {
+			time.Sleep(backoff)
+			backoff = min(backoff*2, 5*time.Second)
+		}
+		wait = true
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err = p.js.PublishMsg(ctx, p.msg(pe))
 		cancel()
 		if err == nil {
+			p.retried.Store(time.Now().UnixNano())
 			return nil
 		}
 	}
