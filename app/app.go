@@ -51,6 +51,8 @@ type App struct {
 	dev      *identity.DevIssuer
 	ch       driver.Conn
 	pub      *session.Publisher
+	// agents are the MCP server's tickets for the PostgreSQL proxy of this process.
+	agents *session.AgentCalls
 	// listeners are the bound addresses of the protocol proxies, by protocol.
 	listenMu  sync.Mutex
 	listeners map[string]string
@@ -69,7 +71,7 @@ type App struct {
 func New(cfg *config.Config, log *slog.Logger) *App {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &App{cfg: cfg, log: log, reg: reg}
+	return &App{cfg: cfg, log: log, reg: reg, agents: session.NewAgentCalls()}
 }
 
 // module is a buildable target: its dependencies and how to make its service.
@@ -192,6 +194,10 @@ func (a *App) ListenAddr(protocol string) string {
 	defer a.listenMu.Unlock()
 	return a.listeners[protocol]
 }
+
+// AgentCalls are the agent tickets the MCP server of this process issues and its PostgreSQL
+// proxy redeems (session.AgentCalls).
+func (a *App) AgentCalls() *session.AgentCalls { return a.agents }
 
 func (a *App) setListener(protocol, addr string) {
 	a.listenMu.Lock()

@@ -52,7 +52,7 @@ func (a *App) mcpService() *Service {
 			srv, err = mcp.New(mcp.Config{MCP: mc, ResourceURL: resURL, AuthorizationServers: issuers, Postgres: pg,
 				AuditMode: a.cfg.Audit.Mode, Version: "dev",
 				Limits: session.Limits{ResultChunkBytes: a.cfg.Audit.ResultChunkBytes, MaxResultBytes: a.cfg.Audit.MaxResultBytes, MaxSQLBytes: a.cfg.Audit.MaxSQLBytes}},
-				mcp.Deps{Resources: a.resources, Verifier: a.verifier, Publisher: a.pub, Catalogs: cats,
+				mcp.Deps{Resources: a.resources, Verifier: a.verifier, Publisher: a.pub, Catalogs: cats, AgentCalls: a.agents,
 					Decider: &session.NATSDecider{NC: a.bus.NC, Timeout: a.cfg.Proxy.DecisionTimeout}}, a.component("mcp"))
 			if err != nil {
 				return err

@@ -18,6 +18,7 @@ func (a *App) proxyPostgresService() *Service {
 		cfg := postgres.Config{
 			Listen: pc.Listen, MaxMessageBytes: pc.MaxMessageBytes, StartupTimeout: pc.StartupTimeout,
 			AllowPlaintextTokens: pc.AllowPlaintextTokens, Limits: sh.limits, MaskKey: sh.maskKey, CatalogRefresh: pc.CatalogRefresh,
+			AgentCalls: a.agents,
 		}
 		if pc.TLSCertFile != "" {
 			cert, err := tls.LoadX509KeyPair(pc.TLSCertFile, pc.TLSKeyFile)

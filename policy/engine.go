@@ -314,7 +314,7 @@ func (e *Engine) Decide(req *Input, now time.Time) schemas.DecisionReply {
 		"statements": int64(info.Statements), "fingerprint": info.Fingerprint, "parse_error": info.ParseError,
 		"writes": writeValues(info.Writes), "unknown_writes": info.UnknownWrites, "read_only": info.ReadOnly,
 		"unresolved": info.Unresolved,
-	}}
+	}, "agent": agentValues(req.Agent)}
 	enforced, all, shadowSeen := e.evaluate(req.Resource.Name, vars, evalOptions{use: maskUse{columns: true}, skip: func(r *rule) bool {
 		return !r.reads.appliesTo(readsSQL) || info.ParseError != "" && !r.onParseError
 	}})
@@ -351,6 +351,16 @@ func baseVars(req *Input, now time.Time) map[string]any {
 		"grants":   grantValues(req.Grants),
 		"now":      now,
 	}
+}
+
+// agentValues are request.agent: the MCP tool call a request belongs to, every field ""
+// when it does not come from the gateway's MCP server (so that a rule reading them works on
+// every request, on every protocol).
+func agentValues(a *schemas.AgentRequest) map[string]any {
+	if a == nil {
+		a = &schemas.AgentRequest{}
+	}
+	return map[string]any{"tool": a.Tool, "client": map[string]any{"name": a.ClientName, "version": a.ClientVersion}}
 }
 
 // evalOptions say how a protocol's rules are evaluated.

@@ -148,6 +148,7 @@ func (e *Engine) decideHTTP(req *Input, now time.Time) schemas.DecisionReply {
 		request["kube"] = kubeValues(k, line, &info)
 	}
 	request["kind"] = kind
+	request["agent"] = agentValues(req.Agent)
 	vars := baseVars(req, now)
 	vars["request"] = request
 	missing := bodyMissing(h)

@@ -71,7 +71,7 @@ func (e *Engine) decideSSH(req *Input, now time.Time) schemas.DecisionReply {
 		}
 	}
 	vars := baseVars(req, now)
-	vars["request"] = map[string]any{"kind": "ssh", "ssh": sshValues(s, &info)}
+	vars["request"] = map[string]any{"kind": "ssh", "ssh": sshValues(s, &info), "agent": agentValues(req.Agent)}
 	// Only content detectors mask a terminal's output: columns and fields mean nothing here.
 	enforced, all, shadowSeen := e.evaluate(req.Resource.Name, vars, evalOptions{skip: func(r *rule) bool {
 		return !r.reads.appliesTo(readsSSH) || info.ParseError != "" && !r.onParseError

@@ -722,6 +722,16 @@ type SessionStart struct {
 	AuditMode string `json:"audit_mode"`
 	// Gateway is the gateway process serving the session (its boot id in KV gh_gateways): when it is gone without ending the session, a sweeper ends it as gateway_lost.
 	Gateway string `json:"gateway,omitempty"`
+	// AgentTool is postgres: the MCP tool whose call opened the session, when the gateway's MCP server did (rules read it as request.agent.tool).
+	AgentTool string `json:"agent_tool,omitempty"`
+	// AgentClientName is postgres: the MCP client's name (clientInfo.name, as the agent said it) of that call.
+	AgentClientName string `json:"agent_client_name,omitempty"`
+	// AgentClientVersion is postgres: the MCP client's version (clientInfo.version) of that call.
+	AgentClientVersion string `json:"agent_client_version,omitempty"`
+	// McpSession is postgres: the audit session of the MCP session that made the call (its mcp.call and mcp.result events).
+	McpSession string `json:"mcp_session,omitempty"`
+	// McpCall is postgres: the call's number in that MCP session (mcp.call's query_id).
+	McpCall uint64 `json:"mcp_call,omitempty"`
 }
 
 // EventType returns "session.start".
@@ -815,6 +825,41 @@ func (v *SessionStart) AppendJSON(b []byte) []byte {
 		b = append(b, `"gateway":`...)
 		b = AppendJSONString(b, v.Gateway)
 	}
+	if !(v.AgentTool == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"agent_tool":`...)
+		b = AppendJSONString(b, v.AgentTool)
+	}
+	if !(v.AgentClientName == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"agent_client_name":`...)
+		b = AppendJSONString(b, v.AgentClientName)
+	}
+	if !(v.AgentClientVersion == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"agent_client_version":`...)
+		b = AppendJSONString(b, v.AgentClientVersion)
+	}
+	if !(v.McpSession == "") {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"mcp_session":`...)
+		b = AppendJSONString(b, v.McpSession)
+	}
+	if !(v.McpCall == 0) {
+		if b[len(b)-1] != '{' {
+			b = append(b, ',')
+		}
+		b = append(b, `"mcp_call":`...)
+		b = strconv.AppendUint(b, uint64(v.McpCall), 10)
+	}
 	return append(b, '}')
 }
 
@@ -905,7 +950,7 @@ type AuthFailed struct {
 	ClientUser string `json:"client_user,omitempty"`
 	// Database is database / resource the client asked for.
 	Database string `json:"database,omitempty"`
-	// Check is the check that failed: token_format, issuer, signature, audience, expiry, resource, backend, tls.
+	// Check is the check that failed: token_format, issuer, signature, audience, expiry, resource, backend, tls, agent_ticket (postgres: a connection that brought an agent ticket the gateway does not honour).
 	Check string `json:"check"`
 	// Message is what the client was told.
 	Message string `json:"message"`

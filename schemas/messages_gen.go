@@ -55,6 +55,16 @@ const (
 	ReasonGrantExpired = "grant expired"
 )
 
+// AgentRequest is what the gateway's MCP server knows of the tool call a request belongs to: the tool, and the MCP client's name and version as the client said them in initialize (what an agent says of itself, not verified; the identity is the token's). The PostgreSQL proxy has it from the MCP server in its own process, never from what the client connection sends.
+type AgentRequest struct {
+	// Tool is the MCP tool, e.g. query.
+	Tool string `json:"tool"`
+	// ClientName is the MCP client's name (clientInfo.name).
+	ClientName string `json:"client_name,omitempty"`
+	// ClientVersion is the MCP client's version (clientInfo.version).
+	ClientVersion string `json:"client_version,omitempty"`
+}
+
 // ApprovalClaim asks for an approved, unused fail-fast approval of the identical statement (by its hash) of the same caller on the same resource (SubjectApprovalClaim); answered with an ApprovalClaimReply.
 type ApprovalClaim struct {
 	// Subject is the caller's token subject.
@@ -175,6 +185,8 @@ type DecisionRequest struct {
 	HTTP *HTTPRequest `json:"http,omitempty"`
 	// Kube is the Kubernetes part, beside the http part, for a request to the Kubernetes API.
 	Kube *KubeRequest `json:"kube,omitempty"`
+	// Agent is the agent part, beside the protocol's part, when the request comes from a tool call of the gateway's MCP server (rules read it as request.agent; absent otherwise).
+	Agent *AgentRequest `json:"agent,omitempty"`
 }
 
 // HTTPRequest is the HTTP part of a decision request: one request to an HTTP resource (or to the Kubernetes API, with its kube part beside it), as the gateway will forward it.

@@ -100,7 +100,7 @@ func (s *Server) describeResource(ctx context.Context, c *call, in DescribeIn) (
 		}
 		d := s.decider.Decide(ctx, &schemas.DecisionRequest{Identity: c.id.Identity, Claims: c.id.Claims,
 			Resource: schemas.Resource{Name: res.Name, Type: res.Type, Labels: res.Labels},
-			SQL:      &schemas.SQLRequest{Text: "SELECT * FROM " + quoteIdent(rel.Schema) + "." + quoteIdent(rel.Name), CatalogVersion: cat.Version}})
+			SQL:      &schemas.SQLRequest{Text: "SELECT * FROM " + quoteIdent(rel.Schema) + "." + quoteIdent(rel.Name), CatalogVersion: cat.Version}, Agent: &c.part})
 		var info RelationInfo
 		switch d.Effect {
 		case schemas.EffectAllow, schemas.EffectMask:

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/proxy/session"
 )
 
 // Statuses of a tool's result (mcp.result's status).
@@ -68,7 +70,15 @@ func (s *Server) start(ctx context.Context, c *call, resource, sql, appName stri
 	// Set after parsing: a resource name or the token in a DSN would need quoting, and
 	// the password is never part of a string that could be logged.
 	cfg.Database, cfg.User, cfg.Password = resource, "gatehouse-mcp", c.token
-	cfg.RuntimeParams = map[string]string{"application_name": appName}
+	// The ticket tells the proxy the tool and the MCP client (request.agent): what the
+	// connection could say itself (application_name) is the client's to choose, the
+	// ticket only this process's.
+	ticket, err := s.agents.Issue(session.AgentCall{Issuer: c.id.Issuer, Subject: c.id.Subject, Agent: c.part,
+		MCPSession: c.m.sess.ID, Call: c.n}, session.AgentTicketTTL)
+	if err != nil {
+		return nil, &Result{Status: StatusError, Message: "the gateway cannot issue the call's agent ticket"}
+	}
+	cfg.RuntimeParams = map[string]string{"application_name": appName, session.AgentTicketParam: ticket}
 	cfg.Fallbacks = nil
 	held := make(chan string, 1)
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {

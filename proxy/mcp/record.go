@@ -44,6 +44,8 @@ type call struct {
 	agent string
 	n     uint64
 	start time.Time
+	// part is what rules see of the call (request.agent): the tool, the MCP client.
+	part schemas.AgentRequest
 }
 
 // sessionFor returns the trail of the MCP session ss, starting it on first use.
@@ -120,7 +122,10 @@ func (s *Server) begin(ctx context.Context, req *sdk.CallToolRequest, tool, targ
 	if err != nil {
 		return nil, errors.New("the audit trail cannot take the call: " + err.Error())
 	}
-	c := &call{s: s, m: m, id: id, token: tok, agent: ti.UserID, n: m.calls.Add(1), start: time.Now()}
+	c := &call{s: s, m: m, id: id, token: tok, agent: ti.UserID, n: m.calls.Add(1), start: time.Now(), part: schemas.AgentRequest{Tool: tool}}
+	if p := req.Session.InitializeParams(); p != nil && p.ClientInfo != nil {
+		c.part.ClientName, c.part.ClientVersion = truncate(p.ClientInfo.Name, 200), truncate(p.ClientInfo.Version, 200)
+	}
 	b, _ := json.Marshal(args)
 	a, cut := string(b), false
 	if max := s.cfg.Limits.MaxSQLBytes; max > 0 && len(a) > max {

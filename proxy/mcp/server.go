@@ -63,6 +63,9 @@ type Deps struct {
 	Publisher *session.Publisher
 	Decider   session.Decider
 	Catalogs  Catalogs
+	// AgentCalls are the tickets the query tool's connections bring to the PostgreSQL
+	// proxy: the proxy of this process must be given the same registry.
+	AgentCalls *session.AgentCalls
 }
 
 // Server is the MCP server.
@@ -73,6 +76,7 @@ type Server struct {
 	pub      *session.Publisher
 	decider  session.Decider
 	catalogs Catalogs
+	agents   *session.AgentCalls
 	log      *slog.Logger
 	sdk      *sdk.Server
 	stream   *sdk.StreamableHTTPHandler
@@ -93,11 +97,14 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 	if cfg.Postgres == "" {
 		return nil, errors.New("mcp: the query tool needs the PostgreSQL proxy in this process (target proxy-postgres)")
 	}
+	if d.AgentCalls == nil {
+		return nil, errors.New("mcp: no agent tickets (the PostgreSQL proxy of this process must share them)")
+	}
 	if cfg.ResourceURL == "" {
 		return nil, errors.New("mcp: no resource URL (mcp.resource_url)")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, res: d.Resources, verifier: d.Verifier, pub: d.Publisher, decider: d.Decider, catalogs: d.Catalogs, log: log, ctx: ctx, cancel: cancel,
+	s := &Server{cfg: cfg, res: d.Resources, verifier: d.Verifier, pub: d.Publisher, decider: d.Decider, catalogs: d.Catalogs, agents: d.AgentCalls, log: log, ctx: ctx, cancel: cancel,
 		limits:   newLimiter(cfg.CallsPerMinute, cfg.RowsPerHour, cfg.SessionsPerMinute),
 		sessions: map[string]*mcpSession{},
 		res0:     &config.Resource{Name: AuditResource, Type: "mcp", Audit: cfg.AuditMode},

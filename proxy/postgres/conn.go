@@ -69,6 +69,14 @@ type lifecycle struct {
 // run serves one session, from the client's greeting to the record of its end.
 func (s *Server) run(ctx context.Context, st *startState) {
 	sess := session.New(st.identity, st.resource, s.pub, s.decider, s.cfg.Limits)
+	start := &schemas.SessionStart{Protocol: "postgres", ClientAddr: st.conn.RemoteAddr().String(),
+		ClientUser: st.params["user"], Database: st.params["database"], ApplicationName: st.params["application_name"],
+		TLS: st.tls, BackendPID: st.backend.PID, Labels: labelList(st.resource.Labels)}
+	if a := st.agent; a != nil {
+		sess.Agent = &a.Agent
+		start.AgentTool, start.AgentClientName, start.AgentClientVersion = a.Agent.Tool, a.Agent.ClientName, a.Agent.ClientVersion
+		start.McpSession, start.McpCall = a.MCPSession, a.Call
+	}
 	c := &conn{srv: s, st: st, sess: sess, client: st.conn, backend: st.backend.Conn,
 		cw: bufio.NewWriterSize(st.conn, 16<<10), bw: bufio.NewWriterSize(st.backend.Conn, 8<<10),
 		prep: prepared{stmts: map[string]*session.Query{}, portals: map[string]*portal{}, used: map[*session.Query]bool{}},
@@ -81,9 +89,7 @@ func (s *Server) run(ctx context.Context, st *startState) {
 	sess.SchemaChanged = c.tx.ddlDone.Load
 	log := s.log.With("session", sess.ID, "sub", st.identity.Subject, "resource", st.resource.Name)
 
-	if err := sess.Start(ctx, &schemas.SessionStart{Protocol: "postgres", ClientAddr: st.conn.RemoteAddr().String(),
-		ClientUser: st.params["user"], Database: st.params["database"], ApplicationName: st.params["application_name"],
-		TLS: st.tls, BackendPID: st.backend.PID, Labels: labelList(st.resource.Labels)}); err != nil {
+	if err := sess.Start(ctx, start); err != nil {
 		_, _ = st.conn.Write(encode(pgError("FATAL", "58000", "session refused: audit trail unavailable: "+err.Error(), "")))
 		st.backend.Conn.Close()
 		return

@@ -38,6 +38,11 @@ type Config struct {
 	// CatalogRefresh is how often each resource's catalog is read again (besides after a
 	// session changes the schema); default a minute.
 	CatalogRefresh time.Duration
+	// AgentCalls are the tickets of the MCP server in this process (session.AgentCalls):
+	// a connection that brings one (startup parameter gatehouse.agent_ticket) runs a tool
+	// call, whose tool and MCP client every decision request of the session carries. Nil:
+	// a connection with a ticket is refused.
+	AgentCalls *session.AgentCalls
 }
 
 // Resources resolves a database name to a resource.
@@ -197,7 +202,8 @@ type startState struct {
 	resource *config.Resource
 	identity *identity.Identity
 	backend  *pgconn.HijackedConn
-	secret   uint32 // proxy-generated cancel secret given to the client
+	secret   uint32             // proxy-generated cancel secret given to the client
+	agent    *session.AgentCall // the MCP server's tool call the connection runs, or nil
 }
 
 // startup negotiates SSL, reads the startup message, authenticates the client with its token
@@ -287,6 +293,12 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 	if err := pinnedParams(st.params); err != nil {
 		return err
 	}
+	// An agent ticket is the gateway's own: taken out here, never forwarded to the backend.
+	ticket, hasTicket := st.params[session.AgentTicketParam]
+	delete(st.params, session.AgentTicketParam)
+	if hasTicket && !isLoopback(st.conn.RemoteAddr()) {
+		return &startupError{"28000", "agent_ticket", "agent ticket refused: only the gateway's MCP server, over loopback, sends " + session.AgentTicketParam}
+	}
 	if !st.tls && !s.cfg.AllowPlaintextTokens && !isLoopback(st.conn.RemoteAddr()) {
 		return &startupError{"28000", "tls", "TLS is required: tokens are not accepted over plain TCP (connect with sslmode=require)"}
 	}
@@ -328,6 +340,13 @@ func (s *Server) authenticate(st *startState, code uint32, body []byte) error {
 		return &startupError{"28P01", "token", "token rejected: " + err.Error()}
 	}
 	st.identity = id
+	if hasTicket {
+		call, err := s.cfg.AgentCalls.Redeem(ticket, id.Issuer, id.Subject)
+		if err != nil {
+			return &startupError{"28000", "agent_ticket", "agent ticket refused: " + err.Error()}
+		}
+		st.agent = &call
+	}
 	if st.backend, err = s.connectBackend(st); err != nil {
 		return &startupError{"08006", "backend", fmt.Sprintf("cannot connect to resource %q: %v", res.Name, err)}
 	}

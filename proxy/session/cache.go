@@ -120,7 +120,13 @@ func cacheKey(req *schemas.DecisionRequest, normalized string) string {
 	if req.SQL.SchemaChanged {
 		changed = "changed"
 	}
-	for _, s := range []string{id.Issuer, id.Subject, id.Name, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.SQL.CatalogVersion, changed, normalized} {
+	// Rules may read the agent part (request.agent): a decision for one MCP client is not
+	// another's.
+	agent := "-"
+	if a := req.Agent; a != nil {
+		agent = a.Tool + "\x00" + a.ClientName + "\x00" + a.ClientVersion
+	}
+	for _, s := range []string{id.Issuer, id.Subject, id.Name, id.Kind, id.OnBehalfOf, strings.Join(groups, ","), req.Resource.Name, req.SQL.CatalogVersion, changed, agent, normalized} {
 		b.WriteString(s)
 		b.WriteByte(0)
 	}

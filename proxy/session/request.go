@@ -28,6 +28,7 @@ func (s *Session) OnRequest(ctx context.Context, event func(id uint64) schemas.P
 		Identity: s.Identity.Identity,
 		Claims:   s.Identity.Claims,
 		Resource: schemas.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
+		Agent:    s.Agent,
 	}
 	fill(req)
 	q.Decision = s.decider.Decide(ctx, req)

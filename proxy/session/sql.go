@@ -135,6 +135,7 @@ func (s *Session) request(sql string) *schemas.DecisionRequest {
 		Claims:   s.Identity.Claims,
 		Resource: schemas.Resource{Name: s.Resource.Name, Type: s.Resource.Type, Labels: s.Resource.Labels},
 		SQL:      &schemas.SQLRequest{Text: sql},
+		Agent:    s.Agent,
 	}
 	if s.CatalogVersion != nil {
 		r.SQL.CatalogVersion = s.CatalogVersion()
