@@ -217,10 +217,17 @@ func (s *Session) EncodePending() {
 	}
 	taken := s.takeRawLocked()
 	s.mu.Unlock()
+	s.encodeTakenLocked(taken)
+}
+
+// encodeTakenLocked (enc held) encodes taken events into the batch, handing full batches
+// to the spool when it has room now; a failure makes the next statement flush at once, as
+// after a failed sweep.
+func (s *Session) encodeTakenLocked(taken []rawEvent) {
 	spill := func() error { _, err := s.sendEncLocked(false, s.pub.tryEnqueue); return err }
 	if err := s.encodeRawLocked(taken, spill); err != nil {
 		s.mu.Lock()
-		s.flushErr = err // the next statement flushes at once, as after a failed sweep
+		s.flushErr = err
 		s.mu.Unlock()
 	}
 }
@@ -461,12 +468,7 @@ func (s *Session) Durable(ctx context.Context) error {
 	s.mu.Lock()
 	taken := s.takeRawLocked()
 	s.mu.Unlock()
-	spill := func() error { _, err := s.sendEncLocked(false, s.pub.tryEnqueue); return err }
-	if err := s.encodeRawLocked(taken, spill); err != nil {
-		s.mu.Lock()
-		s.flushErr = err // the next statement flushes at once, as after a failed sweep
-		s.mu.Unlock()
-	}
+	s.encodeTakenLocked(taken)
 	return s.journalLocked()
 }
 
