@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -17,13 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/cli"
-	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
 	"github.com/gatehouse/gatehouse/schemas"
-	"github.com/gatehouse/gatehouse/services/bus/bustest"
-	"github.com/gatehouse/gatehouse/services/config"
-	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
-	"github.com/gatehouse/gatehouse/services/seal"
 )
 
 // TestKilledGatewayLosesNothingAnswered kills a gateway (kill -9) under four clients
@@ -42,34 +35,9 @@ func TestKilledGatewayLosesNothingAnswered(t *testing.T) {
 func testKilledGatewayLosesNothingAnswered(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	pg, pwFile := demoPostgres(t)
-	ch := chtest.Start(t)
-	natsURL := bustest.StartServer(t)
-	issuerPort, pgPort, httpPort := freePort(t), freePort(t), freePort(t)
-	issuer := "http://127.0.0.1:" + issuerPort
-	keyFile := filepath.Join(t.TempDir(), "audit-signing.key")
-	_, err := seal.LoadKey(keyFile, true)
-	require.NoError(t, err)
-	dataDir := t.TempDir()
-	env := []string{"GATEHOUSE_NATS_URL=" + natsURL, "GATEHOUSE_CLICKHOUSE_ADDR=" + ch.Addr(), "GATEHOUSE_DEMO_PG_ADDR=" + pg.Addr(),
-		"GATEHOUSE_DEMO_PG_PASSWORD_FILE=" + pwFile, "GATEHOUSE_DEV_ISSUER_URL=" + issuer + "/dev/oidc", "GATEHOUSE_PG_LISTEN=127.0.0.1:" + pgPort, "GATEHOUSE_SSH_LISTEN=127.0.0.1:0", "GATEHOUSE_HTTP_PROXY_LISTEN=127.0.0.1:0",
-		"GATEHOUSE_AUDIT_SIGNING_KEY=" + keyFile, "GATEHOUSE_DATA_DIR=" + dataDir, "GATEHOUSE_HTTP_LISTEN=127.0.0.1:" + httpPort}
-	src, err := os.ReadFile("../deploy/gatehouse.dev.yaml")
-	require.NoError(t, err)
-	cfg := filepath.Join(t.TempDir(), "gatehouse.yaml")
-	c := strings.Replace(string(src), "audit:\n  mode: buffered\n", "audit:\n  mode: "+mode+"\n  gateway_timeout: 3s\n  sweep_interval: 200ms\n", 1)
-	require.NotEqual(t, string(src), c)
-	require.NoError(t, os.WriteFile(cfg, []byte(c), 0o644))
-	startProcess(t, append(env[:len(env)-2:len(env)-2], "GATEHOUSE_HTTP_LISTEN=127.0.0.1:"+issuerPort, "GATEHOUSE_DATA_DIR="+t.TempDir()),
-		"run", "--config", cfg, "--target=dev-issuer")
-	waitReady(t, issuer)
-	base := "http://127.0.0.1:" + httpPort
-	g := &gateway{pgHost: "127.0.0.1", pgPort: pgPort, api: base, issuer: issuer}
-	auditor := g.token(t, "auditor", "auditors")
-	reader := g.token(t, "svc-orders", "orders-readers")
-	conn, err := ingest.Open(config.ClickHouse{Address: ch.Addr(), Username: "default"})
-	require.NoError(t, err)
-	defer conn.Close()
+	p := startRestartable(t)
+	env, base, pgPort, auditor, reader, conn := p.env, p.base, p.pgPort, p.auditor, p.reader, p.ch
+	cfg := p.config(t, mode, "200ms")
 
 	first := startProcess(t, env, "run", "--config", cfg, "--target=all")
 	waitReady(t, base)
