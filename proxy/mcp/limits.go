@@ -98,6 +98,18 @@ func (l *limiter) rowsLeft(agent string, now time.Time) int {
 	return max(0, l.rows-l.getLocked(agent, now).rows)
 }
 
+// reserveRows sets aside up to n of the rows agent may still have this hour and returns
+// how many (0: none left). Concurrent calls cannot together go past the limit; tookRows
+// with a negative count gives back what was not used.
+func (l *limiter) reserveRows(agent string, now time.Time, n int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.getLocked(agent, now)
+	g := max(0, min(n, l.rows-u.rows))
+	u.rows += g
+	return g
+}
+
 // tookRows counts rows returned to agent.
 func (l *limiter) tookRows(agent string, now time.Time, n int) {
 	l.mu.Lock()

@@ -1,6 +1,8 @@
 package mcp
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,4 +86,49 @@ func TestSplitURL(t *testing.T) {
 	o, p = splitURL("http://127.0.0.1:8080")
 	require.Equal(t, "http://127.0.0.1:8080", o)
 	require.Equal(t, "", p)
+}
+
+// The session limit counts what the SDK will see: a body whose keys repeat in another case
+// is refused, not read as Go's decoder reads it (the attacker's "method":"initialize",
+// "METHOD":"ping" opened uncounted sessions).
+func TestJSONMethodsRefusesAmbiguousBodies(t *testing.T) {
+	m, err := jsonMethods([]byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"a":{"method":"x"}}}`))
+	require.NoError(t, err)
+	require.Equal(t, []string{"initialize"}, m)
+	m, err = jsonMethods([]byte(`[{"method":"ping"},{"method":"initialize"}]`))
+	require.NoError(t, err)
+	require.Equal(t, []string{"ping", "initialize"}, m)
+	for _, body := range []string{
+		`{"method":"initialize","METHOD":"ping"}`,
+		`{"method":"initialize","method":"ping"}`,
+		`{"Method":"ping","method":"initialize"}`,
+		`[{"method":"ping"},{"method":"initialize","mEthod":"ping"}]`,
+	} {
+		_, err := jsonMethods([]byte(body))
+		require.Error(t, err, body)
+	}
+	m, err = jsonMethods([]byte(`not json`))
+	require.NoError(t, err, "left to the SDK, which refuses it")
+	require.Empty(t, m)
+}
+
+// Rows are set aside before a statement runs: calls at once cannot together pass the
+// hour's limit (the attacker's 10 parallel calls got 11,200 of 10,000).
+func TestReserveRowsBoundsConcurrentCalls(t *testing.T) {
+	l := newLimiter(100, 1000, 10)
+	now := time.Now()
+	var wg sync.WaitGroup
+	var granted atomic.Int64
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			granted.Add(int64(l.reserveRows("a", now, 200)))
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, int64(1000), granted.Load())
+	require.Equal(t, 0, l.rowsLeft("a", now))
+	l.tookRows("a", now, -150) // unused rows given back
+	require.Equal(t, 150, l.rowsLeft("a", now))
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -204,7 +205,12 @@ func (s *Server) throttle(next http.Handler) http.Handler {
 			http.Error(w, fmt.Sprintf("too many requests: this gateway takes at most %d requests a minute from one agent (mcp.calls_per_minute × 4 + 60)", s.limits.requestsPerMinute()), http.StatusTooManyRequests)
 			return
 		}
-		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" && s.initializes(r) && !s.limits.session(ti.UserID, now) {
+		init, err := s.initializes(r)
+		if err != nil {
+			http.Error(w, "malformed JSON-RPC: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" && init && !s.limits.session(ti.UserID, now) {
 			w.Header().Set("Retry-After", "60")
 			http.Error(w, fmt.Sprintf("too many new MCP sessions: this gateway opens at most %d a minute for one agent (mcp.sessions_per_minute); reuse a session", s.cfg.SessionsPerMinute), http.StatusTooManyRequests)
 			return
@@ -214,10 +220,14 @@ func (s *Server) throttle(next http.Handler) http.Handler {
 }
 
 // initializes says whether r's body is an initialize (a new MCP session). It reads at
-// most mcp.max_request_bytes of it and puts back what it read.
-func (s *Server) initializes(r *http.Request) bool {
-	if r.Body == nil {
-		return false
+// most mcp.max_request_bytes of it and puts back what it read. A body whose objects repeat
+// a key, or spell one in another case, is refused: Go's decoder matches keys whatever
+// their case and keeps the last, the SDK's matches exactly, so "method":"initialize"
+// followed by "METHOD":"ping" opened sessions the limit never counted (found by the
+// attacker).
+func (s *Server) initializes(r *http.Request) (bool, error) {
+	if r.Method != http.MethodPost || r.Body == nil {
+		return false, nil
 	}
 	head, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.MaxRequestBytes)+1))
 	r.Body = struct {
@@ -225,25 +235,63 @@ func (s *Server) initializes(r *http.Request) bool {
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
 	if err != nil {
-		return false
+		return false, nil
 	}
-	var one struct {
-		Method string `json:"method"`
+	methods, err := jsonMethods(head)
+	if err != nil {
+		return false, err
 	}
-	if json.Unmarshal(head, &one) == nil {
-		return one.Method == "initialize"
+	return slices.Contains(methods, "initialize"), nil
+}
+
+// jsonMethods returns the "method" of a JSON-RPC message, or of each message of a batch.
+// Bodies that are not JSON are left to the SDK, which refuses them.
+func jsonMethods(b []byte) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	t, err := dec.Token()
+	if err != nil {
+		return nil, nil
 	}
-	var batch []struct {
-		Method string `json:"method"`
+	var out []string
+	object := func() error {
+		seen := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil
+			}
+			key, _ := kt.(string)
+			low := strings.ToLower(key)
+			if seen[low] {
+				return fmt.Errorf("the key %q appears more than once (in any case)", key)
+			}
+			seen[low] = true
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				return nil
+			}
+			var m string
+			if key == "method" && json.Unmarshal(v, &m) == nil {
+				out = append(out, m)
+			}
+		}
+		_, _ = dec.Token()
+		return nil
 	}
-	if json.Unmarshal(head, &batch) == nil {
-		for _, m := range batch {
-			if m.Method == "initialize" {
-				return true
+	switch t {
+	case json.Delim('{'):
+		return out, object()
+	case json.Delim('['):
+		for dec.More() {
+			if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+				return out, nil
+			}
+			if err := object(); err != nil {
+				return out, err
 			}
 		}
 	}
-	return false
+	return out, nil
 }
 
 // Close ends the MCP sessions' trails, and the statements parked for approval.

@@ -105,14 +105,17 @@ func (s *Server) runQuery(ctx context.Context, c *call, in QueryIn) (Result, str
 	if !ok || res.Type != "postgres" {
 		return Result{Status: StatusRefused, Message: fmt.Sprintf("resource %q is not a PostgreSQL resource of this gateway (list_resources)", in.Resource)}, ""
 	}
-	left := s.limits.rowsLeft(c.agent, time.Now())
+	// The rows are set aside before the statement runs, so that calls running at once
+	// cannot together go past the limit (found by the attacker: 10 parallel calls did).
+	left := s.limits.reserveRows(c.agent, time.Now(), s.cfg.MaxRows)
 	if left == 0 {
 		return Result{Status: StatusRefused, Message: fmt.Sprintf("row limit: this agent had the %d rows an hour it may have (mcp.rows_per_hour); wait", s.cfg.RowsPerHour)}, ""
 	}
-	maxRows := min(s.cfg.MaxRows, left)
+	maxRows := left
 	appName := fmt.Sprintf("gatehouse-mcp/%s/%d", c.m.sess.ID, c.n)
 	e, refused := s.start(ctx, c, in.Resource, in.SQL, appName, maxRows)
 	if refused != nil {
+		s.limits.tookRows(c.agent, time.Now(), -left)
 		return *refused, appName
 	}
 	timer := time.NewTimer(s.cfg.QueryTimeout)
@@ -121,6 +124,8 @@ func (s *Server) runQuery(ctx context.Context, c *call, in QueryIn) (Result, str
 	select {
 	case r = <-e.done:
 	case id := <-e.held:
+		// A parked statement's rows are counted when approval_status delivers them.
+		s.limits.tookRows(c.agent, time.Now(), -left)
 		if !s.parked.park(c.agent, id, appName, e) {
 			e.abort()
 			return Result{Status: StatusRefused, decision: "require_approval", ApprovalID: id,
@@ -140,7 +145,7 @@ func (s *Server) runQuery(ctx context.Context, c *call, in QueryIn) (Result, str
 	} else if r.Status == StatusLimited {
 		r.Message = fmt.Sprintf("cut at %d rows or %d bytes (mcp.max_rows, mcp.max_result_bytes): narrow the statement", s.cfg.MaxRows, s.cfg.MaxResultBytes)
 	}
-	s.limits.tookRows(c.agent, time.Now(), len(r.Rows))
+	s.limits.tookRows(c.agent, time.Now(), len(r.Rows)-left)
 	return r, appName
 }
 
@@ -169,7 +174,12 @@ func (s *Server) status(c *call, id string) (Result, string) {
 	out := *r
 	out.ApprovalID = id
 	if out.Status == StatusOK || out.Status == StatusLimited {
-		s.limits.tookRows(c.agent, time.Now(), len(out.Rows))
+		// No more rows than the agent may still have this hour (the attacker had a
+		// statement approved after the limit was reached, and got its rows).
+		if g := s.limits.reserveRows(c.agent, time.Now(), len(out.Rows)); g < len(out.Rows) {
+			out.Rows, out.Truncated, out.Status = out.Rows[:g], true, StatusLimited
+			out.Message = fmt.Sprintf("cut at the rows this agent may still have this hour (mcp.rows_per_hour %d)", s.cfg.RowsPerHour)
+		}
 		out.decision = "require_approval"
 	}
 	return out, appName
