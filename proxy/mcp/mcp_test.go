@@ -132,3 +132,20 @@ func TestReserveRowsBoundsConcurrentCalls(t *testing.T) {
 	l.tookRows("a", now, -150) // unused rows given back
 	require.Equal(t, 150, l.rowsLeft("a", now))
 }
+
+func TestStatementsCountsWhatTheScannerSeparates(t *testing.T) {
+	for sql, want := range map[string]int{
+		"select 1":                                1,
+		"select 1;":                               1,
+		" select 1 ; -- done\n":                   1,
+		"select ';' || $$;$$, \"a;b\"":            1,
+		"select 1; select 2":                      2,
+		"select 1;/* c */select 2":                2,
+		"/* ; */ select 1":                        1,
+		"select 'unterminated":                    0,
+		"select 1 -- ; select 2":                  1,
+		"select id, card_number from c; select 1": 2,
+	} {
+		require.Equal(t, want, statements(sql), sql)
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
+	"github.com/gatehouse/gatehouse/services/sqlscan"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -100,6 +102,10 @@ func (s *Server) runQuery(ctx context.Context, c *call, in QueryIn) (Result, str
 		return Result{Status: StatusRefused, Message: fmt.Sprintf("sql: %d bytes, more than the %d this gateway takes (mcp.max_sql_bytes)", len(in.SQL), s.cfg.MaxSQLBytes)}, ""
 	case !utf8.ValidString(in.SQL) || strings.ContainsRune(in.SQL, 0):
 		return Result{Status: StatusRefused, Message: "sql: not valid UTF-8 text"}, ""
+	case statements(in.SQL) != 1:
+		// One result per call: the rows of a second statement came back under the first
+		// one's columns (found by the attacker).
+		return Result{Status: StatusRefused, Message: "sql: one statement per call; send them one at a time"}, ""
 	}
 	res, ok := s.res.All()[in.Resource]
 	if !ok || res.Type != "postgres" {
@@ -193,4 +199,35 @@ func toolResult(r *Result) *sdk.CallToolResult {
 		return nil
 	}
 	return &sdk.CallToolResult{IsError: true, Content: []sdk.Content{&sdk.TextContent{Text: r.Status + ": " + r.Message}}}
+}
+
+// statements counts the statements of sql as PostgreSQL's scanner separates them (0 when
+// it cannot be read with confidence: an unterminated quote or comment).
+func statements(sql string) int {
+	n, open := 0, false
+	ok := sqlscan.Lex(sql, func(k sqlscan.Kind, start, end int) {
+		switch k {
+		case sqlscan.Comment:
+			return
+		case sqlscan.Other:
+			for _, c := range sql[start:end] {
+				switch {
+				case c == ';':
+					open = false
+				case !unicode.IsSpace(c) && !open:
+					open = true
+					n++
+				}
+			}
+		default:
+			if !open {
+				open = true
+				n++
+			}
+		}
+	})
+	if !ok {
+		return 0
+	}
+	return n
 }
