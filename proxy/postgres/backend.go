@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -100,6 +101,9 @@ func (c *conn) route(m *answer, values *[][]byte) (stop bool, err error) {
 	case 'C', 'I', 's':
 		c.onCommandDone(m)
 	case 'N':
+		if raw, ok := disownNotice(m.body); ok {
+			m.raw, m.body = raw, raw[5:]
+		}
 		if head != nil && head.mask != nil {
 			m.raw, _ = maskNotice(head.mask, 'N', m.body)
 		}
@@ -279,6 +283,31 @@ func (c *conn) durableLocked() error {
 	}
 	c.completion = false
 	return nil
+}
+
+// gatewayPrefix starts the messages the gateway itself sends its clients.
+const gatewayPrefix = "Gatehouse:"
+
+// disownNotice re-labels a backend NOTICE whose message starts as the gateway's own do
+// (a RAISE NOTICE in a function, say): clients — the MCP server among them, which parks a
+// statement on the hold notice — must be able to trust that "Gatehouse:" is the gateway
+// speaking. It returns the message to send instead, when it changed it.
+func disownNotice(body []byte) ([]byte, bool) {
+	fields, ok := noticeFields(body)
+	if !ok {
+		return nil, false
+	}
+	changed := false
+	for i, f := range fields {
+		if f[0] == "M" && strings.HasPrefix(strings.TrimSpace(f[1]), gatewayPrefix) {
+			fields[i][1] = "(from the database) " + f[1]
+			changed = true
+		}
+	}
+	if !changed {
+		return nil, false
+	}
+	return encodeNotice('N', fields), true
 }
 
 // auditLost ends the session because its audit trail cannot take its events: the client
