@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -43,6 +44,9 @@ type Result struct {
 // approvalNotice is the proxy's NOTICE for a held statement: "Gatehouse: waiting for
 // approval <id> (...".
 var approvalNotice = regexp.MustCompile(`^Gatehouse: waiting for approval ([0-9a-fA-F-]{36}) `)
+
+// approvedNotice is the proxy's NOTICE once a held statement is approved and runs.
+var approvedNotice = regexp.MustCompile(`^Gatehouse: approval [0-9a-fA-F-]{36} granted; the statement runs now$`)
 
 // approvalRef finds the approval an error of the proxy is about.
 var approvalRef = regexp.MustCompile(`(?:approval|requested as) ([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})`)
@@ -81,10 +85,17 @@ func (s *Server) start(ctx context.Context, c *call, resource, sql, appName stri
 	cfg.RuntimeParams = map[string]string{"application_name": appName, session.AgentTicketParam: ticket}
 	cfg.Fallbacks = nil
 	held := make(chan string, 1)
+	approved := make(chan struct{}, 1)
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
 		if m := approvalNotice.FindStringSubmatch(n.Message); m != nil {
 			select {
 			case held <- m[1]:
+			default:
+			}
+		}
+		if approvedNotice.MatchString(n.Message) {
+			select {
+			case approved <- struct{}{}:
 			default:
 			}
 		}
@@ -103,8 +114,28 @@ func (s *Server) start(ctx context.Context, c *call, resource, sql, appName stri
 	// approval), bounded by the server's.
 	rctx, stop := context.WithTimeout(s.ctx, 24*time.Hour)
 	e := &execution{conn: conn, done: make(chan Result, 1), held: held, stop: stop}
+	// Once approved, a held statement has mcp.query_timeout to finish, as any other.
+	var timedOut atomic.Bool
+	go func() {
+		select {
+		case <-approved:
+		case <-rctx.Done():
+			return
+		}
+		t := time.NewTimer(s.cfg.QueryTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			timedOut.Store(true)
+			e.abort()
+		case <-rctx.Done():
+		}
+	}()
 	go func() {
 		r := read(rctx, conn, sql, maxRows, s.cfg.MaxResultBytes)
+		if timedOut.Load() {
+			r = Result{Status: StatusError, SQLState: "57014", Message: fmt.Sprintf("the statement did not finish within %s of its approval (mcp.query_timeout): cancelled", s.cfg.QueryTimeout)}
+		}
 		e.done <- r
 		stop()
 		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -175,7 +175,7 @@ func (s *Server) status(c *call, id string) (Result, string) {
 		return Result{Status: StatusRefused, ApprovalID: id,
 			Message: "no statement of yours waits for this approval here (an id from another agent or gateway, or a result older than mcp.parked_results)"}, ""
 	case r == nil:
-		return Result{Status: StatusPending, decision: "require_approval", ApprovalID: id, Message: "still waiting for a person's approval"}, appName
+		return Result{Status: StatusPending, decision: "require_approval", ApprovalID: id, Message: "not finished: waiting for a person's approval, or running once approved (within mcp.query_timeout of it)"}, appName
 	}
 	out := *r
 	out.ApprovalID = id

@@ -169,6 +169,11 @@ func (s *Session) HoldFor(ctx context.Context, ap *Approvals, h Hold) Outcome {
 			}
 			switch state.Status {
 			case schemas.ApprovalStatusApproved:
+				if h.Notify != nil {
+					// The client learns why its statement runs now (and an MCP server
+					// starts the statement's own time bound here).
+					h.Notify(fmt.Sprintf("approval %s granted; the statement runs now", id), "")
+				}
 				return Outcome{Approved: true, ApprovalID: id}
 			case schemas.ApprovalStatusDenied:
 				return Outcome{End: "denied", ApprovalID: id, Message: fmt.Sprintf("approval %s denied by %s: %s", id, state.Denial.By, state.Denial.Reason)}
