@@ -102,27 +102,31 @@ func migrate(ctx context.Context, conn driver.Conn, db string, upTo int) error {
 	if err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+db+".schema_migrations (version UInt32, applied DateTime) ENGINE = MergeTree ORDER BY version"); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
+	return applyMigrations(ctx, conn, db+".schema_migrations", "migration", migrations[:upTo], func(m string) string { return replaceDB(m, db) })
+}
+
+// applyMigrations runs the statements of list that table (version, applied) does not
+// count yet, in order, each rendered, and records each once it ran. Inserts go through a
+// batch: the native protocol sends data blocks, which every server version accepts (a
+// literal VALUES insert hangs on 18.16).
+func applyMigrations(ctx context.Context, conn driver.Conn, table, what string, list []string, render func(string) string) error {
 	var applied uint32
-	row := conn.QueryRow(ctx, "SELECT toUInt32(count()) FROM "+db+".schema_migrations")
-	if err := row.Scan(&applied); err != nil {
-		return fmt.Errorf("read schema_migrations: %w", err)
+	if err := conn.QueryRow(ctx, "SELECT toUInt32(count()) FROM "+table).Scan(&applied); err != nil {
+		return fmt.Errorf("read %s: %w", table, err)
 	}
-	for i := int(applied); i < upTo; i++ {
-		stmt := replaceDB(migrations[i], db)
-		if err := conn.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("migration %d: %w", i+1, err)
+	for i := int(applied); i < len(list); i++ {
+		if err := conn.Exec(ctx, render(list[i])); err != nil {
+			return fmt.Errorf("%s %d: %w", what, i+1, err)
 		}
-		// Inserts go through a batch: the native protocol sends data blocks, which every
-		// server version accepts (a literal VALUES insert hangs on 18.16).
-		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, applied)")
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+table+" (version, applied)")
+		if err == nil {
+			err = b.Append(uint32(i+1), time.Now())
+		}
+		if err == nil {
+			err = b.Send()
+		}
 		if err != nil {
-			return fmt.Errorf("record migration %d: %w", i+1, err)
-		}
-		if err := b.Append(uint32(i+1), time.Now()); err != nil {
-			return fmt.Errorf("record migration %d: %w", i+1, err)
-		}
-		if err := b.Send(); err != nil {
-			return fmt.Errorf("record migration %d: %w", i+1, err)
+			return fmt.Errorf("record %s %d: %w", what, i+1, err)
 		}
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -93,25 +92,6 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, db string, cl config.
 	if err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+db+".schema_migrations_cluster"+on+" (version UInt32, applied DateTime) ENGINE = MergeTree ORDER BY version"); err != nil {
 		return fmt.Errorf("create schema_migrations_cluster: %w", err)
 	}
-	var applied uint32
-	if err := conn.QueryRow(ctx, "SELECT toUInt32(count()) FROM "+db+".schema_migrations_cluster").Scan(&applied); err != nil {
-		return fmt.Errorf("read schema_migrations_cluster: %w", err)
-	}
 	r := strings.NewReplacer("{db}", db, "{cluster}", cl.Name, "{zk}", cl.ZooKeeperPath, "{key}", cl.ShardingKey)
-	for i := int(applied); i < len(clusterMigrations); i++ {
-		if err := conn.Exec(ctx, r.Replace(clusterMigrations[i])); err != nil {
-			return fmt.Errorf("cluster migration %d: %w", i+1, err)
-		}
-		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations_cluster (version, applied)")
-		if err != nil {
-			return fmt.Errorf("record cluster migration %d: %w", i+1, err)
-		}
-		if err := b.Append(uint32(i+1), time.Now()); err != nil {
-			return fmt.Errorf("record cluster migration %d: %w", i+1, err)
-		}
-		if err := b.Send(); err != nil {
-			return fmt.Errorf("record cluster migration %d: %w", i+1, err)
-		}
-	}
-	return nil
+	return applyMigrations(ctx, conn, db+".schema_migrations_cluster", "cluster migration", clusterMigrations, r.Replace)
 }
