@@ -84,7 +84,7 @@ type module struct {
 
 var modules = map[string]module{
 	"server":         {build: (*App).serverService},
-	"nats":           {public: true, help: "embedded NATS with JetStream (when nats.url is empty)", build: (*App).natsService},
+	"nats":           {public: true, help: "embedded NATS with JetStream (when nats.url is empty; one node of a cluster with nats.server_config)", build: (*App).natsService},
 	"bus":            {deps: []string{"nats"}, build: (*App).busService},
 	"identity":       {deps: []string{"bus", "server"}, build: (*App).identityService},
 	"publisher":      {deps: []string{"bus"}, build: (*App).publisherService},
@@ -288,6 +288,16 @@ func (a *App) natsService() *Service {
 		Start: func(ctx context.Context) error {
 			if url := a.cfg.NATS.ServerURL(); url != "" {
 				a.natsURL = url
+				return nil
+			}
+			if conf := a.cfg.NATS.ServerConfig; conf != "" {
+				// One node of a cluster (or a server with users and TLS), as the file says.
+				srv, err := embedded.StartFile(conf)
+				if err != nil {
+					return err
+				}
+				a.nats, a.natsURL = srv, srv.URL()
+				a.component("nats").Info("NATS node started", "name", srv.Name(), "url", srv.URL(), "config", conf)
 				return nil
 			}
 			srv, err := embedded.Start(a.cfg.NATS.EmbeddedListen, filepath.Join(a.cfg.DataDir, "jetstream"))

@@ -68,6 +68,19 @@ type Options struct {
 	Security Security
 }
 
+// A connection whose server has answered none of MaxPingsOut PINGs sent PingInterval
+// apart is stale: the client drops it and connects to another server of the cluster. So a
+// server that stops answering without closing the connection (partitioned away, packets
+// dropped, a hung host) is left within (MaxPingsOut+1)×PingInterval, 4–6 s. With
+// nats.go's defaults (2 minutes, 2) a component stayed on such a server for up to 6
+// minutes — a proxy there refusing every statement that needs a decision or a strict
+// acknowledgement all that time (TestStalledServerIsLeftInSeconds; the chaos suite's
+// "NATS node partitioned away").
+const (
+	PingInterval = 2 * time.Second
+	MaxPingsOut  = 2
+)
+
 // Bus is a connection to NATS with JetStream.
 type Bus struct {
 	NC *nats.Conn
@@ -91,6 +104,8 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		nats.PingInterval(PingInterval),
+		nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/bus/embedded"
 )
 
 // NATS says where the bus is and how to reach it. No URL means: run NATS embedded in this
@@ -18,6 +19,13 @@ type NATS struct {
 	URLs []string `yaml:"urls"`
 	// EmbeddedListen is the client address of the embedded server (port 0 = any free port).
 	EmbeddedListen string `yaml:"embedded_listen"`
+	// ServerConfig is a nats-server configuration file (as `gatehouse nats config` and
+	// deploy/nats/nats-server.conf make): with it, the embedded server is the node that
+	// file describes — its listen address, cluster routes, JetStream store, users and TLS —
+	// instead of a single node on embedded_listen. `gatehouse run --target=nats` then runs
+	// one node of a NATS cluster. Not with url: a process either runs a node or connects to
+	// one.
+	ServerConfig string `yaml:"server_config"`
 	// StreamMaxBytes bounds GH_AUDIT (limits-based retention).
 	StreamMaxBytes int64 `yaml:"stream_max_bytes"`
 	// DuplicateWindow is JetStream's deduplication window for re-published events (default
@@ -93,6 +101,35 @@ func (n *NATS) Security() bus.Security {
 		InboxPrefix: n.InboxPrefix, TLS: bus.TLS{Required: n.TLS.Required, CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile}}
 }
 
+// validateServerConfig checks the nats-server configuration file a node is started from:
+// it parses, it enables JetStream with a store of its own, and replicas: 3 has a cluster.
+// The components of this process reach the node in-process: credentials the file's
+// users require go in this section as usual; TLS does not apply in-process.
+func (n *NATS) validateServerConfig(path string, ck *checker) {
+	info, err := embedded.CheckFile(n.ServerConfig)
+	if err != nil {
+		ck.add(path+".server_config", "%s: %v", n.ServerConfig, err)
+		return
+	}
+	if !info.JetStream {
+		ck.add(path+".server_config", "%s does not enable JetStream (jetstream { store_dir: ... }): every Gatehouse stream and bucket lives there", n.ServerConfig)
+	} else if info.StoreDir == "" {
+		ck.add(path+".server_config", "%s: jetstream has no store_dir: the node would keep the audit trail in a temporary directory", n.ServerConfig)
+	}
+	if n.Replicas > 1 && !info.Cluster {
+		ck.add(path+".replicas", "%d needs a NATS cluster: %s has no cluster block (one node)", n.Replicas, n.ServerConfig)
+	}
+	if n.TLS != (NATSTLS{}) {
+		ck.add(path+".tls", "with server_config this process's components reach their node in-process, without TLS: leave nats.tls to the processes that connect over the network")
+	}
+	if n.InboxPrefix != "" && (strings.ContainsAny(n.InboxPrefix, "*> \t") || strings.HasSuffix(n.InboxPrefix, ".")) {
+		ck.add(path+".inbox_prefix", "%q is not a subject prefix (no wildcards, spaces or trailing dot)", n.InboxPrefix)
+	}
+	if _, err := n.Security().Options(); err != nil {
+		ck.add(path, "%v", err)
+	}
+}
+
 func (n *NATS) validate(path string, ck *checker) {
 	servers := n.Servers()
 	if n.URL != "" && len(n.URLs) > 0 {
@@ -102,6 +139,14 @@ func (n *NATS) validate(path string, ck *checker) {
 		ck.add(path+".replicas", "%d: must be 1 or 3 (a JetStream stream replicated to an even number of nodes survives no more failures than one node fewer)", n.Replicas)
 	}
 	ck.oneOf(path+".streams", n.Streams, StreamsCreate, StreamsBind)
+	if n.ServerConfig != "" {
+		if len(servers) > 0 {
+			ck.add(path+".server_config", "runs a NATS node in this process, and nats.url names servers to connect to: set one of them (a cluster node's own process has no url; the components' processes have no server_config)")
+			return
+		}
+		n.validateServerConfig(path, ck)
+		return
+	}
 	if len(servers) == 0 {
 		ck.hostPort(path+".embedded_listen", n.EmbeddedListen)
 		if n.Replicas > 1 {

@@ -94,3 +94,48 @@ func TestNATSSection(t *testing.T) {
 	require.Equal(t, 1, c.NATS.Replicas)
 	require.Equal(t, config.StreamsCreate, c.NATS.Streams)
 }
+
+// TestNATSServerConfig checks nats.server_config, the nats-server configuration a
+// `--target=nats` process runs one node of a cluster from: the file must parse, enable
+// JetStream with a store of its own, and have a cluster for replicas: 3; it excludes url.
+func TestNATSServerConfig(t *testing.T) {
+	t.Setenv("DEMO_PW", "x")
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		f := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(f, []byte(content), 0o600))
+		return f
+	}
+	store := filepath.Join(dir, "js")
+	node := write("n1.conf", "server_name: n1\nlisten: 127.0.0.1:4222\njetstream { store_dir: \""+store+"\" }\n"+
+		"cluster { name: gatehouse, listen: 127.0.0.1:6222, routes: [nats-route://127.0.0.1:6223] }\n")
+	single := write("single.conf", "listen: 127.0.0.1:4222\njetstream { store_dir: \""+store+"\" }\n")
+	noJS := write("nojs.conf", "listen: 127.0.0.1:4222\n")
+	noStore := write("nostore.conf", "listen: 127.0.0.1:4222\njetstream: enabled\n")
+	broken := write("broken.conf", "listen: {{\n")
+	missing := filepath.Join(dir, "missing.conf")
+	for _, tc := range []struct {
+		nats string
+		want string // "" = valid
+	}{
+		{`nats: {server_config: ` + node + `, replicas: 3}`, ""},
+		{`nats: {server_config: ` + single + `}`, ""},
+		{`nats: {server_config: ` + single + `, replicas: 3}`, "nats.replicas: 3 needs a NATS cluster: " + single + " has no cluster block (one node)"},
+		{`nats: {server_config: ` + node + `, url: "nats://n1:4222"}`, "nats.server_config: runs a NATS node in this process, and nats.url names servers to connect to: set one of them"},
+		{`nats: {server_config: ` + noJS + `}`, "nats.server_config: " + noJS + " does not enable JetStream"},
+		{`nats: {server_config: ` + noStore + `}`, "nats.server_config: " + noStore + ": jetstream has no store_dir"},
+		{`nats: {server_config: ` + broken + `}`, "nats.server_config: " + broken + ": "},
+		{`nats: {server_config: ` + missing + `}`, "nats.server_config: " + missing + ": "},
+		{`nats: {server_config: ` + node + `, tls: {required: true}}`, "nats.tls: with server_config this process's components reach their node in-process"},
+	} {
+		src := strings.Replace(valid, `nats: {url: "nats://127.0.0.1:4222"}`, tc.nats, 1)
+		c, err := config.Parse([]byte(src))
+		require.NoError(t, err)
+		err = c.Validate()
+		if tc.want == "" {
+			require.NoError(t, err, tc.nats)
+			continue
+		}
+		require.ErrorContains(t, err, tc.want, tc.nats)
+	}
+}

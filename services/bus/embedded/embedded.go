@@ -76,6 +76,24 @@ func StartFile(conf string) (*Server, error) {
 	return &Server{ns: ns}, nil
 }
 
+// FileInfo is what a nats-server configuration file sets that Gatehouse checks before it
+// starts a node from it.
+type FileInfo struct {
+	JetStream bool   // jetstream is enabled
+	StoreDir  string // where JetStream keeps its streams ("" : a temporary directory)
+	Cluster   bool   // the node is one of a cluster (cluster { ... } with a port)
+}
+
+// CheckFile parses a nats-server configuration file as StartFile would, without starting
+// anything.
+func CheckFile(conf string) (FileInfo, error) {
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return FileInfo{JetStream: opts.JetStream, StoreDir: opts.StoreDir, Cluster: opts.Cluster.Port != 0}, nil
+}
+
 // Name is the server's name.
 func (s *Server) Name() string { return s.ns.Name() }
 
