@@ -65,7 +65,7 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	} else {
-		for _, p := range append(v.Truncated, v.Problems...) {
+		for _, p := range append(append(v.Truncated, v.Superseded...), v.Problems...) {
 			seq := ""
 			if p.Seq != 0 {
 				seq = fmt.Sprintf(" seq %d", p.Seq)
@@ -76,6 +76,9 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%d session(s), %d event(s) checked, %d problem(s)", v.Sessions, v.Events, len(v.Problems))
 		if len(v.Truncated) > 0 {
 			fmt.Fprintf(stdout, ", %d session(s) truncated by retention", len(v.Truncated))
+		}
+		if len(v.Superseded) > 0 {
+			fmt.Fprintf(stdout, ", %d sweeper's end(s) superseded by their gateway's later events", len(v.Superseded))
 		}
 		fmt.Fprintln(stdout)
 	}

@@ -23,6 +23,12 @@ import (
 // last sequence number the trail has, chained after its last event and sealed (when this
 // process holds the audit signing key). It sweeps only once ingest has caught up with
 // GH_AUDIT, so that the end follows the last event the gateway published.
+//
+// A gateway that was only cut off (a partition longer than audit.gateway_timeout), or
+// whose restart publishes what its spool held, may send events past that end: they
+// supersede it (seal.Supersede; verify reports it as superseded, not as a problem), and
+// the session is open again — ended by the gateway itself, or by the sweeper once more
+// after its new last event.
 type Sweeper struct {
 	CH       driver.Conn
 	Database string
@@ -106,15 +112,28 @@ type OpenSession struct {
 	Last    schemas.Event // the session's last event in the store
 }
 
-// OpenSessions lists the sessions started within window that have no session.end, with
-// their last event. GLOBAL NOT IN: on a cluster, events is a Distributed table, and a
-// plain IN over it inside a query on it is refused (distributed_product_mode); GLOBAL
-// runs the subquery once and gives its set to every shard (on one server it is a plain IN).
+// OpenSessions lists the sessions started within window that have no end in the store,
+// with their last event. A session the sweeper ended (gateway_lost) counts as open again
+// when events of its gateway's arrived at or past that end (seal.Supersede): the gateway
+// was cut off past audit.gateway_timeout, or killed, and a restart published its spool.
+// Such a session is ended again after its new last event once its gateway is gone; while
+// the gateway lives (the partition healed), it ends the session itself.
+//
+// Only sessions never ended by their gateway are looked at closely (their events read by
+// the primary key). GLOBAL IN: on a cluster, events is a Distributed table, and a plain IN
+// over it inside a query on it is refused (distributed_product_mode); GLOBAL runs the
+// subquery once and gives its set to every shard (on one server it is a plain IN).
 func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Duration) ([]OpenSession, error) {
 	since := uint64(time.Now().Add(-window).UnixMicro())
-	rows, err := ch.Query(ctx, `SELECT session_id, any(payload) FROM `+db+`.events
-		WHERE type = ? AND time_us >= ? AND session_id GLOBAL NOT IN (SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ?)
-		GROUP BY session_id LIMIT 10000`, schemas.TypeSessionStart, since, schemas.TypeSessionEnd, since)
+	rows, err := ch.Query(ctx, `SELECT session_id, anyIf(payload, type = ?) FROM `+db+`.events
+		WHERE time_us >= ? AND session_id GLOBAL IN (
+			SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ? AND session_id GLOBAL NOT IN (
+				SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ? AND visitParamExtractString(payload, 'reason') != ?))
+		GROUP BY session_id
+		HAVING countIf(type = ?) = 0 OR maxIf(seq, type NOT IN (?, ?)) >= maxIf(seq, type = ?)
+		LIMIT 10000`,
+		schemas.TypeSessionStart, since, schemas.TypeSessionStart, since, schemas.TypeSessionEnd, since, seal.ReasonGatewayLost,
+		schemas.TypeSessionEnd, schemas.TypeSessionEnd, schemas.TypeSessionSealed, schemas.TypeSessionEnd)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +157,8 @@ func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Du
 	for i := range out {
 		row := ch.QueryRow(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
 			identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash
-			FROM `+db+`.events FINAL WHERE session_id = ? ORDER BY seq DESC LIMIT 1`, out[i].Session)
+			FROM `+db+`.events FINAL WHERE session_id = ? AND type NOT IN (?, ?) ORDER BY seq DESC LIMIT 1`,
+			out[i].Session, schemas.TypeSessionEnd, schemas.TypeSessionSealed)
 		e := &out[i].Last
 		var us uint64
 		if err := row.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Name, &e.Identity.Issuer,
@@ -170,7 +190,7 @@ func (s *Sweeper) end(ctx context.Context, o OpenSession) error {
 		e.Hash, err = e.ComputeHash()
 		return e, err
 	}
-	end, err := next(&schemas.SessionEnd{Reason: "gateway_lost", LastSeq: last.Seq,
+	end, err := next(&schemas.SessionEnd{Reason: seal.ReasonGatewayLost, LastSeq: last.Seq,
 		Error: fmt.Sprintf("the gateway process %s serving the session stopped without ending it (crash, kill or lost machine); events it held and had not published are lost", o.Gateway)}, &last)
 	if err != nil {
 		return err
@@ -187,8 +207,9 @@ func (s *Sweeper) end(ctx context.Context, o OpenSession) error {
 	}
 	m := nats.NewMsg(subject)
 	m.Data = data
-	// Several sweepers may find the same session: the duplicate window keeps one end.
-	m.Header.Set(jetstream.MsgIDHeader, "gateway-lost-"+last.SessionID)
+	// Several sweepers may find the same session: the duplicate window keeps one end. A
+	// session ended again (its gateway's events overtook the first end) has another id.
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("gateway-lost-%s-%d", last.SessionID, last.Seq))
 	if _, err := s.JS.PublishMsg(ctx, m); err != nil {
 		return err
 	}

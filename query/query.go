@@ -177,7 +177,7 @@ func (a *API) listSessions(c echo.Context) error {
 	}
 	args = append(append(args, hargs...), limit)
 	q := fmt.Sprintf(`SELECT session_id, any(identity_sub), anyIf(identity_name, identity_name != ''), any(resource),
-		minIf(time_us, type = 'session.start') AS start_us, maxIf(time_us, type = 'session.end') AS end_us,
+		minIf(time_us, type = 'session.start') AS start_us, if(maxIf(seq, type NOT IN ('session.end', 'session.sealed')) >= maxIf(seq, type = 'session.end'), 0, maxIf(time_us, type = 'session.end')) AS end_us,
 		multiIf((anyIf(visitParamExtractString(payload, 'protocol'), type = 'session.start') AS start_protocol) != '', start_protocol,
 			countIf(type LIKE 'ssh.%%') > 0, 'ssh',
 			countIf(type = 'kube.io' OR (type = 'http.request' AND visitParamHas(payload, 'kube'))) > 0, 'kubernetes',

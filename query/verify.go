@@ -26,6 +26,11 @@ type Verification struct {
 	// Truncated are sessions whose oldest events were dropped by retention, as recorded in
 	// the trail: explained, not problems.
 	Truncated []seal.Problem `json:"truncated"`
+	// Superseded are the sweeper's gateway_lost ends that the session's own gateway
+	// overtook with later events (it was cut off past audit.gateway_timeout, or its
+	// restart published its spool): explained, not problems; the session's events are
+	// verified without them (seal.Supersede).
+	Superseded []seal.Problem `json:"superseded"`
 	// What was covered: one session (Session), or every session with an event at or after
 	// Since up to Until (when the check ran); SinceDefault says since was not given (the
 	// last 24 hours).
@@ -120,7 +125,7 @@ func (a *API) verify(c echo.Context) error {
 // names is (alive); once that process is gone, the session was cut and is reported until
 // the sweeper ends it (gateway_lost). With alive nil, open sessions are not looked at.
 func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []string, keys map[string]ed25519.PublicKey, alive GatewayAlive) (Verification, error) {
-	v := Verification{Problems: []seal.Problem{}, Truncated: []seal.Problem{}}
+	v := Verification{Problems: []seal.Problem{}, Truncated: []seal.Problem{}, Superseded: []seal.Problem{}}
 	var dropped map[retainedKey]retainedBy
 	for _, id := range sessions {
 		evs, err := ReadSession(ctx, ch, db, id)
@@ -133,6 +138,10 @@ func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []s
 		}
 		v.Sessions++
 		v.Events += len(evs)
+		evs, sup := seal.Supersede(evs)
+		for _, s := range sup {
+			v.Superseded = append(v.Superseded, s.Problem(id))
+		}
 		if alive != nil {
 			p, err := cutSession(ctx, id, evs, alive)
 			if err != nil {

@@ -74,7 +74,7 @@ func incompleteStatements(id string, evs []schemas.Event) []seal.Problem {
 			continue
 		}
 		why := "events lost on their way to the audit store?"
-		if end.Reason == "gateway_lost" {
+		if end.Reason == seal.ReasonGatewayLost {
 			why = "the gateway process was lost while it ran (its client never got a completion)"
 		}
 		out = append(out, seal.Problem{Session: id, Seq: s.seq, Query: q, Kind: ProblemIncomplete, Detail: fmt.Sprintf(
