@@ -27,6 +27,7 @@ type restartable struct {
 	auditor, reader string // tokens
 	ch              driver.Conn
 	src             string // deploy/gatehouse.dev.yaml
+	natsAddr        string // host:port of the NATS server
 }
 
 // startRestartable starts what outlives the gateway; the gateway itself is started by the
@@ -46,7 +47,7 @@ func startRestartable(t *testing.T) *restartable {
 	src, err := os.ReadFile("../deploy/gatehouse.dev.yaml")
 	require.NoError(t, err)
 	p := &restartable{env: append(common[:len(common):len(common)], "GATEHOUSE_DATA_DIR="+t.TempDir(), "GATEHOUSE_HTTP_LISTEN=127.0.0.1:"+httpPort),
-		base: "http://127.0.0.1:" + httpPort, pgPort: pgPort, src: string(src)}
+		base: "http://127.0.0.1:" + httpPort, pgPort: pgPort, src: string(src), natsAddr: strings.TrimPrefix(natsURL, "nats://")}
 	startProcess(t, append(common[:len(common):len(common)], "GATEHOUSE_HTTP_LISTEN=127.0.0.1:"+issuerPort, "GATEHOUSE_DATA_DIR="+t.TempDir()),
 		"run", "--config", p.config(t, "buffered", "-1s"), "--target=dev-issuer")
 	waitReady(t, issuer)
