@@ -21,12 +21,16 @@ func (a *App) sinksService() *Service {
 	var all []*sinks.Sink
 	return &Service{
 		Start: func(ctx context.Context) error {
+			var metrics *sinks.Metrics
+			if len(a.cfg.Sinks) > 0 {
+				metrics = sinks.NewMetrics(a.reg)
+			}
 			for i, sc := range a.cfg.Sinks {
 				to, err := deliverer(sc, a.component("sinks"))
 				if err != nil {
 					return fmt.Errorf("sinks[%d] (%s): %w", i, sc.Name, err)
 				}
-				s := &sinks.Sink{Name: sc.Name, BatchSize: sc.BatchSize, Flush: sc.Flush, To: to, Log: a.component("sinks")}
+				s := &sinks.Sink{Name: sc.Name, BatchSize: sc.BatchSize, Flush: sc.Flush, To: to, Log: a.component("sinks"), Metrics: metrics}
 				if err := s.Start(ctx, a.bus.JS); err != nil {
 					return err
 				}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/services/bus"
 )
@@ -56,15 +57,50 @@ func (b *Batch) Events(fn func(ev []byte)) {
 }
 
 // Sink delivers GH_AUDIT to one destination: a batch is acknowledged in JetStream only
-// after the destination took it; until then it is retried with backoff.
+// after the destination took it; until then it is retried with backoff, and kept from
+// being redelivered by progress acknowledgements. A sinks process that dies holds what it
+// had fetched for AckWait only: then JetStream redelivers it (at least once: a batch the
+// destination took just before the death arrives twice, with the same event ids).
 type Sink struct {
 	Name      string
 	BatchSize int
 	Flush     time.Duration
 	To        Deliverer
 	Log       *slog.Logger
+	// AckWait is how long a fetched batch is held for this process without a sign of
+	// progress (default 10s); while a batch is being delivered, progress is signalled
+	// every third of it.
+	AckWait time.Duration
+	Metrics *Metrics // nil: none
 
 	cons jetstream.Consumer
+}
+
+// Metrics are the sinks' Prometheus metrics, labelled by sink.
+type Metrics struct {
+	events   *prometheus.CounterVec
+	batches  *prometheus.CounterVec
+	failures *prometheus.CounterVec
+	pending  *prometheus.GaugeVec
+	last     *prometheus.GaugeVec
+}
+
+// NewMetrics registers the sinks' metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_sink_events_total",
+			Help: "Events the sink's destination took."}, []string{"sink"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_sink_batches_total",
+			Help: "Batches the sink's destination took."}, []string{"sink"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_sink_failures_total",
+			Help: "Deliveries the sink's destination refused or did not answer (each retried)."}, []string{"sink"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gatehouse_sink_pending_messages",
+			Help: "GH_AUDIT messages after the last one delivered: how far the sink is behind."}, []string{"sink"}),
+		last: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gatehouse_sink_last_delivered_timestamp_seconds",
+			Help: "When the sink's destination last took a batch."}, []string{"sink"}),
+	}
+	reg.MustRegister(m.events, m.batches, m.failures, m.pending, m.last)
+	return m
 }
 
 // Start creates (or finds) the sink's durable consumer.
@@ -75,9 +111,12 @@ func (s *Sink) Start(ctx context.Context, js jetstream.JetStream) error {
 	if s.Flush <= 0 {
 		s.Flush = time.Second
 	}
+	if s.AckWait <= 0 {
+		s.AckWait = 10 * time.Second
+	}
 	var err error
 	s.cons, err = js.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{
-		Durable: "sink-" + s.Name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: s.BatchSize * 2,
+		Durable: "sink-" + s.Name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.AckWait, MaxAckPending: s.BatchSize * 2,
 	})
 	if err != nil {
 		return fmt.Errorf("sink %s: consumer: %w", s.Name, err)
@@ -98,11 +137,13 @@ func (s *Sink) Run(ctx context.Context) error {
 			continue
 		}
 		b := &Batch{}
+		var pending uint64
 		for m := range fetched.Messages() {
-			if len(b.Msgs) == 0 {
-				if md, err := m.Metadata(); err == nil {
+			if md, err := m.Metadata(); err == nil {
+				if len(b.Msgs) == 0 {
 					b.First = md.Sequence.Stream
 				}
+				pending = md.NumPending
 			}
 			data, err := bus.AuditData(m.Headers(), m.Data())
 			if err != nil {
@@ -120,13 +161,38 @@ func (s *Sink) Run(ctx context.Context) error {
 		for _, m := range b.Msgs {
 			_ = m.Ack()
 		}
+		if s.Metrics != nil {
+			n := 0
+			b.Events(func([]byte) { n++ })
+			s.Metrics.events.WithLabelValues(s.Name).Add(float64(n))
+			s.Metrics.batches.WithLabelValues(s.Name).Inc()
+			s.Metrics.pending.WithLabelValues(s.Name).Set(float64(pending))
+			s.Metrics.last.WithLabelValues(s.Name).SetToCurrentTime()
+		}
 	}
 	return nil
 }
 
 // deliver hands b to the destination until it takes it or ctx ends, keeping the batch's
-// messages from being redelivered meanwhile.
+// messages from being redelivered meanwhile (a progress acknowledgement every third of
+// AckWait, also while one slow delivery is under way).
 func (s *Sink) deliver(ctx context.Context, b *Batch) error {
+	busy, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		t := time.NewTicker(max(s.AckWait/3, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-busy.Done():
+				return
+			case <-t.C:
+				for _, m := range b.Msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
 	backoff := 250 * time.Millisecond
 	for {
 		err := s.To.Deliver(ctx, b)
@@ -136,10 +202,10 @@ func (s *Sink) deliver(ctx context.Context, b *Batch) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		s.Log.Warn("sink delivery failed; retrying", "sink", s.Name, "to", s.To.Describe(), "backoff", backoff, "err", err)
-		for _, m := range b.Msgs {
-			_ = m.InProgress()
+		if s.Metrics != nil {
+			s.Metrics.failures.WithLabelValues(s.Name).Inc()
 		}
+		s.Log.Warn("sink delivery failed; retrying", "sink", s.Name, "to", s.To.Describe(), "backoff", backoff, "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
