@@ -75,18 +75,31 @@ func (g *Gateway) beat(ctx context.Context) error {
 	return nil
 }
 
-// Run refreshes the key until ctx ends.
+// Run refreshes the key until ctx ends. After a failed refresh (NATS unreachable) it tries
+// again every 250 ms, so that a gateway whose link returns says it is alive before the
+// sweeper takes the events its spool now publishes for a dead gateway's.
 func (g *Gateway) Run(ctx context.Context) {
-	t := time.NewTicker(g.every)
-	defer t.Stop()
+	wait, failing := g.every, false
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if err := g.beat(ctx); err != nil && ctx.Err() == nil {
-				g.log.Warn("gateway heartbeat failed", "err", err)
+		case <-time.After(wait):
+		}
+		err := g.beat(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing {
+				g.log.Warn("gateway heartbeat failed; retrying", "err", err)
 			}
+			wait, failing = min(g.every, 250*time.Millisecond), true
+		default:
+			if failing {
+				g.log.Info("gateway heartbeat restored")
+			}
+			wait, failing = g.every, false
 		}
 	}
 }
