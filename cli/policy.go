@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,11 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	as := fs.String("as", "", "subject of the caller")
 	asName := fs.String("as-name", "", "the caller's name, identity.name (default: the subject)")
 	groups := fs.String("groups", "", "comma-separated groups of the caller")
+	kind := fs.String("kind", "service", "the caller's identity.kind: human, service or agent")
+	onBehalfOf := fs.String("on-behalf-of", "", "identity.on_behalf_of: the person an agent or service acts for")
+	agentTool := fs.String("agent-tool", "", "request.agent.tool: decide the statement as a tool call of the MCP server (query or describe_resource)")
+	agentClient := fs.String("agent-client", "", "request.agent.client.name: the MCP client's name (with --agent-tool)")
+	agentClientVersion := fs.String("agent-client-version", "", "request.agent.client.version (with --agent-tool)")
 	resource := fs.String("resource", "", "resource name")
 	grantRoles := fs.String("grants", "", "comma-separated roles the caller holds grants for")
 	catalogFile := fs.String("catalog", "", "the resource's catalog `FILE` (JSON, as 'gatehouse catalog get' prints it); default: the config's test_catalogs, or the running gateway's")
@@ -89,24 +95,33 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		cats[*resource] = c
 	}
-	decide := func(sub, name string, groups, roles []string, res, sql string) (schemas.DecisionReply, error) {
-		r, ok := cfg.Resource(res)
+	decide := func(tc config.PolicyTest) (schemas.DecisionReply, error) {
+		r, ok := cfg.Resource(tc.Resource)
 		if !ok {
-			return schemas.DecisionReply{}, fmt.Errorf("unknown resource %q", res)
+			return schemas.DecisionReply{}, fmt.Errorf("unknown resource %q", tc.Resource)
 		}
+		res := tc.Resource
 		cat := cats[res]
 		if cat == nil && r.Type == "postgres" {
 			return schemas.DecisionReply{}, fmt.Errorf("no catalog for resource %q: statements are resolved against the database's catalog; give one with --catalog FILE or test_catalogs: {%s: FILE} in %s (gatehouse catalog get --resource %s prints it)", res, res, path, res)
 		}
 		var gs []policy.Grant
-		for _, role := range roles {
+		for _, role := range tc.Grants {
 			gs = append(gs, policy.Grant{ID: "test-grant-" + role, Role: role, Resource: res, Expires: time.Now().Add(time.Hour)})
 		}
+		name := tc.AsName
 		if name == "" {
-			name = sub // as the verifier names a token without name claims
+			name = tc.As // as the verifier names a token without name claims
 		}
-		req := schemas.DecisionRequest{Identity: schemas.Identity{Subject: sub, Name: name, Groups: groups, Kind: "service"},
-			Resource: schemas.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: &schemas.SQLRequest{Text: sql}}
+		kind := tc.Kind
+		if kind == "" {
+			kind = "service"
+		}
+		req := schemas.DecisionRequest{Identity: schemas.Identity{Subject: tc.As, Name: name, Groups: tc.Groups, Kind: kind, OnBehalfOf: tc.OnBehalfOf},
+			Resource: schemas.Resource{Name: r.Name, Type: r.Type, Labels: r.Labels}, SQL: &schemas.SQLRequest{Text: tc.SQL}}
+		if a := tc.Agent; a != nil {
+			req.Agent = &schemas.AgentRequest{Tool: a.Tool, ClientName: a.Client, ClientVersion: a.ClientVersion}
+		}
 		return eng.Decide(&policy.Input{DecisionRequest: req, Grants: gs, Catalog: cat}, time.Now()), nil
 	}
 	if *file != "" {
@@ -115,7 +130,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		failed := 0
 		for _, tc := range cfg.Tests {
-			d, err := decide(tc.As, tc.AsName, tc.Groups, tc.Grants, tc.Resource, tc.SQL)
+			d, err := decide(tc)
 			if err != nil {
 				return fmt.Errorf("test %q: %w", tc.Name, err)
 			}
@@ -151,7 +166,20 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 			roles = append(roles, r)
 		}
 	}
-	d, err := decide(*as, *asName, gs, roles, *resource, pos[0])
+	tc := config.PolicyTest{As: *as, AsName: *asName, Kind: *kind, OnBehalfOf: *onBehalfOf, Groups: gs, Grants: roles, Resource: *resource, SQL: pos[0]}
+	if !slices.Contains(config.IdentityKinds, *kind) {
+		return usageError{fmt.Sprintf("--kind %q: want one of %s", *kind, strings.Join(config.IdentityKinds, ", "))}
+	}
+	switch {
+	case *agentTool != "":
+		if !slices.Contains(config.AgentTools, *agentTool) {
+			return usageError{fmt.Sprintf("--agent-tool %q: want one of %s (the MCP tools whose statements are decided)", *agentTool, strings.Join(config.AgentTools, ", "))}
+		}
+		tc.Agent = &config.PolicyTestAgent{Tool: *agentTool, Client: *agentClient, ClientVersion: *agentClientVersion}
+	case *agentClient != "" || *agentClientVersion != "":
+		return usageError{"--agent-client and --agent-client-version need --agent-tool (request.agent is set for tool calls only)"}
+	}
+	d, err := decide(tc)
 	if err != nil {
 		return err
 	}
