@@ -72,6 +72,7 @@ type segment struct {
 	sealed  atomic.Bool  // no record will be added
 	gone    atomic.Bool  // removed
 	removed func()       // called once removed (replay waits for it)
+	unmap   sync.Once
 }
 
 // segRef counts records of one segment that a message carries.
@@ -225,9 +226,13 @@ func zeroFill(f *os.File, size int64) error {
 	return nil
 }
 
-// seal marks s complete; it is removed once every record in it is acknowledged.
+// seal marks s complete; it is removed once every record in it is acknowledged. Nothing
+// is written to it any more: its mapping goes now (what a message still waits for is in
+// memory, and in the file for the next start), so that a spool that fills during a long
+// outage does not hold every segment mapped into the process.
 func (s *segment) seal() {
 	s.sealed.Store(true)
+	s.release()
 	s.removeIfDone()
 }
 
@@ -250,15 +255,17 @@ func (s *segment) removeIfDone() {
 	}
 }
 
-// release unmaps and closes the segment's file.
+// release unmaps and closes the segment's file, once.
 func (s *segment) release() {
-	if s.mem != nil {
-		_ = syscall.Munmap(s.mem)
-		s.mem = nil
-	}
-	if s.f != nil {
-		_ = s.f.Close()
-	}
+	s.unmap.Do(func() {
+		if s.mem != nil {
+			_ = syscall.Munmap(s.mem)
+			s.mem = nil
+		}
+		if s.f != nil {
+			_ = s.f.Close()
+		}
+	})
 }
 
 // close seals the current segment (removed if everything in it was acknowledged; kept for
@@ -270,9 +277,6 @@ func (j *journal) close() {
 	j.mu.Unlock()
 	if cur != nil {
 		cur.seal()
-		if !cur.gone.Load() {
-			cur.release()
-		}
 	}
 	_ = j.lock.Close()
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -313,4 +314,39 @@ func BenchmarkJournalWrite(b *testing.B) {
 		}
 		seg.ack(1)
 	}
+}
+
+// A segment that is full keeps its file until JetStream acknowledges what is in it, but
+// not its mapping: during a long outage the spool fills without the process holding every
+// segment in its address space. Its records are still there for the next start.
+func TestJournalUnmapsFullSegments(t *testing.T) {
+	dir := t.TempDir()
+	j, _, err := openJournal(dir, quiet)
+	require.NoError(t, err)
+	j.segSize = 4096
+	var segs []*segment
+	for i := 0; len(segs) < 4; i++ {
+		seg, err := j.write("gh.audit.demo.s.", "batch", []byte("id-"+strconv.Itoa(i)), bytes.Repeat([]byte{'x'}, 1000))
+		require.NoError(t, err)
+		if len(segs) == 0 || segs[len(segs)-1] != seg {
+			segs = append(segs, seg)
+		}
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	require.NoError(t, err)
+	mapped := 0
+	for _, line := range strings.Split(string(maps), "\n") {
+		if strings.Contains(line, dir) {
+			mapped++
+		}
+	}
+	require.Equal(t, 1, mapped, "only the segment being written is mapped:\n%s", maps)
+	for _, s := range segs[:3] {
+		require.Nil(t, s.mem)
+		recs, dropped, err := readSegment(s.path)
+		require.NoError(t, err)
+		require.Zero(t, dropped)
+		require.Len(t, recs, int(s.written.Load()), "unacknowledged records stay in the file")
+	}
+	j.close()
 }
