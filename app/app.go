@@ -292,7 +292,7 @@ func (a *App) natsService() *Service {
 			}
 			if conf := a.cfg.NATS.ServerConfig; conf != "" {
 				// One node of a cluster (or a server with users and TLS), as the file says.
-				srv, err := embedded.StartFile(conf)
+				srv, err := embedded.StartNode(conf)
 				if err != nil {
 					return err
 				}

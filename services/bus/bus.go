@@ -81,6 +81,16 @@ const (
 	MaxPingsOut  = 2
 )
 
+// PublishAckTimeout bounds the wait for JetStream's acknowledgement of an asynchronous
+// publish: past it the publish fails (jetstream.ErrAsyncPublishTimeout) and the publisher
+// sends it again under the same message id. nats.go waits for ever by default, and an
+// acknowledgement can be lost without any error: a stream leader killed after it took a
+// message and before it answered, reached through another node. The proxy's publisher
+// confirms in order, so one lost acknowledgement held every later event — the spool
+// filled, strict statements hung and new sessions were refused — until the proxy's own
+// connection happened to drop (the chaos suite's kill -9 of GH_AUDIT's leader: 100 s).
+const PublishAckTimeout = 5 * time.Second
+
 // Bus is a connection to NATS with JetStream.
 type Bus struct {
 	NC *nats.Conn
@@ -133,7 +143,7 @@ func Connect(ctx context.Context, url, name string, opts Options, log *slog.Logg
 			return nil, err
 		}
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(PublishAckTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/bus"
@@ -114,4 +115,36 @@ func (r *stallRelay) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// TestLostAckFailsThePublish publishes asynchronously to a subject whose only listener
+// takes the message and never answers, as a stream leader killed between taking a message
+// and acknowledging it does: the publish fails within PublishAckTimeout (so the publisher
+// sends it again) instead of waiting for ever.
+func TestLostAckFailsThePublish(t *testing.T) {
+	srv, err := embedded.Start("127.0.0.1:0", t.TempDir())
+	require.NoError(t, err)
+	defer srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := bus.Connect(ctx, srv.URL(), "ack-test", bus.Options{StreamMaxBytes: 1 << 20}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	defer b.NC.Close()
+	sub, err := b.NC.SubscribeSync("lost.ack") // takes it, answers nothing
+	require.NoError(t, err)
+	defer func() { _ = sub.Unsubscribe() }()
+	require.NoError(t, b.NC.Flush())
+
+	began := time.Now()
+	fut, err := b.JS.PublishMsgAsync(nats.NewMsg("lost.ack"))
+	require.NoError(t, err)
+	select {
+	case <-fut.Ok():
+		t.Fatal("acknowledged by nobody")
+	case err := <-fut.Err():
+		require.ErrorIs(t, err, jetstream.ErrAsyncPublishTimeout)
+	case <-time.After(bus.PublishAckTimeout + 5*time.Second):
+		t.Fatalf("the publish was neither acknowledged nor failed %s after it", bus.PublishAckTimeout+5*time.Second)
+	}
+	t.Logf("failed after %s", time.Since(began).Round(10*time.Millisecond))
 }

@@ -57,15 +57,25 @@ func Start(listen, storeDir string) (*Server, error) {
 // StartFile starts NATS from a nats-server configuration file (as `nats-server -c` would:
 // users and permissions, TLS, cluster routes, JetStream) and waits until it accepts
 // connections. Tests run real clusters and authorization with it.
-func StartFile(conf string) (*Server, error) {
+func StartFile(conf string) (*Server, error) { return startFile(conf, false) }
+
+// StartNode is StartFile for a node an operator runs (`gatehouse run --target=nats` with
+// nats.server_config): it logs as nats-server does with that file (to stderr unless the
+// file says log_file; debug and trace as it says).
+func StartNode(conf string) (*Server, error) { return startFile(conf, true) }
+
+func startFile(conf string, logs bool) (*Server, error) {
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		return nil, fmt.Errorf("nats config %s: %w", conf, err)
 	}
-	opts.NoSigs, opts.NoLog = true, true
+	opts.NoSigs, opts.NoLog = true, !logs
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats %s: %w", conf, err)
+	}
+	if logs {
+		ns.ConfigureLogger()
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
