@@ -357,7 +357,7 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad, faults []fa
 // taken or acknowledged, as JetStream counts it.
 func (c *chaosCluster) consumerBacklog(ctx context.Context) map[string]string {
 	out := map[string]string{}
-	nc, err := nats.Connect("nats://" + c.natsAddr)
+	nc, err := nats.Connect(c.nats.directURL())
 	if err != nil {
 		out["error"] = err.Error()
 		return out

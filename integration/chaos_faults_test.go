@@ -29,9 +29,13 @@ type fault struct {
 	// effective, when set, keeps the fault on past down until it has bitten: a refusal
 	// (the load has a failure since the injection), within a minute.
 	effective bool
-	inject    func()
-	remove    func() // returns once the component is back (for a kill: started and ready)
-	check     func(w windowCounts, r *faultResult)
+	// goOn, when set, keeps the fault on past down until the load has gone on through it:
+	// a strict statement and one that needed a decision, both sent since the injection,
+	// were answered (within a minute; a NATS node of three lost must stop nothing).
+	goOn   bool
+	inject func()
+	remove func() // returns once the component is back (for a kill: started and ready)
+	check  func(w windowCounts, r *faultResult)
 }
 
 // faultResult is a fault's outcome.
@@ -43,7 +47,9 @@ type faultResult struct {
 	ready    time.Duration // from the fault's removal to the component ready again
 	recovery time.Duration // from the fault's removal to every client answered again
 	caughtUp time.Duration // from recovery to ClickHouse holding every client's last answered statement
+	wentOn   time.Duration // goOn: from the injection to the load answered again through the fault
 	during   windowCounts
+	notes    []string
 	errors   []string // what the clients got while it lasted, most frequent first
 	outcome  string
 	failures []string
@@ -60,6 +66,12 @@ func (r *faultResult) summary() string {
 	if len(r.errors) > 0 {
 		s += "; errors: " + strings.Join(r.errors[:min(3, len(r.errors))], " | ")
 	}
+	if r.wentOn > 0 {
+		s += fmt.Sprintf("; went on through it after %s", r.wentOn.Round(time.Millisecond))
+	}
+	if len(r.notes) > 0 {
+		s += "; " + strings.Join(r.notes, "; ")
+	}
 	if len(r.failures) > 0 {
 		s += "; FAILED: " + strings.Join(r.failures, "; ")
 	}
@@ -69,7 +81,7 @@ func (r *faultResult) summary() string {
 // chaosFaults are the faults, in the order they run.
 func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
 	var out []fault
-	for _, target := range []string{"proxy-postgres", "policy", "approvals", "notifier", "ingest", "query", "nats", "sinks"} {
+	for _, target := range []string{"proxy-postgres", "policy", "approvals", "notifier", "ingest", "query", "sinks"} {
 		f := fault{name: "kill -9 " + target, down: o.down,
 			inject: func() { c.kill(target) },
 			remove: func() { c.start(target) },
@@ -81,18 +93,10 @@ func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
 					r.fail("fail closed: %d statements that needed a decision were answered while no policy service ran", w.okInsideUncached)
 				}
 			}
-		case "nats":
-			f.check = func(w windowCounts, r *faultResult) {
-				if w.okInsideUncached > 0 {
-					r.fail("fail closed: %d statements that needed a decision were answered while NATS was down", w.okInsideUncached)
-				}
-				if w.okInsideStrict > 0 {
-					r.fail("fail closed: %d strict statements were answered while NATS was down (no JetStream acknowledgement possible)", w.okInsideStrict)
-				}
-			}
 		}
 		out = append(out, f)
 	}
+	out = append(out, natsFaults(c, o)...)
 	out = append(out, fault{name: "clickhouse down", down: o.chDown,
 		inject: func() { c.ch.Kill() },
 		remove: func() {
@@ -111,8 +115,9 @@ func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
 			r.fail("fail closed: %d strict statements were answered while the proxy could not reach NATS", w.okInsideStrict)
 		}
 	}
-	out = append(out, fault{name: "proxy cut off from NATS (reset)", down: o.cut, inject: c.link.Cut, remove: c.link.Restore, check: failClosed})
-	out = append(out, fault{name: "proxy partitioned from NATS (packets dropped)", down: o.cut, inject: c.link.Stall, remove: c.link.Restore, check: failClosed})
+	proxy := c.nats.proxyLinks()
+	out = append(out, fault{name: "proxy cut off from NATS (reset)", down: o.cut, inject: proxy.Cut, remove: proxy.Restore, check: failClosed})
+	out = append(out, fault{name: "proxy partitioned from NATS (packets dropped)", down: o.cut, inject: proxy.Stall, remove: proxy.Restore, check: failClosed})
 	for _, s := range []struct{ name, mode string }{{"siem-dead", "dead"}, {"siem-slow", "slow"}} {
 		rx := c.sinks[s.name]
 		var from, to time.Time
@@ -157,6 +162,9 @@ func runFault(t *testing.T, c *chaosCluster, load *chaosLoad, o chaosOptions, f 
 	injected := time.Now()
 	r.injected = injected
 	f.inject()
+	// In place: what the load does from now on is under the fault (inject may have taken a
+	// while, e.g. asking JetStream which node to kill).
+	bitten := time.Now()
 	time.Sleep(f.down) // the fault's intended duration
 	if f.effective {
 		if bit, ok := waitFor(time.Minute, func() bool { return load.failedSince(injected) }); ok {
@@ -164,6 +172,13 @@ func runFault(t *testing.T, c *chaosCluster, load *chaosLoad, o chaosOptions, f 
 		} else {
 			r.fail("nothing was refused within %s of the fault", f.down+time.Minute)
 		}
+	}
+	if f.goOn {
+		var ok bool
+		if r.wentOn, ok = load.wentOnSince(bitten, time.Minute); !ok {
+			r.fail("the load did not go on through the fault: no strict statement and one that needed a decision, both sent after it began, answered within a minute; errors: %v", load.errorsSince(injected)[:min(5, len(load.errorsSince(injected)))])
+		}
+		r.down = max(r.down, time.Since(injected))
 	}
 	removed := time.Now()
 	r.removed = removed
@@ -178,6 +193,11 @@ func runFault(t *testing.T, c *chaosCluster, load *chaosLoad, o chaosOptions, f 
 		r.fail("the load did not recover within %s of the fault's removal; %d kinds of error since, the most frequent: %v", o.recoverIn, len(errs), errs[:min(5, len(errs))])
 		r.outcome = "load did not recover"
 		return r
+	}
+	if f.goOn {
+		until := removed.Add(r.recovery)
+		r.notes = append(r.notes, fmt.Sprintf("longest wait for an answer from the fault to the recovery: strict %s, needing a decision %s",
+			load.longestGap(injected, until, true).Round(10*time.Millisecond), load.longestGap(injected, until, false).Round(10*time.Millisecond)))
 	}
 	if f.check != nil {
 		f.check(r.during, &r)

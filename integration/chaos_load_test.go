@@ -191,6 +191,57 @@ func (l *chaosLoad) recoveredAfter(since time.Time, within time.Duration) (time.
 	return worst, ok
 }
 
+// wentOnSince waits until a strict statement and one that needed a decision (even), both
+// sent at or after since, were answered, and returns how long after since the later of
+// the two was.
+func (l *chaosLoad) wentOnSince(since time.Time, within time.Duration) (time.Duration, bool) {
+	var took time.Duration
+	_, ok := waitFor(within, func() bool {
+		var strict, decided time.Duration
+		for _, lc := range l.clients {
+			for _, r := range lc.snapshot() {
+				if !r.ok || r.start.Before(since) {
+					continue
+				}
+				at := r.end.Sub(since)
+				if lc.strict && (strict == 0 || at < strict) {
+					strict = at
+				}
+				if r.i%2 == 0 && (decided == 0 || at < decided) {
+					decided = at
+				}
+			}
+		}
+		took = max(strict, decided)
+		return strict > 0 && decided > 0
+	})
+	return took, ok
+}
+
+// longestGap is the longest time in [from, to] without an answer to a statement of a kind
+// (strict: on the strict resource; else: one that needed a decision), the answers of every
+// client together: how long that kind of statement was held up at worst.
+func (l *chaosLoad) longestGap(from, to time.Time, strict bool) time.Duration {
+	var ends []time.Time
+	for _, lc := range l.clients {
+		for _, r := range lc.snapshot() {
+			if !r.ok || r.end.Before(from) || r.end.After(to) {
+				continue
+			}
+			if strict && lc.strict || !strict && r.i%2 == 0 {
+				ends = append(ends, r.end)
+			}
+		}
+	}
+	sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
+	gap, last := time.Duration(0), from
+	for _, e := range append(ends, to) {
+		gap = max(gap, e.Sub(last))
+		last = e
+	}
+	return gap
+}
+
 // windowCounts are what the load did in a time window.
 type windowCounts struct {
 	okBuffered, okStrict     int

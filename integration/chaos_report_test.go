@@ -49,6 +49,12 @@ func writeChaosReport(t *testing.T, o chaosOptions, results []faultResult, inv *
 		}
 		fmt.Fprintf(&b, "- **%s**: %s\n", r.name, strings.ReplaceAll(strings.Join(r.errors[:min(5, len(r.errors))], "; "), "|", "\\|"))
 	}
+	for _, r := range results {
+		if r.wentOn > 0 || len(r.notes) > 0 {
+			fmt.Fprintf(&b, "- **%s** (%s): the load went on through it: a strict statement and one that needed a decision, sent after it began, answered %s after\n",
+				r.name, strings.Join(r.notes, "; "), d(r.wentOn))
+		}
+	}
 	b.WriteString("\n## Invariants\n\n")
 	fmt.Fprintf(&b, "- statements sent %d, answered %d; every answered one has db.query, decision, db.result.chunk, db.query.done in ClickHouse (waited %s)\n",
 		inv.sent, inv.answered, inv.trailWait.Round(time.Millisecond))

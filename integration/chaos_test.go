@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +22,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 
-// The chaos suite runs the split deployment as processes (NATS, policy, approvals,
+// The chaos suite runs the split deployment as processes (three NATS nodes, policy, approvals,
 // notifier, ingest, query, proxy-postgres and sinks each its own `gatehouse run`), puts a
 // steady load of numbered SQL statements through the proxy, injects one fault after
 // another, and then checks the invariants over everything the load did (chaos_check_test.go).
@@ -37,6 +36,7 @@ type chaosOptions struct {
 	down        time.Duration // how long a killed component stays down
 	chDown      time.Duration // how long ClickHouse stays down
 	cut         time.Duration // how long the proxy's link to NATS stays cut
+	partition   time.Duration // how long a NATS node stays partitioned away
 	sinkFault   time.Duration // how long a SIEM sink is dead, or slow
 	diskFull    time.Duration // how long the spool's disk stays full
 	recoverIn   time.Duration // the bound on the load's recovery after a fault is removed
@@ -47,12 +47,13 @@ type chaosOptions struct {
 
 func chaosOptionsFromEnv(t *testing.T) chaosOptions {
 	o := chaosOptions{clients: 4, down: 3 * time.Second, chDown: 10 * time.Second, cut: 5 * time.Second,
-		sinkFault: 5 * time.Second, diskFull: 3 * time.Second, recoverIn: 90 * time.Second}
+		sinkFault: 5 * time.Second, diskFull: 3 * time.Second, recoverIn: 90 * time.Second, partition: 10 * time.Second}
 	if os.Getenv("GATEHOUSE_CHAOS") == "full" {
 		o.full = true
 		// The cut outlasts audit.offline_limit (1m): new sessions are then refused.
 		o.clients, o.down, o.chDown, o.cut, o.sinkFault, o.diskFull = 8, 15*time.Second, time.Minute, 90*time.Second, 30*time.Second, 15*time.Second
 		o.soak, o.soakClients = 10*time.Minute, 1000
+		o.partition = time.Minute
 	}
 	envDuration(t, "GATEHOUSE_CHAOS_SOAK", &o.soak)
 	if v := os.Getenv("GATEHOUSE_CHAOS_SOAK_SESSIONS"); v != "" {
@@ -88,17 +89,16 @@ func envDuration(t *testing.T, name string, d *time.Duration) {
 // chaosCluster is the split deployment, every component a process the test can kill and
 // start again on the same data directory and ports.
 type chaosCluster struct {
-	t        *testing.T
-	cfg      string   // the run's config file
-	common   []string // every process's environment
-	natsAddr string   // the NATS process's client address
-	link     *link    // between the proxy and NATS
-	ch       *localdb.ClickHouse
-	conn     driver.Conn // ClickHouse, for the checks
-	pgPort   string
-	issuer   string
-	auditor  string // a token of the auditors group
-	reader   string // a token of orders-readers (the load)
+	t       *testing.T
+	cfg     string       // the run's config file
+	common  []string     // every process's environment
+	nats    *natsCluster // the three NATS nodes and the links to and between them
+	ch      *localdb.ClickHouse
+	conn    driver.Conn // ClickHouse, for the checks
+	pgPort  string
+	issuer  string
+	auditor string // a token of the auditors group
+	reader  string // a token of orders-readers (the load)
 
 	sinks    map[string]*sinkReceiver
 	spoolDir string // the proxy's audit.spool_dir
@@ -111,9 +111,11 @@ type chaosCluster struct {
 }
 
 // chaosTargets are the components the suite runs, each in its own process, in start order.
-var chaosTargets = []string{"nats", "dev-issuer", "policy", "approvals", "notifier", "ingest", "query", "sinks", "proxy-postgres"}
+var chaosTargets = []string{"nats-1", "nats-2", "nats-3", "dev-issuer", "policy", "approvals", "notifier", "ingest", "query", "sinks", "proxy-postgres"}
 
-// chaosConfig writes the run's config: the demo config plus a fixed NATS listen address,
+// chaosConfig writes the run's config: the demo config plus NATS as a cluster (a node's
+// process runs from its nats.server_config; every component connects to all three, each
+// stream and bucket with three replicas),
 // a second resource on the same database with audit: strict (demo stays buffered), quick
 // gateway liveness and sweeping, the spool directory, and three SIEM sinks.
 func chaosConfig(t *testing.T, sinks map[string]*sinkReceiver) string {
@@ -125,7 +127,7 @@ func chaosConfig(t *testing.T, sinks map[string]*sinkReceiver) string {
 		require.Contains(t, c, old, "deploy/gatehouse.dev.yaml changed: the chaos config needs %q", old)
 		c = strings.Replace(c, old, new, 1)
 	}
-	replace("nats:\n  url: ${GATEHOUSE_NATS_URL:-}\n", "nats:\n  url: ${GATEHOUSE_NATS_URL:-}\n  embedded_listen: ${GATEHOUSE_NATS_LISTEN:-127.0.0.1:0}\n")
+	replace("nats:\n  url: ${GATEHOUSE_NATS_URL:-}\n", "nats:\n  url: ${GATEHOUSE_NATS_URL:-}\n  server_config: ${GATEHOUSE_NATS_SERVER_CONFIG:-}\n  replicas: 3\n")
 	replace("audit:\n  mode: buffered\n", "audit:\n  mode: buffered\n  gateway_timeout: 10s\n  sweep_interval: 1s\n  spool_dir: ${GATEHOUSE_SPOOL_DIR:-}\n")
 	replace("      sslmode: prefer\npolicies:\n", `      sslmode: prefer
   - name: demo-strict
@@ -160,8 +162,7 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 		c.sinks[name] = newSinkReceiver(t)
 	}
 	c.cfg = chaosConfig(t, c.sinks)
-	c.natsAddr = "127.0.0.1:" + freePort(t)
-	c.link = newLink(t, c.natsAddr)
+	c.nats = newNATSCluster(t, c.dirs)
 	issuerPort := freePort(t)
 	c.pgPort = freePort(t)
 	c.issuer = "http://127.0.0.1:" + issuerPort
@@ -177,7 +178,14 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 		"GATEHOUSE_AUDIT_SIGNING_KEY=" + keyFile,
 	}
 	c.spoolDir, c.spoolFS = spoolTmpfs(t)
+	for _, n := range c.nats.nodes {
+		c.bases[n.name] = "http://127.0.0.1:" + freePort(t)
+	}
+	c.startNATS()
 	for _, target := range chaosTargets {
+		if isNATSTarget(target) {
+			continue
+		}
 		c.dirs[target] = t.TempDir()
 		port := freePort(t)
 		if target == "dev-issuer" {
@@ -225,45 +233,43 @@ func spoolTmpfs(t *testing.T) (string, bool) {
 func (c *chaosCluster) env(target string) []string {
 	env := append([]string{}, c.common...)
 	env = append(env, "GATEHOUSE_HTTP_LISTEN="+strings.TrimPrefix(c.bases[target], "http://"), "GATEHOUSE_DATA_DIR="+c.dirs[target])
-	switch target {
-	case "nats":
-		env = append(env, "GATEHOUSE_NATS_URL=", "GATEHOUSE_NATS_LISTEN="+c.natsAddr)
-	case "proxy-postgres":
-		// The proxy reaches NATS through the link the test can cut.
-		env = append(env, "GATEHOUSE_NATS_URL=nats://"+c.link.Addr(), "GATEHOUSE_SPOOL_DIR="+c.spoolDir)
+	switch {
+	case isNATSTarget(target):
+		env = append(env, "GATEHOUSE_NATS_URL=", "GATEHOUSE_NATS_SERVER_CONFIG="+c.nats.node(target).conf)
+	case target == "proxy-postgres":
+		// The proxy reaches NATS through links of its own, which the test can cut.
+		env = append(env, "GATEHOUSE_NATS_URL="+c.nats.proxyURL(), "GATEHOUSE_SPOOL_DIR="+c.spoolDir)
 	default:
-		env = append(env, "GATEHOUSE_NATS_URL=nats://"+c.natsAddr)
+		env = append(env, "GATEHOUSE_NATS_URL="+c.nats.componentURL())
 	}
 	return env
 }
 
-// start starts target's process and waits until it is ready (NATS: accepts connections;
-// the others: /readyz answers 200). It returns how long that took.
+// start starts target's process and waits until it is ready (a NATS node: answers
+// JetStream requests; the others: /readyz answers 200). It returns how long that took.
 func (c *chaosCluster) start(target string) time.Duration {
 	c.t.Helper()
 	began := time.Now()
-	p := startProcess(c.t, c.env(target), "run", "--config", c.cfg, "--target="+target)
-	c.mu.Lock()
-	c.procs[target] = p
-	c.mu.Unlock()
-	if target == "nats" {
-		require.Eventually(c.t, func() bool {
-			select {
-			case <-p.done:
-				return false
-			default:
-			}
-			conn, err := net.DialTimeout("tcp", c.natsAddr, time.Second)
-			if err != nil {
-				return false
-			}
-			conn.Close()
-			return true
-		}, 90*time.Second, 50*time.Millisecond, "NATS never listened on %s:\n%s", c.natsAddr, p.log.String())
+	c.spawn(target)
+	if n := c.nats.node(target); n != nil {
+		c.waitNATS(n)
 	} else {
 		waitReady(c.t, c.bases[target])
 	}
 	return time.Since(began)
+}
+
+// spawn starts target's process.
+func (c *chaosCluster) spawn(target string) {
+	c.t.Helper()
+	run := target
+	if isNATSTarget(target) {
+		run = "nats"
+	}
+	p := startProcess(c.t, c.env(target), "run", "--config", c.cfg, "--target="+run)
+	c.mu.Lock()
+	c.procs[target] = p
+	c.mu.Unlock()
 }
 
 // kill kills target's process (kill -9).

@@ -81,6 +81,13 @@ func (l *link) Restore() {
 	}
 }
 
+// open counts the connections through the link (both ends of each).
+func (l *link) open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
 // gate returns once the link is not stalled.
 func (l *link) gate() {
 	l.mu.Lock()
