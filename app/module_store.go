@@ -66,6 +66,9 @@ func (a *App) ingestService() *Service {
 					return err
 				}
 			}
+			if sweep.Keys, err = verifyKeys(a.cfg.Audit); err != nil {
+				return err
+			}
 			return nil
 		},
 		Run: func(ctx context.Context) error {

@@ -2,9 +2,11 @@ package ingest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/auditstore"
 	"github.com/gatehouse/gatehouse/services/bus"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
@@ -25,16 +28,20 @@ import (
 // GH_AUDIT, so that the end follows the last event the gateway published.
 //
 // A gateway that was only cut off (a partition longer than audit.gateway_timeout), or
-// whose restart publishes what its spool held, may send events past that end: they
-// supersede it (seal.Supersede; verify reports it as superseded, not as a problem), and
-// the session is open again — ended by the gateway itself, or by the sweeper once more
-// after its new last event.
+// whose restart publishes what its spool held, may send events past that end: a fork.
+// When its events there are signed (its own seal, its restart's attestation) they
+// supersede the sweeper's end (seal.Supersede) and the session is open again — ended once
+// more after its new last event if the gateway is gone. Events past the end that nothing
+// signs leave it standing (verify reports them).
 type Sweeper struct {
 	CH       driver.Conn
 	Database string
 	JS       jetstream.JetStream
 	Gateways jetstream.KeyValue
 	Key      *seal.Key // nil: the ended sessions are not sealed
+	// Keys are the public keys whose seals and attestations prove a gateway's events (the
+	// audit key and audit.verify_keys): only a branch they sign supersedes an end.
+	Keys     map[string]ed25519.PublicKey
 	Interval time.Duration
 	// Window bounds how far back sessions are looked at (by their start); default 7 days.
 	Window time.Duration
@@ -78,6 +85,11 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	reopened, err := s.reopened(ctx)
+	if err != nil {
+		return 0, err
+	}
+	open = append(open, reopened...)
 	n := 0
 	for _, o := range open {
 		if o.Gateway == "" {
@@ -112,28 +124,15 @@ type OpenSession struct {
 	Last    schemas.Event // the session's last event in the store
 }
 
-// OpenSessions lists the sessions started within window that have no end in the store,
-// with their last event. A session the sweeper ended (gateway_lost) counts as open again
-// when events of its gateway's arrived at or past that end (seal.Supersede): the gateway
-// was cut off past audit.gateway_timeout, or killed, and a restart published its spool.
-// Such a session is ended again after its new last event once its gateway is gone; while
-// the gateway lives (the partition healed), it ends the session itself.
-//
-// Only sessions never ended by their gateway are looked at closely (their events read by
-// the primary key). GLOBAL IN: on a cluster, events is a Distributed table, and a plain IN
-// over it inside a query on it is refused (distributed_product_mode); GLOBAL runs the
-// subquery once and gives its set to every shard (on one server it is a plain IN).
+// OpenSessions lists the sessions started within window that have no session.end, with
+// their last event. GLOBAL NOT IN: on a cluster, events is a Distributed table, and a
+// plain IN over it inside a query on it is refused (distributed_product_mode); GLOBAL
+// runs the subquery once and gives its set to every shard (on one server it is a plain IN).
 func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Duration) ([]OpenSession, error) {
 	since := uint64(time.Now().Add(-window).UnixMicro())
-	rows, err := ch.Query(ctx, `SELECT session_id, anyIf(payload, type = ?) FROM `+db+`.events
-		WHERE time_us >= ? AND session_id GLOBAL IN (
-			SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ? AND session_id GLOBAL NOT IN (
-				SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ? AND visitParamExtractString(payload, 'reason') != ?))
-		GROUP BY session_id
-		HAVING countIf(type = ?) = 0 OR maxIf(seq, type NOT IN (?, ?)) >= maxIf(seq, type = ?)
-		LIMIT 10000`,
-		schemas.TypeSessionStart, since, schemas.TypeSessionStart, since, schemas.TypeSessionEnd, since, seal.ReasonGatewayLost,
-		schemas.TypeSessionEnd, schemas.TypeSessionEnd, schemas.TypeSessionSealed, schemas.TypeSessionEnd)
+	rows, err := ch.Query(ctx, `SELECT session_id, any(payload) FROM `+db+`.events
+		WHERE type = ? AND time_us >= ? AND session_id GLOBAL NOT IN (SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ?)
+		GROUP BY session_id LIMIT 10000`, schemas.TypeSessionStart, since, schemas.TypeSessionEnd, since)
 	if err != nil {
 		return nil, err
 	}
@@ -157,8 +156,7 @@ func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Du
 	for i := range out {
 		row := ch.QueryRow(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
 			identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash
-			FROM `+db+`.events FINAL WHERE session_id = ? AND type NOT IN (?, ?) ORDER BY seq DESC LIMIT 1`,
-			out[i].Session, schemas.TypeSessionEnd, schemas.TypeSessionSealed)
+			FROM `+db+`.events FINAL WHERE session_id = ? ORDER BY seq DESC LIMIT 1`, out[i].Session)
 		e := &out[i].Last
 		var us uint64
 		if err := row.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Name, &e.Identity.Issuer,
@@ -169,6 +167,70 @@ func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Du
 			e.Identity.Groups = nil
 		}
 		e.Time = time.UnixMicro(int64(us)).UTC()
+	}
+	return out, nil
+}
+
+// ForkedSessions lists the sessions started within window that have an event of their own
+// at or past one of their ends: where a gateway's events met an end the sweeper recorded
+// (or anything else wrote there). Whether the gateway's branch wins is for
+// seal.Supersede to say, on the session's events.
+func ForkedSessions(ctx context.Context, ch driver.Conn, db string, window time.Duration) ([]string, error) {
+	since := uint64(time.Now().Add(-window).UnixMicro())
+	rows, err := ch.Query(ctx, `SELECT session_id FROM `+db+`.events
+		WHERE time_us >= ? AND session_id GLOBAL IN (SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ?)
+		GROUP BY session_id
+		HAVING countIf(type = ?) > 0 AND maxIf(seq, type NOT IN (?, ?, ?)) >= minIf(seq, type = ?)
+		LIMIT 10000`, since, schemas.TypeSessionEnd, since,
+		schemas.TypeSessionStart, schemas.TypeSessionEnd, schemas.TypeSessionSealed, schemas.TypeSessionAttested, schemas.TypeSessionEnd)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// reopened are the forked sessions whose gateway's signed events superseded the sweeper's
+// end, and that no end closes any more: open again, with their last event.
+func (s *Sweeper) reopened(ctx context.Context) ([]OpenSession, error) {
+	ids, err := ForkedSessions(ctx, s.CH, s.Database, s.window())
+	if err != nil {
+		return nil, err
+	}
+	var out []OpenSession
+	for _, id := range ids {
+		evs, err := auditstore.ReadSession(ctx, s.CH, s.Database, id)
+		if err != nil {
+			return nil, err
+		}
+		var gateway string
+		for i := range evs {
+			var st schemas.SessionStart
+			if evs[i].Type == schemas.TypeSessionStart && evs[i].Decode(&st) == nil {
+				gateway = st.Gateway
+			}
+		}
+		var aliveErr error
+		kept, _, _ := seal.Supersede(id, evs, s.Keys, func() bool {
+			ok, err := bus.Alive(ctx, s.Gateways, gateway)
+			aliveErr = err
+			return ok || err != nil // unsure: treat as alive (not ended by us now)
+		})
+		if aliveErr != nil {
+			return nil, aliveErr
+		}
+		if len(kept) == 0 || slices.ContainsFunc(kept, func(e schemas.Event) bool { return e.Type == schemas.TypeSessionEnd }) {
+			continue
+		}
+		out = append(out, OpenSession{Session: id, Gateway: gateway, Last: kept[len(kept)-1]})
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/ingest"
@@ -48,6 +49,19 @@ func (g *gatewayEvents) publish(ps ...schemas.Payload) {
 	g.h.publish(g.t, "demo", g.id, msg)
 }
 
+// attest publishes the gateway's attestation of its events so far (what a restart does for
+// a killed predecessor's sessions).
+func (g *gatewayEvents) attest(key *seal.Key) {
+	g.t.Helper()
+	p := key.Attest(g.id, g.last.Seq, g.last.Hash)
+	e := schemas.Event{ID: g.id + "-attest-" + time.Now().Format("150405.000000000"), Type: p.EventType(), Code: schemas.Codes[p.EventType()],
+		Time: time.Now().UTC().Truncate(time.Microsecond), SessionID: g.id, Resource: "demo", Payload: p.AppendJSON(nil)}
+	h, err := e.ComputeHash()
+	require.NoError(g.t, err)
+	e.Hash = h
+	g.h.publish(g.t, "demo", g.id, e.AppendJSON(nil))
+}
+
 func (h *harness) ends(t *testing.T, session string) []schemas.SessionEnd {
 	rows, err := h.ch.Query(context.Background(), "SELECT payload FROM gh.events FINAL WHERE session_id = ? AND type = ? ORDER BY seq", session, schemas.TypeSessionEnd)
 	require.NoError(t, err)
@@ -64,10 +78,11 @@ func (h *harness) ends(t *testing.T, session string) []schemas.SessionEnd {
 }
 
 // A gateway cut off past audit.gateway_timeout has its sessions ended by the sweeper; when
-// it comes back, its events overtake that end. The session is then open again: ended
-// once more after its new last event while the gateway is gone, left alone while it
-// lives, and not touched once the gateway ends it itself. Verify reports every sweeper's
-// end so overtaken as superseded, and no problem.
+// it comes back, its events overtake that end. While the gateway lives its session is its
+// own; once it ends and seals it, the sweeper's end is superseded. A session whose
+// gateway died after the cut is left ended until a restart attests what its spool held:
+// then it is open again and ended once more after its new last event. Verify reports
+// every sweeper's end so overtaken as superseded, and no problem.
 func TestSweeperEndsAgainWhatItsGatewayOvertook(t *testing.T) {
 	ctx := context.Background()
 	h := start(t)
@@ -76,7 +91,7 @@ func TestSweeperEndsAgainWhatItsGatewayOvertook(t *testing.T) {
 	key, err := seal.LoadKey(filepath.Join(t.TempDir(), "k"), true)
 	require.NoError(t, err)
 	keys := map[string]ed25519.PublicKey{key.ID: key.Private.Public().(ed25519.PublicKey)}
-	sw := &ingest.Sweeper{CH: h.ch, Database: "gh", JS: h.js, Gateways: gws, Key: key, Interval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sw := &ingest.Sweeper{CH: h.ch, Database: "gh", JS: h.js, Gateways: gws, Key: key, Keys: keys, Interval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	stmt := func(n uint64) []schemas.Payload { // a statement and its completion
 		return []schemas.Payload{&schemas.DbQuery{QueryID: n, SQL: "select 1", Protocol: "simple"}, &schemas.DbQueryDone{QueryID: n, Status: "ok"}}
 	}
@@ -110,19 +125,30 @@ func TestSweeperEndsAgainWhatItsGatewayOvertook(t *testing.T) {
 	back.publish(append(stmt(2), stmt(3)...)...)
 	killed.publish(stmt(2)...)
 	require.Eventually(t, func() bool {
-		open, err := ingest.OpenSessions(ctx, h.ch, "gh", time.Hour)
+		forked, err := ingest.ForkedSessions(ctx, h.ch, "gh", time.Hour)
 		require.NoError(t, err)
-		return len(open) == 2
-	}, 30*time.Second, 20*time.Millisecond, "overtaken ends count as open")
+		return len(forked) == 2
+	}, 30*time.Second, 20*time.Millisecond, "the gateway's events meet the sweeper's ends")
 	n, err = sw.Sweep(ctx)
 	require.NoError(t, err)
 	require.Zero(t, n, "a live gateway's sessions are its own")
-
 	// "back" ends itself and seals; "killed"'s gateway dies for good.
 	end := &schemas.SessionEnd{Reason: "client_closed"}
 	back.publish(end)
 	back.publish(key.Seal("back", back.last.Seq, back.last.Hash))
 	require.NoError(t, gws.Purge(ctx, "boot-1"))
+	require.Eventually(t, func() bool { return len(h.ends(t, "back")) == 2 }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { // caught up: Sweep looks at the store
+		ci, err := ingestConsumerInfo(ctx, h)
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+	}, 30*time.Second, 20*time.Millisecond)
+	n, err = sw.Sweep(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n, "events past the end that nothing of the gateway's signs leave the end standing")
+	v, err := query.VerifySessions(ctx, h.ch, "gh", []string{"killed"}, keys, func(ctx context.Context, gw string) (bool, error) { return bus.Alive(ctx, gws, gw) })
+	require.NoError(t, err)
+	require.Contains(t, kindsOf(v.Problems), "duplicate", "and verify reports them")
+	killed.attest(key) // the restart publishes its spool and attests it
 	sweepUntil(1)
 	require.Eventually(t, func() bool { return len(h.ends(t, "killed")) == 2 }, 30*time.Second, 20*time.Millisecond)
 	ends := h.ends(t, "killed")
@@ -133,11 +159,27 @@ func TestSweeperEndsAgainWhatItsGatewayOvertook(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n)
 
-	v, err := query.VerifySessions(ctx, h.ch, "gh", []string{"back", "killed"}, keys, func(ctx context.Context, gw string) (bool, error) { return bus.Alive(ctx, gws, gw) })
+	v, err = query.VerifySessions(ctx, h.ch, "gh", []string{"back", "killed"}, keys, func(ctx context.Context, gw string) (bool, error) { return bus.Alive(ctx, gws, gw) })
 	require.NoError(t, err)
 	require.Empty(t, v.Problems)
 	require.Len(t, v.Superseded, 2)
 	for _, p := range v.Superseded {
 		require.Equal(t, uint64(4), p.Seq, "%+v", p)
 	}
+}
+
+func kindsOf(ps []seal.Problem) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Kind)
+	}
+	return out
+}
+
+func ingestConsumerInfo(ctx context.Context, h *harness) (*jetstream.ConsumerInfo, error) {
+	c, err := h.js.Consumer(ctx, bus.StreamAudit, ingest.ConsumerName)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
 }

@@ -5,7 +5,6 @@ package query
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/auditstore"
 	"github.com/gatehouse/gatehouse/services/identity"
 )
 
@@ -265,7 +265,7 @@ func (a *API) replay(c echo.Context) error {
 			}
 			continue
 		}
-		if chainErr == nil {
+		if chainErr == nil && e.Type != schemas.TypeSessionAttested { // an attestation is outside the chain
 			chainErr = chain.Add(&e)
 		}
 		if n > 0 {
@@ -346,14 +346,12 @@ func (r *sessionRows) Next() bool {
 			}
 		}
 		r.got = false
-		r.rows, r.err = r.ch.Query(r.ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
-			identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload
-			FROM `+r.db+`.events WHERE session_id = ? AND seq >= ? AND seq < ? ORDER BY seq, id`, r.id, r.lo, r.lo+r.size)
+		r.rows, r.err = r.ch.Query(r.ctx, `SELECT `+auditstore.Columns+` FROM `+r.db+`.events WHERE session_id = ? AND seq >= ? AND seq < ? ORDER BY seq, id`, r.id, r.lo, r.lo+r.size)
 	}
 	return false
 }
 
-func (r *sessionRows) Scan(e *schemas.Event) error { return scanEvent(r.rows, e) }
+func (r *sessionRows) Scan(e *schemas.Event) error { return auditstore.ScanEvent(r.rows, e) }
 
 func (r *sessionRows) Err() error { return r.err }
 
@@ -367,45 +365,9 @@ func sameEvent(a, b *schemas.Event) bool {
 	return string(a.AppendJSON(nil)) == string(b.AppendJSON(nil))
 }
 
-func sessionQuery(db string) string {
-	return `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
-		identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload
-		FROM ` + db + `.events FINAL WHERE session_id = ? ORDER BY seq`
-}
-
-// scanEvent reads the current row of a sessionQuery into e.
-func scanEvent(rows driver.Rows, e *schemas.Event) error {
-	var us uint64
-	var payload string
-	*e = schemas.Event{}
-	if err := rows.Scan(&e.ID, &e.Type, &e.Code, &us, &e.SessionID, &e.Seq, &e.Resource, &e.Identity.Subject, &e.Identity.Name, &e.Identity.Issuer,
-		&e.Identity.Groups, &e.Identity.Kind, &e.Identity.OnBehalfOf, &e.PolicyRevision, &e.PrevHash, &e.Hash, &payload); err != nil {
-		return err
-	}
-	if len(e.Identity.Groups) == 0 {
-		e.Identity.Groups = nil
-	}
-	e.Time = time.UnixMicro(int64(us)).UTC()
-	e.Payload = json.RawMessage(payload)
-	return nil
-}
-
 // ReadSession reads one session's events from ClickHouse in sequence order.
 func ReadSession(ctx context.Context, ch driver.Conn, db, session string) ([]schemas.Event, error) {
-	rows, err := ch.Query(ctx, sessionQuery(db), session)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []schemas.Event
-	for rows.Next() {
-		var e schemas.Event
-		if err := scanEvent(rows, &e); err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return auditstore.ReadSession(ctx, ch, db, session)
 }
 
 func (a *API) storeError(err error) error {

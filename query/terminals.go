@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/auditstore"
 )
 
 // TerminalRecording is one recorded terminal of a session: an SSH channel with terminal
@@ -106,16 +107,14 @@ const terminalTypes = `('session.start', 'session.end', 'session.terminated', 's
 // the session at all.
 func (a *API) terminalEvents(c echo.Context, id string) (events []schemas.Event, found bool, err error) {
 	ctx := c.Request().Context()
-	rows, err := a.ch.Query(ctx, `SELECT id, type, code, time_us, session_id, seq, resource, identity_sub, identity_name, identity_issuer,
-		identity_groups, identity_kind, identity_on_behalf_of, policy_revision, prev_hash, hash, payload
-		FROM `+a.db+`.events WHERE session_id = ? AND type IN `+terminalTypes+` ORDER BY seq, id`, id)
+	rows, err := a.ch.Query(ctx, `SELECT `+auditstore.Columns+` FROM `+a.db+`.events WHERE session_id = ? AND type IN `+terminalTypes+` ORDER BY seq, id`, id)
 	if err != nil {
 		return nil, false, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var e schemas.Event
-		if err := scanEvent(rows, &e); err != nil {
+		if err := auditstore.ScanEvent(rows, &e); err != nil {
 			return nil, false, err
 		}
 		if n := len(events); n > 0 && events[n-1].ID == e.ID && events[n-1].Seq == e.Seq {

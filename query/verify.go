@@ -27,9 +27,10 @@ type Verification struct {
 	// the trail: explained, not problems.
 	Truncated []seal.Problem `json:"truncated"`
 	// Superseded are the sweeper's gateway_lost ends that the session's own gateway
-	// overtook with later events (it was cut off past audit.gateway_timeout, or its
-	// restart published its spool): explained, not problems; the session's events are
-	// verified without them (seal.Supersede).
+	// overtook with later events it signed (it was cut off past audit.gateway_timeout and
+	// sealed the session itself, or its restart published and attested its spool):
+	// explained, not problems; the session's events are verified without them
+	// (seal.Supersede).
 	Superseded []seal.Problem `json:"superseded"`
 	// What was covered: one session (Session), or every session with an event at or after
 	// Since up to Until (when the check ran); SinceDefault says since was not given (the
@@ -138,10 +139,19 @@ func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []s
 		}
 		v.Sessions++
 		v.Events += len(evs)
-		evs, sup := seal.Supersede(evs)
+		gatewayAlive := func() bool {
+			gw := startOf(evs)
+			if alive == nil || gw == nil || gw.Gateway == "" {
+				return false
+			}
+			ok, err := alive(ctx, gw.Gateway)
+			return err == nil && ok
+		}
+		evs, sup, bad := seal.Supersede(id, evs, keys, gatewayAlive)
 		for _, s := range sup {
 			v.Superseded = append(v.Superseded, s.Problem(id))
 		}
+		v.Problems = append(v.Problems, bad...)
 		if alive != nil {
 			p, err := cutSession(ctx, id, evs, alive)
 			if err != nil {
@@ -226,6 +236,20 @@ func retainedBefore(dropped map[retainedKey]retainedBy, resource string, first t
 		}
 	}
 	return found, found.month != 0
+}
+
+// startOf is the session.start of a session's events; nil when it is not there.
+func startOf(evs []schemas.Event) *schemas.SessionStart {
+	for i := range evs {
+		if evs[i].Type == schemas.TypeSessionStart {
+			var s schemas.SessionStart
+			if evs[i].Decode(&s) == nil {
+				return &s
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // cutSession reports a session that has no session.end and whose gateway is gone.

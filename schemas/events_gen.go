@@ -488,6 +488,8 @@ const (
 	TypeGrantRevoked = "grant.revoked"
 	// TypeSessionSealed: The last event of a sealed session: the gateway's Ed25519 signature over the session's chain, so that anyone holding its public key can prove no event was added, removed, changed or reordered (gatehouse audit verify).
 	TypeSessionSealed = "session.sealed"
+	// TypeSessionAttested: Published by a gateway process that starts on the audit spool a killed predecessor left, for each session of the predecessor it found there without an end: the gateway's Ed25519 signature over the session's chain up to the last event the spool held. Not part of the chain (sequence number 0): it proves those events are the gateway's, so that audit verify lets them supersede a gateway_lost end the sweeper recorded while the process was down.
+	TypeSessionAttested = "session.attested"
 	// TypeAuditRetention: A retention run dropped partitions of the audit trail older than their resource's retention period (recorded after the drop, with exactly what went; resource _config, a session of one event). Identity is who ran it: the ingest service on its schedule, or an administrator through the API.
 	TypeAuditRetention = "audit.retention"
 	// TypeSshRequest: The client opened an SSH channel, sent a channel request (exec, shell, subsystem, pty-req, env, port or agent forwarding), or an sftp operation: what policy decides, one at a time. Its decision event has the same query_id.
@@ -558,6 +560,8 @@ const (
 	CodeGrantRevoked = "GH6003"
 	// CodeSessionSealed is the code of session.sealed.
 	CodeSessionSealed = "GH1004"
+	// CodeSessionAttested is the code of session.attested.
+	CodeSessionAttested = "GH1005"
 	// CodeAuditRetention is the code of audit.retention.
 	CodeAuditRetention = "GH7000"
 	// CodeSshRequest is the code of ssh.request.
@@ -608,6 +612,7 @@ var Codes = map[string]string{
 	TypeGrantExpired:      CodeGrantExpired,
 	TypeGrantRevoked:      CodeGrantRevoked,
 	TypeSessionSealed:     CodeSessionSealed,
+	TypeSessionAttested:   CodeSessionAttested,
 	TypeAuditRetention:    CodeAuditRetention,
 	TypeSshRequest:        CodeSshRequest,
 	TypeSshIo:             CodeSshIo,
@@ -666,6 +671,8 @@ func NewPayload(typ string) (Payload, bool) {
 		return &GrantRevoked{}, true
 	case TypeSessionSealed:
 		return &SessionSealed{}, true
+	case TypeSessionAttested:
+		return &SessionAttested{}, true
 	case TypeAuditRetention:
 		return &AuditRetention{}, true
 	case TypeSshRequest:
@@ -2114,6 +2121,36 @@ func (SessionSealed) EventType() string { return TypeSessionSealed }
 // AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
 // produces.
 func (v *SessionSealed) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = append(b, `"events":`...)
+	b = strconv.AppendUint(b, uint64(v.Events), 10)
+	b = append(b, `,"last_hash":`...)
+	b = AppendJSONString(b, v.LastHash)
+	b = append(b, `,"key_id":`...)
+	b = AppendJSONString(b, v.KeyID)
+	b = append(b, `,"signature":`...)
+	b = AppendJSONString(b, v.Signature)
+	return append(b, '}')
+}
+
+// SessionAttested is the payload of session.attested events: published by a gateway process that starts on the audit spool a killed predecessor left, for each session of the predecessor it found there without an end: the gateway's Ed25519 signature over the session's chain up to the last event the spool held. Not part of the chain (sequence number 0): it proves those events are the gateway's, so that audit verify lets them supersede a gateway_lost end the sweeper recorded while the process was down.
+type SessionAttested struct {
+	// Events is events attested: sequence numbers 1 to this one.
+	Events uint64 `json:"events"`
+	// LastHash is hash of the last event attested.
+	LastHash string `json:"last_hash"`
+	// KeyID is the signing key: first 8 bytes of SHA-256 of its public key, hex.
+	KeyID string `json:"key_id"`
+	// Signature is base64 Ed25519 signature over "gatehouse-attest-v1\n<session_id>\n<events>\n<last_hash>".
+	Signature string `json:"signature"`
+}
+
+// EventType returns "session.attested".
+func (SessionAttested) EventType() string { return TypeSessionAttested }
+
+// AppendJSON appends the JSON encoding of v to b, byte for byte what encoding/json
+// produces.
+func (v *SessionAttested) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
 	b = append(b, `"events":`...)
 	b = strconv.AppendUint(b, uint64(v.Events), 10)

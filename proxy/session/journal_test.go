@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/bus/bustest"
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/identity"
+	"github.com/gatehouse/gatehouse/services/seal"
 )
 
 type allow struct{}
@@ -89,7 +91,7 @@ func readTrail(t *testing.T, b *bus.Bus, session string, want int) []schemas.Eve
 			for _, line := range bytes.Split(data, []byte{'\n'}) {
 				var e schemas.Event
 				require.NoError(t, json.Unmarshal(line, &e))
-				if !seen[e.ID] {
+				if !seen[e.ID] && e.Type != schemas.TypeSessionAttested { // outside the chain
 					seen[e.ID] = true
 					bySeq[e.Seq] = e
 				}
@@ -349,4 +351,81 @@ func TestJournalUnmapsFullSegments(t *testing.T) {
 		require.Len(t, recs, int(s.written.Load()), "unacknowledged records stay in the file")
 	}
 	j.close()
+}
+
+// A restart on a dead process's journal attests, with the audit key, each session it
+// found there without an end: one session.attested outside the chain (position 0), signed
+// over the last event the journal held. A session whose end was in the journal is sealed
+// already and gets none.
+func TestRestartAttestsWhatTheJournalHeld(t *testing.T) {
+	b := bustest.Connect(t)
+	dir := t.TempDir()
+	key, err := seal.LoadKey(filepath.Join(t.TempDir(), "k"), true)
+	require.NoError(t, err)
+	nc, err := nats.Connect(bustest.StartServer(t)) // acknowledges nothing
+	require.NoError(t, err)
+	defer nc.Close()
+	deadJS, err := jetstream.New(nc)
+	require.NoError(t, err)
+	dead := NewPublisher(deadJS, PublisherOptions{Spool: 1000, Wait: time.Second, Linger: time.Hour, SealKey: key}, prometheus.NewRegistry(), quiet)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = dead.OpenSpool(ctx, dir)
+	require.NoError(t, err)
+	id := &identity.Identity{}
+	id.Subject = "svc-orders"
+	open := func() *Session {
+		s := New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "buffered"}, dead, allow{}, Limits{ResultChunkBytes: 1024, MaxResultBytes: 4096, MaxSQLBytes: 64})
+		require.NoError(t, s.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}))
+		statements(t, s, 3)
+		return s
+	}
+	running, ended := open(), open()
+	require.NoError(t, ended.End(ctx, "client_closed", nil, 0, 0))
+	_ = dead.journal.lock.Close()
+
+	next := NewPublisher(b.JS, PublisherOptions{Spool: 1000, Wait: time.Second, Linger: time.Hour, SealKey: key}, prometheus.NewRegistry(), quiet)
+	_, err = next.OpenSpool(ctx, dir)
+	require.NoError(t, err)
+	defer next.Close(context.Background())
+
+	attested := map[string]schemas.Event{}
+	c, err := b.JS.OrderedConsumer(ctx, bus.StreamAudit, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	var last schemas.Event // running's last event
+	for {
+		m, err := c.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+		if err != nil {
+			break
+		}
+		data, err := bus.AuditData(m.Headers(), m.Data())
+		require.NoError(t, err)
+		for _, line := range bytes.Split(data, []byte{'\n'}) {
+			var e schemas.Event
+			require.NoError(t, json.Unmarshal(line, &e))
+			switch {
+			case e.Type == schemas.TypeSessionAttested:
+				attested[e.SessionID] = e
+			case e.SessionID == running.ID && e.Seq > last.Seq:
+				last = e
+			}
+		}
+	}
+	require.Len(t, attested, 1, "only the session without an end")
+	a, ok := attested[running.ID]
+	require.True(t, ok)
+	require.Zero(t, a.Seq)
+	require.Equal(t, uint64(1+3*4), last.Seq)
+	keys := map[string]ed25519.PublicKey{key.ID: key.Private.Public().(ed25519.PublicKey)}
+	// The attestation proves the journal's events: a sweeper's end after event 5 is
+	// superseded by them (seal.Supersede reads the attestation).
+	evs := readTrail(t, b, running.ID, int(last.Seq))
+	w := schemas.Event{ID: "w", Type: schemas.TypeSessionEnd, SessionID: running.ID, Seq: 6, Resource: "demo", PrevHash: evs[4].Hash,
+		Payload: (&schemas.SessionEnd{Reason: seal.ReasonGatewayLost, LastSeq: 5}).AppendJSON(nil)}
+	w.Hash, _ = w.ComputeHash()
+	store := append(append([]schemas.Event{a}, evs[:5]...), append([]schemas.Event{w}, evs[5:]...)...)
+	kept, sup, problems := seal.Supersede(running.ID, store, keys, func() bool { return false })
+	require.Empty(t, problems)
+	require.Equal(t, []seal.Superseded{{Seq: 6, Signed: last.Seq}}, sup)
+	require.Len(t, kept, len(evs))
 }

@@ -1,0 +1,113 @@
+package ingest_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gatehouse/gatehouse/ingest"
+	"github.com/gatehouse/gatehouse/query"
+	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/seal"
+)
+
+// What an outside reviewer did, end to end, with a proxy's NATS credentials only (publish
+// to any audit subject): each attack must be reported by verify, and the sweeper must not
+// seal what the attacker wrote.
+func TestSweeperAttacksAreReported(t *testing.T) {
+	ctx := context.Background()
+	h := start(t)
+	gws, err := bus.OpenGateways(ctx, h.js, time.Minute)
+	require.NoError(t, err)
+	key, err := seal.LoadKey(filepath.Join(t.TempDir(), "k"), true)
+	require.NoError(t, err)
+	keys := map[string]ed25519.PublicKey{key.ID: key.Private.Public().(ed25519.PublicKey)}
+	sw := &ingest.Sweeper{CH: h.ch, Database: "gh", JS: h.js, Gateways: gws, Key: key, Keys: keys, Interval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	alive := func(ctx context.Context, gw string) (bool, error) { return bus.Alive(ctx, gws, gw) }
+	read := func(id string, n int) []schemas.Event {
+		t.Helper()
+		var evs []schemas.Event
+		require.Eventually(t, func() bool {
+			evs, err = query.ReadSession(ctx, h.ch, "gh", id)
+			require.NoError(t, err)
+			return len(evs) == n
+		}, 30*time.Second, 20*time.Millisecond, "%s: %d events", id, n)
+		return evs
+	}
+	caughtUp := func() {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			ci, err := ingestConsumerInfo(ctx, h)
+			return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+		}, 30*time.Second, 20*time.Millisecond)
+	}
+
+	// 1. Truncation of a session its gateway ended and sealed: a well-formed gateway_lost
+	// end at 3, and rows 4..7 replaced (same session, position and id) by session.sealed
+	// rows chained to it.
+	victim := &gatewayEvents{t: t, h: h, id: "victim"}
+	victim.publish(&schemas.SessionStart{Gateway: "boot-1"},
+		&schemas.DbQuery{QueryID: 1, SQL: "select 1", Protocol: "simple"}, &schemas.DbQueryDone{QueryID: 1, Status: "ok"},
+		&schemas.DbQuery{QueryID: 2, SQL: "DROP TABLE payroll", Protocol: "simple"}, &schemas.DbQueryDone{QueryID: 2, Status: "ok"},
+		&schemas.SessionEnd{Reason: "client_closed"})
+	victim.publish(key.Seal("victim", victim.last.Seq, victim.last.Hash))
+	stored := read("victim", 7)
+	end := schemas.Event{ID: "x-end", Type: schemas.TypeSessionEnd, Time: time.Now().UTC().Truncate(time.Microsecond), SessionID: "victim", Seq: 3,
+		Resource: "demo", PrevHash: stored[1].Hash, Payload: (&schemas.SessionEnd{Reason: seal.ReasonGatewayLost, LastSeq: 2}).AppendJSON(nil)}
+	end.Hash, _ = end.ComputeHash()
+	msg := end.AppendJSON(nil)
+	for _, e := range stored[3:] {
+		r := schemas.Event{ID: e.ID, Type: schemas.TypeSessionSealed, Time: e.Time, SessionID: "victim", Seq: e.Seq, Resource: "demo", Payload: []byte(`{}`), PrevHash: end.Hash}
+		r.Hash, _ = r.ComputeHash()
+		msg = r.AppendJSON(append(msg, '\n'))
+	}
+	h.publish(t, "demo", "victim", msg)
+	read("victim", 8)
+	require.NoError(t, h.ch.Exec(ctx, "OPTIMIZE TABLE gh.events FINAL")) // the replaced rows merged away, as a background merge would
+
+	// 2. A completion appended to a session the sweeper ended while its statement ran.
+	cut := &gatewayEvents{t: t, h: h, id: "cut"}
+	cut.publish(&schemas.SessionStart{Gateway: "boot-1"}, &schemas.DbQuery{QueryID: 1, SQL: "DROP TABLE payroll", Protocol: "simple"})
+	read("cut", 2)
+	caughtUp()
+	n, err := sw.Sweep(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the dead gateway's open session is ended")
+	read("cut", 4)
+	cut.publish(&schemas.DbQueryDone{QueryID: 1, Status: "error"})
+
+	// 3. An end another reader would read otherwise, on a dead gateway's session.
+	dead := &gatewayEvents{t: t, h: h, id: "dead"}
+	dead.publish(&schemas.SessionStart{Gateway: "boot-1"}, &schemas.DbQuery{QueryID: 1, SQL: "DROP TABLE payroll", Protocol: "simple"})
+	odd := schemas.Event{ID: "x-odd", Type: schemas.TypeSessionEnd, Time: time.Now().UTC().Truncate(time.Microsecond), SessionID: "dead", Seq: 3,
+		Resource: "demo", PrevHash: dead.last.Hash, Payload: []byte(`{"Reason":"gateway_lost","last_seq":2}`)}
+	odd.Hash, _ = odd.ComputeHash()
+	h.publish(t, "demo", "dead", odd.AppendJSON(nil))
+	read("dead", 3)
+	read("cut", 5)
+	caughtUp()
+
+	for range 3 {
+		n, err := sw.Sweep(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n, "the sweeper seals nothing the attacker wrote")
+	}
+	v, err := query.VerifySessions(ctx, h.ch, "gh", []string{"victim", "cut", "dead"}, keys, alive)
+	require.NoError(t, err)
+	require.Empty(t, v.Superseded)
+	bySession := map[string][]string{}
+	for _, p := range v.Problems {
+		bySession[p.Session] = append(bySession[p.Session], p.Kind)
+	}
+	require.Contains(t, bySession["victim"], "reordered", "%+v", v.Problems)
+	require.Contains(t, bySession["victim"], "bad_seal", "%+v", v.Problems)
+	require.Contains(t, bySession["cut"], "duplicate", "%+v", v.Problems)
+	require.Contains(t, bySession["dead"], "unsealed", "%+v", v.Problems)
+}
