@@ -2,16 +2,11 @@ package ingest_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gatehouse/gatehouse/ingest"
 	"github.com/gatehouse/gatehouse/query"
 	"github.com/gatehouse/gatehouse/schemas"
 	"github.com/gatehouse/gatehouse/services/bus"
@@ -24,17 +19,13 @@ import (
 func TestSweeperAttacksAreReported(t *testing.T) {
 	ctx := context.Background()
 	h := start(t)
-	gws, err := bus.OpenGateways(ctx, h.js, time.Minute)
-	require.NoError(t, err)
-	key, err := seal.LoadKey(filepath.Join(t.TempDir(), "k"), true)
-	require.NoError(t, err)
-	keys := map[string]ed25519.PublicKey{key.ID: key.Private.Public().(ed25519.PublicKey)}
-	sw := &ingest.Sweeper{CH: h.ch, Database: "gh", JS: h.js, Gateways: gws, Key: key, Keys: keys, Interval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sw, key, keys, gws := newSweeper(t, h)
 	alive := func(ctx context.Context, gw string) (bool, error) { return bus.Alive(ctx, gws, gw) }
 	read := func(id string, n int) []schemas.Event {
 		t.Helper()
 		var evs []schemas.Event
 		require.Eventually(t, func() bool {
+			var err error
 			evs, err = query.ReadSession(ctx, h.ch, "gh", id)
 			require.NoError(t, err)
 			return len(evs) == n

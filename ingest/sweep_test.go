@@ -86,12 +86,7 @@ func (h *harness) ends(t *testing.T, session string) []schemas.SessionEnd {
 func TestSweeperEndsAgainWhatItsGatewayOvertook(t *testing.T) {
 	ctx := context.Background()
 	h := start(t)
-	gws, err := bus.OpenGateways(ctx, h.js, time.Minute)
-	require.NoError(t, err)
-	key, err := seal.LoadKey(filepath.Join(t.TempDir(), "k"), true)
-	require.NoError(t, err)
-	keys := map[string]ed25519.PublicKey{key.ID: key.Private.Public().(ed25519.PublicKey)}
-	sw := &ingest.Sweeper{CH: h.ch, Database: "gh", JS: h.js, Gateways: gws, Key: key, Keys: keys, Interval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sw, key, keys, gws := newSweeper(t, h)
 	stmt := func(n uint64) []schemas.Payload { // a statement and its completion
 		return []schemas.Payload{&schemas.DbQuery{QueryID: n, SQL: "select 1", Protocol: "simple"}, &schemas.DbQueryDone{QueryID: n, Status: "ok"}}
 	}
@@ -182,4 +177,16 @@ func ingestConsumerInfo(ctx context.Context, h *harness) (*jetstream.ConsumerInf
 		return nil, err
 	}
 	return c.Info(ctx)
+}
+
+// newSweeper is a sweeper on h with a fresh audit key (its seals and attestations are the
+// ones verify accepts), and the gh_gateways bucket it reads.
+func newSweeper(t *testing.T, h *harness) (*ingest.Sweeper, *seal.Key, map[string]ed25519.PublicKey, jetstream.KeyValue) {
+	gws, err := bus.OpenGateways(context.Background(), h.js, time.Minute)
+	require.NoError(t, err)
+	key, err := seal.LoadKey(filepath.Join(t.TempDir(), "k"), true)
+	require.NoError(t, err)
+	keys := map[string]ed25519.PublicKey{key.ID: key.Private.Public().(ed25519.PublicKey)}
+	return &ingest.Sweeper{CH: h.ch, Database: "gh", JS: h.js, Gateways: gws, Key: key, Keys: keys, Interval: time.Hour,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, key, keys, gws
 }
