@@ -97,15 +97,22 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		}
 		alive, err := bus.Alive(ctx, s.Gateways, o.Gateway)
 		if err != nil {
-			return n, err
+			if ctx.Err() != nil {
+				return n, err
+			}
+			s.Log.Warn("cannot tell whether a session's gateway is alive; left open this round", "session", o.Session, "gateway", o.Gateway, "err", err)
+			continue
 		}
 		if alive {
 			continue
 		}
-		if err := s.end(ctx, o); err != nil {
+		ended, err := s.end(ctx, o)
+		if err != nil {
 			return n, fmt.Errorf("end session %s: %w", o.Session, err)
 		}
-		n++
+		if ended {
+			n++
+		}
 	}
 	return n, nil
 }
@@ -219,7 +226,7 @@ func (s *Sweeper) reopened(ctx context.Context) ([]OpenSession, error) {
 			}
 		}
 		var aliveErr error
-		kept, _, _ := seal.Supersede(id, evs, s.Keys, func() bool {
+		kept, sup, problems := seal.Supersede(id, evs, s.Keys, func() bool {
 			ok, err := bus.Alive(ctx, s.Gateways, gateway)
 			aliveErr = err
 			return ok || err != nil // unsure: treat as alive (not ended by us now)
@@ -227,16 +234,32 @@ func (s *Sweeper) reopened(ctx context.Context) ([]OpenSession, error) {
 		if aliveErr != nil {
 			return nil, aliveErr
 		}
-		if len(kept) == 0 || slices.ContainsFunc(kept, func(e schemas.Event) bool { return e.Type == schemas.TypeSessionEnd }) {
+		// Reopened only when the gateway's signature settled the fork, nothing unsigned
+		// follows it, and no end is left; ended again right after the signed event, never
+		// after anything someone without the key appended.
+		if len(sup) == 0 || len(problems) > 0 || slices.ContainsFunc(kept, func(e schemas.Event) bool { return e.Type == schemas.TypeSessionEnd }) {
 			continue
 		}
-		out = append(out, OpenSession{Session: id, Gateway: gateway, Last: kept[len(kept)-1]})
+		signed := sup[len(sup)-1]
+		for _, x := range sup {
+			if x.Signed > signed.Signed {
+				signed = x
+			}
+		}
+		i := slices.IndexFunc(kept, func(e schemas.Event) bool { return e.Seq == signed.Signed && e.Hash == signed.SignedHash })
+		if i < 0 {
+			continue
+		}
+		out = append(out, OpenSession{Session: id, Gateway: gateway, Last: kept[i]})
 	}
 	return out, nil
 }
 
-// end records session.end gateway_lost after the session's last event, and its seal.
-func (s *Sweeper) end(ctx context.Context, o OpenSession) error {
+// end records session.end gateway_lost after the session's last event, and its seal; false
+// when JetStream took the message as a duplicate (another sweeper ended it first — or
+// someone published under its message id, which leaves the session open: verify reports
+// it as cut, and the next sweep after the duplicate window ends it).
+func (s *Sweeper) end(ctx context.Context, o OpenSession) (bool, error) {
 	last := o.Last
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	next := func(p schemas.Payload, prev *schemas.Event) (schemas.Event, error) {
@@ -255,14 +278,14 @@ func (s *Sweeper) end(ctx context.Context, o OpenSession) error {
 	end, err := next(&schemas.SessionEnd{Reason: seal.ReasonGatewayLost, LastSeq: last.Seq,
 		Error: fmt.Sprintf("the gateway process %s serving the session stopped without ending it (crash, kill or lost machine); events it held and had not published are lost", o.Gateway)}, &last)
 	if err != nil {
-		return err
+		return false, err
 	}
 	data := end.AppendJSON(nil)
 	subject := bus.AuditSubject(last.Resource, last.SessionID, end.Type)
 	if s.Key != nil {
 		sealed, err := next(s.Key.Seal(last.SessionID, end.Seq, end.Hash), &end)
 		if err != nil {
-			return err
+			return false, err
 		}
 		data = sealed.AppendJSON(append(data, '\n'))
 		subject = bus.AuditSubject(last.Resource, last.SessionID, "batch")
@@ -270,11 +293,16 @@ func (s *Sweeper) end(ctx context.Context, o OpenSession) error {
 	m := nats.NewMsg(subject)
 	m.Data = data
 	// Several sweepers may find the same session: the duplicate window keeps one end. A
-	// session ended again (its gateway's events overtook the first end) has another id.
-	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("gateway-lost-%s-%d", last.SessionID, last.Seq))
-	if _, err := s.JS.PublishMsg(ctx, m); err != nil {
-		return err
+	// session ended again after its signed events has another id (another last event).
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("gateway-lost-%s-%d-%.16s", last.SessionID, last.Seq, last.Hash))
+	ack, err := s.JS.PublishMsg(ctx, m)
+	if err != nil {
+		return false, err
+	}
+	if ack.Duplicate {
+		s.Log.Warn("the end of a cut session was taken as a duplicate: ended by another sweeper, or its message id was used before", "session", last.SessionID, "last_seq", last.Seq)
+		return false, nil
 	}
 	s.Log.Info("session cut by a lost gateway ended", "session", last.SessionID, "gateway", o.Gateway, "last_seq", last.Seq)
-	return nil
+	return true, nil
 }

@@ -60,7 +60,7 @@ func writeChaosReport(t *testing.T, o chaosOptions, results []faultResult, inv *
 		inv.sent, inv.answered, inv.trailWait.Round(time.Millisecond))
 	fmt.Fprintf(&b, "- exactly once: %d events after dedup, %d distinct ids, %d distinct (session, seq); %d rows before merging\n", inv.events, inv.ids, inv.positions, inv.rows)
 	fmt.Fprintf(&b, "- forwarded to the database: %d statements, %d without a decision that allowed them\n", inv.forwarded, inv.forwardedUndecided)
-	fmt.Fprintf(&b, "- sessions: %d, %d ended and sealed; audit verify reports %v (incomplete: statements running when a proxy died, none answered)\n", inv.sessions, inv.ended, inv.reported)
+	fmt.Fprintf(&b, "- sessions: %d, %d ended and sealed (%d after a sweeper's end their gateway's signed events superseded); audit verify reports %v (incomplete: statements running when a proxy died, none answered)\n", inv.sessions, inv.ended, inv.superseded, inv.reported)
 	fmt.Fprintf(&b, "- SIEM sinks: answered statements not received %v; each had them all after the checks above plus %v; JetStream's backlog then: %v\n", inv.sinkMissing, inv.sinkCaughtUp, inv.backlog)
 	for _, n := range inv.notes {
 		fmt.Fprintf(&b, "- note: %s\n", n)

@@ -152,6 +152,10 @@ func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []s
 			v.Superseded = append(v.Superseded, s.Problem(id))
 		}
 		v.Problems = append(v.Problems, bad...)
+		if len(evs) == 0 {
+			v.Problems = append(v.Problems, seal.Problem{Session: id, Kind: "missing", Detail: "no event of the session's chain, only attestations"})
+			continue
+		}
 		if alive != nil {
 			p, err := cutSession(ctx, id, evs, alive)
 			if err != nil {
@@ -254,6 +258,9 @@ func startOf(evs []schemas.Event) *schemas.SessionStart {
 
 // cutSession reports a session that has no session.end and whose gateway is gone.
 func cutSession(ctx context.Context, id string, evs []schemas.Event, alive GatewayAlive) (*seal.Problem, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
 	var start *schemas.SessionStart
 	for i := range evs {
 		switch evs[i].Type {

@@ -426,6 +426,6 @@ func TestRestartAttestsWhatTheJournalHeld(t *testing.T) {
 	store := append(append([]schemas.Event{a}, evs[:5]...), append([]schemas.Event{w}, evs[5:]...)...)
 	kept, sup, problems := seal.Supersede(running.ID, store, keys, func() bool { return false })
 	require.Empty(t, problems)
-	require.Equal(t, []seal.Superseded{{Seq: 6, Signed: last.Seq}}, sup)
+	require.Equal(t, []seal.Superseded{{Seq: 6, Signed: last.Seq, SignedHash: last.Hash}}, sup)
 	require.Len(t, kept, len(evs))
 }

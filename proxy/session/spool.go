@@ -133,7 +133,9 @@ func (p *Publisher) attest(ctx context.Context, t tails) error {
 		e.Hash = h
 		m := nats.NewMsg(bus.AuditSubject(e.Resource, id, e.Type))
 		m.Data = e.AppendJSON(nil)
-		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("attest-%s-%d", id, s.last.Seq))
+		// Its own id as the message id: not one anybody could take first (a second
+		// attestation of the same events, after a crash right here, is harmless).
+		m.Header.Set(jetstream.MsgIDHeader, e.ID)
 		if _, err := p.js.PublishMsg(ctx, m); err != nil {
 			return fmt.Errorf("audit spool: attest session %s of the previous process: %w", id, err)
 		}

@@ -39,12 +39,14 @@ func OpenGateways(ctx context.Context, js jetstream.JetStream, timeout time.Dura
 }
 
 // Alive reports whether the gateway with boot id id is alive (its key is in gh_gateways).
+// An id that cannot be a key (empty, a space, a wildcard: a forged or damaged
+// session.start) names no live gateway.
 func Alive(ctx context.Context, kv jetstream.KeyValue, id string) (bool, error) {
 	_, err := kv.Get(ctx, id)
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted), errors.Is(err, jetstream.ErrInvalidKey):
 		return false, nil
 	}
 	return false, err

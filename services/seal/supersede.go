@@ -35,8 +35,9 @@ type point struct {
 
 // Superseded is a sweeper's end (and its seal) that the session's own gateway overtook.
 type Superseded struct {
-	Seq    uint64 // the sweeper's session.end
-	Signed uint64 // the gateway's event, past it, whose seal or attestation proves the gateway's events
+	Seq        uint64 // the sweeper's session.end
+	Signed     uint64 // the gateway's event, past it, whose seal or attestation proves the gateway's events
+	SignedHash string // that event's hash
 }
 
 // Problem describes a superseded end for a verification's report.
@@ -93,42 +94,34 @@ func Supersede(session string, events []schemas.Event, keys map[string]ed25519.P
 	if len(problems) == 0 && len(chain) == len(events) && !hasSweeperEnd(chain) {
 		return events, nil, nil
 	}
-	bySeq := map[uint64][]int{}
-	for i := range chain {
-		bySeq[chain[i].Seq] = append(bySeq[chain[i].Seq], i)
-	}
+	f := newForks(chain, signed)
 	drop := map[int]bool{}
+	reported := map[uint64]bool{}
 	var sup []Superseded
 	alive, asked := false, false
 	for i := range chain {
-		e := &chain[i]
-		if !sweeperEnd(chain, bySeq, i) {
+		if !f.sweeperEnd(i) {
 			continue
 		}
-		fork := -1
-		for _, j := range bySeq[e.Seq] {
-			if j != i && chain[j].PrevHash == e.PrevHash && hashes(&chain[j]) {
-				fork = j
-				break
-			}
-		}
+		e := &chain[i]
+		fork := f.fork(e)
 		if fork < 0 {
 			continue // nothing of the gateway's at its position: it ends the session
 		}
 		seal := -1
-		for _, j := range bySeq[e.Seq+1] {
-			if chain[j].Type == schemas.TypeSessionSealed && chain[j].PrevHash == e.Hash {
+		for _, j := range f.sealsOf[e.Hash] {
+			if chain[j].Seq == e.Seq+1 {
 				seal = j
 			}
 		}
 		if seal >= 0 {
 			var p schemas.SessionSealed
-			if !hashes(&chain[seal]) || chain[seal].Decode(&p) != nil || p.LastHash != e.Hash || !signed[point{p.Events, p.LastHash}] {
+			if !f.hashes(seal) || chain[seal].Decode(&p) != nil || p.LastHash != e.Hash || !signed[point{p.Events, p.LastHash}] {
 				continue // a seal after the sweeper's end that does not verify: Verify reports it
 			}
 		}
-		at := branchSigned(chain, bySeq, fork, signed)
-		if at == 0 {
+		signedIdx := f.signedAt(fork)
+		if signedIdx < 0 {
 			if !asked {
 				alive, asked = gatewayAlive != nil && gatewayAlive(), true
 			}
@@ -140,8 +133,20 @@ func Supersede(session string, events []schemas.Event, keys map[string]ed25519.P
 		if seal >= 0 {
 			drop[seal] = true
 		}
-		if at > 0 {
-			sup = append(sup, Superseded{Seq: e.Seq, Signed: at})
+		if signedIdx < 0 {
+			continue
+		}
+		at := chain[signedIdx].Seq
+		sup = append(sup, Superseded{Seq: e.Seq, Signed: at, SignedHash: chain[signedIdx].Hash})
+		if last := f.lastOf(fork); last > at && !reported[at] {
+			if !asked {
+				alive, asked = gatewayAlive != nil && gatewayAlive(), true
+			}
+			if !alive { // a live gateway's session goes on past what it has signed so far
+				reported[at] = true
+				problems = append(problems, Problem{Session: session, Seq: at + 1, Kind: "unsigned", Detail: fmt.Sprintf(
+					"events %d to %d continue the gateway's branch past the sweeper's end and past what the gateway signed (event %d), and its gateway is gone: no holder of the audit key vouches for them", at+1, last, at)})
+			}
 		}
 	}
 	if len(drop) == 0 {
@@ -165,54 +170,164 @@ func hasSweeperEnd(events []schemas.Event) bool {
 	return false
 }
 
+// forks holds what Supersede asks of a session's events, each answer computed once: an
+// attacker may write many ends and forks into one session, and the work stays linear.
+type forks struct {
+	events []schemas.Event
+	bySeq  map[uint64][]int
+	signed map[point]bool
+	hash   []int8  // 0 unknown, 1 hashes, -1 does not
+	sweep  []int8  // the same for sweeperEnd
+	at     []int   // index of the first signed event on the branch; -1 none, -2 unknown
+	nxt    []int   // -2 unknown
+	last   []int64 // -1 unknown
+	// forks: the gateway's event at a position, by the hash it follows; sealsOf: the
+	// session.sealed events by the hash they follow.
+	forks   map[point]int
+	sealsOf map[string][]int
+}
+
+func newForks(events []schemas.Event, signed map[point]bool) *forks {
+	f := &forks{events: events, bySeq: map[uint64][]int{}, signed: signed, hash: make([]int8, len(events)), sweep: make([]int8, len(events)),
+		at: make([]int, len(events)), nxt: make([]int, len(events)), last: make([]int64, len(events))}
+	f.forks, f.sealsOf = map[point]int{}, map[string][]int{}
+	for i := range events {
+		f.bySeq[events[i].Seq] = append(f.bySeq[events[i].Seq], i)
+		if events[i].Type == schemas.TypeSessionSealed {
+			f.sealsOf[events[i].PrevHash] = append(f.sealsOf[events[i].PrevHash], i)
+		}
+		f.at[i], f.nxt[i], f.last[i] = -2, -2, -1
+	}
+	return f
+}
+
+func (f *forks) hashes(i int) bool {
+	if f.hash[i] == 0 {
+		f.hash[i] = -1
+		if h, err := f.events[i].ComputeHash(); err == nil && h == f.events[i].Hash {
+			f.hash[i] = 1
+		}
+	}
+	return f.hash[i] == 1
+}
+
 // sweeperEnd: events[i] is a session.end exactly as the sweeper writes it — reason
 // gateway_lost in its own encoding (a payload another reader could read otherwise is not
 // one), hashing to its hash, and chained to the event before it.
-func sweeperEnd(events []schemas.Event, bySeq map[uint64][]int, i int) bool {
-	e := &events[i]
-	if e.Type != schemas.TypeSessionEnd || e.Seq < 2 || !hashes(e) {
+func (f *forks) sweeperEnd(i int) bool {
+	if f.sweep[i] != 0 {
+		return f.sweep[i] == 1
+	}
+	f.sweep[i] = -1
+	e := &f.events[i]
+	if e.Type != schemas.TypeSessionEnd || e.Seq < 2 || !f.hashes(i) {
 		return false
 	}
 	var end schemas.SessionEnd
 	if e.Decode(&end) != nil || end.Reason != ReasonGatewayLost || !bytes.Equal(end.AppendJSON(nil), e.Payload) || end.LastSeq+1 != e.Seq {
 		return false
 	}
-	for _, j := range bySeq[e.Seq-1] {
-		if events[j].Hash == e.PrevHash && hashes(&events[j]) {
+	for _, j := range f.bySeq[e.Seq-1] {
+		if f.events[j].Hash == e.PrevHash && f.hashes(j) {
+			f.sweep[i] = 1
 			return true
 		}
 	}
 	return false
 }
 
-// branchSigned follows the gateway's branch from events[from] (each next event chained to
-// the one before and hashing; never onto a sweeper's end, whose seal proves nothing of the
-// gateway's) and returns the first position on it that the gateway's seal or attestation
-// signed; 0 when none.
-func branchSigned(events []schemas.Event, bySeq map[uint64][]int, from int, signed map[point]bool) uint64 {
-	cur := from
+// signedAt follows the gateway's branch from events[from] (f.next) and returns the index
+// of the first event on it that the gateway's seal or attestation signed; -1 when none.
+// Each event's answer is kept: one walk over a branch serves every fork on it.
+func (f *forks) signedAt(from int) int {
+	var path []int
+	cur, res := from, -1
 	for {
-		e := &events[cur]
-		if signed[point{e.Seq, e.Hash}] {
-			return e.Seq
+		if f.at[cur] != -2 {
+			res = f.at[cur]
+			break
 		}
-		next := -1
-		for _, j := range bySeq[e.Seq+1] {
-			if events[j].PrevHash == e.Hash && hashes(&events[j]) && !sweeperEnd(events, bySeq, j) {
-				next = j
-				break
-			}
+		path = append(path, cur)
+		if e := &f.events[cur]; f.signed[point{e.Seq, e.Hash}] {
+			res = cur
+			break
 		}
+		next := f.next(cur)
 		if next < 0 {
-			return 0
+			break
 		}
 		cur = next
 	}
+	// Every event on the path reaches the same first signed event, or is that event.
+	for k := len(path) - 1; k >= 0; k-- {
+		i := path[k]
+		if e := &f.events[i]; f.signed[point{e.Seq, e.Hash}] {
+			res = i
+		}
+		f.at[i] = res
+	}
+	return res
 }
 
-func hashes(e *schemas.Event) bool {
-	h, err := e.ComputeHash()
-	return err == nil && h == e.Hash
+// fork is the gateway's event at the position of the sweeper's end e, following the same
+// event: the first there that hashes and is no sweeper's end; -1 when none.
+func (f *forks) fork(e *schemas.Event) int {
+	k := point{e.Seq, e.PrevHash}
+	if j, ok := f.forks[k]; ok {
+		return j
+	}
+	f.forks[k] = -1
+	for _, j := range f.bySeq[e.Seq] {
+		if f.events[j].PrevHash == e.PrevHash && f.hashes(j) && !f.sweeperEnd(j) {
+			f.forks[k] = j
+			break
+		}
+	}
+	return f.forks[k]
+}
+
+// next is the event that follows events[i] on its branch: the first at the next position
+// chained to it and hashing, never a sweeper's end (whose seal proves nothing of the
+// gateway's); -1 when none.
+func (f *forks) next(i int) int {
+	if f.nxt[i] != -2 {
+		return f.nxt[i]
+	}
+	f.nxt[i] = -1
+	e := &f.events[i]
+	if e.Seq == ^uint64(0) {
+		return -1
+	}
+	for _, j := range f.bySeq[e.Seq+1] {
+		if f.events[j].PrevHash == e.Hash && f.hashes(j) && !f.sweeperEnd(j) {
+			f.nxt[i] = j
+			break
+		}
+	}
+	return f.nxt[i]
+}
+
+// lastOf is the position of the last event on the branch from events[from] (a seal
+// closing it not counted).
+func (f *forks) lastOf(from int) uint64 {
+	var path []int
+	cur := from
+	for f.last[cur] < 0 {
+		path = append(path, cur)
+		n := f.next(cur)
+		if n >= 0 && f.events[n].Type == schemas.TypeSessionSealed {
+			n = -1 // a seal closes a chain, it adds no event to it
+		}
+		if n < 0 {
+			f.last[cur] = int64(f.events[cur].Seq)
+			break
+		}
+		cur = n
+	}
+	for _, i := range path {
+		f.last[i] = f.last[cur]
+	}
+	return uint64(f.last[from])
 }
 
 func validSignature(keys map[string]ed25519.PublicKey, keyID, signature string, msg []byte) bool {

@@ -104,7 +104,7 @@ func TestSupersedeGatewayOvertakesTheSweeper(t *testing.T) {
 		require.NotEmpty(t, Verify("s1", stored, keys), "as stored, the two writers collide")
 		kept, sup, problems := Supersede("s1", stored, keys, alive(false))
 		require.Empty(t, problems)
-		require.Equal(t, []Superseded{{Seq: 3, Signed: 5}}, sup)
+		require.Equal(t, []Superseded{{Seq: 3, Signed: 5, SignedHash: g5.Hash}}, sup)
 		require.Len(t, kept, 6)
 		require.Empty(t, Verify("s1", kept, keys))
 		p := sup[0].Problem("s1")
@@ -148,7 +148,7 @@ func TestSupersedeAttestedBranch(t *testing.T) {
 	tr.add("w", &w5, k.Seal("s1", 5, w5.Hash))
 	kept, sup, problems := Supersede("s1", tr.sorted(false), keys, alive(false))
 	require.Empty(t, problems)
-	require.Equal(t, []Superseded{{Seq: 3, Signed: 4}}, sup)
+	require.Equal(t, []Superseded{{Seq: 3, Signed: 4, SignedHash: g4.Hash}}, sup)
 	require.Empty(t, Verify("s1", kept, keys))
 	require.Equal(t, w5.ID, kept[len(kept)-2].ID, "the second end ends the session")
 	for _, e := range kept {
