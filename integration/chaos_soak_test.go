@@ -67,6 +67,15 @@ func runSoak(t *testing.T, c *chaosCluster, o chaosOptions) *soakResult {
 	defer cancel()
 	var wg sync.WaitGroup
 	var opened, answered, refused atomic.Int64
+	var errMu sync.Mutex
+	errs := map[string]int{} // what refused the sessions and statements, for the report
+	noteErr := func(err error) {
+		errMu.Lock()
+		defer errMu.Unlock()
+		if msg := err.Error(); len(errs) < 20 || errs[msg] > 0 {
+			errs[msg]++
+		}
+	}
 	began := time.Now()
 	for k := range o.soakClients {
 		wg.Add(1)
@@ -82,6 +91,7 @@ func runSoak(t *testing.T, c *chaosCluster, o chaosOptions) *soakResult {
 			if err != nil {
 				if ctx.Err() == nil {
 					refused.Add(1)
+					noteErr(err)
 				}
 				return
 			}
@@ -95,6 +105,7 @@ func runSoak(t *testing.T, c *chaosCluster, o chaosOptions) *soakResult {
 					answered.Add(1)
 				} else if ctx.Err() == nil {
 					refused.Add(1)
+					noteErr(err)
 				}
 				if conn.IsClosed() {
 					return
@@ -118,6 +129,9 @@ func runSoak(t *testing.T, c *chaosCluster, o chaosOptions) *soakResult {
 	cancel()
 	wg.Wait()
 	r.opened, r.answered, r.refused = int(opened.Load()), answered.Load(), refused.Load()
+	for msg, n := range errs {
+		r.notes = append(r.notes, fmt.Sprintf("%d× %s", n, msg))
+	}
 	if r.opened < r.sessions {
 		r.failures = append(r.failures, fmt.Sprintf("only %d of %d sessions opened", r.opened, r.sessions))
 	}
