@@ -16,7 +16,7 @@ func (a *App) proxyPostgresService() *Service {
 	return a.proxyService("postgres", func(ctx context.Context, sh proxyShared) (protocolProxy, error) {
 		pc := a.cfg.Proxy.Postgres
 		cfg := postgres.Config{
-			Listen: pc.Listen, MaxMessageBytes: pc.MaxMessageBytes, StartupTimeout: pc.StartupTimeout,
+			Listen: pc.Listen, MaxMessageBytes: pc.MaxMessageBytes, StartupTimeout: pc.StartupTimeout, MaxConnecting: pc.MaxConnecting,
 			AllowPlaintextTokens: pc.AllowPlaintextTokens, Limits: sh.limits, MaskKey: sh.maskKey, CatalogRefresh: pc.CatalogRefresh,
 			AgentCalls: a.agents,
 		}

@@ -77,6 +77,10 @@ func runSoak(t *testing.T, c *chaosCluster, o chaosOptions) *soakResult {
 		}
 	}
 	began := time.Now()
+	// Sessions are opened 16 at a time, as a pool fills: PostgreSQL here takes 20–40 ms per
+	// connection, so a thousand opened at once would outlast proxy.postgres.startup_timeout
+	// (the proxy opens max_connecting at once per resource and refuses the rest, saying so).
+	opening := make(chan struct{}, 16)
 	for k := range o.soakClients {
 		wg.Add(1)
 		go func() {
@@ -85,9 +89,15 @@ func runSoak(t *testing.T, c *chaosCluster, o chaosOptions) *soakResult {
 			if k%4 == 3 {
 				db = "demo-strict"
 			}
+			select {
+			case opening <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 			cctx, ccancel := context.WithTimeout(ctx, 2*time.Minute)
 			conn, err := pgconn.Connect(cctx, fmt.Sprintf("host=127.0.0.1 port=%s dbname=%s user=svc-orders password=%s sslmode=disable", c.pgPort, db, c.reader))
 			ccancel()
+			<-opening
 			if err != nil {
 				if ctx.Err() == nil {
 					refused.Add(1)

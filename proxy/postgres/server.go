@@ -38,6 +38,9 @@ type Config struct {
 	// CatalogRefresh is how often each resource's catalog is read again (besides after a
 	// session changes the schema); default a minute.
 	CatalogRefresh time.Duration
+	// MaxConnecting bounds the backend connections opened at once per resource (default
+	// 16): the rest wait their turn within the startup timeout.
+	MaxConnecting int
 	// AgentCalls are the tickets of the MCP server in this process (session.AgentCalls):
 	// a connection that brings one (startup parameter gatehouse.agent_ticket) runs a tool
 	// call, whose tool and MCP client every decision request of the session carries. Nil:
@@ -56,6 +59,8 @@ type Server struct {
 	decider session.Decider
 	log     *slog.Logger
 	cancels *cancelRegistry
+
+	connecting sync.Map // resource name -> chan struct{}: backend connections being opened
 
 	ln     net.Listener
 	wg     sync.WaitGroup
@@ -204,12 +209,13 @@ type startState struct {
 	backend  *pgconn.HijackedConn
 	secret   uint32             // proxy-generated cancel secret given to the client
 	agent    *session.AgentCall // the MCP server's tool call the connection runs, or nil
+	deadline time.Time          // when the startup must be done
 }
 
 // startup negotiates SSL, reads the startup message, authenticates the client with its token
 // and connects to the backend. The returned state is non-nil once an error can be sent.
 func (s *Server) startup(c net.Conn) (*startState, error) {
-	st := &startState{conn: c}
+	st := &startState{conn: c, deadline: time.Now().Add(s.cfg.StartupTimeout)}
 	negotiated := false
 	// PostgreSQL 17 direct TLS (sslnegotiation=direct): the client opens with a TLS
 	// ClientHello instead of an SSLRequest, and must ask for ALPN "postgresql".
@@ -423,9 +429,14 @@ func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
 	for name, v := range pinnedSettings {
 		cfg.RuntimeParams[name] = v
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StartupTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), st.deadline)
 	defer cancel()
+	release, err := s.connectTurn(ctx, st.resource.Name)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	release()
 	if err != nil {
 		return nil, err
 	}
@@ -441,6 +452,27 @@ func (s *Server) connectBackend(st *startState) (*pgconn.HijackedConn, error) {
 		return nil, err
 	}
 	return hj, nil
+}
+
+// errConnectTurn: the startup timeout passed while other connections to the same resource
+// were being opened.
+var errConnectTurn = errors.New("other connections to its database were being opened for the whole startup_timeout (proxy.postgres.max_connecting at once)")
+
+// connectTurn waits until fewer than MaxConnecting backend connections to resource are
+// being opened, or ctx ends.
+func (s *Server) connectTurn(ctx context.Context, resource string) (release func(), err error) {
+	n := s.cfg.MaxConnecting
+	if n <= 0 {
+		n = 16
+	}
+	v, _ := s.connecting.LoadOrStore(resource, make(chan struct{}, n))
+	sem := v.(chan struct{})
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	case <-ctx.Done():
+		return nil, errConnectTurn
+	}
 }
 
 func (s *Server) authFailed(ctx context.Context, st *startState, se *startupError) {

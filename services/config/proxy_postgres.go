@@ -21,6 +21,11 @@ type PostgresProxy struct {
 	TLSKeyFile  string `yaml:"tls_key_file"`
 	// AllowPlaintextTokens lets non-loopback clients send tokens without TLS. Never in production.
 	AllowPlaintextTokens bool `yaml:"allow_plaintext_tokens"`
+	// MaxConnecting bounds the backend connections the proxy opens at once to one
+	// resource's database (default 16): a storm of clients (a fleet reconnecting after a
+	// restart) then waits its turn within startup_timeout instead of making PostgreSQL
+	// fork for all of them at once, which timed every one of them out.
+	MaxConnecting int `yaml:"max_connecting"`
 }
 
 func (p *PostgresProxy) applyDefaults() {
@@ -28,6 +33,7 @@ func (p *PostgresProxy) applyDefaults() {
 	def(&p.MaxMessageBytes, 16<<20)
 	def(&p.StartupTimeout, 10*time.Second)
 	def(&p.CatalogRefresh, time.Minute)
+	def(&p.MaxConnecting, 16)
 }
 
 func (p *PostgresProxy) validate(path string, ck *checker) {
@@ -37,6 +43,9 @@ func (p *PostgresProxy) validate(path string, ck *checker) {
 	}
 	if p.CatalogRefresh <= 0 {
 		ck.add(path+".catalog_refresh", "%s: must be positive", p.CatalogRefresh)
+	}
+	if p.MaxConnecting <= 0 {
+		ck.add(path+".max_connecting", "%d: must be positive", p.MaxConnecting)
 	}
 	if p.MaxMessageBytes < 1024 {
 		ck.add(path+".max_message_bytes", "%d is below the 1024-byte minimum", p.MaxMessageBytes)
