@@ -182,6 +182,8 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 			s.sessions.WithLabelValues(se.check).Inc()
 			s.log.Info("connection refused", "client", raw.RemoteAddr().String(), "check", se.check, "reason", se.msg)
 			if st != nil {
+				// A refusal at the startup deadline still reaches the client.
+				_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
 				_, _ = st.conn.Write(encode(pgError("FATAL", se.code, se.msg, "")))
 				s.authFailed(ctx, st, se)
 			}
