@@ -46,6 +46,10 @@ type Sweeper struct {
 	// Window bounds how far back sessions are looked at (by their start); default 7 days.
 	Window time.Duration
 	Log    *slog.Logger
+
+	// settled are forked sessions found ended (or not to be reopened), by the rows they had
+	// then: read again only once rows come or go.
+	settled map[string]uint64
 }
 
 // Run sweeps every Interval until ctx ends.
@@ -182,9 +186,9 @@ func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Du
 // at or past one of their ends: where a gateway's events met an end the sweeper recorded
 // (or anything else wrote there). Whether the gateway's branch wins is for
 // seal.Supersede to say, on the session's events.
-func ForkedSessions(ctx context.Context, ch driver.Conn, db string, window time.Duration) ([]string, error) {
+func ForkedSessions(ctx context.Context, ch driver.Conn, db string, window time.Duration) (map[string]uint64, error) {
 	since := uint64(time.Now().Add(-window).UnixMicro())
-	rows, err := ch.Query(ctx, `SELECT session_id FROM `+db+`.events
+	rows, err := ch.Query(ctx, `SELECT session_id, count() FROM `+db+`.events
 		WHERE time_us >= ? AND session_id GLOBAL IN (SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ?)
 		GROUP BY session_id
 		HAVING countIf(type = ?) > 0 AND maxIf(seq, type NOT IN (?, ?, ?)) >= minIf(seq, type = ?)
@@ -194,13 +198,14 @@ func ForkedSessions(ctx context.Context, ch driver.Conn, db string, window time.
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	out := map[string]uint64{} // session -> its rows
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		var n uint64
+		if err := rows.Scan(&id, &n); err != nil {
 			return nil, err
 		}
-		out = append(out, id)
+		out[id] = n
 	}
 	return out, rows.Err()
 }
@@ -208,12 +213,23 @@ func ForkedSessions(ctx context.Context, ch driver.Conn, db string, window time.
 // reopened are the forked sessions whose gateway's signed events superseded the sweeper's
 // end, and that no end closes any more: open again, with their last event.
 func (s *Sweeper) reopened(ctx context.Context) ([]OpenSession, error) {
-	ids, err := ForkedSessions(ctx, s.CH, s.Database, s.window())
+	forked, err := ForkedSessions(ctx, s.CH, s.Database, s.window())
 	if err != nil {
 		return nil, err
 	}
+	if s.settled == nil {
+		s.settled = map[string]uint64{}
+	}
+	for id := range s.settled {
+		if _, ok := forked[id]; !ok {
+			delete(s.settled, id) // out of the window
+		}
+	}
 	var out []OpenSession
-	for _, id := range ids {
+	for id, rows := range forked {
+		if n, ok := s.settled[id]; ok && n == rows {
+			continue
+		}
 		evs, err := auditstore.ReadSession(ctx, s.CH, s.Database, id)
 		if err != nil {
 			return nil, err
@@ -226,7 +242,9 @@ func (s *Sweeper) reopened(ctx context.Context) ([]OpenSession, error) {
 			}
 		}
 		var aliveErr error
+		pending := false // the answer depends on whether the gateway lives: ask again next time
 		kept, sup, problems := seal.Supersede(id, evs, s.Keys, func() bool {
+			pending = true
 			ok, err := bus.Alive(ctx, s.Gateways, gateway)
 			aliveErr = err
 			return ok || err != nil // unsure: treat as alive (not ended by us now)
@@ -238,6 +256,9 @@ func (s *Sweeper) reopened(ctx context.Context) ([]OpenSession, error) {
 		// follows it, and no end is left; ended again right after the signed event, never
 		// after anything someone without the key appended.
 		if len(sup) == 0 || len(problems) > 0 || slices.ContainsFunc(kept, func(e schemas.Event) bool { return e.Type == schemas.TypeSessionEnd }) {
+			if len(sup) > 0 || !pending {
+				s.settled[id] = rows // nothing changes that until rows come or go
+			}
 			continue
 		}
 		signed := sup[len(sup)-1]
