@@ -81,6 +81,8 @@ func newNATSCluster(t *testing.T, dirs map[string]string) *natsCluster {
 		conf := fmt.Sprintf(`server_name: %s
 listen: %s
 max_payload: 8MB
+ping_interval: "2s"
+ping_max: 3
 jetstream { store_dir: %q }
 cluster {
   name: gatehouse-chaos
