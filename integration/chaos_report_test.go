@@ -58,7 +58,7 @@ func writeChaosReport(t *testing.T, o chaosOptions, results []faultResult, inv *
 	b.WriteString("\n## Invariants\n\n")
 	fmt.Fprintf(&b, "- statements sent %d, answered %d; every answered one has db.query, decision, db.result.chunk, db.query.done in ClickHouse (waited %s)\n",
 		inv.sent, inv.answered, inv.trailWait.Round(time.Millisecond))
-	fmt.Fprintf(&b, "- exactly once: %d events after dedup, %d distinct ids, %d distinct (session, seq); %d rows before merging\n", inv.events, inv.ids, inv.positions, inv.rows)
+	fmt.Fprintf(&b, "- exactly once: %d events after dedup, %d distinct ids; outside the %d sessions with a superseded sweeper's end (checked by audit verify), %d events at %d distinct (session, seq); %d rows before merging\n", inv.events, inv.ids, inv.superseded, inv.positioned, inv.positions, inv.rows)
 	fmt.Fprintf(&b, "- forwarded to the database: %d statements, %d without a decision that allowed them\n", inv.forwarded, inv.forwardedUndecided)
 	fmt.Fprintf(&b, "- sessions: %d, %d ended and sealed (%d after a sweeper's end their gateway's signed events superseded); audit verify reports %v (incomplete: statements running when a proxy died, none answered)\n", inv.sessions, inv.ended, inv.superseded, inv.reported)
 	fmt.Fprintf(&b, "- SIEM sinks: answered statements not received %v; each had them all after the checks above plus %v; JetStream's backlog then: %v\n", inv.sinkMissing, inv.sinkCaughtUp, inv.backlog)
