@@ -27,7 +27,7 @@ type invariants struct {
 	answered, sent                  int
 	events, rows, ids, positions    int64
 	positioned                      int64 // events outside the sessions with a superseded end (positions counts theirs)
-	superseded                      int // sessions whose sweeper's end their gateway's signed events superseded
+	superseded                      int   // sessions whose sweeper's end their gateway's signed events superseded
 	sessions, ended                 int
 	reported                        map[string]int // verify's problems by kind
 	incomplete                      int
