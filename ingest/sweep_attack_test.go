@@ -24,24 +24,8 @@ func TestSweeperAttacksAreReported(t *testing.T) {
 	h := start(t)
 	sw, key, keys, gws := newSweeper(t, h)
 	alive := func(ctx context.Context, gw string) (bool, error) { return bus.Alive(ctx, gws, gw) }
-	read := func(id string, n int) []schemas.Event {
-		t.Helper()
-		var evs []schemas.Event
-		require.Eventually(t, func() bool {
-			var err error
-			evs, err = query.ReadSession(ctx, h.ch, "gh", id)
-			require.NoError(t, err)
-			return len(evs) == n
-		}, 30*time.Second, 20*time.Millisecond, "%s: %d events", id, n)
-		return evs
-	}
-	caughtUp := func() {
-		t.Helper()
-		require.Eventually(t, func() bool {
-			ci, err := ingestConsumerInfo(ctx, h)
-			return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
-		}, 30*time.Second, 20*time.Millisecond)
-	}
+	read := func(id string, n int) []schemas.Event { return h.waitEvents(t, id, n) }
+	caughtUp := func() { h.caughtUp(t) }
 
 	// 1. Truncation of a session its gateway ended and sealed: a well-formed gateway_lost
 	// end at 3, and rows 4..7 replaced (same session, position and id) by session.sealed
@@ -115,24 +99,8 @@ func TestSweeperAttacksSecondReview(t *testing.T) {
 	h := start(t)
 	sw, key, keys, gws := newSweeper(t, h)
 	alive := func(ctx context.Context, gw string) (bool, error) { return bus.Alive(ctx, gws, gw) }
-	count := func(id string, n int) []schemas.Event {
-		t.Helper()
-		var evs []schemas.Event
-		require.Eventually(t, func() bool {
-			var err error
-			evs, err = query.ReadSession(ctx, h.ch, "gh", id)
-			require.NoError(t, err)
-			return len(evs) == n
-		}, 30*time.Second, 20*time.Millisecond)
-		return evs
-	}
-	caughtUp := func() {
-		t.Helper()
-		require.Eventually(t, func() bool {
-			ci, err := ingestConsumerInfo(ctx, h)
-			return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
-		}, 30*time.Second, 20*time.Millisecond)
-	}
+	count := func(id string, n int) []schemas.Event { return h.waitEvents(t, id, n) }
+	caughtUp := func() { h.caughtUp(t) }
 	publishEvent := func(e schemas.Event, msgID string) {
 		t.Helper()
 		e.Hash, _ = e.ComputeHash()

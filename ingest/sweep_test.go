@@ -133,10 +133,7 @@ func TestSweeperEndsAgainWhatItsGatewayOvertook(t *testing.T) {
 	back.publish(key.Seal("back", back.last.Seq, back.last.Hash))
 	require.NoError(t, gws.Purge(ctx, "boot-1"))
 	require.Eventually(t, func() bool { return len(h.ends(t, "back")) == 2 }, 30*time.Second, 20*time.Millisecond)
-	require.Eventually(t, func() bool { // caught up: Sweep looks at the store
-		ci, err := ingestConsumerInfo(ctx, h)
-		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
-	}, 30*time.Second, 20*time.Millisecond)
+	h.caughtUp(t) // Sweep looks at the store
 	n, err = sw.Sweep(ctx)
 	require.NoError(t, err)
 	require.Zero(t, n, "events past the end that nothing of the gateway's signs leave the end standing")
@@ -171,12 +168,30 @@ func kindsOf(ps []seal.Problem) []string {
 	return out
 }
 
-func ingestConsumerInfo(ctx context.Context, h *harness) (*jetstream.ConsumerInfo, error) {
-	c, err := h.js.Consumer(ctx, bus.StreamAudit, ingest.ConsumerName)
-	if err != nil {
-		return nil, err
-	}
-	return c.Info(ctx)
+// caughtUp waits until ingest has stored everything published (the sweeper looks only then).
+func (h *harness) caughtUp(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		c, err := h.js.Consumer(context.Background(), bus.StreamAudit, ingest.ConsumerName)
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(context.Background())
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+	}, 30*time.Second, 20*time.Millisecond)
+}
+
+// waitEvents waits until session id has n events in the store, and returns them.
+func (h *harness) waitEvents(t *testing.T, id string, n int) []schemas.Event {
+	t.Helper()
+	var evs []schemas.Event
+	require.Eventually(t, func() bool {
+		var err error
+		evs, err = query.ReadSession(context.Background(), h.ch, "gh", id)
+		require.NoError(t, err)
+		return len(evs) == n
+	}, 30*time.Second, 20*time.Millisecond, "%s: %d events", id, n)
+	return evs
 }
 
 // newSweeper is a sweeper on h with a fresh audit key (its seals and attestations are the
