@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/gatehouse/gatehouse/schemas"
@@ -71,7 +72,14 @@ func (s Superseded) Problem(session string) Problem {
 func Supersede(session string, events []schemas.Event, keys map[string]ed25519.PublicKey, gatewayAlive func() bool) ([]schemas.Event, []Superseded, []Problem) {
 	var problems []Problem
 	signed := map[point]bool{} // events a key of keys signed
-	chain := events[:0:0]
+	attested := slices.ContainsFunc(events, func(e schemas.Event) bool { return e.Type == schemas.TypeSessionAttested })
+	if !attested && !hasSweeperEnd(events) {
+		return events, nil, nil // the common case: nothing to sort out, nothing copied
+	}
+	chain := events
+	if attested {
+		chain = make([]schemas.Event, 0, len(events))
+	}
 	for i := range events {
 		e := &events[i]
 		switch e.Type {
@@ -89,10 +97,12 @@ func Supersede(session string, events []schemas.Event, keys map[string]ed25519.P
 				signed[point{p.Events, p.LastHash}] = true
 			}
 		}
-		chain = append(chain, *e)
+		if attested {
+			chain = append(chain, *e)
+		}
 	}
-	if len(problems) == 0 && len(chain) == len(events) && !hasSweeperEnd(chain) {
-		return events, nil, nil
+	if !hasSweeperEnd(chain) {
+		return chain, nil, problems
 	}
 	f := newForks(chain, signed)
 	drop := map[int]bool{}
@@ -161,9 +171,11 @@ func Supersede(session string, events []schemas.Event, keys map[string]ed25519.P
 	return kept, sup, problems
 }
 
+// hasSweeperEnd: some session.end could be the sweeper's (whose canonical payload holds
+// the reason literally); most sessions have none, and cost no more than this look.
 func hasSweeperEnd(events []schemas.Event) bool {
 	for i := range events {
-		if events[i].Type == schemas.TypeSessionEnd {
+		if events[i].Type == schemas.TypeSessionEnd && bytes.Contains(events[i].Payload, []byte(ReasonGatewayLost)) {
 			return true
 		}
 	}
