@@ -6,6 +6,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -44,25 +45,37 @@ func Open(cfg config.ClickHouse) (driver.Conn, error) {
 	return conn, nil
 }
 
+// migration is one schema step: a statement, or a function for a step that must look
+// before it acts (a rebuild that resumes where a stopped run left it).
+type migration struct {
+	sql string
+	run func(ctx context.Context, conn driver.Conn, render func(string) string) error
+}
+
 // migrations are applied in order, once each. They use only what ClickHouse 18.16 has: no
 // DateTime64, Map, JSON, LowCardinality, IPv6 or TTL. Never edit one that has shipped; add
 // a new one.
-var migrations = []string{
-	`CREATE TABLE IF NOT EXISTS {db}.events (` + eventColumnDefsV1 + `) ENGINE = ReplacingMergeTree
+var migrations = []migration{
+	{sql: `CREATE TABLE IF NOT EXISTS {db}.events (` + eventColumnDefsV1 + `) ENGINE = ReplacingMergeTree
 	PARTITION BY toYYYYMM(date)
-	ORDER BY (session_id, seq, id)`,
+	ORDER BY (session_id, seq, id)`},
 	// 2-5: partitions per resource and month, so retention can drop a resource's old months
 	// (a partition key cannot be altered: copy into a new table and swap).
-	`CREATE TABLE IF NOT EXISTS {db}.events_by_resource (` + eventColumnDefsV1 + `) ENGINE = ReplacingMergeTree
+	{sql: `CREATE TABLE IF NOT EXISTS {db}.events_by_resource (` + eventColumnDefsV1 + `) ENGINE = ReplacingMergeTree
 	PARTITION BY (resource, toYYYYMM(date))
-	ORDER BY (session_id, seq, id)`,
-	`INSERT INTO {db}.events_by_resource (` + eventColumnsV1 + `) SELECT ` + eventColumnsV1 + ` FROM {db}.events`,
-	`RENAME TABLE {db}.events TO {db}.events_by_month, {db}.events_by_resource TO {db}.events`,
-	`DROP TABLE {db}.events_by_month`,
+	ORDER BY (session_id, seq, id)`},
+	{sql: `INSERT INTO {db}.events_by_resource (` + eventColumnsV1 + `) SELECT ` + eventColumnsV1 + ` FROM {db}.events`},
+	{sql: `RENAME TABLE {db}.events TO {db}.events_by_month, {db}.events_by_resource TO {db}.events`},
+	{sql: `DROP TABLE {db}.events_by_month`},
 	// 6: the caller's readable name next to the token subject (identity.name). Events
 	// recorded before it have '' (their envelope had no name; readers show the subject).
 	// ADD COLUMN only changes metadata, on a table of any size.
-	`ALTER TABLE {db}.events ADD COLUMN identity_name String DEFAULT '' AFTER identity_sub`,
+	{sql: `ALTER TABLE {db}.events ADD COLUMN identity_name String DEFAULT '' AFTER identity_sub`},
+	// 7: the first stored copy of an event wins (firstWins): the engine's version cannot be
+	// altered, so the table is rebuilt.
+	{run: func(ctx context.Context, conn driver.Conn, render func(string) string) error {
+		return rebuildFirstWins(ctx, conn, render, false)
+	}},
 }
 
 // eventColumnDefsV1 are the columns of the events table as migrations 1-5 created it
@@ -102,20 +115,26 @@ func migrate(ctx context.Context, conn driver.Conn, db string, upTo int) error {
 	if err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+db+".schema_migrations (version UInt32, applied DateTime) ENGINE = MergeTree ORDER BY version"); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	return applyMigrations(ctx, conn, db+".schema_migrations", "migration", migrations[:upTo], func(m string) string { return replaceDB(m, db) })
+	r := strings.NewReplacer("{db}", db)
+	return applyMigrations(ctx, conn, db+".schema_migrations", "migration", migrations[:upTo], r.Replace)
 }
 
-// applyMigrations runs the statements of list that table (version, applied) does not
-// count yet, in order, each rendered, and records each once it ran. Inserts go through a
-// batch: the native protocol sends data blocks, which every server version accepts (a
-// literal VALUES insert hangs on 18.16).
-func applyMigrations(ctx context.Context, conn driver.Conn, table, what string, list []string, render func(string) string) error {
+// applyMigrations runs the statements of list past the highest version table (version,
+// applied) records, in order, each rendered, and records each once it ran. Inserts go through a batch: the native protocol sends data blocks,
+// which every server version accepts (a literal VALUES insert hangs on 18.16).
+func applyMigrations(ctx context.Context, conn driver.Conn, table, what string, list []migration, render func(string) string) error {
 	var applied uint32
-	if err := conn.QueryRow(ctx, "SELECT toUInt32(count()) FROM "+table).Scan(&applied); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT toUInt32(max(version)) FROM "+table).Scan(&applied); err != nil {
 		return fmt.Errorf("read %s: %w", table, err)
 	}
 	for i := int(applied); i < len(list); i++ {
-		if err := conn.Exec(ctx, render(list[i])); err != nil {
+		var err error
+		if list[i].run != nil {
+			err = list[i].run(ctx, conn, render)
+		} else {
+			err = conn.Exec(ctx, render(list[i].sql))
+		}
+		if err != nil {
 			return fmt.Errorf("%s %d: %w", what, i+1, err)
 		}
 		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+table+" (version, applied)")
@@ -130,19 +149,6 @@ func applyMigrations(ctx context.Context, conn driver.Conn, table, what string, 
 		}
 	}
 	return nil
-}
-
-func replaceDB(s, db string) string {
-	out := []byte{}
-	for i := 0; i < len(s); i++ {
-		if i+4 <= len(s) && s[i:i+4] == "{db}" {
-			out = append(out, db...)
-			i += 3
-			continue
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
 }
 
 // EventColumns is the explicit column list every insert names (old servers need it): the

@@ -22,15 +22,19 @@ import (
 //
 // Applied migrations are recorded per server (an INSERT cannot be ON CLUSTER), so a
 // migration may run again when ingest next connects to another server: each one must be
-// idempotent (IF NOT EXISTS, IF EXISTS). Never edit one that has shipped; add a new one.
+// idempotent (IF NOT EXISTS, IF EXISTS, or looking first). Never edit one that has shipped; add a new one.
 // {cluster}, {zk} and {key} come from the configuration.
-var clusterMigrations = []string{
-	`CREATE TABLE IF NOT EXISTS {db}.events_local ON CLUSTER {cluster} (` + eventColumnDefsV2 + `)
+var clusterMigrations = []migration{
+	{sql: `CREATE TABLE IF NOT EXISTS {db}.events_local ON CLUSTER {cluster} (` + eventColumnDefsV2 + `)
 	ENGINE = ReplicatedReplacingMergeTree('{zk}/events_local', '{replica}')
 	PARTITION BY (resource, toYYYYMM(date))
-	ORDER BY (session_id, seq, id)`,
-	`CREATE TABLE IF NOT EXISTS {db}.events ON CLUSTER {cluster} (` + eventColumnDefsV2 + `)
-	ENGINE = Distributed({cluster}, {db}, events_local, {key})`,
+	ORDER BY (session_id, seq, id)`},
+	{sql: `CREATE TABLE IF NOT EXISTS {db}.events ON CLUSTER {cluster} (` + eventColumnDefsV2 + `)
+	ENGINE = Distributed({cluster}, {db}, events_local, {key})`},
+	// 3: the first stored copy of an event wins (firstWins): events_local is rebuilt.
+	{run: func(ctx context.Context, conn driver.Conn, render func(string) string) error {
+		return rebuildFirstWins(ctx, conn, render, true)
+	}},
 }
 
 // eventColumnDefsV2 are the events table's columns after migration 6, in EventColumns'
@@ -72,6 +76,10 @@ func MigrateStore(ctx context.Context, conn driver.Conn, cfg config.ClickHouse) 
 // cluster migrations. The servers need remote_servers with the cluster, macros {shard} and
 // {replica}, zookeeper and distributed_ddl (docs/operations.md).
 func MigrateCluster(ctx context.Context, conn driver.Conn, db string, cl config.ClickHouseCluster) error {
+	return migrateCluster(ctx, conn, db, cl, len(clusterMigrations))
+}
+
+func migrateCluster(ctx context.Context, conn driver.Conn, db string, cl config.ClickHouseCluster, upTo int) error {
 	if cl.Name == "" || cl.ZooKeeperPath == "" || cl.ShardingKey == "" {
 		return fmt.Errorf("cluster migrations need the cluster's name, zookeeper_path and sharding_key (clickhouse.cluster)")
 	}
@@ -93,5 +101,5 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, db string, cl config.
 		return fmt.Errorf("create schema_migrations_cluster: %w", err)
 	}
 	r := strings.NewReplacer("{db}", db, "{cluster}", cl.Name, "{zk}", cl.ZooKeeperPath, "{key}", cl.ShardingKey)
-	return applyMigrations(ctx, conn, db+".schema_migrations_cluster", "cluster migration", clusterMigrations, r.Replace)
+	return applyMigrations(ctx, conn, db+".schema_migrations_cluster", "cluster migration", clusterMigrations[:upTo], r.Replace)
 }

@@ -3,6 +3,8 @@ package ingest_test
 import (
 	"context"
 	"crypto/ed25519"
+	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -60,6 +62,8 @@ func testCluster(t *testing.T, zk *localdb.ZooKeeper, shards, replicas int) {
 	var sync string
 	require.NoError(t, conn.QueryRow(ctx, "SELECT value FROM system.settings WHERE name = 'insert_distributed_sync'").Scan(&sync))
 	require.Equal(t, "1", sync, "inserts into the Distributed table must be synchronous: ingest acks after them")
+
+	clusterUpgrade(t, conn, cfg, cl)
 
 	// Warnings (a failed insert, migrations retried) go to the test's log.
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -181,6 +185,31 @@ func testCluster(t *testing.T, zk *localdb.ZooKeeper, shards, replicas int) {
 	require.NoError(t, err)
 	require.Empty(t, v.Problems)
 	require.Equal(t, len(ended), v.Sessions)
+
+	// A sealed session's statement published again under its id, altered (a proxy's NATS
+	// credentials suffice): the store keeps the first row, on every replica.
+	victim := sessions[1]
+	forged := victim[1]
+	forged.Payload = (&schemas.DbQuery{QueryID: 1, SQL: "select 'forged'", Protocol: "simple"}).AppendJSON(nil)
+	forged.Hash, err = forged.ComputeHash()
+	require.NoError(t, err)
+	publishEvents(t, b.JS, []schemas.Event{forged})
+	require.Eventually(t, caughtUp, 60*time.Second, 50*time.Millisecond)
+	got, err := query.ReadSession(ctx, conn, "gh", victim[0].SessionID)
+	require.NoError(t, err)
+	require.Equal(t, victim, got, "the first stored row wins")
+	for _, s := range cl.Servers {
+		c, err := ingest.Open(config.ClickHouse{Address: s.Addr(), Username: "default"})
+		require.NoError(t, err)
+		defer c.Close()
+		var kept string
+		err = c.QueryRow(ctx, "SELECT payload FROM gh.events_local FINAL WHERE session_id = ? AND seq = 2", victim[0].SessionID).Scan(&kept)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // a shard without the session
+		}
+		require.NoError(t, err)
+		require.Equal(t, string(victim[1].Payload), kept, s.Addr())
+	}
 
 	// The sweeper's query (GLOBAL NOT IN over the Distributed table) finds the open ones.
 	opened, err := ingest.OpenSessions(ctx, conn, "gh", 24*time.Hour)
@@ -360,4 +389,54 @@ func counterValue(reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// clusterUpgrade: a store made by the first cluster migrations (events_local without the
+// version) with rows in it is rebuilt by the rest, its rows intact and on the same shards,
+// and nothing is left of the rebuild on any server.
+func clusterUpgrade(t *testing.T, conn driver.Conn, cfg config.ClickHouse, cl *chtest.Cluster) {
+	ctx := context.Background()
+	ucl := cfg.Cluster
+	ucl.ZooKeeperPath += "-up"
+	require.NoError(t, ingest.MigrateClusterTo(ctx, conn, "up", ucl, 2))
+	pub, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	key := &seal.Key{Private: priv, ID: seal.KeyID(pub)}
+	var want [][]schemas.Event
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO up.events ("+ingest.EventColumns+")")
+	require.NoError(t, err)
+	for i := 0; i < 12; i++ {
+		evs := clusterSession(t, key, fmt.Sprintf("u%02d", i), "orders", time.Now().UTC().Truncate(time.Millisecond).Add(-time.Hour), 2, true)
+		want = append(want, evs)
+		for j, e := range evs {
+			require.NoError(t, b.Append(e.Time, e.Time, uint64(e.Time.UnixMicro()), e.ID, e.Type, e.Code, e.SessionID, e.Seq, e.Resource,
+				e.Identity.Subject, e.Identity.Name, e.Identity.Issuer, e.Identity.Groups, e.Identity.Kind, e.Identity.OnBehalfOf, e.PolicyRevision, e.PrevHash, e.Hash, string(e.Payload), uint64(100*i+j+1), uint32(0)))
+		}
+	}
+	require.NoError(t, b.Send())
+	require.NoError(t, ingest.MigrateCluster(ctx, conn, "up", ucl))
+	require.NoError(t, ingest.MigrateCluster(ctx, conn, "up", ucl)) // applied once
+	for _, w := range want {
+		got, err := query.ReadSession(ctx, conn, "up", w[0].SessionID)
+		require.NoError(t, err)
+		require.Equal(t, w, got)
+	}
+	for _, s := range cl.Servers {
+		c, err := ingest.Open(config.ClickHouse{Address: s.Addr(), Username: "default"})
+		require.NoError(t, err)
+		defer c.Close()
+		var tables []string
+		rows, err := c.Query(ctx, "SELECT name FROM system.tables WHERE database = 'up' ORDER BY name")
+		require.NoError(t, err)
+		for rows.Next() {
+			var n string
+			require.NoError(t, rows.Scan(&n))
+			tables = append(tables, n)
+		}
+		require.NoError(t, rows.Err())
+		require.Equal(t, []string{"events", "events_local", "schema_migrations_cluster"}, tables, s.Addr())
+		var ver uint64
+		require.NoError(t, c.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = 'up' AND table = 'events_local' AND name = 'ver'").Scan(&ver))
+		require.Equal(t, uint64(1), ver, s.Addr())
+	}
 }

@@ -10,6 +10,9 @@ import (
 // MigrateTo applies the migrations up to version n (tests of upgrades).
 var MigrateTo = migrate
 
+// MigrateClusterTo applies the cluster migrations up to version n.
+var MigrateClusterTo = migrateCluster
+
 // EventColumnsV1 is the column list of an events table before migration 6.
 const EventColumnsV1 = eventColumnsV1
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -40,6 +41,7 @@ type Ingester struct {
 	cons jetstream.Consumer
 	// migrated: the schema is in place (Run migrates first when Start could not).
 	migrated bool
+	lease    *bus.Lease
 
 	rows    prometheus.Counter
 	invalid prometheus.Counter
@@ -69,8 +71,8 @@ func New(cfg Config, js jetstream.JetStream, ch driver.Conn, reg prometheus.Regi
 // migrations with backoff for as long as it takes, and events wait in JetStream meanwhile.
 func (in *Ingester) Start(ctx context.Context) error {
 	var err error
-	if err := MigrateStore(ctx, in.ch, config.ClickHouse{Database: in.cfg.Database, Cluster: in.cfg.Cluster}); err != nil {
-		in.log.Warn("clickhouse not ready; migrations will be retried", "err", err)
+	if err := in.migrate(ctx); err != nil {
+		in.log.Warn("schema migrations not applied yet (ClickHouse down, or another ingest copy migrating); retrying", "err", err)
 	} else {
 		in.migrated = true
 	}
@@ -89,6 +91,24 @@ func (in *Ingester) Start(ctx context.Context) error {
 	return nil
 }
 
+// migrate applies the schema's migrations holding the migration lease of this database, so
+// that of several ingest copies one migrates at a time (a rebuild copies the events table;
+// two at once would each take the other's table away). The lease is renewed while a long
+// copy runs and taken over from a copy that died holding it.
+func (in *Ingester) migrate(ctx context.Context) error {
+	if in.lease == nil {
+		kv, err := bus.OpenLocks(ctx, in.js)
+		if err != nil {
+			return err
+		}
+		host, _ := os.Hostname()
+		in.lease = &bus.Lease{KV: kv, Key: "migrations." + in.cfg.Database, Owner: fmt.Sprintf("ingest %s pid %d", host, os.Getpid()), TTL: 30 * time.Second}
+	}
+	return in.lease.Do(ctx, func(ctx context.Context) error {
+		return MigrateStore(ctx, in.ch, config.ClickHouse{Database: in.cfg.Database, Cluster: in.cfg.Cluster})
+	})
+}
+
 // Run fetches and inserts batches until ctx ends.
 func (in *Ingester) Run(ctx context.Context) error {
 	for backoff := 500 * time.Millisecond; !in.migrated; backoff = min(backoff*2, 10*time.Second) {
@@ -96,8 +116,8 @@ func (in *Ingester) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err := MigrateStore(ctx, in.ch, config.ClickHouse{Database: in.cfg.Database, Cluster: in.cfg.Cluster}); err != nil {
-			in.log.Warn("clickhouse not ready; retrying migrations", "backoff", backoff, "err", err)
+		if err := in.migrate(ctx); err != nil {
+			in.log.Warn("schema migrations not applied yet; retrying", "backoff", backoff, "err", err)
 			continue
 		}
 		in.migrated = true

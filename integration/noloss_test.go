@@ -103,7 +103,7 @@ func TestNoLoss(t *testing.T) {
 
 	// Ingest comes back while ClickHouse is still down: it waits and retries.
 	second := runIngest()
-	require.Eventually(t, func() bool { return strings.Contains(second.log.String(), "clickhouse not ready") }, time.Minute, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(second.log.String(), "schema migrations not applied yet") }, time.Minute, 50*time.Millisecond)
 	require.NoError(t, ch.Restart(ctx))
 	publish(14000, n)
 
