@@ -162,7 +162,13 @@ type process struct {
 
 func startProcess(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return startCommand(t, env, binary, args...)
+}
+
+// startCommand is startProcess for any command (the binary under another, as ip netns exec).
+func startCommand(t *testing.T, env []string, name string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &process{cmd: cmd, done: make(chan struct{}), log: &syncBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
@@ -171,7 +177,7 @@ func startProcess(t *testing.T, env []string, args ...string) *process {
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			t.Logf("--- gatehouse %s output:\n%s", strings.Join(args, " "), p.log.String())
+			t.Logf("--- %s %s output:\n%s", filepath.Base(name), strings.Join(args, " "), p.log.String())
 		}
 	})
 	return p
