@@ -9,8 +9,8 @@
 #                           pgbench, Node.js with npm (node-postgres), psycopg 3, rsyslog with
 #                           its TLS driver, sqlsmith, OpenSSH's server with sudo and rsync,
 #                           nginx (an upstream and a reverse proxy in the HTTP proxy's tests),
-#                           Chromium (the web console's browser tests) and ZooKeeper (the
-#                           ClickHouse cluster tests)
+#                           Chromium (the web console's browser tests), ZooKeeper (the
+#                           ClickHouse cluster tests) and iproute2 (network namespaces)
 #   install-deps.sh bench   that of running, plus what the bench commands compare against and
 #                           drive (make bench, make bench-http): pgbench, PgBouncer, nginx and wrk
 set -euo pipefail
@@ -69,6 +69,9 @@ if [ "$variant" = test ]; then
   # The ClickHouse cluster tests (two or more servers, replicated tables, ON CLUSTER) run
   # Debian's ZooKeeper (it brings a Java runtime).
   [ -e /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
+  # A NATS node is partitioned by the kernel in its tests: network namespaces, veth pairs
+  # and a bridge, with iproute2's ip.
+  have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 fi
 if [ "$variant" = test ] || [ "$variant" = bench ]; then
   # nginx serves files and reverse-proxies in the HTTP proxy's tests (services/dev/localnginx)
