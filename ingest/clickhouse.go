@@ -119,9 +119,11 @@ func migrate(ctx context.Context, conn driver.Conn, db string, upTo int) error {
 	return applyMigrations(ctx, conn, db+".schema_migrations", "migration", migrations[:upTo], r.Replace)
 }
 
-// applyMigrations runs the statements of list past the highest version table (version,
-// applied) records, in order, each rendered, and records each once it ran. Inserts go through a batch: the native protocol sends data blocks,
-// which every server version accepts (a literal VALUES insert hangs on 18.16).
+// applyMigrations runs the steps of list past the highest version table (version, applied)
+// records, in order, each rendered, and records each once it ran (the highest, not the
+// count: two copies that raced before the migration lease may have recorded one twice).
+// Inserts go through a batch: the native protocol sends data blocks, which every server
+// version accepts (a literal VALUES insert hangs on 18.16).
 func applyMigrations(ctx context.Context, conn driver.Conn, table, what string, list []migration, render func(string) string) error {
 	var applied uint32
 	if err := conn.QueryRow(ctx, "SELECT toUInt32(max(version)) FROM "+table).Scan(&applied); err != nil {

@@ -22,8 +22,8 @@ import (
 //
 // Applied migrations are recorded per server (an INSERT cannot be ON CLUSTER), so a
 // migration may run again when ingest next connects to another server: each one must be
-// idempotent (IF NOT EXISTS, IF EXISTS, or looking first). Never edit one that has shipped; add a new one.
-// {cluster}, {zk} and {key} come from the configuration.
+// idempotent (IF NOT EXISTS, IF EXISTS, or looking first). Never edit one that has
+// shipped; add a new one. {cluster}, {zk} and {key} come from the configuration.
 var clusterMigrations = []migration{
 	{sql: `CREATE TABLE IF NOT EXISTS {db}.events_local ON CLUSTER {cluster} (` + eventColumnDefsV2 + `)
 	ENGINE = ReplicatedReplacingMergeTree('{zk}/events_local', '{replica}')

@@ -141,7 +141,7 @@ type OpenSession struct {
 // runs the subquery once and gives its set to every shard (on one server it is a plain IN).
 func OpenSessions(ctx context.Context, ch driver.Conn, db string, window time.Duration) ([]OpenSession, error) {
 	since := uint64(time.Now().Add(-window).UnixMicro())
-	rows, err := ch.Query(ctx, `SELECT session_id, any(payload) FROM `+db+`.events
+	rows, err := ch.Query(ctx, `SELECT session_id, argMin(payload, stream_seq) FROM `+db+`.events
 		WHERE type = ? AND time_us >= ? AND session_id GLOBAL NOT IN (SELECT session_id FROM `+db+`.events WHERE type = ? AND time_us >= ?)
 		GROUP BY session_id LIMIT 10000`, schemas.TypeSessionStart, since, schemas.TypeSessionEnd, since)
 	if err != nil {

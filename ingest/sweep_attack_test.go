@@ -165,9 +165,10 @@ func TestSweeperAttacksSecondReview(t *testing.T) {
 		bySession[p.Session] = append(bySession[p.Session], p.Kind)
 	}
 	// Every row of the victim after its start published again, its end and seal included:
-	// the store keeps the first of two rows with the same key, so the session reads and
-	// verifies as its gateway sealed it (before this, the later row won: verify said cut).
-	require.Empty(t, bySession["victim"], "%+v", v.Problems)
+	// the store keeps the first of two rows with the same key, so the session reads as its
+	// gateway sealed it, and verify reports each later row as shadowed, nothing else
+	// (before this, the later row won: verify said cut).
+	require.Equal(t, []string{"shadowed", "shadowed", "shadowed", "shadowed"}, bySession["victim"], "%+v", v.Problems)
 	require.Equal(t, genuine, count("victim", 5))
 	require.Contains(t, bySession["ghost"], "missing", "%+v", v.Problems)
 	require.Contains(t, bySession["squat"], "cut", "%+v", v.Problems)

@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/bus"
+	"github.com/gatehouse/gatehouse/services/bus/bustest"
 )
 
 // TestNATSNodePartitionedByNetworkNamespace runs the three nodes of a JetStream cluster
@@ -114,29 +113,15 @@ cluster {
 	firstAfter := make(chan time.Time, 1)
 	done := make(chan error, 1)
 	go func() {
-		for i := range total {
-			id := fmt.Sprintf("ev-%04d", i)
-			for {
-				pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-				_, err := b.JS.Publish(pctx, bus.AuditSubject("demo", "s1", "db.query"), []byte(id), jetstream.WithMsgID(id))
-				pcancel()
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil {
-					done <- fmt.Errorf("event %s never acknowledged: %w", id, err)
-					return
-				}
-			}
+		done <- bustest.PublishStrict(ctx, b.JS, total, func(int) {
 			acked.Add(1)
-			if p := partitionedAt.Load(); p != 0 {
+			if partitionedAt.Load() != 0 {
 				select {
 				case firstAfter <- time.Now():
 				default:
 				}
 			}
-		}
-		done <- nil
+		})
 	}()
 	require.Eventually(t, func() bool { return acked.Load() >= total/3 }, time.Minute, 10*time.Millisecond)
 	lan.Partition(host)
@@ -173,17 +158,5 @@ cluster {
 	t.Logf("%s caught up %v after the partition healed", victim, time.Since(healed).Round(time.Millisecond))
 
 	// Every acknowledged event exactly once.
-	info, err := audit.Info(ctx)
-	require.NoError(t, err)
-	seen := map[string]int{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		var m *jetstream.RawStreamMsg
-		require.Eventually(t, func() bool { m, err = audit.GetMsg(ctx, seq); return err == nil }, 30*time.Second, 20*time.Millisecond, "message %d: %v", seq, err)
-		require.Equal(t, string(m.Data), m.Header.Get(nats.MsgIdHdr))
-		seen[string(m.Data)]++
-	}
-	require.EqualValues(t, total, info.State.Msgs, "no event stored twice")
-	for i := range total {
-		require.Equal(t, 1, seen[fmt.Sprintf("ev-%04d", i)], "event %d", i)
-	}
+	bustest.RequireExactlyOnce(ctx, t, audit, total)
 }

@@ -43,7 +43,8 @@ func TestSessionRowsReadsEveryRangeInOrder(t *testing.T) {
 	var got []uint64
 	for r.Next() {
 		var e schemas.Event
-		require.NoError(t, r.Scan(&e))
+		var at uint64
+		require.NoError(t, r.Scan(&e, &at))
 		require.Equal(t, "s", e.SessionID)
 		got = append(got, e.Seq)
 	}

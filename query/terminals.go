@@ -107,7 +107,10 @@ const terminalTypes = `('session.start', 'session.end', 'session.terminated', 's
 // the session at all.
 func (a *API) terminalEvents(c echo.Context, id string) (events []schemas.Event, found bool, err error) {
 	ctx := c.Request().Context()
-	rows, err := a.ch.Query(ctx, `SELECT `+auditstore.Columns+` FROM `+a.db+`.events WHERE session_id = ? AND type IN `+terminalTypes+` ORDER BY seq, id`, id)
+	// The first stored row of each key (see auditstore.ReadSession), chosen before the type
+	// is: a later row under a taken key cannot slip a terminal event in.
+	rows, err := a.ch.Query(ctx, `SELECT `+auditstore.Columns+` FROM (SELECT `+auditstore.Columns+` FROM `+a.db+`.events WHERE session_id = ?
+		ORDER BY seq, id, stream_seq LIMIT 1 BY seq, id) WHERE type IN `+terminalTypes+` ORDER BY seq, id`, id)
 	if err != nil {
 		return nil, false, err
 	}

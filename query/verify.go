@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gatehouse/gatehouse/schemas"
+	"github.com/gatehouse/gatehouse/services/auditstore"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 
@@ -129,9 +130,12 @@ func VerifySessions(ctx context.Context, ch driver.Conn, db string, sessions []s
 	v := Verification{Problems: []seal.Problem{}, Truncated: []seal.Problem{}, Superseded: []seal.Problem{}}
 	var dropped map[retainedKey]retainedBy
 	for _, id := range sessions {
-		evs, err := ReadSession(ctx, ch, db, id)
+		evs, shadows, err := auditstore.ReadSessionShadows(ctx, ch, db, id)
 		if err != nil {
 			return v, err
+		}
+		for _, sh := range shadows {
+			v.Problems = append(v.Problems, shadowProblem(id, sh))
 		}
 		if len(evs) == 0 {
 			v.Problems = append(v.Problems, seal.Problem{Session: id, Kind: "missing", Detail: "no events for this session"})
@@ -290,4 +294,18 @@ func cutSession(ctx context.Context, id string, evs []schemas.Event, alive Gatew
 	}
 	return &seal.Problem{Session: id, Seq: last.Seq, Kind: "cut", Detail: fmt.Sprintf(
 		"no session.end, and gateway process %s that served it is gone (crash?): its last event is %d at %s; the sweeper ends it as gateway_lost", start.Gateway, last.Seq, last.Time.Format(time.RFC3339))}, nil
+}
+
+// shadowProblem reports a row stored under a kept event's key with other content. A later
+// publication is ignored by every session read (the first stored row wins), but it is a
+// writer to GH_AUDIT trying to replace a recorded event, and reports that count rows as
+// stored (evidence, charts) may count it; the same stream position twice is an alteration
+// in the store itself.
+func shadowProblem(session string, sh auditstore.Shadow) seal.Problem {
+	if sh.Later {
+		return seal.Problem{Session: session, Seq: sh.Seq, Kind: "shadowed", Detail: fmt.Sprintf(
+			"event %s is stored again, later, under its id and position with other content: a publication that tried to replace it (the first stored is kept and read; the later row is ignored)", sh.ID)}
+	}
+	return seal.Problem{Session: session, Seq: sh.Seq, Kind: "altered", Detail: fmt.Sprintf(
+		"event %s is stored twice from one stream position with different content: altered in the store", sh.ID)}
 }

@@ -2,7 +2,6 @@ package bus_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -62,26 +60,12 @@ func TestClusterSurvivesANode(t *testing.T) {
 	var killed atomic.Bool
 	done := make(chan error, 1)
 	go func() {
-		for i := range total {
-			id := fmt.Sprintf("ev-%04d", i)
-			for {
-				pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-				_, err := b.JS.Publish(pctx, bus.AuditSubject("demo", "s1", "db.query"), []byte(id), jetstream.WithMsgID(id))
-				pcancel()
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil {
-					done <- fmt.Errorf("event %s never acknowledged: %w", id, err)
-					return
-				}
-			}
+		done <- bustest.PublishStrict(ctx, b.JS, total, func(int) {
 			acked.Add(1)
 			if killed.Load() {
 				ackedAfterKill.Add(1)
 			}
-		}
-		done <- nil
+		})
 	}()
 	require.Eventually(t, func() bool { return acked.Load() >= total/3 }, time.Minute, 10*time.Millisecond)
 	var down *embedded.Server
@@ -104,17 +88,5 @@ func TestClusterSurvivesANode(t *testing.T) {
 
 	// Every acknowledged event exactly once: each stored message, by sequence, from the
 	// new leader.
-	info, err := audit.Info(ctx)
-	require.NoError(t, err)
-	seen := map[string]int{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		var m *jetstream.RawStreamMsg
-		require.Eventually(t, func() bool { m, err = audit.GetMsg(ctx, seq); return err == nil }, 30*time.Second, 20*time.Millisecond, "message %d: %v", seq, err)
-		require.Equal(t, string(m.Data), m.Header.Get(nats.MsgIdHdr))
-		seen[string(m.Data)]++
-	}
-	require.EqualValues(t, total, info.State.Msgs, "no event stored twice")
-	for i := range total {
-		require.Equal(t, 1, seen[fmt.Sprintf("ev-%04d", i)], "event %d", i)
-	}
+	bustest.RequireExactlyOnce(ctx, t, audit, total)
 }

@@ -60,7 +60,7 @@ func (l *Lease) Do(ctx context.Context, fn func(context.Context) error) error {
 	go func() {
 		t := time.NewTicker(max(l.TTL/4, 10*time.Millisecond))
 		defer t.Stop()
-		cur := rev
+		cur, renewedAt := rev, time.Now()
 		defer func() { renewed <- cur }()
 		for {
 			select {
@@ -70,14 +70,18 @@ func (l *Lease) Do(ctx context.Context, fn func(context.Context) error) error {
 				r, err := l.KV.Update(hctx, l.Key, val, cur)
 				switch {
 				case err == nil:
-					cur = r
+					cur, renewedAt = r, time.Now()
 				case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) || isWrongSequence(err):
 					cancel(fmt.Errorf("lease %s lost: another holder took it", l.Key))
 					return
+				case time.Since(renewedAt) >= l.TTL/2:
+					// Cut off from NATS: a taker may take the lease once it has seen it
+					// unrenewed for a TTL, so stop well before (this holder's work must not
+					// overlap the taker's).
+					cancel(fmt.Errorf("lease %s lost: not renewed for %v (%v)", l.Key, time.Since(renewedAt).Round(time.Millisecond), err))
+					return
 				}
-				// Other errors (NATS unreachable a moment): try again at the next tick; a
-				// holder cut off for a TTL loses the lease to a taker, whose update then
-				// fails this one's next renewal.
+				// Other errors (NATS unreachable a moment): try again at the next tick.
 			}
 		}
 	}()

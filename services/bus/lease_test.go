@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gatehouse/gatehouse/services/bus"
@@ -99,4 +101,39 @@ func TestLeaseOneHolderAtATime(t *testing.T) {
 	v, err := kv.Get(ctx, "migrations.gh")
 	require.NoError(t, err)
 	require.Equal(t, "thief", string(v.Value()), "the loser does not delete the taker's lease")
+
+	// A holder cut off from NATS stops its work within half a TTL of its last renewal,
+	// before any taker (who waits a whole TTL) can start.
+	nc, err := nats.Connect(b.NC.ConnectedUrl())
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	cutKV, err := bus.OpenLocks(ctx, js)
+	require.NoError(t, err)
+	cut := &bus.Lease{KV: cutKV, Key: "migrations.cut", Owner: "cut", TTL: ttl}
+	working := make(chan struct{})
+	type result struct {
+		err error
+		d   time.Duration
+	}
+	stopped := make(chan result)
+	go func() {
+		var since time.Time
+		err := cut.Do(ctx, func(ctx context.Context) error {
+			since = time.Now()
+			close(working)
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		stopped <- result{err, time.Since(since)}
+	}()
+	<-working
+	nc.Close()
+	select {
+	case r := <-stopped:
+		require.ErrorContains(t, r.err, "not renewed")
+		require.Less(t, r.d, ttl, "stopped before a taker could take the lease")
+	case <-time.After(30 * time.Second):
+		t.Fatal("a holder cut off from NATS went on working")
+	}
 }

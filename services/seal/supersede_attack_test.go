@@ -11,7 +11,7 @@ import (
 )
 
 // What an outside reviewer did to the first version of Supersede, with a proxy's NATS
-// credentials (publish to any audit subject; ClickHouse's ReplacingMergeTree keeps the
+// credentials (publish to any audit subject; before migration 7 the store kept the
 // later of two rows with the same session, position and id). Each must be reported.
 
 // A session its gateway ended and sealed (g1..g7), truncated: rows 4..7 replaced by
