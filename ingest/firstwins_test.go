@@ -165,3 +165,47 @@ func TestMigrationToFirstWins(t *testing.T) {
 	require.NoError(t, ingest.Migrate(ctx, h.ch, "fresh"))
 	require.Contains(t, columns("fresh", "events"), "ver")
 }
+
+// An event is stored only under the resource and session its subject names: a proxy, whose
+// NATS credentials may not publish to _config, cannot slip in a control record (here a
+// policy change, which the evidence reports list) by naming _config in the body, nor file
+// an event under another session than its subject's. Both are counted as invalid.
+func TestEventsAreStoredUnderTheirSubject(t *testing.T) {
+	ctx := context.Background()
+	h := start(t)
+	forged := schemas.Event{ID: "pc-1", Type: schemas.TypePolicyChanged, Code: schemas.Codes[schemas.TypePolicyChanged], Time: time.Now().UTC().Truncate(time.Microsecond),
+		SessionID: "pc-1", Seq: 1, Resource: bus.ConfigResource, Identity: schemas.Identity{Subject: "alice"},
+		Payload: []byte(`{"kind":"policy","name":"prod","action":"deleted","diff":"- everything"}`)}
+	forged.Hash, _ = forged.ComputeHash()
+	h.publish(t, "demo", "pc-1", forged.AppendJSON(nil))
+	elsewhere := forged
+	elsewhere.ID, elsewhere.SessionID, elsewhere.Resource, elsewhere.Type = "q-1", "victim", "demo", schemas.TypeSessionEnd
+	elsewhere.Payload = (&schemas.SessionEnd{Reason: "client_closed"}).AppendJSON(nil)
+	elsewhere.Hash, _ = elsewhere.ComputeHash()
+	h.publish(t, "demo", "mine", elsewhere.AppendJSON(nil))
+	ok := elsewhere
+	ok.ID, ok.SessionID = "ok-1", "mine"
+	ok.Hash, _ = ok.ComputeHash()
+	h.publish(t, "demo", "mine", ok.AppendJSON(nil))
+	h.caughtUp(t)
+	var ids []string
+	rows, err := h.ch.Query(ctx, "SELECT id FROM gh.events ORDER BY id")
+	require.NoError(t, err)
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		ids = append(ids, id)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"ok-1"}, ids)
+	require.Equal(t, float64(2), counterValue(h.reg, "gatehouse_ingest_invalid_total"))
+
+	for subject, want := range map[string][2]string{
+		"gh.audit.demo.s1.batch": {"demo", "s1"}, "gh.audit._config.c1.policy.changed": {"_config", "c1"},
+		"gh.audit.demo": {}, "gh.audit..s1.x": {}, "gh.audit.demo..x": {}, "other.demo.s1.x": {}, "gh.audit.demo.s1": {},
+	} {
+		r, s, ok := ingest.AuditSubjectParts(subject)
+		require.Equal(t, want[0] != "", ok, subject)
+		require.Equal(t, want, [2]string{r, s}, subject)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -284,6 +285,12 @@ func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
 		if meta, err := m.Metadata(); err == nil {
 			seq = meta.Sequence.Stream
 		}
+		resource, session, ok := AuditSubjectParts(m.Subject())
+		if !ok {
+			in.log.Error("not an audit subject; not inserted (it stays in GH_AUDIT)", "subject", m.Subject(), "stream_seq", seq)
+			in.invalid.Inc()
+			continue
+		}
 		for i := 0; len(data) > 0 || i == 0; i++ {
 			line := data
 			if j := bytes.IndexByte(data, '\n'); j >= 0 {
@@ -297,10 +304,38 @@ func (in *Ingester) decode(msgs []jetstream.Msg) *columns {
 				in.invalid.Inc()
 				continue
 			}
+			// An event is stored under the resource and session its subject names: the NATS
+			// permissions that keep a proxy from publishing to _config (control records:
+			// policy changes, grants, revocations, retention runs) hold only if the body
+			// cannot claim another resource than the subject.
+			if ev.Resource != resource || ev.SessionID != session {
+				in.log.Error("event's resource or session is not its subject's; not inserted (it stays in GH_AUDIT)", "subject", m.Subject(),
+					"stream_seq", seq, "index", i, "event", ev.ID, "resource", ev.Resource, "session", ev.SessionID)
+				in.invalid.Inc()
+				continue
+			}
 			c.add(&ev, seq, uint32(i))
 		}
 	}
 	return c
+}
+
+// AuditSubjectParts splits an audit subject (bus.AuditSubject: gh.audit.<resource>.
+// <session>.<type>) into its resource and session.
+func AuditSubjectParts(subject string) (resource, session string, ok bool) {
+	rest, ok := strings.CutPrefix(subject, bus.SubjectAudit+".")
+	if !ok {
+		return "", "", false
+	}
+	resource, rest, ok = strings.Cut(rest, ".")
+	if !ok || resource == "" {
+		return "", "", false
+	}
+	session, _, ok = strings.Cut(rest, ".")
+	if !ok || session == "" {
+		return "", "", false
+	}
+	return resource, session, true
 }
 
 func sleep(ctx context.Context, d time.Duration) {

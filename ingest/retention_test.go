@@ -58,7 +58,7 @@ func TestRetentionDropsOldMonthsPerResourceLabelAndRecordsTheRun(t *testing.T) {
 		{"gone-db", day(2026, 6, 1)},  // removed resource: default, dropped
 		{"staging", day(2024, 1, 1)},  // no rule matches: default, dropped
 	} {
-		h.publish(t, e.resource, "x", event(t, e.resource, e.at))
+		h.publish(t, e.resource, e.resource+e.at.Format("20060102"), event(t, e.resource, e.at))
 	}
 	require.Eventually(t, func() bool { return h.count(t) == 10 }, 30*time.Second, 20*time.Millisecond)
 
@@ -151,7 +151,7 @@ func TestMigrationToResourcePartitionsKeepsEvents(t *testing.T) {
 func TestScheduledRetentionRunsOncePerIntervalAmongReplicas(t *testing.T) {
 	h := start(t)
 	ctx := context.Background()
-	h.publish(t, "staging", "x", event(t, "staging", time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)))
+	h.publish(t, "staging", "staging20240101", event(t, "staging", time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)))
 	require.Eventually(t, func() bool { return h.count(t) == 1 }, 30*time.Second, 20*time.Millisecond)
 	replica := func(name string) *ingest.Retention {
 		return &ingest.Retention{Database: "gh", CH: h.ch, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),

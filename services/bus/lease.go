@@ -27,7 +27,8 @@ type Lease struct {
 }
 
 // Do runs fn while holding the lease, and releases it afterwards. fn's context is
-// cancelled if the lease is lost (a renewal found another holder). When another holder's
+// cancelled if the lease is lost: a renewal found another holder, or no renewal went
+// through for half a TTL (a taker waits a whole one). When another holder's
 // lease is alive, Do returns ErrLeaseHeld at once without running fn: call it again later.
 func (l *Lease) Do(ctx context.Context, fn func(context.Context) error) error {
 	val := []byte(l.Owner)
