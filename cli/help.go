@@ -72,7 +72,7 @@ var commands = []command{
 		[]string{"gatehouse evidence changes"}},
 	{"evidence agents", "[--since T] [--until T] [--format csv|json]", "what AI agents did through the MCP server: per agent, the person it acted for, resource and tool, its calls counted by outcome and the rows returned (auditor token)",
 		[]string{"gatehouse evidence agents --since 2026-01-01T00:00:00Z --format json"}},
-	{"audit verify", "[--session ID | --since T] [--json]", "re-read the audit store (by default the sessions with events in the last 24 hours; it prints the range it covered) and report missing, reordered or altered events and unsealed sessions (exit 1 if any)",
+	{"audit verify", "[--session ID | --since T] [--json]", "re-read the audit store (by default the sessions with events in the last 24 hours; it prints the range it covered) and report missing, reordered, altered or shadowed events (a later row under a stored event's id), incomplete statements, cut and unsealed sessions (exit 1 if any); a sweeper's end its gateway overtook is listed as superseded",
 		[]string{"gatehouse audit verify", "gatehouse audit verify --since 2026-01-01T00:00:00Z --json"}},
 	{"audit retention", "[--dry-run] [--json]", "drop the months of the trail past their retention now (audit.retention; admin token), or list what would go",
 		[]string{"gatehouse audit retention --dry-run"}},
