@@ -425,16 +425,8 @@ func clusterUpgrade(t *testing.T, conn driver.Conn, cfg config.ClickHouse, cl *c
 		c, err := ingest.Open(config.ClickHouse{Address: s.Addr(), Username: "default"})
 		require.NoError(t, err)
 		defer c.Close()
-		var tables []string
-		rows, err := c.Query(ctx, "SELECT name FROM system.tables WHERE database = 'up' ORDER BY name")
-		require.NoError(t, err)
-		for rows.Next() {
-			var n string
-			require.NoError(t, rows.Scan(&n))
-			tables = append(tables, n)
-		}
-		require.NoError(t, rows.Err())
-		require.Equal(t, []string{"events", "events_local", "schema_migrations_cluster"}, tables, s.Addr())
+		require.Equal(t, []string{"events", "events_local", "schema_migrations_cluster"},
+			queryStrings(t, c, "SELECT name FROM system.tables WHERE database = 'up' ORDER BY name"), s.Addr())
 		var ver uint64
 		require.NoError(t, c.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = 'up' AND table = 'events_local' AND name = 'ver'").Scan(&ver))
 		require.Equal(t, uint64(1), ver, s.Addr())

@@ -107,18 +107,7 @@ func TestStoredEventsCannotBeReplaced(t *testing.T) {
 func TestMigrationToFirstWins(t *testing.T) {
 	h := start(t)
 	ctx := context.Background()
-	names := func(q string, args ...any) []string {
-		var out []string
-		rows, err := h.ch.Query(ctx, q, args...)
-		require.NoError(t, err)
-		for rows.Next() {
-			var n string
-			require.NoError(t, rows.Scan(&n))
-			out = append(out, n)
-		}
-		require.NoError(t, rows.Err())
-		return out
-	}
+	names := func(q string, args ...any) []string { return queryStrings(t, h.ch, q, args...) }
 	columns := func(db, table string) []string {
 		return names("SELECT name FROM system.columns WHERE database = ? AND table = ? ORDER BY name", db, table)
 	}
@@ -171,7 +160,6 @@ func TestMigrationToFirstWins(t *testing.T) {
 // policy change, which the evidence reports list) by naming _config in the body, nor file
 // an event under another session than its subject's. Both are counted as invalid.
 func TestEventsAreStoredUnderTheirSubject(t *testing.T) {
-	ctx := context.Background()
 	h := start(t)
 	forged := schemas.Event{ID: "pc-1", Type: schemas.TypePolicyChanged, Code: schemas.Codes[schemas.TypePolicyChanged], Time: time.Now().UTC().Truncate(time.Microsecond),
 		SessionID: "pc-1", Seq: 1, Resource: bus.ConfigResource, Identity: schemas.Identity{Subject: "alice"},
@@ -188,16 +176,7 @@ func TestEventsAreStoredUnderTheirSubject(t *testing.T) {
 	ok.Hash, _ = ok.ComputeHash()
 	h.publish(t, "demo", "mine", ok.AppendJSON(nil))
 	h.caughtUp(t)
-	var ids []string
-	rows, err := h.ch.Query(ctx, "SELECT id FROM gh.events ORDER BY id")
-	require.NoError(t, err)
-	for rows.Next() {
-		var id string
-		require.NoError(t, rows.Scan(&id))
-		ids = append(ids, id)
-	}
-	require.NoError(t, rows.Err())
-	require.Equal(t, []string{"ok-1"}, ids)
+	require.Equal(t, []string{"ok-1"}, queryStrings(t, h.ch, "SELECT id FROM gh.events ORDER BY id"))
 	require.Equal(t, float64(2), counterValue(h.reg, "gatehouse_ingest_invalid_total"))
 
 	for subject, want := range map[string][2]string{

@@ -63,6 +63,21 @@ func start(t *testing.T) *harness {
 	return &harness{js: b.JS, ch: conn, in: in, reg: reg}
 }
 
+// queryStrings runs a query of one String column and returns its rows.
+func queryStrings(t *testing.T, ch driver.Conn, q string, args ...any) []string {
+	t.Helper()
+	var out []string
+	rows, err := ch.Query(context.Background(), q, args...)
+	require.NoError(t, err)
+	for rows.Next() {
+		var v string
+		require.NoError(t, rows.Scan(&v))
+		out = append(out, v)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
 func (h *harness) publish(t *testing.T, resource, session string, data []byte) {
 	_, err := h.js.Publish(context.Background(), bus.AuditSubject(resource, session, "batch"), data)
 	require.NoError(t, err)

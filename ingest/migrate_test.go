@@ -47,14 +47,5 @@ func TestMigrationAddsIdentityName(t *testing.T) {
 	require.Equal(t, named, got)
 	require.NoError(t, schemas.VerifyChain(got))
 
-	var names []string
-	rows, err := h.ch.Query(ctx, "SELECT identity_name FROM old.events ORDER BY session_id, seq")
-	require.NoError(t, err)
-	for rows.Next() {
-		var n string
-		require.NoError(t, rows.Scan(&n))
-		names = append(names, n)
-	}
-	require.NoError(t, rows.Err())
-	require.Equal(t, []string{"svc-deployer", "", ""}, names)
+	require.Equal(t, []string{"svc-deployer", "", ""}, queryStrings(t, h.ch, "SELECT identity_name FROM old.events ORDER BY session_id, seq"))
 }
