@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -14,12 +15,32 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago, and that this process
+// has not handed out before. It is drawn from below Linux's ephemeral range (32768 and
+// up): a port from there (what listening on :0 gives) can be taken, between this call and
+// the server's bind, by any connection's own end or by another :0 listener — on a busy
+// machine that happened, and a test's server found its port taken.
 func FreePort() (int, error) {
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 200 {
+		p := 10000 + rand.IntN(22000)
+		if handedOut[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		handedOut[p] = true
+		return p, nil
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -27,6 +48,11 @@ func FreePort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+var (
+	portMu    sync.Mutex
+	handedOut = map[int]bool{}
+)
 
 // proc is a child server process.
 type proc struct {
