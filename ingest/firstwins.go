@@ -12,9 +12,11 @@ import (
 // JetStream stored first. Copies of one event (a redelivery, a journal replayed after a
 // crash) are identical, so which of them is kept does not matter; a different row under a
 // taken id can only be published later, and it is the one dropped when ClickHouse merges:
-// a writer to GH_AUDIT cannot replace what the store holds (readers report both rows until
-// the merge). The stream position is JetStream's, which no publisher chooses, and the
-// column is MATERIALIZED, so no insert can set it.
+// a writer to GH_AUDIT cannot replace what the store holds. Merges happen within a
+// partition only, so session reads do not rely on them: they take the first stored row of
+// each key themselves (auditstore.ReadSession), and verify reports a later one as shadowed.
+// The stream position is JetStream's, which no publisher chooses, and the column is
+// MATERIALIZED, so no insert can set it.
 const firstWinsColumn = `ver UInt64 MATERIALIZED 18446744073709551615 - stream_seq`
 
 // rebuildFirstWins moves the events table (on a cluster, events_local on every server) to
