@@ -405,6 +405,7 @@ func (p *Publisher) retry(pe *pending, err error) error {
 	// it are retried at once, not after a pause each (after a long outage thousands of
 	// them are in flight; a pause each held the recovery for seconds).
 	wait := time.Since(time.Unix(0, p.retried.Load())) > time.Second
+	var conflicts int
 	for time.Now().Before(deadline) {
 		p.retries.Inc()
 		p.log.Warn("event publish failed; retrying", "event", pe.id, "subject", pe.subject, "err", err)
@@ -413,8 +414,21 @@ func (p *Publisher) retry(pe *pending, err error) error {
 			backoff = min(backoff*2, 5*time.Second)
 		}
 		wait = true
+		m := p.msg(pe)
+		if bus.IsMsgIDInProcess(err) {
+			// The stream holds this message id as "in process": an earlier send of it was
+			// proposed and never applied (its leader lost its quorum to a partition), and
+			// JetStream refuses the id until its duplicate window passes (2 minutes) —
+			// while every message behind this one waits. After a few tries the message goes
+			// out under an id of its own: its events keep their ids, and the store keeps one
+			// row of each (a copy the stale proposal may still add is the same event).
+			if conflicts++; conflicts >= 3 {
+				m = copyMsg(m)
+				m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s~%d", pe.id, conflicts))
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = p.js.PublishMsg(ctx, p.msg(pe))
+		_, err = p.js.PublishMsg(ctx, m)
 		cancel()
 		if err == nil {
 			p.retried.Store(time.Now().UnixNano())
@@ -423,6 +437,16 @@ func (p *Publisher) retry(pe *pending, err error) error {
 	}
 	p.log.Error("events could not be published for 10 minutes; dropping them", "event", pe.id, "events", len(pe.types), "subject", pe.subject, "err", err)
 	return fmt.Errorf("publish event %s: %w", pe.id, err)
+}
+
+// copyMsg is m with a header of its own (the data is shared: it is not changed).
+func copyMsg(m *nats.Msg) *nats.Msg {
+	c := nats.NewMsg(m.Subject)
+	c.Data = m.Data
+	for k, v := range m.Header {
+		c.Header[k] = append([]string(nil), v...)
+	}
+	return c
 }
 
 // Close stops accepting events and waits until the spool is drained or ctx ends.

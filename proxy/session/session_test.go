@@ -89,7 +89,13 @@ func readSession(t *testing.T, b *bus.Bus, id string, want int) []schemas.Event 
 			var e schemas.Event
 			require.NoError(t, json.Unmarshal(line, &e))
 			if i == 0 {
-				require.Equal(t, m.Headers().Get(jetstream.MsgIDHeader), e.ID, "Nats-Msg-Id must be the first event's id")
+				// The first event's id, or that id and "~N" when JetStream held it as in
+				// process (TestMessageIDInProcessDoesNotHoldThePublisher).
+				msgID := m.Headers().Get(jetstream.MsgIDHeader)
+				if base, n, ok := strings.Cut(msgID, "~"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+					msgID = base
+				}
+				require.Equal(t, msgID, e.ID, "Nats-Msg-Id must be the first event's id")
 			}
 			if len(lines) == 1 {
 				require.Equal(t, bus.AuditSubject("demo", id, e.Type), m.Subject())

@@ -257,6 +257,18 @@ func RecordControl(ctx context.Context, js jetstream.JetStream, e schemas.Event)
 	return nil
 }
 
+// JSErrCodeMsgIDInProcess is JetStream's "duplicate message id is in process" (409): a
+// message with this id was proposed to the stream and not yet applied. nats.go names no
+// constant for it.
+const JSErrCodeMsgIDInProcess jetstream.ErrorCode = 10158
+
+// IsMsgIDInProcess says whether a publish was refused because a message with its id is in
+// process in the stream.
+func IsMsgIDInProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == JSErrCodeMsgIDInProcess
+}
+
 // Claim takes key in the locks bucket for whoever calls first: true for the first caller,
 // false for every later one (until the key expires with the bucket's week-long TTL). Keys
 // name a piece of work and its period ("retention.<unix time of the interval>"), so that

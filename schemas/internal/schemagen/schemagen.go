@@ -245,7 +245,7 @@ func RenderMarkdown(s *Schema) []byte {
 	b.WriteString("or several events of one session in sequence order, one JSON object per line, on subject\n")
 	b.WriteString("`gh.audit.<resource>.<session>.batch` (strict mode: a statement with its decision, then its results\n")
 	b.WriteString("with its end; buffered mode: the events of the statements within the linger time, `audit.linger`).\n")
-	b.WriteString("The message's `Nats-Msg-Id` is its first event's id, so a re-published message is deduplicated.\n")
+	b.WriteString("The message's `Nats-Msg-Id` is its first event's id, so a re-published message is deduplicated (or that id and `~N`, when JetStream kept refusing the id as in process: the store keeps one row of each event either way).\n")
 	b.WriteString("A message's data may be compressed: header `Gh-Encoding: s2` says it is one S2 block\n")
 	b.WriteString("(github.com/klauspost/compress/s2) holding the lines above; without the header it is the lines\n")
 	b.WriteString("themselves. Proxies compress every message of 512 bytes or more; readers decode with\n")
