@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/labstack/echo/v4"
 
@@ -379,5 +380,15 @@ func (a *API) storeError(err error) error {
 		return echo.NewHTTPError(499, "request cancelled")
 	}
 	a.log.Error("clickhouse query failed", "err", err)
-	return echo.NewHTTPError(http.StatusServiceUnavailable, "audit store unavailable: "+err.Error())
+	msg := "audit store unavailable: " + err.Error()
+	if exc := (*clickhouse.Exception)(nil); errors.As(err, &exc) && exc.Code == chUnknownTable {
+		msg += " (the audit store's tables are created and upgraded by ingest: while it applies a" +
+			" schema migration the events table is offline; its log says which and how far — see" +
+			" 'Upgrading the audit store' in docs/operations.md)"
+	}
+	return echo.NewHTTPError(http.StatusServiceUnavailable, msg)
 }
+
+// chUnknownTable is ClickHouse's UNKNOWN_TABLE: a table ingest has not created yet, or
+// one a migration has taken offline while it rebuilds it.
+const chUnknownTable = 60
