@@ -293,9 +293,21 @@ func (p *Publisher) send() {
 	}
 }
 
+// confirm waits for JetStream's acknowledgements in the order the messages went out, and
+// retries what failed.
 func (p *Publisher) confirm() {
 	defer close(p.done)
-	for in := range p.inflight {
+	var next *inflight // taken off p.inflight by a retry, its turn not come yet
+	for {
+		var in inflight
+		if next != nil {
+			in, next = *next, nil
+		} else {
+			var ok bool
+			if in, ok = <-p.inflight; !ok {
+				return
+			}
+		}
 		p.waiting.Store(in.p.at)
 		err := in.err
 		if err == nil {
@@ -304,49 +316,99 @@ func (p *Publisher) confirm() {
 			case err = <-in.fut.Err():
 			}
 		}
-		if err != nil {
-			err = p.retry(in.p, err)
-		}
-		p.spool.Dec()
-		p.bytes.Add(-in.p.size)
 		if err == nil {
-			for _, r := range in.p.segs {
-				r.seg.ack(r.n)
-			}
-			// Counted per type, not per event: a batch holds a few types many times.
-			var counts [16]struct {
-				t string
-				n int
-			}
-			k := 0
-		types:
-			for _, t := range in.p.types {
-				for i := range k {
-					if counts[i].t == t {
-						counts[i].n++
-						continue types
-					}
+			p.finish(in.p, nil)
+			continue
+		}
+		// The messages behind a failed one have usually failed too (an acknowledgement
+		// stall at a leader change fails every message in flight, thousands): those whose
+		// outcome is in are retried with it, together, not one round trip each.
+		window := []*pending{in.p}
+		errs := []error{err}
+	gather:
+		for len(window) < retryWindow {
+			select {
+			case more, ok := <-p.inflight:
+				if !ok {
+					break gather
 				}
-				if k == len(counts) {
-					p.published.WithLabelValues(t).Inc()
-					continue
+				err, done := outcome(more)
+				if !done {
+					next = &more
+					break gather
 				}
-				counts[k].t, counts[k].n = t, 1
-				k++
-			}
-			for _, c := range counts[:k] {
-				p.published.WithLabelValues(c.t).Add(float64(c.n))
+				window, errs = append(window, more.p), append(errs, err)
+			default:
+				break gather
 			}
 		}
-		p.waiting.Store(0)
-		if in.p.ack != nil {
-			in.p.ack <- err
+		p.retry(window, errs)
+		for i, pe := range window {
+			p.finish(pe, errs[i])
 		}
-		putBatchBuf(in.p.data)
-		putWireBuf(in.p.wire)
-		putTypes(in.p.types)
-		in.p.data, in.p.wire, in.p.msg, in.p.types, in.p.segs = nil, nil, nil, nil, nil
 	}
+}
+
+// retryWindow bounds the messages retried together.
+const retryWindow = 1024
+
+// outcome is in's acknowledgement or error if it has come (done).
+func outcome(in inflight) (err error, done bool) {
+	if in.err != nil {
+		return in.err, true
+	}
+	select {
+	case <-in.fut.Ok():
+		return nil, true
+	case err := <-in.fut.Err():
+		return err, true
+	default:
+		return nil, false
+	}
+}
+
+// finish accounts for an acknowledged message (err nil), or for one given up on, and tells
+// whoever waits for it.
+func (p *Publisher) finish(pe *pending, err error) {
+	p.spool.Dec()
+	p.bytes.Add(-pe.size)
+	if err == nil {
+		for _, r := range pe.segs {
+			r.seg.ack(r.n)
+		}
+		// Counted per type, not per event: a batch holds a few types many times.
+		var counts [16]struct {
+			t string
+			n int
+		}
+		k := 0
+	types:
+		for _, t := range pe.types {
+			for i := range k {
+				if counts[i].t == t {
+					counts[i].n++
+					continue types
+				}
+			}
+			if k == len(counts) {
+				p.published.WithLabelValues(t).Inc()
+				continue
+			}
+			counts[k].t, counts[k].n = t, 1
+			k++
+		}
+		for _, c := range counts[:k] {
+			p.published.WithLabelValues(c.t).Add(float64(c.n))
+		}
+	}
+	p.waiting.Store(0)
+	if pe.ack != nil {
+		pe.ack <- err
+	}
+	putBatchBuf(pe.data)
+	putWireBuf(pe.wire)
+	putTypes(pe.types)
+	pe.data, pe.wire, pe.msg, pe.types, pe.segs = nil, nil, nil, nil, nil
 }
 
 // Batches are encoded into buffers reused once JetStream has acknowledged them: a
@@ -394,49 +456,76 @@ func putWireBuf(b []byte) {
 	wireBufs.Put(&b)
 }
 
-// retry republishes synchronously until JetStream acknowledges. The message ID makes a
-// duplicate harmless: JetStream drops it within its duplicate window, and the audit store
-// keeps one event per ID after it. It gives up only after ten minutes, with a loud log line naming the
-// event, since at that point the process cannot hold events forever.
-func (p *Publisher) retry(pe *pending, err error) error {
+// retry republishes the messages whose errs are set until JetStream acknowledges them,
+// all of them in flight together, round after round; errs ends with what is left of each
+// (nil: acknowledged). The message ID makes a duplicate harmless: JetStream drops it within
+// its duplicate window, and the audit store keeps one event per ID after it. It gives up
+// only after ten minutes, with a loud log line naming each event, since at that point the
+// process cannot hold events forever.
+func (p *Publisher) retry(pes []*pending, errs []error) {
+	var todo []int
+	for i, err := range errs {
+		if err != nil {
+			todo = append(todo, i)
+		}
+	}
 	deadline := time.Now().Add(10 * time.Minute)
 	backoff := 50 * time.Millisecond
 	// Once a retry has gone through, JetStream is back: the messages that failed behind
-	// it are retried at once, not after a pause each (after a long outage thousands of
-	// them are in flight; a pause each held the recovery for seconds).
+	// it are retried at once, not after a pause (after a long outage thousands of them
+	// are in flight; a pause each held the recovery for seconds).
 	wait := time.Since(time.Unix(0, p.retried.Load())) > time.Second
-	var conflicts int
-	for time.Now().Before(deadline) {
-		p.retries.Inc()
-		p.log.Warn("event publish failed; retrying", "event", pe.id, "subject", pe.subject, "err", err)
+	conflicts := make([]int, len(pes))
+	futs := make([]jetstream.PubAckFuture, len(pes))
+	for len(todo) > 0 && time.Now().Before(deadline) {
+		first := pes[todo[0]]
+		p.retries.Add(float64(len(todo)))
+		p.log.Warn("event publish failed; retrying", "event", first.id, "subject", first.subject, "messages", len(todo), "err", errs[todo[0]])
 		if wait {
 			time.Sleep(backoff)
 			backoff = min(backoff*2, 5*time.Second)
 		}
 		wait = true
-		m := p.msg(pe)
-		if bus.IsMsgIDInProcess(err) {
-			// The stream holds this message id as "in process": an earlier send of it was
-			// proposed and never applied (its leader lost its quorum to a partition), and
-			// JetStream refuses the id until its duplicate window passes (2 minutes) —
-			// while every message behind this one waits. After a few tries the message goes
-			// out under an id of its own: its events keep their ids, and the store keeps one
-			// row of each (a copy the stale proposal may still add is the same event).
-			if conflicts++; conflicts >= 3 {
-				m = copyMsg(m)
-				m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s~%d", pe.id, conflicts))
+		for _, i := range todo {
+			pe, m := pes[i], p.msg(pes[i])
+			if bus.IsMsgIDInProcess(errs[i]) {
+				// The stream holds this message id as "in process": an earlier send of it
+				// was proposed and never applied (its leader lost its quorum to a
+				// partition), and JetStream refuses the id until its duplicate window passes
+				// (2 minutes) — while every message behind this one waits. After a few tries
+				// the message goes out under an id of its own: its events keep their ids, and
+				// the store keeps one row of each (a copy the stale proposal may still add is
+				// the same event).
+				if conflicts[i]++; conflicts[i] >= 3 {
+					m = copyMsg(m)
+					m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s~%d", pe.id, conflicts[i]))
+				}
+			}
+			futs[i], errs[i] = p.js.PublishMsgAsync(m)
+		}
+		left := todo[:0]
+		for _, i := range todo {
+			if errs[i] == nil {
+				select {
+				case <-futs[i].Ok():
+				case errs[i] = <-futs[i].Err():
+				}
+			}
+			if errs[i] != nil {
+				left = append(left, i)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = p.js.PublishMsg(ctx, m)
-		cancel()
-		if err == nil {
+		if len(left) < len(todo) {
 			p.retried.Store(time.Now().UnixNano())
-			return nil
+			wait = false
 		}
+		todo = left
 	}
-	p.log.Error("events could not be published for 10 minutes; dropping them", "event", pe.id, "events", len(pe.types), "subject", pe.subject, "err", err)
-	return fmt.Errorf("publish event %s: %w", pe.id, err)
+	for _, i := range todo {
+		pe := pes[i]
+		p.log.Error("events could not be published for 10 minutes; dropping them", "event", pe.id, "events", len(pe.types), "subject", pe.subject, "err", errs[i])
+		errs[i] = fmt.Errorf("publish event %s: %w", pe.id, errs[i])
+	}
 }
 
 // copyMsg is m with a header of its own (the data is shared: it is not changed).
