@@ -45,18 +45,14 @@ func (j *inProcessJS) conflict() error {
 	return &jetstream.APIError{Code: 409, ErrorCode: bus.JSErrCodeMsgIDInProcess, Description: "duplicate message id is in process"}
 }
 
+// PublishMsgAsync refuses through the acknowledgement, as JetStream does.
 func (j *inProcessJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
 	if j.refused(m) {
-		return nil, j.conflict()
+		f := &lostAck{m: m, ok: make(chan *jetstream.PubAck), err: make(chan error, 1)}
+		f.err <- j.conflict()
+		return f, nil
 	}
 	return j.JetStream.PublishMsgAsync(m, opts...)
-}
-
-func (j *inProcessJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	if j.refused(m) {
-		return nil, j.conflict()
-	}
-	return j.JetStream.PublishMsg(ctx, m, opts...)
 }
 
 // A message whose id JetStream holds as in process (after a partition healed, for its

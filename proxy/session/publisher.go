@@ -457,11 +457,17 @@ func putWireBuf(b []byte) {
 }
 
 // retry republishes the messages whose errs are set until JetStream acknowledges them,
-// all of them in flight together, round after round; errs ends with what is left of each
-// (nil: acknowledged). The message ID makes a duplicate harmless: JetStream drops it within
-// its duplicate window, and the audit store keeps one event per ID after it. It gives up
-// only after ten minutes, with a loud log line naming each event, since at that point the
-// process cannot hold events forever.
+// round after round, errs ending with what is left of each (nil: acknowledged). While
+// JetStream answers, a round sends every message left at once and then awaits them all
+// (after an acknowledgement stall thousands failed together; one round trip each held the
+// recovery for half a minute). After a round in which nothing went through, the next
+// sends only the first, as a probe, after a pause that grows: a server that is down, or a
+// leader without its quorum, is not sent the whole window again and again (each send to a
+// leader without quorum is one more proposal that may leave its id "in process"). The
+// message ID makes a duplicate harmless: JetStream drops it within its duplicate window,
+// and the audit store keeps one event per ID after it. It gives up only after ten minutes,
+// with a loud log line naming each event, since at that point the process cannot hold
+// events forever.
 func (p *Publisher) retry(pes []*pending, errs []error) {
 	var todo []int
 	for i, err := range errs {
@@ -473,20 +479,29 @@ func (p *Publisher) retry(pes []*pending, errs []error) {
 	backoff := 50 * time.Millisecond
 	// Once a retry has gone through, JetStream is back: the messages that failed behind
 	// it are retried at once, not after a pause (after a long outage thousands of them
-	// are in flight; a pause each held the recovery for seconds).
+	// are in flight).
 	wait := time.Since(time.Unix(0, p.retried.Load())) > time.Second
+	probe := false
 	conflicts := make([]int, len(pes))
 	futs := make([]jetstream.PubAckFuture, len(pes))
 	for len(todo) > 0 && time.Now().Before(deadline) {
 		first := pes[todo[0]]
-		p.retries.Add(float64(len(todo)))
-		p.log.Warn("event publish failed; retrying", "event", first.id, "subject", first.subject, "messages", len(todo), "err", errs[todo[0]])
 		if wait {
 			time.Sleep(backoff)
 			backoff = min(backoff*2, 5*time.Second)
 		}
-		wait = true
-		for _, i := range todo {
+		round := todo
+		if probe {
+			round = todo[:1]
+		}
+		p.retries.Add(float64(len(round)))
+		p.log.Warn("event publish failed; retrying", "event", first.id, "subject", first.subject, "messages", len(todo), "sending", len(round), "err", errs[todo[0]])
+		stalled := false
+		for _, i := range round {
+			if stalled {
+				futs[i] = nil // not sent this round; errs[i] stays as it was
+				continue
+			}
 			pe, m := pes[i], p.msg(pes[i])
 			if bus.IsMsgIDInProcess(errs[i]) {
 				// The stream holds this message id as "in process": an earlier send of it
@@ -502,24 +517,40 @@ func (p *Publisher) retry(pes []*pending, errs []error) {
 				}
 			}
 			futs[i], errs[i] = p.js.PublishMsgAsync(m)
+			// nats.go holds at most so many publishes awaiting their acknowledgement (the
+			// sender's count too): past that each call waits, then fails. The rest of the
+			// round waits for the next.
+			stalled = errors.Is(errs[i], jetstream.ErrTooManyStalledMsgs)
 		}
-		left := todo[:0]
+		left, acked := todo[:0], 0
 		for _, i := range todo {
-			if errs[i] == nil {
+			if futs[i] != nil && errs[i] == nil {
 				select {
 				case <-futs[i].Ok():
 				case errs[i] = <-futs[i].Err():
 				}
 			}
+			futs[i] = nil
 			if errs[i] != nil {
 				left = append(left, i)
+			} else {
+				acked++
 			}
 		}
-		if len(left) < len(todo) {
-			p.retried.Store(time.Now().UnixNano())
-			wait = false
-		}
 		todo = left
+		switch {
+		case acked == 0:
+			probe, wait = true, true
+		case acked*2 >= len(round):
+			// JetStream is back: everything left goes out at once.
+			p.retried.Store(time.Now().UnixNano())
+			probe, wait, backoff = false, false, 50*time.Millisecond
+		default:
+			// Some went through, most did not (a stream refusing some, a limit): all
+			// again, after a short pause.
+			p.retried.Store(time.Now().UnixNano())
+			probe, wait, backoff = false, true, 50*time.Millisecond
+		}
 	}
 	for _, i := range todo {
 		pe := pes[i]

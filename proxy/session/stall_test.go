@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ type stallJS struct {
 	stalled   bool
 	seen      map[string]bool
 	lost      []*lostAck // first sends swallowed while stalled, in the order sent
-	out, most int       // retries sent and not yet awaited to the end; the most at once
+	out, most int        // retries sent and not yet awaited to the end; the most at once
 }
 
 type lostAck struct {
@@ -122,7 +123,8 @@ func (j *stallJS) heal() {
 func TestRetriesAfterAnAckStallGoOutTogether(t *testing.T) {
 	b := bustest.Connect(t)
 	js := &stallJS{JetStream: b.JS, stalled: true, seen: map[string]bool{}}
-	pub := session.NewPublisher(js, session.PublisherOptions{Spool: 2000, Wait: time.Second}, prometheus.NewRegistry(), discard)
+	reg := prometheus.NewRegistry()
+	pub := session.NewPublisher(js, session.PublisherOptions{Spool: 2000, Wait: time.Second}, reg, discard)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -140,14 +142,64 @@ func TestRetriesAfterAnAckStallGoOutTogether(t *testing.T) {
 		require.NoError(t, s.End(ctx, "client_closed", nil, 0, 0))
 		sessions = append(sessions, s)
 	}
+	// A strict session's statement waits through the stall: it is answered only once its
+	// events are acknowledged, after the heal.
+	var healed atomic.Bool
+	strictDone := make(chan bool, 1)
+	strict := session.New(id, &config.Resource{Name: "demo", Type: "postgres", Audit: "strict"}, pub, fixedDecider{Effect: "allow", Rule: "r", Policy: "p"}, limits)
+	go func() {
+		// Start returns once session.start is acknowledged; the statement's decision
+		// once it is.
+		if err := strict.Start(ctx, &schemas.SessionStart{Protocol: "postgres"}); err != nil || !healed.Load() {
+			strictDone <- false
+			return
+		}
+		q := strict.OnQuery(ctx, "select 1", "simple", "")
+		r := strict.NewResult(q)
+		r.Columns([]schemas.Column{{Name: "v", TypeOID: 23}})
+		r.Row([][]byte{[]byte("1")})
+		r.Tag("SELECT 1")
+		r.Done("ok")
+		strictDone <- q.Decision.Allowed()
+	}()
+	waitLost := time.Now()
+	for js.lostCount() < 301 && time.Since(waitLost) < 10*time.Second {
+		time.Sleep(time.Millisecond) // the strict session's first send is swallowed too
+	}
 	lost := js.lostCount()
+	require.Greater(t, lost, 300, "the strict session's start was not sent")
+	healed.Store(true)
 	js.heal()
+	require.True(t, <-strictDone, "a strict statement was answered before its events were acknowledged")
+	require.NoError(t, strict.End(ctx, "client_closed", nil, 0, 0))
+	sessions = append(sessions, strict)
 	for _, s := range sessions {
 		evs := readSession(t, b, s.ID, 6)
 		slices.SortFunc(evs, func(a, b schemas.Event) int { return int(a.Seq) - int(b.Seq) })
 		require.NoError(t, schemas.VerifyChain(evs))
 	}
 	js.mu.Lock()
-	defer js.mu.Unlock()
-	require.GreaterOrEqual(t, js.most, lost/2, "of %d failed messages, at most %d retries were awaited at once", lost, js.most)
+	most := js.most
+	js.mu.Unlock()
+	require.GreaterOrEqual(t, most, lost/2, "of %d failed messages, at most %d retries were awaited at once", lost, most)
+	// Every message finished once: the spool is empty, and each event counted published
+	// once.
+	closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, pub.Close(closeCtx))
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var published, spooled float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "gatehouse_events_published_total":
+				published += m.GetCounter().GetValue()
+			case "gatehouse_events_spooled":
+				spooled += m.GetGauge().GetValue()
+			}
+		}
+	}
+	require.Equal(t, float64(6*len(sessions)), published)
+	require.Zero(t, spooled)
 }
