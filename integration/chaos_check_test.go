@@ -32,6 +32,9 @@ type invariants struct {
 	reported                        map[string]int // verify's problems by kind
 	incomplete                      int
 	forwarded, forwardedUndecided   int
+	httpSent, httpAnswered          int // the HTTP clients' share of sent and answered
+	backendReached                  int // HTTP requests that reached the backend
+	backendUndecided                int // of them, without an allowing decision in the trail
 	sinkMissing                     map[string]int
 	sinkCaughtUp                    map[string]time.Duration // when each sink had every answered statement
 	backlog                         map[string]string        // GH_AUDIT consumers' pending messages once the checks reach the sinks
@@ -50,20 +53,27 @@ type chaosStmt struct {
 	query   uint64
 }
 
-// chaosTrail is the trail in ClickHouse of the load's statements.
+// chaosTrail is the trail in ClickHouse of the load's statements and HTTP requests.
 type chaosTrail struct {
 	byMarker map[string]chaosStmt          // "k-i" → statement
 	kinds    map[chaosStmt]map[string]bool // event types present
 	effect   map[chaosStmt]string          // the decision's effect
-	status   map[chaosStmt]string          // db.query.done's status
+	status   map[chaosStmt]string          // db.query.done's (http.done's) status
 }
 
-var chaosResources = "resource IN ('demo', 'demo-strict')"
+var chaosResources = "resource IN ('demo', 'demo-strict', 'chaos-api', 'chaos-api-strict')"
+
+// chaosTrailTypes are the event types of a whole trail: a SQL statement's, an HTTP
+// request's.
+var chaosTrailTypes = map[bool][]string{
+	false: {schemas.TypeDbQuery, schemas.TypeDecision, schemas.TypeDbResultChunk, schemas.TypeDbQueryDone},
+	true:  {schemas.TypeHttpRequest, schemas.TypeDecision, schemas.TypeHttpResponse, schemas.TypeHttpDone},
+}
 
 func (c *chaosCluster) readTrail(ctx context.Context) (*chaosTrail, error) {
 	tr := &chaosTrail{byMarker: map[string]chaosStmt{}, kinds: map[chaosStmt]map[string]bool{}, effect: map[chaosStmt]string{}, status: map[chaosStmt]string{}}
 	rows, err := c.conn.Query(ctx, `SELECT session_id, type, payload FROM gatehouse.events FINAL
-		WHERE `+chaosResources+` AND type IN ('db.query', 'decision', 'db.result.chunk', 'db.query.done')`)
+		WHERE `+chaosResources+` AND type IN ('db.query', 'decision', 'db.result.chunk', 'db.query.done', 'http.request', 'http.response', 'http.done')`)
 	if err != nil {
 		return nil, err
 	}
@@ -76,8 +86,9 @@ func (c *chaosCluster) readTrail(ctx context.Context) (*chaosTrail, error) {
 		var p struct {
 			QueryID uint64 `json:"query_id"`
 			SQL     string `json:"sql"`
+			Path    string `json:"path"`
 			Effect  string `json:"effect"`
-			Status  string `json:"status"`
+			Status  any    `json:"status"` // a string; http.response's is a number
 		}
 		if err := json.Unmarshal([]byte(payload), &p); err != nil {
 			return nil, fmt.Errorf("%s event of session %s: %w", typ, sess, err)
@@ -88,14 +99,14 @@ func (c *chaosCluster) readTrail(ctx context.Context) (*chaosTrail, error) {
 		}
 		tr.kinds[s][typ] = true
 		switch typ {
-		case schemas.TypeDbQuery:
-			if m := chaosMarker.FindStringSubmatch(p.SQL); m != nil {
+		case schemas.TypeDbQuery, schemas.TypeHttpRequest:
+			if m := chaosMarker.FindStringSubmatch(p.SQL + p.Path); m != nil {
 				tr.byMarker[m[1]+"-"+m[2]] = s
 			}
 		case schemas.TypeDecision:
 			tr.effect[s] = p.Effect
-		case schemas.TypeDbQueryDone:
-			tr.status[s] = p.Status
+		case schemas.TypeDbQueryDone, schemas.TypeHttpDone:
+			tr.status[s], _ = p.Status.(string)
 		}
 	}
 	return tr, rows.Err()
@@ -111,10 +122,14 @@ func (tr *chaosTrail) missing(load *chaosLoad) []string {
 			}
 			s, ok := tr.byMarker[fmt.Sprintf("%d-%d", lc.k, r.i)]
 			k := tr.kinds[s]
+			whole := true
+			for _, typ := range chaosTrailTypes[lc.http] {
+				whole = whole && k[typ]
+			}
 			switch {
 			case !ok:
-				out = append(out, fmt.Sprintf("client %d (%s) statement %d: no db.query", lc.k, lc.db, r.i))
-			case !k[schemas.TypeDecision] || !k[schemas.TypeDbResultChunk] || !k[schemas.TypeDbQueryDone]:
+				out = append(out, fmt.Sprintf("client %d (%s) statement %d: no %s", lc.k, lc.db, r.i, chaosTrailTypes[lc.http][0]))
+			case !whole:
 				out = append(out, fmt.Sprintf("client %d (%s) statement %d (session %s query %d): only %v", lc.k, lc.db, r.i, s.session, s.query, k))
 			}
 		}
@@ -139,9 +154,15 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad, faults []fa
 		for _, r := range lc.snapshot() {
 			if r.i >= 0 {
 				inv.sent++
+				if lc.http {
+					inv.httpSent++
+				}
 			}
 			if r.ok {
 				inv.answered++
+				if lc.http {
+					inv.httpAnswered++
+				}
 			}
 		}
 	}
@@ -178,6 +199,10 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad, faults []fa
 			}
 		}
 	}
+
+	// Nothing reached the HTTP backend without a decision that allowed it (seen from the
+	// backend: what it received, whatever the trail says was forwarded).
+	checkBackend(inv, c.backend, tr)
 
 	// Sessions: ended and sealed, or reported.
 	var v query.Verification
@@ -363,8 +388,8 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad, faults []fa
 			inv.fail("sink %s never received %d answered statements", name, n)
 		}
 	}
-	t.Logf("invariants: %d statements sent, %d answered; %d events (%d rows before dedup, %d ids; %d events and %d positions outside sessions with a superseded end); %d forwarded, %d without an allowing decision; %d sessions, %d ended and sealed (%d of them after a superseded sweeper's end), verify reported %v; sinks missing %v; waits: trail %s, verify %s, sinks %s",
-		inv.sent, inv.answered, inv.events, inv.rows, inv.ids, inv.positioned, inv.positions, inv.forwarded, inv.forwardedUndecided, inv.sessions, inv.ended, inv.superseded, inv.reported, inv.sinkMissing,
+	t.Logf("invariants: %d statements sent, %d answered (of them HTTP requests: %d sent, %d answered); %d events (%d rows before dedup, %d ids; %d events and %d positions outside sessions with a superseded end); %d forwarded, %d without an allowing decision; %d HTTP requests reached the backend, %d without an allowing decision; %d sessions, %d ended and sealed (%d of them after a superseded sweeper's end), verify reported %v; sinks missing %v; waits: trail %s, verify %s, sinks %s",
+		inv.sent, inv.answered, inv.httpSent, inv.httpAnswered, inv.events, inv.rows, inv.ids, inv.positioned, inv.positions, inv.forwarded, inv.forwardedUndecided, inv.backendReached, inv.backendUndecided, inv.sessions, inv.ended, inv.superseded, inv.reported, inv.sinkMissing,
 		inv.trailWait.Round(time.Millisecond), inv.verifyWait.Round(time.Millisecond), inv.sinkWait.Round(time.Millisecond))
 	for _, f := range inv.failures {
 		t.Logf("invariant broken: %s", f)

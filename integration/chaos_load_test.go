@@ -46,6 +46,7 @@ type loadClient struct {
 	k      int
 	db     string // the resource
 	strict bool
+	http   bool // an HTTP client (chaos_http_test.go), not a SQL one
 
 	mu      sync.Mutex
 	records []stmtRecord
@@ -57,22 +58,37 @@ type chaosLoad struct {
 	wg      sync.WaitGroup
 }
 
-// startLoad starts n clients, alternating between the buffered and the strict resource.
+// startLoad starts n SQL clients, alternating between the buffered and the strict
+// resource, and two HTTP clients, one on each of chaos-api and chaos-api-strict.
 func startLoad(t *testing.T, c *chaosCluster, n int) *chaosLoad {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &chaosLoad{cancel: cancel}
-	for k := range n {
+	for k := range n + 2 {
 		lc := &loadClient{k: k, db: "demo"}
+		if k >= n {
+			lc.db, lc.http = "chaos-api", true
+		}
 		if k%2 == 1 {
-			lc.db, lc.strict = "demo-strict", true
+			lc.db, lc.strict = lc.db+"-strict", true
 		}
 		l.clients = append(l.clients, lc)
 		l.wg.Add(1)
-		go func() { defer l.wg.Done(); lc.run(ctx, c) }()
+		go func() {
+			defer l.wg.Done()
+			if lc.http {
+				lc.runHTTP(ctx, c)
+			} else {
+				lc.run(ctx, c)
+			}
+		}()
 	}
 	t.Cleanup(l.stop)
 	return l
 }
+
+// decided says whether the client's statement i needed a decision of the policy service
+// (the SQL clients' even ones; every HTTP request).
+func (lc *loadClient) decided(i int) bool { return lc.http || i%2 == 0 }
 
 func (lc *loadClient) run(ctx context.Context, c *chaosCluster) {
 	var conn *pgconn.PgConn
@@ -207,7 +223,7 @@ func (l *chaosLoad) wentOnSince(since time.Time, within time.Duration) (time.Dur
 				if lc.strict && (strict == 0 || at < strict) {
 					strict = at
 				}
-				if r.i%2 == 0 && (decided == 0 || at < decided) {
+				if lc.decided(r.i) && (decided == 0 || at < decided) {
 					decided = at
 				}
 			}
@@ -228,7 +244,7 @@ func (l *chaosLoad) longestGap(from, to time.Time, strict bool) time.Duration {
 			if !r.ok || r.end.Before(from) || r.end.After(to) {
 				continue
 			}
-			if strict && lc.strict || !strict && r.i%2 == 0 {
+			if strict && lc.strict || !strict && lc.decided(r.i) {
 				ends = append(ends, r.end)
 			}
 		}
@@ -247,8 +263,10 @@ type windowCounts struct {
 	okBuffered, okStrict     int
 	failBuffered, failStrict int // statements refused or failed
 	connectFailed            int // connection attempts that failed
-	// okInside are statements sent and answered wholly inside the window, by kind.
-	okInsideUncached, okInsideStrict int
+	// okInside are statements sent and answered wholly inside the window, by kind; those of
+	// the HTTP clients also on their own.
+	okInsideUncached, okInsideStrict         int
+	okInsideUncachedHTTP, okInsideStrictHTTP int
 }
 
 // counts counts the statements sent in [from, to).
@@ -274,11 +292,17 @@ func (l *chaosLoad) counts(from, to time.Time) windowCounts {
 				w.failBuffered++
 			}
 			if r.ok && r.end.Before(to) {
-				if r.i%2 == 0 {
+				if lc.decided(r.i) {
 					w.okInsideUncached++
+					if lc.http {
+						w.okInsideUncachedHTTP++
+					}
 				}
 				if lc.strict {
 					w.okInsideStrict++
+					if lc.http {
+						w.okInsideStrictHTTP++
+					}
 				}
 			}
 		}

@@ -20,8 +20,8 @@ func writeChaosReport(t *testing.T, o chaosOptions, results []faultResult, inv *
 	}
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# Chaos run (%s), %s\n\n", mode, time.Now().UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "Machine: %s, %d CPUs. Load: %d clients (half on demo, buffered; half on demo-strict, strict). Time: %s.\n\n",
-		host, runtime.NumCPU(), len(load.clients), strings.Join(phases, ", "))
+	fmt.Fprintf(&b, "Machine: %s, %d CPUs. Load: %d SQL clients (half on demo, buffered; half on demo-strict, strict) and 2 HTTP clients (chaos-api, buffered; chaos-api-strict, strict); \"statements\" below counts both. Time: %s.\n\n",
+		host, runtime.NumCPU(), len(load.clients)-2, strings.Join(phases, ", "))
 	b.WriteString("| fault | down | ready after | load recovered after | trail in ClickHouse after | answered during (buffered/strict) | refused during (buffered/strict) | connects failed | outcome |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	d := func(x time.Duration) string {
@@ -56,10 +56,10 @@ func writeChaosReport(t *testing.T, o chaosOptions, results []faultResult, inv *
 		}
 	}
 	b.WriteString("\n## Invariants\n\n")
-	fmt.Fprintf(&b, "- statements sent %d, answered %d; every answered one has db.query, decision, db.result.chunk, db.query.done in ClickHouse (waited %s)\n",
-		inv.sent, inv.answered, inv.trailWait.Round(time.Millisecond))
+	fmt.Fprintf(&b, "- statements sent %d, answered %d (HTTP requests: %d sent, %d answered); every answered one has db.query, decision, db.result.chunk, db.query.done (http.request, decision, http.response, http.done) in ClickHouse (waited %s)\n",
+		inv.sent, inv.answered, inv.httpSent, inv.httpAnswered, inv.trailWait.Round(time.Millisecond))
 	fmt.Fprintf(&b, "- exactly once: %d events after dedup, %d distinct ids; outside the %d sessions with a superseded sweeper's end (checked by audit verify), %d events at %d distinct (session, seq); %d rows before merging\n", inv.events, inv.ids, inv.superseded, inv.positioned, inv.positions, inv.rows)
-	fmt.Fprintf(&b, "- forwarded to the database: %d statements, %d without a decision that allowed them\n", inv.forwarded, inv.forwardedUndecided)
+	fmt.Fprintf(&b, "- forwarded to the database or the HTTP service: %d statements, %d without a decision that allowed them; as the HTTP service saw it: %d requests reached it, %d without an allowing decision in the trail\n", inv.forwarded, inv.forwardedUndecided, inv.backendReached, inv.backendUndecided)
 	fmt.Fprintf(&b, "- sessions: %d, %d ended and sealed (%d after a sweeper's end their gateway's signed events superseded); audit verify reports %v (incomplete: statements running when a proxy died, none answered)\n", inv.sessions, inv.ended, inv.superseded, inv.reported)
 	fmt.Fprintf(&b, "- SIEM sinks: answered statements not received %v; each had them all after the checks above plus %v; JetStream's backlog then: %v\n", inv.sinkMissing, inv.sinkCaughtUp, inv.backlog)
 	for _, n := range inv.notes {

@@ -96,7 +96,10 @@ type chaosCluster struct {
 	ch      *localdb.ClickHouse
 	conn    driver.Conn // ClickHouse, for the checks
 	pgPort  string
-	issuer  string
+	// httpProxy is proxy-http's base URL (https), backend the service behind it.
+	httpProxy string
+	backend   *chaosBackend
+	issuer    string
 	auditor string // a token of the auditors group
 	reader  string // a token of orders-readers (the load)
 
@@ -111,14 +114,14 @@ type chaosCluster struct {
 }
 
 // chaosTargets are the components the suite runs, each in its own process, in start order.
-var chaosTargets = []string{"nats-1", "nats-2", "nats-3", "dev-issuer", "policy", "approvals", "notifier", "ingest", "query", "sinks", "proxy-postgres"}
+var chaosTargets = []string{"nats-1", "nats-2", "nats-3", "dev-issuer", "policy", "approvals", "notifier", "ingest", "query", "sinks", "proxy-postgres", "proxy-http"}
 
 // chaosConfig writes the run's config: the demo config plus NATS as a cluster (a node's
 // process runs from its nats.server_config; every component connects to all three, each
 // stream and bucket with three replicas),
 // a second resource on the same database with audit: strict (demo stays buffered), quick
 // gateway liveness and sweeping, the spool directory, and three SIEM sinks.
-func chaosConfig(t *testing.T, sinks map[string]*sinkReceiver) string {
+func chaosConfig(t *testing.T, sinks map[string]*sinkReceiver, backend string) string {
 	src, err := os.ReadFile("../deploy/gatehouse.dev.yaml")
 	require.NoError(t, err)
 	c := string(src)
@@ -143,6 +146,7 @@ func chaosConfig(t *testing.T, sinks map[string]*sinkReceiver) string {
 policies:
 `)
 	replace("  - name: demo-orders\n    resources: [demo]\n", "  - name: demo-orders\n    resources: [demo, demo-strict]\n")
+	replace("\npolicies:\n", "\n"+fmt.Sprintf(chaosHTTPResources, backend, chaosBackendCredential)+"policies:\n"+chaosHTTPPolicy)
 	c += "sinks:\n"
 	for _, name := range []string{"siem-good", "siem-dead", "siem-slow"} {
 		c += fmt.Sprintf("  - {name: %s, type: http, url: %q, flush: 200ms}\n", name, sinks[name].URL())
@@ -161,10 +165,12 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 	for _, name := range []string{"siem-good", "siem-dead", "siem-slow"} {
 		c.sinks[name] = newSinkReceiver(t)
 	}
-	c.cfg = chaosConfig(t, c.sinks)
+	c.backend = newChaosBackend(t)
+	c.cfg = chaosConfig(t, c.sinks, c.backend.srv.URL)
 	c.nats = newNATSCluster(t, c.dirs)
 	issuerPort := freePort(t)
 	c.pgPort = freePort(t)
+	c.httpProxy = "https://127.0.0.1:" + freePort(t)
 	c.issuer = "http://127.0.0.1:" + issuerPort
 	keyFile := filepath.Join(t.TempDir(), "audit-signing.key")
 	_, err := seal.LoadKey(keyFile, true)
@@ -194,6 +200,7 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 		c.bases[target] = "http://127.0.0.1:" + port
 		c.start(target)
 	}
+	waitHTTPReady(t, strings.TrimPrefix(c.httpProxy, "https://"))
 	conn, err := ingest.Open(config.ClickHouse{Address: ch.Addr(), Username: "default"})
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
@@ -239,6 +246,9 @@ func (c *chaosCluster) env(target string) []string {
 	case target == "proxy-postgres":
 		// The proxy reaches NATS through links of its own, which the test can cut.
 		env = append(env, "GATEHOUSE_NATS_URL="+c.nats.proxyURL(), "GATEHOUSE_SPOOL_DIR="+c.spoolDir)
+	case target == "proxy-http":
+		env = append(env, "GATEHOUSE_NATS_URL="+c.nats.componentURL(), "GATEHOUSE_SPOOL_DIR="+filepath.Join(c.dirs[target], "spool"),
+			"GATEHOUSE_HTTP_PROXY_LISTEN="+strings.TrimPrefix(c.httpProxy, "https://"))
 	default:
 		env = append(env, "GATEHOUSE_NATS_URL="+c.nats.componentURL())
 	}

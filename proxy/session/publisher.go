@@ -488,7 +488,8 @@ func (p *Publisher) retry(pes []*pending, errs []error) {
 		first := pes[todo[0]]
 		if wait {
 			time.Sleep(backoff)
-			backoff = min(backoff*2, 5*time.Second)
+			// At most a second: a probe is one message, and the spool waits on it.
+			backoff = min(backoff*2, time.Second)
 		}
 		round := todo
 		if probe {
