@@ -89,19 +89,19 @@ func envDuration(t *testing.T, name string, d *time.Duration) {
 // chaosCluster is the split deployment, every component a process the test can kill and
 // start again on the same data directory and ports.
 type chaosCluster struct {
-	t       *testing.T
-	cfg     string       // the run's config file
-	common  []string     // every process's environment
-	nats    *natsCluster // the three NATS nodes and the links to and between them
-	ch      *localdb.ClickHouse
-	conn    driver.Conn // ClickHouse, for the checks
-	pgPort  string
+	t      *testing.T
+	cfg    string       // the run's config file
+	common []string     // every process's environment
+	nats   *natsCluster // the three NATS nodes and the links to and between them
+	ch     *localdb.ClickHouse
+	conn   driver.Conn // ClickHouse, for the checks
+	pgPort string
 	// httpProxy is proxy-http's base URL (https), backend the service behind it.
 	httpProxy string
 	backend   *chaosBackend
 	issuer    string
-	auditor string // a token of the auditors group
-	reader  string // a token of orders-readers (the load)
+	auditor   string // a token of the auditors group
+	reader    string // a token of orders-readers (the load)
 
 	sinks    map[string]*sinkReceiver
 	spoolDir string // the proxy's audit.spool_dir
