@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -33,8 +34,11 @@ type invariants struct {
 	incomplete                      int
 	forwarded, forwardedUndecided   int
 	httpSent, httpAnswered          int // the HTTP clients' share of sent and answered
+	sshSent, sshAnswered            int // the SSH clients'
 	backendReached                  int // HTTP requests that reached the backend
 	backendUndecided                int // of them, without an allowing decision in the trail
+	hostRan, hostUndecided          int // SSH commands the host ran; of them, without an allowing decision
+	latency                         map[string]string // answered statements' time to answer by kind of client: median, p90
 	sinkMissing                     map[string]int
 	sinkCaughtUp                    map[string]time.Duration // when each sink had every answered statement
 	backlog                         map[string]string        // GH_AUDIT consumers' pending messages once the checks reach the sinks
@@ -61,19 +65,21 @@ type chaosTrail struct {
 	status   map[chaosStmt]string          // db.query.done's (http.done's) status
 }
 
-var chaosResources = "resource IN ('demo', 'demo-strict', 'chaos-api', 'chaos-api-strict')"
+var chaosResources = "resource IN ('demo', 'demo-strict', 'chaos-api', 'chaos-api-strict', 'chaos-host', 'chaos-host-strict')"
 
-// chaosTrailTypes are the event types of a whole trail: a SQL statement's, an HTTP
-// request's.
-var chaosTrailTypes = map[bool][]string{
-	false: {schemas.TypeDbQuery, schemas.TypeDecision, schemas.TypeDbResultChunk, schemas.TypeDbQueryDone},
-	true:  {schemas.TypeHttpRequest, schemas.TypeDecision, schemas.TypeHttpResponse, schemas.TypeHttpDone},
+// chaosTrailTypes are the event types of a whole trail, by kind of client: a SQL
+// statement's, an HTTP request's, an SSH command's.
+var chaosTrailTypes = map[string][]string{
+	"sql":  {schemas.TypeDbQuery, schemas.TypeDecision, schemas.TypeDbResultChunk, schemas.TypeDbQueryDone},
+	"http": {schemas.TypeHttpRequest, schemas.TypeDecision, schemas.TypeHttpResponse, schemas.TypeHttpDone},
+	"ssh":  {schemas.TypeSshRequest, schemas.TypeDecision, schemas.TypeSshIo, schemas.TypeSshExit},
 }
 
 func (c *chaosCluster) readTrail(ctx context.Context) (*chaosTrail, error) {
 	tr := &chaosTrail{byMarker: map[string]chaosStmt{}, kinds: map[chaosStmt]map[string]bool{}, effect: map[chaosStmt]string{}, status: map[chaosStmt]string{}}
 	rows, err := c.conn.Query(ctx, `SELECT session_id, type, payload FROM gatehouse.events FINAL
-		WHERE `+chaosResources+` AND type IN ('db.query', 'decision', 'db.result.chunk', 'db.query.done', 'http.request', 'http.response', 'http.done')`)
+		WHERE `+chaosResources+` AND type IN ('db.query', 'decision', 'db.result.chunk', 'db.query.done', 'http.request', 'http.response', 'http.done',
+			'ssh.request', 'ssh.io', 'ssh.exit')`)
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +93,7 @@ func (c *chaosCluster) readTrail(ctx context.Context) (*chaosTrail, error) {
 			QueryID uint64 `json:"query_id"`
 			SQL     string `json:"sql"`
 			Path    string `json:"path"`
+			Command string `json:"command"`
 			Effect  string `json:"effect"`
 			Status  any    `json:"status"` // a string; http.response's is a number
 		}
@@ -99,8 +106,8 @@ func (c *chaosCluster) readTrail(ctx context.Context) (*chaosTrail, error) {
 		}
 		tr.kinds[s][typ] = true
 		switch typ {
-		case schemas.TypeDbQuery, schemas.TypeHttpRequest:
-			if m := chaosMarker.FindStringSubmatch(p.SQL + p.Path); m != nil {
+		case schemas.TypeDbQuery, schemas.TypeHttpRequest, schemas.TypeSshRequest:
+			if m := chaosMarker.FindStringSubmatch(p.SQL + p.Path + p.Command); m != nil {
 				tr.byMarker[m[1]+"-"+m[2]] = s
 			}
 		case schemas.TypeDecision:
@@ -123,12 +130,12 @@ func (tr *chaosTrail) missing(load *chaosLoad) []string {
 			s, ok := tr.byMarker[fmt.Sprintf("%d-%d", lc.k, r.i)]
 			k := tr.kinds[s]
 			whole := true
-			for _, typ := range chaosTrailTypes[lc.http] {
+			for _, typ := range chaosTrailTypes[lc.kind] {
 				whole = whole && k[typ]
 			}
 			switch {
 			case !ok:
-				out = append(out, fmt.Sprintf("client %d (%s) statement %d: no %s", lc.k, lc.db, r.i, chaosTrailTypes[lc.http][0]))
+				out = append(out, fmt.Sprintf("client %d (%s) statement %d: no %s", lc.k, lc.db, r.i, chaosTrailTypes[lc.kind][0]))
 			case !whole:
 				out = append(out, fmt.Sprintf("client %d (%s) statement %d (session %s query %d): only %v", lc.k, lc.db, r.i, s.session, s.query, k))
 			}
@@ -149,22 +156,35 @@ func (tr *chaosTrail) missing(load *chaosLoad) []string {
 func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad, faults []faultResult) *invariants {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	inv := &invariants{reported: map[string]int{}, sinkMissing: map[string]int{}, sinkCaughtUp: map[string]time.Duration{}}
+	inv := &invariants{reported: map[string]int{}, sinkMissing: map[string]int{}, sinkCaughtUp: map[string]time.Duration{}, latency: map[string]string{}}
+	took := map[string][]time.Duration{}
 	for _, lc := range load.clients {
 		for _, r := range lc.snapshot() {
 			if r.i >= 0 {
 				inv.sent++
-				if lc.http {
+				switch lc.kind {
+				case "http":
 					inv.httpSent++
+				case "ssh":
+					inv.sshSent++
 				}
 			}
 			if r.ok {
+				took[lc.kind] = append(took[lc.kind], r.end.Sub(r.start))
 				inv.answered++
-				if lc.http {
+				switch lc.kind {
+				case "http":
 					inv.httpAnswered++
+				case "ssh":
+					inv.sshAnswered++
 				}
 			}
 		}
+	}
+
+	for kind, ds := range took {
+		slices.Sort(ds)
+		inv.latency[kind] = fmt.Sprintf("median %s, p90 %s", ds[len(ds)/2].Round(100*time.Microsecond), ds[len(ds)*9/10].Round(100*time.Microsecond))
 	}
 
 	// The trail of every answered statement.
@@ -203,6 +223,7 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad, faults []fa
 	// Nothing reached the HTTP backend without a decision that allowed it (seen from the
 	// backend: what it received, whatever the trail says was forwarded).
 	checkBackend(inv, c.backend, tr)
+	checkHost(inv, c.sshLog, tr)
 
 	// Sessions: ended and sealed, or reported.
 	var v query.Verification
@@ -388,9 +409,9 @@ func checkInvariants(t *testing.T, c *chaosCluster, load *chaosLoad, faults []fa
 			inv.fail("sink %s never received %d answered statements", name, n)
 		}
 	}
-	t.Logf("invariants: %d statements sent, %d answered (of them HTTP requests: %d sent, %d answered); %d events (%d rows before dedup, %d ids; %d events and %d positions outside sessions with a superseded end); %d forwarded, %d without an allowing decision; %d HTTP requests reached the backend, %d without an allowing decision; %d sessions, %d ended and sealed (%d of them after a superseded sweeper's end), verify reported %v; sinks missing %v; waits: trail %s, verify %s, sinks %s",
-		inv.sent, inv.answered, inv.httpSent, inv.httpAnswered, inv.events, inv.rows, inv.ids, inv.positioned, inv.positions, inv.forwarded, inv.forwardedUndecided, inv.backendReached, inv.backendUndecided, inv.sessions, inv.ended, inv.superseded, inv.reported, inv.sinkMissing,
-		inv.trailWait.Round(time.Millisecond), inv.verifyWait.Round(time.Millisecond), inv.sinkWait.Round(time.Millisecond))
+	t.Logf("invariants: %d statements sent, %d answered (of them HTTP requests: %d sent, %d answered; SSH commands: %d sent, %d answered); %d events (%d rows before dedup, %d ids; %d events and %d positions outside sessions with a superseded end); %d forwarded, %d without an allowing decision; %d HTTP requests reached the backend, %d without an allowing decision; the SSH host ran %d commands, %d without an allowing decision; %d sessions, %d ended and sealed (%d of them after a superseded sweeper's end), verify reported %v; sinks missing %v; waits: trail %s, verify %s, sinks %s; time to answer: %v",
+		inv.sent, inv.answered, inv.httpSent, inv.httpAnswered, inv.sshSent, inv.sshAnswered, inv.events, inv.rows, inv.ids, inv.positioned, inv.positions, inv.forwarded, inv.forwardedUndecided, inv.backendReached, inv.backendUndecided, inv.hostRan, inv.hostUndecided, inv.sessions, inv.ended, inv.superseded, inv.reported, inv.sinkMissing,
+		inv.trailWait.Round(time.Millisecond), inv.verifyWait.Round(time.Millisecond), inv.sinkWait.Round(time.Millisecond), inv.latency)
 	for _, f := range inv.failures {
 		t.Logf("invariant broken: %s", f)
 	}

@@ -33,6 +33,10 @@ type fault struct {
 	// a strict statement and one that needed a decision, both sent since the injection,
 	// were answered (within a minute; a NATS node of three lost must stop nothing).
 	goOn   bool
+	// ssh: the fault reaches the SSH clients' path (proxy-ssh, the policy service, NATS),
+	// so their recovery is measured after it too (an SSH command costs the host about 0.4 s,
+	// several under the load: measured after every fault it would double the run).
+	ssh    bool
 	inject func()
 	remove func() // returns once the component is back (for a kill: started and ready)
 	check  func(w windowCounts, r *faultResult)
@@ -45,7 +49,9 @@ type faultResult struct {
 	removed  time.Time
 	down     time.Duration
 	ready    time.Duration // from the fault's removal to the component ready again
-	recovery time.Duration // from the fault's removal to every client answered again
+	recovery time.Duration // from the fault's removal to every SQL and HTTP client answered again
+	// sshRecovery: to every SSH client answered again (a command costs sshd about 0.4 s)
+	sshRecovery time.Duration
 	caughtUp time.Duration // from recovery to ClickHouse holding every client's last answered statement
 	wentOn   time.Duration // goOn: from the injection to the load answered again through the fault
 	during   windowCounts
@@ -60,8 +66,8 @@ func (r *faultResult) fail(format string, args ...any) {
 }
 
 func (r *faultResult) summary() string {
-	s := fmt.Sprintf("down %s, ready %s, load recovered %s, trail caught up %s; during: answered %d buffered / %d strict, refused %d buffered / %d strict, %d connections failed",
-		r.down.Round(time.Millisecond), r.ready.Round(time.Millisecond), r.recovery.Round(time.Millisecond), r.caughtUp.Round(time.Millisecond),
+	s := fmt.Sprintf("down %s, ready %s, load recovered %s (SSH %s), trail caught up %s; during: answered %d buffered / %d strict, refused %d buffered / %d strict, %d connections failed",
+		r.down.Round(time.Millisecond), r.ready.Round(time.Millisecond), r.recovery.Round(time.Millisecond), r.sshRecovery.Round(time.Millisecond), r.caughtUp.Round(time.Millisecond),
 		r.during.okBuffered, r.during.okStrict, r.during.failBuffered, r.during.failStrict, r.during.connectFailed)
 	if len(r.errors) > 0 {
 		s += "; errors: " + strings.Join(r.errors[:min(3, len(r.errors))], " | ")
@@ -81,8 +87,8 @@ func (r *faultResult) summary() string {
 // chaosFaults are the faults, in the order they run.
 func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
 	var out []fault
-	for _, target := range []string{"proxy-postgres", "proxy-http", "policy", "approvals", "notifier", "ingest", "query", "sinks"} {
-		f := fault{name: "kill -9 " + target, down: o.down,
+	for _, target := range []string{"proxy-postgres", "proxy-http", "proxy-ssh", "policy", "approvals", "notifier", "ingest", "query", "sinks"} {
+		f := fault{name: "kill -9 " + target, down: o.down, ssh: target == "proxy-ssh" || target == "policy",
 			inject: func() { c.kill(target) },
 			remove: func() { c.start(target) },
 		}
@@ -96,7 +102,10 @@ func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
 		}
 		out = append(out, f)
 	}
-	out = append(out, natsFaults(c, o)...)
+	for _, f := range natsFaults(c, o) {
+		f.ssh = true
+		out = append(out, f)
+	}
 	out = append(out, fault{name: "clickhouse down", down: o.chDown,
 		inject: func() { c.ch.Kill() },
 		remove: func() {
@@ -107,12 +116,13 @@ func chaosFaults(c *chaosCluster, o chaosOptions) []fault {
 			}
 		},
 	})
-	// The postgres proxy's statements (proxy-http keeps its own connections to NATS).
+	// The postgres proxy's statements (proxy-http and proxy-ssh keep their own connections
+	// to NATS).
 	failClosed := func(w windowCounts, r *faultResult) {
-		if n := w.okInsideUncached - w.okInsideUncachedHTTP; n > 0 {
+		if n := w.okInsideUncached - w.okInsideUncachedOther; n > 0 {
 			r.fail("fail closed: %d statements that needed a decision were answered while the proxy could not reach NATS", n)
 		}
-		if n := w.okInsideStrict - w.okInsideStrictHTTP; n > 0 {
+		if n := w.okInsideStrict - w.okInsideStrictOther; n > 0 {
 			r.fail("fail closed: %d strict statements were answered while the proxy could not reach NATS", n)
 		}
 	}
@@ -185,8 +195,18 @@ func runFault(t *testing.T, c *chaosCluster, load *chaosLoad, o chaosOptions, f 
 	r.removed = removed
 	f.remove()
 	r.ready = time.Since(removed)
+	// An SSH command costs the host about 0.4 s (sshd's session set-up, direct or through
+	// the gateway) and several under the load: the SSH clients' recovery is measured on its
+	// own, not to hide the others' behind it.
+	ssh := func(lc *loadClient) bool { return lc.kind == "ssh" }
 	var ok bool
-	r.recovery, ok = load.recoveredAfter(removed, o.recoverIn)
+	r.recovery, ok = load.recoveredAfter(removed, o.recoverIn, func(lc *loadClient) bool { return !ssh(lc) })
+	if ok && f.ssh {
+		var sshOK bool
+		if r.sshRecovery, sshOK = load.recoveredAfter(removed, o.recoverIn, ssh); !sshOK {
+			r.fail("the SSH clients did not recover within %s of the fault's removal: %v", o.recoverIn, load.errorsSince(removed))
+		}
+	}
 	r.during = load.counts(injected, removed)
 	r.errors = load.errorsBetween(injected, removed.Add(r.recovery))
 	if !ok {
@@ -223,8 +243,8 @@ func (c *chaosCluster) trailCaughtUp(last map[int]int, within time.Duration) (ti
 			if i < 0 {
 				continue
 			}
-			if c.chCount(ctx, "SELECT count() FROM gatehouse.events WHERE type IN (?, ?) AND position(payload, ?) > 0",
-				schemas.TypeDbQuery, schemas.TypeHttpRequest, fmt.Sprintf("chaos_%d_%d_", k, i)) < 1 {
+			if c.chCount(ctx, "SELECT count() FROM gatehouse.events WHERE type IN (?, ?, ?) AND position(payload, ?) > 0",
+				schemas.TypeDbQuery, schemas.TypeHttpRequest, schemas.TypeSshRequest, fmt.Sprintf("chaos_%d_%d_", k, i)) < 1 {
 				return false
 			}
 		}
@@ -329,7 +349,7 @@ func (s *sinkReceiver) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		n++
-		if e.Type == schemas.TypeDbQuery || e.Type == schemas.TypeHttpRequest {
+		if e.Type == schemas.TypeDbQuery || e.Type == schemas.TypeHttpRequest || e.Type == schemas.TypeSshRequest {
 			if m := chaosMarker.FindStringSubmatch(string(e.Payload)); m != nil {
 				markers = append(markers, m[1]+"-"+m[2])
 			}

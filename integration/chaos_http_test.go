@@ -144,25 +144,20 @@ func (lc *loadClient) runHTTP(ctx context.Context, c *chaosCluster) {
 			}
 		}
 		r.end = time.Now()
+		if ctx.Err() != nil && err != nil {
+			return // stopped by the test, not refused
+		}
 		var opErr *net.OpError
 		switch {
 		case err == nil:
 			r.ok = true
 		case errors.As(err, &opErr) && opErr.Op == "dial":
-			r.i, r.err = -1, "connect: "+shortErr(err) // the gateway is down
+			lc.connectFailed(ctx, err)
+			continue
 		default:
 			r.err = shortErr(err)
 		}
-		if ctx.Err() != nil && !r.ok {
-			return // stopped by the test, not refused
-		}
 		lc.add(r)
-		if r.i < 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
 	}
 }
 
@@ -174,6 +169,12 @@ func checkBackend(inv *invariants, b *chaosBackend, tr *chaosTrail) {
 	if badAuth > 0 {
 		inv.fail("%d requests reached the HTTP backend without the gateway's credential", badAuth)
 	}
+	inv.backendUndecided = checkReached(inv, "HTTP request", reached, tr)
+}
+
+// checkReached fails each marker that reached a backend without an allowing decision in the
+// trail (the first ten named), and returns how many did.
+func checkReached(inv *invariants, what string, reached map[string]bool, tr *chaosTrail) int {
 	bad := 0
 	for m := range reached {
 		s, ok := tr.byMarker[m]
@@ -182,15 +183,14 @@ func checkBackend(inv *invariants, b *chaosBackend, tr *chaosTrail) {
 			continue
 		}
 		if bad++; bad <= 10 {
-			inv.fail("HTTP request %s reached the backend with decision %q (in the trail: %v)", m, e, ok)
+			inv.fail("%s %s reached the backend with decision %q (in the trail: %v)", what, m, e, ok)
 		}
 	}
-	inv.backendUndecided = bad
+	return bad
 }
 
-// waitHTTPReady waits until proxy-http accepts connections (its /readyz is on the server's
-// HTTP port; the proxy's own listener is what the clients need).
-func waitHTTPReady(t *testing.T, addr string) {
+// waitListening waits until a proxy's listener accepts connections.
+func waitListening(t *testing.T, addr string) {
 	t.Helper()
 	_, ok := waitFor(time.Minute, func() bool {
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
@@ -199,5 +199,5 @@ func waitHTTPReady(t *testing.T, addr string) {
 		}
 		return err == nil
 	})
-	require.True(t, ok, "proxy-http not listening on %s", addr)
+	require.True(t, ok, "no proxy listening on %s", addr)
 }

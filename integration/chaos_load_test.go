@@ -46,7 +46,7 @@ type loadClient struct {
 	k      int
 	db     string // the resource
 	strict bool
-	http   bool // an HTTP client (chaos_http_test.go), not a SQL one
+	kind   string // sql, http (chaos_http_test.go) or ssh (chaos_ssh_test.go)
 
 	mu      sync.Mutex
 	records []stmtRecord
@@ -59,14 +59,18 @@ type chaosLoad struct {
 }
 
 // startLoad starts n SQL clients, alternating between the buffered and the strict
-// resource, and two HTTP clients, one on each of chaos-api and chaos-api-strict.
+// resource, then two HTTP clients (chaos-api, chaos-api-strict) and two SSH clients
+// (chaos-host, chaos-host-strict).
 func startLoad(t *testing.T, c *chaosCluster, n int) *chaosLoad {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &chaosLoad{cancel: cancel}
-	for k := range n + 2 {
-		lc := &loadClient{k: k, db: "demo"}
-		if k >= n {
-			lc.db, lc.http = "chaos-api", true
+	for k := range n + 4 {
+		lc := &loadClient{k: k, db: "demo", kind: "sql"}
+		switch {
+		case k >= n+2:
+			lc.db, lc.kind = "chaos-host", "ssh"
+		case k >= n:
+			lc.db, lc.kind = "chaos-api", "http"
 		}
 		if k%2 == 1 {
 			lc.db, lc.strict = lc.db+"-strict", true
@@ -75,9 +79,12 @@ func startLoad(t *testing.T, c *chaosCluster, n int) *chaosLoad {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			if lc.http {
+			switch lc.kind {
+			case "http":
 				lc.runHTTP(ctx, c)
-			} else {
+			case "ssh":
+				lc.runSSH(ctx, c)
+			default:
 				lc.run(ctx, c)
 			}
 		}()
@@ -86,9 +93,12 @@ func startLoad(t *testing.T, c *chaosCluster, n int) *chaosLoad {
 	return l
 }
 
+// otherClients are the load's clients of proxy-http and proxy-ssh, after the SQL ones.
+const otherClients = 4
+
 // decided says whether the client's statement i needed a decision of the policy service
-// (the SQL clients' even ones; every HTTP request).
-func (lc *loadClient) decided(i int) bool { return lc.http || i%2 == 0 }
+// (the SQL clients' even ones; every HTTP request and SSH command).
+func (lc *loadClient) decided(i int) bool { return lc.kind != "sql" || i%2 == 0 }
 
 func (lc *loadClient) run(ctx context.Context, c *chaosCluster) {
 	var conn *pgconn.PgConn
@@ -105,11 +115,7 @@ func (lc *loadClient) run(ctx context.Context, c *chaosCluster) {
 			cancel()
 			if err != nil {
 				conn = nil
-				lc.add(stmtRecord{i: -1, start: time.Now(), end: time.Now(), err: "connect: " + shortErr(err)})
-				select { // the gateway is down: try again shortly
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond):
-				}
+				lc.connectFailed(ctx, err)
 				continue
 			}
 		}
@@ -132,6 +138,16 @@ func (lc *loadClient) run(ctx context.Context, c *chaosCluster) {
 			return // stopped by the test, not refused
 		}
 		lc.add(r)
+	}
+}
+
+// connectFailed records a failed connection attempt and waits a little before the next
+// (the gateway is down: try again shortly).
+func (lc *loadClient) connectFailed(ctx context.Context, err error) {
+	lc.add(stmtRecord{i: -1, start: time.Now(), end: time.Now(), err: "connect: " + shortErr(err)})
+	select {
+	case <-ctx.Done():
+	case <-time.After(100 * time.Millisecond):
 	}
 }
 
@@ -183,13 +199,16 @@ func (l *chaosLoad) waitAnswered(t *testing.T, n int, within time.Duration) {
 	require.True(t, ok, "the load did not get %d statements answered within %s: %v", n, within, l.errorsSince(time.Time{}))
 }
 
-// recoveredAfter waits until every client has had a statement answered that it sent at or
+// recoveredAfter waits until every client which selects has had a statement answered that it sent at or
 // after since, and returns how long after since the last of them was answered.
-func (l *chaosLoad) recoveredAfter(since time.Time, within time.Duration) (time.Duration, bool) {
+func (l *chaosLoad) recoveredAfter(since time.Time, within time.Duration, which func(*loadClient) bool) (time.Duration, bool) {
 	var worst time.Duration
 	_, ok := waitFor(within, func() bool {
 		worst = 0
 		for _, lc := range l.clients {
+			if !which(lc) {
+				continue
+			}
 			found := false
 			for _, r := range lc.snapshot() {
 				if r.ok && !r.start.Before(since) {
@@ -264,9 +283,9 @@ type windowCounts struct {
 	failBuffered, failStrict int // statements refused or failed
 	connectFailed            int // connection attempts that failed
 	// okInside are statements sent and answered wholly inside the window, by kind; those of
-	// the HTTP clients also on their own.
-	okInsideUncached, okInsideStrict         int
-	okInsideUncachedHTTP, okInsideStrictHTTP int
+	// the clients of proxy-http and proxy-ssh also on their own.
+	okInsideUncached, okInsideStrict           int
+	okInsideUncachedOther, okInsideStrictOther int
 }
 
 // counts counts the statements sent in [from, to).
@@ -294,14 +313,14 @@ func (l *chaosLoad) counts(from, to time.Time) windowCounts {
 			if r.ok && r.end.Before(to) {
 				if lc.decided(r.i) {
 					w.okInsideUncached++
-					if lc.http {
-						w.okInsideUncachedHTTP++
+					if lc.kind != "sql" {
+						w.okInsideUncachedOther++
 					}
 				}
 				if lc.strict {
 					w.okInsideStrict++
-					if lc.http {
-						w.okInsideStrictHTTP++
+					if lc.kind != "sql" {
+						w.okInsideStrictOther++
 					}
 				}
 			}

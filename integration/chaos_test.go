@@ -19,6 +19,8 @@ import (
 	"github.com/gatehouse/gatehouse/services/config"
 	"github.com/gatehouse/gatehouse/services/dev/localdb"
 	"github.com/gatehouse/gatehouse/services/dev/localdb/chtest"
+	"github.com/gatehouse/gatehouse/services/dev/localssh"
+	"github.com/gatehouse/gatehouse/services/dev/localssh/sshtest"
 	"github.com/gatehouse/gatehouse/services/seal"
 )
 
@@ -99,6 +101,10 @@ type chaosCluster struct {
 	// httpProxy is proxy-http's base URL (https), backend the service behind it.
 	httpProxy string
 	backend   *chaosBackend
+	// sshProxy is proxy-ssh's address; sshLog the file on the SSH host where the load's
+	// commands record themselves.
+	sshProxy string
+	sshLog   string
 	issuer    string
 	auditor   string // a token of the auditors group
 	reader    string // a token of orders-readers (the load)
@@ -114,14 +120,14 @@ type chaosCluster struct {
 }
 
 // chaosTargets are the components the suite runs, each in its own process, in start order.
-var chaosTargets = []string{"nats-1", "nats-2", "nats-3", "dev-issuer", "policy", "approvals", "notifier", "ingest", "query", "sinks", "proxy-postgres", "proxy-http"}
+var chaosTargets = []string{"nats-1", "nats-2", "nats-3", "dev-issuer", "policy", "approvals", "notifier", "ingest", "query", "sinks", "proxy-postgres", "proxy-http", "proxy-ssh"}
 
 // chaosConfig writes the run's config: the demo config plus NATS as a cluster (a node's
 // process runs from its nats.server_config; every component connects to all three, each
 // stream and bucket with three replicas),
 // a second resource on the same database with audit: strict (demo stays buffered), quick
 // gateway liveness and sweeping, the spool directory, and three SIEM sinks.
-func chaosConfig(t *testing.T, sinks map[string]*sinkReceiver, backend string) string {
+func chaosConfig(t *testing.T, sinks map[string]*sinkReceiver, backend string, sshd *localssh.SSHD) string {
 	src, err := os.ReadFile("../deploy/gatehouse.dev.yaml")
 	require.NoError(t, err)
 	c := string(src)
@@ -146,7 +152,8 @@ func chaosConfig(t *testing.T, sinks map[string]*sinkReceiver, backend string) s
 policies:
 `)
 	replace("  - name: demo-orders\n    resources: [demo]\n", "  - name: demo-orders\n    resources: [demo, demo-strict]\n")
-	replace("\npolicies:\n", "\n"+fmt.Sprintf(chaosHTTPResources, backend, chaosBackendCredential)+"policies:\n"+chaosHTTPPolicy)
+	replace("\npolicies:\n", "\n"+fmt.Sprintf(chaosHTTPResources, backend, chaosBackendCredential)+
+		fmt.Sprintf(chaosSSHResources, sshd.Addr(), sshd.ClientKeyFile, sshd.HostKeyLine())+"policies:\n"+chaosHTTPPolicy+chaosSSHPolicy)
 	c += "sinks:\n"
 	for _, name := range []string{"siem-good", "siem-dead", "siem-slow"} {
 		c += fmt.Sprintf("  - {name: %s, type: http, url: %q, flush: 200ms}\n", name, sinks[name].URL())
@@ -166,11 +173,15 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 		c.sinks[name] = newSinkReceiver(t)
 	}
 	c.backend = newChaosBackend(t)
-	c.cfg = chaosConfig(t, c.sinks, c.backend.srv.URL)
+	sshtest.Require(t)
+	sshd := sshtest.Start(t)
+	c.sshLog = filepath.Join(t.TempDir(), "commands.log")
+	c.cfg = chaosConfig(t, c.sinks, c.backend.srv.URL, sshd)
 	c.nats = newNATSCluster(t, c.dirs)
 	issuerPort := freePort(t)
 	c.pgPort = freePort(t)
 	c.httpProxy = "https://127.0.0.1:" + freePort(t)
+	c.sshProxy = "127.0.0.1:" + freePort(t)
 	c.issuer = "http://127.0.0.1:" + issuerPort
 	keyFile := filepath.Join(t.TempDir(), "audit-signing.key")
 	_, err := seal.LoadKey(keyFile, true)
@@ -200,7 +211,8 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 		c.bases[target] = "http://127.0.0.1:" + port
 		c.start(target)
 	}
-	waitHTTPReady(t, strings.TrimPrefix(c.httpProxy, "https://"))
+	waitListening(t, strings.TrimPrefix(c.httpProxy, "https://"))
+	waitListening(t, c.sshProxy)
 	conn, err := ingest.Open(config.ClickHouse{Address: ch.Addr(), Username: "default"})
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
@@ -246,9 +258,9 @@ func (c *chaosCluster) env(target string) []string {
 	case target == "proxy-postgres":
 		// The proxy reaches NATS through links of its own, which the test can cut.
 		env = append(env, "GATEHOUSE_NATS_URL="+c.nats.proxyURL(), "GATEHOUSE_SPOOL_DIR="+c.spoolDir)
-	case target == "proxy-http":
+	case target == "proxy-http" || target == "proxy-ssh":
 		env = append(env, "GATEHOUSE_NATS_URL="+c.nats.componentURL(), "GATEHOUSE_SPOOL_DIR="+filepath.Join(c.dirs[target], "spool"),
-			"GATEHOUSE_HTTP_PROXY_LISTEN="+strings.TrimPrefix(c.httpProxy, "https://"))
+			"GATEHOUSE_HTTP_PROXY_LISTEN="+strings.TrimPrefix(c.httpProxy, "https://"), "GATEHOUSE_SSH_LISTEN="+c.sshProxy)
 	default:
 		env = append(env, "GATEHOUSE_NATS_URL="+c.nats.componentURL())
 	}
@@ -318,6 +330,13 @@ func TestChaos(t *testing.T) {
 		r := runFault(t, c, load, o, f)
 		results = append(results, r)
 		t.Logf("fault %s: %s", f.name, r.summary())
+	}
+	// After the last fault every client, of every kind, is answered again.
+	last := time.Now()
+	if back, ok := load.recoveredAfter(last, o.recoverIn, func(*loadClient) bool { return true }); ok {
+		phases = append(phases, "every client answered after the faults within "+back.Round(10*time.Millisecond).String())
+	} else {
+		t.Errorf("not every client was answered within %s after the faults: %v", o.recoverIn, load.errorsSince(last))
 	}
 	load.stop()
 	phases = append(phases, "faults "+time.Since(mark).Round(time.Second).String())
