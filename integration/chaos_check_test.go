@@ -33,11 +33,11 @@ type invariants struct {
 	reported                        map[string]int // verify's problems by kind
 	incomplete                      int
 	forwarded, forwardedUndecided   int
-	httpSent, httpAnswered          int // the HTTP clients' share of sent and answered
-	sshSent, sshAnswered            int // the SSH clients'
-	backendReached                  int // HTTP requests that reached the backend
-	backendUndecided                int // of them, without an allowing decision in the trail
-	hostRan, hostUndecided          int // SSH commands the host ran; of them, without an allowing decision
+	httpSent, httpAnswered          int               // the HTTP clients' share of sent and answered
+	sshSent, sshAnswered            int               // the SSH clients'
+	backendReached                  int               // HTTP requests that reached the backend
+	backendUndecided                int               // of them, without an allowing decision in the trail
+	hostRan, hostUndecided          int               // SSH commands the host ran; of them, without an allowing decision
 	latency                         map[string]string // answered statements' time to answer by kind of client: median, p90
 	sinkMissing                     map[string]int
 	sinkCaughtUp                    map[string]time.Duration // when each sink had every answered statement

@@ -32,7 +32,7 @@ type fault struct {
 	// goOn, when set, keeps the fault on past down until the load has gone on through it:
 	// a strict statement and one that needed a decision, both sent since the injection,
 	// were answered (within a minute; a NATS node of three lost must stop nothing).
-	goOn   bool
+	goOn bool
 	// ssh: the fault reaches the SSH clients' path (proxy-ssh, the policy service, NATS),
 	// so their recovery is measured after it too (an SSH command costs the host about 0.4 s,
 	// several under the load: measured after every fault it would double the run).
@@ -52,13 +52,13 @@ type faultResult struct {
 	recovery time.Duration // from the fault's removal to every SQL and HTTP client answered again
 	// sshRecovery: to every SSH client answered again (a command costs sshd about 0.4 s)
 	sshRecovery time.Duration
-	caughtUp time.Duration // from recovery to ClickHouse holding every client's last answered statement
-	wentOn   time.Duration // goOn: from the injection to the load answered again through the fault
-	during   windowCounts
-	notes    []string
-	errors   []string // what the clients got while it lasted, most frequent first
-	outcome  string
-	failures []string
+	caughtUp    time.Duration // from recovery to ClickHouse holding every client's last answered statement
+	wentOn      time.Duration // goOn: from the injection to the load answered again through the fault
+	during      windowCounts
+	notes       []string
+	errors      []string // what the clients got while it lasted, most frequent first
+	outcome     string
+	failures    []string
 }
 
 func (r *faultResult) fail(format string, args ...any) {

@@ -105,9 +105,9 @@ type chaosCluster struct {
 	// commands record themselves.
 	sshProxy string
 	sshLog   string
-	issuer    string
-	auditor   string // a token of the auditors group
-	reader    string // a token of orders-readers (the load)
+	issuer   string
+	auditor  string // a token of the auditors group
+	reader   string // a token of orders-readers (the load)
 
 	sinks    map[string]*sinkReceiver
 	spoolDir string // the proxy's audit.spool_dir
