@@ -352,11 +352,13 @@ func timeBoxedGrant(t *testing.T, g *gateway) {
 	_, errOut, code := gh(svc, "grants", "request", "--resource", "demo", "--role", "dba", "--for", "9h", "--reason", "INC-123")
 	require.NotEqual(t, 0, code)
 	require.Contains(t, errOut, "longer than role dba allows (8h0m0s)")
-	out, errOut, code := gh(svc, "grants", "request", "--resource", "demo", "--role", "dba", "--for", "4s", "--reason", "INC-123")
+	out, errOut, code := gh(svc, "grants", "request", "--resource", "demo", "--role", "dba", "--for", "15s", "--reason", "INC-123")
 	require.Equal(t, 0, code, errOut)
 	id := strings.Fields(strings.SplitN(out, "approval ", 2)[1])[0]
 	_, errOut, code = gh(approver, "approvals", "approve", id)
 	require.Equal(t, 0, code, errOut)
+	// The grant lasts 15 s from its approval: long enough to be seen in use on a loaded
+	// machine (a 4-s grant expired unseen once in CI, two ingest copies and all).
 	require.Eventually(t, func() bool { v, err := card(); return err == nil && v == "5500005555555559" }, 10*time.Second, 20*time.Millisecond,
 		"the grant takes effect on the open session's next statement")
 	out, _, code = gh(svc, "grants", "list")
@@ -366,7 +368,7 @@ func timeBoxedGrant(t *testing.T, g *gateway) {
 
 	// At expiry the session that used the grant ends; a new one is masked again.
 	var pgErr *pgconn.PgError
-	require.Eventually(t, func() bool { _, err := card(); return err != nil && c.IsClosed() }, 20*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool { _, err := card(); return err != nil && c.IsClosed() }, 45*time.Second, 50*time.Millisecond)
 	c2, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s dbname=demo user=svc-orders password=%s sslmode=disable", g.pgHost, g.pgPort, svc))
 	require.NoError(t, err)
 	defer c2.Close(ctx)
